@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# The real tools that judge kiln's artifacts ("oracles"), one command each.
+# Install them first with scripts/install-test-deps.
+#
+# Run:     scripts/oracles.sh KIND FILE
+# Source:  . scripts/oracles.sh; kiln_oracle KIND FILE   (or oracle_<kind> FILE)
+#
+# KIND:
+#   cloud-init  Debian cloud-init 22.4.2 `cloud-init schema --config-file FILE`,
+#               then the upstream (26.2) cloud-config JSON schema via
+#               check-jsonschema, which also rejects unknown keys, YAML 1.1-only
+#               booleans (yes/no/on/off) and duplicate keys.
+#   sh          shellcheck 0.11 -s sh (all severities), then `dash -n`.
+#   caddy       Caddy 2.11.7 `caddy validate --adapter caddyfile` with throw-away
+#               XDG dirs (no listeners are bound and no certificates requested).
+#   compose     Docker Compose v5 `docker-compose -f FILE config -q` (no engine
+#               needed), then the compose-spec JSON schema.
+#   yaml        Parse FILE ('-' for stdin) with PyYAML safe_load (duplicate keys
+#               rejected) and print it as JSON on stdout.
+#   self-test   Every sample in tests/oracle-samples/good must pass its oracle and
+#               every one in tests/oracle-samples/bad must fail it; the oracle is
+#               the file-name prefix (cloud-init-*, sh-*, caddy-*, compose-*, yaml-*).
+#
+# Exit status: 0 on pass; 1 on failure, with the tool's output on stderr; 2 on a
+# usage error or a missing tool. Passing checks print nothing (yaml prints JSON).
+#
+# Warnings count as failures: cloud-init schema deprecations, Compose
+# `level=warning` lines and Caddy `"level":"warn"` log lines (except the
+# HTTP-only-site notice, which is a deliberate choice, not a defect).
+# KILN_ORACLE_ALLOW_WARNINGS=1 lets them pass (still printed on stderr).
+#
+# Environment:
+#   KILN_SHARED         shared dir with schemas/ (default <repo>/../shared)
+#   KILN_ORACLES_VENV   the oracle virtualenv (default <repo>/.venv-oracles)
+#   KILN_ORACLE_ALLOW_WARNINGS=1  see above
+#
+# caddy and compose run in a fresh network namespace (unshare -n) when the
+# machine allows it, so nothing they do can reach the network.
+
+_kiln_oracles_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+_oracle_setup() {
+  venv=${KILN_ORACLES_VENV:-$_kiln_oracles_repo/.venv-oracles}
+  shared=${KILN_SHARED:-$_kiln_oracles_repo/../shared}
+  PATH="$venv/bin:$PATH"
+}
+
+_oracle_schema() {
+  schema=$shared/schemas/$1
+  if [[ ! -f $schema ]]; then
+    echo "oracle: schema not found: $schema (set KILN_SHARED)" >&2
+    exit 2
+  fi
+}
+
+_oracle_need() {
+  local t
+  for t in "$@"; do
+    if ! command -v "$t" >/dev/null 2>&1; then
+      echo "oracle: '$t' not found; run scripts/install-test-deps" >&2
+      exit 2
+    fi
+  done
+}
+
+_oracle_file() {
+  if [[ $# -ne 1 ]]; then
+    echo "oracle: expected one FILE argument" >&2
+    exit 2
+  fi
+  if [[ ! -f $1 ]]; then
+    echo "oracle: no such file: $1" >&2
+    exit 2
+  fi
+}
+
+# Run "$@" without network access when a network namespace can be made.
+_oracle_offline() {
+  if [[ -z ${_kiln_oracle_unshare+x} ]]; then
+    _kiln_oracle_unshare=
+    if unshare -n true 2>/dev/null; then
+      _kiln_oracle_unshare="unshare -n --"
+    elif unshare -rn true 2>/dev/null; then
+      _kiln_oracle_unshare="unshare -rn --"
+    fi
+  fi
+  $_kiln_oracle_unshare "$@"
+}
+
+# _oracle_run LABEL CMD...: run CMD capturing stdout+stderr in $out; on a
+# non-zero exit print LABEL, the command and its output to stderr and exit 1.
+_oracle_run() {
+  local label=$1 rc=0
+  shift
+  out=$("$@" 2>&1) || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    _oracle_fail "$label" "exit $rc: $*" "$out"
+  fi
+}
+
+_oracle_fail() {
+  {
+    echo "oracle $1 FAILED ($2)"
+    printf '%s\n' "$3"
+  } >&2
+  exit 1
+}
+
+# _oracle_warnings LABEL WHAT LINES: fail on non-empty LINES unless allowed.
+_oracle_warnings() {
+  [[ -n $3 ]] || return 0
+  if [[ ${KILN_ORACLE_ALLOW_WARNINGS:-0} == 1 ]]; then
+    printf 'oracle %s: %s (allowed by KILN_ORACLE_ALLOW_WARNINGS)\n%s\n' "$1" "$2" "$3" >&2
+    return 0
+  fi
+  _oracle_fail "$1" "$2; KILN_ORACLE_ALLOW_WARNINGS=1 lets them pass" "$3"
+}
+
+oracle_cloud_init() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 ci=/usr/bin/cloud-init out deprecations schema
+  [[ -x $ci ]] || ci=cloud-init
+  _oracle_need "$ci" check-jsonschema
+  # 22.4.2: exit 0 = valid (deprecations only printed), 1 = errors, a missing
+  # "#cloud-config" first line, or a YAML syntax error. Unknown keys pass.
+  # Root is not needed with --config-file.
+  _oracle_run cloud-init "$ci" schema --config-file "$f"
+  # On errors it prints an empty "Cloud config schema deprecations: " line;
+  # on success a non-empty one lists the deprecated keys.
+  deprecations=$(grep -A1000 '^Cloud config schema deprecations: .' <<<"$out" |
+    grep -v '^Valid cloud-config:' || true)
+  _oracle_warnings cloud-init "cloud-init schema reported deprecations" "$deprecations"
+  # --force-filetype: user-data files often have no .yaml suffix, and
+  # check-jsonschema otherwise guesses JSON from the name.
+  _oracle_schema cloud-init-schema-cloud-config-v1.upstream.json
+  _oracle_run cloud-init-upstream-schema check-jsonschema --force-filetype yaml \
+    --schemafile "$schema" "$f"
+)
+
+oracle_sh() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out
+  _oracle_need shellcheck dash
+  # --norc and no SHELLCHECK_OPTS: no .shellcheckrc can relax the check.
+  _oracle_run shellcheck env -u SHELLCHECK_OPTS shellcheck --norc --color=never -s sh "$f"
+  _oracle_run dash-n dash -n "$f"
+)
+
+oracle_caddy() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out tmp warnings
+  _oracle_need caddy
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  # validate provisions every module (TLS, reverse proxy, ...) but starts no
+  # server and asks no CA; storage goes under the XDG dirs, so point them at a
+  # throw-away dir. An active health check may start a request that validate
+  # cancels before it dials; the network namespace makes sure of it.
+  export XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config" HOME="$tmp"
+  _oracle_run caddy _oracle_offline caddy validate --config "$f" --adapter caddyfile
+  warnings=$(grep -E '"level":"(warn|error)"' <<<"$out" |
+    grep -v 'server is listening only on the HTTP port' || true)
+  _oracle_warnings caddy "caddy validate logged warnings" "$warnings"
+)
+
+oracle_compose() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out warnings schema
+  _oracle_need docker-compose check-jsonschema
+  _oracle_schema compose-spec.json
+  # Needs no engine. Without a top-level `name:` the project name comes from
+  # the file's directory and must not normalise to empty.
+  _oracle_run compose _oracle_offline docker-compose -f "$f" config -q
+  warnings=$(grep -E 'level=(warning|error)' <<<"$out" || true)
+  _oracle_warnings compose "docker-compose config printed warnings" "$warnings"
+  _oracle_run compose-spec-schema check-jsonschema --force-filetype yaml \
+    --schemafile "$schema" "$f"
+)
+
+oracle_yaml() (
+  set -euo pipefail
+  _oracle_setup
+  [[ $# -eq 1 && $1 == - ]] || _oracle_file "$@"
+  _oracle_need python
+  local prog
+  # The program is passed with -c so that stdin stays free for FILE '-'.
+  prog=$(cat <<'PY'
+import base64, datetime, json, sys
+import yaml
+
+class Loader(yaml.SafeLoader):
+    pass
+
+def mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            dup = key in seen
+        except TypeError:
+            dup = False
+        if dup:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        try:
+            seen.add(key)
+        except TypeError:
+            pass
+    return loader.construct_mapping(node, deep=deep)
+
+Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+
+def default(o):
+    if isinstance(o, (datetime.date, datetime.datetime)):
+        return o.isoformat()
+    if isinstance(o, bytes):
+        return base64.b64encode(o).decode()
+    if isinstance(o, set):
+        return sorted(o, key=str)
+    raise TypeError(f"cannot represent {type(o).__name__} as JSON")
+
+path = sys.argv[1]
+try:
+    if path == "-":
+        data = yaml.load(sys.stdin, Loader=Loader)
+    else:
+        with open(path, "rb") as fh:
+            data = yaml.load(fh, Loader=Loader)
+    text = json.dumps(data, ensure_ascii=False, default=default)
+except Exception as e:
+    print(f"oracle yaml FAILED: {path}: {e}", file=sys.stderr)
+    sys.exit(1)
+print(text)
+PY
+)
+  python -c "$prog" "$1"
+)
+
+oracle_self_test() (
+  set -euo pipefail
+  local dir=$_kiln_oracles_repo/tests/oracle-samples expect f kind name rc err n=0 bad=0
+  err=$(mktemp)
+  trap 'rm -f "$err"' EXIT
+  for expect in good bad; do
+    for f in "$dir/$expect"/*; do
+      [[ -f $f ]] || continue
+      name=${f##*/}
+      case $name in
+        cloud-init-*) kind=cloud-init ;;
+        sh-*) kind='sh' ;;
+        caddy-*) kind=caddy ;;
+        compose-*) kind=compose ;;
+        yaml-*) kind=yaml ;;
+        *) echo "self-test: no oracle for $expect/$name" >&2; exit 2 ;;
+      esac
+      n=$((n + 1))
+      if kiln_oracle "$kind" "$f" >/dev/null 2>"$err"; then
+        if [[ $expect == bad ]]; then
+          echo "self-test: $expect/$name PASSED oracle $kind but must fail" >&2
+          bad=$((bad + 1))
+        fi
+      else
+        rc=$?
+        if [[ $expect == good || $rc -ne 1 ]]; then
+          echo "self-test: $expect/$name: oracle $kind exit $rc" >&2
+          cat "$err" >&2
+          bad=$((bad + 1))
+        fi
+      fi
+    done
+  done
+  echo "self-test: $((n - bad)) passed, $bad failed"
+  [[ $bad -eq 0 ]]
+)
+
+kiln_oracle() {
+  local kind=${1:-}
+  shift || true
+  case $kind in
+    cloud-init) oracle_cloud_init "$@" ;;
+    sh) oracle_sh "$@" ;;
+    caddy) oracle_caddy "$@" ;;
+    compose) oracle_compose "$@" ;;
+    yaml) oracle_yaml "$@" ;;
+    self-test) oracle_self_test ;;
+    *)
+      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml} FILE | oracles.sh self-test" >&2
+      return 2
+      ;;
+  esac
+}
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  set -euo pipefail
+  kiln_oracle "$@"
+fi

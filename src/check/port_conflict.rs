@@ -1,0 +1,50 @@
+//! `port-conflict`: two services on one host cannot bind the same host port.
+
+use std::collections::BTreeMap;
+
+use super::Rule;
+use crate::diag::Diagnostic;
+use crate::load::Inputs;
+use crate::model::System;
+
+pub const RULE: Rule = Rule {
+    id: "port-conflict",
+    summary: "two services on one host bind the same port",
+    explanation: "Ports published on a host (for peers on other hosts, or for the edge on the same \
+host) and the ports of native services share the host's port space. Two of them on one port and \
+protocol means the second fails to start on the server, long after the build said yes.",
+    check,
+};
+
+fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for host in sys.hosts.values() {
+        let mut seen: BTreeMap<(u16, &'static str), &str> = BTreeMap::new();
+        for name in &host.services {
+            let s = &sys.services[name];
+            let mut ports: Vec<(u16, &'static str)> = s.published.iter().map(|p| (p.port, p.protocol.name())).collect();
+            if s.native.is_some() {
+                ports.extend(s.endpoints.iter().map(|e| (e.port, e.protocol.name())));
+            }
+            if s.edge.is_some() {
+                ports.extend([(80, "tcp"), (443, "tcp"), (443, "udp")]);
+            }
+            ports.sort();
+            ports.dedup();
+            for p in ports {
+                if let Some(other) = seen.get(&p) {
+                    let o = &sys.services[*other];
+                    out.push(
+                        Diagnostic::error(RULE.id, format!("services `{}` and `{}` both use port {}/{} on host `{}`", o.name, s.name, p.0, p.1, host.name))
+                            .primary(s.span, format!("port {}/{} is taken", p.0, p.1))
+                            .secondary(o.span, "already used here")
+                            .help("move one of the services to another host"),
+                    );
+                } else {
+                    seen.insert(p, name);
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,254 @@
+//! Diagnostics as plain data: spans into loaded source files, labels, help; rendered only at the edge.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use codespan_reporting::diagnostic as cs;
+use codespan_reporting::files::SimpleFiles;
+use codespan_reporting::term;
+
+/// Index of a file in [`Sources`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u32);
+
+/// A byte range in one source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub file: FileId,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub fn new(file: FileId, range: Range<usize>) -> Span {
+        Span { file, start: range.start as u32, end: range.end as u32 }
+    }
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// Every file a run has read, so diagnostics can point into any of them.
+#[derive(Default)]
+pub struct Sources {
+    files: Vec<SourceFile>,
+}
+
+pub struct SourceFile {
+    /// The path as shown to the user (relative where it was given relative).
+    pub name: String,
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Sources {
+    pub fn add(&mut self, name: String, path: PathBuf, text: String) -> FileId {
+        self.files.push(SourceFile { name, path, text });
+        FileId(self.files.len() as u32 - 1)
+    }
+    pub fn get(&self, id: FileId) -> &SourceFile {
+        &self.files[id.0 as usize]
+    }
+    pub fn text(&self, id: FileId) -> &str {
+        &self.get(id).text
+    }
+    pub fn path(&self, id: FileId) -> &Path {
+        &self.get(id).path
+    }
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, id: FileId, offset: usize) -> (usize, usize) {
+        let text = self.text(id);
+        let offset = offset.min(text.len());
+        let before = &text[..floor_char_boundary(text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let col = before[line_start..].chars().count() + 1;
+        (line, col)
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub span: Span,
+    pub message: String,
+    pub primary: bool,
+}
+
+/// One finding about the input. `code` is stable (`E…` for language errors, rule ids for checks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    pub labels: Vec<Label>,
+    pub notes: Vec<String>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            notes: Vec::new(),
+            help: None,
+        }
+    }
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
+    }
+    pub fn primary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label { span, message: message.into(), primary: true });
+        self
+    }
+    pub fn secondary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label { span, message: message.into(), primary: false });
+        self
+    }
+    pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
+        self.notes.push(note.into());
+        self
+    }
+    pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
+    pub fn with_help(self, help: Option<String>) -> Diagnostic {
+        match help {
+            Some(h) => self.help(h),
+            None => self,
+        }
+    }
+    pub fn primary_span(&self) -> Option<Span> {
+        self.labels.iter().find(|l| l.primary).map(|l| l.span)
+    }
+}
+
+/// Collects every diagnostic of a run; phases push into it and carry on where they can.
+#[derive(Default, Debug)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+    pub fn extend(&mut self, ds: impl IntoIterator<Item = Diagnostic>) {
+        self.items.extend(ds);
+    }
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+    pub fn error_count(&self) -> usize {
+        self.items.iter().filter(|d| d.severity == Severity::Error).count()
+    }
+    pub fn items(&self) -> &[Diagnostic] {
+        &self.items
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    /// Order by file and position so output does not depend on the order phases ran in.
+    pub fn sorted(mut self) -> Vec<Diagnostic> {
+        self.items.sort_by_key(|d| {
+            let s = d.primary_span();
+            (s.map(|s| (s.file, s.start)), d.code, d.message.clone())
+        });
+        self.items.dedup();
+        self.items
+    }
+}
+
+/// A diagnostic located as `file:line:col`, for JSON output and tests.
+pub struct Located<'a> {
+    pub sources: &'a Sources,
+    pub diag: &'a Diagnostic,
+}
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(span) = self.diag.primary_span() {
+            let (l, c) = self.sources.line_col(span.file, span.start as usize);
+            write!(f, "{}:{}:{}: ", self.sources.get(span.file).name, l, c)?;
+        }
+        write!(f, "error[{}]: {}", self.diag.code, self.diag.message)
+    }
+}
+
+/// Renders diagnostics the way rustc does: `file:line:col`, the source line, labels, help.
+pub fn render(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
+    let mut files = SimpleFiles::new();
+    for i in 0..sources.len() {
+        let f = sources.get(FileId(i as u32));
+        files.add(f.name.clone(), f.text.clone());
+    }
+    let config = term::Config::default();
+    let mut out = Vec::new();
+    for d in diags {
+        let cd = to_codespan(d);
+        if color {
+            let mut buf = term::termcolor::Ansi::new(&mut out);
+            let _ = term::emit_to_write_style(&mut buf, &config, &files, &cd);
+        } else {
+            let _ = term::emit_to_io_write(&mut out, &config, &files, &cd);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<usize> {
+    let sev = match d.severity {
+        Severity::Error => cs::Severity::Error,
+        Severity::Warning => cs::Severity::Warning,
+    };
+    let labels = d
+        .labels
+        .iter()
+        .map(|l| {
+            let style = if l.primary { cs::LabelStyle::Primary } else { cs::LabelStyle::Secondary };
+            cs::Label::new(style, l.span.file.0 as usize, l.span.range()).with_message(&l.message)
+        })
+        .collect();
+    let mut notes = d.notes.clone();
+    if let Some(h) = &d.help {
+        notes.push(format!("help: {h}"));
+    }
+    cs::Diagnostic::new(sev)
+        .with_code(d.code)
+        .with_message(&d.message)
+        .with_labels(labels)
+        .with_notes(notes)
+}
+
+/// The closest candidate to a misspelt name, if any is close enough.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,116 @@
+//! The derived host firewall: a port opens only for a connection, route or admin that needs it,
+//! and only to the addresses that connection comes from. Also decides which ports are published.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::model::{FirewallRule, Publish, System};
+use crate::syntax::module::Protocol;
+use crate::types::Cidr;
+
+fn host_cidr(ip: IpAddr) -> Cidr {
+    Cidr { addr: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } }
+}
+
+#[derive(Default)]
+struct Rules {
+    /// (port, protocol) → (sources, reasons); `None` sources means anywhere.
+    by_port: BTreeMap<(u16, Protocol), (Option<Vec<Cidr>>, Vec<String>)>,
+}
+
+impl Rules {
+    fn open(&mut self, port: u16, protocol: Protocol, sources: Option<Vec<Cidr>>, reason: String) {
+        let e = self.by_port.entry((port, protocol)).or_insert_with(|| (Some(Vec::new()), Vec::new()));
+        match (&mut e.0, sources) {
+            (None, _) => {}
+            (slot @ Some(_), None) => *slot = None,
+            (Some(have), Some(more)) => have.extend(more),
+        }
+        if !e.1.contains(&reason) {
+            e.1.push(reason);
+        }
+    }
+    fn finish(self) -> Vec<FirewallRule> {
+        self.by_port
+            .into_iter()
+            .map(|((port, protocol), (sources, mut reasons))| {
+                let mut sources = sources.unwrap_or_default();
+                sources.sort();
+                sources.dedup();
+                reasons.sort();
+                FirewallRule { port, protocol, sources, reason: reasons.join("; ") }
+            })
+            .collect()
+    }
+}
+
+pub fn derive(sys: &mut System) {
+    let mut rules: BTreeMap<String, Rules> = sys.hosts.keys().map(|h| (h.clone(), Rules::default())).collect();
+    let mut publish: BTreeMap<String, Vec<Publish>> = BTreeMap::new();
+    let private = |h: &str| sys.hosts.get(h).and_then(|h| h.private_address());
+
+    // SSH: public hosts from the admins' sources, private hosts through the bastions.
+    let admin_sources: Vec<Cidr> = sys.admins.iter().flat_map(|a| a.sources.iter().copied()).collect();
+    let bastions: Vec<Cidr> = sys.hosts.values().filter(|h| h.bastion).filter_map(|h| h.private_address()).map(host_cidr).collect();
+    for (name, h) in &sys.hosts {
+        let (sources, reason) = if !h.public && !bastions.is_empty() {
+            (Some(bastions.clone()), "ssh from the bastion hosts".to_string())
+        } else if admin_sources.is_empty() {
+            (None, "ssh for admins (no admin sources declared)".to_string())
+        } else {
+            (Some(admin_sources.clone()), "ssh from the admins' sources".to_string())
+        };
+        rules.get_mut(name).unwrap().open(22, Protocol::Tcp, sources, reason);
+    }
+
+    // Routes: 80/443 on the edge host; the upstream port from the edge's private address.
+    let cdn = sys.cdn.as_deref().map(crate::eval::cdn::ranges);
+    for r in &sys.routes {
+        let edge = rules.get_mut(&r.edge_host).unwrap();
+        let reason = |p: &str| format!("{p} for routes terminated by `{}`", r.edge_service);
+        edge.open(80, Protocol::Tcp, cdn.clone(), reason("http"));
+        edge.open(443, Protocol::Tcp, cdn.clone(), reason("https"));
+        edge.open(443, Protocol::Udp, cdn.clone(), reason("http/3"));
+        let mut upstreams = vec![(r.service.as_str(), r.endpoint.as_str(), format!("route `{}`", r.hostname))];
+        if let Some(a) = &r.auth {
+            upstreams.push((a.service.as_str(), a.endpoint.as_str(), format!("forward auth for `{}`", r.hostname)));
+        }
+        for (svc_name, ep_name, why) in upstreams {
+            let svc = &sys.services[svc_name];
+            let Some(ep) = svc.endpoint(ep_name) else { continue };
+            if svc.host == r.edge_host {
+                publish.entry(svc_name.to_string()).or_default().push(Publish { bind: IpAddr::V4(Ipv4Addr::LOCALHOST), port: ep.port, protocol: ep.protocol });
+                continue;
+            }
+            let (Some(from), Some(bind)) = (private(&r.edge_host), private(&svc.host)) else { continue };
+            rules.get_mut(&svc.host).unwrap().open(ep.port, ep.protocol, Some(vec![host_cidr(from)]), format!("{why} from `{}`", r.edge_host));
+            publish.entry(svc_name.to_string()).or_default().push(Publish { bind, port: ep.port, protocol: ep.protocol });
+        }
+    }
+
+    // Connections between hosts.
+    for (name, s) in &sys.services {
+        for d in s.deps.iter().filter(|d| !d.same_host) {
+            let target = &sys.services[&d.service];
+            let (Some(from), Some(bind)) = (private(&s.host), private(&target.host)) else { continue };
+            rules.get_mut(&target.host).unwrap().open(
+                d.port,
+                d.protocol,
+                Some(vec![host_cidr(from)]),
+                format!("`{name}` on `{}` connects to `{}`", s.host, d.service),
+            );
+            publish.entry(d.service.clone()).or_default().push(Publish { bind, port: d.port, protocol: d.protocol });
+        }
+    }
+
+    for (name, r) in rules {
+        sys.hosts.get_mut(&name).unwrap().firewall = r.finish();
+    }
+    for (name, mut p) in publish {
+        p.sort();
+        p.dedup();
+        if let Some(s) = sys.services.get_mut(&name) {
+            s.published = p;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Evaluate: what the whole system implies and no single declaration says (start order,
+//! firewall, published ports).
+
+pub mod cdn;
+pub mod firewall;
+pub mod order;

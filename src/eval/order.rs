@@ -1,0 +1,92 @@
+//! Start order: services sorted so each starts after what it connects to; a cycle is an error
+//! that names every service on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diag::Diagnostic;
+use crate::model::System;
+
+pub fn start_order(sys: &mut System) -> Result<(), Diagnostic> {
+    let deps: BTreeMap<&str, Vec<&str>> = sys
+        .services
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.deps.iter().map(|d| d.service.as_str()).filter(|d| sys.services.contains_key(*d)).collect()))
+        .collect();
+    if let Some(cycle) = find_cycle(&deps) {
+        let first = &sys.services[cycle[0]];
+        let edge = first.deps.iter().find(|d| d.service == cycle[1]).map(|d| d.span).unwrap_or(first.span);
+        let path = cycle.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" → ");
+        let mut d = Diagnostic::error("E0060", format!("dependency cycle: {path}"))
+            .primary(edge, format!("`{}` connects to `{}` here", cycle[0], cycle[1]));
+        for w in cycle.windows(2).skip(1) {
+            let s = &sys.services[w[0]];
+            if let Some(dep) = s.deps.iter().find(|d| d.service == w[1]) {
+                d = d.secondary(dep.span, format!("`{}` connects to `{}`", w[0], w[1]));
+            }
+        }
+        return Err(d.help("services start after what they connect to, so one of these connections must go"));
+    }
+    // Kahn's algorithm, ready set ordered by name for a stable result.
+    let mut remaining: BTreeMap<&str, usize> = deps.iter().map(|(n, d)| (*n, d.len())).collect();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (n, ds) in &deps {
+        for d in ds {
+            dependents.entry(*d).or_default().push(n);
+        }
+    }
+    let mut ready: BTreeSet<&str> = remaining.iter().filter(|(_, c)| **c == 0).map(|(n, _)| *n).collect();
+    let mut order = Vec::new();
+    while let Some(n) = ready.pop_first() {
+        order.push(n.to_string());
+        for d in dependents.get(n).into_iter().flatten() {
+            let c = remaining.get_mut(d).unwrap();
+            *c -= 1;
+            if *c == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    for host in sys.hosts.values_mut() {
+        host.services = order.iter().filter(|s| sys.services[*s].host == host.name).cloned().collect();
+    }
+    sys.start_order = order;
+    Ok(())
+}
+
+/// The first cycle found (by name order), as a closed path `a, b, …, a`.
+fn find_cycle<'a>(deps: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Open,
+        Done,
+    }
+    fn visit<'a>(n: &'a str, deps: &BTreeMap<&'a str, Vec<&'a str>>, marks: &mut BTreeMap<&'a str, Mark>, stack: &mut Vec<&'a str>) -> Option<Vec<&'a str>> {
+        match marks.get(n) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Open) => {
+                let start = stack.iter().position(|s| *s == n).unwrap_or(0);
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(n);
+                return Some(cycle);
+            }
+            None => {}
+        }
+        marks.insert(n, Mark::Open);
+        stack.push(n);
+        for d in deps.get(n).into_iter().flatten() {
+            if let Some(c) = visit(d, deps, marks, stack) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        marks.insert(n, Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for n in deps.keys() {
+        if let Some(c) = visit(n, deps, &mut marks, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
+}

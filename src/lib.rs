@@ -1,0 +1,16 @@
+//! kiln: a compiler for server fleets. Typed TOML in; reproducible, content-addressed
+//! artifacts out. See ARCHITECTURE.md for the map.
+
+pub mod check;
+pub mod diag;
+pub mod eval;
+pub mod load;
+pub mod model;
+pub mod pipeline;
+pub mod render;
+pub mod resolve;
+pub mod store;
+pub mod show;
+pub mod syntax;
+pub mod template;
+pub mod types;

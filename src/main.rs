@@ -1,0 +1,155 @@
+//! The `kiln` command line: parses arguments, runs the pipeline, prints data on stdout and
+//! diagnostics on stderr. Exit 0 on success, 1 for errors in the input, 2 for usage or IO.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use kiln::diag::{self, Diagnostic, Severity, Sources};
+use kiln::pipeline::{self, Compiled, Options, Outcome};
+use kiln::store::{self, Store};
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "A compiler for server fleets: typed TOML in, reproducible artifacts out")]
+struct Cli {
+    /// Extra module directories; a module here overrides a built-in one of the same name.
+    #[arg(long = "modules", global = true, value_name = "DIR")]
+    modules: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse, resolve and check a system without writing anything.
+    Check {
+        /// A system directory (holding system.toml) or a system file.
+        path: PathBuf,
+    },
+    /// Build a system into the store and point a link at it.
+    Build {
+        path: PathBuf,
+        /// Store directory (default: $KILN_STORE, else .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Where to put the link to the built system.
+        #[arg(long, value_name = "PATH", default_value = "result")]
+        out_link: PathBuf,
+        /// Rebuild and fail on any byte difference.
+        #[arg(long)]
+        check: bool,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show hosts, services, the derived firewall and the start order.
+    Show {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let opts = Options { module_dirs: cli.modules.clone() };
+    match cli.command {
+        Command::Check { path } => with_compiled(&path, &opts, |c| {
+            eprintln!("ok: system `{}`, {} hosts, {} services", c.system.name, c.system.hosts.len(), c.system.services.len());
+            ExitCode::SUCCESS
+        }),
+        Command::Build { path, store, out_link, check, json } => with_compiled(&path, &opts, |c| build(&path, &opts, c, store, &out_link, check, json)),
+        Command::Show { path, json } => with_compiled(&path, &opts, |c| {
+            let out = if json { kiln::pipeline::show_json(c) } else { kiln::pipeline::show_text(c) };
+            print!("{out}");
+            ExitCode::SUCCESS
+        }),
+    }
+}
+
+fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+fn report(sources: &Sources, diags: &[Diagnostic]) {
+    let text = diag::render(sources, diags, color());
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+}
+
+fn io_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn with_compiled(path: &Path, opts: &Options, f: impl FnOnce(&Compiled) -> ExitCode) -> ExitCode {
+    match pipeline::compile(path, opts) {
+        Err(e) => io_error(&e.0),
+        Ok(Outcome::Failed(fail)) => {
+            report(&fail.sources, &fail.diagnostics);
+            let n = fail.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+            eprintln!("error: could not compile `{}` due to {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            ExitCode::from(1)
+        }
+        Ok(Outcome::Ok(c)) => {
+            report(&c.sources, &c.warnings);
+            f(&c)
+        }
+    }
+}
+
+fn store_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("KILN_STORE").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".kiln/store"))
+}
+
+fn build(path: &Path, opts: &Options, c: &Compiled, store: Option<PathBuf>, out_link: &Path, check: bool, json: bool) -> ExitCode {
+    if check {
+        match pipeline::compile(path, opts) {
+            Ok(Outcome::Ok(again)) => {
+                if let Some(diff) = pipeline::difference(c, &again) {
+                    eprintln!("error: the rebuild differs: {diff}");
+                    return ExitCode::from(1);
+                }
+            }
+            Ok(Outcome::Failed(_)) => {
+                eprintln!("error: the rebuild failed where the first build succeeded");
+                return ExitCode::from(1);
+            }
+            Err(e) => return io_error(&e.0),
+        }
+    }
+    let dir = store_dir(store);
+    let store = match Store::open(&dir) {
+        Ok(s) => s,
+        Err(e) => return io_error(&format!("cannot open store `{}`: {e}", dir.display())),
+    };
+    if check && let Some(diff) = pipeline::differs_from_store(c, &store) {
+        eprintln!("error: the store holds different bytes: {diff}");
+        return ExitCode::from(1);
+    }
+    let entry = match pipeline::write(c, &store) {
+        Ok(p) => p,
+        Err(e) => return io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
+    };
+    let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
+    if let Err(e) = store::set_link(out_link, &entry) {
+        return io_error(&format!("cannot create link `{}`: {e}", out_link.display()));
+    }
+    if json {
+        println!("{}", pipeline::build_json(c, &entry));
+    } else {
+        println!("{}", entry.display());
+    }
+    eprintln!("built `{}`: {} hosts, {} artifacts -> {}", c.system.name, c.hosts.len(), c.manifest.artifacts.len(), out_link.display());
+    ExitCode::SUCCESS
+}

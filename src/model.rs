@@ -1,0 +1,249 @@
+//! The resolved model: one fully bound description of the system. Emitters read only this.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::diag::Span;
+use crate::syntax::module::{ModuleKind, Protocol};
+use crate::syntax::system::{ProviderKind, TlsMode};
+use crate::types::{Cidr, Duration, ImageRef, Size};
+
+#[derive(Debug, Serialize)]
+pub struct System {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub cdn: Option<String>,
+    pub networks: BTreeMap<String, Cidr>,
+    pub admins: Vec<Admin>,
+    pub hosts: BTreeMap<String, Host>,
+    pub services: BTreeMap<String, Service>,
+    pub routes: Vec<Route>,
+    pub secrets: BTreeMap<String, Secret>,
+    /// Every service, dependencies first (ties broken by name).
+    pub start_order: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Admin {
+    pub name: String,
+    pub keys: Vec<String>,
+    pub sources: Vec<Cidr>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub provider: String,
+    pub provider_kind: ProviderKind,
+    pub server_type: Option<String>,
+    pub location: Option<String>,
+    pub image: BaseImage,
+    pub zone: Option<String>,
+    pub public: bool,
+    pub bastion: bool,
+    /// network name → this host's address on it
+    pub addresses: BTreeMap<String, IpAddr>,
+    /// Services placed here, in start order.
+    pub services: Vec<String>,
+    pub firewall: Vec<FirewallRule>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+impl Host {
+    /// The address other hosts reach this one at: its first private network address.
+    pub fn private_address(&self) -> Option<IpAddr> {
+        self.addresses.values().next().copied()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseImage {
+    pub name: String,
+    pub family: String,
+    pub codename: String,
+    pub provider_image: Option<String>,
+    pub docker_method: String,
+    pub docker_packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewallRule {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Empty means "from anywhere".
+    pub sources: Vec<Cidr>,
+    /// Why the port is open: the connection or route that needs it.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub module: String,
+    pub module_version: String,
+    pub host: String,
+    pub kind: ModuleKind,
+    pub edge: Option<String>,
+    pub container: Option<Container>,
+    pub native: Option<Native>,
+    pub endpoints: Vec<Endpoint>,
+    pub volumes: Vec<Volume>,
+    pub health: Option<Health>,
+    pub deps: Vec<Dependency>,
+    pub secrets: Vec<SecretUse>,
+    pub files: Vec<ConfigFile>,
+    pub metrics: Option<Metrics>,
+    pub backup: Option<Backup>,
+    pub resources: Resources,
+    /// Ports published on the host: for peers on other hosts (private address) and for an
+    /// edge on the same host (loopback).
+    pub published: Vec<Publish>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+impl Service {
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Publish {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Container {
+    pub image: ImageRef,
+    pub user: Option<String>,
+    pub read_only: bool,
+    pub tmpfs: Vec<String>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub environment: BTreeMap<String, String>,
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub stop_grace_period: Option<Duration>,
+    pub network_mode: Option<String>,
+    pub docker_socket: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Native {
+    pub packages: Vec<String>,
+    pub unit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub http: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Volume {
+    pub name: String,
+    pub target: String,
+    pub backup: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Dependency {
+    /// The module's requirement slot this connection fills, if any.
+    pub slot: Option<String>,
+    pub service: String,
+    pub endpoint: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// How this service reaches it: the compose service name on the same host, else the
+    /// target host's private address.
+    pub address: String,
+    pub same_host: bool,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretUse {
+    pub slot: String,
+    pub secret: String,
+    /// Path inside the container (or on the host for native services).
+    pub target: String,
+    pub uid: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigFile {
+    pub name: String,
+    pub target: String,
+    pub mode: u32,
+    pub content: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Metrics {
+    pub endpoint: String,
+    pub port: u16,
+    pub path: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Backup {
+    pub dump: Option<Vec<String>>,
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Resources {
+    pub memory: Option<Size>,
+    pub cpus: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Route {
+    pub hostname: String,
+    pub service: String,
+    pub endpoint: String,
+    /// Where the edge sends requests: `address:port`.
+    pub upstream: String,
+    pub tls: TlsMode,
+    pub auth: Option<ForwardAuth>,
+    pub edge_service: String,
+    pub edge_host: String,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ForwardAuth {
+    pub service: String,
+    pub endpoint: String,
+    /// `address:port` of the auth server as seen from the edge.
+    pub upstream: String,
+    pub uri: String,
+    pub copy_headers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Secret {
+    pub name: String,
+    pub file: String,
+    pub key: String,
+}

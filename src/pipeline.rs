@@ -1,0 +1,210 @@
+//! The build pipeline end to end: load → resolve/evaluate → check → render → manifest, and
+//! writing the result into the store. Everything before `write` is pure given the inputs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::diag::{Diagnostic, Severity, Sources};
+use crate::load::{self, IoError};
+use crate::model::System;
+use crate::render::{self, Artifact, HostArtifacts, hex};
+use crate::store::{self, Store};
+
+pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub struct Options {
+    pub module_dirs: Vec<PathBuf>,
+}
+
+/// A successful compile: the model, every host's artifacts and the manifest.
+pub struct Compiled {
+    pub sources: Sources,
+    pub system: System,
+    pub hosts: BTreeMap<String, HostArtifacts>,
+    pub manifest: Manifest,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A compile that found errors in the input (all of them).
+pub struct Failed {
+    pub sources: Sources,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub enum Outcome {
+    Ok(Box<Compiled>),
+    Failed(Failed),
+}
+
+#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+pub struct Manifest {
+    pub system: String,
+    pub hash: String,
+    pub kiln: String,
+    pub hosts: BTreeMap<String, HostEntry>,
+    pub artifacts: Vec<ArtifactEntry>,
+}
+
+#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+pub struct HostEntry {
+    pub closure: String,
+    pub provider: String,
+    pub image: String,
+    pub public: bool,
+    pub addresses: BTreeMap<String, String>,
+    pub services: Vec<String>,
+    pub user_data: UserDataSize,
+}
+
+#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+pub struct UserDataSize {
+    pub size: usize,
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+pub struct ArtifactEntry {
+    pub path: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub sha256: String,
+    pub size: usize,
+}
+
+/// Loads and compiles a system. `Err` is for IO and usage failures, not for bad input.
+pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
+    let inputs = load::load(path, &opts.module_dirs)?;
+    let mut diags = inputs.diags.clone();
+    let (system, resolve_diags) = crate::resolve::resolve(&inputs);
+    diags.extend(resolve_diags);
+    if let Some(sys) = &system
+        && !diags.iter().any(|d| d.severity == Severity::Error)
+    {
+        diags.extend(crate::check::run(sys, &inputs));
+    }
+    let mut all = crate::diag::Diagnostics::default();
+    all.extend(diags);
+    let sources = inputs.sources;
+    match system {
+        Some(system) if !all.has_errors() => {
+            let hosts: BTreeMap<String, HostArtifacts> =
+                system.hosts.values().map(|h| (h.name.clone(), render::host(&system, h))).collect();
+            let manifest = manifest(&system, &hosts);
+            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, manifest, warnings: all.sorted() })))
+        }
+        _ => Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() })),
+    }
+}
+
+fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Manifest {
+    let mut artifacts = Vec::new();
+    let mut host_entries = BTreeMap::new();
+    for (name, ha) in hosts {
+        let h = &sys.hosts[name];
+        for a in &ha.artifacts {
+            artifacts.push(ArtifactEntry {
+                path: format!("hosts/{name}/{}", a.path),
+                kind: a.kind.name(),
+                host: Some(name.clone()),
+                sha256: a.sha256(),
+                size: a.bytes.len(),
+            });
+        }
+        let ud = ha.artifacts.iter().find(|a| a.path == "user-data").map(|a| a.bytes.len()).unwrap_or(0);
+        host_entries.insert(
+            name.clone(),
+            HostEntry {
+                closure: ha.closure.clone(),
+                provider: h.provider.clone(),
+                image: h.image.name.clone(),
+                public: h.public,
+                addresses: h.addresses.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                services: h.services.clone(),
+                user_data: UserDataSize { size: ud, limit: h.provider_kind.user_data_limit() },
+            },
+        );
+    }
+    let mut m = Manifest { system: sys.name.clone(), hash: String::new(), kiln: KILN_VERSION.to_string(), hosts: host_entries, artifacts };
+    m.hash = hex(&Sha256::digest(serde_json::to_vec(&m).expect("manifest serialises")));
+    m
+}
+
+pub fn manifest_json(m: &Manifest) -> String {
+    let mut s = serde_json::to_string_pretty(m).expect("manifest serialises");
+    s.push('\n');
+    s
+}
+
+/// Writes host entries and the system entry into the store; returns the system entry's path.
+pub fn write(c: &Compiled, store: &Store) -> std::io::Result<PathBuf> {
+    let mut links = Vec::new();
+    for (name, ha) in &c.hosts {
+        let nodes: Vec<store::Node<'_>> =
+            ha.artifacts.iter().map(|a: &Artifact| store::Node::File { path: &a.path, mode: a.mode, bytes: &a.bytes }).collect();
+        let entry = format!("{}-{name}", c.system.name);
+        let path = store.add(&ha.closure, &entry, &nodes)?;
+        links.push((format!("hosts/{name}"), format!("../../{}", path.file_name().unwrap().to_string_lossy())));
+    }
+    let manifest = manifest_json(&c.manifest);
+    let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: manifest.as_bytes() }];
+    nodes.extend(links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
+    store.add(&c.manifest.hash, &c.system.name, &nodes)
+}
+
+/// The first artifact that differs between two compiles, if any.
+pub fn difference(a: &Compiled, b: &Compiled) -> Option<String> {
+    if a.manifest == b.manifest {
+        return None;
+    }
+    for (x, y) in a.manifest.artifacts.iter().zip(&b.manifest.artifacts) {
+        if x != y {
+            return Some(format!("`{}` ({} vs {})", x.path, x.sha256, y.sha256));
+        }
+    }
+    Some("the manifests differ".into())
+}
+
+/// Compares a compile with an existing store entry of the same hash, byte for byte.
+pub fn differs_from_store(c: &Compiled, store: &Store) -> Option<String> {
+    let entry = store.root.join(Store::entry_name(&c.manifest.hash, &c.system.name));
+    if !entry.exists() {
+        return None;
+    }
+    let m = std::fs::read(entry.join("manifest.json")).ok()?;
+    if m != manifest_json(&c.manifest).as_bytes() {
+        return Some("manifest.json".into());
+    }
+    for (name, ha) in &c.hosts {
+        for a in &ha.artifacts {
+            let p = entry.join("hosts").join(name).join(&a.path);
+            if std::fs::read(&p).ok().as_deref() != Some(&a.bytes[..]) {
+                return Some(format!("hosts/{name}/{}", a.path));
+            }
+        }
+    }
+    None
+}
+
+#[derive(Serialize)]
+struct BuildJson<'a> {
+    system: &'a str,
+    hash: &'a str,
+    path: String,
+    hosts: BTreeMap<&'a str, &'a str>,
+}
+
+pub fn build_json(c: &Compiled, entry: &Path) -> String {
+    serde_json::to_string(&BuildJson {
+        system: &c.system.name,
+        hash: &c.manifest.hash,
+        path: entry.display().to_string(),
+        hosts: c.hosts.iter().map(|(k, v)| (k.as_str(), v.closure.as_str())).collect(),
+    })
+    .expect("serialises")
+}
+
+pub use crate::show::{show_json, show_text};

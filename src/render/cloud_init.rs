@@ -1,0 +1,70 @@
+//! cloud-init emitter: `#cloud-config` user-data that creates the admins, writes the host's
+//! payload under the kiln root and runs the provisioner.
+
+use serde::Serialize;
+
+use crate::model::{Host, System};
+use crate::render::{Artifact, KILN_ROOT, yaml};
+
+#[derive(Serialize)]
+struct CloudConfig<'a> {
+    hostname: &'a str,
+    preserve_hostname: bool,
+    disable_root: bool,
+    ssh_pwauth: bool,
+    users: Vec<User>,
+    write_files: Vec<WriteFile>,
+    runcmd: Vec<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct User {
+    name: String,
+    groups: String,
+    shell: &'static str,
+    sudo: &'static str,
+    lock_passwd: bool,
+    ssh_authorized_keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct WriteFile {
+    path: String,
+    owner: &'static str,
+    permissions: String,
+    content: String,
+}
+
+pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
+    let users = sys
+        .admins
+        .iter()
+        .map(|a| User {
+            name: a.name.clone(),
+            groups: "sudo".into(),
+            shell: "/bin/bash",
+            sudo: "ALL=(ALL) NOPASSWD:ALL",
+            lock_passwd: true,
+            ssh_authorized_keys: a.keys.clone(),
+        })
+        .collect();
+    let write_files = payload
+        .iter()
+        .map(|a| WriteFile {
+            path: format!("{KILN_ROOT}/{}", a.path),
+            owner: "root:root",
+            permissions: format!("{:#o}", a.mode).replace("0o", "0"),
+            content: String::from_utf8_lossy(&a.bytes).into_owned(),
+        })
+        .collect();
+    let cfg = CloudConfig {
+        hostname: &host.name,
+        preserve_hostname: false,
+        disable_root: true,
+        ssh_pwauth: false,
+        users,
+        write_files,
+        runcmd: vec![vec!["sh".into(), format!("{KILN_ROOT}/provision.sh")]],
+    };
+    format!("#cloud-config\n{}", yaml(&cfg))
+}

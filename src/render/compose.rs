@@ -1,0 +1,246 @@
+//! Docker Compose emitter: one compose-spec file per host that runs containers.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::model::{Host, Service, System};
+use crate::render::{FILES_ROOT, SECRETS_DIR, yaml};
+
+#[derive(Serialize)]
+struct File<'a> {
+    name: &'a str,
+    services: BTreeMap<&'a str, Svc>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    volumes: BTreeMap<String, Empty>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: BTreeMap<String, SecretFile>,
+    networks: BTreeMap<&'static str, Network>,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct SecretFile {
+    file: String,
+}
+
+#[derive(Serialize)]
+struct Network {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct Svc {
+    image: String,
+    restart: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    environment: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<Port>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<Mount>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SecretRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<Healthcheck>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    depends_on: BTreeMap<String, DependsOn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy: Option<Deploy>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cap_add: Vec<String>,
+    security_opt: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_grace_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    networks: Option<Vec<&'static str>>,
+    logging: Logging,
+}
+
+#[derive(Serialize)]
+struct Logging {
+    driver: &'static str,
+    options: BTreeMap<&'static str, &'static str>,
+}
+
+#[derive(Serialize)]
+struct Port {
+    target: u16,
+    published: String,
+    host_ip: String,
+    protocol: &'static str,
+}
+
+#[derive(Serialize)]
+struct Mount {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    source: String,
+    target: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
+}
+
+#[derive(Serialize)]
+struct SecretRef {
+    source: String,
+    target: String,
+}
+
+#[derive(Serialize)]
+struct Healthcheck {
+    test: Vec<String>,
+    interval: String,
+    timeout: String,
+    retries: u32,
+    start_period: String,
+}
+
+#[derive(Serialize)]
+struct DependsOn {
+    condition: &'static str,
+    required: bool,
+}
+
+#[derive(Serialize)]
+struct Deploy {
+    resources: Resources,
+}
+
+#[derive(Serialize)]
+struct Resources {
+    limits: Limits,
+}
+
+#[derive(Serialize)]
+struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<String>,
+}
+
+/// Compose interpolates `$` everywhere; `$$` is a literal dollar.
+fn lit(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+fn lits(v: &[String]) -> Vec<String> {
+    v.iter().map(|s| lit(s)).collect()
+}
+
+/// The compose file for a host, or `None` when it runs no containers.
+pub fn emit(sys: &System, host: &Host) -> Option<String> {
+    let services: Vec<&Service> =
+        host.services.iter().map(|n| &sys.services[n]).filter(|s| s.container.is_some()).collect();
+    if services.is_empty() {
+        return None;
+    }
+    let mut file = File {
+        name: &sys.name,
+        services: BTreeMap::new(),
+        volumes: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        networks: BTreeMap::from([("default", Network { name: format!("{}-{}", sys.name, host.name) })]),
+    };
+    for s in services {
+        let c = s.container.as_ref().unwrap();
+        let host_net = c.network_mode.as_deref() == Some("host");
+        let mut volumes: Vec<Mount> = s
+            .volumes
+            .iter()
+            .map(|v| {
+                let name = format!("{}-{}", s.name, v.name);
+                file.volumes.insert(name.clone(), Empty {});
+                Mount { kind: "volume", source: name, target: v.target.clone(), read_only: false }
+            })
+            .collect();
+        for f in &s.files {
+            volumes.push(Mount {
+                kind: "bind",
+                source: format!("{FILES_ROOT}/{}/{}", s.name, f.name),
+                target: f.target.clone(),
+                read_only: true,
+            });
+        }
+        if c.docker_socket {
+            volumes.push(Mount { kind: "bind", source: "/var/run/docker.sock".into(), target: "/var/run/docker.sock".into(), read_only: true });
+        }
+        let secrets = s
+            .secrets
+            .iter()
+            .map(|u| {
+                file.secrets.insert(u.secret.clone(), SecretFile { file: format!("{SECRETS_DIR}/{}", u.secret) });
+                SecretRef { source: u.secret.clone(), target: u.target.clone() }
+            })
+            .collect();
+        let depends_on = s
+            .deps
+            .iter()
+            .filter(|d| d.same_host && sys.services[&d.service].container.is_some())
+            .map(|d| {
+                let healthy = sys.services[&d.service].health.is_some();
+                (d.service.clone(), DependsOn { condition: if healthy { "service_healthy" } else { "service_started" }, required: true })
+            })
+            .collect();
+        let ports = if host_net {
+            Vec::new()
+        } else {
+            s.published
+                .iter()
+                .map(|p| Port { target: p.port, published: p.port.to_string(), host_ip: p.bind.to_string(), protocol: p.protocol.name() })
+                .collect()
+        };
+        let limits = Limits {
+            cpus: s.resources.cpus.map(|c| format!("{c}")),
+            memory: s.resources.memory.map(|m| m.compose()),
+        };
+        let svc = Svc {
+            image: lit(&c.image.to_string()),
+            restart: "unless-stopped",
+            user: c.user.as_deref().map(lit),
+            read_only: c.read_only,
+            tmpfs: lits(&c.tmpfs),
+            entrypoint: c.entrypoint.as_deref().map(lits),
+            command: c.command.as_deref().map(lits),
+            environment: c.environment.iter().map(|(k, v)| (k.clone(), lit(v))).collect(),
+            ports,
+            volumes,
+            secrets,
+            healthcheck: s.health.as_ref().map(|h| Healthcheck {
+                test: lits(&h.test),
+                interval: h.interval.to_string(),
+                timeout: h.timeout.to_string(),
+                retries: h.retries,
+                start_period: h.start_period.to_string(),
+            }),
+            depends_on,
+            deploy: (limits.cpus.is_some() || limits.memory.is_some()).then_some(Deploy { resources: Resources { limits } }),
+            cap_drop: c.cap_drop.clone(),
+            cap_add: c.cap_add.clone(),
+            security_opt: vec!["no-new-privileges:true"],
+            stop_grace_period: c.stop_grace_period.map(|d| d.to_string()),
+            network_mode: c.network_mode.clone(),
+            networks: (!host_net).then(|| vec!["default"]),
+            logging: Logging { driver: "json-file", options: BTreeMap::from([("max-size", "10m"), ("max-file", "3")]) },
+        };
+        file.services.insert(&s.name, svc);
+    }
+    Some(yaml(&file))
+}

@@ -1,0 +1,113 @@
+//! Render: pure functions from the resolved model to artifacts, one emitter per output format.
+
+pub mod caddyfile;
+pub mod cloud_init;
+pub mod compose;
+pub mod provision;
+pub mod quote;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Host, System};
+
+/// Where a host's payload lives on the host itself (the same layout as `hosts/<host>/`).
+pub const KILN_ROOT: &str = "/opt/kiln";
+/// Module config files, `files/<service>/<name>` under the root.
+pub const FILES_ROOT: &str = "/opt/kiln/files";
+/// Secret values, delivered at deploy time, never in the store: root-only files.
+pub const SECRETS_DIR: &str = "/etc/kiln/secrets";
+/// The provisioner writes the host's closure hash here when it has finished.
+pub const MARKER: &str = "/var/lib/kiln/closure";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    CloudInit,
+    Provisioner,
+    Compose,
+    Caddyfile,
+    Config,
+    Checksums,
+    Doc,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::CloudInit => "cloud-init",
+            Kind::Provisioner => "provisioner",
+            Kind::Compose => "compose",
+            Kind::Caddyfile => "caddyfile",
+            Kind::Config => "config",
+            Kind::Checksums => "checksums",
+            Kind::Doc => "doc",
+        }
+    }
+}
+
+/// One output file, its path relative to the host's directory (or the system root).
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl Artifact {
+    fn new(path: impl Into<String>, kind: Kind, mode: u32, text: String) -> Artifact {
+        Artifact { path: path.into(), kind, mode, bytes: text.into_bytes() }
+    }
+    pub fn sha256(&self) -> String {
+        hex(&Sha256::digest(&self.bytes))
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Everything one host needs, plus its closure hash.
+pub struct HostArtifacts {
+    pub closure: String,
+    /// The payload (every file installed under [`KILN_ROOT`]) then `user-data`.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// Serialises structured data as YAML; the data types here cannot fail to serialise.
+pub fn yaml<T: Serialize>(v: &T) -> String {
+    let opts = serde_saphyr::ser_options! { prefer_block_scalars: true, indent_step: 2, min_fold_chars: usize::MAX };
+    serde_saphyr::to_string_with_options(v, opts).expect("YAML serialisation of plain data")
+}
+
+/// Renders one host. The closure hash is the sha256 of `SHA256SUMS`, which lists every payload
+/// file; `user-data` is derived from the payload alone, so it changes exactly when the closure does.
+pub fn host(sys: &System, host: &Host) -> HostArtifacts {
+    let mut payload = Vec::new();
+    if let Some(c) = compose::emit(sys, host) {
+        payload.push(Artifact::new("compose.yaml", Kind::Compose, 0o644, c));
+    }
+    if let Some(c) = caddyfile::emit(sys, host) {
+        payload.push(Artifact::new("Caddyfile", Kind::Caddyfile, 0o644, c));
+    }
+    for name in &host.services {
+        for f in &sys.services[name].files {
+            payload.push(Artifact::new(format!("files/{name}/{}", f.name), Kind::Config, f.mode, f.content.clone()));
+        }
+    }
+    payload.push(Artifact::new("provision.sh", Kind::Provisioner, 0o755, provision::emit(sys, host, &payload)));
+    payload.sort_by(|a, b| a.path.cmp(&b.path));
+    let sums: String = payload.iter().map(|a| format!("{}  {}\n", a.sha256(), a.path)).collect();
+    let sums = Artifact::new("SHA256SUMS", Kind::Checksums, 0o644, sums);
+    let closure = sums.sha256();
+    payload.push(sums);
+    let user_data = cloud_init::emit(sys, host, &payload);
+    payload.push(Artifact::new("user-data", Kind::CloudInit, 0o644, user_data));
+    HostArtifacts { closure, artifacts: payload }
+}

@@ -1,0 +1,256 @@
+//! Provisioner emitter: one POSIX sh script per host that hardens the machine, installs what
+//! its services need, writes the firewall, starts services in dependency order with health
+//! waits and finally records the closure hash. Every step checks before it changes, so a second
+//! run changes nothing. Every value is quoted with [`quote::sh`].
+
+use std::fmt::Write;
+
+use crate::model::{FirewallRule, Host, Service, System};
+use crate::render::quote::{sh, sh_words};
+use crate::render::{Artifact, KILN_ROOT, MARKER, SECRETS_DIR};
+
+const PRELUDE: &str = include_str!("provision.sh.in");
+
+/// Docker's release signing key, checked before its apt repository is trusted.
+const DOCKER_KEY_FINGERPRINT: &str = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88";
+
+pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
+    let services: Vec<&Service> = host.services.iter().map(|n| &sys.services[n]).collect();
+    let containers = services.iter().any(|s| s.container.is_some());
+    let mut o = String::new();
+    let _ = writeln!(o, "#!/bin/sh");
+    let _ = writeln!(o, "# kiln provisioner for host `{}` of system `{}`.", host.name, sys.name);
+    let _ = writeln!(o, "# Generated: do not edit. Idempotent: a second run changes nothing.");
+    let _ = writeln!(o, "# Every literal below is single-quoted on purpose: nothing in it may expand.");
+    let _ = writeln!(o, "# shellcheck disable=SC2016");
+    let _ = writeln!(o, "KILN_ROOT={}", sh(KILN_ROOT));
+    o.push_str(PRELUDE);
+
+    packages(&mut o, host, &services, containers);
+    users(&mut o, sys);
+    sshd(&mut o);
+    upgrades(&mut o);
+    fail2ban(&mut o);
+    firewall(&mut o, host, containers);
+    if containers {
+        o.push_str("\n# Docker engine.\nsystemctl enable --now docker >/dev/null\n");
+    }
+    secrets(&mut o, &services);
+    files(&mut o, &services, payload);
+    start(&mut o, &services);
+
+    o.push_str("\n# Done: record what this host runs.\n");
+    let _ = writeln!(o, "install -d -m 0755 {}", sh(parent(MARKER)));
+    let _ = writeln!(o, "put_text {} 0644 root:root \"$closure\n\" || true", sh(MARKER));
+    o.push_str("log \"host is at closure $closure\"\n");
+    o
+}
+
+fn parent(p: &str) -> &str {
+    p.rsplit_once('/').map(|(a, _)| a).unwrap_or("/")
+}
+
+fn packages(o: &mut String, host: &Host, services: &[&Service], containers: bool) {
+    o.push_str("\n# Packages.\n");
+    let mut pkgs: Vec<String> =
+        ["ca-certificates", "ufw", "fail2ban", "python3-systemd", "unattended-upgrades"].iter().map(|s| s.to_string()).collect();
+    for s in services {
+        if let Some(n) = &s.native {
+            pkgs.extend(n.packages.iter().cloned());
+        }
+    }
+    pkgs.sort();
+    pkgs.dedup();
+    let _ = writeln!(o, "apt_install {}", sh_words(&pkgs));
+    if !containers {
+        return;
+    }
+    if host.image.docker_method == "docker-apt" {
+        let _ = writeln!(
+            o,
+            r#"if [ ! -f /etc/apt/sources.list.d/docker.sources ]; then
+	apt_install curl gnupg
+	install -d -m 0755 /etc/apt/keyrings
+	curl -fsSL https://download.docker.com/linux/debian/gpg -o /etc/apt/keyrings/docker.asc
+	gpg --show-keys --with-colons /etc/apt/keyrings/docker.asc | grep -q {fp} || die "unexpected Docker signing key"
+	put_text /etc/apt/sources.list.d/docker.sources 0644 root:root {src} || true
+fi"#,
+            fp = sh(&format!("fpr:::::::::{DOCKER_KEY_FINGERPRINT}:")),
+            src = sh(&format!(
+                "Types: deb\nURIs: https://download.docker.com/linux/debian\nSuites: {}\nComponents: stable\nSigned-By: /etc/apt/keyrings/docker.asc\n",
+                host.image.codename
+            )),
+        );
+    }
+    let _ = writeln!(o, "apt_install {}", sh_words(&host.image.docker_packages));
+}
+
+fn users(o: &mut String, sys: &System) {
+    o.push_str("\n# Admins: key-only logins with sudo.\n");
+    for a in &sys.admins {
+        let name = sh(&a.name);
+        let _ = writeln!(o, "id -u {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --groups sudo {name}");
+        let _ = writeln!(o, "passwd --lock {name} >/dev/null");
+        let _ = writeln!(o, "install -d -m 0700 -o {name} -g {name} /home/{}/.ssh", a.name);
+        let keys: String = a.keys.iter().map(|k| format!("{k}\n")).collect();
+        let _ = writeln!(o, "put_text /home/{}/.ssh/authorized_keys 0600 {} {} || true", a.name, sh(&format!("{}:{}", a.name, a.name)), sh(&keys));
+        let _ = writeln!(
+            o,
+            "put_text /etc/sudoers.d/{} 0440 root:root {} || true",
+            sh(&format!("90-kiln-{}", a.name)),
+            sh(&format!("{} ALL=(ALL) NOPASSWD:ALL\n", a.name))
+        );
+    }
+}
+
+fn sshd(o: &mut String) {
+    o.push_str("\n# sshd: keys only, no root, no passwords (first match wins, so this file sorts first).\n");
+    let conf = "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPubkeyAuthentication yes\nPermitEmptyPasswords no\nX11Forwarding no\nMaxAuthTries 3\n";
+    let _ = writeln!(
+        o,
+        "if put_text /etc/ssh/sshd_config.d/00-kiln.conf 0644 root:root {}; then\n\tsshd -t || die \"sshd rejects its configuration\"\n\tsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\nfi",
+        sh(conf)
+    );
+}
+
+fn upgrades(o: &mut String) {
+    o.push_str("\n# Unattended security upgrades.\n");
+    let conf = "APT::Periodic::Update-Package-Lists \"1\";\nAPT::Periodic::Unattended-Upgrade \"1\";\n";
+    let _ = writeln!(o, "put_text /etc/apt/apt.conf.d/20auto-upgrades 0644 root:root {} || true", sh(conf));
+}
+
+fn fail2ban(o: &mut String) {
+    o.push_str("\n# fail2ban: ban repeated SSH failures (journal backend: no auth.log on minimal images).\n");
+    let conf = "[DEFAULT]\nbantime = 1h\nfindtime = 10m\nmaxretry = 5\nbackend = systemd\n\n[sshd]\nenabled = true\n";
+    let _ = writeln!(
+        o,
+        "if put_text /etc/fail2ban/jail.d/kiln.local 0644 root:root {}; then\n\tsystemctl restart fail2ban\nfi\nsystemctl enable --now fail2ban >/dev/null",
+        sh(conf)
+    );
+}
+
+/// One ufw command per rule; several sources become a loop.
+fn ufw_command(r: &FirewallRule, route: bool) -> String {
+    let verb = if route { "route allow" } else { "allow" };
+    let comment = sh(&r.reason.chars().filter(|c| !c.is_control()).take(200).collect::<String>());
+    let proto = r.protocol.name();
+    match r.sources.as_slice() {
+        [] => format!("ufw {verb} proto {proto} to any port {} comment {comment} >/dev/null", r.port),
+        [one] => format!("ufw {verb} proto {proto} from {} to any port {} comment {comment} >/dev/null", sh(&one.to_string()), r.port),
+        many => {
+            let list: Vec<String> = many.iter().map(|c| c.to_string()).collect();
+            format!(
+                "for src in {}; do ufw {verb} proto {proto} from \"$src\" to any port {} comment {comment} >/dev/null; done",
+                sh_words(&list),
+                r.port
+            )
+        }
+    }
+}
+
+/// Docker publishes ports through FORWARD, past ufw's INPUT rules: send new forwarded
+/// connections through ufw's route rules and drop the rest.
+const DOCKER_USER_RULES: &str = "\n# BEGIN kiln docker\n*filter\n:DOCKER-USER - [0:0]\n-F DOCKER-USER\n-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n-A DOCKER-USER -i docker0 -j RETURN\n-A DOCKER-USER -i br-+ -j RETURN\n-A DOCKER-USER -j ufw-user-forward\n-A DOCKER-USER -m conntrack --ctstate NEW -j DROP\n-A DOCKER-USER -j RETURN\nCOMMIT\n# END kiln docker\n";
+
+fn firewall(o: &mut String, host: &Host, containers: bool) {
+    o.push_str("\n# Firewall: default deny; each rule names the connection that needs it.\n");
+    let mut lines = vec!["ufw default deny incoming >/dev/null".to_string(), "ufw default allow outgoing >/dev/null".to_string()];
+    for r in &host.firewall {
+        lines.push(ufw_command(r, false));
+        if containers && r.port != 22 {
+            lines.push(ufw_command(r, true));
+        }
+    }
+    // The rules are applied again only when they differ from what this host last applied.
+    let stamp = crate::render::hex(&<sha2::Sha256 as sha2::Digest>::digest(lines.concat().as_bytes()));
+    if containers {
+        let _ = writeln!(
+            o,
+            "if ! grep -q 'BEGIN kiln docker' /etc/ufw/after.rules; then\n\tprintf '%s' {} >>/etc/ufw/after.rules\n\trm -f /var/lib/kiln/ufw.rules\nfi",
+            sh(DOCKER_USER_RULES)
+        );
+    }
+    let _ = writeln!(o, "ufw_stamp={stamp}");
+    o.push_str("if [ \"$(cat /var/lib/kiln/ufw.rules 2>/dev/null || true)\" != \"$ufw_stamp\" ] || ! ufw status | grep -q '^Status: active'; then\n");
+    o.push_str("\t[ ! -f /var/lib/kiln/ufw.rules ] || ufw --force reset >/dev/null\n");
+    for l in &lines {
+        let _ = writeln!(o, "\t{l}");
+    }
+    o.push_str("\tufw --force enable >/dev/null\n");
+    o.push_str("\tinstall -d -m 0755 /var/lib/kiln\n");
+    o.push_str("\tprintf '%s\\n' \"$ufw_stamp\" >/var/lib/kiln/ufw.rules\n");
+    o.push_str("\tlog \"firewall rules written\"\n");
+    o.push_str("fi\n");
+}
+
+fn secrets(o: &mut String, services: &[&Service]) {
+    let mut uses: Vec<(&str, Option<u32>)> = services.iter().flat_map(|s| s.secrets.iter().map(|u| (u.secret.as_str(), u.uid))).collect();
+    if uses.is_empty() {
+        return;
+    }
+    uses.sort();
+    uses.dedup();
+    o.push_str("\n# Secrets: delivered at deploy time into a root-only directory, never in the payload.\n");
+    let _ = writeln!(o, "install -d -m 0700 -o root -g root {}", sh(SECRETS_DIR));
+    o.push_str("missing=\"\"\n");
+    for (name, _) in &uses {
+        let _ = writeln!(o, "[ -s {} ] || missing=\"$missing {name}\"", sh(&format!("{SECRETS_DIR}/{name}")));
+    }
+    let _ = writeln!(o, "[ -z \"$missing\" ] || die \"secrets missing from {SECRETS_DIR}:$missing\"");
+    for (name, uid) in &uses {
+        let path = sh(&format!("{SECRETS_DIR}/{name}"));
+        let owner = uid.map(|u| format!("{u}:{u}")).unwrap_or_else(|| "root:root".into());
+        let _ = writeln!(o, "chown {owner} {path}\nchmod 0400 {path}");
+    }
+}
+
+fn files(o: &mut String, services: &[&Service], payload: &[Artifact]) {
+    let natives: Vec<&&Service> = services.iter().filter(|s| s.native.is_some()).collect();
+    let caddy = payload.iter().any(|a| a.path == "Caddyfile");
+    if natives.is_empty() && !caddy {
+        return;
+    }
+    o.push_str("\n# Configuration of native services.\n");
+    for s in &natives {
+        let unit = s.native.as_ref().and_then(|n| n.unit.clone());
+        for f in &s.files {
+            let src = sh(&format!("{KILN_ROOT}/files/{}/{}", s.name, f.name));
+            let restart = unit.as_ref().map(|u| format!("systemctl try-restart {}", sh(u))).unwrap_or_else(|| ":".into());
+            let _ = writeln!(o, "if put {src} {} {:04o} root:root; then {restart}; fi", sh(&f.target), f.mode);
+        }
+    }
+    if caddy {
+        o.push_str(
+            "if put \"$KILN_ROOT/Caddyfile\" /etc/caddy/Caddyfile 0644 root:root; then\n\tcaddy validate --adapter caddyfile --config /etc/caddy/Caddyfile >/dev/null 2>&1 || die \"caddy rejects /etc/caddy/Caddyfile\"\n\tsystemctl reload-or-restart caddy\nfi\n",
+        );
+    }
+}
+
+fn start(o: &mut String, services: &[&Service]) {
+    if services.is_empty() {
+        return;
+    }
+    o.push_str("\n# Services, dependencies first, each healthy before the next starts.\n");
+    for s in services {
+        if s.container.is_some() {
+            let _ = writeln!(
+                o,
+                "docker compose --file \"$KILN_ROOT/compose.yaml\" up --detach --wait --wait-timeout 600 {} >/dev/null\nlog {}",
+                sh(&s.name),
+                sh(&format!("{} is up", s.name))
+            );
+        } else if let Some(n) = &s.native {
+            if let Some(unit) = &n.unit {
+                let _ = writeln!(o, "systemctl enable --now {} >/dev/null", sh(unit));
+            }
+            if let Some(h) = &s.health {
+                let cmd = match h.test.first().map(String::as_str) {
+                    Some("CMD-SHELL") => format!("sh -c {}", sh(&h.test[1..].join(" "))),
+                    _ => sh_words(&h.test[1.min(h.test.len())..]),
+                };
+                let tries = h.retries.max(1) + (h.start_period.0 / h.interval.0.max(1)) as u32;
+                let _ = writeln!(o, "wait_healthy {} {tries} {} {cmd}", sh(&s.name), h.interval.0.max(1));
+            }
+        }
+    }
+}

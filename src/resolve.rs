@@ -1,0 +1,884 @@
+//! Resolve: merge the system files, instantiate modules, bind every reference, render module
+//! templates. The result is the model the evaluator and emitters work on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use minijinja::Value as J;
+
+use crate::diag::{Diagnostic, Span, did_you_mean};
+use crate::load::{ImageDef, Inputs, LoadedModule};
+use crate::model::*;
+use crate::syntax::decode::Sp;
+use crate::syntax::module::{IntOrTpl, ModuleDecl, ModuleKind, OptType, OptionDecl};
+use crate::syntax::system::*;
+use crate::syntax::tree::{Node, Value};
+use crate::template::Templates;
+use crate::types::{self, ImageRef};
+
+/// Resolves the loaded inputs; `None` when errors leave nothing coherent to evaluate.
+pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
+    let tpls: BTreeMap<String, Templates> = inputs.modules.iter().map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
+    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new() };
+    let sys = r.run();
+    (sys, r.diags)
+}
+
+struct Resolver<'a> {
+    inputs: &'a Inputs,
+    tpls: &'a BTreeMap<String, Templates>,
+    diags: Vec<Diagnostic>,
+}
+
+/// A service between phases: module bound, options typed, endpoints known.
+struct Partial<'a> {
+    decl: &'a ServiceDecl,
+    module: &'a LoadedModule,
+    host: String,
+    options: BTreeMap<String, J>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl<'a> Resolver<'a> {
+    fn err(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn unknown<'b>(&mut self, what: &str, r: &Sp<String>, known: impl IntoIterator<Item = &'b String>, define: &str) {
+        let known: Vec<&String> = known.into_iter().collect();
+        let mut d = Diagnostic::error("E0010", format!("unknown {what} `{}`", r.value)).primary(r.span, format!("no {what} of this name"));
+        d = match did_you_mean(&r.value, known.iter().map(|s| s.as_str())) {
+            Some(m) => d.help(format!("did you mean `{m}`?")),
+            None if known.is_empty() => d.help(format!("declare it in a `[{define}.{}]` table", r.value)),
+            None => d.help(format!(
+                "the {what}s are {}",
+                known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            )),
+        };
+        self.err(d);
+    }
+
+    /// Named declarations from every file, reporting names declared twice.
+    fn index<T>(&mut self, what: &str, items: impl Iterator<Item = &'a T>, name: impl Fn(&T) -> &Sp<String>) -> BTreeMap<String, &'a T> {
+        let mut out: BTreeMap<String, &'a T> = BTreeMap::new();
+        for item in items {
+            let n = name(item);
+            if let Some(prev) = out.get(&n.value) {
+                let prev = name(prev).span;
+                self.err(
+                    Diagnostic::error("E0011", format!("{what} `{}` is declared twice", n.value))
+                        .primary(n.span, "declared again here")
+                        .secondary(prev, "first declared here"),
+                );
+                continue;
+            }
+            out.insert(n.value.clone(), item);
+        }
+        out
+    }
+
+    fn run(&mut self) -> Option<System> {
+        let files = &self.inputs.files;
+        let decls: Vec<&SystemDecl> = files.iter().filter_map(|f| f.system.as_ref()).collect();
+        let Some(sysdecl) = decls.first() else {
+            if !files.is_empty() {
+                self.err(
+                    Diagnostic::error("E0012", "no `[system]` table")
+                        .primary(crate::load::file_span(crate::diag::FileId(self.main_file())), "this file declares no system")
+                        .help("add `[system]` with `name = \"…\"`"),
+                );
+            }
+            return None;
+        };
+        for extra in &decls[1..] {
+            self.err(
+                Diagnostic::error("E0011", "`[system]` is declared twice")
+                    .primary(extra.span, "declared again here")
+                    .secondary(sysdecl.span, "first declared here"),
+            );
+        }
+        let providers = self.index("provider", files.iter().flat_map(|f| &f.providers), |p| &p.name);
+        let networks = self.index("network", files.iter().flat_map(|f| &f.networks), |n| &n.name);
+        let zones = self.index("zone", files.iter().flat_map(|f| &f.zones), |z| &z.name);
+        let admins = self.index("admin", files.iter().flat_map(|f| &f.admins), |a| &a.name);
+        let hosts = self.index("host", files.iter().flat_map(|f| &f.hosts), |h| &h.name);
+        let services = self.index("service", files.iter().flat_map(|f| &f.services), |s| &s.name);
+        let routes = self.index("route", files.iter().flat_map(|f| &f.routes), |r| &r.hostname);
+        let secrets = self.index("secret", files.iter().flat_map(|f| &f.secrets), |s| &s.name);
+        let cdns: Vec<&CdnDecl> = files.iter().filter_map(|f| f.cdn.as_ref()).collect();
+
+        let networks: BTreeMap<String, types::Cidr> =
+            networks.iter().filter_map(|(k, n)| Some((k.clone(), n.cidr.as_ref()?.value))).collect();
+
+        let mut model_hosts = BTreeMap::new();
+        let mut used_addresses: BTreeMap<IpAddr, Span> = BTreeMap::new();
+        for (name, h) in &hosts {
+            if let Some(host) = self.host(h, &providers, &networks, &zones, &mut used_addresses) {
+                model_hosts.insert(name.clone(), host);
+            }
+        }
+
+        // Phase 1: modules, placement, options and endpoints.
+        let mut partials: BTreeMap<String, Partial<'a>> = BTreeMap::new();
+        for (name, s) in &services {
+            if let Some(p) = self.partial(s, &hosts) {
+                partials.insert(name.clone(), p);
+            }
+        }
+        // Phase 2: connections, secrets, rendering.
+        let mut model_services = BTreeMap::new();
+        for (name, p) in &partials {
+            if let Some(svc) = self.service(p, &partials, &model_hosts, &secrets, sysdecl) {
+                model_services.insert(name.clone(), svc);
+            }
+        }
+        let model_routes = self.routes(&routes, &model_services, &model_hosts);
+        let model_admins = admins
+            .values()
+            .map(|a| Admin {
+                name: a.name.value.clone(),
+                keys: a.keys.iter().map(|k| k.value.clone()).collect(),
+                sources: a.sources.iter().map(|s| s.value).collect(),
+            })
+            .collect();
+        let model_secrets = secrets
+            .iter()
+            .filter_map(|(k, s)| {
+                Some((
+                    k.clone(),
+                    Secret {
+                        name: k.clone(),
+                        file: s.file.as_ref()?.value.clone(),
+                        key: s.key.as_ref().map(|k| k.value.clone()).unwrap_or_else(|| k.clone()),
+                    },
+                ))
+            })
+            .collect();
+        let mut sys = System {
+            name: sysdecl.name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
+            domains: sysdecl.domains.iter().map(|d| d.value.clone()).collect(),
+            cdn: cdns.first().and_then(|c| c.provider.as_ref()).map(|p| p.value.clone()),
+            networks,
+            admins: model_admins,
+            hosts: model_hosts,
+            services: model_services,
+            routes: model_routes,
+            secrets: model_secrets,
+            start_order: Vec::new(),
+        };
+        if sysdecl.name.is_none() {
+            return None;
+        }
+        if let Err(d) = crate::eval::order::start_order(&mut sys) {
+            self.err(d);
+        }
+        crate::eval::firewall::derive(&mut sys);
+        Some(sys)
+    }
+
+    fn main_file(&self) -> u32 {
+        // The system's main file is the last one added to the sources (after modules and images).
+        (0..self.inputs.sources.len() as u32)
+            .rev()
+            .find(|i| !self.inputs.sources.get(crate::diag::FileId(*i)).name.starts_with("modules/"))
+            .unwrap_or(0)
+    }
+
+    fn host(
+        &mut self,
+        h: &HostDecl,
+        providers: &BTreeMap<String, &'a ProviderDecl>,
+        networks: &BTreeMap<String, types::Cidr>,
+        zones: &BTreeMap<String, &'a ZoneDecl>,
+        used: &mut BTreeMap<IpAddr, Span>,
+    ) -> Option<Host> {
+        let mut ok = true;
+        let provider = h.provider.as_ref()?;
+        let pkind = match providers.get(&provider.value) {
+            Some(p) => p.kind.as_ref().map(|k| k.value),
+            None => {
+                self.unknown("provider", provider, providers.keys(), "providers");
+                None
+            }
+        };
+        let image_ref = h.image.as_ref()?;
+        let image: Option<&ImageDef> = self.inputs.images.get(&image_ref.value);
+        if image.is_none() {
+            self.unknown("base image", image_ref, self.inputs.images.keys(), "images");
+            ok = false;
+        }
+        if let Some(z) = &h.zone
+            && !zones.contains_key(&z.value)
+        {
+            self.unknown("zone", z, zones.keys(), "zones");
+        }
+        let mut addresses = BTreeMap::new();
+        for (net, addr) in &h.networks {
+            let Some(cidr) = networks.get(&net.value) else {
+                self.unknown("network", net, networks.keys(), "networks");
+                continue;
+            };
+            if !cidr.contains(addr.value) {
+                self.err(
+                    Diagnostic::error("E0013", format!("address {} is outside network `{}` ({cidr})", addr.value, net.value))
+                        .primary(addr.span, format!("not in {cidr}"))
+                        .help(format!("pick an address inside {cidr}")),
+                );
+            } else if cidr.is_reserved(addr.value) {
+                self.err(
+                    Diagnostic::error("E0013", format!("address {} is the network or broadcast address of `{}`", addr.value, net.value))
+                        .primary(addr.span, "reserved address"),
+                );
+            }
+            if let Some(prev) = used.get(&addr.value) {
+                self.err(
+                    Diagnostic::error("E0014", format!("address {} is used twice", addr.value))
+                        .primary(addr.span, "used again here")
+                        .secondary(*prev, "first used here"),
+                );
+            } else {
+                used.insert(addr.value, addr.span);
+            }
+            addresses.insert(net.value.clone(), addr.value);
+        }
+        let pkind = pkind?;
+        let image = image?;
+        if !ok {
+            return None;
+        }
+        let provider_image = image.providers.get(pkind.name()).cloned();
+        if provider_image.is_none() && pkind != ProviderKind::Existing {
+            self.err(
+                Diagnostic::error("E0015", format!("image `{}` has no {} image name", image.name, pkind.name()))
+                    .primary(image_ref.span, format!("not available on {}", pkind.name()))
+                    .help("pick an image that lists this provider in `images/`"),
+            );
+        }
+        Some(Host {
+            name: h.name.value.clone(),
+            provider: provider.value.clone(),
+            provider_kind: pkind,
+            server_type: h.server_type.as_ref().map(|s| s.value.clone()),
+            location: h.location.as_ref().map(|s| s.value.clone()),
+            image: crate::model::BaseImage {
+                name: image.name.clone(),
+                family: image.family.clone(),
+                codename: image.codename.clone(),
+                provider_image,
+                docker_method: image.docker_method.clone(),
+                docker_packages: image.docker_packages.clone(),
+            },
+            zone: h.zone.as_ref().map(|z| z.value.clone()),
+            public: h.public.as_ref().is_some_and(|p| p.value),
+            bastion: h.bastion.as_ref().is_some_and(|p| p.value),
+            addresses,
+            services: Vec::new(),
+            firewall: Vec::new(),
+            span: h.name.span,
+        })
+    }
+
+    fn partial(&mut self, s: &'a ServiceDecl, hosts: &BTreeMap<String, &'a HostDecl>) -> Option<Partial<'a>> {
+        let module_name = s.module.as_ref()?;
+        let module = match self.inputs.modules.get(&module_name.value) {
+            Some(m) => m,
+            None => {
+                self.unknown("module", module_name, self.inputs.modules.keys(), "modules");
+                return None;
+            }
+        };
+        let host = s.host.as_ref()?;
+        if !hosts.contains_key(&host.value) {
+            self.unknown("host", host, hosts.keys(), "hosts");
+            return None;
+        }
+        let options = self.options(s, &module.decl);
+        let mut ctx = BTreeMap::new();
+        ctx.insert("options", jv(&options));
+        ctx.insert("service", minijinja::context! { name => s.name.value.clone(), host => host.value.clone() });
+        let ctx = jv(&ctx);
+        let tpl = &self.tpls[&module.decl.name.value];
+        let mut endpoints = Vec::new();
+        for e in &module.decl.endpoints {
+            let port = match &e.port.value {
+                IntOrTpl::Int(i) => types::parse_port(*i).ok(),
+                IntOrTpl::Tpl(t) => match tpl.render_str(t, &ctx) {
+                    Ok(v) => match v.trim().parse::<i64>().map_err(|_| ()).and_then(|i| types::parse_port(i).map_err(|_| ())) {
+                        Ok(p) => Some(p),
+                        Err(()) => {
+                            self.err(
+                                Diagnostic::error("E0020", format!("endpoint `{}` of `{}` renders to `{v}`, not a port", e.name.value, s.name.value))
+                                    .primary(e.port.span, "this template")
+                                    .secondary(s.name.span, "in this service"),
+                            );
+                            None
+                        }
+                    },
+                    Err(err) => {
+                        self.err(err.at(e.port.span).secondary(s.name.span, "while instantiating this service"));
+                        None
+                    }
+                },
+            };
+            if let Some(port) = port {
+                endpoints.push(Endpoint { name: e.name.value.clone(), port, protocol: e.protocol.value, http: e.http });
+            }
+        }
+        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints })
+    }
+
+    /// Options typed against the module's declarations; unknown and missing ones reported.
+    fn options(&mut self, s: &ServiceDecl, m: &ModuleDecl) -> BTreeMap<String, J> {
+        let mut out = BTreeMap::new();
+        for (name, _) in &s.options {
+            if !m.options.iter().any(|o| o.name.value == name.value) {
+                let mut d = Diagnostic::error("E0021", format!("module `{}` has no option `{}`", m.name.value, name.value))
+                    .primary(name.span, "unknown option");
+                d = match did_you_mean(&name.value, m.options.iter().map(|o| o.name.value.as_str())) {
+                    Some(x) => d.help(format!("did you mean `{x}`?")),
+                    None => d.help(format!("`kiln modules show {}` lists its options", m.name.value)),
+                };
+                self.err(d);
+            }
+        }
+        for o in &m.options {
+            let given = s.options.iter().find(|(n, _)| n.value == o.name.value).map(|(_, v)| v);
+            let value = match (given, &o.default) {
+                (Some(v), _) | (None, Some(v)) => self.option_value(o, v),
+                (None, None) => {
+                    let example = o.example.as_ref().map(node_text).unwrap_or_else(|| "…".into());
+                    self.err(
+                        Diagnostic::error("E0022", format!("service `{}` needs option `{}`", s.name.value, o.name.value))
+                            .primary(s.name.span, format!("`{}` is required by module `{}`", o.name.value, m.name.value))
+                            .secondary(o.name.span, "declared here")
+                            .help(format!("add `options.{} = {example}`", o.name.value)),
+                    );
+                    None
+                }
+            };
+            if let Some(v) = value {
+                out.insert(o.name.value.clone(), v);
+            }
+        }
+        out
+    }
+
+    fn option_value(&mut self, o: &OptionDecl, n: &Node) -> Option<J> {
+        let expected = |me: &mut Self, what: &str| {
+            me.err(
+                Diagnostic::error("E0002", format!("option `{}` expects {what}, found {}", o.name.value, n.value.type_name()))
+                    .primary(n.span, format!("expected {what}"))
+                    .secondary(o.ty.span, "type declared here"),
+            );
+            None
+        };
+        let parse_str = |me: &mut Self, f: &dyn Fn(&str) -> Result<String, types::TypeError>| match &n.value {
+            Value::Str(s) => match f(s) {
+                Ok(v) => Some(J::from(v)),
+                Err(e) => {
+                    me.err(Diagnostic::error("E0003", e.message).primary(n.span, format!("invalid {}", o.ty.value.name())).with_help(e.help));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let v = match (o.ty.value, &n.value) {
+            (OptType::String, Value::Str(s)) => Some(J::from(s.clone())),
+            (OptType::Int, Value::Int(i)) => Some(J::from(*i)),
+            (OptType::Bool, Value::Bool(b)) => Some(J::from(*b)),
+            (OptType::Port, Value::Int(i)) => match types::parse_port(*i) {
+                Ok(p) => Some(J::from(p)),
+                Err(e) => {
+                    self.err(Diagnostic::error("E0003", e.message).primary(n.span, "invalid port").with_help(e.help));
+                    None
+                }
+            },
+            (OptType::Duration, Value::Str(_)) => parse_str(self, &|s| types::Duration::parse(s).map(|d| d.to_string())),
+            (OptType::Size, Value::Str(_)) => parse_str(self, &|s| types::Size::parse(s).map(|d| d.compose())),
+            (OptType::Domain, Value::Str(_)) => parse_str(self, &|s| types::parse_domain(s, true)),
+            (OptType::Image, Value::Str(_)) => parse_str(self, &|s| ImageRef::parse(s).map(|i| i.to_string())),
+            (OptType::Ip, Value::Str(_)) => parse_str(self, &|s| types::parse_ip(s).map(|i| i.to_string())),
+            (OptType::Cidr, Value::Str(_)) => parse_str(self, &|s| types::Cidr::parse(s).map(|i| i.to_string())),
+            (OptType::List, Value::Array(items)) => {
+                let strs: Option<Vec<String>> =
+                    items.iter().map(|i| if let Value::Str(s) = &i.value { Some(s.clone()) } else { None }).collect();
+                match strs {
+                    Some(v) => Some(jv(&v)),
+                    None => return expected(self, "a list of strings"),
+                }
+            }
+            (t, _) => {
+                let what = match t {
+                    OptType::Int | OptType::Port => "an integer",
+                    OptType::Bool => "a boolean",
+                    OptType::List => "a list of strings",
+                    _ => "a string",
+                };
+                return expected(self, what);
+            }
+        };
+        if let (Some(v), false) = (&v, o.values.is_empty())
+            && let Some(s) = v.as_str()
+            && !o.values.iter().any(|x| x.value == s)
+        {
+            let names: Vec<&str> = o.values.iter().map(|x| x.value.as_str()).collect();
+            self.err(Diagnostic::error("E0003", format!("`{s}` is not a value of option `{}`", o.name.value)).primary(n.span, "not allowed").help(
+                match did_you_mean(s, names.iter().copied()) {
+                    Some(m) => format!("did you mean `{m}`?"),
+                    None => format!("expected one of {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                },
+            ));
+            return None;
+        }
+        v
+    }
+
+    fn service(
+        &mut self,
+        p: &Partial<'a>,
+        all: &BTreeMap<String, Partial<'a>>,
+        hosts: &BTreeMap<String, Host>,
+        secrets: &BTreeMap<String, &'a SecretDecl>,
+        sys: &SystemDecl,
+    ) -> Option<Service> {
+        let m = &p.module.decl;
+        let s = p.decl;
+        let errors_before = self.diags.len();
+        let deps = self.deps(p, all, hosts);
+        // Secrets: every slot bound to a declared secret.
+        let mut secret_uses = Vec::new();
+        for (slot, secret) in &s.secrets {
+            let Some(decl) = m.secrets.iter().find(|x| x.slot.value == slot.value) else {
+                let mut d = Diagnostic::error("E0023", format!("module `{}` takes no secret `{}`", m.name.value, slot.value))
+                    .primary(slot.span, "unknown secret slot");
+                if let Some(x) = did_you_mean(&slot.value, m.secrets.iter().map(|x| x.slot.value.as_str())) {
+                    d = d.help(format!("did you mean `{x}`?"));
+                }
+                self.err(d);
+                continue;
+            };
+            if !secrets.contains_key(&secret.value) {
+                self.err(
+                    Diagnostic::error("E0024", format!("secret `{}` is referenced but not defined", secret.value))
+                        .primary(secret.span, "not declared in `[secrets]`")
+                        .help(match did_you_mean(&secret.value, secrets.keys().map(String::as_str)) {
+                            Some(x) => format!("did you mean `{x}`?"),
+                            None => format!("declare it: `[secrets.{}]` with `file = \"secrets.sops.yaml\"`", secret.value),
+                        }),
+                );
+                continue;
+            }
+            let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{}", slot.value));
+            secret_uses.push(SecretUse { slot: slot.value.clone(), secret: secret.value.clone(), target, uid: decl.uid });
+        }
+        for decl in &m.secrets {
+            if !decl.optional && !s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value) {
+                self.err(
+                    Diagnostic::error("E0025", format!("service `{}` needs secret `{}`", s.name.value, decl.slot.value))
+                        .primary(s.name.span, format!("module `{}` requires it", m.name.value))
+                        .help(format!("add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`", decl.slot.value)),
+                );
+            }
+        }
+        secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
+
+        let host = hosts.get(&p.host)?;
+        let ctx = self.context(p, host, &deps, &secret_uses, sys);
+        let tpl = &self.tpls[&m.name.value];
+        let render = |me: &mut Self, v: &Sp<String>| -> Option<String> {
+            match tpl.render_str(&v.value, &ctx) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    me.err(e.at(v.span).secondary(s.name.span, "while instantiating this service"));
+                    None
+                }
+            }
+        };
+        let container = match &m.container {
+            Some(c) if m.kind.value == ModuleKind::Container => {
+                let image_sp = c.image.as_ref()?;
+                let image_s = render(self, image_sp)?;
+                let image = match ImageRef::parse(&image_s) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.err(Diagnostic::error("E0003", e.message).primary(image_sp.span, "invalid image").with_help(e.help));
+                        return None;
+                    }
+                };
+                let list = |me: &mut Self, l: &Option<Vec<Sp<String>>>| -> Option<Vec<String>> {
+                    l.as_ref().map(|l| l.iter().filter_map(|x| render(me, x)).collect())
+                };
+                let command = list(self, &c.command);
+                let entrypoint = list(self, &c.entrypoint);
+                let mut environment = BTreeMap::new();
+                for (k, v) in &c.environment {
+                    if let Some(r) = render(self, v) {
+                        environment.insert(k.value.clone(), r);
+                    }
+                }
+                let user = c.user.as_ref().and_then(|u| render(self, u));
+                Some(Container {
+                    image,
+                    user,
+                    read_only: c.read_only.as_ref().is_some_and(|b| b.value),
+                    tmpfs: c.tmpfs.iter().map(|t| t.value.clone()).collect(),
+                    command,
+                    entrypoint,
+                    environment,
+                    cap_drop: c.cap_drop.iter().map(|t| t.value.clone()).collect(),
+                    cap_add: c.cap_add.iter().map(|t| t.value.clone()).collect(),
+                    stop_grace_period: c.stop_grace_period.as_ref().map(|d| d.value),
+                    network_mode: c.network_mode.as_ref().map(|d| d.value.clone()),
+                    docker_socket: c.docker_socket.as_ref().is_some_and(|b| b.value),
+                })
+            }
+            _ => None,
+        };
+        if m.kind.value == ModuleKind::Container && m.container.is_none() {
+            self.err(
+                Diagnostic::error("E0026", format!("container module `{}` has no `[container]` table", m.name.value))
+                    .primary(m.kind.span, "declared a container here"),
+            );
+        }
+        let native = m.native.as_ref().map(|n| Native {
+            packages: n.packages.iter().map(|p| p.value.clone()).collect(),
+            unit: n.unit.as_ref().map(|u| u.value.clone()),
+        });
+        let mut files = Vec::new();
+        for f in &m.files {
+            match tpl.render_file(&f.template.value, &ctx) {
+                Ok(content) => files.push(ConfigFile { name: f.name.value.clone(), target: f.target.value.clone(), mode: f.mode, content }),
+                Err(e) => {
+                    let span = self.template_line_span(p.module, &f.template.value, e.line).unwrap_or(f.template.span);
+                    self.err(e.at(span).secondary(s.name.span, "while instantiating this service"));
+                }
+            }
+        }
+        let health = m.healthcheck.as_ref().map(|h| crate::model::Health {
+            test: h.test.iter().filter_map(|t| render(self, t)).collect(),
+            interval: h.interval,
+            timeout: h.timeout,
+            retries: h.retries,
+            start_period: h.start_period,
+        });
+        let metrics = m.metrics.as_ref().and_then(|mt| {
+            let port = p.endpoints.iter().find(|e| e.name == mt.endpoint.value).map(|e| e.port);
+            if port.is_none() {
+                self.err(
+                    Diagnostic::error("E0027", format!("metrics endpoint `{}` is not an endpoint of `{}`", mt.endpoint.value, m.name.value))
+                        .primary(mt.endpoint.span, "no such endpoint"),
+                );
+            }
+            Some(Metrics { endpoint: mt.endpoint.value.clone(), port: port?, path: mt.path.clone() })
+        });
+        let backup = m.backup.as_ref().map(|b| Backup {
+            dump: b.dump.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
+            volumes: b.volumes.iter().map(|v| v.value.clone()).collect(),
+        });
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(Service {
+            name: s.name.value.clone(),
+            module: m.name.value.clone(),
+            module_version: m.version.value.clone(),
+            host: p.host.clone(),
+            kind: m.kind.value,
+            edge: m.edge.as_ref().map(|e| e.value.clone()),
+            container,
+            native,
+            endpoints: p.endpoints.clone(),
+            volumes: m.volumes.iter().map(|v| Volume { name: v.name.value.clone(), target: v.target.value.clone(), backup: v.backup }).collect(),
+            health,
+            deps,
+            secrets: secret_uses,
+            files,
+            metrics,
+            backup,
+            resources: m
+                .resources
+                .as_ref()
+                .map(|r| Resources { memory: r.memory.as_ref().map(|m| m.value), cpus: r.cpus.as_ref().map(|c| c.value) })
+                .unwrap_or_default(),
+            published: Vec::new(),
+            span: s.name.span,
+        })
+    }
+
+    fn template_line_span(&self, m: &LoadedModule, name: &str, line: Option<usize>) -> Option<Span> {
+        let (id, text) = m.templates.get(name)?;
+        let line = line?;
+        let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+        let len = text[start.min(text.len())..].lines().next().map(str::len).unwrap_or(0);
+        Some(Span::new(*id, start..start + len))
+    }
+
+    fn context(&self, p: &Partial<'a>, host: &Host, deps: &[Dependency], secrets: &[SecretUse], sys: &SystemDecl) -> J {
+        let requires: BTreeMap<String, J> = deps
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    d.slot.clone()?,
+                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host },
+                ))
+            })
+            .collect();
+        let secret_paths: BTreeMap<String, String> = secrets.iter().map(|s| (s.slot.clone(), s.target.clone())).collect();
+        let endpoints: BTreeMap<String, u16> = p.endpoints.iter().map(|e| (e.name.clone(), e.port)).collect();
+        let mut ctx: BTreeMap<&str, J> = BTreeMap::new();
+        ctx.insert("options", jv(&p.options));
+        ctx.insert("service", minijinja::context! { name => p.decl.name.value.clone(), host => p.host.clone() });
+        ctx.insert(
+            "host",
+            minijinja::context! { name => host.name.clone(), address => host.private_address().map(|a| a.to_string()), public => host.public },
+        );
+        ctx.insert(
+            "system",
+            minijinja::context! { name => sys.name.as_ref().map(|n| n.value.clone()), domains => sys.domains.iter().map(|d| d.value.clone()).collect::<Vec<_>>() },
+        );
+        ctx.insert("requires", jv(&requires));
+        ctx.insert("secrets", jv(&secret_paths));
+        ctx.insert("endpoints", jv(&endpoints));
+        jv(&ctx)
+    }
+
+    /// Binds `connects` entries to services and endpoints, and fills the module's requirement slots.
+    fn deps(&mut self, p: &Partial<'a>, all: &BTreeMap<String, Partial<'a>>, hosts: &BTreeMap<String, Host>) -> Vec<Dependency> {
+        let m = &p.module.decl;
+        let mut out: Vec<Dependency> = Vec::new();
+        let mut filled: BTreeSet<String> = BTreeSet::new();
+        for c in &p.decl.connects {
+            let (svc_name, ep_name) = match c.value.split_once('.') {
+                Some((a, b)) => (a, Some(b)),
+                None => (c.value.as_str(), None),
+            };
+            let Some(target) = all.get(svc_name) else {
+                let sp = Sp::new(svc_name.to_string(), c.span);
+                self.unknown("service", &sp, all.keys(), "services");
+                continue;
+            };
+            if svc_name == p.decl.name.value {
+                self.err(Diagnostic::error("E0030", format!("service `{svc_name}` connects to itself")).primary(c.span, "remove this"));
+                continue;
+            }
+            let tmod = &target.module.decl.name.value;
+            let slot = m
+                .requires
+                .iter()
+                .find(|r| !filled.contains(&r.slot.value) && r.modules.iter().any(|x| &x.value == tmod));
+            let ep_name = ep_name.map(str::to_string).or_else(|| slot.and_then(|s| s.endpoint.as_ref().map(|e| e.value.clone())));
+            let endpoint = match ep_name {
+                Some(n) => target.endpoints.iter().find(|e| e.name == n),
+                None => {
+                    let candidates: Vec<&Endpoint> =
+                        target.endpoints.iter().filter(|e| target.module.decl.metrics.as_ref().is_none_or(|mt| mt.endpoint.value != e.name)).collect();
+                    if candidates.len() == 1 { Some(candidates[0]) } else { None }
+                }
+            };
+            let Some(endpoint) = endpoint else {
+                let names: Vec<String> = target.endpoints.iter().map(|e| format!("`{svc_name}.{}`", e.name)).collect();
+                self.err(
+                    Diagnostic::error("E0031", format!("cannot tell which endpoint of `{svc_name}` this connects to"))
+                        .primary(c.span, "ambiguous or unknown endpoint")
+                        .help(if names.is_empty() { format!("`{svc_name}` exposes no endpoints") } else { format!("write one of {}", names.join(", ")) }),
+                );
+                continue;
+            };
+            if let Some(slot) = slot {
+                filled.insert(slot.slot.value.clone());
+            }
+            let same_host = target.host == p.host;
+            let address = if same_host {
+                svc_name.to_string()
+            } else {
+                match hosts.get(&target.host).and_then(|h| h.private_address()) {
+                    Some(a) => a.to_string(),
+                    None => {
+                        self.err(
+                            Diagnostic::error("E0032", format!("`{}` on host `{}` cannot reach `{svc_name}` on host `{}`", p.decl.name.value, p.host, target.host))
+                                .primary(c.span, "no private network between these hosts")
+                                .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", target.host, target.host)),
+                        );
+                        continue;
+                    }
+                }
+            };
+            out.push(Dependency {
+                slot: slot.map(|s| s.slot.value.clone()),
+                service: svc_name.to_string(),
+                endpoint: endpoint.name.clone(),
+                port: endpoint.port,
+                protocol: endpoint.protocol,
+                address,
+                same_host,
+                span: c.span,
+            });
+        }
+        for r in &m.requires {
+            if r.optional || filled.contains(&r.slot.value) {
+                continue;
+            }
+            let mods: Vec<String> = r.modules.iter().map(|x| format!("`{}`", x.value)).collect();
+            let candidates: Vec<&String> =
+                all.iter().filter(|(_, t)| r.modules.iter().any(|x| x.value == t.module.decl.name.value)).map(|(n, _)| n).collect();
+            let help = match candidates.first() {
+                Some(c) => format!("add `\"{c}\"` to `connects`"),
+                None => format!("declare a service of module {} and add it to `connects`", mods.join(" or ")),
+            };
+            self.err(
+                Diagnostic::error("E0033", format!("service `{}` needs a `{}` ({})", p.decl.name.value, r.slot.value, mods.join(" or ")))
+                    .primary(p.decl.name.span, format!("nothing in `connects` fills `{}`", r.slot.value))
+                    .secondary(r.slot.span, "required here")
+                    .help(help),
+            );
+        }
+        out.sort_by(|a, b| (&a.service, &a.endpoint).cmp(&(&b.service, &b.endpoint)));
+        out.dedup_by(|a, b| a.service == b.service && a.endpoint == b.endpoint);
+        out
+    }
+
+    fn routes(&mut self, routes: &BTreeMap<String, &'a RouteDecl>, services: &BTreeMap<String, Service>, hosts: &BTreeMap<String, Host>) -> Vec<Route> {
+        let edges: Vec<&Service> = services.values().filter(|s| s.edge.is_some()).collect();
+        let mut out = Vec::new();
+        for (hostname, r) in routes {
+            let Some(svc_ref) = &r.service else { continue };
+            let Some(svc) = services.get(&svc_ref.value) else {
+                if !self.inputs.files.iter().flat_map(|f| &f.services).any(|s| s.name.value == svc_ref.value) {
+                    self.unknown("service", svc_ref, services.keys(), "services");
+                }
+                continue;
+            };
+            let http: Vec<&Endpoint> = svc.endpoints.iter().filter(|e| e.http).collect();
+            let endpoint = match &r.endpoint {
+                Some(e) => match svc.endpoint(&e.value) {
+                    Some(ep) if ep.http => ep,
+                    Some(_) => {
+                        self.err(
+                            Diagnostic::error("E0040", format!("endpoint `{}` of `{}` does not speak HTTP", e.value, svc.name))
+                                .primary(e.span, "not an HTTP endpoint")
+                                .help("routes reach HTTP endpoints; raw TCP needs its own record outside the edge proxy"),
+                        );
+                        continue;
+                    }
+                    None => {
+                        let names: Vec<&String> = svc.endpoints.iter().map(|e| &e.name).collect();
+                        self.unknown("endpoint", e, names, "endpoints");
+                        continue;
+                    }
+                },
+                None if http.len() == 1 => http[0],
+                None => {
+                    self.err(
+                        Diagnostic::error("E0041", format!("service `{}` has {} HTTP endpoints", svc.name, http.len()))
+                            .primary(svc_ref.span, "say which endpoint this route reaches")
+                            .help(if http.is_empty() {
+                                format!("module `{}` exposes no HTTP endpoint", svc.module)
+                            } else {
+                                format!("add `endpoint = \"{}\"`", http[0].name)
+                            }),
+                    );
+                    continue;
+                }
+            };
+            let edge = match &r.edge {
+                Some(e) => match services.get(&e.value) {
+                    Some(s) if s.edge.is_some() => s,
+                    Some(_) => {
+                        self.err(Diagnostic::error("E0042", format!("service `{}` is not an edge proxy", e.value)).primary(e.span, "cannot terminate routes"));
+                        continue;
+                    }
+                    None => {
+                        self.unknown("service", e, edges.iter().map(|s| &s.name), "services");
+                        continue;
+                    }
+                },
+                None if edges.len() == 1 => edges[0],
+                None => {
+                    self.err(
+                        Diagnostic::error("E0043", format!("route `{hostname}` has no edge to terminate it"))
+                            .primary(r.hostname.span, if edges.is_empty() { "no edge proxy in the system" } else { "several edge proxies" })
+                            .help(if edges.is_empty() {
+                                "add a service of module `caddy` on a public host".to_string()
+                            } else {
+                                format!("add `edge = \"{}\"`", edges[0].name)
+                            }),
+                    );
+                    continue;
+                }
+            };
+            let Some(upstream) = upstream_address(svc, endpoint.port, &edge.host, hosts) else {
+                self.err(
+                    Diagnostic::error("E0032", format!("the edge on `{}` cannot reach `{}` on `{}`", edge.host, svc.name, svc.host))
+                        .primary(svc_ref.span, "no private network between these hosts"),
+                );
+                continue;
+            };
+            let auth = match &r.auth {
+                None => None,
+                Some(a) => {
+                    let Some(asvc) = services.get(&a.value) else {
+                        self.unknown("service", a, services.keys(), "services");
+                        continue;
+                    };
+                    let fa = self.inputs.modules.get(&asvc.module).and_then(|m| m.decl.forward_auth.as_ref());
+                    let Some(fa) = fa else {
+                        self.err(
+                            Diagnostic::error("E0044", format!("service `{}` cannot authenticate requests", a.value))
+                                .primary(a.span, format!("module `{}` offers no forward auth", asvc.module))
+                                .help("use a service of module `authentik`"),
+                        );
+                        continue;
+                    };
+                    let Some(ep) = asvc.endpoint(&fa.endpoint.value) else { continue };
+                    let Some(up) = upstream_address(asvc, ep.port, &edge.host, hosts) else { continue };
+                    Some(ForwardAuth {
+                        service: asvc.name.clone(),
+                        endpoint: ep.name.clone(),
+                        upstream: up,
+                        uri: fa.uri.value.clone(),
+                        copy_headers: fa.copy_headers.iter().map(|h| h.value.clone()).collect(),
+                    })
+                }
+            };
+            out.push(Route {
+                hostname: hostname.clone(),
+                service: svc.name.clone(),
+                endpoint: endpoint.name.clone(),
+                upstream,
+                tls: r.tls.as_ref().map(|t| t.value).unwrap_or(TlsMode::Acme),
+                auth,
+                edge_service: edge.name.clone(),
+                edge_host: edge.host.clone(),
+                span: r.hostname.span,
+            });
+        }
+        out
+    }
+}
+
+/// How an edge on `from_host` reaches a service's port: loopback on the same host (the port is
+/// published there), else the service host's private address.
+fn upstream_address(svc: &Service, port: u16, from_host: &str, hosts: &BTreeMap<String, Host>) -> Option<String> {
+    if svc.host == from_host {
+        return Some(format!("127.0.0.1:{port}"));
+    }
+    let addr = hosts.get(&svc.host)?.private_address()?;
+    Some(match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    })
+}
+
+fn jv<T: serde::Serialize>(v: &T) -> J {
+    J::from(minijinja::value::Serde(v))
+}
+
+fn node_text(n: &Node) -> String {
+    match &n.value {
+        Value::Str(s) => format!("{s:?}"),
+        Value::Int(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Float(f) => f.to_string(),
+        _ => "…".into(),
+    }
+}

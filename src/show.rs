@@ -1,0 +1,130 @@
+//! `kiln show`: the resolved system as a person (text) or a program (JSON) reads it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::model::FirewallRule;
+use crate::pipeline::Compiled;
+
+#[derive(Serialize)]
+struct ShowHost<'a> {
+    provider: &'a str,
+    image: &'a str,
+    public: bool,
+    addresses: BTreeMap<&'a str, String>,
+    closure: &'a str,
+    user_data: &'a crate::pipeline::UserDataSize,
+    services: &'a [String],
+    firewall: &'a [FirewallRule],
+}
+
+#[derive(Serialize)]
+struct ShowService<'a> {
+    module: &'a str,
+    host: &'a str,
+    connects: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ShowRoute<'a> {
+    hostname: &'a str,
+    service: &'a str,
+    upstream: &'a str,
+    edge: &'a str,
+    auth: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Show<'a> {
+    system: &'a str,
+    hosts: BTreeMap<&'a str, ShowHost<'a>>,
+    services: BTreeMap<&'a str, ShowService<'a>>,
+    routes: Vec<ShowRoute<'a>>,
+    start_order: &'a [String],
+}
+
+fn view(c: &Compiled) -> Show<'_> {
+    let sys = &c.system;
+    Show {
+        system: &sys.name,
+        hosts: sys
+            .hosts
+            .values()
+            .map(|h| {
+                let m = &c.manifest.hosts[&h.name];
+                (
+                    h.name.as_str(),
+                    ShowHost {
+                        provider: &h.provider,
+                        image: &h.image.name,
+                        public: h.public,
+                        addresses: h.addresses.iter().map(|(k, v)| (k.as_str(), v.to_string())).collect(),
+                        closure: &m.closure,
+                        user_data: &m.user_data,
+                        services: &h.services,
+                        firewall: &h.firewall,
+                    },
+                )
+            })
+            .collect(),
+        services: sys
+            .services
+            .values()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    ShowService { module: &s.module, host: &s.host, connects: s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect() },
+                )
+            })
+            .collect(),
+        routes: sys
+            .routes
+            .iter()
+            .map(|r| ShowRoute { hostname: &r.hostname, service: &r.service, upstream: &r.upstream, edge: &r.edge_service, auth: r.auth.as_ref().map(|a| a.service.as_str()) })
+            .collect(),
+        start_order: &sys.start_order,
+    }
+}
+
+pub fn show_json(c: &Compiled) -> String {
+    let mut s = serde_json::to_string_pretty(&view(c)).expect("serialises");
+    s.push('\n');
+    s
+}
+
+pub fn show_text(c: &Compiled) -> String {
+    let v = view(c);
+    let mut o = String::new();
+    let _ = writeln!(o, "system {}", v.system);
+    for (name, h) in &v.hosts {
+        let addrs: Vec<String> = h.addresses.iter().map(|(n, a)| format!("{n}={a}")).collect();
+        let limit = h.user_data.limit.map(|l| format!(" of {l}")).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "\nhost {name} ({}, {}{}) {}\n  closure   {}\n  user-data {} bytes{limit}",
+            h.provider,
+            h.image,
+            if h.public { ", public" } else { "" },
+            addrs.join(" "),
+            h.closure,
+            h.user_data.size
+        );
+        let _ = writeln!(o, "  services  {}", if h.services.is_empty() { "-".into() } else { h.services.join(" → ") });
+        let _ = writeln!(o, "  firewall");
+        for r in h.firewall {
+            let from = if r.sources.is_empty() { "anywhere".to_string() } else { r.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ") };
+            let _ = writeln!(o, "    {:>5}/{:<3} from {from}  ({})", r.port, r.protocol.name(), r.reason);
+        }
+    }
+    if !v.routes.is_empty() {
+        let _ = writeln!(o, "\nroutes");
+        for r in &v.routes {
+            let auth = r.auth.map(|a| format!(" (auth: {a})")).unwrap_or_default();
+            let _ = writeln!(o, "  {} → {} at {} via {}{auth}", r.hostname, r.service, r.upstream, r.edge);
+        }
+    }
+    let _ = writeln!(o, "\nstart order\n  {}", v.start_order.join(" → "));
+    o
+}

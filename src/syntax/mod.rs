@@ -1,0 +1,6 @@
+//! Parse: TOML text to spanned trees, and trees to typed declarations (system and module files).
+
+pub mod decode;
+pub mod module;
+pub mod system;
+pub mod tree;

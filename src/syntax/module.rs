@@ -1,0 +1,450 @@
+//! The module language: a module's `module.toml` read into a typed, spanned declaration.
+
+use crate::diag::Span;
+use crate::syntax::decode::{Sink, Sp, TableReader, as_str, as_str_list, typed};
+use crate::syntax::system::one_of;
+use crate::syntax::tree::{Node, Value};
+use crate::types::{self, Duration, Size};
+
+#[derive(Debug, Clone)]
+pub struct ModuleDecl {
+    pub name: Sp<String>,
+    pub version: Sp<String>,
+    pub summary: Sp<String>,
+    pub description: Option<Sp<String>>,
+    pub kind: Sp<ModuleKind>,
+    pub edge: Option<Sp<String>>,
+    pub options: Vec<OptionDecl>,
+    pub container: Option<ContainerDecl>,
+    pub native: Option<NativeDecl>,
+    pub endpoints: Vec<EndpointDecl>,
+    pub volumes: Vec<VolumeDecl>,
+    pub healthcheck: Option<HealthDecl>,
+    pub requires: Vec<RequireDecl>,
+    pub secrets: Vec<SecretSlotDecl>,
+    pub metrics: Option<MetricsDecl>,
+    pub backup: Option<BackupDecl>,
+    pub resources: Option<ResourcesDecl>,
+    pub files: Vec<FileDecl>,
+    pub forward_auth: Option<ForwardAuthDecl>,
+}
+
+/// How an edge asks this service whether a request may pass (Authentik's outposts, oauth2-proxy).
+#[derive(Debug, Clone)]
+pub struct ForwardAuthDecl {
+    pub endpoint: Sp<String>,
+    pub uri: Sp<String>,
+    pub copy_headers: Vec<Sp<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleKind {
+    Container,
+    Native,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptType {
+    String,
+    Int,
+    Bool,
+    Port,
+    Duration,
+    Size,
+    Domain,
+    Image,
+    Ip,
+    Cidr,
+    List,
+}
+
+impl OptType {
+    const NAMES: [&'static str; 11] =
+        ["string", "int", "bool", "port", "duration", "size", "domain", "image", "ip", "cidr", "list"];
+    fn parse(s: &str) -> Result<OptType, types::TypeError> {
+        Ok(match s {
+            "string" => OptType::String,
+            "int" => OptType::Int,
+            "bool" => OptType::Bool,
+            "port" => OptType::Port,
+            "duration" => OptType::Duration,
+            "size" => OptType::Size,
+            "domain" => OptType::Domain,
+            "image" => OptType::Image,
+            "ip" => OptType::Ip,
+            "cidr" => OptType::Cidr,
+            "list" => OptType::List,
+            _ => return Err(one_of(s, "option type", &OptType::NAMES)),
+        })
+    }
+    pub fn name(self) -> &'static str {
+        OptType::NAMES[self as usize]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OptionDecl {
+    pub name: Sp<String>,
+    pub ty: Sp<OptType>,
+    pub default: Option<Node>,
+    pub values: Vec<Sp<String>>,
+    pub description: Option<Sp<String>>,
+    pub example: Option<Node>,
+}
+
+/// An integer, or a template string that renders to one (`"{{ options.port }}"`).
+#[derive(Debug, Clone)]
+pub enum IntOrTpl {
+    Int(i64),
+    Tpl(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerDecl {
+    pub span: Span,
+    pub image: Option<Sp<String>>,
+    pub user: Option<Sp<String>>,
+    pub read_only: Option<Sp<bool>>,
+    pub tmpfs: Vec<Sp<String>>,
+    pub command: Option<Vec<Sp<String>>>,
+    pub entrypoint: Option<Vec<Sp<String>>>,
+    pub environment: Vec<(Sp<String>, Sp<String>)>,
+    pub cap_drop: Vec<Sp<String>>,
+    pub cap_add: Vec<Sp<String>>,
+    pub stop_grace_period: Option<Sp<Duration>>,
+    pub network_mode: Option<Sp<String>>,
+    pub docker_socket: Option<Sp<bool>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NativeDecl {
+    pub span: Span,
+    pub packages: Vec<Sp<String>>,
+    pub unit: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointDecl {
+    pub name: Sp<String>,
+    pub port: Sp<IntOrTpl>,
+    pub protocol: Sp<Protocol>,
+    pub http: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeDecl {
+    pub name: Sp<String>,
+    pub target: Sp<String>,
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthDecl {
+    pub span: Span,
+    pub test: Vec<Sp<String>>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequireDecl {
+    pub slot: Sp<String>,
+    pub modules: Vec<Sp<String>>,
+    pub endpoint: Option<Sp<String>>,
+    pub optional: bool,
+    pub description: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretSlotDecl {
+    pub slot: Sp<String>,
+    pub description: Option<Sp<String>>,
+    pub target: Option<Sp<String>>,
+    pub uid: Option<u32>,
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsDecl {
+    pub endpoint: Sp<String>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupDecl {
+    pub span: Span,
+    pub dump: Option<Vec<Sp<String>>>,
+    pub volumes: Vec<Sp<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResourcesDecl {
+    pub memory: Option<Sp<Size>>,
+    pub cpus: Option<Sp<f64>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileDecl {
+    pub name: Sp<String>,
+    pub template: Sp<String>,
+    pub target: Sp<String>,
+    pub mode: u32,
+}
+
+fn dur(t: &mut TableReader<'_>, key: &'static str, default: u64) -> Duration {
+    let sink = t.sink();
+    typed(t.str(key), sink, Duration::parse).map(|d| d.value).unwrap_or(Duration(default))
+}
+
+fn str_list_node(n: Option<&Node>, sink: &Sink) -> Option<Vec<Sp<String>>> {
+    n.map(|n| as_str_list(n, sink))
+}
+
+fn absolute(v: Option<Sp<String>>, sink: &Sink) -> Option<Sp<String>> {
+    typed(v, sink, |s| {
+        if s.starts_with('/') && !s.split('/').any(|c| c == "..") && !s.contains('\n') {
+            Ok(s.to_string())
+        } else {
+            Err(types::TypeError { message: format!("`{s}` is not an absolute path"), help: Some("write it like `/etc/app/config.yaml`".into()) })
+        }
+    })
+}
+
+/// Reads a module's root table; `None` when the required header is unusable.
+pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
+    let mut r = TableReader::new(root, sink, "the module file")?;
+    let header = r.table("module", |mut t| {
+        let name = typed(t.req_str("name", "\"postgres\""), sink, types::parse_ident);
+        let version = t.req_str("version", "\"1.0.0\"");
+        let summary = t.req_str("summary", "\"what it is, in one line\"");
+        let description = t.str("description");
+        let kind = typed(t.req_str("kind", "\"container\""), sink, |s| match s {
+            "container" => Ok(ModuleKind::Container),
+            "native" => Ok(ModuleKind::Native),
+            _ => Err(one_of(s, "module kind", &["container", "native"])),
+        });
+        let edge = typed(t.str("edge"), sink, |s| match s {
+            "caddy" => Ok(s.to_string()),
+            _ => Err(one_of(s, "edge server", &["caddy"])),
+        });
+        t.finish();
+        (name, version, summary, description, kind, edge)
+    });
+    let Some(header) = header else {
+        r.missing("module", "{ name = \"…\", version = \"…\", summary = \"…\", kind = \"container\" }");
+        return None;
+    };
+    let options = r.named("options", |name, mut t| {
+        let ty = typed(t.req_str("type", "\"string\""), sink, OptType::parse)?;
+        let d = OptionDecl {
+            ty,
+            default: t.node("default").cloned(),
+            values: t.str_list("values"),
+            description: t.str("description"),
+            example: t.node("example").cloned(),
+            name: typed(Some(name), sink, types::parse_ident)?,
+        };
+        t.finish();
+        Some(d)
+    });
+    let container = r.table("container", |mut t| {
+        let environment = t
+            .table("environment", |et| {
+                et.entries()
+                    .iter()
+                    .filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let command = t.node("command");
+        let entrypoint = t.node("entrypoint");
+        let d = ContainerDecl {
+            span: t.span,
+            image: t.req_str("image", "\"docker.io/library/postgres:18.1\""),
+            user: t.str("user"),
+            read_only: t.bool("read_only"),
+            tmpfs: t.str_list("tmpfs"),
+            command: str_list_node(command, sink),
+            entrypoint: str_list_node(entrypoint, sink),
+            environment,
+            cap_drop: t.str_list("cap_drop"),
+            cap_add: t.str_list("cap_add"),
+            stop_grace_period: typed(t.str("stop_grace_period"), sink, Duration::parse),
+            network_mode: t.str("network_mode"),
+            docker_socket: t.bool("docker_socket"),
+        };
+        t.finish();
+        d
+    });
+    let native = r.table("native", |mut t| {
+        let d = NativeDecl { span: t.span, packages: t.str_list("packages"), unit: t.str("unit") };
+        t.finish();
+        d
+    });
+    let endpoints = r.named("endpoints", |name, mut t| {
+        let port = match t.node("port") {
+            Some(Node { value: Value::Int(i), span }) => Sp::new(IntOrTpl::Int(*i), *span),
+            Some(Node { value: Value::Str(s), span }) => Sp::new(IntOrTpl::Tpl(s.clone()), *span),
+            Some(n) => {
+                sink.expected(n, "a port number or a template");
+                return None;
+            }
+            None => {
+                t.missing("port", "8080");
+                return None;
+            }
+        };
+        if let IntOrTpl::Int(i) = port.value
+            && let Err(e) = types::parse_port(i)
+        {
+            sink.type_error(port.span, e);
+        }
+        let protocol = typed(t.str("protocol"), sink, |s| match s {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            _ => Err(one_of(s, "protocol", &["tcp", "udp"])),
+        })
+        .unwrap_or(Sp::new(Protocol::Tcp, port.span));
+        let d = EndpointDecl { port, protocol, http: t.bool("http").is_some_and(|b| b.value), name: typed(Some(name), sink, types::parse_ident)? };
+        t.finish();
+        Some(d)
+    });
+    let volumes = r.named("volumes", |name, mut t| {
+        let d = VolumeDecl {
+            target: absolute(t.req_str("target", "\"/var/lib/app\""), sink)?,
+            backup: t.bool("backup").is_some_and(|b| b.value),
+            name: typed(Some(name), sink, types::parse_ident)?,
+        };
+        t.finish();
+        Some(d)
+    });
+    let healthcheck = r.table("healthcheck", |mut t| {
+        let test = t.node("test");
+        let test = match test {
+            Some(n) => as_str_list(n, sink),
+            None => {
+                t.missing("test", "[\"CMD\", \"pg_isready\"]");
+                Vec::new()
+            }
+        };
+        if let Some(first) = test.first()
+            && !matches!(first.value.as_str(), "CMD" | "CMD-SHELL")
+        {
+            sink.push(
+                crate::diag::Diagnostic::error("E0003", "a healthcheck test starts with `CMD` or `CMD-SHELL`")
+                    .primary(first.span, "not `CMD` or `CMD-SHELL`"),
+            );
+        }
+        let d = HealthDecl {
+            span: t.span,
+            test,
+            interval: dur(&mut t, "interval", 10),
+            timeout: dur(&mut t, "timeout", 5),
+            retries: t.int("retries").map(|i| i.value.clamp(1, 1000) as u32).unwrap_or(5),
+            start_period: dur(&mut t, "start_period", 30),
+        };
+        t.finish();
+        d
+    });
+    let requires = r.named("requires", |slot, mut t| {
+        let d = RequireDecl {
+            modules: t.str_list("modules"),
+            endpoint: t.str("endpoint"),
+            optional: t.bool("optional").is_some_and(|b| b.value),
+            description: t.str("description"),
+            slot: typed(Some(slot), sink, types::parse_ident)?,
+        };
+        if d.modules.is_empty() {
+            t.missing("modules", "[\"postgres\"]");
+        }
+        t.finish();
+        Some(d)
+    });
+    let secrets = r.named("secrets", |slot, mut t| {
+        let d = SecretSlotDecl {
+            description: t.str("description"),
+            target: absolute(t.str("target"), sink),
+            uid: t.int("uid").and_then(|i| u32::try_from(i.value).ok()),
+            optional: t.bool("optional").is_some_and(|b| b.value),
+            slot: typed(Some(slot), sink, types::parse_ident)?,
+        };
+        t.finish();
+        Some(d)
+    });
+    let metrics = r.table("metrics", |mut t| {
+        let endpoint = t.req_str("endpoint", "\"metrics\"");
+        let path = t.str("path").map(|p| p.value).unwrap_or_else(|| "/metrics".into());
+        t.finish();
+        endpoint.map(|endpoint| MetricsDecl { endpoint, path })
+    });
+    let backup = r.table("backup", |mut t| {
+        let dump = t.node("dump");
+        let d = BackupDecl { span: t.span, dump: str_list_node(dump, sink), volumes: t.str_list("volumes") };
+        t.finish();
+        d
+    });
+    let resources = r.table("resources", |mut t| {
+        let d = ResourcesDecl { memory: typed(t.str("memory"), sink, Size::parse), cpus: t.float("cpus") };
+        t.finish();
+        d
+    });
+    let files = r.named("files", |name, mut t| {
+        let mode = t.str("mode").map(|m| m.value).unwrap_or_else(|| "0644".into());
+        let d = FileDecl {
+            template: t.req_str("template", "\"config.yaml.j2\"")?,
+            target: absolute(t.req_str("target", "\"/etc/app/config.yaml\""), sink)?,
+            mode: u32::from_str_radix(&mode, 8).unwrap_or(0o644) & 0o777,
+            name,
+        };
+        t.finish();
+        Some(d)
+    });
+    let forward_auth = r.table("forward_auth", |mut t| {
+        let d = (t.req_str("endpoint", "\"http\""), t.req_str("uri", "\"/auth\""), t.str_list("copy_headers"));
+        t.finish();
+        Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2 })
+    });
+    r.finish();
+    let (name, version, summary, description, kind, edge) = header;
+    Some(ModuleDecl {
+        name: name?,
+        version: version?,
+        summary: summary?,
+        description,
+        kind: kind?,
+        edge,
+        options,
+        container,
+        native,
+        endpoints,
+        volumes,
+        healthcheck,
+        requires,
+        secrets,
+        metrics: metrics.flatten(),
+        backup,
+        resources,
+        files,
+        forward_auth: forward_auth.flatten(),
+    })
+}

@@ -1,0 +1,352 @@
+//! The system language: reads one parsed TOML file into declarations, typed and spanned.
+
+use crate::diag::Span;
+use crate::syntax::decode::{Sink, Sp, TableReader, as_str, typed};
+use crate::syntax::tree::{Node, Value};
+use crate::types::{self, Cidr};
+
+/// Everything one system file declares; several files (imports) are merged by `load`.
+#[derive(Default, Debug)]
+pub struct SystemFile {
+    pub system: Option<SystemDecl>,
+    pub imports: Vec<Sp<String>>,
+    pub providers: Vec<ProviderDecl>,
+    pub networks: Vec<NetworkDecl>,
+    pub zones: Vec<ZoneDecl>,
+    pub admins: Vec<AdminDecl>,
+    pub hosts: Vec<HostDecl>,
+    pub services: Vec<ServiceDecl>,
+    pub routes: Vec<RouteDecl>,
+    pub secrets: Vec<SecretDecl>,
+    pub cdn: Option<CdnDecl>,
+}
+
+#[derive(Debug)]
+pub struct SystemDecl {
+    pub span: Span,
+    pub name: Option<Sp<String>>,
+    pub domains: Vec<Sp<String>>,
+}
+
+#[derive(Debug)]
+pub struct ProviderDecl {
+    pub name: Sp<String>,
+    pub kind: Option<Sp<ProviderKind>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Hetzner,
+    DigitalOcean,
+    Scaleway,
+    Existing,
+}
+
+impl ProviderKind {
+    pub const NAMES: [&'static str; 4] = ["hetzner", "digitalocean", "scaleway", "existing"];
+    pub fn parse(s: &str) -> Result<ProviderKind, types::TypeError> {
+        match s {
+            "hetzner" => Ok(ProviderKind::Hetzner),
+            "digitalocean" => Ok(ProviderKind::DigitalOcean),
+            "scaleway" => Ok(ProviderKind::Scaleway),
+            "existing" => Ok(ProviderKind::Existing),
+            _ => Err(one_of(s, "provider kind", &ProviderKind::NAMES)),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Hetzner => "hetzner",
+            ProviderKind::DigitalOcean => "digitalocean",
+            ProviderKind::Scaleway => "scaleway",
+            ProviderKind::Existing => "existing",
+        }
+    }
+    /// The largest user-data the provider accepts, in bytes.
+    pub fn user_data_limit(self) -> Option<usize> {
+        match self {
+            ProviderKind::Hetzner => Some(32 * 1024),
+            ProviderKind::DigitalOcean => Some(64 * 1024),
+            ProviderKind::Scaleway => Some(127 * 1024),
+            ProviderKind::Existing => None,
+        }
+    }
+}
+
+pub fn one_of(s: &str, what: &str, names: &[&str]) -> types::TypeError {
+    let help = match crate::diag::did_you_mean(s, names.iter().copied()) {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => format!("expected one of {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+    };
+    types::TypeError { message: format!("`{s}` is not a {what}"), help: Some(help) }
+}
+
+#[derive(Debug)]
+pub struct NetworkDecl {
+    pub name: Sp<String>,
+    pub cidr: Option<Sp<Cidr>>,
+}
+
+#[derive(Debug)]
+pub struct ZoneDecl {
+    pub name: Sp<String>,
+    pub description: Option<Sp<String>>,
+}
+
+#[derive(Debug)]
+pub struct AdminDecl {
+    pub name: Sp<String>,
+    pub keys: Vec<Sp<String>>,
+    pub sources: Vec<Sp<Cidr>>,
+}
+
+#[derive(Debug)]
+pub struct HostDecl {
+    pub name: Sp<String>,
+    pub span: Span,
+    pub provider: Option<Sp<String>>,
+    pub server_type: Option<Sp<String>>,
+    pub location: Option<Sp<String>>,
+    pub image: Option<Sp<String>>,
+    pub zone: Option<Sp<String>>,
+    pub public: Option<Sp<bool>>,
+    pub bastion: Option<Sp<bool>>,
+    /// network name → private address
+    pub networks: Vec<(Sp<String>, Sp<std::net::IpAddr>)>,
+}
+
+#[derive(Debug)]
+pub struct ServiceDecl {
+    pub name: Sp<String>,
+    pub span: Span,
+    pub module: Option<Sp<String>>,
+    pub host: Option<Sp<String>>,
+    pub connects: Vec<Sp<String>>,
+    /// option name → raw value node (typed against the module's declaration during resolve)
+    pub options: Vec<(Sp<String>, Node)>,
+    /// module secret slot → system secret name
+    pub secrets: Vec<(Sp<String>, Sp<String>)>,
+}
+
+#[derive(Debug)]
+pub struct RouteDecl {
+    pub hostname: Sp<String>,
+    pub span: Span,
+    pub service: Option<Sp<String>>,
+    pub endpoint: Option<Sp<String>>,
+    pub tls: Option<Sp<TlsMode>>,
+    pub auth: Option<Sp<String>>,
+    pub edge: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Publicly trusted certificate over HTTP-01/TLS-ALPN.
+    Acme,
+    /// A wildcard or DNS-validated certificate (DNS-01).
+    Dns,
+    /// The edge's own local CA (internal names, tests).
+    Internal,
+}
+
+impl TlsMode {
+    pub fn parse(s: &str) -> Result<TlsMode, types::TypeError> {
+        match s {
+            "acme" => Ok(TlsMode::Acme),
+            "dns" => Ok(TlsMode::Dns),
+            "internal" => Ok(TlsMode::Internal),
+            _ => Err(one_of(s, "TLS mode", &["acme", "dns", "internal"])),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SecretDecl {
+    pub name: Sp<String>,
+    pub file: Option<Sp<String>>,
+    pub key: Option<Sp<String>>,
+}
+
+#[derive(Debug)]
+pub struct CdnDecl {
+    pub span: Span,
+    pub provider: Option<Sp<String>>,
+}
+
+/// Reads one file's root table.
+pub fn read(root: &Node, sink: &Sink) -> SystemFile {
+    let mut out = SystemFile::default();
+    let Some(mut r) = TableReader::new(root, sink, "the system file") else { return out };
+    out.imports = r.str_list("imports");
+    out.system = r.table("system", |mut t| {
+        let d = SystemDecl {
+            span: t.span,
+            name: typed(t.req_str("name", "\"my-system\""), sink, types::parse_ident),
+            domains: t
+                .str_list("domains")
+                .into_iter()
+                .filter_map(|d| typed(Some(d), sink, |s| types::parse_domain(s, false)))
+                .collect(),
+        };
+        t.finish();
+        d
+    });
+    out.cdn = r.table("cdn", |mut t| {
+        let d = CdnDecl {
+            span: t.span,
+            provider: typed(t.req_str("provider", "\"cloudflare\""), sink, |s| {
+                if s == "cloudflare" { Ok(s.to_string()) } else { Err(one_of(s, "CDN", &["cloudflare"])) }
+            }),
+        };
+        t.finish();
+        d
+    });
+    out.providers = r.named("providers", |name, mut t| {
+        let d = ProviderDecl {
+            name: ident(name, sink)?,
+            kind: typed(t.req_str("kind", "\"hetzner\""), sink, ProviderKind::parse),
+        };
+        t.finish();
+        Some(d)
+    });
+    out.networks = r.named("networks", |name, mut t| {
+        let d = NetworkDecl {
+            name: ident(name, sink)?,
+            cidr: typed(t.req_str("cidr", "\"10.0.0.0/24\""), sink, Cidr::parse),
+        };
+        t.finish();
+        Some(d)
+    });
+    out.zones = r.named("zones", |name, mut t| {
+        let d = ZoneDecl { name: ident(name, sink)?, description: t.str("description") };
+        t.finish();
+        Some(d)
+    });
+    out.admins = r.named("admins", |name, mut t| {
+        let keys = t.str_list("keys");
+        for k in &keys {
+            if let Err(e) = check_ssh_key(k) {
+                sink.type_error(k.span, e);
+            }
+        }
+        let sources =
+            t.str_list("sources").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect();
+        let d = AdminDecl { name: ident(name, sink)?, keys, sources };
+        t.finish();
+        Some(d)
+    });
+    out.hosts = r.named("hosts", |name, mut t| {
+        let networks = t
+            .table("networks", |nt| {
+                let v: Vec<_> = nt
+                    .entries()
+                    .iter()
+                    .filter_map(|e| {
+                        let addr = typed(as_str(&e.value, sink), sink, types::parse_ip)?;
+                        Some((Sp::new(e.key.clone(), e.key_span), addr))
+                    })
+                    .collect();
+                v
+            })
+            .unwrap_or_default();
+        let d = HostDecl {
+            span: t.span,
+            provider: t.req_str("provider", "\"hetzner\""),
+            server_type: t.str("type"),
+            location: t.str("location"),
+            image: t.req_str("image", "\"ubuntu-24.04\""),
+            zone: t.str("zone"),
+            public: t.bool("public"),
+            bastion: t.bool("bastion"),
+            networks,
+            name: ident(name, sink)?,
+        };
+        t.finish();
+        Some(d)
+    });
+    out.services = r.named("services", |name, mut t| {
+        let options = t
+            .table("options", |ot| {
+                ot.entries().iter().map(|e| (Sp::new(e.key.clone(), e.key_span), e.value.clone())).collect()
+            })
+            .unwrap_or_default();
+        let secrets = t
+            .table("secrets", |st| {
+                st.entries()
+                    .iter()
+                    .filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let d = ServiceDecl {
+            span: t.span,
+            module: t.req_str("module", "\"postgres\""),
+            host: t.req_str("host", "\"db\""),
+            connects: t.str_list("connects"),
+            options,
+            secrets,
+            name: ident(name, sink)?,
+        };
+        t.finish();
+        Some(d)
+    });
+    out.routes = r.named("routes", |name, mut t| {
+        let hostname = typed(Some(name), sink, |s| types::parse_domain(s, true))?;
+        let d = RouteDecl {
+            hostname,
+            span: t.span,
+            service: t.req_str("service", "\"app\""),
+            endpoint: t.str("endpoint"),
+            tls: typed(t.str("tls"), sink, TlsMode::parse),
+            auth: t.str("auth"),
+            edge: t.str("edge"),
+        };
+        t.finish();
+        Some(d)
+    });
+    out.secrets = r.named("secrets", |name, mut t| {
+        let d = SecretDecl { name: ident(name, sink)?, file: t.req_str("file", "\"secrets.sops.yaml\""), key: t.str("key") };
+        t.finish();
+        Some(d)
+    });
+    r.finish();
+    out
+}
+
+fn ident(name: Sp<String>, sink: &Sink) -> Option<Sp<String>> {
+    typed(Some(name), sink, types::parse_ident)
+}
+
+/// An OpenSSH public key line: `type base64 [comment]`, one line, no options.
+pub fn check_ssh_key(k: &str) -> Result<(), types::TypeError> {
+    const TYPES: [&str; 6] = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+    ];
+    let mut parts = k.split(' ');
+    let ty = parts.next().unwrap_or("");
+    let body = parts.next().unwrap_or("");
+    let ok = TYPES.contains(&ty)
+        && body.len() >= 16
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        && !k.contains('\n')
+        && !k.contains('\r');
+    if ok {
+        Ok(())
+    } else {
+        Err(types::TypeError {
+            message: "not an OpenSSH public key".into(),
+            help: Some("paste one line of a `.pub` file, like `ssh-ed25519 AAAAC3Nz… you@laptop`".into()),
+        })
+    }
+}
+
+/// True when a node is a table (used to tell `options` forms apart).
+pub fn is_table(n: &Node) -> bool {
+    matches!(n.value, Value::Table(_))
+}

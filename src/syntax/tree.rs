@@ -1,0 +1,114 @@
+//! A TOML document as an owned tree in which every key and value keeps its span.
+
+use toml::de::{DeTable, DeValue};
+
+use crate::diag::{Diagnostic, FileId, Span};
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub span: Span,
+    pub value: Value,
+}
+
+#[derive(Clone, Debug)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Datetime(String),
+    Array(Vec<Node>),
+    Table(Table),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    /// Entries sorted by key: TOML tables are unordered, so nothing may depend on source order.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: String,
+    pub key_span: Span,
+    pub value: Node,
+}
+
+impl Table {
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.key == key)
+    }
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "a string",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::Bool(_) => "a boolean",
+            Value::Datetime(_) => "a datetime",
+            Value::Array(_) => "an array",
+            Value::Table(_) => "a table",
+        }
+    }
+}
+
+/// Parses a TOML file; syntax errors come back all at once, located in `file`.
+pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Diagnostic>> {
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        return Err(errors
+            .into_iter()
+            .map(|e| {
+                let range = e.span().unwrap_or(0..0);
+                let range = clamp(range, text.len());
+                Diagnostic::error("E0001", "invalid TOML syntax")
+                    .primary(Span::new(file, range), first_line(e.message()))
+            })
+            .collect());
+    }
+    let span = Span::new(file, clamp(doc.span(), text.len()));
+    Ok(Node { span, value: Value::Table(convert_table(file, doc.get_ref(), text.len())) })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_string()
+}
+
+fn clamp(r: std::ops::Range<usize>, len: usize) -> std::ops::Range<usize> {
+    let start = r.start.min(len);
+    start..r.end.clamp(start, len)
+}
+
+fn convert_table(file: FileId, t: &DeTable<'_>, len: usize) -> Table {
+    let mut entries: Vec<Entry> = t
+        .iter()
+        .map(|(k, v)| Entry {
+            key: k.get_ref().to_string(),
+            key_span: Span::new(file, clamp(k.span(), len)),
+            value: Node { span: Span::new(file, clamp(v.span(), len)), value: convert(file, v.get_ref(), len) },
+        })
+        .collect();
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    Table { entries }
+}
+
+fn convert(file: FileId, v: &DeValue<'_>, len: usize) -> Value {
+    match v {
+        DeValue::String(s) => Value::Str(s.to_string()),
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => Value::Int(n),
+            Err(_) => Value::Str(i.as_str().to_string()),
+        },
+        DeValue::Float(f) => Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN)),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::Datetime(d.to_string()),
+        DeValue::Array(a) => Value::Array(
+            a.iter()
+                .map(|n| Node { span: Span::new(file, clamp(n.span(), len)), value: convert(file, n.get_ref(), len) })
+                .collect(),
+        ),
+        DeValue::Table(t) => Value::Table(convert_table(file, t, len)),
+    }
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+if [ -e /etc/kiln ]; then
+  echo missing fi
