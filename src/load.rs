@@ -66,13 +66,8 @@ pub fn system_root(path: &Path) -> Result<(PathBuf, PathBuf), IoError> {
 
 pub fn load(path: &Path, module_dirs: &[PathBuf]) -> Result<Inputs, IoError> {
     let (root, main) = system_root(path)?;
-    let mut inputs = Inputs {
-        sources: Sources::default(),
-        files: Vec::new(),
-        modules: BTreeMap::new(),
-        images: BTreeMap::new(),
-        diags: Vec::new(),
-    };
+    let mut inputs =
+        Inputs { sources: Sources::default(), files: Vec::new(), modules: BTreeMap::new(), images: BTreeMap::new(), diags: Vec::new() };
     load_images(&mut inputs);
     load_builtin_modules(&mut inputs);
     for dir in module_dirs {
@@ -92,7 +87,9 @@ fn load_system_files(inputs: &mut Inputs, root: &Path, main: &Path) -> Result<()
     let mut seen: Vec<PathBuf> = vec![normal(main)];
     while let Some((path, text)) = queue.pop() {
         let id = inputs.sources.add(display(&path), path.clone(), text);
-        let Some(file) = parse_system(inputs, id) else { continue };
+        let Some(file) = parse_system(inputs, id) else {
+            continue;
+        };
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for imp in &file.imports {
             match import_path(root, &dir, imp) {
@@ -179,16 +176,18 @@ fn load_images(inputs: &mut Inputs) {
 fn read_image(node: &tree::Node, sink: &Sink) -> Option<ImageDef> {
     let mut r = TableReader::new(node, sink, "an image definition")?;
     let head = r.table("image", |mut t| {
-        let v = (t.req_str("name", "\"debian-12\""), t.req_str("family", "\"debian\""), t.req_str("codename", "\"bookworm\""), t.str("description"));
+        let v = (
+            t.req_str("name", "\"debian-12\""),
+            t.req_str("family", "\"debian\""),
+            t.req_str("codename", "\"bookworm\""),
+            t.str("description"),
+        );
         t.finish();
         v
     })?;
     let providers = r
         .table("providers", |t| {
-            t.entries()
-                .iter()
-                .filter_map(|e| Some((e.key.clone(), crate::syntax::decode::as_str(&e.value, sink)?.value)))
-                .collect()
+            t.entries().iter().filter_map(|e| Some((e.key.clone(), crate::syntax::decode::as_str(&e.value, sink)?.value))).collect()
         })
         .unwrap_or_default();
     let docker = r.table("docker", |mut t| {
@@ -218,10 +217,8 @@ fn load_builtin_modules(inputs: &mut Inputs) {
         }
     }
     for (name, files) in by_module {
-        let files: Vec<(String, PathBuf, String)> = files
-            .into_iter()
-            .map(|(f, t)| (f.to_string(), PathBuf::from(format!("modules/{name}/{f}")), t.to_string()))
-            .collect();
+        let files: Vec<(String, PathBuf, String)> =
+            files.into_iter().map(|(f, t)| (f.to_string(), PathBuf::from(format!("modules/{name}/{f}")), t.to_string())).collect();
         add_module(inputs, name, files, Origin::Builtin);
     }
 }
@@ -252,8 +249,8 @@ fn load_module_dir(inputs: &mut Inputs, dir: &Path) -> Result<(), IoError> {
                 continue;
             }
             let rel = entry.path().strip_prefix(&mdir).unwrap().to_string_lossy().replace('\\', "/");
-            let text = std::fs::read_to_string(entry.path())
-                .map_err(|e| IoError(format!("cannot read `{}`: {e}", entry.path().display())))?;
+            let text =
+                std::fs::read_to_string(entry.path()).map_err(|e| IoError(format!("cannot read `{}`: {e}", entry.path().display())))?;
             files.push((rel, entry.path().to_path_buf(), text));
         }
         add_module(inputs, &name, files, Origin::Dir(mdir.clone()));

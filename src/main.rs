@@ -67,7 +67,9 @@ fn main() -> ExitCode {
             eprintln!("ok: system `{}`, {} hosts, {} services", c.system.name, c.system.hosts.len(), c.system.services.len());
             ExitCode::SUCCESS
         }),
-        Command::Build { path, store, out_link, check, json } => with_compiled(&path, &opts, |c| build(&path, &opts, c, store, &out_link, check, json)),
+        Command::Build { path, store, out_link, check, json } => {
+            with_compiled(&path, &opts, |c| build(&path, &opts, c, store, &out_link, check, json))
+        }
         Command::Show { path, json } => with_compiled(&path, &opts, |c| {
             let out = if json { kiln::pipeline::show_json(c) } else { kiln::pipeline::show_text(c) };
             print!("{out}");

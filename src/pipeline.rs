@@ -139,20 +139,49 @@ pub fn manifest_json(m: &Manifest) -> String {
     s
 }
 
+fn host_nodes(ha: &HostArtifacts) -> Vec<store::Node<'_>> {
+    ha.artifacts.iter().map(|a: &Artifact| store::Node::File { path: &a.path, mode: a.mode, bytes: &a.bytes }).collect()
+}
+
+/// Store entry names of every host, in host order: named by a hash over all their artifacts.
+fn host_entry_names(c: &Compiled) -> Vec<(String, String)> {
+    c.hosts
+        .iter()
+        .map(|(name, ha)| (name.clone(), Store::entry_name(&store::entry_hash(&host_nodes(ha)), &format!("{}-{name}", c.system.name))))
+        .collect()
+}
+
+/// The system entry's contents: `manifest.json` and, per host, a link `hosts/<host>` to that
+/// host's entry.
+struct SystemEntry {
+    manifest: String,
+    links: Vec<(String, String)>,
+}
+
+impl SystemEntry {
+    fn of(c: &Compiled) -> SystemEntry {
+        let links = host_entry_names(c).into_iter().map(|(h, e)| (format!("hosts/{h}"), format!("../../{e}"))).collect();
+        SystemEntry { manifest: manifest_json(&c.manifest), links }
+    }
+    fn nodes(&self) -> Vec<store::Node<'_>> {
+        let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: self.manifest.as_bytes() }];
+        nodes.extend(self.links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
+        nodes
+    }
+    fn name(&self, system: &str) -> String {
+        Store::entry_name(&store::entry_hash(&self.nodes()), system)
+    }
+}
+
 /// Writes host entries and the system entry into the store; returns the system entry's path.
 pub fn write(c: &Compiled, store: &Store) -> std::io::Result<PathBuf> {
-    let mut links = Vec::new();
     for (name, ha) in &c.hosts {
-        let nodes: Vec<store::Node<'_>> =
-            ha.artifacts.iter().map(|a: &Artifact| store::Node::File { path: &a.path, mode: a.mode, bytes: &a.bytes }).collect();
-        let entry = format!("{}-{name}", c.system.name);
-        let path = store.add(&ha.closure, &entry, &nodes)?;
-        links.push((format!("hosts/{name}"), format!("../../{}", path.file_name().unwrap().to_string_lossy())));
+        let nodes = host_nodes(ha);
+        store.add(&store::entry_hash(&nodes), &format!("{}-{name}", c.system.name), &nodes)?;
     }
-    let manifest = manifest_json(&c.manifest);
-    let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: manifest.as_bytes() }];
-    nodes.extend(links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
-    store.add(&c.manifest.hash, &c.system.name, &nodes)
+    let entry = SystemEntry::of(c);
+    let nodes = entry.nodes();
+    store.add(&store::entry_hash(&nodes), &c.system.name, &nodes)
 }
 
 /// The first artifact that differs between two compiles, if any.
@@ -170,7 +199,7 @@ pub fn difference(a: &Compiled, b: &Compiled) -> Option<String> {
 
 /// Compares a compile with an existing store entry of the same hash, byte for byte.
 pub fn differs_from_store(c: &Compiled, store: &Store) -> Option<String> {
-    let entry = store.root.join(Store::entry_name(&c.manifest.hash, &c.system.name));
+    let entry = store.root.join(SystemEntry::of(c).name(&c.system.name));
     if !entry.exists() {
         return None;
     }

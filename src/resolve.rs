@@ -50,10 +50,7 @@ impl<'a> Resolver<'a> {
         d = match did_you_mean(&r.value, known.iter().map(|s| s.as_str())) {
             Some(m) => d.help(format!("did you mean `{m}`?")),
             None if known.is_empty() => d.help(format!("declare it in a `[{define}.{}]` table", r.value)),
-            None => d.help(format!(
-                "the {what}s are {}",
-                known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-            )),
+            None => d.help(format!("the {what}s are {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))),
         };
         self.err(d);
     }
@@ -307,9 +304,12 @@ impl<'a> Resolver<'a> {
                         Ok(p) => Some(p),
                         Err(()) => {
                             self.err(
-                                Diagnostic::error("E0020", format!("endpoint `{}` of `{}` renders to `{v}`, not a port", e.name.value, s.name.value))
-                                    .primary(e.port.span, "this template")
-                                    .secondary(s.name.span, "in this service"),
+                                Diagnostic::error(
+                                    "E0020",
+                                    format!("endpoint `{}` of `{}` renders to `{v}`, not a port", e.name.value, s.name.value),
+                                )
+                                .primary(e.port.span, "this template")
+                                .secondary(s.name.span, "in this service"),
                             );
                             None
                         }
@@ -376,7 +376,9 @@ impl<'a> Resolver<'a> {
             Value::Str(s) => match f(s) {
                 Ok(v) => Some(J::from(v)),
                 Err(e) => {
-                    me.err(Diagnostic::error("E0003", e.message).primary(n.span, format!("invalid {}", o.ty.value.name())).with_help(e.help));
+                    me.err(
+                        Diagnostic::error("E0003", e.message).primary(n.span, format!("invalid {}", o.ty.value.name())).with_help(e.help),
+                    );
                     None
                 }
             },
@@ -422,12 +424,14 @@ impl<'a> Resolver<'a> {
             && !o.values.iter().any(|x| x.value == s)
         {
             let names: Vec<&str> = o.values.iter().map(|x| x.value.as_str()).collect();
-            self.err(Diagnostic::error("E0003", format!("`{s}` is not a value of option `{}`", o.name.value)).primary(n.span, "not allowed").help(
-                match did_you_mean(s, names.iter().copied()) {
-                    Some(m) => format!("did you mean `{m}`?"),
-                    None => format!("expected one of {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
-                },
-            ));
+            self.err(
+                Diagnostic::error("E0003", format!("`{s}` is not a value of option `{}`", o.name.value))
+                    .primary(n.span, "not allowed")
+                    .help(match did_you_mean(s, names.iter().copied()) {
+                        Some(m) => format!("did you mean `{m}`?"),
+                        None => format!("expected one of {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                    }),
+            );
             return None;
         }
         v
@@ -565,8 +569,11 @@ impl<'a> Resolver<'a> {
             let port = p.endpoints.iter().find(|e| e.name == mt.endpoint.value).map(|e| e.port);
             if port.is_none() {
                 self.err(
-                    Diagnostic::error("E0027", format!("metrics endpoint `{}` is not an endpoint of `{}`", mt.endpoint.value, m.name.value))
-                        .primary(mt.endpoint.span, "no such endpoint"),
+                    Diagnostic::error(
+                        "E0027",
+                        format!("metrics endpoint `{}` is not an endpoint of `{}`", mt.endpoint.value, m.name.value),
+                    )
+                    .primary(mt.endpoint.span, "no such endpoint"),
                 );
             }
             Some(Metrics { endpoint: mt.endpoint.value.clone(), port: port?, path: mt.path.clone() })
@@ -588,7 +595,11 @@ impl<'a> Resolver<'a> {
             container,
             native,
             endpoints: p.endpoints.clone(),
-            volumes: m.volumes.iter().map(|v| Volume { name: v.name.value.clone(), target: v.target.value.clone(), backup: v.backup }).collect(),
+            volumes: m
+                .volumes
+                .iter()
+                .map(|v| Volume { name: v.name.value.clone(), target: v.target.value.clone(), backup: v.backup })
+                .collect(),
             health,
             deps,
             secrets: secret_uses,
@@ -662,16 +673,16 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             let tmod = &target.module.decl.name.value;
-            let slot = m
-                .requires
-                .iter()
-                .find(|r| !filled.contains(&r.slot.value) && r.modules.iter().any(|x| &x.value == tmod));
+            let slot = m.requires.iter().find(|r| !filled.contains(&r.slot.value) && r.modules.iter().any(|x| &x.value == tmod));
             let ep_name = ep_name.map(str::to_string).or_else(|| slot.and_then(|s| s.endpoint.as_ref().map(|e| e.value.clone())));
             let endpoint = match ep_name {
                 Some(n) => target.endpoints.iter().find(|e| e.name == n),
                 None => {
-                    let candidates: Vec<&Endpoint> =
-                        target.endpoints.iter().filter(|e| target.module.decl.metrics.as_ref().is_none_or(|mt| mt.endpoint.value != e.name)).collect();
+                    let candidates: Vec<&Endpoint> = target
+                        .endpoints
+                        .iter()
+                        .filter(|e| target.module.decl.metrics.as_ref().is_none_or(|mt| mt.endpoint.value != e.name))
+                        .collect();
                     if candidates.len() == 1 { Some(candidates[0]) } else { None }
                 }
             };
@@ -680,7 +691,11 @@ impl<'a> Resolver<'a> {
                 self.err(
                     Diagnostic::error("E0031", format!("cannot tell which endpoint of `{svc_name}` this connects to"))
                         .primary(c.span, "ambiguous or unknown endpoint")
-                        .help(if names.is_empty() { format!("`{svc_name}` exposes no endpoints") } else { format!("write one of {}", names.join(", ")) }),
+                        .help(if names.is_empty() {
+                            format!("`{svc_name}` exposes no endpoints")
+                        } else {
+                            format!("write one of {}", names.join(", "))
+                        }),
                 );
                 continue;
             };
@@ -695,9 +710,12 @@ impl<'a> Resolver<'a> {
                     Some(a) => a.to_string(),
                     None => {
                         self.err(
-                            Diagnostic::error("E0032", format!("`{}` on host `{}` cannot reach `{svc_name}` on host `{}`", p.decl.name.value, p.host, target.host))
-                                .primary(c.span, "no private network between these hosts")
-                                .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", target.host, target.host)),
+                            Diagnostic::error(
+                                "E0032",
+                                format!("`{}` on host `{}` cannot reach `{svc_name}` on host `{}`", p.decl.name.value, p.host, target.host),
+                            )
+                            .primary(c.span, "no private network between these hosts")
+                            .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", target.host, target.host)),
                         );
                         continue;
                     }
@@ -737,7 +755,12 @@ impl<'a> Resolver<'a> {
         out
     }
 
-    fn routes(&mut self, routes: &BTreeMap<String, &'a RouteDecl>, services: &BTreeMap<String, Service>, hosts: &BTreeMap<String, Host>) -> Vec<Route> {
+    fn routes(
+        &mut self,
+        routes: &BTreeMap<String, &'a RouteDecl>,
+        services: &BTreeMap<String, Service>,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Vec<Route> {
         let edges: Vec<&Service> = services.values().filter(|s| s.edge.is_some()).collect();
         let mut out = Vec::new();
         for (hostname, r) in routes {
@@ -784,7 +807,10 @@ impl<'a> Resolver<'a> {
                 Some(e) => match services.get(&e.value) {
                     Some(s) if s.edge.is_some() => s,
                     Some(_) => {
-                        self.err(Diagnostic::error("E0042", format!("service `{}` is not an edge proxy", e.value)).primary(e.span, "cannot terminate routes"));
+                        self.err(
+                            Diagnostic::error("E0042", format!("service `{}` is not an edge proxy", e.value))
+                                .primary(e.span, "cannot terminate routes"),
+                        );
                         continue;
                     }
                     None => {
@@ -829,8 +855,12 @@ impl<'a> Resolver<'a> {
                         );
                         continue;
                     };
-                    let Some(ep) = asvc.endpoint(&fa.endpoint.value) else { continue };
-                    let Some(up) = upstream_address(asvc, ep.port, &edge.host, hosts) else { continue };
+                    let Some(ep) = asvc.endpoint(&fa.endpoint.value) else {
+                        continue;
+                    };
+                    let Some(up) = upstream_address(asvc, ep.port, &edge.host, hosts) else {
+                        continue;
+                    };
                     Some(ForwardAuth {
                         service: asvc.name.clone(),
                         endpoint: ep.name.clone(),

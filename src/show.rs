@@ -75,14 +75,24 @@ fn view(c: &Compiled) -> Show<'_> {
             .map(|s| {
                 (
                     s.name.as_str(),
-                    ShowService { module: &s.module, host: &s.host, connects: s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect() },
+                    ShowService {
+                        module: &s.module,
+                        host: &s.host,
+                        connects: s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect(),
+                    },
                 )
             })
             .collect(),
         routes: sys
             .routes
             .iter()
-            .map(|r| ShowRoute { hostname: &r.hostname, service: &r.service, upstream: &r.upstream, edge: &r.edge_service, auth: r.auth.as_ref().map(|a| a.service.as_str()) })
+            .map(|r| ShowRoute {
+                hostname: &r.hostname,
+                service: &r.service,
+                upstream: &r.upstream,
+                edge: &r.edge_service,
+                auth: r.auth.as_ref().map(|a| a.service.as_str()),
+            })
             .collect(),
         start_order: &sys.start_order,
     }
@@ -114,7 +124,11 @@ pub fn show_text(c: &Compiled) -> String {
         let _ = writeln!(o, "  services  {}", if h.services.is_empty() { "-".into() } else { h.services.join(" → ") });
         let _ = writeln!(o, "  firewall");
         for r in h.firewall {
-            let from = if r.sources.is_empty() { "anywhere".to_string() } else { r.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ") };
+            let from = if r.sources.is_empty() {
+                "anywhere".to_string()
+            } else {
+                r.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+            };
             let _ = writeln!(o, "    {:>5}/{:<3} from {from}  ({})", r.port, r.protocol.name(), r.reason);
         }
     }

@@ -12,9 +12,16 @@ use crate::render::hex;
 
 /// A file or link inside a store entry.
 pub enum Node<'a> {
-    File { path: &'a str, mode: u32, bytes: &'a [u8] },
+    File {
+        path: &'a str,
+        mode: u32,
+        bytes: &'a [u8],
+    },
     /// A relative symbolic link (to a sibling store entry).
-    Link { path: &'a str, target: String },
+    Link {
+        path: &'a str,
+        target: String,
+    },
 }
 
 pub struct Store {

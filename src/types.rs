@@ -35,14 +35,13 @@ impl Cidr {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p.parse::<u8>() {
             Ok(n) if n <= max => n,
-            _ => return err(format!("`{p}` is not a prefix length"), Some(&format!("use 0 to {max}"))),
+            _ => {
+                return err(format!("`{p}` is not a prefix length"), Some(&format!("use 0 to {max}")));
+            }
         };
         let cidr = Cidr { addr, prefix };
         if cidr.network() != addr {
-            return err(
-                format!("`{s}` has host bits set"),
-                Some(&format!("the network is `{}/{prefix}`", cidr.network())),
-            );
+            return err(format!("`{s}` has host bits set"), Some(&format!("the network is `{}/{prefix}`", cidr.network())));
         }
         Ok(cidr)
     }
@@ -129,7 +128,9 @@ pub fn parse_port(n: i64) -> Result<u16, TypeError> {
 pub fn parse_domain(s: &str, allow_wildcard: bool) -> Result<String, TypeError> {
     let body = match s.strip_prefix("*.") {
         Some(rest) if allow_wildcard => rest,
-        Some(_) => return err(format!("`{s}` is a wildcard, which is not allowed here"), None),
+        Some(_) => {
+            return err(format!("`{s}` is a wildcard, which is not allowed here"), None);
+        }
         None => s,
     };
     let ok = !body.is_empty()
@@ -192,7 +193,9 @@ impl Duration {
                 'd' => 86400,
                 _ => return err(format!("`{s}` is not a duration"), help),
             };
-            let Ok(n) = num.parse::<u64>() else { return err(format!("`{s}` is not a duration"), help) };
+            let Ok(n) = num.parse::<u64>() else {
+                return err(format!("`{s}` is not a duration"), help);
+            };
             total = total.saturating_add(n.saturating_mul(unit));
             num.clear();
         }
@@ -240,7 +243,9 @@ impl Size {
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
-            _ => return err(format!("`{s}` is not a size"), Some("write a number and a unit, like `512MiB` or `2GiB`")),
+            _ => {
+                return err(format!("`{s}` is not a size"), Some("write a number and a unit, like `512MiB` or `2GiB`"));
+            }
         };
         match digits.parse::<u64>() {
             Ok(n) => Ok(Size(n.saturating_mul(mult))),
@@ -289,9 +294,9 @@ impl ImageRef {
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
             && !name.starts_with('/')
             && !name.ends_with('/');
-        let tag_ok = tag.as_deref().is_none_or(|t| {
-            !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        });
+        let tag_ok = tag
+            .as_deref()
+            .is_none_or(|t| !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
         if !name_ok || !tag_ok {
             return err(format!("`{s}` is not an image reference"), help);
         }

@@ -20,10 +20,13 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         .iter()
         .filter(|r| !sys.hosts[&r.edge_host].public)
         .map(|r| {
-            Diagnostic::error(RULE.id, format!("route `{}` is terminated on host `{}`, which has no public address", r.hostname, r.edge_host))
-                .primary(r.span, "this route needs a public edge")
-                .secondary(sys.hosts[&r.edge_host].span, "not public")
-                .help(format!("set `public = true` on host `{}` or place the edge on a public host", r.edge_host))
+            Diagnostic::error(
+                RULE.id,
+                format!("route `{}` is terminated on host `{}`, which has no public address", r.hostname, r.edge_host),
+            )
+            .primary(r.span, "this route needs a public edge")
+            .secondary(sys.hosts[&r.edge_host].span, "not public")
+            .help(format!("set `public = true` on host `{}` or place the edge on a public host", r.edge_host))
         })
         .collect()
 }

@@ -35,10 +35,13 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
                 if let Some(other) = seen.get(&p) {
                     let o = &sys.services[*other];
                     out.push(
-                        Diagnostic::error(RULE.id, format!("services `{}` and `{}` both use port {}/{} on host `{}`", o.name, s.name, p.0, p.1, host.name))
-                            .primary(s.span, format!("port {}/{} is taken", p.0, p.1))
-                            .secondary(o.span, "already used here")
-                            .help("move one of the services to another host"),
+                        Diagnostic::error(
+                            RULE.id,
+                            format!("services `{}` and `{}` both use port {}/{} on host `{}`", o.name, s.name, p.0, p.1, host.name),
+                        )
+                        .primary(s.span, format!("port {}/{} is taken", p.0, p.1))
+                        .secondary(o.span, "already used here")
+                        .help("move one of the services to another host"),
                     );
                 } else {
                     seen.insert(p, name);

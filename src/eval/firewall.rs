@@ -77,13 +77,26 @@ pub fn derive(sys: &mut System) {
         }
         for (svc_name, ep_name, why) in upstreams {
             let svc = &sys.services[svc_name];
-            let Some(ep) = svc.endpoint(ep_name) else { continue };
+            let Some(ep) = svc.endpoint(ep_name) else {
+                continue;
+            };
             if svc.host == r.edge_host {
-                publish.entry(svc_name.to_string()).or_default().push(Publish { bind: IpAddr::V4(Ipv4Addr::LOCALHOST), port: ep.port, protocol: ep.protocol });
+                publish.entry(svc_name.to_string()).or_default().push(Publish {
+                    bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    port: ep.port,
+                    protocol: ep.protocol,
+                });
                 continue;
             }
-            let (Some(from), Some(bind)) = (private(&r.edge_host), private(&svc.host)) else { continue };
-            rules.get_mut(&svc.host).unwrap().open(ep.port, ep.protocol, Some(vec![host_cidr(from)]), format!("{why} from `{}`", r.edge_host));
+            let (Some(from), Some(bind)) = (private(&r.edge_host), private(&svc.host)) else {
+                continue;
+            };
+            rules.get_mut(&svc.host).unwrap().open(
+                ep.port,
+                ep.protocol,
+                Some(vec![host_cidr(from)]),
+                format!("{why} from `{}`", r.edge_host),
+            );
             publish.entry(svc_name.to_string()).or_default().push(Publish { bind, port: ep.port, protocol: ep.protocol });
         }
     }
@@ -92,7 +105,9 @@ pub fn derive(sys: &mut System) {
     for (name, s) in &sys.services {
         for d in s.deps.iter().filter(|d| !d.same_host) {
             let target = &sys.services[&d.service];
-            let (Some(from), Some(bind)) = (private(&s.host), private(&target.host)) else { continue };
+            let (Some(from), Some(bind)) = (private(&s.host), private(&target.host)) else {
+                continue;
+            };
             rules.get_mut(&target.host).unwrap().open(
                 d.port,
                 d.protocol,

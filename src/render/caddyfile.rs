@@ -17,11 +17,8 @@ const HEADERS: &[(&str, &str)] = &[
 /// The Caddyfile for a host, or `None` when no Caddy edge on it terminates a route.
 pub fn emit(sys: &System, host: &Host) -> Option<String> {
     let edge_here = host.services.iter().any(|s| sys.services[s].edge.as_deref() == Some("caddy"));
-    let routes: Vec<&Route> = sys
-        .routes
-        .iter()
-        .filter(|r| r.edge_host == host.name && sys.services[&r.edge_service].edge.as_deref() == Some("caddy"))
-        .collect();
+    let routes: Vec<&Route> =
+        sys.routes.iter().filter(|r| r.edge_host == host.name && sys.services[&r.edge_service].edge.as_deref() == Some("caddy")).collect();
     if !edge_here {
         return None;
     }

@@ -32,7 +32,24 @@ struct WriteFile {
     path: String,
     owner: &'static str,
     permissions: String,
-    content: String,
+    content: Content,
+}
+
+/// File content: a literal block where that reads back exactly, else a quoted scalar.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Content {
+    Block(serde_saphyr::LitString),
+    Quoted(String),
+}
+
+fn content(s: String) -> Content {
+    let block_safe = s.contains('\n')
+        && !s.starts_with([' ', '\t', '\n'])
+        && !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+        && !s.lines().any(|l| l.ends_with([' ', '\t']))
+        && !s.contains('\u{feff}');
+    if block_safe { Content::Block(serde_saphyr::LitString(s)) } else { Content::Quoted(s) }
 }
 
 pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
@@ -54,7 +71,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
             path: format!("{KILN_ROOT}/{}", a.path),
             owner: "root:root",
             permissions: format!("{:#o}", a.mode).replace("0o", "0"),
-            content: String::from_utf8_lossy(&a.bytes).into_owned(),
+            content: content(String::from_utf8_lossy(&a.bytes).into_owned()),
         })
         .collect();
     let cfg = CloudConfig {

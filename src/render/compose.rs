@@ -147,8 +147,7 @@ fn lits(v: &[String]) -> Vec<String> {
 
 /// The compose file for a host, or `None` when it runs no containers.
 pub fn emit(sys: &System, host: &Host) -> Option<String> {
-    let services: Vec<&Service> =
-        host.services.iter().map(|n| &sys.services[n]).filter(|s| s.container.is_some()).collect();
+    let services: Vec<&Service> = host.services.iter().map(|n| &sys.services[n]).filter(|s| s.container.is_some()).collect();
     if services.is_empty() {
         return None;
     }
@@ -180,7 +179,12 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             });
         }
         if c.docker_socket {
-            volumes.push(Mount { kind: "bind", source: "/var/run/docker.sock".into(), target: "/var/run/docker.sock".into(), read_only: true });
+            volumes.push(Mount {
+                kind: "bind",
+                source: "/var/run/docker.sock".into(),
+                target: "/var/run/docker.sock".into(),
+                read_only: true,
+            });
         }
         let secrets = s
             .secrets
@@ -207,10 +211,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
                 .map(|p| Port { target: p.port, published: p.port.to_string(), host_ip: p.bind.to_string(), protocol: p.protocol.name() })
                 .collect()
         };
-        let limits = Limits {
-            cpus: s.resources.cpus.map(|c| format!("{c}")),
-            memory: s.resources.memory.map(|m| m.compose()),
-        };
+        let limits = Limits { cpus: s.resources.cpus.map(|c| format!("{c}")), memory: s.resources.memory.map(|m| m.compose()) };
         let svc = Svc {
             image: lit(&c.image.to_string()),
             restart: "unless-stopped",

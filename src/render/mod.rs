@@ -82,7 +82,7 @@ pub struct HostArtifacts {
 
 /// Serialises structured data as YAML; the data types here cannot fail to serialise.
 pub fn yaml<T: Serialize>(v: &T) -> String {
-    let opts = serde_saphyr::ser_options! { prefer_block_scalars: true, indent_step: 2, min_fold_chars: usize::MAX };
+    let opts = serde_saphyr::ser_options! { prefer_block_scalars: false, indent_step: 2 };
     serde_saphyr::to_string_with_options(v, opts).expect("YAML serialisation of plain data")
 }
 

@@ -19,7 +19,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     let containers = services.iter().any(|s| s.container.is_some());
     let mut o = String::new();
     let _ = writeln!(o, "#!/bin/sh");
-    let _ = writeln!(o, "# kiln provisioner for host `{}` of system `{}`.", host.name, sys.name);
+    let _ = writeln!(o, "# kiln {} provisioner for host `{}` of system `{}`.", crate::pipeline::KILN_VERSION, host.name, sys.name);
     let _ = writeln!(o, "# Generated: do not edit. Idempotent: a second run changes nothing.");
     let _ = writeln!(o, "# Every literal below is single-quoted on purpose: nothing in it may expand.");
     let _ = writeln!(o, "# shellcheck disable=SC2016");
@@ -93,7 +93,13 @@ fn users(o: &mut String, sys: &System) {
         let _ = writeln!(o, "passwd --lock {name} >/dev/null");
         let _ = writeln!(o, "install -d -m 0700 -o {name} -g {name} /home/{}/.ssh", a.name);
         let keys: String = a.keys.iter().map(|k| format!("{k}\n")).collect();
-        let _ = writeln!(o, "put_text /home/{}/.ssh/authorized_keys 0600 {} {} || true", a.name, sh(&format!("{}:{}", a.name, a.name)), sh(&keys));
+        let _ = writeln!(
+            o,
+            "put_text /home/{}/.ssh/authorized_keys 0600 {} {} || true",
+            a.name,
+            sh(&format!("{}:{}", a.name, a.name)),
+            sh(&keys)
+        );
         let _ = writeln!(
             o,
             "put_text /etc/sudoers.d/{} 0440 root:root {} || true",

@@ -155,7 +155,9 @@ impl<'a> TableReader<'a> {
 
     /// A table of named entries (`[hosts.NAME]`), each read by `f`, names checked as identifiers.
     pub fn named<T>(&mut self, key: &'static str, mut f: impl FnMut(Sp<String>, TableReader<'a>) -> Option<T>) -> Vec<T> {
-        let Some(n) = self.node(key) else { return Vec::new() };
+        let Some(n) = self.node(key) else {
+            return Vec::new();
+        };
         let sink = self.sink;
         let Value::Table(t) = &n.value else {
             sink.expected(n, &format!("a table of `{key}`"));
@@ -179,8 +181,7 @@ impl<'a> TableReader<'a> {
             if self.known.contains(&e.key.as_str()) {
                 continue;
             }
-            let mut d = Diagnostic::error("E0005", format!("unknown key `{}` in {}", e.key, self.what))
-                .primary(e.key_span, "unknown key");
+            let mut d = Diagnostic::error("E0005", format!("unknown key `{}` in {}", e.key, self.what)).primary(e.key_span, "unknown key");
             d = match did_you_mean(&e.key, self.known.iter().copied()) {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
                 None => {

@@ -61,8 +61,7 @@ pub enum OptType {
 }
 
 impl OptType {
-    const NAMES: [&'static str; 11] =
-        ["string", "int", "bool", "port", "duration", "size", "domain", "image", "ip", "cidr", "list"];
+    const NAMES: [&'static str; 11] = ["string", "int", "bool", "port", "duration", "size", "domain", "image", "ip", "cidr", "list"];
     fn parse(s: &str) -> Result<OptType, types::TypeError> {
         Ok(match s {
             "string" => OptType::String,
@@ -225,7 +224,10 @@ fn absolute(v: Option<Sp<String>>, sink: &Sink) -> Option<Sp<String>> {
         if s.starts_with('/') && !s.split('/').any(|c| c == "..") && !s.contains('\n') {
             Ok(s.to_string())
         } else {
-            Err(types::TypeError { message: format!("`{s}` is not an absolute path"), help: Some("write it like `/etc/app/config.yaml`".into()) })
+            Err(types::TypeError {
+                message: format!("`{s}` is not an absolute path"),
+                help: Some("write it like `/etc/app/config.yaml`".into()),
+            })
         }
     })
 }
@@ -270,10 +272,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let container = r.table("container", |mut t| {
         let environment = t
             .table("environment", |et| {
-                et.entries()
-                    .iter()
-                    .filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?)))
-                    .collect()
+                et.entries().iter().filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?))).collect()
             })
             .unwrap_or_default();
         let command = t.node("command");
@@ -325,7 +324,12 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             _ => Err(one_of(s, "protocol", &["tcp", "udp"])),
         })
         .unwrap_or(Sp::new(Protocol::Tcp, port.span));
-        let d = EndpointDecl { port, protocol, http: t.bool("http").is_some_and(|b| b.value), name: typed(Some(name), sink, types::parse_ident)? };
+        let d = EndpointDecl {
+            port,
+            protocol,
+            http: t.bool("http").is_some_and(|b| b.value),
+            name: typed(Some(name), sink, types::parse_ident)?,
+        };
         t.finish();
         Some(d)
     });

@@ -177,17 +177,15 @@ pub struct CdnDecl {
 /// Reads one file's root table.
 pub fn read(root: &Node, sink: &Sink) -> SystemFile {
     let mut out = SystemFile::default();
-    let Some(mut r) = TableReader::new(root, sink, "the system file") else { return out };
+    let Some(mut r) = TableReader::new(root, sink, "the system file") else {
+        return out;
+    };
     out.imports = r.str_list("imports");
     out.system = r.table("system", |mut t| {
         let d = SystemDecl {
             span: t.span,
             name: typed(t.req_str("name", "\"my-system\""), sink, types::parse_ident),
-            domains: t
-                .str_list("domains")
-                .into_iter()
-                .filter_map(|d| typed(Some(d), sink, |s| types::parse_domain(s, false)))
-                .collect(),
+            domains: t.str_list("domains").into_iter().filter_map(|d| typed(Some(d), sink, |s| types::parse_domain(s, false))).collect(),
         };
         t.finish();
         d
@@ -203,18 +201,12 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         d
     });
     out.providers = r.named("providers", |name, mut t| {
-        let d = ProviderDecl {
-            name: ident(name, sink)?,
-            kind: typed(t.req_str("kind", "\"hetzner\""), sink, ProviderKind::parse),
-        };
+        let d = ProviderDecl { name: ident(name, sink)?, kind: typed(t.req_str("kind", "\"hetzner\""), sink, ProviderKind::parse) };
         t.finish();
         Some(d)
     });
     out.networks = r.named("networks", |name, mut t| {
-        let d = NetworkDecl {
-            name: ident(name, sink)?,
-            cidr: typed(t.req_str("cidr", "\"10.0.0.0/24\""), sink, Cidr::parse),
-        };
+        let d = NetworkDecl { name: ident(name, sink)?, cidr: typed(t.req_str("cidr", "\"10.0.0.0/24\""), sink, Cidr::parse) };
         t.finish();
         Some(d)
     });
@@ -230,8 +222,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                 sink.type_error(k.span, e);
             }
         }
-        let sources =
-            t.str_list("sources").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect();
+        let sources = t.str_list("sources").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect();
         let d = AdminDecl { name: ident(name, sink)?, keys, sources };
         t.finish();
         Some(d)
@@ -267,16 +258,11 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
     });
     out.services = r.named("services", |name, mut t| {
         let options = t
-            .table("options", |ot| {
-                ot.entries().iter().map(|e| (Sp::new(e.key.clone(), e.key_span), e.value.clone())).collect()
-            })
+            .table("options", |ot| ot.entries().iter().map(|e| (Sp::new(e.key.clone(), e.key_span), e.value.clone())).collect())
             .unwrap_or_default();
         let secrets = t
             .table("secrets", |st| {
-                st.entries()
-                    .iter()
-                    .filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?)))
-                    .collect()
+                st.entries().iter().filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?))).collect()
             })
             .unwrap_or_default();
         let d = ServiceDecl {
@@ -320,14 +306,8 @@ fn ident(name: Sp<String>, sink: &Sink) -> Option<Sp<String>> {
 
 /// An OpenSSH public key line: `type base64 [comment]`, one line, no options.
 pub fn check_ssh_key(k: &str) -> Result<(), types::TypeError> {
-    const TYPES: [&str; 6] = [
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-    ];
+    const TYPES: [&str; 6] =
+        ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com"];
     let mut parts = k.split(' ');
     let ty = parts.next().unwrap_or("");
     let body = parts.next().unwrap_or("");

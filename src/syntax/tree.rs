@@ -63,8 +63,7 @@ pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Diagnostic>> {
             .map(|e| {
                 let range = e.span().unwrap_or(0..0);
                 let range = clamp(range, text.len());
-                Diagnostic::error("E0001", "invalid TOML syntax")
-                    .primary(Span::new(file, range), first_line(e.message()))
+                Diagnostic::error("E0001", "invalid TOML syntax").primary(Span::new(file, range), first_line(e.message()))
             })
             .collect());
     }
@@ -105,9 +104,7 @@ fn convert(file: FileId, v: &DeValue<'_>, len: usize) -> Value {
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(d) => Value::Datetime(d.to_string()),
         DeValue::Array(a) => Value::Array(
-            a.iter()
-                .map(|n| Node { span: Span::new(file, clamp(n.span(), len)), value: convert(file, n.get_ref(), len) })
-                .collect(),
+            a.iter().map(|n| Node { span: Span::new(file, clamp(n.span(), len)), value: convert(file, n.get_ref(), len) }).collect(),
         ),
         DeValue::Table(t) => Value::Table(convert_table(file, t, len)),
     }
