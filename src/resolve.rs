@@ -37,6 +37,9 @@ struct Partial<'a> {
     host: String,
     options: BTreeMap<String, J>,
     endpoints: Vec<Endpoint>,
+    /// False when the service's own declaration had errors: its templates are not rendered,
+    /// so one mistake gives one error.
+    ok: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -289,7 +292,9 @@ impl<'a> Resolver<'a> {
             self.unknown("host", host, hosts.keys(), "hosts");
             return None;
         }
+        let before = self.diags.len();
         let options = self.options(s, &module.decl);
+        let ok = self.diags.len() == before;
         let mut ctx = BTreeMap::new();
         ctx.insert("options", jv(&options));
         ctx.insert("service", minijinja::context! { name => s.name.value.clone(), host => host.value.clone() });
@@ -299,6 +304,7 @@ impl<'a> Resolver<'a> {
         for e in &module.decl.endpoints {
             let port = match &e.port.value {
                 IntOrTpl::Int(i) => types::parse_port(*i).ok(),
+                IntOrTpl::Tpl(_) if !ok => None,
                 IntOrTpl::Tpl(t) => match tpl.render_str(t, &ctx) {
                     Ok(v) => match v.trim().parse::<i64>().map_err(|_| ()).and_then(|i| types::parse_port(i).map_err(|_| ())) {
                         Ok(p) => Some(p),
@@ -324,7 +330,7 @@ impl<'a> Resolver<'a> {
                 endpoints.push(Endpoint { name: e.name.value.clone(), port, protocol: e.protocol.value, http: e.http });
             }
         }
-        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints })
+        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok })
     }
 
     /// Options typed against the module's declarations; unknown and missing ones reported.
@@ -485,6 +491,9 @@ impl<'a> Resolver<'a> {
             }
         }
         secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
+        if !p.ok || self.diags.len() > errors_before {
+            return None;
+        }
 
         let host = hosts.get(&p.host)?;
         let ctx = self.context(p, host, &deps, &secret_uses, sys);

@@ -58,14 +58,26 @@ impl Value {
 pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Diagnostic>> {
     let (doc, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
-        return Err(errors
-            .into_iter()
-            .map(|e| {
-                let range = e.span().unwrap_or(0..0);
-                let range = clamp(range, text.len());
-                Diagnostic::error("E0001", "invalid TOML syntax").primary(Span::new(file, range), first_line(e.message()))
-            })
-            .collect());
+        // Recovery inside an unclosed array or table repeats itself: keep one error per line.
+        let mut lines_seen = Vec::new();
+        let mut out = Vec::new();
+        for e in errors {
+            let range = clamp(e.span().unwrap_or(0..0), text.len());
+            let line = text[..range.start].matches('\n').count();
+            if lines_seen.contains(&line) {
+                continue;
+            }
+            lines_seen.push(line);
+            let msg = first_line(e.message());
+            let mut d = Diagnostic::error("E0001", format!("invalid TOML: {msg}")).primary(Span::new(file, range), "here");
+            if msg.contains("missing comma between array elements") {
+                d = d.help("is a `]` missing at the end of the array before this?");
+            } else if msg.contains("string values must be quoted") {
+                d = d.help("write strings in quotes: `key = \"value\"`");
+            }
+            out.push(d);
+        }
+        return Err(out);
     }
     let span = Span::new(file, clamp(doc.span(), text.len()));
     Ok(Node { span, value: Value::Table(convert_table(file, doc.get_ref(), text.len())) })

@@ -1,0 +1,108 @@
+//! Test support: run the real `kiln` binary in temporary directories, find the examples, and
+//! hand artifacts to the real tools that consume them (scripts/oracles.sh).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn kiln() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.env_remove("KILN_STORE").env("NO_COLOR", "1");
+    c
+}
+
+pub fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("flake-free-examples"))
+        .expect("flake-free-examples/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("system.toml").is_file())
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no examples found");
+    v
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run command");
+    out
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Builds `system` into `store`, linking the result at `link`; panics with kiln's stderr on failure.
+pub fn build(system: &Path, store: &Path, link: &Path) -> PathBuf {
+    let out = run(kiln().arg("build").arg(system).arg("--store").arg(store).arg("--out-link").arg(link));
+    assert!(out.status.success(), "kiln build {} failed:\n{}", system.display(), text(&out.stderr));
+    link.to_path_buf()
+}
+
+/// Runs one judge from scripts/oracles.sh; `Err` carries the tool's complaint.
+pub fn oracle(kind: &str, file: &Path) -> Result<(), String> {
+    let out = Command::new("bash").arg(repo().join("scripts/oracles.sh")).arg(kind).arg(file).output().expect("run oracles.sh");
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(2) => panic!("oracle `{kind}` is not installed or misused (run scripts/install-test-deps):\n{}", text(&out.stderr)),
+        _ => Err(format!("{}{}", text(&out.stdout), text(&out.stderr))),
+    }
+}
+
+/// The judge for a manifest artifact kind, if the kind has one.
+pub fn judge_for(kind: &str) -> Option<&'static str> {
+    match kind {
+        "cloud-init" => Some("cloud-init"),
+        "provisioner" => Some("sh"),
+        "compose" => Some("compose"),
+        "caddyfile" => Some("caddy"),
+        _ => None,
+    }
+}
+
+/// Parses a YAML file back with PyYAML (via the oracle helper) into JSON.
+pub fn yaml_to_json(file: &Path) -> serde_json::Value {
+    let out = Command::new("bash").arg(repo().join("scripts/oracles.sh")).arg("yaml").arg(file).output().expect("run oracles.sh");
+    assert!(out.status.success(), "YAML did not parse:\n{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+pub fn manifest(result: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(result.join("manifest.json")).expect("manifest.json")).expect("manifest is JSON")
+}
+
+/// Every regular file under `dir` (following the result's host links), as sorted relative paths.
+pub fn files(dir: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut v: Vec<(String, Vec<u8>, u32)> = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            (rel, std::fs::read(e.path()).unwrap(), mode)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Copies a directory tree (an example) so a test can edit it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}

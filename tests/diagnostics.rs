@@ -1,0 +1,71 @@
+//! Diagnostics fixtures: each `tests/fixtures/diagnostics/NAME/system.toml` is bad input, and
+//! `expected` next to it lists every error kiln must report, as `file:line:col: error[CODE]:
+//! message`, all in one run. `UPDATE_EXPECT=1` rewrites the expectations (review the diff).
+
+mod common;
+
+use std::path::Path;
+
+use kiln::diag::{Located, Severity};
+use kiln::pipeline::{Options, Outcome, compile};
+
+fn located(dir: &Path) -> String {
+    let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")] };
+    let outcome = compile(&dir.join("system.toml"), &opts).expect("fixture loads");
+    let (sources, diags) = match outcome {
+        Outcome::Failed(f) => (f.sources, f.diagnostics),
+        Outcome::Ok(c) => (c.sources, c.warnings),
+    };
+    let mut out = String::new();
+    for d in &diags {
+        assert!(d.severity == Severity::Error || d.severity == Severity::Warning);
+        // every label points inside its file, on character boundaries
+        for l in &d.labels {
+            let text = sources.text(l.span.file);
+            assert!(l.span.end as usize <= text.len() && l.span.start <= l.span.end, "{d:?}");
+            assert!(text.is_char_boundary(l.span.start as usize) && text.is_char_boundary(l.span.end as usize));
+        }
+        let line = Located { sources: &sources, diag: d }.to_string();
+        let line = line.replace(&format!("{}/", dir.display()), "").replace(&format!("{}/", common::repo().display()), "");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn fixtures_report_every_error_at_its_place() {
+    let root = common::repo().join("tests/fixtures/diagnostics");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    let mut mismatches = Vec::new();
+    for dir in &dirs {
+        let got = located(dir);
+        let expected_path = dir.join("expected");
+        if std::env::var_os("UPDATE_EXPECT").is_some() {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        assert!(!expected.trim().is_empty(), "{}: empty expectation", dir.display());
+        if got != expected {
+            mismatches.push(format!("{}:\n--- expected\n{expected}--- got\n{got}", dir.display()));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    assert!(dirs.len() >= 8);
+}
+
+#[test]
+fn rendered_diagnostics_show_the_source_line_label_and_help() {
+    let dir = common::repo().join("tests/fixtures/diagnostics/unknown-key");
+    let out = common::run(common::kiln().arg("--modules").arg(common::repo().join("tests/fixtures/modules")).arg("check").arg(&dir));
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::text(&out.stderr);
+    assert!(out.stdout.is_empty(), "diagnostics go to stderr");
+    assert!(err.contains("error[E0005]: unknown key `hots` in `services.web`"), "{err}");
+    assert!(err.contains("system.toml:32:1"), "{err}");
+    assert!(err.contains("hots = \"app\""), "source line shown: {err}");
+    assert!(err.contains("help: did you mean `host`?"), "{err}");
+    assert!(!err.contains('\u{1b}'), "NO_COLOR is honoured: {err}");
+}

@@ -1,0 +1,69 @@
+//! Every artifact of every example passes the real program that consumes it, and those
+//! programs do reject broken input (so a pass means something).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn every_artifact_of_every_example_passes_its_judge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut judged = 0;
+    let mut failures = Vec::new();
+    for ex in examples() {
+        let name = ex.file_name().unwrap().to_string_lossy().into_owned();
+        let result = build(&ex, &tmp.path().join("store"), &tmp.path().join(&name));
+        let m = manifest(&result);
+        for a in m["artifacts"].as_array().unwrap() {
+            let path = result.join(a["path"].as_str().unwrap());
+            let kind = a["kind"].as_str().unwrap();
+            let Some(judge) = judge_for(kind) else { continue };
+            judged += 1;
+            if let Err(e) = oracle(judge, &path) {
+                failures.push(format!("{name}: {} ({judge}):\n{e}", a["path"]));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} artifacts rejected:\n{}", failures.len(), failures.join("\n"));
+    assert!(judged >= 4, "only {judged} artifacts judged");
+}
+
+#[test]
+fn the_judges_reject_broken_samples() {
+    let dir = repo().join("tests/oracle-samples/bad");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let kind = ["cloud-init", "compose", "caddy", "sh"].into_iter().find(|k| name.starts_with(&format!("{k}-")));
+        let Some(kind) = kind else { continue };
+        assert!(oracle(kind, &p).is_err(), "{kind} accepted the broken sample {name}");
+        n += 1;
+    }
+    assert!(n >= 4, "too few broken samples");
+}
+
+#[test]
+fn manifest_lists_every_file_with_its_hash_and_size() {
+    use sha2::{Digest, Sha256};
+    let tmp = tempfile::tempdir().unwrap();
+    for ex in examples() {
+        let result = build(&ex, &tmp.path().join("store"), &tmp.path().join("result"));
+        let m = manifest(&result);
+        let listed: Vec<&str> = m["artifacts"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+        for a in m["artifacts"].as_array().unwrap() {
+            let bytes = std::fs::read(result.join(a["path"].as_str().unwrap())).unwrap();
+            assert_eq!(a["size"].as_u64().unwrap() as usize, bytes.len());
+            assert_eq!(a["sha256"].as_str().unwrap(), kiln::render::hex(&Sha256::digest(&bytes)));
+        }
+        for (rel, _, _) in files(&result) {
+            assert!(rel == "manifest.json" || listed.contains(&rel.as_str()), "{rel} is not in the manifest");
+        }
+        for (host, h) in m["hosts"].as_object().unwrap() {
+            assert_eq!(h["closure"].as_str().unwrap().len(), 64, "{host}");
+            let sums = std::fs::read(result.join("hosts").join(host).join("SHA256SUMS")).unwrap();
+            assert_eq!(h["closure"].as_str().unwrap(), kiln::render::hex(&Sha256::digest(&sums)));
+        }
+        assert_eq!(m["kiln"], env!("CARGO_PKG_VERSION"));
+    }
+}
