@@ -169,6 +169,10 @@ impl<'a> Resolver<'a> {
         if sysdecl.name.is_none() {
             return None;
         }
+        if !self.diags.is_empty() || !self.inputs.diags.is_empty() {
+            // Evaluation assumes a coherent model; the errors so far are the report.
+            return Some(sys);
+        }
         if let Err(d) = crate::eval::order::start_order(&mut sys) {
             self.err(d);
         }

@@ -104,7 +104,8 @@ pub fn derive(sys: &mut System) {
     // Connections between hosts.
     for (name, s) in &sys.services {
         for d in s.deps.iter().filter(|d| !d.same_host) {
-            let target = &sys.services[&d.service];
+            // A peer that failed to resolve has already been reported.
+            let Some(target) = sys.services.get(&d.service) else { continue };
             let (Some(from), Some(bind)) = (private(&s.host), private(&target.host)) else {
                 continue;
             };
