@@ -23,6 +23,7 @@ struct ShowHost<'a> {
 #[derive(Serialize)]
 struct ShowService<'a> {
     module: &'a str,
+    version: &'a str,
     host: &'a str,
     connects: Vec<String>,
 }
@@ -77,6 +78,7 @@ fn view(c: &Compiled) -> Show<'_> {
                     s.name.as_str(),
                     ShowService {
                         module: &s.module,
+                        version: &s.module_version,
                         host: &s.host,
                         connects: s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect(),
                     },

@@ -122,6 +122,7 @@ pub fn set_link(link: &Path, target: &Path) -> std::io::Result<()> {
         return Err(std::io::Error::other(format!("`{}` exists and is not a symbolic link", link.display())));
     }
     let dir = link.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{}.tmp-{}", link.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
     let _ = fs::remove_file(&tmp);
     symlink(target, &tmp)?;

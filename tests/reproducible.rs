@@ -9,11 +9,7 @@ use common::*;
 
 fn build_under(system: &std::path::Path, workdir: &std::path::Path, tz: &str, lang: &str, umask: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(workdir).unwrap();
-    let cmd = format!(
-        "umask {umask} && exec {} build {} --store store --out-link result",
-        env!("CARGO_BIN_EXE_kiln"),
-        system.display()
-    );
+    let cmd = format!("umask {umask} && exec {} build {} --store store --out-link result", env!("CARGO_BIN_EXE_kiln"), system.display());
     let out = Command::new("sh")
         .arg("-c")
         .arg(cmd)
