@@ -91,13 +91,29 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     let sources = inputs.sources;
     match system {
         Some(system) if !all.has_errors() => {
-            let hosts: BTreeMap<String, HostArtifacts> =
-                system.hosts.values().map(|h| (h.name.clone(), render::host(&system, h))).collect();
+            let hosts = render_hosts(&system);
             let manifest = manifest(&system, &hosts);
             Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, manifest, warnings: all.sorted() })))
         }
         _ => Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() })),
     }
+}
+
+/// Renders every host; hosts are independent, so they are spread over the machine's cores.
+fn render_hosts(sys: &System) -> BTreeMap<String, HostArtifacts> {
+    let hosts: Vec<&crate::model::Host> = sys.hosts.values().collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    if threads < 2 || hosts.len() < 16 {
+        return hosts.iter().map(|h| (h.name.clone(), render::host(sys, h))).collect();
+    }
+    let chunk = hosts.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|h| (h.name.clone(), render::host(sys, h))).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("rendering does not panic")).collect()
+    })
 }
 
 fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Manifest {
@@ -175,13 +191,19 @@ impl SystemEntry {
 
 /// Writes host entries and the system entry into the store; returns the system entry's path.
 pub fn write(c: &Compiled, store: &Store) -> std::io::Result<PathBuf> {
-    for (name, ha) in &c.hosts {
-        let nodes = host_nodes(ha);
-        store.add(&store::entry_hash(&nodes), &format!("{}-{name}", c.system.name), &nodes)?;
-    }
-    let entry = SystemEntry::of(c);
-    let nodes = entry.nodes();
-    store.add(&store::entry_hash(&nodes), &c.system.name, &nodes)
+    let mut entries: Vec<store::Entry<'_>> = c
+        .hosts
+        .iter()
+        .map(|(name, ha)| {
+            let nodes = host_nodes(ha);
+            store::Entry { hash: store::entry_hash(&nodes), name: format!("{}-{name}", c.system.name), nodes }
+        })
+        .collect();
+    let system = SystemEntry::of(c);
+    let nodes = system.nodes();
+    entries.push(store::Entry { hash: store::entry_hash(&nodes), name: c.system.name.clone(), nodes });
+    let paths = store.add_all(&entries)?;
+    Ok(paths.last().expect("the system entry").clone())
 }
 
 /// The first artifact that differs between two compiles, if any.

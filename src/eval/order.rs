@@ -46,8 +46,13 @@ pub fn start_order(sys: &mut System) -> Result<(), Diagnostic> {
             }
         }
     }
+    let mut by_host: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for s in &order {
+        by_host.entry(sys.services[s].host.as_str()).or_default().push(s.clone());
+    }
+    let by_host: BTreeMap<String, Vec<String>> = by_host.into_iter().map(|(h, v)| (h.to_string(), v)).collect();
     for host in sys.hosts.values_mut() {
-        host.services = order.iter().filter(|s| sys.services[*s].host == host.name).cloned().collect();
+        host.services = by_host.get(&host.name).cloned().unwrap_or_default();
     }
     sys.start_order = order;
     Ok(())
