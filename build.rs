@@ -23,7 +23,8 @@ fn main() {
         println!("cargo:rerun-if-changed={top}");
         walk(&root.join(top), &mut files);
     }
-    let mut code = String::from("/// Built-in files: (path relative to the repository, contents).\npub static EMBEDDED: &[(&str, &str)] = &[\n");
+    let mut code =
+        String::from("/// Built-in files: (path relative to the repository, contents).\npub static EMBEDDED: &[(&str, &str)] = &[\n");
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
         code.push_str(&format!("    ({rel:?}, include_str!({:?})),\n", f.to_string_lossy()));

@@ -79,6 +79,14 @@ impl Templates {
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
             env.set_syntax(syntax);
         }
+        // Config languages spell booleans `true`/`false`, not Python's `True`/`False`.
+        env.set_formatter(|out, state, value| {
+            if value.kind() == minijinja::value::ValueKind::Bool {
+                out.write_str(if value.is_true() { "true" } else { "false" }).map_err(minijinja::Error::from)
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         env.add_filter("sh", |s: String| quote::sh(&s));
         env.add_filter("caddy", |s: String| -> Result<String, minijinja::Error> {
             match quote::caddy_unsafe(&s) {

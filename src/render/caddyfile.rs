@@ -31,9 +31,8 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
         out.push_str("\tservers {\n");
         let list: Vec<String> = ranges.iter().map(|c| q(&c.to_string())).collect();
         let _ = writeln!(out, "\t\ttrusted_proxies static {}", list.join(" "));
-        if cdn == "cloudflare" {
-            out.push_str("\t\tclient_ip_headers CF-Connecting-IP X-Forwarded-For\n");
-        }
+        // The CDN sets X-Forwarded-For, Caddy's default client IP header (and the only one
+        // the distributions' Caddy 2.6 reads).
         out.push_str("\t}\n");
     }
     out.push_str("}\n");

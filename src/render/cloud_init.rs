@@ -12,6 +12,7 @@ struct CloudConfig<'a> {
     preserve_hostname: bool,
     disable_root: bool,
     ssh_pwauth: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     users: Vec<User>,
     write_files: Vec<WriteFile>,
     runcmd: Vec<Vec<String>>,

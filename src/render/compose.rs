@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::model::{Host, Service, System};
-use crate::render::{FILES_ROOT, SECRETS_DIR, yaml};
+use crate::render::{FILES_ROOT, service_secret_path, yaml};
 
 #[derive(Serialize)]
 struct File<'a> {
@@ -190,8 +190,9 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             .secrets
             .iter()
             .map(|u| {
-                file.secrets.insert(u.secret.clone(), SecretFile { file: format!("{SECRETS_DIR}/{}", u.secret) });
-                SecretRef { source: u.secret.clone(), target: u.target.clone() }
+                let key = format!("{}_{}", s.name, u.secret);
+                file.secrets.insert(key.clone(), SecretFile { file: service_secret_path(&s.name, &u.secret) });
+                SecretRef { source: key, target: u.target.clone() }
             })
             .collect();
         let depends_on = s

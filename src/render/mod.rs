@@ -17,6 +17,14 @@ pub const KILN_ROOT: &str = "/opt/kiln";
 pub const FILES_ROOT: &str = "/opt/kiln/files";
 /// Secret values, delivered at deploy time, never in the store: root-only files.
 pub const SECRETS_DIR: &str = "/etc/kiln/secrets";
+/// Each service's own copy of the secrets it uses, owned by the user it runs as:
+/// `<dir>/<service>/<secret>`, so two services may read one secret as different users.
+pub const SERVICE_SECRETS_DIR: &str = "/etc/kiln/service-secrets";
+
+/// Where a service's copy of a secret lives on the host.
+pub fn service_secret_path(service: &str, secret: &str) -> String {
+    format!("{SERVICE_SECRETS_DIR}/{service}/{secret}")
+}
 /// The provisioner writes the host's closure hash here when it has finished.
 pub const MARKER: &str = "/var/lib/kiln/closure";
 

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::model::{FirewallRule, Host, Service, System};
 use crate::render::quote::{sh, sh_words};
-use crate::render::{Artifact, KILN_ROOT, MARKER, SECRETS_DIR};
+use crate::render::{Artifact, KILN_ROOT, MARKER, SECRETS_DIR, SERVICE_SECRETS_DIR, service_secret_path};
 
 const PRELUDE: &str = include_str!("provision.sh.in");
 
@@ -190,23 +190,29 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
 }
 
 fn secrets(o: &mut String, services: &[&Service]) {
-    let mut uses: Vec<(&str, Option<u32>)> = services.iter().flat_map(|s| s.secrets.iter().map(|u| (u.secret.as_str(), u.uid))).collect();
-    if uses.is_empty() {
+    let mut names: Vec<&str> = services.iter().flat_map(|s| s.secrets.iter().map(|u| u.secret.as_str())).collect();
+    if names.is_empty() {
         return;
     }
-    uses.sort();
-    uses.dedup();
-    o.push_str("\n# Secrets: delivered at deploy time into a root-only directory, never in the payload.\n");
-    let _ = writeln!(o, "install -d -m 0700 -o root -g root {}", sh(SECRETS_DIR));
+    names.sort();
+    names.dedup();
+    o.push_str("\n# Secrets: delivered at deploy time into a root-only directory, never in the payload;\n");
+    o.push_str("# each service gets its own copy, readable only by the user it runs as.\n");
+    let _ = writeln!(o, "install -d -m 0700 -o root -g root {} {}", sh(SECRETS_DIR), sh(SERVICE_SECRETS_DIR));
     o.push_str("missing=\"\"\n");
-    for (name, _) in &uses {
+    for name in &names {
         let _ = writeln!(o, "[ -s {} ] || missing=\"$missing {name}\"", sh(&format!("{SECRETS_DIR}/{name}")));
     }
     let _ = writeln!(o, "[ -z \"$missing\" ] || die \"secrets missing from {SECRETS_DIR}:$missing\"");
-    for (name, uid) in &uses {
-        let path = sh(&format!("{SECRETS_DIR}/{name}"));
-        let owner = uid.map(|u| format!("{u}:{u}")).unwrap_or_else(|| "root:root".into());
-        let _ = writeln!(o, "chown {owner} {path}\nchmod 0400 {path}");
+    for name in &names {
+        let _ = writeln!(o, "chmod 0400 {}", sh(&format!("{SECRETS_DIR}/{name}")));
+    }
+    for s in services {
+        for u in &s.secrets {
+            let owner = u.uid.map(|u| format!("{u}:{u}")).unwrap_or_else(|| "root:root".into());
+            let dest = if s.native.is_some() { u.target.clone() } else { service_secret_path(&s.name, &u.secret) };
+            let _ = writeln!(o, "put {} {} 0400 {owner} || true", sh(&format!("{SECRETS_DIR}/{}", u.secret)), sh(&dest));
+        }
     }
 }
 
