@@ -78,6 +78,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // the edge: NO_COLOR is read here and only here
 fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
@@ -109,6 +110,7 @@ fn with_compiled(path: &Path, opts: &Options, f: impl FnOnce(&Compiled) -> ExitC
     }
 }
 
+#[allow(clippy::disallowed_methods)] // the edge: KILN_STORE is read here and only here
 fn store_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("KILN_STORE").filter(|v| !v.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(".kiln/store"))

@@ -166,9 +166,7 @@ impl<'a> Resolver<'a> {
             secrets: model_secrets,
             start_order: Vec::new(),
         };
-        if sysdecl.name.is_none() {
-            return None;
-        }
+        sysdecl.name.as_ref()?;
         if !self.diags.is_empty() || !self.inputs.diags.is_empty() {
             // Evaluation assumes a coherent model; the errors so far are the report.
             return Some(sys);

@@ -237,8 +237,8 @@ impl Size {
         let mult: u64 = match unit {
             "" | "B" => 1,
             "K" | "KB" => 1000,
-            "M" | "MB" => 1000_000,
-            "G" | "GB" => 1000_000_000,
+            "M" | "MB" => 1_000_000,
+            "G" | "GB" => 1_000_000_000,
             "KiB" => 1 << 10,
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
@@ -256,7 +256,7 @@ impl Size {
     /// Compose's byte-value form, in the largest whole binary unit.
     pub fn compose(&self) -> String {
         for (unit, shift) in [("g", 30), ("m", 20), ("k", 10)] {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
                 return format!("{}{unit}", self.0 >> shift);
             }
         }

@@ -2,6 +2,8 @@
 //! `expected` next to it lists every error kiln must report, as `file:line:col: error[CODE]:
 //! message`, all in one run. `UPDATE_EXPECT=1` rewrites the expectations (review the diff).
 
+#![allow(clippy::disallowed_methods)] // tests may read their own switches
+
 mod common;
 
 use std::path::Path;

@@ -12,10 +12,12 @@ fn host_cidr(ip: IpAddr) -> Cidr {
     Cidr { addr: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } }
 }
 
+/// Who may connect to one port (`None`: anyone), and why.
+type Opening = (Option<Vec<Cidr>>, Vec<String>);
+
 #[derive(Default)]
 struct Rules {
-    /// (port, protocol) → (sources, reasons); `None` sources means anywhere.
-    by_port: BTreeMap<(u16, Protocol), (Option<Vec<Cidr>>, Vec<String>)>,
+    by_port: BTreeMap<(u16, Protocol), Opening>,
 }
 
 impl Rules {

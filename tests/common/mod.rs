@@ -27,8 +27,7 @@ pub fn examples() -> Vec<PathBuf> {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run command");
-    out
+    cmd.output().expect("run command")
 }
 
 pub fn text(b: &[u8]) -> String {
