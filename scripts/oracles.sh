@@ -185,6 +185,15 @@ oracle_compose() (
     --schemafile "$schema" "$f"
 )
 
+oracle_promtool() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out
+  _oracle_need promtool
+  _oracle_run promtool promtool check config "$f"
+)
+
 oracle_yaml() (
   set -euo pipefail
   _oracle_setup
@@ -260,6 +269,7 @@ oracle_self_test() (
         caddy-*) kind=caddy ;;
         compose-*) kind=compose ;;
         yaml-*) kind=yaml ;;
+        promtool-*) kind=promtool ;;
         *) echo "self-test: no oracle for $expect/$name" >&2; exit 2 ;;
       esac
       n=$((n + 1))
@@ -291,9 +301,10 @@ kiln_oracle() {
     caddy) oracle_caddy "$@" ;;
     compose) oracle_compose "$@" ;;
     yaml) oracle_yaml "$@" ;;
+    promtool) oracle_promtool "$@" ;;
     self-test) oracle_self_test ;;
     *)
-      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml} FILE | oracles.sh self-test" >&2
+      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool} FILE | oracles.sh self-test" >&2
       return 2
       ;;
   esac

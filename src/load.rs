@@ -66,6 +66,13 @@ pub fn system_root(path: &Path) -> Result<(PathBuf, PathBuf), IoError> {
 
 pub fn load(path: &Path, module_dirs: &[PathBuf]) -> Result<Inputs, IoError> {
     let (root, main) = system_root(path)?;
+    let mut inputs = library(module_dirs)?;
+    load_system_files(&mut inputs, &root, &main)?;
+    Ok(inputs)
+}
+
+/// The images and modules (built-in, then each `--modules` directory) without a system.
+pub fn library(module_dirs: &[PathBuf]) -> Result<Inputs, IoError> {
     let mut inputs =
         Inputs { sources: Sources::default(), files: Vec::new(), modules: BTreeMap::new(), images: BTreeMap::new(), diags: Vec::new() };
     load_images(&mut inputs);
@@ -73,7 +80,6 @@ pub fn load(path: &Path, module_dirs: &[PathBuf]) -> Result<Inputs, IoError> {
     for dir in module_dirs {
         load_module_dir(&mut inputs, dir)?;
     }
-    load_system_files(&mut inputs, &root, &main)?;
     Ok(inputs)
 }
 

@@ -132,6 +132,8 @@ pub struct Container {
     pub stop_grace_period: Option<Duration>,
     pub network_mode: Option<String>,
     pub docker_socket: bool,
+    pub shm_size: Option<Size>,
+    pub init: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,6 +153,8 @@ pub struct Endpoint {
 #[derive(Debug, Serialize)]
 pub struct Volume {
     pub name: String,
+    /// The volume's name on the host; services that name the same volume share it.
+    pub source: String,
     pub target: String,
     pub backup: bool,
 }

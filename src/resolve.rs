@@ -545,6 +545,8 @@ impl<'a> Resolver<'a> {
                     stop_grace_period: c.stop_grace_period.as_ref().map(|d| d.value),
                     network_mode: c.network_mode.as_ref().map(|d| d.value.clone()),
                     docker_socket: c.docker_socket.as_ref().is_some_and(|b| b.value),
+                    shm_size: c.shm_size.as_ref().map(|s| s.value),
+                    init: c.init.as_ref().is_some_and(|b| b.value),
                 })
             }
             _ => None,
@@ -593,9 +595,27 @@ impl<'a> Resolver<'a> {
             dump: b.dump.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
             volumes: b.volumes.iter().map(|v| v.value.clone()).collect(),
         });
+        for (vol, _) in &s.volumes {
+            if !m.volumes.iter().any(|v| v.name.value == vol.value) {
+                let mut d = Diagnostic::error("E0028", format!("module `{}` has no volume `{}`", m.name.value, vol.value))
+                    .primary(vol.span, "unknown volume");
+                if let Some(x) = did_you_mean(&vol.value, m.volumes.iter().map(|v| v.name.value.as_str())) {
+                    d = d.help(format!("did you mean `{x}`?"));
+                }
+                self.err(d);
+            }
+        }
         if self.diags.len() > errors_before {
             return None;
         }
+        let volume_source = |v: &str| {
+            s.volumes.iter().find(|(k, _)| k.value == v).map(|(_, n)| n.value.clone()).unwrap_or_else(|| format!("{}-{v}", s.name.value))
+        };
+        let module_resources = m.resources.as_ref();
+        let resources = Resources {
+            memory: s.memory.as_ref().map(|m| m.value).or_else(|| module_resources.and_then(|r| r.memory.as_ref()).map(|m| m.value)),
+            cpus: s.cpus.as_ref().map(|c| c.value).or_else(|| module_resources.and_then(|r| r.cpus.as_ref()).map(|c| c.value)),
+        };
         Some(Service {
             name: s.name.value.clone(),
             module: m.name.value.clone(),
@@ -609,7 +629,12 @@ impl<'a> Resolver<'a> {
             volumes: m
                 .volumes
                 .iter()
-                .map(|v| Volume { name: v.name.value.clone(), target: v.target.value.clone(), backup: v.backup })
+                .map(|v| Volume {
+                    name: v.name.value.clone(),
+                    source: volume_source(&v.name.value),
+                    target: v.target.value.clone(),
+                    backup: v.backup,
+                })
                 .collect(),
             health,
             deps,
@@ -617,11 +642,7 @@ impl<'a> Resolver<'a> {
             files,
             metrics,
             backup,
-            resources: m
-                .resources
-                .as_ref()
-                .map(|r| Resources { memory: r.memory.as_ref().map(|m| m.value), cpus: r.cpus.as_ref().map(|c| c.value) })
-                .unwrap_or_default(),
+            resources,
             published: Vec::new(),
             span: s.name.span,
         })

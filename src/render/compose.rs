@@ -69,6 +69,10 @@ struct Svc {
     #[serde(skip_serializing_if = "Option::is_none")]
     network_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    shm_size: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    init: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     networks: Option<Vec<&'static str>>,
     logging: Logging,
 }
@@ -165,9 +169,8 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             .volumes
             .iter()
             .map(|v| {
-                let name = format!("{}-{}", s.name, v.name);
-                file.volumes.insert(name.clone(), Empty {});
-                Mount { kind: "volume", source: name, target: v.target.clone(), read_only: false }
+                file.volumes.insert(v.source.clone(), Empty {});
+                Mount { kind: "volume", source: v.source.clone(), target: v.target.clone(), read_only: false }
             })
             .collect();
         for f in &s.files {
@@ -239,6 +242,8 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             security_opt: vec!["no-new-privileges:true"],
             stop_grace_period: c.stop_grace_period.map(|d| d.to_string()),
             network_mode: c.network_mode.clone(),
+            shm_size: c.shm_size.map(|s| s.compose()),
+            init: c.init,
             networks: (!host_net).then(|| vec!["default"]),
             logging: Logging { driver: "json-file", options: BTreeMap::from([("max-size", "10m"), ("max-file", "3")]) },
         };

@@ -115,6 +115,8 @@ pub struct ContainerDecl {
     pub stop_grace_period: Option<Sp<Duration>>,
     pub network_mode: Option<Sp<String>>,
     pub docker_socket: Option<Sp<bool>>,
+    pub shm_size: Option<Sp<Size>>,
+    pub init: Option<Sp<bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -208,7 +210,12 @@ pub struct FileDecl {
     pub template: Sp<String>,
     pub target: Sp<String>,
     pub mode: u32,
+    /// The real program that judges this file in kiln's tests (see `FILE_JUDGES`).
+    pub judge: Option<Sp<String>>,
 }
+
+/// Judges a module file may name: each is a real tool run by the test suite.
+pub const FILE_JUDGES: &[&str] = &["yaml", "json", "toml", "sh", "promtool", "caddy", "traefik-static", "traefik-dynamic"];
 
 fn dur(t: &mut TableReader<'_>, key: &'static str, default: u64) -> Duration {
     let sink = t.sink();
@@ -291,6 +298,8 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             stop_grace_period: typed(t.str("stop_grace_period"), sink, Duration::parse),
             network_mode: t.str("network_mode"),
             docker_socket: t.bool("docker_socket"),
+            shm_size: typed(t.str("shm_size"), sink, Size::parse),
+            init: t.bool("init"),
         };
         t.finish();
         d
@@ -418,6 +427,9 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             template: t.req_str("template", "\"config.yaml.j2\"")?,
             target: absolute(t.req_str("target", "\"/etc/app/config.yaml\""), sink)?,
             mode: u32::from_str_radix(&mode, 8).unwrap_or(0o644) & 0o777,
+            judge: typed(t.str("judge"), sink, |s| {
+                if FILE_JUDGES.contains(&s) { Ok(s.to_string()) } else { Err(one_of(s, "file judge", FILE_JUDGES)) }
+            }),
             name,
         };
         t.finish();

@@ -126,6 +126,10 @@ pub struct ServiceDecl {
     pub options: Vec<(Sp<String>, Node)>,
     /// module secret slot → system secret name
     pub secrets: Vec<(Sp<String>, Sp<String>)>,
+    /// module volume → the volume's name on the host (services naming one volume share it)
+    pub volumes: Vec<(Sp<String>, Sp<String>)>,
+    pub memory: Option<Sp<crate::types::Size>>,
+    pub cpus: Option<Sp<f64>>,
 }
 
 #[derive(Debug)]
@@ -265,7 +269,23 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                 st.entries().iter().filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?))).collect()
             })
             .unwrap_or_default();
+        let volumes = t
+            .table("volumes", |vt| {
+                vt.entries()
+                    .iter()
+                    .filter_map(|e| {
+                        let v = typed(as_str(&e.value, sink), sink, types::parse_ident)?;
+                        Some((Sp::new(e.key.clone(), e.key_span), v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let memory = typed(t.str("memory"), sink, crate::types::Size::parse);
+        let cpus = t.float("cpus");
         let d = ServiceDecl {
+            volumes,
+            memory,
+            cpus,
             span: t.span,
             module: t.req_str("module", "\"postgres\""),
             host: t.req_str("host", "\"db\""),
