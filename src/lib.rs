@@ -3,12 +3,14 @@
 
 pub mod check;
 pub mod diag;
+pub mod docs;
 pub mod eval;
 pub mod load;
 pub mod model;
 pub mod pipeline;
 pub mod render;
 pub mod resolve;
+pub mod schema;
 pub mod show;
 pub mod store;
 pub mod syntax;

@@ -50,6 +50,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List, describe and document the available modules.
+    Modules {
+        #[command(subcommand)]
+        command: ModulesCommand,
+    },
+    /// Print a JSON Schema of the system file (for editors: taplo, Even Better TOML).
+    Schema,
+}
+
+#[derive(Subcommand)]
+enum ModulesCommand {
+    /// One line per module: name, version, summary.
+    List,
+    /// Every option of a module, and what it exposes and needs.
+    Show { name: String },
+    /// Write the module reference pages into DIR (docs/modules in this repository).
+    Docs { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -75,7 +92,68 @@ fn main() -> ExitCode {
             print!("{out}");
             ExitCode::SUCCESS
         }),
+        Command::Modules { command } => with_library(&opts, |lib| match command {
+            ModulesCommand::List => {
+                print!("{}", kiln::docs::list(lib.modules.values()));
+                ExitCode::SUCCESS
+            }
+            ModulesCommand::Show { name } => match lib.modules.get(&name) {
+                Some(m) => {
+                    print!("{}", kiln::docs::page(m));
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    let hint = diag::did_you_mean(&name, lib.modules.keys().map(String::as_str))
+                        .map(|m| format!(" (did you mean `{m}`?)"))
+                        .unwrap_or_default();
+                    eprintln!("error: no module `{name}`{hint}; `kiln modules list` shows them all");
+                    ExitCode::from(2)
+                }
+            },
+            ModulesCommand::Docs { dir } => {
+                if let Err(e) = write_docs(&dir, &kiln::docs::pages(lib.modules.values())) {
+                    return io_error(&format!("cannot write `{}`: {e}", dir.display()));
+                }
+                eprintln!("wrote {} module pages to {}", lib.modules.len(), dir.display());
+                ExitCode::SUCCESS
+            }
+        }),
+        Command::Schema => with_library(&opts, |lib| {
+            let schema = kiln::schema::system_schema(lib.modules.values());
+            println!("{}", serde_json::to_string_pretty(&schema).expect("serialises"));
+            ExitCode::SUCCESS
+        }),
     }
+}
+
+/// Runs `f` on the module library, after reporting any errors in module files.
+fn with_library(opts: &Options, f: impl FnOnce(&kiln::load::Inputs) -> ExitCode) -> ExitCode {
+    match kiln::load::library(&opts.module_dirs) {
+        Err(e) => io_error(&e.0),
+        Ok(lib) => {
+            report(&lib.sources, &lib.diags);
+            if lib.diags.iter().any(|d| d.severity == Severity::Error) {
+                eprintln!("error: the module library has errors");
+                return ExitCode::from(1);
+            }
+            f(&lib)
+        }
+    }
+}
+
+/// Replaces the `.md` pages in `dir` with `pages`, so a removed module's page goes too.
+fn write_docs(dir: &Path, pages: &[(String, String)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "md") {
+            std::fs::remove_file(p)?;
+        }
+    }
+    for (name, text) in pages {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::disallowed_methods)] // the edge: NO_COLOR is read here and only here

@@ -1,0 +1,145 @@
+//! Module documentation generated from the module declarations: `kiln modules list`,
+//! `kiln modules show NAME`, and the checked-in pages under `docs/modules/`.
+
+use std::fmt::Write;
+
+use crate::load::{LoadedModule, Origin};
+use crate::syntax::module::ModuleKind;
+use crate::syntax::tree::{Node, Value};
+
+/// One line per module: name, version, summary.
+pub fn list<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) -> String {
+    let mut out = String::new();
+    for m in modules {
+        let d = &m.decl;
+        let _ = writeln!(out, "{:<26} {:<14} {}", d.name.value, d.version.value, d.summary.value);
+    }
+    out
+}
+
+fn value_text(n: &Node) -> String {
+    match &n.value {
+        Value::Str(s) => format!("{s:?}"),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Datetime(d) => d.clone(),
+        Value::Array(items) => format!("[{}]", items.iter().map(value_text).collect::<Vec<_>>().join(", ")),
+        Value::Table(_) => "{…}".into(),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Everything a user needs to place the module: options, what it exposes and needs. Markdown.
+pub fn page(m: &LoadedModule) -> String {
+    let d = &m.decl;
+    let mut o = String::new();
+    let _ = writeln!(o, "# {} {}\n\n{}", d.name.value, d.version.value, d.summary.value);
+    if let Some(desc) = &d.description {
+        let _ = writeln!(o, "\n{}", desc.value.trim());
+    }
+    let kind = match d.kind.value {
+        ModuleKind::Container => match d.container.as_ref().and_then(|c| c.image.as_ref()) {
+            Some(img) => format!("container `{}`", img.value),
+            None => "container".to_string(),
+        },
+        ModuleKind::Native => match &d.native {
+            Some(n) => format!("native: packages {}", n.packages.iter().map(|p| format!("`{}`", p.value)).collect::<Vec<_>>().join(", ")),
+            None => "native".to_string(),
+        },
+    };
+    let _ = writeln!(o, "\n- kind: {kind}");
+    if let Some(e) = &d.edge {
+        let _ = writeln!(o, "- edge: terminates routes ({})", e.value);
+    }
+    if let Origin::Dir(p) = &m.origin {
+        let _ = writeln!(o, "- from: `{}`", p.display());
+    }
+
+    let _ = writeln!(o, "\n## Options\n");
+    if d.options.is_empty() {
+        let _ = writeln!(o, "None.");
+    } else {
+        let _ = writeln!(o, "| option | type | default | description | example |\n|---|---|---|---|---|");
+        for opt in &d.options {
+            let default = opt.default.as_ref().map(|n| format!("`{}`", value_text(n))).unwrap_or_else(|| "required".into());
+            let mut desc = opt.description.as_ref().map(|x| one_line(&x.value)).unwrap_or_default();
+            if !opt.values.is_empty() {
+                let _ = write!(desc, " One of {}.", opt.values.iter().map(|v| format!("`{}`", v.value)).collect::<Vec<_>>().join(", "));
+            }
+            let example = opt.example.as_ref().map(|n| format!("`{}`", value_text(n))).unwrap_or_default();
+            let _ = writeln!(o, "| `{}` | {} | {default} | {} | {example} |", opt.name.value, opt.ty.value.name(), desc.replace('|', "\\|"));
+        }
+    }
+
+    let _ = writeln!(o, "\n## Exposes\n");
+    for e in &d.endpoints {
+        let port = match &e.port.value {
+            crate::syntax::module::IntOrTpl::Int(i) => i.to_string(),
+            crate::syntax::module::IntOrTpl::Tpl(t) => format!("`{t}`"),
+        };
+        let http = if e.http { ", HTTP (routes may target it)" } else { "" };
+        let _ = writeln!(o, "- endpoint `{}`: {port}/{}{http}", e.name.value, e.protocol.value.name());
+    }
+    if let Some(mt) = &d.metrics {
+        let _ = writeln!(o, "- metrics: endpoint `{}`, path `{}`", mt.endpoint.value, mt.path);
+    }
+    if let Some(fa) = &d.forward_auth {
+        let _ = writeln!(o, "- forward auth for edges: endpoint `{}`, `{}`", fa.endpoint.value, fa.uri.value);
+    }
+    for v in &d.volumes {
+        let _ = writeln!(o, "- volume `{}` at `{}`{}", v.name.value, v.target.value, if v.backup { " (backed up)" } else { "" });
+    }
+    if let Some(b) = &d.backup
+        && let Some(dump) = &b.dump
+    {
+        let _ = writeln!(o, "- backup dump: `{}`", dump.iter().map(|s| s.value.as_str()).collect::<Vec<_>>().join(" "));
+    }
+    if d.endpoints.is_empty() && d.metrics.is_none() && d.volumes.is_empty() {
+        let _ = writeln!(o, "Nothing.");
+    }
+
+    let _ = writeln!(o, "\n## Needs\n");
+    for r in &d.requires {
+        let mods = r.modules.iter().map(|m| format!("`{}`", m.value)).collect::<Vec<_>>().join(" or ");
+        let opt = if r.optional { " (optional)" } else { "" };
+        let desc = r.description.as_ref().map(|x| format!(": {}", one_line(&x.value))).unwrap_or_default();
+        let _ = writeln!(o, "- `{}`{opt}: a {mods} in `connects`{desc}", r.slot.value);
+    }
+    for s in &d.secrets {
+        let opt = if s.optional { " (optional)" } else { "" };
+        let desc = s.description.as_ref().map(|x| format!(": {}", one_line(&x.value))).unwrap_or_default();
+        let _ = writeln!(o, "- secret `{}`{opt}{desc}", s.slot.value);
+    }
+    if d.requires.is_empty() && d.secrets.is_empty() {
+        let _ = writeln!(o, "Nothing.");
+    }
+    if let Some(r) = &d.resources {
+        let mem = r.memory.as_ref().map(|m| format!("memory {}", m.value.compose())).unwrap_or_default();
+        let cpu = r.cpus.as_ref().map(|c| format!("cpus {}", c.value)).unwrap_or_default();
+        let _ = writeln!(o, "\nDefault limits: {}.", [mem, cpu].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(", "));
+    }
+    o
+}
+
+/// The index page of `docs/modules/`.
+pub fn index<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) -> String {
+    let mut o = String::from(
+        "# Built-in modules\n\nGenerated by `kiln modules docs docs/modules`: do not edit; a test compares these pages with the modules.\nHow to write one: [../modules.md](../modules.md).\n\n| module | version | summary |\n|---|---|---|\n",
+    );
+    for m in modules {
+        let d = &m.decl;
+        let _ = writeln!(o, "| [{0}]({0}.md) | {1} | {2} |", d.name.value, d.version.value, d.summary.value.replace('|', "\\|"));
+    }
+    o
+}
+
+/// Every generated page: (file name, contents).
+pub fn pages<'a>(modules: impl IntoIterator<Item = &'a LoadedModule> + Clone) -> Vec<(String, String)> {
+    let mut v = vec![("README.md".to_string(), index(modules.clone()))];
+    v.extend(modules.into_iter().map(|m| (format!("{}.md", m.decl.name.value), page(m))));
+    v
+}

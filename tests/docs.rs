@@ -1,0 +1,100 @@
+//! Documentation that cannot rot: the module pages in docs/modules are what the code
+//! generates, `kiln schema` accepts every example and rejects mistakes (judged by
+//! check-jsonschema), and errors in module files point into the module file.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn docs_modules_match_what_kiln_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(kiln().arg("modules").arg("docs").arg(tmp.path()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let generated = files(tmp.path());
+    let checked_in = files(&repo().join("docs/modules"));
+    let names = |v: &[(String, Vec<u8>, u32)]| v.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&generated), names(&checked_in), "run `cargo run -- modules docs docs/modules`");
+    for (g, c) in generated.iter().zip(&checked_in) {
+        assert!(g.1 == c.1, "docs/modules/{} is stale: run `cargo run -- modules docs docs/modules`", g.0);
+    }
+}
+
+#[test]
+fn modules_list_and_show() {
+    let out = run(kiln().arg("modules").arg("list"));
+    assert!(out.status.success());
+    let list = text(&out.stdout);
+    let lib = kiln::load::library(&[]).unwrap();
+    assert_eq!(list.lines().count(), lib.modules.len());
+    for name in lib.modules.keys() {
+        assert!(list.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} missing from the list");
+    }
+    let out = run(kiln().arg("modules").arg("show").arg("postgres"));
+    assert!(out.status.success());
+    let page = text(&out.stdout);
+    for o in &lib.modules["postgres"].decl.options {
+        assert!(page.contains(&format!("`{}`", o.name.value)), "option {} not shown", o.name.value);
+    }
+    let out = run(kiln().arg("modules").arg("show").arg("postgre"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("did you mean `postgres`?"));
+}
+
+#[test]
+fn errors_in_a_module_file_point_into_it() {
+    let dir = repo().join("tests/fixtures/bad-modules");
+    let out = run(kiln().arg("--modules").arg(&dir).arg("modules").arg("list"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for (loc, what) in [
+        ("broken/module.toml:6:8", "`contaner` is not a module kind"),
+        ("broken/module.toml:9:8", "`integer` is not a option type"),
+        ("broken/module.toml:14:1", "unknown key `environmnet`"),
+        ("broken/module.toml:17:8", "70000 is not a port"),
+        ("broken/module.toml:21:10", "`etc/app.conf` is not an absolute path"),
+    ] {
+        assert!(err.contains(loc), "expected an error at {loc}:\n{err}");
+        assert!(err.contains(what), "expected `{what}`:\n{err}");
+    }
+}
+
+#[test]
+fn the_schema_accepts_the_examples_and_rejects_mistakes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(kiln().arg("schema"));
+    assert!(out.status.success());
+    let schema = tmp.path().join("system.schema.json");
+    std::fs::write(&schema, &out.stdout).unwrap();
+    let check = |file: &std::path::Path| {
+        std::process::Command::new(repo().join(".venv-oracles/bin/check-jsonschema"))
+            .arg("--force-filetype")
+            .arg("toml")
+            .arg("--schemafile")
+            .arg(&schema)
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let mut checked = 0;
+    for ex in examples() {
+        for e in std::fs::read_dir(&ex).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let out = check(&p);
+                assert!(out.status.success(), "{} fails the schema:\n{}", p.display(), text(&out.stdout));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2);
+    for (name, body) in [
+        ("unknown-key.toml", "[hosts.a]\nprovider = \"hetzner\"\nimage = \"debian-12\"\nhots = 1\n"),
+        ("bad-option.toml", "[services.v]\nmodule = \"valkey\"\nhost = \"a\"\noptions = { maxmemory_policy = \"sometimes\" }\n"),
+        ("missing-secret.toml", "[services.p]\nmodule = \"postgres\"\nhost = \"a\"\n"),
+    ] {
+        let f = tmp.path().join(name);
+        std::fs::write(&f, body).unwrap();
+        assert!(!check(&f).status.success(), "the schema accepted {name}");
+    }
+}
