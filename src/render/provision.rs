@@ -227,8 +227,12 @@ fn files(o: &mut String, services: &[&Service], payload: &[Artifact]) {
         let unit = s.native.as_ref().and_then(|n| n.unit.clone());
         for f in &s.files {
             let src = sh(&format!("{KILN_ROOT}/files/{}/{}", s.name, f.name));
-            let restart = unit.as_ref().map(|u| format!("systemctl try-restart {}", sh(u))).unwrap_or_else(|| ":".into());
-            let _ = writeln!(o, "if put {src} {} {:04o} root:root; then {restart}; fi", sh(&f.target), f.mode);
+            let mut then = Vec::new();
+            if f.target.starts_with("/etc/systemd/") || f.target.starts_with("/lib/systemd/") {
+                then.push("systemctl daemon-reload".to_string());
+            }
+            then.push(unit.as_ref().map(|u| format!("systemctl try-restart {}", sh(u))).unwrap_or_else(|| ":".into()));
+            let _ = writeln!(o, "if put {src} {} {:04o} root:root; then {}; fi", sh(&f.target), f.mode, then.join("; "));
         }
     }
     if caddy {
