@@ -71,7 +71,8 @@ pub fn page(m: &LoadedModule) -> String {
                 let _ = write!(desc, " One of {}.", opt.values.iter().map(|v| format!("`{}`", v.value)).collect::<Vec<_>>().join(", "));
             }
             let example = opt.example.as_ref().map(|n| format!("`{}`", value_text(n))).unwrap_or_default();
-            let _ = writeln!(o, "| `{}` | {} | {default} | {} | {example} |", opt.name.value, opt.ty.value.name(), desc.replace('|', "\\|"));
+            let _ =
+                writeln!(o, "| `{}` | {} | {default} | {} | {example} |", opt.name.value, opt.ty.value.name(), desc.replace('|', "\\|"));
         }
     }
 

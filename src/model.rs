@@ -229,6 +229,11 @@ pub struct Route {
     pub upstream: String,
     pub tls: TlsMode,
     pub auth: Option<ForwardAuth>,
+    pub crowdsec: Option<ForwardAuth>,
+    /// (average per second, burst)
+    pub rate_limit: Option<(u32, u32)>,
+    pub cors: Vec<String>,
+    pub allow: Vec<Cidr>,
     pub edge_service: String,
     pub edge_host: String,
     #[serde(skip)]
@@ -242,6 +247,7 @@ pub struct ForwardAuth {
     /// `address:port` of the auth server as seen from the edge.
     pub upstream: String,
     pub uri: String,
+    pub traefik_uri: String,
     pub copy_headers: Vec<String>,
 }
 

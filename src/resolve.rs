@@ -787,6 +787,41 @@ impl<'a> Resolver<'a> {
         out
     }
 
+    /// A service that answers an edge's forward-auth requests (an authenticator or a bouncer).
+    fn forward_auth(
+        &mut self,
+        r: &Sp<String>,
+        services: &BTreeMap<String, Service>,
+        edge: &Service,
+        hosts: &BTreeMap<String, Host>,
+        what: &str,
+        modules: &str,
+    ) -> Option<ForwardAuth> {
+        let Some(asvc) = services.get(&r.value) else {
+            self.unknown("service", r, services.keys(), "services");
+            return None;
+        };
+        let fa = self.inputs.modules.get(&asvc.module).and_then(|m| m.decl.forward_auth.as_ref());
+        let Some(fa) = fa else {
+            self.err(
+                Diagnostic::error("E0044", format!("service `{}` cannot {what}", r.value))
+                    .primary(r.span, format!("module `{}` offers no forward auth", asvc.module))
+                    .help(format!("use a service of module `{modules}`")),
+            );
+            return None;
+        };
+        let ep = asvc.endpoint(&fa.endpoint.value)?;
+        let upstream = upstream_address(asvc, ep.port, edge, hosts)?;
+        Some(ForwardAuth {
+            service: asvc.name.clone(),
+            endpoint: ep.name.clone(),
+            upstream,
+            uri: fa.uri.value.clone(),
+            traefik_uri: fa.traefik_uri.as_ref().unwrap_or(&fa.uri).value.clone(),
+            copy_headers: fa.copy_headers.iter().map(|h| h.value.clone()).collect(),
+        })
+    }
+
     fn routes(
         &mut self,
         routes: &BTreeMap<String, &'a RouteDecl>,
@@ -864,51 +899,77 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             };
-            let Some(upstream) = upstream_address(svc, endpoint.port, &edge.host, hosts) else {
+            let Some(upstream) = upstream_address(svc, endpoint.port, edge, hosts) else {
                 self.err(
                     Diagnostic::error("E0032", format!("the edge on `{}` cannot reach `{}` on `{}`", edge.host, svc.name, svc.host))
                         .primary(svc_ref.span, "no private network between these hosts"),
                 );
                 continue;
             };
-            let auth = match &r.auth {
-                None => None,
-                Some(a) => {
-                    let Some(asvc) = services.get(&a.value) else {
-                        self.unknown("service", a, services.keys(), "services");
-                        continue;
-                    };
-                    let fa = self.inputs.modules.get(&asvc.module).and_then(|m| m.decl.forward_auth.as_ref());
-                    let Some(fa) = fa else {
+            let errors = self.diags.len();
+            let auth = r
+                .auth
+                .as_ref()
+                .and_then(|a| self.forward_auth(a, services, edge, hosts, "authenticate requests", "authentik` or `oauth2-proxy"));
+            let crowdsec =
+                r.crowdsec.as_ref().and_then(|a| self.forward_auth(a, services, edge, hosts, "vet requests", "crowdsec-bouncer-traefik"));
+            let tls = r.tls.as_ref().map(|t| t.value).unwrap_or(TlsMode::Acme);
+            let edge_kind = edge.edge.as_deref().unwrap_or("caddy");
+            if hostname.starts_with("*.") && tls == TlsMode::Acme {
+                self.err(
+                    Diagnostic::error("wildcard-http01", format!("wildcard route `{hostname}` cannot get a certificate over HTTP-01"))
+                        .primary(r.hostname.span, "a wildcard needs the DNS-01 challenge")
+                        .help("set `tls = \"dns\"` (and run the edge with DNS credentials), or list the hostnames one by one"),
+                );
+            }
+            if edge_kind == "caddy" {
+                let unsupported: [(bool, Span, &str, &str); 3] = [
+                    (
+                        r.rate_limit.is_some(),
+                        r.rate_limit.as_ref().map(|x| x.2).unwrap_or(r.span),
+                        "rate limiting",
+                        "Caddy has no built-in rate limiter",
+                    ),
+                    (
+                        r.crowdsec.is_some(),
+                        r.crowdsec.as_ref().map(|x| x.span).unwrap_or(r.span),
+                        "a CrowdSec bouncer",
+                        "the distributions' Caddy has no CrowdSec module",
+                    ),
+                    (
+                        tls == TlsMode::Dns,
+                        r.tls.as_ref().map(|x| x.span).unwrap_or(r.span),
+                        "DNS-01 certificates",
+                        "the distributions' Caddy has no DNS provider modules",
+                    ),
+                ];
+                for (used, span, what, why) in unsupported {
+                    if used {
                         self.err(
-                            Diagnostic::error("E0044", format!("service `{}` cannot authenticate requests", a.value))
-                                .primary(a.span, format!("module `{}` offers no forward auth", asvc.module))
-                                .help("use a service of module `authentik`"),
+                            Diagnostic::error("E0045", format!("the Caddy edge `{}` cannot do {what} for `{hostname}`", edge.name))
+                                .primary(span, format!("{why}"))
+                                .help("terminate this route on a Traefik edge (a service of module `traefik`, then `edge = \"NAME\"`)"),
                         );
-                        continue;
-                    };
-                    let Some(ep) = asvc.endpoint(&fa.endpoint.value) else {
-                        continue;
-                    };
-                    let Some(up) = upstream_address(asvc, ep.port, &edge.host, hosts) else {
-                        continue;
-                    };
-                    Some(ForwardAuth {
-                        service: asvc.name.clone(),
-                        endpoint: ep.name.clone(),
-                        upstream: up,
-                        uri: fa.uri.value.clone(),
-                        copy_headers: fa.copy_headers.iter().map(|h| h.value.clone()).collect(),
-                    })
+                    }
                 }
-            };
+            }
+            if self.diags.len() > errors {
+                continue;
+            }
             out.push(Route {
                 hostname: hostname.clone(),
                 service: svc.name.clone(),
                 endpoint: endpoint.name.clone(),
                 upstream,
-                tls: r.tls.as_ref().map(|t| t.value).unwrap_or(TlsMode::Acme),
+                tls,
                 auth,
+                crowdsec,
+                rate_limit: r.rate_limit.as_ref().map(|(a, b, _)| {
+                    let avg = a.value.clamp(1, u32::MAX as i64) as u32;
+                    (avg, b.as_ref().map(|b| b.value.clamp(1, u32::MAX as i64) as u32).unwrap_or(avg))
+                }),
+                cors: r.cors.iter().map(|c| c.value.clone()).collect(),
+                allow: r.allow.iter().map(|c| c.value).collect(),
                 edge_service: edge.name.clone(),
                 edge_host: edge.host.clone(),
                 span: r.hostname.span,
@@ -918,17 +979,25 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// How an edge on `from_host` reaches a service's port: loopback on the same host (the port is
-/// published there), else the service host's private address.
-fn upstream_address(svc: &Service, port: u16, from_host: &str, hosts: &BTreeMap<String, Host>) -> Option<String> {
-    if svc.host == from_host {
-        return Some(format!("127.0.0.1:{port}"));
+/// How an edge reaches a service's port: a containerised edge uses the Compose network on its
+/// own host; a native edge uses loopback there (the port is published on it); from another
+/// host it is the service host's private address.
+fn upstream_address(svc: &Service, port: u16, edge: &Service, hosts: &BTreeMap<String, Host>) -> Option<String> {
+    if svc.host == edge.host {
+        return Some(match (edge.container.is_some(), svc.container.is_some()) {
+            (true, true) => format!("{}:{port}", svc.name),
+            (true, false) => hosts.get(&svc.host)?.private_address().map(|a| socket(a, port))?,
+            (false, _) => format!("127.0.0.1:{port}"),
+        });
     }
-    let addr = hosts.get(&svc.host)?.private_address()?;
-    Some(match addr {
+    Some(socket(hosts.get(&svc.host)?.private_address()?, port))
+}
+
+fn socket(addr: IpAddr, port: u16) -> String {
+    match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),
-    })
+    }
 }
 
 fn jv<T: serde::Serialize>(v: &T) -> J {

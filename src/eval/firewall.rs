@@ -74,8 +74,21 @@ pub fn derive(sys: &mut System) {
         edge.open(443, Protocol::Tcp, cdn.clone(), reason("https"));
         edge.open(443, Protocol::Udp, cdn.clone(), reason("http/3"));
         let mut upstreams = vec![(r.service.as_str(), r.endpoint.as_str(), format!("route `{}`", r.hostname))];
-        if let Some(a) = &r.auth {
-            upstreams.push((a.service.as_str(), a.endpoint.as_str(), format!("forward auth for `{}`", r.hostname)));
+        for (fa, what) in [(&r.auth, "forward auth"), (&r.crowdsec, "crowdsec bouncer")] {
+            if let Some(a) = fa {
+                upstreams.push((a.service.as_str(), a.endpoint.as_str(), format!("{what} for `{}`", r.hostname)));
+            }
+        }
+        let edge_svc = &sys.services[&r.edge_service];
+        if edge_svc.container.is_some() {
+            // A containerised edge listens through published ports, on every address.
+            for (port, protocol) in [(80, Protocol::Tcp), (443, Protocol::Tcp), (443, Protocol::Udp)] {
+                publish.entry(r.edge_service.clone()).or_default().push(Publish {
+                    bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    port,
+                    protocol,
+                });
+            }
         }
         for (svc_name, ep_name, why) in upstreams {
             let svc = &sys.services[svc_name];
@@ -83,6 +96,9 @@ pub fn derive(sys: &mut System) {
                 continue;
             };
             if svc.host == r.edge_host {
+                if edge_svc.container.is_some() && svc.container.is_some() {
+                    continue; // the Compose network connects them
+                }
                 publish.entry(svc_name.to_string()).or_default().push(Publish {
                     bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     port: ep.port,

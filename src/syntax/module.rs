@@ -34,6 +34,8 @@ pub struct ModuleDecl {
 pub struct ForwardAuthDecl {
     pub endpoint: Sp<String>,
     pub uri: Sp<String>,
+    /// The path Traefik asks, where it differs from `uri` (Authentik: `/outpost.goauthentik.io/auth/traefik`).
+    pub traefik_uri: Option<Sp<String>>,
     pub copy_headers: Vec<Sp<String>>,
 }
 
@@ -253,8 +255,8 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             _ => Err(one_of(s, "module kind", &["container", "native"])),
         });
         let edge = typed(t.str("edge"), sink, |s| match s {
-            "caddy" => Ok(s.to_string()),
-            _ => Err(one_of(s, "edge server", &["caddy"])),
+            "caddy" | "traefik" => Ok(s.to_string()),
+            _ => Err(one_of(s, "edge server", &["caddy", "traefik"])),
         });
         t.finish();
         (name, version, summary, description, kind, edge)
@@ -436,9 +438,9 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         Some(d)
     });
     let forward_auth = r.table("forward_auth", |mut t| {
-        let d = (t.req_str("endpoint", "\"http\""), t.req_str("uri", "\"/auth\""), t.str_list("copy_headers"));
+        let d = (t.req_str("endpoint", "\"http\""), t.req_str("uri", "\"/auth\""), t.str_list("copy_headers"), t.str("traefik_uri"));
         t.finish();
-        Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2 })
+        Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2, traefik_uri: d.3 })
     });
     r.finish();
     let (name, version, summary, description, kind, edge) = header;

@@ -19,6 +19,7 @@ pub struct SystemFile {
     pub routes: Vec<RouteDecl>,
     pub secrets: Vec<SecretDecl>,
     pub cdn: Option<CdnDecl>,
+    pub dns: Vec<DnsZoneDecl>,
 }
 
 #[derive(Debug)]
@@ -41,16 +42,19 @@ pub enum ProviderKind {
     DigitalOcean,
     Scaleway,
     Existing,
+    /// DNS, CDN and tunnels only: hosts cannot run on it.
+    Cloudflare,
 }
 
 impl ProviderKind {
-    pub const NAMES: [&'static str; 4] = ["hetzner", "digitalocean", "scaleway", "existing"];
+    pub const NAMES: [&'static str; 5] = ["hetzner", "digitalocean", "scaleway", "existing", "cloudflare"];
     pub fn parse(s: &str) -> Result<ProviderKind, types::TypeError> {
         match s {
             "hetzner" => Ok(ProviderKind::Hetzner),
             "digitalocean" => Ok(ProviderKind::DigitalOcean),
             "scaleway" => Ok(ProviderKind::Scaleway),
             "existing" => Ok(ProviderKind::Existing),
+            "cloudflare" => Ok(ProviderKind::Cloudflare),
             _ => Err(one_of(s, "provider kind", &ProviderKind::NAMES)),
         }
     }
@@ -60,6 +64,7 @@ impl ProviderKind {
             ProviderKind::DigitalOcean => "digitalocean",
             ProviderKind::Scaleway => "scaleway",
             ProviderKind::Existing => "existing",
+            ProviderKind::Cloudflare => "cloudflare",
         }
     }
     /// The largest user-data the provider accepts, in bytes.
@@ -68,7 +73,7 @@ impl ProviderKind {
             ProviderKind::Hetzner => Some(32 * 1024),
             ProviderKind::DigitalOcean => Some(64 * 1024),
             ProviderKind::Scaleway => Some(127 * 1024),
-            ProviderKind::Existing => None,
+            ProviderKind::Existing | ProviderKind::Cloudflare => None,
         }
     }
 }
@@ -113,6 +118,10 @@ pub struct HostDecl {
     pub bastion: Option<Sp<bool>>,
     /// network name → private address
     pub networks: Vec<(Sp<String>, Sp<std::net::IpAddr>)>,
+    /// Block volumes attached to the server: name → size.
+    pub disks: Vec<(Sp<String>, Sp<crate::types::Size>)>,
+    /// The public address of a host that already exists (provider kind `existing`).
+    pub address: Option<Sp<std::net::IpAddr>>,
 }
 
 #[derive(Debug)]
@@ -141,6 +150,23 @@ pub struct RouteDecl {
     pub tls: Option<Sp<TlsMode>>,
     pub auth: Option<Sp<String>>,
     pub edge: Option<Sp<String>>,
+    /// Requests per second on average, and the burst above it.
+    pub rate_limit: Option<(Sp<i64>, Option<Sp<i64>>, Span)>,
+    /// Origins allowed by CORS.
+    pub cors: Vec<Sp<String>>,
+    /// Only these sources may reach the route.
+    pub allow: Vec<Sp<Cidr>>,
+    /// A CrowdSec bouncer service that vets every request.
+    pub crowdsec: Option<Sp<String>>,
+}
+
+/// A DNS zone kiln manages records in.
+#[derive(Debug)]
+pub struct DnsZoneDecl {
+    pub zone: Sp<String>,
+    pub provider: Option<Sp<String>>,
+    /// Whether the CDN proxies the records (Cloudflare's orange cloud).
+    pub proxied: Option<Sp<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -245,7 +271,23 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                 v
             })
             .unwrap_or_default();
+        let disks = t
+            .table("disks", |dt| {
+                let v: Vec<_> = dt
+                    .entries()
+                    .iter()
+                    .filter_map(|e| {
+                        let size = typed(as_str(&e.value, sink), sink, crate::types::Size::parse)?;
+                        Some((Sp::new(e.key.clone(), e.key_span), size))
+                    })
+                    .collect();
+                v
+            })
+            .unwrap_or_default();
+        let address = typed(t.str("address"), sink, types::parse_ip);
         let d = HostDecl {
+            disks,
+            address,
             span: t.span,
             provider: t.req_str("provider", "\"hetzner\""),
             server_type: t.str("type"),
@@ -307,7 +349,28 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             tls: typed(t.str("tls"), sink, TlsMode::parse),
             auth: t.str("auth"),
             edge: t.str("edge"),
+            rate_limit: t
+                .table("rate_limit", |mut rt| {
+                    let span = rt.span;
+                    let avg = rt.int("average");
+                    let burst = rt.int("burst");
+                    if avg.is_none() {
+                        rt.missing("average", "100");
+                    }
+                    rt.finish();
+                    avg.map(|a| (a, burst, span))
+                })
+                .flatten(),
+            cors: t.str_list("cors"),
+            allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect(),
+            crowdsec: t.str("crowdsec"),
         };
+        t.finish();
+        Some(d)
+    });
+    out.dns = r.named("dns", |name, mut t| {
+        let zone = typed(Some(name), sink, |s| types::parse_domain(s, false))?;
+        let d = DnsZoneDecl { zone, provider: t.req_str("provider", "\"cloudflare\""), proxied: t.bool("proxied") };
         t.finish();
         Some(d)
     });
