@@ -185,6 +185,27 @@ oracle_compose() (
     --schemafile "$schema" "$f"
 )
 
+# Traefik files: the SchemaStore Traefik v3 schemas (static and file-provider dynamic).
+oracle_traefik_static() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out schema
+  _oracle_need check-jsonschema
+  _oracle_schema traefik-v3.json
+  _oracle_run traefik-static-schema check-jsonschema --force-filetype yaml --schemafile "$schema" "$f"
+)
+
+oracle_traefik_dynamic() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out schema
+  _oracle_need check-jsonschema
+  _oracle_schema traefik-v3-file-provider.json
+  _oracle_run traefik-dynamic-schema check-jsonschema --force-filetype yaml --schemafile "$schema" "$f"
+)
+
 oracle_promtool() (
   set -euo pipefail
   _oracle_setup
@@ -270,6 +291,8 @@ oracle_self_test() (
         compose-*) kind=compose ;;
         yaml-*) kind=yaml ;;
         promtool-*) kind=promtool ;;
+        traefik-static-*) kind=traefik-static ;;
+        traefik-dynamic-*) kind=traefik-dynamic ;;
         *) echo "self-test: no oracle for $expect/$name" >&2; exit 2 ;;
       esac
       n=$((n + 1))
@@ -302,9 +325,11 @@ kiln_oracle() {
     compose) oracle_compose "$@" ;;
     yaml) oracle_yaml "$@" ;;
     promtool) oracle_promtool "$@" ;;
+    traefik-static) oracle_traefik_static "$@" ;;
+    traefik-dynamic) oracle_traefik_dynamic "$@" ;;
     self-test) oracle_self_test ;;
     *)
-      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool} FILE | oracles.sh self-test" >&2
+      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
       return 2
       ;;
   esac

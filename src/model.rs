@@ -23,6 +23,17 @@ pub struct System {
     pub secrets: BTreeMap<String, Secret>,
     /// Every service, dependencies first (ties broken by name).
     pub start_order: Vec<String>,
+    /// provider name → kind
+    pub providers: BTreeMap<String, ProviderKind>,
+    pub dns: Vec<DnsZone>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DnsZone {
+    pub zone: String,
+    pub provider: String,
+    pub provider_kind: ProviderKind,
+    pub proxied: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +59,10 @@ pub struct Host {
     /// Services placed here, in start order.
     pub services: Vec<String>,
     pub firewall: Vec<FirewallRule>,
+    /// Block volumes: name → size.
+    pub disks: BTreeMap<String, Size>,
+    /// The public address of an existing host.
+    pub address: Option<IpAddr>,
     #[serde(skip)]
     pub span: Span,
 }

@@ -165,6 +165,8 @@ impl<'a> Resolver<'a> {
             routes: model_routes,
             secrets: model_secrets,
             start_order: Vec::new(),
+            providers: providers.iter().filter_map(|(k, p)| Some((k.clone(), p.kind.as_ref()?.value))).collect(),
+            dns: self.dns_zones(files, &providers),
         };
         sysdecl.name.as_ref()?;
         if !self.diags.is_empty() || !self.inputs.diags.is_empty() {
@@ -176,6 +178,35 @@ impl<'a> Resolver<'a> {
         }
         crate::eval::firewall::derive(&mut sys);
         Some(sys)
+    }
+
+    fn dns_zones(&mut self, files: &'a [SystemFile], providers: &BTreeMap<String, &'a ProviderDecl>) -> Vec<DnsZone> {
+        let zones = self.index("DNS zone", files.iter().flat_map(|f| &f.dns), |z| &z.zone);
+        let mut out = Vec::new();
+        for (zone, z) in zones {
+            let Some(p) = &z.provider else { continue };
+            let Some(kind) = providers.get(&p.value).and_then(|d| d.kind.as_ref()) else {
+                self.unknown("provider", p, providers.keys(), "providers");
+                continue;
+            };
+            if !matches!(kind.value, ProviderKind::Cloudflare | ProviderKind::Hetzner | ProviderKind::DigitalOcean) {
+                self.err(
+                    Diagnostic::error("E0016", format!("provider `{}` ({}) does not host DNS zones", p.value, kind.value.name()))
+                        .primary(p.span, "no DNS here")
+                        .help("use a provider of kind `cloudflare`, `hetzner` or `digitalocean`"),
+                );
+                continue;
+            }
+            let proxied = z.proxied.as_ref().is_some_and(|b| b.value);
+            if proxied && kind.value != ProviderKind::Cloudflare {
+                self.err(
+                    Diagnostic::error("E0016", format!("zone `{zone}` cannot be proxied by {}", kind.value.name()))
+                        .primary(z.proxied.as_ref().unwrap().span, "only Cloudflare proxies records"),
+                );
+            }
+            out.push(DnsZone { zone, provider: p.value.clone(), provider_kind: kind.value, proxied });
+        }
+        out
     }
 
     fn main_file(&self) -> u32 {
@@ -244,6 +275,14 @@ impl<'a> Resolver<'a> {
             addresses.insert(net.value.clone(), addr.value);
         }
         let pkind = pkind?;
+        if pkind == ProviderKind::Cloudflare {
+            self.err(
+                Diagnostic::error("E0015", format!("host `{}` cannot run on provider `{}`", h.name.value, provider.value))
+                    .primary(provider.span, "a cloudflare provider manages DNS and tunnels, not servers")
+                    .help("use a provider of kind `hetzner`, `digitalocean`, `scaleway` or `existing`"),
+            );
+            return None;
+        }
         let image = image?;
         if !ok {
             return None;
@@ -276,6 +315,8 @@ impl<'a> Resolver<'a> {
             addresses,
             services: Vec::new(),
             firewall: Vec::new(),
+            disks: h.disks.iter().map(|(n, s)| (n.value.clone(), s.value)).collect(),
+            address: h.address.as_ref().map(|a| a.value),
             span: h.name.span,
         })
     }

@@ -35,7 +35,9 @@ fn the_judges_reject_broken_samples() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let kind = ["cloud-init", "compose", "caddy", "sh", "promtool"].into_iter().find(|k| name.starts_with(&format!("{k}-")));
+        let kind = ["cloud-init", "compose", "caddy", "sh", "promtool", "traefik-static", "traefik-dynamic"]
+            .into_iter()
+            .find(|k| name.starts_with(&format!("{k}-")));
         let Some(kind) = kind else { continue };
         assert!(oracle(kind, &p).is_err(), "{kind} accepted the broken sample {name}");
         n += 1;

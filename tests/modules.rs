@@ -147,6 +147,7 @@ fn every_module_compiles_in_a_minimal_system_and_passes_the_judges() {
                 "provisioner" => Some("sh".to_string()),
                 "compose" => Some("compose".to_string()),
                 "caddyfile" => Some("caddy".to_string()),
+                "traefik-static" | "traefik-dynamic" => Some(a.kind.name().to_string()),
                 _ => judges.get(&a.path).cloned(),
             };
             if let Some(j) = judge

@@ -181,6 +181,20 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
                 read_only: true,
             });
         }
+        if s.edge.as_deref() == Some("traefik") {
+            volumes.push(Mount {
+                kind: "bind",
+                source: format!("{}/{}", crate::render::KILN_ROOT, crate::render::TRAEFIK_STATIC),
+                target: crate::render::traefik::STATIC_PATH.into(),
+                read_only: true,
+            });
+            volumes.push(Mount {
+                kind: "bind",
+                source: format!("{}/traefik/dynamic", crate::render::KILN_ROOT),
+                target: crate::render::traefik::DYNAMIC_DIR.into(),
+                read_only: true,
+            });
+        }
         if c.docker_socket {
             volumes.push(Mount {
                 kind: "bind",

@@ -5,6 +5,7 @@ pub mod cloud_init;
 pub mod compose;
 pub mod provision;
 pub mod quote;
+pub mod traefik;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,9 @@ pub const SERVICE_SECRETS_DIR: &str = "/etc/kiln/service-secrets";
 pub fn service_secret_path(service: &str, secret: &str) -> String {
     format!("{SERVICE_SECRETS_DIR}/{service}/{secret}")
 }
+/// Traefik's configuration in the payload (mounted into the Traefik container).
+pub const TRAEFIK_STATIC: &str = "traefik/traefik.yml";
+pub const TRAEFIK_DYNAMIC: &str = "traefik/dynamic/kiln.yml";
 /// The provisioner writes the host's closure hash here when it has finished.
 pub const MARKER: &str = "/var/lib/kiln/closure";
 
@@ -38,6 +42,9 @@ pub enum Kind {
     Config,
     Checksums,
     Doc,
+    TraefikStatic,
+    TraefikDynamic,
+    OpenTofu,
 }
 
 impl Kind {
@@ -50,6 +57,9 @@ impl Kind {
             Kind::Config => "config",
             Kind::Checksums => "checksums",
             Kind::Doc => "doc",
+            Kind::TraefikStatic => "traefik-static",
+            Kind::TraefikDynamic => "traefik-dynamic",
+            Kind::OpenTofu => "opentofu",
         }
     }
 }
@@ -103,6 +113,12 @@ pub fn host(sys: &System, host: &Host) -> HostArtifacts {
     }
     if let Some(c) = caddyfile::emit(sys, host) {
         payload.push(Artifact::new("Caddyfile", Kind::Caddyfile, 0o644, c));
+    }
+    if let Some(c) = traefik::emit_static(sys, host) {
+        payload.push(Artifact::new(TRAEFIK_STATIC, Kind::TraefikStatic, 0o644, c));
+    }
+    if let Some(c) = traefik::emit_dynamic(sys, host) {
+        payload.push(Artifact::new(TRAEFIK_DYNAMIC, Kind::TraefikDynamic, 0o644, c));
     }
     for name in &host.services {
         for f in &sys.services[name].files {

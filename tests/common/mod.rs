@@ -58,6 +58,8 @@ pub fn judge_for(kind: &str) -> Option<&'static str> {
         "provisioner" => Some("sh"),
         "compose" => Some("compose"),
         "caddyfile" => Some("caddy"),
+        "traefik-static" => Some("traefik-static"),
+        "traefik-dynamic" => Some("traefik-dynamic"),
         _ => None,
     }
 }

@@ -1,0 +1,355 @@
+//! Traefik v3 emitter: the static configuration (entry points with the HTTPS redirect,
+//! certificate resolvers for HTTP-01 and DNS-01, the file provider, access logs, metrics, ping)
+//! and one dynamic file (a router, a service and middlewares per route) for each Traefik edge.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::model::{ForwardAuth, Host, Route, Service, System};
+use crate::render::yaml;
+use crate::syntax::system::TlsMode;
+
+/// Where the Traefik container finds its configuration.
+pub const STATIC_PATH: &str = "/etc/traefik/traefik.yml";
+pub const DYNAMIC_DIR: &str = "/etc/traefik/dynamic";
+/// Ping and metrics listen here, inside the container only (not published).
+pub const INTERNAL_PORT: u16 = 8082;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Static {
+    global: Global,
+    entry_points: BTreeMap<&'static str, EntryPoint>,
+    providers: Providers,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    certificates_resolvers: BTreeMap<&'static str, Resolver>,
+    log: Log,
+    access_log: AccessLog,
+    metrics: Metrics,
+    ping: Ping,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Global {
+    check_new_version: bool,
+    send_anonymous_usage: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryPoint {
+    address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<EntryHttp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http3: Option<Empty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forwarded_headers: Option<TrustedIps>,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TrustedIps {
+    #[serde(rename = "trustedIPs")]
+    trusted_ips: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryHttp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirections: Option<Redirections>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Redirections {
+    entry_point: RedirectTo,
+}
+
+#[derive(Serialize)]
+struct RedirectTo {
+    to: &'static str,
+    scheme: &'static str,
+    permanent: bool,
+}
+
+#[derive(Serialize)]
+struct Providers {
+    file: FileProvider,
+}
+
+#[derive(Serialize)]
+struct FileProvider {
+    directory: &'static str,
+    watch: bool,
+}
+
+#[derive(Serialize)]
+struct Resolver {
+    acme: Acme,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Acme {
+    storage: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_challenge: Option<HttpChallenge>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_challenge: Option<DnsChallenge>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpChallenge {
+    entry_point: &'static str,
+}
+
+#[derive(Serialize)]
+struct DnsChallenge {
+    provider: String,
+}
+
+#[derive(Serialize)]
+struct Log {
+    level: &'static str,
+}
+
+#[derive(Serialize)]
+struct AccessLog {
+    format: &'static str,
+}
+
+#[derive(Serialize)]
+struct Metrics {
+    prometheus: Prometheus,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Prometheus {
+    entry_point: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ping {
+    entry_point: &'static str,
+}
+
+/// The routes a Traefik edge on this host terminates, and that edge.
+fn edge_routes<'a>(sys: &'a System, host: &Host) -> Option<(&'a Service, Vec<&'a Route>)> {
+    let edge = host.services.iter().map(|s| &sys.services[s]).find(|s| s.edge.as_deref() == Some("traefik"))?;
+    Some((edge, sys.routes.iter().filter(|r| r.edge_service == edge.name).collect()))
+}
+
+/// The static configuration for a host running a Traefik edge.
+pub fn emit_static(sys: &System, host: &Host) -> Option<String> {
+    let (_, routes) = edge_routes(sys, host)?;
+    let trusted =
+        sys.cdn.as_deref().map(|c| TrustedIps { trusted_ips: crate::eval::cdn::ranges(c).iter().map(|r| r.to_string()).collect() });
+    let mut entry_points = BTreeMap::new();
+    entry_points.insert(
+        "web",
+        EntryPoint {
+            address: ":80".into(),
+            http: Some(EntryHttp {
+                redirections: Some(Redirections { entry_point: RedirectTo { to: "websecure", scheme: "https", permanent: true } }),
+            }),
+            http3: None,
+            forwarded_headers: None,
+        },
+    );
+    entry_points.insert("websecure", EntryPoint { address: ":443".into(), http: None, http3: Some(Empty {}), forwarded_headers: trusted });
+    entry_points.insert("internal", EntryPoint { address: format!(":{INTERNAL_PORT}"), http: None, http3: None, forwarded_headers: None });
+    let mut resolvers = BTreeMap::new();
+    if routes.iter().any(|r| r.tls == TlsMode::Acme) {
+        resolvers.insert(
+            "letsencrypt",
+            Resolver {
+                acme: Acme {
+                    storage: "/data/acme-http.json",
+                    http_challenge: Some(HttpChallenge { entry_point: "web" }),
+                    dns_challenge: None,
+                },
+            },
+        );
+    }
+    if routes.iter().any(|r| r.tls == TlsMode::Dns) {
+        let provider = sys.dns.iter().map(|z| z.provider_kind.name()).next().unwrap_or("cloudflare").to_string();
+        resolvers.insert(
+            "dns",
+            Resolver {
+                acme: Acme { storage: "/data/acme-dns.json", http_challenge: None, dns_challenge: Some(DnsChallenge { provider }) },
+            },
+        );
+    }
+    let cfg = Static {
+        global: Global { check_new_version: false, send_anonymous_usage: false },
+        entry_points,
+        providers: Providers { file: FileProvider { directory: DYNAMIC_DIR, watch: true } },
+        certificates_resolvers: resolvers,
+        log: Log { level: "INFO" },
+        access_log: AccessLog { format: "json" },
+        metrics: Metrics { prometheus: Prometheus { entry_point: "internal" } },
+        ping: Ping { entry_point: "internal" },
+    };
+    Some(yaml(&cfg))
+}
+
+#[derive(Serialize)]
+struct Dynamic {
+    http: Http,
+}
+
+#[derive(Serialize)]
+struct Http {
+    routers: BTreeMap<String, Router>,
+    services: BTreeMap<String, LbService>,
+    middlewares: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Router {
+    rule: String,
+    /// Set for wildcard routes only, below every exact host (Traefik's default priority is the
+    /// rule's length, which would let a long wildcard pattern win over an exact host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<u32>,
+    entry_points: Vec<&'static str>,
+    service: String,
+    middlewares: Vec<String>,
+    tls: RouterTls,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouterTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_resolver: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    domains: Vec<TlsDomain>,
+}
+
+#[derive(Serialize)]
+struct TlsDomain {
+    main: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LbService {
+    load_balancer: LoadBalancer,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadBalancer {
+    servers: Vec<Server>,
+    pass_host_header: bool,
+}
+
+#[derive(Serialize)]
+struct Server {
+    url: String,
+}
+
+/// A router name from a hostname: `app.example.com` → `app-example-com`.
+pub fn router_name(hostname: &str) -> String {
+    hostname.replace("*.", "wildcard.").replace('.', "-")
+}
+
+fn rule(hostname: &str) -> String {
+    match hostname.strip_prefix("*.") {
+        Some(base) => format!("HostRegexp(`^[a-z0-9-]+\\.{}$`)", base.replace('.', "\\.")),
+        None => format!("Host(`{hostname}`)"),
+    }
+}
+
+fn forward_auth(fa: &ForwardAuth) -> serde_json::Value {
+    serde_json::json!({ "forwardAuth": {
+        "address": format!("http://{}{}", fa.upstream, fa.traefik_uri),
+        "trustForwardHeader": true,
+        "authResponseHeaders": fa.copy_headers,
+    }})
+}
+
+/// The dynamic configuration (file provider) for a host running a Traefik edge.
+pub fn emit_dynamic(sys: &System, host: &Host) -> Option<String> {
+    let (_, routes) = edge_routes(sys, host)?;
+    let mut http = Http { routers: BTreeMap::new(), services: BTreeMap::new(), middlewares: BTreeMap::new() };
+    http.middlewares.insert(
+        "security-headers".into(),
+        serde_json::json!({ "headers": {
+            "stsSeconds": 31536000, "stsIncludeSubdomains": true, "contentTypeNosniff": true,
+            "referrerPolicy": "strict-origin-when-cross-origin", "customFrameOptionsValue": "SAMEORIGIN",
+            "customResponseHeaders": { "Server": "" },
+        }}),
+    );
+    http.middlewares.insert("compress".into(), serde_json::json!({ "compress": {} }));
+    for r in routes {
+        let name = router_name(&r.hostname);
+        let mut middlewares = Vec::new();
+        if !r.allow.is_empty() {
+            let m = format!("{name}-allow");
+            let ranges: Vec<String> = r.allow.iter().map(|c| c.to_string()).collect();
+            http.middlewares.insert(m.clone(), serde_json::json!({ "ipAllowList": { "sourceRange": ranges } }));
+            middlewares.push(m);
+        }
+        if let Some(cs) = &r.crowdsec {
+            let m = format!("crowdsec-{}", cs.service);
+            http.middlewares.insert(m.clone(), forward_auth(cs));
+            middlewares.push(m);
+        }
+        if let Some((average, burst)) = r.rate_limit {
+            let m = format!("{name}-ratelimit");
+            http.middlewares.insert(m.clone(), serde_json::json!({ "rateLimit": { "average": average, "burst": burst } }));
+            middlewares.push(m);
+        }
+        if !r.cors.is_empty() {
+            let m = format!("{name}-cors");
+            http.middlewares.insert(
+                m.clone(),
+                serde_json::json!({ "headers": {
+                    "accessControlAllowOriginList": r.cors,
+                    "accessControlAllowMethods": ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                    "accessControlAllowHeaders": ["Authorization", "Content-Type"],
+                    "accessControlMaxAge": 600,
+                    "addVaryHeader": true,
+                }}),
+            );
+            middlewares.push(m);
+        }
+        if let Some(a) = &r.auth {
+            let m = format!("auth-{}", a.service);
+            http.middlewares.insert(m.clone(), forward_auth(a));
+            middlewares.push(m);
+        }
+        middlewares.push("security-headers".into());
+        middlewares.push("compress".into());
+        let tls = match r.tls {
+            TlsMode::Acme => RouterTls { cert_resolver: Some("letsencrypt"), domains: Vec::new() },
+            TlsMode::Dns => RouterTls { cert_resolver: Some("dns"), domains: vec![TlsDomain { main: r.hostname.clone() }] },
+            TlsMode::Internal => RouterTls { cert_resolver: None, domains: Vec::new() },
+        };
+        let priority = r.hostname.starts_with("*.").then_some(1);
+        http.routers.insert(
+            name.clone(),
+            Router { rule: rule(&r.hostname), priority, entry_points: vec!["websecure"], service: name.clone(), middlewares, tls },
+        );
+        http.services.insert(
+            name,
+            LbService {
+                load_balancer: LoadBalancer { servers: vec![Server { url: format!("http://{}", r.upstream) }], pass_host_header: true },
+            },
+        );
+    }
+    Some(yaml(&Dynamic { http }))
+}
