@@ -26,6 +26,8 @@ pub struct System {
     /// provider name → kind
     pub providers: BTreeMap<String, ProviderKind>,
     pub dns: Vec<DnsZone>,
+    /// Where bundles are published (`[system] store`), for hosts that boot through stage 0.
+    pub store_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

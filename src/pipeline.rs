@@ -15,8 +15,10 @@ use crate::store::{self, Store};
 
 pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+#[derive(Default)]
 pub struct Options {
     pub module_dirs: Vec<PathBuf>,
+    pub render: render::RenderOptions,
 }
 
 /// A successful compile: the model, every host's artifacts and the manifest.
@@ -24,6 +26,8 @@ pub struct Compiled {
     pub sources: Sources,
     pub system: System,
     pub hosts: BTreeMap<String, HostArtifacts>,
+    /// Artifacts of the whole system (the OpenTofu root), paths relative to the result.
+    pub system_artifacts: Vec<Artifact>,
     pub manifest: Manifest,
     pub warnings: Vec<Diagnostic>,
 }
@@ -91,32 +95,85 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     let sources = inputs.sources;
     match system {
         Some(system) if !all.has_errors() => {
-            let hosts = render_hosts(&system);
-            let manifest = manifest(&system, &hosts);
-            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, manifest, warnings: all.sorted() })))
+            let hosts = render_hosts(&system, &opts.render);
+            let budget = user_data_budget(&system, &hosts);
+            if !budget.is_empty() {
+                all.extend(budget);
+                return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
+            }
+            let system_artifacts = system_artifacts(&system, &hosts);
+            let manifest = manifest(&system, &hosts, &system_artifacts);
+            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts, manifest, warnings: all.sorted() })))
         }
         _ => Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() })),
     }
 }
 
 /// Renders every host; hosts are independent, so they are spread over the machine's cores.
-fn render_hosts(sys: &System) -> BTreeMap<String, HostArtifacts> {
+fn render_hosts(sys: &System, opts: &render::RenderOptions) -> BTreeMap<String, HostArtifacts> {
     let hosts: Vec<&crate::model::Host> = sys.hosts.values().collect();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
     if threads < 2 || hosts.len() < 16 {
-        return hosts.iter().map(|h| (h.name.clone(), render::host(sys, h))).collect();
+        return hosts.iter().map(|h| (h.name.clone(), render::host(sys, h, opts))).collect();
     }
     let chunk = hosts.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = hosts
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|h| (h.name.clone(), render::host(sys, h))).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(|h| (h.name.clone(), render::host(sys, h, opts))).collect::<Vec<_>>()))
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("rendering does not panic")).collect()
     })
 }
 
-fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Manifest {
+/// A host whose user-data exceeds its provider's limit, with no store to boot from instead.
+fn user_data_budget(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (name, ha) in hosts {
+        let h = &sys.hosts[name];
+        let Some(limit) = h.provider_kind.user_data_limit() else { continue };
+        let Some(ud) = ha.artifacts.iter().find(|a| a.path == "user-data") else { continue };
+        if ud.bytes.len() <= limit {
+            continue;
+        }
+        let mut largest: Vec<&Artifact> = ha.artifacts.iter().filter(|a| a.path != "user-data" && a.path != "bundle.tar.gz").collect();
+        largest.sort_by(|a, b| b.bytes.len().cmp(&a.bytes.len()).then(a.path.cmp(&b.path)));
+        let top: Vec<String> = largest.iter().take(3).map(|a| format!("{} ({} bytes)", a.path, a.bytes.len())).collect();
+        out.push(
+            Diagnostic::error(
+                "user-data-too-large",
+                format!("the user-data of host `{name}` is {} bytes, {} over the {} limit of {limit}", ud.bytes.len(), ud.bytes.len() - limit, h.provider_kind.name()),
+            )
+            .primary(h.span, "this host's artifacts do not fit")
+            .note(format!("largest: {}", top.join(", ")))
+            .help("set `store = \"https://…\"` in `[system]`: hosts over the limit then boot a small stage-0 user-data that fetches their bundle by hash"),
+        );
+    }
+    out
+}
+
+fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Vec<Artifact> {
+    let inputs: Vec<render::tofu::HostInput<'_>> = hosts
+        .iter()
+        .map(|(name, ha)| render::tofu::HostInput {
+            host: &sys.hosts[name],
+            closure: &ha.closure,
+            user_data: ha
+                .artifacts
+                .iter()
+                .find(|a| a.path == "user-data")
+                .map(|a| std::str::from_utf8(&a.bytes).unwrap_or(""))
+                .unwrap_or(""),
+        })
+        .collect();
+    let mut out = Vec::new();
+    if let Some(tf) = render::tofu::emit(sys, &inputs) {
+        out.push(Artifact { path: "tofu/main.tf.json".into(), kind: render::Kind::OpenTofu, mode: 0o644, bytes: tf.into_bytes() });
+    }
+    out
+}
+
+fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifacts: &[Artifact]) -> Manifest {
     let mut artifacts = Vec::new();
     let mut host_entries = BTreeMap::new();
     for (name, ha) in hosts {
@@ -143,6 +200,9 @@ fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Manifest {
                 user_data: UserDataSize { size: ud, limit: h.provider_kind.user_data_limit() },
             },
         );
+    }
+    for a in system_artifacts {
+        artifacts.push(ArtifactEntry { path: a.path.clone(), kind: a.kind.name(), host: None, sha256: a.sha256(), size: a.bytes.len() });
     }
     let mut m = Manifest { system: sys.name.clone(), hash: String::new(), kiln: KILN_VERSION.to_string(), hosts: host_entries, artifacts };
     m.hash = hex(&Sha256::digest(serde_json::to_vec(&m).expect("manifest serialises")));
@@ -179,13 +239,14 @@ impl SystemEntry {
         let links = host_entry_names(c).into_iter().map(|(h, e)| (format!("hosts/{h}"), format!("../../{e}"))).collect();
         SystemEntry { manifest: manifest_json(&c.manifest), links }
     }
-    fn nodes(&self) -> Vec<store::Node<'_>> {
+    fn nodes<'a>(&'a self, c: &'a Compiled) -> Vec<store::Node<'a>> {
         let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: self.manifest.as_bytes() }];
+        nodes.extend(c.system_artifacts.iter().map(|a| store::Node::File { path: &a.path, mode: a.mode, bytes: &a.bytes }));
         nodes.extend(self.links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
         nodes
     }
-    fn name(&self, system: &str) -> String {
-        Store::entry_name(&store::entry_hash(&self.nodes()), system)
+    fn name(&self, c: &Compiled) -> String {
+        Store::entry_name(&store::entry_hash(&self.nodes(c)), &c.system.name)
     }
 }
 
@@ -200,7 +261,7 @@ pub fn write(c: &Compiled, store: &Store) -> std::io::Result<PathBuf> {
         })
         .collect();
     let system = SystemEntry::of(c);
-    let nodes = system.nodes();
+    let nodes = system.nodes(c);
     entries.push(store::Entry { hash: store::entry_hash(&nodes), name: c.system.name.clone(), nodes });
     let paths = store.add_all(&entries)?;
     Ok(paths.last().expect("the system entry").clone())
@@ -221,7 +282,7 @@ pub fn difference(a: &Compiled, b: &Compiled) -> Option<String> {
 
 /// Compares a compile with an existing store entry of the same hash, byte for byte.
 pub fn differs_from_store(c: &Compiled, store: &Store) -> Option<String> {
-    let entry = store.root.join(SystemEntry::of(c).name(&c.system.name));
+    let entry = store.root.join(SystemEntry::of(c).name(c));
     if !entry.exists() {
         return None;
     }

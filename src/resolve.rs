@@ -167,6 +167,7 @@ impl<'a> Resolver<'a> {
             start_order: Vec::new(),
             providers: providers.iter().filter_map(|(k, p)| Some((k.clone(), p.kind.as_ref()?.value))).collect(),
             dns: self.dns_zones(files, &providers),
+            store_url: sysdecl.store.as_ref().map(|s| s.value.clone()),
         };
         sysdecl.name.as_ref()?;
         if !self.diags.is_empty() || !self.inputs.diags.is_empty() {

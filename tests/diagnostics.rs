@@ -12,7 +12,7 @@ use kiln::diag::{Located, Severity};
 use kiln::pipeline::{Options, Outcome, compile};
 
 fn located(dir: &Path) -> String {
-    let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")] };
+    let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")], ..Options::default() };
     let outcome = compile(&dir.join("system.toml"), &opts).expect("fixture loads");
     let (sources, diags) = match outcome {
         Outcome::Failed(f) => (f.sources, f.diagnostics),

@@ -129,7 +129,7 @@ fn every_module_compiles_in_a_minimal_system_and_passes_the_judges() {
             }
         };
         std::fs::write(dir.join("system.toml"), &text).unwrap();
-        let c = match compile(&dir, &Options { module_dirs: dirs.clone() }).unwrap() {
+        let c = match compile(&dir, &Options { module_dirs: dirs.clone(), ..Options::default() }).unwrap() {
             Outcome::Ok(c) => c,
             Outcome::Failed(f) => {
                 failures.push(format!("{name}:\n{text}\n{}", kiln::diag::render(&f.sources, &f.diagnostics, false)));

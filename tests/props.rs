@@ -10,7 +10,7 @@ use kiln::pipeline::{Compiled, Options, Outcome, compile};
 use proptest::prelude::*;
 
 fn opts() -> Options {
-    Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")] }
+    Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")], ..Options::default() }
 }
 
 fn base() -> String {

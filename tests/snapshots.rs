@@ -9,7 +9,7 @@ use kiln::pipeline::{Options, Outcome, compile, manifest_json};
 fn example_artifacts_match_their_snapshots() {
     for ex in common::examples() {
         let name = ex.file_name().unwrap().to_string_lossy().into_owned();
-        let c = match compile(&ex, &Options { module_dirs: vec![] }).expect("loads") {
+        let c = match compile(&ex, &Options::default()).expect("loads") {
             Outcome::Ok(c) => c,
             Outcome::Failed(f) => panic!("{}", kiln::diag::render(&f.sources, &f.diagnostics, false)),
         };
@@ -20,9 +20,17 @@ fn example_artifacts_match_their_snapshots() {
             insta::assert_snapshot!(format!("{name}__manifest.json"), manifest_json(&c.manifest));
             for (host, ha) in &c.hosts {
                 for a in &ha.artifacts {
-                    let text = String::from_utf8(a.bytes.clone()).expect("text artifact");
+                    // Binary bundles are pinned by their hash: a golden hash that fails when a byte drifts.
+                    let text = match a.kind.name() {
+                        "bundle" => format!("sha256 {}\nsize {}\n", a.sha256(), a.bytes.len()),
+                        _ => String::from_utf8(a.bytes.clone()).expect("text artifact"),
+                    };
                     insta::assert_snapshot!(format!("{name}__{host}__{}", a.path.replace('/', "__")), text);
                 }
+            }
+            for a in &c.system_artifacts {
+                let text = String::from_utf8(a.bytes.clone()).expect("text artifact");
+                insta::assert_snapshot!(format!("{name}__{}", a.path.replace('/', "__")), text);
             }
         });
     }

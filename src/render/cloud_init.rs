@@ -53,9 +53,8 @@ fn content(s: String) -> Content {
     if block_safe { Content::Block(serde_saphyr::LitString(s)) } else { Content::Quoted(s) }
 }
 
-pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
-    let users = sys
-        .admins
+fn users(sys: &System) -> Vec<User> {
+    sys.admins
         .iter()
         .map(|a| User {
             name: a.name.clone(),
@@ -65,7 +64,11 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
             lock_passwd: true,
             ssh_authorized_keys: a.keys.clone(),
         })
-        .collect();
+        .collect()
+}
+
+pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
+    let users = users(sys);
     let write_files = payload
         .iter()
         .map(|a| WriteFile {
@@ -83,6 +86,25 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
         users,
         write_files,
         runcmd: vec![vec!["sh".into(), format!("{KILN_ROOT}/provision.sh")]],
+    };
+    format!("#cloud-config\n{}", yaml(&cfg))
+}
+
+/// The stage-0 user-data: the admins and a loader that fetches the host's bundle by hash.
+pub fn emit_stage0(sys: &System, host: &Host, script: &str) -> String {
+    let cfg = CloudConfig {
+        hostname: &host.name,
+        preserve_hostname: false,
+        disable_root: true,
+        ssh_pwauth: false,
+        users: users(sys),
+        write_files: vec![WriteFile {
+            path: "/var/lib/kiln-stage0.sh".into(),
+            owner: "root:root",
+            permissions: "0700".into(),
+            content: content(script.to_string()),
+        }],
+        runcmd: vec![vec!["sh".into(), "/var/lib/kiln-stage0.sh".into()]],
     };
     format!("#cloud-config\n{}", yaml(&cfg))
 }

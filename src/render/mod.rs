@@ -1,10 +1,12 @@
 //! Render: pure functions from the resolved model to artifacts, one emitter per output format.
 
+pub mod bundle;
 pub mod caddyfile;
 pub mod cloud_init;
 pub mod compose;
 pub mod provision;
 pub mod quote;
+pub mod tofu;
 pub mod traefik;
 
 use serde::Serialize;
@@ -45,6 +47,7 @@ pub enum Kind {
     TraefikStatic,
     TraefikDynamic,
     OpenTofu,
+    Bundle,
 }
 
 impl Kind {
@@ -60,6 +63,7 @@ impl Kind {
             Kind::TraefikStatic => "traefik-static",
             Kind::TraefikDynamic => "traefik-dynamic",
             Kind::OpenTofu => "opentofu",
+            Kind::Bundle => "bundle",
         }
     }
 }
@@ -91,9 +95,18 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// What rendering takes besides the model: inputs from the edge, never from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// The mtime of every bundle entry (`SOURCE_DATE_EPOCH`, else 0).
+    pub mtime: u64,
+}
+
 /// Everything one host needs, plus its closure hash.
 pub struct HostArtifacts {
     pub closure: String,
+    /// True when `user-data` is the stage-0 loader that fetches the bundle from the store.
+    pub stage0: bool,
     /// The payload (every file installed under [`KILN_ROOT`]) then `user-data`.
     pub artifacts: Vec<Artifact>,
 }
@@ -106,7 +119,7 @@ pub fn yaml<T: Serialize>(v: &T) -> String {
 
 /// Renders one host. The closure hash is the sha256 of `SHA256SUMS`, which lists every payload
 /// file; `user-data` is derived from the payload alone, so it changes exactly when the closure does.
-pub fn host(sys: &System, host: &Host) -> HostArtifacts {
+pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
     let mut payload = Vec::new();
     if let Some(c) = compose::emit(sys, host) {
         payload.push(Artifact::new("compose.yaml", Kind::Compose, 0o644, c));
@@ -131,7 +144,16 @@ pub fn host(sys: &System, host: &Host) -> HostArtifacts {
     let sums = Artifact::new("SHA256SUMS", Kind::Checksums, 0o644, sums);
     let closure = sums.sha256();
     payload.push(sums);
-    let user_data = cloud_init::emit(sys, host, &payload);
+    let bundle = bundle::bundle(&payload, opts.mtime);
+    let bundle_sha = hex(&Sha256::digest(&bundle));
+    let mut user_data = cloud_init::emit(sys, host, &payload);
+    let over = host.provider_kind.user_data_limit().is_some_and(|l| user_data.len() > l);
+    let stage0 = over && sys.store_url.is_some();
+    if let (true, Some(url)) = (stage0, &sys.store_url) {
+        let url = format!("{}/bundles/{bundle_sha}.tar.gz", url.trim_end_matches('/'));
+        user_data = cloud_init::emit_stage0(sys, host, &bundle::stage0_script(&url, &bundle_sha));
+    }
+    payload.push(Artifact { path: "bundle.tar.gz".into(), kind: Kind::Bundle, mode: 0o644, bytes: bundle });
     payload.push(Artifact::new("user-data", Kind::CloudInit, 0o644, user_data));
-    HostArtifacts { closure, artifacts: payload }
+    HostArtifacts { closure, stage0, artifacts: payload }
 }

@@ -27,6 +27,7 @@ pub struct SystemDecl {
     pub span: Span,
     pub name: Option<Sp<String>>,
     pub domains: Vec<Sp<String>>,
+    pub store: Option<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -216,6 +217,19 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             span: t.span,
             name: typed(t.req_str("name", "\"my-system\""), sink, types::parse_ident),
             domains: t.str_list("domains").into_iter().filter_map(|d| typed(Some(d), sink, |s| types::parse_domain(s, false))).collect(),
+            store: typed(t.str("store"), sink, |s| {
+                let ok = (s.starts_with("https://") || s.starts_with("http://"))
+                    && !s.contains(char::is_whitespace)
+                    && !s.contains(['\'', '"', '$', '`', '\\']);
+                if ok {
+                    Ok(s.to_string())
+                } else {
+                    Err(types::TypeError {
+                        message: format!("`{s}` is not an http(s) URL"),
+                        help: Some("write it like `https://artifacts.example.com/kiln`".into()),
+                    })
+                }
+            }),
         };
         t.finish();
         d

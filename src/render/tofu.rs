@@ -1,0 +1,373 @@
+//! OpenTofu emitter: one `.tf.json` root for the whole system — servers, private networks,
+//! firewalls, volumes and DNS records for each provider, credentials from sensitive
+//! variables, and immutable replacement: every server carries its host's closure hash and is
+//! replaced when that hash changes (`replace_triggered_by` on a `terraform_data`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::{Map, Value, json};
+
+use crate::model::{FirewallRule, Host, System};
+use crate::syntax::system::ProviderKind;
+use crate::types::Cidr;
+
+/// Provider sources and the versions kiln's resources are written (and tested) against.
+pub const PROVIDERS: &[(ProviderKind, &str, &str, &str)] = &[
+    (ProviderKind::Hetzner, "hcloud", "hetznercloud/hcloud", "1.57.0"),
+    (ProviderKind::DigitalOcean, "digitalocean", "digitalocean/digitalocean", "2.70.0"),
+    (ProviderKind::Scaleway, "scaleway", "scaleway/scaleway", "2.60.0"),
+    (ProviderKind::Cloudflare, "cloudflare", "cloudflare/cloudflare", "5.12.0"),
+];
+
+fn provider_entry(kind: ProviderKind) -> Option<&'static (ProviderKind, &'static str, &'static str, &'static str)> {
+    PROVIDERS.iter().find(|p| p.0 == kind)
+}
+
+/// Terraform interpolates `${…}` and `%{…}` in every JSON string: escape them in literals.
+pub fn literal(s: &str) -> String {
+    s.replace("${", "$${").replace("%{", "%%{")
+}
+
+fn cidr_list(sources: &[Cidr]) -> Vec<String> {
+    if sources.is_empty() { vec!["0.0.0.0/0".into(), "::/0".into()] } else { sources.iter().map(|c| c.to_string()).collect() }
+}
+
+/// A resource name from a kiln name (Terraform names allow letters, digits, `_` and `-`).
+fn rname(s: &str) -> String {
+    s.replace('.', "_")
+}
+
+fn add(resources: &mut Map<String, Value>, ty: &str, name: &str, body: Value) {
+    let slot = resources.entry(ty.to_string()).or_insert_with(|| json!({}));
+    slot.as_object_mut().unwrap().insert(rname(name), body);
+}
+
+pub struct HostInput<'a> {
+    pub host: &'a Host,
+    pub closure: &'a str,
+    pub user_data: &'a str,
+}
+
+/// The OpenTofu root for the system, or `None` when no host or zone needs a provider.
+pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
+    let mut kinds: Vec<ProviderKind> = hosts.iter().map(|h| h.host.provider_kind).filter(|k| *k != ProviderKind::Existing).collect();
+    kinds.extend(sys.dns.iter().map(|z| z.provider_kind));
+    kinds.sort();
+    kinds.dedup();
+    if kinds.is_empty() && hosts.is_empty() {
+        return None;
+    }
+    let mut required = Map::new();
+    let mut variables = Map::new();
+    let mut providers = Map::new();
+    for k in &kinds {
+        let Some((_, local, source, version)) = provider_entry(*k) else { continue };
+        required.insert(local.to_string(), json!({ "source": source, "version": version }));
+        match k {
+            ProviderKind::Scaleway => {
+                for v in ["scaleway_access_key", "scaleway_secret_key", "scaleway_project_id"] {
+                    variables.insert(
+                        v.into(),
+                        json!({ "type": "string", "sensitive": true, "description": format!("Scaleway credentials ({v})") }),
+                    );
+                }
+                providers.insert(
+                    local.to_string(),
+                    json!({ "access_key": "${var.scaleway_access_key}", "secret_key": "${var.scaleway_secret_key}", "project_id": "${var.scaleway_project_id}" }),
+                );
+            }
+            ProviderKind::Cloudflare => {
+                variables.insert(
+                    "cloudflare_api_token".into(),
+                    json!({ "type": "string", "sensitive": true, "description": "Cloudflare API token (DNS edit)" }),
+                );
+                providers.insert(local.to_string(), json!({ "api_token": "${var.cloudflare_api_token}" }));
+            }
+            _ => {
+                let var = format!("{local}_token");
+                variables.insert(var.clone(), json!({ "type": "string", "sensitive": true, "description": format!("{local} API token") }));
+                providers.insert(local.to_string(), json!({ "token": format!("${{var.{var}}}") }));
+            }
+        }
+    }
+    let mut resources = Map::new();
+    let mut outputs = Map::new();
+    let mut public_ip: BTreeMap<&str, (String, Option<String>)> = BTreeMap::new();
+
+    // Networks, once per provider that has hosts on them.
+    for (net, cidr) in &sys.networks {
+        let on = |k: ProviderKind| hosts.iter().any(|h| h.host.provider_kind == k && h.host.addresses.contains_key(net));
+        if on(ProviderKind::Hetzner) {
+            add(
+                &mut resources,
+                "hcloud_network",
+                net,
+                json!({ "name": format!("{}-{net}", sys.name), "ip_range": cidr.to_string(), "labels": { "kiln-system": sys.name } }),
+            );
+            add(
+                &mut resources,
+                "hcloud_network_subnet",
+                net,
+                json!({ "network_id": format!("${{hcloud_network.{}.id}}", rname(net)), "type": "cloud", "network_zone": "eu-central", "ip_range": cidr.to_string() }),
+            );
+        }
+        if on(ProviderKind::DigitalOcean) {
+            let region = hosts
+                .iter()
+                .find(|h| h.host.provider_kind == ProviderKind::DigitalOcean)
+                .and_then(|h| h.host.location.clone())
+                .unwrap_or_else(|| "fra1".into());
+            add(
+                &mut resources,
+                "digitalocean_vpc",
+                net,
+                json!({ "name": format!("{}-{net}", sys.name), "region": region, "ip_range": cidr.to_string() }),
+            );
+        }
+        if on(ProviderKind::Scaleway) {
+            add(
+                &mut resources,
+                "scaleway_vpc_private_network",
+                net,
+                json!({ "name": format!("{}-{net}", sys.name), "ipv4_subnet": [{ "subnet": cidr.to_string() }] }),
+            );
+        }
+    }
+
+    for h in hosts {
+        let host = h.host;
+        let name = rname(&host.name);
+        let trigger = format!("{name}_closure");
+        let short = &h.closure[..32];
+        if host.provider_kind != ProviderKind::Existing {
+            add(&mut resources, "terraform_data", &trigger, json!({ "input": h.closure }));
+        }
+        // A server with a fixed private address cannot overlap with its replacement.
+        let before_destroy = host.addresses.is_empty();
+        let lifecycle = json!({ "create_before_destroy": before_destroy, "replace_triggered_by": [format!("terraform_data.{trigger}")] });
+        match host.provider_kind {
+            ProviderKind::Hetzner => {
+                let networks: Vec<Value> = host
+                    .addresses
+                    .iter()
+                    .map(|(net, ip)| json!({ "network_id": format!("${{hcloud_network.{}.id}}", rname(net)), "ip": ip.to_string() }))
+                    .collect();
+                let mut server = json!({
+                    "name": if before_destroy { format!("{}-{}", host.name, &h.closure[..8]) } else { host.name.clone() },
+                    "server_type": host.server_type.clone().unwrap_or_else(|| "cx22".into()),
+                    "image": host.image.provider_image.clone().unwrap_or_default(),
+                    "user_data": literal(h.user_data),
+                    "labels": { "kiln-system": sys.name, "kiln-host": host.name, "kiln-closure": short },
+                    "public_net": [{ "ipv4_enabled": host.public, "ipv6_enabled": host.public }],
+                    "firewall_ids": [format!("${{hcloud_firewall.{name}.id}}")],
+                    "lifecycle": lifecycle,
+                });
+                if let Some(l) = &host.location {
+                    server["location"] = json!(l);
+                }
+                if !networks.is_empty() {
+                    server["network"] = json!(networks);
+                    let subnets: Vec<String> = host.addresses.keys().map(|n| format!("hcloud_network_subnet.{}", rname(n))).collect();
+                    server["depends_on"] = json!(subnets);
+                }
+                add(&mut resources, "hcloud_server", &name, server);
+                let rules: Vec<Value> = host.firewall.iter().map(|r| hcloud_rule(r)).collect();
+                add(
+                    &mut resources,
+                    "hcloud_firewall",
+                    &name,
+                    json!({ "name": format!("{}-{}", sys.name, host.name), "rule": rules, "labels": { "kiln-system": sys.name } }),
+                );
+                for (disk, size) in &host.disks {
+                    add(
+                        &mut resources,
+                        "hcloud_volume",
+                        &format!("{name}_{disk}"),
+                        json!({ "name": format!("{}-{}-{disk}", sys.name, host.name), "size": size.0.div_ceil(1 << 30).max(10), "server_id": format!("${{hcloud_server.{name}.id}}"), "automount": true, "format": "ext4" }),
+                    );
+                }
+                if host.public {
+                    public_ip.insert(
+                        &host.name,
+                        (format!("${{hcloud_server.{name}.ipv4_address}}"), Some(format!("${{hcloud_server.{name}.ipv6_address}}"))),
+                    );
+                }
+                outputs.insert(format!("{name}_ipv4"), json!({ "value": format!("${{hcloud_server.{name}.ipv4_address}}") }));
+            }
+            ProviderKind::DigitalOcean => {
+                let vpc = host.addresses.keys().next().map(|n| format!("${{digitalocean_vpc.{}.id}}", rname(n)));
+                let mut droplet = json!({
+                    "name": host.name,
+                    "size": host.server_type.clone().unwrap_or_else(|| "s-1vcpu-2gb".into()),
+                    "image": host.image.provider_image.clone().unwrap_or_default(),
+                    "region": host.location.clone().unwrap_or_else(|| "fra1".into()),
+                    "user_data": literal(h.user_data),
+                    "ipv6": host.public,
+                    "tags": [format!("kiln-system-{}", sys.name), format!("kiln-closure-{short}")],
+                    "lifecycle": lifecycle,
+                });
+                if let Some(v) = vpc {
+                    droplet["vpc_uuid"] = json!(v);
+                }
+                add(&mut resources, "digitalocean_droplet", &name, droplet);
+                let inbound: Vec<Value> = host
+                    .firewall
+                    .iter()
+                    .map(|r| json!({ "protocol": r.protocol.name(), "port_range": r.port.to_string(), "source_addresses": cidr_list(&r.sources) }))
+                    .collect();
+                let outbound: Vec<Value> = ["tcp", "udp"]
+                    .iter()
+                    .map(|p| json!({ "protocol": p, "port_range": "1-65535", "destination_addresses": ["0.0.0.0/0", "::/0"] }))
+                    .chain([json!({ "protocol": "icmp", "destination_addresses": ["0.0.0.0/0", "::/0"] })])
+                    .collect();
+                add(
+                    &mut resources,
+                    "digitalocean_firewall",
+                    &name,
+                    json!({ "name": format!("{}-{}", sys.name, host.name), "droplet_ids": [format!("${{digitalocean_droplet.{name}.id}}")], "inbound_rule": inbound, "outbound_rule": outbound }),
+                );
+                if host.public {
+                    public_ip.insert(
+                        &host.name,
+                        (
+                            format!("${{digitalocean_droplet.{name}.ipv4_address}}"),
+                            Some(format!("${{digitalocean_droplet.{name}.ipv6_address}}")),
+                        ),
+                    );
+                }
+                outputs.insert(format!("{name}_ipv4"), json!({ "value": format!("${{digitalocean_droplet.{name}.ipv4_address}}") }));
+            }
+            ProviderKind::Scaleway => {
+                let sg = format!("${{scaleway_instance_security_group.{name}.id}}");
+                let mut server = json!({
+                    "name": host.name,
+                    "type": host.server_type.clone().unwrap_or_else(|| "DEV1-S".into()),
+                    "image": host.image.provider_image.clone().unwrap_or_default(),
+                    "user_data": { "cloud-init": literal(h.user_data) },
+                    "tags": [format!("kiln-system={}", sys.name), format!("kiln-closure={short}")],
+                    "security_group_id": sg,
+                    "lifecycle": lifecycle,
+                });
+                if let Some(n) = host.addresses.keys().next() {
+                    server["private_network"] = json!([{ "pn_id": format!("${{scaleway_vpc_private_network.{}.id}}", rname(n)) }]);
+                }
+                add(&mut resources, "scaleway_instance_server", &name, server);
+                let rules: Vec<Value> = host
+                    .firewall
+                    .iter()
+                    .flat_map(|r| {
+                        cidr_list(&r.sources)
+                            .into_iter()
+                            .filter(|c| !c.contains(':'))
+                            .map(move |c| json!({ "action": "accept", "protocol": r.protocol.name().to_uppercase(), "port": r.port, "ip_range": c }))
+                    })
+                    .collect();
+                add(
+                    &mut resources,
+                    "scaleway_instance_security_group",
+                    &name,
+                    json!({ "name": format!("{}-{}", sys.name, host.name), "inbound_default_policy": "drop", "outbound_default_policy": "accept", "inbound_rule": rules }),
+                );
+                outputs.insert(format!("{name}_ipv4"), json!({ "value": format!("${{scaleway_instance_server.{name}.public_ips}}") }));
+            }
+            ProviderKind::Existing | ProviderKind::Cloudflare => {
+                if let Some(a) = host.address {
+                    let (v4, v6) = match a {
+                        IpAddr::V4(_) => (a.to_string(), None),
+                        IpAddr::V6(_) => (String::new(), Some(a.to_string())),
+                    };
+                    public_ip.insert(&host.name, (v4.clone(), v6));
+                    outputs.insert(format!("{name}_ipv4"), json!({ "value": v4 }));
+                }
+            }
+        }
+        for (net, ip) in &host.addresses {
+            outputs.insert(format!("{name}_{}_address", rname(net)), json!({ "value": ip.to_string() }));
+        }
+    }
+
+    dns_records(sys, &mut resources, &mut variables, &public_ip);
+
+    let mut root = Map::new();
+    root.insert("terraform".into(), json!({ "required_version": ">= 1.4", "required_providers": required }));
+    if !variables.is_empty() {
+        root.insert("variable".into(), Value::Object(variables));
+    }
+    if !providers.is_empty() {
+        root.insert("provider".into(), Value::Object(providers));
+    }
+    if !resources.is_empty() {
+        root.insert("resource".into(), Value::Object(resources));
+    }
+    if !outputs.is_empty() {
+        root.insert("output".into(), Value::Object(outputs));
+    }
+    let mut s = serde_json::to_string_pretty(&Value::Object(root)).expect("serialises");
+    s.push('\n');
+    Some(s)
+}
+
+fn hcloud_rule(r: &FirewallRule) -> Value {
+    json!({
+        "direction": "in",
+        "protocol": r.protocol.name(),
+        "port": r.port.to_string(),
+        "source_ips": cidr_list(&r.sources),
+        "description": r.reason.chars().take(255).collect::<String>(),
+    })
+}
+
+/// An A (and AAAA) record for every route hostname inside a declared zone, pointing at the
+/// public addresses of the host that terminates it.
+fn dns_records(
+    sys: &System,
+    resources: &mut Map<String, Value>,
+    variables: &mut Map<String, Value>,
+    public_ip: &BTreeMap<&str, (String, Option<String>)>,
+) {
+    for z in &sys.dns {
+        let zname = rname(&z.zone);
+        let routes: Vec<_> = sys.routes.iter().filter(|r| r.hostname == z.zone || r.hostname.ends_with(&format!(".{}", z.zone))).collect();
+        match z.provider_kind {
+            ProviderKind::Cloudflare => {
+                variables.insert(
+                    format!("cloudflare_zone_id_{zname}"),
+                    json!({ "type": "string", "description": format!("Cloudflare zone id of {}", z.zone) }),
+                );
+            }
+            ProviderKind::Hetzner => add(resources, "hcloud_zone", &zname, json!({ "name": z.zone, "mode": "primary", "ttl": 3600 })),
+            ProviderKind::DigitalOcean => add(resources, "digitalocean_domain", &zname, json!({ "name": z.zone })),
+            _ => {}
+        }
+        for r in routes {
+            let Some((v4, v6)) = public_ip.get(r.edge_host.as_str()) else { continue };
+            let label = r.hostname.strip_suffix(&format!(".{}", z.zone)).unwrap_or("@");
+            for (ty, value) in [("A", Some(v4.clone())), ("AAAA", v6.clone())] {
+                let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
+                let rn = format!("{}_{}", rname(&r.hostname.replace('*', "wildcard")), ty.to_lowercase());
+                match z.provider_kind {
+                    ProviderKind::Cloudflare => add(
+                        resources,
+                        "cloudflare_dns_record",
+                        &rn,
+                        json!({ "zone_id": format!("${{var.cloudflare_zone_id_{zname}}}"), "name": r.hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
+                    ),
+                    ProviderKind::Hetzner => add(
+                        resources,
+                        "hcloud_zone_rrset",
+                        &rn,
+                        json!({ "zone": format!("${{hcloud_zone.{zname}.name}}"), "name": label, "type": ty, "ttl": 300, "records": [{ "value": value }] }),
+                    ),
+                    ProviderKind::DigitalOcean => add(
+                        resources,
+                        "digitalocean_record",
+                        &rn,
+                        json!({ "domain": format!("${{digitalocean_domain.{zname}.id}}"), "name": label, "type": ty, "value": value, "ttl": 300 }),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
