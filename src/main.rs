@@ -188,13 +188,13 @@ fn with_compiled(path: &Path, opts: &Options, f: impl FnOnce(&Compiled) -> ExitC
     }
 }
 
-#[allow(clippy::disallowed_methods)] // the edge: KILN_STORE is read here and only here
 /// `SOURCE_DATE_EPOCH` (the reproducible-builds convention) sets the mtime inside bundles.
 #[allow(clippy::disallowed_methods)] // the edge: read here and passed down as an input
 fn source_date_epoch() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
+#[allow(clippy::disallowed_methods)] // the edge: KILN_STORE is read here and only here
 fn store_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("KILN_STORE").filter(|v| !v.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(".kiln/store"))

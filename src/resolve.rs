@@ -989,7 +989,7 @@ impl<'a> Resolver<'a> {
                     if used {
                         self.err(
                             Diagnostic::error("E0045", format!("the Caddy edge `{}` cannot do {what} for `{hostname}`", edge.name))
-                                .primary(span, format!("{why}"))
+                                .primary(span, why.to_string())
                                 .help("terminate this route on a Traefik edge (a service of module `traefik`, then `edge = \"NAME\"`)"),
                         );
                     }

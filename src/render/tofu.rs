@@ -172,7 +172,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     server["depends_on"] = json!(subnets);
                 }
                 add(&mut resources, "hcloud_server", &name, server);
-                let rules: Vec<Value> = host.firewall.iter().map(|r| hcloud_rule(r)).collect();
+                let rules: Vec<Value> = host.firewall.iter().map(hcloud_rule).collect();
                 add(
                     &mut resources,
                     "hcloud_firewall",
