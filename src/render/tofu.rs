@@ -14,10 +14,10 @@ use crate::types::Cidr;
 
 /// Provider sources and the versions kiln's resources are written (and tested) against.
 pub const PROVIDERS: &[(ProviderKind, &str, &str, &str)] = &[
-    (ProviderKind::Hetzner, "hcloud", "hetznercloud/hcloud", "1.57.0"),
-    (ProviderKind::DigitalOcean, "digitalocean", "digitalocean/digitalocean", "2.70.0"),
-    (ProviderKind::Scaleway, "scaleway", "scaleway/scaleway", "2.60.0"),
-    (ProviderKind::Cloudflare, "cloudflare", "cloudflare/cloudflare", "5.12.0"),
+    (ProviderKind::Hetzner, "hcloud", "hetznercloud/hcloud", "1.66.1"),
+    (ProviderKind::DigitalOcean, "digitalocean", "digitalocean/digitalocean", "2.96.0"),
+    (ProviderKind::Scaleway, "scaleway", "scaleway/scaleway", "2.79.0"),
+    (ProviderKind::Cloudflare, "cloudflare", "cloudflare/cloudflare", "5.22.0"),
 ];
 
 fn provider_entry(kind: ProviderKind) -> Option<&'static (ProviderKind, &'static str, &'static str, &'static str)> {

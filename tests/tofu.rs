@@ -1,0 +1,107 @@
+//! The OpenTofu roots are type-checked by Terraform itself against providers that serve the
+//! real providers' schemas (tests/tofu/, scripts/tofu-check): `init`, `validate` and `plan`
+//! succeed for every example, and changing one host replaces exactly that host's server.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn tofu_check(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(repo().join("scripts/tofu-check")).arg(dir).args(args).output().expect("run scripts/tofu-check");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    if out.status.success() { Ok(all) } else { Err(all) }
+}
+
+fn root_of(result: &Path, into: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(into).unwrap();
+    std::fs::copy(result.join("tofu/main.tf.json"), into.join("main.tf.json")).unwrap();
+    into.to_path_buf()
+}
+
+#[test]
+fn every_example_root_validates_and_plans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for ex in examples() {
+        let name = ex.file_name().unwrap().to_string_lossy().into_owned();
+        let result = build(&ex, &tmp.path().join("store"), &tmp.path().join(&name));
+        if !result.join("tofu/main.tf.json").exists() {
+            continue;
+        }
+        let dir = root_of(&result, &tmp.path().join(format!("{name}-tf")));
+        if let Err(e) = tofu_check(&dir, &[]) {
+            panic!("{name}: terraform rejects the root:\n{e}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn terraform_rejects_a_root_with_a_wrong_attribute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("r"));
+    let dir = root_of(&result, &tmp.path().join("tf"));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("main.tf.json")).unwrap()).unwrap();
+    v["resource"]["hcloud_server"]["edge"]["server_typo"] = serde_json::json!("cx22");
+    std::fs::write(dir.join("main.tf.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    assert!(tofu_check(&dir, &["--validate-only"]).is_err(), "the schema-serving provider accepted an unknown attribute");
+}
+
+#[test]
+fn changing_one_host_replaces_exactly_its_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&repo().join("flake-free-examples/five-vps-saas"), &sys);
+    let first = build(&sys, &tmp.path().join("store"), &tmp.path().join("first"));
+    let state = tmp.path().join("terraform.tfstate");
+    let dir1 = root_of(&first, &tmp.path().join("tf1"));
+    tofu_check(&dir1, &["--apply", "--state", state.to_str().unwrap()]).unwrap_or_else(|e| panic!("apply:\n{e}"));
+
+    // the same system again: nothing to do
+    let plan0 = tmp.path().join("plan0.json");
+    tofu_check(&dir1, &["--state", state.to_str().unwrap(), "--plan-out", plan0.to_str().unwrap()]).unwrap();
+    let changes0 = changes(&plan0);
+    assert!(changes0.is_empty(), "an unchanged system has no diff: {changes0:?}");
+
+    // one option of the service on `cache` changes
+    let f = sys.join("services.toml");
+    let text0 = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(&f, text0.replace("maxmemory = \"2GiB\"", "maxmemory = \"3GiB\"")).unwrap();
+    let second = build(&sys, &tmp.path().join("store"), &tmp.path().join("second"));
+    let m1 = manifest(&first);
+    let m2 = manifest(&second);
+    for h in ["app", "db", "edge", "identity"] {
+        assert_eq!(m1["hosts"][h]["closure"], m2["hosts"][h]["closure"], "{h} did not change");
+    }
+    assert_ne!(m1["hosts"]["cache"]["closure"], m2["hosts"]["cache"]["closure"]);
+    let dir2 = root_of(&second, &tmp.path().join("tf2"));
+    let plan = tmp.path().join("plan.json");
+    tofu_check(&dir2, &["--state", state.to_str().unwrap(), "--plan-out", plan.to_str().unwrap()]).unwrap_or_else(|e| panic!("plan:\n{e}"));
+    let changes = changes(&plan);
+    let replaced_servers: Vec<&String> =
+        changes.iter().filter(|(a, actions)| a.starts_with("hcloud_server.") && actions.contains("delete")).map(|(a, _)| a).collect();
+    assert_eq!(replaced_servers, vec!["hcloud_server.cache"], "{changes:?}");
+    for (addr, actions) in &changes {
+        assert!(
+            addr == "hcloud_server.cache" || addr == "terraform_data.cache_closure",
+            "only the cache server and its trigger change, not {addr} ({actions})"
+        );
+    }
+}
+
+/// (address, actions) of every resource the plan changes.
+fn changes(plan: &Path) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(plan).unwrap()).unwrap();
+    v["resource_changes"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| (c["address"].as_str().unwrap().to_string(), c["change"]["actions"].to_string()))
+        .filter(|(_, actions)| actions != "[\"no-op\"]" && actions != "[\"read\"]")
+        .collect()
+}
