@@ -18,7 +18,11 @@ use crate::types::{self, ImageRef};
 
 /// Resolves the loaded inputs; `None` when errors leave nothing coherent to evaluate.
 pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
-    let tpls: BTreeMap<String, Templates> = inputs.modules.iter().map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
+    // Templates are compiled once per module, and only for modules some service uses.
+    let used: std::collections::BTreeSet<&str> =
+        inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| s.module.as_ref()).map(|m| m.value.as_str()).collect();
+    let tpls: BTreeMap<String, Templates> =
+        inputs.modules.iter().filter(|(k, _)| used.contains(k.as_str())).map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
     let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new() };
     let sys = r.run();
     (sys, r.diags)
@@ -777,8 +781,31 @@ impl<'a> Resolver<'a> {
                 filled.insert(slot.slot.value.clone());
             }
             let same_host = target.host == p.host;
+            let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
             let address = if same_host {
-                svc_name.to_string()
+                match (native(p.module), native(target.module)) {
+                    // containers on one host share the Compose network
+                    (false, false) => svc_name.to_string(),
+                    // a native service reaches a container through a port published on loopback
+                    (true, false) => "127.0.0.1".to_string(),
+                    // both on the host itself
+                    (true, true) => "127.0.0.1".to_string(),
+                    // a container reaches a native service at the host's own address
+                    (false, true) => match hosts.get(&target.host).and_then(|h| h.private_address()) {
+                        Some(a) => a.to_string(),
+                        None => {
+                            self.err(
+                                Diagnostic::error(
+                                    "E0032",
+                                    format!("container `{}` cannot reach native `{svc_name}` on host `{}`", p.decl.name.value, p.host),
+                                )
+                                .primary(c.span, "the host has no private address to reach it at")
+                                .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", p.host, p.host)),
+                            );
+                            continue;
+                        }
+                    },
+                }
             } else {
                 match hosts.get(&target.host).and_then(|h| h.private_address()) {
                     Some(a) => a.to_string(),

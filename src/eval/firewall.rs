@@ -119,6 +119,31 @@ pub fn derive(sys: &mut System) {
         }
     }
 
+    // Connections on one host that cross between the host and its containers.
+    for (name, s) in &sys.services {
+        for d in s.deps.iter().filter(|d| d.same_host) {
+            let Some(target) = sys.services.get(&d.service) else { continue };
+            match (s.container.is_some(), target.container.is_some()) {
+                (false, true) => publish.entry(d.service.clone()).or_default().push(Publish {
+                    bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    port: d.port,
+                    protocol: d.protocol,
+                }),
+                (true, false) => {
+                    // Containers come from Docker's default address pools.
+                    let pools = ["172.16.0.0/12", "192.168.0.0/16"].iter().filter_map(|c| Cidr::parse(c).ok()).collect();
+                    rules.get_mut(&s.host).unwrap().open(
+                        d.port,
+                        d.protocol,
+                        Some(pools),
+                        format!("container `{name}` connects to `{}` on the host", d.service),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
     // Connections between hosts.
     for (name, s) in &sys.services {
         for d in s.deps.iter().filter(|d| !d.same_host) {

@@ -18,7 +18,8 @@ Output: schemas/<name>.json, in the shape of `terraform providers schema -json`
 
 Usage (regenerates the committed files; needs ../shared/schemas):
 
-    python3 tests/tofu/provider/convert.py   # hcloud, digitalocean (+ cloudflare from handmade.py)
+    python3 tests/tofu/provider/convert.py           # hcloud, digitalocean (+ cloudflare from handmade.py)
+    python3 tests/tofu/provider/convert.py --check   # exit 1 if the committed files are stale
 
 (schemas/scaleway.json comes from extract_sdkv2.py.)
 
@@ -363,23 +364,32 @@ def dump(doc: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    shared = Path(argv[1]) if len(argv) > 1 else HERE.parents[3] / "shared" / "schemas"
+    check = "--check" in argv
+    args = [a for a in argv[1:] if a != "--check"]
+    shared = Path(args[0]) if args else HERE.parents[3] / "shared" / "schemas"
     if not shared.is_dir():
         shared = Path("/work/shared/schemas")
-    SCHEMAS_OUT.mkdir(exist_ok=True)
-    for key in PROVIDERS:
-        conv = Converter(key, shared / f"pulumi-{key}-schema.json", shared / f"pulumi-{key}-bridge-metadata.json")
-        doc = conv.convert()
-        (SCHEMAS_OUT / f"{key}.json").write_text(dump(doc))
-        print(f"{key}: {len(doc['resource_schemas'])} resources -> schemas/{key}.json")
     sys.path.insert(0, str(HERE))
     import handmade
 
-    for key in ("cloudflare",):
-        doc = getattr(handmade, key)()
-        (SCHEMAS_OUT / f"{key}.json").write_text(dump(doc))
-        print(f"{key}: {len(doc['resource_schemas'])} resources (hand-made) -> schemas/{key}.json")
-    return 0
+    docs = {}
+    for key in PROVIDERS:
+        conv = Converter(key, shared / f"pulumi-{key}-schema.json", shared / f"pulumi-{key}-bridge-metadata.json")
+        docs[key] = (conv.convert(), "")
+    docs["cloudflare"] = (handmade.cloudflare(), " (hand-made)")
+    stale = 0
+    SCHEMAS_OUT.mkdir(exist_ok=True)
+    for key, (doc, how) in docs.items():
+        out = SCHEMAS_OUT / f"{key}.json"
+        text = dump(doc)
+        if check:
+            if not out.exists() or out.read_text() != text:
+                print(f"{key}: schemas/{key}.json is stale; run tests/tofu/provider/convert.py")
+                stale += 1
+            continue
+        out.write_text(text)
+        print(f"{key}: {len(doc['resource_schemas'])} resources{how} -> schemas/{key}.json")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
