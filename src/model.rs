@@ -266,6 +266,8 @@ pub struct ForwardAuth {
     pub uri: String,
     pub traefik_uri: String,
     pub copy_headers: Vec<String>,
+    /// Paths proxied to the auth service itself (its sign-in endpoints), e.g. `/outpost.goauthentik.io/*`.
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]

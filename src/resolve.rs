@@ -888,6 +888,7 @@ impl<'a> Resolver<'a> {
             uri: fa.uri.value.clone(),
             traefik_uri: fa.traefik_uri.as_ref().unwrap_or(&fa.uri).value.clone(),
             copy_headers: fa.copy_headers.iter().map(|h| h.value.clone()).collect(),
+            paths: fa.paths.iter().map(|h| h.value.clone()).collect(),
         })
     }
 

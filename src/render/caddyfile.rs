@@ -61,10 +61,12 @@ fn site(out: &mut String, r: &Route) {
             let _ = writeln!(out, "\treverse_proxy {}", q(&r.upstream));
         }
         Some(a) => {
-            // Authentik's documented Caddy setup: the outpost paths go to the outpost, every
-            // other request is checked by forward_auth first.
+            // The auth service's own paths (its sign-in endpoints) go to it unchecked; every
+            // other request is checked by forward_auth first (Authentik's documented setup).
             out.push_str("\troute {\n");
-            let _ = writeln!(out, "\t\treverse_proxy /outpost.goauthentik.io/* {}", q(&a.upstream));
+            for p in &a.paths {
+                let _ = writeln!(out, "\t\treverse_proxy {} {}", q(p), q(&a.upstream));
+            }
             let _ = writeln!(out, "\t\tforward_auth {} {{", q(&a.upstream));
             let _ = writeln!(out, "\t\t\turi {}", q(&a.uri));
             if !a.copy_headers.is_empty() {

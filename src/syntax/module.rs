@@ -36,6 +36,8 @@ pub struct ForwardAuthDecl {
     pub uri: Sp<String>,
     /// The path Traefik asks, where it differs from `uri` (Authentik: `/outpost.goauthentik.io/auth/traefik`).
     pub traefik_uri: Option<Sp<String>>,
+    /// Request paths the edge sends to this service itself, unchecked (its login callbacks).
+    pub paths: Vec<Sp<String>>,
     pub copy_headers: Vec<Sp<String>>,
 }
 
@@ -438,9 +440,9 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         Some(d)
     });
     let forward_auth = r.table("forward_auth", |mut t| {
-        let d = (t.req_str("endpoint", "\"http\""), t.req_str("uri", "\"/auth\""), t.str_list("copy_headers"), t.str("traefik_uri"));
+        let d = (t.req_str("endpoint", "\"http\""), t.req_str("uri", "\"/auth\""), t.str_list("copy_headers"), t.str("traefik_uri"), t.str_list("paths"));
         t.finish();
-        Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2, traefik_uri: d.3 })
+        Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2, traefik_uri: d.3, paths: d.4 })
     });
     r.finish();
     let (name, version, summary, description, kind, edge) = header;
