@@ -8,6 +8,7 @@ pub mod eval;
 pub mod load;
 pub mod model;
 pub mod pipeline;
+pub mod push;
 pub mod render;
 pub mod resolve;
 pub mod schema;

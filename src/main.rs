@@ -57,6 +57,39 @@ enum Command {
     },
     /// Print a JSON Schema of the system file (for editors: taplo, Even Better TOML).
     Schema,
+    /// Upload a build's closure to an artifact store, by content hash (manifest last).
+    Push {
+        /// file://DIR, http(s)://HOST/PATH (basic auth: KILN_STORE_USER/KILN_STORE_PASSWORD,
+        /// bearer: KILN_STORE_TOKEN), or s3://BUCKET/PREFIX (AWS_ACCESS_KEY_ID,
+        /// AWS_SECRET_ACCESS_KEY, AWS_REGION).
+        url: String,
+        /// The build to push.
+        #[arg(long, value_name = "RESULT", default_value = "result")]
+        from: PathBuf,
+        /// Parallel uploads.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// The S3 endpoint (path-style requests).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// Print `{"uploaded": N, "skipped": N, "bytes": N}` and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a pushed closure into the local store, verifying every object.
+    Pull {
+        url: String,
+        /// The system hash (manifest.json `hash`).
+        hash: String,
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        #[arg(long, value_name = "PATH", default_value = "result")]
+        out_link: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +151,47 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }),
+        Command::Push { url, from, jobs, endpoint, json } => {
+            let target = match kiln::push::Target::parse(&url, endpoint.as_deref(), &credentials()) {
+                Ok(t) => t,
+                Err(e) => return io_error(&e.0),
+            };
+            let progress = !json && std::io::stderr().is_terminal();
+            match kiln::push::push(&target, &from, jobs, progress) {
+                Ok(s) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&s).expect("serialises"));
+                    } else {
+                        eprintln!("pushed to {url}: {} uploaded, {} already there, {} bytes", s.uploaded, s.skipped, s.bytes);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => io_error(&e.0),
+            }
+        }
+        Command::Pull { url, hash, store, endpoint, jobs, out_link } => {
+            let target = match kiln::push::Target::parse(&url, endpoint.as_deref(), &credentials()) {
+                Ok(t) => t,
+                Err(e) => return io_error(&e.0),
+            };
+            let (manifest, files) = match kiln::push::pull(&target, &hash, jobs) {
+                Ok(x) => x,
+                Err(e) => return io_error(&e.0),
+            };
+            let dir = store_dir(store);
+            let entry = Store::open(&dir).and_then(|s| pipeline::write_pulled(&manifest, &files, &s));
+            match entry {
+                Ok(entry) => {
+                    let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
+                    if let Err(e) = store::set_link(&out_link, &entry) {
+                        return io_error(&format!("cannot create link `{}`: {e}", out_link.display()));
+                    }
+                    println!("{}", entry.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
+            }
+        }
         Command::Schema => with_library(&opts, |lib| {
             let schema = kiln::schema::system_schema(lib.modules.values());
             println!("{}", serde_json::to_string_pretty(&schema).expect("serialises"));
@@ -185,6 +259,20 @@ fn with_compiled(path: &Path, opts: &Options, f: impl FnOnce(&Compiled) -> ExitC
             report(&c.sources, &c.warnings);
             f(&c)
         }
+    }
+}
+
+/// Store credentials from the environment (the standard AWS variables for S3).
+#[allow(clippy::disallowed_methods)] // the edge: credentials are read here and passed down
+fn credentials() -> kiln::push::Credentials {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    kiln::push::Credentials {
+        bearer: var("KILN_STORE_TOKEN"),
+        basic: var("KILN_STORE_USER").map(|u| (u, var("KILN_STORE_PASSWORD").unwrap_or_default())),
+        aws_access_key: var("AWS_ACCESS_KEY_ID"),
+        aws_secret_key: var("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token: var("AWS_SESSION_TOKEN"),
+        aws_region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
     }
 }
 

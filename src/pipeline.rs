@@ -73,6 +73,8 @@ pub struct UserDataSize {
 pub struct ArtifactEntry {
     pub path: String,
     pub kind: &'static str,
+    /// File mode as octal (`"0755"` for executables).
+    pub mode: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     pub sha256: String,
@@ -182,6 +184,7 @@ fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifa
             artifacts.push(ArtifactEntry {
                 path: format!("hosts/{name}/{}", a.path),
                 kind: a.kind.name(),
+                mode: format!("{:04o}", a.mode),
                 host: Some(name.clone()),
                 sha256: a.sha256(),
                 size: a.bytes.len(),
@@ -202,7 +205,14 @@ fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifa
         );
     }
     for a in system_artifacts {
-        artifacts.push(ArtifactEntry { path: a.path.clone(), kind: a.kind.name(), host: None, sha256: a.sha256(), size: a.bytes.len() });
+        artifacts.push(ArtifactEntry {
+            path: a.path.clone(),
+            kind: a.kind.name(),
+            mode: format!("{:04o}", a.mode),
+            host: None,
+            sha256: a.sha256(),
+            size: a.bytes.len(),
+        });
     }
     let mut m = Manifest { system: sys.name.clone(), hash: String::new(), kiln: KILN_VERSION.to_string(), hosts: host_entries, artifacts };
     m.hash = hex(&Sha256::digest(serde_json::to_vec(&m).expect("manifest serialises")));
@@ -320,3 +330,39 @@ pub fn build_json(c: &Compiled, entry: &Path) -> String {
 }
 
 pub use crate::show::{show_json, show_text};
+
+/// Writes a pulled closure into the store exactly as `write` does for a build: host entries,
+/// then the system entry. `files` maps manifest paths to their (verified) bytes.
+pub fn write_pulled(manifest_text: &str, files: &BTreeMap<String, Vec<u8>>, store: &Store) -> std::io::Result<PathBuf> {
+    let bad = |m: &str| std::io::Error::other(format!("manifest: {m}"));
+    let m: serde_json::Value = serde_json::from_str(manifest_text).map_err(|e| bad(&e.to_string()))?;
+    let system = m["system"].as_str().ok_or_else(|| bad("no system name"))?.to_string();
+    let mode = |a: &serde_json::Value| a["mode"].as_str().and_then(|s| u32::from_str_radix(s, 8).ok()).unwrap_or(0o644);
+    let mut hosts: BTreeMap<String, Vec<store::Node<'_>>> = BTreeMap::new();
+    let mut system_files = Vec::new();
+    for a in m["artifacts"].as_array().ok_or_else(|| bad("no artifacts"))? {
+        let path = a["path"].as_str().ok_or_else(|| bad("an artifact without a path"))?;
+        let bytes = files.get(path).ok_or_else(|| bad(&format!("{path} was not fetched")))?;
+        match (a["host"].as_str(), path.strip_prefix("hosts/")) {
+            (Some(h), Some(rest)) => {
+                let rel = rest.strip_prefix(&format!("{h}/")).ok_or_else(|| bad(&format!("{path} is not under its host")))?;
+                hosts.entry(h.to_string()).or_default().push(store::Node::File { path: rel, mode: mode(a), bytes });
+            }
+            _ => system_files.push(store::Node::File { path, mode: mode(a), bytes }),
+        }
+    }
+    let mut entries = Vec::new();
+    let mut links = Vec::new();
+    for (h, nodes) in hosts {
+        let hash = store::entry_hash(&nodes);
+        let name = format!("{system}-{h}");
+        links.push((format!("hosts/{h}"), format!("../../{}", Store::entry_name(&hash, &name))));
+        entries.push(store::Entry { hash, name, nodes });
+    }
+    let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: manifest_text.as_bytes() }];
+    nodes.extend(system_files);
+    nodes.extend(links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
+    entries.push(store::Entry { hash: store::entry_hash(&nodes), name: system, nodes });
+    let paths = store.add_all(&entries)?;
+    Ok(paths.last().expect("the system entry").clone())
+}

@@ -136,7 +136,7 @@ fn with_a_store_a_big_host_boots_through_stage_zero() {
     assert!(ud.len() < 4096, "stage 0 is small: {} bytes", ud.len());
     use sha2::{Digest, Sha256};
     let sum = kiln::render::hex(&Sha256::digest(std::fs::read(host.join("bundle.tar.gz")).unwrap()));
-    assert!(ud.contains(&format!("https://artifacts.example.com/kiln/bundles/{sum}.tar.gz")), "{ud}");
+    assert!(ud.contains(&format!("https://artifacts.example.com/kiln/objects/{sum}")), "{ud}");
     oracle("cloud-init", &host.join("user-data")).unwrap();
     let parsed = yaml_to_json(&host.join("user-data"));
     let script = parsed["write_files"][0]["content"].as_str().unwrap();

@@ -150,7 +150,8 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
     let over = host.provider_kind.user_data_limit().is_some_and(|l| user_data.len() > l);
     let stage0 = over && sys.store_url.is_some();
     if let (true, Some(url)) = (stage0, &sys.store_url) {
-        let url = format!("{}/bundles/{bundle_sha}.tar.gz", url.trim_end_matches('/'));
+        // The layout `kiln push` writes: every artifact under objects/<sha256>.
+        let url = format!("{}/objects/{bundle_sha}", url.trim_end_matches('/'));
         user_data = cloud_init::emit_stage0(sys, host, &bundle::stage0_script(&url, &bundle_sha));
     }
     payload.push(Artifact { path: "bundle.tar.gz".into(), kind: Kind::Bundle, mode: 0o644, bytes: bundle });

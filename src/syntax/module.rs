@@ -440,7 +440,13 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         Some(d)
     });
     let forward_auth = r.table("forward_auth", |mut t| {
-        let d = (t.req_str("endpoint", "\"http\""), t.req_str("uri", "\"/auth\""), t.str_list("copy_headers"), t.str("traefik_uri"), t.str_list("paths"));
+        let d = (
+            t.req_str("endpoint", "\"http\""),
+            t.req_str("uri", "\"/auth\""),
+            t.str_list("copy_headers"),
+            t.str("traefik_uri"),
+            t.str_list("paths"),
+        );
         t.finish();
         Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2, traefik_uri: d.3, paths: d.4 })
     });

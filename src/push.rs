@@ -1,0 +1,402 @@
+//! `kiln push` and `kiln pull`: a build's closure to and from an artifact store, by content
+//! hash. The only code that talks to the network. Remote layout: `objects/<sha256>` for every
+//! artifact, `manifests/<system hash>.json` written last, so a manifest never names a missing
+//! object.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::render::hex;
+
+/// Credentials and settings from the environment, read by `main` and passed in.
+#[derive(Default, Clone)]
+pub struct Credentials {
+    pub bearer: Option<String>,
+    pub basic: Option<(String, String)>,
+    pub aws_access_key: Option<String>,
+    pub aws_secret_key: Option<String>,
+    pub aws_session_token: Option<String>,
+    pub aws_region: Option<String>,
+}
+
+/// Where objects go.
+pub enum Target {
+    Dir(PathBuf),
+    Http { base: String, creds: Credentials },
+    S3 { endpoint: String, bucket: String, prefix: String, region: String, access: String, secret: String, token: Option<String> },
+}
+
+#[derive(Debug)]
+pub struct PushError(pub String);
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err(s: impl Into<String>) -> PushError {
+    PushError(s.into())
+}
+
+impl Target {
+    pub fn parse(url: &str, endpoint: Option<&str>, creds: &Credentials) -> Result<Target, PushError> {
+        if let Some(p) = url.strip_prefix("file://") {
+            return Ok(Target::Dir(PathBuf::from(p)));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Ok(Target::Http { base: url.trim_end_matches('/').to_string(), creds: creds.clone() });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(err(format!("`{url}` names no bucket: write `s3://BUCKET/PREFIX`")));
+            }
+            let endpoint = endpoint
+                .map(str::to_string)
+                .ok_or_else(|| err("an s3:// store needs `--endpoint URL` (path-style: MinIO, R2, Hetzner, Scaleway, AWS)"))?;
+            let access = creds.aws_access_key.clone().ok_or_else(|| err("AWS_ACCESS_KEY_ID is not set"))?;
+            let secret = creds.aws_secret_key.clone().ok_or_else(|| err("AWS_SECRET_ACCESS_KEY is not set"))?;
+            return Ok(Target::S3 {
+                endpoint: endpoint.trim_end_matches('/').to_string(),
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+                region: creds.aws_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                access,
+                secret,
+                token: creds.aws_session_token.clone(),
+            });
+        }
+        Err(err(format!("`{url}` is not a store URL: use file://DIR, http(s)://… or s3://BUCKET/PREFIX")))
+    }
+}
+
+/// One request's outcome: retry on transient failures, stop on the rest.
+enum Failure {
+    Transient(String),
+    Fatal(String),
+}
+
+struct Remote<'a> {
+    target: &'a Target,
+    http: reqwest::blocking::Client,
+}
+
+impl Remote<'_> {
+    fn url(&self, key: &str) -> String {
+        match self.target {
+            Target::Dir(d) => d.join(key).display().to_string(),
+            Target::Http { base, .. } => format!("{base}/{key}"),
+            Target::S3 { endpoint, bucket, prefix, .. } => {
+                if prefix.is_empty() {
+                    format!("{endpoint}/{bucket}/{key}")
+                } else {
+                    format!("{endpoint}/{bucket}/{prefix}/{key}")
+                }
+            }
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, key: &str, body: Option<&[u8]>) -> Result<reqwest::blocking::Response, Failure> {
+        let url = self.url(key);
+        let mut req = self.http.request(method.clone(), &url);
+        match self.target {
+            Target::Dir(_) => unreachable!("directories are not requested over HTTP"),
+            Target::Http { creds, .. } => {
+                if let Some(t) = &creds.bearer {
+                    req = req.bearer_auth(t);
+                } else if let Some((u, p)) = &creds.basic {
+                    req = req.basic_auth(u, Some(p));
+                }
+            }
+            Target::S3 { region, access, secret, token, .. } => {
+                for (name, value) in sign_s3(method.as_str(), &url, body.unwrap_or(&[]), region, access, secret, token.as_deref())? {
+                    req = req.header(name, value);
+                }
+            }
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_vec());
+        }
+        let resp = req.send().map_err(|e| Failure::Transient(format!("{method} {url}: {e}")))?;
+        let status = resp.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(Failure::Transient(format!("{method} {url}: {status}")));
+        }
+        Ok(resp)
+    }
+
+    /// The size of the object, if the store has it.
+    fn head(&self, key: &str) -> Result<Option<u64>, Failure> {
+        if let Target::Dir(d) = self.target {
+            return Ok(std::fs::metadata(d.join(key)).ok().map(|m| m.len()));
+        }
+        let resp = self.request(reqwest::Method::HEAD, key, None)?;
+        match resp.status().as_u16() {
+            200 => Ok(resp.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok())),
+            404 => Ok(None),
+            s => Err(Failure::Fatal(format!("HEAD {}: {s}", self.url(key)))),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
+        if let Target::Dir(d) = self.target {
+            return Ok(std::fs::read(d.join(key)).ok());
+        }
+        let resp = self.request(reqwest::Method::GET, key, None)?;
+        match resp.status().as_u16() {
+            200 => resp.bytes().map(|b| Some(b.to_vec())).map_err(|e| Failure::Transient(format!("GET {}: {e}", self.url(key)))),
+            404 => Ok(None),
+            s => Err(Failure::Fatal(format!("GET {}: {s}", self.url(key)))),
+        }
+    }
+
+    /// Uploads and verifies: the store must give back exactly these bytes (S3 checks the
+    /// signed payload hash itself; an HTTP store is read back).
+    fn put(&self, key: &str, bytes: &[u8], sha: &str) -> Result<(), Failure> {
+        if let Target::Dir(d) = self.target {
+            let path = d.join(key);
+            let dir = path.parent().unwrap();
+            std::fs::create_dir_all(dir).map_err(|e| Failure::Fatal(format!("{}: {e}", dir.display())))?;
+            let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+            std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| Failure::Fatal(format!("{}: {e}", path.display())))?;
+            return verify(&std::fs::read(&path).unwrap_or_default(), sha, key);
+        }
+        let resp = self.request(reqwest::Method::PUT, key, Some(bytes))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().unwrap_or_default();
+            let msg = format!("PUT {}: {status} {}", self.url(key), text.chars().take(200).collect::<String>());
+            // a body cut short makes some servers answer 400: try again
+            return Err(if status.as_u16() == 400 { Failure::Transient(msg) } else { Failure::Fatal(msg) });
+        }
+        match self.target {
+            Target::S3 { .. } => match self.head(key)? {
+                Some(n) if n == bytes.len() as u64 => Ok(()),
+                other => Err(Failure::Transient(format!("{key}: stored size {other:?}, expected {}", bytes.len()))),
+            },
+            _ => match self.get(key)? {
+                Some(back) => verify(&back, sha, key),
+                None => Err(Failure::Transient(format!("{key}: not there after PUT"))),
+            },
+        }
+    }
+}
+
+fn verify(bytes: &[u8], sha: &str, key: &str) -> Result<(), Failure> {
+    let got = hex(&Sha256::digest(bytes));
+    if got == sha { Ok(()) } else { Err(Failure::Transient(format!("{key}: sha256 {got}, expected {sha}"))) }
+}
+
+/// SigV4 headers for one path-style S3 request, with the payload's sha256 signed.
+#[allow(clippy::disallowed_methods)] // signing needs the current time: this is the network edge
+fn sign_s3(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    region: &str,
+    access: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> Result<Vec<(String, String)>, Failure> {
+    use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = aws_credential_types::Credentials::new(access, secret, token.map(str::to_string), None, "kiln").into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("s3")
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| Failure::Fatal(format!("signing: {e}")))?
+        .into();
+    let req = SignableRequest::new(method, url, std::iter::empty(), SignableBody::Bytes(body))
+        .map_err(|e| Failure::Fatal(format!("signing: {e}")))?;
+    let (instructions, _) = sign(req, &params).map_err(|e| Failure::Fatal(format!("signing: {e}")))?.into_parts();
+    Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// Retries transient failures with exponential backoff (6 attempts, at most ~10 s apart).
+fn with_retries<T>(what: &str, mut f: impl FnMut() -> Result<T, Failure>) -> Result<T, PushError> {
+    let mut delay = Duration::from_millis(200);
+    let mut last = String::new();
+    for _ in 0..8 {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(Failure::Fatal(e)) => return Err(err(e)),
+            Err(Failure::Transient(e)) => {
+                last = e;
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    Err(err(format!("{what}: gave up after retries: {last}")))
+}
+
+fn remote(target: &Target) -> Remote<'_> {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
+    Remote { target, http }
+}
+
+pub struct Object {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct PushSummary {
+    pub uploaded: usize,
+    pub skipped: usize,
+    pub bytes: u64,
+}
+
+/// The objects of a result directory, from its manifest; every file is checked against its
+/// recorded hash before anything is sent.
+pub fn closure(result: &Path) -> Result<(String, serde_json::Value, Vec<Object>), PushError> {
+    let text = std::fs::read_to_string(result.join("manifest.json"))
+        .map_err(|e| err(format!("{}: {e}", result.join("manifest.json").display())))?;
+    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("manifest.json: {e}")))?;
+    let mut objects: BTreeMap<String, Object> = BTreeMap::new();
+    for a in m["artifacts"].as_array().ok_or_else(|| err("manifest.json has no artifacts"))? {
+        let (Some(path), Some(sha)) = (a["path"].as_str(), a["sha256"].as_str()) else {
+            return Err(err("manifest.json: an artifact without path or sha256"));
+        };
+        objects.entry(sha.to_string()).or_insert(Object { path: path.to_string(), sha256: sha.to_string() });
+    }
+    Ok((text, m, objects.into_values().collect()))
+}
+
+/// Uploads every object the store lacks, in parallel, then the manifest.
+pub fn push(target: &Target, result: &Path, jobs: usize, progress: bool) -> Result<PushSummary, PushError> {
+    let (manifest_text, m, objects) = closure(result)?;
+    let hash = m["hash"].as_str().ok_or_else(|| err("manifest.json has no hash"))?.to_string();
+    let remote = remote(target);
+    let bar = if progress { indicatif::ProgressBar::new(objects.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} objects {msg}").expect("a valid template"));
+    let next = AtomicUsize::new(0);
+    let summary = Mutex::new(PushSummary::default());
+    let failure: Mutex<Option<PushError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 64) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= objects.len() || failure.lock().unwrap().is_some() {
+                        break;
+                    }
+                    let o = &objects[i];
+                    let outcome = (|| -> Result<Option<u64>, PushError> {
+                        let bytes = std::fs::read(result.join(&o.path)).map_err(|e| err(format!("{}: {e}", o.path)))?;
+                        if hex(&Sha256::digest(&bytes)) != o.sha256 {
+                            return Err(err(format!("{} does not match its hash in manifest.json", o.path)));
+                        }
+                        let key = format!("objects/{}", o.sha256);
+                        let have = with_retries(&key, || remote.head(&key))?;
+                        if have == Some(bytes.len() as u64) {
+                            return Ok(None);
+                        }
+                        with_retries(&key, || remote.put(&key, &bytes, &o.sha256))?;
+                        Ok(Some(bytes.len() as u64))
+                    })();
+                    match outcome {
+                        Ok(None) => summary.lock().unwrap().skipped += 1,
+                        Ok(Some(n)) => {
+                            let mut s = summary.lock().unwrap();
+                            s.uploaded += 1;
+                            s.bytes += n;
+                        }
+                        Err(e) => {
+                            failure.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    // The manifest goes last: whoever can read it finds every object it names.
+    let key = format!("manifests/{hash}.json");
+    let bytes = manifest_text.into_bytes();
+    let sha = hex(&Sha256::digest(&bytes));
+    let mut summary = summary.into_inner().unwrap();
+    if with_retries(&key, || remote.head(&key))? != Some(bytes.len() as u64) {
+        with_retries(&key, || remote.put(&key, &bytes, &sha))?;
+        summary.uploaded += 1;
+        summary.bytes += bytes.len() as u64;
+    } else {
+        summary.skipped += 1;
+    }
+    Ok(summary)
+}
+
+/// Fetches a system's manifest and every object it names, each verified against its hash.
+pub fn pull(target: &Target, hash: &str, jobs: usize) -> Result<(String, BTreeMap<String, Vec<u8>>), PushError> {
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err(format!("`{hash}` is not a system hash (64 hex digits, from manifest.json or `kiln build --json`)")));
+    }
+    let remote = remote(target);
+    let key = format!("manifests/{hash}.json");
+    let text = with_retries(&key, || remote.get(&key))?.ok_or_else(|| err(format!("the store has no manifest {hash}")))?;
+    let text = String::from_utf8(text).map_err(|_| err("the manifest is not UTF-8"))?;
+    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("manifest: {e}")))?;
+    if m["hash"].as_str() != Some(hash) {
+        return Err(err("the manifest's hash is not the one asked for"));
+    }
+    let wanted: Vec<(String, String)> = m["artifacts"]
+        .as_array()
+        .ok_or_else(|| err("the manifest has no artifacts"))?
+        .iter()
+        .filter_map(|a| Some((a["path"].as_str()?.to_string(), a["sha256"].as_str()?.to_string())))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let files: Mutex<BTreeMap<String, Vec<u8>>> = Mutex::new(BTreeMap::new());
+    let failure: Mutex<Option<PushError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 64) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= wanted.len() || failure.lock().unwrap().is_some() {
+                        break;
+                    }
+                    let (path, sha) = &wanted[i];
+                    let key = format!("objects/{sha}");
+                    let got = with_retries(&key, || match remote.get(&key)? {
+                        Some(b) => verify(&b, sha, &key).map(|_| b),
+                        None => Err(Failure::Fatal(format!("the store lacks {key} ({path})"))),
+                    });
+                    match got {
+                        Ok(b) => {
+                            files.lock().unwrap().insert(path.clone(), b);
+                        }
+                        Err(e) => {
+                            failure.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok((text, files.into_inner().unwrap()))
+}
