@@ -123,7 +123,7 @@ impl Remote<'_> {
         if let Some(b) = body {
             req = req.body(b.to_vec());
         }
-        let resp = req.send().map_err(|e| Failure::Transient(format!("{method} {url}: {e}")))?;
+        let resp = req.send().map_err(|e| Failure::Transient(format!("{method} {url}: {}", chain(&e))))?;
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(Failure::Transient(format!("{method} {url}: {status}")));
@@ -156,38 +156,60 @@ impl Remote<'_> {
         }
     }
 
-    /// Uploads and verifies: the store must give back exactly these bytes (S3 checks the
-    /// signed payload hash itself; an HTTP store is read back).
-    fn put(&self, key: &str, bytes: &[u8], sha: &str) -> Result<(), Failure> {
+    /// One PUT (a directory store writes a temporary file and renames it into place).
+    fn put_once(&self, key: &str, bytes: &[u8]) -> Result<(), Failure> {
         if let Target::Dir(d) = self.target {
             let path = d.join(key);
             let dir = path.parent().unwrap();
             std::fs::create_dir_all(dir).map_err(|e| Failure::Fatal(format!("{}: {e}", dir.display())))?;
             let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
-            std::fs::write(&tmp, bytes)
+            return std::fs::write(&tmp, bytes)
                 .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| Failure::Fatal(format!("{}: {e}", path.display())))?;
-            return verify(&std::fs::read(&path).unwrap_or_default(), sha, key);
+                .map_err(|e| Failure::Fatal(format!("{}: {e}", path.display())));
         }
         let resp = self.request(reqwest::Method::PUT, key, Some(bytes))?;
         let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text().unwrap_or_default();
-            let msg = format!("PUT {}: {status} {}", self.url(key), text.chars().take(200).collect::<String>());
-            // a body cut short makes some servers answer 400: try again
-            return Err(if status.as_u16() == 400 { Failure::Transient(msg) } else { Failure::Fatal(msg) });
+        if status.is_success() {
+            return Ok(());
         }
+        let text = resp.text().unwrap_or_default();
+        let msg = format!("PUT {}: {status} {}", self.url(key), text.chars().take(200).collect::<String>());
+        // a body cut short makes some servers answer 400: try again
+        Err(if status.as_u16() == 400 { Failure::Transient(msg) } else { Failure::Fatal(msg) })
+    }
+
+    /// Whether the store holds exactly these bytes. S3 has already checked the signed payload
+    /// hash, so its size suffices; other stores are read back and hashed.
+    fn holds(&self, key: &str, bytes: &[u8], sha: &str) -> Result<bool, Failure> {
         match self.target {
-            Target::S3 { .. } => match self.head(key)? {
-                Some(n) if n == bytes.len() as u64 => Ok(()),
-                other => Err(Failure::Transient(format!("{key}: stored size {other:?}, expected {}", bytes.len()))),
-            },
-            _ => match self.get(key)? {
-                Some(back) => verify(&back, sha, key),
-                None => Err(Failure::Transient(format!("{key}: not there after PUT"))),
-            },
+            Target::S3 { .. } => Ok(self.head(key)? == Some(bytes.len() as u64)),
+            _ => Ok(self.get(key)?.is_some_and(|back| hex(&Sha256::digest(&back)) == sha)),
         }
     }
+}
+
+/// Uploads one object and verifies it, each step retried on its own; a verification that
+/// finds other bytes uploads again.
+fn upload(remote: &Remote<'_>, key: &str, bytes: &[u8], sha: &str) -> Result<(), PushError> {
+    for _ in 0..3 {
+        with_retries(key, || remote.put_once(key, bytes))?;
+        if with_retries(key, || remote.holds(key, bytes, sha))? {
+            return Ok(());
+        }
+    }
+    Err(err(format!("{key}: the store keeps answering with other bytes than were uploaded")))
+}
+
+/// An error with its causes, which is where reqwest says what actually happened.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn verify(bytes: &[u8], sha: &str, key: &str) -> Result<(), Failure> {
@@ -225,11 +247,11 @@ fn sign_s3(
     Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
-/// Retries transient failures with exponential backoff (6 attempts, at most ~10 s apart).
+/// Retries transient failures with exponential backoff (10 attempts, at most 10 s apart).
 fn with_retries<T>(what: &str, mut f: impl FnMut() -> Result<T, Failure>) -> Result<T, PushError> {
     let mut delay = Duration::from_millis(200);
     let mut last = String::new();
-    for _ in 0..8 {
+    for _ in 0..10 {
         match f() {
             Ok(v) => return Ok(v),
             Err(Failure::Fatal(e)) => return Err(err(e)),
@@ -247,6 +269,9 @@ fn remote(target: &Target) -> Remote<'_> {
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .connect_timeout(Duration::from_secs(10))
+        // A fresh connection per request: a pooled one a proxy or server has closed would turn
+        // into a failed request, and retries would keep meeting it.
+        .pool_max_idle_per_host(0)
         .build()
         .expect("an HTTP client");
     Remote { target, http }
@@ -309,7 +334,7 @@ pub fn push(target: &Target, result: &Path, jobs: usize, progress: bool) -> Resu
                         if have == Some(bytes.len() as u64) {
                             return Ok(None);
                         }
-                        with_retries(&key, || remote.put(&key, &bytes, &o.sha256))?;
+                        upload(&remote, &key, &bytes, &o.sha256)?;
                         Ok(Some(bytes.len() as u64))
                     })();
                     match outcome {
@@ -338,7 +363,7 @@ pub fn push(target: &Target, result: &Path, jobs: usize, progress: bool) -> Resu
     let sha = hex(&Sha256::digest(&bytes));
     let mut summary = summary.into_inner().unwrap();
     if with_retries(&key, || remote.head(&key))? != Some(bytes.len() as u64) {
-        with_retries(&key, || remote.put(&key, &bytes, &sha))?;
+        upload(&remote, &key, &bytes, &sha)?;
         summary.uploaded += 1;
         summary.bytes += bytes.len() as u64;
     } else {

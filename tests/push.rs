@@ -1,0 +1,224 @@
+//! `kiln push` and `kiln pull` against real stores started by the test setup
+//! (scripts/test-servers): s3s-fs, which checks SigV4 signatures and payload hashes, and
+//! nginx with WebDAV PUT behind basic auth — directly and through a proxy that fails or cuts
+//! 30 % of requests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+struct Servers {
+    dir: tempfile::TempDir,
+    info: Value,
+}
+
+impl Servers {
+    fn start() -> Servers {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(repo().join("scripts/test-servers"))
+            .arg("start")
+            .arg(dir.path())
+            .arg("--watch-pid")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/test-servers (run scripts/install-push-test-deps)");
+        assert!(out.status.success(), "test servers did not start:\n{}{}", text(&out.stdout), text(&out.stderr));
+        let info = serde_json::from_slice(&std::fs::read(dir.path().join("servers.json")).unwrap()).unwrap();
+        Servers { dir, info }
+    }
+    fn s(&self, a: &str, b: &str) -> String {
+        self.info[a][b].as_str().unwrap_or_else(|| panic!("servers.json {a}.{b}")).to_string()
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/test-servers")).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+/// A built system with many objects (the benchmark's kind of fleet), and its result link.
+fn fleet(tmp: &Path, hosts: usize) -> PathBuf {
+    let sys = tmp.join("fleet");
+    std::fs::create_dir_all(&sys).unwrap();
+    let mut t = String::from(
+        "[system]\nname = \"fleet\"\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/16\"\n\n[secrets.pw]\nfile = \"s.yaml\"\n",
+    );
+    for i in 0..hosts {
+        t.push_str(&format!(
+            "\n[hosts.h{i}]\nprovider = \"hetzner\"\nimage = \"debian-12\"\nnetworks = {{ private = \"10.0.{}.{}\" }}\n\n[services.db{i}]\nmodule = \"db\"\nhost = \"h{i}\"\nsecrets = {{ password = \"pw\" }}\n\n[services.web{i}]\nmodule = \"web\"\nhost = \"h{i}\"\nconnects = [\"db{i}\"]\noptions = {{ message = \"host {i}\" }}\n",
+            i / 200,
+            i % 200 + 2
+        ));
+    }
+    std::fs::write(sys.join("system.toml"), t).unwrap();
+    let out = run(kiln()
+        .arg("--modules")
+        .arg(repo().join("tests/fixtures/modules"))
+        .arg("build")
+        .arg(&sys)
+        .arg("--store")
+        .arg(tmp.join("store"))
+        .arg("--out-link")
+        .arg(tmp.join("result")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    tmp.join("result")
+}
+
+fn push(result: &Path, url: &str, env: &[(&str, String)], extra: &[&str]) -> Result<Value, String> {
+    let mut c = kiln();
+    c.arg("push").arg(url).arg("--from").arg(result).arg("--json").args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = run(&mut c);
+    if !out.status.success() {
+        return Err(text(&out.stderr));
+    }
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "--json prints one line and nothing else: {stdout}");
+    Ok(serde_json::from_str(&stdout).expect("JSON on stdout"))
+}
+
+fn object_count(result: &Path) -> u64 {
+    let m = manifest(result);
+    let mut shas: Vec<&str> = m["artifacts"].as_array().unwrap().iter().map(|a| a["sha256"].as_str().unwrap()).collect();
+    shas.sort();
+    shas.dedup();
+    shas.len() as u64 + 1 // and the manifest
+}
+
+/// Pulls into a fresh store and checks the entry is the one the build wrote.
+fn pull_matches(result: &Path, url: &str, env: &[(&str, String)], extra: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let hash = manifest(result)["hash"].as_str().unwrap().to_string();
+    let mut c = kiln();
+    c.arg("pull")
+        .arg(url)
+        .arg(&hash)
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .arg("--out-link")
+        .arg(tmp.path().join("pulled"))
+        .args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = run(&mut c);
+    assert!(out.status.success(), "pull: {}", text(&out.stderr));
+    let a = std::fs::read_link(result).unwrap();
+    let b = std::fs::read_link(tmp.path().join("pulled")).unwrap();
+    assert_eq!(a.file_name(), b.file_name(), "the pulled closure is the built one");
+    let (fa, fb) = (files(result), files(&tmp.path().join("pulled")));
+    assert!(fa == fb, "every pulled byte equals the built one");
+}
+
+#[test]
+fn http_store_push_is_incremental_and_needs_auth() {
+    let srv = Servers::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 5);
+    let url = srv.s("http", "url");
+    let auth = [("KILN_STORE_USER", srv.s("http", "user")), ("KILN_STORE_PASSWORD", srv.s("http", "password"))];
+    let err = push(&result, &url, &[], &[]).expect_err("anonymous writes are refused");
+    assert!(err.contains("401"), "{err}");
+    let first = push(&result, &url, &auth, &[]).unwrap();
+    assert_eq!(first["uploaded"].as_u64().unwrap(), object_count(&result));
+    assert!(first["bytes"].as_u64().unwrap() > 0);
+    let second = push(&result, &url, &auth, &[]).unwrap();
+    assert_eq!(second["uploaded"], 0, "a second push uploads nothing: {second}");
+    assert_eq!(second["skipped"].as_u64().unwrap(), object_count(&result));
+    pull_matches(&result, &url, &[], &[]);
+}
+
+#[test]
+fn s3_store_checks_signatures() {
+    let srv = Servers::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 5);
+    let url = format!("s3://{}/builds", srv.s("s3", "bucket"));
+    let endpoint = srv.s("s3", "endpoint");
+    let creds = |secret: String| {
+        vec![("AWS_ACCESS_KEY_ID", srv.s("s3", "access_key")), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_REGION", srv.s("s3", "region"))]
+    };
+    let err = push(&result, &url, &creds("not-the-secret".into()), &["--endpoint", &endpoint]).expect_err("a wrong secret is refused");
+    assert!(err.contains("403"), "{err}");
+    let first = push(&result, &url, &creds(srv.s("s3", "secret_key")), &["--endpoint", &endpoint]).unwrap();
+    assert_eq!(first["uploaded"].as_u64().unwrap(), object_count(&result));
+    let second = push(&result, &url, &creds(srv.s("s3", "secret_key")), &["--endpoint", &endpoint]).unwrap();
+    assert_eq!(second["uploaded"], 0, "{second}");
+    pull_matches(&result, &url, &creds(srv.s("s3", "secret_key")), &["--endpoint", &endpoint]);
+}
+
+#[test]
+fn pushes_through_a_faulty_network_complete_verified() {
+    let srv = Servers::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 20);
+    let n = object_count(&result);
+    let auth = [("KILN_STORE_USER", srv.s("http", "user")), ("KILN_STORE_PASSWORD", srv.s("http", "password"))];
+    let r = push(&result, &srv.s("http", "faulty_url"), &auth, &["--jobs", "4"]).unwrap();
+    assert_eq!(r["uploaded"].as_u64().unwrap() + r["skipped"].as_u64().unwrap(), n);
+    pull_matches(&result, &srv.s("http", "url"), &[], &[]);
+
+    let s3 = format!("s3://{}/faulty", srv.s("s3", "bucket"));
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", srv.s("s3", "access_key")),
+        ("AWS_SECRET_ACCESS_KEY", srv.s("s3", "secret_key")),
+        ("AWS_REGION", srv.s("s3", "region")),
+    ];
+    let r = push(&result, &s3, &creds, &["--jobs", "4", "--endpoint", &srv.s("s3", "faulty_endpoint")]).unwrap();
+    assert_eq!(r["uploaded"].as_u64().unwrap() + r["skipped"].as_u64().unwrap(), n);
+    pull_matches(&result, &s3, &creds, &["--endpoint", &srv.s("s3", "endpoint")]);
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(srv.dir.path().join("fault-stats.json")).unwrap_or_default()).unwrap_or(Value::Null);
+    eprintln!("fault proxy: {stats}");
+}
+
+#[test]
+fn a_push_killed_halfway_resumes_without_reuploading() {
+    let srv = Servers::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 60);
+    let n = object_count(&result);
+    let url = srv.s("http", "url");
+    let root = PathBuf::from(srv.s("http", "root"));
+    let stored = || walkdir::WalkDir::new(&root).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()).count() as u64;
+    let mut child = kiln()
+        .arg("push")
+        .arg(&url)
+        .arg("--from")
+        .arg(&result)
+        .arg("--jobs")
+        .arg("1")
+        .env("KILN_STORE_USER", srv.s("http", "user"))
+        .env("KILN_STORE_PASSWORD", srv.s("http", "password"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while stored() < n / 4 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the push made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let arrived = stored();
+    assert!(arrived < n, "killed before the end ({arrived} of {n})");
+    assert!(
+        !root.join("manifests").exists() || std::fs::read_dir(root.join("manifests")).unwrap().next().is_none(),
+        "no manifest before all objects"
+    );
+    let auth = [("KILN_STORE_USER", srv.s("http", "user")), ("KILN_STORE_PASSWORD", srv.s("http", "password"))];
+    let r = push(&result, &url, &auth, &[]).unwrap();
+    assert!(r["skipped"].as_u64().unwrap() >= arrived.saturating_sub(1), "what arrived is not sent again: {r} after {arrived}");
+    assert_eq!(r["uploaded"].as_u64().unwrap() + r["skipped"].as_u64().unwrap(), n);
+    pull_matches(&result, &url, &[], &[]);
+}
