@@ -76,6 +76,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Boot one host's artifacts in a local VM (qemu, NoCloud), wait for cloud-init, report.
+    Boot {
+        /// The host to boot.
+        host: String,
+        /// The system (directory or file).
+        path: PathBuf,
+        /// Base image directory (default: ~/.cache/kiln/images/<the host's image>, made by
+        /// scripts/build-test-image).
+        #[arg(long, value_name = "DIR")]
+        image: Option<PathBuf>,
+        /// Leave the machine running (its QMP socket and ports are in the report).
+        #[arg(long)]
+        keep: bool,
+        /// Secret values to deliver at boot: a directory with one file per secret.
+        #[arg(long, value_name = "DIR")]
+        secrets: Option<PathBuf>,
+        /// Give up when cloud-init has not finished after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve one NoCloud seed request on stdin/stdout (run by qemu for `kiln boot`).
+    #[command(hide = true)]
+    SeedServe { dir: PathBuf },
     /// Fetch a pushed closure into the local store, verifying every object.
     Pull {
         url: String,
@@ -192,6 +217,13 @@ fn main() -> ExitCode {
                 Err(e) => io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
             }
         }
+        Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(2),
+        },
+        Command::Boot { host, path, image, keep, secrets, timeout, json } => {
+            with_compiled(&path, &opts, |c| boot(c, &host, image, keep, secrets, timeout, json))
+        }
         Command::Schema => with_library(&opts, |lib| {
             let schema = kiln::schema::system_schema(lib.modules.values());
             println!("{}", serde_json::to_string_pretty(&schema).expect("serialises"));
@@ -260,6 +292,77 @@ fn with_compiled(path: &Path, opts: &Options, f: impl FnOnce(&Compiled) -> ExitC
             f(&c)
         }
     }
+}
+
+fn boot(c: &Compiled, host: &str, image: Option<PathBuf>, keep: bool, secrets: Option<PathBuf>, timeout: u64, json: bool) -> ExitCode {
+    let Some(ha) = c.hosts.get(host) else {
+        let hint =
+            diag::did_you_mean(host, c.hosts.keys().map(String::as_str)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
+        return io_error(&format!("no host `{host}` in system `{}`{hint}", c.system.name));
+    };
+    let image_dir = image.unwrap_or_else(|| image_cache().join(&c.system.hosts[host].image.name));
+    let mut values = std::collections::BTreeMap::new();
+    if let Some(dir) = secrets {
+        let wanted: std::collections::BTreeSet<&str> =
+            c.system.hosts[host].services.iter().flat_map(|s| c.system.services[s].secrets.iter().map(|u| u.secret.as_str())).collect();
+        for name in wanted {
+            match std::fs::read(dir.join(name)) {
+                Ok(v) => {
+                    values.insert(name.to_string(), v);
+                }
+                Err(e) => return io_error(&format!("secret `{name}`: {}: {e}", dir.join(name).display())),
+            }
+        }
+    }
+    let Some(user_data) = ha.artifacts.iter().find(|a| a.path == "user-data") else { return io_error("the host has no user-data") };
+    let opts = kiln::boot::BootOptions {
+        image_dir,
+        keep,
+        memory_mb: 1024,
+        timeout: std::time::Duration::from_secs(timeout),
+        kiln_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln")),
+        secrets: values,
+    };
+    if !json {
+        eprintln!("booting `{host}` (closure {}) under qemu; this takes a minute or two", &ha.closure[..16]);
+    }
+    match kiln::boot::boot(host, &ha.closure, &user_data.bytes, &opts) {
+        Err(e) => io_error(&e),
+        Ok(r) => {
+            let clean = r.datasource.as_deref().is_some_and(|d| d.starts_with("DataSourceNoCloud"))
+                && r.warnings.is_empty()
+                && r.result_errors.as_ref().is_none_or(|e| e.is_empty())
+                && (keep || r.marker.as_deref() == Some(ha.closure.as_str()));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("serialises"));
+            } else {
+                eprintln!("cloud-init finished after {:.0} s ({})", r.boot_seconds, r.datasource.as_deref().unwrap_or("no datasource"));
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "ssh:   127.0.0.1:{}
+http:  127.0.0.1:{}
+https: 127.0.0.1:{}",
+                    r.ports["ssh"], r.ports["http"], r.ports["https"]
+                );
+                if let Some(q) = &r.qmp {
+                    println!("running (pid {}); power off: QMP system_powerdown on {}", r.pid.unwrap_or(0), q.display());
+                }
+            }
+            if clean { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the edge: where base images are cached
+fn image_cache() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("kiln/images")
 }
 
 /// Store credentials from the environment (the standard AWS variables for S3).

@@ -60,7 +60,7 @@ pub fn derive(sys: &mut System) {
         } else if admin_sources.is_empty() {
             (None, "ssh for admins (no admin sources declared)".to_string())
         } else {
-            (Some(admin_sources.clone()), "ssh from the admins' sources".to_string())
+            (Some(admin_sources.clone()), "ssh from the admin sources".to_string())
         };
         rules.get_mut(name).unwrap().open(22, Protocol::Tcp, sources, reason);
     }

@@ -12,6 +12,8 @@ struct CloudConfig<'a> {
     preserve_hostname: bool,
     disable_root: bool,
     ssh_pwauth: bool,
+    /// Modern host keys only (RSA 3072 and DSA keys cost seconds at first boot, DSA is unused).
+    ssh_genkeytypes: [&'static str; 2],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     users: Vec<User>,
     write_files: Vec<WriteFile>,
@@ -83,6 +85,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
         preserve_hostname: false,
         disable_root: true,
         ssh_pwauth: false,
+        ssh_genkeytypes: ["ed25519", "ecdsa"],
         users,
         write_files,
         runcmd: vec![vec!["sh".into(), format!("{KILN_ROOT}/provision.sh")]],
@@ -97,6 +100,7 @@ pub fn emit_stage0(sys: &System, host: &Host, script: &str) -> String {
         preserve_hostname: false,
         disable_root: true,
         ssh_pwauth: false,
+        ssh_genkeytypes: ["ed25519", "ecdsa"],
         users: users(sys),
         write_files: vec![WriteFile {
             path: "/var/lib/kiln-stage0.sh".into(),

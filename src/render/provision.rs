@@ -51,7 +51,7 @@ fn parent(p: &str) -> &str {
 }
 
 fn packages(o: &mut String, host: &Host, services: &[&Service], containers: bool) {
-    o.push_str("\n# Packages.\n");
+    o.push_str("\n# Packages.\nlog 'step: packages'\n");
     let mut pkgs: Vec<String> =
         ["ca-certificates", "ufw", "fail2ban", "python3-systemd", "unattended-upgrades"].iter().map(|s| s.to_string()).collect();
     for s in services {
@@ -86,7 +86,7 @@ fi"#,
 }
 
 fn users(o: &mut String, sys: &System) {
-    o.push_str("\n# Admins: key-only logins with sudo.\n");
+    o.push_str("\n# Admins: key-only logins with sudo.\nlog 'step: admins'\n");
     for a in &sys.admins {
         let name = sh(&a.name);
         let _ = writeln!(o, "id -u {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --groups sudo {name}");
@@ -110,7 +110,7 @@ fn users(o: &mut String, sys: &System) {
 }
 
 fn sshd(o: &mut String) {
-    o.push_str("\n# sshd: keys only, no root, no passwords (first match wins, so this file sorts first).\n");
+    o.push_str("\n# sshd: keys only, no root, no passwords (first match wins, so this file sorts first).\nlog 'step: sshd'\n");
     let conf = "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPubkeyAuthentication yes\nPermitEmptyPasswords no\nX11Forwarding no\nMaxAuthTries 3\n";
     let _ = writeln!(
         o,
@@ -120,13 +120,13 @@ fn sshd(o: &mut String) {
 }
 
 fn upgrades(o: &mut String) {
-    o.push_str("\n# Unattended security upgrades.\n");
+    o.push_str("\n# Unattended security upgrades.\nlog 'step: unattended upgrades'\n");
     let conf = "APT::Periodic::Update-Package-Lists \"1\";\nAPT::Periodic::Unattended-Upgrade \"1\";\n";
     let _ = writeln!(o, "put_text /etc/apt/apt.conf.d/20auto-upgrades 0644 root:root {} || true", sh(conf));
 }
 
 fn fail2ban(o: &mut String) {
-    o.push_str("\n# fail2ban: ban repeated SSH failures (journal backend: no auth.log on minimal images).\n");
+    o.push_str("\n# fail2ban: ban repeated SSH failures (journal backend: no auth.log on minimal images).\nlog 'step: fail2ban'\n");
     let conf = "[DEFAULT]\nbantime = 1h\nfindtime = 10m\nmaxretry = 5\nbackend = systemd\n\n[sshd]\nenabled = true\n";
     let _ = writeln!(
         o,
@@ -138,7 +138,9 @@ fn fail2ban(o: &mut String) {
 /// One ufw command per rule; several sources become a loop.
 fn ufw_command(r: &FirewallRule, route: bool) -> String {
     let verb = if route { "route allow" } else { "allow" };
-    let comment = sh(&r.reason.chars().filter(|c| !c.is_control()).take(200).collect::<String>());
+    // ufw refuses quotes in comments: keep a plain subset of the reason.
+    let comment: String = r.reason.chars().filter(|c| c.is_ascii_alphanumeric() || " ._:/()=+@,;-".contains(*c)).take(200).collect();
+    let comment = sh(&comment);
     let proto = r.protocol.name();
     match r.sources.as_slice() {
         [] => format!("ufw {verb} proto {proto} to any port {} comment {comment} >/dev/null", r.port),
@@ -159,7 +161,7 @@ fn ufw_command(r: &FirewallRule, route: bool) -> String {
 const DOCKER_USER_RULES: &str = "\n# BEGIN kiln docker\n*filter\n:DOCKER-USER - [0:0]\n-F DOCKER-USER\n-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n-A DOCKER-USER -i docker0 -j RETURN\n-A DOCKER-USER -i br-+ -j RETURN\n-A DOCKER-USER -j ufw-user-forward\n-A DOCKER-USER -m conntrack --ctstate NEW -j DROP\n-A DOCKER-USER -j RETURN\nCOMMIT\n# END kiln docker\n";
 
 fn firewall(o: &mut String, host: &Host, containers: bool) {
-    o.push_str("\n# Firewall: default deny; each rule names the connection that needs it.\n");
+    o.push_str("\n# Firewall: default deny; each rule names the connection that needs it.\nlog 'step: firewall'\n");
     let mut lines = vec!["ufw default deny incoming >/dev/null".to_string(), "ufw default allow outgoing >/dev/null".to_string()];
     for r in &host.firewall {
         lines.push(ufw_command(r, false));
@@ -197,7 +199,7 @@ fn secrets(o: &mut String, services: &[&Service]) {
     names.sort();
     names.dedup();
     o.push_str("\n# Secrets: delivered at deploy time into a root-only directory, never in the payload;\n");
-    o.push_str("# each service gets its own copy, readable only by the user it runs as.\n");
+    o.push_str("# each service gets its own copy, readable only by the user it runs as.\nlog 'step: secrets'\n");
     let _ = writeln!(o, "install -d -m 0700 -o root -g root {} {}", sh(SECRETS_DIR), sh(SERVICE_SECRETS_DIR));
     o.push_str("missing=\"\"\n");
     for name in &names {
@@ -222,7 +224,7 @@ fn files(o: &mut String, services: &[&Service], payload: &[Artifact]) {
     if natives.is_empty() && !caddy {
         return;
     }
-    o.push_str("\n# Configuration of native services.\n");
+    o.push_str("\n# Configuration of native services.\nlog 'step: configuration'\n");
     for s in &natives {
         let unit = s.native.as_ref().and_then(|n| n.unit.clone());
         for f in &s.files {
@@ -231,7 +233,10 @@ fn files(o: &mut String, services: &[&Service], payload: &[Artifact]) {
             if f.target.starts_with("/etc/systemd/") || f.target.starts_with("/lib/systemd/") {
                 then.push("systemctl daemon-reload".to_string());
             }
-            then.push(unit.as_ref().map(|u| format!("systemctl try-restart {}", sh(u))).unwrap_or_else(|| ":".into()));
+            // try-restart fails for a unit whose file is not installed yet (a later file)
+            then.push(
+                unit.as_ref().map(|u| format!("{{ systemctl try-restart {} 2>/dev/null || true; }}", sh(u))).unwrap_or_else(|| ":".into()),
+            );
             let _ = writeln!(o, "if put {src} {} {:04o} root:root; then {}; fi", sh(&f.target), f.mode, then.join("; "));
         }
     }
@@ -246,7 +251,7 @@ fn start(o: &mut String, services: &[&Service]) {
     if services.is_empty() {
         return;
     }
-    o.push_str("\n# Services, dependencies first, each healthy before the next starts.\n");
+    o.push_str("\n# Services, dependencies first, each healthy before the next starts.\nlog 'step: services'\n");
     for s in services {
         if s.container.is_some() {
             let _ = writeln!(

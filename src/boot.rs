@@ -1,0 +1,283 @@
+//! `kiln boot`: one host's artifacts booted for real in qemu (TCG), seeded over NoCloud-net
+//! through slirp's guestfwd (served by `kiln seed-serve`), with SSH and the edge's ports
+//! forwarded to loopback; waits for cloud-init, reports what it saw, powers off unless kept.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// The guest-side address of the seed server (slirp's guestfwd).
+const SEED_ADDR: &str = "10.0.2.100";
+
+pub struct BootOptions {
+    /// Directory with `base.raw`, `vmlinuz`, `initrd.img` (scripts/build-test-image).
+    pub image_dir: PathBuf,
+    pub keep: bool,
+    pub memory_mb: u32,
+    pub timeout: Duration,
+    /// The kiln binary, run by qemu to serve the seed.
+    pub kiln_exe: PathBuf,
+    /// Secret values to deliver (file name = secret name), never through the store.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct BootReport {
+    pub host: String,
+    pub closure: String,
+    pub boot_seconds: f64,
+    /// Loopback ports: `ssh`, `http`, `https`.
+    pub ports: BTreeMap<&'static str, u16>,
+    pub datasource: Option<String>,
+    /// Lines of the serial console with `WARNING` or `Invalid cloud-config`.
+    pub warnings: Vec<String>,
+    /// From /var/lib/cloud/data/result.json and /var/lib/kiln/closure on the disk after
+    /// power-off (not read when the machine is kept running).
+    pub result_errors: Option<Vec<serde_json::Value>>,
+    pub marker: Option<String>,
+    pub workdir: PathBuf,
+    /// With `--keep`: the qemu process and its QMP socket.
+    pub pid: Option<u32>,
+    pub qmp: Option<PathBuf>,
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| format!("no free port: {e}"))
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if !out.status.success() {
+        return Err(format!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The secrets as a second cloud-config part: root-only files in /etc/kiln/secrets, merged
+/// into the host's own `write_files` (appended, not replacing them).
+fn secrets_part(secrets: &BTreeMap<String, Vec<u8>>) -> String {
+    use base64::Engine;
+    let encode = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+    let files: Vec<serde_json::Value> = secrets
+        .iter()
+        .map(|(name, value)| {
+            serde_json::json!({
+                "path": format!("{}/{name}", crate::render::SECRETS_DIR),
+                "owner": "root:root",
+                "permissions": "0400",
+                "encoding": "b64",
+                "content": encode(value),
+            })
+        })
+        .collect();
+    let cfg = serde_json::json!({
+        "merge_how": [{ "name": "list", "settings": ["append"] }, { "name": "dict", "settings": ["no_replace", "recurse_list"] }],
+        "write_files": files,
+    });
+    format!("#cloud-config\n{}", crate::render::yaml(&cfg))
+}
+
+/// user-data as cloud-init receives it: the host's own, plus a secrets part when there are any.
+fn seed_user_data(user_data: &[u8], secrets: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    if secrets.is_empty() {
+        return user_data.to_vec();
+    }
+    let boundary = "==kiln-boot-boundary==";
+    let mut out = format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\nMIME-Version: 1.0\n\n");
+    for (name, body) in [("host.cfg", String::from_utf8_lossy(user_data).into_owned()), ("secrets.cfg", secrets_part(secrets))] {
+        out.push_str(&format!(
+            "--{boundary}\nContent-Type: text/cloud-config; charset=\"utf-8\"\nMIME-Version: 1.0\nContent-Disposition: attachment; filename=\"{name}\"\n\n{body}\n"
+        ));
+    }
+    out.push_str(&format!("--{boundary}--\n"));
+    out.into_bytes()
+}
+
+fn qmp(sock: &Path, command: &str) -> Result<(), String> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| format!("QMP: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut r = std::io::BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| format!("QMP greeting: {e}"))?;
+    for cmd in ["qmp_capabilities", command] {
+        writeln!(s, "{{\"execute\": \"{cmd}\"}}").map_err(|e| format!("QMP: {e}"))?;
+        line.clear();
+        r.read_line(&mut line).map_err(|e| format!("QMP {cmd}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Powers a kept machine off (QMP `system_powerdown`), as a user would after `--keep`.
+pub fn power_off(sock: &Path) -> Result<(), String> {
+    qmp(sock, "system_powerdown")
+}
+
+fn stop(child: &mut Child, sock: &Path) {
+    if qmp(sock, "system_powerdown").is_ok() {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(90) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Reads files out of the guest's ext4 root after power-off, without mounting it (the
+/// journal is replayed first, in case the machine did not stop cleanly).
+pub fn read_from_disk(work: &Path, overlay: &Path, paths: &[&str]) -> Result<Vec<String>, String> {
+    let raw = work.join("disk.raw");
+    run(Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(overlay).arg(&raw))?;
+    let _ = Command::new("e2fsck").args(["-E", "journal_only", "-y"]).arg(&raw).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let out =
+        paths.iter().map(|p| run(Command::new("debugfs").arg("-R").arg(format!("cat {p}")).arg(&raw).stderr(Stdio::null()))).collect();
+    let _ = std::fs::remove_file(&raw);
+    out
+}
+
+pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> Result<BootReport, String> {
+    for f in ["base.raw", "vmlinuz", "initrd.img"] {
+        if !opts.image_dir.join(f).is_file() {
+            return Err(format!("no {f} in {} (build the base image with scripts/build-test-image)", opts.image_dir.display()));
+        }
+    }
+    let work = tempfile::Builder::new().prefix("kiln-boot-").tempdir().map_err(|e| e.to_string())?.keep();
+    if work.to_string_lossy().contains(',') || opts.kiln_exe.to_string_lossy().contains(',') {
+        return Err("paths with commas cannot be passed to qemu".into());
+    }
+    let seed = work.join("seed");
+    std::fs::create_dir_all(&seed).map_err(|e| e.to_string())?;
+    let write = |name: &str, bytes: &[u8]| std::fs::write(seed.join(name), bytes).map_err(|e| format!("{name}: {e}"));
+    write("user-data", &seed_user_data(user_data, &opts.secrets))?;
+    write("meta-data", format!("instance-id: kiln-{}\nlocal-hostname: {host}\n", &closure[..16]).as_bytes())?;
+    // Empty but present: otherwise cloud-init retries it ten times.
+    write("vendor-data", b"")?;
+    let overlay = work.join("overlay.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(opts.image_dir.join("base.raw"))
+        .arg(&overlay))?;
+
+    let mut ports = BTreeMap::new();
+    ports.insert("ssh", free_port()?);
+    ports.insert("http", free_port()?);
+    ports.insert("https", free_port()?);
+    let serial = work.join("serial.log");
+    let sock = work.join("qmp.sock");
+    let nic = format!(
+        "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443,guestfwd=tcp:{SEED_ADDR}:80-cmd:{} seed-serve {}",
+        ports["ssh"],
+        ports["http"],
+        ports["https"],
+        opts.kiln_exe.display(),
+        seed.display()
+    );
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-name", &format!("kiln-boot-{host}"), "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+        .args(["-m", &opts.memory_mb.to_string(), "-nodefaults", "-no-user-config", "-display", "none"])
+        .arg("-kernel")
+        .arg(opts.image_dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(opts.image_dir.join("initrd.img"))
+        .args(["-append", "root=LABEL=kiln-root ro console=ttyS0"])
+        .arg("-drive")
+        .arg(format!("file={},format=qcow2,if=virtio", overlay.display()))
+        .args(["-nic", &nic])
+        .args(["-smbios", &format!("type=1,serial=ds=nocloud-net;s=http://{SEED_ADDR}/")])
+        .args(["-device", "virtio-rng-pci"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("qemu.err")).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+    let started = Instant::now();
+    let finished = loop {
+        let log = std::fs::read_to_string(&serial).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.contains("Cloud-init v.") && l.contains(" finished at ")) {
+            break line.to_string();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = std::fs::read_to_string(work.join("qemu.err")).unwrap_or_default();
+            return Err(format!("qemu exited ({status}) before cloud-init finished: {err} (see {})", serial.display()));
+        }
+        if started.elapsed() > opts.timeout {
+            stop(&mut child, &sock);
+            return Err(format!("cloud-init did not finish in {:?} (see {})", opts.timeout, serial.display()));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let boot_seconds = started.elapsed().as_secs_f64();
+    let log = std::fs::read_to_string(&serial).unwrap_or_default();
+    let warnings = log.lines().filter(|l| l.contains("WARNING") || l.contains("Invalid cloud-config")).map(str::to_string).collect();
+    let datasource = finished.split("Datasource ").nth(1).map(|s| s.split_whitespace().next().unwrap_or("").to_string());
+    let mut report = BootReport {
+        host: host.to_string(),
+        closure: closure.to_string(),
+        boot_seconds,
+        ports,
+        datasource,
+        warnings,
+        result_errors: None,
+        marker: None,
+        workdir: work.clone(),
+        pid: None,
+        qmp: None,
+    };
+    if opts.keep {
+        report.pid = Some(child.id());
+        report.qmp = Some(sock);
+        std::mem::forget(child);
+        return Ok(report);
+    }
+    stop(&mut child, &sock);
+    if let Ok(files) = read_from_disk(&work, &overlay, &["/var/lib/cloud/data/result.json", crate::render::MARKER]) {
+        let result: serde_json::Value = serde_json::from_str(&files[0]).unwrap_or(serde_json::Value::Null);
+        report.result_errors = result["v1"]["errors"].as_array().cloned();
+        report.marker = Some(files[1].trim().to_string()).filter(|m| !m.is_empty());
+    }
+    Ok(report)
+}
+
+/// `kiln seed-serve DIR`: answers one HTTP request on stdin/stdout with a file from DIR
+/// (qemu runs it for each guest connection to the seed address).
+pub fn seed_serve(dir: &Path) -> std::io::Result<()> {
+    let stdin = std::io::stdin();
+    let mut r = std::io::BufReader::new(stdin.lock());
+    let mut first = String::new();
+    r.read_line(&mut first)?;
+    let mut line = String::new();
+    while r.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("/").trim_start_matches('/');
+    let name = path.split('?').next().unwrap_or("");
+    let allowed = ["user-data", "meta-data", "vendor-data"];
+    let body = if allowed.contains(&name) { std::fs::read(dir.join(name)).ok() } else { None };
+    let mut out = std::io::stdout().lock();
+    match body {
+        Some(b) => {
+            write!(out, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len())?;
+            if method != "HEAD" {
+                out.write_all(&b)?;
+            }
+        }
+        None => write!(out, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
+    }
+    out.flush()?;
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    Ok(())
+}

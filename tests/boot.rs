@@ -1,0 +1,124 @@
+//! End to end: a host that runs Caddy natively, serving a page and proxying to a local
+//! service, booted with `kiln boot` in qemu from the test base image
+//! (scripts/build-test-image). Cloud-init must finish from NoCloud with no warning and no
+//! error, the provisioner's marker must hold the closure, the firewall must hold exactly the
+//! derived rules, sshd must refuse passwords, and the route must answer through the
+//! forwarded port.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn ssh(key: &Path, port: u64, cmd: &str) -> String {
+    let out = Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "kiln@127.0.0.1", cmd])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh `{cmd}`: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn a_host_boots_clean_in_a_vm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&repo().join("tests/fixtures/boot/web"), &sys);
+    let key = tmp.path().join("key");
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(&key).status().unwrap();
+    assert!(st.success());
+    let public = std::fs::read_to_string(tmp.path().join("key.pub")).unwrap();
+    let f = sys.join("system.toml");
+    let text0 = std::fs::read_to_string(&f).unwrap();
+    let start = text0.find("\"ssh-ed25519 ").unwrap();
+    let end = text0[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
+    std::fs::write(&f, format!("{}\"{}\"{}", &text0[..start], public.trim(), &text0[end..])).unwrap();
+    let modules = repo().join("tests/fixtures/boot/modules");
+
+    let out = run(kiln().arg("--modules").arg(&modules).arg("boot").arg("web").arg(&sys).arg("--keep").arg("--json"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
+    eprintln!("boot: cloud-init finished after {:.1} s", report["boot_seconds"].as_f64().unwrap());
+    let qmp = std::path::PathBuf::from(report["qmp"].as_str().unwrap());
+    let workdir = std::path::PathBuf::from(report["workdir"].as_str().unwrap());
+    let guard = PowerOff(qmp.clone());
+    assert!(out.status.success(), "kiln boot reported problems: {report}");
+    assert!(report["datasource"].as_str().unwrap().starts_with("DataSourceNoCloud"), "{report}");
+    assert_eq!(report["warnings"], serde_json::json!([]), "warnings on the serial console");
+
+    let port = report["ports"]["ssh"].as_u64().unwrap();
+    let closure = report["closure"].as_str().unwrap();
+    assert_eq!(ssh(&key, port, "sudo cat /var/lib/kiln/closure").trim(), closure, "the provisioner's marker");
+    let result: Value = serde_json::from_str(&ssh(&key, port, "sudo cat /var/lib/cloud/data/result.json")).unwrap();
+    assert_eq!(result["v1"]["errors"], serde_json::json!([]), "cloud-init errors: {result}");
+
+    // the firewall holds exactly the rules kiln derived
+    let show = run(kiln().arg("--modules").arg(&modules).arg("show").arg(&sys).arg("--json"));
+    let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let mut expected: Vec<String> = Vec::new();
+    for r in show["hosts"]["web"]["firewall"].as_array().unwrap() {
+        let port = format!("{}/{}", r["port"], r["protocol"].as_str().unwrap());
+        let sources = r["sources"].as_array().unwrap();
+        if sources.is_empty() {
+            expected.push(format!("{port} Anywhere"));
+            expected.push(format!("{port} Anywhere (v6)"));
+        }
+        for s in sources {
+            expected.push(format!("{port} {}", s.as_str().unwrap().trim_end_matches("/32")));
+        }
+    }
+    let status = ssh(&key, port, "sudo ufw status");
+    assert!(status.contains("Status: active"), "{status}");
+    let mut got: Vec<String> = status
+        .lines()
+        .filter(|l| l.contains("ALLOW"))
+        .map(|l| {
+            let (to, from) = l.split_once("ALLOW").unwrap();
+            let from = from.split('#').next().unwrap().trim().trim_start_matches("IN").trim();
+            let to = to.trim().trim_end_matches(" (v6)");
+            format!("{to} {from}")
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "ufw rules:\n{status}");
+
+    let sshd = ssh(&key, port, "sudo sshd -T");
+    assert!(sshd.lines().any(|l| l == "passwordauthentication no"), "{sshd}");
+    assert!(sshd.lines().any(|l| l == "permitrootlogin no"));
+
+    let https = report["ports"]["https"].as_u64().unwrap();
+    let page = Command::new("curl")
+        .args(["-sk", "--max-time", "20", "--resolve", &format!("hello.test:{https}:127.0.0.1")])
+        .arg(format!("https://hello.test:{https}/"))
+        .output()
+        .unwrap();
+    assert!(text(&page.stdout).contains("hello from kiln"), "the route answers: {}", text(&page.stdout));
+
+    // power off, then read the verdict from the disk itself
+    drop(guard);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let files = kiln::boot::read_from_disk(&workdir, &workdir.join("overlay.qcow2"), &["/var/lib/kiln/closure"]).unwrap();
+    assert_eq!(files[0].trim(), closure);
+    let _ = std::fs::remove_dir_all(&workdir);
+}
+
+/// Powers the kept machine off, also when an assertion fails.
+struct PowerOff(std::path::PathBuf);
+impl Drop for PowerOff {
+    fn drop(&mut self) {
+        if kiln::boot::power_off(&self.0).is_ok() {
+            for _ in 0..90 {
+                if std::os::unix::net::UnixStream::connect(&self.0).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
