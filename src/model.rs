@@ -28,6 +28,25 @@ pub struct System {
     pub dns: Vec<DnsZone>,
     /// Where bundles are published (`[system] store`), for hosts that boot through stage 0.
     pub store_url: Option<String>,
+    pub buckets: Vec<Bucket>,
+    pub databases: Vec<ManagedDatabase>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Bucket {
+    pub name: String,
+    pub provider_kind: ProviderKind,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ManagedDatabase {
+    pub name: String,
+    pub provider_kind: ProviderKind,
+    pub engine: String,
+    pub node_type: String,
+    pub user: String,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

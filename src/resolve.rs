@@ -172,6 +172,8 @@ impl<'a> Resolver<'a> {
             providers: providers.iter().filter_map(|(k, p)| Some((k.clone(), p.kind.as_ref()?.value))).collect(),
             dns: self.dns_zones(files, &providers),
             store_url: sysdecl.store.as_ref().map(|s| s.value.clone()),
+            buckets: self.buckets(files, &providers),
+            databases: self.databases(files, &providers),
         };
         sysdecl.name.as_ref()?;
         if !self.diags.is_empty() || !self.inputs.diags.is_empty() {
@@ -210,6 +212,61 @@ impl<'a> Resolver<'a> {
                 );
             }
             out.push(DnsZone { zone, provider: p.value.clone(), provider_kind: kind.value, proxied });
+        }
+        out
+    }
+
+    /// The provider kind a resource names, if it offers `what`.
+    fn provider_for(
+        &mut self,
+        p: &Sp<String>,
+        providers: &BTreeMap<String, &'a ProviderDecl>,
+        what: &str,
+        allowed: &[ProviderKind],
+    ) -> Option<ProviderKind> {
+        let Some(kind) = providers.get(&p.value).and_then(|d| d.kind.as_ref()) else {
+            self.unknown("provider", p, providers.keys(), "providers");
+            return None;
+        };
+        if allowed.contains(&kind.value) {
+            return Some(kind.value);
+        }
+        let names: Vec<&str> = allowed.iter().map(|k| k.name()).collect();
+        self.err(
+            Diagnostic::error("E0017", format!("provider `{}` ({}) offers no {what} kiln can create", p.value, kind.value.name()))
+                .primary(p.span, format!("no {what} here"))
+                .help(format!("use a provider of kind {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or "))),
+        );
+        None
+    }
+
+    fn buckets(&mut self, files: &'a [SystemFile], providers: &BTreeMap<String, &'a ProviderDecl>) -> Vec<Bucket> {
+        let decls = self.index("bucket", files.iter().flat_map(|f| &f.buckets), |b| &b.name);
+        let mut out = Vec::new();
+        for (name, b) in decls {
+            let Some(p) = &b.provider else { continue };
+            if let Some(kind) = self.provider_for(p, providers, "object storage", &[ProviderKind::DigitalOcean, ProviderKind::Scaleway]) {
+                out.push(Bucket { name, provider_kind: kind, region: b.region.as_ref().map(|r| r.value.clone()) });
+            }
+        }
+        out
+    }
+
+    fn databases(&mut self, files: &'a [SystemFile], providers: &BTreeMap<String, &'a ProviderDecl>) -> Vec<ManagedDatabase> {
+        let decls = self.index("database", files.iter().flat_map(|f| &f.databases), |d| &d.name);
+        let mut out = Vec::new();
+        for (name, d) in decls {
+            let Some(p) = &d.provider else { continue };
+            if let Some(kind) = self.provider_for(p, providers, "managed databases", &[ProviderKind::Scaleway]) {
+                out.push(ManagedDatabase {
+                    name,
+                    provider_kind: kind,
+                    engine: d.engine.as_ref().map(|e| e.value.clone()).unwrap_or_else(|| "PostgreSQL-16".into()),
+                    node_type: d.node_type.as_ref().map(|e| e.value.clone()).unwrap_or_else(|| "DB-DEV-S".into()),
+                    user: d.user.as_ref().map(|e| e.value.clone()).unwrap_or_else(|| "app".into()),
+                    region: d.region.as_ref().map(|r| r.value.clone()),
+                });
+            }
         }
         out
     }

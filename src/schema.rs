@@ -114,6 +114,8 @@ pub fn system_schema<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) ->
                 "cors": strings, "allow": strings, "crowdsec": string,
             }), &["service"]) },
             "secrets": named(strict(json!({ "file": string, "key": string }), &["file"])),
+            "buckets": named(strict(json!({ "provider": string, "region": string }), &["provider"])),
+            "databases": named(strict(json!({ "provider": string, "engine": string, "node_type": string, "user": string, "region": string }), &["provider"])),
         },
     })
 }

@@ -41,6 +41,38 @@ fn every_example_root_validates_and_plans() {
 }
 
 #[test]
+fn every_provider_kiln_writes_for_validates_and_plans() {
+    // DigitalOcean (droplets, VPC, firewall, Spaces), Scaleway (server, security group, managed
+    // PostgreSQL, bucket), an existing host, Cloudflare records and a tunnel
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&repo().join("tests/fixtures/tofu/clouds"), &tmp.path().join("store"), &tmp.path().join("r"));
+    let dir = root_of(&result, &tmp.path().join("tf"));
+    let root = std::fs::read_to_string(dir.join("main.tf.json")).unwrap();
+    for ty in [
+        "digitalocean_droplet",
+        "digitalocean_vpc",
+        "digitalocean_firewall",
+        "digitalocean_spaces_bucket",
+        "scaleway_instance_server",
+        "scaleway_instance_security_group",
+        "scaleway_rdb_instance",
+        "scaleway_object_bucket",
+        "cloudflare_dns_record",
+        "cloudflare_zero_trust_tunnel_cloudflared",
+    ] {
+        assert!(root.contains(&format!("\"{ty}\"")), "no {ty} in the root");
+    }
+    let v: serde_json::Value = serde_json::from_str(&root).unwrap();
+    for (ty, resources) in v["resource"].as_object().unwrap() {
+        assert!(resources.get("legacy").is_none(), "the existing host got a {ty}");
+    }
+    assert_eq!(v["output"]["legacy_ipv4"]["value"], "203.0.113.10", "its address is an output");
+    if let Err(e) = tofu_check(&dir, &[]) {
+        panic!("terraform rejects the root:\n{e}");
+    }
+}
+
+#[test]
 fn terraform_rejects_a_root_with_a_wrong_attribute() {
     let tmp = tempfile::tempdir().unwrap();
     let result = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("r"));

@@ -53,6 +53,12 @@ pub struct HostInput<'a> {
 pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     let mut kinds: Vec<ProviderKind> = hosts.iter().map(|h| h.host.provider_kind).filter(|k| *k != ProviderKind::Existing).collect();
     kinds.extend(sys.dns.iter().map(|z| z.provider_kind));
+    kinds.extend(sys.buckets.iter().map(|b| b.provider_kind));
+    kinds.extend(sys.databases.iter().map(|d| d.provider_kind));
+    let tunnels: Vec<&str> = sys.services.values().filter(|s| s.module == "cloudflared").map(|s| s.name.as_str()).collect();
+    if !tunnels.is_empty() && sys.providers.values().any(|k| *k == ProviderKind::Cloudflare) {
+        kinds.push(ProviderKind::Cloudflare);
+    }
     kinds.sort();
     kinds.dedup();
     if kinds.is_empty() && hosts.is_empty() {
@@ -288,6 +294,67 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     }
 
     dns_records(sys, &mut resources, &mut variables, &public_ip);
+
+    for b in &sys.buckets {
+        let name = format!("{}-{}", sys.name, b.name);
+        match b.provider_kind {
+            ProviderKind::DigitalOcean => add(
+                &mut resources,
+                "digitalocean_spaces_bucket",
+                &b.name,
+                json!({ "name": name, "region": b.region.clone().unwrap_or_else(|| "fra1".into()), "acl": "private" }),
+            ),
+            ProviderKind::Scaleway => {
+                let mut body = json!({ "name": name, "tags": { "kiln-system": sys.name } });
+                if let Some(r) = &b.region {
+                    body["region"] = json!(r);
+                }
+                add(&mut resources, "scaleway_object_bucket", &b.name, body);
+            }
+            _ => {}
+        }
+    }
+    for d in &sys.databases {
+        if d.provider_kind != ProviderKind::Scaleway {
+            continue;
+        }
+        // The password is a sensitive variable: it never appears in this file.
+        let var = format!("{}_password", rname(&d.name));
+        variables.insert(
+            var.clone(),
+            json!({ "type": "string", "sensitive": true, "description": format!("password of the managed database `{}`", d.name) }),
+        );
+        let mut body = json!({
+            "name": format!("{}-{}", sys.name, d.name),
+            "engine": d.engine,
+            "node_type": d.node_type,
+            "is_ha_cluster": false,
+            "disable_backup": false,
+            "user_name": d.user,
+            "password": format!("${{var.{var}}}"),
+            "tags": [format!("kiln-system={}", sys.name)],
+        });
+        if let Some(r) = &d.region {
+            body["region"] = json!(r);
+        }
+        add(&mut resources, "scaleway_rdb_instance", &d.name, body);
+        outputs.insert(
+            format!("{}_database_id", rname(&d.name)),
+            json!({ "value": format!("${{scaleway_rdb_instance.{}.id}}", rname(&d.name)) }),
+        );
+    }
+    if !tunnels.is_empty() && kinds.contains(&ProviderKind::Cloudflare) {
+        variables
+            .insert("cloudflare_account_id".into(), json!({ "type": "string", "description": "Cloudflare account that owns the tunnels" }));
+        for t in tunnels {
+            add(
+                &mut resources,
+                "cloudflare_zero_trust_tunnel_cloudflared",
+                t,
+                json!({ "account_id": "${var.cloudflare_account_id}", "name": format!("{}-{t}", sys.name), "config_src": "cloudflare" }),
+            );
+        }
+    }
 
     let mut root = Map::new();
     root.insert("terraform".into(), json!({ "required_version": ">= 1.4", "required_providers": required }));

@@ -20,6 +20,27 @@ pub struct SystemFile {
     pub secrets: Vec<SecretDecl>,
     pub cdn: Option<CdnDecl>,
     pub dns: Vec<DnsZoneDecl>,
+    pub buckets: Vec<BucketDecl>,
+    pub databases: Vec<DatabaseDecl>,
+}
+
+/// An object-storage bucket the provider creates.
+#[derive(Debug)]
+pub struct BucketDecl {
+    pub name: Sp<String>,
+    pub provider: Option<Sp<String>>,
+    pub region: Option<Sp<String>>,
+}
+
+/// A managed database the provider runs (its password comes from a sensitive variable).
+#[derive(Debug)]
+pub struct DatabaseDecl {
+    pub name: Sp<String>,
+    pub provider: Option<Sp<String>>,
+    pub engine: Option<Sp<String>>,
+    pub node_type: Option<Sp<String>>,
+    pub user: Option<Sp<String>>,
+    pub region: Option<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -385,6 +406,23 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
     out.dns = r.named("dns", |name, mut t| {
         let zone = typed(Some(name), sink, |s| types::parse_domain(s, false))?;
         let d = DnsZoneDecl { zone, provider: t.req_str("provider", "\"cloudflare\""), proxied: t.bool("proxied") };
+        t.finish();
+        Some(d)
+    });
+    out.buckets = r.named("buckets", |name, mut t| {
+        let d = BucketDecl { name: ident(name, sink)?, provider: t.req_str("provider", "\"digitalocean\""), region: t.str("region") };
+        t.finish();
+        Some(d)
+    });
+    out.databases = r.named("databases", |name, mut t| {
+        let d = DatabaseDecl {
+            name: ident(name, sink)?,
+            provider: t.req_str("provider", "\"scaleway\""),
+            engine: t.str("engine"),
+            node_type: t.str("node_type"),
+            user: t.str("user"),
+            region: t.str("region"),
+        };
         t.finish();
         Some(d)
     });
