@@ -5,7 +5,6 @@ use std::fmt::Write;
 
 use crate::load::{LoadedModule, Origin};
 use crate::syntax::module::ModuleKind;
-use crate::syntax::tree::{Node, Value};
 
 /// One line per module: name, version, summary.
 pub fn list<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) -> String {
@@ -15,18 +14,6 @@ pub fn list<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) -> String {
         let _ = writeln!(out, "{:<26} {:<14} {}", d.name.value, d.version.value, d.summary.value);
     }
     out
-}
-
-fn value_text(n: &Node) -> String {
-    match &n.value {
-        Value::Str(s) => format!("{s:?}"),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Datetime(d) => d.clone(),
-        Value::Array(items) => format!("[{}]", items.iter().map(value_text).collect::<Vec<_>>().join(", ")),
-        Value::Table(_) => "{…}".into(),
-    }
 }
 
 fn one_line(s: &str) -> String {
@@ -65,12 +52,12 @@ pub fn page(m: &LoadedModule) -> String {
     } else {
         let _ = writeln!(o, "| option | type | default | description | example |\n|---|---|---|---|---|");
         for opt in &d.options {
-            let default = opt.default.as_ref().map(|n| format!("`{}`", value_text(n))).unwrap_or_else(|| "required".into());
+            let default = opt.default.as_ref().map(|n| format!("`{}`", n.text())).unwrap_or_else(|| "required".into());
             let mut desc = opt.description.as_ref().map(|x| one_line(&x.value)).unwrap_or_default();
             if !opt.values.is_empty() {
                 let _ = write!(desc, " One of {}.", opt.values.iter().map(|v| format!("`{}`", v.value)).collect::<Vec<_>>().join(", "));
             }
-            let example = opt.example.as_ref().map(|n| format!("`{}`", value_text(n))).unwrap_or_default();
+            let example = opt.example.as_ref().map(|n| format!("`{}`", n.text())).unwrap_or_default();
             let _ =
                 writeln!(o, "| `{}` | {} | {default} | {} | {example} |", opt.name.value, opt.ty.value.name(), desc.replace('|', "\\|"));
         }

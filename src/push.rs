@@ -305,6 +305,36 @@ pub fn closure(result: &Path) -> Result<(String, serde_json::Value, Vec<Object>)
     Ok((text, m, objects.into_values().collect()))
 }
 
+/// Runs `f` on every item with `jobs` threads and collects the results in item order; stops
+/// handing out work at the first error, which it returns.
+fn parallel<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> Result<R, PushError> + Sync) -> Result<Vec<R>, PushError> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let failure: Mutex<Option<PushError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 64) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= items.len() || failure.lock().unwrap().is_some() {
+                        break;
+                    }
+                    match f(&items[i]) {
+                        Ok(r) => results.lock().unwrap()[i] = Some(r),
+                        Err(e) => {
+                            failure.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(results.into_inner().unwrap().into_iter().map(|r| r.expect("every item ran")).collect())
+}
+
 /// Uploads every object the store lacks, in parallel, then the manifest.
 pub fn push(target: &Target, result: &Path, jobs: usize, progress: bool) -> Result<PushSummary, PushError> {
     let (manifest_text, m, objects) = closure(result)?;
@@ -312,56 +342,36 @@ pub fn push(target: &Target, result: &Path, jobs: usize, progress: bool) -> Resu
     let remote = remote(target);
     let bar = if progress { indicatif::ProgressBar::new(objects.len() as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} objects {msg}").expect("a valid template"));
-    let next = AtomicUsize::new(0);
-    let summary = Mutex::new(PushSummary::default());
-    let failure: Mutex<Option<PushError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, 64) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= objects.len() || failure.lock().unwrap().is_some() {
-                        break;
-                    }
-                    let o = &objects[i];
-                    let outcome = (|| -> Result<Option<u64>, PushError> {
-                        let bytes = std::fs::read(result.join(&o.path)).map_err(|e| err(format!("{}: {e}", o.path)))?;
-                        if hex(&Sha256::digest(&bytes)) != o.sha256 {
-                            return Err(err(format!("{} does not match its hash in manifest.json", o.path)));
-                        }
-                        let key = format!("objects/{}", o.sha256);
-                        let have = with_retries(&key, || remote.head(&key))?;
-                        if have == Some(bytes.len() as u64) {
-                            return Ok(None);
-                        }
-                        upload(&remote, &key, &bytes, &o.sha256)?;
-                        Ok(Some(bytes.len() as u64))
-                    })();
-                    match outcome {
-                        Ok(None) => summary.lock().unwrap().skipped += 1,
-                        Ok(Some(n)) => {
-                            let mut s = summary.lock().unwrap();
-                            s.uploaded += 1;
-                            s.bytes += n;
-                        }
-                        Err(e) => {
-                            failure.lock().unwrap().get_or_insert(e);
-                        }
-                    }
-                    bar.inc(1);
-                }
-            });
+    let sizes = parallel(&objects, jobs, |o| {
+        let bytes = std::fs::read(result.join(&o.path)).map_err(|e| err(format!("{}: {e}", o.path)))?;
+        if hex(&Sha256::digest(&bytes)) != o.sha256 {
+            return Err(err(format!("{} does not match its hash in manifest.json", o.path)));
         }
+        let key = format!("objects/{}", o.sha256);
+        let uploaded = if with_retries(&key, || remote.head(&key))? == Some(bytes.len() as u64) {
+            None
+        } else {
+            upload(&remote, &key, &bytes, &o.sha256)?;
+            Some(bytes.len() as u64)
+        };
+        bar.inc(1);
+        Ok(uploaded)
     });
     bar.finish_and_clear();
-    if let Some(e) = failure.into_inner().unwrap() {
-        return Err(e);
+    let mut summary = PushSummary::default();
+    for s in sizes? {
+        match s {
+            None => summary.skipped += 1,
+            Some(n) => {
+                summary.uploaded += 1;
+                summary.bytes += n;
+            }
+        }
     }
     // The manifest goes last: whoever can read it finds every object it names.
     let key = format!("manifests/{hash}.json");
     let bytes = manifest_text.into_bytes();
     let sha = hex(&Sha256::digest(&bytes));
-    let mut summary = summary.into_inner().unwrap();
     if with_retries(&key, || remote.head(&key))? != Some(bytes.len() as u64) {
         upload(&remote, &key, &bytes, &sha)?;
         summary.uploaded += 1;
@@ -391,37 +401,13 @@ pub fn pull(target: &Target, hash: &str, jobs: usize) -> Result<(String, BTreeMa
         .iter()
         .filter_map(|a| Some((a["path"].as_str()?.to_string(), a["sha256"].as_str()?.to_string())))
         .collect();
-    let next = AtomicUsize::new(0);
-    let files: Mutex<BTreeMap<String, Vec<u8>>> = Mutex::new(BTreeMap::new());
-    let failure: Mutex<Option<PushError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, 64) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= wanted.len() || failure.lock().unwrap().is_some() {
-                        break;
-                    }
-                    let (path, sha) = &wanted[i];
-                    let key = format!("objects/{sha}");
-                    let got = with_retries(&key, || match remote.get(&key)? {
-                        Some(b) => verify(&b, sha, &key).map(|_| b),
-                        None => Err(Failure::Fatal(format!("the store lacks {key} ({path})"))),
-                    });
-                    match got {
-                        Ok(b) => {
-                            files.lock().unwrap().insert(path.clone(), b);
-                        }
-                        Err(e) => {
-                            failure.lock().unwrap().get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().unwrap() {
-        return Err(e);
-    }
-    Ok((text, files.into_inner().unwrap()))
+    let fetched = parallel(&wanted, jobs, |(path, sha)| {
+        let key = format!("objects/{sha}");
+        with_retries(&key, || match remote.get(&key)? {
+            Some(b) => verify(&b, sha, &key).map(|_| b),
+            None => Err(Failure::Fatal(format!("the store lacks {key} ({path})"))),
+        })
+    })?;
+    let files: BTreeMap<String, Vec<u8>> = wanted.into_iter().map(|(p, _)| p).zip(fetched).collect();
+    Ok((text, files))
 }

@@ -457,7 +457,7 @@ impl<'a> Resolver<'a> {
             let value = match (given, &o.default) {
                 (Some(v), _) | (None, Some(v)) => self.option_value(o, v),
                 (None, None) => {
-                    let example = o.example.as_ref().map(node_text).unwrap_or_else(|| "…".into());
+                    let example = o.example.as_ref().map(Node::text).unwrap_or_else(|| "…".into());
                     self.err(
                         Diagnostic::error("E0022", format!("service `{}` needs option `{}`", s.name.value, o.name.value))
                             .primary(s.name.span, format!("`{}` is required by module `{}`", o.name.value, m.name.value))
@@ -1129,14 +1129,4 @@ fn socket(addr: IpAddr, port: u16) -> String {
 
 fn jv<T: serde::Serialize>(v: &T) -> J {
     J::from(minijinja::value::Serde(v))
-}
-
-fn node_text(n: &Node) -> String {
-    match &n.value {
-        Value::Str(s) => format!("{s:?}"),
-        Value::Int(i) => i.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Float(f) => f.to_string(),
-        _ => "…".into(),
-    }
 }

@@ -69,8 +69,23 @@ fn users(sys: &System) -> Vec<User> {
         .collect()
 }
 
+/// The user-data of a host: the admins, the files, one command.
+fn render(sys: &System, host: &Host, write_files: Vec<WriteFile>, run: String) -> String {
+    let cfg = CloudConfig {
+        hostname: &host.name,
+        preserve_hostname: false,
+        disable_root: true,
+        ssh_pwauth: false,
+        ssh_genkeytypes: ["ed25519", "ecdsa"],
+        users: users(sys),
+        write_files,
+        runcmd: vec![vec!["sh".into(), run]],
+    };
+    format!("#cloud-config\n{}", yaml(&cfg))
+}
+
+/// The full user-data: the payload written under the kiln root, then the provisioner.
 pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
-    let users = users(sys);
     let write_files = payload
         .iter()
         .map(|a| WriteFile {
@@ -80,35 +95,12 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
             content: content(String::from_utf8_lossy(&a.bytes).into_owned()),
         })
         .collect();
-    let cfg = CloudConfig {
-        hostname: &host.name,
-        preserve_hostname: false,
-        disable_root: true,
-        ssh_pwauth: false,
-        ssh_genkeytypes: ["ed25519", "ecdsa"],
-        users,
-        write_files,
-        runcmd: vec![vec!["sh".into(), format!("{KILN_ROOT}/provision.sh")]],
-    };
-    format!("#cloud-config\n{}", yaml(&cfg))
+    render(sys, host, write_files, format!("{KILN_ROOT}/provision.sh"))
 }
 
 /// The stage-0 user-data: the admins and a loader that fetches the host's bundle by hash.
 pub fn emit_stage0(sys: &System, host: &Host, script: &str) -> String {
-    let cfg = CloudConfig {
-        hostname: &host.name,
-        preserve_hostname: false,
-        disable_root: true,
-        ssh_pwauth: false,
-        ssh_genkeytypes: ["ed25519", "ecdsa"],
-        users: users(sys),
-        write_files: vec![WriteFile {
-            path: "/var/lib/kiln-stage0.sh".into(),
-            owner: "root:root",
-            permissions: "0700".into(),
-            content: content(script.to_string()),
-        }],
-        runcmd: vec![vec!["sh".into(), "/var/lib/kiln-stage0.sh".into()]],
-    };
-    format!("#cloud-config\n{}", yaml(&cfg))
+    let loader = "/var/lib/kiln-stage0.sh";
+    let file = WriteFile { path: loader.into(), owner: "root:root", permissions: "0700".into(), content: content(script.to_string()) };
+    render(sys, host, vec![file], loader.into())
 }

@@ -40,6 +40,21 @@ impl Table {
     }
 }
 
+impl Node {
+    /// The value as TOML-like text, for messages and documentation.
+    pub fn text(&self) -> String {
+        match &self.value {
+            Value::Str(s) => format!("{s:?}"),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Datetime(d) => d.clone(),
+            Value::Array(items) => format!("[{}]", items.iter().map(Node::text).collect::<Vec<_>>().join(", ")),
+            Value::Table(_) => "{…}".into(),
+        }
+    }
+}
+
 impl Value {
     pub fn type_name(&self) -> &'static str {
         match self {
