@@ -50,7 +50,7 @@ pub fn bundle(payload: &[Artifact], mtime: u64) -> Vec<u8> {
         tar.append_data(&mut h, format!("{ROOT}/{}", a.path), &a.bytes[..]).expect("writing to memory");
     }
     let tar_bytes = tar.into_inner().expect("writing to memory");
-    let mut gz = GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), Compression::best());
+    let mut gz = GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), Compression::fast());
     gz.write_all(&tar_bytes).expect("writing to memory");
     gz.finish().expect("writing to memory")
 }
