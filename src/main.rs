@@ -57,6 +57,8 @@ enum Command {
     },
     /// Print a JSON Schema of the system file (for editors: taplo, Even Better TOML).
     Schema,
+    /// Why a rule exists; without an id, every rule, one per line.
+    Explain { id: Option<String> },
     /// Upload a build's closure to an artifact store, by content hash (manifest last).
     Push {
         /// file://DIR, http(s)://HOST/PATH (basic auth: KILN_STORE_USER/KILN_STORE_PASSWORD,
@@ -215,6 +217,30 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
+            }
+        }
+        Command::Explain { id } => {
+            let all = kiln::check::explanations();
+            match id {
+                None => {
+                    for e in &all {
+                        println!("{:<24} {}", e.id, e.summary);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Some(id) => match all.iter().find(|e| e.id == id) {
+                    Some(e) => {
+                        println!("{}: {}\n\n{}", e.id, e.summary, e.explanation);
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        let hint = diag::did_you_mean(&id, all.iter().map(|e| e.id))
+                            .map(|m| format!(" (did you mean `{m}`?)"))
+                            .unwrap_or_default();
+                        eprintln!("error: no rule `{id}`{hint}; `kiln explain` lists them");
+                        ExitCode::from(2)
+                    }
+                },
             }
         }
         Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {

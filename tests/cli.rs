@@ -156,3 +156,21 @@ fn a_user_module_overrides_a_builtin_of_the_same_name() {
     let script = std::fs::read_to_string(tmp.path().join("result/hosts/edge/provision.sh")).unwrap();
     assert!(script.contains("systemctl enable --now caddy.service"), "the override is used");
 }
+
+#[test]
+fn every_rule_id_a_diagnostic_uses_is_explained() {
+    let out = run(kiln().arg("explain"));
+    assert!(out.status.success());
+    let list = text(&out.stdout);
+    let ids: Vec<&str> = list.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    // the ids of the rule diagnostics in the fixtures and tests
+    for id in ["edge-on-private-host", "port-conflict", "unpinned-image", "user-data-too-large", "wildcard-http01"] {
+        assert!(ids.contains(&id), "`kiln explain` does not list {id}:\n{list}");
+        let out = run(kiln().arg("explain").arg(id));
+        assert!(out.status.success());
+        assert!(text(&out.stdout).len() > 100, "{id} has no real explanation");
+    }
+    let out = run(kiln().arg("explain").arg("port-conflicts"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("did you mean `port-conflict`?"));
+}
