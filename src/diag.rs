@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::files::SimpleFiles;
@@ -52,9 +52,6 @@ impl Sources {
     }
     pub fn text(&self, id: FileId) -> &str {
         &self.get(id).text
-    }
-    pub fn path(&self, id: FileId) -> &Path {
-        &self.get(id).path
     }
     pub fn len(&self) -> usize {
         self.files.len()
@@ -154,12 +151,6 @@ impl Diagnostics {
     }
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)
-    }
-    pub fn error_count(&self) -> usize {
-        self.items.iter().filter(|d| d.severity == Severity::Error).count()
-    }
-    pub fn items(&self) -> &[Diagnostic] {
-        &self.items
     }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

@@ -1,7 +1,7 @@
 //! The typed scalar values of the language: CIDR, address, port, domain, duration, size, image reference.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::Serialize;
@@ -67,10 +67,6 @@ impl Cidr {
         }
         let host = ip_bits(ip) & !self.mask_bits() & width_mask(32);
         host == 0 || host == !self.mask_bits() & width_mask(32)
-    }
-
-    pub fn any_v4() -> Cidr {
-        Cidr { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix: 0 }
     }
 }
 

@@ -18,9 +18,6 @@ impl<T> Sp<T> {
     pub fn new(value: T, span: Span) -> Sp<T> {
         Sp { value, span }
     }
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Sp<U> {
-        Sp { value: f(self.value), span: self.span }
-    }
 }
 
 impl<T> std::ops::Deref for Sp<T> {

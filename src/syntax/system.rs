@@ -2,7 +2,7 @@
 
 use crate::diag::Span;
 use crate::syntax::decode::{Sink, Sp, TableReader, as_str, typed};
-use crate::syntax::tree::{Node, Value};
+use crate::syntax::tree::Node;
 use crate::types::{self, Cidr};
 
 /// Everything one system file declares; several files (imports) are merged by `load`.
@@ -459,9 +459,4 @@ pub fn check_ssh_key(k: &str) -> Result<(), types::TypeError> {
             help: Some("paste one line of a `.pub` file, like `ssh-ed25519 AAAAC3Nz… you@laptop`".into()),
         })
     }
-}
-
-/// True when a node is a table (used to tell `options` forms apart).
-pub fn is_table(n: &Node) -> bool {
-    matches!(n.value, Value::Table(_))
 }
