@@ -100,11 +100,26 @@ pub struct Diagnostic {
     pub labels: Vec<Label>,
     pub notes: Vec<String>,
     pub help: Option<String>,
+    /// What a rule fired for (`hosts`, `services` or `routes`, and the name): an
+    /// `[allow.RULE]` naming it waives the diagnostic.
+    pub subject: Option<(&'static str, String)>,
 }
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Error, code, message: message.into(), labels: Vec::new(), notes: Vec::new(), help: None }
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            notes: Vec::new(),
+            help: None,
+            subject: None,
+        }
+    }
+    pub fn about(mut self, kind: &'static str, name: impl Into<String>) -> Diagnostic {
+        self.subject = Some((kind, name.into()));
+        self
     }
     pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
         Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
@@ -178,7 +193,8 @@ impl fmt::Display for Located<'_> {
             let (l, c) = self.sources.line_col(span.file, span.start as usize);
             write!(f, "{}:{}:{}: ", self.sources.get(span.file).name, l, c)?;
         }
-        write!(f, "error[{}]: {}", self.diag.code, self.diag.message)
+        let level = if self.diag.severity == Severity::Warning { "warning" } else { "error" };
+        write!(f, "{level}[{}]: {}", self.diag.code, self.diag.message)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::diag::{Diagnostic, FileId, Sources, Span};
 use crate::syntax::decode::{Sink, Sp, TableReader};
 use crate::syntax::module::{self, ModuleDecl};
 use crate::syntax::system::{self, SystemFile};
-use crate::syntax::tree;
+use crate::syntax::{expand, tree};
 
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 
@@ -91,14 +91,19 @@ fn load_system_files(inputs: &mut Inputs, root: &Path, main: &Path) -> Result<()
     let text = std::fs::read_to_string(main).map_err(|e| IoError(format!("cannot read `{}`: {e}", main.display())))?;
     let mut queue: Vec<(PathBuf, String)> = vec![(main.to_path_buf(), text)];
     let mut seen: Vec<PathBuf> = vec![normal(main)];
+    let mut trees = Vec::new();
     while let Some((path, text)) = queue.pop() {
         let id = inputs.sources.add(display(&path), path.clone(), text);
-        let Some(file) = parse_system(inputs, id) else {
-            continue;
+        let node = match tree::parse(id, inputs.sources.text(id)) {
+            Ok(n) => n,
+            Err(ds) => {
+                inputs.diags.extend(ds);
+                continue;
+            }
         };
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for imp in &file.imports {
-            match import_path(root, &dir, imp) {
+        for imp in imports(&node) {
+            match import_path(root, &dir, &imp) {
                 Err(d) => inputs.diags.push(d),
                 Ok(p) => {
                     if seen.contains(&normal(&p)) {
@@ -115,9 +120,29 @@ fn load_system_files(inputs: &mut Inputs, root: &Path, main: &Path) -> Result<()
                 }
             }
         }
-        inputs.files.push(file);
+        trees.push(node);
     }
+    let sink = Sink::default();
+    let stamped = expand::expand(&mut trees, &sink);
+    for node in trees.iter().chain(&stamped) {
+        inputs.files.push(system::read(node, &sink));
+    }
+    inputs.diags.extend(sink.take());
     Ok(())
+}
+
+/// The `imports` of a file, as far as they are strings (`system::read` reports the rest).
+fn imports(node: &tree::Node) -> Vec<Sp<String>> {
+    let tree::Value::Table(t) = &node.value else { return Vec::new() };
+    let Some(e) = t.get("imports") else { return Vec::new() };
+    let tree::Value::Array(items) = &e.value.value else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|i| match &i.value {
+            tree::Value::Str(s) => Some(Sp::new(s.clone(), i.span)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn normal(p: &Path) -> PathBuf {
@@ -145,20 +170,6 @@ fn import_path(root: &Path, dir: &Path, imp: &Sp<String>) -> Result<PathBuf, Dia
             .help("a build reads only its declared inputs: keep imported files next to `system.toml`"));
     }
     Ok(joined)
-}
-
-fn parse_system(inputs: &mut Inputs, id: FileId) -> Option<SystemFile> {
-    let node = match tree::parse(id, inputs.sources.text(id)) {
-        Ok(n) => n,
-        Err(ds) => {
-            inputs.diags.extend(ds);
-            return None;
-        }
-    };
-    let sink = Sink::default();
-    let file = system::read(&node, &sink);
-    inputs.diags.extend(sink.take());
-    Some(file)
 }
 
 fn load_images(inputs: &mut Inputs) {

@@ -30,6 +30,38 @@ pub struct System {
     pub store_url: Option<String>,
     pub buckets: Vec<Bucket>,
     pub databases: Vec<ManagedDatabase>,
+    pub zones: BTreeMap<String, Zone>,
+    /// Rules waived, for whom, and why (`[allow.RULE]`).
+    pub allows: Vec<Allow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Zone {
+    pub description: Option<String>,
+    /// Zones whose hosts may connect in (`public`: the internet); `None` accepts every zone.
+    pub accepts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Allow {
+    pub rule: String,
+    pub hosts: Vec<String>,
+    pub services: Vec<String>,
+    pub routes: Vec<String>,
+    pub reason: String,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+impl Allow {
+    pub fn names(&self, kind: &str) -> &[String] {
+        match kind {
+            "hosts" => &self.hosts,
+            "services" => &self.services,
+            "routes" => &self.routes,
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +116,14 @@ pub struct Host {
     pub disks: BTreeMap<String, Size>,
     /// The public address of an existing host.
     pub address: Option<IpAddr>,
+    /// Rollout group (`canary`).
+    pub group: Option<String>,
+    /// sshd accepts passwords (only with an `[allow.password-ssh]`).
+    pub password_ssh: bool,
+    /// fail2ban also watches the edge's access log for failed authentication.
+    pub fail2ban_http: bool,
+    /// Docker networks declared on this host (besides the default one).
+    pub bridges: BTreeMap<String, Bridge>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -93,6 +133,13 @@ impl Host {
     pub fn private_address(&self) -> Option<IpAddr> {
         self.addresses.values().next().copied()
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bridge {
+    pub subnet: Option<Cidr>,
+    /// No route out of the host: members talk only to each other.
+    pub internal: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +184,14 @@ pub struct Service {
     /// Ports published on the host: for peers on other hosts (private address) and for an
     /// edge on the same host (loopback).
     pub published: Vec<Publish>,
+    /// Bridges joined; empty means the host's default network.
+    pub bridges: Vec<String>,
+    /// Start phase (0 first).
+    pub phase: u32,
+    /// Endpoints opened to the internet on the host's public address.
+    pub expose: Vec<String>,
+    /// The module options as given or defaulted, as text (for checks and documentation).
+    pub options: BTreeMap<String, String>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -216,6 +271,14 @@ pub struct Dependency {
     /// target host's private address.
     pub address: String,
     pub same_host: bool,
+    /// What the consumer keeps there (`cache`, `queue`, `session`, `data`), from its slot.
+    pub usage: Option<String>,
+    /// The consumer's driver uses server-side prepared statements.
+    pub prepared_statements: bool,
+    /// Added by kiln (a collector scraping metrics), not written in `connects`.
+    pub derived: bool,
+    /// The HTTP path of a derived metrics connection.
+    pub path: Option<String>,
     #[serde(skip)]
     pub span: Span,
 }

@@ -87,10 +87,12 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     let mut diags = inputs.diags.clone();
     let (system, resolve_diags) = crate::resolve::resolve(&inputs);
     diags.extend(resolve_diags);
-    if let Some(sys) = &system
-        && !diags.iter().any(|d| d.severity == Severity::Error)
-    {
-        diags.extend(crate::check::run(sys, &inputs));
+    if let Some(sys) = &system {
+        let checked = !diags.iter().any(|d| d.severity == Severity::Error);
+        if checked {
+            diags.extend(crate::check::run(sys, &inputs));
+        }
+        diags = crate::check::apply_allows(sys, diags, checked);
     }
     let mut all = crate::diag::Diagnostics::default();
     all.extend(diags);

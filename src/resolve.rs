@@ -23,7 +23,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| s.module.as_ref()).map(|m| m.value.as_str()).collect();
     let tpls: BTreeMap<String, Templates> =
         inputs.modules.iter().filter(|(k, _)| used.contains(k.as_str())).map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
-    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new() };
+    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: Vec::new() };
     let sys = r.run();
     (sys, r.diags)
 }
@@ -32,6 +32,8 @@ struct Resolver<'a> {
     inputs: &'a Inputs,
     tpls: &'a BTreeMap<String, Templates>,
     diags: Vec<Diagnostic>,
+    /// Every public route's URL, for monitors (`probes` in templates).
+    probes: Vec<String>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -49,6 +51,11 @@ struct Partial<'a> {
 impl<'a> Resolver<'a> {
     fn err(&mut self, d: Diagnostic) {
         self.diags.push(d);
+    }
+
+    /// How many errors so far (warnings do not stop a service from resolving).
+    fn errors(&self) -> usize {
+        self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count()
     }
 
     fn unknown<'b>(&mut self, what: &str, r: &Sp<String>, known: impl IntoIterator<Item = &'b String>, define: &str) {
@@ -69,11 +76,14 @@ impl<'a> Resolver<'a> {
             let n = name(item);
             if let Some(prev) = out.get(&n.value) {
                 let prev = name(prev).span;
-                self.err(
-                    Diagnostic::error("E0011", format!("{what} `{}` is declared twice", n.value))
-                        .primary(n.span, "declared again here")
-                        .secondary(prev, "first declared here"),
-                );
+                let code = if what == "route" { "duplicate-route" } else { "E0011" };
+                let mut d = Diagnostic::error(code, format!("{what} `{}` is declared twice", n.value))
+                    .primary(n.span, "declared again here")
+                    .secondary(prev, "first declared here");
+                if what == "route" {
+                    d = d.help("one hostname has one route: merge them, or give one a different hostname");
+                }
+                self.err(d);
                 continue;
             }
             out.insert(n.value.clone(), item);
@@ -129,6 +139,7 @@ impl<'a> Resolver<'a> {
                 partials.insert(name.clone(), p);
             }
         }
+        self.probes = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
         // Phase 2: connections, secrets, rendering.
         let mut model_services = BTreeMap::new();
         for (name, p) in &partials {
@@ -174,9 +185,32 @@ impl<'a> Resolver<'a> {
             store_url: sysdecl.store.as_ref().map(|s| s.value.clone()),
             buckets: self.buckets(files, &providers),
             databases: self.databases(files, &providers),
+            zones: zones
+                .iter()
+                .map(|(k, z)| {
+                    (
+                        k.clone(),
+                        Zone {
+                            description: z.description.as_ref().map(|d| d.value.clone()),
+                            accepts: z.accepts.as_ref().map(|a| a.iter().map(|x| x.value.clone()).collect()),
+                        },
+                    )
+                })
+                .collect(),
+            allows: Vec::new(),
         };
+        for z in zones.values() {
+            for a in z.accepts.iter().flatten() {
+                if a.value != "public" && !zones.contains_key(&a.value) {
+                    let known: Vec<String> = zones.keys().cloned().chain(["public".to_string()]).collect();
+                    self.unknown("zone", a, known.iter(), "zones");
+                }
+            }
+        }
+        sys.allows = self.allows(files, &sys);
         sysdecl.name.as_ref()?;
-        if !self.diags.is_empty() || !self.inputs.diags.is_empty() {
+        let is_error = |d: &Diagnostic| d.severity == crate::diag::Severity::Error;
+        if self.diags.iter().any(is_error) || self.inputs.diags.iter().any(is_error) {
             // Evaluation assumes a coherent model; the errors so far are the report.
             return Some(sys);
         }
@@ -185,6 +219,73 @@ impl<'a> Resolver<'a> {
         }
         crate::eval::firewall::derive(&mut sys);
         Some(sys)
+    }
+
+    /// `[allow.RULE]` tables: the rule must exist and be one a system may waive, the names must
+    /// exist, and the reason must say something.
+    fn allows(&mut self, files: &'a [SystemFile], sys: &System) -> Vec<Allow> {
+        let mut out = Vec::new();
+        let explained = crate::check::explanations();
+        for a in files.iter().flat_map(|f| &f.allows) {
+            match explained.iter().find(|e| e.id == a.rule.value) {
+                None => {
+                    let mut d = Diagnostic::error("E0010", format!("unknown rule `{}`", a.rule.value)).primary(a.rule.span, "no rule of this id");
+                    d = match did_you_mean(&a.rule.value, explained.iter().map(|e| e.id)) {
+                        Some(m) => d.help(format!("did you mean `{m}`?")),
+                        None => d.help("`kiln explain` lists every rule"),
+                    };
+                    self.err(d);
+                    continue;
+                }
+                Some(e) if !e.allowable => {
+                    self.err(
+                        Diagnostic::error("E0035", format!("rule `{}` cannot be allowed", a.rule.value))
+                            .primary(a.rule.span, "this rule guards against output that cannot work")
+                            .help(format!("fix the input instead; `kiln explain {}` says why", a.rule.value)),
+                    );
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let reason = a.reason.as_ref().map(|r| r.value.trim().to_string()).unwrap_or_default();
+            if let Some(r) = &a.reason
+                && reason.split_whitespace().count() < 3
+            {
+                self.err(
+                    Diagnostic::error("E0035", format!("the reason for allowing `{}` is too short", a.rule.value))
+                        .primary(r.span, "say why this exception is safe here")
+                        .help("write a sentence a reviewer can check, e.g. \"the vendor image is only published as latest; mirrored by digest\""),
+                );
+            }
+            for (list, kind, known) in [
+                (&a.hosts, "host", sys.hosts.keys().cloned().collect::<Vec<_>>()),
+                (&a.services, "service", sys.services.keys().cloned().collect()),
+                (&a.routes, "route", sys.routes.iter().map(|r| r.hostname.clone()).collect()),
+            ] {
+                for n in list {
+                    if !known.contains(&n.value) {
+                        self.unknown(kind, n, known.iter(), &format!("{kind}s"));
+                    }
+                }
+            }
+            if a.hosts.is_empty() && a.services.is_empty() && a.routes.is_empty() {
+                self.err(
+                    Diagnostic::error("E0004", format!("`[allow.{}]` names nothing", a.rule.value))
+                        .primary(a.span, "no `hosts`, `services` or `routes`")
+                        .help("name what the exception is for: `services = [\"legacy\"]`"),
+                );
+            }
+            let names = |l: &Vec<Sp<String>>| l.iter().map(|x| x.value.clone()).collect();
+            out.push(Allow {
+                rule: a.rule.value.clone(),
+                hosts: names(&a.hosts),
+                services: names(&a.services),
+                routes: names(&a.routes),
+                reason,
+                span: a.rule.span,
+            });
+        }
+        out
     }
 
     fn dns_zones(&mut self, files: &'a [SystemFile], providers: &BTreeMap<String, &'a ProviderDecl>) -> Vec<DnsZone> {
@@ -315,19 +416,19 @@ impl<'a> Resolver<'a> {
             };
             if !cidr.contains(addr.value) {
                 self.err(
-                    Diagnostic::error("E0013", format!("address {} is outside network `{}` ({cidr})", addr.value, net.value))
+                    Diagnostic::error("address-outside-network", format!("address {} is outside network `{}` ({cidr})", addr.value, net.value))
                         .primary(addr.span, format!("not in {cidr}"))
                         .help(format!("pick an address inside {cidr}")),
                 );
             } else if cidr.is_reserved(addr.value) {
                 self.err(
-                    Diagnostic::error("E0013", format!("address {} is the network or broadcast address of `{}`", addr.value, net.value))
+                    Diagnostic::error("address-outside-network", format!("address {} is the network or broadcast address of `{}`", addr.value, net.value))
                         .primary(addr.span, "reserved address"),
                 );
             }
             if let Some(prev) = used.get(&addr.value) {
                 self.err(
-                    Diagnostic::error("E0014", format!("address {} is used twice", addr.value))
+                    Diagnostic::error("address-reused", format!("address {} is used twice", addr.value))
                         .primary(addr.span, "used again here")
                         .secondary(*prev, "first used here"),
                 );
@@ -379,6 +480,16 @@ impl<'a> Resolver<'a> {
             firewall: Vec::new(),
             disks: h.disks.iter().map(|(n, s)| (n.value.clone(), s.value)).collect(),
             address: h.address.as_ref().map(|a| a.value),
+            group: h.group.as_ref().map(|g| g.value.clone()),
+            password_ssh: h.password_ssh.as_ref().is_some_and(|b| b.value),
+            fail2ban_http: h.fail2ban_http.as_ref().is_some_and(|b| b.value),
+            bridges: h
+                .bridges
+                .iter()
+                .map(|b| {
+                    (b.name.value.clone(), Bridge { subnet: b.subnet.as_ref().map(|c| c.value), internal: b.internal.as_ref().is_some_and(|i| i.value) })
+                })
+                .collect(),
             span: h.name.span,
         })
     }
@@ -397,9 +508,9 @@ impl<'a> Resolver<'a> {
             self.unknown("host", host, hosts.keys(), "hosts");
             return None;
         }
-        let before = self.diags.len();
+        let before = self.errors();
         let options = self.options(s, &module.decl);
-        let ok = self.diags.len() == before;
+        let ok = self.errors() == before;
         let mut ctx = BTreeMap::new();
         ctx.insert("options", jv(&options));
         ctx.insert("service", minijinja::context! { name => s.name.value.clone(), host => host.value.clone() });
@@ -558,7 +669,7 @@ impl<'a> Resolver<'a> {
     ) -> Option<Service> {
         let m = &p.module.decl;
         let s = p.decl;
-        let errors_before = self.diags.len();
+        let errors_before = self.errors();
         let deps = self.deps(p, all, hosts);
         // Secrets: every slot bound to a declared secret.
         let mut secret_uses = Vec::new();
@@ -574,7 +685,7 @@ impl<'a> Resolver<'a> {
             };
             if !secrets.contains_key(&secret.value) {
                 self.err(
-                    Diagnostic::error("E0024", format!("secret `{}` is referenced but not defined", secret.value))
+                    Diagnostic::error("undefined-secret", format!("secret `{}` is referenced but not defined", secret.value))
                         .primary(secret.span, "not declared in `[secrets]`")
                         .help(match did_you_mean(&secret.value, secrets.keys().map(String::as_str)) {
                             Some(x) => format!("did you mean `{x}`?"),
@@ -596,7 +707,7 @@ impl<'a> Resolver<'a> {
             }
         }
         secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
-        if !p.ok || self.diags.len() > errors_before {
+        if !p.ok || self.errors() > errors_before {
             return None;
         }
 
@@ -698,6 +809,34 @@ impl<'a> Resolver<'a> {
             dump: b.dump.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
             volumes: b.volumes.iter().map(|v| v.value.clone()).collect(),
         });
+        for e in &s.expose {
+            if !p.endpoints.iter().any(|x| x.name == e.value) {
+                let mut d = Diagnostic::error("E0028", format!("module `{}` has no endpoint `{}`", m.name.value, e.value))
+                    .primary(e.span, "unknown endpoint");
+                if let Some(x) = did_you_mean(&e.value, p.endpoints.iter().map(|x| x.name.as_str())) {
+                    d = d.help(format!("did you mean `{x}`?"));
+                }
+                self.err(d);
+            }
+        }
+        if let Some(h) = hosts.get(&p.host) {
+            for b in &s.bridges {
+                if !h.bridges.contains_key(&b.value) {
+                    let mut d = Diagnostic::error("E0010", format!("host `{}` has no bridge `{}`", p.host, b.value))
+                        .primary(b.span, "unknown bridge");
+                    d = match did_you_mean(&b.value, h.bridges.keys().map(String::as_str)) {
+                        Some(x) => d.help(format!("did you mean `{x}`?")),
+                        None => d.help(format!("declare it as `[hosts.{}.bridges.{}]`", p.host, b.value)),
+                    };
+                    self.err(d);
+                }
+            }
+        }
+        if let Some(ph) = &s.phase
+            && !(0..=99).contains(&ph.value)
+        {
+            self.err(Diagnostic::error("E0003", format!("phase {} is out of range", ph.value)).primary(ph.span, "expected 0 to 99"));
+        }
         for (vol, _) in &s.volumes {
             if !m.volumes.iter().any(|v| v.name.value == vol.value) {
                 let mut d = Diagnostic::error("E0028", format!("module `{}` has no volume `{}`", m.name.value, vol.value))
@@ -708,7 +847,7 @@ impl<'a> Resolver<'a> {
                 self.err(d);
             }
         }
-        if self.diags.len() > errors_before {
+        if self.errors() > errors_before {
             return None;
         }
         let volume_source = |v: &str| {
@@ -747,6 +886,10 @@ impl<'a> Resolver<'a> {
             backup,
             resources,
             published: Vec::new(),
+            bridges: s.bridges.iter().map(|b| b.value.clone()).collect(),
+            phase: s.phase.as_ref().and_then(|p| u32::try_from(p.value).ok()).unwrap_or(0),
+            expose: s.expose.iter().map(|e| e.value.clone()).collect(),
+            options: p.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
             span: s.name.span,
         })
     }
@@ -785,6 +928,13 @@ impl<'a> Resolver<'a> {
         ctx.insert("requires", jv(&requires));
         ctx.insert("secrets", jv(&secret_paths));
         ctx.insert("endpoints", jv(&endpoints));
+        let scrape: Vec<J> = deps
+            .iter()
+            .filter(|d| d.derived)
+            .map(|d| minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, path => d.path.clone() })
+            .collect();
+        ctx.insert("scrape", jv(&scrape));
+        ctx.insert("probes", jv(&self.probes));
         jv(&ctx)
     }
 
@@ -841,8 +991,20 @@ impl<'a> Resolver<'a> {
             let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
             let address = if same_host {
                 match (native(p.module), native(target.module)) {
-                    // containers on one host share the Compose network
-                    (false, false) => svc_name.to_string(),
+                    // containers on one host reach each other over a common bridge
+                    (false, false) if shares_bridge(p.decl, target.decl) => svc_name.to_string(),
+                    (false, false) => {
+                        self.err(
+                            Diagnostic::error("E0034", format!("`{}` and `{svc_name}` share no bridge", p.decl.name.value))
+                                .primary(c.span, "this connection crosses Docker networks")
+                                .help(format!(
+                                    "add a bridge of `{svc_name}` ({}) to `{}`'s `bridges`",
+                                    bridges_of(target.decl).join(", "),
+                                    p.decl.name.value
+                                )),
+                        );
+                        continue;
+                    }
                     // a native service reaches a container through a port published on loopback
                     (true, false) => "127.0.0.1".to_string(),
                     // both on the host itself
@@ -887,8 +1049,15 @@ impl<'a> Resolver<'a> {
                 protocol: endpoint.protocol,
                 address,
                 same_host,
+                usage: slot.and_then(|s| s.usage.as_ref()).map(|u| u.value.clone()),
+                prepared_statements: slot.is_some_and(|s| s.prepared_statements),
+                derived: false,
+                path: None,
                 span: c.span,
             });
+        }
+        if m.collect_metrics {
+            out.extend(self.scrape_deps(p, all, hosts));
         }
         for r in &m.requires {
             if r.optional || filled.contains(&r.slot.value) {
@@ -910,6 +1079,55 @@ impl<'a> Resolver<'a> {
         }
         out.sort_by(|a, b| (&a.service, &a.endpoint).cmp(&(&b.service, &b.endpoint)));
         out.dedup_by(|a, b| a.service == b.service && a.endpoint == b.endpoint);
+        out
+    }
+
+    /// A metrics collector's derived connections: one to every metrics endpoint it can reach.
+    fn scrape_deps(&mut self, p: &Partial<'a>, all: &BTreeMap<String, Partial<'a>>, hosts: &BTreeMap<String, Host>) -> Vec<Dependency> {
+        let mut out = Vec::new();
+        for (name, t) in all.iter().filter(|(n, _)| **n != p.decl.name.value) {
+            let Some(mt) = &t.module.decl.metrics else { continue };
+            let Some(ep) = t.endpoints.iter().find(|e| e.name == mt.endpoint.value) else { continue };
+            let same_host = t.host == p.host;
+            let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
+            let address = if same_host {
+                match (native(p.module), native(t.module)) {
+                    (false, false) if shares_bridge(p.decl, t.decl) => Some(name.clone()),
+                    (false, false) => None,
+                    (true, _) => Some("127.0.0.1".to_string()),
+                    (false, true) => hosts.get(&t.host).and_then(|h| h.private_address()).map(|a| a.to_string()),
+                }
+            } else {
+                hosts.get(&t.host).and_then(|h| h.private_address()).map(|a| a.to_string())
+            };
+            let Some(address) = address else {
+                self.err(
+                    Diagnostic::warning("unscraped-metrics", format!("`{}` cannot reach the metrics of `{name}`", p.decl.name.value))
+                        .primary(t.decl.name.span, "these metrics are not collected")
+                        .help(if same_host {
+                            format!("give `{name}` and `{}` a common bridge", p.decl.name.value)
+                        } else {
+                            format!("put host `{}` on a private network", t.host)
+                        })
+                        .about("services", p.decl.name.value.clone()),
+                );
+                continue;
+            };
+            out.push(Dependency {
+                slot: None,
+                service: name.clone(),
+                endpoint: ep.name.clone(),
+                port: ep.port,
+                protocol: ep.protocol,
+                address,
+                same_host,
+                usage: None,
+                prepared_statements: false,
+                derived: true,
+                path: Some(mt.path.clone()),
+                span: p.decl.name.span,
+            });
+        }
         out
     }
 
@@ -1033,7 +1251,7 @@ impl<'a> Resolver<'a> {
                 );
                 continue;
             };
-            let errors = self.diags.len();
+            let errors = self.errors();
             let auth = r
                 .auth
                 .as_ref()
@@ -1080,7 +1298,7 @@ impl<'a> Resolver<'a> {
                     }
                 }
             }
-            if self.diags.len() > errors {
+            if self.errors() > errors {
                 continue;
             }
             out.push(Route {
@@ -1129,4 +1347,14 @@ fn socket(addr: IpAddr, port: u16) -> String {
 
 fn jv<T: serde::Serialize>(v: &T) -> J {
     J::from(minijinja::value::Serde(v))
+}
+
+/// The Docker networks a service joins: its `bridges`, or the host's default network.
+fn bridges_of(s: &ServiceDecl) -> Vec<String> {
+    if s.bridges.is_empty() { vec!["default".to_string()] } else { s.bridges.iter().map(|b| b.value.clone()).collect() }
+}
+
+fn shares_bridge(a: &ServiceDecl, b: &ServiceDecl) -> bool {
+    let bb = bridges_of(b);
+    bridges_of(a).iter().any(|x| bb.contains(x))
 }

@@ -71,3 +71,50 @@ fn rendered_diagnostics_show_the_source_line_label_and_help() {
     assert!(err.contains("help: did you mean `host`?"), "{err}");
     assert!(!err.contains('\u{1b}'), "NO_COLOR is honoured: {err}");
 }
+
+/// Every rule `kiln explain` lists has a fixture `rule-ID` whose expected output reports it.
+#[test]
+fn every_rule_has_a_fixture_that_triggers_it() {
+    let root = common::repo().join("tests/fixtures/diagnostics");
+    let mut missing = Vec::new();
+    for e in kiln::check::explanations() {
+        let expected = std::fs::read_to_string(root.join(format!("rule-{}/expected", e.id))).unwrap_or_default();
+        if !expected.lines().any(|l| l.contains(&format!("[{}]: ", e.id))) {
+            missing.push(e.id);
+        }
+        assert!(e.explanation.len() > 120, "{}: explain why, at length", e.id);
+    }
+    assert!(missing.is_empty(), "rules without a triggering fixture: {missing:?}");
+}
+
+/// `[allow.RULE]` with a reason waives the rule for what it names, and only that; an
+/// allowance that waives nothing is a warning.
+#[test]
+fn an_allow_with_a_reason_waives_exactly_what_it_names() {
+    let src = common::repo().join("tests/fixtures/diagnostics/rule-password-ssh/system.toml");
+    let base = std::fs::read_to_string(src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")], ..Options::default() };
+    let waived = format!(
+        "{base}\n[allow.password-ssh]\nhosts = [\"app\"]\nreason = \"the vendor appliance on this host has no key support yet\"\n"
+    );
+    std::fs::write(dir.path().join("system.toml"), &waived).unwrap();
+    match compile(&dir.path().join("system.toml"), &opts).unwrap() {
+        Outcome::Ok(c) => {
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+            assert_eq!(c.system.allows.len(), 1);
+            assert!(c.system.hosts["app"].password_ssh);
+        }
+        Outcome::Failed(f) => panic!("waived rule still fails: {:?}", f.diagnostics),
+    }
+    // Naming a host the rule does not fire for leaves a warning; the real one still fails.
+    let stale = waived.replace("hosts = [\"app\"]", "hosts = [\"edge\"]");
+    std::fs::write(dir.path().join("system.toml"), &stale).unwrap();
+    match compile(&dir.path().join("system.toml"), &opts).unwrap() {
+        Outcome::Failed(f) => {
+            let codes: Vec<&str> = f.diagnostics.iter().map(|d| d.code).collect();
+            assert!(codes.contains(&"password-ssh") && codes.contains(&"unused-allow"), "{codes:?}");
+        }
+        Outcome::Ok(_) => panic!("an allowance for another host waived the rule"),
+    }
+}

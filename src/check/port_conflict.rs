@@ -13,6 +13,7 @@ pub const RULE: Rule = Rule {
     explanation: "Ports published on a host (for peers on other hosts, or for the edge on the same \
 host) and the ports of native services share the host's port space. Two of them on one port and \
 protocol means the second fails to start on the server, long after the build said yes.",
+    allowable: false,
     check,
 };
 

@@ -12,6 +12,7 @@ pub const RULE: Rule = Rule {
     explanation: "An image reference without a tag, or with a moving tag such as `latest`, resolves to \
 different software over time: two builds of the same system would boot different servers, and a \
 replaced server silently upgrades. Pin an explicit version tag, ideally with a `@sha256:` digest.",
+    allowable: true,
     check,
 };
 
@@ -23,7 +24,8 @@ fn check(sys: &System, inputs: &Inputs) -> Vec<Diagnostic> {
             continue;
         }
         let mut d = Diagnostic::error(RULE.id, format!("image `{}` of service `{}` is not pinned", c.image, s.name))
-            .primary(s.span, "this service runs an unpinned image");
+            .primary(s.span, "this service runs an unpinned image")
+            .about("services", &s.name);
         if let Some(img) = inputs.modules.get(&s.module).and_then(|m| m.decl.container.as_ref()).and_then(|c| c.image.as_ref()) {
             d = d.secondary(img.span, "image declared here");
         }

@@ -119,6 +119,21 @@ pub fn derive(sys: &mut System) {
         }
     }
 
+    // Exposed endpoints: open to everyone on the host's addresses, without an edge.
+    for (name, s) in &sys.services {
+        for e in &s.expose {
+            let Some(ep) = s.endpoint(e) else { continue };
+            rules.get_mut(&s.host).unwrap().open(ep.port, ep.protocol, None, format!("`{name}` exposes `{e}`"));
+            if s.container.is_some() {
+                publish.entry(name.clone()).or_default().push(Publish {
+                    bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    port: ep.port,
+                    protocol: ep.protocol,
+                });
+            }
+        }
+    }
+
     // Connections on one host that cross between the host and its containers.
     for (name, s) in &sys.services {
         for d in s.deps.iter().filter(|d| d.same_host) {

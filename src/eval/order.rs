@@ -1,5 +1,5 @@
-//! Start order: services sorted so each starts after what it connects to; a cycle is an error
-//! that names every service on it.
+//! Start order: services sorted by phase, and within it so each starts after what it connects
+//! to; a cycle, or a connection to a later phase, is an error that names the services.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,13 +10,29 @@ pub fn start_order(sys: &mut System) -> Result<(), Diagnostic> {
     let deps: BTreeMap<&str, Vec<&str>> = sys
         .services
         .iter()
-        .map(|(n, s)| (n.as_str(), s.deps.iter().map(|d| d.service.as_str()).filter(|d| sys.services.contains_key(*d)).collect()))
+        .map(|(n, s)| {
+            (n.as_str(), s.deps.iter().filter(|d| !d.derived).map(|d| d.service.as_str()).filter(|d| sys.services.contains_key(*d)).collect())
+        })
         .collect();
+    for s in sys.services.values() {
+        for d in s.deps.iter().filter(|d| !d.derived) {
+            let Some(t) = sys.services.get(&d.service) else { continue };
+            if t.phase > s.phase {
+                return Err(Diagnostic::error(
+                    "phase-order",
+                    format!("`{}` (phase {}) connects to `{}`, which starts later (phase {})", s.name, s.phase, t.name, t.phase),
+                )
+                .primary(d.span, "this connection")
+                .secondary(t.span, format!("phase {}", t.phase))
+                .help(format!("move `{}` to phase {} or earlier, or `{}` to phase {}", t.name, s.phase, s.name, t.phase)));
+            }
+        }
+    }
     if let Some(cycle) = find_cycle(&deps) {
         let first = &sys.services[cycle[0]];
         let edge = first.deps.iter().find(|d| d.service == cycle[1]).map(|d| d.span).unwrap_or(first.span);
         let path = cycle.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" → ");
-        let mut d = Diagnostic::error("E0060", format!("dependency cycle: {path}"))
+        let mut d = Diagnostic::error("dependency-cycle", format!("dependency cycle: {path}"))
             .primary(edge, format!("`{}` connects to `{}` here", cycle[0], cycle[1]));
         for w in cycle.windows(2).skip(1) {
             let s = &sys.services[w[0]];
@@ -26,7 +42,7 @@ pub fn start_order(sys: &mut System) -> Result<(), Diagnostic> {
         }
         return Err(d.help("services start after what they connect to, so one of these connections must go"));
     }
-    // Kahn's algorithm, ready set ordered by name for a stable result.
+    // Kahn's algorithm, ready set ordered by phase, then name, for a stable result.
     let mut remaining: BTreeMap<&str, usize> = deps.iter().map(|(n, d)| (*n, d.len())).collect();
     let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (n, ds) in &deps {
@@ -34,15 +50,17 @@ pub fn start_order(sys: &mut System) -> Result<(), Diagnostic> {
             dependents.entry(*d).or_default().push(n);
         }
     }
-    let mut ready: BTreeSet<&str> = remaining.iter().filter(|(_, c)| **c == 0).map(|(n, _)| *n).collect();
+    let phase = |n: &str| sys.services[n].phase;
+    let mut ready: BTreeSet<(u32, &str)> = remaining.iter().filter(|(_, c)| **c == 0).map(|(n, _)| (phase(n), *n)).collect();
     let mut order = Vec::new();
-    while let Some(n) = ready.pop_first() {
+    while let Some((_, n)) = ready.pop_first() {
         order.push(n.to_string());
         for d in dependents.get(n).into_iter().flatten() {
-            let c = remaining.get_mut(d).unwrap();
-            *c -= 1;
-            if *c == 0 {
-                ready.insert(d);
+            if let Some(c) = remaining.get_mut(d) {
+                *c -= 1;
+                if *c == 0 {
+                    ready.insert((phase(d), d));
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ struct File<'a> {
     volumes: BTreeMap<String, Empty>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     secrets: BTreeMap<String, SecretFile>,
-    networks: BTreeMap<&'static str, Network>,
+    networks: BTreeMap<String, Network>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +29,20 @@ struct SecretFile {
 #[derive(Serialize)]
 struct Network {
     name: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    internal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipam: Option<Ipam>,
+}
+
+#[derive(Serialize)]
+struct Ipam {
+    config: Vec<IpamPool>,
+}
+
+#[derive(Serialize)]
+struct IpamPool {
+    subnet: String,
 }
 
 #[derive(Serialize)]
@@ -73,7 +87,7 @@ struct Svc {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     init: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    networks: Option<Vec<&'static str>>,
+    networks: Option<Vec<String>>,
     logging: Logging,
 }
 
@@ -160,8 +174,22 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
         services: BTreeMap::new(),
         volumes: BTreeMap::new(),
         secrets: BTreeMap::new(),
-        networks: BTreeMap::from([("default", Network { name: format!("{}-{}", sys.name, host.name) })]),
+        networks: BTreeMap::new(),
     };
+    let uses = |b: &str| services.iter().any(|s| s.bridges.iter().any(|x| x == b));
+    if services.iter().any(|s| s.bridges.is_empty() && s.container.as_ref().is_some_and(|c| c.network_mode.is_none())) {
+        file.networks.insert("default".into(), Network { name: format!("{}-{}", sys.name, host.name), internal: false, ipam: None });
+    }
+    for (name, b) in host.bridges.iter().filter(|(n, _)| uses(n)) {
+        file.networks.insert(
+            name.clone(),
+            Network {
+                name: format!("{}-{}-{name}", sys.name, host.name),
+                internal: b.internal,
+                ipam: b.subnet.map(|c| Ipam { config: vec![IpamPool { subnet: c.to_string() }] }),
+            },
+        );
+    }
     for s in services {
         let c = s.container.as_ref().unwrap();
         let host_net = c.network_mode.as_deref() == Some("host");
@@ -258,7 +286,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             network_mode: c.network_mode.clone(),
             shm_size: c.shm_size.map(|s| s.compose()),
             init: c.init,
-            networks: (!host_net).then(|| vec!["default"]),
+            networks: (!host_net).then(|| if s.bridges.is_empty() { vec!["default".to_string()] } else { s.bridges.clone() }),
             logging: Logging { driver: "json-file", options: BTreeMap::from([("max-size", "10m"), ("max-file", "3")]) },
         };
         file.services.insert(&s.name, svc);

@@ -28,7 +28,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
 
     packages(&mut o, host, &services, containers);
     users(&mut o, sys);
-    sshd(&mut o);
+    sshd(&mut o, host);
     upgrades(&mut o);
     fail2ban(&mut o);
     firewall(&mut o, host, containers);
@@ -109,13 +109,15 @@ fn users(o: &mut String, sys: &System) {
     }
 }
 
-fn sshd(o: &mut String) {
+fn sshd(o: &mut String, host: &Host) {
     o.push_str("\n# sshd: keys only, no root, no passwords (first match wins, so this file sorts first).\nlog 'step: sshd'\n");
-    let conf = "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPubkeyAuthentication yes\nPermitEmptyPasswords no\nX11Forwarding no\nMaxAuthTries 3\n";
+    // Passwords only where an `[allow.password-ssh]` waived the rule, with its reason.
+    let passwords = if host.password_ssh { "yes" } else { "no" };
+    let conf = format!("PasswordAuthentication {passwords}\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPubkeyAuthentication yes\nPermitEmptyPasswords no\nX11Forwarding no\nMaxAuthTries 3\n");
     let _ = writeln!(
         o,
         "if put_text /etc/ssh/sshd_config.d/00-kiln.conf 0644 root:root {}; then\n\tsshd -t || die \"sshd rejects its configuration\"\n\tsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\nfi",
-        sh(conf)
+        sh(&conf)
     );
 }
 

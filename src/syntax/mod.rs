@@ -1,6 +1,7 @@
 //! Parse: TOML text to spanned trees, and trees to typed declarations (system and module files).
 
 pub mod decode;
+pub mod expand;
 pub mod module;
 pub mod system;
 pub mod tree;

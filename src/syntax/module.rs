@@ -27,6 +27,9 @@ pub struct ModuleDecl {
     pub resources: Option<ResourcesDecl>,
     pub files: Vec<FileDecl>,
     pub forward_auth: Option<ForwardAuthDecl>,
+    /// `[collect] metrics = true`: the service scrapes every metrics endpoint of the system
+    /// (Prometheus); kiln connects it to each and hands the list to its templates as `scrape`.
+    pub collect_metrics: bool,
 }
 
 /// How an edge asks this service whether a request may pass (Authentik's outposts, oauth2-proxy).
@@ -178,6 +181,10 @@ pub struct RequireDecl {
     pub endpoint: Option<Sp<String>>,
     pub optional: bool,
     pub description: Option<Sp<String>>,
+    /// What the consumer keeps there: `cache`, `queue`, `session` or `data`.
+    pub usage: Option<Sp<String>>,
+    /// The consumer's driver uses server-side prepared statements.
+    pub prepared_statements: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -389,6 +396,10 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             endpoint: t.str("endpoint"),
             optional: t.bool("optional").is_some_and(|b| b.value),
             description: t.str("description"),
+            usage: typed(t.str("usage"), sink, |s| {
+                if USAGES.contains(&s) { Ok(s.to_string()) } else { Err(one_of(s, "usage", USAGES)) }
+            }),
+            prepared_statements: t.bool("prepared_statements").is_some_and(|b| b.value),
             slot: typed(Some(slot), sink, types::parse_ident)?,
         };
         if d.modules.is_empty() {
@@ -450,6 +461,13 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         t.finish();
         Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2, traefik_uri: d.3, paths: d.4 })
     });
+    let collect_metrics = r
+        .table("collect", |mut t| {
+            let m = t.bool("metrics").is_some_and(|b| b.value);
+            t.finish();
+            m
+        })
+        .unwrap_or(false);
     r.finish();
     let (name, version, summary, description, kind, edge) = header;
     Some(ModuleDecl {
@@ -472,5 +490,9 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         resources,
         files,
         forward_auth: forward_auth.flatten(),
+        collect_metrics,
     })
 }
+
+/// What a consumer keeps in a requirement (`[requires.SLOT] usage`).
+pub const USAGES: &[&str] = &["cache", "queue", "session", "data"];

@@ -22,6 +22,36 @@ pub struct SystemFile {
     pub dns: Vec<DnsZoneDecl>,
     pub buckets: Vec<BucketDecl>,
     pub databases: Vec<DatabaseDecl>,
+    pub allows: Vec<AllowDecl>,
+    pub backup: Option<BackupDecl>,
+}
+
+/// `[allow.RULE]`: a rule waived for named hosts, services or routes, with the reason.
+#[derive(Debug)]
+pub struct AllowDecl {
+    pub rule: Sp<String>,
+    pub span: Span,
+    pub hosts: Vec<Sp<String>>,
+    pub services: Vec<Sp<String>>,
+    pub routes: Vec<Sp<String>>,
+    pub reason: Option<Sp<String>>,
+}
+
+/// `[backup]`: where and when every host backs up the data its services declare.
+#[derive(Debug)]
+pub struct BackupDecl {
+    pub span: Span,
+    /// A restic repository; `{host}` becomes the host's name.
+    pub repository: Option<Sp<String>>,
+    /// The secret holding the repository password.
+    pub password: Option<Sp<String>>,
+    /// A secret holding `KEY=value` lines for the repository (S3 keys, SFTP options).
+    pub environment: Option<Sp<String>>,
+    /// systemd calendar expressions.
+    pub schedule: Option<Sp<String>>,
+    pub check: Option<Sp<String>>,
+    /// keep-daily, keep-weekly, keep-monthly, keep-yearly
+    pub keep: Vec<(Sp<String>, Sp<i64>)>,
 }
 
 /// An object-storage bucket the provider creates.
@@ -118,6 +148,9 @@ pub struct NetworkDecl {
 pub struct ZoneDecl {
     pub name: Sp<String>,
     pub description: Option<Sp<String>>,
+    /// The zones whose hosts may connect to services in this one (`public` for the internet);
+    /// absent, any zone may.
+    pub accepts: Option<Vec<Sp<String>>>,
 }
 
 #[derive(Debug)]
@@ -144,6 +177,20 @@ pub struct HostDecl {
     pub disks: Vec<(Sp<String>, Sp<crate::types::Size>)>,
     /// The public address of a host that already exists (provider kind `existing`).
     pub address: Option<Sp<std::net::IpAddr>>,
+    /// A rollout group (`canary`): labels the server, selects hosts in `kiln show`.
+    pub group: Option<Sp<String>>,
+    pub password_ssh: Option<Sp<bool>>,
+    /// fail2ban also bans clients that fail the edge's authentication (HTTP 401/403 floods).
+    pub fail2ban_http: Option<Sp<bool>>,
+    /// Docker networks on this host: name → fixed subnet and whether it reaches outside.
+    pub bridges: Vec<BridgeDecl>,
+}
+
+#[derive(Debug)]
+pub struct BridgeDecl {
+    pub name: Sp<String>,
+    pub subnet: Option<Sp<Cidr>>,
+    pub internal: Option<Sp<bool>>,
 }
 
 #[derive(Debug)]
@@ -161,6 +208,12 @@ pub struct ServiceDecl {
     pub volumes: Vec<(Sp<String>, Sp<String>)>,
     pub memory: Option<Sp<crate::types::Size>>,
     pub cpus: Option<Sp<f64>>,
+    /// The host's Docker networks this service joins (none: the host's default network).
+    pub bridges: Vec<Sp<String>>,
+    /// Start phase: every service of a phase is up before the next phase starts.
+    pub phase: Option<Sp<i64>>,
+    /// Endpoints opened to the internet on the host's public address (not through an edge).
+    pub expose: Vec<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -276,7 +329,8 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         Some(d)
     });
     out.zones = r.named("zones", |name, mut t| {
-        let d = ZoneDecl { name: ident(name, sink)?, description: t.str("description") };
+        let accepts = t.node("accepts").map(|n| crate::syntax::decode::as_str_list(n, sink));
+        let d = ZoneDecl { name: ident(name, sink)?, description: t.str("description"), accepts };
         t.finish();
         Some(d)
     });
@@ -320,7 +374,30 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             })
             .unwrap_or_default();
         let address = typed(t.str("address"), sink, types::parse_ip);
+        let bridges = t
+            .table("bridges", |bt| {
+                let v: Vec<_> = bt
+                    .entries()
+                    .iter()
+                    .filter_map(|e| {
+                        let mut r = TableReader::new(&e.value, sink, format!("bridge `{}`", e.key))?;
+                        let d = BridgeDecl {
+                            name: ident(Sp::new(e.key.clone(), e.key_span), sink)?,
+                            subnet: typed(r.str("subnet"), sink, Cidr::parse),
+                            internal: r.bool("internal"),
+                        };
+                        r.finish();
+                        Some(d)
+                    })
+                    .collect();
+                v
+            })
+            .unwrap_or_default();
         let d = HostDecl {
+            group: typed(t.str("group"), sink, types::parse_ident),
+            password_ssh: t.bool("password_ssh"),
+            fail2ban_http: t.bool("fail2ban_http"),
+            bridges,
             disks,
             address,
             span: t.span,
@@ -360,6 +437,9 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         let memory = typed(t.str("memory"), sink, crate::types::Size::parse);
         let cpus = t.float("cpus");
         let d = ServiceDecl {
+            bridges: t.str_list("bridges"),
+            phase: t.int("phase"),
+            expose: t.str_list("expose"),
             volumes,
             memory,
             cpus,
@@ -430,6 +510,44 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         let d = SecretDecl { name: ident(name, sink)?, file: t.req_str("file", "\"secrets.sops.yaml\""), key: t.str("key") };
         t.finish();
         Some(d)
+    });
+    out.allows = r.named("allow", |rule, mut t| {
+        let d = AllowDecl {
+            rule,
+            span: t.span,
+            hosts: t.str_list("hosts"),
+            services: t.str_list("services"),
+            routes: t.str_list("routes"),
+            reason: t.req_str("reason", "\"why this exception is safe here\""),
+        };
+        t.finish();
+        Some(d)
+    });
+    out.backup = r.table("backup", |mut t| {
+        let keep = t
+            .table("keep", |mut kt| {
+                let mut v = Vec::new();
+                for k in ["daily", "weekly", "monthly", "yearly", "last"] {
+                    let span = kt.table.get(k).map(|e| e.key_span);
+                    if let (Some(n), Some(span)) = (kt.int(k), span) {
+                        v.push((Sp::new(k.to_string(), span), n));
+                    }
+                }
+                kt.finish();
+                v
+            })
+            .unwrap_or_default();
+        let d = BackupDecl {
+            span: t.span,
+            repository: t.req_str("repository", "\"sftp:u1@u1.your-storagebox.de:/restic/{host}\""),
+            password: t.req_str("password", "\"restic_password\""),
+            environment: t.str("environment"),
+            schedule: t.str("schedule"),
+            check: t.str("check"),
+            keep,
+        };
+        t.finish();
+        d
     });
     r.finish();
     out
