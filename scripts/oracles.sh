@@ -15,6 +15,7 @@
 #               XDG dirs (no listeners are bound and no certificates requested).
 #   compose     Docker Compose v5 `docker-compose -f FILE config -q` (no engine
 #               needed), then the compose-spec JSON schema.
+#   systemd     `systemd-analyze verify FILE` for a unit file; any output fails.
 #   yaml        Parse FILE ('-' for stdin) with PyYAML safe_load (duplicate keys
 #               rejected) and print it as JSON on stdout.
 #   self-test   Every sample in tests/oracle-samples/good must pass its oracle and
@@ -291,6 +292,7 @@ oracle_self_test() (
         compose-*) kind=compose ;;
         yaml-*) kind=yaml ;;
         promtool-*) kind=promtool ;;
+        systemd-*) kind=systemd ;;
         traefik-static-*) kind=traefik-static ;;
         traefik-dynamic-*) kind=traefik-dynamic ;;
         *) echo "self-test: no oracle for $expect/$name" >&2; exit 2 ;;
@@ -315,6 +317,20 @@ oracle_self_test() (
   [[ $bad -eq 0 ]]
 )
 
+# systemd units: `systemd-analyze verify` exits 0 on unknown keys and ignored settings, so any
+# line it prints is a failure too.
+oracle_systemd() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out
+  _oracle_need systemd-analyze
+  _oracle_run systemd-analyze systemd-analyze verify "$f"
+  if [[ -n $out ]]; then
+    _oracle_fail systemd-analyze "verify printed diagnostics" "$out"
+  fi
+)
+
 kiln_oracle() {
   local kind=${1:-}
   shift || true
@@ -325,11 +341,12 @@ kiln_oracle() {
     compose) oracle_compose "$@" ;;
     yaml) oracle_yaml "$@" ;;
     promtool) oracle_promtool "$@" ;;
+    systemd) oracle_systemd "$@" ;;
     traefik-static) oracle_traefik_static "$@" ;;
     traefik-dynamic) oracle_traefik_dynamic "$@" ;;
     self-test) oracle_self_test ;;
     *)
-      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
+      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|systemd|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
       return 2
       ;;
   esac

@@ -14,6 +14,7 @@ pub mod render;
 pub mod resolve;
 pub mod schema;
 pub mod show;
+pub mod sops;
 pub mod store;
 pub mod syntax;
 pub mod template;

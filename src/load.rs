@@ -104,7 +104,7 @@ fn load_system_files(inputs: &mut Inputs, root: &Path, main: &Path) -> Result<()
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for imp in imports(&node) {
             match import_path(root, &dir, &imp) {
-                Err(d) => inputs.diags.push(d),
+                Err(d) => inputs.diags.push(*d),
                 Ok(p) => {
                     if seen.contains(&normal(&p)) {
                         continue;
@@ -160,14 +160,16 @@ fn normal(p: &Path) -> PathBuf {
 }
 
 /// Imports are relative to the importing file and may not leave the system directory.
-fn import_path(root: &Path, dir: &Path, imp: &Sp<String>) -> Result<PathBuf, Diagnostic> {
+fn import_path(root: &Path, dir: &Path, imp: &Sp<String>) -> Result<PathBuf, Box<Diagnostic>> {
     let rel = Path::new(&imp.value);
     let joined = dir.join(rel);
     let escapes = rel.is_absolute() || !normal(&joined).starts_with(normal(root));
     if escapes {
-        return Err(Diagnostic::error("E0006", format!("import `{}` leaves the system directory", imp.value))
-            .primary(imp.span, "outside the system directory")
-            .help("a build reads only its declared inputs: keep imported files next to `system.toml`"));
+        return Err(Box::new(
+            Diagnostic::error("E0006", format!("import `{}` leaves the system directory", imp.value))
+                .primary(imp.span, "outside the system directory")
+                .help("a build reads only its declared inputs: keep imported files next to `system.toml`"),
+        ));
     }
     Ok(joined)
 }

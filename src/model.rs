@@ -33,6 +33,38 @@ pub struct System {
     pub zones: BTreeMap<String, Zone>,
     /// Rules waived, for whom, and why (`[allow.RULE]`).
     pub allows: Vec<Allow>,
+    pub backup: Option<BackupPlan>,
+}
+
+/// `[backup]`: every host backs up the data its services declare to one restic repository.
+#[derive(Debug, Serialize)]
+pub struct BackupPlan {
+    /// The restic repository with `{host}` already replaced per host by the renderer.
+    pub repository: String,
+    /// Secret holding the repository password.
+    pub password: String,
+    /// Secret holding `KEY=value` lines for the repository backend.
+    pub environment: Option<String>,
+    /// systemd calendar expressions.
+    pub schedule: String,
+    pub check: String,
+    /// (`daily`, 7), (`weekly`, 4) …
+    pub keep: Vec<(String, i64)>,
+}
+
+impl System {
+    /// Every secret a host needs: its services' and, where it backs up data, the backup's.
+    pub fn host_secrets(&self, host: &Host) -> std::collections::BTreeSet<String> {
+        let mut out: std::collections::BTreeSet<String> =
+            host.services.iter().flat_map(|s| self.services[s].secrets.iter().map(|u| u.secret.clone())).collect();
+        if let Some(b) = &self.backup
+            && host.services.iter().any(|s| self.services[s].has_data())
+        {
+            out.insert(b.password.clone());
+            out.extend(b.environment.clone());
+        }
+        out
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -197,6 +229,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Whether the service declares data worth backing up (a dump or a backed-up volume).
+    pub fn has_data(&self) -> bool {
+        self.volumes.iter().any(|v| v.backup) || self.backup.as_ref().is_some_and(|b| b.dump.is_some())
+    }
+
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.name == name)
     }

@@ -170,7 +170,12 @@ fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Ve
                 .unwrap_or(""),
         })
         .collect();
-    let mut out = Vec::new();
+    let mut out = vec![Artifact {
+        path: "SYSTEM.md".into(),
+        kind: render::Kind::Doc,
+        mode: 0o644,
+        bytes: render::system_doc::emit(sys).into_bytes(),
+    }];
     if let Some(tf) = render::tofu::emit(sys, &inputs) {
         out.push(Artifact { path: "tofu/main.tf.json".into(), kind: render::Kind::OpenTofu, mode: 0o644, bytes: tf.into_bytes() });
     }

@@ -198,6 +198,7 @@ impl<'a> Resolver<'a> {
                 })
                 .collect(),
             allows: Vec::new(),
+            backup: None,
         };
         for z in zones.values() {
             for a in z.accepts.iter().flatten() {
@@ -208,6 +209,7 @@ impl<'a> Resolver<'a> {
             }
         }
         sys.allows = self.allows(files, &sys);
+        sys.backup = self.backup(files, &secrets);
         sysdecl.name.as_ref()?;
         let is_error = |d: &Diagnostic| d.severity == crate::diag::Severity::Error;
         if self.diags.iter().any(is_error) || self.inputs.diags.iter().any(is_error) {
@@ -215,10 +217,64 @@ impl<'a> Resolver<'a> {
             return Some(sys);
         }
         if let Err(d) = crate::eval::order::start_order(&mut sys) {
-            self.err(d);
+            self.err(*d);
         }
         crate::eval::firewall::derive(&mut sys);
         Some(sys)
+    }
+
+    /// `[backup]`: one per system; its secrets must be declared.
+    fn backup(&mut self, files: &'a [SystemFile], secrets: &BTreeMap<String, &'a SecretDecl>) -> Option<BackupPlan> {
+        let decls: Vec<&BackupDecl> = files.iter().filter_map(|f| f.backup.as_ref()).collect();
+        if let [first, second, ..] = decls[..] {
+            self.err(
+                Diagnostic::error("E0011", "`[backup]` is declared twice")
+                    .primary(second.span, "declared again here")
+                    .secondary(first.span, "first declared here"),
+            );
+        }
+        let b = decls.first()?;
+        for s in b.password.iter().chain(&b.environment) {
+            if !secrets.contains_key(&s.value) {
+                self.err(
+                    Diagnostic::error("undefined-secret", format!("secret `{}` is referenced but not defined", s.value))
+                        .primary(s.span, "not declared in `[secrets]`")
+                        .help(format!("declare it: `[secrets.{}]` with `file = \"secrets.sops.yaml\"`", s.value)),
+                );
+            }
+        }
+        if b.keep.is_empty() {
+            self.err(
+                Diagnostic::error("E0004", "`[backup]` keeps nothing")
+                    .primary(b.span, "no retention")
+                    .help("add `keep = { daily = 7, weekly = 4, monthly = 6 }`"),
+            );
+        }
+        for (k, n) in &b.keep {
+            if n.value < 1 {
+                self.err(
+                    Diagnostic::error("E0003", format!("keep {} must be at least 1", k.value)).primary(n.span, "expected a positive count"),
+                );
+            }
+        }
+        let text = |v: &Option<Sp<String>>, d: &str| v.as_ref().map(|x| x.value.clone()).unwrap_or_else(|| d.to_string());
+        for v in [&b.schedule, &b.check].into_iter().flatten() {
+            if v.value.is_empty() || v.value.contains(['\n', '\'', '"', '\\']) {
+                self.err(
+                    Diagnostic::error("E0003", format!("`{}` is not a systemd calendar expression", v.value))
+                        .primary(v.span, "invalid schedule")
+                        .help("write it like `*-*-* 03:00:00`, `daily` or `Sun *-*-* 05:00`"),
+                );
+            }
+        }
+        Some(BackupPlan {
+            repository: b.repository.as_ref()?.value.clone(),
+            password: b.password.as_ref()?.value.clone(),
+            environment: b.environment.as_ref().map(|e| e.value.clone()),
+            schedule: text(&b.schedule, "*-*-* 03:00:00"),
+            check: text(&b.check, "Sun *-*-* 05:00:00"),
+            keep: b.keep.iter().map(|(k, n)| (k.value.clone(), n.value)).collect(),
+        })
     }
 
     /// `[allow.RULE]` tables: the rule must exist and be one a system may waive, the names must
@@ -229,7 +285,8 @@ impl<'a> Resolver<'a> {
         for a in files.iter().flat_map(|f| &f.allows) {
             match explained.iter().find(|e| e.id == a.rule.value) {
                 None => {
-                    let mut d = Diagnostic::error("E0010", format!("unknown rule `{}`", a.rule.value)).primary(a.rule.span, "no rule of this id");
+                    let mut d =
+                        Diagnostic::error("E0010", format!("unknown rule `{}`", a.rule.value)).primary(a.rule.span, "no rule of this id");
                     d = match did_you_mean(&a.rule.value, explained.iter().map(|e| e.id)) {
                         Some(m) => d.help(format!("did you mean `{m}`?")),
                         None => d.help("`kiln explain` lists every rule"),
@@ -416,14 +473,20 @@ impl<'a> Resolver<'a> {
             };
             if !cidr.contains(addr.value) {
                 self.err(
-                    Diagnostic::error("address-outside-network", format!("address {} is outside network `{}` ({cidr})", addr.value, net.value))
-                        .primary(addr.span, format!("not in {cidr}"))
-                        .help(format!("pick an address inside {cidr}")),
+                    Diagnostic::error(
+                        "address-outside-network",
+                        format!("address {} is outside network `{}` ({cidr})", addr.value, net.value),
+                    )
+                    .primary(addr.span, format!("not in {cidr}"))
+                    .help(format!("pick an address inside {cidr}")),
                 );
             } else if cidr.is_reserved(addr.value) {
                 self.err(
-                    Diagnostic::error("address-outside-network", format!("address {} is the network or broadcast address of `{}`", addr.value, net.value))
-                        .primary(addr.span, "reserved address"),
+                    Diagnostic::error(
+                        "address-outside-network",
+                        format!("address {} is the network or broadcast address of `{}`", addr.value, net.value),
+                    )
+                    .primary(addr.span, "reserved address"),
                 );
             }
             if let Some(prev) = used.get(&addr.value) {
@@ -487,7 +550,10 @@ impl<'a> Resolver<'a> {
                 .bridges
                 .iter()
                 .map(|b| {
-                    (b.name.value.clone(), Bridge { subnet: b.subnet.as_ref().map(|c| c.value), internal: b.internal.as_ref().is_some_and(|i| i.value) })
+                    (
+                        b.name.value.clone(),
+                        Bridge { subnet: b.subnet.as_ref().map(|c| c.value), internal: b.internal.as_ref().is_some_and(|i| i.value) },
+                    )
                 })
                 .collect(),
             span: h.name.span,
@@ -1077,8 +1143,8 @@ impl<'a> Resolver<'a> {
                     .help(help),
             );
         }
-        out.sort_by(|a, b| (&a.service, &a.endpoint).cmp(&(&b.service, &b.endpoint)));
-        out.dedup_by(|a, b| a.service == b.service && a.endpoint == b.endpoint);
+        out.sort_by(|a, b| (&a.service, &a.endpoint, a.derived).cmp(&(&b.service, &b.endpoint, b.derived)));
+        out.dedup_by(|a, b| a.service == b.service && a.endpoint == b.endpoint && a.derived == b.derived);
         out
     }
 

@@ -95,9 +95,8 @@ fn an_allow_with_a_reason_waives_exactly_what_it_names() {
     let base = std::fs::read_to_string(src).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")], ..Options::default() };
-    let waived = format!(
-        "{base}\n[allow.password-ssh]\nhosts = [\"app\"]\nreason = \"the vendor appliance on this host has no key support yet\"\n"
-    );
+    let waived =
+        format!("{base}\n[allow.password-ssh]\nhosts = [\"app\"]\nreason = \"the vendor appliance on this host has no key support yet\"\n");
     std::fs::write(dir.path().join("system.toml"), &waived).unwrap();
     match compile(&dir.path().join("system.toml"), &opts).unwrap() {
         Outcome::Ok(c) => {

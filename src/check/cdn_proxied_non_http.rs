@@ -44,7 +44,13 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         out.push(
             Diagnostic::error(
                 RULE.id,
-                format!("service `{}` serves {} on host `{}`, whose name `{}` is proxied by the CDN", s.name, odd.join(", "), s.host, r.hostname),
+                format!(
+                    "service `{}` serves {} on host `{}`, whose name `{}` is proxied by the CDN",
+                    s.name,
+                    odd.join(", "),
+                    s.host,
+                    r.hostname
+                ),
             )
             .primary(s.span, "not HTTP: the CDN drops it")
             .secondary(r.span, "a proxied name of this host")

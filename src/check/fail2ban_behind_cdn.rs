@@ -27,11 +27,14 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         .filter_map(|h| {
             let r = sys.routes.iter().find(|r| r.edge_host == h.name && super::cdn_proxied_non_http::proxied(sys, &r.hostname))?;
             Some(
-                Diagnostic::error(RULE.id, format!("host `{}` bans HTTP clients with fail2ban, but its routes arrive through a CDN it does not trust", h.name))
-                    .primary(h.span, "fail2ban would ban the CDN")
-                    .secondary(r.span, "proxied by the CDN")
-                    .help("declare `[cdn] provider = \"cloudflare\"` so the edge trusts the CDN's ranges")
-                    .about("hosts", &h.name),
+                Diagnostic::error(
+                    RULE.id,
+                    format!("host `{}` bans HTTP clients with fail2ban, but its routes arrive through a CDN it does not trust", h.name),
+                )
+                .primary(h.span, "fail2ban would ban the CDN")
+                .secondary(r.span, "proxied by the CDN")
+                .help("declare `[cdn] provider = \"cloudflare\"` so the edge trusts the CDN's ranges")
+                .about("hosts", &h.name),
             )
         })
         .collect()

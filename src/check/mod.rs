@@ -139,10 +139,8 @@ and run on an edge with DNS credentials (Traefik with the zone's provider token)
 
 /// Every rule, sorted by id.
 pub fn explanations() -> Vec<Explanation> {
-    let mut v: Vec<Explanation> = RULES
-        .iter()
-        .map(|r| Explanation { id: r.id, summary: r.summary, explanation: r.explanation, allowable: r.allowable })
-        .collect();
+    let mut v: Vec<Explanation> =
+        RULES.iter().map(|r| Explanation { id: r.id, summary: r.summary, explanation: r.explanation, allowable: r.allowable }).collect();
     v.extend(ELSEWHERE.iter().map(|e| Explanation { id: e.id, summary: e.summary, explanation: e.explanation, allowable: e.allowable }));
     v.sort_by_key(|e| e.id);
     v
@@ -186,9 +184,12 @@ pub fn apply_allows(sys: &System, diags: Vec<Diagnostic>, report_unused: bool) -
 }
 
 fn unused(span: Span, rule: &str, kind: &str, name: &str) -> Diagnostic {
-    Diagnostic::warning("unused-allow", format!("`[allow.{rule}]` names {} `{name}`, but the rule does not fire for it", kind.trim_end_matches('s')))
-        .primary(span, "nothing to allow")
-        .help(format!("remove `{name}` from the allowance"))
+    Diagnostic::warning(
+        "unused-allow",
+        format!("`[allow.{rule}]` names {} `{name}`, but the rule does not fire for it", kind.trim_end_matches('s')),
+    )
+    .primary(span, "nothing to allow")
+    .help(format!("remove `{name}` from the allowance"))
 }
 
 /// The service names routed to from an edge (the ones the internet reaches through it).

@@ -40,7 +40,8 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             if !old && !off {
                 continue;
             }
-            let why = if old { format!("PgBouncer {tag} cannot track prepared statements") } else { "max_prepared_statements = 0".to_string() };
+            let why =
+                if old { format!("PgBouncer {tag} cannot track prepared statements") } else { "max_prepared_statements = 0".to_string() };
             out.push(
                 Diagnostic::error(RULE.id, format!("`{}` uses prepared statements through `{}` in transaction pooling", s.name, t.name))
                     .primary(d.span, "this client prepares statements")

@@ -36,11 +36,14 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         .collect();
     for s in sys.services.values().filter(|s| !s.expose.is_empty() && !sys.hosts[&s.host].public) {
         out.push(
-            Diagnostic::error(RULE.id, format!("service `{}` exposes {} on host `{}`, which has no public address", s.name, s.expose.join(", "), s.host))
-                .primary(s.span, "exposed to the internet")
-                .secondary(sys.hosts[&s.host].span, "not public")
-                .help(format!("set `public = true` on host `{}`, or drop `expose`", s.host))
-                .about("services", &s.name),
+            Diagnostic::error(
+                RULE.id,
+                format!("service `{}` exposes {} on host `{}`, which has no public address", s.name, s.expose.join(", "), s.host),
+            )
+            .primary(s.span, "exposed to the internet")
+            .secondary(sys.hosts[&s.host].span, "not public")
+            .help(format!("set `public = true` on host `{}`, or drop `expose`", s.host))
+            .about("services", &s.name),
         );
     }
     out

@@ -171,7 +171,7 @@ pub fn derive(sys: &mut System) {
                 d.port,
                 d.protocol,
                 Some(vec![host_cidr(from)]),
-                format!("`{name}` on `{}` connects to `{}`", s.host, d.service),
+                format!("`{name}` on `{}` {} `{}`", s.host, if d.derived { "scrapes" } else { "connects to" }, d.service),
             );
             publish.entry(d.service.clone()).or_default().push(Publish { bind, port: d.port, protocol: d.protocol });
         }

@@ -6,25 +6,30 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diag::Diagnostic;
 use crate::model::System;
 
-pub fn start_order(sys: &mut System) -> Result<(), Diagnostic> {
+pub fn start_order(sys: &mut System) -> Result<(), Box<Diagnostic>> {
     let deps: BTreeMap<&str, Vec<&str>> = sys
         .services
         .iter()
         .map(|(n, s)| {
-            (n.as_str(), s.deps.iter().filter(|d| !d.derived).map(|d| d.service.as_str()).filter(|d| sys.services.contains_key(*d)).collect())
+            (
+                n.as_str(),
+                s.deps.iter().filter(|d| !d.derived).map(|d| d.service.as_str()).filter(|d| sys.services.contains_key(*d)).collect(),
+            )
         })
         .collect();
     for s in sys.services.values() {
         for d in s.deps.iter().filter(|d| !d.derived) {
             let Some(t) = sys.services.get(&d.service) else { continue };
             if t.phase > s.phase {
-                return Err(Diagnostic::error(
-                    "phase-order",
-                    format!("`{}` (phase {}) connects to `{}`, which starts later (phase {})", s.name, s.phase, t.name, t.phase),
-                )
-                .primary(d.span, "this connection")
-                .secondary(t.span, format!("phase {}", t.phase))
-                .help(format!("move `{}` to phase {} or earlier, or `{}` to phase {}", t.name, s.phase, s.name, t.phase)));
+                return Err(Box::new(
+                    Diagnostic::error(
+                        "phase-order",
+                        format!("`{}` (phase {}) connects to `{}`, which starts later (phase {})", s.name, s.phase, t.name, t.phase),
+                    )
+                    .primary(d.span, "this connection")
+                    .secondary(t.span, format!("phase {}", t.phase))
+                    .help(format!("move `{}` to phase {} or earlier, or `{}` to phase {}", t.name, s.phase, s.name, t.phase)),
+                ));
             }
         }
     }
@@ -40,7 +45,7 @@ pub fn start_order(sys: &mut System) -> Result<(), Diagnostic> {
                 d = d.secondary(dep.span, format!("`{}` connects to `{}`", w[0], w[1]));
             }
         }
-        return Err(d.help("services start after what they connect to, so one of these connections must go"));
+        return Err(Box::new(d.help("services start after what they connect to, so one of these connections must go")));
     }
     // Kahn's algorithm, ready set ordered by phase, then name, for a stable result.
     let mut remaining: BTreeMap<&str, usize> = deps.iter().map(|(n, d)| (*n, d.len())).collect();

@@ -169,13 +169,8 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
     if services.is_empty() {
         return None;
     }
-    let mut file = File {
-        name: &sys.name,
-        services: BTreeMap::new(),
-        volumes: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        networks: BTreeMap::new(),
-    };
+    let mut file =
+        File { name: &sys.name, services: BTreeMap::new(), volumes: BTreeMap::new(), secrets: BTreeMap::new(), networks: BTreeMap::new() };
     let uses = |b: &str| services.iter().any(|s| s.bridges.iter().any(|x| x == b));
     if services.iter().any(|s| s.bridges.is_empty() && s.container.as_ref().is_some_and(|c| c.network_mode.is_none())) {
         file.networks.insert("default".into(), Network { name: format!("{}-{}", sys.name, host.name), internal: false, ipam: None });

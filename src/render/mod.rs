@@ -1,11 +1,13 @@
 //! Render: pure functions from the resolved model to artifacts, one emitter per output format.
 
+pub mod backup;
 pub mod bundle;
 pub mod caddyfile;
 pub mod cloud_init;
 pub mod compose;
 pub mod provision;
 pub mod quote;
+pub mod system_doc;
 pub mod tofu;
 pub mod traefik;
 
@@ -48,6 +50,9 @@ pub enum Kind {
     TraefikDynamic,
     OpenTofu,
     Bundle,
+    /// A shell script run by a systemd unit (backups).
+    Script,
+    SystemdUnit,
 }
 
 impl Kind {
@@ -64,6 +69,8 @@ impl Kind {
             Kind::TraefikDynamic => "traefik-dynamic",
             Kind::OpenTofu => "opentofu",
             Kind::Bundle => "bundle",
+            Kind::Script => "script",
+            Kind::SystemdUnit => "systemd-unit",
         }
     }
 }
@@ -137,6 +144,10 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
         for f in &sys.services[name].files {
             payload.push(Artifact::new(format!("files/{name}/{}", f.name), Kind::Config, f.mode, f.content.clone()));
         }
+    }
+    for (path, content) in backup::emit(sys, host) {
+        let (kind, mode) = if path.ends_with(".sh") { (Kind::Script, 0o755) } else { (Kind::SystemdUnit, 0o644) };
+        payload.push(Artifact::new(path, kind, mode, content));
     }
     payload.push(Artifact::new("provision.sh", Kind::Provisioner, 0o755, provision::emit(sys, host, &payload)));
     payload.sort_by(|a, b| a.path.cmp(&b.path));

@@ -26,7 +26,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     let _ = writeln!(o, "KILN_ROOT={}", sh(KILN_ROOT));
     o.push_str(PRELUDE);
 
-    packages(&mut o, host, &services, containers);
+    packages(&mut o, host, &services, containers, payload.iter().any(|a| a.path == super::backup::SCRIPT));
     users(&mut o, sys);
     sshd(&mut o, host);
     upgrades(&mut o);
@@ -38,6 +38,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     secrets(&mut o, &services);
     files(&mut o, &services, payload);
     start(&mut o, &services);
+    backups(&mut o, payload);
 
     o.push_str("\n# Done: record what this host runs.\n");
     let _ = writeln!(o, "install -d -m 0755 {}", sh(parent(MARKER)));
@@ -50,10 +51,13 @@ fn parent(p: &str) -> &str {
     p.rsplit_once('/').map(|(a, _)| a).unwrap_or("/")
 }
 
-fn packages(o: &mut String, host: &Host, services: &[&Service], containers: bool) {
+fn packages(o: &mut String, host: &Host, services: &[&Service], containers: bool, backups: bool) {
     o.push_str("\n# Packages.\nlog 'step: packages'\n");
     let mut pkgs: Vec<String> =
         ["ca-certificates", "ufw", "fail2ban", "python3-systemd", "unattended-upgrades"].iter().map(|s| s.to_string()).collect();
+    if backups {
+        pkgs.push("restic".into());
+    }
     for s in services {
         if let Some(n) = &s.native {
             pkgs.extend(n.packages.iter().cloned());
@@ -113,7 +117,9 @@ fn sshd(o: &mut String, host: &Host) {
     o.push_str("\n# sshd: keys only, no root, no passwords (first match wins, so this file sorts first).\nlog 'step: sshd'\n");
     // Passwords only where an `[allow.password-ssh]` waived the rule, with its reason.
     let passwords = if host.password_ssh { "yes" } else { "no" };
-    let conf = format!("PasswordAuthentication {passwords}\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPubkeyAuthentication yes\nPermitEmptyPasswords no\nX11Forwarding no\nMaxAuthTries 3\n");
+    let conf = format!(
+        "PasswordAuthentication {passwords}\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPubkeyAuthentication yes\nPermitEmptyPasswords no\nX11Forwarding no\nMaxAuthTries 3\n"
+    );
     let _ = writeln!(
         o,
         "if put_text /etc/ssh/sshd_config.d/00-kiln.conf 0644 root:root {}; then\n\tsshd -t || die \"sshd rejects its configuration\"\n\tsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\nfi",
@@ -247,6 +253,23 @@ fn files(o: &mut String, services: &[&Service], payload: &[Artifact]) {
             "if put \"$KILN_ROOT/Caddyfile\" /etc/caddy/Caddyfile 0644 root:root; then\n\tcaddy validate --adapter caddyfile --config /etc/caddy/Caddyfile >/dev/null 2>&1 || die \"caddy rejects /etc/caddy/Caddyfile\"\n\tsystemctl reload-or-restart caddy\nfi\n",
         );
     }
+}
+
+/// Installs the derived backup units and starts their timers (the first backup runs on schedule).
+fn backups(o: &mut String, payload: &[Artifact]) {
+    if !payload.iter().any(|a| a.path == super::backup::SCRIPT) {
+        return;
+    }
+    o.push_str("\n# Backups: restic on a timer, dumps first; a second timer checks the repository.\nlog 'step: backups'\n");
+    for unit in super::backup::UNITS {
+        let _ = writeln!(
+            o,
+            "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
+            sh(&format!("{KILN_ROOT}/backup/{unit}")),
+            sh(&format!("/etc/systemd/system/{unit}"))
+        );
+    }
+    let _ = writeln!(o, "systemctl enable --now kiln-backup.timer kiln-backup-check.timer >/dev/null");
 }
 
 fn start(o: &mut String, services: &[&Service]) {

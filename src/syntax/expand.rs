@@ -97,7 +97,8 @@ fn template_body(te: &Entry, sink: &Sink) -> Option<Table> {
     };
     for e in &body.entries {
         if !SECTIONS.contains(&e.key.as_str()) {
-            let mut d = Diagnostic::error("E0005", format!("unknown key `{}` in template `{}`", e.key, te.key)).primary(e.key_span, "unknown key");
+            let mut d =
+                Diagnostic::error("E0005", format!("unknown key `{}` in template `{}`", e.key, te.key)).primary(e.key_span, "unknown key");
             d = match did_you_mean(&e.key, SECTIONS) {
                 Some(m) => d.help(format!("did you mean `{m}`?")),
                 None => d.help("a template holds `hosts`, `services`, `routes`, `secrets` and `dns` tables"),
@@ -246,7 +247,8 @@ fn substitute(s: &str, span: Span, inst: &Instance, sink: &Sink) -> String {
 
 fn is_var(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_') && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Replaces each service declared with `host = "*"` by one copy per host, named
@@ -274,7 +276,10 @@ fn every_host(roots: &mut [Node], stamped: &mut [Node], sink: &Sink) {
                 continue;
             }
             if hosts.is_empty() {
-                sink.push(Diagnostic::error("E0070", format!("service `{}` is placed on every host, but there are none", e.key)).primary(e.key_span, "no host to place it on"));
+                sink.push(
+                    Diagnostic::error("E0070", format!("service `{}` is placed on every host, but there are none", e.key))
+                        .primary(e.key_span, "no host to place it on"),
+                );
             }
             for (h, _) in &hosts {
                 let mut copy = e.clone();

@@ -396,9 +396,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             endpoint: t.str("endpoint"),
             optional: t.bool("optional").is_some_and(|b| b.value),
             description: t.str("description"),
-            usage: typed(t.str("usage"), sink, |s| {
-                if USAGES.contains(&s) { Ok(s.to_string()) } else { Err(one_of(s, "usage", USAGES)) }
-            }),
+            usage: typed(t.str("usage"), sink, |s| if USAGES.contains(&s) { Ok(s.to_string()) } else { Err(one_of(s, "usage", USAGES)) }),
             prepared_statements: t.bool("prepared_statements").is_some_and(|b| b.value),
             slot: typed(Some(slot), sink, types::parse_ident)?,
         };

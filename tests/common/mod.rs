@@ -55,7 +55,8 @@ pub fn oracle(kind: &str, file: &Path) -> Result<(), String> {
 pub fn judge_for(kind: &str) -> Option<&'static str> {
     match kind {
         "cloud-init" => Some("cloud-init"),
-        "provisioner" => Some("sh"),
+        "provisioner" | "script" => Some("sh"),
+        "systemd-unit" => Some("systemd"),
         "compose" => Some("compose"),
         "caddyfile" => Some("caddy"),
         "traefik-static" => Some("traefik-static"),

@@ -1,0 +1,98 @@
+//! Derived backups: for a host whose services declare data, a restic script (database dumps
+//! first, then one snapshot of the dumps and the backed-up volumes, then retention) and the
+//! systemd timers that run it and a periodic integrity check.
+
+use std::fmt::Write;
+
+use super::quote::sh;
+use crate::model::{BackupPlan, Host, Service, System};
+
+/// Where the payload puts the script; the units call it from there.
+pub const SCRIPT: &str = "backup/kiln-backup.sh";
+/// The units, installed into /etc/systemd/system by the provisioner.
+pub const UNITS: [&str; 4] = ["kiln-backup.service", "kiln-backup.timer", "kiln-backup-check.service", "kiln-backup-check.timer"];
+/// Dumps land here before restic reads them.
+const DUMPS: &str = "/var/backups/kiln";
+
+/// The host's backup files (path, content), empty when it has nothing to back up.
+pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
+    let Some(plan) = &sys.backup else { return Vec::new() };
+    let services: Vec<&Service> = host.services.iter().map(|s| &sys.services[s]).filter(|s| s.has_data()).collect();
+    if services.is_empty() {
+        return Vec::new();
+    }
+    let repo = plan.repository.replace("{host}", &host.name);
+    vec![
+        (SCRIPT.to_string(), script(sys, host, plan, &repo, &services)),
+        (format!("backup/{}", UNITS[0]), service_unit("restic backup of this host's data (dumps first)", "")),
+        (format!("backup/{}", UNITS[1]), timer_unit("Daily backup", &plan.schedule, "kiln-backup.service")),
+        (format!("backup/{}", UNITS[2]), service_unit("restic integrity check of this host's repository", " check")),
+        (format!("backup/{}", UNITS[3]), timer_unit("Periodic backup integrity check", &plan.check, "kiln-backup-check.service")),
+    ]
+}
+
+fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[&Service]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "#!/bin/sh");
+    let _ = writeln!(
+        o,
+        "# kiln {} backup for host `{}` of system `{}`. Generated: do not edit.",
+        crate::pipeline::KILN_VERSION,
+        host.name,
+        sys.name
+    );
+    o.push_str("# `kiln-backup.sh` dumps the databases, snapshots dumps and volumes, applies retention;\n");
+    o.push_str("# `kiln-backup.sh check` verifies the repository and a tenth of its data.\n");
+    o.push_str("set -eu\numask 077\n");
+    let _ = writeln!(o, "RESTIC_REPOSITORY={}", sh(repo));
+    let _ = writeln!(o, "RESTIC_PASSWORD_FILE={}", sh(&format!("/etc/kiln/secrets/{}", plan.password)));
+    o.push_str("export RESTIC_REPOSITORY RESTIC_PASSWORD_FILE\n");
+    if let Some(env) = &plan.environment {
+        let path = sh(&format!("/etc/kiln/secrets/{env}"));
+        // Read as data, never sourced: a value may hold any character.
+        let _ = writeln!(
+            o,
+            "# Backend credentials: KEY=value lines, root-only, read as data.\nwhile IFS= read -r line || [ -n \"$line\" ]; do\n\tcase $line in '' | '#'*) continue ;; esac\n\tkey=${{line%%=*}}\n\tcase $key in '' | [0-9]* | *[!A-Za-z0-9_]*) echo 'kiln-backup: a line of the environment secret is not KEY=value' >&2; exit 1 ;; esac\n\texport \"$key=${{line#*=}}\"\ndone < {path}"
+        );
+    }
+    let _ = writeln!(o, "host={}", sh(&host.name));
+    o.push_str("restic snapshots --host \"$host\" --latest 1 >/dev/null 2>&1 || restic init\n");
+    o.push_str("if [ \"${1:-}\" = check ]; then\n\texec restic check --read-data-subset=10%\nfi\n");
+    let _ = writeln!(o, "dumps={}", sh(DUMPS));
+    o.push_str("install -d -m 0700 \"$dumps\"\n");
+    o.push_str("\n# Databases first, so the snapshot holds a consistent dump next to the files.\n");
+    for s in services {
+        let Some(dump) = s.backup.as_ref().and_then(|b| b.dump.as_ref()) else { continue };
+        let words: Vec<String> = dump.iter().map(|w| sh(w)).collect();
+        let file = format!("{}.dump", s.name);
+        let run = if s.container.is_some() {
+            format!("docker compose --file /opt/kiln/compose.yaml exec -T {} {}", sh(&s.name), words.join(" "))
+        } else {
+            words.join(" ")
+        };
+        let _ = writeln!(o, "{run} > \"$dumps/{file}.part\"\nmv \"$dumps/{file}.part\" \"$dumps/{file}\"");
+    }
+    o.push_str("\n# One snapshot: the dumps and every volume that holds data.\nset -- \"$dumps\"\n");
+    for s in services {
+        for v in s.volumes.iter().filter(|v| v.backup) {
+            let path = format!("/var/lib/docker/volumes/{}_{}/_data", sys.name, v.source);
+            let _ = writeln!(o, "set -- \"$@\" {}", sh(&path));
+        }
+    }
+    o.push_str("restic backup --host \"$host\" --tag kiln \"$@\"\n");
+    let keep: Vec<String> = plan.keep.iter().map(|(k, n)| format!("--keep-{k} {n}")).collect();
+    let _ = writeln!(o, "restic forget --host \"$host\" --prune {}", keep.join(" "));
+    o
+}
+
+fn service_unit(description: &str, arg: &str) -> String {
+    format!(
+        "# Generated by kiln: do not edit.\n[Unit]\nDescription=kiln: {description}\nWants=network-online.target\nAfter=network-online.target docker.service\n\n[Service]\nType=oneshot\nExecStart=/bin/sh /opt/kiln/{SCRIPT}{arg}\nNice=10\nIOSchedulingClass=idle\n"
+    )
+}
+
+fn timer_unit(description: &str, calendar: &str, unit: &str) -> String {
+    format!(
+        "# Generated by kiln: do not edit.\n[Unit]\nDescription=kiln: {description}\n\n[Timer]\nOnCalendar={calendar}\nRandomizedDelaySec=15m\nPersistent=true\nUnit={unit}\n\n[Install]\nWantedBy=timers.target\n"
+    )
+}
