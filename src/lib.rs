@@ -13,6 +13,7 @@ pub mod push;
 pub mod render;
 pub mod resolve;
 pub mod schema;
+pub mod secrets;
 pub mod show;
 pub mod sops;
 pub mod store;

@@ -19,6 +19,8 @@ pub struct Inputs {
     pub modules: BTreeMap<String, LoadedModule>,
     pub images: BTreeMap<String, ImageDef>,
     pub diags: Vec<Diagnostic>,
+    /// Each secret file the system names, as declared → what its reading found.
+    pub secret_files: BTreeMap<String, crate::secrets::FileStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,17 +66,26 @@ pub fn system_root(path: &Path) -> Result<(PathBuf, PathBuf), IoError> {
     }
 }
 
-pub fn load(path: &Path, module_dirs: &[PathBuf]) -> Result<Inputs, IoError> {
+pub fn load(path: &Path, module_dirs: &[PathBuf], identities: Option<&crate::sops::Identities>) -> Result<Inputs, IoError> {
     let (root, main) = system_root(path)?;
     let mut inputs = library(module_dirs)?;
     load_system_files(&mut inputs, &root, &main)?;
+    let files: std::collections::BTreeSet<String> =
+        inputs.files.iter().flat_map(|f| &f.secrets).filter_map(|s| s.file.as_ref()).map(|f| f.value.clone()).collect();
+    inputs.secret_files = crate::secrets::inspect(&root, &files, identities);
     Ok(inputs)
 }
 
 /// The images and modules (built-in, then each `--modules` directory) without a system.
 pub fn library(module_dirs: &[PathBuf]) -> Result<Inputs, IoError> {
-    let mut inputs =
-        Inputs { sources: Sources::default(), files: Vec::new(), modules: BTreeMap::new(), images: BTreeMap::new(), diags: Vec::new() };
+    let mut inputs = Inputs {
+        sources: Sources::default(),
+        files: Vec::new(),
+        modules: BTreeMap::new(),
+        images: BTreeMap::new(),
+        diags: Vec::new(),
+        secret_files: BTreeMap::new(),
+    };
     load_images(&mut inputs);
     load_builtin_modules(&mut inputs);
     for dir in module_dirs {

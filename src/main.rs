@@ -17,6 +17,11 @@ struct Cli {
     /// Extra module directories; a module here overrides a built-in one of the same name.
     #[arg(long = "modules", global = true, value_name = "DIR")]
     modules: Vec<PathBuf>,
+    /// An age identity file (age or OpenSSH ed25519 keys): secret files are decrypted and
+    /// authenticated (SOPS MAC), and `boot` delivers the host's values. Default:
+    /// $SOPS_AGE_KEY_FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    identity: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +105,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Encrypt a flat YAML, JSON or dotenv file of secrets into a SOPS file (stdout) that
+    /// sops and kiln read, for age recipients (`age1…` or `ssh-ed25519 …`).
+    #[command(name = "encrypt-secrets")]
+    EncryptSecrets {
+        /// The plaintext file; its extension says the format.
+        file: PathBuf,
+        /// A recipient; repeat for several.
+        #[arg(long = "age", value_name = "RECIPIENT", required = true)]
+        recipients: Vec<String>,
+    },
     /// Serve one NoCloud seed request on stdin/stdout (run by qemu for `kiln boot`).
     #[command(hide = true)]
     SeedServe { dir: PathBuf },
@@ -138,7 +153,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let opts = Options { module_dirs: cli.modules.clone(), render: kiln::render::RenderOptions { mtime: source_date_epoch() } };
+    #[allow(clippy::disallowed_methods)] // the one environment variable sops users already set
+    let identity_path = cli.identity.clone().or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
+    let identity = match &identity_path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => return io_error(&format!("cannot read identity `{}`: {e}", p.display())),
+        },
+        None => None,
+    };
+    let opts = Options { module_dirs: cli.modules.clone(), render: kiln::render::RenderOptions { mtime: source_date_epoch() }, identity };
     match cli.command {
         Command::Check { path } => with_compiled(&path, &opts, |c| {
             eprintln!("ok: system `{}`, {} hosts, {} services", c.system.name, c.system.hosts.len(), c.system.services.len());
@@ -248,8 +272,9 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::from(2),
         },
         Command::Boot { host, path, image, keep, secrets, timeout, json } => {
-            with_compiled(&path, &opts, |c| boot(c, &host, image, keep, secrets, timeout, json))
+            with_compiled(&path, &opts, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, json))
         }
+        Command::EncryptSecrets { file, recipients } => encrypt_secrets(&file, &recipients),
         Command::Schema => with_library(&opts, |lib| {
             let schema = kiln::schema::system_schema(lib.modules.values());
             println!("{}", serde_json::to_string_pretty(&schema).expect("serialises"));
@@ -320,7 +345,43 @@ fn with_compiled(path: &Path, opts: &Options, f: impl FnOnce(&Compiled) -> ExitC
     }
 }
 
-fn boot(c: &Compiled, host: &str, image: Option<PathBuf>, keep: bool, secrets: Option<PathBuf>, timeout: u64, json: bool) -> ExitCode {
+/// Encrypts a plaintext secrets file to stdout. `lastmodified` is the real time: a secrets file
+/// is an input, never a store artifact.
+fn encrypt_secrets(file: &Path, recipients: &[String]) -> ExitCode {
+    let format = match kiln::sops::Format::from_path(file) {
+        Ok(f) => f,
+        Err(e) => return io_error(&e.to_string()),
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return io_error(&format!("cannot read `{}`: {e}", file.display())),
+    };
+    let values = match kiln::sops::plain_values(&text, format) {
+        Ok(v) => v,
+        Err(e) => return io_error(&format!("`{}`: {e}", file.display())),
+    };
+    let now = kiln::sops::rfc3339_now();
+    match kiln::sops::encrypt(&values, format, recipients, &now) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => io_error(&e.to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn boot(
+    c: &Compiled,
+    path: &Path,
+    opts: &Options,
+    host: &str,
+    image: Option<PathBuf>,
+    keep: bool,
+    secrets: Option<PathBuf>,
+    timeout: u64,
+    json: bool,
+) -> ExitCode {
     let Some(ha) = c.hosts.get(host) else {
         let hint =
             diag::did_you_mean(host, c.hosts.keys().map(String::as_str)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
@@ -328,13 +389,23 @@ fn boot(c: &Compiled, host: &str, image: Option<PathBuf>, keep: bool, secrets: O
     };
     let image_dir = image.unwrap_or_else(|| image_cache().join(&c.system.hosts[host].image.name));
     let mut values = std::collections::BTreeMap::new();
+    let wanted = c.system.host_secrets(&c.system.hosts[host]);
+    if let (None, Some(text)) = (&secrets, &opts.identity) {
+        let ids = match kiln::sops::load_identities(text) {
+            Ok(i) => i,
+            Err(e) => return io_error(&format!("identity: {e}")),
+        };
+        let root = kiln::load::system_root(path).map(|(r, _)| r).unwrap_or_default();
+        match kiln::secrets::values(&root, &c.system, &wanted, &ids) {
+            Ok(v) => values = v,
+            Err(e) => return io_error(&e),
+        }
+    }
     if let Some(dir) = secrets {
-        let wanted: std::collections::BTreeSet<&str> =
-            c.system.hosts[host].services.iter().flat_map(|s| c.system.services[s].secrets.iter().map(|u| u.secret.as_str())).collect();
-        for name in wanted {
+        for name in &wanted {
             match std::fs::read(dir.join(name)) {
                 Ok(v) => {
-                    values.insert(name.to_string(), v);
+                    values.insert(name.clone(), v);
                 }
                 Err(e) => return io_error(&format!("secret `{name}`: {}: {e}", dir.join(name).display())),
             }

@@ -19,6 +19,9 @@ pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Options {
     pub module_dirs: Vec<PathBuf>,
     pub render: render::RenderOptions,
+    /// An age identity file's text (`--identity`): secret files are then decrypted and their
+    /// MACs verified during the build (values dropped at once).
+    pub identity: Option<String>,
 }
 
 /// A successful compile: the model, every host's artifacts and the manifest.
@@ -83,7 +86,11 @@ pub struct ArtifactEntry {
 
 /// Loads and compiles a system. `Err` is for IO and usage failures, not for bad input.
 pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
-    let inputs = load::load(path, &opts.module_dirs)?;
+    let identities = match &opts.identity {
+        Some(text) => Some(crate::sops::load_identities(text).map_err(|e| IoError(format!("identity: {e}")))?),
+        None => None,
+    };
+    let inputs = load::load(path, &opts.module_dirs, identities.as_ref())?;
     let mut diags = inputs.diags.clone();
     let (system, resolve_diags) = crate::resolve::resolve(&inputs);
     diags.extend(resolve_diags);

@@ -23,7 +23,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| s.module.as_ref()).map(|m| m.value.as_str()).collect();
     let tpls: BTreeMap<String, Templates> =
         inputs.modules.iter().filter(|(k, _)| used.contains(k.as_str())).map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
-    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: Vec::new() };
+    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: Vec::new(), missing_files: BTreeSet::new() };
     let sys = r.run();
     (sys, r.diags)
 }
@@ -34,6 +34,8 @@ struct Resolver<'a> {
     diags: Vec<Diagnostic>,
     /// Every public route's URL, for monitors (`probes` in templates).
     probes: Vec<String>,
+    /// Secret files already reported missing (one warning per file).
+    missing_files: BTreeSet<String>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -156,6 +158,9 @@ impl<'a> Resolver<'a> {
                 sources: a.sources.iter().map(|s| s.value).collect(),
             })
             .collect();
+        for s in secrets.values() {
+            self.secret_file(s);
+        }
         let model_secrets = secrets
             .iter()
             .filter_map(|(k, s)| {
@@ -221,6 +226,44 @@ impl<'a> Resolver<'a> {
         }
         crate::eval::firewall::derive(&mut sys);
         Some(sys)
+    }
+
+    /// A declared secret against what load found in its file.
+    fn secret_file(&mut self, s: &SecretDecl) {
+        use crate::secrets::FileStatus;
+        let Some(file) = &s.file else { return };
+        let key = s.key.as_ref().unwrap_or(&s.name);
+        match self.inputs.secret_files.get(&file.value) {
+            None => {}
+            Some(FileStatus::Missing) if !self.missing_files.insert(file.value.clone()) => {}
+            Some(FileStatus::Missing) => self.err(
+                Diagnostic::warning("secret-file-missing", format!("secret file `{}` does not exist", file.value))
+                    .primary(file.span, "no such file next to the system")
+                    .help("create it with `sops` or `kiln encrypt-secrets`; until then no value can be delivered"),
+            ),
+            Some(FileStatus::Refused(why)) => self.err(
+                Diagnostic::error("unauthenticated-secrets", format!("secret file `{}` is refused: {why}", file.value))
+                    .primary(file.span, "this file cannot be trusted"),
+            ),
+            Some(FileStatus::Sops { keys, .. }) => {
+                if !keys.contains(&key.value) {
+                    let mut d = Diagnostic::error("undefined-secret", format!("`{}` holds no key `{}`", file.value, key.value))
+                        .primary(key.span, format!("not in {}", file.value));
+                    d = match did_you_mean(&key.value, keys.iter().map(String::as_str)) {
+                        Some(m) => d.help(format!("did you mean `{m}`?")),
+                        None => d.help(format!("add it with `sops {}`", file.value)),
+                    };
+                    self.err(d);
+                }
+            }
+            Some(FileStatus::Age { .. }) => {
+                if s.key.is_some() {
+                    self.err(
+                        Diagnostic::error("E0003", "a plain age file holds one secret: it has no keys").primary(key.span, "remove `key`"),
+                    );
+                }
+            }
+        }
     }
 
     /// `[backup]`: one per system; its secrets must be declared.

@@ -44,6 +44,8 @@ struct Show<'a> {
     services: BTreeMap<&'a str, ShowService<'a>>,
     routes: Vec<ShowRoute<'a>>,
     start_order: &'a [String],
+    /// Secret references (name → file and key); never a value.
+    secrets: &'a std::collections::BTreeMap<String, crate::model::Secret>,
 }
 
 fn view(c: &Compiled) -> Show<'_> {
@@ -97,6 +99,7 @@ fn view(c: &Compiled) -> Show<'_> {
             })
             .collect(),
         start_order: &sys.start_order,
+        secrets: &sys.secrets,
     }
 }
 

@@ -1406,6 +1406,68 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
+/// The top-level values of a plaintext secrets file (flat YAML or JSON mapping, or dotenv),
+/// as text: what `kiln encrypt-secrets` encrypts.
+pub fn plain_values(text: &str, format: Format) -> Result<BTreeMap<String, String>, Error> {
+    let entries: Vec<(String, String)> = match format {
+        Format::Dotenv => dotenv_lines(text)?,
+        Format::Yaml | Format::Json => {
+            let nodes = if format == Format::Yaml { yaml_entries(text)? } else { json_entries(text)? };
+            let mut out = Vec::new();
+            for (k, n) in nodes {
+                let v = match n {
+                    Node::Leaf(Scalar::Str(s)) | Node::Leaf(Scalar::Time(s)) => s,
+                    Node::Leaf(Scalar::Int(i)) => i.to_string(),
+                    Node::Leaf(Scalar::Float(f)) => f.to_string(),
+                    Node::Leaf(Scalar::Bool(b)) => b.to_string(),
+                    _ => {
+                        return Err(Error::Unsupported { feature: format!("a nested or empty value under `{k}` (kiln writes flat files)") });
+                    }
+                };
+                out.push((k, v));
+            }
+            out
+        }
+    };
+    let mut map = BTreeMap::new();
+    for (k, v) in entries {
+        if map.insert(k.clone(), v).is_some() {
+            return Err(Error::DuplicateKey { key: k });
+        }
+    }
+    Ok(map)
+}
+
+/// The current UTC time as sops writes `lastmodified` (`2026-08-01T09:00:14Z`).
+pub fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_785_574_814), "2026-08-01T09:00:14Z");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

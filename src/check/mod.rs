@@ -94,6 +94,24 @@ has not started yet. Move one of them. (evaluate)",
         allowable: false,
     },
     Explanation {
+        id: "secret-file-missing",
+        summary: "a secret file that does not exist",
+        explanation: "A `[secrets.NAME]` names a file next to the system that is not there. The \
+build can still run — artifacts hold only references — but nothing could deliver the value, \
+and a typo in the path would only show at deploy time. Create the file (sops, or `kiln \
+encrypt-secrets`) and commit it: it is encrypted. (load)",
+        allowable: false,
+    },
+    Explanation {
+        id: "unauthenticated-secrets",
+        summary: "a secret file that cannot be read or authenticated",
+        explanation: "kiln reads SOPS files (YAML, JSON, dotenv) and plain age files. With \
+`--identity`, it decrypts each one and verifies the SOPS MAC over every value: a file that was \
+edited without sops, truncated, or encrypted for other keys is refused rather than half-used, \
+since a tampered secrets file could swap one value for another. Re-encrypt it with sops. (load)",
+        allowable: false,
+    },
+    Explanation {
         id: "undefined-secret",
         summary: "a secret referenced but not defined",
         explanation: "A service names a secret that no `[secrets.NAME]` declares, or that its file \
