@@ -360,7 +360,8 @@ fn encrypt_secrets(file: &Path, recipients: &[String]) -> ExitCode {
         Ok(v) => v,
         Err(e) => return io_error(&format!("`{}`: {e}", file.display())),
     };
-    let now = kiln::sops::rfc3339_now();
+    #[allow(clippy::disallowed_methods)] // a secrets file records when it was written
+    let now = kiln::sops::rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
     match kiln::sops::encrypt(&values, format, recipients, &now) {
         Ok(out) => {
             print!("{out}");

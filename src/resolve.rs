@@ -245,24 +245,19 @@ impl<'a> Resolver<'a> {
                 Diagnostic::error("unauthenticated-secrets", format!("secret file `{}` is refused: {why}", file.value))
                     .primary(file.span, "this file cannot be trusted"),
             ),
-            Some(FileStatus::Sops { keys, .. }) => {
-                if !keys.contains(&key.value) {
-                    let mut d = Diagnostic::error("undefined-secret", format!("`{}` holds no key `{}`", file.value, key.value))
-                        .primary(key.span, format!("not in {}", file.value));
-                    d = match did_you_mean(&key.value, keys.iter().map(String::as_str)) {
-                        Some(m) => d.help(format!("did you mean `{m}`?")),
-                        None => d.help(format!("add it with `sops {}`", file.value)),
-                    };
-                    self.err(d);
-                }
+            Some(FileStatus::Sops { keys, .. }) if !keys.contains(&key.value) => {
+                let mut d = Diagnostic::error("undefined-secret", format!("`{}` holds no key `{}`", file.value, key.value))
+                    .primary(key.span, format!("not in {}", file.value));
+                d = match did_you_mean(&key.value, keys.iter().map(String::as_str)) {
+                    Some(m) => d.help(format!("did you mean `{m}`?")),
+                    None => d.help(format!("add it with `sops {}`", file.value)),
+                };
+                self.err(d);
             }
-            Some(FileStatus::Age { .. }) => {
-                if s.key.is_some() {
-                    self.err(
-                        Diagnostic::error("E0003", "a plain age file holds one secret: it has no keys").primary(key.span, "remove `key`"),
-                    );
-                }
+            Some(FileStatus::Age { .. }) if s.key.is_some() => {
+                self.err(Diagnostic::error("E0003", "a plain age file holds one secret: it has no keys").primary(key.span, "remove `key`"));
             }
+            Some(_) => {}
         }
     }
 

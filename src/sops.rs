@@ -1421,7 +1421,9 @@ pub fn plain_values(text: &str, format: Format) -> Result<BTreeMap<String, Strin
                     Node::Leaf(Scalar::Float(f)) => f.to_string(),
                     Node::Leaf(Scalar::Bool(b)) => b.to_string(),
                     _ => {
-                        return Err(Error::Unsupported { feature: format!("a nested or empty value under `{k}` (kiln writes flat files)") });
+                        return Err(Error::Unsupported {
+                            feature: format!("a nested or empty value under `{k}` (kiln writes flat files)"),
+                        });
                     }
                 };
                 out.push((k, v));
@@ -1438,13 +1440,8 @@ pub fn plain_values(text: &str, format: Format) -> Result<BTreeMap<String, Strin
     Ok(map)
 }
 
-/// The current UTC time as sops writes `lastmodified` (`2026-08-01T09:00:14Z`).
-pub fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    rfc3339(secs)
-}
-
-fn rfc3339(secs: u64) -> String {
+/// A UTC time as sops writes `lastmodified` (`2026-08-01T09:00:14Z`), from Unix seconds.
+pub fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's civil-from-days.
     let z = days as i64 + 719_468;
