@@ -79,11 +79,52 @@ pub fn system_schema<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) ->
             "volumes": { "type": "object", "additionalProperties": { "type": "string" } },
             "memory": { "type": "string" },
             "cpus": { "type": "number" },
+            "bridges": { "type": "array", "items": { "type": "string" }, "description": "Docker networks of the host this service joins." },
+            "phase": { "type": "integer", "minimum": 0, "maximum": 99, "description": "Start phase (0 first)." },
+            "expose": { "type": "array", "items": { "type": "string" }, "description": "Endpoints open to the internet without an edge." },
         },
         "required": ["module", "host"],
         "additionalProperties": false,
         "allOf": modules.iter().map(|m| module_rule(m)).collect::<Vec<_>>(),
     });
+    let host = strict(
+        json!({
+            "provider": string, "type": string, "location": string, "image": string, "zone": string,
+            "public": { "type": "boolean" }, "bastion": { "type": "boolean" },
+            "networks": { "type": "object", "additionalProperties": string },
+            "disks": { "type": "object", "additionalProperties": string },
+            "address": string, "group": string,
+            "password_ssh": { "type": "boolean" }, "fail2ban_http": { "type": "boolean" },
+            "bridges": { "type": "object", "additionalProperties": strict(json!({ "subnet": string, "internal": { "type": "boolean" } }), &[]) },
+        }),
+        &["provider", "image"],
+    );
+    let route = strict(
+        json!({
+            "service": string, "endpoint": string, "tls": { "enum": ["acme", "dns", "internal"] }, "auth": string, "edge": string,
+            "rate_limit": strict(json!({ "average": { "type": "integer" }, "burst": { "type": "integer" } }), &["average"]),
+            "cors": strings, "allow": strings, "crowdsec": string,
+        }),
+        &["service"],
+    );
+    let secret = strict(json!({ "file": string, "key": string }), &["file"]);
+    let dns = strict(json!({ "provider": string, "proxied": { "type": "boolean" } }), &["provider"]);
+    // In a template, names hold `{instance}` and entries may name the `feature` that keeps them.
+    let featured = |schema: &Value| {
+        let mut s = schema.clone();
+        s["properties"]["feature"] = json!({ "type": "string" });
+        s
+    };
+    let template = strict(
+        json!({
+            "hosts": { "type": "object", "additionalProperties": featured(&host) },
+            "services": { "type": "object", "additionalProperties": featured(&service) },
+            "routes": { "type": "object", "additionalProperties": featured(&route) },
+            "secrets": { "type": "object", "additionalProperties": featured(&secret) },
+            "dns": { "type": "object", "additionalProperties": featured(&dns) },
+        }),
+        &[],
+    );
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": "https://kiln.invalid/schema/system.json",
@@ -94,28 +135,25 @@ pub fn system_schema<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) ->
         "properties": {
             "imports": strings,
             "system": strict(json!({ "name": string, "domains": strings, "store": string }), &["name"]),
-            "dns": { "type": "object", "additionalProperties": strict(json!({ "provider": string, "proxied": { "type": "boolean" } }), &["provider"]) },
+            "dns": { "type": "object", "additionalProperties": dns },
             "cdn": strict(json!({ "provider": { "enum": ["cloudflare"] } }), &["provider"]),
             "providers": named(strict(json!({ "kind": { "enum": ProviderKind::NAMES } }), &["kind"])),
             "networks": named(strict(json!({ "cidr": string }), &["cidr"])),
-            "zones": named(strict(json!({ "description": string }), &[])),
+            "zones": named(strict(json!({ "description": string, "accepts": strings }), &[])),
             "admins": named(strict(json!({ "keys": strings, "sources": strings }), &[])),
-            "hosts": named(strict(json!({
-                "provider": string, "type": string, "location": string, "image": string, "zone": string,
-                "public": { "type": "boolean" }, "bastion": { "type": "boolean" },
-                "networks": { "type": "object", "additionalProperties": string },
-                "disks": { "type": "object", "additionalProperties": string },
-                "address": string,
-            }), &["provider", "image"])),
+            "hosts": named(host),
             "services": named(service),
-            "routes": { "type": "object", "additionalProperties": strict(json!({
-                "service": string, "endpoint": string, "tls": { "enum": ["acme", "dns", "internal"] }, "auth": string, "edge": string,
-                "rate_limit": strict(json!({ "average": { "type": "integer" }, "burst": { "type": "integer" } }), &["average"]),
-                "cors": strings, "allow": strings, "crowdsec": string,
-            }), &["service"]) },
-            "secrets": named(strict(json!({ "file": string, "key": string }), &["file"])),
+            "routes": { "type": "object", "additionalProperties": route },
+            "secrets": named(secret),
             "buckets": named(strict(json!({ "provider": string, "region": string }), &["provider"])),
             "databases": named(strict(json!({ "provider": string, "engine": string, "node_type": string, "user": string, "region": string }), &["provider"])),
+            "allow": { "type": "object", "additionalProperties": strict(json!({ "hosts": strings, "services": strings, "routes": strings, "reason": string }), &["reason"]) },
+            "backup": strict(json!({
+                "repository": string, "password": string, "environment": string, "schedule": string, "check": string,
+                "keep": strict(json!({ "daily": { "type": "integer" }, "weekly": { "type": "integer" }, "monthly": { "type": "integer" }, "yearly": { "type": "integer" }, "last": { "type": "integer" } }), &[]),
+            }), &["repository", "password"]),
+            "templates": named(template),
+            "instances": named(strict(json!({ "template": string, "features": strings, "vars": { "type": "object", "additionalProperties": string } }), &["template"])),
         },
     })
 }
