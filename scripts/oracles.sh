@@ -16,6 +16,7 @@
 #   compose     Docker Compose v5 `docker-compose -f FILE config -q` (no engine
 #               needed), then the compose-spec JSON schema.
 #   systemd     `systemd-analyze verify FILE` for a unit file; any output fails.
+#   mermaid     every ```mermaid block of a Markdown file parses with mermaid 11.
 #   yaml        Parse FILE ('-' for stdin) with PyYAML safe_load (duplicate keys
 #               rejected) and print it as JSON on stdout.
 #   self-test   Every sample in tests/oracle-samples/good must pass its oracle and
@@ -293,6 +294,7 @@ oracle_self_test() (
         yaml-*) kind=yaml ;;
         promtool-*) kind=promtool ;;
         systemd-*) kind=systemd ;;
+        mermaid-*) kind=mermaid ;;
         traefik-static-*) kind=traefik-static ;;
         traefik-dynamic-*) kind=traefik-dynamic ;;
         *) echo "self-test: no oracle for $expect/$name" >&2; exit 2 ;;
@@ -331,6 +333,18 @@ oracle_systemd() (
   fi
 )
 
+# Markdown with Mermaid diagrams (SYSTEM.md): every ```mermaid block must parse with mermaid
+# 11's own parser (scripts/mermaid, installed by install-test-deps with `npm ci`).
+oracle_mermaid() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out
+  _oracle_need node
+  [[ -d $_kiln_oracles_repo/scripts/mermaid/node_modules/mermaid ]] || { echo "oracles.sh: mermaid is not installed (scripts/install-test-deps)" >&2; exit 2; }
+  _oracle_run mermaid node "$_kiln_oracles_repo/scripts/mermaid/check.mjs" "$f"
+)
+
 kiln_oracle() {
   local kind=${1:-}
   shift || true
@@ -342,11 +356,12 @@ kiln_oracle() {
     yaml) oracle_yaml "$@" ;;
     promtool) oracle_promtool "$@" ;;
     systemd) oracle_systemd "$@" ;;
+    mermaid) oracle_mermaid "$@" ;;
     traefik-static) oracle_traefik_static "$@" ;;
     traefik-dynamic) oracle_traefik_dynamic "$@" ;;
     self-test) oracle_self_test ;;
     *)
-      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|systemd|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
+      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|systemd|mermaid|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
       return 2
       ;;
   esac

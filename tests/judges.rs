@@ -38,7 +38,7 @@ fn the_judges_reject_broken_samples() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let kind = ["cloud-init", "compose", "caddy", "sh", "promtool", "systemd", "traefik-static", "traefik-dynamic"]
+        let kind = ["cloud-init", "compose", "caddy", "sh", "promtool", "systemd", "mermaid", "traefik-static", "traefik-dynamic"]
             .into_iter()
             .find(|k| name.starts_with(&format!("{k}-")));
         let Some(kind) = kind else { continue };

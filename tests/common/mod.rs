@@ -57,6 +57,7 @@ pub fn judge_for(kind: &str) -> Option<&'static str> {
         "cloud-init" => Some("cloud-init"),
         "provisioner" | "script" => Some("sh"),
         "systemd-unit" => Some("systemd"),
+        "doc" => Some("mermaid"),
         "compose" => Some("compose"),
         "caddyfile" => Some("caddy"),
         "traefik-static" => Some("traefik-static"),
