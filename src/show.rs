@@ -13,6 +13,8 @@ struct ShowHost<'a> {
     provider: &'a str,
     image: &'a str,
     public: bool,
+    /// Rollout group (`canary`), if any.
+    group: Option<&'a str>,
     addresses: BTreeMap<&'a str, String>,
     closure: &'a str,
     user_data: &'a crate::pipeline::UserDataSize,
@@ -63,6 +65,7 @@ fn view(c: &Compiled) -> Show<'_> {
                         provider: &h.provider,
                         image: &h.image.name,
                         public: h.public,
+                        group: h.group.as_deref(),
                         addresses: h.addresses.iter().map(|(k, v)| (k.as_str(), v.to_string())).collect(),
                         closure: &m.closure,
                         user_data: &m.user_data,
@@ -126,6 +129,9 @@ pub fn show_text(c: &Compiled) -> String {
             h.closure,
             h.user_data.size
         );
+        if let Some(g) = h.group {
+            let _ = writeln!(o, "  group     {g}");
+        }
         let _ = writeln!(o, "  services  {}", if h.services.is_empty() { "-".into() } else { h.services.join(" → ") });
         let _ = writeln!(o, "  firewall");
         for r in h.firewall {

@@ -41,7 +41,18 @@ fn a_host_boots_clean_in_a_vm() {
     std::fs::write(&f, format!("{}\"{}\"{}", &text0[..start], public.trim(), &text0[end..])).unwrap();
     let modules = repo().join("tests/fixtures/boot/modules");
 
-    let out = run(kiln().arg("--modules").arg(&modules).arg("boot").arg("web").arg(&sys).arg("--keep").arg("--json"));
+    // The host's one secret comes from the system's SOPS file, decrypted with the test key.
+    let identity = repo().join("tests/fixtures/keys/examples.agekey");
+    let out = run(kiln()
+        .arg("--modules")
+        .arg(&modules)
+        .arg("--identity")
+        .arg(&identity)
+        .arg("boot")
+        .arg("web")
+        .arg(&sys)
+        .arg("--keep")
+        .arg("--json"));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
     eprintln!("boot: cloud-init finished after {:.1} s", report["boot_seconds"].as_f64().unwrap());
     let qmp = std::path::PathBuf::from(report["qmp"].as_str().unwrap());
@@ -54,6 +65,11 @@ fn a_host_boots_clean_in_a_vm() {
     let port = report["ports"]["ssh"].as_u64().unwrap();
     let closure = report["closure"].as_str().unwrap();
     assert_eq!(ssh(&key, port, "sudo cat /var/lib/kiln/closure").trim(), closure, "the provisioner's marker");
+    let ids = kiln::sops::load_identities(&std::fs::read_to_string(&identity).unwrap()).unwrap();
+    let sops = std::fs::read_to_string(sys.join("secrets.sops.yaml")).unwrap();
+    let token = kiln::sops::decrypt(&sops, kiln::sops::Format::Yaml, &ids).unwrap().remove("hello_token").unwrap();
+    assert_eq!(ssh(&key, port, "sudo cat /etc/hello/token"), token, "the secret reached the host");
+    assert_eq!(ssh(&key, port, "sudo stat -c '%a %U' /etc/hello/token /etc/kiln/secrets/hello_token").trim(), "400 root\n400 root");
     let result: Value = serde_json::from_str(&ssh(&key, port, "sudo cat /var/lib/cloud/data/result.json")).unwrap();
     assert_eq!(result["v1"]["errors"], serde_json::json!([]), "cloud-init errors: {result}");
 

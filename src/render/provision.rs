@@ -35,7 +35,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     if containers {
         o.push_str("\n# Docker engine.\nsystemctl enable --now docker >/dev/null\n");
     }
-    secrets(&mut o, &services);
+    secrets(&mut o, sys, host, &services);
     files(&mut o, &services, payload);
     start(&mut o, &services);
     backups(&mut o, payload);
@@ -199,13 +199,12 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
     o.push_str("fi\n");
 }
 
-fn secrets(o: &mut String, services: &[&Service]) {
-    let mut names: Vec<&str> = services.iter().flat_map(|s| s.secrets.iter().map(|u| u.secret.as_str())).collect();
+fn secrets(o: &mut String, sys: &System, host: &Host, services: &[&Service]) {
+    // The services' secrets and the backup's: exactly what `kiln boot` delivers.
+    let names = sys.host_secrets(host);
     if names.is_empty() {
         return;
     }
-    names.sort();
-    names.dedup();
     o.push_str("\n# Secrets: delivered at deploy time into a root-only directory, never in the payload;\n");
     o.push_str("# each service gets its own copy, readable only by the user it runs as.\nlog 'step: secrets'\n");
     let _ = writeln!(o, "install -d -m 0700 -o root -g root {} {}", sh(SECRETS_DIR), sh(SERVICE_SECRETS_DIR));

@@ -169,6 +169,9 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     "firewall_ids": [format!("${{hcloud_firewall.{name}.id}}")],
                     "lifecycle": lifecycle,
                 });
+                if let Some(g) = &host.group {
+                    server["labels"]["kiln-group"] = json!(g);
+                }
                 if let Some(l) = &host.location {
                     server["location"] = json!(l);
                 }
@@ -210,7 +213,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     "region": host.location.clone().unwrap_or_else(|| "fra1".into()),
                     "user_data": literal(h.user_data),
                     "ipv6": host.public,
-                    "tags": [format!("kiln-system-{}", sys.name), format!("kiln-closure-{short}")],
+                    "tags": tags(&[("kiln-system-", &sys.name), ("kiln-closure-", short)], host.group.as_deref(), "kiln-group-"),
                     "lifecycle": lifecycle,
                 });
                 if let Some(v) = vpc {
@@ -251,7 +254,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     "type": host.server_type.clone().unwrap_or_else(|| "DEV1-S".into()),
                     "image": host.image.provider_image.clone().unwrap_or_default(),
                     "user_data": { "cloud-init": literal(h.user_data) },
-                    "tags": [format!("kiln-system={}", sys.name), format!("kiln-closure={short}")],
+                    "tags": tags(&[("kiln-system=", &sys.name), ("kiln-closure=", short)], host.group.as_deref(), "kiln-group="),
                     "security_group_id": sg,
                     "lifecycle": lifecycle,
                 });
@@ -437,4 +440,9 @@ fn dns_records(
             }
         }
     }
+}
+
+/// Server tags: fixed `prefix+value` pairs, then the rollout group when there is one.
+fn tags(fixed: &[(&str, &str)], group: Option<&str>, group_prefix: &str) -> Vec<String> {
+    fixed.iter().map(|(p, v)| format!("{p}{v}")).chain(group.map(|g| format!("{group_prefix}{g}"))).collect()
 }
