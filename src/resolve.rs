@@ -225,6 +225,16 @@ impl<'a> Resolver<'a> {
             self.err(*d);
         }
         crate::eval::firewall::derive(&mut sys);
+        for h in sys.hosts.values().filter(|h| h.fail2ban_http) {
+            let caddy = h.services.iter().any(|s| sys.services[s].edge.as_deref() == Some("caddy") && sys.services[s].native.is_some());
+            if !caddy {
+                self.err(
+                    Diagnostic::error("E0045", format!("host `{}` has `fail2ban_http` but no native Caddy edge", h.name))
+                        .primary(h.span, "nothing to watch")
+                        .help("fail2ban reads the access log of a native `caddy` edge on the same host; remove `fail2ban_http` here"),
+                );
+            }
+        }
         Some(sys)
     }
 

@@ -11,25 +11,39 @@ pub const RULE: Rule = Rule {
     explanation: "Behind a proxying CDN every request reaches the edge from the CDN's addresses. \
 Unless the edge trusts the CDN's ranges and logs the client address it forwards, fail2ban sees a \
 handful of CDN addresses, bans them after a few failed logins, and takes the site down for \
-everyone. Declare `[cdn] provider = \"cloudflare\"`: kiln then makes the edge trust exactly the \
-CDN's ranges, so logs (and bans) carry the real client address.",
+everyone. `fail2ban_http` bans by the address in the edge's access log, so it is safe only \
+where that address is the client's: routes that are not proxied, or a CDN the edge trusts \
+(`[cdn] provider = \"cloudflare\"`) with an edge that logs the forwarded client address \
+(Caddy 2.7 and later; Debian's Caddy 2.6 logs the CDN's).",
     allowable: true,
     check,
 };
 
+/// Whether the edges on `host` log the client address a trusted CDN forwards.
+fn logs_forwarded_client(sys: &System, host: &str) -> bool {
+    sys.cdn.is_some()
+        && sys
+            .services
+            .values()
+            .filter(|s| s.host == host && s.edge.is_some())
+            .all(|s| s.edge.as_deref() == Some("caddy") && version_at_least(&s.module_version, (2, 7)))
+}
+
+fn version_at_least(v: &str, min: (u32, u32)) -> bool {
+    let mut it = v.trim_start_matches('v').split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    matches!((it.next(), it.next()), (Some(a), Some(b)) if (a, b) >= min)
+}
+
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
-    if sys.cdn.is_some() {
-        return Vec::new();
-    }
     sys.hosts
         .values()
-        .filter(|h| h.fail2ban_http)
+        .filter(|h| h.fail2ban_http && !logs_forwarded_client(sys, &h.name))
         .filter_map(|h| {
             let r = sys.routes.iter().find(|r| r.edge_host == h.name && super::cdn_proxied_non_http::proxied(sys, &r.hostname))?;
             Some(
                 Diagnostic::error(
                     RULE.id,
-                    format!("host `{}` bans HTTP clients with fail2ban, but its routes arrive through a CDN it does not trust", h.name),
+                    format!("host `{}` bans HTTP clients with fail2ban, but its routes arrive through a CDN and its log holds the CDN's address", h.name),
                 )
                 .primary(h.span, "fail2ban would ban the CDN")
                 .secondary(r.span, "proxied by the CDN")
