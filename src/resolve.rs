@@ -226,12 +226,16 @@ impl<'a> Resolver<'a> {
         }
         crate::eval::firewall::derive(&mut sys);
         for h in sys.hosts.values().filter(|h| h.fail2ban_http) {
-            let caddy = h.services.iter().any(|s| sys.services[s].edge.as_deref() == Some("caddy") && sys.services[s].native.is_some());
-            if !caddy {
+            let watchable = h.services.iter().map(|s| &sys.services[s]).any(|s| match s.edge.as_deref() {
+                Some("caddy") => s.native.is_some(),
+                Some("traefik") => s.container.is_some(),
+                _ => false,
+            });
+            if !watchable {
                 self.err(
-                    Diagnostic::error("E0045", format!("host `{}` has `fail2ban_http` but no native Caddy edge", h.name))
+                    Diagnostic::error("E0045", format!("host `{}` has `fail2ban_http` but no edge whose log it can watch", h.name))
                         .primary(h.span, "nothing to watch")
-                        .help("fail2ban reads the access log of a native `caddy` edge on the same host; remove `fail2ban_http` here"),
+                        .help("fail2ban reads the access log of a native `caddy` or a `traefik` edge on the same host; remove `fail2ban_http` here"),
                 );
             }
         }

@@ -73,45 +73,63 @@ fn manifest_lists_every_file_with_its_hash_and_size() {
     }
 }
 
-/// `fail2ban_http`: the filter kiln installs matches what Caddy logs for a failed
-/// authentication, by client address, and nothing else (fail2ban's own `fail2ban-regex`).
+/// `fail2ban_http`: the filter kiln installs matches what the edge logs for a failed
+/// authentication, by client address, and nothing else (fail2ban's own `fail2ban-regex`), for a
+/// native Caddy edge and for Traefik in a container (whose log then goes to the journal).
 #[test]
-fn the_http_ban_filter_matches_caddy_auth_failures_only() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    std::fs::create_dir_all(&sys).unwrap();
-    let base = std::fs::read_to_string(repo().join("tests/fixtures/diagnostics/rule-password-ssh/system.toml")).unwrap();
-    let system = base.replace("password_ssh = true\n", "").replacen("public = true\n", "public = true\nfail2ban_http = true\n", 1);
-    std::fs::write(sys.join("system.toml"), system).unwrap();
-    let out = run(kiln()
-        .arg("--modules")
-        .arg(repo().join("tests/fixtures/modules"))
-        .arg("build")
-        .arg(&sys)
-        .arg("--store")
-        .arg(tmp.path().join("s"))
-        .arg("--out-link")
-        .arg(tmp.path().join("r")));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let filter = tmp.path().join("r/hosts/edge/fail2ban/kiln-http.conf");
-    let script = std::fs::read_to_string(tmp.path().join("r/hosts/edge/provision.sh")).unwrap();
-    assert!(script.contains("[kiln-http]") && script.contains("/etc/fail2ban/filter.d/kiln-http.conf"), "the jail is installed");
-    let line = |status: u16| {
+fn the_http_ban_filter_matches_auth_failures_only() {
+    let caddy = |status: u16| {
         format!(
             r#"{{"level":"info","ts":1646861401.5241024,"logger":"http.log.access.log0","msg":"handled request","request":{{"remote_ip":"203.0.113.9","remote_port":"41342","proto":"HTTP/2.0","method":"GET","host":"admin.example.com","uri":"/","headers":{{}}}},"user_id":"","duration":0.0001,"size":0,"status":{status},"resp_headers":{{}}}}"#
         )
     };
-    for (status, matched) in [(401, 1), (403, 1), (200, 0), (404, 0)] {
-        let out = std::process::Command::new("fail2ban-regex")
-            .arg("-v")
-            .arg(line(status))
-            .arg(&filter)
-            .output()
-            .expect("fail2ban-regex (apt-get install fail2ban)");
-        let report = text(&out.stdout);
-        assert!(report.contains(&format!("1 lines, 0 ignored, {matched} matched")), "status {status}:\n{report}");
-        if matched == 1 {
-            assert!(report.contains("203.0.113.9"), "the ban is for the client address:\n{report}");
+    let traefik = |status: u16| {
+        format!(
+            r#"{{"ClientAddr":"203.0.113.9:41342","ClientHost":"203.0.113.9","ClientPort":"41342","ClientUsername":"-","DownstreamContentSize":17,"DownstreamStatus":{status},"Duration":163000,"OriginStatus":{status},"RequestHost":"admin.example.com","RequestMethod":"GET","RequestPath":"/","RequestProtocol":"HTTP/2.0","RouterName":"admin@file","entryPointName":"websecure","level":"info","msg":"","time":"2026-11-22T18:00:00Z"}}"#
+        )
+    };
+    let base = std::fs::read_to_string(repo().join("tests/fixtures/diagnostics/rule-password-ssh/system.toml")).unwrap();
+    let with_f2b = base.replace("password_ssh = true\n", "").replacen("public = true\n", "public = true\nfail2ban_http = true\n", 1);
+    let variants: [(&str, String, &dyn Fn(u16) -> String); 2] =
+        [("caddy", with_f2b.clone(), &caddy), ("traefik", with_f2b.replace("module = \"caddy\"", "module = \"tedge\""), &traefik)];
+    for (name, system, line) in variants {
+        let tmp = tempfile::tempdir().unwrap();
+        let sys = tmp.path().join("sys");
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::write(sys.join("system.toml"), system).unwrap();
+        let out = run(kiln()
+            .arg("--modules")
+            .arg(repo().join("tests/fixtures/modules"))
+            .arg("build")
+            .arg(&sys)
+            .arg("--store")
+            .arg(tmp.path().join("s"))
+            .arg("--out-link")
+            .arg(tmp.path().join("r")));
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let filter = tmp.path().join("r/hosts/edge/fail2ban/kiln-http.conf");
+        let script = std::fs::read_to_string(tmp.path().join("r/hosts/edge/provision.sh")).unwrap();
+        assert!(
+            script.contains("[kiln-http]") && script.contains("/etc/fail2ban/filter.d/kiln-http.conf"),
+            "{name}: the jail is installed"
+        );
+        if name == "traefik" {
+            let compose = yaml_to_json(&tmp.path().join("r/hosts/edge/compose.yaml"));
+            assert_eq!(compose["services"]["proxy"]["logging"]["driver"], "journald", "{name}: the edge logs to the journal");
+            assert!(script.contains("chain = DOCKER-USER"), "{name}: bans apply to Docker's forwarded traffic");
+        }
+        for (status, matched) in [(401, 1), (403, 1), (200, 0), (404, 0)] {
+            let out = std::process::Command::new("fail2ban-regex")
+                .arg("-v")
+                .arg(line(status))
+                .arg(&filter)
+                .output()
+                .expect("fail2ban-regex (apt-get install fail2ban)");
+            let report = text(&out.stdout);
+            assert!(report.contains(&format!("1 lines, 0 ignored, {matched} matched")), "{name} status {status}:\n{report}");
+            if matched == 1 {
+                assert!(report.contains("203.0.113.9"), "{name}: the ban is for the client address:\n{report}");
+            }
         }
     }
 }

@@ -282,7 +282,12 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             shm_size: c.shm_size.map(|s| s.compose()),
             init: c.init,
             networks: (!host_net).then(|| if s.bridges.is_empty() { vec!["default".to_string()] } else { s.bridges.clone() }),
-            logging: Logging { driver: "json-file", options: BTreeMap::from([("max-size", "10m"), ("max-file", "3")]) },
+            logging: if host.fail2ban_http && s.edge.is_some() {
+                // fail2ban reads the edge's access log from the journal, by this tag.
+                Logging { driver: "journald", options: BTreeMap::from([("tag", super::provision::EDGE_LOG_TAG)]) }
+            } else {
+                Logging { driver: "json-file", options: BTreeMap::from([("max-size", "10m"), ("max-file", "3")]) }
+            },
         };
         file.services.insert(&s.name, svc);
     }

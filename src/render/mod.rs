@@ -145,8 +145,8 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
             payload.push(Artifact::new(format!("files/{name}/{}", f.name), Kind::Config, f.mode, f.content.clone()));
         }
     }
-    if host.fail2ban_http && payload.iter().any(|a| a.path == "Caddyfile") {
-        payload.push(Artifact::new(provision::FAIL2BAN_HTTP_FILTER, Kind::Config, 0o644, provision::fail2ban_http_filter()));
+    if let Some(edge) = provision::ban_edge(host, &payload) {
+        payload.push(Artifact::new(provision::FAIL2BAN_HTTP_FILTER, Kind::Config, 0o644, provision::fail2ban_http_filter(edge)));
     }
     for (path, content) in backup::emit(sys, host) {
         let (kind, mode) = if path.ends_with(".sh") { (Kind::Script, 0o755) } else { (Kind::SystemdUnit, 0o644) };
