@@ -90,7 +90,8 @@ fn the_http_ban_filter_matches_auth_failures_only() {
     };
     let base = std::fs::read_to_string(repo().join("tests/fixtures/diagnostics/rule-password-ssh/system.toml")).unwrap();
     let with_f2b = base.replace("password_ssh = true\n", "").replacen("public = true\n", "public = true\nfail2ban_http = true\n", 1);
-    let variants: [(&str, String, &dyn Fn(u16) -> String); 2] =
+    type Line<'a> = &'a dyn Fn(u16) -> String;
+    let variants: [(&str, String, Line); 2] =
         [("caddy", with_f2b.clone(), &caddy), ("traefik", with_f2b.replace("module = \"caddy\"", "module = \"tedge\""), &traefik)];
     for (name, system, line) in variants {
         let tmp = tempfile::tempdir().unwrap();
