@@ -69,10 +69,14 @@ fn venv(bin: &str) -> std::path::PathBuf {
 
 /// `curl` against `host` at 127.0.0.1:port; returns (status, headers, body).
 fn curl(scheme: &str, host: &str, port: u16) -> (u16, String, String) {
+    curl_path(scheme, host, port, "/")
+}
+
+fn curl_path(scheme: &str, host: &str, port: u16, path: &str) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-sk", "--max-time", "10", "-D", "-", "--resolve"])
         .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("{scheme}://{host}:{port}/"))
+        .arg(format!("{scheme}://{host}:{port}{path}"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -148,6 +152,12 @@ fn traefik_serves_every_route_with_no_errors() {
     for (_, s) in dy["http"]["services"].as_object_mut().unwrap() {
         s["loadBalancer"]["servers"] = json!([{ "url": format!("http://127.0.0.1:{}", up.port) }]);
     }
+    for (_, m) in dy["http"]["middlewares"].as_object_mut().unwrap() {
+        if let Some(addr) = m["forwardAuth"]["address"].as_str() {
+            let path = addr.splitn(4, '/').nth(3).unwrap_or("");
+            m["forwardAuth"]["address"] = json!(format!("http://127.0.0.1:{}/{path}", up.port));
+        }
+    }
     let routers: Vec<String> = dy["http"]["routers"].as_object().unwrap().keys().cloned().collect();
     std::fs::write(tmp.path().join("traefik.yml"), serde_json::to_string(&st).unwrap()).unwrap();
     std::fs::write(dynamic_dir.join("kiln.yml"), serde_json::to_string(&dy).unwrap()).unwrap();
@@ -181,6 +191,17 @@ fn traefik_serves_every_route_with_no_errors() {
         assert!(headers.contains("strict-transport-security: max-age=31536000"), "{host}: {headers}");
         assert!(headers.contains("x-content-type-options: nosniff"), "{host}: {headers}");
     }
+    // forward auth: the gate is asked first; its own pages go to it unchecked
+    up.seen.lock().unwrap().clear();
+    let (status, _, _) = curl("https", "admin.example.com", websecure);
+    assert_eq!(status, 200);
+    let seen = up.seen.lock().unwrap().clone();
+    assert!(seen.first().is_some_and(|p| p.starts_with("/auth")) && seen.iter().any(|p| p == "/"), "checked first: {seen:?}");
+    up.seen.lock().unwrap().clear();
+    let (status, _, _) = curl_path("https", "admin.example.com", websecure, "/gate/start");
+    assert_eq!(status, 200);
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen, vec!["/gate/start".to_string()], "the gate's own page is not checked");
     // the allow-list keeps loopback out of the intranet route
     let (status, _, _) = curl("https", "intranet.example.com", websecure);
     assert_eq!(status, 403);

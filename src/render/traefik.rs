@@ -229,7 +229,7 @@ struct Router {
     tls: RouterTls,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
 struct RouterTls {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,7 +238,7 @@ struct RouterTls {
     domains: Vec<TlsDomain>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct TlsDomain {
     main: String,
 }
@@ -271,6 +271,20 @@ fn rule(hostname: &str) -> String {
         Some(base) => format!("HostRegexp(`^[a-z0-9-]+\\.{}$`)", base.replace('.', "\\.")),
         None => format!("Host(`{hostname}`)"),
     }
+}
+
+/// `/outpost.goauthentik.io/*` → PathPrefix, `/oauth2/callback` → Path; paths Traefik's rule
+/// syntax cannot quote (a backtick) are left out.
+fn path_rule(paths: &[String]) -> Option<String> {
+    let parts: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.contains('`'))
+        .map(|p| match p.strip_suffix('*') {
+            Some(prefix) => format!("PathPrefix(`{prefix}`)"),
+            None => format!("Path(`{p}`)"),
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" || "))
 }
 
 fn forward_auth(fa: &ForwardAuth) -> serde_json::Value {
@@ -340,6 +354,30 @@ pub fn emit_dynamic(sys: &System, host: &Host) -> Option<String> {
             TlsMode::Internal => RouterTls { cert_resolver: None, domains: Vec::new() },
         };
         let priority = r.hostname.starts_with("*.").then_some(1);
+        // The auth service's own paths (its sign-in callbacks) go to it unchecked, as in the
+        // Caddyfile: a router for them, its rule longer and so of higher priority.
+        if let Some(a) = r.auth.as_ref().filter(|a| !a.paths.is_empty())
+            && let Some(paths) = path_rule(&a.paths)
+        {
+            let auth_name = format!("{name}-auth-paths");
+            http.routers.insert(
+                auth_name.clone(),
+                Router {
+                    rule: format!("{} && ({paths})", rule(&r.hostname)),
+                    priority: None,
+                    entry_points: vec!["websecure"],
+                    service: auth_name.clone(),
+                    middlewares: vec!["security-headers".into()],
+                    tls: tls.clone(),
+                },
+            );
+            http.services.insert(
+                auth_name,
+                LbService {
+                    load_balancer: LoadBalancer { servers: vec![Server { url: format!("http://{}", a.upstream) }], pass_host_header: true },
+                },
+            );
+        }
         http.routers.insert(
             name.clone(),
             Router { rule: rule(&r.hostname), priority, entry_points: vec!["websecure"], service: name.clone(), middlewares, tls },
