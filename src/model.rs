@@ -41,9 +41,9 @@ pub struct System {
 pub struct BackupPlan {
     /// The restic repository with `{host}` already replaced per host by the renderer.
     pub repository: String,
-    /// Secret holding the repository password.
+    /// Secret holding the repository password (`{host}` becomes the host's name).
     pub password: String,
-    /// Secret holding `KEY=value` lines for the repository backend.
+    /// Secret holding `KEY=value` lines for the repository backend (`{host}` likewise).
     pub environment: Option<String>,
     /// systemd calendar expressions.
     pub schedule: String,
@@ -60,8 +60,8 @@ impl System {
         if let Some(b) = &self.backup
             && host.services.iter().any(|s| self.services[s].has_data())
         {
-            out.insert(b.password.clone());
-            out.extend(b.environment.clone());
+            out.insert(b.password.replace("{host}", &host.name));
+            out.extend(b.environment.as_ref().map(|e| e.replace("{host}", &host.name)));
         }
         out
     }

@@ -214,7 +214,7 @@ impl<'a> Resolver<'a> {
             }
         }
         sys.allows = self.allows(files, &sys);
-        sys.backup = self.backup(files, &secrets);
+        sys.backup = self.backup(files, &secrets, &sys);
         sysdecl.name.as_ref()?;
         let is_error = |d: &Diagnostic| d.severity == crate::diag::Severity::Error;
         if self.diags.iter().any(is_error) || self.inputs.diags.iter().any(is_error) {
@@ -276,7 +276,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// `[backup]`: one per system; its secrets must be declared.
-    fn backup(&mut self, files: &'a [SystemFile], secrets: &BTreeMap<String, &'a SecretDecl>) -> Option<BackupPlan> {
+    fn backup(&mut self, files: &'a [SystemFile], secrets: &BTreeMap<String, &'a SecretDecl>, sys: &System) -> Option<BackupPlan> {
         let decls: Vec<&BackupDecl> = files.iter().filter_map(|f| f.backup.as_ref()).collect();
         if let [first, second, ..] = decls[..] {
             self.err(
@@ -286,12 +286,24 @@ impl<'a> Resolver<'a> {
             );
         }
         let b = decls.first()?;
+        // `{host}` in a secret name gives every host its own (one repository password per client).
+        let backed_up: Vec<&str> = sys
+            .hosts
+            .values()
+            .filter(|h| h.services.iter().any(|s| sys.services.get(s).is_some_and(Service::has_data)))
+            .map(|h| h.name.as_str())
+            .collect();
         for s in b.password.iter().chain(&b.environment) {
-            if !secrets.contains_key(&s.value) {
+            let names: BTreeSet<String> = if s.value.contains("{host}") {
+                backed_up.iter().map(|h| s.value.replace("{host}", h)).collect()
+            } else {
+                BTreeSet::from([s.value.clone()])
+            };
+            for name in names.iter().filter(|n| !secrets.contains_key(*n)) {
                 self.err(
-                    Diagnostic::error("undefined-secret", format!("secret `{}` is referenced but not defined", s.value))
+                    Diagnostic::error("undefined-secret", format!("secret `{name}` is referenced but not defined"))
                         .primary(s.span, "not declared in `[secrets]`")
-                        .help(format!("declare it: `[secrets.{}]` with `file = \"secrets.sops.yaml\"`", s.value)),
+                        .help(format!("declare it: `[secrets.{name}]` with `file = \"secrets.sops.yaml\"`")),
                 );
             }
         }

@@ -45,10 +45,10 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     o.push_str("# `kiln-backup.sh check` verifies the repository and a tenth of its data.\n");
     o.push_str("set -eu\numask 077\n");
     let _ = writeln!(o, "RESTIC_REPOSITORY={}", sh(repo));
-    let _ = writeln!(o, "RESTIC_PASSWORD_FILE={}", sh(&format!("/etc/kiln/secrets/{}", plan.password)));
+    let _ = writeln!(o, "RESTIC_PASSWORD_FILE={}", sh(&format!("/etc/kiln/secrets/{}", plan.password.replace("{host}", &host.name))));
     o.push_str("export RESTIC_REPOSITORY RESTIC_PASSWORD_FILE\n");
     if let Some(env) = &plan.environment {
-        let path = sh(&format!("/etc/kiln/secrets/{env}"));
+        let path = sh(&format!("/etc/kiln/secrets/{}", env.replace("{host}", &host.name)));
         // Read as data, never sourced: a value may hold any character.
         let _ = writeln!(
             o,
