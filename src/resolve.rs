@@ -225,6 +225,23 @@ impl<'a> Resolver<'a> {
             self.err(*d);
         }
         crate::eval::firewall::derive(&mut sys);
+        // An edge container reaches a container upstream on its host over a common bridge only.
+        for r in &sys.routes {
+            let edge = &sys.services[&r.edge_service];
+            let upstreams = std::iter::once(r.service.as_str()).chain(r.auth.iter().chain(&r.crowdsec).map(|a| a.service.as_str()));
+            for up in upstreams.filter_map(|u| sys.services.get(u)) {
+                let (Some(_), Some(_)) = (&edge.container, &up.container) else { continue };
+                let bridges = |s: &Service| if s.bridges.is_empty() { vec!["default".to_string()] } else { s.bridges.clone() };
+                let (eb, ub) = (bridges(edge), bridges(up));
+                if up.host == r.edge_host && !eb.iter().any(|b| ub.contains(b)) {
+                    self.err(
+                        Diagnostic::error("E0034", format!("edge `{}` and `{}` share no bridge", edge.name, up.name))
+                            .primary(r.span, format!("route `{}` crosses Docker networks", r.hostname))
+                            .help(format!("add a bridge of `{}` ({}) to `{}`'s `bridges`", up.name, ub.join(", "), edge.name)),
+                    );
+                }
+            }
+        }
         for h in sys.hosts.values().filter(|h| h.fail2ban_http) {
             let watchable = h.services.iter().map(|s| &sys.services[s]).any(|s| match s.edge.as_deref() {
                 Some("caddy") => s.native.is_some(),

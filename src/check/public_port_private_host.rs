@@ -13,16 +13,22 @@ pub const RULE: Rule = Rule {
 and `expose` opens a service's endpoint to the internet. A host declared without `public = true` \
 has no public address, so those ports can never be reached from outside: the route or endpoint \
 would be dead on arrival. Place the edge (or the exposed service) on a public host, or reach the \
-private host through a tunnel service such as cloudflared instead.",
+private host through a tunnel: routes on a host that runs `cloudflared` arrive through it and \
+need no public address.",
     allowable: true,
     check,
 };
+
+/// A host whose routes arrive through an outbound tunnel (cloudflared) needs no public address.
+fn tunnelled(sys: &System, host: &str) -> bool {
+    sys.services.values().any(|s| s.host == host && s.module == "cloudflared")
+}
 
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
     let mut out: Vec<Diagnostic> = sys
         .routes
         .iter()
-        .filter(|r| !sys.hosts[&r.edge_host].public)
+        .filter(|r| !sys.hosts[&r.edge_host].public && !tunnelled(sys, &r.edge_host))
         .map(|r| {
             Diagnostic::error(
                 RULE.id,
