@@ -23,7 +23,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| s.module.as_ref()).map(|m| m.value.as_str()).collect();
     let tpls: BTreeMap<String, Templates> =
         inputs.modules.iter().filter(|(k, _)| used.contains(k.as_str())).map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
-    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: Vec::new(), missing_files: BTreeSet::new() };
+    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: J::UNDEFINED, missing_files: BTreeSet::new() };
     let sys = r.run();
     (sys, r.diags)
 }
@@ -32,8 +32,9 @@ struct Resolver<'a> {
     inputs: &'a Inputs,
     tpls: &'a BTreeMap<String, Templates>,
     diags: Vec<Diagnostic>,
-    /// Every public route's URL, for monitors (`probes` in templates).
-    probes: Vec<String>,
+    /// Every public route's URL, for monitors (`probes` in templates), built once: a
+    /// template value is shared, not copied, by every context.
+    probes: J,
     /// Secret files already reported missing (one warning per file).
     missing_files: BTreeSet<String>,
 }
@@ -141,7 +142,8 @@ impl<'a> Resolver<'a> {
                 partials.insert(name.clone(), p);
             }
         }
-        self.probes = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
+        let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
+        self.probes = jv(&probes);
         // Phase 2: connections, secrets, rendering.
         let mut model_services = BTreeMap::new();
         for (name, p) in &partials {
@@ -1081,7 +1083,7 @@ impl<'a> Resolver<'a> {
             .map(|d| minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, path => d.path.clone() })
             .collect();
         ctx.insert("scrape", jv(&scrape));
-        ctx.insert("probes", jv(&self.probes));
+        ctx.insert("probes", self.probes.clone());
         jv(&ctx)
     }
 
