@@ -53,6 +53,13 @@ pub struct BackupPlan {
 }
 
 impl System {
+    /// The DNS zone that holds `name` (the longest matching one); a wildcard is looked up by
+    /// its base.
+    pub fn zone_of(&self, name: &str) -> Option<&DnsZone> {
+        let name = name.trim_start_matches("*.");
+        self.dns.iter().filter(|z| name == z.zone || name.ends_with(&format!(".{}", z.zone))).max_by_key(|z| z.zone.len())
+    }
+
     /// Every secret a host needs: its services' and, where it backs up data, the backup's.
     pub fn host_secrets(&self, host: &Host) -> std::collections::BTreeSet<String> {
         let mut out: std::collections::BTreeSet<String> =
@@ -229,6 +236,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// The Docker networks it joins: its bridges, or the host's default network.
+    pub fn networks(&self) -> Vec<String> {
+        if self.bridges.is_empty() { vec!["default".to_string()] } else { self.bridges.clone() }
+    }
+
     /// Whether the service declares data worth backing up (a dump or a backed-up volume).
     pub fn has_data(&self) -> bool {
         self.volumes.iter().any(|v| v.backup) || self.backup.as_ref().is_some_and(|b| b.dump.is_some())

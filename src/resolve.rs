@@ -233,8 +233,7 @@ impl<'a> Resolver<'a> {
             let upstreams = std::iter::once(r.service.as_str()).chain(r.auth.iter().chain(&r.crowdsec).map(|a| a.service.as_str()));
             for up in upstreams.filter_map(|u| sys.services.get(u)) {
                 let (Some(_), Some(_)) = (&edge.container, &up.container) else { continue };
-                let bridges = |s: &Service| if s.bridges.is_empty() { vec!["default".to_string()] } else { s.bridges.clone() };
-                let (eb, ub) = (bridges(edge), bridges(up));
+                let (eb, ub) = (edge.networks(), up.networks());
                 if up.host == r.edge_host && !eb.iter().any(|b| ub.contains(b)) {
                     self.err(
                         Diagnostic::error("E0034", format!("edge `{}` and `{}` share no bridge", edge.name, up.name))

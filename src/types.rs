@@ -318,6 +318,12 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// The major and minor number of a version or image tag: `1.20.1`, `v1.24.1-p1` → (1, 20).
+pub fn major_minor(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.trim_start_matches('v').split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

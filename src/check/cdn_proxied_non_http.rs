@@ -19,12 +19,7 @@ own), or through a tunnel built for the protocol.",
 
 /// Whether the DNS zone holding `name` is proxied.
 pub fn proxied(sys: &System, name: &str) -> bool {
-    let name = name.trim_start_matches("*.");
-    sys.dns
-        .iter()
-        .filter(|z| name == z.zone || name.ends_with(&format!(".{}", z.zone)))
-        .max_by_key(|z| z.zone.len())
-        .is_some_and(|z| z.proxied)
+    sys.zone_of(name).is_some_and(|z| z.proxied)
 }
 
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {

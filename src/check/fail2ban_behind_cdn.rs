@@ -26,12 +26,7 @@ fn logs_forwarded_client(sys: &System, host: &str) -> bool {
             .services
             .values()
             .filter(|s| s.host == host && s.edge.is_some())
-            .all(|s| s.edge.as_deref() == Some("caddy") && version_at_least(&s.module_version, (2, 7)))
-}
-
-fn version_at_least(v: &str, min: (u32, u32)) -> bool {
-    let mut it = v.trim_start_matches('v').split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
-    matches!((it.next(), it.next()), (Some(a), Some(b)) if (a, b) >= min)
+            .all(|s| s.edge.as_deref() == Some("caddy") && crate::types::major_minor(&s.module_version).is_some_and(|v| v >= (2, 7)))
 }
 
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {

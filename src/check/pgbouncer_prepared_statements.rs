@@ -19,13 +19,6 @@ track protocol-level prepared statements when `max_prepared_statements` is above
     check,
 };
 
-/// `1.20.1`, `v1.24.1-p1` → (1, 20).
-fn major_minor(s: &str) -> Option<(u32, u32)> {
-    let s = s.trim_start_matches('v');
-    let mut it = s.split(|c: char| !c.is_ascii_digit());
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for s in sys.services.values() {
@@ -35,7 +28,7 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
                 continue;
             }
             let tag = t.container.as_ref().and_then(|c| c.image.tag.clone()).unwrap_or_else(|| t.module_version.clone());
-            let old = major_minor(&tag).is_none_or(|v| v < (1, 21));
+            let old = crate::types::major_minor(&tag).is_none_or(|v| v < (1, 21));
             let off = t.options.get("max_prepared_statements").map(String::as_str) == Some("0");
             if !old && !off {
                 continue;
@@ -62,8 +55,8 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
 mod tests {
     #[test]
     fn versions() {
-        assert_eq!(super::major_minor("1.20.1"), Some((1, 20)));
-        assert_eq!(super::major_minor("v1.24.1-p1"), Some((1, 24)));
-        assert_eq!(super::major_minor("latest"), None);
+        assert_eq!(crate::types::major_minor("1.20.1"), Some((1, 20)));
+        assert_eq!(crate::types::major_minor("v1.24.1-p1"), Some((1, 24)));
+        assert_eq!(crate::types::major_minor("latest"), None);
     }
 }

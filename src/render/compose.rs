@@ -281,7 +281,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             network_mode: c.network_mode.clone(),
             shm_size: c.shm_size.map(|s| s.compose()),
             init: c.init,
-            networks: (!host_net).then(|| if s.bridges.is_empty() { vec!["default".to_string()] } else { s.bridges.clone() }),
+            networks: (!host_net).then(|| s.networks()),
             logging: if host.fail2ban_http && s.edge.is_some() {
                 // fail2ban reads the edge's access log from the journal, by this tag.
                 Logging { driver: "journald", options: BTreeMap::from([("tag", super::provision::EDGE_LOG_TAG)]) }

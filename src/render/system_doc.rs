@@ -2,7 +2,7 @@
 //! network membership matrix, the derived firewall with the connection behind each rule, the
 //! DNS records, monitoring coverage, backups and the waived rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::model::{Service, System};
@@ -165,11 +165,7 @@ fn firewall(o: &mut String, sys: &System) {
 fn dns(o: &mut String, sys: &System) {
     o.push_str("## DNS and TLS\n\n| hostname | zone | served by | proxied | certificate |\n|---|---|---|---|---|\n");
     for r in &sys.routes {
-        let zone = sys
-            .dns
-            .iter()
-            .filter(|z| r.hostname.trim_start_matches("*.") == z.zone || r.hostname.ends_with(&format!(".{}", z.zone)))
-            .max_by_key(|z| z.zone.len());
+        let zone = sys.zone_of(&r.hostname);
         let (zname, proxied) = match zone {
             Some(z) => (format!("`{}` ({})", z.zone, z.provider), if z.proxied { "yes" } else { "no" }),
             None => ("not managed by kiln".to_string(), "—"),
@@ -194,12 +190,19 @@ fn monitoring(o: &mut String, sys: &System) {
         .map(|s| s.host.as_str())
         .collect();
     let probed: BTreeSet<&str> = sys.routes.iter().map(|r| r.service.as_str()).collect();
+    // One pass over the collectors' connections, not one per service: fleets are large.
+    let mut scraped_by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in &scrapers {
+        for d in p.deps.iter().filter(|d| d.derived) {
+            scraped_by.entry(d.service.as_str()).or_default().push(p.name.as_str());
+        }
+    }
+    let probing = scrapers.iter().any(|p| p.deps.iter().any(|d| d.slot.as_deref() == Some("blackbox")));
     for s in sys.services.values() {
         let metrics = match &s.metrics {
             None => "none".to_string(),
             Some(m) => {
-                let mut by: Vec<&str> =
-                    scrapers.iter().filter(|p| p.deps.iter().any(|d| d.derived && d.service == s.name)).map(|p| p.name.as_str()).collect();
+                let mut by: Vec<&str> = scraped_by.get(s.name.as_str()).cloned().unwrap_or_default();
                 if scrapers.iter().any(|p| p.name == s.name) {
                     by.push("itself");
                 }
@@ -212,7 +215,7 @@ fn monitoring(o: &mut String, sys: &System) {
         };
         let logs = if shipping_hosts.contains(s.host.as_str()) { "shipped to Loki" } else { "on the host only" };
         let mut health = if s.health.is_some() { "yes".to_string() } else { "no".to_string() };
-        if probed.contains(s.name.as_str()) && scrapers.iter().any(|p| p.deps.iter().any(|d| d.slot.as_deref() == Some("blackbox"))) {
+        if probed.contains(s.name.as_str()) && probing {
             health.push_str(", routes probed");
         }
         let _ = writeln!(o, "| `{}` | `{}` | {metrics} | {logs} | {health} |", s.name, s.host);
@@ -222,7 +225,7 @@ fn monitoring(o: &mut String, sys: &System) {
 
 fn backups(o: &mut String, sys: &System) {
     o.push_str("## Data and backups\n\n");
-    let with_data: Vec<&Service> = sys.services.values().filter(|s| s.volumes.iter().any(|v| v.backup) || s.backup.is_some()).collect();
+    let with_data: Vec<&Service> = sys.services.values().filter(|s| s.has_data()).collect();
     if with_data.is_empty() {
         o.push_str("No service declares data.\n\n");
         return;
