@@ -121,16 +121,7 @@ fn user_data_over_the_limit_is_an_error_with_the_numbers() {
 fn with_a_store_a_big_host_boots_through_stage_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let sys = big_system(tmp.path(), Some("https://artifacts.example.com/kiln"));
-    let out = run(kiln()
-        .arg("--modules")
-        .arg(tmp.path().join("mods"))
-        .arg("build")
-        .arg(&sys)
-        .arg("--store")
-        .arg(tmp.path().join("st"))
-        .arg("--out-link")
-        .arg(tmp.path().join("result")));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    build_with_modules(&tmp.path().join("mods"), &sys, &tmp.path().join("st"), &tmp.path().join("result"));
     let host = tmp.path().join("result/hosts/fat");
     let ud = std::fs::read_to_string(host.join("user-data")).unwrap();
     assert!(ud.len() < 4096, "stage 0 is small: {} bytes", ud.len());

@@ -94,19 +94,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn build(system: &Path, out: &Path) -> std::path::PathBuf {
-    let o = common::run(
-        common::kiln()
-            .arg("--modules")
-            .arg(common::repo().join("tests/fixtures/modules"))
-            .arg("build")
-            .arg(system)
-            .arg("--store")
-            .arg(out.join("store"))
-            .arg("--out-link")
-            .arg(out.join("result")),
-    );
-    assert!(o.status.success(), "{}", common::text(&o.stderr));
-    out.join("result")
+    common::build_with_modules(&common::repo().join("tests/fixtures/modules"), system, &out.join("store"), &out.join("result"))
 }
 
 fn yaml(path: &Path) -> Value {

@@ -98,16 +98,7 @@ fn the_http_ban_filter_matches_auth_failures_only() {
         let sys = tmp.path().join("sys");
         std::fs::create_dir_all(&sys).unwrap();
         std::fs::write(sys.join("system.toml"), system).unwrap();
-        let out = run(kiln()
-            .arg("--modules")
-            .arg(repo().join("tests/fixtures/modules"))
-            .arg("build")
-            .arg(&sys)
-            .arg("--store")
-            .arg(tmp.path().join("s"))
-            .arg("--out-link")
-            .arg(tmp.path().join("r")));
-        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        build_with_modules(&repo().join("tests/fixtures/modules"), &sys, &tmp.path().join("s"), &tmp.path().join("r"));
         let filter = tmp.path().join("r/hosts/edge/fail2ban/kiln-http.conf");
         let script = std::fs::read_to_string(tmp.path().join("r/hosts/edge/provision.sh")).unwrap();
         assert!(

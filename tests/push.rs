@@ -58,17 +58,7 @@ fn fleet(tmp: &Path, hosts: usize) -> PathBuf {
         ));
     }
     std::fs::write(sys.join("system.toml"), t).unwrap();
-    let out = run(kiln()
-        .arg("--modules")
-        .arg(repo().join("tests/fixtures/modules"))
-        .arg("build")
-        .arg(&sys)
-        .arg("--store")
-        .arg(tmp.join("store"))
-        .arg("--out-link")
-        .arg(tmp.join("result")));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    tmp.join("result")
+    build_with_modules(&repo().join("tests/fixtures/modules"), &sys, &tmp.join("store"), &tmp.join("result"))
 }
 
 fn push(result: &Path, url: &str, env: &[(&str, String)], extra: &[&str]) -> Result<Value, String> {

@@ -36,7 +36,18 @@ pub fn text(b: &[u8]) -> String {
 
 /// Builds `system` into `store`, linking the result at `link`; panics with kiln's stderr on failure.
 pub fn build(system: &Path, store: &Path, link: &Path) -> PathBuf {
-    let out = run(kiln().arg("build").arg(system).arg("--store").arg(store).arg("--out-link").arg(link));
+    build_using(kiln(), system, store, link)
+}
+
+/// [`build`] with a `--modules` directory.
+pub fn build_with_modules(modules: &Path, system: &Path, store: &Path, link: &Path) -> PathBuf {
+    let mut cmd = kiln();
+    cmd.arg("--modules").arg(modules);
+    build_using(cmd, system, store, link)
+}
+
+fn build_using(mut cmd: Command, system: &Path, store: &Path, link: &Path) -> PathBuf {
+    let out = run(cmd.arg("build").arg(system).arg("--store").arg(store).arg("--out-link").arg(link));
     assert!(out.status.success(), "kiln build {} failed:\n{}", system.display(), text(&out.stderr));
     link.to_path_buf()
 }
