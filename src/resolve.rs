@@ -1136,57 +1136,41 @@ impl<'a> Resolver<'a> {
                 filled.insert(slot.slot.value.clone());
             }
             let same_host = target.host == p.host;
-            let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
-            let address = if same_host {
-                match (native(p.module), native(target.module)) {
-                    // containers on one host reach each other over a common bridge
-                    (false, false) if shares_bridge(p.decl, target.decl) => svc_name.to_string(),
-                    (false, false) => {
-                        self.err(
-                            Diagnostic::error("E0034", format!("`{}` and `{svc_name}` share no bridge", p.decl.name.value))
-                                .primary(c.span, "this connection crosses Docker networks")
-                                .help(format!(
-                                    "add a bridge of `{svc_name}` ({}) to `{}`'s `bridges`",
-                                    bridges_of(target.decl).join(", "),
-                                    p.decl.name.value
-                                )),
-                        );
-                        continue;
-                    }
-                    // a native service reaches a container through a port published on loopback
-                    (true, false) => "127.0.0.1".to_string(),
-                    // both on the host itself
-                    (true, true) => "127.0.0.1".to_string(),
-                    // a container reaches a native service at the host's own address
-                    (false, true) => match hosts.get(&target.host).and_then(|h| h.private_address()) {
-                        Some(a) => a.to_string(),
-                        None => {
-                            self.err(
-                                Diagnostic::error(
-                                    "E0032",
-                                    format!("container `{}` cannot reach native `{svc_name}` on host `{}`", p.decl.name.value, p.host),
-                                )
-                                .primary(c.span, "the host has no private address to reach it at")
-                                .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", p.host, p.host)),
-                            );
-                            continue;
-                        }
-                    },
+            let address = match reach(p, target, svc_name, hosts) {
+                Ok(a) => a,
+                Err(Unreachable::Bridge) => {
+                    self.err(
+                        Diagnostic::error("E0034", format!("`{}` and `{svc_name}` share no bridge", p.decl.name.value))
+                            .primary(c.span, "this connection crosses Docker networks")
+                            .help(format!(
+                                "add a bridge of `{svc_name}` ({}) to `{}`'s `bridges`",
+                                bridges_of(target.decl).join(", "),
+                                p.decl.name.value
+                            )),
+                    );
+                    continue;
                 }
-            } else {
-                match hosts.get(&target.host).and_then(|h| h.private_address()) {
-                    Some(a) => a.to_string(),
-                    None => {
-                        self.err(
-                            Diagnostic::error(
-                                "E0032",
-                                format!("`{}` on host `{}` cannot reach `{svc_name}` on host `{}`", p.decl.name.value, p.host, target.host),
-                            )
-                            .primary(c.span, "no private network between these hosts")
-                            .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", target.host, target.host)),
-                        );
-                        continue;
-                    }
+                Err(Unreachable::HostAddress) => {
+                    self.err(
+                        Diagnostic::error(
+                            "E0032",
+                            format!("container `{}` cannot reach native `{svc_name}` on host `{}`", p.decl.name.value, p.host),
+                        )
+                        .primary(c.span, "the host has no private address to reach it at")
+                        .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", p.host, p.host)),
+                    );
+                    continue;
+                }
+                Err(Unreachable::PrivateNetwork) => {
+                    self.err(
+                        Diagnostic::error(
+                            "E0032",
+                            format!("`{}` on host `{}` cannot reach `{svc_name}` on host `{}`", p.decl.name.value, p.host, target.host),
+                        )
+                        .primary(c.span, "no private network between these hosts")
+                        .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", target.host, target.host)),
+                    );
+                    continue;
                 }
             };
             out.push(Dependency {
@@ -1237,17 +1221,7 @@ impl<'a> Resolver<'a> {
             let Some(mt) = &t.module.decl.metrics else { continue };
             let Some(ep) = t.endpoints.iter().find(|e| e.name == mt.endpoint.value) else { continue };
             let same_host = t.host == p.host;
-            let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
-            let address = if same_host {
-                match (native(p.module), native(t.module)) {
-                    (false, false) if shares_bridge(p.decl, t.decl) => Some(name.clone()),
-                    (false, false) => None,
-                    (true, _) => Some("127.0.0.1".to_string()),
-                    (false, true) => hosts.get(&t.host).and_then(|h| h.private_address()).map(|a| a.to_string()),
-                }
-            } else {
-                hosts.get(&t.host).and_then(|h| h.private_address()).map(|a| a.to_string())
-            };
+            let address = reach(p, t, name, hosts).ok();
             let Some(address) = address else {
                 self.err(
                     Diagnostic::warning("unscraped-metrics", format!("`{}` cannot reach the metrics of `{name}`", p.decl.name.value))
@@ -1495,6 +1469,35 @@ fn socket(addr: IpAddr, port: u16) -> String {
 
 fn jv<T: serde::Serialize>(v: &T) -> J {
     J::from(minijinja::value::Serde(v))
+}
+
+/// What is missing for one service to reach another.
+enum Unreachable {
+    /// A common bridge between two containers on one host.
+    Bridge,
+    /// A private address of the host, for a container reaching a native service on it.
+    HostAddress,
+    /// A private network between two hosts.
+    PrivateNetwork,
+}
+
+/// How `from` reaches `to` (named `name`): the Compose service name over a common bridge, the
+/// loopback for a native service, else the target host's private address.
+fn reach(from: &Partial<'_>, to: &Partial<'_>, name: &str, hosts: &BTreeMap<String, Host>) -> Result<String, Unreachable> {
+    let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
+    let private = || hosts.get(&to.host).and_then(|h| h.private_address()).map(|a| a.to_string());
+    if to.host != from.host {
+        return private().ok_or(Unreachable::PrivateNetwork);
+    }
+    match (native(from.module), native(to.module)) {
+        (false, false) if shares_bridge(from.decl, to.decl) => Ok(name.to_string()),
+        (false, false) => Err(Unreachable::Bridge),
+        // a native service reaches a container through a port published on loopback, and a
+        // native service on the host itself
+        (true, _) => Ok("127.0.0.1".to_string()),
+        // a container reaches a native service at the host's own address
+        (false, true) => private().ok_or(Unreachable::HostAddress),
+    }
 }
 
 /// The Docker networks a service joins: its `bridges`, or the host's default network.
