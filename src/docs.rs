@@ -131,3 +131,83 @@ pub fn pages<'a>(modules: impl IntoIterator<Item = &'a LoadedModule> + Clone) ->
     v.extend(modules.into_iter().map(|m| (format!("{}.md", m.decl.name.value), page(m))));
     v
 }
+
+fn kind_name(d: &crate::syntax::module::ModuleDecl) -> &'static str {
+    match d.kind.value {
+        ModuleKind::Container => "container",
+        ModuleKind::Native => "native",
+    }
+}
+
+/// `kiln modules list --json`: name, version, summary and kind of every module.
+pub fn list_json<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) -> serde_json::Value {
+    modules
+        .into_iter()
+        .map(|m| {
+            let d = &m.decl;
+            serde_json::json!({ "name": d.name.value, "version": d.version.value, "summary": d.summary.value, "kind": kind_name(d) })
+        })
+        .collect()
+}
+
+/// `kiln modules show NAME --json`: what `page` says, as data.
+pub fn page_json(m: &LoadedModule) -> serde_json::Value {
+    let d = &m.decl;
+    let options: Vec<_> = d
+        .options
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "name": o.name.value,
+                "type": o.ty.value.name(),
+                "required": o.default.is_none(),
+                "default": o.default.as_ref().map(|n| n.text()),
+                "values": o.values.iter().map(|v| v.value.clone()).collect::<Vec<_>>(),
+                "description": o.description.as_ref().map(|x| one_line(&x.value)),
+                "example": o.example.as_ref().map(|n| n.text()),
+            })
+        })
+        .collect();
+    let endpoints: Vec<_> = d
+        .endpoints
+        .iter()
+        .map(|e| {
+            let port = match &e.port.value {
+                crate::syntax::module::IntOrTpl::Int(i) => serde_json::json!(i),
+                crate::syntax::module::IntOrTpl::Tpl(t) => serde_json::json!(t),
+            };
+            serde_json::json!({ "name": e.name.value, "port": port, "protocol": e.protocol.value.name(), "http": e.http })
+        })
+        .collect();
+    let requires: Vec<_> = d
+        .requires
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "slot": r.slot.value,
+                "modules": r.modules.iter().map(|x| x.value.clone()).collect::<Vec<_>>(),
+                "optional": r.optional,
+            })
+        })
+        .collect();
+    let secrets: Vec<_> =
+        d.secrets.iter().map(|s| serde_json::json!({ "slot": s.slot.value, "optional": s.optional })).collect();
+    let volumes: Vec<_> = d
+        .volumes
+        .iter()
+        .map(|v| serde_json::json!({ "name": v.name.value, "target": v.target.value, "backup": v.backup }))
+        .collect();
+    serde_json::json!({
+        "name": d.name.value,
+        "version": d.version.value,
+        "summary": d.summary.value,
+        "description": d.description.as_ref().map(|x| x.value.trim().to_string()),
+        "kind": kind_name(d),
+        "image": d.container.as_ref().and_then(|c| c.image.as_ref()).map(|i| i.value.to_string()),
+        "options": options,
+        "endpoints": endpoints,
+        "requires": requires,
+        "secrets": secrets,
+        "volumes": volumes,
+    })
+}

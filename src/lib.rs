@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod check;
 pub mod diag;
+pub mod diag_json;
 pub mod docs;
 pub mod eval;
 pub mod load;

@@ -5,25 +5,75 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use kiln::diag::{self, Diagnostic, Severity, Sources};
 use kiln::pipeline::{self, Compiled, Options, Outcome};
 use kiln::store::{self, Store};
 
+const EXAMPLES: &str = "\
+Examples:
+  kiln check flake-free-examples/five-vps-saas        errors at file:line:col, all at once
+  kiln show flake-free-examples/five-vps-saas         hosts, services, firewall, start order
+  kiln build flake-free-examples/five-vps-saas        write the store, link ./result
+  kiln build --check --json path/to/system            build twice, compare, summary as JSON
+  kiln push s3://bucket/kiln --from result            upload the closure by content hash
+  kiln explain zone-crossing                          why a rule exists
+  kiln completions bash > /etc/bash_completion.d/kiln
+
+Exit codes: 0 ok, 1 errors in the input, 2 usage or IO errors.";
+
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "A compiler for server fleets: typed TOML in, reproducible artifacts out")]
+#[command(
+    name = "kiln",
+    version,
+    about = "A compiler for server fleets: typed TOML in, reproducible artifacts out",
+    after_help = EXAMPLES
+)]
 struct Cli {
-    /// Extra module directories; a module here overrides a built-in one of the same name.
-    #[arg(long = "modules", global = true, value_name = "DIR")]
+    /// Print only errors: no warnings, no progress, no summary lines.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more: what was read and written; `-vv` also traces every HTTP request of push and
+    /// pull.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Accepted before the command too (`kiln --modules DIR check …`), for the commands that
+    /// read modules.
+    #[command(flatten)]
+    early: EarlyInputs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--modules` and `--identity` written before the command name; they are checked against
+/// the command, which must be one that reads them.
+#[derive(Args, Default)]
+struct EarlyInputs {
+    #[arg(long = "modules", value_name = "DIR", hide = true)]
     modules: Vec<PathBuf>,
+    #[arg(long = "identity", value_name = "FILE", hide = true)]
+    identity: Option<PathBuf>,
+}
+
+/// Where modules come from, for the commands that read them.
+#[derive(Args, Default)]
+struct LibraryArgs {
+    /// Extra module directories; a module here overrides a built-in one of the same name.
+    #[arg(long = "modules", value_name = "DIR")]
+    modules: Vec<PathBuf>,
+}
+
+/// The inputs of the commands that compile a system.
+#[derive(Args, Default)]
+struct InputArgs {
+    #[command(flatten)]
+    library: LibraryArgs,
     /// An age identity file (age or OpenSSH ed25519 keys): secret files are decrypted and
     /// authenticated (SOPS MAC), and `boot` delivers the host's values. Default:
     /// $SOPS_AGE_KEY_FILE.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -32,10 +82,19 @@ enum Command {
     Check {
         /// A system directory (holding system.toml) or a system file.
         path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Print the diagnostics as JSON on stdout (`{"ok", "errors", "warnings",
+        /// "diagnostics": [{"severity", "code", "message", "file", "line", "column", …}]}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Build a system into the store and point a link at it.
     Build {
+        /// A system directory (holding system.toml) or a system file.
         path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// Store directory (default: $KILN_STORE, else .kiln/store).
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
@@ -51,19 +110,37 @@ enum Command {
     },
     /// Show hosts, services, the derived firewall and the start order.
     Show {
+        /// A system directory (holding system.toml) or a system file.
         path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Print the model as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
     /// List, describe and document the available modules.
     Modules {
+        #[command(flatten)]
+        library: LibraryArgs,
         #[command(subcommand)]
         command: ModulesCommand,
     },
     /// Print a JSON Schema of the system file (for editors: taplo, Even Better TOML).
-    Schema,
-    /// Why a rule exists; without an id, every rule, one per line.
-    Explain { id: Option<String> },
+    Schema {
+        #[command(flatten)]
+        library: LibraryArgs,
+        /// Print the reference of every key (docs/reference.md) as Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Why a rule or an error code exists; without an id, every one, one per line.
+    Explain {
+        /// A rule id (`zone-crossing`) or an error code (`E0005`).
+        id: Option<String>,
+        /// Print JSON on stdout: one object, or a list without an id.
+        #[arg(long)]
+        json: bool,
+    },
     /// Upload a build's closure to an artifact store, by content hash (manifest last).
     Push {
         /// file://DIR, http(s)://HOST/PATH (basic auth: KILN_STORE_USER/KILN_STORE_PASSWORD,
@@ -79,7 +156,8 @@ enum Command {
         /// The S3 endpoint (path-style requests).
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
-        /// Print `{"uploaded": N, "skipped": N, "bytes": N}` and nothing else on stdout.
+        /// Print `{"hash", "manifest", "uploaded", "skipped", "bytes"}` and nothing else on
+        /// stdout: `hash` is what `kiln pull` takes, `manifest` the URL of its manifest.
         #[arg(long)]
         json: bool,
     },
@@ -89,6 +167,8 @@ enum Command {
         host: String,
         /// The system (directory or file).
         path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// Base image directory (default: ~/.cache/kiln/images/<the host's image>, made by
         /// scripts/build-test-image).
         #[arg(long, value_name = "DIR")]
@@ -102,6 +182,7 @@ enum Command {
         /// Give up when cloud-init has not finished after this many seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// Print the boot report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -117,34 +198,69 @@ enum Command {
     },
     /// Serve one NoCloud seed request on stdin/stdout (run by qemu for `kiln boot`).
     #[command(hide = true)]
-    SeedServe { dir: PathBuf },
+    SeedServe {
+        /// The seed directory to serve.
+        dir: PathBuf,
+    },
     /// Fetch a pushed closure into the local store, verifying every object.
     Pull {
+        /// The store to fetch from (as for `push`).
         url: String,
         /// The system hash (manifest.json `hash`).
         hash: String,
+        /// Store directory (default: $KILN_STORE, else .kiln/store).
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
+        /// The S3 endpoint (path-style requests).
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
+        /// Parallel downloads.
         #[arg(long, default_value_t = 8)]
         jobs: usize,
+        /// Where to put the link to the fetched system.
         #[arg(long, value_name = "PATH", default_value = "result")]
         out_link: PathBuf,
+        /// Print `{"system", "hash", "path", "files"}` and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for kiln and every command into DIR (kiln.1, kiln-build.1, …).
+    Man {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
     },
 }
 
 #[derive(Subcommand)]
 enum ModulesCommand {
     /// One line per module: name, version, summary.
-    List,
+    List {
+        /// Print JSON on stdout: a list of `{"name", "version", "summary", "kind"}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every option of a module, and what it exposes and needs.
-    Show { name: String },
+    Show {
+        /// The module's name (`kiln modules list` shows them).
+        name: String,
+        /// Print the module's options and interface as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the module reference pages into DIR (docs/modules in this repository).
-    Docs { dir: PathBuf },
+    Docs {
+        /// The directory to write into; its `.md` pages are replaced.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -153,8 +269,161 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let ui = Ui { quiet: cli.quiet, verbose: cli.verbose };
+    let early = cli.early;
+    match cli.command {
+        Command::Check { path, inputs, json } => with_options(early, inputs, |opts| {
+            if json {
+                return check_json(&path, &opts);
+            }
+            with_compiled(&path, &opts, ui, |c| {
+                ui.info(&format!("ok: system `{}`, {} hosts, {} services", c.system.name, c.system.hosts.len(), c.system.services.len()));
+                ExitCode::SUCCESS
+            })
+        }),
+        Command::Build { path, inputs, store, out_link, check, json } => with_options(early, inputs, |opts| {
+            with_compiled(&path, &opts, ui, |c| build(&path, &opts, ui, c, store, &out_link, check, json))
+        }),
+        Command::Show { path, inputs, json } => with_options(early, inputs, |opts| {
+            with_compiled(&path, &opts, ui, |c| {
+                let out = if json { kiln::pipeline::show_json(c) } else { kiln::pipeline::show_text(c) };
+                print!("{out}");
+                ExitCode::SUCCESS
+            })
+        }),
+        Command::Modules { library, command } => {
+            with_options(early, InputArgs { library, identity: None }, |opts| with_library(&opts, ui, |lib| modules(lib, command, ui)))
+        }
+        Command::Schema { markdown: true, .. } => {
+            print!("{}", kiln::schema::reference::markdown());
+            ExitCode::SUCCESS
+        }
+        Command::Schema { library, .. } => with_options(early, InputArgs { library, identity: None }, |opts| {
+            with_library(&opts, ui, |lib| {
+                let schema = kiln::schema::system_schema(lib.modules.values());
+                println!("{}", serde_json::to_string_pretty(&schema).expect("serialises"));
+                ExitCode::SUCCESS
+            })
+        }),
+        command => {
+            if let Some(flag) = early.given() {
+                return usage_error(&format!("`{flag}` means nothing to `kiln {}`; it is read by check, build, show, boot, modules and schema", command.name()));
+            }
+            match command {
+                Command::Push { url, from, jobs, endpoint, json } => push(&url, &from, jobs, endpoint.as_deref(), json, ui),
+                Command::Pull { url, hash, store, endpoint, jobs, out_link, json } => {
+                    pull(&url, &hash, store, endpoint.as_deref(), jobs, &out_link, json, ui)
+                }
+                Command::Explain { id, json } => explain(id.as_deref(), json),
+                Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::from(2),
+                },
+                Command::Boot { host, path, inputs, image, keep, secrets, timeout, json } => with_options(Default::default(), inputs, |opts| {
+                    with_compiled(&path, &opts, ui, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, json))
+                }),
+                Command::EncryptSecrets { file, recipients } => encrypt_secrets(&file, &recipients),
+                Command::Completions { shell } => {
+                    clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
+                    ExitCode::SUCCESS
+                }
+                Command::Man { dir } => match write_man_pages(&dir) {
+                    Ok(n) => {
+                        ui.info(&format!("wrote {n} man pages to {}", dir.display()));
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => io_error(&format!("cannot write man pages to `{}`: {e}", dir.display())),
+                },
+                Command::Check { .. } | Command::Build { .. } | Command::Show { .. } | Command::Modules { .. } | Command::Schema { .. } => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    }
+}
+
+/// `kiln … | head` ends quietly when the reader goes away, as other Unix tools do, instead of
+/// panicking on a write to a closed pipe (Rust ignores SIGPIPE by default).
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// What `-q` and `-v` ask of the messages on stderr.
+#[derive(Clone, Copy)]
+struct Ui {
+    quiet: bool,
+    verbose: u8,
+}
+
+impl Ui {
+    /// A summary line (`ok: …`, `built …`): shown unless `-q`.
+    fn info(self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+    /// What push and pull show while they work: a bar on a terminal, retries unless `-q`,
+    /// every request with `-vv`.
+    fn feedback(self, json: bool) -> kiln::push::Feedback {
+        kiln::push::Feedback {
+            bar: !json && !self.quiet && std::io::stderr().is_terminal(),
+            retries: !self.quiet,
+            trace: self.verbose >= 2,
+        }
+    }
+    /// Detail shown only with `-v`.
+    fn detail(self, msg: &str) {
+        if self.verbose > 0 {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Check { .. } => "check",
+            Command::Build { .. } => "build",
+            Command::Show { .. } => "show",
+            Command::Modules { .. } => "modules",
+            Command::Schema { .. } => "schema",
+            Command::Explain { .. } => "explain",
+            Command::Push { .. } => "push",
+            Command::Boot { .. } => "boot",
+            Command::EncryptSecrets { .. } => "encrypt-secrets",
+            Command::SeedServe { .. } => "seed-serve",
+            Command::Pull { .. } => "pull",
+            Command::Completions { .. } => "completions",
+            Command::Man { .. } => "man",
+        }
+    }
+}
+
+impl EarlyInputs {
+    /// The first of these flags that was given, if any.
+    fn given(&self) -> Option<&'static str> {
+        if !self.modules.is_empty() {
+            Some("--modules")
+        } else if self.identity.is_some() {
+            Some("--identity")
+        } else {
+            None
+        }
+    }
+}
+
+/// Merges the flags given before and after the command name (and `$SOPS_AGE_KEY_FILE`) into
+/// the pipeline's options, reading the identity file, then runs `f`.
+fn with_options(early: EarlyInputs, inputs: InputArgs, f: impl FnOnce(Options) -> ExitCode) -> ExitCode {
+    let mut module_dirs = early.modules;
+    module_dirs.extend(inputs.library.modules);
     #[allow(clippy::disallowed_methods)] // the one environment variable sops users already set
-    let identity_path = cli.identity.clone().or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
+    let identity_path =
+        inputs.identity.or(early.identity).or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").filter(|v| !v.is_empty()).map(PathBuf::from));
     let identity = match &identity_path {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => Some(t),
@@ -162,133 +431,159 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let opts = Options { module_dirs: cli.modules.clone(), render: kiln::render::RenderOptions { mtime: source_date_epoch() }, identity };
-    match cli.command {
-        Command::Check { path } => with_compiled(&path, &opts, |c| {
-            eprintln!("ok: system `{}`, {} hosts, {} services", c.system.name, c.system.hosts.len(), c.system.services.len());
-            ExitCode::SUCCESS
-        }),
-        Command::Build { path, store, out_link, check, json } => {
-            with_compiled(&path, &opts, |c| build(&path, &opts, c, store, &out_link, check, json))
-        }
-        Command::Show { path, json } => with_compiled(&path, &opts, |c| {
-            let out = if json { kiln::pipeline::show_json(c) } else { kiln::pipeline::show_text(c) };
-            print!("{out}");
-            ExitCode::SUCCESS
-        }),
-        Command::Modules { command } => with_library(&opts, |lib| match command {
-            ModulesCommand::List => {
+    f(Options { module_dirs, render: kiln::render::RenderOptions { mtime: source_date_epoch() }, identity })
+}
+
+fn modules(lib: &kiln::load::Inputs, command: ModulesCommand, ui: Ui) -> ExitCode {
+    match command {
+        ModulesCommand::List { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&kiln::docs::list_json(lib.modules.values())).expect("serialises"));
+            } else {
                 print!("{}", kiln::docs::list(lib.modules.values()));
-                ExitCode::SUCCESS
             }
-            ModulesCommand::Show { name } => match lib.modules.get(&name) {
-                Some(m) => {
-                    print!("{}", kiln::docs::page(m));
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    let hint = diag::did_you_mean(&name, lib.modules.keys().map(String::as_str))
-                        .map(|m| format!(" (did you mean `{m}`?)"))
-                        .unwrap_or_default();
-                    eprintln!("error: no module `{name}`{hint}; `kiln modules list` shows them all");
-                    ExitCode::from(2)
-                }
-            },
-            ModulesCommand::Docs { dir } => {
-                if let Err(e) = write_docs(&dir, &kiln::docs::pages(lib.modules.values())) {
-                    return io_error(&format!("cannot write `{}`: {e}", dir.display()));
-                }
-                eprintln!("wrote {} module pages to {}", lib.modules.len(), dir.display());
-                ExitCode::SUCCESS
-            }
-        }),
-        Command::Push { url, from, jobs, endpoint, json } => {
-            let target = match kiln::push::Target::parse(&url, endpoint.as_deref(), &credentials()) {
-                Ok(t) => t,
-                Err(e) => return io_error(&e.0),
-            };
-            let progress = !json && std::io::stderr().is_terminal();
-            match kiln::push::push(&target, &from, jobs, progress) {
-                Ok(s) => {
-                    if json {
-                        println!("{}", serde_json::to_string(&s).expect("serialises"));
-                    } else {
-                        eprintln!("pushed to {url}: {} uploaded, {} already there, {} bytes", s.uploaded, s.skipped, s.bytes);
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => io_error(&e.0),
-            }
-        }
-        Command::Pull { url, hash, store, endpoint, jobs, out_link } => {
-            let target = match kiln::push::Target::parse(&url, endpoint.as_deref(), &credentials()) {
-                Ok(t) => t,
-                Err(e) => return io_error(&e.0),
-            };
-            let (manifest, files) = match kiln::push::pull(&target, &hash, jobs) {
-                Ok(x) => x,
-                Err(e) => return io_error(&e.0),
-            };
-            let dir = store_dir(store);
-            let entry = Store::open(&dir).and_then(|s| pipeline::write_pulled(&manifest, &files, &s));
-            match entry {
-                Ok(entry) => {
-                    let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
-                    if let Err(e) = store::set_link(&out_link, &entry) {
-                        return io_error(&format!("cannot create link `{}`: {e}", out_link.display()));
-                    }
-                    println!("{}", entry.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
-            }
-        }
-        Command::Explain { id } => {
-            let all = kiln::check::explanations();
-            match id {
-                None => {
-                    for e in &all {
-                        println!("{:<24} {}", e.id, e.summary);
-                    }
-                    ExitCode::SUCCESS
-                }
-                Some(id) => match all.iter().find(|e| e.id == id) {
-                    Some(e) => {
-                        println!("{}: {}\n\n{}", e.id, e.summary, e.explanation);
-                        ExitCode::SUCCESS
-                    }
-                    None => {
-                        let hint = diag::did_you_mean(&id, all.iter().map(|e| e.id))
-                            .map(|m| format!(" (did you mean `{m}`?)"))
-                            .unwrap_or_default();
-                        eprintln!("error: no rule `{id}`{hint}; `kiln explain` lists them");
-                        ExitCode::from(2)
-                    }
-                },
-            }
-        }
-        Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(2),
-        },
-        Command::Boot { host, path, image, keep, secrets, timeout, json } => {
-            with_compiled(&path, &opts, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, json))
-        }
-        Command::EncryptSecrets { file, recipients } => encrypt_secrets(&file, &recipients),
-        Command::Schema => with_library(&opts, |lib| {
-            let schema = kiln::schema::system_schema(lib.modules.values());
-            println!("{}", serde_json::to_string_pretty(&schema).expect("serialises"));
             ExitCode::SUCCESS
-        }),
+        }
+        ModulesCommand::Show { name, json } => match lib.modules.get(&name) {
+            Some(m) if json => {
+                println!("{}", serde_json::to_string_pretty(&kiln::docs::page_json(m)).expect("serialises"));
+                ExitCode::SUCCESS
+            }
+            Some(m) => {
+                print!("{}", kiln::docs::page(m));
+                ExitCode::SUCCESS
+            }
+            None => {
+                let hint = diag::did_you_mean(&name, lib.modules.keys().map(String::as_str))
+                    .map(|m| format!(" (did you mean `{m}`?)"))
+                    .unwrap_or_default();
+                usage_error(&format!("no module `{name}`{hint}; `kiln modules list` shows them all"))
+            }
+        },
+        ModulesCommand::Docs { dir } => {
+            if let Err(e) = write_docs(&dir, &kiln::docs::pages(lib.modules.values())) {
+                return io_error(&format!("cannot write `{}`: {e}", dir.display()));
+            }
+            ui.info(&format!("wrote {} module pages to {}", lib.modules.len(), dir.display()));
+            ExitCode::SUCCESS
+        }
     }
 }
 
+fn push(url: &str, from: &Path, jobs: usize, endpoint: Option<&str>, json: bool, ui: Ui) -> ExitCode {
+    let target = match kiln::push::Target::parse(url, endpoint, &credentials()) {
+        Ok(t) => t,
+        Err(e) => return io_error(&e.0),
+    };
+    match kiln::push::push(&target, from, jobs, ui.feedback(json)) {
+        Ok(s) => {
+            if json {
+                println!("{}", serde_json::to_string(&s).expect("serialises"));
+            } else {
+                ui.info(&format!("pushed to {url}: {} uploaded, {} already there, {} bytes", s.uploaded, s.skipped, s.bytes));
+                println!("{}", s.hash);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => io_error(&format!("push failed: {}", e.0)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pull(url: &str, hash: &str, store: Option<PathBuf>, endpoint: Option<&str>, jobs: usize, out_link: &Path, json: bool, ui: Ui) -> ExitCode {
+    let target = match kiln::push::Target::parse(url, endpoint, &credentials()) {
+        Ok(t) => t,
+        Err(e) => return io_error(&e.0),
+    };
+    let (manifest, files) = match kiln::push::pull(&target, hash, jobs, ui.feedback(json)) {
+        Ok(x) => x,
+        Err(e) => return io_error(&format!("pull refused, nothing written: {}", e.0)),
+    };
+    let dir = store_dir(store);
+    let entry = Store::open(&dir).and_then(|s| pipeline::write_pulled(&manifest, &files, &s));
+    match entry {
+        Ok(entry) => {
+            let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
+            if let Err(e) = store::set_link(out_link, &entry) {
+                return io_error(&format!("cannot create link `{}`: {e}", out_link.display()));
+            }
+            if json {
+                println!("{}", serde_json::json!({ "system": manifest.system, "hash": manifest.hash, "path": entry, "files": files.len() }));
+            } else {
+                println!("{}", entry.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
+    }
+}
+
+fn explain(id: Option<&str>, json: bool) -> ExitCode {
+    let all = kiln::check::explanations();
+    let Some(id) = id else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&all.iter().map(explanation_json).collect::<Vec<_>>()).expect("serialises"));
+        } else {
+            for e in &all {
+                println!("{:<24} {}", e.id, e.summary);
+            }
+        }
+        return ExitCode::SUCCESS;
+    };
+    match all.iter().find(|e| e.id == id) {
+        Some(e) if json => {
+            println!("{}", serde_json::to_string_pretty(&explanation_json(e)).expect("serialises"));
+            ExitCode::SUCCESS
+        }
+        Some(e) => {
+            println!("{}: {}\n\n{}", e.id, e.summary, e.explanation);
+            ExitCode::SUCCESS
+        }
+        None => {
+            let hint = diag::did_you_mean(id, all.iter().map(|e| e.id)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
+            usage_error(&format!("no rule or error code `{id}`{hint}; `kiln explain` lists them"))
+        }
+    }
+}
+
+fn explanation_json(e: &kiln::check::Explanation) -> serde_json::Value {
+    serde_json::json!({ "id": e.id, "summary": e.summary, "explanation": e.explanation, "allowable": e.allowable })
+}
+
+/// `kiln check --json`: every diagnostic as data on stdout; the exit code as without `--json`.
+fn check_json(path: &Path, opts: &Options) -> ExitCode {
+    let (value, code) = match pipeline::compile(path, opts) {
+        Err(e) => (serde_json::json!({ "ok": false, "error": e.0 }), 2),
+        Ok(Outcome::Failed(fail)) => (kiln::diag_json::report(&fail.sources, &fail.diagnostics), 1),
+        Ok(Outcome::Ok(c)) => (kiln::diag_json::report(&c.sources, &c.warnings), 0),
+    };
+    println!("{}", serde_json::to_string_pretty(&value).expect("serialises"));
+    ExitCode::from(code)
+}
+
+/// One page for `kiln` and one for each visible command, as clap_mangen renders them.
+fn write_man_pages(dir: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let root = Cli::command();
+    let mut pages = vec![("kiln".to_string(), root.clone())];
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("kiln-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().display_name(name.clone()).bin_name(name.clone())));
+    }
+    for (name, cmd) in &pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+    }
+    Ok(pages.len())
+}
+
 /// Runs `f` on the module library, after reporting any errors in module files.
-fn with_library(opts: &Options, f: impl FnOnce(&kiln::load::Inputs) -> ExitCode) -> ExitCode {
+fn with_library(opts: &Options, ui: Ui, f: impl FnOnce(&kiln::load::Inputs) -> ExitCode) -> ExitCode {
     match kiln::load::library(&opts.module_dirs) {
         Err(e) => io_error(&e.0),
         Ok(lib) => {
-            report(&lib.sources, &lib.diags);
+            report(&lib.sources, &lib.diags, ui);
             if lib.diags.iter().any(|d| d.severity == Severity::Error) {
                 eprintln!("error: the module library has errors");
                 return ExitCode::from(1);
@@ -318,8 +613,10 @@ fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
-fn report(sources: &Sources, diags: &[Diagnostic]) {
-    let text = diag::render(sources, diags, color());
+/// Renders diagnostics on stderr; `-q` keeps only the errors.
+fn report(sources: &Sources, diags: &[Diagnostic], ui: Ui) {
+    let shown: Vec<Diagnostic> = diags.iter().filter(|d| !ui.quiet || d.severity == Severity::Error).cloned().collect();
+    let text = diag::render(sources, &shown, color());
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
 }
@@ -329,17 +626,24 @@ fn io_error(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn with_compiled(path: &Path, opts: &Options, f: impl FnOnce(&Compiled) -> ExitCode) -> ExitCode {
+/// A command line that asks for something that cannot be: exit 2, like clap's own errors.
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn with_compiled(path: &Path, opts: &Options, ui: Ui, f: impl FnOnce(&Compiled) -> ExitCode) -> ExitCode {
     match pipeline::compile(path, opts) {
         Err(e) => io_error(&e.0),
         Ok(Outcome::Failed(fail)) => {
-            report(&fail.sources, &fail.diagnostics);
+            report(&fail.sources, &fail.diagnostics, ui);
             let n = fail.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
             eprintln!("error: could not compile `{}` due to {n} error{}", path.display(), if n == 1 { "" } else { "s" });
             ExitCode::from(1)
         }
         Ok(Outcome::Ok(c)) => {
-            report(&c.sources, &c.warnings);
+            report(&c.sources, &c.warnings, ui);
+            ui.detail(&format!("read {} files; {} modules in use", c.sources.len(), c.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len()));
             f(&c)
         }
     }
@@ -489,7 +793,8 @@ fn store_dir(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".kiln/store"))
 }
 
-fn build(path: &Path, opts: &Options, c: &Compiled, store: Option<PathBuf>, out_link: &Path, check: bool, json: bool) -> ExitCode {
+#[allow(clippy::too_many_arguments)]
+fn build(path: &Path, opts: &Options, ui: Ui, c: &Compiled, store: Option<PathBuf>, out_link: &Path, check: bool, json: bool) -> ExitCode {
     if check {
         match pipeline::compile(path, opts) {
             Ok(Outcome::Ok(again)) => {
@@ -527,6 +832,42 @@ fn build(path: &Path, opts: &Options, c: &Compiled, store: Option<PathBuf>, out_
     } else {
         println!("{}", entry.display());
     }
-    eprintln!("built `{}`: {} hosts, {} artifacts -> {}", c.system.name, c.hosts.len(), c.manifest.artifacts.len(), out_link.display());
+    for (name, h) in &c.hosts {
+        ui.detail(&format!("host {name}: closure {}", h.closure));
+    }
+    ui.info(&format!("built `{}`: {} hosts, {} artifacts -> {}", c.system.name, c.hosts.len(), c.manifest.artifacts.len(), out_link.display()));
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every argument says what it is for, in `--help` and the man pages.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" || a.is_hide_set() {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                let p = format!("{path} {}", s.get_name());
+                if s.get_about().is_none() && s.get_name() != "help" {
+                    missing.push(p.clone());
+                }
+                walk(s, &p, missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "kiln", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }
