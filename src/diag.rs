@@ -181,7 +181,8 @@ impl Diagnostics {
     }
 }
 
-/// A diagnostic located as `file:line:col`, for JSON output and tests.
+/// A diagnostic located as `file:line:col`, for JSON output and tests. Control characters
+/// are shown visibly ([`visible`]).
 pub struct Located<'a> {
     pub sources: &'a Sources,
     pub diag: &'a Diagnostic,
@@ -191,24 +192,30 @@ impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(span) = self.diag.primary_span() {
             let (l, c) = self.sources.line_col(span.file, span.start as usize);
-            write!(f, "{}:{}:{}: ", self.sources.get(span.file).name, l, c)?;
+            write!(f, "{}:{}:{}: ", visible(&self.sources.get(span.file).name), l, c)?;
         }
         let level = if self.diag.severity == Severity::Warning { "warning" } else { "error" };
-        write!(f, "{level}[{}]: {}", self.diag.code, self.diag.message)
+        write!(f, "{level}[{}]: {}", self.diag.code, visible(&self.diag.message))
     }
 }
 
 /// Renders diagnostics the way rustc does: `file:line:col`, the source line, labels, help.
+/// This is the one place diagnostics become terminal text: every file name, source line,
+/// message, label and note passes through [`visible`], so input cannot send escape sequences
+/// to the terminal; label spans are moved to match.
 pub fn render(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
     let mut files = SimpleFiles::new();
+    let mut shifts = Vec::with_capacity(sources.len());
     for i in 0..sources.len() {
         let f = sources.get(FileId(i as u32));
-        files.add(f.name.clone(), f.text.clone());
+        let (text, shift) = visible_source(&f.text);
+        files.add(visible(&f.name).into_owned(), text);
+        shifts.push(shift);
     }
     let config = term::Config::default();
     let mut out = Vec::new();
     for d in diags {
-        let cd = to_codespan(d);
+        let cd = to_codespan(d, &shifts);
         if color {
             let mut buf = term::termcolor::Ansi::new(&mut out);
             let _ = term::emit_to_write_style(&mut buf, &config, &files, &cd);
@@ -219,7 +226,7 @@ pub fn render(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<usize> {
+fn to_codespan(d: &Diagnostic, shifts: &[Shifts]) -> cs::Diagnostic<usize> {
     let sev = match d.severity {
         Severity::Error => cs::Severity::Error,
         Severity::Warning => cs::Severity::Warning,
@@ -229,14 +236,73 @@ fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<usize> {
         .iter()
         .map(|l| {
             let style = if l.primary { cs::LabelStyle::Primary } else { cs::LabelStyle::Secondary };
-            cs::Label::new(style, l.span.file.0 as usize, l.span.range()).with_message(&l.message)
+            let file = l.span.file.0 as usize;
+            let range = match shifts.get(file) {
+                Some(s) => s.map(l.span.start as usize)..s.map(l.span.end as usize),
+                None => l.span.range(),
+            };
+            cs::Label::new(style, file, range).with_message(visible(&l.message))
         })
         .collect();
-    let mut notes = d.notes.clone();
+    let mut notes: Vec<String> = d.notes.iter().map(|n| visible(n).into_owned()).collect();
     if let Some(h) = &d.help {
-        notes.push(format!("help: {h}"));
+        notes.push(format!("help: {}", visible(h)));
     }
-    cs::Diagnostic::new(sev).with_code(d.code).with_message(&d.message).with_labels(labels).with_notes(notes)
+    cs::Diagnostic::new(sev).with_code(d.code).with_message(visible(&d.message)).with_labels(labels).with_notes(notes)
+}
+
+/// How a character is shown to a terminal, if not as itself: C0 controls as their Control
+/// Pictures (`␛`, `␇`), DEL as `␡`, C1 controls and bidirectional overrides as `\u{…}`.
+/// Tab and newline stay.
+fn shown(c: char) -> Option<String> {
+    match c {
+        '\t' | '\n' => None,
+        '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).map(String::from),
+        '\u{7f}' => Some("\u{2421}".into()),
+        '\u{80}'..='\u{9f}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+            Some(format!("\\u{{{:x}}}", c as u32))
+        }
+        _ => None,
+    }
+}
+
+/// Text with every control character shown visibly ([`shown`]), for a terminal.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| shown(c).is_some()) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.chars().map(|c| shown(c).unwrap_or_else(|| c.to_string())).collect())
+}
+
+/// Where byte offsets move when a source is made [`visible`]: after each replaced character
+/// (its offset in the original), the total growth so far.
+struct Shifts(Vec<(usize, usize)>);
+
+impl Shifts {
+    fn map(&self, offset: usize) -> usize {
+        let i = self.0.partition_point(|(at, _)| *at < offset);
+        offset + if i == 0 { 0 } else { self.0[i - 1].1 }
+    }
+}
+
+/// A source file made [`visible`], keeping the `\r` of `\r\n` line ends.
+fn visible_source(text: &str) -> (String, Shifts) {
+    let mut out = String::with_capacity(text.len());
+    let mut shifts = Vec::new();
+    let mut growth = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let crlf = c == '\r' && chars.peek().is_some_and(|(_, n)| *n == '\n');
+        match shown(c).filter(|_| !crlf) {
+            Some(r) => {
+                growth += r.len() - c.len_utf8();
+                shifts.push((i, growth));
+                out.push_str(&r);
+            }
+            None => out.push(c),
+        }
+    }
+    (out, Shifts(shifts))
 }
 
 /// The closest candidate to a misspelt name, if any is close enough.
@@ -247,4 +313,27 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
         .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(visible("a\u{1b}[2Jb\u{7}"), "a\u{241b}[2Jb\u{2407}");
+        assert_eq!(visible("\u{9b}31m\u{202e}"), "\\u{9b}31m\\u{202e}");
+        assert_eq!(visible("tab\tline\n"), "tab\tline\n");
+    }
+
+    #[test]
+    fn spans_move_with_the_replacements() {
+        let text = "a = \"\u{1b}[31m\"\r\nb = 1\n";
+        let (shown_text, shifts) = visible_source(text);
+        assert!(shown_text.contains("\r\n") && !shown_text.contains('\u{1b}'));
+        let b = text.find('b').unwrap();
+        assert_eq!(&shown_text[shifts.map(b)..shifts.map(b + 1)], "b");
+        let esc = text.find('\u{1b}').unwrap();
+        assert_eq!(&shown_text[shifts.map(esc)..shifts.map(esc + 1)], "\u{241b}");
+    }
 }

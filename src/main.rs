@@ -519,7 +519,7 @@ fn pull(url: &str, hash: &str, store: Option<PathBuf>, endpoint: Option<&str>, j
 }
 
 fn explain(id: Option<&str>, json: bool) -> ExitCode {
-    let all = kiln::check::explanations();
+    let all = kiln::check::everything();
     let Some(id) = id else {
         if json {
             println!("{}", serde_json::to_string_pretty(&all.iter().map(explanation_json).collect::<Vec<_>>()).expect("serialises"));
@@ -530,7 +530,7 @@ fn explain(id: Option<&str>, json: bool) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     };
-    match all.iter().find(|e| e.id == id) {
+    match all.iter().find(|e| e.id.eq_ignore_ascii_case(id)) {
         Some(e) if json => {
             println!("{}", serde_json::to_string_pretty(&explanation_json(e)).expect("serialises"));
             ExitCode::SUCCESS

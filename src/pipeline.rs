@@ -100,6 +100,13 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
         None => None,
     };
     let inputs = load::load(path, &opts.module_dirs, identities.as_ref())?;
+    if inputs.incomplete {
+        // A file that did not parse (or could not be read) is the cause of whatever resolve
+        // would say next, as after a syntax error in rustc: report it alone.
+        let mut all = crate::diag::Diagnostics::default();
+        all.extend(inputs.diags);
+        return Ok(Outcome::Failed(Failed { sources: inputs.sources, diagnostics: all.sorted() }));
+    }
     let mut diags = inputs.diags.clone();
     let (system, resolve_diags) = crate::resolve::resolve(&inputs);
     diags.extend(resolve_diags);

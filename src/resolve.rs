@@ -527,7 +527,9 @@ impl<'a> Resolver<'a> {
         zones: &BTreeMap<String, &'a ZoneDecl>,
         used: &mut BTreeMap<IpAddr, Span>,
     ) -> Option<Host> {
-        let mut ok = true;
+        // A wrong provider or image is reported here, and the host stays in the model with a
+        // stand-in (`existing`, an empty image): one mistake gives one error, not one more for
+        // every service, route and scrape on the host. The build fails, so nothing renders it.
         let provider = h.provider.as_ref()?;
         let pkind = match providers.get(&provider.value) {
             Some(p) => p.kind.as_ref().map(|k| k.value),
@@ -540,7 +542,6 @@ impl<'a> Resolver<'a> {
         let image: Option<&ImageDef> = self.inputs.images.get(&image_ref.value);
         if image.is_none() {
             self.unknown("base image", image_ref, self.inputs.images.keys(), "images");
-            ok = false;
         }
         if let Some(z) = &h.zone
             && !zones.contains_key(&z.value)
@@ -582,21 +583,19 @@ impl<'a> Resolver<'a> {
             }
             addresses.insert(net.value.clone(), addr.value);
         }
-        let pkind = pkind?;
-        if pkind == ProviderKind::Cloudflare {
+        if pkind == Some(ProviderKind::Cloudflare) {
             self.err(
                 Diagnostic::error("E0015", format!("host `{}` cannot run on provider `{}`", h.name.value, provider.value))
                     .primary(provider.span, "a cloudflare provider manages DNS and tunnels, not servers")
                     .help("use a provider of kind `hetzner`, `digitalocean`, `scaleway` or `existing`"),
             );
-            return None;
         }
-        let image = image?;
-        if !ok {
-            return None;
-        }
-        let provider_image = image.providers.get(pkind.name()).cloned();
-        if provider_image.is_none() && pkind != ProviderKind::Existing {
+        let pkind = pkind.filter(|k| *k != ProviderKind::Cloudflare);
+        let provider_image = image.zip(pkind).and_then(|(i, k)| i.providers.get(k.name()).cloned());
+        let unnamed = image.is_some() && pkind.is_some() && provider_image.is_none();
+        let stand_in = ImageDef { name: image_ref.value.clone(), ..ImageDef::default() };
+        let (image, pkind) = (image.unwrap_or(&stand_in), pkind.unwrap_or(ProviderKind::Existing));
+        if unnamed && pkind != ProviderKind::Existing {
             self.err(
                 Diagnostic::error("E0015", format!("image `{}` has no {} image name", image.name, pkind.name()))
                     .primary(image_ref.span, format!("not available on {}", pkind.name()))

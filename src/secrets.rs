@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::load::ReadError;
 use crate::model::System;
 use crate::sops::{self, Format, Identities};
 
@@ -26,21 +27,18 @@ pub fn is_age(path: &str) -> bool {
     path.ends_with(".age")
 }
 
-/// Reads each declared secret file (relative to the system directory) and, with identities,
-/// decrypts it to prove it authentic; the plaintext is dropped at once.
+/// Reads each declared secret file (relative to the system directory `root`, canonical) and,
+/// with identities, decrypts it to prove it authentic; the plaintext is dropped at once.
 pub fn inspect(root: &Path, files: &BTreeSet<String>, identities: Option<&Identities>) -> BTreeMap<String, FileStatus> {
     files.iter().map(|f| (f.clone(), inspect_one(root, f, identities))).collect()
 }
 
 fn inspect_one(root: &Path, file: &str, identities: Option<&Identities>) -> FileStatus {
     let rel = Path::new(file);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return FileStatus::Refused("a secret file must lie inside the system directory".into());
-    }
-    let path = root.join(rel);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match read(root, file) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileStatus::Missing,
+        Err(ReadError::Missing) => return FileStatus::Missing,
+        Err(ReadError::Outside) => return FileStatus::Refused("a secret file must lie inside the system directory".into()),
         Err(e) => return FileStatus::Refused(format!("cannot read it: {e}")),
     };
     if is_age(file) {
@@ -77,9 +75,10 @@ pub fn values(root: &Path, sys: &System, names: &BTreeSet<String>, identities: &
         let s = sys.secrets.get(n).ok_or_else(|| format!("secret `{n}` is not declared"))?;
         by_file.entry(s.file.as_str()).or_default().push(n);
     }
+    let root = std::fs::canonicalize(root).map_err(|e| format!("cannot read `{}`: {e}", root.display()))?;
     let mut out = BTreeMap::new();
     for (file, secrets) in by_file {
-        let bytes = std::fs::read(root.join(file)).map_err(|e| format!("cannot read `{file}`: {e}"))?;
+        let bytes = read(&root, file).map_err(|e| format!("cannot read `{file}`: {e}"))?;
         if is_age(file) {
             let v = sops::decrypt_age(&bytes, identities).map_err(|e| format!("`{file}`: {e}"))?;
             for n in secrets {
@@ -97,4 +96,14 @@ pub fn values(root: &Path, sys: &System, names: &BTreeSet<String>, identities: &
         }
     }
     Ok(out)
+}
+
+/// A secret file's bytes: a regular file inside `root` (canonical) once every link is
+/// resolved, of bounded size. A link out of the directory is refused before anything is read.
+fn read(root: &Path, file: &str) -> Result<Vec<u8>, ReadError> {
+    let rel = Path::new(file);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(ReadError::Outside);
+    }
+    crate::load::read_contained(root, &root.join(rel)).map(|(_, bytes)| bytes)
 }

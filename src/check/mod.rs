@@ -1,9 +1,10 @@
 //! Check: policy and compatibility rules over the resolved model, one rule per file, each with
 //! a stable id and an explanation (`kiln explain ID`). A system waives a rule for named hosts,
 //! services or routes with `[allow.RULE]` and a written reason; only rules marked `allowable`
-//! can be waived.
+//! can be waived. The language's error codes (`E0001`…) are explained in `codes.rs`.
 
 mod cdn_proxied_non_http;
+mod codes;
 mod docker_socket_web;
 mod fail2ban_behind_cdn;
 mod host_network_shared;
@@ -42,7 +43,9 @@ pub const RULES: &[&Rule] = &[
     &zone_crossing::RULE,
 ];
 
-/// A rule's id and its explanation, whether it runs here or where its knowledge is.
+/// A rule's id (or an error code) and its explanation, whether it runs here or where its
+/// knowledge is.
+#[derive(Clone, Copy, Debug)]
 pub struct Explanation {
     pub id: &'static str,
     pub summary: &'static str,
@@ -162,6 +165,18 @@ pub fn explanations() -> Vec<Explanation> {
     v.extend(ELSEWHERE.iter().map(|e| Explanation { id: e.id, summary: e.summary, explanation: e.explanation, allowable: e.allowable }));
     v.sort_by_key(|e| e.id);
     v
+}
+
+/// Every rule, sorted by id, then every error code: what `kiln explain` lists and explains.
+pub fn everything() -> Vec<Explanation> {
+    let mut v = explanations();
+    v.extend(codes::CODES.iter().copied());
+    v
+}
+
+/// The explanation of one rule or error code (`e0005` is `E0005`).
+pub fn explain(id: &str) -> Option<Explanation> {
+    everything().into_iter().find(|e| e.id.eq_ignore_ascii_case(id))
 }
 
 pub fn run(sys: &System, inputs: &Inputs) -> Vec<Diagnostic> {

@@ -73,29 +73,100 @@ impl Value {
 pub fn parse(file: FileId, text: &str) -> Result<Node, Vec<Diagnostic>> {
     let (doc, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
-        // Recovery inside an unclosed array or table repeats itself: keep one error per line.
-        let mut lines_seen = Vec::new();
-        let mut out = Vec::new();
-        for e in errors {
-            let range = clamp(e.span().unwrap_or(0..0), text.len());
-            let line = text[..range.start].matches('\n').count();
-            if lines_seen.contains(&line) {
-                continue;
-            }
-            lines_seen.push(line);
-            let msg = first_line(e.message());
-            let mut d = Diagnostic::error("E0001", format!("invalid TOML: {msg}")).primary(Span::new(file, range), "here");
-            if msg.contains("missing comma between array elements") {
-                d = d.help("is a `]` missing at the end of the array before this?");
-            } else if msg.contains("string values must be quoted") {
-                d = d.help("write strings in quotes: `key = \"value\"`");
-            }
-            out.push(d);
-        }
-        return Err(out);
+        return Err(syntax_errors(file, text, errors.iter().map(|e| (e.span().unwrap_or(0..0), first_line(e.message())))));
     }
     let span = Span::new(file, clamp(doc.span(), text.len()));
     Ok(Node { span, value: Value::Table(convert_table(file, doc.get_ref(), text.len())) })
+}
+
+/// One diagnostic per mistake. Recovery inside an unclosed array or table repeats itself, so
+/// a line gets one error; a table header written twice is one error, not one more for each
+/// of its keys.
+fn syntax_errors(file: FileId, text: &str, errors: impl Iterator<Item = (std::ops::Range<usize>, String)>) -> Vec<Diagnostic> {
+    let lines: Vec<(usize, &str)> = line_starts(text);
+    let mut lines_seen = Vec::new();
+    let mut repeated_table: Option<usize> = None;
+    let mut out = Vec::new();
+    for (range, msg) in errors {
+        let range = clamp(range, text.len());
+        let line = text[..range.start].matches('\n').count();
+        if lines_seen.contains(&line) {
+            continue;
+        }
+        lines_seen.push(line);
+        let is_duplicate = msg.starts_with("duplicate key");
+        if is_duplicate && repeated_table.is_some_and(|h| same_table(&lines, h, line)) {
+            continue;
+        }
+        if is_duplicate && let Some(key) = header_key(lines[line].1) {
+            repeated_table = Some(line);
+            out.push(repeated_header(file, &lines, line, &key, range));
+            continue;
+        }
+        out.push(syntax_error(file, &msg, range));
+    }
+    out
+}
+
+fn syntax_error(file: FileId, msg: &str, range: std::ops::Range<usize>) -> Diagnostic {
+    let d = Diagnostic::error("E0001", format!("invalid TOML: {msg}")).primary(Span::new(file, range), "here");
+    if msg.contains("missing comma between array elements") {
+        d.help("is a `]` missing at the end of the array before this?")
+    } else if msg.contains("string values must be quoted") {
+        d.help("write strings in quotes: `key = \"value\"`")
+    } else {
+        d
+    }
+}
+
+/// `[KEY]` written a second time at `line`, pointing at the first one where it is a header.
+fn repeated_header(file: FileId, lines: &[(usize, &str)], line: usize, key: &str, range: std::ops::Range<usize>) -> Diagnostic {
+    let mut d = Diagnostic::error("E0011", format!("table `[{key}]` is declared twice"))
+        .primary(Span::new(file, range), "declared again here")
+        .help("merge the two tables into one");
+    if let Some(first) = (0..line).find(|&l| header_key(lines[l].1).as_deref() == Some(key)) {
+        let (start, text) = lines[first];
+        let lead = text.len() - text.trim_start().len();
+        d = d.secondary(Span::new(file, start + lead..start + text.trim_end().len()), "first declared here");
+    }
+    d
+}
+
+/// Byte offset and text of every line.
+fn line_starts(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for l in text.split('\n') {
+        out.push((start, l));
+        start += l.len() + 1;
+    }
+    out
+}
+
+/// Whether `line` still lies in the table whose header is at `header` (no header between).
+fn same_table(lines: &[(usize, &str)], header: usize, line: usize) -> bool {
+    line > header && lines[header + 1..=line].iter().all(|(_, l)| !l.trim_start().starts_with('['))
+}
+
+/// The key of a `[table]` header line (not `[[array]]`), whitespace outside quotes removed.
+fn header_key(line: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    if rest.starts_with('[') {
+        return None;
+    }
+    let mut key = String::new();
+    let mut quote: Option<char> = None;
+    for c in rest.chars() {
+        match (quote, c) {
+            (None, ']') => return Some(key),
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => continue,
+            _ => {}
+        }
+        key.push(c);
+    }
+    None
 }
 
 fn first_line(s: &str) -> String {

@@ -1,0 +1,260 @@
+//! The language's error codes (`E0001`…): what each means and how to fix it, for `kiln explain
+//! CODE`. Every code a diagnostic uses must be here (a test reads `src/` to make sure).
+
+use super::Explanation;
+
+const fn code(id: &'static str, summary: &'static str, explanation: &'static str) -> Explanation {
+    Explanation { id, summary, explanation, allowable: false }
+}
+
+pub const CODES: &[Explanation] = &[
+    code(
+        "E0001",
+        "a file is not valid TOML",
+        "System files, module files and image definitions are TOML 1.0 in UTF-8. A syntax error \
+(an unclosed `[table`, an unquoted string, a missing comma, bytes that are not UTF-8) stops the \
+build after loading: what the other files would report could be its consequence, so it is \
+reported alone. Fix it first, then run `kiln check` again.",
+    ),
+    code(
+        "E0002",
+        "a value of the wrong type",
+        "Each key takes one TOML type: a string, an integer, a boolean, an array or a table. The \
+error says what was expected and what was found, for example `expected a string, found an \
+integer` for `port = \"80\"` written as `port = 80` where a string is wanted. Module options \
+are typed by the module (`type = \"port\"`, `\"list\"` …): the label points at that declaration.",
+    ),
+    code(
+        "E0003",
+        "a value that is not valid for its type",
+        "The value has the right TOML type but not a valid form: an address or CIDR that does not \
+parse, a port outside 1–65535, a size or duration without a unit, a name with characters its \
+output cannot hold, a calendar expression systemd would refuse, a choice that is not one of an \
+option's values. Values are checked where they are read, so nothing invalid reaches an \
+artifact; the help line shows the expected form.",
+    ),
+    code(
+        "E0004",
+        "something required is missing",
+        "A table lacks a required key (`provider` on a host, `module` on a service), or a table that \
+only makes sense with content is empty: a `[backup]` that keeps no snapshots, an \
+`[allow.RULE]` that names no host, service or route. The help line shows what to add.",
+    ),
+    code(
+        "E0005",
+        "an unknown key",
+        "The key is not part of the language at this place, usually a typo (`hots` for `host`) or a \
+key that belongs one level up or down. kiln refuses unknown keys rather than ignoring them, \
+since an ignored key is a setting that silently does not apply. The help line suggests the \
+closest known key.",
+    ),
+    code(
+        "E0006",
+        "an import that cannot be read",
+        "`imports` name files relative to the importing file, inside the system directory. A build \
+reads only its declared inputs: an import that leaves the directory (by `..`, an absolute path \
+or a symbolic link pointing out), that is missing, that is not a regular file (a directory, a \
+FIFO, a device) or that is larger than 4 MiB is refused without reading it, so nothing of it \
+is shown. Keep imported files next to `system.toml`.",
+    ),
+    code(
+        "E0007",
+        "a module whose name differs from its directory",
+        "A module lives in a directory of its own name: `modules/NAME/module.toml` declares \
+`name = \"NAME\"`. Services name modules by that name, so a mismatch would make the module \
+unreachable or shadow another. Rename the module or its directory.",
+    ),
+    code(
+        "E0008",
+        "a module template that is not in its directory",
+        "Each `[files.NAME]` of a module renders a template from the module's own directory. The \
+named template file is not there. Templates are read only from the module directory, so a \
+module is self-contained and can be copied as a whole.",
+    ),
+    code(
+        "E0010",
+        "a reference to something never declared",
+        "A name refers to a host, provider, network, zone, module, base image, template, bridge, \
+rule or variable that no table declares. Names are bound at build time so that a typo fails \
+the build instead of producing a host without a service. The help line suggests the closest \
+declared name, or lists them.",
+    ),
+    code(
+        "E0011",
+        "a name declared twice",
+        "Hosts, services, providers, networks, secrets, templates and tables like `[system]` or \
+`[backup]` are declared once across all files of a system. A second declaration (a table \
+header written twice, or the same name in two imported files) would make one silently win or \
+merge; kiln points at both. Merge them, or rename one.",
+    ),
+    code(
+        "E0012",
+        "no `[system]` table",
+        "Every system declares `[system]` with its `name` (and usually `domains`) in the file kiln \
+is given or one it imports. The name prefixes every store entry and names the OpenTofu \
+resources.",
+    ),
+    code(
+        "E0015",
+        "a host that cannot run where it is placed",
+        "A host's provider must be one that runs servers (`hetzner`, `digitalocean`, `scaleway` or \
+`existing`; `cloudflare` manages DNS and tunnels only), and its base image must name an image \
+on that provider in `images/`. Otherwise the server could not be created.",
+    ),
+    code(
+        "E0016",
+        "DNS at a provider that cannot serve it",
+        "A `[dns.ZONE]` is managed by a provider that hosts DNS zones (`cloudflare`, `hetzner`, \
+`digitalocean`), and only Cloudflare can proxy records (`proxied = true`). Point the zone at \
+such a provider.",
+    ),
+    code(
+        "E0017",
+        "a managed resource the provider does not offer",
+        "Buckets and managed databases are created through their provider's API; the named \
+provider offers no such resource kiln can create. The help line lists the provider kinds \
+that do.",
+    ),
+    code(
+        "E0020",
+        "an endpoint port that does not render to a port",
+        "A module may compute an endpoint's port from its options with a template. For this \
+service the template rendered to something that is not a port number (1–65535). Check the \
+option it reads.",
+    ),
+    code(
+        "E0021",
+        "an option the module does not have",
+        "`options.NAME` on a service must be one of the options its module declares \
+(`kiln modules show MODULE` lists them). An unknown option would silently not apply. The help \
+line suggests the closest declared option.",
+    ),
+    code(
+        "E0022",
+        "a required module option is not set",
+        "The module declares this option without a default: the service must set it, because no \
+value would be a safe guess (a domain, a database name). The help line shows an example.",
+    ),
+    code(
+        "E0023",
+        "a secret slot the module does not take",
+        "`secrets.SLOT` on a service must name one of the secret slots its module declares. An \
+unknown slot would deliver a secret nothing reads.",
+    ),
+    code(
+        "E0025",
+        "a required module secret is not given",
+        "The module needs this secret (a database password, an API key) to start: set \
+`secrets.SLOT = \"NAME\"` on the service, naming a secret from `[secrets]`.",
+    ),
+    code(
+        "E0026",
+        "a container module without `[container]`",
+        "A module of kind `container` describes its image, command and mounts in a `[container]` \
+table. Without it there is nothing to run.",
+    ),
+    code(
+        "E0027",
+        "a metrics endpoint that is not an endpoint",
+        "A module's `[metrics] endpoint` names one of its own endpoints, the one a collector \
+scrapes. The named endpoint is not declared in the module.",
+    ),
+    code(
+        "E0028",
+        "an endpoint or volume the module does not have",
+        "A service refers to an endpoint (in `connects` or a route) or a volume that its module \
+does not declare. The help line suggests the closest one.",
+    ),
+    code(
+        "E0030",
+        "a service that connects to itself",
+        "A connection orders start-up and opens the firewall between two services; a connection \
+from a service to itself means neither. Remove it.",
+    ),
+    code(
+        "E0031",
+        "a connection whose endpoint is ambiguous",
+        "The target service exposes several endpoints (or none) and the connection does not say \
+which one it uses. Write `connects = [\"SERVICE.ENDPOINT\"]`.",
+    ),
+    code(
+        "E0032",
+        "a connection between hosts that share no network",
+        "A service on one host reaches a service on another over a private network both hosts \
+are on; a container reaches a native service on its own host through the host's private \
+address. Here there is no such network, so the connection could never be made. Put both \
+hosts on a common `[networks.NAME]`.",
+    ),
+    code(
+        "E0033",
+        "a required connection is not made",
+        "The module requires a connection to a service of a certain kind (a database, a cache): \
+nothing in the service's `connects` fills that slot. The help line names the modules that \
+would.",
+    ),
+    code(
+        "E0034",
+        "containers on one host that share no bridge",
+        "Containers on one host reach each other over a Docker bridge network they both join. \
+These two (a connection, or an edge and its upstream) have no bridge in common, so the \
+traffic could not flow. Add one of the target's bridges to the other's `bridges`.",
+    ),
+    code(
+        "E0035",
+        "an `[allow.RULE]` that cannot be accepted",
+        "Only policy rules may be waived, and only with a reason of at least a sentence a reviewer \
+can check. Correctness rules (those whose output could not work) cannot be allowed: fix the \
+input instead. `kiln explain RULE` says which kind a rule is.",
+    ),
+    code(
+        "E0040",
+        "a route to an endpoint that is not HTTP",
+        "Routes are terminated by the edge proxy, which speaks HTTP to the upstream. The named \
+endpoint speaks another protocol; raw TCP needs its own DNS record and firewall rule instead.",
+    ),
+    code(
+        "E0041",
+        "a route that does not say which HTTP endpoint it reaches",
+        "The service has several HTTP endpoints (or none), so the route must name one: \
+`service = \"SERVICE.ENDPOINT\"`.",
+    ),
+    code(
+        "E0042",
+        "a route terminated by a service that is not an edge",
+        "A route's `edge` names the service that terminates TLS for it: a service of an edge \
+module (`caddy`, `traefik`). The named service is not one.",
+    ),
+    code(
+        "E0043",
+        "a route without exactly one edge",
+        "A route is terminated by an edge proxy. With no edge in the system, add a service of \
+module `caddy` or `traefik` on a public host; with several, say which with `edge = \"NAME\"`.",
+    ),
+    code(
+        "E0044",
+        "forward auth through a service that offers none",
+        "A route's `auth` names the service that authenticates its requests (forward auth); that \
+service's module must declare `[forward_auth]`. The help line names modules that do.",
+    ),
+    code(
+        "E0045",
+        "an edge feature the chosen edge cannot provide",
+        "Some route features need a particular edge: rate limits, CrowdSec bouncers and DNS-01 \
+certificates need Traefik (the distributions' Caddy has no such modules), and \
+`fail2ban_http` needs a native Caddy or a Traefik edge on the host whose access log it can \
+watch. Terminate the route on a Traefik edge, or drop the feature.",
+    ),
+    code(
+        "E0050",
+        "a module template failed to render",
+        "A module's template raised an error for this service: an undefined variable (templates \
+are strict), a failed filter, a value the template's output language cannot hold, or a loop \
+that ran out of its budget. The label points at the service; the message at the template line.",
+    ),
+    code(
+        "E0070",
+        "a service placed on every host when there is none",
+        "`host = \"*\"` copies a service onto every host of the system. There are no hosts, so \
+the service would run nowhere. Declare a host, or place the service on one.",
+    ),
+];
