@@ -138,7 +138,7 @@ pub enum Error {
     MacMismatch,
     /// The identity text could not be read (`line` is 1-based, when known).
     Identity { line: Option<usize>, problem: String },
-    /// A recipient is not an `age1…` or `ssh-ed25519 …` / `ssh-rsa …` public key.
+    /// A recipient is not an `age1…` or `ssh-ed25519 …` public key.
     Recipient { recipient: String, problem: String },
     /// A plain age file could not be decrypted.
     Age { problem: String },
@@ -246,8 +246,12 @@ fn list(items: &[String]) -> String {
 
 /// The private keys a SOPS or age file may be encrypted to, parsed from an identity file's
 /// text: native age identities (`AGE-SECRET-KEY-1…` lines, `#` comments allowed, as
-/// `age-keygen` writes them) and unencrypted OpenSSH private keys (`ssh-ed25519`, and
-/// `ssh-rsa`), in any mix.
+/// `age-keygen` writes them) and unencrypted OpenSSH `ssh-ed25519` private keys, in any mix.
+///
+/// RSA keys are refused, as identities and as recipients: decrypting with one would run the
+/// `rsa` crate's private-key operation, which is not constant-time (RUSTSEC-2023-0071, the
+/// Marvin attack). The crate is linked only because age's `ssh` feature brings it for both
+/// key types; refusing RSA keys here keeps that code path unreachable (see `deny.toml`).
 pub struct Identities {
     keys: Vec<Box<dyn age::Identity + Send + Sync>>,
     recipients: Vec<String>,
@@ -320,6 +324,9 @@ impl Identities {
                 return Err(Error::Identity { line: Some(number), problem: unsupported_ssh(key) });
             }
         };
+        if let age::ssh::Recipient::SshRsa(..) = recipient {
+            return Err(Error::Identity { line: Some(number), problem: RSA_REFUSED.into() });
+        }
         self.recipients.push(recipient.to_string());
         self.keys.push(Box::new(identity));
         Ok(())
@@ -366,6 +373,10 @@ fn native_problem(line: &str) -> &'static str {
     }
 }
 
+/// Why an RSA key is refused (see [`Identities`]).
+const RSA_REFUSED: &str =
+    "ssh-rsa keys are not supported (RSA decryption in the rsa crate is not constant-time, RUSTSEC-2023-0071); use an ssh-ed25519 key or a native age identity (age-keygen)";
+
 fn unsupported_ssh(key: &age::ssh::UnsupportedKey) -> String {
     match key {
         age::ssh::UnsupportedKey::EncryptedPem => {
@@ -373,7 +384,7 @@ fn unsupported_ssh(key: &age::ssh::UnsupportedKey) -> String {
         }
         age::ssh::UnsupportedKey::EncryptedSsh(cipher) => format!("an OpenSSH key encrypted with {cipher}, which age cannot read"),
         age::ssh::UnsupportedKey::Hardware(kind) => format!("a hardware security key ({kind}), which age cannot use"),
-        age::ssh::UnsupportedKey::Type(kind) => format!("key type {kind} is not supported; use ssh-ed25519 or ssh-rsa"),
+        age::ssh::UnsupportedKey::Type(kind) => format!("key type {kind} is not supported; use ssh-ed25519 or a native age identity"),
     }
 }
 
@@ -393,6 +404,9 @@ fn parse_recipient(text: &str) -> Result<Recipient, Error> {
         Ok(Recipient { text: key.to_string(), key: Box::new(key) })
     } else if trimmed.starts_with("ssh-") {
         let key: age::ssh::Recipient = trimmed.parse().map_err(|e| fail(ssh_recipient_problem(e)))?;
+        if let age::ssh::Recipient::SshRsa(..) = key {
+            return Err(fail(RSA_REFUSED.into()));
+        }
         Ok(Recipient { text: key.to_string(), key: Box::new(key) })
     } else {
         Err(fail("not a public key kiln knows".into()))
@@ -402,9 +416,8 @@ fn parse_recipient(text: &str) -> Result<Recipient, Error> {
 fn ssh_recipient_problem(error: age::ssh::ParseRecipientKeyError) -> String {
     use age::ssh::ParseRecipientKeyError as E;
     match error {
-        E::Unsupported(kind) => format!("key type {kind} is not supported (use ssh-ed25519 or ssh-rsa)"),
-        E::RsaModulusTooLarge => "the RSA key is larger than age supports".into(),
-        E::RsaModulusTooSmall => "the RSA key is smaller than 2048 bits".into(),
+        E::Unsupported(kind) => format!("key type {kind} is not supported (use ssh-ed25519 or an age1… key)"),
+        E::RsaModulusTooLarge | E::RsaModulusTooSmall => RSA_REFUSED.into(),
         E::Invalid(why) => why.into(),
         _ => "not a usable OpenSSH public key".into(),
     }

