@@ -1,51 +1,632 @@
 //! `kiln schema`: a JSON Schema of the system file (and of each imported file), generated from
 //! the language and the available modules, so editors (taplo, Even Better TOML) complete and
-//! check systems.
+//! check systems. [`ROOT`] documents every key of the language once: this schema and the
+//! reference page (`kiln reference`, `src/reference.rs`) are both generated from it.
+
+pub mod reference;
 
 use serde_json::{Map, Value, json};
 
 use crate::load::LoadedModule;
 use crate::syntax::module::OptType;
 use crate::syntax::system::ProviderKind;
+use crate::syntax::tree::{Node, Value as TomlValue};
 
-fn named(item: Value) -> Value {
-    json!({ "type": "object", "propertyNames": { "pattern": "^[a-z][a-z0-9_-]{0,62}$" }, "additionalProperties": item })
+/// A kind of string the language checks, with the pattern the schema gives editors (at least
+/// as lenient as kiln, never stricter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Text {
+    /// What the reference calls it.
+    pub name: &'static str,
+    /// How to write it, for the reference's list of types.
+    pub doc: &'static str,
+    pub pattern: Option<&'static str>,
 }
 
-fn strict(properties: Value, required: &[&str]) -> Value {
+pub const STRING: Text = Text { name: "string", doc: "Any string.", pattern: None };
+pub const NAME: Text = Text {
+    name: "name",
+    doc: "A lowercase letter, then up to 62 of `a-z`, `0-9`, `-` and `_`: hosts, services, networks, secrets and the like are named so, because names become file names, shell words and YAML keys.",
+    pattern: Some("^[a-z][a-z0-9_-]{0,62}$"),
+};
+/// A service's host: a host's name, or `*` for every host.
+pub const HOST_REF: Text = Text {
+    name: "host name or `*`",
+    doc: "A host's name, or `*` for one copy of the service on every host.",
+    pattern: Some("^(\\*|[a-z][a-z0-9_-]{0,62})$"),
+};
+pub const DOMAIN: Text = Text {
+    name: "domain",
+    doc: "A DNS name of at least two lowercase labels (letters, digits, inner hyphens), like `example.com`.",
+    pattern: Some("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
+};
+pub const HOSTNAME: Text = Text {
+    name: "hostname",
+    doc: "A domain, optionally a wildcard `*.example.com` (which needs `tls = \"dns\"`).",
+    pattern: Some("^(\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
+};
+pub const ADDRESS: Text = Text {
+    name: "IP address",
+    doc: "An IPv4 or IPv6 address, like `10.0.0.2`.",
+    pattern: Some("^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9a-fA-F.]*:[0-9a-fA-F:.]*)$"),
+};
+pub const CIDR: Text = Text {
+    name: "CIDR",
+    doc: "An IP network with its prefix length and no host bits set, like `10.0.0.0/24`.",
+    pattern: Some("^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9a-fA-F.]*:[0-9a-fA-F:.]*)/[0-9]{1,3}$"),
+};
+pub const SOURCE: Text = Text {
+    name: "source",
+    doc: "An address (`203.0.113.7`) or a network (`203.0.113.0/24`) traffic may come from.",
+    pattern: Some("^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9a-fA-F.]*:[0-9a-fA-F:.]*)(/[0-9]{1,3})?$"),
+};
+pub const SIZE: Text = Text {
+    name: "size",
+    doc: "A number and a unit: `B`, `K`/`KB`, `M`/`MB`, `G`/`GB` (powers of 1000), `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), like `512MiB`.",
+    pattern: Some("^[0-9]+(B|K|KB|M|MB|G|GB|KiB|MiB|GiB|TiB)?$"),
+};
+pub const DURATION: Text =
+    Text { name: "duration", doc: "Numbers with units `s`, `m`, `h`, `d`, like `30s` or `1h30m`.", pattern: Some("^([0-9]+[smhd])+$") };
+pub const URL: Text =
+    Text { name: "URL", doc: "An `http://` or `https://` URL without spaces or quotes.", pattern: Some("^https?://[^\\s'\"$`\\\\]+$") };
+pub const SSH_KEY: Text = Text {
+    name: "SSH public key",
+    doc: "One line of a `.pub` file: `ssh-ed25519 AAAA… comment` (also `ssh-rsa`, `ecdsa-sha2-nistp256/384/521`, `sk-ssh-ed25519@openssh.com`).",
+    pattern: Some(
+        "^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\\.com) [A-Za-z0-9+/=]{16,}( [^\\r\\n]*)?$",
+    ),
+};
+pub const CALENDAR: Text = Text {
+    name: "calendar",
+    doc: "A systemd calendar expression (`systemd-analyze calendar` reads it), like `*-*-* 03:00:00`, `daily` or `Sun *-*-* 05:00`.",
+    pattern: Some("^[^\\r\\n\\u0000'\"\\\\]+$"),
+};
+
+pub const PROVIDER_VALUE: Text = Text {
+    name: "provider value",
+    doc: "A value the provider defines (server type, location, region, engine, node type): 1 to 63 of `A-Z`, `a-z`, `0-9`, `.`, `_`, `-`, starting with a letter or digit, like `cx22` or `fr-par-1`.",
+    pattern: Some("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"),
+};
+pub const USER: Text = Text {
+    name: "user name",
+    doc: "A letter, then up to 62 letters, digits, `_` and `-`.",
+    pattern: Some("^[A-Za-z][A-Za-z0-9_-]{0,62}$"),
+};
+
+/// The types [`Text`] names, in the order the reference lists them.
+pub const TEXTS: [Text; 15] =
+    [STRING, NAME, HOST_REF, DOMAIN, HOSTNAME, ADDRESS, CIDR, SOURCE, SIZE, DURATION, CALENDAR, URL, SSH_KEY, PROVIDER_VALUE, USER];
+
+/// The type of a key's value.
+#[derive(Debug, Clone, Copy)]
+pub enum Ty {
+    Text(Text),
+    Enum(&'static [&'static str]),
+    Bool,
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// A positive number (integer or float).
+    Number,
+    List(&'static Ty),
+    /// A table with exactly these keys.
+    Table(&'static [Key]),
+    /// A table of entries: the keys are of the given type, named like the placeholder in the
+    /// reference (`[hosts.NAME]`), each value of the given type.
+    Map(Text, &'static str, &'static Ty),
+    /// The name of a module (`kiln modules list`).
+    Module,
+    /// A service table: the keys, and what the chosen module adds (its options, secret slots
+    /// and volumes).
+    Service(&'static [Key]),
+    /// A module's options: what they are depends on the module.
+    Options,
+    /// In a template: an entry of the named top-level table, whose strings may hold
+    /// `{instance}` and variables, plus `feature`.
+    Featured(&'static str),
+}
+
+/// What a key is when it is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    /// Optional, nothing in its place (or an empty table or list).
+    Absent,
+    Required,
+    /// This TOML value.
+    Value(&'static str),
+    /// Said in words (derived from other keys).
+    Says(&'static str),
+}
+
+/// One key of the system language.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub doc: &'static str,
+    pub default: Default,
+    /// A TOML value.
+    pub example: Option<&'static str>,
+}
+
+const fn key(name: &'static str, ty: Ty, doc: &'static str) -> Key {
+    Key { name, ty, doc, default: Default::Absent, example: None }
+}
+
+impl Key {
+    const fn req(mut self) -> Key {
+        self.default = Default::Required;
+        self
+    }
+    const fn or(mut self, value: &'static str) -> Key {
+        self.default = Default::Value(value);
+        self
+    }
+    const fn says(mut self, words: &'static str) -> Key {
+        self.default = Default::Says(words);
+        self
+    }
+    const fn eg(mut self, example: &'static str) -> Key {
+        self.example = Some(example);
+        self
+    }
+}
+
+const STR: Ty = Ty::Text(STRING);
+const NAME_T: Ty = Ty::Text(NAME);
+const PROVIDER_T: Ty = Ty::Text(PROVIDER_VALUE);
+const STRS: Ty = Ty::List(&STR);
+const NAMES_T: Ty = Ty::List(&NAME_T);
+const COUNT: Ty = Ty::Int { min: 1, max: i64::MAX };
+
+const SYSTEM: &[Key] = &[
+    key("name", NAME_T, "The system's name: it prefixes the provider's resources and labels every server.").req().eg("\"shop\""),
+    key(
+        "domains",
+        Ty::List(&Ty::Text(DOMAIN)),
+        "The domains the system serves; module templates see them as `system.domains`.",
+    )
+    .eg("[\"example.com\"]"),
+    key(
+        "store",
+        Ty::Text(URL),
+        "Where `kiln push` publishes bundles over HTTP(S): a host whose user-data would exceed its provider's limit then boots a small stage-0 user-data that fetches its bundle from here by sha256.",
+    )
+    .eg("\"https://artifacts.example.com/kiln\""),
+];
+
+const PROVIDER: &[Key] = &[key(
+    "kind",
+    Ty::Enum(&ProviderKind::NAMES),
+    "Which provider this is. `existing` is for servers that already exist (give their `address`); `cloudflare` runs DNS, the CDN and tunnels, never hosts.",
+)
+.req()
+.eg("\"hetzner\"")];
+
+const NETWORK: &[Key] =
+    &[key("cidr", Ty::Text(CIDR), "The private network's range; hosts join it with an address inside it.").req().eg("\"10.0.0.0/24\"")];
+
+const ZONE: &[Key] = &[
+    key("description", STR, "What the zone holds, for `SYSTEM.md`.").eg("\"databases\""),
+    key(
+        "accepts",
+        NAMES_T,
+        "The zones whose hosts may connect to services in this zone; `public` is the internet. A connection from any other zone is an error (`zone-crossing`).",
+    )
+    .says("any zone may connect")
+    .eg("[\"app\"]"),
+];
+
+const ADMIN: &[Key] = &[
+    key("keys", Ty::List(&Ty::Text(SSH_KEY)), "The admin's SSH public keys.")
+        .eg("[\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG4rT3vTt99Ox5kndS4HmgTrKBT8SKzhK4rhGkEVGlCI ops@laptop\"]"),
+    key("sources", Ty::List(&Ty::Text(SOURCE)), "Where SSH is open from, on public hosts (private hosts take SSH from the bastions).")
+        .says("SSH open to any source")
+        .eg("[\"203.0.113.0/24\"]"),
+];
+
+const BRIDGE: &[Key] = &[
+    key("subnet", Ty::Text(CIDR), "The Docker network's fixed subnet.").says("Docker picks one").eg("\"172.30.1.0/24\""),
+    key("internal", Ty::Bool, "Whether the network is cut off from outside the host (Compose `internal`).").or("false"),
+];
+
+const HOST: &[Key] = &[
+    key("provider", NAME_T, "The `[providers]` entry that runs the server.").req().eg("\"hetzner\""),
+    key(
+        "type",
+        PROVIDER_T,
+        "The provider's server type (size).",
+    )
+    .says("`cx22` on Hetzner, `s-1vcpu-2gb` on DigitalOcean, `DEV1-S` on Scaleway")
+    .eg("\"cx32\""),
+    key("location", PROVIDER_T, "The provider's location or region.").says("the provider's choice (`fra1` on DigitalOcean)").eg("\"nbg1\""),
+    key("image", STR, "The base image, one of `images/` (e.g. `debian-12`, `debian-13`, `ubuntu-24.04`).").req().eg("\"debian-12\""),
+    key("zone", NAME_T, "The `[zones]` entry (trust zone) the host belongs to.").eg("\"app\""),
+    key("public", Ty::Bool, "Whether the server gets a public address (IPv4 and IPv6). Edges need one.").or("false"),
+    key("bastion", Ty::Bool, "Whether this host is a bastion: private hosts then take SSH only from the bastions' private addresses.")
+        .or("false"),
+    key("networks", Ty::Map(NAME, "NETWORK", &Ty::Text(ADDRESS)), "The private networks the host joins: network name → its address there.")
+        .eg("{ lan = \"10.0.0.2\" }"),
+    key("disks", Ty::Map(NAME, "DISK", &Ty::Text(SIZE)), "Block volumes attached to the server: name → size (above zero).").eg("{ data = \"50GiB\" }"),
+    key("address", Ty::Text(ADDRESS), "The public address of a server that already exists (provider kind `existing`).")
+        .eg("\"203.0.113.10\""),
+    key("group", NAME_T, "A rollout group: labels the server and selects hosts in `kiln show`.").eg("\"canary\""),
+    key("password_ssh", Ty::Bool, "Allow SSH password logins (the `password-ssh` rule warns).").or("false"),
+    key(
+        "fail2ban_http",
+        Ty::Bool,
+        "fail2ban also bans clients that fail the edge's authentication (HTTP 401/403 floods); needs a native `caddy` or a `traefik` edge on the host.",
+    )
+    .or("false"),
+    key(
+        "bridges",
+        Ty::Map(NAME, "BRIDGE", &Ty::Table(BRIDGE)),
+        "Docker networks on this host, which services join with their `bridges`.",
+    ),
+];
+
+const SERVICE: &[Key] = &[
+    key("module", Ty::Module, "The module this service instantiates (`kiln modules list`, docs/modules/).").req().eg("\"postgres\""),
+    key("host", Ty::Text(HOST_REF), "The host it runs on; `\"*\"` puts one copy on every host, named `SERVICE-HOST`.").req().eg("\"db\""),
+    key(
+        "connects",
+        STRS,
+        "Services (or `service.endpoint`) it connects to: fills the module's requirements, opens firewall ports and orders start-up.",
+    )
+    .eg("[\"db\", \"cache\"]"),
+    key("options", Ty::Options, "Values for the module's options; each module's page in docs/modules/ lists them with types and defaults.")
+        .says("the module's defaults")
+        .eg("{ version = \"17\" }"),
+    key("secrets", Ty::Map(NAME, "SLOT", &NAME_T), "The module's secret slots, each bound to a `[secrets]` entry: slot → secret name.")
+        .eg("{ password = \"db_password\" }"),
+    key(
+        "volumes",
+        Ty::Map(NAME, "VOLUME", &NAME_T),
+        "The module's volumes, each given its name on the host: services naming one volume share it.",
+    )
+    .says("`SERVICE-VOLUME`")
+    .eg("{ data = \"pgdata\" }"),
+    key("memory", Ty::Text(SIZE), "The memory limit (above zero).").says("the module's default limit").eg("\"1GiB\""),
+    key("cpus", Ty::Number, "The CPU limit, in cores.").says("the module's default limit").eg("1.5"),
+    key("bridges", NAMES_T, "The host's Docker networks (`[hosts.NAME.bridges]`) this service joins.")
+        .says("the host's default network")
+        .eg("[\"front\"]"),
+    key("phase", Ty::Int { min: 0, max: 99 }, "The start phase: every service of a phase is up before the next phase starts.").or("0"),
+    key("expose", STRS, "Endpoints opened to the internet on the host's public address, not through an edge.").eg("[\"smtp\"]"),
+];
+
+const RATE_LIMIT: &[Key] = &[
+    key("average", COUNT, "Requests per second on average.").req().eg("100"),
+    key("burst", COUNT, "Requests allowed in a burst above the average.").says("the average").eg("200"),
+];
+
+const ROUTE: &[Key] = &[
+    key("service", NAME_T, "The service the route reaches.").req().eg("\"app\""),
+    key("endpoint", STR, "The service's HTTP endpoint the route reaches.").says("the module's only HTTP endpoint").eg("\"http\""),
+    key(
+        "tls",
+        Ty::Enum(&["acme", "dns", "internal"]),
+        "How the edge gets a certificate: `acme` (publicly trusted over HTTP-01/TLS-ALPN), `dns` (DNS-01, for wildcards; Traefik edges), `internal` (the edge's own CA, for internal names and tests).",
+    )
+    .or("\"acme\""),
+    key("auth", NAME_T, "A forward-auth service (module `authentik` or `oauth2-proxy`) that authenticates every request.")
+        .eg("\"sso\""),
+    key("edge", NAME_T, "The edge proxy service (module `caddy` or `traefik`) that terminates the route.")
+        .says("the system's only edge")
+        .eg("\"proxy\""),
+    key("rate_limit", Ty::Table(RATE_LIMIT), "Limits requests per client (Traefik edges).").eg("{ average = 100, burst = 200 }"),
+    key("cors", STRS, "Origins allowed by CORS.").eg("[\"https://app.example.com\"]"),
+    key("allow", Ty::List(&Ty::Text(SOURCE)), "Only these sources may reach the route.").says("any source").eg("[\"203.0.113.0/24\"]"),
+    key("crowdsec", NAME_T, "A CrowdSec bouncer service (module `crowdsec-bouncer-traefik`) that vets every request (Traefik edges).")
+        .eg("\"bouncer\""),
+];
+
+const SECRET: &[Key] = &[
+    key(
+        "file",
+        STR,
+        "The file holding it, next to the system: a SOPS file (YAML, JSON or dotenv) or a plain age file (`.age`, one secret).",
+    )
+    .req()
+    .eg("\"secrets.sops.yaml\""),
+    key("key", STR, "Its key in a SOPS file.").says("the secret's name").eg("\"postgres_password\""),
+];
+
+const DNS: &[Key] = &[
+    key("provider", NAME_T, "The `[providers]` entry that hosts the zone (kind `cloudflare`, `hetzner` or `digitalocean`).")
+        .req()
+        .eg("\"cloudflare\""),
+    key("proxied", Ty::Bool, "Whether the CDN proxies the records (Cloudflare's orange cloud).").or("false"),
+];
+
+const CDN: &[Key] =
+    &[key("provider", Ty::Enum(&["cloudflare"]), "The CDN in front of the edges: edges then trust exactly its address ranges.")
+        .req()
+        .eg("\"cloudflare\"")];
+
+const BUCKET: &[Key] = &[
+    key("provider", NAME_T, "The `[providers]` entry that creates it (kind `digitalocean` or `scaleway`).").req().eg("\"do\""),
+    key("region", PROVIDER_T, "The provider's region.").says("`fra1` on DigitalOcean, the provider's default on Scaleway").eg("\"ams3\""),
+];
+
+const DATABASE: &[Key] = &[
+    key("provider", NAME_T, "The `[providers]` entry that runs it (kind `scaleway`).").req().eg("\"scw\""),
+    key("engine", PROVIDER_T, "The database engine and version.").or("\"PostgreSQL-16\""),
+    key("node_type", PROVIDER_T, "The provider's node type.").or("\"DB-DEV-S\""),
+    key("user", Ty::Text(USER), "The database user; its password is a sensitive OpenTofu variable.").or("\"app\""),
+    key("region", PROVIDER_T, "The provider's region.").says("the provider's default").eg("\"fr-par\""),
+];
+
+const ALLOW: &[Key] = &[
+    key("hosts", NAMES_T, "The hosts the rule is waived for.").eg("[\"edge\"]"),
+    key("services", NAMES_T, "The services the rule is waived for.").eg("[\"app\"]"),
+    key("routes", Ty::List(&Ty::Text(HOSTNAME)), "The routes the rule is waived for.").eg("[\"app.example.com\"]"),
+    key("reason", STR, "Why the exception is safe here: at least a sentence.")
+        .req()
+        .eg("\"The VPN in front of this host already restricts who can reach it.\""),
+];
+
+const KEEP: &[Key] = &[
+    key("daily", COUNT, "Daily snapshots to keep.").eg("7"),
+    key("weekly", COUNT, "Weekly snapshots to keep.").eg("4"),
+    key("monthly", COUNT, "Monthly snapshots to keep.").eg("6"),
+    key("yearly", COUNT, "Yearly snapshots to keep.").eg("2"),
+    key("last", COUNT, "The most recent snapshots to keep.").eg("3"),
+];
+
+const BACKUP: &[Key] = &[
+    key("repository", STR, "The restic repository; `{host}` becomes the host's name.")
+        .req()
+        .eg("\"sftp:u1@u1.your-storagebox.de:/restic/{host}\""),
+    key("password", STR, "The `[secrets]` entry holding the repository password (`{host}` gives every host its own).")
+        .req()
+        .eg("\"restic_password\""),
+    key("environment", STR, "A `[secrets]` entry holding `KEY=value` lines for the repository (S3 keys, SFTP options).")
+        .eg("\"restic_env\""),
+    key("schedule", Ty::Text(CALENDAR), "When backups run.").or("\"*-*-* 03:00:00\""),
+    key("check", Ty::Text(CALENDAR), "When the repository is checked.").or("\"Sun *-*-* 05:00:00\""),
+    key("keep", Ty::Table(KEEP), "Which snapshots to keep; at least one count.").req().eg("{ daily = 7, weekly = 4, monthly = 6 }"),
+];
+
+const TEMPLATE: &[Key] = &[
+    key("hosts", Ty::Map(STRING, "HOST", &Ty::Featured("hosts")), "Hosts each instance gets."),
+    key("services", Ty::Map(STRING, "SERVICE", &Ty::Featured("services")), "Services each instance gets."),
+    key("routes", Ty::Map(STRING, "HOSTNAME", &Ty::Featured("routes")), "Routes each instance gets."),
+    key("secrets", Ty::Map(STRING, "SECRET", &Ty::Featured("secrets")), "Secrets each instance gets."),
+    key("dns", Ty::Map(STRING, "ZONE", &Ty::Featured("dns")), "DNS zones each instance gets."),
+];
+
+const INSTANCE: &[Key] = &[
+    key("template", NAME_T, "The `[templates]` entry to stamp out.").req().eg("\"client\""),
+    key("features", STRS, "The features this instance has: template entries with a `feature` are kept only if it is listed here.")
+        .eg("[\"pretix\"]"),
+    key("vars", Ty::Map(STRING, "VAR", &STR), "Variables substituted for `{VAR}` in the template's keys and strings.")
+        .eg("{ group = \"canary\" }"),
+];
+
+/// The top level of a system file: every key of the language is reachable from here.
+pub const ROOT: &[Key] = &[
+    key("imports", STRS, "Other system files merged into this one, relative to this file; they may not leave the system directory.")
+        .eg("[\"hosts.toml\", \"services.toml\"]"),
+    key("system", Ty::Table(SYSTEM), "The system itself: exactly one file of the system declares it."),
+    key("providers", Ty::Map(NAME, "NAME", &Ty::Table(PROVIDER)), "The clouds and services kiln creates resources with."),
+    key("networks", Ty::Map(NAME, "NAME", &Ty::Table(NETWORK)), "Private networks between hosts."),
+    key(
+        "zones",
+        Ty::Map(NAME, "NAME", &Ty::Table(ZONE)),
+        "Trust zones: which hosts may connect to which (checked by the `zone-crossing` rule).",
+    ),
+    key(
+        "admins",
+        Ty::Map(NAME, "NAME", &Ty::Table(ADMIN)),
+        "People who log in over SSH: each gets a user of that name on every host (in `sudo`, no password), and SSH opens to their `sources`.",
+    ),
+    key("hosts", Ty::Map(NAME, "NAME", &Ty::Table(HOST)), "Servers: created by their provider, or existing ones."),
+    key("services", Ty::Map(NAME, "NAME", &Ty::Service(SERVICE)), "Instances of modules, each on a host."),
+    key(
+        "routes",
+        Ty::Map(HOSTNAME, "HOSTNAME", &Ty::Table(ROUTE)),
+        "Public HTTPS hostnames, each terminated by an edge proxy and reaching one service; kiln derives their DNS records, firewall rules and probes.",
+    ),
+    key(
+        "secrets",
+        Ty::Map(NAME, "NAME", &Ty::Table(SECRET)),
+        "Secrets services and backups name; artifacts hold references, never values.",
+    ),
+    key("dns", Ty::Map(DOMAIN, "ZONE", &Ty::Table(DNS)), "DNS zones kiln manages records in, for the routes under them."),
+    key("cdn", Ty::Table(CDN), "A CDN in front of every edge."),
+    key("buckets", Ty::Map(NAME, "NAME", &Ty::Table(BUCKET)), "Object-storage buckets the provider creates."),
+    key(
+        "databases",
+        Ty::Map(NAME, "NAME", &Ty::Table(DATABASE)),
+        "Managed databases the provider runs (the password is an OpenTofu variable).",
+    ),
+    key(
+        "allow",
+        Ty::Map(STRING, "RULE", &Ty::Table(ALLOW)),
+        "Waives a rule (`kiln explain` lists them) for the named hosts, services or routes, with a reason. Correctness rules cannot be waived.",
+    ),
+    key(
+        "backup",
+        Ty::Table(BACKUP),
+        "Backs up, with restic, every volume a module marks as data on every host (database dumps first), on a systemd timer.",
+    ),
+    key(
+        "templates",
+        Ty::Map(NAME, "NAME", &Ty::Table(TEMPLATE)),
+        "Groups of hosts, services, routes, secrets and DNS zones written once and stamped out by `[instances]`: `{instance}` and the instance's `vars` are substituted in every key and string.",
+    ),
+    key("instances", Ty::Map(NAME, "NAME", &Ty::Table(INSTANCE)), "Copies of a template; the instance's name is `{instance}`."),
+];
+
+/// The top-level key `name`.
+pub fn root_key(name: &str) -> &'static Key {
+    ROOT.iter().find(|k| k.name == name).expect("a top-level key")
+}
+
+/// A TOML value written in the table, as JSON.
+pub fn toml_json(text: &str) -> Value {
+    let doc: toml::Table = toml::from_str(&format!("v = {text}")).expect("examples in the key table are TOML values");
+    serde_json::to_value(&doc["v"]).expect("TOML is JSON")
+}
+
+/// What the schema generation needs from the modules.
+struct Ctx<'a> {
+    modules: Vec<&'a LoadedModule>,
+}
+
+fn text_schema(t: Text) -> Value {
+    match t.pattern {
+        Some(p) => json!({ "type": "string", "pattern": p }),
+        None => json!({ "type": "string" }),
+    }
+}
+
+fn ty_schema(ty: &Ty, cx: &Ctx) -> Value {
+    match ty {
+        Ty::Text(t) => text_schema(*t),
+        Ty::Enum(values) => json!({ "type": "string", "enum": values }),
+        Ty::Bool => json!({ "type": "boolean" }),
+        Ty::Int { min, max } if *max == i64::MAX => json!({ "type": "integer", "minimum": min }),
+        Ty::Int { min, max } => json!({ "type": "integer", "minimum": min, "maximum": max }),
+        Ty::Number => json!({ "type": "number", "exclusiveMinimum": 0, "maximum": 1024 }),
+        Ty::List(item) => json!({ "type": "array", "items": ty_schema(item, cx) }),
+        Ty::Table(keys) => table_schema(keys, cx),
+        Ty::Map(k, _, v) => {
+            let mut s = json!({ "type": "object", "additionalProperties": ty_schema(v, cx) });
+            if let Some(p) = k.pattern {
+                s["propertyNames"] = json!({ "pattern": p });
+            }
+            s
+        }
+        Ty::Module => json!({ "type": "string", "enum": cx.modules.iter().map(|m| m.decl.name.value.as_str()).collect::<Vec<_>>() }),
+        Ty::Service(keys) => {
+            let mut s = table_schema(keys, cx);
+            s["allOf"] = json!(cx.modules.iter().map(|m| module_rule(m)).collect::<Vec<_>>());
+            s
+        }
+        Ty::Options => json!({ "type": "object" }),
+        Ty::Featured(of) => featured(of, cx),
+    }
+}
+
+fn key_schema(k: &Key, cx: &Ctx) -> Value {
+    let mut s = ty_schema(&k.ty, cx);
+    let mut doc = k.doc.to_string();
+    match k.default {
+        Default::Value(v) => s["default"] = toml_json(v),
+        Default::Says(words) => doc.push_str(&format!(" Default: {words}.")),
+        Default::Absent | Default::Required => {}
+    }
+    s["description"] = json!(doc);
+    if let Some(e) = k.example {
+        s["examples"] = json!([toml_json(e)]);
+    }
+    s
+}
+
+fn table_schema(keys: &[Key], cx: &Ctx) -> Value {
+    let properties: Map<String, Value> = keys.iter().map(|k| (k.name.to_string(), key_schema(k, cx))).collect();
+    let required: Vec<&str> = keys.iter().filter(|k| k.default == Default::Required).map(|k| k.name).collect();
     json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false })
 }
 
-fn option_schema(ty: OptType, values: &[String], description: Option<&str>) -> Value {
+/// The key every template entry may carry.
+pub const FEATURE: Key =
+    key("feature", STR, "Keeps this entry only for instances that list this feature in their `features`.").eg("\"pretix\"");
+
+/// A template's copy of a top-level entry: `{instance}` and variables may stand in any string,
+/// so the strings' patterns are dropped; `feature` is added.
+fn featured(of: &str, cx: &Ctx) -> Value {
+    let Ty::Map(_, _, entry) = root_key(of).ty else { unreachable!("templates copy entries of tables") };
+    let mut s = ty_schema(entry, cx);
+    drop_patterns(&mut s);
+    s["properties"]["feature"] = key_schema(&FEATURE, cx);
+    s
+}
+
+fn drop_patterns(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("pattern");
+            m.remove("propertyNames");
+            m.values_mut().for_each(drop_patterns);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_patterns),
+        _ => {}
+    }
+}
+
+fn node_json(n: &Node) -> Value {
+    match &n.value {
+        TomlValue::Str(s) | TomlValue::Datetime(s) => json!(s),
+        TomlValue::Int(i) => json!(i),
+        TomlValue::Float(f) => json!(f),
+        TomlValue::Bool(b) => json!(b),
+        TomlValue::Array(items) => Value::Array(items.iter().map(node_json).collect()),
+        TomlValue::Table(t) => Value::Object(t.entries.iter().map(|e| (e.key.clone(), node_json(&e.value))).collect()),
+    }
+}
+
+fn option_schema(ty: OptType, values: &[String]) -> Value {
     let mut s = match ty {
         OptType::Int => json!({ "type": "integer" }),
         OptType::Port => json!({ "type": "integer", "minimum": 1, "maximum": 65535 }),
         OptType::Bool => json!({ "type": "boolean" }),
         OptType::List => json!({ "type": "array", "items": { "type": "string" } }),
-        OptType::Duration => json!({ "type": "string", "pattern": "^([0-9]+[smhd])+$" }),
-        OptType::Size => json!({ "type": "string", "pattern": "^[0-9]+(B|K|KB|M|MB|G|GB|KiB|MiB|GiB|TiB)?$" }),
+        OptType::Duration => text_schema(DURATION),
+        OptType::Size => text_schema(SIZE),
         _ => json!({ "type": "string" }),
     };
     if !values.is_empty() {
         s["enum"] = json!(values);
     }
-    if let Some(d) = description {
-        s["description"] = json!(d);
-    }
     s
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn module_rule(m: &LoadedModule) -> Value {
     let d = &m.decl;
+    let module = &d.name.value;
     let mut options = Map::new();
     for o in &d.options {
         let values: Vec<String> = o.values.iter().map(|v| v.value.clone()).collect();
-        options.insert(o.name.value.clone(), option_schema(o.ty.value, &values, o.description.as_ref().map(|x| x.value.as_str())));
+        let mut s = option_schema(o.ty.value, &values);
+        let doc = o.description.as_ref().map(|x| one_line(&x.value));
+        s["description"] = json!(doc.unwrap_or_else(|| format!("Option `{}` of module `{module}` ({}).", o.name.value, o.ty.value.name())));
+        if let Some(def) = &o.default {
+            s["default"] = node_json(def);
+        }
+        if let Some(e) = &o.example {
+            s["examples"] = json!([node_json(e)]);
+        }
+        options.insert(o.name.value.clone(), s);
     }
     let required_options: Vec<&str> = d.options.iter().filter(|o| o.default.is_none()).map(|o| o.name.value.as_str()).collect();
-    let secrets: Map<String, Value> = d.secrets.iter().map(|s| (s.slot.value.clone(), json!({ "type": "string" }))).collect();
+    let secrets: Map<String, Value> = d
+        .secrets
+        .iter()
+        .map(|s| {
+            let what = s.description.as_ref().map(|x| format!(": {}", one_line(&x.value))).unwrap_or_default();
+            let doc = format!("The `[secrets]` entry for module `{module}`'s secret slot `{}`{what}", s.slot.value);
+            (s.slot.value.clone(), json!({ "type": "string", "pattern": NAME.pattern, "description": doc }))
+        })
+        .collect();
     let required_secrets: Vec<&str> = d.secrets.iter().filter(|s| !s.optional).map(|s| s.slot.value.as_str()).collect();
-    let volumes: Map<String, Value> = d.volumes.iter().map(|v| (v.name.value.clone(), json!({ "type": "string" }))).collect();
+    let volumes: Map<String, Value> = d
+        .volumes
+        .iter()
+        .map(|v| {
+            let backed = if v.backup { ", backed up" } else { "" };
+            let doc =
+                format!("The host volume for module `{module}`'s volume `{}` (mounted at `{}`{backed}).", v.name.value, v.target.value);
+            (v.name.value.clone(), json!({ "type": "string", "pattern": NAME.pattern, "description": doc }))
+        })
+        .collect();
     let mut required = Vec::new();
     if !required_options.is_empty() {
         required.push("options");
@@ -54,106 +635,50 @@ fn module_rule(m: &LoadedModule) -> Value {
         required.push("secrets");
     }
     json!({
-        "if": { "properties": { "module": { "const": d.name.value } }, "required": ["module"] },
+        "if": { "properties": { "module": { "const": module, "description": format!("Selects the rules of module `{module}`.") } }, "required": ["module"] },
         "then": { "required": required, "properties": {
-            "options": { "type": "object", "properties": options, "required": required_options, "additionalProperties": false },
-            "secrets": { "type": "object", "properties": secrets, "required": required_secrets, "additionalProperties": false },
-            "volumes": { "type": "object", "properties": volumes, "additionalProperties": false },
+            "options": { "type": "object", "properties": options, "required": required_options, "additionalProperties": false, "description": format!("Module `{module}`'s options (docs/modules/{module}.md).") },
+            "secrets": { "type": "object", "properties": secrets, "required": required_secrets, "additionalProperties": false, "description": format!("Module `{module}`'s secret slots, each bound to a `[secrets]` entry.") },
+            "volumes": { "type": "object", "properties": volumes, "additionalProperties": false, "description": format!("Module `{module}`'s volumes, each given its name on the host.") },
         } }
     })
 }
 
 pub fn system_schema<'a>(modules: impl IntoIterator<Item = &'a LoadedModule>) -> Value {
-    let modules: Vec<&LoadedModule> = modules.into_iter().collect();
-    let names: Vec<&str> = modules.iter().map(|m| m.decl.name.value.as_str()).collect();
-    let string = json!({ "type": "string" });
-    let strings = json!({ "type": "array", "items": { "type": "string" } });
-    let service = json!({
-        "type": "object",
-        "properties": {
-            "module": { "enum": names, "description": "The module this service instantiates (`kiln modules list`)." },
-            "host": { "type": "string", "description": "The host it runs on." },
-            "connects": { "type": "array", "items": { "type": "string" }, "description": "Services (or `service.endpoint`) it connects to: fills the module's requirements, opens firewall ports, orders start-up." },
-            "options": { "type": "object" },
-            "secrets": { "type": "object", "additionalProperties": { "type": "string" } },
-            "volumes": { "type": "object", "additionalProperties": { "type": "string" } },
-            "memory": { "type": "string" },
-            "cpus": { "type": "number" },
-            "bridges": { "type": "array", "items": { "type": "string" }, "description": "Docker networks of the host this service joins." },
-            "phase": { "type": "integer", "minimum": 0, "maximum": 99, "description": "Start phase (0 first)." },
-            "expose": { "type": "array", "items": { "type": "string" }, "description": "Endpoints open to the internet without an edge." },
-        },
-        "required": ["module", "host"],
-        "additionalProperties": false,
-        "allOf": modules.iter().map(|m| module_rule(m)).collect::<Vec<_>>(),
-    });
-    let host = strict(
-        json!({
-            "provider": string, "type": string, "location": string, "image": string, "zone": string,
-            "public": { "type": "boolean" }, "bastion": { "type": "boolean" },
-            "networks": { "type": "object", "additionalProperties": string },
-            "disks": { "type": "object", "additionalProperties": string },
-            "address": string, "group": string,
-            "password_ssh": { "type": "boolean" }, "fail2ban_http": { "type": "boolean" },
-            "bridges": { "type": "object", "additionalProperties": strict(json!({ "subnet": string, "internal": { "type": "boolean" } }), &[]) },
-        }),
-        &["provider", "image"],
-    );
-    let route = strict(
-        json!({
-            "service": string, "endpoint": string, "tls": { "enum": ["acme", "dns", "internal"] }, "auth": string, "edge": string,
-            "rate_limit": strict(json!({ "average": { "type": "integer" }, "burst": { "type": "integer" } }), &["average"]),
-            "cors": strings, "allow": strings, "crowdsec": string,
-        }),
-        &["service"],
-    );
-    let secret = strict(json!({ "file": string, "key": string }), &["file"]);
-    let dns = strict(json!({ "provider": string, "proxied": { "type": "boolean" } }), &["provider"]);
-    // In a template, names hold `{instance}` and entries may name the `feature` that keeps them.
-    let featured = |schema: &Value| {
-        let mut s = schema.clone();
-        s["properties"]["feature"] = json!({ "type": "string" });
-        s
-    };
-    let template = strict(
-        json!({
-            "hosts": { "type": "object", "additionalProperties": featured(&host) },
-            "services": { "type": "object", "additionalProperties": featured(&service) },
-            "routes": { "type": "object", "additionalProperties": featured(&route) },
-            "secrets": { "type": "object", "additionalProperties": featured(&secret) },
-            "dns": { "type": "object", "additionalProperties": featured(&dns) },
-        }),
-        &[],
-    );
-    json!({
+    let cx = Ctx { modules: modules.into_iter().collect() };
+    let s = table_schema(ROOT, &cx);
+    let mut out = json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": "https://kiln.invalid/schema/system.json",
         "title": "kiln system file",
-        "description": "A kiln system (system.toml) or a file it imports.",
-        "type": "object",
-        "additionalProperties": false,
-        "properties": {
-            "imports": strings,
-            "system": strict(json!({ "name": string, "domains": strings, "store": string }), &["name"]),
-            "dns": { "type": "object", "additionalProperties": dns },
-            "cdn": strict(json!({ "provider": { "enum": ["cloudflare"] } }), &["provider"]),
-            "providers": named(strict(json!({ "kind": { "enum": ProviderKind::NAMES } }), &["kind"])),
-            "networks": named(strict(json!({ "cidr": string }), &["cidr"])),
-            "zones": named(strict(json!({ "description": string, "accepts": strings }), &[])),
-            "admins": named(strict(json!({ "keys": strings, "sources": strings }), &[])),
-            "hosts": named(host),
-            "services": named(service),
-            "routes": { "type": "object", "additionalProperties": route },
-            "secrets": named(secret),
-            "buckets": named(strict(json!({ "provider": string, "region": string }), &["provider"])),
-            "databases": named(strict(json!({ "provider": string, "engine": string, "node_type": string, "user": string, "region": string }), &["provider"])),
-            "allow": { "type": "object", "additionalProperties": strict(json!({ "hosts": strings, "services": strings, "routes": strings, "reason": string }), &["reason"]) },
-            "backup": strict(json!({
-                "repository": string, "password": string, "environment": string, "schedule": string, "check": string,
-                "keep": strict(json!({ "daily": { "type": "integer" }, "weekly": { "type": "integer" }, "monthly": { "type": "integer" }, "yearly": { "type": "integer" }, "last": { "type": "integer" } }), &[]),
-            }), &["repository", "password"]),
-            "templates": named(template),
-            "instances": named(strict(json!({ "template": string, "features": strings, "vars": { "type": "object", "additionalProperties": string } }), &["template"])),
-        },
-    })
+        "description": "A kiln system (system.toml) or a file it imports. Every key is described in docs/reference.md.",
+    });
+    if let (Value::Object(o), Value::Object(body)) = (&mut out, s) {
+        o.extend(body);
+    }
+    out
+}
+
+/// Every property of a schema, by path, with whether it has a description.
+pub fn properties(schema: &Value) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    collect(schema, "", &mut out);
+    out
+}
+
+fn collect(v: &Value, path: &str, out: &mut Vec<(String, bool)>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = m.get("properties") {
+                for (k, p) in props {
+                    out.push((format!("{path}/{k}"), p.get("description").is_some_and(Value::is_string)));
+                }
+            }
+            for (k, x) in m {
+                collect(x, &format!("{path}/{k}"), out);
+            }
+        }
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| collect(x, &format!("{path}/{i}"), out)),
+        _ => {}
+    }
 }

@@ -98,3 +98,82 @@ fn the_schema_accepts_the_examples_and_rejects_mistakes() {
         assert!(!check(&f).status.success(), "the schema accepted {name}");
     }
 }
+
+#[test]
+fn every_schema_property_has_a_description() {
+    let lib = kiln::load::library(&[]).unwrap();
+    let schema = kiln::schema::system_schema(lib.modules.values());
+    let props = kiln::schema::properties(&schema);
+    let bare: Vec<&str> = props.iter().filter(|p| !p.1).map(|p| p.0.as_str()).collect();
+    assert!(props.len() > 1000, "only {} properties: is the walk broken?", props.len());
+    assert!(
+        bare.is_empty(),
+        "{} of {} properties have no description, e.g.:\n{}",
+        bare.len(),
+        props.len(),
+        bare[..bare.len().min(20)].join("\n")
+    );
+}
+
+#[test]
+fn docs_reference_matches_what_kiln_generates() {
+    let out = run(kiln().arg("schema").arg("--markdown"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let generated = text(&out.stdout);
+    assert_eq!(generated, kiln::schema::reference::markdown());
+    let checked_in = std::fs::read_to_string(repo().join("docs/reference.md")).unwrap();
+    assert!(generated == checked_in, "docs/reference.md is stale: run `cargo run -- schema --markdown > docs/reference.md`");
+    for page in ["docs/system.md", "README.md"] {
+        let body = std::fs::read_to_string(repo().join(page)).unwrap();
+        assert!(body.contains("reference.md"), "{page} does not link the reference");
+    }
+}
+
+/// Each table of the language, as a TOML snippet that opens it, with the keys the reference
+/// documents for it.
+fn documented_tables() -> Vec<(String, Vec<&'static str>)> {
+    use kiln::schema::{Key, ROOT, Ty};
+    fn walk(header: &str, keys: &[Key], out: &mut Vec<(String, Vec<&'static str>)>) {
+        out.push((header.to_string(), keys.iter().map(|k| k.name).collect()));
+        let sub = |name: &str| if header.is_empty() { name.to_string() } else { format!("{header}.{name}") };
+        for k in keys {
+            match &k.ty {
+                Ty::Table(inner) => walk(&sub(k.name), inner, out),
+                Ty::Map(_, _, Ty::Table(inner) | Ty::Service(inner)) => walk(&format!("{}.x", sub(k.name)), inner, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", ROOT, &mut out);
+    for (h, _) in &mut out {
+        *h = h.replace("routes.x", "routes.\"x.example.com\"").replace("dns.x", "dns.\"example.com\"");
+    }
+    out
+}
+
+/// The reference documents exactly the keys kiln reads: for every table, an unknown key's
+/// error lists the keys the decoder knows, which must be the documented ones.
+#[test]
+fn the_reference_documents_exactly_the_keys_kiln_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tables = documented_tables();
+    assert!(tables.len() > 15, "{tables:?}");
+    for (header, documented) in tables {
+        let body = if header.is_empty() { "zqxv = 1\n".to_string() } else { format!("[{header}]\nzqxv = 1\n") };
+        std::fs::write(tmp.path().join("system.toml"), &body).unwrap();
+        let out = run(kiln().arg("check").arg(tmp.path()));
+        let err = text(&out.stderr);
+        let after = err.split("unknown key `zqxv`").nth(1).unwrap_or_else(|| panic!("no unknown-key error for [{header}]:\n{err}"));
+        let help = after.lines().find(|l| l.contains("help:")).unwrap_or_else(|| panic!("no help for [{header}]:\n{err}"));
+        let mut known: Vec<&str> = help.split('`').skip(1).step_by(2).collect();
+        let mut documented = documented.clone();
+        if header.is_empty() {
+            // Expanded away before the file is decoded.
+            documented.retain(|k| !["templates", "instances"].contains(k));
+        }
+        known.sort();
+        documented.sort();
+        assert_eq!(known, documented, "[{header}]: the keys kiln reads (left) differ from the documented ones (right)");
+    }
+}
