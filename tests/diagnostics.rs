@@ -118,3 +118,84 @@ fn an_allow_with_a_reason_waives_exactly_what_it_names() {
         Outcome::Ok(_) => panic!("an allowance for another host waived the rule"),
     }
 }
+
+fn compile_fixture(name: &str) -> Vec<kiln::diag::Diagnostic> {
+    let dir = common::repo().join("tests/fixtures/diagnostics").join(name);
+    let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")], ..Options::default() };
+    match compile(&dir.join("system.toml"), &opts).expect("fixture loads") {
+        Outcome::Failed(f) => f.diagnostics,
+        Outcome::Ok(_) => panic!("{name} compiles"),
+    }
+}
+
+/// One mistake gives one error, and nothing it caused: an unclosed table header (the host it
+/// declares is then missing for every service, route and scrape), a table header written
+/// twice, an unknown base image (its host would vanish with its edge and exporters).
+#[test]
+fn one_mistake_gives_one_error() {
+    for (fixture, code) in [("cause-unclosed-table", "E0001"), ("cause-table-twice", "E0011"), ("cause-unknown-image", "E0010")] {
+        let diags = compile_fixture(fixture);
+        let codes: Vec<String> = diags.iter().map(|d| format!("{:?} {}: {}", d.severity, d.code, d.message)).collect();
+        assert_eq!(diags.len(), 1, "{fixture}: {codes:#?}");
+        assert_eq!((diags[0].severity, diags[0].code), (Severity::Error, code), "{fixture}: {codes:#?}");
+    }
+    // The table written twice points at both headers.
+    let twice = &compile_fixture("cause-table-twice")[0];
+    assert_eq!(twice.labels.len(), 2, "{twice:?}");
+}
+
+/// A file that is not UTF-8 is bad input (exit 1) reported at its line and column.
+#[test]
+fn invalid_utf8_is_located_bad_input() {
+    let dir = common::repo().join("tests/fixtures/diagnostics/not-utf8");
+    let out = common::run(common::kiln().arg("check").arg(&dir));
+    let err = common::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error[E0001]: invalid TOML: the file is not UTF-8 text"), "{err}");
+    assert!(err.contains("system.toml:2:10"), "{err}");
+}
+
+/// Every `E0000` code a diagnostic in `src/` uses is explained by `kiln explain CODE`.
+#[test]
+fn every_error_code_in_src_is_explained() {
+    let code = regex::Regex::new(r#""(E[0-9]{4})""#).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for entry in walkdir::WalkDir::new(common::repo().join("src")) {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_some_and(|e| e == "rs") {
+            let src = std::fs::read_to_string(entry.path()).unwrap();
+            used.extend(code.captures_iter(&src).map(|c| c[1].to_string()));
+        }
+    }
+    assert!(used.len() >= 30, "{used:?}");
+    let unexplained: Vec<&String> =
+        used.iter().filter(|c| kiln::check::explain(c).is_none_or(|e| e.explanation.len() < 120 || e.summary.is_empty())).collect();
+    assert!(unexplained.is_empty(), "codes used in src/ without an explanation in src/check/codes.rs: {unexplained:?}");
+    let out = common::run(common::kiln().args(["explain", "E0005"]));
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(common::text(&out.stdout).starts_with("E0005: "), "{}", common::text(&out.stdout));
+}
+
+/// Escape sequences in input (ESC, BEL, an 8-bit CSI, a bidi override) reach the terminal
+/// only as visible text: in messages, labels, file names and source lines.
+#[test]
+fn control_characters_in_input_never_reach_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = r#"\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202e"#;
+    let system = format!(
+        "imports = [\"{hostile}.toml\"]\n[system]\nname = \"x\"\ndomains = [\"example.com\"]\n\n[services.web]\nmodule = \"web\"\nhost = \"{hostile}\"\n"
+    );
+    std::fs::write(dir.path().join("system.toml"), system).unwrap();
+    // A raw escape in a file is a syntax error whose line is shown.
+    let raw = tempfile::tempdir().unwrap();
+    std::fs::write(raw.path().join("system.toml"), "[system]\nname = \"x\u{1b}[2J\u{7}\"\n").unwrap();
+    for d in [dir.path(), raw.path()] {
+        let out = common::run(common::kiln().arg("--modules").arg(common::repo().join("tests/fixtures/modules")).arg("check").arg(d));
+        assert_eq!(out.status.code(), Some(1));
+        let err = common::text(&out.stderr);
+        for bad in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+            assert!(!err.contains(bad), "{bad:?} reached stderr:\n{err:?}");
+        }
+        assert!(err.contains("\u{241b}[2J"), "shown visibly: {err}");
+    }
+}

@@ -215,7 +215,8 @@ endpoint speaks another protocol; raw TCP needs its own DNS record and firewall 
     code(
         "E0041",
         "a route that does not say which HTTP endpoint it reaches",
-        "The service has several HTTP endpoints (or none), so the route must name one: \
+        "A route sends a hostname's requests to one HTTP endpoint of its service. This service has \
+several HTTP endpoints (or none), so kiln cannot guess which one the route means: name it with \
 `service = \"SERVICE.ENDPOINT\"`.",
     ),
     code(
