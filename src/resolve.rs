@@ -754,7 +754,7 @@ impl<'a> Resolver<'a> {
             _ => None,
         };
         let v = match (o.ty.value, &n.value) {
-            (OptType::String, Value::Str(s)) => Some(J::from(s.clone())),
+            (OptType::String, Value::Str(_)) => parse_str(self, &crate::syntax::module::parse_option_string),
             (OptType::Int, Value::Int(i)) => Some(J::from(*i)),
             (OptType::Bool, Value::Bool(b)) => Some(J::from(*b)),
             (OptType::Port, Value::Int(i)) => match types::parse_port(*i) {
@@ -774,7 +774,13 @@ impl<'a> Resolver<'a> {
                 let strs: Option<Vec<String>> =
                     items.iter().map(|i| if let Value::Str(s) = &i.value { Some(s.clone()) } else { None }).collect();
                 match strs {
-                    Some(v) => Some(jv(&v)),
+                    Some(v) => {
+                        let bad: Vec<_> = items.iter().zip(&v).filter_map(|(i, s)| Some((i.span, crate::syntax::module::parse_option_string(s).err()?))).collect();
+                        for (span, e) in bad {
+                            self.err(Diagnostic::error("E0003", e.message).primary(span, "invalid list item").with_help(e.help));
+                        }
+                        Some(jv(&v))
+                    }
                     None => return expected(self, "a list of strings"),
                 }
             }

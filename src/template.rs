@@ -1,6 +1,7 @@
 //! Module templates: minijinja with strict undefined values, one environment per module that
 //! holds only that module's files (a template cannot read outside its module), and a quoting
-//! filter per output language. Every template string of a module is compiled once.
+//! filter per output language (see [`add_filters`]). Every template string of a module is
+//! compiled once, and every render runs on a fuel limit.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +40,67 @@ impl From<minijinja::Error> for TemplateError {
         }
         TemplateError { message, line: e.line() }
     }
+}
+
+/// Instructions one template render may run: far above any real module's needs (a fleet of
+/// thousands of scrape targets), far below a hang.
+pub const FUEL: u64 = 10_000_000;
+
+fn refused(why: impl Into<String>) -> minijinja::Error {
+    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, why.into())
+}
+
+/// A filter that quotes for a language after refusing what the language cannot hold.
+fn checked(
+    unsafe_why: fn(&str) -> Option<String>,
+    quote: fn(&str) -> String,
+    lang: &'static str,
+) -> impl Fn(String) -> Result<String, minijinja::Error> + Send + Sync + 'static {
+    move |s: String| match unsafe_why(&s) {
+        Some(why) => Err(refused(format!("{:?} cannot be {lang}: {why}", s))),
+        None => Ok(quote(&s)),
+    }
+}
+
+/// One YAML flow scalar (for `key: {{ v | yaml }}` and list items), serialised by serde-saphyr.
+fn yaml_scalar(s: &str) -> Result<String, minijinja::Error> {
+    let out = crate::render::yaml(&s);
+    let out = out.strip_prefix("---").map(str::trim_start).unwrap_or(&out).trim_end_matches('\n');
+    if out.contains('\n') {
+        return Err(refused(format!("{s:?} does not serialise to a one-line YAML scalar")));
+    }
+    Ok(out.to_string())
+}
+
+/// The quoting filters, one per output language a module template writes: `sh` (a POSIX sh
+/// word), `caddy` (a Caddyfile token), `ini` (the value of an INI-like `key=value` line),
+/// `ini_section` (an INI `[section]` name), `systemd` (a unit setting's value), `php` (a PHP
+/// single-quoted string literal), `yaml` (a YAML scalar) and `urlencode` (a URL component). Each fails the render, naming the
+/// value, when the language cannot hold it.
+fn add_filters(env: &mut Environment<'static>) {
+    env.add_filter("sh", |s: String| quote::sh(&s));
+    env.add_filter("caddy", checked(|s| quote::caddy_unsafe(s).map(str::to_string), quote::caddy, "a Caddyfile token"));
+    env.add_filter("ini", checked(quote::ini_unsafe, str::to_string, "an INI value"));
+    env.add_filter("ini_section", checked(quote::ini_section_unsafe, str::to_string, "an INI section name"));
+    env.add_filter("systemd", checked(quote::systemd_unsafe, quote::systemd, "a systemd unit value"));
+    env.add_filter("php", |s: String| quote::php(&s));
+    env.add_filter("yaml", |s: String| yaml_scalar(&s));
+    env.add_filter("urlencode", |s: String| percent_encode(&s));
+}
+
+/// Percent-encodes every byte but RFC 3986's unreserved characters: a URL component (user,
+/// password, path segment) that cannot end its component.
+fn percent_encode(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 fn is_template(s: &str) -> bool {
@@ -87,13 +149,9 @@ impl Templates {
                 minijinja::escape_formatter(out, state, value)
             }
         });
-        env.add_filter("sh", |s: String| quote::sh(&s));
-        env.add_filter("caddy", |s: String| -> Result<String, minijinja::Error> {
-            match quote::caddy_unsafe(&s) {
-                Some(why) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, why)),
-                None => Ok(quote::caddy(&s)),
-            }
-        });
+        add_filters(&mut env);
+        // A runaway loop in a module template is an error, not a hang.
+        env.set_fuel(Some(FUEL));
         let mut broken = BTreeMap::new();
         for (name, (_, text)) in &m.templates {
             if let Err(e) = env.add_template_owned(name.clone(), text.clone()) {
@@ -140,5 +198,44 @@ impl Templates {
 
     pub fn render_file(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
         self.render_named(name, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(src: &str, v: &str) -> Result<String, minijinja::Error> {
+        let mut env = Environment::new();
+        add_filters(&mut env);
+        env.render_str(src, minijinja::context! { v => v })
+    }
+
+    #[test]
+    fn yaml_scalars_are_one_line() {
+        for v in ["plain", "a: b", "\"'", "x\ny", "- [", "\0", "true", "", "\u{2028}", "#c"] {
+            let out = render("{{ v | yaml }}", v).unwrap();
+            assert!(!out.contains('\n'), "{v:?} → {out}");
+            let back: String = serde_saphyr::from_str(&format!("k: {out}\n")).map(|m: BTreeMap<String, String>| m["k"].clone()).unwrap();
+            assert_eq!(back, v);
+        }
+    }
+
+    #[test]
+    fn line_languages_refuse_what_they_cannot_hold() {
+        for f in ["ini", "ini_section", "systemd"] {
+            assert!(render(&format!("{{{{ v | {f} }}}}"), "a\nb").is_err(), "{f}");
+        }
+        assert_eq!(render("{{ v | ini }}", "system.run[*]").unwrap(), "system.run[*]");
+        assert_eq!(render("{{ v | php }}", "x'); system('id'); ('").unwrap(), "'x\\'); system(\\'id\\'); (\\''");
+        assert_eq!(render("{{ v | urlencode }}", "a b@c/d:é").unwrap(), "a%20b%40c%2Fd%3A%C3%A9");
+    }
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
+        let e = env.render_str("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", ()).unwrap_err();
+        assert_eq!(e.kind(), minijinja::ErrorKind::OutOfFuel);
     }
 }

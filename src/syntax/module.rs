@@ -1,6 +1,7 @@
 //! The module language: a module's `module.toml` read into a typed, spanned declaration.
 
 use crate::diag::Span;
+use crate::render::quote;
 use crate::syntax::decode::{Sink, Sp, TableReader, as_str, as_str_list, typed};
 use crate::syntax::system::one_of;
 use crate::syntax::tree::{Node, Value};
@@ -250,6 +251,81 @@ fn absolute(v: Option<Sp<String>>, sink: &Sink) -> Option<Sp<String>> {
     })
 }
 
+fn bad(message: String, help: &str) -> types::TypeError {
+    types::TypeError { message, help: Some(help.into()) }
+}
+
+/// The name of a module file (`[files.NAME]`), installed as `files/<service>/NAME` and listed
+/// in `SHA256SUMS`: a relative, normalised path (no empty, `.` or `..` component) without
+/// control characters or backslashes, each component at most 255 bytes.
+pub fn parse_file_name(s: &str) -> Result<String, types::TypeError> {
+    let help = "name it like `config.yaml` or `conf.d/app.conf`";
+    if s.starts_with('/') {
+        return Err(bad(format!("file name `{}` is absolute", s.escape_debug()), help));
+    }
+    if let Some(why) = quote::line_unsafe(s) {
+        return Err(bad(format!("file name `{}` is not allowed: {why}", s.escape_debug()), help));
+    }
+    if s.contains('\\') {
+        return Err(bad(format!("file name `{}` contains a backslash", s.escape_debug()), help));
+    }
+    for c in s.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return Err(bad(format!("file name `{}` is not a normalised relative path (a component is `{c}`)", s.escape_debug()), help));
+        }
+        if c.len() > 255 {
+            return Err(bad(
+                format!(
+                    "a component of file name `{}…` is {} bytes long; the limit is 255",
+                    s.chars().take(40).collect::<String>(),
+                    c.len()
+                ),
+                help,
+            ));
+        }
+    }
+    Ok(s.to_string())
+}
+
+/// A request path an edge matches or asks (`forward_auth` `uri`, `traefik_uri`, `paths`): `/`
+/// then RFC 3986 path characters, with `*` for a prefix. It is written into Caddyfile tokens and
+/// Traefik rules, so nothing that could end a token, a rule or a line is allowed.
+pub fn parse_url_path(s: &str) -> Result<String, types::TypeError> {
+    let ok = s.starts_with('/') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/%?".contains(&b));
+    if ok && quote::caddy_unsafe(s).is_none() {
+        Ok(s.to_string())
+    } else {
+        Err(bad(
+            format!("`{}` is not a request path", s.escape_debug()),
+            "write it like `/oauth2/*`: `/`, then letters, digits and `-._~!$&()*+,;=:@/%?`",
+        ))
+    }
+}
+
+/// An HTTP header name (`forward_auth` `copy_headers`): letters, digits and `-`.
+pub fn parse_header_name(s: &str) -> Result<String, types::TypeError> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(s.to_string())
+    } else {
+        Err(bad(
+            format!("`{}` is not an HTTP header name", s.escape_debug()),
+            "write it like `X-Auth-Request-User`: letters, digits and `-`",
+        ))
+    }
+}
+
+/// The value of a `string` option (or an item of a `list` option): one line, since module
+/// templates write options into line-based languages (INI-like configs, systemd units, sh).
+pub fn parse_option_string(s: &str) -> Result<String, types::TypeError> {
+    match quote::line_unsafe(s) {
+        Some(why) => Err(bad(
+            format!("option value `{}` is not allowed: {why}", s.escape_debug()),
+            "write the value on one line, without control characters",
+        )),
+        None => Ok(s.to_string()),
+    }
+}
+
 /// Reads a module's root table; `None` when the required header is unusable.
 pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let mut r = TableReader::new(root, sink, "the module file")?;
@@ -443,7 +519,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             judge: typed(t.str("judge"), sink, |s| {
                 if FILE_JUDGES.contains(&s) { Ok(s.to_string()) } else { Err(one_of(s, "file judge", FILE_JUDGES)) }
             }),
-            name,
+            name: typed(Some(name), sink, parse_file_name)?,
         };
         t.finish();
         Some(d)
@@ -451,10 +527,10 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let forward_auth = r.table("forward_auth", |mut t| {
         let d = (
             t.req_str("endpoint", "\"http\""),
-            t.req_str("uri", "\"/auth\""),
-            t.str_list("copy_headers"),
-            t.str("traefik_uri"),
-            t.str_list("paths"),
+            typed(t.req_str("uri", "\"/auth\""), sink, parse_url_path),
+            t.str_list("copy_headers").into_iter().filter_map(|h| typed(Some(h), sink, parse_header_name)).collect(),
+            typed(t.str("traefik_uri"), sink, parse_url_path),
+            t.str_list("paths").into_iter().filter_map(|p| typed(Some(p), sink, parse_url_path)).collect(),
         );
         t.finish();
         Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2, traefik_uri: d.3, paths: d.4 })

@@ -1,0 +1,118 @@
+//! Strings a module author writes are checked where the module is loaded: `[files.NAME]` names
+//! (relative, normalised, no control characters, components ≤ 255 bytes), `forward_auth`'s
+//! `uri`, `paths` and `copy_headers` (they reach Caddyfile tokens and Traefik rules), and a
+//! runaway template runs out of fuel. Each bad form is exit 1 with an error located in the
+//! module file, never a panic (101) or a hang.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{kiln, run, text};
+
+const SYSTEM: &str = r#"
+[system]
+name = "t"
+domains = ["example.com"]
+
+[providers.hetzner]
+kind = "hetzner"
+
+[hosts.h1]
+provider = "hetzner"
+image = "ubuntu-24.04"
+public = true
+
+[services.evil]
+module = "evil"
+host = "h1"
+"#;
+
+fn module(extra: &str) -> String {
+    format!(
+        "[module]\nname = \"evil\"\nversion = \"1.0.0\"\nsummary = \"hostile strings\"\nkind = \"container\"\n\n[container]\nimage = \"docker.io/library/nginx:1.27.3\"\n\n[endpoints.http]\nport = 8080\nhttp = true\n{extra}"
+    )
+}
+
+/// Runs `kiln check` on a system with the module `evil` made of `module_toml` (and `t.j2`).
+fn check(dir: &Path, module_toml: &str, template: &str) -> std::process::Output {
+    let m = dir.join("modules/evil");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join("module.toml"), module_toml).unwrap();
+    std::fs::write(m.join("t.j2"), template).unwrap();
+    std::fs::write(dir.join("system.toml"), SYSTEM).unwrap();
+    run(kiln().arg("--modules").arg(dir.join("modules")).arg("check").arg(dir.join("system.toml")))
+}
+
+fn assert_located(out: &std::process::Output, what: &str, file: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: expected exit 1\n{err}");
+    let located = err.lines().any(|l| l.contains(file) && l.split(':').filter(|p| p.trim().parse::<u32>().is_ok()).count() >= 2);
+    assert!(located, "{what}: no error located in {file}:\n{err}");
+}
+
+#[test]
+fn bad_file_names_are_located_errors() {
+    let long = "x".repeat(256);
+    let names = [
+        "../escape",
+        "a/../../b",
+        "/etc/passwd",
+        "a/./b",
+        "a//b",
+        "a/",
+        "",
+        ".",
+        "a\u{0}b",
+        "a\nb  files/forged",
+        "a\rb",
+        "a\\b",
+        long.as_str(),
+    ];
+    for name in names {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = toml::Value::String(name.to_string()).to_string();
+        let toml = module(&format!("\n[files.{key}]\ntemplate = \"t.j2\"\ntarget = \"/etc/evil/x\"\n"));
+        let out = check(tmp.path(), &toml, "x\n");
+        assert_located(&out, &format!("file name {name:?}"), "module.toml");
+    }
+    // A deep but normal name is fine.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = check(tmp.path(), &module("\n[files.\"conf.d/app.conf\"]\ntemplate = \"t.j2\"\ntarget = \"/etc/evil/x\"\n"), "x\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn forward_auth_strings_that_could_leave_a_caddyfile_token_are_located_errors() {
+    let cases = [
+        ("uri", "uri = \"/auth\\\\\\nheader_up X-Pwned 1\""),
+        ("uri without slash", "uri = \"auth\""),
+        ("uri with a placeholder", "uri = \"/{$HOME}\""),
+        ("traefik_uri", "uri = \"/auth\"\ntraefik_uri = \"/a`) || Host(`evil\""),
+        ("paths", "uri = \"/auth\"\npaths = [\"/x\\\\\"]"),
+        ("paths with a space", "uri = \"/auth\"\npaths = [\"/x header_up\"]"),
+        ("copy_headers", "uri = \"/auth\"\ncopy_headers = [\"X-A\\nheader_up X-Pwned\"]"),
+        ("copy_headers with a quote", "uri = \"/auth\"\ncopy_headers = [\"X-A\\\"\"]"),
+    ];
+    for (what, body) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = check(tmp.path(), &module(&format!("\n[forward_auth]\nendpoint = \"http\"\n{body}\n")), "");
+        assert_located(&out, what, "module.toml");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = "\n[forward_auth]\nendpoint = \"http\"\nuri = \"/outpost.goauthentik.io/auth/caddy?rd=1&x=%2F\"\npaths = [\"/oauth2/*\", \"/~user/@me\"]\ncopy_headers = [\"X-Auth-Request-User\"]\n";
+    let out = check(tmp.path(), &module(ok), "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_runaway_template_runs_out_of_fuel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = module("\n[files.\"x.conf\"]\ntemplate = \"t.j2\"\ntarget = \"/etc/evil/x.conf\"\n");
+    let start = Instant::now();
+    let out = check(tmp.path(), &toml, "{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}\n");
+    assert!(start.elapsed() < Duration::from_secs(120), "took {:?}", start.elapsed());
+    assert_located(&out, "runaway loop", "t.j2");
+    assert!(text(&out.stderr).contains("fuel"), "{}", text(&out.stderr));
+}
