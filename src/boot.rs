@@ -1,11 +1,20 @@
 //! `kiln boot`: one host's artifacts booted for real in qemu (TCG), seeded over NoCloud-net
 //! through slirp's guestfwd (served by `kiln seed-serve`), with SSH and the edge's ports
 //! forwarded to loopback; waits for cloud-init, reports what it saw, powers off unless kept.
+//!
+//! Secrets: the work directory is private (0700, files 0600); the seed's user-data, the one
+//! file that holds secret values, is served once and then deleted (and deleted in any case
+//! once cloud-init has finished or the boot failed). Without `--keep` the work directory is
+//! removed on every way out, Ctrl-C included; with `--keep` it stays for the running machine,
+//! holding nothing secret but the machine's own disk.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -39,10 +48,61 @@ pub struct BootReport {
     /// power-off (not read when the machine is kept running).
     pub result_errors: Option<Vec<serde_json::Value>>,
     pub marker: Option<String>,
-    pub workdir: PathBuf,
+    /// With `--keep`: the machine's work directory (its disk, console log and QMP socket).
+    /// Without, it is gone by the time the report is printed.
+    pub workdir: Option<PathBuf>,
     /// With `--keep`: the qemu process and its QMP socket.
     pub pid: Option<u32>,
     pub qmp: Option<PathBuf>,
+}
+
+/// Set by SIGINT, SIGTERM or SIGHUP during a boot: the wait loop stops, and the work
+/// directory is removed on the way out.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catches Ctrl-C and termination so that `boot` returns (and its work directory is dropped)
+/// instead of the process dying with secrets on disk.
+fn catch_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// A fresh work directory only its owner can enter.
+fn private_dir() -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-boot-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| format!("cannot create a work directory: {e}"))?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// Writes a file only its owner can read (created so, never widened afterwards).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The last lines of the serial console, for an error message (the log goes with the work
+/// directory).
+fn console_tail(serial: &Path) -> String {
+    let log = std::fs::read_to_string(serial).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+    if tail.is_empty() { "the serial console is empty".into() } else { format!("the serial console ended with:\n{tail}") }
 }
 
 fn free_port() -> Result<u16, String> {
@@ -148,29 +208,46 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
             return Err(format!("no {f} in {} (build the base image with scripts/build-test-image)", opts.image_dir.display()));
         }
     }
-    let work = tempfile::Builder::new().prefix("kiln-boot-").tempdir().map_err(|e| e.to_string())?.keep();
+    catch_interrupts();
+    // Dropped (removed) on every return below unless the machine is kept running.
+    let work = private_dir()?;
+    let result = run_machine(work.path(), host, closure, user_data, opts);
+    // The seed's user-data holds the secrets: it never outlives the boot, kept or not.
+    let _ = std::fs::remove_file(work.path().join("seed").join("user-data"));
+    let mut report = result?;
+    if opts.keep {
+        report.workdir = Some(work.keep());
+    }
+    Ok(report)
+}
+
+/// Boots the machine with its files in `work` and waits for cloud-init.
+fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> Result<BootReport, String> {
     if work.to_string_lossy().contains(',') || opts.kiln_exe.to_string_lossy().contains(',') {
         return Err("paths with commas cannot be passed to qemu".into());
     }
     let seed = work.join("seed");
-    std::fs::create_dir_all(&seed).map_err(|e| e.to_string())?;
-    let write = |name: &str, bytes: &[u8]| std::fs::write(seed.join(name), bytes).map_err(|e| format!("{name}: {e}"));
-    write("user-data", &seed_user_data(user_data, &opts.secrets))?;
-    write("meta-data", format!("instance-id: kiln-{}\nlocal-hostname: {host}\n", &closure[..16]).as_bytes())?;
+    std::fs::DirBuilder::new().mode(0o700).create(&seed).map_err(|e| e.to_string())?;
+    write_private(&seed.join("user-data"), &seed_user_data(user_data, &opts.secrets))?;
+    write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {host}\n", &closure[..16]).as_bytes())?;
     // Empty but present: otherwise cloud-init retries it ten times.
-    write("vendor-data", b"")?;
+    write_private(&seed.join("vendor-data"), b"")?;
     let overlay = work.join("overlay.qcow2");
     run(Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(opts.image_dir.join("base.raw"))
         .arg(&overlay))?;
+    std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
 
     let mut ports = BTreeMap::new();
     ports.insert("ssh", free_port()?);
     ports.insert("http", free_port()?);
     ports.insert("https", free_port()?);
     let serial = work.join("serial.log");
+    write_private(&serial, b"")?;
     let sock = work.join("qmp.sock");
+    let qemu_err = work.join("qemu.err");
+    write_private(&qemu_err, b"")?;
     let nic = format!(
         "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443,guestfwd=tcp:{SEED_ADDR}:80-cmd:{} seed-serve {}",
         ports["ssh"],
@@ -186,7 +263,9 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
         .arg(opts.image_dir.join("vmlinuz"))
         .arg("-initrd")
         .arg(opts.image_dir.join("initrd.img"))
-        .args(["-append", "root=LABEL=kiln-root ro console=ttyS0"])
+        // no_timer_check: on a loaded host TCG is too slow for the kernel's IO-APIC timer
+        // check, which then panics ("IO-APIC + timer doesn't work").
+        .args(["-append", "root=LABEL=kiln-root ro console=ttyS0 no_timer_check"])
         .arg("-drive")
         .arg(format!("file={},format=qcow2,if=virtio", overlay.display()))
         .args(["-nic", &nic])
@@ -198,7 +277,9 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
         .arg(format!("unix:{},server=on,wait=off", sock.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.join("qemu.err")).map_err(|e| e.to_string())?)
+        .stderr(std::fs::OpenOptions::new().append(true).open(&qemu_err).map_err(|e| e.to_string())?)
+        // Its own process group: a Ctrl-C reaches kiln, which then stops the machine itself.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
     let started = Instant::now();
@@ -208,15 +289,21 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
             break line.to_string();
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let err = std::fs::read_to_string(work.join("qemu.err")).unwrap_or_default();
-            return Err(format!("qemu exited ({status}) before cloud-init finished: {err} (see {})", serial.display()));
+            let err = std::fs::read_to_string(&qemu_err).unwrap_or_default();
+            return Err(format!("qemu exited ({status}) before cloud-init finished: {err}\n{}", console_tail(&serial)));
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            kill(&mut child);
+            return Err("interrupted; the machine was stopped and its work directory removed".into());
         }
         if started.elapsed() > opts.timeout {
-            stop(&mut child, &sock);
-            return Err(format!("cloud-init did not finish in {:?} (see {})", opts.timeout, serial.display()));
+            kill(&mut child);
+            return Err(format!("cloud-init did not finish in {:?}; {}", opts.timeout, console_tail(&serial)));
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    // cloud-init has read its seed: the secrets leave the host's disk now, also with --keep.
+    let _ = std::fs::remove_file(seed.join("user-data"));
     let boot_seconds = started.elapsed().as_secs_f64();
     let log = std::fs::read_to_string(&serial).unwrap_or_default();
     let warnings = log.lines().filter(|l| l.contains("WARNING") || l.contains("Invalid cloud-config")).map(str::to_string).collect();
@@ -230,7 +317,7 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
         warnings,
         result_errors: None,
         marker: None,
-        workdir: work.clone(),
+        workdir: None,
         pid: None,
         qmp: None,
     };
@@ -241,12 +328,17 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
         return Ok(report);
     }
     stop(&mut child, &sock);
-    if let Ok(files) = read_from_disk(&work, &overlay, &["/var/lib/cloud/data/result.json", crate::render::MARKER]) {
+    if let Ok(files) = read_from_disk(work, &overlay, &["/var/lib/cloud/data/result.json", crate::render::MARKER]) {
         let result: serde_json::Value = serde_json::from_str(&files[0]).unwrap_or(serde_json::Value::Null);
         report.result_errors = result["v1"]["errors"].as_array().cloned();
         report.marker = Some(files[1].trim().to_string()).filter(|m| !m.is_empty());
     }
     Ok(report)
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// `kiln seed-serve DIR`: answers one HTTP request on stdin/stdout with a file from DIR
@@ -266,12 +358,18 @@ pub fn seed_serve(dir: &Path) -> std::io::Result<()> {
     let name = path.split('?').next().unwrap_or("");
     let allowed = ["user-data", "meta-data", "vendor-data"];
     let body = if allowed.contains(&name) { std::fs::read(dir.join(name)).ok() } else { None };
+    let served_once = method == "GET" && name == "user-data";
     let mut out = std::io::stdout().lock();
     match body {
         Some(b) => {
             write!(out, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len())?;
             if method != "HEAD" {
                 out.write_all(&b)?;
+                out.flush()?;
+            }
+            if served_once {
+                // It holds the secrets: cloud-init has it now, nobody else gets it.
+                let _ = std::fs::remove_file(dir.join(name));
             }
         }
         None => write!(out, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
@@ -280,4 +378,22 @@ pub fn seed_serve(dir: &Path) -> std::io::Result<()> {
     let mut rest = Vec::new();
     let _ = r.read_to_end(&mut rest);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_files_are_private_and_removed_on_drop() {
+        let dir = private_dir().unwrap();
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777, 0o700);
+        let f = dir.path().join("user-data");
+        write_private(&f, b"secret").unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(write_private(&f, b"again").is_err(), "an existing file is never reused");
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!path.exists(), "dropping the work directory removes it");
+    }
 }

@@ -284,6 +284,9 @@ fn main() -> ExitCode {
         Command::Build { path, inputs, store, out_link, check, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| build(&path, &opts, ui, c, store, &out_link, check, json))
         }),
+        Command::Boot { host, path, inputs, image, keep, secrets, timeout, json } => with_options(early, inputs, |opts| {
+            with_compiled(&path, &opts, ui, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, json))
+        }),
         Command::Show { path, inputs, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| {
                 let out = if json { kiln::pipeline::show_json(c) } else { kiln::pipeline::show_text(c) };
@@ -319,9 +322,6 @@ fn main() -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(_) => ExitCode::from(2),
                 },
-                Command::Boot { host, path, inputs, image, keep, secrets, timeout, json } => with_options(Default::default(), inputs, |opts| {
-                    with_compiled(&path, &opts, ui, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, json))
-                }),
                 Command::EncryptSecrets { file, recipients } => encrypt_secrets(&file, &recipients),
                 Command::Completions { shell } => {
                     clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
@@ -334,7 +334,12 @@ fn main() -> ExitCode {
                     }
                     Err(e) => io_error(&format!("cannot write man pages to `{}`: {e}", dir.display())),
                 },
-                Command::Check { .. } | Command::Build { .. } | Command::Show { .. } | Command::Modules { .. } | Command::Schema { .. } => {
+                Command::Check { .. }
+                | Command::Build { .. }
+                | Command::Boot { .. }
+                | Command::Show { .. }
+                | Command::Modules { .. }
+                | Command::Schema { .. } => {
                     unreachable!("handled above")
                 }
             }
@@ -774,10 +779,10 @@ fn credentials() -> kiln::push::Credentials {
     kiln::push::Credentials {
         bearer: var("KILN_STORE_TOKEN"),
         basic: var("KILN_STORE_USER").map(|u| (u, var("KILN_STORE_PASSWORD").unwrap_or_default())),
-        aws_access_key: var("AWS_ACCESS_KEY_ID"),
-        aws_secret_key: var("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token: var("AWS_SESSION_TOKEN"),
-        aws_region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+        aws: kiln::push::aws::AwsEnv {
+            vars: std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+        },
     }
 }
 

@@ -14,22 +14,32 @@ use sha2::{Digest, Sha256};
 use crate::pipeline::Manifest;
 use crate::render::hex;
 
+#[path = "push_aws.rs"]
+pub mod aws;
+
 /// Credentials and settings from the environment, read by `main` and passed in.
 #[derive(Default, Clone)]
 pub struct Credentials {
     pub bearer: Option<String>,
     pub basic: Option<(String, String)>,
-    pub aws_access_key: Option<String>,
-    pub aws_secret_key: Option<String>,
-    pub aws_session_token: Option<String>,
-    pub aws_region: Option<String>,
+    /// `AWS_*` variables and the home directory, for S3's credential chain.
+    pub aws: aws::AwsEnv,
 }
 
 /// Where objects go.
 pub enum Target {
     Dir(PathBuf),
-    Http { base: String, creds: Credentials },
-    S3 { endpoint: String, bucket: String, prefix: String, region: String, access: String, secret: String, token: Option<String> },
+    Http {
+        base: String,
+        creds: Credentials,
+    },
+    /// `base` is the bucket's URL: `ENDPOINT/BUCKET` (path style) or AWS's own.
+    S3 {
+        base: String,
+        prefix: String,
+        region: String,
+        keys: aws::Keys,
+    },
 }
 
 #[derive(Debug)]
@@ -58,20 +68,13 @@ impl Target {
             if bucket.is_empty() {
                 return Err(err(format!("`{url}` names no bucket: write `s3://BUCKET/PREFIX`")));
             }
-            let endpoint = endpoint
-                .map(str::to_string)
-                .ok_or_else(|| err("an s3:// store needs `--endpoint URL` (path-style: MinIO, R2, Hetzner, Scaleway, AWS)"))?;
-            let access = creds.aws_access_key.clone().ok_or_else(|| err("AWS_ACCESS_KEY_ID is not set"))?;
-            let secret = creds.aws_secret_key.clone().ok_or_else(|| err("AWS_SECRET_ACCESS_KEY is not set"))?;
-            return Ok(Target::S3 {
-                endpoint: endpoint.trim_end_matches('/').to_string(),
-                bucket: bucket.to_string(),
-                prefix: prefix.trim_matches('/').to_string(),
-                region: creds.aws_region.clone().unwrap_or_else(|| "us-east-1".into()),
-                access,
-                secret,
-                token: creds.aws_session_token.clone(),
-            });
+            let region = creds.aws.region();
+            let base = match endpoint.map(str::to_string).or_else(|| creds.aws.endpoint()) {
+                Some(e) => format!("{}/{bucket}", e.trim_end_matches('/')),
+                None => aws::aws_base_url(bucket, &region),
+            };
+            let keys = aws::credentials(&creds.aws).map_err(err)?;
+            return Ok(Target::S3 { base, prefix: prefix.trim_matches('/').to_string(), region, keys });
         }
         Err(err(format!("`{url}` is not a store URL: use file://DIR, http(s)://… or s3://BUCKET/PREFIX")))
     }
@@ -123,11 +126,11 @@ impl Remote<'_> {
         match self.target {
             Target::Dir(d) => d.join(key).display().to_string(),
             Target::Http { base, .. } => format!("{base}/{key}"),
-            Target::S3 { endpoint, bucket, prefix, .. } => {
+            Target::S3 { base, prefix, .. } => {
                 if prefix.is_empty() {
-                    format!("{endpoint}/{bucket}/{key}")
+                    format!("{base}/{key}")
                 } else {
-                    format!("{endpoint}/{bucket}/{prefix}/{key}")
+                    format!("{base}/{prefix}/{key}")
                 }
             }
         }
@@ -145,8 +148,8 @@ impl Remote<'_> {
                     req = req.basic_auth(u, Some(p));
                 }
             }
-            Target::S3 { region, access, secret, token, .. } => {
-                for (name, value) in sign_s3(method.as_str(), &url, body.unwrap_or(&[]), region, access, secret, token.as_deref())? {
+            Target::S3 { region, keys, .. } => {
+                for (name, value) in sign_s3(method.as_str(), &url, body.unwrap_or(&[]), region, keys)? {
                     req = req.header(name, value);
                 }
             }
@@ -161,6 +164,11 @@ impl Remote<'_> {
         }
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(Failure::Transient(format!("{method} {url}: {status}")));
+        }
+        if status.as_u16() == 301
+            && let Some(r) = resp.headers().get("x-amz-bucket-region").and_then(|v| v.to_str().ok())
+        {
+            return Err(Failure::Fatal(format!("{method} {url}: {status}: the bucket is in region {r}: set AWS_REGION={r}")));
         }
         if let Some(why) = refusal(status.as_u16()) {
             return Err(Failure::Fatal(format!("{method} {url}: {status}: {why}")));
@@ -287,17 +295,9 @@ fn verify(bytes: &[u8], sha: &str, key: &str) -> Result<(), Failure> {
 
 /// SigV4 headers for one path-style S3 request, with the payload's sha256 signed.
 #[allow(clippy::disallowed_methods)] // signing needs the current time: this is the network edge
-fn sign_s3(
-    method: &str,
-    url: &str,
-    body: &[u8],
-    region: &str,
-    access: &str,
-    secret: &str,
-    token: Option<&str>,
-) -> Result<Vec<(String, String)>, Failure> {
+fn sign_s3(method: &str, url: &str, body: &[u8], region: &str, keys: &aws::Keys) -> Result<Vec<(String, String)>, Failure> {
     use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign};
-    let identity = aws_credential_types::Credentials::new(access, secret, token.map(str::to_string), None, "kiln").into();
+    let identity = aws_credential_types::Credentials::new(&keys.access, &keys.secret, keys.token.clone(), None, "kiln").into();
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     let params = aws_sigv4::sign::v4::SigningParams::builder()

@@ -96,7 +96,10 @@ impl Store {
                 let replaced = exchange(&tmp_path, &final_path).and_then(|()| unseal_and_remove(&tmp_path));
                 if let Err(e) = replaced {
                     let _ = unseal_and_remove(&tmp_path);
-                    return Err(std::io::Error::other(format!("{} is damaged ({damage}) and cannot be replaced: {e}", final_path.display())));
+                    return Err(std::io::Error::other(format!(
+                        "{} is damaged ({damage}) and cannot be replaced: {e}",
+                        final_path.display()
+                    )));
                 }
                 eprintln!("warning: store entry {} was damaged ({damage}); replaced it", final_path.display());
                 continue;

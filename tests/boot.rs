@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -25,24 +26,75 @@ fn ssh(key: &Path, port: u64, cmd: &str) -> String {
     text(&out.stdout)
 }
 
-#[test]
-fn a_host_boots_clean_in_a_vm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
+/// The fixture system with a fresh admin key; returns the system directory and the key.
+fn fixture(tmp: &Path) -> (PathBuf, PathBuf) {
+    let sys = tmp.join("sys");
     copy_tree(&repo().join("tests/fixtures/boot/web"), &sys);
-    let key = tmp.path().join("key");
+    let key = tmp.join("key");
     let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(&key).status().unwrap();
     assert!(st.success());
-    let public = std::fs::read_to_string(tmp.path().join("key.pub")).unwrap();
+    let public = std::fs::read_to_string(tmp.join("key.pub")).unwrap();
     let f = sys.join("system.toml");
     let text0 = std::fs::read_to_string(&f).unwrap();
     let start = text0.find("\"ssh-ed25519 ").unwrap();
     let end = text0[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
     std::fs::write(&f, format!("{}\"{}\"{}", &text0[..start], public.trim(), &text0[end..])).unwrap();
-    let modules = repo().join("tests/fixtures/boot/modules");
+    (sys, key)
+}
+
+fn modules() -> PathBuf {
+    repo().join("tests/fixtures/boot/modules")
+}
+
+fn identity() -> PathBuf {
+    repo().join("tests/fixtures/keys/examples.agekey")
+}
+
+/// The host's one secret value, and how it travels in user-data.
+fn secret_forms(sys: &Path) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let ids = kiln::sops::load_identities(&std::fs::read_to_string(identity()).unwrap()).unwrap();
+    let sops = std::fs::read_to_string(sys.join("secrets.sops.yaml")).unwrap();
+    let token = kiln::sops::decrypt(&sops, kiln::sops::Format::Yaml, &ids).unwrap().remove("hello_token").unwrap();
+    assert!(token.len() >= 8, "a secret long enough to search for");
+    vec![token.clone().into_bytes(), base64::engine::general_purpose::STANDARD.encode(&token).into_bytes()]
+}
+
+/// Files under `dir` (but the machine's own disk) that hold a secret, and files or
+/// directories others could read.
+fn exposed(dir: &Path, secrets: &[Vec<u8>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()) {
+        let meta = match e.path().symlink_metadata() {
+            Ok(m) => m,
+            Err(_) => continue, // removed meanwhile
+        };
+        if meta.permissions().mode() & 0o077 != 0 && !meta.file_type().is_socket() {
+            out.push(format!("{} is mode {:o}", e.path().display(), meta.permissions().mode() & 0o777));
+        }
+        if !meta.is_file() || e.file_name() == "overlay.qcow2" {
+            continue;
+        }
+        let bytes = std::fs::read(e.path()).unwrap_or_default();
+        if secrets.iter().any(|s| bytes.windows(s.len()).any(|w| w == &s[..])) {
+            out.push(format!("{} holds a secret", e.path().display()));
+        }
+    }
+    out
+}
+
+fn temp_is_empty(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
+}
+
+#[test]
+fn a_host_boots_clean_in_a_vm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sys, key) = fixture(tmp.path());
+    let modules = modules();
 
     // The host's one secret comes from the system's SOPS file, decrypted with the test key.
-    let identity = repo().join("tests/fixtures/keys/examples.agekey");
+    let identity = identity();
     let out = run(kiln()
         .arg("--modules")
         .arg(&modules)
@@ -59,6 +111,9 @@ fn a_host_boots_clean_in_a_vm() {
     let workdir = std::path::PathBuf::from(report["workdir"].as_str().unwrap());
     let guard = PowerOff(qmp.clone());
     assert!(out.status.success(), "kiln boot reported problems: {report}");
+    // the machine runs on; its work directory holds no secret outside the machine's own disk
+    assert_eq!(exposed(&workdir, &secret_forms(&sys)), Vec::<String>::new());
+    assert!(!workdir.join("seed/user-data").exists(), "the seed's user-data was served once and removed");
     assert!(report["datasource"].as_str().unwrap().starts_with("DataSourceNoCloud"), "{report}");
     assert_eq!(report["warnings"], serde_json::json!([]), "warnings on the serial console");
 
@@ -137,4 +192,58 @@ impl Drop for PowerOff {
             }
         }
     }
+}
+
+/// Without `--keep`: the work directory never holds a secret outside the machine's disk
+/// while the machine boots, and is gone when kiln exits: after a good boot, a failed one and
+/// a Ctrl-C.
+#[test]
+fn boot_leaves_no_secret_and_no_work_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sys, _key) = fixture(tmp.path());
+    let secrets = secret_forms(&sys);
+    let temp = tmp.path().join("temp");
+    std::fs::create_dir(&temp).unwrap();
+    let boot = |extra: &[&str]| {
+        let mut c = kiln();
+        c.env("TMPDIR", &temp).arg("boot").arg("web").arg(&sys).arg("--modules").arg(modules()).arg("--identity").arg(identity());
+        c.args(extra).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+
+    // a boot that times out
+    let out = boot(&["--timeout", "3"]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("did not finish"), "{}", text(&out.stderr));
+    assert_eq!(temp_is_empty(&temp), Vec::<PathBuf>::new(), "a failed boot leaves its work directory");
+
+    // Ctrl-C while the machine boots
+    let child = boot(&[]);
+    let start = std::time::Instant::now();
+    while temp_is_empty(&temp).first().is_none_or(|w| !w.join("serial.log").exists()) {
+        assert!(start.elapsed().as_secs() < 60, "the boot did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+    assert_eq!(temp_is_empty(&temp), Vec::<PathBuf>::new(), "an interrupted boot leaves its work directory");
+
+    // a whole boot, watched from outside
+    let mut child = boot(&["--json"]);
+    let mut seen = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        seen.extend(exposed(&temp, &secrets));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["marker"], report["closure"], "{report}");
+    assert_eq!(report["workdir"], Value::Null);
+    seen.dedup();
+    assert_eq!(seen, Vec::<String>::new(), "secrets or open permissions seen during the boot");
+    assert_eq!(temp_is_empty(&temp), Vec::<PathBuf>::new(), "the work directory is removed");
 }

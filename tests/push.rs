@@ -411,3 +411,107 @@ fn push_and_pull_json_name_the_hash_and_the_url() {
     assert_eq!(j["system"], "fleet");
     assert!(j["path"].as_str().unwrap().ends_with("-fleet"), "{j}");
 }
+
+/// A stand-in for STS, the instance metadata service and the container credentials endpoint
+/// on loopback, each handing out the given keys the way AWS does.
+fn credential_server(access: String, secret: String) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(50) {
+            let mut conn = conn.unwrap();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            r.read_line(&mut first).unwrap();
+            let (mut len, mut line, mut imds_token) = (0usize, String::new(), false);
+            while r.read_line(&mut line).unwrap() > 2 {
+                let l = line.to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                imds_token |= l.starts_with("x-aws-ec2-metadata-token: tok");
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let json = format!("{{\"AccessKeyId\": \"{access}\", \"SecretAccessKey\": \"{secret}\", \"Token\": \"\"}}");
+            let (status, answer) = match first.split_whitespace().take(2).collect::<Vec<_>>()[..] {
+                ["POST", "/"] if body.contains("Action=AssumeRoleWithWebIdentity") && body.contains("WebIdentityToken=jwt-of-the-pod") => (
+                    "200 OK",
+                    format!(
+                        "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>{access}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey><SessionToken></SessionToken></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+                    ),
+                ),
+                ["PUT", "/latest/api/token"] => ("200 OK", "tok".to_string()),
+                ["GET", "/latest/meta-data/iam/security-credentials/"] if imds_token => ("200 OK", "kiln-role\n".to_string()),
+                ["GET", "/latest/meta-data/iam/security-credentials/kiln-role"] if imds_token => ("200 OK", json),
+                ["GET", "/container-creds"] => ("200 OK", json),
+                _ => ("403 Forbidden", String::new()),
+            };
+            let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len());
+        }
+    });
+    addr
+}
+
+#[test]
+fn s3_credentials_come_from_profiles_web_identity_containers_and_instance_roles() {
+    let srv = Servers::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let result = fleet(tmp.path(), 1);
+    let url = format!("s3://{}/chain", srv.s("s3", "bucket"));
+    let (access, secret) = (srv.s("s3", "access_key"), srv.s("s3", "secret_key"));
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(home.join(".aws/credentials"), format!("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[kiln]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n")).unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        format!("[profile kiln]\nregion = {}\nendpoint_url = {}\n", srv.s("s3", "region"), srv.s("s3", "endpoint")),
+    )
+    .unwrap();
+    let stand_in = credential_server(access, secret);
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "jwt-of-the-pod\n").unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let push_with = |env: &[(&str, String)]| {
+        let mut c = kiln();
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+            c.env_remove(k);
+        }
+        c.arg("push").arg(&url).arg("--from").arg(&result).arg("--json");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = run(&mut c);
+        assert!(out.status.success(), "{env:?}: {}", text(&out.stderr));
+    };
+    let endpoint = ("AWS_ENDPOINT_URL_S3", srv.s("s3", "endpoint"));
+    // a named profile in ~/.aws (its endpoint and region too)
+    push_with(&[("HOME", home.display().to_string()), ("AWS_PROFILE", "kiln".into())]);
+    let nowhere = || ("HOME", empty.display().to_string());
+    // a web identity through STS
+    push_with(&[
+        nowhere(),
+        endpoint.clone(),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/kiln".into()),
+        ("AWS_ENDPOINT_URL_STS", stand_in.clone()),
+    ]);
+    // a container's credentials
+    push_with(&[nowhere(), endpoint.clone(), ("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("{stand_in}/container-creds"))]);
+    // the instance's role (IMDSv2)
+    push_with(&[nowhere(), endpoint.clone(), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", stand_in.clone())]);
+    // nothing anywhere: a clear error, fast
+    let start = Instant::now();
+    let mut c = kiln();
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        c.env_remove(k);
+    }
+    let out = run(c.arg("push").arg(&url).arg("--from").arg(&result).env("HOME", &empty).env("AWS_EC2_METADATA_DISABLED", "true"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no AWS credentials"), "{}", text(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(5));
+}

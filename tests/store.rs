@@ -35,7 +35,8 @@ fn leftover(store: &Path, name: &str) -> PathBuf {
     let d = store.join(name);
     std::fs::create_dir_all(d.join("hosts/web")).unwrap();
     std::fs::write(d.join("hosts/web/provision.sh"), "#!/bin/sh\n").unwrap();
-    for (p, mode) in [(d.join("hosts/web/provision.sh"), 0o555), (d.join("hosts/web"), 0o555), (d.join("hosts"), 0o555), (d.clone(), 0o555)] {
+    for (p, mode) in [(d.join("hosts/web/provision.sh"), 0o555), (d.join("hosts/web"), 0o555), (d.join("hosts"), 0o555), (d.clone(), 0o555)]
+    {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     d
