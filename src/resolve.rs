@@ -860,7 +860,7 @@ impl<'a> Resolver<'a> {
             }
         }
         secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
-        if !p.ok || self.errors() > errors_before {
+        if !p.ok || self.errors() > errors_before || connects_unresolved(p, all) {
             return None;
         }
 
@@ -1102,8 +1102,11 @@ impl<'a> Resolver<'a> {
                 None => (c.value.as_str(), None),
             };
             let Some(target) = all.get(svc_name) else {
-                let sp = Sp::new(svc_name.to_string(), c.span);
-                self.unknown("service", &sp, all.keys(), "services");
+                // A declared service that did not resolve has reported its own error.
+                if !self.declared_service(svc_name) {
+                    let sp = Sp::new(svc_name.to_string(), c.span);
+                    self.unknown("service", &sp, all.keys(), "services");
+                }
                 continue;
             };
             if svc_name == p.decl.name.value {
@@ -1196,8 +1199,10 @@ impl<'a> Resolver<'a> {
         if m.collect_metrics {
             out.extend(self.scrape_deps(p, all, hosts));
         }
+        let unresolved = connects_unresolved(p, all);
         for r in &m.requires {
-            if r.optional || filled.contains(&r.slot.value) {
+            // A connection to a service that did not resolve may be the one that fills it.
+            if r.optional || filled.contains(&r.slot.value) || unresolved {
                 continue;
             }
             let mods: Vec<String> = r.modules.iter().map(|x| format!("`{}`", x.value)).collect();
@@ -1294,6 +1299,12 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// Whether a service is declared, though it may not have resolved (then its own error is
+    /// reported, and nothing that refers to it adds another).
+    fn declared_service(&self, name: &str) -> bool {
+        self.inputs.files.iter().flat_map(|f| &f.services).any(|s| s.name.value == name)
+    }
+
     fn routes(
         &mut self,
         routes: &BTreeMap<String, &'a RouteDecl>,
@@ -1353,11 +1364,15 @@ impl<'a> Resolver<'a> {
                         continue;
                     }
                     None => {
-                        self.unknown("service", e, edges.iter().map(|s| &s.name), "services");
+                        if !self.declared_service(&e.value) {
+                            self.unknown("service", e, edges.iter().map(|s| &s.name), "services");
+                        }
                         continue;
                     }
                 },
                 None if edges.len() == 1 => edges[0],
+                // A service that did not resolve (its error is reported) may be the edge.
+                None if self.inputs.files.iter().flat_map(|f| &f.services).any(|s| !services.contains_key(&s.name.value)) => continue,
                 None => {
                     self.err(
                         Diagnostic::error("E0043", format!("route `{hostname}` has no edge to terminate it"))
@@ -1454,6 +1469,12 @@ impl<'a> Resolver<'a> {
 /// How an edge reaches a service's port: a containerised edge uses the Compose network on its
 /// own host; a native edge uses loopback there (the port is published on it); from another
 /// host it is the service host's private address.
+/// Whether a service connects to one that did not resolve: its requirements and templates
+/// cannot be judged (the other service's error is the report).
+fn connects_unresolved(p: &Partial<'_>, all: &BTreeMap<String, Partial<'_>>) -> bool {
+    p.decl.connects.iter().any(|c| !all.contains_key(c.value.split('.').next().unwrap_or_default()))
+}
+
 fn upstream_address(svc: &Service, port: u16, edge: &Service, hosts: &BTreeMap<String, Host>) -> Option<String> {
     if svc.host == edge.host {
         return Some(match (edge.container.is_some(), svc.container.is_some()) {

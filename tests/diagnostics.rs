@@ -139,6 +139,11 @@ fn one_mistake_gives_one_error() {
         assert_eq!(diags.len(), 1, "{fixture}: {codes:#?}");
         assert_eq!((diags[0].severity, diags[0].code), (Severity::Error, code), "{fixture}: {codes:#?}");
     }
+    // A service whose module is unknown: routes it would terminate and connections to it
+    // add nothing.
+    let diags = compile_fixture("cause-unknown-module");
+    let codes: Vec<(&str, &str)> = diags.iter().map(|d| (d.code, d.message.as_str())).collect();
+    assert_eq!(codes, [("E0010", "unknown module `cadddy`"), ("E0010", "unknown module `wbe`")]);
     // The table written twice points at both headers.
     let twice = &compile_fixture("cause-table-twice")[0];
     assert_eq!(twice.labels.len(), 2, "{twice:?}");
