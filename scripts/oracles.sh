@@ -6,7 +6,8 @@
 # Source:  . scripts/oracles.sh; kiln_oracle KIND FILE   (or oracle_<kind> FILE)
 #
 # KIND:
-#   cloud-init  Debian cloud-init 22.4.2 `cloud-init schema --config-file FILE`,
+#   cloud-init  Debian cloud-init 22.4.2 `cloud-init schema --config-file FILE`
+#               (unpacked in <repo>/.test-tools, never installed as a service),
 #               then the upstream (26.2) cloud-config JSON schema via
 #               check-jsonschema, which also rejects unknown keys, YAML 1.1-only
 #               booleans (yes/no/on/off) and duplicate keys.
@@ -34,6 +35,8 @@
 # Environment:
 #   KILN_SHARED         shared dir with schemas/ (default <repo>/../shared)
 #   KILN_ORACLES_VENV   the oracle virtualenv (default <repo>/.venv-oracles)
+#   KILN_TEST_TOOLS     Debian programs unpacked by install-test-deps: cloud-init,
+#                       promtool, fail2ban-regex, php (default <repo>/.test-tools)
 #   KILN_ORACLE_ALLOW_WARNINGS=1  see above
 #
 # caddy and compose run in a fresh network namespace (unshare -n) when the
@@ -44,7 +47,8 @@ _kiln_oracles_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 _oracle_setup() {
   venv=${KILN_ORACLES_VENV:-$_kiln_oracles_repo/.venv-oracles}
   shared=${KILN_SHARED:-$_kiln_oracles_repo/../shared}
-  PATH="$venv/bin:$PATH"
+  tools=${KILN_TEST_TOOLS:-$_kiln_oracles_repo/.test-tools}
+  PATH="$tools/bin:$venv/bin:$PATH"
 }
 
 _oracle_schema() {
@@ -122,8 +126,7 @@ oracle_cloud_init() (
   set -euo pipefail
   _oracle_setup
   _oracle_file "$@"
-  local f=$1 ci=/usr/bin/cloud-init out deprecations schema
-  [[ -x $ci ]] || ci=cloud-init
+  local f=$1 ci=$tools/bin/cloud-init out deprecations schema
   _oracle_need "$ci" check-jsonschema
   # 22.4.2: exit 0 = valid (deprecations only printed), 1 = errors, a missing
   # "#cloud-config" first line, or a YAML syntax error. Unknown keys pass.
@@ -213,8 +216,8 @@ oracle_promtool() (
   _oracle_setup
   _oracle_file "$@"
   local f=$1 out
-  _oracle_need promtool
-  _oracle_run promtool promtool check config "$f"
+  _oracle_need "$tools/bin/promtool"
+  _oracle_run promtool "$tools/bin/promtool" check config "$f"
 )
 
 oracle_yaml() (
