@@ -10,6 +10,7 @@ pub mod eval;
 pub mod load;
 pub mod model;
 pub mod pipeline;
+pub mod provider_values;
 pub mod push;
 pub mod render;
 pub mod resolve;

@@ -46,8 +46,8 @@ pub struct BackupPlan {
     /// Secret holding `KEY=value` lines for the repository backend (`{host}` likewise).
     pub environment: Option<String>,
     /// systemd calendar expressions.
-    pub schedule: String,
-    pub check: String,
+    pub schedule: crate::types::Calendar,
+    pub check: crate::types::Calendar,
     /// (`daily`, 7), (`weekly`, 4) …
     pub keep: Vec<(String, i64)>,
 }

@@ -339,22 +339,12 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        let text = |v: &Option<Sp<String>>, d: &str| v.as_ref().map(|x| x.value.clone()).unwrap_or_else(|| d.to_string());
-        for v in [&b.schedule, &b.check].into_iter().flatten() {
-            if v.value.is_empty() || v.value.contains(['\n', '\'', '"', '\\']) {
-                self.err(
-                    Diagnostic::error("E0003", format!("`{}` is not a systemd calendar expression", v.value))
-                        .primary(v.span, "invalid schedule")
-                        .help("write it like `*-*-* 03:00:00`, `daily` or `Sun *-*-* 05:00`"),
-                );
-            }
-        }
         Some(BackupPlan {
             repository: b.repository.as_ref()?.value.clone(),
             password: b.password.as_ref()?.value.clone(),
             environment: b.environment.as_ref().map(|e| e.value.clone()),
-            schedule: text(&b.schedule, "*-*-* 03:00:00"),
-            check: text(&b.check, "Sun *-*-* 05:00:00"),
+            schedule: b.schedule.as_ref().map_or_else(crate::types::Calendar::default_backup, |c| c.value.clone()),
+            check: b.check.as_ref().map_or_else(crate::types::Calendar::default_check, |c| c.value.clone()),
             keep: b.keep.iter().map(|(k, n)| (k.value.clone(), n.value)).collect(),
         })
     }
@@ -486,6 +476,7 @@ impl<'a> Resolver<'a> {
         for (name, b) in decls {
             let Some(p) = &b.provider else { continue };
             if let Some(kind) = self.provider_for(p, providers, "object storage", &[ProviderKind::DigitalOcean, ProviderKind::Scaleway]) {
+                crate::provider_values::bucket(kind, b).into_iter().for_each(|d| self.err(d));
                 out.push(Bucket { name, provider_kind: kind, region: b.region.as_ref().map(|r| r.value.clone()) });
             }
         }
@@ -498,6 +489,7 @@ impl<'a> Resolver<'a> {
         for (name, d) in decls {
             let Some(p) = &d.provider else { continue };
             if let Some(kind) = self.provider_for(p, providers, "managed databases", &[ProviderKind::Scaleway]) {
+                crate::provider_values::database(kind, d).into_iter().for_each(|d| self.err(d));
                 out.push(ManagedDatabase {
                     name,
                     provider_kind: kind,
@@ -591,6 +583,7 @@ impl<'a> Resolver<'a> {
             );
         }
         let pkind = pkind.filter(|k| *k != ProviderKind::Cloudflare);
+        crate::provider_values::host(pkind, h).into_iter().for_each(|d| self.err(d));
         let provider_image = image.zip(pkind).and_then(|(i, k)| i.providers.get(k.name()).cloned());
         let unnamed = image.is_some() && pkind.is_some() && provider_image.is_none();
         let stand_in = ImageDef { name: image_ref.value.clone(), ..ImageDef::default() };

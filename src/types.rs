@@ -1,4 +1,5 @@
-//! The typed scalar values of the language: CIDR, address, port, domain, duration, size, image reference.
+//! The typed scalar values of the language: CIDR, address, port, domain, duration, size, image
+//! reference, CPU count, systemd calendar expression, provider tokens.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -54,6 +55,11 @@ impl Cidr {
     pub fn network(&self) -> IpAddr {
         let bits = ip_bits(self.addr) & self.mask_bits();
         from_bits(self.addr, bits)
+    }
+
+    /// True when the two networks share an address (one holds the other's network).
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -243,9 +249,20 @@ impl Size {
                 return err(format!("`{s}` is not a size"), Some("write a number and a unit, like `512MiB` or `2GiB`"));
             }
         };
-        match digits.parse::<u64>() {
-            Ok(n) => Ok(Size(n.saturating_mul(mult))),
-            Err(_) => err(format!("`{s}` is not a size"), Some("write a number and a unit, like `512MiB`")),
+        if digits.is_empty() {
+            return err(format!("`{s}` is not a size"), Some("write a number and a unit, like `512MiB`"));
+        }
+        match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+            Some(n) => Ok(Size(n)),
+            None => err(format!("`{s}` is too large"), Some("sizes are at most 16 EiB; write a smaller one, like `2TiB`")),
+        }
+    }
+
+    /// A size that must hold something: memory limits, disks.
+    pub fn parse_positive(s: &str) -> Result<Size, TypeError> {
+        match Size::parse(s)? {
+            Size(0) => err(format!("`{s}` is zero bytes"), Some("give a size above zero, like `512MiB`")),
+            size => Ok(size),
         }
     }
 
@@ -258,6 +275,199 @@ impl Size {
         }
         format!("{}b", self.0)
     }
+}
+
+/// `s` with its control characters written as escapes (`\r`, `\0`, `\u{1b}`), for messages.
+pub fn visible(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// A CPU limit: a finite number of CPUs above zero (`0.5`, `2`), at most 1024.
+pub fn parse_cpus(n: f64) -> Result<f64, TypeError> {
+    if n.is_finite() && n > 0.0 && n <= 1024.0 {
+        Ok(n)
+    } else {
+        err(format!("{n} is not a CPU count"), Some("give a number of CPUs above 0 and at most 1024, like `0.5` or `2`"))
+    }
+}
+
+/// Refuses control characters (C0, DEL, C1): `\n`, `\r` and NUL end a line in systemd units
+/// and configuration files, and escapes rewrite terminals.
+pub fn no_control(s: &str) -> Result<(), TypeError> {
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => err(
+            format!("`{}` holds the control character {c:?}", visible(s)),
+            Some("control characters (newlines, carriage returns, NUL, escapes) are not allowed here"),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// A value a cloud provider defines (a server type, location, region, engine, node type):
+/// 1 to 63 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit. Nothing in it can be
+/// read as an interpolation, a quote or a line break by any output.
+pub fn parse_provider_token(s: &str) -> Result<String, TypeError> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        err(
+            format!("`{}` is not a provider value", visible(s)),
+            Some("provider types, locations and regions hold only letters, digits, `.`, `_` and `-`, like `cx22` or `fr-par-1`"),
+        )
+    }
+}
+
+/// A database user name: a letter, then letters, digits, `_` and `-`, at most 63.
+pub fn parse_user_name(s: &str) -> Result<String, TypeError> {
+    let ok = s.len() <= 63
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        err(
+            format!("`{}` is not a user name", visible(s)),
+            Some("user names start with a letter and hold only letters, digits, `_` and `-` (at most 63)"),
+        )
+    }
+}
+
+/// A systemd calendar expression (`OnCalendar=`), in the forms `systemd-analyze calendar`
+/// accepts: a shorthand (`daily`, `weekly`, …) or `[WEEKDAYS] [[YEAR-]MONTH-DAY]
+/// [HOUR:MINUTE[:SECOND]] [UTC]`, where weekdays are names, ranges `Mon..Fri` and lists, and
+/// every other component is `*` or a comma list of numbers, ranges `a..b` and repetitions
+/// `a/n` / `a..b/n`. Kept with single spaces; it can hold no control character.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Calendar(String);
+
+const CALENDAR_SHORTHANDS: [&str; 9] =
+    ["minutely", "hourly", "daily", "weekly", "monthly", "quarterly", "semiannually", "yearly", "annually"];
+const WEEKDAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+
+impl Calendar {
+    pub fn parse(s: &str) -> Result<Calendar, TypeError> {
+        no_control(s)?;
+        let help = Some("write it like `daily`, `*-*-* 03:00:00` or `Mon..Fri *-*-* 03:00` (see systemd.time(7))");
+        let words: Vec<&str> = s.split(' ').filter(|w| !w.is_empty()).collect();
+        if s.len() > 256 || !calendar_words(&words) {
+            return err(format!("`{s}` is not a systemd calendar expression"), help);
+        }
+        Ok(Calendar(words.join(" ")))
+    }
+
+    /// Checked at compile time by the tests: kiln's own defaults are valid expressions.
+    pub fn default_backup() -> Calendar {
+        Calendar("*-*-* 03:00:00".into())
+    }
+
+    pub fn default_check() -> Calendar {
+        Calendar("Sun *-*-* 05:00:00".into())
+    }
+}
+
+impl std::ops::Deref for Calendar {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Calendar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A test on one word of a calendar expression.
+type Test = fn(&str) -> bool;
+
+fn calendar_words(words: &[&str]) -> bool {
+    if let [one] = words
+        && CALENDAR_SHORTHANDS.contains(&one.to_ascii_lowercase().as_str())
+    {
+        return true;
+    }
+    let words = match words {
+        [head @ .., tz] if tz.eq_ignore_ascii_case("utc") => head,
+        _ => words,
+    };
+    // weekdays, date and time, each optional but in this order, at least one of them
+    let parts: [(Test, Test); 3] =
+        [(|w| w.starts_with(|c: char| c.is_ascii_alphabetic()), weekdays), (|w| w.contains('-'), date), (|w| w.contains(':'), time)];
+    let mut rest = words;
+    for (looks, parse) in parts {
+        if let [w, tail @ ..] = rest
+            && looks(w)
+        {
+            if !parse(w) {
+                return false;
+            }
+            rest = tail;
+        }
+    }
+    rest.is_empty() && !words.is_empty()
+}
+
+/// Monday is 0.
+fn weekday(w: &str) -> Option<usize> {
+    let w = w.to_ascii_lowercase();
+    WEEKDAYS.iter().position(|d| *d == w || d[..3] == w)
+}
+
+/// Names, ranges (`Mon..Fri`, in week order from Monday) and lists of them.
+fn weekdays(s: &str) -> bool {
+    s.split(',').all(|item| match item.split_once("..") {
+        Some((a, b)) => matches!((weekday(a), weekday(b)), (Some(a), Some(b)) if a <= b),
+        None => weekday(item).is_some(),
+    })
+}
+
+fn date(s: &str) -> bool {
+    match s.split('-').collect::<Vec<_>>()[..] {
+        [y, m, d] => component(y, 1970, 2199, 4) && component(m, 1, 12, 2) && component(d, 1, 31, 2),
+        [m, d] => component(m, 1, 12, 2) && component(d, 1, 31, 2),
+        _ => false,
+    }
+}
+
+fn time(s: &str) -> bool {
+    match s.split(':').collect::<Vec<_>>()[..] {
+        [h, m] => component(h, 0, 23, 2) && component(m, 0, 59, 2),
+        [h, m, sec] => component(h, 0, 23, 2) && component(m, 0, 59, 2) && component(sec, 0, 59, 2),
+        _ => false,
+    }
+}
+
+/// `*`, or a comma list of `n`, `a..b`, `n/r`, `a..b/r` within `lo..=hi`, numbers of at most
+/// `digits` digits. As systemd has it, a repetition from a single value must stay in range
+/// once (`n + r <= hi`); from a range it may be any positive step.
+fn component(s: &str, lo: u32, hi: u32, digits: usize) -> bool {
+    let num = |t: &str| {
+        (!t.is_empty() && t.len() <= digits && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u32>().ok())
+            .flatten()
+            .filter(|n| (lo..=hi).contains(n))
+    };
+    let step = |r: &str| (!r.is_empty() && r.len() <= 4 && r.bytes().all(|b| b.is_ascii_digit())).then(|| r.parse::<u32>().ok()).flatten();
+    s == "*"
+        || s.split(',').all(|item| {
+            let (base, rep) = match item.split_once('/') {
+                Some((b, r)) => (b, Some(step(r))),
+                None => (item, None),
+            };
+            match (base.split_once(".."), rep) {
+                (Some((a, b)), rep) => {
+                    matches!((num(a), num(b)), (Some(a), Some(b)) if a <= b) && rep.is_none_or(|r| r.is_some_and(|r| r >= 1))
+                }
+                (None, None) => num(base).is_some(),
+                (None, Some(r)) => matches!((num(base), r), (Some(n), Some(r)) if r >= 1 && n + r <= hi),
+            }
+        })
 }
 
 /// A container image reference: `registry/repo:tag`, optionally `@sha256:…`.
@@ -356,6 +566,42 @@ mod tests {
         assert!(!ImageRef::parse("valkey/valkey:latest").unwrap().is_pinned());
         assert!(ImageRef::parse("localhost:5000/app").unwrap().tag.is_none());
         assert!(ImageRef::parse("Bad Image").is_err());
+    }
+
+    #[test]
+    fn nonsense_numbers_are_refused() {
+        assert!(Size::parse("16EiB").is_err());
+        assert!(Size::parse("17179869184GiB").is_err(), "saturating at u64::MAX is an error");
+        assert!(Size::parse("18446744073709551615").is_ok());
+        assert!(Size::parse("18446744073709551616").is_err());
+        assert!(Size::parse("GiB").is_err());
+        assert!(Size::parse_positive("0").is_err() && Size::parse_positive("0GiB").is_err());
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0, 1e9] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cpus(0.5).is_ok() && parse_cpus(2.0).is_ok());
+    }
+
+    #[test]
+    fn overlapping_networks() {
+        let c = |s| Cidr::parse(s).unwrap();
+        assert!(c("172.20.0.0/16").overlaps(&c("172.20.5.0/24")));
+        assert!(c("172.20.5.0/24").overlaps(&c("172.20.0.0/16")));
+        assert!(!c("172.20.0.0/24").overlaps(&c("172.20.1.0/24")));
+        assert!(!c("10.0.0.0/8").overlaps(&c("fd00::/8")));
+    }
+
+    #[test]
+    fn calendars_and_tokens() {
+        assert_eq!(Calendar::parse("Mon..Fri  *-*-*   03:00").unwrap().to_string(), "Mon..Fri *-*-* 03:00");
+        assert!(Calendar::parse("daily\r[Unit]").is_err());
+        assert!(Calendar::parse("daily\0").is_err());
+        assert!(Calendar::parse(&Calendar::default_backup()).is_ok() && Calendar::parse(&Calendar::default_check()).is_ok());
+        assert!(parse_provider_token("fr-par-1").is_ok() && parse_provider_token("DB-DEV-S").is_ok());
+        for bad in ["", "${x}", "%{x}", "a b", "fra1\0", "-x", "a\"b"] {
+            assert!(parse_provider_token(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(visible("a\rb\0"), "a\\rb\\u{0}");
     }
 
     #[test]

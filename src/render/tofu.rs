@@ -24,9 +24,57 @@ fn provider_entry(kind: ProviderKind) -> Option<&'static (ProviderKind, &'static
     PROVIDERS.iter().find(|p| p.0 == kind)
 }
 
-/// Terraform interpolates `${…}` and `%{…}` in every JSON string: escape them in literals.
+/// Terraform interpolates `${…}` and `%{…}` in every JSON string (and in the property names
+/// of object values): escape them in literals. Applied to the whole tree by [`finalise`].
 pub fn literal(s: &str) -> String {
     s.replace("${", "$${").replace("%{", "%%{")
+}
+
+/// A Terraform expression kiln builds itself (`${hcloud_network.private.id}`,
+/// `terraform_data.web_closure`): the only kind of string that reaches the root unescaped.
+/// Every other string in the tree — names, types, regions, user-data — is a literal, escaped
+/// when the tree is finalised, so no field can forget it.
+pub struct Expr(String);
+
+/// How an [`Expr`] sits in the tree until [`finalise`]: an object with this one property
+/// (a NUL cannot occur in a name kiln writes as a key).
+const EXPR_KEY: &str = "\u{0}kiln-expr";
+
+fn expr(s: String) -> Expr {
+    Expr(s)
+}
+
+impl serde::Serialize for Expr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(EXPR_KEY, &self.0)?;
+        m.end()
+    }
+}
+
+impl From<Expr> for Value {
+    fn from(e: Expr) -> Value {
+        json!(e)
+    }
+}
+
+/// The tree as Terraform reads it: every string and property name escaped as a literal,
+/// every [`Expr`] unwrapped as written.
+fn finalise(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(literal(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(finalise).collect()),
+        Value::Object(mut m) => {
+            if m.len() == 1
+                && let Some(Value::String(e)) = m.remove(EXPR_KEY)
+            {
+                return Value::String(e);
+            }
+            Value::Object(m.into_iter().map(|(k, v)| (literal(&k), finalise(v))).collect())
+        }
+        other => other,
+    }
 }
 
 fn cidr_list(sources: &[Cidr]) -> Vec<String> {
@@ -80,7 +128,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 }
                 providers.insert(
                     local.to_string(),
-                    json!({ "access_key": "${var.scaleway_access_key}", "secret_key": "${var.scaleway_secret_key}", "project_id": "${var.scaleway_project_id}" }),
+                    json!({ "access_key": expr("${var.scaleway_access_key}".into()), "secret_key": expr("${var.scaleway_secret_key}".into()), "project_id": expr("${var.scaleway_project_id}".into()) }),
                 );
             }
             ProviderKind::Cloudflare => {
@@ -88,18 +136,19 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     "cloudflare_api_token".into(),
                     json!({ "type": "string", "sensitive": true, "description": "Cloudflare API token (DNS edit)" }),
                 );
-                providers.insert(local.to_string(), json!({ "api_token": "${var.cloudflare_api_token}" }));
+                providers.insert(local.to_string(), json!({ "api_token": expr("${var.cloudflare_api_token}".into()) }));
             }
             _ => {
                 let var = format!("{local}_token");
                 variables.insert(var.clone(), json!({ "type": "string", "sensitive": true, "description": format!("{local} API token") }));
-                providers.insert(local.to_string(), json!({ "token": format!("${{var.{var}}}") }));
+                providers.insert(local.to_string(), json!({ "token": expr(format!("${{var.{var}}}")) }));
             }
         }
     }
     let mut resources = Map::new();
     let mut outputs = Map::new();
-    let mut public_ip: BTreeMap<&str, (String, Option<String>)> = BTreeMap::new();
+    // (IPv4, IPv6) of every public host: references to the server, or an existing host's address
+    let mut public_ip: BTreeMap<&str, (Option<Value>, Option<Value>)> = BTreeMap::new();
 
     // Networks, once per provider that has hosts on them.
     for (net, cidr) in &sys.networks {
@@ -115,7 +164,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 &mut resources,
                 "hcloud_network_subnet",
                 net,
-                json!({ "network_id": format!("${{hcloud_network.{}.id}}", rname(net)), "type": "cloud", "network_zone": "eu-central", "ip_range": cidr.to_string() }),
+                json!({ "network_id": expr(format!("${{hcloud_network.{}.id}}", rname(net))), "type": "cloud", "network_zone": "eu-central", "ip_range": cidr.to_string() }),
             );
         }
         if on(ProviderKind::DigitalOcean) {
@@ -151,22 +200,23 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         }
         // A server with a fixed private address cannot overlap with its replacement.
         let before_destroy = host.addresses.is_empty();
-        let lifecycle = json!({ "create_before_destroy": before_destroy, "replace_triggered_by": [format!("terraform_data.{trigger}")] });
+        let lifecycle =
+            json!({ "create_before_destroy": before_destroy, "replace_triggered_by": [expr(format!("terraform_data.{trigger}"))] });
         match host.provider_kind {
             ProviderKind::Hetzner => {
                 let networks: Vec<Value> = host
                     .addresses
                     .iter()
-                    .map(|(net, ip)| json!({ "network_id": format!("${{hcloud_network.{}.id}}", rname(net)), "ip": ip.to_string() }))
+                    .map(|(net, ip)| json!({ "network_id": expr(format!("${{hcloud_network.{}.id}}", rname(net))), "ip": ip.to_string() }))
                     .collect();
                 let mut server = json!({
                     "name": if before_destroy { format!("{}-{}", host.name, &h.closure[..8]) } else { host.name.clone() },
                     "server_type": host.server_type.clone().unwrap_or_else(|| "cx22".into()),
                     "image": host.image.provider_image.clone().unwrap_or_default(),
-                    "user_data": literal(h.user_data),
+                    "user_data": h.user_data,
                     "labels": { "kiln-system": sys.name, "kiln-host": host.name, "kiln-closure": short },
                     "public_net": [{ "ipv4_enabled": host.public, "ipv6_enabled": host.public }],
-                    "firewall_ids": [format!("${{hcloud_firewall.{name}.id}}")],
+                    "firewall_ids": [expr(format!("${{hcloud_firewall.{name}.id}}"))],
                     "lifecycle": lifecycle,
                 });
                 if let Some(g) = &host.group {
@@ -177,7 +227,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 }
                 if !networks.is_empty() {
                     server["network"] = json!(networks);
-                    let subnets: Vec<String> = host.addresses.keys().map(|n| format!("hcloud_network_subnet.{}", rname(n))).collect();
+                    let subnets: Vec<Expr> = host.addresses.keys().map(|n| expr(format!("hcloud_network_subnet.{}", rname(n)))).collect();
                     server["depends_on"] = json!(subnets);
                 }
                 add(&mut resources, "hcloud_server", &name, server);
@@ -193,25 +243,28 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                         &mut resources,
                         "hcloud_volume",
                         &format!("{name}_{disk}"),
-                        json!({ "name": format!("{}-{}-{disk}", sys.name, host.name), "size": size.0.div_ceil(1 << 30).max(10), "server_id": format!("${{hcloud_server.{name}.id}}"), "automount": true, "format": "ext4" }),
+                        json!({ "name": format!("{}-{}-{disk}", sys.name, host.name), "size": size.0.div_ceil(1 << 30).max(10), "server_id": expr(format!("${{hcloud_server.{name}.id}}")), "automount": true, "format": "ext4" }),
                     );
                 }
                 if host.public {
                     public_ip.insert(
                         &host.name,
-                        (format!("${{hcloud_server.{name}.ipv4_address}}"), Some(format!("${{hcloud_server.{name}.ipv6_address}}"))),
+                        (
+                            Some(expr(format!("${{hcloud_server.{name}.ipv4_address}}")).into()),
+                            Some(expr(format!("${{hcloud_server.{name}.ipv6_address}}")).into()),
+                        ),
                     );
                 }
-                outputs.insert(format!("{name}_ipv4"), json!({ "value": format!("${{hcloud_server.{name}.ipv4_address}}") }));
+                outputs.insert(format!("{name}_ipv4"), json!({ "value": expr(format!("${{hcloud_server.{name}.ipv4_address}}")) }));
             }
             ProviderKind::DigitalOcean => {
-                let vpc = host.addresses.keys().next().map(|n| format!("${{digitalocean_vpc.{}.id}}", rname(n)));
+                let vpc = host.addresses.keys().next().map(|n| expr(format!("${{digitalocean_vpc.{}.id}}", rname(n))));
                 let mut droplet = json!({
                     "name": host.name,
                     "size": host.server_type.clone().unwrap_or_else(|| "s-1vcpu-2gb".into()),
                     "image": host.image.provider_image.clone().unwrap_or_default(),
                     "region": host.location.clone().unwrap_or_else(|| "fra1".into()),
-                    "user_data": literal(h.user_data),
+                    "user_data": h.user_data,
                     "ipv6": host.public,
                     "tags": tags(&[("kiln-system-", &sys.name), ("kiln-closure-", short)], host.group.as_deref(), "kiln-group-"),
                     "lifecycle": lifecycle,
@@ -234,32 +287,32 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     &mut resources,
                     "digitalocean_firewall",
                     &name,
-                    json!({ "name": format!("{}-{}", sys.name, host.name), "droplet_ids": [format!("${{digitalocean_droplet.{name}.id}}")], "inbound_rule": inbound, "outbound_rule": outbound }),
+                    json!({ "name": format!("{}-{}", sys.name, host.name), "droplet_ids": [expr(format!("${{digitalocean_droplet.{name}.id}}"))], "inbound_rule": inbound, "outbound_rule": outbound }),
                 );
                 if host.public {
                     public_ip.insert(
                         &host.name,
                         (
-                            format!("${{digitalocean_droplet.{name}.ipv4_address}}"),
-                            Some(format!("${{digitalocean_droplet.{name}.ipv6_address}}")),
+                            Some(expr(format!("${{digitalocean_droplet.{name}.ipv4_address}}")).into()),
+                            Some(expr(format!("${{digitalocean_droplet.{name}.ipv6_address}}")).into()),
                         ),
                     );
                 }
-                outputs.insert(format!("{name}_ipv4"), json!({ "value": format!("${{digitalocean_droplet.{name}.ipv4_address}}") }));
+                outputs.insert(format!("{name}_ipv4"), json!({ "value": expr(format!("${{digitalocean_droplet.{name}.ipv4_address}}")) }));
             }
             ProviderKind::Scaleway => {
-                let sg = format!("${{scaleway_instance_security_group.{name}.id}}");
+                let sg = expr(format!("${{scaleway_instance_security_group.{name}.id}}"));
                 let mut server = json!({
                     "name": host.name,
                     "type": host.server_type.clone().unwrap_or_else(|| "DEV1-S".into()),
                     "image": host.image.provider_image.clone().unwrap_or_default(),
-                    "user_data": { "cloud-init": literal(h.user_data) },
+                    "user_data": { "cloud-init": h.user_data },
                     "tags": tags(&[("kiln-system=", &sys.name), ("kiln-closure=", short)], host.group.as_deref(), "kiln-group="),
                     "security_group_id": sg,
                     "lifecycle": lifecycle,
                 });
                 if let Some(n) = host.addresses.keys().next() {
-                    server["private_network"] = json!([{ "pn_id": format!("${{scaleway_vpc_private_network.{}.id}}", rname(n)) }]);
+                    server["private_network"] = json!([{ "pn_id": expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(n))) }]);
                 }
                 add(&mut resources, "scaleway_instance_server", &name, server);
                 let rules: Vec<Value> = host
@@ -278,15 +331,16 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     &name,
                     json!({ "name": format!("{}-{}", sys.name, host.name), "inbound_default_policy": "drop", "outbound_default_policy": "accept", "inbound_rule": rules }),
                 );
-                outputs.insert(format!("{name}_ipv4"), json!({ "value": format!("${{scaleway_instance_server.{name}.public_ips}}") }));
+                outputs
+                    .insert(format!("{name}_ipv4"), json!({ "value": expr(format!("${{scaleway_instance_server.{name}.public_ips}}")) }));
             }
             ProviderKind::Existing | ProviderKind::Cloudflare => {
                 if let Some(a) = host.address {
                     let (v4, v6) = match a {
                         IpAddr::V4(_) => (a.to_string(), None),
-                        IpAddr::V6(_) => (String::new(), Some(a.to_string())),
+                        IpAddr::V6(_) => (String::new(), Some(json!(a.to_string()))),
                     };
-                    public_ip.insert(&host.name, (v4.clone(), v6));
+                    public_ip.insert(&host.name, ((!v4.is_empty()).then(|| json!(v4)), v6));
                     outputs.insert(format!("{name}_ipv4"), json!({ "value": v4 }));
                 }
             }
@@ -334,7 +388,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
             "is_ha_cluster": false,
             "disable_backup": false,
             "user_name": d.user,
-            "password": format!("${{var.{var}}}"),
+            "password": expr(format!("${{var.{var}}}")),
             "tags": [format!("kiln-system={}", sys.name)],
         });
         if let Some(r) = &d.region {
@@ -343,7 +397,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         add(&mut resources, "scaleway_rdb_instance", &d.name, body);
         outputs.insert(
             format!("{}_database_id", rname(&d.name)),
-            json!({ "value": format!("${{scaleway_rdb_instance.{}.id}}", rname(&d.name)) }),
+            json!({ "value": expr(format!("${{scaleway_rdb_instance.{}.id}}", rname(&d.name))) }),
         );
     }
     if !tunnels.is_empty() && kinds.contains(&ProviderKind::Cloudflare) {
@@ -354,7 +408,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 &mut resources,
                 "cloudflare_zero_trust_tunnel_cloudflared",
                 t,
-                json!({ "account_id": "${var.cloudflare_account_id}", "name": format!("{}-{t}", sys.name), "config_src": "cloudflare" }),
+                json!({ "account_id": expr("${var.cloudflare_account_id}".into()), "name": format!("{}-{t}", sys.name), "config_src": "cloudflare" }),
             );
         }
     }
@@ -373,7 +427,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     if !outputs.is_empty() {
         root.insert("output".into(), Value::Object(outputs));
     }
-    let mut s = serde_json::to_string_pretty(&Value::Object(root)).expect("serialises");
+    let mut s = serde_json::to_string_pretty(&finalise(Value::Object(root))).expect("serialises");
     s.push('\n');
     Some(s)
 }
@@ -394,7 +448,7 @@ fn dns_records(
     sys: &System,
     resources: &mut Map<String, Value>,
     variables: &mut Map<String, Value>,
-    public_ip: &BTreeMap<&str, (String, Option<String>)>,
+    public_ip: &BTreeMap<&str, (Option<Value>, Option<Value>)>,
 ) {
     for z in &sys.dns {
         let zname = rname(&z.zone);
@@ -413,27 +467,27 @@ fn dns_records(
         for r in routes {
             let Some((v4, v6)) = public_ip.get(r.edge_host.as_str()) else { continue };
             let label = r.hostname.strip_suffix(&format!(".{}", z.zone)).unwrap_or("@");
-            for (ty, value) in [("A", Some(v4.clone())), ("AAAA", v6.clone())] {
-                let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
+            for (ty, value) in [("A", v4.clone()), ("AAAA", v6.clone())] {
+                let Some(value) = value else { continue };
                 let rn = format!("{}_{}", rname(&r.hostname.replace('*', "wildcard")), ty.to_lowercase());
                 match z.provider_kind {
                     ProviderKind::Cloudflare => add(
                         resources,
                         "cloudflare_dns_record",
                         &rn,
-                        json!({ "zone_id": format!("${{var.cloudflare_zone_id_{zname}}}"), "name": r.hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
+                        json!({ "zone_id": expr(format!("${{var.cloudflare_zone_id_{zname}}}")), "name": r.hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
                     ),
                     ProviderKind::Hetzner => add(
                         resources,
                         "hcloud_zone_rrset",
                         &rn,
-                        json!({ "zone": format!("${{hcloud_zone.{zname}.name}}"), "name": label, "type": ty, "ttl": 300, "records": [{ "value": value }] }),
+                        json!({ "zone": expr(format!("${{hcloud_zone.{zname}.name}}")), "name": label, "type": ty, "ttl": 300, "records": [{ "value": value }] }),
                     ),
                     ProviderKind::DigitalOcean => add(
                         resources,
                         "digitalocean_record",
                         &rn,
-                        json!({ "domain": format!("${{digitalocean_domain.{zname}.id}}"), "name": label, "type": ty, "value": value, "ttl": 300 }),
+                        json!({ "domain": expr(format!("${{digitalocean_domain.{zname}.id}}")), "name": label, "type": ty, "value": value, "ttl": 300 }),
                     ),
                     _ => {}
                 }
@@ -445,4 +499,28 @@ fn dns_records(
 /// Server tags: fixed `prefix+value` pairs, then the rollout group when there is one.
 fn tags(fixed: &[(&str, &str)], group: Option<&str>, group_prefix: &str) -> Vec<String> {
     fixed.iter().map(|(p, v)| format!("{p}{v}")).chain(group.map(|g| format!("{group_prefix}{g}"))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finalise_escapes_every_literal_and_keeps_expressions() {
+        let tree = json!({
+            "a": "${file(\"/etc/hostname\")}",
+            "b": ["%{ if true }x%{ endif }", { "${k}": "v" }],
+            "c": expr("${var.token}".into()),
+            "d": [expr("terraform_data.x".into())],
+            "e": { EXPR_KEY: "${not}", "other": 1 },
+        });
+        let out = finalise(tree);
+        assert_eq!(out["a"], "$${file(\"/etc/hostname\")}");
+        assert_eq!(out["b"][0], "%%{ if true }x%%{ endif }");
+        assert_eq!(out["b"][1]["$${k}"], "v");
+        assert_eq!(out["c"], "${var.token}");
+        assert_eq!(out["d"][0], "terraform_data.x");
+        // only a lone marker is an expression
+        assert_eq!(out["e"][literal(EXPR_KEY)], "$${not}");
+    }
 }

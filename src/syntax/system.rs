@@ -3,7 +3,7 @@
 use crate::diag::Span;
 use crate::syntax::decode::{Sink, Sp, TableReader, as_str, typed};
 use crate::syntax::tree::Node;
-use crate::types::{self, Cidr};
+use crate::types::{self, Calendar, Cidr};
 
 /// Everything one system file declares; several files (imports) are merged by `load`.
 #[derive(Default, Debug)]
@@ -48,8 +48,8 @@ pub struct BackupDecl {
     /// A secret holding `KEY=value` lines for the repository (S3 keys, SFTP options).
     pub environment: Option<Sp<String>>,
     /// systemd calendar expressions.
-    pub schedule: Option<Sp<String>>,
-    pub check: Option<Sp<String>>,
+    pub schedule: Option<Sp<Calendar>>,
+    pub check: Option<Sp<Calendar>>,
     /// keep-daily, keep-weekly, keep-monthly, keep-yearly
     pub keep: Vec<(Sp<String>, Sp<i64>)>,
 }
@@ -366,8 +366,8 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                     .entries()
                     .iter()
                     .filter_map(|e| {
-                        let size = typed(as_str(&e.value, sink), sink, crate::types::Size::parse)?;
-                        Some((Sp::new(e.key.clone(), e.key_span), size))
+                        let size = typed(as_str(&e.value, sink), sink, crate::types::Size::parse_positive)?;
+                        Some((ident(Sp::new(e.key.clone(), e.key_span), sink)?, size))
                     })
                     .collect();
                 v
@@ -390,6 +390,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                         Some(d)
                     })
                     .collect();
+                overlapping_bridges(&v, sink);
                 v
             })
             .unwrap_or_default();
@@ -402,8 +403,8 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             address,
             span: t.span,
             provider: t.req_str("provider", "\"hetzner\""),
-            server_type: t.str("type"),
-            location: t.str("location"),
+            server_type: typed(t.str("type"), sink, types::parse_provider_token),
+            location: typed(t.str("location"), sink, types::parse_provider_token),
             image: t.req_str("image", "\"ubuntu-24.04\""),
             zone: t.str("zone"),
             public: t.bool("public"),
@@ -434,8 +435,14 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                     .collect()
             })
             .unwrap_or_default();
-        let memory = typed(t.str("memory"), sink, crate::types::Size::parse);
-        let cpus = t.float("cpus");
+        let memory = typed(t.str("memory"), sink, crate::types::Size::parse_positive);
+        let cpus = t.float("cpus").and_then(|c| match types::parse_cpus(c.value) {
+            Ok(_) => Some(c),
+            Err(e) => {
+                sink.type_error(c.span, e);
+                None
+            }
+        });
         let d = ServiceDecl {
             bridges: t.str_list("bridges"),
             phase: t.int("phase"),
@@ -490,7 +497,11 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         Some(d)
     });
     out.buckets = r.named("buckets", |name, mut t| {
-        let d = BucketDecl { name: ident(name, sink)?, provider: t.req_str("provider", "\"digitalocean\""), region: t.str("region") };
+        let d = BucketDecl {
+            name: ident(name, sink)?,
+            provider: t.req_str("provider", "\"digitalocean\""),
+            region: typed(t.str("region"), sink, types::parse_provider_token),
+        };
         t.finish();
         Some(d)
     });
@@ -498,10 +509,10 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         let d = DatabaseDecl {
             name: ident(name, sink)?,
             provider: t.req_str("provider", "\"scaleway\""),
-            engine: t.str("engine"),
-            node_type: t.str("node_type"),
-            user: t.str("user"),
-            region: t.str("region"),
+            engine: typed(t.str("engine"), sink, types::parse_provider_token),
+            node_type: typed(t.str("node_type"), sink, types::parse_provider_token),
+            user: typed(t.str("user"), sink, types::parse_user_name),
+            region: typed(t.str("region"), sink, types::parse_provider_token),
         };
         t.finish();
         Some(d)
@@ -542,8 +553,8 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             repository: t.req_str("repository", "\"sftp:u1@u1.your-storagebox.de:/restic/{host}\""),
             password: t.req_str("password", "\"restic_password\""),
             environment: t.str("environment"),
-            schedule: t.str("schedule"),
-            check: t.str("check"),
+            schedule: typed(t.str("schedule"), sink, Calendar::parse),
+            check: typed(t.str("check"), sink, Calendar::parse),
             keep,
         };
         t.finish();
@@ -551,6 +562,23 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
     });
     r.finish();
     out
+}
+
+/// Two bridges of one host whose subnets overlap: Docker would refuse the second network,
+/// or route its traffic to the first.
+fn overlapping_bridges(bridges: &[BridgeDecl], sink: &Sink) {
+    let subnets: Vec<(&str, &Sp<Cidr>)> = bridges.iter().filter_map(|b| Some((b.name.value.as_str(), b.subnet.as_ref()?))).collect();
+    for (i, (name, subnet)) in subnets.iter().enumerate() {
+        if let Some((other, o)) = subnets[..i].iter().find(|(_, o)| o.value.overlaps(&subnet.value)) {
+            sink.type_error(
+                subnet.span,
+                types::TypeError {
+                    message: format!("bridge `{name}`'s subnet `{}` overlaps bridge `{other}`'s `{}`", subnet.value, o.value),
+                    help: Some("give every bridge of a host its own subnet, like `172.20.1.0/24` and `172.20.2.0/24`".into()),
+                },
+            );
+        }
+    }
 }
 
 fn ident(name: Sp<String>, sink: &Sink) -> Option<Sp<String>> {
