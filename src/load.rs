@@ -60,6 +60,12 @@ pub struct ImageDef {
 #[derive(Debug)]
 pub struct IoError(pub String);
 
+/// An IO failure message, with control characters in the paths it names shown visibly (it
+/// goes to the terminal as it is).
+fn io_err(message: String) -> IoError {
+    IoError(crate::diag::visible(&message).into_owned())
+}
+
 /// The most bytes kiln reads from any one input file (system file, module file, secret file).
 pub const MAX_INPUT_BYTES: u64 = 4 << 20;
 
@@ -141,16 +147,16 @@ pub fn read_contained(within: &Path, path: &Path) -> Result<(PathBuf, Vec<u8>), 
 /// A directory with every link resolved, for [`read_contained`].
 pub fn canonical_dir(dir: &Path) -> Result<PathBuf, IoError> {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    std::fs::canonicalize(dir).map_err(|e| IoError(format!("cannot read `{}`: {e}", dir.display())))
+    std::fs::canonicalize(dir).map_err(|e| io_err(format!("cannot read `{}`: {e}", dir.display())))
 }
 
 /// Where a system lives: a directory holding `system.toml`, or a `.toml` file.
 pub fn system_root(path: &Path) -> Result<(PathBuf, PathBuf), IoError> {
-    let meta = std::fs::metadata(path).map_err(|e| IoError(format!("cannot read `{}`: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| io_err(format!("cannot read `{}`: {e}", path.display())))?;
     if meta.is_dir() {
         let f = path.join("system.toml");
         if !f.is_file() {
-            return Err(IoError(format!("`{}` has no `system.toml`", path.display())));
+            return Err(io_err(format!("`{}` has no `system.toml`", path.display())));
         }
         Ok((path.to_path_buf(), f))
     } else {
@@ -205,12 +211,12 @@ struct Pending {
 /// then nothing is decoded: what the other files would report could be its consequence.
 fn load_system_files(inputs: &mut Inputs, root: &Path, main: &Path) -> Result<(), IoError> {
     let (real, bytes) = read_contained(root, main).map_err(|e| match e {
-        ReadError::Outside => IoError(format!(
+        ReadError::Outside => io_err(format!(
             "`{}` resolves to a file outside its directory `{}`; name the system's real directory",
             main.display(),
             root.display()
         )),
-        e => IoError(format!("cannot read `{}`: {e}", main.display())),
+        e => io_err(format!("cannot read `{}`: {e}", main.display())),
     })?;
     let mut queue = vec![Pending { shown: main.to_path_buf(), real: real.clone(), bytes }];
     let mut seen: Vec<PathBuf> = vec![real];
@@ -399,14 +405,14 @@ fn load_builtin_modules(inputs: &mut Inputs) {
 /// A user module directory: either one module (holding `module.toml`) or a directory of modules.
 fn load_module_dir(inputs: &mut Inputs, dir: &Path) -> Result<(), IoError> {
     if !dir.is_dir() {
-        return Err(IoError(format!("module directory `{}` does not exist", dir.display())));
+        return Err(io_err(format!("module directory `{}` does not exist", dir.display())));
     }
     let mut module_dirs = Vec::new();
     if dir.join("module.toml").is_file() {
         module_dirs.push(dir.to_path_buf());
     } else {
         let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| IoError(format!("cannot read `{}`: {e}", dir.display())))?
+            .map_err(|e| io_err(format!("cannot read `{}`: {e}", dir.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.join("module.toml").is_file())
             .collect();
@@ -418,13 +424,13 @@ fn load_module_dir(inputs: &mut Inputs, dir: &Path) -> Result<(), IoError> {
         let real = canonical_dir(&mdir)?;
         let mut files = Vec::new();
         for entry in walkdir::WalkDir::new(&mdir).sort_by_file_name().follow_links(false) {
-            let entry = entry.map_err(|e| IoError(format!("cannot read `{}`: {e}", mdir.display())))?;
+            let entry = entry.map_err(|e| io_err(format!("cannot read `{}`: {e}", mdir.display())))?;
             if !entry.file_type().is_file() {
                 continue;
             }
             let rel = entry.path().strip_prefix(&mdir).unwrap().to_string_lossy().replace('\\', "/");
             let (_, bytes) =
-                read_contained(&real, entry.path()).map_err(|e| IoError(format!("cannot read `{}`: {e}", entry.path().display())))?;
+                read_contained(&real, entry.path()).map_err(|e| io_err(format!("cannot read `{}`: {e}", entry.path().display())))?;
             files.push((rel, entry.path().to_path_buf(), bytes));
         }
         add_module(inputs, &name, files, Origin::Dir(mdir.clone()));

@@ -68,8 +68,13 @@ fn inspect_one(root: &Path, file: &str, identities: Option<&Identities>) -> File
     }
 }
 
-/// The values of `names` (secrets of `sys`), decrypted for delivery to a host.
+/// The values of `names` (secrets of `sys`), decrypted for delivery to a host. An error names
+/// files and keys only, with control characters shown visibly.
 pub fn values(root: &Path, sys: &System, names: &BTreeSet<String>, identities: &Identities) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    values_of(root, sys, names, identities).map_err(|e| crate::diag::visible(&e).into_owned())
+}
+
+fn values_of(root: &Path, sys: &System, names: &BTreeSet<String>, identities: &Identities) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut by_file: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for n in names {
         let s = sys.secrets.get(n).ok_or_else(|| format!("secret `{n}` is not declared"))?;

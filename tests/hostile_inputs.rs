@@ -170,9 +170,11 @@ fn module_files_are_bounded_and_special_files_skipped() {
     std::os::unix::fs::symlink("../../outside/key", m.join("key.j2")).unwrap();
     let out = run_fast(common::kiln().arg("--modules").arg(&modules).args(["modules", "show", "tiny"]));
     assert!(out.status.success(), "{}", common::text(&out.stderr));
-    std::fs::write(m.join("big.j2"), vec![b'x'; kiln::load::MAX_INPUT_BYTES as usize + 1]).unwrap();
+    // Oversized, and named with an escape sequence: refused, the name shown visibly.
+    std::fs::write(m.join("\u{1b}[2Jbig.j2"), vec![b'x'; kiln::load::MAX_INPUT_BYTES as usize + 1]).unwrap();
     let out = run_fast(common::kiln().arg("--modules").arg(&modules).args(["modules", "list"]));
     let err = common::text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("big.j2") && err.contains("larger than 4 MiB"), "{err}");
+    assert!(err.contains("\u{241b}[2Jbig.j2") && err.contains("larger than 4 MiB"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
 }
