@@ -69,6 +69,14 @@ const SHORT: &[&str] = &[
     "x\u{2028}y",
 ];
 
+/// Options whose value is, by design, code in the language it lands in (module, option, why).
+const CODE: &[(&str, &str, &str)] = &[("app", "health_command", "a shell command run by CMD-SHELL, as documented")];
+
+/// Options whose values have a shape: the hostile value goes where `{}` is, values holding the
+/// shape's own separators are left out, and the module trims each part (so the value reads
+/// back trimmed).
+const SHAPE: &[(&str, &str, &str, &str)] = &[("homepage", "links", "Group|{}|https://example.com/", "|")];
+
 /// Options that open a template branch the defaults leave closed (module, option, TOML value).
 const EXTRA: &[(&str, &str, &str)] = &[("pgbackrest", "repo_type", "\"s3\"")];
 
@@ -76,7 +84,15 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn option_value(ty: OptType, s: &str) -> String {
+fn option_value(module: &str, opt: &str, ty: OptType, s: &str) -> String {
+    let shaped;
+    let s = match SHAPE.iter().find(|(m, o, _, _)| *m == module && *o == opt) {
+        Some((_, _, shape, _)) => {
+            shaped = shape.replace("{}", s);
+            shaped.as_str()
+        }
+        None => s,
+    };
     match ty {
         OptType::List => format!("[{}]", toml_str(s)),
         _ => toml_str(s),
@@ -110,10 +126,17 @@ fn build(lib_dirs: &[std::path::PathBuf], dir: &std::path::Path, system: &str) -
 // --- consumers ------------------------------------------------------------------------------
 
 /// sh words as the shell sees them: characters the shell acts on (outside quotes, or `$` and
-/// `` ` `` inside double quotes) are marked `⟦c⟧`, literal characters are themselves.
+/// `` ` `` inside double quotes) are marked `⟦c⟧`, literal characters are themselves. A `$(…)`
+/// inside double quotes is parsed afresh, as the shell does.
 fn sh_tokens(script: &str) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Mode {
+        Double,
+        Subst,
+    }
     let mut out = Vec::new();
     let mut word = String::new();
+    let mut stack: Vec<Mode> = Vec::new();
     let mut chars = script.chars().peekable();
     let active = |w: &mut String, c: char| {
         w.push('⟦');
@@ -121,6 +144,22 @@ fn sh_tokens(script: &str) -> Vec<String> {
         w.push('⟧');
     };
     while let Some(c) = chars.next() {
+        if stack.last() == Some(&Mode::Double) {
+            match c {
+                '"' => {
+                    stack.pop();
+                }
+                '\\' if chars.peek().is_some_and(|n| "$`\"\\\n".contains(*n)) => word.push(chars.next().unwrap()),
+                '$' if chars.peek() == Some(&'(') => {
+                    active(&mut word, '$');
+                    active(&mut word, chars.next().unwrap());
+                    stack.push(Mode::Subst);
+                }
+                '$' | '`' => active(&mut word, c),
+                c => word.push(c),
+            }
+            continue;
+        }
         match c {
             ' ' | '\t' => {
                 if !word.is_empty() {
@@ -142,7 +181,6 @@ fn sh_tokens(script: &str) -> Vec<String> {
                 }
             }
             '\'' => {
-                word.push('‹');
                 for c in chars.by_ref() {
                     if c == '\'' {
                         break;
@@ -150,21 +188,20 @@ fn sh_tokens(script: &str) -> Vec<String> {
                     word.push(c);
                 }
             }
-            '"' => {
-                word.push('‹');
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' if chars.peek().is_some_and(|n| "$`\"\\\n".contains(*n)) => word.push(chars.next().unwrap()),
-                        '$' | '`' => active(&mut word, c),
-                        c => word.push(c),
-                    }
-                }
-            }
+            '"' => stack.push(Mode::Double),
             '\\' => match chars.next() {
                 Some('\n') | None => {}
                 Some(n) => word.push(n),
             },
+            '$' if chars.peek() == Some(&'(') => {
+                active(&mut word, '$');
+                active(&mut word, chars.next().unwrap());
+                stack.push(Mode::Subst);
+            }
+            ')' if stack.last() == Some(&Mode::Subst) => {
+                active(&mut word, ')');
+                stack.pop();
+            }
             c if "$`;&|<>()*?[]{}~".contains(c) => active(&mut word, c),
             c => word.push(c),
         }
@@ -172,8 +209,7 @@ fn sh_tokens(script: &str) -> Vec<String> {
     if !word.is_empty() {
         out.push(word);
     }
-    // Quote boundaries (‹) only matter next to what they protect: drop them.
-    out.into_iter().map(|w| w.replace('‹', "")).collect()
+    out
 }
 
 fn dash_syntax(script: &str) -> Result<(), String> {
@@ -251,7 +287,9 @@ fn decode_compose_value(v: &J, key: Option<&str>) -> J {
                     (J::String(s), true) => decode_sh(s),
                     _ => d.clone(),
                 });
-                shell_next = matches!(d.as_str(), Some("-c" | "CMD-SHELL"));
+                let prev = out.len().checked_sub(2).and_then(|i| out[i].as_str()).unwrap_or("");
+                let shell = ["sh", "bash", "dash", "ash"].contains(&prev.rsplit('/').next().unwrap_or(""));
+                shell_next = d.as_str() == Some("CMD-SHELL") || (d.as_str() == Some("-c") && shell);
             }
             J::from(out)
         }
@@ -277,6 +315,8 @@ fn decode(path: &str, text: &str) -> J {
             .unwrap_or_else(|e| J::from(format!("TOML error: {e}"))),
         _ if sh_like || ext == "sh" => decode_sh(text),
         "service" | "timer" => decode_ini(text, true),
+        // oauth2-proxy's `.cfg` is TOML; pretix's is INI.
+        "cfg" if toml::from_str::<toml::Value>(text).is_ok() => serde_json::to_value(toml::from_str::<toml::Value>(text).unwrap()).unwrap(),
         "conf" | "cfg" | "ini" => decode_ini(text, false),
         _ => J::from(text.split('\n').map(str::to_string).collect::<Vec<_>>()),
     }
@@ -299,9 +339,10 @@ fn percent_encode(s: &str) -> String {
 
 /// Why the hostile build's `path` does not read back as the harmless one with `value` in
 /// place of the probe, if it does not.
-fn judge(path: &str, benign: &str, hostile: &str, value: &str) -> Option<String> {
+fn judge(path: &str, benign: &str, hostile: &str, value: &str, trimmed: bool) -> Option<String> {
     let got = decode(path, hostile);
     let base = decode(path, benign);
+    let value = if trimmed { value.trim() } else { value };
     let forms = [value.to_string(), percent_encode(value)];
     if forms.iter().any(|f| replace_all(&base, PROBE, f) == got) {
         return None;
@@ -317,6 +358,7 @@ fn string_options(lib: &Inputs, module: &str) -> Vec<(String, OptType)> {
         .options
         .iter()
         .filter(|o| matches!(o.ty.value, OptType::String | OptType::List) && o.values.is_empty())
+        .filter(|o| !CODE.iter().any(|(m, n, _)| *m == module && *n == o.name.value))
         .map(|o| (o.name.value.clone(), o.ty.value))
         .collect()
 }
@@ -336,7 +378,7 @@ fn audit_module(
             EXTRA.iter().filter(|(m, _, _)| *m == module).map(|(_, o, v)| (*o, v.to_string())).collect();
         overrides.push((opt.as_str(), String::new()));
         let mut sys = |v: &str| {
-            overrides.last_mut().unwrap().1 = option_value(ty, v);
+            overrides.last_mut().unwrap().1 = option_value(module, &opt, ty, v);
             module_system::system_with(lib, module, &overrides, true).unwrap()
         };
         let benign = match build(dirs, &dir, &sys(PROBE)) {
@@ -346,7 +388,8 @@ fn audit_module(
                 continue;
             }
         };
-        for v in values {
+        let separators = SHAPE.iter().find(|(m, o, _, _)| *m == module && *o == opt).map_or("", |s| s.3);
+        for v in values.iter().filter(|v| !v.contains(|c| separators.contains(c))) {
             match build(dirs, &dir, &sys(v)) {
                 Built::Refused(d) => {
                     refused += 1;
@@ -361,7 +404,7 @@ fn audit_module(
                         if base == text {
                             continue;
                         }
-                        if let Some(why) = judge(path, base, text, v) {
+                        if let Some(why) = judge(path, base, text, v, !separators.is_empty()) {
                             failures.push(format!("{module}.{opt} = {v:?}: {why}"));
                         }
                     }
@@ -406,6 +449,7 @@ fn the_sh_model_sees_what_dash_sees() {
     assert_eq!(sh_tokens("a=x$(y)"), vec!["a=x⟦$⟧⟦(⟧y⟦)⟧"]);
     assert_eq!(sh_tokens("\"a`b\""), vec!["a⟦`⟧b"]);
     assert_eq!(sh_tokens("'it'\\''s'"), vec!["it's"]);
+    assert_eq!(sh_tokens("\"$(f 'a b')\""), vec!["⟦$⟧⟦(⟧f", "a b⟦)⟧"]);
     // And a value the quoting filter wrote reads back through dash as itself.
     for v in HOSTILE.iter().chain(SHORT).filter(|v| !v.contains('\0')) {
         let q = kiln::render::quote::sh(v);

@@ -28,8 +28,7 @@ fn add_service(
     out: &mut String,
     secrets: &mut Vec<String>,
     depth: usize,
-    overrides: &[(&str, String)],
-    optional: bool,
+    (overrides, optional): (&[(&str, String)], bool),
 ) -> Result<(), String> {
     let m = &lib.modules.get(module).ok_or_else(|| format!("no module `{module}`"))?.decl;
     assert!(depth < 4, "requirement chain too deep at {module}");
@@ -37,7 +36,7 @@ fn add_service(
     for r in m.requires.iter().filter(|r| optional || !r.optional) {
         let provider = &r.modules[0].value;
         let dep_name = format!("{name}-{}", r.slot.value);
-        add_service(lib, provider, &dep_name, out, secrets, depth + 1, &[], false)?;
+        add_service(lib, provider, &dep_name, out, secrets, depth + 1, (&[], false))?;
         connects.push(match &r.endpoint {
             Some(ep) => format!("\"{dep_name}.{}\"", ep.value),
             None => format!("\"{dep_name}\""),
@@ -86,7 +85,7 @@ pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], opt
         "[system]\nname = \"t\"\ndomains = [\"example.com\"]\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/24\"\n\n[admins.ops]\nkeys = [\"{KEY}\"]\nsources = [\"198.51.100.0/24\"]\n\n[hosts.h1]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = {{ private = \"10.0.0.2\" }}\n"
     );
     let mut secrets = Vec::new();
-    add_service(lib, module, "svc", &mut out, &mut secrets, 0, overrides, optional)?;
+    add_service(lib, module, "svc", &mut out, &mut secrets, 0, (overrides, optional))?;
     let http = m.endpoints.iter().find(|e| e.http);
     if let Some(ep) = http {
         if m.edge.is_none() {
