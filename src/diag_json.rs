@@ -53,3 +53,31 @@ fn location(sources: &Sources, span: Span) -> Value {
         "end_column": end_column,
     })
 }
+
+/// The report as text. serde_json leaves DEL, C1 controls (8-bit CSI) and bidi overrides raw;
+/// they are written as `\uXXXX` escapes here (valid anywhere in a JSON string, and JSON's
+/// structure is ASCII), so the output is safe to show on a terminal and decodes to the same
+/// values.
+pub fn to_string(value: &Value) -> String {
+    let text = serde_json::to_string_pretty(value).expect("serialises");
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\u{7f}'..='\u{9f}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_controls_are_escaped_and_decode_to_the_same_value() {
+        let v = serde_json::json!({ "message": "a\u{9b}31mred\u{7f}\u{202e}x\u{1b}[0m" });
+        let text = super::to_string(&v);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n' || ('\u{202a}'..='\u{202e}').contains(&c)), "{text:?}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
+    }
+}

@@ -144,8 +144,9 @@ enum Command {
     /// Upload a build's closure to an artifact store, by content hash (manifest last).
     Push {
         /// file://DIR, http(s)://HOST/PATH (basic auth: KILN_STORE_USER/KILN_STORE_PASSWORD,
-        /// bearer: KILN_STORE_TOKEN), or s3://BUCKET/PREFIX (AWS_ACCESS_KEY_ID,
-        /// AWS_SECRET_ACCESS_KEY, AWS_REGION).
+        /// bearer: KILN_STORE_TOKEN), or s3://BUCKET/PREFIX (credentials as the AWS tools find
+        /// them: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile in ~/.aws (AWS_PROFILE), a
+        /// web identity, a container or instance role; region from AWS_REGION or the profile).
         url: String,
         /// The build to push.
         #[arg(long, value_name = "RESULT", default_value = "result")]
@@ -153,7 +154,8 @@ enum Command {
         /// Parallel uploads.
         #[arg(long, default_value_t = 8)]
         jobs: usize,
-        /// The S3 endpoint (path-style requests).
+        /// An S3-compatible endpoint (MinIO, R2, …; path-style requests). Default:
+        /// AWS_ENDPOINT_URL_S3 or the profile's endpoint_url, else AWS itself.
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
         /// Print `{"hash", "manifest", "uploaded", "skipped", "bytes"}` and nothing else on
@@ -211,7 +213,8 @@ enum Command {
         /// Store directory (default: $KILN_STORE, else .kiln/store).
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
-        /// The S3 endpoint (path-style requests).
+        /// An S3-compatible endpoint (MinIO, R2, …; path-style requests). Default:
+        /// AWS_ENDPOINT_URL_S3 or the profile's endpoint_url, else AWS itself.
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
         /// Parallel downloads.
@@ -562,7 +565,7 @@ fn check_json(path: &Path, opts: &Options) -> ExitCode {
         Ok(Outcome::Failed(fail)) => (kiln::diag_json::report(&fail.sources, &fail.diagnostics), 1),
         Ok(Outcome::Ok(c)) => (kiln::diag_json::report(&c.sources, &c.warnings), 0),
     };
-    println!("{}", serde_json::to_string_pretty(&value).expect("serialises"));
+    println!("{}", kiln::diag_json::to_string(&value));
     ExitCode::from(code)
 }
 
