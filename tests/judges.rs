@@ -111,12 +111,12 @@ fn the_http_ban_filter_matches_auth_failures_only() {
             assert!(script.contains("chain = DOCKER-USER"), "{name}: bans apply to Docker's forwarded traffic");
         }
         for (status, matched) in [(401, 1), (403, 1), (200, 0), (404, 0)] {
-            let out = std::process::Command::new("fail2ban-regex")
+            let out = std::process::Command::new(repo().join(".test-tools/bin/fail2ban-regex"))
                 .arg("-v")
                 .arg(line(status))
                 .arg(&filter)
                 .output()
-                .expect("fail2ban-regex (apt-get install fail2ban)");
+                .expect("fail2ban-regex (scripts/install-test-deps unpacks it into .test-tools)");
             let report = text(&out.stdout);
             assert!(report.contains(&format!("1 lines, 0 ignored, {matched} matched")), "{name} status {status}:\n{report}");
             if matched == 1 {
