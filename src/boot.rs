@@ -194,6 +194,9 @@ fn stop(child: &mut Child, sock: &Path) {
 /// journal is replayed first, in case the machine did not stop cleanly).
 pub fn read_from_disk(work: &Path, overlay: &Path, paths: &[&str]) -> Result<Vec<String>, String> {
     let raw = work.join("disk.raw");
+    // The machine's disk holds its secrets: private like the overlay it comes from.
+    let _ = std::fs::remove_file(&raw);
+    write_private(&raw, b"")?;
     run(Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(overlay).arg(&raw))?;
     let _ = Command::new("e2fsck").args(["-E", "journal_only", "-y"]).arg(&raw).stdout(Stdio::null()).stderr(Stdio::null()).status();
     let out =

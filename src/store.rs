@@ -68,7 +68,8 @@ impl Store {
     pub fn add_all(&self, entries: &[Entry<'_>]) -> std::io::Result<Vec<PathBuf>> {
         let _lock = self.lock_for_staging()?;
         let mut paths = Vec::new();
-        let mut staged: Vec<((tempfile::TempDir, BTreeSet<PathBuf>), PathBuf, Option<String>)> = Vec::new();
+        // (staged contents, where they go, what was wrong with the entry there if anything)
+        let mut staged: Vec<(Staged, PathBuf, Option<String>)> = Vec::new();
         for e in entries {
             let final_path = self.root.join(Store::entry_name(&e.hash, &e.name));
             if !staged.iter().any(|(_, p, _)| *p == final_path) {
@@ -141,7 +142,7 @@ impl Store {
     }
 
     /// Writes one entry's nodes into a fresh temporary directory inside the store.
-    fn stage(&self, nodes: &[Node<'_>]) -> std::io::Result<(tempfile::TempDir, BTreeSet<PathBuf>)> {
+    fn stage(&self, nodes: &[Node<'_>]) -> std::io::Result<Staged> {
         let tmp = tempfile::Builder::new().prefix(STAGING_PREFIX).tempdir_in(&self.root)?;
         let mut made: BTreeSet<PathBuf> = BTreeSet::new();
         for n in nodes {
@@ -160,6 +161,9 @@ impl Store {
         Ok((tmp, made))
     }
 }
+
+/// A staging directory and the directories made inside it.
+type Staged = (tempfile::TempDir, BTreeSet<PathBuf>);
 
 /// Names of staging directories inside the store.
 const STAGING_PREFIX: &str = ".tmp-";
