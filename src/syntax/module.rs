@@ -506,7 +506,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         d
     });
     let resources = r.table("resources", |mut t| {
-        let d = ResourcesDecl { memory: typed(t.str("memory"), sink, Size::parse), cpus: t.float("cpus") };
+        let d = ResourcesDecl { memory: typed(t.str("memory"), sink, Size::parse_positive), cpus: super::system::read_cpus(&mut t, sink) };
         t.finish();
         d
     });

@@ -436,13 +436,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             })
             .unwrap_or_default();
         let memory = typed(t.str("memory"), sink, crate::types::Size::parse_positive);
-        let cpus = t.float("cpus").and_then(|c| match types::parse_cpus(c.value) {
-            Ok(_) => Some(c),
-            Err(e) => {
-                sink.type_error(c.span, e);
-                None
-            }
-        });
+        let cpus = read_cpus(&mut t, sink);
         let d = ServiceDecl {
             bridges: t.str_list("bridges"),
             phase: t.int("phase"),
@@ -577,6 +571,18 @@ fn overlapping_bridges(bridges: &[BridgeDecl], sink: &Sink) {
                     help: Some("give every bridge of a host its own subnet, like `172.20.1.0/24` and `172.20.2.0/24`".into()),
                 },
             );
+        }
+    }
+}
+
+/// A `cpus` key: a finite number above zero (services here, module resources in module files).
+pub fn read_cpus(t: &mut TableReader<'_>, sink: &Sink) -> Option<Sp<f64>> {
+    let c = t.float("cpus")?;
+    match types::parse_cpus(c.value) {
+        Ok(_) => Some(c),
+        Err(e) => {
+            sink.type_error(c.span, e);
+            None
         }
     }
 }
