@@ -50,8 +50,10 @@ fn materialise(dir: &Path) -> Vec<String> {
 
 fn sh(dir: &Path, script: &str) -> std::process::Output {
     let bin = Path::new(env!("CARGO_BIN_EXE_kiln")).parent().unwrap().to_path_buf();
-    let path =
-        std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))).unwrap();
+    // The test's own PATH, with the kiln under test first.
+    #[allow(clippy::disallowed_methods)]
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&inherited))).unwrap();
     std::process::Command::new("sh")
         .arg("-ec")
         .arg(script)
