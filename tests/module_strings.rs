@@ -116,3 +116,85 @@ fn a_runaway_template_runs_out_of_fuel() {
     assert_located(&out, "runaway loop", "t.j2");
     assert!(text(&out.stderr).contains("fuel"), "{}", text(&out.stderr));
 }
+
+/// The other side of the checks above: forward-auth strings that are odd but legitimate (RFC
+/// 3986 sub-delimiters, `@`, `~`, `%`-escapes, a query) are accepted, and the real Caddy reads
+/// them back as exactly the strings the module wrote: each stays one token of the Caddyfile.
+#[test]
+fn odd_but_legal_forward_auth_strings_reach_caddy_verbatim() {
+    let uri = "/auth(caddy);v=1/~me@x/a%2Fb?rd=$host&x=!*+,";
+    let callback = "/cb;sid=1/(o)/*";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = dir.join("modules/gate");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(
+        m.join("module.toml"),
+        format!(
+            "[module]\nname = \"gate\"\nversion = \"1.0.0\"\nsummary = \"an auth service with odd paths\"\nkind = \"container\"\n\n\
+             [container]\nimage = \"docker.io/library/nginx:1.27.3\"\n\n[endpoints.http]\nport = 8080\nhttp = true\n\n\
+             [forward_auth]\nendpoint = \"http\"\nuri = \"{uri}\"\npaths = [\"{callback}\"]\ncopy_headers = [\"X-Auth-User\", \"Remote-Email\"]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("system.toml"),
+        r#"
+[system]
+name = "t"
+domains = ["example.com"]
+
+[providers.hetzner]
+kind = "hetzner"
+
+[hosts.h1]
+provider = "hetzner"
+image = "debian-12"
+public = true
+
+[services.caddy]
+module = "caddy"
+host = "h1"
+
+[services.gate]
+module = "gate"
+host = "h1"
+
+[routes."app.example.com"]
+service = "gate"
+auth = "gate"
+"#,
+    )
+    .unwrap();
+    let out = run(kiln()
+        .current_dir(dir)
+        .arg("build")
+        .arg(dir.join("system.toml"))
+        .arg("--modules")
+        .arg(dir.join("modules"))
+        .arg("--store")
+        .arg(dir.join("store")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let caddyfile = dir.join("result/hosts/h1/Caddyfile");
+    common::oracle("caddy", &caddyfile).unwrap();
+    let adapted = std::process::Command::new(common::repo().join(".venv-oracles/bin/caddy"))
+        .args(["adapt", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .output()
+        .unwrap();
+    assert!(adapted.status.success(), "{}", text(&adapted.stderr));
+    // Every string in Caddy's JSON reading of the Caddyfile.
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut seen = Vec::new();
+    strings(&serde_json::from_slice(&adapted.stdout).expect("caddy adapt prints JSON"), &mut seen);
+    for want in [uri, callback, "X-Auth-User", "Remote-Email"] {
+        assert!(seen.iter().any(|s| s == want), "`{want}` is not one string in Caddy's reading: {seen:?}");
+    }
+}
