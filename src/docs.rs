@@ -190,13 +190,9 @@ pub fn page_json(m: &LoadedModule) -> serde_json::Value {
             })
         })
         .collect();
-    let secrets: Vec<_> =
-        d.secrets.iter().map(|s| serde_json::json!({ "slot": s.slot.value, "optional": s.optional })).collect();
-    let volumes: Vec<_> = d
-        .volumes
-        .iter()
-        .map(|v| serde_json::json!({ "name": v.name.value, "target": v.target.value, "backup": v.backup }))
-        .collect();
+    let secrets: Vec<_> = d.secrets.iter().map(|s| serde_json::json!({ "slot": s.slot.value, "optional": s.optional })).collect();
+    let volumes: Vec<_> =
+        d.volumes.iter().map(|v| serde_json::json!({ "name": v.name.value, "target": v.target.value, "backup": v.backup })).collect();
     serde_json::json!({
         "name": d.name.value,
         "version": d.version.value,

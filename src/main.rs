@@ -313,7 +313,10 @@ fn main() -> ExitCode {
         }),
         command => {
             if let Some(flag) = early.given() {
-                return usage_error(&format!("`{flag}` means nothing to `kiln {}`; it is read by check, build, show, boot, modules and schema", command.name()));
+                return usage_error(&format!(
+                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, boot, modules and schema",
+                    command.name()
+                ));
             }
             match command {
                 Command::Push { url, from, jobs, endpoint, json } => push(&url, &from, jobs, endpoint.as_deref(), json, ui),
@@ -498,7 +501,16 @@ fn push(url: &str, from: &Path, jobs: usize, endpoint: Option<&str>, json: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn pull(url: &str, hash: &str, store: Option<PathBuf>, endpoint: Option<&str>, jobs: usize, out_link: &Path, json: bool, ui: Ui) -> ExitCode {
+fn pull(
+    url: &str,
+    hash: &str,
+    store: Option<PathBuf>,
+    endpoint: Option<&str>,
+    jobs: usize,
+    out_link: &Path,
+    json: bool,
+    ui: Ui,
+) -> ExitCode {
     let target = match kiln::push::Target::parse(url, endpoint, &credentials()) {
         Ok(t) => t,
         Err(e) => return io_error(&e.0),
@@ -516,7 +528,10 @@ fn pull(url: &str, hash: &str, store: Option<PathBuf>, endpoint: Option<&str>, j
                 return io_error(&format!("cannot create link `{}`: {e}", out_link.display()));
             }
             if json {
-                println!("{}", serde_json::json!({ "system": manifest.system, "hash": manifest.hash, "path": entry, "files": files.len() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "system": manifest.system, "hash": manifest.hash, "path": entry, "files": files.len() })
+                );
             } else {
                 println!("{}", entry.display());
             }
@@ -651,7 +666,11 @@ fn with_compiled(path: &Path, opts: &Options, ui: Ui, f: impl FnOnce(&Compiled) 
         }
         Ok(Outcome::Ok(c)) => {
             report(&c.sources, &c.warnings, ui);
-            ui.detail(&format!("read {} files; {} modules in use", c.sources.len(), c.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len()));
+            ui.detail(&format!(
+                "read {} files; {} modules in use",
+                c.sources.len(),
+                c.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len()
+            ));
             f(&c)
         }
     }
@@ -843,7 +862,13 @@ fn build(path: &Path, opts: &Options, ui: Ui, c: &Compiled, store: Option<PathBu
     for (name, h) in &c.hosts {
         ui.detail(&format!("host {name}: closure {}", h.closure));
     }
-    ui.info(&format!("built `{}`: {} hosts, {} artifacts -> {}", c.system.name, c.hosts.len(), c.manifest.artifacts.len(), out_link.display()));
+    ui.info(&format!(
+        "built `{}`: {} hosts, {} artifacts -> {}",
+        c.system.name,
+        c.hosts.len(),
+        c.manifest.artifacts.len(),
+        out_link.display()
+    ));
     ExitCode::SUCCESS
 }
 

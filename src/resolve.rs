@@ -768,7 +768,11 @@ impl<'a> Resolver<'a> {
                     items.iter().map(|i| if let Value::Str(s) = &i.value { Some(s.clone()) } else { None }).collect();
                 match strs {
                     Some(v) => {
-                        let bad: Vec<_> = items.iter().zip(&v).filter_map(|(i, s)| Some((i.span, crate::syntax::module::parse_option_string(s).err()?))).collect();
+                        let bad: Vec<_> = items
+                            .iter()
+                            .zip(&v)
+                            .filter_map(|(i, s)| Some((i.span, crate::syntax::module::parse_option_string(s).err()?)))
+                            .collect();
                         for (span, e) in bad {
                             self.err(Diagnostic::error("E0003", e.message).primary(span, "invalid list item").with_help(e.help));
                         }

@@ -374,8 +374,7 @@ fn native_problem(line: &str) -> &'static str {
 }
 
 /// Why an RSA key is refused (see [`Identities`]).
-const RSA_REFUSED: &str =
-    "ssh-rsa keys are not supported (RSA decryption in the rsa crate is not constant-time, RUSTSEC-2023-0071); use an ssh-ed25519 key or a native age identity (age-keygen)";
+const RSA_REFUSED: &str = "ssh-rsa keys are not supported (RSA decryption in the rsa crate is not constant-time, RUSTSEC-2023-0071); use an ssh-ed25519 key or a native age identity (age-keygen)";
 
 fn unsupported_ssh(key: &age::ssh::UnsupportedKey) -> String {
     match key {

@@ -225,7 +225,8 @@ keep = {{ daily = 7 }}
 #[test]
 fn hostile_schedules_are_refused_at_their_line() {
     let tmp = tempfile::tempdir().unwrap();
-    for (i, bad) in ["daily\r[Unit]\rWants=poweroff.target", "daily\0", "daily\n[Unit]\nWants=poweroff.target", "Mon 25:00"].iter().enumerate()
+    for (i, bad) in
+        ["daily\r[Unit]\rWants=poweroff.target", "daily\0", "daily\n[Unit]\nWants=poweroff.target", "Mon 25:00"].iter().enumerate()
     {
         for field in ["schedule", "check"] {
             let dir = tmp.path().join(format!("{field}{i}"));
