@@ -1,0 +1,221 @@
+//! Connections: `connects` bound to requirement slots, derived scrape connections, and how one service reaches another.
+
+use super::*;
+
+impl<'a> Resolver<'a> {
+    /// Binds `connects` entries to services and endpoints, and fills the module's requirement slots.
+    pub(super) fn deps(&mut self, p: &Partial<'a>, all: &BTreeMap<String, Partial<'a>>, hosts: &BTreeMap<String, Host>) -> Vec<Dependency> {
+        let m = &p.module.decl;
+        let mut out: Vec<Dependency> = Vec::new();
+        let mut filled: BTreeSet<String> = BTreeSet::new();
+        for c in &p.decl.connects {
+            let (svc_name, ep_name) = match c.value.split_once('.') {
+                Some((a, b)) => (a, Some(b)),
+                None => (c.value.as_str(), None),
+            };
+            let Some(target) = all.get(svc_name) else {
+                // A declared service that did not resolve has reported its own error.
+                if !self.declared_service(svc_name) {
+                    let sp = Sp::new(svc_name.to_string(), c.span);
+                    self.unknown("service", &sp, all.keys(), "services");
+                }
+                continue;
+            };
+            if svc_name == p.decl.name.value {
+                self.err(Diagnostic::error("E0030", format!("service `{svc_name}` connects to itself")).primary(c.span, "remove this"));
+                continue;
+            }
+            let tmod = &target.module.decl.name.value;
+            let slot = m.requires.iter().find(|r| !filled.contains(&r.slot.value) && r.modules.iter().any(|x| &x.value == tmod));
+            let ep_name = ep_name.map(str::to_string).or_else(|| slot.and_then(|s| s.endpoint.as_ref().map(|e| e.value.clone())));
+            let endpoint = match ep_name {
+                Some(n) => target.endpoints.iter().find(|e| e.name == n),
+                None => {
+                    let candidates: Vec<&Endpoint> = target
+                        .endpoints
+                        .iter()
+                        .filter(|e| target.module.decl.metrics.as_ref().is_none_or(|mt| mt.endpoint.value != e.name))
+                        .collect();
+                    if candidates.len() == 1 { Some(candidates[0]) } else { None }
+                }
+            };
+            let Some(endpoint) = endpoint else {
+                let names: Vec<String> = target.endpoints.iter().map(|e| format!("`{svc_name}.{}`", e.name)).collect();
+                self.err(
+                    Diagnostic::error("E0031", format!("cannot tell which endpoint of `{svc_name}` this connects to"))
+                        .primary(c.span, "ambiguous or unknown endpoint")
+                        .help(if names.is_empty() {
+                            format!("`{svc_name}` exposes no endpoints")
+                        } else {
+                            format!("write one of {}", names.join(", "))
+                        }),
+                );
+                continue;
+            };
+            if let Some(slot) = slot {
+                filled.insert(slot.slot.value.clone());
+            }
+            let same_host = target.host == p.host;
+            let address = match reach(p, target, svc_name, hosts) {
+                Ok(a) => a,
+                Err(Unreachable::Bridge) => {
+                    self.err(
+                        Diagnostic::error("E0034", format!("`{}` and `{svc_name}` share no bridge", p.decl.name.value))
+                            .primary(c.span, "this connection crosses Docker networks")
+                            .help(format!(
+                                "add a bridge of `{svc_name}` ({}) to `{}`'s `bridges`",
+                                bridges_of(target.decl).join(", "),
+                                p.decl.name.value
+                            )),
+                    );
+                    continue;
+                }
+                Err(Unreachable::HostAddress) => {
+                    self.err(
+                        Diagnostic::error(
+                            "E0032",
+                            format!("container `{}` cannot reach native `{svc_name}` on host `{}`", p.decl.name.value, p.host),
+                        )
+                        .primary(c.span, "the host has no private address to reach it at")
+                        .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", p.host, p.host)),
+                    );
+                    continue;
+                }
+                Err(Unreachable::PrivateNetwork) => {
+                    self.err(
+                        Diagnostic::error(
+                            "E0032",
+                            format!("`{}` on host `{}` cannot reach `{svc_name}` on host `{}`", p.decl.name.value, p.host, target.host),
+                        )
+                        .primary(c.span, "no private network between these hosts")
+                        .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", target.host, target.host)),
+                    );
+                    continue;
+                }
+            };
+            out.push(Dependency {
+                slot: slot.map(|s| s.slot.value.clone()),
+                service: svc_name.to_string(),
+                endpoint: endpoint.name.clone(),
+                port: endpoint.port,
+                protocol: endpoint.protocol,
+                address,
+                same_host,
+                usage: slot.and_then(|s| s.usage.as_ref()).map(|u| u.value.clone()),
+                prepared_statements: slot.is_some_and(|s| s.prepared_statements),
+                derived: false,
+                path: None,
+                span: c.span,
+            });
+        }
+        if m.collect_metrics {
+            out.extend(self.scrape_deps(p, all, hosts));
+        }
+        let unresolved = connects_unresolved(p, all);
+        for r in &m.requires {
+            // A connection to a service that did not resolve may be the one that fills it.
+            if r.optional || filled.contains(&r.slot.value) || unresolved {
+                continue;
+            }
+            let mods: Vec<String> = r.modules.iter().map(|x| format!("`{}`", x.value)).collect();
+            let candidates: Vec<&String> =
+                all.iter().filter(|(_, t)| r.modules.iter().any(|x| x.value == t.module.decl.name.value)).map(|(n, _)| n).collect();
+            let help = match candidates.first() {
+                Some(c) => format!("add `\"{c}\"` to `connects`"),
+                None => format!("declare a service of module {} and add it to `connects`", mods.join(" or ")),
+            };
+            self.err(
+                Diagnostic::error("E0033", format!("service `{}` needs a `{}` ({})", p.decl.name.value, r.slot.value, mods.join(" or ")))
+                    .primary(p.decl.name.span, format!("nothing in `connects` fills `{}`", r.slot.value))
+                    .secondary(r.slot.span, "required here")
+                    .help(help),
+            );
+        }
+        out.sort_by(|a, b| (&a.service, &a.endpoint, a.derived).cmp(&(&b.service, &b.endpoint, b.derived)));
+        out.dedup_by(|a, b| a.service == b.service && a.endpoint == b.endpoint && a.derived == b.derived);
+        out
+    }
+
+    /// A metrics collector's derived connections: one to every metrics endpoint it can reach.
+    pub(super) fn scrape_deps(
+        &mut self,
+        p: &Partial<'a>,
+        all: &BTreeMap<String, Partial<'a>>,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Vec<Dependency> {
+        let mut out = Vec::new();
+        for (name, t) in all.iter().filter(|(n, _)| **n != p.decl.name.value) {
+            let Some(mt) = &t.module.decl.metrics else { continue };
+            let Some(ep) = t.endpoints.iter().find(|e| e.name == mt.endpoint.value) else { continue };
+            let same_host = t.host == p.host;
+            let address = reach(p, t, name, hosts).ok();
+            let Some(address) = address else {
+                self.err(
+                    Diagnostic::warning("unscraped-metrics", format!("`{}` cannot reach the metrics of `{name}`", p.decl.name.value))
+                        .primary(t.decl.name.span, "these metrics are not collected")
+                        .help(if same_host {
+                            format!("give `{name}` and `{}` a common bridge", p.decl.name.value)
+                        } else {
+                            format!("put host `{}` on a private network", t.host)
+                        })
+                        .about("services", p.decl.name.value.clone()),
+                );
+                continue;
+            };
+            out.push(Dependency {
+                slot: None,
+                service: name.clone(),
+                endpoint: ep.name.clone(),
+                port: ep.port,
+                protocol: ep.protocol,
+                address,
+                same_host,
+                usage: None,
+                prepared_statements: false,
+                derived: true,
+                path: Some(mt.path.clone()),
+                span: p.decl.name.span,
+            });
+        }
+        out
+    }
+}
+
+/// What is missing for one service to reach another.
+pub(super) enum Unreachable {
+    /// A common bridge between two containers on one host.
+    Bridge,
+    /// A private address of the host, for a container reaching a native service on it.
+    HostAddress,
+    /// A private network between two hosts.
+    PrivateNetwork,
+}
+
+/// How `from` reaches `to` (named `name`): the Compose service name over a common bridge, the
+/// loopback for a native service, else the target host's private address.
+pub(super) fn reach(from: &Partial<'_>, to: &Partial<'_>, name: &str, hosts: &BTreeMap<String, Host>) -> Result<String, Unreachable> {
+    let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
+    let private = || hosts.get(&to.host).and_then(|h| h.private_address()).map(|a| a.to_string());
+    if to.host != from.host {
+        return private().ok_or(Unreachable::PrivateNetwork);
+    }
+    match (native(from.module), native(to.module)) {
+        (false, false) if shares_bridge(from.decl, to.decl) => Ok(name.to_string()),
+        (false, false) => Err(Unreachable::Bridge),
+        // a native service reaches a container through a port published on loopback, and a
+        // native service on the host itself
+        (true, _) => Ok("127.0.0.1".to_string()),
+        // a container reaches a native service at the host's own address
+        (false, true) => private().ok_or(Unreachable::HostAddress),
+    }
+}
+
+/// The Docker networks a service joins: its `bridges`, or the host's default network.
+pub(super) fn bridges_of(s: &ServiceDecl) -> Vec<String> {
+    if s.bridges.is_empty() { vec!["default".to_string()] } else { s.bridges.iter().map(|b| b.value.clone()).collect() }
+}
+
+pub(super) fn shares_bridge(a: &ServiceDecl, b: &ServiceDecl) -> bool {
+    let bb = bridges_of(b);
+    bridges_of(a).iter().any(|x| bb.contains(x))
+}

@@ -1,0 +1,285 @@
+//! Resolve: merge the system files, instantiate modules, bind every reference, render module
+//! templates. The result is the model the evaluator and emitters work on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use minijinja::Value as J;
+
+use crate::diag::{Diagnostic, Span, did_you_mean};
+use crate::load::{ImageDef, Inputs, LoadedModule};
+use crate::model::*;
+use crate::syntax::decode::Sp;
+use crate::syntax::module::{IntOrTpl, ModuleDecl, ModuleKind, OptType, OptionDecl};
+use crate::syntax::system::*;
+use crate::syntax::tree::{Node, Value};
+use crate::template::Templates;
+use crate::types::{self, ImageRef};
+
+mod allows;
+mod backup;
+mod connections;
+mod hosts;
+mod infra;
+mod routes;
+mod secrets;
+mod services;
+
+use services::*;
+
+/// Resolves the loaded inputs; `None` when errors leave nothing coherent to evaluate.
+pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
+    // Templates are compiled once per module, and only for modules some service uses.
+    let used: std::collections::BTreeSet<&str> =
+        inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| s.module.as_ref()).map(|m| m.value.as_str()).collect();
+    let tpls: BTreeMap<String, Templates> =
+        inputs.modules.iter().filter(|(k, _)| used.contains(k.as_str())).map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
+    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: J::UNDEFINED, missing_files: BTreeSet::new() };
+    let sys = r.run();
+    (sys, r.diags)
+}
+
+struct Resolver<'a> {
+    inputs: &'a Inputs,
+    tpls: &'a BTreeMap<String, Templates>,
+    diags: Vec<Diagnostic>,
+    /// Every public route's URL, for monitors (`probes` in templates), built once: a
+    /// template value is shared, not copied, by every context.
+    probes: J,
+    /// Secret files already reported missing (one warning per file).
+    missing_files: BTreeSet<String>,
+}
+
+/// A service between phases: module bound, options typed, endpoints known.
+struct Partial<'a> {
+    decl: &'a ServiceDecl,
+    module: &'a LoadedModule,
+    host: String,
+    options: BTreeMap<String, J>,
+    endpoints: Vec<Endpoint>,
+    /// False when the service's own declaration had errors: its templates are not rendered,
+    /// so one mistake gives one error.
+    ok: bool,
+}
+
+impl<'a> Resolver<'a> {
+    fn err(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// How many errors so far (warnings do not stop a service from resolving).
+    fn errors(&self) -> usize {
+        self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count()
+    }
+
+    fn unknown<'b>(&mut self, what: &str, r: &Sp<String>, known: impl IntoIterator<Item = &'b String>, define: &str) {
+        let known: Vec<&String> = known.into_iter().collect();
+        let mut d = Diagnostic::error("E0010", format!("unknown {what} `{}`", r.value)).primary(r.span, format!("no {what} of this name"));
+        d = match did_you_mean(&r.value, known.iter().map(|s| s.as_str())) {
+            Some(m) => d.help(format!("did you mean `{m}`?")),
+            None if known.is_empty() => d.help(format!("declare it in a `[{define}.{}]` table", r.value)),
+            None => d.help(format!("the {what}s are {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))),
+        };
+        self.err(d);
+    }
+
+    /// Named declarations from every file, reporting names declared twice.
+    fn index<T>(&mut self, what: &str, items: impl Iterator<Item = &'a T>, name: impl Fn(&T) -> &Sp<String>) -> BTreeMap<String, &'a T> {
+        let mut out: BTreeMap<String, &'a T> = BTreeMap::new();
+        for item in items {
+            let n = name(item);
+            if let Some(prev) = out.get(&n.value) {
+                let prev = name(prev).span;
+                let code = if what == "route" { "duplicate-route" } else { "E0011" };
+                let mut d = Diagnostic::error(code, format!("{what} `{}` is declared twice", n.value))
+                    .primary(n.span, "declared again here")
+                    .secondary(prev, "first declared here");
+                if what == "route" {
+                    d = d.help("one hostname has one route: merge them, or give one a different hostname");
+                }
+                self.err(d);
+                continue;
+            }
+            out.insert(n.value.clone(), item);
+        }
+        out
+    }
+
+    fn run(&mut self) -> Option<System> {
+        let files = &self.inputs.files;
+        let decls: Vec<&SystemDecl> = files.iter().filter_map(|f| f.system.as_ref()).collect();
+        let Some(sysdecl) = decls.first() else {
+            if !files.is_empty() {
+                self.err(
+                    Diagnostic::error("E0012", "no `[system]` table")
+                        .primary(crate::load::file_span(crate::diag::FileId(self.main_file())), "this file declares no system")
+                        .help("add `[system]` with `name = \"…\"`"),
+                );
+            }
+            return None;
+        };
+        for extra in &decls[1..] {
+            self.err(
+                Diagnostic::error("E0011", "`[system]` is declared twice")
+                    .primary(extra.span, "declared again here")
+                    .secondary(sysdecl.span, "first declared here"),
+            );
+        }
+        let providers = self.index("provider", files.iter().flat_map(|f| &f.providers), |p| &p.name);
+        let networks = self.index("network", files.iter().flat_map(|f| &f.networks), |n| &n.name);
+        let zones = self.index("zone", files.iter().flat_map(|f| &f.zones), |z| &z.name);
+        let admins = self.index("admin", files.iter().flat_map(|f| &f.admins), |a| &a.name);
+        let hosts = self.index("host", files.iter().flat_map(|f| &f.hosts), |h| &h.name);
+        let services = self.index("service", files.iter().flat_map(|f| &f.services), |s| &s.name);
+        let routes = self.index("route", files.iter().flat_map(|f| &f.routes), |r| &r.hostname);
+        let secrets = self.index("secret", files.iter().flat_map(|f| &f.secrets), |s| &s.name);
+        let cdns: Vec<&CdnDecl> = files.iter().filter_map(|f| f.cdn.as_ref()).collect();
+
+        let networks: BTreeMap<String, types::Cidr> =
+            networks.iter().filter_map(|(k, n)| Some((k.clone(), n.cidr.as_ref()?.value))).collect();
+
+        let mut model_hosts = BTreeMap::new();
+        let mut used_addresses: BTreeMap<IpAddr, Span> = BTreeMap::new();
+        for (name, h) in &hosts {
+            if let Some(host) = self.host(h, &providers, &networks, &zones, &mut used_addresses) {
+                model_hosts.insert(name.clone(), host);
+            }
+        }
+
+        // Phase 1: modules, placement, options and endpoints.
+        let mut partials: BTreeMap<String, Partial<'a>> = BTreeMap::new();
+        for (name, s) in &services {
+            if let Some(p) = self.partial(s, &hosts) {
+                partials.insert(name.clone(), p);
+            }
+        }
+        let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
+        self.probes = jv(&probes);
+        // Phase 2: connections, secrets, rendering.
+        let mut model_services = BTreeMap::new();
+        for (name, p) in &partials {
+            if let Some(svc) = self.service(p, &partials, &model_hosts, &secrets, sysdecl) {
+                model_services.insert(name.clone(), svc);
+            }
+        }
+        let model_routes = self.routes(&routes, &model_services, &model_hosts);
+        let model_admins = admins
+            .values()
+            .map(|a| Admin {
+                name: a.name.value.clone(),
+                keys: a.keys.iter().map(|k| k.value.clone()).collect(),
+                sources: a.sources.iter().map(|s| s.value).collect(),
+            })
+            .collect();
+        for s in secrets.values() {
+            self.secret_file(s);
+        }
+        let model_secrets = secrets
+            .iter()
+            .filter_map(|(k, s)| {
+                Some((
+                    k.clone(),
+                    Secret {
+                        name: k.clone(),
+                        file: s.file.as_ref()?.value.clone(),
+                        key: s.key.as_ref().map(|k| k.value.clone()).unwrap_or_else(|| k.clone()),
+                    },
+                ))
+            })
+            .collect();
+        let mut sys = System {
+            name: sysdecl.name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
+            domains: sysdecl.domains.iter().map(|d| d.value.clone()).collect(),
+            cdn: cdns.first().and_then(|c| c.provider.as_ref()).map(|p| p.value.clone()),
+            networks,
+            admins: model_admins,
+            hosts: model_hosts,
+            services: model_services,
+            routes: model_routes,
+            secrets: model_secrets,
+            start_order: Vec::new(),
+            providers: providers.iter().filter_map(|(k, p)| Some((k.clone(), p.kind.as_ref()?.value))).collect(),
+            dns: self.dns_zones(files, &providers),
+            store_url: sysdecl.store.as_ref().map(|s| s.value.clone()),
+            buckets: self.buckets(files, &providers),
+            databases: self.databases(files, &providers),
+            zones: zones
+                .iter()
+                .map(|(k, z)| {
+                    (
+                        k.clone(),
+                        Zone {
+                            description: z.description.as_ref().map(|d| d.value.clone()),
+                            accepts: z.accepts.as_ref().map(|a| a.iter().map(|x| x.value.clone()).collect()),
+                        },
+                    )
+                })
+                .collect(),
+            allows: Vec::new(),
+            backup: None,
+        };
+        for z in zones.values() {
+            for a in z.accepts.iter().flatten() {
+                if a.value != "public" && !zones.contains_key(&a.value) {
+                    let known: Vec<String> = zones.keys().cloned().chain(["public".to_string()]).collect();
+                    self.unknown("zone", a, known.iter(), "zones");
+                }
+            }
+        }
+        sys.allows = self.allows(files, &sys);
+        sys.backup = self.backup(files, &secrets, &sys);
+        sysdecl.name.as_ref()?;
+        let is_error = |d: &Diagnostic| d.severity == crate::diag::Severity::Error;
+        if self.diags.iter().any(is_error) || self.inputs.diags.iter().any(is_error) {
+            // Evaluation assumes a coherent model; the errors so far are the report.
+            return Some(sys);
+        }
+        if let Err(d) = crate::eval::order::start_order(&mut sys) {
+            self.err(*d);
+        }
+        crate::eval::firewall::derive(&mut sys);
+        // An edge container reaches a container upstream on its host over a common bridge only.
+        for r in &sys.routes {
+            let edge = &sys.services[&r.edge_service];
+            let upstreams = std::iter::once(r.service.as_str()).chain(r.auth.iter().chain(&r.crowdsec).map(|a| a.service.as_str()));
+            for up in upstreams.filter_map(|u| sys.services.get(u)) {
+                let (Some(_), Some(_)) = (&edge.container, &up.container) else { continue };
+                let (eb, ub) = (edge.networks(), up.networks());
+                if up.host == r.edge_host && !eb.iter().any(|b| ub.contains(b)) {
+                    self.err(
+                        Diagnostic::error("E0034", format!("edge `{}` and `{}` share no bridge", edge.name, up.name))
+                            .primary(r.span, format!("route `{}` crosses Docker networks", r.hostname))
+                            .help(format!("add a bridge of `{}` ({}) to `{}`'s `bridges`", up.name, ub.join(", "), edge.name)),
+                    );
+                }
+            }
+        }
+        for h in sys.hosts.values().filter(|h| h.fail2ban_http) {
+            let watchable = h.services.iter().map(|s| &sys.services[s]).any(|s| match s.edge.as_deref() {
+                Some("caddy") => s.native.is_some(),
+                Some("traefik") => s.container.is_some(),
+                _ => false,
+            });
+            if !watchable {
+                self.err(
+                    Diagnostic::error("E0045", format!("host `{}` has `fail2ban_http` but no edge whose log it can watch", h.name))
+                        .primary(h.span, "nothing to watch")
+                        .help("fail2ban reads the access log of a native `caddy` or a `traefik` edge on the same host; remove `fail2ban_http` here"),
+                );
+            }
+        }
+        Some(sys)
+    }
+
+    fn main_file(&self) -> u32 {
+        // The system's main file is the last one added to the sources (after modules and images).
+        (0..self.inputs.sources.len() as u32)
+            .rev()
+            .find(|i| !self.inputs.sources.get(crate::diag::FileId(*i)).name.starts_with("modules/"))
+            .unwrap_or(0)
+    }
+}
+
+fn jv<T: serde::Serialize>(v: &T) -> J {
+    J::from(minijinja::value::Serde(v))
+}

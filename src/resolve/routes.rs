@@ -1,0 +1,225 @@
+//! Routes: edge, upstream address, forward auth and TLS for each public name.
+
+use super::*;
+
+impl<'a> Resolver<'a> {
+    /// A service that answers an edge's forward-auth requests (an authenticator or a bouncer).
+    pub(super) fn forward_auth(
+        &mut self,
+        r: &Sp<String>,
+        services: &BTreeMap<String, Service>,
+        edge: &Service,
+        hosts: &BTreeMap<String, Host>,
+        what: &str,
+        modules: &str,
+    ) -> Option<ForwardAuth> {
+        let Some(asvc) = services.get(&r.value) else {
+            self.unknown("service", r, services.keys(), "services");
+            return None;
+        };
+        let fa = self.inputs.modules.get(&asvc.module).and_then(|m| m.decl.forward_auth.as_ref());
+        let Some(fa) = fa else {
+            self.err(
+                Diagnostic::error("E0044", format!("service `{}` cannot {what}", r.value))
+                    .primary(r.span, format!("module `{}` offers no forward auth", asvc.module))
+                    .help(format!("use a service of module `{modules}`")),
+            );
+            return None;
+        };
+        let ep = asvc.endpoint(&fa.endpoint.value)?;
+        let upstream = upstream_address(asvc, ep.port, edge, hosts)?;
+        Some(ForwardAuth {
+            service: asvc.name.clone(),
+            endpoint: ep.name.clone(),
+            upstream,
+            uri: fa.uri.value.clone(),
+            traefik_uri: fa.traefik_uri.as_ref().unwrap_or(&fa.uri).value.clone(),
+            copy_headers: fa.copy_headers.iter().map(|h| h.value.clone()).collect(),
+            paths: fa.paths.iter().map(|h| h.value.clone()).collect(),
+        })
+    }
+
+    /// Whether a service is declared, though it may not have resolved (then its own error is
+    /// reported, and nothing that refers to it adds another).
+    pub(super) fn declared_service(&self, name: &str) -> bool {
+        self.inputs.files.iter().flat_map(|f| &f.services).any(|s| s.name.value == name)
+    }
+
+    pub(super) fn routes(
+        &mut self,
+        routes: &BTreeMap<String, &'a RouteDecl>,
+        services: &BTreeMap<String, Service>,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Vec<Route> {
+        let edges: Vec<&Service> = services.values().filter(|s| s.edge.is_some()).collect();
+        let mut out = Vec::new();
+        for (hostname, r) in routes {
+            let Some(svc_ref) = &r.service else { continue };
+            let Some(svc) = services.get(&svc_ref.value) else {
+                if !self.inputs.files.iter().flat_map(|f| &f.services).any(|s| s.name.value == svc_ref.value) {
+                    self.unknown("service", svc_ref, services.keys(), "services");
+                }
+                continue;
+            };
+            let http: Vec<&Endpoint> = svc.endpoints.iter().filter(|e| e.http).collect();
+            let endpoint = match &r.endpoint {
+                Some(e) => match svc.endpoint(&e.value) {
+                    Some(ep) if ep.http => ep,
+                    Some(_) => {
+                        self.err(
+                            Diagnostic::error("E0040", format!("endpoint `{}` of `{}` does not speak HTTP", e.value, svc.name))
+                                .primary(e.span, "not an HTTP endpoint")
+                                .help("routes reach HTTP endpoints; raw TCP needs its own record outside the edge proxy"),
+                        );
+                        continue;
+                    }
+                    None => {
+                        let names: Vec<&String> = svc.endpoints.iter().map(|e| &e.name).collect();
+                        self.unknown("endpoint", e, names, "endpoints");
+                        continue;
+                    }
+                },
+                None if http.len() == 1 => http[0],
+                None => {
+                    self.err(
+                        Diagnostic::error("E0041", format!("service `{}` has {} HTTP endpoints", svc.name, http.len()))
+                            .primary(svc_ref.span, "say which endpoint this route reaches")
+                            .help(if http.is_empty() {
+                                format!("module `{}` exposes no HTTP endpoint", svc.module)
+                            } else {
+                                format!("add `endpoint = \"{}\"`", http[0].name)
+                            }),
+                    );
+                    continue;
+                }
+            };
+            let edge = match &r.edge {
+                Some(e) => match services.get(&e.value) {
+                    Some(s) if s.edge.is_some() => s,
+                    Some(_) => {
+                        self.err(
+                            Diagnostic::error("E0042", format!("service `{}` is not an edge proxy", e.value))
+                                .primary(e.span, "cannot terminate routes"),
+                        );
+                        continue;
+                    }
+                    None => {
+                        if !self.declared_service(&e.value) {
+                            self.unknown("service", e, edges.iter().map(|s| &s.name), "services");
+                        }
+                        continue;
+                    }
+                },
+                None if edges.len() == 1 => edges[0],
+                // A service that did not resolve (its error is reported) may be the edge.
+                None if self.inputs.files.iter().flat_map(|f| &f.services).any(|s| !services.contains_key(&s.name.value)) => continue,
+                None => {
+                    self.err(
+                        Diagnostic::error("E0043", format!("route `{hostname}` has no edge to terminate it"))
+                            .primary(r.hostname.span, if edges.is_empty() { "no edge proxy in the system" } else { "several edge proxies" })
+                            .help(if edges.is_empty() {
+                                "add a service of module `caddy` on a public host".to_string()
+                            } else {
+                                format!("add `edge = \"{}\"`", edges[0].name)
+                            }),
+                    );
+                    continue;
+                }
+            };
+            let Some(upstream) = upstream_address(svc, endpoint.port, edge, hosts) else {
+                self.err(
+                    Diagnostic::error("E0032", format!("the edge on `{}` cannot reach `{}` on `{}`", edge.host, svc.name, svc.host))
+                        .primary(svc_ref.span, "no private network between these hosts"),
+                );
+                continue;
+            };
+            let errors = self.errors();
+            let auth = r
+                .auth
+                .as_ref()
+                .and_then(|a| self.forward_auth(a, services, edge, hosts, "authenticate requests", "authentik` or `oauth2-proxy"));
+            let crowdsec =
+                r.crowdsec.as_ref().and_then(|a| self.forward_auth(a, services, edge, hosts, "vet requests", "crowdsec-bouncer-traefik"));
+            let tls = r.tls.as_ref().map(|t| t.value).unwrap_or(TlsMode::Acme);
+            let edge_kind = edge.edge.as_deref().unwrap_or("caddy");
+            if hostname.starts_with("*.") && tls == TlsMode::Acme {
+                self.err(
+                    Diagnostic::error("wildcard-http01", format!("wildcard route `{hostname}` cannot get a certificate over HTTP-01"))
+                        .primary(r.hostname.span, "a wildcard needs the DNS-01 challenge")
+                        .help("set `tls = \"dns\"` (and run the edge with DNS credentials), or list the hostnames one by one"),
+                );
+            }
+            if edge_kind == "caddy" {
+                let unsupported: [(bool, Span, &str, &str); 3] = [
+                    (
+                        r.rate_limit.is_some(),
+                        r.rate_limit.as_ref().map(|x| x.2).unwrap_or(r.span),
+                        "rate limiting",
+                        "Caddy has no built-in rate limiter",
+                    ),
+                    (
+                        r.crowdsec.is_some(),
+                        r.crowdsec.as_ref().map(|x| x.span).unwrap_or(r.span),
+                        "a CrowdSec bouncer",
+                        "the distributions' Caddy has no CrowdSec module",
+                    ),
+                    (
+                        tls == TlsMode::Dns,
+                        r.tls.as_ref().map(|x| x.span).unwrap_or(r.span),
+                        "DNS-01 certificates",
+                        "the distributions' Caddy has no DNS provider modules",
+                    ),
+                ];
+                for (used, span, what, why) in unsupported {
+                    if used {
+                        self.err(
+                            Diagnostic::error("E0045", format!("the Caddy edge `{}` cannot do {what} for `{hostname}`", edge.name))
+                                .primary(span, why.to_string())
+                                .help("terminate this route on a Traefik edge (a service of module `traefik`, then `edge = \"NAME\"`)"),
+                        );
+                    }
+                }
+            }
+            if self.errors() > errors {
+                continue;
+            }
+            out.push(Route {
+                hostname: hostname.clone(),
+                service: svc.name.clone(),
+                endpoint: endpoint.name.clone(),
+                upstream,
+                tls,
+                auth,
+                crowdsec,
+                rate_limit: r.rate_limit.as_ref().map(|(a, b, _)| {
+                    let avg = a.value.clamp(1, u32::MAX as i64) as u32;
+                    (avg, b.as_ref().map(|b| b.value.clamp(1, u32::MAX as i64) as u32).unwrap_or(avg))
+                }),
+                cors: r.cors.iter().map(|c| c.value.clone()).collect(),
+                allow: r.allow.iter().map(|c| c.value).collect(),
+                edge_service: edge.name.clone(),
+                edge_host: edge.host.clone(),
+                span: r.hostname.span,
+            });
+        }
+        out
+    }
+}
+
+pub(super) fn upstream_address(svc: &Service, port: u16, edge: &Service, hosts: &BTreeMap<String, Host>) -> Option<String> {
+    if svc.host == edge.host {
+        return Some(match (edge.container.is_some(), svc.container.is_some()) {
+            (true, true) => format!("{}:{port}", svc.name),
+            (true, false) => hosts.get(&svc.host)?.private_address().map(|a| socket(a, port))?,
+            (false, _) => format!("127.0.0.1:{port}"),
+        });
+    }
+    Some(socket(hosts.get(&svc.host)?.private_address()?, port))
+}
+
+pub(super) fn socket(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}

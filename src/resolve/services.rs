@@ -1,0 +1,468 @@
+//! Services: module bound, options typed, templates rendered with their context.
+
+use super::*;
+
+impl<'a> Resolver<'a> {
+    pub(super) fn partial(&mut self, s: &'a ServiceDecl, hosts: &BTreeMap<String, &'a HostDecl>) -> Option<Partial<'a>> {
+        let module_name = s.module.as_ref()?;
+        let module = match self.inputs.modules.get(&module_name.value) {
+            Some(m) => m,
+            None => {
+                self.unknown("module", module_name, self.inputs.modules.keys(), "modules");
+                return None;
+            }
+        };
+        let host = s.host.as_ref()?;
+        if !hosts.contains_key(&host.value) {
+            self.unknown("host", host, hosts.keys(), "hosts");
+            return None;
+        }
+        let before = self.errors();
+        let options = self.options(s, &module.decl);
+        let ok = self.errors() == before;
+        let mut ctx = BTreeMap::new();
+        ctx.insert("options", jv(&options));
+        ctx.insert("service", minijinja::context! { name => s.name.value.clone(), host => host.value.clone() });
+        let ctx = jv(&ctx);
+        let tpl = &self.tpls[&module.decl.name.value];
+        let mut endpoints = Vec::new();
+        for e in &module.decl.endpoints {
+            let port = match &e.port.value {
+                IntOrTpl::Int(i) => types::parse_port(*i).ok(),
+                IntOrTpl::Tpl(_) if !ok => None,
+                IntOrTpl::Tpl(t) => match tpl.render_str(t, &ctx) {
+                    Ok(v) => match v.trim().parse::<i64>().map_err(|_| ()).and_then(|i| types::parse_port(i).map_err(|_| ())) {
+                        Ok(p) => Some(p),
+                        Err(()) => {
+                            self.err(
+                                Diagnostic::error(
+                                    "E0020",
+                                    format!("endpoint `{}` of `{}` renders to `{v}`, not a port", e.name.value, s.name.value),
+                                )
+                                .primary(e.port.span, "this template")
+                                .secondary(s.name.span, "in this service"),
+                            );
+                            None
+                        }
+                    },
+                    Err(err) => {
+                        self.err(err.at(e.port.span).secondary(s.name.span, "while instantiating this service"));
+                        None
+                    }
+                },
+            };
+            if let Some(port) = port {
+                endpoints.push(Endpoint { name: e.name.value.clone(), port, protocol: e.protocol.value, http: e.http });
+            }
+        }
+        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok })
+    }
+
+    /// Options typed against the module's declarations; unknown and missing ones reported.
+    pub(super) fn options(&mut self, s: &ServiceDecl, m: &ModuleDecl) -> BTreeMap<String, J> {
+        let mut out = BTreeMap::new();
+        for (name, _) in &s.options {
+            if !m.options.iter().any(|o| o.name.value == name.value) {
+                let mut d = Diagnostic::error("E0021", format!("module `{}` has no option `{}`", m.name.value, name.value))
+                    .primary(name.span, "unknown option");
+                d = match did_you_mean(&name.value, m.options.iter().map(|o| o.name.value.as_str())) {
+                    Some(x) => d.help(format!("did you mean `{x}`?")),
+                    None => d.help(format!("`kiln modules show {}` lists its options", m.name.value)),
+                };
+                self.err(d);
+            }
+        }
+        for o in &m.options {
+            let given = s.options.iter().find(|(n, _)| n.value == o.name.value).map(|(_, v)| v);
+            let value = match (given, &o.default) {
+                (Some(v), _) | (None, Some(v)) => self.option_value(o, v),
+                (None, None) => {
+                    let example = o.example.as_ref().map(Node::text).unwrap_or_else(|| "…".into());
+                    self.err(
+                        Diagnostic::error("E0022", format!("service `{}` needs option `{}`", s.name.value, o.name.value))
+                            .primary(s.name.span, format!("`{}` is required by module `{}`", o.name.value, m.name.value))
+                            .secondary(o.name.span, "declared here")
+                            .help(format!("add `options.{} = {example}`", o.name.value)),
+                    );
+                    None
+                }
+            };
+            if let Some(v) = value {
+                out.insert(o.name.value.clone(), v);
+            }
+        }
+        out
+    }
+
+    pub(super) fn option_value(&mut self, o: &OptionDecl, n: &Node) -> Option<J> {
+        let expected = |me: &mut Self, what: &str| {
+            me.err(
+                Diagnostic::error("E0002", format!("option `{}` expects {what}, found {}", o.name.value, n.value.type_name()))
+                    .primary(n.span, format!("expected {what}"))
+                    .secondary(o.ty.span, "type declared here"),
+            );
+            None
+        };
+        let parse_str = |me: &mut Self, f: &dyn Fn(&str) -> Result<String, types::TypeError>| match &n.value {
+            Value::Str(s) => match f(s) {
+                Ok(v) => Some(J::from(v)),
+                Err(e) => {
+                    me.err(
+                        Diagnostic::error("E0003", e.message).primary(n.span, format!("invalid {}", o.ty.value.name())).with_help(e.help),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let v = match (o.ty.value, &n.value) {
+            (OptType::String, Value::Str(_)) => parse_str(self, &crate::syntax::module::parse_option_string),
+            (OptType::Int, Value::Int(i)) => Some(J::from(*i)),
+            (OptType::Bool, Value::Bool(b)) => Some(J::from(*b)),
+            (OptType::Port, Value::Int(i)) => match types::parse_port(*i) {
+                Ok(p) => Some(J::from(p)),
+                Err(e) => {
+                    self.err(Diagnostic::error("E0003", e.message).primary(n.span, "invalid port").with_help(e.help));
+                    None
+                }
+            },
+            (OptType::Duration, Value::Str(_)) => parse_str(self, &|s| types::Duration::parse(s).map(|d| d.to_string())),
+            (OptType::Size, Value::Str(_)) => parse_str(self, &|s| types::Size::parse(s).map(|d| d.compose())),
+            (OptType::Domain, Value::Str(_)) => parse_str(self, &|s| types::parse_domain(s, true)),
+            (OptType::Image, Value::Str(_)) => parse_str(self, &|s| ImageRef::parse(s).map(|i| i.to_string())),
+            (OptType::Ip, Value::Str(_)) => parse_str(self, &|s| types::parse_ip(s).map(|i| i.to_string())),
+            (OptType::Cidr, Value::Str(_)) => parse_str(self, &|s| types::Cidr::parse(s).map(|i| i.to_string())),
+            (OptType::List, Value::Array(items)) => {
+                let strs: Option<Vec<String>> =
+                    items.iter().map(|i| if let Value::Str(s) = &i.value { Some(s.clone()) } else { None }).collect();
+                match strs {
+                    Some(v) => {
+                        let bad: Vec<_> = items
+                            .iter()
+                            .zip(&v)
+                            .filter_map(|(i, s)| Some((i.span, crate::syntax::module::parse_option_string(s).err()?)))
+                            .collect();
+                        for (span, e) in bad {
+                            self.err(Diagnostic::error("E0003", e.message).primary(span, "invalid list item").with_help(e.help));
+                        }
+                        Some(jv(&v))
+                    }
+                    None => return expected(self, "a list of strings"),
+                }
+            }
+            (t, _) => {
+                let what = match t {
+                    OptType::Int | OptType::Port => "an integer",
+                    OptType::Bool => "a boolean",
+                    OptType::List => "a list of strings",
+                    _ => "a string",
+                };
+                return expected(self, what);
+            }
+        };
+        if let (Some(v), false) = (&v, o.values.is_empty())
+            && let Some(s) = v.as_str()
+            && !o.values.iter().any(|x| x.value == s)
+        {
+            let names: Vec<&str> = o.values.iter().map(|x| x.value.as_str()).collect();
+            self.err(
+                Diagnostic::error("E0003", format!("`{s}` is not a value of option `{}`", o.name.value))
+                    .primary(n.span, "not allowed")
+                    .help(match did_you_mean(s, names.iter().copied()) {
+                        Some(m) => format!("did you mean `{m}`?"),
+                        None => format!("expected one of {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                    }),
+            );
+            return None;
+        }
+        v
+    }
+
+    pub(super) fn service(
+        &mut self,
+        p: &Partial<'a>,
+        all: &BTreeMap<String, Partial<'a>>,
+        hosts: &BTreeMap<String, Host>,
+        secrets: &BTreeMap<String, &'a SecretDecl>,
+        sys: &SystemDecl,
+    ) -> Option<Service> {
+        let m = &p.module.decl;
+        let s = p.decl;
+        let errors_before = self.errors();
+        let deps = self.deps(p, all, hosts);
+        // Secrets: every slot bound to a declared secret.
+        let mut secret_uses = Vec::new();
+        for (slot, secret) in &s.secrets {
+            let Some(decl) = m.secrets.iter().find(|x| x.slot.value == slot.value) else {
+                let mut d = Diagnostic::error("E0023", format!("module `{}` takes no secret `{}`", m.name.value, slot.value))
+                    .primary(slot.span, "unknown secret slot");
+                if let Some(x) = did_you_mean(&slot.value, m.secrets.iter().map(|x| x.slot.value.as_str())) {
+                    d = d.help(format!("did you mean `{x}`?"));
+                }
+                self.err(d);
+                continue;
+            };
+            if !secrets.contains_key(&secret.value) {
+                self.err(
+                    Diagnostic::error("undefined-secret", format!("secret `{}` is referenced but not defined", secret.value))
+                        .primary(secret.span, "not declared in `[secrets]`")
+                        .help(match did_you_mean(&secret.value, secrets.keys().map(String::as_str)) {
+                            Some(x) => format!("did you mean `{x}`?"),
+                            None => format!("declare it: `[secrets.{}]` with `file = \"secrets.sops.yaml\"`", secret.value),
+                        }),
+                );
+                continue;
+            }
+            let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{}", slot.value));
+            secret_uses.push(SecretUse { slot: slot.value.clone(), secret: secret.value.clone(), target, uid: decl.uid });
+        }
+        for decl in &m.secrets {
+            if !decl.optional && !s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value) {
+                self.err(
+                    Diagnostic::error("E0025", format!("service `{}` needs secret `{}`", s.name.value, decl.slot.value))
+                        .primary(s.name.span, format!("module `{}` requires it", m.name.value))
+                        .help(format!("add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`", decl.slot.value)),
+                );
+            }
+        }
+        secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
+        if !p.ok || self.errors() > errors_before || connects_unresolved(p, all) {
+            return None;
+        }
+
+        let host = hosts.get(&p.host)?;
+        let ctx = self.context(p, host, &deps, &secret_uses, sys);
+        let tpl = &self.tpls[&m.name.value];
+        let render = |me: &mut Self, v: &Sp<String>| -> Option<String> {
+            match tpl.render_str(&v.value, &ctx) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    me.err(e.at(v.span).secondary(s.name.span, "while instantiating this service"));
+                    None
+                }
+            }
+        };
+        let container = match &m.container {
+            Some(c) if m.kind.value == ModuleKind::Container => {
+                let image_sp = c.image.as_ref()?;
+                let image_s = render(self, image_sp)?;
+                let image = match ImageRef::parse(&image_s) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.err(Diagnostic::error("E0003", e.message).primary(image_sp.span, "invalid image").with_help(e.help));
+                        return None;
+                    }
+                };
+                let list = |me: &mut Self, l: &Option<Vec<Sp<String>>>| -> Option<Vec<String>> {
+                    l.as_ref().map(|l| l.iter().filter_map(|x| render(me, x)).collect())
+                };
+                let command = list(self, &c.command);
+                let entrypoint = list(self, &c.entrypoint);
+                let mut environment = BTreeMap::new();
+                for (k, v) in &c.environment {
+                    if let Some(r) = render(self, v) {
+                        environment.insert(k.value.clone(), r);
+                    }
+                }
+                let user = c.user.as_ref().and_then(|u| render(self, u));
+                Some(Container {
+                    image,
+                    user,
+                    read_only: c.read_only.as_ref().is_some_and(|b| b.value),
+                    tmpfs: c.tmpfs.iter().map(|t| t.value.clone()).collect(),
+                    command,
+                    entrypoint,
+                    environment,
+                    cap_drop: c.cap_drop.iter().map(|t| t.value.clone()).collect(),
+                    cap_add: c.cap_add.iter().map(|t| t.value.clone()).collect(),
+                    stop_grace_period: c.stop_grace_period.as_ref().map(|d| d.value),
+                    network_mode: c.network_mode.as_ref().map(|d| d.value.clone()),
+                    docker_socket: c.docker_socket.as_ref().is_some_and(|b| b.value),
+                    shm_size: c.shm_size.as_ref().map(|s| s.value),
+                    init: c.init.as_ref().is_some_and(|b| b.value),
+                })
+            }
+            _ => None,
+        };
+        if m.kind.value == ModuleKind::Container && m.container.is_none() {
+            self.err(
+                Diagnostic::error("E0026", format!("container module `{}` has no `[container]` table", m.name.value))
+                    .primary(m.kind.span, "declared a container here"),
+            );
+        }
+        let native = m.native.as_ref().map(|n| Native {
+            packages: n.packages.iter().map(|p| p.value.clone()).collect(),
+            unit: n.unit.as_ref().map(|u| u.value.clone()),
+        });
+        let mut files = Vec::new();
+        for f in &m.files {
+            match tpl.render_file(&f.template.value, &ctx) {
+                Ok(content) => files.push(ConfigFile { name: f.name.value.clone(), target: f.target.value.clone(), mode: f.mode, content }),
+                Err(e) => {
+                    let span = self.template_line_span(p.module, &f.template.value, e.line).unwrap_or(f.template.span);
+                    self.err(e.at(span).secondary(s.name.span, "while instantiating this service"));
+                }
+            }
+        }
+        let health = m.healthcheck.as_ref().map(|h| crate::model::Health {
+            test: h.test.iter().filter_map(|t| render(self, t)).collect(),
+            interval: h.interval,
+            timeout: h.timeout,
+            retries: h.retries,
+            start_period: h.start_period,
+        });
+        let metrics = m.metrics.as_ref().and_then(|mt| {
+            let port = p.endpoints.iter().find(|e| e.name == mt.endpoint.value).map(|e| e.port);
+            if port.is_none() {
+                self.err(
+                    Diagnostic::error(
+                        "E0027",
+                        format!("metrics endpoint `{}` is not an endpoint of `{}`", mt.endpoint.value, m.name.value),
+                    )
+                    .primary(mt.endpoint.span, "no such endpoint"),
+                );
+            }
+            Some(Metrics { endpoint: mt.endpoint.value.clone(), port: port?, path: mt.path.clone() })
+        });
+        let backup = m.backup.as_ref().map(|b| Backup {
+            dump: b.dump.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
+            volumes: b.volumes.iter().map(|v| v.value.clone()).collect(),
+        });
+        for e in &s.expose {
+            if !p.endpoints.iter().any(|x| x.name == e.value) {
+                let mut d = Diagnostic::error("E0028", format!("module `{}` has no endpoint `{}`", m.name.value, e.value))
+                    .primary(e.span, "unknown endpoint");
+                if let Some(x) = did_you_mean(&e.value, p.endpoints.iter().map(|x| x.name.as_str())) {
+                    d = d.help(format!("did you mean `{x}`?"));
+                }
+                self.err(d);
+            }
+        }
+        if let Some(h) = hosts.get(&p.host) {
+            for b in &s.bridges {
+                if !h.bridges.contains_key(&b.value) {
+                    let mut d = Diagnostic::error("E0010", format!("host `{}` has no bridge `{}`", p.host, b.value))
+                        .primary(b.span, "unknown bridge");
+                    d = match did_you_mean(&b.value, h.bridges.keys().map(String::as_str)) {
+                        Some(x) => d.help(format!("did you mean `{x}`?")),
+                        None => d.help(format!("declare it as `[hosts.{}.bridges.{}]`", p.host, b.value)),
+                    };
+                    self.err(d);
+                }
+            }
+        }
+        if let Some(ph) = &s.phase
+            && !(0..=99).contains(&ph.value)
+        {
+            self.err(Diagnostic::error("E0003", format!("phase {} is out of range", ph.value)).primary(ph.span, "expected 0 to 99"));
+        }
+        for (vol, _) in &s.volumes {
+            if !m.volumes.iter().any(|v| v.name.value == vol.value) {
+                let mut d = Diagnostic::error("E0028", format!("module `{}` has no volume `{}`", m.name.value, vol.value))
+                    .primary(vol.span, "unknown volume");
+                if let Some(x) = did_you_mean(&vol.value, m.volumes.iter().map(|v| v.name.value.as_str())) {
+                    d = d.help(format!("did you mean `{x}`?"));
+                }
+                self.err(d);
+            }
+        }
+        if self.errors() > errors_before {
+            return None;
+        }
+        let volume_source = |v: &str| {
+            s.volumes.iter().find(|(k, _)| k.value == v).map(|(_, n)| n.value.clone()).unwrap_or_else(|| format!("{}-{v}", s.name.value))
+        };
+        let module_resources = m.resources.as_ref();
+        let resources = Resources {
+            memory: s.memory.as_ref().map(|m| m.value).or_else(|| module_resources.and_then(|r| r.memory.as_ref()).map(|m| m.value)),
+            cpus: s.cpus.as_ref().map(|c| c.value).or_else(|| module_resources.and_then(|r| r.cpus.as_ref()).map(|c| c.value)),
+        };
+        Some(Service {
+            name: s.name.value.clone(),
+            module: m.name.value.clone(),
+            module_version: m.version.value.clone(),
+            host: p.host.clone(),
+            kind: m.kind.value,
+            edge: m.edge.as_ref().map(|e| e.value.clone()),
+            container,
+            native,
+            endpoints: p.endpoints.clone(),
+            volumes: m
+                .volumes
+                .iter()
+                .map(|v| Volume {
+                    name: v.name.value.clone(),
+                    source: volume_source(&v.name.value),
+                    target: v.target.value.clone(),
+                    backup: v.backup,
+                })
+                .collect(),
+            health,
+            deps,
+            secrets: secret_uses,
+            files,
+            metrics,
+            backup,
+            resources,
+            published: Vec::new(),
+            bridges: s.bridges.iter().map(|b| b.value.clone()).collect(),
+            phase: s.phase.as_ref().and_then(|p| u32::try_from(p.value).ok()).unwrap_or(0),
+            expose: s.expose.iter().map(|e| e.value.clone()).collect(),
+            options: p.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            span: s.name.span,
+        })
+    }
+
+    pub(super) fn template_line_span(&self, m: &LoadedModule, name: &str, line: Option<usize>) -> Option<Span> {
+        let (id, text) = m.templates.get(name)?;
+        let line = line?;
+        let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+        let len = text[start.min(text.len())..].lines().next().map(str::len).unwrap_or(0);
+        Some(Span::new(*id, start..start + len))
+    }
+
+    pub(super) fn context(&self, p: &Partial<'a>, host: &Host, deps: &[Dependency], secrets: &[SecretUse], sys: &SystemDecl) -> J {
+        let requires: BTreeMap<String, J> = deps
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    d.slot.clone()?,
+                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host },
+                ))
+            })
+            .collect();
+        let secret_paths: BTreeMap<String, String> = secrets.iter().map(|s| (s.slot.clone(), s.target.clone())).collect();
+        let endpoints: BTreeMap<String, u16> = p.endpoints.iter().map(|e| (e.name.clone(), e.port)).collect();
+        let mut ctx: BTreeMap<&str, J> = BTreeMap::new();
+        ctx.insert("options", jv(&p.options));
+        ctx.insert("service", minijinja::context! { name => p.decl.name.value.clone(), host => p.host.clone() });
+        ctx.insert(
+            "host",
+            minijinja::context! { name => host.name.clone(), address => host.private_address().map(|a| a.to_string()), public => host.public },
+        );
+        ctx.insert(
+            "system",
+            minijinja::context! { name => sys.name.as_ref().map(|n| n.value.clone()), domains => sys.domains.iter().map(|d| d.value.clone()).collect::<Vec<_>>() },
+        );
+        ctx.insert("requires", jv(&requires));
+        ctx.insert("secrets", jv(&secret_paths));
+        ctx.insert("endpoints", jv(&endpoints));
+        let scrape: Vec<J> = deps
+            .iter()
+            .filter(|d| d.derived)
+            .map(|d| minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, path => d.path.clone() })
+            .collect();
+        ctx.insert("scrape", jv(&scrape));
+        ctx.insert("probes", self.probes.clone());
+        jv(&ctx)
+    }
+}
+
+/// How an edge reaches a service's port: a containerised edge uses the Compose network on its
+/// own host; a native edge uses loopback there (the port is published on it); from another
+/// host it is the service host's private address.
+/// Whether a service connects to one that did not resolve: its requirements and templates
+/// cannot be judged (the other service's error is the report).
+pub(super) fn connects_unresolved(p: &Partial<'_>, all: &BTreeMap<String, Partial<'_>>) -> bool {
+    p.decl.connects.iter().any(|c| !all.contains_key(c.value.split('.').next().unwrap_or_default()))
+}
