@@ -16,6 +16,8 @@
 #               XDG dirs (no listeners are bound and no certificates requested).
 #   compose     Docker Compose v5 `docker-compose -f FILE config -q` (no engine
 #               needed), then the compose-spec JSON schema.
+#   promtool-rules  Prometheus 2.42 `promtool check rules FILE` (alerting rules).
+#   amtool      Alertmanager 0.25 `amtool check-config FILE` (see oracle_amtool).
 #   systemd     `systemd-analyze verify FILE` for a unit file; any output fails.
 #   mermaid     every ```mermaid block of a Markdown file parses with mermaid 11.
 #   yaml        Parse FILE ('-' for stdin) with PyYAML safe_load (duplicate keys
@@ -183,7 +185,10 @@ oracle_compose() (
   _oracle_schema compose-spec.json
   # Needs no engine. Without a top-level `name:` the project name comes from
   # the file's directory and must not normalise to empty.
-  _oracle_run compose _oracle_offline docker-compose -f "$f" config -q
+  # --no-env-resolution: an `env_file` names a root-only file the provisioner writes on the
+  # host from delivered secrets (/etc/kiln/env); it does not exist where the judge runs.
+  # tests/env_secrets.rs has Compose read such a file for real.
+  _oracle_run compose _oracle_offline docker-compose -f "$f" config -q --no-env-resolution
   warnings=$(grep -E 'level=(warning|error)' <<<"$out" || true)
   _oracle_warnings compose "docker-compose config printed warnings" "$warnings"
   _oracle_run compose-spec-schema check-jsonschema --force-filetype yaml \
@@ -218,6 +223,31 @@ oracle_promtool() (
   local f=$1 out
   _oracle_need "$tools/bin/promtool"
   _oracle_run promtool "$tools/bin/promtool" check config "$f"
+)
+
+# Prometheus rule files (kiln's derived alerts): `promtool check rules`.
+oracle_promtool_rules() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out
+  _oracle_need "$tools/bin/promtool"
+  _oracle_run promtool-rules "$tools/bin/promtool" check rules "$f"
+)
+
+# Alertmanager configuration: Debian 12's `amtool check-config` (0.25). That amtool predates
+# webhook_configs' `url_file` (Alertmanager 0.26; kiln's module pins a newer image): a copy
+# where `url_file:` reads `url:` with an http URL is checked instead, everything else verbatim.
+oracle_amtool() (
+  set -euo pipefail
+  _oracle_setup
+  _oracle_file "$@"
+  local f=$1 out copy
+  _oracle_need "$tools/bin/amtool"
+  copy=$(mktemp --suffix=.yml)
+  trap 'rm -f "$copy"' EXIT
+  sed -E 's|^( *)(- )?url_file: .*$|\1\2url: "http://kiln.invalid/webhook"|' "$f" >"$copy"
+  _oracle_run amtool "$tools/bin/amtool" check-config "$copy"
 )
 
 oracle_yaml() (
@@ -295,7 +325,9 @@ oracle_self_test() (
         caddy-*) kind=caddy ;;
         compose-*) kind=compose ;;
         yaml-*) kind=yaml ;;
+        promtool-rules-*) kind=promtool-rules ;;
         promtool-*) kind=promtool ;;
+        amtool-*) kind=amtool ;;
         systemd-*) kind=systemd ;;
         mermaid-*) kind=mermaid ;;
         traefik-static-*) kind=traefik-static ;;
@@ -358,13 +390,15 @@ kiln_oracle() {
     compose) oracle_compose "$@" ;;
     yaml) oracle_yaml "$@" ;;
     promtool) oracle_promtool "$@" ;;
+    promtool-rules) oracle_promtool_rules "$@" ;;
+    amtool) oracle_amtool "$@" ;;
     systemd) oracle_systemd "$@" ;;
     mermaid) oracle_mermaid "$@" ;;
     traefik-static) oracle_traefik_static "$@" ;;
     traefik-dynamic) oracle_traefik_dynamic "$@" ;;
     self-test) oracle_self_test ;;
     *)
-      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|systemd|mermaid|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
+      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|promtool-rules|amtool|systemd|mermaid|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
       return 2
       ;;
   esac

@@ -34,6 +34,35 @@ pub struct System {
     /// Rules waived, for whom, and why (`[allow.RULE]`).
     pub allows: Vec<Allow>,
     pub backup: Option<BackupPlan>,
+    /// `[alerts.receivers]`: who is told when an alert fires, by name.
+    pub receivers: Vec<Receiver>,
+}
+
+/// One destination of the system's alerts (`[alerts.receivers.NAME]`).
+#[derive(Debug, Serialize)]
+pub struct Receiver {
+    pub name: String,
+    pub kind: ReceiverKind,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverKind {
+    Email { to: String },
+    /// A Slack-compatible incoming webhook (Slack, Mattermost): its URL in the named secret.
+    Slack { secret: String, channel: Option<String> },
+    /// Alertmanager's own webhook JSON, to the URL in the named secret.
+    Webhook { secret: String },
+}
+
+impl Receiver {
+    /// The secret holding the destination's URL, for the kinds that have one.
+    pub fn secret(&self) -> Option<&str> {
+        match &self.kind {
+            ReceiverKind::Email { .. } => None,
+            ReceiverKind::Slack { secret, .. } | ReceiverKind::Webhook { secret } => Some(secret),
+        }
+    }
 }
 
 /// `[backup]`: every host backs up the data its services declare to one restic repository.
@@ -163,8 +192,33 @@ pub struct Host {
     pub fail2ban_http: bool,
     /// Docker networks declared on this host (besides the default one).
     pub bridges: BTreeMap<String, Bridge>,
+    /// `egress` as written (`via:GATEWAY`, `none`) and where.
+    #[serde(skip)]
+    pub egress_decl: Option<(String, Span)>,
+    /// How the host reaches the internet (derived by `eval::egress`).
+    pub egress: Egress,
+    /// Private networks whose hosts reach the internet through this one (NAT): name → CIDR.
+    pub nat_for: BTreeMap<String, Cidr>,
     #[serde(skip)]
     pub span: Span,
+}
+
+/// How a host reaches the internet: packages, images and (stage 0) its bundle come from there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Egress {
+    /// Its own public address: public hosts, DigitalOcean droplets (which always keep a public
+    /// IPv4; the cloud firewall closes it inbound) and existing hosts.
+    #[default]
+    Direct,
+    /// Through `gateway`, a public host on `network` that masquerades for the network; the
+    /// host's default route goes to `next_hop` (on Hetzner the network's own gateway, the
+    /// first address, which a provider route sends on to the gateway host).
+    Via { gateway: String, network: String, gateway_address: IpAddr, next_hop: IpAddr },
+    /// `egress = "none"`: no route out (the `no-egress` rule says what then fails).
+    None,
+    /// No route out could be derived: why, and the public hosts that could be the gateway.
+    Missing { problem: String, candidates: Vec<String> },
 }
 
 impl Host {
@@ -199,6 +253,10 @@ pub struct FirewallRule {
     pub sources: Vec<Cidr>,
     /// Why the port is open: the connection or route that needs it.
     pub reason: String,
+    /// The container port Docker forwards `port` to, where they differ: forwarded packets are
+    /// matched after Docker's DNAT, so the route rule names this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_port: Option<u16>,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,6 +289,12 @@ pub struct Service {
     pub expose: Vec<String>,
     /// The module options as given or defaulted, as text (for checks and documentation).
     pub options: BTreeMap<String, String>,
+    /// Commands run on a schedule (`[jobs.NAME]`), by name.
+    pub jobs: Vec<Job>,
+    /// Where it reads the alerting rules kiln derives (`[collect] rules`: Prometheus).
+    pub rules: Option<String>,
+    /// It delivers the system's alerts to `[alerts.receivers]` (`[collect] alerts`: Alertmanager).
+    pub notifies: bool,
     #[serde(skip)]
     pub span: Span,
 }
@@ -254,8 +318,22 @@ impl Service {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Publish {
     pub bind: IpAddr,
+    /// The port on the host.
     pub port: u16,
     pub protocol: Protocol,
+    /// The port inside the container (the endpoint's own).
+    pub target: u16,
+}
+
+/// `[jobs.NAME]`: a command a systemd timer runs.
+#[derive(Debug, Serialize)]
+pub struct Job {
+    pub name: String,
+    pub schedule: crate::types::Calendar,
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    /// For containers: in the running one (`exec`) or a one-off one (`run`).
+    pub container: crate::syntax::module::JobContainer,
 }
 
 #[derive(Debug, Serialize)]
@@ -274,6 +352,14 @@ pub struct Container {
     pub docker_socket: bool,
     pub shm_size: Option<Size>,
     pub init: bool,
+    /// name → (soft, hard); -1 is unlimited.
+    pub ulimits: BTreeMap<String, (i64, i64)>,
+    pub devices: Vec<String>,
+    /// Read-only bind mounts of host paths: (source, target).
+    pub host_mounts: Vec<(String, String)>,
+    /// Environment variable → the secret that feeds it (`[container.env_secrets]`): written on
+    /// the host into a root-only env file (`render::service_env_file`), never into the store.
+    pub env_secrets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -285,7 +371,10 @@ pub struct Native {
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
     pub name: String,
+    /// The port the service listens on (inside its container).
     pub port: u16,
+    /// The port published on the host (equal to `port` unless the module or the system says).
+    pub host_port: u16,
     pub protocol: Protocol,
     pub http: bool,
 }
@@ -297,6 +386,8 @@ pub struct Volume {
     pub source: String,
     pub target: String,
     pub backup: bool,
+    /// `(uid, gid)` the volume's directory is given before the service starts.
+    pub owner: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Serialize)]

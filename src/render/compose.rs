@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::model::{Host, Service, System};
-use crate::render::{FILES_ROOT, service_secret_path, yaml};
+use crate::render::{FILES_ROOT, service_env_file, service_secret_path, yaml};
 
 #[derive(Serialize)]
 struct File<'a> {
@@ -61,6 +61,9 @@ struct Svc {
     command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     environment: BTreeMap<String, String>,
+    /// Secrets as environment variables: a root-only file the provisioner writes on the host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env_file: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ports: Vec<Port>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -86,6 +89,10 @@ struct Svc {
     shm_size: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     init: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ulimits: BTreeMap<String, Ulimit>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    devices: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     networks: Option<Vec<String>>,
     logging: Logging,
@@ -95,6 +102,12 @@ struct Svc {
 struct Logging {
     driver: &'static str,
     options: BTreeMap<&'static str, &'static str>,
+}
+
+#[derive(Serialize)]
+struct Ulimit {
+    soft: i64,
+    hard: i64,
 }
 
 #[derive(Serialize)]
@@ -204,6 +217,11 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
                 read_only: true,
             });
         }
+        if let Some(target) = &s.rules {
+            // The alerting rules kiln derives (`render::alerts`).
+            let source = format!("{FILES_ROOT}/{}/{}", s.name, crate::render::alerts::FILE);
+            volumes.push(Mount { kind: "bind", source, target: target.clone(), read_only: true });
+        }
         if s.edge.as_deref() == Some("traefik") {
             volumes.push(Mount {
                 kind: "bind",
@@ -217,6 +235,10 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
                 target: crate::render::traefik::DYNAMIC_DIR.into(),
                 read_only: true,
             });
+        }
+        for (source, target) in &c.host_mounts {
+            // Module-declared host paths, always read-only (checked where the module is read).
+            volumes.push(Mount { kind: "bind", source: source.clone(), target: target.clone(), read_only: true });
         }
         if c.docker_socket {
             volumes.push(Mount {
@@ -249,7 +271,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
         } else {
             s.published
                 .iter()
-                .map(|p| Port { target: p.port, published: p.port.to_string(), host_ip: p.bind.to_string(), protocol: p.protocol.name() })
+                .map(|p| Port { target: p.target, published: p.port.to_string(), host_ip: p.bind.to_string(), protocol: p.protocol.name() })
                 .collect()
         };
         let limits = Limits { cpus: s.resources.cpus.map(|c| format!("{c}")), memory: s.resources.memory.map(|m| m.compose()) };
@@ -262,6 +284,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             entrypoint: c.entrypoint.as_deref().map(lits),
             command: c.command.as_deref().map(lits),
             environment: c.environment.iter().map(|(k, v)| (k.clone(), lit(v))).collect(),
+            env_file: if c.env_secrets.is_empty() { Vec::new() } else { vec![service_env_file(&s.name)] },
             ports,
             volumes,
             secrets,
@@ -281,6 +304,8 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             network_mode: c.network_mode.clone(),
             shm_size: c.shm_size.map(|s| s.compose()),
             init: c.init,
+            ulimits: c.ulimits.iter().map(|(k, (soft, hard))| (k.clone(), Ulimit { soft: *soft, hard: *hard })).collect(),
+            devices: c.devices.clone(),
             networks: (!host_net).then(|| s.networks()),
             logging: if host.fail2ban_http && s.edge.is_some() {
                 // fail2ban reads the edge's access log from the journal, by this tag.

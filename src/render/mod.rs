@@ -1,15 +1,19 @@
 //! Render: pure functions from the resolved model to artifacts, one emitter per output format.
 
+pub mod alerts;
 pub mod backup;
 pub mod bundle;
 pub mod caddyfile;
 pub mod cloud_init;
 pub mod compose;
+pub mod egress;
+pub mod jobs;
 pub mod provision;
 pub mod quote;
 pub mod system_doc;
 pub mod tofu;
 pub mod traefik;
+pub mod watchdog;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -29,6 +33,14 @@ pub const SERVICE_SECRETS_DIR: &str = "/etc/kiln/service-secrets";
 /// Where a service's copy of a secret lives on the host.
 pub fn service_secret_path(service: &str, secret: &str) -> String {
     format!("{SERVICE_SECRETS_DIR}/{service}/{secret}")
+}
+/// Env files written on the host from delivered secrets, one per service that takes a secret
+/// as an environment variable (`[container.env_secrets]`); root-only, read by `docker compose`.
+pub const ENV_SECRETS_DIR: &str = "/etc/kiln/env";
+
+/// The env file (Compose `env_file`) holding a service's secret environment variables.
+pub fn service_env_file(service: &str) -> String {
+    format!("{ENV_SECRETS_DIR}/{service}.env")
 }
 /// Traefik's configuration in the payload (mounted into the Traefik container).
 pub const TRAEFIK_STATIC: &str = "traefik/traefik.yml";
@@ -148,7 +160,13 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
     if let Some(edge) = provision::ban_edge(host, &payload) {
         payload.push(Artifact::new(provision::FAIL2BAN_HTTP_FILTER, Kind::Config, 0o644, provision::fail2ban_http_filter(edge)));
     }
-    for (path, content) in backup::emit(sys, host) {
+    for name in &host.services {
+        if sys.services[name].rules.is_some() {
+            let rules = alerts::emit(sys, &sys.services[name]);
+            payload.push(Artifact::new(format!("files/{name}/{}", alerts::FILE), Kind::Config, 0o644, rules));
+        }
+    }
+    for (path, content) in backup::emit(sys, host).into_iter().chain(watchdog::emit(sys, host)).chain(jobs::emit(sys, host)) {
         let (kind, mode) = if path.ends_with(".sh") { (Kind::Script, 0o755) } else { (Kind::SystemdUnit, 0o644) };
         payload.push(Artifact::new(path, kind, mode, content));
     }

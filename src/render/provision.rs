@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::model::{FirewallRule, Host, Service, System};
 use crate::render::quote::{sh, sh_words};
-use crate::render::{Artifact, KILN_ROOT, MARKER, SECRETS_DIR, SERVICE_SECRETS_DIR, service_secret_path};
+use crate::render::{Artifact, KILN_ROOT, MARKER, SECRETS_DIR, SERVICE_SECRETS_DIR, service_env_file, service_secret_path};
 
 const PRELUDE: &str = include_str!("provision.sh.in");
 
@@ -26,19 +26,23 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     let _ = writeln!(o, "KILN_ROOT={}", sh(KILN_ROOT));
     o.push_str(PRELUDE);
 
+    super::egress::provision(&mut o, host);
     packages(&mut o, host, &services, containers, payload.iter().any(|a| a.path == super::backup::SCRIPT));
     users(&mut o, sys);
     sshd(&mut o, host);
     upgrades(&mut o);
     fail2ban(&mut o, ban_edge(host, payload));
+    super::egress::provision_gateway(&mut o, host);
     firewall(&mut o, host, containers);
     if containers {
         o.push_str("\n# Docker engine.\nsystemctl enable --now docker >/dev/null\n");
     }
     secrets(&mut o, sys, host, &services);
     files(&mut o, &services, payload);
-    start(&mut o, &services);
+    start(&mut o, sys, &services);
     backups(&mut o, payload);
+    super::jobs::provision(&mut o, sys, host);
+    watchdog(&mut o, payload);
 
     o.push_str("\n# Done: record what this host runs.\n");
     let _ = writeln!(o, "install -d -m 0755 {}", sh(parent(MARKER)));
@@ -206,15 +210,16 @@ fn ufw_command(r: &FirewallRule, route: bool) -> String {
     let comment: String = r.reason.chars().filter(|c| c.is_ascii_alphanumeric() || " ._:/()=+@,;-".contains(*c)).take(200).collect();
     let comment = sh(&comment);
     let proto = r.protocol.name();
+    // Forwarded (Docker) traffic is matched after DNAT, on the container's port.
+    let port = if route { r.forwarded_port.unwrap_or(r.port) } else { r.port };
     match r.sources.as_slice() {
-        [] => format!("ufw {verb} proto {proto} to any port {} comment {comment} >/dev/null", r.port),
-        [one] => format!("ufw {verb} proto {proto} from {} to any port {} comment {comment} >/dev/null", sh(&one.to_string()), r.port),
+        [] => format!("ufw {verb} proto {proto} to any port {port} comment {comment} >/dev/null"),
+        [one] => format!("ufw {verb} proto {proto} from {} to any port {port} comment {comment} >/dev/null", sh(&one.to_string())),
         many => {
             let list: Vec<String> = many.iter().map(|c| c.to_string()).collect();
             format!(
-                "for src in {}; do ufw {verb} proto {proto} from \"$src\" to any port {} comment {comment} >/dev/null; done",
+                "for src in {}; do ufw {verb} proto {proto} from \"$src\" to any port {port} comment {comment} >/dev/null; done",
                 sh_words(&list),
-                r.port
             )
         }
     }
@@ -233,18 +238,20 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
             lines.push(ufw_command(r, true));
         }
     }
+    lines.extend(super::egress::ufw_route_rules(host));
     // The rules are applied again only when they differ from what this host last applied.
     let stamp = crate::render::hex(&<sha2::Sha256 as sha2::Digest>::digest(lines.concat().as_bytes()));
     if containers {
-        let _ = writeln!(
-            o,
-            "if ! grep -q 'BEGIN kiln docker' /etc/ufw/after.rules; then\n\tprintf '%s' {} >>/etc/ufw/after.rules\n\trm -f /var/lib/kiln/ufw.rules\nfi",
-            sh(DOCKER_USER_RULES)
-        );
+        // `ufw reset` puts the stock after.rules back: the block goes in after a reset, and a
+        // missing block means the rules are applied again.
+        o.push_str("grep -q 'BEGIN kiln docker' /etc/ufw/after.rules || rm -f /var/lib/kiln/ufw.rules\n");
     }
     let _ = writeln!(o, "ufw_stamp={stamp}");
     o.push_str("if [ \"$(cat /var/lib/kiln/ufw.rules 2>/dev/null || true)\" != \"$ufw_stamp\" ] || ! ufw status | grep -q '^Status: active'; then\n");
     o.push_str("\t[ ! -f /var/lib/kiln/ufw.rules ] || ufw --force reset >/dev/null\n");
+    if containers {
+        let _ = writeln!(o, "\tgrep -q 'BEGIN kiln docker' /etc/ufw/after.rules || printf '%s' {} >>/etc/ufw/after.rules", sh(DOCKER_USER_RULES));
+    }
     for l in &lines {
         let _ = writeln!(o, "\t{l}");
     }
@@ -278,6 +285,32 @@ fn secrets(o: &mut String, sys: &System, host: &Host, services: &[&Service]) {
             let dest = if s.native.is_some() { u.target.clone() } else { service_secret_path(&s.name, &u.secret) };
             let _ = writeln!(o, "put {} {} 0400 {owner} || true", sh(&format!("{SECRETS_DIR}/{}", u.secret)), sh(&dest));
         }
+    }
+    env_secrets(o, services);
+}
+
+/// The shell function that writes a Compose env file from secret files (`env_secrets`).
+pub const ENV_SECRETS_FN: &str = include_str!("env_secrets.sh.in");
+
+/// Secrets a container reads only from its environment (`[container.env_secrets]`): one
+/// root-only env file per service, written from the delivered secrets, named by the Compose
+/// file's `env_file`; the values never pass through kiln.
+fn env_secrets(o: &mut String, services: &[&Service]) {
+    let with: Vec<(&str, &std::collections::BTreeMap<String, String>)> = services
+        .iter()
+        .filter_map(|s| s.container.as_ref().filter(|c| !c.env_secrets.is_empty()).map(|c| (s.name.as_str(), &c.env_secrets)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    o.push_str(ENV_SECRETS_FN);
+    for (name, vars) in with {
+        let mut args = vec![sh(&service_env_file(name))];
+        for (var, secret) in vars {
+            args.push(sh(var));
+            args.push(sh(&format!("{SECRETS_DIR}/{secret}")));
+        }
+        let _ = writeln!(o, "env_secrets {} || true", args.join(" "));
     }
 }
 
@@ -327,13 +360,31 @@ fn backups(o: &mut String, payload: &[Artifact]) {
     let _ = writeln!(o, "systemctl enable --now kiln-backup.timer kiln-backup-check.timer >/dev/null");
 }
 
-fn start(o: &mut String, services: &[&Service]) {
+/// Installs the container watchdog's units and starts its timer (`render::watchdog`).
+fn watchdog(o: &mut String, payload: &[Artifact]) {
+    if !payload.iter().any(|a| a.path == super::watchdog::SCRIPT) {
+        return;
+    }
+    o.push_str("\n# Watchdog: restart containers that stay unhealthy (Docker does not).\nlog 'step: watchdog'\n");
+    for unit in super::watchdog::UNITS {
+        let _ = writeln!(
+            o,
+            "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
+            sh(&format!("{KILN_ROOT}/watchdog/{unit}")),
+            sh(&format!("/etc/systemd/system/{unit}"))
+        );
+    }
+    let _ = writeln!(o, "systemctl enable --now kiln-watchdog.timer >/dev/null");
+}
+
+fn start(o: &mut String, sys: &System, services: &[&Service]) {
     if services.is_empty() {
         return;
     }
     o.push_str("\n# Services, dependencies first, each healthy before the next starts.\nlog 'step: services'\n");
     for s in services {
         if s.container.is_some() {
+            super::jobs::volume_owners(o, sys, s);
             let _ = writeln!(
                 o,
                 "docker compose --file \"$KILN_ROOT/compose.yaml\" up --detach --wait --wait-timeout 600 {} >/dev/null\nlog {}",

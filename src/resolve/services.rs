@@ -27,10 +27,65 @@ impl<'a> Resolver<'a> {
         let tpl = &self.tpls[&module.decl.name.value];
         let mut endpoints = Vec::new();
         for e in &module.decl.endpoints {
-            let port = match &e.port.value {
+            let port = self.endpoint_port(tpl, &ctx, ok, e, &e.port, s);
+            let host_port = match &e.host_port {
+                Some(hp) => self.endpoint_port(tpl, &ctx, ok, e, hp, s),
+                None => port,
+            };
+            if let (Some(hp), Some(port)) = (&e.host_port, port)
+                && module.decl.kind.value == ModuleKind::Native
+                && host_port != Some(port)
+            {
+                self.err(
+                    Diagnostic::error("E0003", format!("native endpoint `{}` cannot publish a different host port", e.name.value))
+                        .primary(hp.span, "a native service listens on the host itself")
+                        .help("drop `host_port`, or make the port an option"),
+                );
+            }
+            // The system's `ports = { ENDPOINT = N }` moves a container's published port.
+            let host_port = match s.ports.iter().find(|(n, _)| n.value == e.name.value) {
+                Some((_, p)) => types::parse_port(p.value).ok(),
+                None => host_port,
+            };
+            if let (Some(port), Some(host_port)) = (port, host_port) {
+                endpoints.push(Endpoint { name: e.name.value.clone(), port, host_port, protocol: e.protocol.value, http: e.http });
+            }
+        }
+        for (name, p) in &s.ports {
+            if !module.decl.endpoints.iter().any(|e| e.name.value == name.value) {
+                let mut d = Diagnostic::error("E0028", format!("module `{}` has no endpoint `{}`", module.decl.name.value, name.value))
+                    .primary(name.span, "unknown endpoint");
+                if let Some(x) = did_you_mean(&name.value, module.decl.endpoints.iter().map(|x| x.name.value.as_str())) {
+                    d = d.help(format!("did you mean `{x}`?"));
+                }
+                self.err(d);
+            } else if module.decl.kind.value == ModuleKind::Native {
+                self.err(
+                    Diagnostic::error("E0003", format!("native service `{}` cannot publish `{}` on another port", s.name.value, name.value))
+                        .primary(p.span, "a native service listens on the host itself"),
+                );
+            } else if let Err(e) = types::parse_port(p.value) {
+                self.err(Diagnostic::error("E0003", e.message).primary(p.span, "not a port").with_help(e.help));
+            }
+        }
+        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok })
+    }
+
+    /// An endpoint's port (or host port): an integer, or a template rendered with the options.
+    fn endpoint_port(
+        &mut self,
+        tpl: &crate::template::Templates,
+        ctx: &J,
+        ok: bool,
+        e: &crate::syntax::module::EndpointDecl,
+        p: &Sp<IntOrTpl>,
+        s: &ServiceDecl,
+    ) -> Option<u16> {
+        {
+            match &p.value {
                 IntOrTpl::Int(i) => types::parse_port(*i).ok(),
                 IntOrTpl::Tpl(_) if !ok => None,
-                IntOrTpl::Tpl(t) => match tpl.render_str(t, &ctx) {
+                IntOrTpl::Tpl(t) => match tpl.render_str(t, ctx) {
                     Ok(v) => match v.trim().parse::<i64>().map_err(|_| ()).and_then(|i| types::parse_port(i).map_err(|_| ())) {
                         Ok(p) => Some(p),
                         Err(()) => {
@@ -39,23 +94,19 @@ impl<'a> Resolver<'a> {
                                     "E0020",
                                     format!("endpoint `{}` of `{}` renders to `{v}`, not a port", e.name.value, s.name.value),
                                 )
-                                .primary(e.port.span, "this template")
+                                .primary(p.span, "this template")
                                 .secondary(s.name.span, "in this service"),
                             );
                             None
                         }
                     },
                     Err(err) => {
-                        self.err(err.at(e.port.span).secondary(s.name.span, "while instantiating this service"));
+                        self.err(err.at(p.span).secondary(s.name.span, "while instantiating this service"));
                         None
                     }
                 },
-            };
-            if let Some(port) = port {
-                endpoints.push(Endpoint { name: e.name.value.clone(), port, protocol: e.protocol.value, http: e.http });
             }
         }
-        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok })
     }
 
     /// Options typed against the module's declarations; unknown and missing ones reported.
@@ -280,6 +331,17 @@ impl<'a> Resolver<'a> {
                     docker_socket: c.docker_socket.as_ref().is_some_and(|b| b.value),
                     shm_size: c.shm_size.as_ref().map(|s| s.value),
                     init: c.init.as_ref().is_some_and(|b| b.value),
+                    ulimits: c.ulimits.iter().map(|(n, soft, hard)| (n.value.clone(), (*soft, *hard))).collect(),
+                    devices: c.devices.iter().map(|d| d.value.clone()).collect(),
+                    host_mounts: c.host_mounts.iter().map(|m| m.value.clone()).collect(),
+                    // A slot the system leaves unbound (an optional one) feeds no variable.
+                    env_secrets: c
+                        .env_secrets
+                        .iter()
+                        .filter_map(|(var, slot)| {
+                            secret_uses.iter().find(|u| u.slot == slot.value).map(|u| (var.value.clone(), u.secret.clone()))
+                        })
+                        .collect(),
                 })
             }
             _ => None,
@@ -289,6 +351,20 @@ impl<'a> Resolver<'a> {
                 Diagnostic::error("E0026", format!("container module `{}` has no `[container]` table", m.name.value))
                     .primary(m.kind.span, "declared a container here"),
             );
+        }
+        if m.collect_alerts {
+            // Each receiver's URL, owned by the user the container runs as.
+            let uid = container.as_ref().and_then(|c| c.user.as_ref()?.split(':').next()?.parse().ok());
+            for r in &self.receivers {
+                if let Some(secret) = r.secret() {
+                    secret_uses.push(SecretUse {
+                        slot: format!("alert-receiver-{}", r.name),
+                        secret: secret.to_string(),
+                        target: super::alerts::receiver_secret_target(&r.name),
+                        uid,
+                    });
+                }
+            }
         }
         let native = m.native.as_ref().map(|n| Native {
             packages: n.packages.iter().map(|p| p.value.clone()).collect(),
@@ -324,6 +400,17 @@ impl<'a> Resolver<'a> {
             }
             Some(Metrics { endpoint: mt.endpoint.value.clone(), port: port?, path: mt.path.clone() })
         });
+        let jobs = m
+            .jobs
+            .iter()
+            .map(|j| crate::model::Job {
+                name: j.name.value.clone(),
+                schedule: j.schedule.value.clone(),
+                command: j.command.iter().filter_map(|w| render(self, w)).collect(),
+                user: j.user.as_ref().map(|u| u.value.clone()),
+                container: j.container.value,
+            })
+            .collect();
         let backup = m.backup.as_ref().map(|b| Backup {
             dump: b.dump.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
             volumes: b.volumes.iter().map(|v| v.value.clone()).collect(),
@@ -395,6 +482,7 @@ impl<'a> Resolver<'a> {
                     source: volume_source(&v.name.value),
                     target: v.target.value.clone(),
                     backup: v.backup,
+                    owner: v.owner.as_ref().map(|o| o.value),
                 })
                 .collect(),
             health,
@@ -409,6 +497,9 @@ impl<'a> Resolver<'a> {
             phase: s.phase.as_ref().and_then(|p| u32::try_from(p.value).ok()).unwrap_or(0),
             expose: s.expose.iter().map(|e| e.value.clone()).collect(),
             options: p.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            jobs,
+            rules: m.collect_rules.as_ref().map(|r| r.value.clone()),
+            notifies: m.collect_alerts,
             span: s.name.span,
         })
     }
@@ -454,6 +545,9 @@ impl<'a> Resolver<'a> {
             .collect();
         ctx.insert("scrape", jv(&scrape));
         ctx.insert("probes", self.probes.clone());
+        // A notifier (`[collect] alerts`) sees the receivers, each secret as the path it reads.
+        let receivers: Vec<J> = if p.module.decl.collect_alerts { self.receivers.iter().map(receiver_context).collect() } else { Vec::new() };
+        ctx.insert("receivers", jv(&receivers));
         jv(&ctx)
     }
 }
@@ -465,4 +559,17 @@ impl<'a> Resolver<'a> {
 /// cannot be judged (the other service's error is the report).
 pub(super) fn connects_unresolved(p: &Partial<'_>, all: &BTreeMap<String, Partial<'_>>) -> bool {
     p.decl.connects.iter().any(|c| !all.contains_key(c.value.split('.').next().unwrap_or_default()))
+}
+
+/// A receiver as templates see it: `name`, `kind` (`email`, `slack`, `webhook`), `to`,
+/// `channel`, and `url_file`, the path of the secret holding its URL.
+fn receiver_context(r: &Receiver) -> J {
+    let url_file = r.secret().map(|_| super::alerts::receiver_secret_target(&r.name));
+    match &r.kind {
+        ReceiverKind::Email { to } => minijinja::context! { name => r.name.clone(), kind => "email", to => to.clone() },
+        ReceiverKind::Slack { channel, .. } => {
+            minijinja::context! { name => r.name.clone(), kind => "slack", channel => channel.clone(), url_file => url_file }
+        }
+        ReceiverKind::Webhook { .. } => minijinja::context! { name => r.name.clone(), kind => "webhook", url_file => url_file },
+    }
 }

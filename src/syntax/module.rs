@@ -28,9 +28,17 @@ pub struct ModuleDecl {
     pub resources: Option<ResourcesDecl>,
     pub files: Vec<FileDecl>,
     pub forward_auth: Option<ForwardAuthDecl>,
+    /// `[jobs.NAME]`: commands run on a schedule (systemd timers).
+    pub jobs: Vec<JobDecl>,
     /// `[collect] metrics = true`: the service scrapes every metrics endpoint of the system
     /// (Prometheus); kiln connects it to each and hands the list to its templates as `scrape`.
     pub collect_metrics: bool,
+    /// `[collect] rules = "PATH"`: the service evaluates Prometheus alerting rules; kiln derives
+    /// them from the system and mounts them at PATH.
+    pub collect_rules: Option<Sp<String>>,
+    /// `[collect] alerts = true`: the service delivers the system's alerts to the receivers of
+    /// `[alerts.receivers]` (Alertmanager); its templates see `receivers`.
+    pub collect_alerts: bool,
 }
 
 /// How an edge asks this service whether a request may pass (Authentik's outposts, oauth2-proxy).
@@ -125,6 +133,15 @@ pub struct ContainerDecl {
     pub docker_socket: Option<Sp<bool>>,
     pub shm_size: Option<Sp<Size>>,
     pub init: Option<Sp<bool>>,
+    /// `[container.env_secrets]`: environment variable → secret slot, for images that read a
+    /// key only from the environment; delivered through a root-only `env_file` on the host.
+    pub env_secrets: Vec<(Sp<String>, Sp<String>)>,
+    /// `[container.ulimits]`: name → (soft, hard); -1 is unlimited.
+    pub ulimits: Vec<(Sp<String>, i64, i64)>,
+    /// Host devices passed in (`/dev/kmsg`, `/dev/dri:/dev/dri:rw`).
+    pub devices: Vec<Sp<String>>,
+    /// Read-only bind mounts of host paths: (source on the host, target in the container).
+    pub host_mounts: Vec<Sp<(String, String)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +155,8 @@ pub struct NativeDecl {
 pub struct EndpointDecl {
     pub name: Sp<String>,
     pub port: Sp<IntOrTpl>,
+    /// The port published on the host, when it differs from `port` (the container's).
+    pub host_port: Option<Sp<IntOrTpl>>,
     pub protocol: Sp<Protocol>,
     pub http: bool,
 }
@@ -163,7 +182,31 @@ pub struct VolumeDecl {
     pub name: Sp<String>,
     pub target: Sp<String>,
     pub backup: bool,
+    /// `uid:gid` the volume's directory is given before the service starts.
+    pub owner: Option<Sp<(u32, u32)>>,
 }
+
+/// `[jobs.NAME]`: a command run on a schedule by a systemd timer.
+#[derive(Debug, Clone)]
+pub struct JobDecl {
+    pub name: Sp<String>,
+    pub schedule: Sp<types::Calendar>,
+    /// Words, each a template.
+    pub command: Vec<Sp<String>>,
+    /// The user the command runs as (in the container, or on the host for native modules).
+    pub user: Option<Sp<String>>,
+    /// Container modules: `exec` in the running container (default) or `run` a one-off
+    /// container of the service (same image, volumes, secrets and networks).
+    pub container: Sp<JobContainer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobContainer {
+    Exec,
+    Run,
+}
+
 
 #[derive(Debug, Clone)]
 pub struct HealthDecl {
@@ -214,6 +257,8 @@ pub struct BackupDecl {
 pub struct ResourcesDecl {
     pub memory: Option<Sp<Size>>,
     pub cpus: Option<Sp<f64>>,
+    /// `[resources.fit.OPTION]`: options that size memory inside the service.
+    pub fit: Vec<super::memory_fit::FitDecl>,
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +371,165 @@ pub fn parse_option_string(s: &str) -> Result<String, types::TypeError> {
     }
 }
 
+/// An environment variable's name (`[container.env_secrets]`): `[A-Za-z_][A-Za-z0-9_]*`, the
+/// portable form, which every shell and Compose's env-file parser read as one name.
+pub fn parse_env_name(s: &str) -> Result<String, types::TypeError> {
+    let ok =
+        s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(bad(format!("`{}` is not an environment variable name", s.escape_debug()), "write it like `API_KEY`: letters, digits and `_`"))
+    }
+}
+
+/// A path on the host or in a container for a mount or a device: absolute, normalised, and
+/// made of `A-Za-z0-9._/-` only (it reaches Compose and, for devices, the kernel).
+fn plain_path(s: &str, what: &str) -> Result<String, types::TypeError> {
+    let ok = s.starts_with('/')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
+        && (s == "/" || s[1..].split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(bad(
+            format!("`{}` is not a plain absolute {what} path", s.escape_debug()),
+            "write it like `/var/log`: `/`, then `A-Za-z0-9._-` components",
+        ))
+    }
+}
+
+/// A read-only host mount, `SOURCE:TARGET` (`/sys:/sys`, `/:/rootfs`).
+pub fn parse_host_mount(s: &str) -> Result<(String, String), types::TypeError> {
+    let Some((src, dst)) = s.split_once(':') else {
+        return Err(bad(format!("`{}` is not `SOURCE:TARGET`", s.escape_debug()), "write it like `/var/log:/var/log` (always read-only)"));
+    };
+    let dst = plain_path(dst, "container")?;
+    if dst == "/" {
+        return Err(bad("a host mount cannot replace the container's root".into(), "mount it below, like `/:/rootfs`"));
+    }
+    Ok((plain_path(src, "host")?, dst))
+}
+
+/// Host paths that hand a container control of the host: the Docker socket (a read-only bind
+/// mount still lets a process connect to a socket) and the secrets kiln delivers.
+pub const SENSITIVE_HOST_PATHS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock", "/etc/kiln/secrets", "/etc/kiln/service-secrets"];
+
+/// Whether mounting `src` exposes one of [`SENSITIVE_HOST_PATHS`] (it is one, or holds one).
+pub fn exposes_sensitive(src: &str) -> Option<&'static str> {
+    SENSITIVE_HOST_PATHS.iter().copied().find(|p| src == "/" || *p == src || p.starts_with(&format!("{src}/")))
+}
+
+/// A device passed into a container: `HOST[:CONTAINER[:PERMISSIONS]]`, the host side under
+/// `/dev/`, permissions from `rwm`.
+pub fn parse_device(s: &str) -> Result<String, types::TypeError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let help = "write it like `/dev/kmsg` or `/dev/dri:/dev/dri:rw`";
+    if parts.len() > 3 || !parts[0].starts_with("/dev/") {
+        return Err(bad(format!("`{}` is not a device (`/dev/…[:TARGET[:rwm]]`)", s.escape_debug()), help));
+    }
+    plain_path(parts[0], "device")?;
+    if let Some(t) = parts.get(1) {
+        plain_path(t, "device")?;
+    }
+    if let Some(p) = parts.get(2)
+        && (p.is_empty() || !p.bytes().all(|b| b"rwm".contains(&b)))
+    {
+        return Err(bad(format!("device permissions `{p}` are not drawn from `rwm`"), help));
+    }
+    Ok(s.to_string())
+}
+
+/// The resource limits Docker passes to `setrlimit` (Compose `ulimits`).
+pub const ULIMITS: &[&str] = &[
+    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+];
+
+/// `uid:gid`, numeric (the image's user need not exist on the host).
+pub fn parse_owner(s: &str) -> Result<(u32, u32), types::TypeError> {
+    let parse = |x: &str| x.parse::<u32>().ok().filter(|_| x.bytes().all(|b| b.is_ascii_digit()));
+    match s.split_once(':').and_then(|(u, g)| Some((parse(u)?, parse(g)?))) {
+        Some(o) => Ok(o),
+        None => Err(bad(format!("`{}` is not `UID:GID`", s.escape_debug()), "write it like `1000:1000` (numbers, as the image runs)")),
+    }
+}
+
+/// A user a job runs as: a name (`www-data`) or `UID[:GID]`.
+pub fn parse_user(s: &str) -> Result<String, types::TypeError> {
+    let name = |x: &str| {
+        !x.is_empty()
+            && x.len() <= 32
+            && (x.bytes().all(|b| b.is_ascii_digit())
+                || (x.as_bytes()[0].is_ascii_lowercase() || x.as_bytes()[0] == b'_')
+                    && x.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)))
+    };
+    let ok = match s.split_once(':') {
+        Some((u, g)) => name(u) && name(g),
+        None => name(s),
+    };
+    if ok { Ok(s.to_string()) } else { Err(bad(format!("`{}` is not a user", s.escape_debug()), "write it like `www-data` or `33:33`")) }
+}
+
+fn port_node(n: Option<&Node>, sink: &Sink) -> Option<Sp<IntOrTpl>> {
+    let port = match n? {
+        Node { value: Value::Int(i), span } => Sp::new(IntOrTpl::Int(*i), *span),
+        Node { value: Value::Str(s), span } => Sp::new(IntOrTpl::Tpl(s.clone()), *span),
+        n => {
+            sink.expected(n, "a port number or a template");
+            return None;
+        }
+    };
+    if let IntOrTpl::Int(i) = port.value
+        && let Err(e) = types::parse_port(i)
+    {
+        sink.type_error(port.span, e);
+    }
+    Some(port)
+}
+
+fn ulimits(t: TableReader<'_>, sink: &Sink) -> Vec<(Sp<String>, i64, i64)> {
+    let mut out = Vec::new();
+    for e in t.entries() {
+        let name = Sp::new(e.key.clone(), e.key_span);
+        if !ULIMITS.contains(&e.key.as_str()) {
+            sink.type_error(e.key_span, one_of(&e.key, "ulimit", ULIMITS));
+            continue;
+        }
+        let limits = match &e.value.value {
+            Value::Int(i) => Some((*i, *i)),
+            Value::Table(_) => TableReader::new(&e.value, sink, format!("`ulimits.{}`", e.key)).and_then(|mut l| {
+                let (soft, hard) = (l.int("soft"), l.int("hard"));
+                if soft.is_none() {
+                    l.missing("soft", "65536");
+                }
+                if hard.is_none() {
+                    l.missing("hard", "65536");
+                }
+                l.finish();
+                Some((soft?.value, hard?.value))
+            }),
+            _ => {
+                sink.expected(&e.value, "a limit or `{ soft = …, hard = … }`");
+                None
+            }
+        };
+        let Some((soft, hard)) = limits else { continue };
+        let unlimited = |v: i64| v == -1;
+        if soft < -1 || hard < -1 || (!unlimited(hard) && (unlimited(soft) || soft > hard)) {
+            sink.type_error(
+                e.value.span,
+                bad(
+                    format!("ulimit `{}` soft {soft} / hard {hard} is not a limit", e.key),
+                    "limits are at least 0 (-1: unlimited), soft ≤ hard",
+                ),
+            );
+            continue;
+        }
+        out.push((name, soft, hard));
+    }
+    out
+}
+
 /// Reads a module's root table; `None` when the required header is unusable.
 pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let mut r = TableReader::new(root, sink, "the module file")?;
@@ -369,6 +573,17 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
                 et.entries().iter().filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?))).collect()
             })
             .unwrap_or_default();
+        let env_secrets = t
+            .table("env_secrets", |et| {
+                et.entries()
+                    .iter()
+                    .filter_map(|e| {
+                        let var = typed(Some(Sp::new(e.key.clone(), e.key_span)), sink, parse_env_name)?;
+                        Some((var, as_str(&e.value, sink)?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let command = t.node("command");
         let entrypoint = t.node("entrypoint");
         let d = ContainerDecl {
@@ -387,7 +602,23 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             docker_socket: t.bool("docker_socket"),
             shm_size: typed(t.str("shm_size"), sink, Size::parse),
             init: t.bool("init"),
+            env_secrets,
+            ulimits: t.table("ulimits", |u| ulimits(u, sink)).unwrap_or_default(),
+            devices: t.str_list("devices").into_iter().filter_map(|x| typed(Some(x), sink, parse_device)).collect(),
+            host_mounts: t.str_list("host_mounts").into_iter().filter_map(|x| typed(Some(x), sink, parse_host_mount)).collect(),
         };
+        if !d.docker_socket.as_ref().is_some_and(|b| b.value) {
+            for m in &d.host_mounts {
+                if let Some(p) = exposes_sensitive(&m.value.0) {
+                    sink.push(
+                        crate::diag::Diagnostic::error("E0003", format!("host mount `{}` exposes `{p}`", m.value.0))
+                            .primary(m.span, "this mount hands the container control of the host")
+                            .note("a read-only bind mount still lets a process connect to a socket in it")
+                            .help("declare `docker_socket = true` as well, so kiln treats the service as holding the Docker socket"),
+                    );
+                }
+            }
+        }
         t.finish();
         d
     });
@@ -397,23 +628,13 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         d
     });
     let endpoints = r.named("endpoints", |name, mut t| {
-        let port = match t.node("port") {
-            Some(Node { value: Value::Int(i), span }) => Sp::new(IntOrTpl::Int(*i), *span),
-            Some(Node { value: Value::Str(s), span }) => Sp::new(IntOrTpl::Tpl(s.clone()), *span),
-            Some(n) => {
-                sink.expected(n, "a port number or a template");
-                return None;
-            }
-            None => {
+        let host_port = port_node(t.node("host_port"), sink);
+        let Some(port) = port_node(t.node("port"), sink) else {
+            if t.node("port").is_none() {
                 t.missing("port", "8080");
-                return None;
             }
+            return None;
         };
-        if let IntOrTpl::Int(i) = port.value
-            && let Err(e) = types::parse_port(i)
-        {
-            sink.type_error(port.span, e);
-        }
         let protocol = typed(t.str("protocol"), sink, |s| match s {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
@@ -422,6 +643,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         .unwrap_or(Sp::new(Protocol::Tcp, port.span));
         let d = EndpointDecl {
             port,
+            host_port,
             protocol,
             http: t.bool("http").is_some_and(|b| b.value),
             name: typed(Some(name), sink, types::parse_ident)?,
@@ -433,6 +655,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         let d = VolumeDecl {
             target: absolute(t.req_str("target", "\"/var/lib/app\""), sink)?,
             backup: t.bool("backup").is_some_and(|b| b.value),
+            owner: typed(t.str("owner"), sink, parse_owner),
             name: typed(Some(name), sink, types::parse_ident)?,
         };
         t.finish();
@@ -506,7 +729,11 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         d
     });
     let resources = r.table("resources", |mut t| {
-        let d = ResourcesDecl { memory: typed(t.str("memory"), sink, Size::parse_positive), cpus: super::system::read_cpus(&mut t, sink) };
+        let d = ResourcesDecl {
+            memory: typed(t.str("memory"), sink, Size::parse_positive),
+            cpus: super::system::read_cpus(&mut t, sink),
+            fit: super::memory_fit::read(&mut t, &options, sink),
+        };
         t.finish();
         d
     });
@@ -535,13 +762,40 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         t.finish();
         Some(ForwardAuthDecl { endpoint: d.0?, uri: d.1?, copy_headers: d.2, traefik_uri: d.3, paths: d.4 })
     });
-    let collect_metrics = r
+    let jobs = r.named("jobs", |name, mut t| {
+        let schedule = typed(t.req_str("schedule", "\"*:0/5\""), sink, types::Calendar::parse);
+        let command = match t.node("command") {
+            Some(n) => as_str_list(n, sink),
+            None => {
+                t.missing("command", "[\"php\", \"-f\", \"/var/www/html/cron.php\"]");
+                Vec::new()
+            }
+        };
+        let user = typed(t.str("user"), sink, parse_user);
+        let container = typed(t.str("container"), sink, |s| match s {
+            "exec" => Ok(JobContainer::Exec),
+            "run" => Ok(JobContainer::Run),
+            _ => Err(one_of(s, "job container", &["exec", "run"])),
+        })
+        .unwrap_or(Sp::new(JobContainer::Exec, t.span));
+        t.finish();
+        if command.is_empty() {
+            return None;
+        }
+        Some(JobDecl { schedule: schedule?, command, user, container, name: typed(Some(name), sink, types::parse_ident)? })
+    });
+    let (collect_metrics, collect_rules, collect_alerts) = r
         .table("collect", |mut t| {
             let m = t.bool("metrics").is_some_and(|b| b.value);
+            let rules = absolute(t.str("rules"), sink);
+            let alerts = t.bool("alerts").is_some_and(|b| b.value);
             t.finish();
-            m
+            (m, rules, alerts)
         })
-        .unwrap_or(false);
+        .unwrap_or((false, None, false));
+    if let Some(c) = &container {
+        env_secret_slots(c, &secrets, sink);
+    }
     r.finish();
     let (name, version, summary, description, kind, edge) = header;
     Some(ModuleDecl {
@@ -564,8 +818,38 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         resources,
         files,
         forward_auth: forward_auth.flatten(),
+        jobs,
         collect_metrics,
+        collect_rules,
+        collect_alerts,
     })
+}
+
+/// Every `[container.env_secrets]` entry names a declared secret slot, once, and no variable is
+/// also a plain `[container.environment]` value.
+fn env_secret_slots(c: &ContainerDecl, secrets: &[SecretSlotDecl], sink: &Sink) {
+    for (var, slot) in &c.env_secrets {
+        if !secrets.iter().any(|s| s.slot.value == slot.value) {
+            let mut d = crate::diag::Diagnostic::error(
+                "E0023",
+                format!("environment variable `{}` names no secret slot `{}`", var.value, slot.value),
+            )
+            .primary(slot.span, "not a `[secrets.SLOT]` of this module");
+            if let Some(x) = crate::diag::did_you_mean(&slot.value, secrets.iter().map(|s| s.slot.value.as_str())) {
+                d = d.help(format!("did you mean `{x}`?"));
+            } else {
+                d = d.help(format!("declare the slot: `[secrets.{}]` with a `description`", slot.value));
+            }
+            sink.push(d);
+        }
+        if let Some((k, _)) = c.environment.iter().find(|(k, _)| k.value == var.value) {
+            sink.push(
+                crate::diag::Diagnostic::error("E0011", format!("environment variable `{}` is set twice", var.value))
+                    .primary(var.span, "fed by a secret here")
+                    .secondary(k.span, "and set in `[container.environment]` here"),
+            );
+        }
+    }
 }
 
 /// What a consumer keeps in a requirement (`[requires.SLOT] usage`).
