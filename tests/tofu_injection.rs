@@ -68,18 +68,9 @@ fn escaped_literals_are_read_back_verbatim_by_terraform() {
 fn hostile_system(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let message: String = HOSTILE.join(" | ");
+    let preamble = common::preamble("inject");
     let system = format!(
-        r#"[system]
-name = "inject"
-domains = ["example.com"]
-
-[providers.hetzner]
-kind = "hetzner"
-
-[admins.ops]
-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
-sources = ["198.51.100.0/24"]
-
+        r#"{preamble}
 [hosts.app]
 provider = "hetzner"
 image = "debian-12"

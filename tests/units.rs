@@ -182,18 +182,9 @@ fn generated() {
 
 fn system(dir: &Path, schedule: &str, check: &str) {
     std::fs::create_dir_all(dir).unwrap();
+    let preamble = common::preamble("units");
     let toml = format!(
-        r#"[system]
-name = "units"
-domains = ["example.com"]
-
-[providers.hetzner]
-kind = "hetzner"
-
-[admins.ops]
-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
-sources = ["198.51.100.0/24"]
-
+        r#"{preamble}
 [hosts.db]
 provider = "hetzner"
 image = "debian-12"

@@ -120,3 +120,21 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The head of a test system: `[system]` named `name` on example.com, a Hetzner provider and
+/// one admin with a fixture key, ready for hosts and services to be appended.
+pub fn preamble(name: &str) -> String {
+    format!(
+        r#"[system]
+name = "{name}"
+domains = ["example.com"]
+
+[providers.hetzner]
+kind = "hetzner"
+
+[admins.ops]
+keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
+sources = ["198.51.100.0/24"]
+"#
+    )
+}
