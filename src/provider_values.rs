@@ -125,6 +125,74 @@ fn quoted(list: &[&str]) -> String {
     list.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
 }
 
+/// Memory (GiB) of each Hetzner Cloud server type, as `GET /v1/server_types` reports it
+/// (`memory`) and https://www.hetzner.com/cloud/ lists it: cx23–cx53, cax11–cax41, cpx12–cpx62,
+/// cpx11–cpx51, ccx13–ccx63 from the current price list; cx11–cx51 and cx22–cx52 as the list had
+/// them before those lines were retired (the API keeps them as deprecated types).
+const HCLOUD_MEMORY_GIB: &[(&str, u64)] = &[
+    ("cx11", 2),
+    ("cx21", 4),
+    ("cx31", 8),
+    ("cx41", 16),
+    ("cx51", 32),
+    ("cx22", 4),
+    ("cx32", 8),
+    ("cx42", 16),
+    ("cx52", 32),
+    ("cx23", 4),
+    ("cx33", 8),
+    ("cx43", 16),
+    ("cx53", 32),
+    ("cpx11", 2),
+    ("cpx21", 4),
+    ("cpx31", 8),
+    ("cpx41", 16),
+    ("cpx51", 32),
+    ("cpx12", 2),
+    ("cpx22", 4),
+    ("cpx32", 8),
+    ("cpx42", 16),
+    ("cpx52", 24),
+    ("cpx62", 32),
+    ("cax11", 4),
+    ("cax21", 8),
+    ("cax31", 16),
+    ("cax41", 32),
+    ("ccx13", 8),
+    ("ccx23", 16),
+    ("ccx33", 32),
+    ("ccx43", 64),
+    ("ccx53", 128),
+    ("ccx63", 192),
+];
+
+/// The memory of a server type, where the provider's type says it: Hetzner's list; a
+/// DigitalOcean slug's first `<n>gb`/`<n>mb` word after the family (`s-2vcpu-4gb`,
+/// `s-1vcpu-512mb-10gb`, where the last word is the disk); a Scaleway type's `<n>G` word after
+/// its `<n>C` word (`POP2-4C-16G`). `None` when kiln cannot know (`c-2`, `DEV1-S`).
+pub fn server_memory(kind: ProviderKind, server_type: &str) -> Option<Size> {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    let num = |w: &str, suffix: &str| w.strip_suffix(suffix).and_then(|n| n.parse::<u64>().ok());
+    match kind {
+        ProviderKind::Hetzner => HCLOUD_MEMORY_GIB.iter().find(|(t, _)| *t == server_type).map(|(_, g)| Size(g * GIB)),
+        ProviderKind::DigitalOcean => {
+            // A GPU slug's size is the GPU's memory (`gpu-h100x1-80gb`), not the Droplet's.
+            let mut words = server_type.split('-');
+            if words.next() == Some("gpu") {
+                return None;
+            }
+            words.take(2).find_map(|w| num(w, "gb").map(|g| g * GIB).or_else(|| num(w, "mb").map(|m| m * MIB))).map(Size)
+        }
+        ProviderKind::Scaleway => {
+            let words: Vec<&str> = server_type.split('-').collect();
+            let cpus = words.iter().position(|w| num(w, "C").is_some())?;
+            words.get(cpus + 1).and_then(|w| num(w, "G")).map(|g| Size(g * GIB))
+        }
+        ProviderKind::Existing | ProviderKind::Cloudflare => None,
+    }
+}
+
 /// A host's `type`, `location` and disk sizes against its provider's.
 pub fn host(kind: Option<ProviderKind>, h: &HostDecl) -> Vec<Diagnostic> {
     let Some(kind) = kind else { return Vec::new() };
@@ -192,6 +260,22 @@ mod tests {
             assert!(!scaleway_type(bad), "{bad}");
         }
         assert!(scaleway_node_type("DB-DEV-S") && !scaleway_node_type("DEV1-S"));
+    }
+
+    #[test]
+    fn server_memory_is_known_for_every_hetzner_type_and_read_from_slugs() {
+        for t in HCLOUD_SERVER_TYPES {
+            assert!(server_memory(ProviderKind::Hetzner, t).is_some(), "{t}");
+        }
+        let gib = |g: u64| Some(Size(g << 30));
+        assert_eq!(server_memory(ProviderKind::Hetzner, "cx22"), gib(4));
+        assert_eq!(server_memory(ProviderKind::Hetzner, "cpx52"), gib(24));
+        assert_eq!(server_memory(ProviderKind::DigitalOcean, "s-2vcpu-4gb"), gib(4));
+        assert_eq!(server_memory(ProviderKind::DigitalOcean, "s-1vcpu-512mb-10gb"), Some(Size(512 << 20)));
+        assert_eq!(server_memory(ProviderKind::DigitalOcean, "c-2"), None);
+        assert_eq!(server_memory(ProviderKind::DigitalOcean, "gpu-h100x1-80gb"), None);
+        assert_eq!(server_memory(ProviderKind::Scaleway, "POP2-4C-16G"), gib(16));
+        assert_eq!(server_memory(ProviderKind::Scaleway, "DEV1-S"), None);
     }
 
     #[test]

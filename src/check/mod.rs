@@ -8,6 +8,7 @@ mod codes;
 mod docker_socket_web;
 mod fail2ban_behind_cdn;
 mod host_network_shared;
+mod memory_over_limit;
 mod password_ssh;
 mod pgbouncer_prepared_statements;
 mod port_conflict;
@@ -34,6 +35,7 @@ pub const RULES: &[&Rule] = &[
     &docker_socket_web::RULE,
     &fail2ban_behind_cdn::RULE,
     &host_network_shared::RULE,
+    &memory_over_limit::RULE,
     &password_ssh::RULE,
     &pgbouncer_prepared_statements::RULE,
     &port_conflict::RULE,

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod expand;
+pub mod memory_fit;
 pub mod module;
 pub mod system;
 pub mod tree;
