@@ -260,6 +260,13 @@ const HOST: &[Key] = &[
     )
     .or("false"),
     key(
+        "egress",
+        STR,
+        "How a host without a public address reaches the internet (packages, images, its bundle): `via:GATEWAY`, a public host on a common private network that NATs for it (derived when there is exactly one), or `none` (the `no-egress` rule then needs an `[allow.no-egress]`). Public hosts, DigitalOcean droplets and existing hosts use their own address.",
+    )
+    .says("the one public host on a common private network")
+    .eg("\"via:edge\""),
+    key(
         "bridges",
         Ty::Map(NAME, "BRIDGE", &Ty::Table(BRIDGE)),
         "Docker networks on this host, which services join with their `bridges`.",

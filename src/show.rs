@@ -20,6 +20,10 @@ struct ShowHost<'a> {
     user_data: &'a crate::pipeline::UserDataSize,
     services: &'a [String],
     firewall: &'a [FirewallRule],
+    /// How the host reaches the internet (its own address, or NAT through a gateway host).
+    egress: String,
+    /// Private networks this host is the NAT gateway of.
+    nat_for: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -71,6 +75,8 @@ fn view(c: &Compiled) -> Show<'_> {
                         user_data: &m.user_data,
                         services: &h.services,
                         firewall: &h.firewall,
+                        egress: crate::eval::egress::describe(h),
+                        nat_for: h.nat_for.keys().map(String::as_str).collect(),
                     },
                 )
             })
@@ -133,6 +139,10 @@ pub fn show_text(c: &Compiled) -> String {
             let _ = writeln!(o, "  group     {g}");
         }
         let _ = writeln!(o, "  services  {}", if h.services.is_empty() { "-".into() } else { h.services.join(" → ") });
+        let _ = writeln!(o, "  egress    {}", h.egress);
+        if !h.nat_for.is_empty() {
+            let _ = writeln!(o, "  gateway   NAT for {}", h.nat_for.join(", "));
+        }
         let _ = writeln!(o, "  firewall");
         for r in h.firewall {
             let from = if r.sources.is_empty() {

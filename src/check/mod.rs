@@ -10,6 +10,7 @@ mod fail2ban_behind_cdn;
 mod host_network_shared;
 mod memory_over_limit;
 mod password_ssh;
+mod no_egress;
 mod pgbouncer_prepared_statements;
 mod port_conflict;
 mod public_port_private_host;
@@ -39,6 +40,7 @@ pub const RULES: &[&Rule] = &[
     &password_ssh::RULE,
     &pgbouncer_prepared_statements::RULE,
     &port_conflict::RULE,
+    &no_egress::RULE,
     &public_port_private_host::RULE,
     &unpinned_image::RULE,
     &valkey_evicting_queue::RULE,

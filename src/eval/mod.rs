@@ -2,5 +2,6 @@
 //! firewall, published ports).
 
 pub mod cdn;
+pub mod egress;
 pub mod firewall;
 pub mod order;

@@ -16,6 +16,9 @@ struct CloudConfig<'a> {
     ssh_genkeytypes: [&'static str; 2],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     users: Vec<User>,
+    /// Run on every boot, before `runcmd`: a private host's route out (`render::egress`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bootcmd: Vec<Vec<String>>,
     write_files: Vec<WriteFile>,
     runcmd: Vec<Vec<String>>,
 }
@@ -78,6 +81,7 @@ fn render(sys: &System, host: &Host, write_files: Vec<WriteFile>, run: String) -
         ssh_pwauth: false,
         ssh_genkeytypes: ["ed25519", "ecdsa"],
         users: users(sys),
+        bootcmd: crate::render::egress::client_script(host).map(|s| vec!["sh".to_string(), "-c".to_string(), s]).into_iter().collect(),
         write_files,
         runcmd: vec![vec!["sh".into(), run]],
     };

@@ -25,6 +25,7 @@ pub fn emit(sys: &System) -> String {
     diagram(&mut o, sys);
     membership(&mut o, sys);
     firewall(&mut o, sys);
+    egress(&mut o, sys);
     dns(&mut o, sys);
     monitoring(&mut o, sys);
     backups(&mut o, sys);
@@ -158,6 +159,18 @@ fn firewall(o: &mut String, sys: &System) {
             };
             let _ = writeln!(o, "| `{}` | {}/{} | {} | {} |", h.name, r.port, r.protocol.name(), cell(&from), cell(&r.reason));
         }
+    }
+    o.push('\n');
+}
+
+/// Who reaches the internet how, and who is whose NAT gateway (`eval::egress`).
+fn egress(o: &mut String, sys: &System) {
+    o.push_str("## Egress\n\nPackages, images and bundles come from the internet; a host without a public address reaches it through a NAT gateway.\n\n");
+    o.push_str("| host | reaches the internet through | NAT gateway for |\n|---|---|---|\n");
+    for h in sys.hosts.values() {
+        let nat: Vec<String> = h.nat_for.iter().map(|(n, c)| format!("`{n}` ({c})")).collect();
+        let nat = if nat.is_empty() { "—".to_string() } else { nat.join(", ") };
+        let _ = writeln!(o, "| `{}` | {} | {nat} |", h.name, cell(&crate::eval::egress::describe(h)));
     }
     o.push('\n');
 }

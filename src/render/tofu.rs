@@ -166,6 +166,21 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 net,
                 json!({ "network_id": expr(format!("${{hcloud_network.{}.id}}", rname(net))), "type": "cloud", "network_zone": "eu-central", "ip_range": cidr.to_string() }),
             );
+            // Egress of the private hosts: the network's gateway sends everything that leaves
+            // the network to the host that masquerades for it (`eval::egress`).
+            if let Some(gw) = hosts.iter().find(|h| h.host.provider_kind == ProviderKind::Hetzner && h.host.nat_for.contains_key(net)) {
+                add(
+                    &mut resources,
+                    "hcloud_network_route",
+                    &format!("{net}_egress"),
+                    json!({
+                        "network_id": expr(format!("${{hcloud_network.{}.id}}", rname(net))),
+                        "destination": "0.0.0.0/0",
+                        "gateway": gw.host.addresses[net].to_string(),
+                        "depends_on": [expr(format!("hcloud_network_subnet.{}", rname(net)))],
+                    }),
+                );
+            }
         }
         if on(ProviderKind::DigitalOcean) {
             let region = hosts
@@ -313,6 +328,12 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 });
                 if let Some(n) = host.addresses.keys().next() {
                     server["private_network"] = json!([{ "pn_id": expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(n))) }]);
+                }
+                // A Scaleway instance has no public address unless it is given one.
+                if host.public {
+                    add(&mut resources, "scaleway_instance_ip", &name, json!({ "type": "routed_ipv4", "tags": [format!("kiln-system={}", sys.name)] }));
+                    server["ip_id"] = json!(expr(format!("${{scaleway_instance_ip.{name}.id}}")));
+                    public_ip.insert(&host.name, (Some(expr(format!("${{scaleway_instance_ip.{name}.address}}")).into()), None));
                 }
                 add(&mut resources, "scaleway_instance_server", &name, server);
                 let rules: Vec<Value> = host

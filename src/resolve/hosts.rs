@@ -122,6 +122,9 @@ impl<'a> Resolver<'a> {
                     )
                 })
                 .collect(),
+            egress_decl: h.egress.as_ref().map(|e| (e.value.clone(), e.span)),
+            egress: crate::model::Egress::Direct,
+            nat_for: BTreeMap::new(),
             span: h.name.span,
         })
     }

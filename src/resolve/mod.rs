@@ -243,6 +243,7 @@ impl<'a> Resolver<'a> {
             let edge = &sys.services[&r.edge_service];
             let upstreams = std::iter::once(r.service.as_str()).chain(r.auth.iter().chain(&r.crowdsec).map(|a| a.service.as_str()));
             for up in upstreams.filter_map(|u| sys.services.get(u)) {
+        crate::eval::egress::derive(&mut sys);
                 let (Some(_), Some(_)) = (&edge.container, &up.container) else { continue };
                 let (eb, ub) = (edge.networks(), up.networks());
                 if up.host == r.edge_host && !eb.iter().any(|b| ub.contains(b)) {

@@ -197,6 +197,8 @@ pub struct BridgeDecl {
 pub struct ServiceDecl {
     pub name: Sp<String>,
     pub span: Span,
+    /// How a host without a public address reaches the internet: `via:GATEWAY` or `none`.
+    pub egress: Option<Sp<String>>,
     pub module: Option<Sp<String>>,
     pub host: Option<Sp<String>>,
     pub connects: Vec<Sp<String>>,
@@ -415,6 +417,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         t.finish();
         Some(d)
     });
+            egress: t.str("egress"),
     out.services = r.named("services", |name, mut t| {
         let options = t
             .table("options", |ot| ot.entries().iter().map(|e| (Sp::new(e.key.clone(), e.key_span), e.value.clone())).collect())
