@@ -121,3 +121,17 @@ fn no_egress_stands_only_with_a_reason() {
     let root = read(&r.join("tofu/main.tf.json"));
     assert!(!root.contains("hcloud_network_route"), "a route for nobody");
 }
+
+#[test]
+fn aaaa_records_only_for_edges_that_answer_on_ipv6() {
+    // jacker's Traefik runs in a container: Docker publishes its ports on 0.0.0.0 (IPv4 only);
+    // five-vps-saas's Caddy is native and listens on every address of a host with IPv6
+    let tmp = tempfile::tempdir().unwrap();
+    let records = |ex: &str, ty: &str| {
+        let r = build(&repo().join("flake-free-examples").join(ex), &tmp.path().join("store"), &tmp.path().join(ex));
+        read(&r.join("tofu/main.tf.json")).matches(&format!("\"type\": \"{ty}\"")).count()
+    };
+    assert!(records("jacker", "A") > 0);
+    assert_eq!(records("jacker", "AAAA"), 0, "AAAA records for a containerised edge published on IPv4 only");
+    assert_eq!(records("five-vps-saas", "AAAA"), records("five-vps-saas", "A"), "a native edge on an IPv6 host has its AAAA");
+}

@@ -487,6 +487,9 @@ fn dns_records(
         }
         for r in routes {
             let Some((v4, v6)) = public_ip.get(r.edge_host.as_str()) else { continue };
+            // AAAA only where the edge answers on IPv6: a native edge listens on every address;
+            // Docker publishes a containerised edge's ports on 0.0.0.0, IPv4 only.
+            let v6 = if sys.services[&r.edge_service].container.is_none() { v6 } else { &None };
             let label = r.hostname.strip_suffix(&format!(".{}", z.zone)).unwrap_or("@");
             for (ty, value) in [("A", v4.clone()), ("AAAA", v6.clone())] {
                 let Some(value) = value else { continue };
