@@ -289,6 +289,9 @@ pub struct Service {
     pub expose: Vec<String>,
     /// The module options as given or defaulted, as text (for checks and documentation).
     pub options: BTreeMap<String, String>,
+    /// DNS provider → the module's DNS-01 slot for it and the secret bound there (`None`:
+    /// unbound): what an edge can present for `tls = "dns"` routes.
+    pub dns01: BTreeMap<String, (String, Option<String>)>,
     /// Commands run on a schedule (`[jobs.NAME]`), by name.
     pub jobs: Vec<Job>,
     /// Where it reads the alerting rules kiln derives (`[collect] rules`: Prometheus).

@@ -3,14 +3,16 @@
 //! services or routes with `[allow.RULE]` and a written reason; only rules marked `allowable`
 //! can be waived. The language's error codes (`E0001`…) are explained in `codes.rs`.
 
+mod alerts_without_receiver;
 mod cdn_proxied_non_http;
 mod codes;
+mod dns01_without_credentials;
 mod docker_socket_web;
 mod fail2ban_behind_cdn;
 mod host_network_shared;
+mod no_egress;
 mod memory_over_limit;
 mod password_ssh;
-mod no_egress;
 mod pgbouncer_prepared_statements;
 mod port_conflict;
 mod public_port_private_host;
@@ -32,15 +34,17 @@ pub struct Rule {
 }
 
 pub const RULES: &[&Rule] = &[
+    &alerts_without_receiver::RULE,
     &cdn_proxied_non_http::RULE,
+    &dns01_without_credentials::RULE,
     &docker_socket_web::RULE,
     &fail2ban_behind_cdn::RULE,
     &host_network_shared::RULE,
+    &no_egress::RULE,
     &memory_over_limit::RULE,
     &password_ssh::RULE,
     &pgbouncer_prepared_statements::RULE,
     &port_conflict::RULE,
-    &no_egress::RULE,
     &public_port_private_host::RULE,
     &unpinned_image::RULE,
     &valkey_evicting_queue::RULE,

@@ -182,7 +182,15 @@ pub fn emit_static(sys: &System, host: &Host) -> Option<String> {
         );
     }
     if routes.iter().any(|r| r.tls == TlsMode::Dns) {
-        let provider = sys.dns.iter().map(|z| z.provider_kind.name()).next().unwrap_or("cloudflare").to_string();
+        // The provider of the zone that holds the DNS-01 routes (lego's provider names are kiln's
+        // provider kinds); `dns01-without-credentials` makes sure the edge holds its token.
+        let provider = routes
+            .iter()
+            .filter(|r| r.tls == TlsMode::Dns)
+            .find_map(|r| sys.zone_of(&r.hostname))
+            .or(sys.dns.first())
+            .map_or("cloudflare", |z| z.provider_kind.name())
+            .to_string();
         resolvers.insert(
             "dns",
             Resolver {

@@ -464,6 +464,16 @@ impl<'a> Resolver<'a> {
             memory: s.memory.as_ref().map(|m| m.value).or_else(|| module_resources.and_then(|r| r.memory.as_ref()).map(|m| m.value)),
             cpus: s.cpus.as_ref().map(|c| c.value).or_else(|| module_resources.and_then(|r| r.cpus.as_ref()).map(|c| c.value)),
         };
+        // The edge's DNS-01 credentials, by provider (`[secrets.SLOT] dns01`).
+        let dns01 = m
+            .secrets
+            .iter()
+            .filter_map(|d| {
+                let provider = d.dns01.as_ref()?;
+                let bound = secret_uses.iter().find(|u| u.slot == d.slot.value).map(|u| u.secret.clone());
+                Some((provider.value.clone(), (d.slot.value.clone(), bound)))
+            })
+            .collect();
         Some(Service {
             name: s.name.value.clone(),
             module: m.name.value.clone(),
@@ -497,6 +507,7 @@ impl<'a> Resolver<'a> {
             phase: s.phase.as_ref().and_then(|p| u32::try_from(p.value).ok()).unwrap_or(0),
             expose: s.expose.iter().map(|e| e.value.clone()).collect(),
             options: p.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            dns01,
             jobs,
             rules: m.collect_rules.as_ref().map(|r| r.value.clone()),
             notifies: m.collect_alerts,

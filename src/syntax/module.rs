@@ -238,6 +238,9 @@ pub struct SecretSlotDecl {
     pub target: Option<Sp<String>>,
     pub uid: Option<u32>,
     pub optional: bool,
+    /// `dns01 = "PROVIDER"`: an edge's credential for DNS-01 in zones at that DNS provider
+    /// (lego's provider names, which are kiln's provider kinds).
+    pub dns01: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -711,6 +714,9 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             target: absolute(t.str("target"), sink),
             uid: t.int("uid").and_then(|i| u32::try_from(i.value).ok()),
             optional: t.bool("optional").is_some_and(|b| b.value),
+            dns01: typed(t.str("dns01"), sink, |s| {
+                crate::syntax::system::ProviderKind::parse(s).map(|k| k.name().to_string())
+            }),
             slot: typed(Some(slot), sink, types::parse_ident)?,
         };
         t.finish();
