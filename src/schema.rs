@@ -301,6 +301,13 @@ const SERVICE: &[Key] = &[
         .eg("[\"front\"]"),
     key("phase", Ty::Int { min: 0, max: 99 }, "The start phase: every service of a phase is up before the next phase starts.").or("0"),
     key("expose", STRS, "Endpoints opened to the internet on the host's public address, not through an edge.").eg("[\"smtp\"]"),
+    key(
+        "ports",
+        Ty::Map(NAME, "ENDPOINT", &Ty::Int { min: 1, max: 65535 }),
+        "Host ports for a container's endpoints, where the published port differs from the container's: peers on other hosts, the edge and the firewall use it.",
+    )
+    .says("the module's `host_port`, else the endpoint's port")
+    .eg("{ metrics = 9301 }"),
 ];
 
 const RATE_LIMIT: &[Key] = &[
@@ -396,6 +403,25 @@ const BACKUP: &[Key] = &[
     key("keep", Ty::Table(KEEP), "Which snapshots to keep; at least one count.").req().eg("{ daily = 7, weekly = 4, monthly = 6 }"),
 ];
 
+const RECEIVER: &[Key] = &[
+    key("email", STR, "Mail every alert to this address (one address; the SMTP relay is the `alertmanager` service's options).")
+        .eg("\"ops@example.com\""),
+    key(
+        "slack",
+        NAME_T,
+        "The `[secrets]` entry holding a Slack-compatible incoming-webhook URL (Slack, Mattermost): alerts are posted in Slack's format.",
+    )
+    .eg("\"alert_webhook_url\""),
+    key("channel", STR, "With `slack`: the channel (`#name`) or user (`@name`) to post to; empty posts to the webhook's own.").eg("\"#alerts\""),
+    key("webhook", NAME_T, "The `[secrets]` entry holding a URL that receives Alertmanager's webhook JSON.").eg("\"alert_bridge_url\""),
+];
+
+const ALERTS: &[Key] = &[key(
+    "receivers",
+    Ty::Map(NAME, "NAME", &Ty::Table(RECEIVER)),
+    "Who is told when a derived alert fires: each receiver has exactly one of `email`, `slack`, `webhook`. The `alertmanager` service a Prometheus connects to delivers every alert to every receiver.",
+)];
+
 const TEMPLATE: &[Key] = &[
     key("hosts", Ty::Map(STRING, "HOST", &Ty::Featured("hosts")), "Hosts each instance gets."),
     key("services", Ty::Map(STRING, "SERVICE", &Ty::Featured("services")), "Services each instance gets."),
@@ -458,6 +484,11 @@ pub const ROOT: &[Key] = &[
         "backup",
         Ty::Table(BACKUP),
         "Backs up, with restic, every volume a module marks as data on every host (database dumps first), on a systemd timer.",
+    ),
+    key(
+        "alerts",
+        Ty::Table(ALERTS),
+        "Alerting: kiln derives Prometheus alert rules from what is scraped (targets down, disks, memory, backups, unhealthy containers, route probes, certificates); this says who is told.",
     ),
     key(
         "templates",

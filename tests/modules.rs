@@ -71,6 +71,9 @@ fn every_module_compiles_in_a_minimal_system_and_passes_the_judges() {
                 "compose" => Some("compose".to_string()),
                 "caddyfile" => Some("caddy".to_string()),
                 "traefik-static" | "traefik-dynamic" => Some(a.kind.name().to_string()),
+                // Scheduled jobs (`[jobs.NAME]`): the script and its units.
+                "script" if a.path.starts_with("jobs/") => Some("sh".to_string()),
+                "systemd-unit" if a.path.starts_with("jobs/") => Some("systemd".to_string()),
                 _ => judges.get(&a.path).cloned(),
             };
             if let Some(j) = judge

@@ -40,10 +40,16 @@ impl Rules {
                 sources.sort();
                 sources.dedup();
                 reasons.sort();
-                FirewallRule { port, protocol, sources, reason: reasons.join("; ") }
+                FirewallRule { port, protocol, sources, reason: reasons.join("; "), forwarded_port: None }
             })
             .collect()
     }
+}
+
+/// The port an endpoint listens on inside its container, for a connection that dials `port` on
+/// the host.
+fn container_port(s: &crate::model::Service, endpoint: &str, port: u16) -> u16 {
+    s.endpoint(endpoint).filter(|e| e.host_port == port).map(|e| e.port).unwrap_or(port)
 }
 
 pub fn derive(sys: &mut System) {
@@ -87,6 +93,7 @@ pub fn derive(sys: &mut System) {
                     bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     port,
                     protocol,
+                    target: port,
                 });
             }
         }
@@ -101,8 +108,9 @@ pub fn derive(sys: &mut System) {
                 }
                 publish.entry(svc_name.to_string()).or_default().push(Publish {
                     bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    port: ep.port,
+                    port: ep.host_port,
                     protocol: ep.protocol,
+                    target: ep.port,
                 });
                 continue;
             }
@@ -110,12 +118,17 @@ pub fn derive(sys: &mut System) {
                 continue;
             };
             rules.get_mut(&svc.host).unwrap().open(
-                ep.port,
+                ep.host_port,
                 ep.protocol,
                 Some(vec![host_cidr(from)]),
                 format!("{why} from `{}`", r.edge_host),
             );
-            publish.entry(svc_name.to_string()).or_default().push(Publish { bind, port: ep.port, protocol: ep.protocol });
+            publish.entry(svc_name.to_string()).or_default().push(Publish {
+                bind,
+                port: ep.host_port,
+                protocol: ep.protocol,
+                target: ep.port,
+            });
         }
     }
 
@@ -123,12 +136,13 @@ pub fn derive(sys: &mut System) {
     for (name, s) in &sys.services {
         for e in &s.expose {
             let Some(ep) = s.endpoint(e) else { continue };
-            rules.get_mut(&s.host).unwrap().open(ep.port, ep.protocol, None, format!("`{name}` exposes `{e}`"));
+            rules.get_mut(&s.host).unwrap().open(ep.host_port, ep.protocol, None, format!("`{name}` exposes `{e}`"));
             if s.container.is_some() {
                 publish.entry(name.clone()).or_default().push(Publish {
                     bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    port: ep.port,
+                    port: ep.host_port,
                     protocol: ep.protocol,
+                    target: ep.port,
                 });
             }
         }
@@ -143,6 +157,7 @@ pub fn derive(sys: &mut System) {
                     bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     port: d.port,
                     protocol: d.protocol,
+                    target: container_port(target, &d.endpoint, d.port),
                 }),
                 (true, false) => {
                     // Containers come from Docker's default address pools.
@@ -173,12 +188,25 @@ pub fn derive(sys: &mut System) {
                 Some(vec![host_cidr(from)]),
                 format!("`{name}` on `{}` {} `{}`", s.host, if d.derived { "scrapes" } else { "connects to" }, d.service),
             );
-            publish.entry(d.service.clone()).or_default().push(Publish { bind, port: d.port, protocol: d.protocol });
+            // `d.port` is the host port the peer dials; the container listens on its own.
+            let target_port = container_port(target, &d.endpoint, d.port);
+            publish.entry(d.service.clone()).or_default().push(Publish { bind, port: d.port, protocol: d.protocol, target: target_port });
         }
     }
 
     for (name, r) in rules {
         sys.hosts.get_mut(&name).unwrap().firewall = r.finish();
+    }
+    // A container port published on another host port: forwarded packets are matched after
+    // Docker's DNAT, on the container's port. Two services cannot publish one host port
+    // (`port-conflict`), so it is one container's.
+    for (name, p) in &publish {
+        let Some(host) = sys.services.get(name).map(|s| s.host.clone()) else { continue };
+        for p in p.iter().filter(|p| p.port != p.target) {
+            if let Some(r) = sys.hosts.get_mut(&host).and_then(|h| h.firewall.iter_mut().find(|r| r.port == p.port && r.protocol == p.protocol)) {
+                r.forwarded_port = Some(p.target);
+            }
+        }
     }
     for (name, mut p) in publish {
         p.sort();

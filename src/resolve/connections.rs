@@ -97,7 +97,7 @@ impl<'a> Resolver<'a> {
                 slot: slot.map(|s| s.slot.value.clone()),
                 service: svc_name.to_string(),
                 endpoint: endpoint.name.clone(),
-                port: endpoint.port,
+                port: dial_port(p, target, endpoint, same_host),
                 protocol: endpoint.protocol,
                 address,
                 same_host,
@@ -166,7 +166,7 @@ impl<'a> Resolver<'a> {
                 slot: None,
                 service: name.clone(),
                 endpoint: ep.name.clone(),
-                port: ep.port,
+                port: dial_port(p, t, ep, same_host),
                 protocol: ep.protocol,
                 address,
                 same_host,
@@ -179,6 +179,13 @@ impl<'a> Resolver<'a> {
         }
         out
     }
+}
+
+/// The port `from` dials to reach `ep` of `to`: the container's own over a shared Compose
+/// network, else the port published on the host.
+pub(super) fn dial_port(from: &Partial<'_>, to: &Partial<'_>, ep: &Endpoint, same_host: bool) -> u16 {
+    let container = |p: &Partial<'_>| p.module.decl.kind.value == ModuleKind::Container;
+    if same_host && container(from) && container(to) { ep.port } else { ep.host_port }
 }
 
 /// What is missing for one service to reach another.

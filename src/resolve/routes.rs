@@ -27,7 +27,7 @@ impl<'a> Resolver<'a> {
             return None;
         };
         let ep = asvc.endpoint(&fa.endpoint.value)?;
-        let upstream = upstream_address(asvc, ep.port, edge, hosts)?;
+        let upstream = upstream_address(asvc, ep, edge, hosts)?;
         Some(ForwardAuth {
             service: asvc.name.clone(),
             endpoint: ep.name.clone(),
@@ -126,7 +126,7 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             };
-            let Some(upstream) = upstream_address(svc, endpoint.port, edge, hosts) else {
+            let Some(upstream) = upstream_address(svc, endpoint, edge, hosts) else {
                 self.err(
                     Diagnostic::error("E0032", format!("the edge on `{}` cannot reach `{}` on `{}`", edge.host, svc.name, svc.host))
                         .primary(svc_ref.span, "no private network between these hosts"),
@@ -206,10 +206,13 @@ impl<'a> Resolver<'a> {
     }
 }
 
-pub(super) fn upstream_address(svc: &Service, port: u16, edge: &Service, hosts: &BTreeMap<String, Host>) -> Option<String> {
+/// `ep` is the endpoint's container port and `port` its host port: only a containerised edge on
+/// the same Compose network dials the container's own.
+pub(super) fn upstream_address(svc: &Service, ep: &Endpoint, edge: &Service, hosts: &BTreeMap<String, Host>) -> Option<String> {
+    let port = ep.host_port;
     if svc.host == edge.host {
         return Some(match (edge.container.is_some(), svc.container.is_some()) {
-            (true, true) => format!("{}:{port}", svc.name),
+            (true, true) => format!("{}:{}", svc.name, ep.port),
             (true, false) => hosts.get(&svc.host)?.private_address().map(|a| socket(a, port))?,
             (false, _) => format!("127.0.0.1:{port}"),
         });

@@ -24,6 +24,21 @@ pub struct SystemFile {
     pub databases: Vec<DatabaseDecl>,
     pub allows: Vec<AllowDecl>,
     pub backup: Option<BackupDecl>,
+    /// `[alerts.receivers.NAME]`: who is told when an alert fires.
+    pub receivers: Vec<ReceiverDecl>,
+}
+
+/// `[alerts.receivers.NAME]`: one destination of the system's alerts; exactly one of `email`,
+/// `slack` (a secret holding a Slack-compatible incoming-webhook URL: Slack, Mattermost) or
+/// `webhook` (a secret holding a URL that takes Alertmanager's webhook JSON).
+#[derive(Debug)]
+pub struct ReceiverDecl {
+    pub name: Sp<String>,
+    pub span: Span,
+    pub email: Option<Sp<String>>,
+    pub slack: Option<Sp<String>>,
+    pub channel: Option<Sp<String>>,
+    pub webhook: Option<Sp<String>>,
 }
 
 /// `[allow.RULE]`: a rule waived for named hosts, services or routes, with the reason.
@@ -182,6 +197,8 @@ pub struct HostDecl {
     pub password_ssh: Option<Sp<bool>>,
     /// fail2ban also bans clients that fail the edge's authentication (HTTP 401/403 floods).
     pub fail2ban_http: Option<Sp<bool>>,
+    /// How a host without a public address reaches the internet: `via:GATEWAY` or `none`.
+    pub egress: Option<Sp<String>>,
     /// Docker networks on this host: name → fixed subnet and whether it reaches outside.
     pub bridges: Vec<BridgeDecl>,
 }
@@ -197,8 +214,6 @@ pub struct BridgeDecl {
 pub struct ServiceDecl {
     pub name: Sp<String>,
     pub span: Span,
-    /// How a host without a public address reaches the internet: `via:GATEWAY` or `none`.
-    pub egress: Option<Sp<String>>,
     pub module: Option<Sp<String>>,
     pub host: Option<Sp<String>>,
     pub connects: Vec<Sp<String>>,
@@ -216,6 +231,8 @@ pub struct ServiceDecl {
     pub phase: Option<Sp<i64>>,
     /// Endpoints opened to the internet on the host's public address (not through an edge).
     pub expose: Vec<Sp<String>>,
+    /// endpoint → the port it is published on, on the host (the container keeps its own).
+    pub ports: Vec<(Sp<String>, Sp<i64>)>,
 }
 
 #[derive(Debug)]
@@ -400,6 +417,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             group: typed(t.str("group"), sink, types::parse_ident),
             password_ssh: t.bool("password_ssh"),
             fail2ban_http: t.bool("fail2ban_http"),
+            egress: t.str("egress"),
             bridges,
             disks,
             address,
@@ -417,7 +435,6 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         t.finish();
         Some(d)
     });
-            egress: t.str("egress"),
     out.services = r.named("services", |name, mut t| {
         let options = t
             .table("options", |ot| ot.entries().iter().map(|e| (Sp::new(e.key.clone(), e.key_span), e.value.clone())).collect())
@@ -444,6 +461,14 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             bridges: t.str_list("bridges"),
             phase: t.int("phase"),
             expose: t.str_list("expose"),
+            ports: t
+                .table("ports", |pt| {
+                    pt.entries()
+                        .iter()
+                        .filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), crate::syntax::decode::as_int(&e.value, sink)?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             volumes,
             memory,
             cpus,
@@ -557,8 +582,58 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         t.finish();
         d
     });
+    out.receivers = r
+        .table("alerts", |mut t| {
+            let v = t.named("receivers", |name, mut rt| {
+                let d = ReceiverDecl {
+                    span: rt.span,
+                    email: typed(rt.str("email"), sink, parse_email),
+                    slack: typed(rt.str("slack"), sink, types::parse_ident),
+                    channel: typed(rt.str("channel"), sink, parse_channel),
+                    webhook: typed(rt.str("webhook"), sink, types::parse_ident),
+                    name: ident(name, sink)?,
+                };
+                let kinds = [&d.email, &d.slack, &d.webhook].iter().filter(|k| k.is_some()).count();
+                if kinds != 1 {
+                    sink.push(
+                        crate::diag::Diagnostic::error("E0003", format!("receiver `{}` needs exactly one of `email`, `slack`, `webhook`", d.name.value))
+                            .primary(d.name.span, if kinds == 0 { "says nowhere to send" } else { "names more than one destination" })
+                            .help("declare one receiver per destination, e.g. `[alerts.receivers.ops] email = \"ops@example.com\"`"),
+                    );
+                }
+                rt.finish();
+                Some(d)
+            });
+            t.finish();
+            v
+        })
+        .unwrap_or_default();
     r.finish();
     out
+}
+
+/// An e-mail address alerts are mailed to: `local@domain`, printable ASCII without spaces,
+/// quotes, commas or angle brackets (one address; several receivers for several addresses).
+fn parse_email(s: &str) -> Result<String, types::TypeError> {
+    let ok = s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && types::parse_domain(d, false).is_ok())
+        && s.bytes().all(|b| b.is_ascii_graphic() && !b"\"'<>,;\\`".contains(&b));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(types::TypeError { message: format!("`{}` is not an e-mail address", s.escape_debug()), help: Some("write `ops@example.com`".into()) })
+    }
+}
+
+/// A chat channel a Slack-compatible webhook posts to: `#name` or `@user`, no spaces.
+fn parse_channel(s: &str) -> Result<String, types::TypeError> {
+    let ok = (s.starts_with('#') || s.starts_with('@'))
+        && s.len() > 1
+        && s[1..].chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(types::TypeError { message: format!("`{}` is not a channel", s.escape_debug()), help: Some("write `#alerts` or `@user`".into()) })
+    }
 }
 
 /// Two bridges of one host whose subnets overlap: Docker would refuse the second network,
