@@ -7,6 +7,7 @@ pub mod diag;
 pub mod diag_json;
 pub mod docs;
 pub mod eval;
+pub mod gc;
 pub mod load;
 pub mod model;
 pub mod pipeline;

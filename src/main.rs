@@ -227,6 +227,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove store entries that no `result` link (gc root) reaches; prints what it freed.
+    ///
+    /// Every `kiln build` and `kiln pull` registers its `result` link as a root; deleting the
+    /// link (or pointing it elsewhere) releases the entry. Waits for running builds.
+    Gc {
+        /// Store directory (default: $KILN_STORE, else .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print `{"removed", "freed_bytes", "kept", "stale_roots"}` on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell to complete for.
@@ -324,6 +339,7 @@ fn main() -> ExitCode {
                     pull(&url, &hash, store, endpoint.as_deref(), jobs, &out_link, json, ui)
                 }
                 Command::Explain { id, json } => explain(id.as_deref(), json),
+                Command::Gc { store, dry_run, json } => gc(store, dry_run, json, ui),
                 Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(_) => ExitCode::from(2),
@@ -409,6 +425,7 @@ impl Command {
             Command::SeedServe { .. } => "seed-serve",
             Command::Pull { .. } => "pull",
             Command::Completions { .. } => "completions",
+            Command::Gc { .. } => "gc",
             Command::Man { .. } => "man",
         }
     }
@@ -520,13 +537,17 @@ fn pull(
         Err(e) => return io_error(&format!("pull refused, nothing written: {}", e.0)),
     };
     let dir = store_dir(store);
-    let entry = Store::open(&dir).and_then(|s| pipeline::write_pulled(&manifest, &files, &s));
-    match entry {
-        Ok(entry) => {
+    let written = Store::open(&dir).and_then(|s| {
+        let held = s.writer()?;
+        pipeline::write_pulled(&manifest, &files, &s).map(|entry| (s, entry, held))
+    });
+    match written {
+        Ok((s, entry, held)) => {
             let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
-            if let Err(e) = store::set_link(out_link, &entry) {
-                return io_error(&format!("cannot create link `{}`: {e}", out_link.display()));
+            if let Err(e) = link_and_root(&s, out_link, &entry) {
+                return io_error(&e);
             }
+            drop(held);
             if json {
                 println!(
                     "{}",
@@ -582,6 +603,48 @@ fn check_json(path: &Path, opts: &Options) -> ExitCode {
     };
     println!("{}", kiln::diag_json::to_string(&value));
     ExitCode::from(code)
+}
+
+/// Points the result link at a new entry and registers the link as a gc root (while the
+/// caller still holds the store, so `kiln gc` never sees the entry without its root).
+fn link_and_root(store: &Store, link: &Path, entry: &Path) -> Result<(), String> {
+    store::set_link(link, entry).map_err(|e| format!("cannot create link `{}`: {e}", link.display()))?;
+    store.add_root(link).map_err(|e| format!("cannot register `{}` as a root in `{}`: {e}", link.display(), store.root.display()))
+}
+
+/// `kiln gc`: what it removed (or would), as text on stderr or JSON on stdout.
+fn gc(store: Option<PathBuf>, dry_run: bool, json: bool, ui: Ui) -> ExitCode {
+    let dir = store_dir(store);
+    if !dir.is_dir() {
+        return io_error(&format!("no store at `{}`", dir.display()));
+    }
+    let store = match Store::open(&dir) {
+        Ok(s) => s,
+        Err(e) => return io_error(&format!("cannot open store `{}`: {e}", dir.display())),
+    };
+    match kiln::gc::collect(&store, &[], dry_run) {
+        Err(e) => io_error(&format!("cannot collect store `{}`: {e}", dir.display())),
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("serialises"));
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for name in &r.removed {
+                    ui.detail(&format!("{verb} {name}"));
+                }
+                for link in &r.stale_roots {
+                    ui.detail(&format!("root {} no longer points into the store", link.display()));
+                }
+                ui.info(&format!(
+                    "{verb} {} entries ({:.1} MiB); kept {} reached from roots",
+                    r.removed.len(),
+                    r.freed_bytes as f64 / 1_048_576.0,
+                    r.kept
+                ));
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// One page for `kiln` and one for each visible command, as clap_mangen renders them.
@@ -846,14 +909,15 @@ fn build(path: &Path, opts: &Options, ui: Ui, c: &Compiled, store: Option<PathBu
         eprintln!("error: the store holds different bytes: {diff}");
         return ExitCode::from(1);
     }
-    let entry = match pipeline::write(c, &store) {
+    let entry = match store.writer().and_then(|held| pipeline::write(c, &store).map(|p| (p, held))) {
         Ok(p) => p,
         Err(e) => return io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
     };
-    let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
-    if let Err(e) = store::set_link(out_link, &entry) {
-        return io_error(&format!("cannot create link `{}`: {e}", out_link.display()));
+    let (entry, held) = (std::fs::canonicalize(&entry.0).unwrap_or(entry.0), entry.1);
+    if let Err(e) = link_and_root(&store, out_link, &entry) {
+        return io_error(&e);
     }
+    drop(held);
     if json {
         println!("{}", pipeline::build_json(c, &entry));
     } else {

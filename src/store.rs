@@ -118,6 +118,27 @@ impl Store {
         Ok(paths)
     }
 
+    /// Holds the store for a writer until dropped: `kiln build` and `kiln pull` keep it from
+    /// before they write an entry until its root is registered, so `kiln gc` (which takes the
+    /// lock exclusively) never sees a new entry without its root.
+    pub fn writer(&self) -> std::io::Result<WriterLock> {
+        self.lock_for_staging().map(WriterLock)
+    }
+
+    /// Registers `link` (a `result` link) as a garbage-collector root: the entry it points at,
+    /// and every entry that entry links to, stay until the link is deleted or points elsewhere.
+    /// Roots are links in `<store>/.roots/`, named by a hash of the link's absolute path.
+    pub fn add_root(&self, link: &Path) -> std::io::Result<()> {
+        let link = std::path::absolute(link)?;
+        let dir = self.root.join(ROOTS);
+        fs::create_dir_all(&dir)?;
+        let name = hex(&Sha256::digest(link.as_os_str().as_encoded_bytes()));
+        let tmp = dir.join(format!(".{}.tmp-{}", &name[..16], std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        symlink(&link, &tmp)?;
+        fs::rename(&tmp, dir.join(&name[..32]))
+    }
+
     /// Takes `<store>/.lock` shared for the time the returned file is open. A writer that gets
     /// it exclusively first is alone, so every staging directory in the store was left by a
     /// writer that died: it removes them, then holds the lock shared like the others.
@@ -161,6 +182,19 @@ impl Store {
         Ok((tmp, made))
     }
 }
+
+/// A writer's hold on the store (see [`Store::writer`]); released when dropped.
+pub struct WriterLock(#[allow(dead_code)] fs::File);
+
+/// Takes `<store>/.lock` exclusively, waiting for every writer to finish: `kiln gc` works alone.
+pub fn lock_exclusive(store: &Store) -> std::io::Result<fs::File> {
+    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(store.root.join(".lock"))?;
+    flock(&lock, libc::LOCK_EX)?;
+    Ok(lock)
+}
+
+/// The directory of garbage-collector roots inside the store.
+pub const ROOTS: &str = ".roots";
 
 /// A staging directory and the directories made inside it.
 type Staged = (tempfile::TempDir, BTreeSet<PathBuf>);
@@ -271,7 +305,9 @@ fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
-fn unseal_and_remove(dir: &Path) -> std::io::Result<()> {
+/// Removes a sealed (read-only) directory tree: directories are made writable first, so an
+/// unprivileged owner can remove what it wrote.
+pub fn unseal_and_remove(dir: &Path) -> std::io::Result<()> {
     for entry in walkdir::WalkDir::new(dir) {
         let entry = entry.map_err(std::io::Error::other)?;
         if entry.file_type().is_dir() {
