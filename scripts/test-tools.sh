@@ -3,7 +3,7 @@
 # scripts/install-push-test-deps.
 #
 # Some judges come only in Debian packages that also ship a service (cloud-init, nginx,
-# prometheus for promtool, fail2ban for fail2ban-regex, php-common's session-cleaning timer
+# prometheus for promtool, prometheus-alertmanager for amtool, fail2ban for fail2ban-regex, php-common's session-cleaning timer
 # under php-cli). Installing those would enable, and on a systemd machine start, services on
 # the machine that runs the tests. Instead their .debs are fetched with `apt-get download` and
 # unpacked with `dpkg-deb -x` under <repo>/.test-tools/NAME: no maintainer script runs, dpkg's

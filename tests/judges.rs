@@ -19,8 +19,15 @@ fn every_artifact_of_every_example_passes_its_judge() {
             let kind = a["kind"].as_str().unwrap();
             // Module files carry their own judge in the module; the derived Prometheus
             // configuration is the one a whole-system build must get right.
-            let derived_prometheus = kind == "config" && path.ends_with("prometheus.yml");
-            let Some(judge) = (if derived_prometheus { Some("promtool") } else { judge_for(kind) }) else { continue };
+            // So are the derived alerting rules and the Alertmanager configuration that
+            // delivers them to the system's receivers.
+            let derived = match path.file_name().and_then(|n| n.to_str()) {
+                Some("prometheus.yml") if kind == "config" => Some("promtool"),
+                Some("kiln.yml") if kind == "config" && path.ends_with("rules/kiln.yml") => Some("promtool-rules"),
+                Some("alertmanager.yml") if kind == "config" => Some("amtool"),
+                _ => None,
+            };
+            let Some(judge) = derived.or_else(|| judge_for(kind)) else { continue };
             judged += 1;
             if let Err(e) = oracle(judge, &path) {
                 failures.push(format!("{name}: {} ({judge}):\n{e}", a["path"]));
@@ -38,7 +45,19 @@ fn the_judges_reject_broken_samples() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let kind = ["cloud-init", "compose", "caddy", "sh", "promtool", "systemd", "mermaid", "traefik-static", "traefik-dynamic"]
+        let kind = [
+            "cloud-init",
+            "compose",
+            "caddy",
+            "sh",
+            "promtool-rules",
+            "promtool",
+            "amtool",
+            "systemd",
+            "mermaid",
+            "traefik-static",
+            "traefik-dynamic",
+        ]
             .into_iter()
             .find(|k| name.starts_with(&format!("{k}-")));
         let Some(kind) = kind else { continue };

@@ -61,10 +61,14 @@ fn every_module_compiles_in_a_minimal_system_and_passes_the_judges() {
         };
         let judges: BTreeMap<String, String> =
             m.decl.files.iter().filter_map(|f| Some((format!("files/svc/{}", f.name.value), f.judge.as_ref()?.value.clone()))).collect();
+        // Every file first: a configuration may name another (prometheus.yml its rules/kiln.yml).
         for a in &c.hosts["h1"].artifacts {
             let path = dir.join("out").join(&a.path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &a.bytes).unwrap();
+        }
+        for a in &c.hosts["h1"].artifacts {
+            let path = dir.join("out").join(&a.path);
             let judge = match a.kind.name() {
                 "cloud-init" => Some("cloud-init".to_string()),
                 "provisioner" => Some("sh".to_string()),

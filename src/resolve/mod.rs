@@ -16,6 +16,7 @@ use crate::syntax::tree::{Node, Value};
 use crate::template::Templates;
 use crate::types::{self, ImageRef};
 
+mod alerts;
 mod allows;
 mod backup;
 mod connections;
@@ -34,7 +35,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| s.module.as_ref()).map(|m| m.value.as_str()).collect();
     let tpls: BTreeMap<String, Templates> =
         inputs.modules.iter().filter(|(k, _)| used.contains(k.as_str())).map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
-    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: J::UNDEFINED, missing_files: BTreeSet::new() };
+    let mut r = Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: J::UNDEFINED, missing_files: BTreeSet::new(), receivers: Vec::new() };
     let sys = r.run();
     (sys, r.diags)
 }
@@ -48,6 +49,8 @@ struct Resolver<'a> {
     probes: J,
     /// Secret files already reported missing (one warning per file).
     missing_files: BTreeSet<String>,
+    /// `[alerts.receivers]`, resolved before the services that deliver to them.
+    receivers: Vec<Receiver>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -155,6 +158,7 @@ impl<'a> Resolver<'a> {
         }
         let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
         self.probes = jv(&probes);
+        self.receivers = self.alert_receivers(&secrets);
         // Phase 2: connections, secrets, rendering.
         let mut model_services = BTreeMap::new();
         for (name, p) in &partials {
@@ -217,6 +221,7 @@ impl<'a> Resolver<'a> {
                 .collect(),
             allows: Vec::new(),
             backup: None,
+            receivers: std::mem::take(&mut self.receivers),
         };
         for z in zones.values() {
             for a in z.accepts.iter().flatten() {
@@ -238,12 +243,12 @@ impl<'a> Resolver<'a> {
             self.err(*d);
         }
         crate::eval::firewall::derive(&mut sys);
+        crate::eval::egress::derive(&mut sys);
         // An edge container reaches a container upstream on its host over a common bridge only.
         for r in &sys.routes {
             let edge = &sys.services[&r.edge_service];
             let upstreams = std::iter::once(r.service.as_str()).chain(r.auth.iter().chain(&r.crowdsec).map(|a| a.service.as_str()));
             for up in upstreams.filter_map(|u| sys.services.get(u)) {
-        crate::eval::egress::derive(&mut sys);
                 let (Some(_), Some(_)) = (&edge.container, &up.container) else { continue };
                 let (eb, ub) = (edge.networks(), up.networks());
                 if up.host == r.edge_host && !eb.iter().any(|b| ub.contains(b)) {

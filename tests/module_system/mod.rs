@@ -93,6 +93,13 @@ pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], opt
         }
         let _ = writeln!(out, "\n[routes.\"svc.example.com\"]\nservice = \"svc\"\nendpoint = \"{}\"", ep.name.value);
     }
+    if m.collect_rules.is_some() {
+        // Who is told of alerts is a system's decision (tests/alerting.rs), not the module's.
+        let _ = writeln!(
+            out,
+            "\n[allow.alerts-without-receiver]\nservices = [\"svc\"]\nreason = \"A module on its own: who is told of its alerts is the system's decision, tested in tests/alerting.rs.\""
+        );
+    }
     secrets.sort();
     secrets.dedup();
     for s in secrets {

@@ -1,0 +1,121 @@
+//! Derived container watchdog: Docker marks a container `unhealthy` but never restarts it (its
+//! restart policy acts only when the process exits). On every host running a container with a
+//! health check, a systemd timer runs a POSIX sh script every minute that restarts this system's
+//! containers that stayed unhealthy for [`CHECKS`] consecutive checks, and writes
+//! `kiln_watchdog_unhealthy` / `kiln_watchdog_restarts_total` for the node exporter's textfile
+//! collector, which the derived alerts (`render::alerts`) watch. No third-party image.
+
+use std::fmt::Write;
+
+use super::alerts::{WATCHDOG_RESTARTS, WATCHDOG_UNHEALTHY};
+use super::backup::unit;
+use super::quote::sh;
+use crate::model::{Host, System};
+
+/// Where the payload puts the script; the service runs it from there.
+pub const SCRIPT: &str = "watchdog/kiln-watchdog.sh";
+/// The units, installed into /etc/systemd/system by the provisioner.
+pub const UNITS: [&str; 2] = ["kiln-watchdog.service", "kiln-watchdog.timer"];
+/// Consecutive unhealthy checks (one a minute) before a restart.
+pub const CHECKS: u32 = 3;
+/// The node exporter's textfile collector directory (Debian's package and the module's flag).
+pub const TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
+
+/// Whether `host` gets the watchdog: it runs a container with a health check.
+pub fn applies(sys: &System, host: &Host) -> bool {
+    host.services.iter().map(|s| &sys.services[s]).any(|s| s.container.is_some() && s.health.is_some())
+}
+
+/// The host's watchdog files (path, content), empty when it has no container to watch.
+pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
+    if !applies(sys, host) {
+        return Vec::new();
+    }
+    vec![
+        (SCRIPT.to_string(), script(sys, host)),
+        (
+            format!("watchdog/{}", UNITS[0]),
+            unit(&[
+                ("Unit", &[("Description", "kiln: restart containers that stay unhealthy"), ("After", "docker.service")]),
+                ("Service", &[("Type", "oneshot"), ("ExecStart", &format!("/bin/sh /opt/kiln/{SCRIPT}"))]),
+            ]),
+        ),
+        (
+            format!("watchdog/{}", UNITS[1]),
+            unit(&[
+                ("Unit", &[("Description", "kiln: container watchdog, every minute")]),
+                ("Timer", &[("OnBootSec", "2min"), ("OnUnitActiveSec", "1min"), ("AccuracySec", "10s"), ("Unit", "kiln-watchdog.service")]),
+                ("Install", &[("WantedBy", "timers.target")]),
+            ]),
+        ),
+    ]
+}
+
+fn script(sys: &System, host: &Host) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "#!/bin/sh");
+    let _ = writeln!(
+        o,
+        "# kiln {} container watchdog for host `{}` of system `{}`. Generated: do not edit.",
+        crate::pipeline::KILN_VERSION,
+        host.name,
+        sys.name
+    );
+    o.push_str("set -eu\n");
+    let _ = writeln!(o, "project={}", sh(&sys.name));
+    let _ = writeln!(o, "limit={CHECKS}");
+    let _ = writeln!(o, "state=${{KILN_WATCHDOG_STATE:-/var/lib/kiln/watchdog}}");
+    let _ = writeln!(o, "textfile=${{KILN_WATCHDOG_TEXTFILE:-{TEXTFILE_DIR}}}");
+    o.push_str(WATCHDOG_BODY.replace("@UNHEALTHY@", WATCHDOG_UNHEALTHY).replace("@RESTARTS@", WATCHDOG_RESTARTS).as_str());
+    o
+}
+
+/// The static part: per container, `<state>/<name>.count` (consecutive unhealthy checks) and
+/// `<name>.restarts` (restarts so far). Names Docker allows are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`;
+/// anything else is skipped, so a name is safe as a file name and a label value.
+const WATCHDOG_BODY: &str = r#"install -d -m 0700 "$state"
+unhealthy=$(docker ps --filter "label=com.docker.compose.project=$project" --filter health=unhealthy --format '{{.Names}}')
+
+for name in $unhealthy; do
+	case $name in [!a-zA-Z0-9]* | *[!a-zA-Z0-9_.-]*) continue ;; esac
+	count=$(cat "$state/$name.count" 2>/dev/null || echo 0)
+	count=$((count + 1))
+	if [ "$count" -ge "$limit" ]; then
+		echo "kiln-watchdog: $name unhealthy for $count checks: restarting" >&2
+		docker restart "$name" >/dev/null
+		restarts=$(cat "$state/$name.restarts" 2>/dev/null || echo 0)
+		echo $((restarts + 1)) >"$state/$name.restarts"
+		rm -f "$state/$name.count"
+	else
+		echo "$count" >"$state/$name.count"
+	fi
+done
+
+for f in "$state"/*.count; do
+	[ -e "$f" ] || continue
+	name=${f##*/}
+	name=${name%.count}
+	printf '%s\n' "$unhealthy" | grep -qxF -- "$name" || rm -f "$f"
+done
+
+[ -d "$textfile" ] || exit 0
+tmp=$textfile/kiln_watchdog.prom.$$
+{
+	echo '# HELP @UNHEALTHY@ Whether the container was unhealthy at the last check.'
+	echo '# TYPE @UNHEALTHY@ gauge'
+	for f in "$state"/*.count; do
+		[ -e "$f" ] || continue
+		name=${f##*/}
+		echo "@UNHEALTHY@{container=\"${name%.count}\"} 1"
+	done
+	echo '# HELP @RESTARTS@ Restarts of the container by the kiln watchdog.'
+	echo '# TYPE @RESTARTS@ counter'
+	for f in "$state"/*.restarts; do
+		[ -e "$f" ] || continue
+		name=${f##*/}
+		echo "@RESTARTS@{container=\"${name%.restarts}\"} $(cat "$f")"
+	done
+} >"$tmp"
+chmod 0644 "$tmp"
+mv "$tmp" "$textfile/kiln_watchdog.prom"
+"#;

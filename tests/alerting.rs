@@ -1,0 +1,160 @@
+//! Derived alerting, judged by its consumers: the rules by `promtool check rules`, the
+//! Alertmanager configuration by `amtool check-config`, the container watchdog by shellcheck,
+//! dash and systemd-analyze, and its restart logic by running it against a stand-in `docker`.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn built(system: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(sys.join("system.toml"), system).unwrap();
+    let r = build(&sys, &tmp.path().join("store"), &tmp.path().join("r"));
+    (tmp, r.join("hosts/mon"))
+}
+
+fn fixture() -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures/alerting/system.toml")).unwrap()
+}
+
+fn alerts(host: &Path) -> Vec<String> {
+    let rules = yaml_to_json(&host.join("files/prometheus/rules/kiln.yml"));
+    let mut out = Vec::new();
+    for g in rules["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            out.push(r["alert"].as_str().unwrap().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn rules_cover_what_is_scraped_and_pass_promtool() {
+    let (_tmp, host) = built(&fixture());
+    let rules = host.join("files/prometheus/rules/kiln.yml");
+    oracle("promtool-rules", &rules).unwrap();
+    oracle("promtool", &host.join("files/prometheus/prometheus.yml")).unwrap();
+    let names = alerts(&host);
+    for a in [
+        "TargetDown",
+        "DiskFilling",
+        "MemoryPressure",
+        "BackupFailed",
+        "BackupOverdue",
+        "ContainerUnhealthy",
+        "ContainerRestartedByWatchdog",
+        "RouteDown",
+        "CertificateExpiring",
+    ] {
+        assert!(names.iter().any(|n| n == a), "{a} missing from {names:?}");
+    }
+    let text = std::fs::read_to_string(&rules).unwrap();
+    // The backup is daily: overdue after a day and the six hours of slack.
+    assert!(text.contains("kiln_backup_last_success_timestamp_seconds{job=\"node\"} > 108000"), "{text}");
+    // Prometheus loads the file at the path the rules are mounted at.
+    let prom = std::fs::read_to_string(host.join("files/prometheus/prometheus.yml")).unwrap();
+    assert!(prom.contains("rule_files:\n  - rules/kiln.yml"), "{prom}");
+    let compose = yaml_to_json(&host.join("compose.yaml"));
+    let mounts = compose["services"]["prometheus"]["volumes"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["target"] == "/etc/prometheus/rules/kiln.yml" && m["source"] == "/opt/kiln/files/prometheus/rules/kiln.yml"),
+        "{mounts:?}"
+    );
+    // The node exporter's textfile collector reads where the backup and the watchdog write.
+    let ne = std::fs::read_to_string(host.join("files/node/defaults")).unwrap();
+    assert!(ne.contains("--collector.textfile.directory=/var/lib/prometheus/node-exporter"), "{ne}");
+}
+
+#[test]
+fn only_rules_whose_metrics_are_scraped() {
+    // No node exporter, no blackbox, no backup: only "target down" can be evaluated.
+    let sys = fixture()
+        .replace("[services.node]\nmodule = \"node-exporter\"\nhost = \"mon\"\n", "")
+        .replace("connects = [\"alertmanager\", \"blackbox\"]", "connects = [\"alertmanager\"]");
+    let (_tmp, host) = built(&sys);
+    oracle("promtool-rules", &host.join("files/prometheus/rules/kiln.yml")).unwrap();
+    assert_eq!(alerts(&host), ["TargetDown"]);
+}
+
+#[test]
+fn alertmanager_delivers_to_every_receiver_and_passes_amtool() {
+    let (_tmp, host) = built(&fixture());
+    let file = host.join("files/alertmanager/alertmanager.yml");
+    oracle("amtool", &file).unwrap();
+    let am = yaml_to_json(&file);
+    let receivers = am["receivers"].as_array().unwrap();
+    let by = |n: &str| receivers.iter().find(|r| r["name"] == n).unwrap_or_else(|| panic!("receiver {n}: {am}")).clone();
+    assert_eq!(by("mail")["email_configs"][0]["to"], "ops@example.com");
+    // Slack's payload (Mattermost's incoming webhooks take it), the URL read from the secret.
+    assert_eq!(by("chat")["slack_configs"][0]["api_url_file"], "/run/secrets/alert-receiver-chat");
+    assert_eq!(by("chat")["slack_configs"][0]["channel"], "#ops");
+    assert_eq!(by("hook")["webhook_configs"][0]["url_file"], "/run/secrets/alert-receiver-hook");
+    let routes: Vec<&str> = am["route"]["routes"].as_array().unwrap().iter().map(|r| r["receiver"].as_str().unwrap()).collect();
+    assert_eq!(routes, ["chat", "hook", "mail"]);
+    // The secret is mounted where the configuration reads it, owned by the container's user.
+    let compose = yaml_to_json(&host.join("compose.yaml"));
+    let secrets = compose["services"]["alertmanager"]["secrets"].as_array().unwrap();
+    assert!(secrets.iter().any(|s| s["target"] == "/run/secrets/alert-receiver-chat"), "{secrets:?}");
+    let script = std::fs::read_to_string(host.join("provision.sh")).unwrap();
+    assert!(script.contains("/etc/kiln/service-secrets/alertmanager/chat_url 0400 65534:65534"), "the copy is the container user's");
+}
+
+/// The watchdog script with a stand-in `docker` on PATH: the stub only reports one unhealthy
+/// container and logs the commands it gets. It proves the restart logic and the metric, not
+/// Docker.
+#[test]
+fn watchdog_restarts_a_container_that_stays_unhealthy() {
+    let (tmp, host) = built(&fixture());
+    let script = host.join("watchdog/kiln-watchdog.sh");
+    oracle("sh", &script).unwrap();
+    for unit in ["kiln-watchdog.service", "kiln-watchdog.timer"] {
+        oracle("systemd", &host.join("watchdog").join(unit)).unwrap();
+    }
+    let bin = tmp.path().join("bin");
+    let state = tmp.path().join("state");
+    let textfile = tmp.path().join("textfile");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&textfile).unwrap();
+    let log = tmp.path().join("docker.log");
+    let stub = format!(
+        "#!/bin/sh\n# Stand-in for docker: one unhealthy container of project `alerting`.\necho \"$*\" >> '{}'\ncase \"$1\" in\nps) case \"$*\" in *label=com.docker.compose.project=alerting*health=unhealthy*) echo alerting-prometheus-1 ;; esac ;;\nrestart) ;;\nesac\n",
+        log.display()
+    );
+    std::fs::write(bin.join("docker"), stub).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(bin.join("docker")).status().unwrap();
+    let run = || {
+        let out = std::process::Command::new("dash")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("KILN_WATCHDOG_STATE", &state)
+            .env("KILN_WATCHDOG_TEXTFILE", &textfile)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let restarts = || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.starts_with("restart")).count();
+    let metrics = || std::fs::read_to_string(textfile.join("kiln_watchdog.prom")).unwrap();
+    run();
+    run();
+    assert_eq!(restarts(), 0, "two unhealthy checks are not yet a restart");
+    assert!(metrics().contains("kiln_watchdog_unhealthy{container=\"alerting-prometheus-1\"} 1"), "{}", metrics());
+    run();
+    assert_eq!(restarts(), 1, "the third consecutive unhealthy check restarts it");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("restart alerting-prometheus-1"));
+    assert!(metrics().contains("kiln_watchdog_restarts_total{container=\"alerting-prometheus-1\"} 1"), "{}", metrics());
+    assert!(!metrics().contains("kiln_watchdog_unhealthy{"), "counting starts afresh after a restart: {}", metrics());
+    for _ in 0..3 {
+        run();
+    }
+    assert_eq!(restarts(), 2);
+    assert!(metrics().contains("kiln_watchdog_restarts_total{container=\"alerting-prometheus-1\"} 2"), "{}", metrics());
+    // The provisioner installs the units and starts the timer.
+    let prov = std::fs::read_to_string(host.join("provision.sh")).unwrap();
+    assert!(prov.contains("systemctl enable --now kiln-watchdog.timer"), "{prov}");
+}
