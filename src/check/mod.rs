@@ -15,6 +15,7 @@ mod memory_over_limit;
 mod password_ssh;
 mod pgbouncer_prepared_statements;
 mod port_conflict;
+mod public_first_run_setup;
 mod public_port_private_host;
 mod unpinned_image;
 mod valkey_evicting_queue;
@@ -45,6 +46,7 @@ pub const RULES: &[&Rule] = &[
     &password_ssh::RULE,
     &pgbouncer_prepared_statements::RULE,
     &port_conflict::RULE,
+    &public_first_run_setup::RULE,
     &public_port_private_host::RULE,
     &unpinned_image::RULE,
     &valkey_evicting_queue::RULE,

@@ -39,6 +39,17 @@ pub struct ModuleDecl {
     /// `[collect] alerts = true`: the service delivers the system's alerts to the receivers of
     /// `[alerts.receivers]` (Alertmanager); its templates see `receivers`.
     pub collect_alerts: bool,
+    /// `[module] first_run_setup`: how a fresh instance hands out its administrator (its first
+    /// visitor creates the account, or a default login); a public route to it needs forward
+    /// auth or an allow-list (`public-first-run-setup`).
+    pub first_run_setup: Option<Sp<String>>,
+    /// `[module] first_run_bootstrap = "MODULE.SLOT"`: binding that secret slot on a service
+    /// of MODULE (this module, or a companion sharing a connection target with it, such as
+    /// authentik's worker) sets the administrator's credential and closes the setup.
+    pub first_run_bootstrap: Option<Sp<(String, String)>>,
+    /// `[module] embeddable = true`: other applications frame it (an editor, a conference):
+    /// the public routes of a service that connects to it may embed it (`frame-ancestors`).
+    pub embeddable: bool,
 }
 
 /// How an edge asks this service whether a request may pass (Authentik's outposts, oauth2-proxy).
@@ -550,8 +561,16 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             "caddy" | "traefik" => Ok(s.to_string()),
             _ => Err(one_of(s, "edge server", &["caddy", "traefik"])),
         });
+        let first_run_setup = t.str("first_run_setup");
+        let first_run_bootstrap = typed(t.str("first_run_bootstrap"), sink, |s| match s.split_once('.') {
+            Some((m, slot)) if types::parse_ident(m).is_ok() && types::parse_ident(slot).is_ok() => {
+                Ok((m.to_string(), slot.to_string()))
+            }
+            _ => Err(bad(format!("`{s}` is not MODULE.SLOT"), "name a module and one of its secret slots: \"authentik-worker.bootstrap_password\"")),
+        });
+        let embeddable = t.bool("embeddable").is_some_and(|b| b.value);
         t.finish();
-        (name, version, summary, description, kind, edge)
+        (name, version, summary, description, kind, edge, first_run_setup, first_run_bootstrap, embeddable)
     });
     let Some(header) = header else {
         r.missing("module", "{ name = \"…\", version = \"…\", summary = \"…\", kind = \"container\" }");
@@ -803,7 +822,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         env_secret_slots(c, &secrets, sink);
     }
     r.finish();
-    let (name, version, summary, description, kind, edge) = header;
+    let (name, version, summary, description, kind, edge, first_run_setup, first_run_bootstrap, embeddable) = header;
     Some(ModuleDecl {
         name: name?,
         version: version?,
@@ -828,6 +847,9 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         collect_metrics,
         collect_rules,
         collect_alerts,
+        first_run_setup,
+        first_run_bootstrap,
+        embeddable,
     })
 }
 

@@ -1,0 +1,73 @@
+//! `public-first-run-setup`: a public route to an application whose first visitor becomes its
+//! administrator (or that ships a default login), with nothing in front of it.
+
+use super::Rule;
+use crate::diag::Diagnostic;
+use crate::load::Inputs;
+use crate::model::{Route, Service, System};
+
+pub const RULE: Rule = Rule {
+    id: "public-first-run-setup",
+    summary: "a public route to an unclaimed first-run setup",
+    explanation: "Some applications hand their administrator account to whoever comes first: \
+authentik's initial-setup flow, WordPress's installer, the first Mattermost, n8n, CryptPad, \
+Leantime or Uptime Kuma sign-up; others ship a well-known login (Zabbix `Admin`/`zabbix`). A \
+module says so with `[module] first_run_setup`. Between the deploy and the operator's first \
+visit, anyone who finds the hostname (certificate transparency logs publish it within \
+minutes) takes the instance. Where the upstream reads a bootstrap credential, the module \
+declares it (`first_run_bootstrap`) and binding that secret closes the setup (authentik: \
+`bootstrap_password` on the worker). Otherwise put the route behind forward auth \
+(`auth = \"SERVICE\"`) or an IP allow-list (`allow = [\"CIDR\", …]`). Once the setup is done \
+and the default login changed, `[allow.public-first-run-setup]` with `routes = [\"…\"]` and a \
+reason waives it.",
+    allowable: true,
+    check,
+};
+
+fn check(sys: &System, inputs: &Inputs) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for r in &sys.routes {
+        let Some(s) = sys.services.get(&r.service) else { continue };
+        let Some(m) = inputs.modules.get(&s.module) else { continue };
+        let Some(setup) = &m.decl.first_run_setup else { continue };
+        if gated(r) || bootstrapped(sys, inputs, s) {
+            continue;
+        }
+        let mut d = Diagnostic::error(
+            RULE.id,
+            format!("route `{}` exposes the first-run setup of `{}` ({}) to the internet", r.hostname, s.name, s.module),
+        )
+        .primary(r.span, "public, with no forward auth and no allow-list")
+        .note(format!("{}: {}", s.module, setup.value))
+        .about("routes", &r.hostname);
+        d = match &m.decl.first_run_bootstrap {
+            Some(b) => d.help(format!(
+                "bind the `{}` secret of a `{}` service that shares a connection with `{}`, or gate the route with `auth = \"…\"` or `allow = [\"…\"]`",
+                b.value.1, b.value.0, s.name
+            )),
+            None => d.help("gate the route with `auth = \"…\"` (forward auth) or `allow = [\"CIDR\"]`; once set up, waive it with [allow.public-first-run-setup]"),
+        };
+        out.push(d);
+    }
+    out
+}
+
+/// Forward auth, or an allow-list narrower than the whole internet.
+fn gated(r: &Route) -> bool {
+    r.auth.is_some() || (!r.allow.is_empty() && r.allow.iter().all(|c| c.prefix > 0))
+}
+
+/// The module's bootstrap secret is bound: on the service itself, or on a service of the
+/// companion module that shares a connection target with it (authentik's worker and server
+/// use the same database).
+fn bootstrapped(sys: &System, inputs: &Inputs, s: &Service) -> bool {
+    let Some(b) = inputs.modules.get(&s.module).and_then(|m| m.decl.first_run_bootstrap.as_ref()) else {
+        return false;
+    };
+    let (module, slot) = &b.value;
+    let binds = |t: &Service| t.module == *module && t.secrets.iter().any(|u| u.slot == *slot);
+    if s.module == *module {
+        return binds(s);
+    }
+    sys.services.values().filter(|t| binds(t)).any(|t| t.deps.iter().any(|d| s.deps.iter().any(|e| e.service == d.service)))
+}
