@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod caddyfile;
 pub mod cloud_init;
 pub mod compose;
+pub mod data_volume;
 pub mod egress;
 pub mod jobs;
 pub mod provision;
@@ -166,7 +167,7 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
             payload.push(Artifact::new(format!("files/{name}/{}", alerts::FILE), Kind::Config, 0o644, rules));
         }
     }
-    for (path, content) in backup::emit(sys, host).into_iter().chain(watchdog::emit(sys, host)).chain(jobs::emit(sys, host)) {
+    for (path, content) in backup::emit(sys, host).into_iter().chain(data_volume::emit(sys, host)).chain(watchdog::emit(sys, host)).chain(jobs::emit(sys, host)) {
         let (kind, mode) = if path.ends_with(".sh") { (Kind::Script, 0o755) } else { (Kind::SystemdUnit, 0o644) };
         payload.push(Artifact::new(path, kind, mode, content));
     }

@@ -27,7 +27,9 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     o.push_str(PRELUDE);
 
     super::egress::provision(&mut o, host);
+    super::data_volume::provision(&mut o, sys, host);
     packages(&mut o, host, &services, containers, payload.iter().any(|a| a.path == super::backup::SCRIPT));
+    super::data_volume::provision_owners(&mut o, sys, host);
     users(&mut o, sys);
     sshd(&mut o, host);
     upgrades(&mut o);

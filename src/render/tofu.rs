@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use crate::model::{FirewallRule, Host, System};
+use crate::render::data_volume;
 use crate::syntax::system::ProviderKind;
 use crate::types::Cidr;
 
@@ -19,6 +20,9 @@ pub const PROVIDERS: &[(ProviderKind, &str, &str, &str)] = &[
     (ProviderKind::Scaleway, "scaleway", "scaleway/scaleway", "2.79.0"),
     (ProviderKind::Cloudflare, "cloudflare", "cloudflare/cloudflare", "5.22.0"),
 ];
+
+/// Where a Hetzner host with a data volume is created when it names no location.
+const HCLOUD_DEFAULT_LOCATION: &str = "nbg1";
 
 fn provider_entry(kind: ProviderKind) -> Option<&'static (ProviderKind, &'static str, &'static str, &'static str)> {
     PROVIDERS.iter().find(|p| p.0 == kind)
@@ -213,8 +217,13 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         if host.provider_kind != ProviderKind::Existing {
             add(&mut resources, "terraform_data", &trigger, json!({ "input": h.closure }));
         }
-        // A server with a fixed private address cannot overlap with its replacement.
-        let before_destroy = host.addresses.is_empty();
+        // A server with a fixed private address cannot overlap with its replacement, and a
+        // stateful host's volume is attached to one server at a time: those are replaced
+        // destroy-first (the old server stops, the volume moves to the new one).
+        let data = data_volume::has_volume(sys, host);
+        let before_destroy = host.addresses.is_empty() && !data;
+        let volume = data_volume::volume_name(sys, host);
+        let gib = data_volume::size_gib(host);
         let lifecycle =
             json!({ "create_before_destroy": before_destroy, "replace_triggered_by": [expr(format!("terraform_data.{trigger}"))] });
         match host.provider_kind {
@@ -239,6 +248,9 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 }
                 if let Some(l) = &host.location {
                     server["location"] = json!(l);
+                } else if data {
+                    // the volume lives in one location: the server must be created there
+                    server["location"] = json!(HCLOUD_DEFAULT_LOCATION);
                 }
                 if !networks.is_empty() {
                     server["network"] = json!(networks);
@@ -253,12 +265,26 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     &name,
                     json!({ "name": format!("{}-{}", sys.name, host.name), "rule": rules, "labels": { "kiln-system": sys.name } }),
                 );
-                for (disk, size) in &host.disks {
+                if data {
+                    // Hetzner volumes are at least 10 GB; kiln formats the volume itself.
                     add(
                         &mut resources,
                         "hcloud_volume",
-                        &format!("{name}_{disk}"),
-                        json!({ "name": format!("{}-{}-{disk}", sys.name, host.name), "size": size.0.div_ceil(1 << 30).max(10), "server_id": expr(format!("${{hcloud_server.{name}.id}}")), "automount": true, "format": "ext4" }),
+                        &format!("{name}_data"),
+                        json!({
+                            "name": volume,
+                            "size": gib.max(10),
+                            "location": host.location.clone().unwrap_or_else(|| HCLOUD_DEFAULT_LOCATION.into()),
+                            "delete_protection": true,
+                            "labels": { "kiln-system": sys.name, "kiln-host": host.name },
+                            "lifecycle": { "prevent_destroy": true },
+                        }),
+                    );
+                    add(
+                        &mut resources,
+                        "hcloud_volume_attachment",
+                        &format!("{name}_data"),
+                        json!({ "volume_id": expr(format!("${{hcloud_volume.{name}_data.id}}")), "server_id": expr(format!("${{hcloud_server.{name}.id}}")), "automount": false }),
                     );
                 }
                 if host.public {
@@ -288,6 +314,27 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     droplet["vpc_uuid"] = json!(v);
                 }
                 add(&mut resources, "digitalocean_droplet", &name, droplet);
+                if data {
+                    add(
+                        &mut resources,
+                        "digitalocean_volume",
+                        &format!("{name}_data"),
+                        json!({
+                            "name": volume,
+                            "region": host.location.clone().unwrap_or_else(|| "fra1".into()),
+                            "size": gib,
+                            "description": format!("kiln data of {} ({})", host.name, sys.name),
+                            "tags": tags(&[("kiln-system-", &sys.name)], None, ""),
+                            "lifecycle": { "prevent_destroy": true },
+                        }),
+                    );
+                    add(
+                        &mut resources,
+                        "digitalocean_volume_attachment",
+                        &format!("{name}_data"),
+                        json!({ "droplet_id": expr(format!("${{digitalocean_droplet.{name}.id}}")), "volume_id": expr(format!("${{digitalocean_volume.{name}_data.id}}")) }),
+                    );
+                }
                 let inbound: Vec<Value> = host
                     .firewall
                     .iter()
@@ -334,6 +381,23 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     add(&mut resources, "scaleway_instance_ip", &name, json!({ "type": "routed_ipv4", "tags": [format!("kiln-system={}", sys.name)] }));
                     server["ip_id"] = json!(expr(format!("${{scaleway_instance_ip.{name}.id}}")));
                     public_ip.insert(&host.name, (Some(expr(format!("${{scaleway_instance_ip.{name}.address}}")).into()), None));
+                }
+                if data {
+                    // Block Storage (SBS) outlives the instance; the server lists it among its
+                    // volumes, so the replacement server takes it over.
+                    add(
+                        &mut resources,
+                        "scaleway_block_volume",
+                        &format!("{name}_data"),
+                        json!({
+                            "name": volume,
+                            "size_in_gb": gib,
+                            "iops": 5000,
+                            "tags": [format!("kiln-system={}", sys.name), format!("kiln-host={}", host.name)],
+                            "lifecycle": { "prevent_destroy": true },
+                        }),
+                    );
+                    server["additional_volume_ids"] = json!([expr(format!("${{scaleway_block_volume.{name}_data.id}}"))]);
                 }
                 add(&mut resources, "scaleway_instance_server", &name, server);
                 let rules: Vec<Value> = host
