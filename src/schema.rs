@@ -248,7 +248,7 @@ const HOST: &[Key] = &[
         .or("false"),
     key("networks", Ty::Map(NAME, "NETWORK", &Ty::Text(ADDRESS)), "The private networks the host joins: network name → its address there.")
         .eg("{ lan = \"10.0.0.2\" }"),
-    key("disks", Ty::Map(NAME, "DISK", &Ty::Text(SIZE)), "Block volumes attached to the server: name → size (above zero).").eg("{ data = \"50GiB\" }"),
+    key("disks", Ty::Map(NAME, "DISK", &Ty::Text(SIZE)), "The host's data volume: `data` → its size (above zero; default 10 GiB, at least 10 GB on Hetzner). A host that holds data (backed-up volumes, dumps, an edge's certificates) gets it anyway; OpenTofu creates it with `prevent_destroy` and attaches it to whichever server is the host, the provisioner mounts it at /var/lib/kiln/data with Docker's data root and Caddy's data on it.").eg("{ data = \"50GiB\" }"),
     key("address", Ty::Text(ADDRESS), "The public address of a server that already exists (provider kind `existing`).")
         .eg("\"203.0.113.10\""),
     key("group", NAME_T, "A rollout group: labels the server and selects hosts in `kiln show`.").eg("\"canary\""),

@@ -24,6 +24,8 @@ struct ShowHost<'a> {
     egress: String,
     /// Private networks this host is the NAT gateway of.
     nat_for: Vec<&'a str>,
+    /// Where its data lives: a volume that outlives the server, its own disk, or none.
+    data: String,
 }
 
 #[derive(Serialize)]
@@ -77,6 +79,7 @@ fn view(c: &Compiled) -> Show<'_> {
                         firewall: &h.firewall,
                         egress: crate::eval::egress::describe(h),
                         nat_for: h.nat_for.keys().map(String::as_str).collect(),
+                        data: crate::render::data_volume::describe(sys, h),
                     },
                 )
             })
@@ -140,6 +143,7 @@ pub fn show_text(c: &Compiled) -> String {
         }
         let _ = writeln!(o, "  services  {}", if h.services.is_empty() { "-".into() } else { h.services.join(" → ") });
         let _ = writeln!(o, "  egress    {}", h.egress);
+        let _ = writeln!(o, "  data      {}", h.data);
         if !h.nat_for.is_empty() {
             let _ = writeln!(o, "  gateway   NAT for {}", h.nat_for.join(", "));
         }

@@ -6,6 +6,7 @@
 mod alerts_without_receiver;
 mod cdn_proxied_non_http;
 mod codes;
+mod data_on_root_disk;
 mod dns01_without_credentials;
 mod docker_socket_web;
 mod fail2ban_behind_cdn;
@@ -37,6 +38,7 @@ pub struct Rule {
 pub const RULES: &[&Rule] = &[
     &alerts_without_receiver::RULE,
     &cdn_proxied_non_http::RULE,
+    &data_on_root_disk::RULE,
     &dns01_without_credentials::RULE,
     &docker_socket_web::RULE,
     &fail2ban_behind_cdn::RULE,

@@ -172,7 +172,13 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
         sh(&format!("/etc/systemd/system/{unit_name}"))
     );
     let _ = writeln!(o, "systemctl enable {} >/dev/null 2>&1", sh(unit_name));
-    let _ = writeln!(o, "mountpoint -q {m} || systemctl start {u} || die {e}", m = sh(MOUNT), u = sh(unit_name), e = sh(&format!("cannot mount {MOUNT}")));
+    let _ = writeln!(
+        o,
+        "mountpoint -q {m} || systemctl start {u} || die {e}",
+        m = sh(MOUNT),
+        u = sh(unit_name),
+        e = sh(&format!("cannot mount {MOUNT}"))
+    );
     if docker(sys, host) {
         let _ = writeln!(o, "install -d -m 0710 {}", sh(DOCKER_ROOT));
         let _ = writeln!(
@@ -191,7 +197,13 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
             sh(&format!("/etc/systemd/system/{name}"))
         );
         let _ = writeln!(o, "systemctl enable {} >/dev/null 2>&1", sh(name));
-        let _ = writeln!(o, "mountpoint -q {h} || systemctl start {n} || die {e}", h = sh(CADDY_HOME), n = sh(name), e = sh(&format!("cannot bind {CADDY_HOME}")));
+        let _ = writeln!(
+            o,
+            "mountpoint -q {h} || systemctl start {n} || die {e}",
+            h = sh(CADDY_HOME),
+            n = sh(name),
+            e = sh(&format!("cannot bind {CADDY_HOME}"))
+        );
     }
 }
 
@@ -199,6 +211,24 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
 pub fn provision_owners(o: &mut String, sys: &System, host: &Host) {
     if has_volume(sys, host) && caddy(sys, host) {
         let _ = writeln!(o, "[ \"$(stat -c %U {h})\" = caddy ] || chown caddy:caddy {h}", h = sh(CADDY_HOME));
+    }
+}
+
+/// Where the host's data lives, in one line (`kiln show`, SYSTEM.md).
+pub fn describe(sys: &System, host: &Host) -> String {
+    let holds = holdings(sys, host);
+    if has_volume(sys, host) {
+        format!(
+            "volume `{}` ({} GiB) at {MOUNT}: kept and re-attached when the server is replaced (the old server is destroyed first)",
+            volume_name(sys, host),
+            size_gib(host)
+        )
+    } else if holds.is_empty() {
+        "none: stateless".to_string()
+    } else if host.provider_kind == ProviderKind::Existing {
+        "its own disk: an existing host is never replaced by kiln".to_string()
+    } else {
+        "the server's own disk: lost when the server is replaced".to_string()
     }
 }
 

@@ -238,6 +238,11 @@ fn monitoring(o: &mut String, sys: &System) {
 
 fn backups(o: &mut String, sys: &System) {
     o.push_str("## Data and backups\n\n");
+    o.push_str("Where each host's data lives: a block volume outlives the server (OpenTofu's `prevent_destroy`); a host with one is replaced destroy-first, since a volume is attached to one server at a time.\n\n| host | data |\n|---|---|\n");
+    for h in sys.hosts.values() {
+        let _ = writeln!(o, "| `{}` | {} |", h.name, cell(&crate::render::data_volume::describe(sys, h)));
+    }
+    o.push('\n');
     let with_data: Vec<&Service> = sys.services.values().filter(|s| s.has_data()).collect();
     if with_data.is_empty() {
         o.push_str("No service declares data.\n\n");
