@@ -1,6 +1,7 @@
 //! kiln: a compiler for server fleets. Typed TOML in; reproducible, content-addressed
 //! artifacts out. See ARCHITECTURE.md for the map.
 
+pub mod backup_repo;
 pub mod boot;
 pub mod check;
 pub mod diag;

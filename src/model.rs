@@ -74,11 +74,30 @@ pub struct BackupPlan {
     pub password: String,
     /// Secret holding `KEY=value` lines for the repository backend (`{host}` likewise).
     pub environment: Option<String>,
+    /// SFTP: the secret holding the private SSH key (`{host}` likewise) and the server's
+    /// public host key (`TYPE BASE64`), pinned in the script's `known_hosts`.
+    pub ssh_key: Option<String>,
+    pub host_key: Option<String>,
+    /// S3: the secrets holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (`{host}` likewise).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// `[backup]` and its `repository` value, for diagnostics.
+    #[serde(skip)]
+    pub span: crate::diag::Span,
+    #[serde(skip)]
+    pub repository_span: crate::diag::Span,
     /// systemd calendar expressions.
     pub schedule: crate::types::Calendar,
     pub check: crate::types::Calendar,
     /// (`daily`, 7), (`weekly`, 4) …
     pub keep: Vec<(String, i64)>,
+}
+
+impl BackupPlan {
+    /// The secrets besides the password the backup reads (`{host}` not yet replaced).
+    pub fn credential_secrets(&self) -> impl Iterator<Item = &String> {
+        [&self.environment, &self.ssh_key, &self.access_key_id, &self.secret_access_key].into_iter().flatten()
+    }
 }
 
 impl System {
@@ -97,7 +116,7 @@ impl System {
             && host.services.iter().any(|s| self.services[s].has_data())
         {
             out.insert(b.password.replace("{host}", &host.name));
-            out.extend(b.environment.as_ref().map(|e| e.replace("{host}", &host.name)));
+            out.extend(b.credential_secrets().map(|e| e.replace("{host}", &host.name)));
         }
         out
     }

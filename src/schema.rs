@@ -396,8 +396,23 @@ const BACKUP: &[Key] = &[
     key("password", STR, "The `[secrets]` entry holding the repository password (`{host}` gives every host its own).")
         .req()
         .eg("\"restic_password\""),
-    key("environment", STR, "A `[secrets]` entry holding `KEY=value` lines for the repository (S3 keys, SFTP options).")
+    key("environment", STR, "A `[secrets]` entry holding `KEY=value` lines for the repository backend's settings (B2, Azure, GCS, Swift, rclone credentials; an S3 region).")
         .eg("\"restic_env\""),
+    key(
+        "ssh_key",
+        STR,
+        "SFTP: the `[secrets]` entry holding the private SSH key the server accepts (`{host}` gives every host its own). A Hetzner Storage Box (`*.your-storagebox.de`) is dialled on port 23 unless the `sftp://` URL names a port.",
+    )
+    .eg("\"storagebox_ssh_key\""),
+    key(
+        "host_key",
+        STR,
+        "SFTP: the server's public host key (`TYPE BASE64`, as `ssh-keyscan` prints it), pinned in the backup's own `known_hosts`; any other key is refused.",
+    )
+    .eg("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA…\""),
+    key("access_key_id", STR, "S3: the `[secrets]` entry holding the access key id (`AWS_ACCESS_KEY_ID`).").eg("\"spaces_access_key_id\""),
+    key("secret_access_key", STR, "S3: the `[secrets]` entry holding the secret access key (`AWS_SECRET_ACCESS_KEY`).")
+        .eg("\"spaces_secret_access_key\""),
     key("schedule", Ty::Text(CALENDAR), "When backups run.").or("\"*-*-* 03:00:00\""),
     key("check", Ty::Text(CALENDAR), "When the repository is checked.").or("\"Sun *-*-* 05:00:00\""),
     key("keep", Ty::Table(KEEP), "Which snapshots to keep; at least one count.").req().eg("{ daily = 7, weekly = 4, monthly = 6 }"),

@@ -4,6 +4,7 @@
 //! can be waived. The language's error codes (`E0001`…) are explained in `codes.rs`.
 
 mod alerts_without_receiver;
+mod backup_without_credentials;
 mod cdn_proxied_non_http;
 mod codes;
 mod data_on_root_disk;
@@ -37,6 +38,7 @@ pub struct Rule {
 
 pub const RULES: &[&Rule] = &[
     &alerts_without_receiver::RULE,
+    &backup_without_credentials::RULE,
     &cdn_proxied_non_http::RULE,
     &data_on_root_disk::RULE,
     &dns01_without_credentials::RULE,

@@ -23,13 +23,16 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
         return Vec::new();
     }
     let repo = plan.repository.replace("{host}", &host.name);
-    vec![
+    let known_hosts = super::backup_auth::known_hosts(plan, &repo).map(|k| (super::backup_auth::KNOWN_HOSTS.to_string(), k));
+    let mut files = vec![
         (SCRIPT.to_string(), script(sys, host, plan, &repo, &services)),
         (format!("backup/{}", UNITS[0]), service_unit("restic backup of this host's data (dumps first)", "")),
         (format!("backup/{}", UNITS[1]), timer_unit("Daily backup", &plan.schedule, "kiln-backup.service")),
         (format!("backup/{}", UNITS[2]), service_unit("restic integrity check of this host's repository", " check")),
         (format!("backup/{}", UNITS[3]), timer_unit("Periodic backup integrity check", &plan.check, "kiln-backup-check.service")),
-    ]
+    ];
+    files.extend(known_hosts);
+    files
 }
 
 fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[&Service]) -> String {
@@ -56,9 +59,11 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
             "# Backend credentials: KEY=value lines, root-only, read as data.\nwhile IFS= read -r line || [ -n \"$line\" ]; do\n\tcase $line in '' | '#'*) continue ;; esac\n\tkey=${{line%%=*}}\n\tcase $key in '' | [0-9]* | *[!A-Za-z0-9_]*) echo 'kiln-backup: a line of the environment secret is not KEY=value' >&2; exit 1 ;; esac\n\texport \"$key=${{line#*=}}\"\ndone < {path}"
         );
     }
+    o.push_str(&super::backup_auth::setup(plan, host, repo));
     let _ = writeln!(o, "host={}", sh(&host.name));
     o.push_str("restic snapshots --host \"$host\" --latest 1 >/dev/null 2>&1 || restic init\n");
-    o.push_str("if [ \"${1:-}\" = check ]; then\n\texec restic check --read-data-subset=10%\nfi\n");
+    // Not `exec`: `restic` may be the function that adds the SFTP command (`backup_auth`).
+    o.push_str("if [ \"${1:-}\" = check ]; then\n\trestic check --read-data-subset=10%\n\texit 0\nfi\n");
     o.push_str(&metrics());
     let _ = writeln!(o, "dumps={}", sh(DUMPS));
     o.push_str("install -d -m 0700 \"$dumps\"\n");

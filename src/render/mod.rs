@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod backup;
+pub mod backup_auth;
 pub mod bundle;
 pub mod caddyfile;
 pub mod cloud_init;
@@ -168,7 +169,13 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
         }
     }
     for (path, content) in backup::emit(sys, host).into_iter().chain(data_volume::emit(sys, host)).chain(watchdog::emit(sys, host)).chain(jobs::emit(sys, host)) {
-        let (kind, mode) = if path.ends_with(".sh") { (Kind::Script, 0o755) } else { (Kind::SystemdUnit, 0o644) };
+        let (kind, mode) = if path.ends_with(".sh") {
+            (Kind::Script, 0o755)
+        } else if path == backup_auth::KNOWN_HOSTS {
+            (Kind::Config, 0o644)
+        } else {
+            (Kind::SystemdUnit, 0o644)
+        };
         payload.push(Artifact::new(path, kind, mode, content));
     }
     payload.push(Artifact::new("provision.sh", Kind::Provisioner, 0o755, provision::emit(sys, host, &payload)));

@@ -26,7 +26,7 @@ impl<'a> Resolver<'a> {
             .filter(|h| h.services.iter().any(|s| sys.services.get(s).is_some_and(Service::has_data)))
             .map(|h| h.name.as_str())
             .collect();
-        for s in b.password.iter().chain(&b.environment) {
+        for s in b.password.iter().chain(&b.environment).chain(&b.ssh_key).chain(&b.access_key_id).chain(&b.secret_access_key) {
             let names: BTreeSet<String> = if s.value.contains("{host}") {
                 backed_up.iter().map(|h| s.value.replace("{host}", h)).collect()
             } else {
@@ -54,7 +54,24 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
+        // The backend decides which credentials it needs (`check::backup_without_credentials`);
+        // an SFTP server part kiln cannot put into an `ssh` command is refused here.
+        if let Some(repo) = &b.repository
+            && let Err(e) = crate::backup_repo::backend(&repo.value)
+        {
+            self.err(
+                Diagnostic::error("E0003", format!("the backup repository is not one kiln can reach: {e}"))
+                    .primary(repo.span, "not a restic repository kiln can authenticate to")
+                    .help("write `sftp:USER@HOST:/path`, `sftp://USER@HOST:PORT//path`, `s3:https://ENDPOINT/BUCKET/path`, `rest:https://…/` or a local path"),
+            );
+        }
         Some(BackupPlan {
+            span: b.span,
+            repository_span: b.repository.as_ref()?.span,
+            ssh_key: b.ssh_key.as_ref().map(|e| e.value.clone()),
+            host_key: b.host_key.as_ref().map(|e| e.value.clone()),
+            access_key_id: b.access_key_id.as_ref().map(|e| e.value.clone()),
+            secret_access_key: b.secret_access_key.as_ref().map(|e| e.value.clone()),
             repository: b.repository.as_ref()?.value.clone(),
             password: b.password.as_ref()?.value.clone(),
             environment: b.environment.as_ref().map(|e| e.value.clone()),

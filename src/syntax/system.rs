@@ -60,8 +60,14 @@ pub struct BackupDecl {
     pub repository: Option<Sp<String>>,
     /// The secret holding the repository password.
     pub password: Option<Sp<String>>,
-    /// A secret holding `KEY=value` lines for the repository (S3 keys, SFTP options).
+    /// A secret holding `KEY=value` lines for the repository backend's other settings.
     pub environment: Option<Sp<String>>,
+    /// SFTP: the secret holding the private SSH key, and the server's public host key.
+    pub ssh_key: Option<Sp<String>>,
+    pub host_key: Option<Sp<String>>,
+    /// S3: the secrets holding the access key id and the secret access key.
+    pub access_key_id: Option<Sp<String>>,
+    pub secret_access_key: Option<Sp<String>>,
     /// systemd calendar expressions.
     pub schedule: Option<Sp<Calendar>>,
     pub check: Option<Sp<Calendar>>,
@@ -575,6 +581,10 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             repository: t.req_str("repository", "\"sftp:u1@u1.your-storagebox.de:/restic/{host}\""),
             password: t.req_str("password", "\"restic_password\""),
             environment: t.str("environment"),
+            ssh_key: t.str("ssh_key"),
+            host_key: typed(t.str("host_key"), sink, |k| check_ssh_key(k).map(|()| k.to_string())),
+            access_key_id: t.str("access_key_id"),
+            secret_access_key: t.str("secret_access_key"),
             schedule: typed(t.str("schedule"), sink, Calendar::parse),
             check: typed(t.str("check"), sink, Calendar::parse),
             keep,
