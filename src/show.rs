@@ -19,13 +19,21 @@ struct ShowHost<'a> {
     closure: &'a str,
     user_data: &'a crate::pipeline::UserDataSize,
     services: &'a [String],
-    firewall: &'a [FirewallRule],
+    firewall: Vec<ShowRule<'a>>,
     /// How the host reaches the internet (its own address, or NAT through a gateway host).
     egress: String,
     /// Private networks this host is the NAT gateway of.
     nat_for: Vec<&'a str>,
     /// Where its data lives: a volume that outlives the server, its own disk, or none.
     data: String,
+}
+
+/// A firewall rule and the layers that enforce it (`eval::firewall_layers`).
+#[derive(Serialize)]
+struct ShowRule<'a> {
+    #[serde(flatten)]
+    rule: &'a FirewallRule,
+    enforced_by: String,
 }
 
 #[derive(Serialize)]
@@ -76,7 +84,11 @@ fn view(c: &Compiled) -> Show<'_> {
                         closure: &m.closure,
                         user_data: &m.user_data,
                         services: &h.services,
-                        firewall: &h.firewall,
+                        firewall: h
+                            .firewall
+                            .iter()
+                            .map(|r| ShowRule { rule: r, enforced_by: crate::eval::firewall_layers::describe(sys, h, r) })
+                            .collect(),
                         egress: crate::eval::egress::describe(h),
                         nat_for: h.nat_for.keys().map(String::as_str).collect(),
                         data: crate::render::data_volume::describe(sys, h),
@@ -148,13 +160,13 @@ pub fn show_text(c: &Compiled) -> String {
             let _ = writeln!(o, "  gateway   NAT for {}", h.nat_for.join(", "));
         }
         let _ = writeln!(o, "  firewall");
-        for r in h.firewall {
+        for ShowRule { rule: r, enforced_by } in &h.firewall {
             let from = if r.sources.is_empty() {
                 "anywhere".to_string()
             } else {
                 r.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
             };
-            let _ = writeln!(o, "    {:>5}/{:<3} from {from}  ({})", r.port, r.protocol.name(), r.reason);
+            let _ = writeln!(o, "    {:>5}/{:<3} from {from}  ({})  [{enforced_by}]", r.port, r.protocol.name(), r.reason);
         }
     }
     if !v.routes.is_empty() {

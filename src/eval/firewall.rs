@@ -161,7 +161,7 @@ pub fn derive(sys: &mut System) {
                 }),
                 (true, false) => {
                     // Containers come from Docker's default address pools.
-                    let pools = ["172.16.0.0/12", "192.168.0.0/16"].iter().filter_map(|c| Cidr::parse(c).ok()).collect();
+                    let pools = super::firewall_layers::DOCKER_POOLS.iter().filter_map(|c| Cidr::parse(c).ok()).collect();
                     rules.get_mut(&s.host).unwrap().open(
                         d.port,
                         d.protocol,
@@ -203,7 +203,9 @@ pub fn derive(sys: &mut System) {
     for (name, p) in &publish {
         let Some(host) = sys.services.get(name).map(|s| s.host.clone()) else { continue };
         for p in p.iter().filter(|p| p.port != p.target) {
-            if let Some(r) = sys.hosts.get_mut(&host).and_then(|h| h.firewall.iter_mut().find(|r| r.port == p.port && r.protocol == p.protocol)) {
+            if let Some(r) =
+                sys.hosts.get_mut(&host).and_then(|h| h.firewall.iter_mut().find(|r| r.port == p.port && r.protocol == p.protocol))
+            {
                 r.forwarded_port = Some(p.target);
             }
         }

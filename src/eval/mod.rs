@@ -4,4 +4,5 @@
 pub mod cdn;
 pub mod egress;
 pub mod firewall;
+pub mod firewall_layers;
 pub mod order;

@@ -148,8 +148,13 @@ fn membership(o: &mut String, sys: &System) {
 }
 
 fn firewall(o: &mut String, sys: &System) {
+    use crate::eval::firewall_layers as layers;
     o.push_str("## Firewall\n\nDerived from the admins, the routes and the connections; everything else is denied.\n\n");
-    o.push_str("| host | port | from | because |\n|---|---|---|---|\n");
+    o.push_str(
+        "Each rule is enforced where its packets pass: the provider's firewall sees only what it filters (Hetzner Cloud firewalls and Scaleway security groups the public interfaces, DigitalOcean cloud firewalls every interface, the VPC's included); ufw on the host what a host process answers; `DOCKER-USER` sends what Docker publishes through ufw's route rules; containers on one host reach each other on their Compose network, with no port published.\n\n",
+    );
+    o.push_str("| host | port | from | because | enforced by |\n|---|---|---|---|---|\n");
+    let links = layers::compose_links(sys);
     for h in sys.hosts.values() {
         for r in &h.firewall {
             let from = if r.sources.is_empty() {
@@ -157,7 +162,29 @@ fn firewall(o: &mut String, sys: &System) {
             } else {
                 r.sources.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
             };
-            let _ = writeln!(o, "| `{}` | {}/{} | {} | {} |", h.name, r.port, r.protocol.name(), cell(&from), cell(&r.reason));
+            let _ = writeln!(
+                o,
+                "| `{}` | {}/{} | {} | {} | {} |",
+                h.name,
+                r.port,
+                r.protocol.name(),
+                cell(&from),
+                cell(&r.reason),
+                cell(&layers::describe(sys, h, r))
+            );
+        }
+        for l in links.iter().filter(|l| l.host == h.name) {
+            let _ = writeln!(
+                o,
+                "| `{}` | {}/{} to `{}` | `{}` | {} | {} |",
+                h.name,
+                l.port,
+                l.protocol,
+                l.to,
+                l.from,
+                cell(&l.why),
+                cell(&layers::Layer::Compose(l.network.clone()).describe())
+            );
         }
     }
     o.push('\n');

@@ -258,7 +258,9 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     server["depends_on"] = json!(subnets);
                 }
                 add(&mut resources, "hcloud_server", &name, server);
-                let rules: Vec<Value> = host.firewall.iter().map(hcloud_rule).collect();
+                // Hetzner Cloud firewalls filter the public interfaces only: a rule for private
+                // traffic would do nothing there (`eval::firewall_layers`).
+                let rules: Vec<Value> = provider_rules(sys, host).map(|(r, sources)| hcloud_rule(r, &sources)).collect();
                 add(
                     &mut resources,
                     "hcloud_firewall",
@@ -335,10 +337,9 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                         json!({ "droplet_id": expr(format!("${{digitalocean_droplet.{name}.id}}")), "volume_id": expr(format!("${{digitalocean_volume.{name}_data.id}}")) }),
                     );
                 }
-                let inbound: Vec<Value> = host
-                    .firewall
-                    .iter()
-                    .map(|r| json!({ "protocol": r.protocol.name(), "port_range": r.port.to_string(), "source_addresses": cidr_list(&r.sources) }))
+                // DigitalOcean cloud firewalls filter every interface, the VPC's included.
+                let inbound: Vec<Value> = provider_rules(sys, host)
+                    .map(|(r, sources)| json!({ "protocol": r.protocol.name(), "port_range": r.port.to_string(), "source_addresses": cidr_list(&sources) }))
                     .collect();
                 let outbound: Vec<Value> = ["tcp", "udp"]
                     .iter()
@@ -378,7 +379,12 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 }
                 // A Scaleway instance has no public address unless it is given one.
                 if host.public {
-                    add(&mut resources, "scaleway_instance_ip", &name, json!({ "type": "routed_ipv4", "tags": [format!("kiln-system={}", sys.name)] }));
+                    add(
+                        &mut resources,
+                        "scaleway_instance_ip",
+                        &name,
+                        json!({ "type": "routed_ipv4", "tags": [format!("kiln-system={}", sys.name)] }),
+                    );
                     server["ip_id"] = json!(expr(format!("${{scaleway_instance_ip.{name}.id}}")));
                     public_ip.insert(&host.name, (Some(expr(format!("${{scaleway_instance_ip.{name}.address}}")).into()), None));
                 }
@@ -400,11 +406,10 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     server["additional_volume_ids"] = json!([expr(format!("${{scaleway_block_volume.{name}_data.id}}"))]);
                 }
                 add(&mut resources, "scaleway_instance_server", &name, server);
-                let rules: Vec<Value> = host
-                    .firewall
-                    .iter()
-                    .flat_map(|r| {
-                        cidr_list(&r.sources)
+                // Security groups filter public traffic only.
+                let rules: Vec<Value> = provider_rules(sys, host)
+                    .flat_map(|(r, sources)| {
+                        cidr_list(&sources)
                             .into_iter()
                             .filter(|c| !c.contains(':'))
                             .map(move |c| json!({ "action": "accept", "protocol": r.protocol.name().to_uppercase(), "port": r.port, "ip_range": c }))
@@ -517,12 +522,18 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     Some(s)
 }
 
-fn hcloud_rule(r: &FirewallRule) -> Value {
+/// A host's rules as its provider's firewall carries them: only those whose traffic that
+/// firewall sees, with the sources it sees (empty: anyone).
+fn provider_rules<'a>(sys: &'a System, host: &'a Host) -> impl Iterator<Item = (&'a FirewallRule, Vec<Cidr>)> + 'a {
+    host.firewall.iter().filter_map(move |r| crate::eval::firewall_layers::provider_sources(sys, host, r).map(|s| (r, s)))
+}
+
+fn hcloud_rule(r: &FirewallRule, sources: &[Cidr]) -> Value {
     json!({
         "direction": "in",
         "protocol": r.protocol.name(),
         "port": r.port.to_string(),
-        "source_ips": cidr_list(&r.sources),
+        "source_ips": cidr_list(sources),
         "description": r.reason.chars().take(255).collect::<String>(),
     })
 }
