@@ -7,6 +7,12 @@
 //! once cloud-init has finished or the boot failed). Without `--keep` the work directory is
 //! removed on every way out, Ctrl-C included; with `--keep` it stays for the running machine,
 //! holding nothing secret but the machine's own disk.
+//!
+//! `--data-disk FILE` attaches a second disk that is the caller's, not the work directory's:
+//! it stands for a host's provider volume (a virtio disk with the serial
+//! [`DATA_DISK_SERIAL`], which the provisioner accepts besides the providers' stable names),
+//! is created empty when missing, and outlives the machine, so that a fresh machine booted
+//! with it finds the data the last one left.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
@@ -22,6 +28,12 @@ use serde::Serialize;
 /// The guest-side address of the seed server (slirp's guestfwd).
 const SEED_ADDR: &str = "10.0.2.100";
 
+/// The serial of the `--data-disk` disk: udev names a virtio disk `/dev/disk/by-id/virtio-<serial>`,
+/// one of the names `render::data_volume` looks for.
+pub const DATA_DISK_SERIAL: &str = "kiln-data";
+/// The size of a data disk `kiln boot` creates (a sparse qcow2).
+pub const DATA_DISK_SIZE: &str = "1G";
+
 pub struct BootOptions {
     /// Directory with `base.raw`, `vmlinuz`, `initrd.img` (scripts/build-test-image).
     pub image_dir: PathBuf,
@@ -32,6 +44,8 @@ pub struct BootOptions {
     pub kiln_exe: PathBuf,
     /// Secret values to deliver (file name = secret name), never through the store.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// A second disk standing for the host's data volume (created when missing, never removed).
+    pub data_disk: Option<PathBuf>,
 }
 
 #[derive(Serialize, Debug)]
@@ -54,6 +68,9 @@ pub struct BootReport {
     /// With `--keep`: the qemu process and its QMP socket.
     pub pid: Option<u32>,
     pub qmp: Option<PathBuf>,
+    /// The data disk attached as the host's volume, and whether this boot created it.
+    pub data_disk: Option<PathBuf>,
+    pub data_disk_created: bool,
 }
 
 /// Set by SIGINT, SIGTERM or SIGHUP during a boot: the wait loop stops, and the work
@@ -224,6 +241,27 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
     Ok(report)
 }
 
+/// The data disk's format, creating it (an empty qcow2 of [`DATA_DISK_SIZE`], private) when
+/// missing; returns whether it was created. Its format is named to qemu, never probed.
+fn data_disk(path: &Path) -> Result<(String, bool), String> {
+    if path.to_string_lossy().contains(',') {
+        return Err(format!("{}: paths with commas cannot be passed to qemu", path.display()));
+    }
+    let created = !path.exists();
+    if created {
+        write_private(path, b"")?;
+        run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(path).arg(DATA_DISK_SIZE)).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })?;
+    }
+    let info = run(Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(path))?;
+    let info: serde_json::Value = serde_json::from_str(&info).map_err(|e| format!("qemu-img info {}: {e}", path.display()))?;
+    match info["format"].as_str() {
+        Some(f @ ("qcow2" | "raw")) => Ok((f.to_string(), created)),
+        other => Err(format!("{}: a data disk must be a qcow2 or raw image, not {}", path.display(), other.unwrap_or("unknown"))),
+    }
+}
+
 /// Boots the machine with its files in `work` and waits for cloud-init.
 fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> Result<BootReport, String> {
     if work.to_string_lossy().contains(',') || opts.kiln_exe.to_string_lossy().contains(',') {
@@ -242,6 +280,8 @@ fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &
         .arg(&overlay))?;
     std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
 
+    let data = opts.data_disk.as_deref().map(data_disk).transpose()?;
+
     let mut ports = BTreeMap::new();
     ports.insert("ssh", free_port()?);
     ports.insert("http", free_port()?);
@@ -259,8 +299,8 @@ fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &
         opts.kiln_exe.display(),
         seed.display()
     );
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-name", &format!("kiln-boot-{host}"), "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-name", &format!("kiln-boot-{host}"), "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
         .args(["-m", &opts.memory_mb.to_string(), "-nodefaults", "-no-user-config", "-display", "none"])
         .arg("-kernel")
         .arg(opts.image_dir.join("vmlinuz"))
@@ -270,7 +310,15 @@ fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &
         // check, which then panics ("IO-APIC + timer doesn't work").
         .args(["-append", "root=LABEL=kiln-root ro console=ttyS0 no_timer_check"])
         .arg("-drive")
-        .arg(format!("file={},format=qcow2,if=virtio", overlay.display()))
+        .arg(format!("file={},format=qcow2,if=virtio", overlay.display()));
+    if let (Some(path), Some((format, _))) = (&opts.data_disk, &data) {
+        // After the root disk (vda); qemu locks the image, so a disk another machine uses is
+        // refused, not shared.
+        qemu.arg("-drive")
+            .arg(format!("file={},format={format},if=none,id=kiln-data,discard=unmap", path.display()))
+            .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={DATA_DISK_SERIAL}")]);
+    }
+    let mut child = qemu
         .args(["-nic", &nic])
         .args(["-smbios", &format!("type=1,serial=ds=nocloud-net;s=http://{SEED_ADDR}/")])
         .args(["-device", "virtio-rng-pci"])
@@ -323,6 +371,8 @@ fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &
         workdir: None,
         pid: None,
         qmp: None,
+        data_disk: opts.data_disk.clone(),
+        data_disk_created: data.is_some_and(|(_, created)| created),
     };
     if opts.keep {
         report.pid = Some(child.id());

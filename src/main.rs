@@ -184,6 +184,12 @@ enum Command {
         /// Give up when cloud-init has not finished after this many seconds.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// Attach FILE as the host's data volume (a virtio disk with the serial `kiln-data`,
+        /// which the provisioner finds, formats once and mounts at /var/lib/kiln/data). FILE
+        /// is created as an empty 1 GiB qcow2 when missing and kept afterwards: boot again
+        /// with it to see a replaced server find its data.
+        #[arg(long, value_name = "FILE")]
+        data_disk: Option<PathBuf>,
         /// Print the boot report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -302,8 +308,8 @@ fn main() -> ExitCode {
         Command::Build { path, inputs, store, out_link, check, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| build(&path, &opts, ui, c, store, &out_link, check, json))
         }),
-        Command::Boot { host, path, inputs, image, keep, secrets, timeout, json } => with_options(early, inputs, |opts| {
-            with_compiled(&path, &opts, ui, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, json))
+        Command::Boot { host, path, inputs, image, keep, secrets, timeout, data_disk, json } => with_options(early, inputs, |opts| {
+            with_compiled(&path, &opts, ui, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, data_disk, json))
         }),
         Command::Show { path, inputs, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| {
@@ -775,6 +781,7 @@ fn boot(
     keep: bool,
     secrets: Option<PathBuf>,
     timeout: u64,
+    data_disk: Option<PathBuf>,
     json: bool,
 ) -> ExitCode {
     let Some(ha) = c.hosts.get(host) else {
@@ -782,6 +789,11 @@ fn boot(
             diag::did_you_mean(host, c.hosts.keys().map(String::as_str)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
         return io_error(&format!("no host `{host}` in system `{}`{hint}", c.system.name));
     };
+    if data_disk.is_some() && !kiln::render::data_volume::has_volume(&c.system, &c.system.hosts[host]) {
+        return usage_error(&format!(
+            "host `{host}` has no data volume (it holds no data, or its provider has no volumes): nothing would use --data-disk"
+        ));
+    }
     let image_dir = image.unwrap_or_else(|| image_cache().join(&c.system.hosts[host].image.name));
     let mut values = std::collections::BTreeMap::new();
     let wanted = c.system.host_secrets(&c.system.hosts[host]);
@@ -814,6 +826,7 @@ fn boot(
         timeout: std::time::Duration::from_secs(timeout),
         kiln_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln")),
         secrets: values,
+        data_disk,
     };
     if !json {
         eprintln!("booting `{host}` (closure {}) under qemu; this takes a minute or two", &ha.closure[..16]);
@@ -838,6 +851,9 @@ http:  127.0.0.1:{}
 https: 127.0.0.1:{}",
                     r.ports["ssh"], r.ports["http"], r.ports["https"]
                 );
+                if let Some(d) = &r.data_disk {
+                    println!("data:  {}{}", d.display(), if r.data_disk_created { " (created, empty)" } else { "" });
+                }
                 if let Some(q) = &r.qmp {
                     println!("running (pid {}); power off: QMP system_powerdown on {}", r.pid.unwrap_or(0), q.display());
                 }
