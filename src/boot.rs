@@ -228,10 +228,12 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
             return Err(format!("no {f} in {} (build the base image with scripts/build-test-image)", opts.image_dir.display()));
         }
     }
+    // Before anything else: a file that is not a disk for kiln is refused untouched.
+    let data = opts.data_disk.as_deref().map(data_disk).transpose()?;
     catch_interrupts();
     // Dropped (removed) on every return below unless the machine is kept running.
     let work = private_dir()?;
-    let result = run_machine(work.path(), host, closure, user_data, opts);
+    let result = run_machine(work.path(), host, closure, user_data, data, opts);
     // The seed's user-data holds the secrets: it never outlives the boot, kept or not.
     let _ = std::fs::remove_file(work.path().join("seed").join("user-data"));
     let mut report = result?;
@@ -243,6 +245,9 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
 
 /// The data disk's format, creating it (an empty qcow2 of [`DATA_DISK_SIZE`], private) when
 /// missing; returns whether it was created. Its format is named to qemu, never probed.
+/// The provisioner formats a disk without a filesystem, and qemu takes any file as a raw
+/// disk: an existing file is used only when it is a qcow2 image or already holds the
+/// `kiln-data` filesystem, so that a mistyped path never formats a file of the caller's.
 fn data_disk(path: &Path) -> Result<(String, bool), String> {
     if path.to_string_lossy().contains(',') {
         return Err(format!("{}: paths with commas cannot be passed to qemu", path.display()));
@@ -257,13 +262,32 @@ fn data_disk(path: &Path) -> Result<(String, bool), String> {
     let info = run(Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(path))?;
     let info: serde_json::Value = serde_json::from_str(&info).map_err(|e| format!("qemu-img info {}: {e}", path.display()))?;
     match info["format"].as_str() {
-        Some(f @ ("qcow2" | "raw")) => Ok((f.to_string(), created)),
-        other => Err(format!("{}: a data disk must be a qcow2 or raw image, not {}", path.display(), other.unwrap_or("unknown"))),
+        Some("qcow2") => Ok(("qcow2".to_string(), created)),
+        Some("raw") if labelled(path) => Ok(("raw".to_string(), created)),
+        other => Err(format!(
+            "{}: not a data disk (a {} file without the {} filesystem); kiln boot creates one when the file is missing",
+            path.display(),
+            other.unwrap_or("unknown"),
+            crate::render::data_volume::LABEL
+        )),
     }
 }
 
+/// Whether a raw image holds the data volume's filesystem (`render::data_volume::LABEL`).
+fn labelled(path: &Path) -> bool {
+    run(Command::new("blkid").args(["-p", "-o", "value", "-s", "LABEL"]).arg(path))
+        .is_ok_and(|l| l.trim() == crate::render::data_volume::LABEL)
+}
+
 /// Boots the machine with its files in `work` and waits for cloud-init.
-fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> Result<BootReport, String> {
+fn run_machine(
+    work: &Path,
+    host: &str,
+    closure: &str,
+    user_data: &[u8],
+    data: Option<(String, bool)>,
+    opts: &BootOptions,
+) -> Result<BootReport, String> {
     if work.to_string_lossy().contains(',') || opts.kiln_exe.to_string_lossy().contains(',') {
         return Err("paths with commas cannot be passed to qemu".into());
     }
@@ -279,8 +303,6 @@ fn run_machine(work: &Path, host: &str, closure: &str, user_data: &[u8], opts: &
         .arg(opts.image_dir.join("base.raw"))
         .arg(&overlay))?;
     std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-
-    let data = opts.data_disk.as_deref().map(data_disk).transpose()?;
 
     let mut ports = BTreeMap::new();
     ports.insert("ssh", free_port()?);
