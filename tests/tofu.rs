@@ -43,7 +43,7 @@ fn every_example_root_validates_and_plans() {
 #[test]
 fn every_provider_kiln_writes_for_validates_and_plans() {
     // DigitalOcean (droplets, VPC, firewall, Spaces), Scaleway (server, security group, managed
-    // PostgreSQL, bucket), an existing host, Cloudflare records and a tunnel
+    // PostgreSQL, bucket), an existing host, Cloudflare records (proxied: SSL strict) and a tunnel
     let tmp = tempfile::tempdir().unwrap();
     let result = build(&repo().join("tests/fixtures/tofu/clouds"), &tmp.path().join("store"), &tmp.path().join("r"));
     let dir = root_of(&result, &tmp.path().join("tf"));
@@ -58,6 +58,7 @@ fn every_provider_kiln_writes_for_validates_and_plans() {
         "scaleway_rdb_instance",
         "scaleway_object_bucket",
         "cloudflare_dns_record",
+        "cloudflare_zone_setting",
         "cloudflare_zero_trust_tunnel_cloudflared",
     ] {
         assert!(root.contains(&format!("\"{ty}\"")), "no {ty} in the root");

@@ -18,6 +18,7 @@ mod password_ssh;
 mod pgbouncer_prepared_statements;
 mod port_conflict;
 mod public_first_run_setup;
+mod proxied_untrusted_origin;
 mod public_port_private_host;
 mod unpinned_image;
 mod valkey_evicting_queue;
@@ -51,6 +52,7 @@ pub const RULES: &[&Rule] = &[
     &pgbouncer_prepared_statements::RULE,
     &port_conflict::RULE,
     &public_first_run_setup::RULE,
+    &proxied_untrusted_origin::RULE,
     &public_port_private_host::RULE,
     &unpinned_image::RULE,
     &valkey_evicting_queue::RULE,

@@ -207,7 +207,8 @@ fn dns(o: &mut String, sys: &System) {
     for r in &sys.routes {
         let zone = sys.zone_of(&r.hostname);
         let (zname, proxied) = match zone {
-            Some(z) => (format!("`{}` ({})", z.zone, z.provider), if z.proxied { "yes" } else { "no" }),
+            // a proxied Cloudflare zone is set to SSL "strict" (`render::tofu`)
+            Some(z) => (format!("`{}` ({})", z.zone, z.provider), if z.proxied { "yes, SSL strict" } else { "no" }),
             None => ("not managed by kiln".to_string(), "—"),
         };
         let tls = match r.tls {

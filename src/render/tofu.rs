@@ -560,6 +560,7 @@ fn dns_records(
             ProviderKind::DigitalOcean => add(resources, "digitalocean_domain", &zname, json!({ "name": z.zone })),
             _ => {}
         }
+        let mut proxied_records = 0;
         for r in routes {
             let Some((v4, v6)) = public_ip.get(r.edge_host.as_str()) else { continue };
             // AAAA only where the edge answers on IPv6: a native edge listens on every address;
@@ -570,12 +571,15 @@ fn dns_records(
                 let Some(value) = value else { continue };
                 let rn = format!("{}_{}", rname(&r.hostname.replace('*', "wildcard")), ty.to_lowercase());
                 match z.provider_kind {
-                    ProviderKind::Cloudflare => add(
-                        resources,
-                        "cloudflare_dns_record",
-                        &rn,
-                        json!({ "zone_id": expr(format!("${{var.cloudflare_zone_id_{zname}}}")), "name": r.hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
-                    ),
+                    ProviderKind::Cloudflare => {
+                        proxied_records += usize::from(z.proxied);
+                        add(
+                            resources,
+                            "cloudflare_dns_record",
+                            &rn,
+                            json!({ "zone_id": expr(format!("${{var.cloudflare_zone_id_{zname}}}")), "name": r.hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
+                        )
+                    }
                     ProviderKind::Hetzner => add(
                         resources,
                         "hcloud_zone_rrset",
@@ -591,6 +595,17 @@ fn dns_records(
                     _ => {}
                 }
             }
+        }
+        // A proxied zone's edge-to-origin leg: "strict" makes Cloudflare verify the origin's
+        // certificate (every route's edge holds a publicly trusted one: `cdn-origin-untrusted`);
+        // the "flexible" default speaks plain HTTP to an origin that redirects to HTTPS, a loop.
+        if z.provider_kind == ProviderKind::Cloudflare && proxied_records > 0 {
+            add(
+                resources,
+                "cloudflare_zone_setting",
+                &format!("{zname}_ssl"),
+                json!({ "zone_id": expr(format!("${{var.cloudflare_zone_id_{zname}}}")), "setting_id": "ssl", "value": "strict" }),
+            );
         }
     }
 }

@@ -240,6 +240,22 @@ def cloudflare() -> dict:
         },
         version=500,
     )
+    # internal/services/zone_setting/schema.go at v5.22.0 (mirrors the real schema): `value` is
+    # a Required DynamicAttribute (customfield.NormalizedDynamicType), zone_id/setting_id
+    # RequiresReplace, modified_on a timetypes.RFC3339 string, time_remaining a Float64.
+    zone_setting = resource(
+        {
+            "id": comp(S, **FORCE),
+            "setting_id": req(S, **FORCE),
+            "zone_id": req(S, **FORCE),
+            "value": req("dynamic"),
+            "enabled": optc(B),
+            "editable": comp(B),
+            "modified_on": comp(S),
+            "time_remaining": comp(N),
+        },
+        version=500,
+    )
     return {
         "source": {
             "hand_made": "tests/tofu/provider/handmade.py",
@@ -262,5 +278,6 @@ def cloudflare() -> dict:
             "cloudflare_dns_record": dns_record,
             "cloudflare_zero_trust_tunnel_cloudflared": tunnel,
             "cloudflare_zero_trust_tunnel_cloudflared_config": tunnel_config,
+            "cloudflare_zone_setting": zone_setting,
         },
     }
