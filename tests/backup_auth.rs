@@ -1,0 +1,334 @@
+//! Backups that authenticate. The backup script kiln writes is run by dash in a temporary
+//! root: with stand-in `restic`, `ssh` and `docker` on PATH (stand-ins: they prove which
+//! arguments, files and variables restic and ssh are handed, not the protocol), every restic
+//! call of an SFTP repository goes through kiln's ssh command with the delivered key and only
+//! the pinned host key, and an S3 repository's keys reach restic as `AWS_*` variables read from
+//! the delivered secrets. Then the real thing: Debian's `sshd` on a loopback port with its own
+//! host key and a real `restic` back up through the script to it, and a server presenting
+//! another host key is refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Stand-in restic: logs its arguments and credentials variables, then runs the
+/// `sftp.command` as restic does (split on spaces), so the stand-in ssh sees what ssh would.
+const RESTIC: &str = r#"#!/bin/sh
+log=$STANDIN_LOG
+printf 'restic' >>"$log"; for a; do printf ' [%s]' "$a" >>"$log"; done; echo >>"$log"
+printf 'env AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s RESTIC_PASSWORD_FILE=%s\n' \
+	"${AWS_ACCESS_KEY_ID-unset}" "${AWS_SECRET_ACCESS_KEY-unset}" "${RESTIC_PASSWORD_FILE-unset}" >>"$log"
+while [ $# -gt 0 ]; do
+	case $1 in -o) shift; case $1 in sftp.command=*) ${1#sftp.command=} </dev/null || exit 1 ;; esac ;; esac
+	shift
+done
+"#;
+
+/// Stand-in ssh: logs its arguments and refuses a key file it cannot read.
+const SSH: &str = r#"#!/bin/sh
+log=$STANDIN_LOG
+printf 'ssh' >>"$log"; for a; do printf ' [%s]' "$a" >>"$log"; done; echo >>"$log"
+while [ $# -gt 0 ]; do
+	case $1 in -i) [ -r "$2" ] || { echo "stand-in ssh: cannot read $2" >&2; exit 255; } ;; esac
+	shift
+done
+"#;
+
+const DOCKER: &str = "#!/bin/sh\necho \"stand-in dump: $*\"\n";
+
+fn standins(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [("restic", RESTIC), ("ssh", SSH), ("docker", DOCKER)] {
+        std::fs::write(bin.join(name), body).unwrap();
+        let mut p = std::fs::metadata(bin.join(name)).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+        std::fs::set_permissions(bin.join(name), p).unwrap();
+    }
+    bin
+}
+
+/// The host's backup script with every absolute path it uses moved under `root`.
+fn localise(script: &str, root: &Path) -> String {
+    let r = root.display().to_string();
+    script
+        .replace("/etc/kiln/secrets/", &format!("{r}/secrets/"))
+        .replace("/opt/kiln/backup/known_hosts", &format!("{r}/known_hosts"))
+        .replace("/var/backups/kiln", &format!("{r}/dumps"))
+        .replace("/var/lib/docker/volumes/", &format!("{r}/volumes/"))
+}
+
+/// Runs the localised script with `path` first on PATH; returns (status ok, stderr).
+fn run_script(script: &str, root: &Path, path: &Path, arg: Option<&str>) -> (bool, String) {
+    let file = root.join("kiln-backup.sh");
+    std::fs::write(&file, script).unwrap();
+    std::fs::create_dir_all(root.join("textfile")).unwrap();
+    let mut cmd = Command::new("dash");
+    cmd.arg(&file).args(arg);
+    cmd.env("PATH", format!("{}:{}", path.display(), "/usr/local/bin:/usr/bin:/bin"))
+        .env("STANDIN_LOG", root.join("log"))
+        .env("KILN_BACKUP_TEXTFILE", root.join("textfile"))
+        .env("XDG_CACHE_HOME", root.join("cache"));
+    let out = run(&mut cmd);
+    (out.status.success(), text(&out.stderr))
+}
+
+fn built(example: &str, host: &str, tmp: &Path) -> PathBuf {
+    build(&repo().join("flake-free-examples").join(example), &tmp.join("store"), &tmp.join("out")).join("hosts").join(host).join("backup")
+}
+
+#[test]
+fn an_sftp_backup_dials_with_the_delivered_key_and_only_the_pinned_host_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = built("postx-hetzner", "client-alpha", tmp.path());
+    let script = std::fs::read_to_string(dir.join("kiln-backup.sh")).unwrap();
+    let known = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
+    // The pinned key is the one system.toml declares, for the Storage Box's port 23.
+    let system = std::fs::read_to_string(repo().join("flake-free-examples/postx-hetzner/system.toml")).unwrap();
+    let declared = system.lines().find_map(|l| l.strip_prefix("host_key = \"")).unwrap().trim_end_matches('"');
+    assert_eq!(known, format!("[u123456.your-storagebox.de]:23 {declared}\n"));
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("secrets")).unwrap();
+    std::fs::write(root.join("known_hosts"), &known).unwrap();
+    // Real ssh tooling finds the pin under the name ssh looks up for port 23.
+    let found = run(Command::new("ssh-keygen").args(["-F", "[u123456.your-storagebox.de]:23", "-f"]).arg(root.join("known_hosts")));
+    assert!(found.status.success() && text(&found.stdout).contains(declared), "{}", text(&found.stderr));
+    let bin = standins(tmp.path());
+    let local = localise(&script, &root);
+    // Without the delivered key the script stops before restic runs.
+    let (ok, err) = run_script(&local, &root, &bin, None);
+    assert!(!ok && err.contains("the SSH key") && err.contains("was not delivered"), "{err}");
+    assert!(!root.join("log").exists() || !std::fs::read_to_string(root.join("log")).unwrap().contains("restic"));
+    std::fs::write(root.join("secrets/storagebox_ssh_key"), "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    std::fs::write(root.join("secrets/restic-password-client-alpha"), "pw\n").unwrap();
+    for arg in [None, Some("check")] {
+        let _ = std::fs::remove_file(root.join("log"));
+        let (ok, err) = run_script(&local, &root, &bin, arg);
+        assert!(ok, "{arg:?}: {err}");
+        let log = std::fs::read_to_string(root.join("log")).unwrap();
+        let r = root.display();
+        let ssh = format!(
+            "ssh [-i] [{r}/secrets/storagebox_ssh_key] [-o] [IdentitiesOnly=yes] [-o] [UserKnownHostsFile={r}/known_hosts] [-o] \
+[GlobalKnownHostsFile=/dev/null] [-o] [StrictHostKeyChecking=yes] [-o] [UpdateHostKeys=no] [-o] [BatchMode=yes] [-p] [23] \
+[-l] [u123456] [-s] [u123456.your-storagebox.de] [sftp]"
+        );
+        let restic: Vec<&str> = log.lines().filter(|l| l.starts_with("restic ")).collect();
+        assert!(restic.len() >= if arg.is_some() { 2 } else { 3 }, "{log}");
+        for call in &restic {
+            assert!(call.starts_with(&format!("restic [-o] [sftp.command={}] ", ssh.replace(['[', ']'], ""))), "{call}");
+        }
+        // Every restic call dialled once through kiln's ssh, with exactly these arguments.
+        assert_eq!(log.lines().filter(|l| l.starts_with("ssh ")).count(), restic.len(), "{log}");
+        assert!(log.lines().filter(|l| l.starts_with("ssh ")).all(|l| l == ssh), "{log}");
+        if arg == Some("check") {
+            assert!(restic.last().unwrap().contains("[check] [--read-data-subset=10%]"), "{log}");
+        } else {
+            assert!(restic.iter().any(|c| c.contains("[backup]")) && restic.iter().any(|c| c.contains("[forget]")), "{log}");
+        }
+    }
+}
+
+#[test]
+fn an_s3_backup_hands_restic_the_keys_from_the_delivered_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/maidan-cloud"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let host = std::fs::read_dir(out.join("hosts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|h| h.join("backup/kiln-backup.sh").is_file())
+        .min()
+        .expect("a maidan host backs up");
+    let script = std::fs::read_to_string(host.join("backup/kiln-backup.sh")).unwrap();
+    assert!(!host.join("backup/known_hosts").exists(), "no host key for an S3 repository");
+    assert!(script.contains("RESTIC_REPOSITORY=s3:https://fra1.digitaloceanspaces.com/"), "{script}");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("secrets")).unwrap();
+    let (id, secret) = ("DO00EXAMPLEKEYID", "s3cr3t/with+chars=");
+    std::fs::write(root.join("secrets/spaces_access_key_id"), format!("{id}\n")).unwrap();
+    std::fs::write(root.join("secrets/spaces_secret_access_key"), format!("{secret}\n")).unwrap();
+    std::fs::write(root.join("secrets/restic_password"), "pw\n").unwrap();
+    let bin = standins(tmp.path());
+    let (ok, err) = run_script(&localise(&script, &root), &root, &bin, None);
+    assert!(ok, "{err}");
+    let log = std::fs::read_to_string(root.join("log")).unwrap();
+    let envs: Vec<&str> = log.lines().filter(|l| l.starts_with("env ")).collect();
+    assert!(!envs.is_empty());
+    for e in envs {
+        assert!(e.starts_with(&format!("env AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY={secret} ")), "{e}");
+    }
+    assert!(!log.contains("sftp.command") && !log.contains("\nssh "), "{log}");
+    // The values live only in the delivered files: the script names the files.
+    assert!(script.contains("AWS_ACCESS_KEY_ID=$(cat /etc/kiln/secrets/spaces_access_key_id)"), "{script}");
+}
+
+#[test]
+fn the_backup_scripts_pass_shellcheck_and_dash() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (example, host) in [("postx-hetzner", "client-alpha"), ("five-vps-saas", "db")] {
+        let dir = built(example, host, &tmp.path().join(example));
+        let script = dir.join("kiln-backup.sh");
+        oracle("sh", &script).unwrap_or_else(|e| panic!("{example}: {e}"));
+        let n = run(Command::new("dash").arg("-n").arg(&script));
+        assert!(n.status.success(), "{}", text(&n.stderr));
+    }
+}
+
+// --- the real thing: restic over SFTP to a loopback sshd ------------------------------------
+
+fn sshd() -> PathBuf {
+    let p = repo().join(".test-tools/openssh/usr/sbin/sshd");
+    assert!(p.is_file(), "sshd is not unpacked (run scripts/install-test-deps): {}", p.display());
+    p
+}
+
+fn keygen(path: &Path) -> String {
+    let o = run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(path));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// sshd on 127.0.0.1:`port` with `host_key`, accepting `client`'s key, SFTP built in. As root
+/// it needs its privilege-separation directory: a private /run in its own mount namespace.
+struct Sshd(std::process::Child);
+
+impl Sshd {
+    fn start(dir: &Path, port: u16, host_key: &Path, client_pub: &Path) -> Sshd {
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\n\
+PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
+                host_key.display(),
+                client_pub.display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let sshd = sshd();
+        let mut cmd = if nix_is_root() {
+            // ... and its unprivileged user, which Debian's maintainer script would create: a
+            // copy of /etc/passwd naming it, bound over the original in that namespace only.
+            let passwd = dir.join("passwd");
+            let mut users = std::fs::read_to_string("/etc/passwd").unwrap();
+            if !users.lines().any(|l| l.starts_with("sshd:")) {
+                users.push_str("sshd:x:65534:65534:sshd privilege separation:/run/sshd:/usr/sbin/nologin\n");
+            }
+            std::fs::write(&passwd, users).unwrap();
+            let mut c = Command::new("unshare");
+            c.args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && mount --bind \"$2\" /etc/passwd && exec \"$0\" -D -e -f \"$1\"",
+            ])
+            .arg(&sshd)
+            .arg(&config)
+            .arg(&passwd);
+            c
+        } else {
+            let mut c = Command::new(&sshd);
+            c.arg("-D").arg("-e").arg("-f").arg(&config);
+            c
+        };
+        cmd.stderr(std::fs::File::create(dir.join("sshd.log")).unwrap());
+        let server = Sshd(cmd.spawn().expect("start sshd"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("sshd did not listen: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nix_is_root() -> bool {
+    text(&run(Command::new("id").arg("-u")).stdout).trim() == "0"
+}
+
+fn snapshots(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join("snapshots")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn restic_backs_up_over_sftp_to_a_server_with_the_pinned_host_key_and_refuses_another() {
+    assert!(run(Command::new("restic").arg("version")).status.success(), "restic is not installed (run scripts/install-test-deps)");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let host_pub = keygen(&t.join("host_key"));
+    let _other_pub = keygen(&t.join("other_host_key"));
+    keygen(&t.join("client_key"));
+    let port = free_port();
+    let user = text(&run(Command::new("id").arg("-un")).stdout).trim().to_string();
+    let repo_dir = t.join("repo");
+    // A system whose one host backs up a volume to this sshd, pinned to its host key.
+    let system = t.join("system");
+    std::fs::create_dir_all(&system).unwrap();
+    std::fs::write(
+        system.join("system.toml"),
+        format!(
+            "{}\n[hosts.db]\nprovider = \"hetzner\"\nimage = \"debian-12\"\npublic = true\n\n[services.pg]\nmodule = \"db\"\nhost = \"db\"\n\
+secrets = {{ password = \"pg_password\" }}\n\n[backup]\nrepository = \"sftp://{user}@127.0.0.1:{port}/{}\"\npassword = \"restic_password\"\n\
+ssh_key = \"backup_ssh_key\"\nhost_key = \"{host_pub}\"\nkeep = {{ daily = 7 }}\n\n[secrets.pg_password]\nfile = \"s.sops.yaml\"\n\n\
+[secrets.restic_password]\nfile = \"s.sops.yaml\"\n\n[secrets.backup_ssh_key]\nfile = \"s.sops.yaml\"\n",
+            preamble("sftp"),
+            repo_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = build_with_modules(&repo().join("tests/fixtures/modules"), &system, &t.join("store"), &t.join("out"));
+    let dir = out.join("hosts/db/backup");
+    let script = std::fs::read_to_string(dir.join("kiln-backup.sh")).unwrap();
+    assert!(script.contains(&format!("-p {port} -l {user} -s 127.0.0.1 sftp")), "{script}");
+    // The host as delivered: secrets, the payload's known_hosts, a volume with data.
+    let root = t.join("root");
+    std::fs::create_dir_all(root.join("secrets")).unwrap();
+    std::fs::create_dir_all(root.join("volumes/sftp_pg-data/_data")).unwrap();
+    std::fs::write(root.join("volumes/sftp_pg-data/_data/table"), "rows\n").unwrap();
+    std::fs::copy(t.join("client_key"), root.join("secrets/backup_ssh_key")).unwrap();
+    std::fs::write(root.join("secrets/restic_password"), "correct horse\n").unwrap();
+    std::fs::copy(dir.join("known_hosts"), root.join("known_hosts")).unwrap();
+    let local = localise(&script, &root);
+    // Only the real restic and ssh: the empty stand-in directory shadows nothing.
+    let nothing = t.join("no-standins");
+    std::fs::create_dir_all(&nothing).unwrap();
+
+    // The server with the pinned key: the repository is created and holds one snapshot.
+    {
+        let _server = Sshd::start(t, port, &t.join("host_key"), &t.join("client_key.pub"));
+        let (ok, err) = run_script(&local, &root, &nothing, None);
+        assert!(ok, "backup failed: {err}\nsshd: {}", std::fs::read_to_string(t.join("sshd.log")).unwrap_or_default());
+        assert!(repo_dir.join("config").is_file(), "no repository at {}", repo_dir.display());
+        assert_eq!(snapshots(&repo_dir), 1);
+        let (ok, err) = run_script(&local, &root, &nothing, Some("check"));
+        assert!(ok, "check failed: {err}");
+        let metric = std::fs::read_to_string(root.join("textfile/kiln_backup.prom")).unwrap();
+        assert!(metric.contains("kiln_backup_last_run_success 1"), "{metric}");
+    }
+    // The same address answering with another host key: ssh refuses it, nothing is written.
+    {
+        let _server = Sshd::start(t, port, &t.join("other_host_key"), &t.join("client_key.pub"));
+        let (ok, err) = run_script(&local, &root, &nothing, None);
+        assert!(!ok, "a server with another host key was trusted");
+        assert!(err.contains("Host key verification failed") || err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{err}");
+        assert_eq!(snapshots(&repo_dir), 1, "no snapshot written to the impostor");
+    }
+}
