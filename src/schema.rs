@@ -351,7 +351,7 @@ const DNS: &[Key] = &[
     key("provider", NAME_T, "The `[providers]` entry that hosts the zone (kind `cloudflare`, `hetzner` or `digitalocean`).")
         .req()
         .eg("\"cloudflare\""),
-    key("proxied", Ty::Bool, "Whether the CDN proxies the records (Cloudflare's orange cloud).").or("false"),
+    key("proxied", Ty::Bool, "Whether the CDN proxies the records (Cloudflare's orange cloud). A proxied zone gets SSL mode `strict`: every route in it needs a publicly trusted certificate (`tls = \"acme\"` or `\"dns\"`).").or("false"),
 ];
 
 const CDN: &[Key] =
