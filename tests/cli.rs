@@ -70,8 +70,10 @@ fn build_writes_read_only_entries_once_and_links_the_result() {
     };
     let before = listing(&store);
     assert!(before.iter().all(|n| !n.starts_with(".tmp")), "no temporary leftovers: {before:?}");
-    // `.lock` is the store's lock file (builds clean stale staging directories under it).
-    assert_eq!(before.iter().filter(|n| *n != ".lock").count(), 4, "three hosts and the system: {before:?}");
+    // `.lock` is the store's lock file (builds clean stale staging directories under it) and
+    // `.roots` holds the gc roots (the `result` link just made).
+    assert_eq!(before.iter().filter(|n| !n.starts_with('.')).count(), 4, "three hosts and the system: {before:?}");
+    assert!(before.iter().any(|n| n == ".roots"), "the result link is registered as a root: {before:?}");
     for (rel, _, mode) in files(entry) {
         assert_eq!(mode & 0o222, 0, "{rel} is writable in the store");
     }
