@@ -98,7 +98,14 @@ pub fn page(m: &LoadedModule) -> String {
         let _ = writeln!(o, "- `{}`{opt}: a {mods} in `connects`{desc}", r.slot.value);
     }
     for s in &d.secrets {
-        let opt = if s.optional { " (optional)" } else { "" };
+        let opt = match &s.required_when {
+            Some(w) => match w.value.split_once('=') {
+                Some((option, value)) => format!(" (required when option `{option}` is `{value}`)"),
+                None => format!(" (required when option `{}` is set)", w.value),
+            },
+            None if s.optional => " (optional)".to_string(),
+            None => String::new(),
+        };
         let desc = s.description.as_ref().map(|x| format!(": {}", one_line(&x.value))).unwrap_or_default();
         let _ = writeln!(o, "- secret `{}`{opt}{desc}", s.slot.value);
     }

@@ -145,7 +145,9 @@ unknown slot would deliver a secret nothing reads.",
         "E0025",
         "a required module secret is not given",
         "The module needs this secret (a database password, an API key) to start: set \
-`secrets.SLOT = \"NAME\"` on the service, naming a secret from `[secrets]`.",
+`secrets.SLOT = \"NAME\"` on the service, naming a secret from `[secrets]`. A slot the module \
+marks `required_when = \"OPTION\"` is needed only once that option turns its feature on (an \
+SMTP user name, an OIDC client id, an S3 repository): bind it, or leave the option unset.",
     ),
     code(
         "E0026",

@@ -268,7 +268,37 @@ impl<'a> Resolver<'a> {
             secret_uses.push(SecretUse { slot: slot.value.clone(), secret: secret.value.clone(), target, uid: decl.uid });
         }
         for decl in &m.secrets {
-            if !decl.optional && !s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value) {
+            let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value);
+            // `required_when`: the option that turns on the feature needing this credential.
+            if let Some(when) = &decl.required_when
+                && !bound
+                && let (option, equals) = when.value.split_once('=').map_or((when.value.as_str(), None), |(n, v)| (n, Some(v)))
+                && p.options.get(option).is_some_and(|v| match equals {
+                    Some(want) => v.as_str() == Some(want),
+                    None => v.is_true(),
+                })
+            {
+                let given = s.options.iter().find(|(n, _)| n.value == option);
+                let set = match equals {
+                    Some(v) => format!("`{option}` is `{v}`"),
+                    None => format!("`{option}` is set"),
+                };
+                let (span, label) = match given {
+                    Some((n, _)) => (n.span, format!("{set}, so module `{}` needs secret `{}`", m.name.value, decl.slot.value)),
+                    None => (s.name.span, format!("{set} by its default, so module `{}` needs secret `{}`", m.name.value, decl.slot.value)),
+                };
+                self.err(
+                    Diagnostic::error("E0025", format!("service `{}` needs secret `{}`: {set}", s.name.value, decl.slot.value))
+                        .primary(span, label)
+                        .secondary(when.span, "the module ties the secret to this option")
+                        .help(format!(
+                            "add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`, or change `{option}`",
+                            decl.slot.value
+                        )),
+                );
+                continue;
+            }
+            if !decl.optional && !bound {
                 self.err(
                     Diagnostic::error("E0025", format!("service `{}` needs secret `{}`", s.name.value, decl.slot.value))
                         .primary(s.name.span, format!("module `{}` requires it", m.name.value))

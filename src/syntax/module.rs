@@ -252,6 +252,10 @@ pub struct SecretSlotDecl {
     /// `dns01 = "PROVIDER"`: an edge's credential for DNS-01 in zones at that DNS provider
     /// (lego's provider names, which are kiln's provider kinds).
     pub dns01: Option<Sp<String>>,
+    /// `required_when = "OPTION"`: the slot may be left unbound unless that option is set (a
+    /// non-empty string or list, `true`, a non-zero number); `"OPTION=VALUE"`: unless it has
+    /// that value. Implies `optional`.
+    pub required_when: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -728,17 +732,29 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         Some(d)
     });
     let secrets = r.named("secrets", |slot, mut t| {
+        let required_when = t.str("required_when");
         let d = SecretSlotDecl {
             description: t.str("description"),
             target: absolute(t.str("target"), sink),
             uid: t.int("uid").and_then(|i| u32::try_from(i.value).ok()),
-            optional: t.bool("optional").is_some_and(|b| b.value),
+            optional: t.bool("optional").is_some_and(|b| b.value) || required_when.is_some(),
             dns01: typed(t.str("dns01"), sink, |s| {
                 crate::syntax::system::ProviderKind::parse(s).map(|k| k.name().to_string())
             }),
+            required_when,
             slot: typed(Some(slot), sink, types::parse_ident)?,
         };
         t.finish();
+        // The option it names must be one of the module's.
+        if let Some(o) = &d.required_when
+            && let name = o.value.split_once('=').map_or(o.value.as_str(), |(n, _)| n)
+            && !options.iter().any(|x| x.name.value == name)
+        {
+            sink.push(
+                crate::diag::Diagnostic::error("E0021", format!("`required_when` names no option `{name}` of this module"))
+                    .primary(o.span, "not declared in `[options]`"),
+            );
+        }
         Some(d)
     });
     let metrics = r.table("metrics", |mut t| {
