@@ -495,6 +495,10 @@ pub struct Route {
     pub rate_limit: Option<(u32, u32)>,
     pub cors: Vec<String>,
     pub allow: Vec<Cidr>,
+    /// Origins besides its own that may frame the route (CSP `frame-ancestors`; the route then
+    /// answers without `X-Frame-Options`): declared, and derived for an embeddable module from
+    /// the public routes of the services that connect to it. Sorted, no duplicates.
+    pub frame_ancestors: Vec<String>,
     pub edge_service: String,
     pub edge_host: String,
     #[serde(skip)]

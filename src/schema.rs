@@ -60,6 +60,13 @@ pub const SOURCE: Text = Text {
     doc: "An address (`203.0.113.7`) or a network (`203.0.113.0/24`) traffic may come from.",
     pattern: Some("^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9a-fA-F.]*:[0-9a-fA-F:.]*)(/[0-9]{1,3})?$"),
 };
+pub const ORIGIN: Text = Text {
+    name: "origin",
+    doc: "A web origin: `https://` or `http://`, a domain (a leading `*.` allowed) or an IPv4 address, and an optional port, with no path, like `https://chat.example.org`.",
+    pattern: Some(
+        "^https?://((\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?|[0-9]{1,3}(\\.[0-9]{1,3}){3})(:[0-9]{1,5})?$",
+    ),
+};
 pub const SIZE: Text = Text {
     name: "size",
     doc: "A number and a unit: `B`, `K`/`KB`, `M`/`MB`, `G`/`GB` (powers of 1000), `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), like `512MiB`.",
@@ -94,8 +101,8 @@ pub const USER: Text = Text {
 };
 
 /// The types [`Text`] names, in the order the reference lists them.
-pub const TEXTS: [Text; 15] =
-    [STRING, NAME, HOST_REF, DOMAIN, HOSTNAME, ADDRESS, CIDR, SOURCE, SIZE, DURATION, CALENDAR, URL, SSH_KEY, PROVIDER_VALUE, USER];
+pub const TEXTS: [Text; 16] =
+    [STRING, NAME, HOST_REF, DOMAIN, HOSTNAME, ADDRESS, CIDR, SOURCE, ORIGIN, SIZE, DURATION, CALENDAR, URL, SSH_KEY, PROVIDER_VALUE, USER];
 
 /// The type of a key's value.
 #[derive(Debug, Clone, Copy)]
@@ -334,6 +341,13 @@ const ROUTE: &[Key] = &[
     key("allow", Ty::List(&Ty::Text(SOURCE)), "Only these sources may reach the route.").says("any source").eg("[\"203.0.113.0/24\"]"),
     key("crowdsec", NAME_T, "A CrowdSec bouncer service (module `crowdsec-bouncer-traefik`) that vets every request (Traefik edges).")
         .eg("\"bouncer\""),
+    key(
+        "frame_ancestors",
+        Ty::List(&Ty::Text(ORIGIN)),
+        "Origins besides the route's own that may show it in a frame: the edge answers with `Content-Security-Policy: frame-ancestors 'self' ORIGIN…` (replacing any the application sends) instead of `X-Frame-Options: SAMEORIGIN`. A route to an embeddable module (`[module] embeddable`) also gets the routes of the services that connect to it.",
+    )
+    .says("the routes of the services connecting to an embeddable module; else none (`X-Frame-Options: SAMEORIGIN`)")
+    .eg("[\"https://chat.example.org\"]"),
 ];
 
 const SECRET: &[Key] = &[

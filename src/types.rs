@@ -155,6 +155,29 @@ pub fn parse_domain(s: &str, allow_wildcard: bool) -> Result<String, TypeError> 
     }
 }
 
+/// A web origin, `scheme://host[:port]` with scheme `https` or `http`, a domain name (a leading
+/// `*.` allowed, as CSP host sources allow) or an IPv4 address, and no path: what a CSP
+/// `frame-ancestors` source or a CORS origin names. Nothing else can reach a header or a
+/// Caddyfile token through it.
+pub fn parse_origin(s: &str) -> Result<String, TypeError> {
+    const HELP: &str = "write an origin like `https://chat.example.org` or `https://chat.example.org:8443`: scheme, host and port only";
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return err(format!("`{}` is not an origin: no `https://`", visible(s)), Some(HELP));
+    };
+    if scheme != "https" && scheme != "http" {
+        return err(format!("`{}` is not an origin: the scheme must be `https` or `http`", visible(s)), Some(HELP));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    let host_ok = parse_domain(host, true).is_ok()
+        || (host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<std::net::Ipv4Addr>().is_ok());
+    let port_ok = port
+        .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0));
+    if host_ok && port_ok { Ok(s.to_string()) } else { err(format!("`{}` is not an origin", visible(s)), Some(HELP)) }
+}
+
 /// A name for hosts, services, networks, secrets: used in file names, shell and YAML keys.
 pub fn parse_ident(s: &str) -> Result<String, TypeError> {
     let ok = !s.is_empty()
@@ -546,6 +569,33 @@ mod tests {
         assert!(c.is_reserved("10.0.0.255".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.1/24").unwrap_err().help.unwrap().contains("10.0.0.0/24"));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        for ok in ["https://chat.example.org", "http://chat.example.org:8080", "https://*.example.org", "https://203.0.113.7:8443"] {
+            assert_eq!(parse_origin(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "chat.example.org",
+            "ftp://chat.example.org",
+            "https://chat.example.org/",
+            "https://chat.example.org/path",
+            "https://chat.example.org:0",
+            "https://chat.example.org:99999",
+            "https://Chat.example.org",
+            "https://chat.example.org; script-src *",
+            "https://chat.example.org\r\nX-Evil: 1",
+            "https://chat.example.org\"",
+            "https://chat.example.org 'unsafe-inline'",
+            "https://chat.example.org}",
+            "'none'",
+            "*",
+            "https://",
+            "https://[::1]",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

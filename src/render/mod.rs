@@ -9,6 +9,7 @@ pub mod cloud_init;
 pub mod compose;
 pub mod data_volume;
 pub mod egress;
+pub mod frame;
 pub mod jobs;
 pub mod provision;
 pub mod quote;

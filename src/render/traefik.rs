@@ -303,22 +303,41 @@ fn forward_auth(fa: &ForwardAuth) -> serde_json::Value {
     }})
 }
 
+/// The headers every route answers with; with a `frame-ancestors` policy, that CSP replaces
+/// `X-Frame-Options` (an empty custom header is Traefik's way to remove the upstream's).
+fn security_headers(frame_ancestors: Option<&str>) -> serde_json::Value {
+    let mut h = serde_json::json!({
+        "stsSeconds": 31536000, "stsIncludeSubdomains": true, "contentTypeNosniff": true,
+        "referrerPolicy": "strict-origin-when-cross-origin", "customFrameOptionsValue": "SAMEORIGIN",
+        "customResponseHeaders": { "Server": "" },
+    });
+    if let Some(csp) = frame_ancestors {
+        h.as_object_mut().map(|o| o.remove("customFrameOptionsValue"));
+        h["customResponseHeaders"]["X-Frame-Options"] = "".into();
+        h["customResponseHeaders"]["Content-Security-Policy"] = csp.into();
+    }
+    serde_json::json!({ "headers": h })
+}
+
 /// The dynamic configuration (file provider) for a host running a Traefik edge.
 pub fn emit_dynamic(sys: &System, host: &Host) -> Option<String> {
     let (_, routes) = edge_routes(sys, host)?;
     let mut http = Http { routers: BTreeMap::new(), services: BTreeMap::new(), middlewares: BTreeMap::new() };
-    http.middlewares.insert(
-        "security-headers".into(),
-        serde_json::json!({ "headers": {
-            "stsSeconds": 31536000, "stsIncludeSubdomains": true, "contentTypeNosniff": true,
-            "referrerPolicy": "strict-origin-when-cross-origin", "customFrameOptionsValue": "SAMEORIGIN",
-            "customResponseHeaders": { "Server": "" },
-        }}),
-    );
+    http.middlewares.insert("security-headers".into(), security_headers(None));
     http.middlewares.insert("compress".into(), serde_json::json!({ "compress": {} }));
     for r in routes {
         let name = router_name(&r.hostname);
         let mut middlewares = Vec::new();
+        // A route others may frame answers with its own headers middleware: a CSP naming them
+        // instead of X-Frame-Options, on its auth paths too (as in the Caddyfile's site block).
+        let headers = match crate::render::frame::policy(r) {
+            Some(csp) => {
+                let m = format!("{name}-security-headers");
+                http.middlewares.insert(m.clone(), security_headers(Some(&csp)));
+                m
+            }
+            None => "security-headers".to_string(),
+        };
         if !r.allow.is_empty() {
             let m = format!("{name}-allow");
             let ranges: Vec<String> = r.allow.iter().map(|c| c.to_string()).collect();
@@ -354,7 +373,7 @@ pub fn emit_dynamic(sys: &System, host: &Host) -> Option<String> {
             http.middlewares.insert(m.clone(), forward_auth(a));
             middlewares.push(m);
         }
-        middlewares.push("security-headers".into());
+        middlewares.push(headers.clone());
         middlewares.push("compress".into());
         let tls = match r.tls {
             TlsMode::Acme => RouterTls { cert_resolver: Some("letsencrypt"), domains: Vec::new() },
@@ -375,7 +394,7 @@ pub fn emit_dynamic(sys: &System, host: &Host) -> Option<String> {
                     priority: None,
                     entry_points: vec!["websecure"],
                     service: auth_name.clone(),
-                    middlewares: vec!["security-headers".into()],
+                    middlewares: vec![headers],
                     tls: tls.clone(),
                 },
             );

@@ -197,12 +197,35 @@ impl<'a> Resolver<'a> {
                 }),
                 cors: r.cors.iter().map(|c| c.value.clone()).collect(),
                 allow: r.allow.iter().map(|c| c.value).collect(),
+                frame_ancestors: r.frame_ancestors.iter().map(|o| o.value.clone()).collect(),
                 edge_service: edge.name.clone(),
                 edge_host: edge.host.clone(),
                 span: r.hostname.span,
             });
         }
+        self.derive_frame_ancestors(&mut out, services);
         out
+    }
+
+    /// An embeddable module's routes (`[module] embeddable`: an editor, a conference) may be
+    /// framed by the public routes of every service that connects to it: their origins join
+    /// the route's `frame_ancestors`.
+    fn derive_frame_ancestors(&self, routes: &mut [Route], services: &BTreeMap<String, Service>) {
+        let embeddable = |svc: &str| services.get(svc).and_then(|s| self.inputs.modules.get(&s.module)).is_some_and(|m| m.decl.embeddable);
+        let embedders: Vec<(String, String)> = routes
+            .iter()
+            .flat_map(|r| {
+                let deps = services.get(&r.service).map(|s| s.deps.as_slice()).unwrap_or_default();
+                deps.iter()
+                    .filter(|d| !d.derived && d.service != r.service && embeddable(&d.service))
+                    .map(|d| (d.service.clone(), format!("https://{}", r.hostname)))
+            })
+            .collect();
+        for r in routes.iter_mut() {
+            r.frame_ancestors.extend(embedders.iter().filter(|(svc, _)| *svc == r.service).map(|(_, o)| o.clone()));
+            r.frame_ancestors.sort();
+            r.frame_ancestors.dedup();
+        }
     }
 }
 

@@ -258,6 +258,8 @@ pub struct RouteDecl {
     pub allow: Vec<Sp<Cidr>>,
     /// A CrowdSec bouncer service that vets every request.
     pub crowdsec: Option<Sp<String>>,
+    /// Origins that may frame the route (CSP `frame-ancestors`, besides its own).
+    pub frame_ancestors: Vec<Sp<String>>,
 }
 
 /// A DNS zone kiln manages records in.
@@ -514,6 +516,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             cors: t.str_list("cors"),
             allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect(),
             crowdsec: t.str("crowdsec"),
+            frame_ancestors: t.str_list("frame_ancestors").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_origin)).collect(),
         };
         t.finish();
         Some(d)
