@@ -81,6 +81,8 @@ pub struct BackupPlan {
     /// S3: the secrets holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (`{host}` likewise).
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// REST server: the secret holding the password of the URL's user (`{host}` likewise).
+    pub rest_password: Option<String>,
     /// `[backup]` and its `repository` value, for diagnostics.
     #[serde(skip)]
     pub span: crate::diag::Span,
@@ -96,7 +98,7 @@ pub struct BackupPlan {
 impl BackupPlan {
     /// The secrets besides the password the backup reads (`{host}` not yet replaced).
     pub fn credential_secrets(&self) -> impl Iterator<Item = &String> {
-        [&self.environment, &self.ssh_key, &self.access_key_id, &self.secret_access_key].into_iter().flatten()
+        [&self.environment, &self.ssh_key, &self.access_key_id, &self.secret_access_key, &self.rest_password].into_iter().flatten()
     }
 }
 
@@ -361,6 +363,11 @@ pub struct Job {
 #[derive(Debug, Serialize)]
 pub struct Container {
     pub image: ImageRef,
+    /// Who chose the image: the module, or the system's `version`/`image` on the service.
+    pub image_from: ImageFrom,
+    /// Where the system's `version`/`image` value is (for diagnostics about the image).
+    #[serde(skip)]
+    pub image_span: Option<Span>,
     pub user: Option<String>,
     pub read_only: bool,
     pub tmpfs: Vec<String>,
@@ -382,6 +389,18 @@ pub struct Container {
     /// Environment variable → the secret that feeds it (`[container.env_secrets]`): written on
     /// the host into a root-only env file (`render::service_env_file`), never into the store.
     pub env_secrets: BTreeMap<String, String>,
+}
+
+/// Where a container's image reference comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFrom {
+    /// The module's pinned `[container] image`.
+    Module,
+    /// The module's image with the tag the service's `version` names (and no digest).
+    Version,
+    /// The service's own `image` reference.
+    Image,
 }
 
 #[derive(Debug, Serialize)]

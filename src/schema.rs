@@ -99,10 +99,38 @@ pub const USER: Text = Text {
     doc: "A letter, then up to 62 letters, digits, `_` and `-`.",
     pattern: Some("^[A-Za-z][A-Za-z0-9_-]{0,62}$"),
 };
+pub const IMAGE_TAG: Text = Text {
+    name: "image tag",
+    doc: "A container image tag naming one release: up to 128 letters, digits, `.`, `_` and `-`, like `9.2.0` or `v4.17.3` (`latest` and a major version alone, `16`, are refused by `unpinned-image`).",
+    pattern: Some("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"),
+};
+pub const IMAGE: Text = Text {
+    name: "image reference",
+    doc: "A container image: registry and repository, a tag and optionally a digest, like `docker.io/library/postgres:18.1` or `ghcr.io/org/app:1.2.3@sha256:…` (it must be pinned: `unpinned-image`).",
+    pattern: Some("^[a-z0-9._/:-]+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"),
+};
 
 /// The types [`Text`] names, in the order the reference lists them.
-pub const TEXTS: [Text; 16] =
-    [STRING, NAME, HOST_REF, DOMAIN, HOSTNAME, ADDRESS, CIDR, SOURCE, ORIGIN, SIZE, DURATION, CALENDAR, URL, SSH_KEY, PROVIDER_VALUE, USER];
+pub const TEXTS: [Text; 18] = [
+    STRING,
+    NAME,
+    HOST_REF,
+    DOMAIN,
+    HOSTNAME,
+    ADDRESS,
+    CIDR,
+    SOURCE,
+    ORIGIN,
+    SIZE,
+    DURATION,
+    CALENDAR,
+    URL,
+    SSH_KEY,
+    PROVIDER_VALUE,
+    USER,
+    IMAGE_TAG,
+    IMAGE,
+];
 
 /// The type of a key's value.
 #[derive(Debug, Clone, Copy)]
@@ -315,6 +343,20 @@ const SERVICE: &[Key] = &[
     )
     .says("the module's `host_port`, else the endpoint's port")
     .eg("{ metrics = 9301 }"),
+    key(
+        "version",
+        Ty::Text(IMAGE_TAG),
+        "Run this tag of the module's image instead of the module's pinned one (registry and repository kept, a digest dropped): a canary host or group runs a newer release first, also through a template instance's `vars`. Container modules only; not with `image`.",
+    )
+    .says("the module's pinned image")
+    .eg("\"v4.17.3\""),
+    key(
+        "image",
+        Ty::Text(IMAGE),
+        "Run this image instead of the module's (another registry or a mirror, a tag with its digest). Container modules only; not with `version`.",
+    )
+    .says("the module's pinned image")
+    .eg("\"registry.example.com/mirror/postgres:18.6-trixie\""),
 ];
 
 const RATE_LIMIT: &[Key] = &[
@@ -427,6 +469,12 @@ const BACKUP: &[Key] = &[
     key("access_key_id", STR, "S3: the `[secrets]` entry holding the access key id (`AWS_ACCESS_KEY_ID`).").eg("\"spaces_access_key_id\""),
     key("secret_access_key", STR, "S3: the `[secrets]` entry holding the secret access key (`AWS_SECRET_ACCESS_KEY`).")
         .eg("\"spaces_secret_access_key\""),
+    key(
+        "rest_password",
+        STR,
+        "REST server (`rest:https://USER@HOST/`): the `[secrets]` entry holding USER's password, put into the URL restic reads when the script runs (a password written in `repository` would be in the store).",
+    )
+    .eg("\"rest_password\""),
     key("schedule", Ty::Text(CALENDAR), "When backups run.").or("\"*-*-* 03:00:00\""),
     key("check", Ty::Text(CALENDAR), "When the repository is checked.").or("\"Sun *-*-* 05:00:00\""),
     key("keep", Ty::Table(KEEP), "Which snapshots to keep; at least one count.").req().eg("{ daily = 7, weekly = 4, monthly = 6 }"),

@@ -41,6 +41,10 @@ struct ShowService<'a> {
     module: &'a str,
     version: &'a str,
     host: &'a str,
+    /// The image it runs (containers), and who chose it: the module, or the service's own
+    /// `version`/`image` (a canary running another release than its peers).
+    image: Option<String>,
+    image_from: Option<crate::model::ImageFrom>,
     connects: Vec<String>,
 }
 
@@ -106,6 +110,8 @@ fn view(c: &Compiled) -> Show<'_> {
                         module: &s.module,
                         version: &s.module_version,
                         host: &s.host,
+                        image: s.container.as_ref().map(|c| c.image.to_string()),
+                        image_from: s.container.as_ref().map(|c| c.image_from),
                         connects: s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect(),
                     },
                 )
@@ -174,6 +180,14 @@ pub fn show_text(c: &Compiled) -> String {
         for r in &v.routes {
             let auth = r.auth.map(|a| format!(" (auth: {a})")).unwrap_or_default();
             let _ = writeln!(o, "  {} → {} at {} via {}{auth}", r.hostname, r.service, r.upstream, r.edge);
+        }
+    }
+    // The images services run where the system chose them (`version`/`image`): a canary shows.
+    let chosen: Vec<_> = v.services.iter().filter(|(_, s)| s.image_from.is_some_and(|f| f != crate::model::ImageFrom::Module)).collect();
+    if !chosen.is_empty() {
+        let _ = writeln!(o, "\nimages set by the system");
+        for (name, s) in chosen {
+            let _ = writeln!(o, "  {name} on {}: {} (module {} {})", s.host, s.image.as_deref().unwrap_or("-"), s.module, s.version);
         }
     }
     let _ = writeln!(o, "\nstart order\n  {}", v.start_order.join(" → "));

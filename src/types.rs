@@ -534,7 +534,8 @@ impl ImageRef {
 
     /// Pinned: a digest, or an explicit tag that is not a moving one.
     pub fn is_pinned(&self) -> bool {
-        self.digest.is_some() || self.tag.as_deref().is_some_and(|t| !matches!(t, "latest" | "stable" | "main" | "edge"))
+        self.digest.is_some()
+            || self.tag.as_deref().is_some_and(|t| !matches!(t, "latest" | "stable" | "main" | "edge") && !major_only(t))
     }
 }
 
@@ -549,6 +550,14 @@ impl fmt::Display for ImageRef {
         }
         Ok(())
     }
+}
+
+/// A tag naming only a major version (`16`, `v3`, `16-alpine`): it moves to every minor and patch
+/// release of that major.
+fn major_only(tag: &str) -> bool {
+    let t = tag.strip_prefix('v').unwrap_or(tag);
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && !t[digits..].starts_with('.')
 }
 
 /// The major and minor number of a version or image tag: `1.20.1`, `v1.24.1-p1` → (1, 20).
@@ -614,6 +623,11 @@ mod tests {
         assert!(i.is_pinned());
         assert!(!ImageRef::parse("valkey/valkey").unwrap().is_pinned());
         assert!(!ImageRef::parse("valkey/valkey:latest").unwrap().is_pinned());
+        for moving in ["1", "v3", "16-alpine"] {
+            assert!(!ImageRef::parse(&format!("postgres:{moving}")).unwrap().is_pinned(), "{moving}");
+        }
+        assert!(ImageRef::parse("postgres:18.6-trixie").unwrap().is_pinned());
+        assert!(ImageRef::parse("jitsi/web:stable-11248").unwrap().is_pinned());
         assert!(ImageRef::parse("localhost:5000/app").unwrap().tag.is_none());
         assert!(ImageRef::parse("Bad Image").is_err());
     }

@@ -168,6 +168,14 @@ scrapes. The named endpoint is not declared in the module.",
 does not declare. The help line suggests the closest one.",
     ),
     code(
+        "E0029",
+        "a service's `version` or `image` that cannot apply",
+        "`version` replaces the tag of a container module's image and `image` replaces the whole \
+reference, so one service (a canary) can run another release than its module pins. A native \
+module runs its distribution's package and has no image to replace; and a service sets one of \
+the two, never both (`image` carries its own tag).",
+    ),
+    code(
         "E0030",
         "a service that connects to itself",
         "A connection orders start-up and opens the firewall between two services; a connection \

@@ -64,6 +64,10 @@ fn diagram(o: &mut String, sys: &System) {
         for s in &h.services {
             let svc = &sys.services[s];
             let mut l = format!("{} ({} {})", svc.name, svc.module, svc.module_version);
+            // An image the system chose (`version`/`image`): a canary's newer release shows.
+            if let Some(c) = svc.container.as_ref().filter(|c| c.image_from != crate::model::ImageFrom::Module) {
+                let _ = write!(l, " · runs {}", c.image);
+            }
             if !svc.bridges.is_empty() {
                 let _ = write!(l, " · {}", svc.bridges.join(", "));
             }

@@ -323,6 +323,28 @@ impl<'a> Resolver<'a> {
                 }
             }
         };
+        // `version`/`image` on the service replace the module's image: only a container has one.
+        if m.kind.value != ModuleKind::Container
+            && let Some(k) = s.version.as_ref().or(s.image.as_ref())
+        {
+            let key = if s.version.is_some() { "version" } else { "image" };
+            self.err(
+                Diagnostic::error("E0029", format!("service `{}` runs no image: `{key}` cannot apply", s.name.value))
+                    .primary(k.span, format!("module `{}` is a native module", m.name.value))
+                    .secondary(m.kind.span, "declared here")
+                    .help("a native module's version is its distribution package's; remove the key"),
+            );
+            return None;
+        }
+        if let (Some(v), Some(i)) = (&s.version, &s.image) {
+            self.err(
+                Diagnostic::error("E0029", format!("service `{}` sets both `version` and `image`", s.name.value))
+                    .primary(v.span, "replaces the module image's tag")
+                    .secondary(i.span, "replaces the whole image")
+                    .help("keep one: `image` with the tag you want, or `version` alone"),
+            );
+            return None;
+        }
         let container = match &m.container {
             Some(c) if m.kind.value == ModuleKind::Container => {
                 let image_sp = c.image.as_ref()?;
@@ -334,6 +356,7 @@ impl<'a> Resolver<'a> {
                         return None;
                     }
                 };
+                let (image, image_from, image_span) = self.image_override(s, image)?;
                 let list = |me: &mut Self, l: &Option<Vec<Sp<String>>>| -> Option<Vec<String>> {
                     l.as_ref().map(|l| l.iter().filter_map(|x| render(me, x)).collect())
                 };
@@ -348,6 +371,8 @@ impl<'a> Resolver<'a> {
                 let user = c.user.as_ref().and_then(|u| render(self, u));
                 Some(Container {
                     image,
+                    image_from,
+                    image_span,
                     user,
                     read_only: c.read_only.as_ref().is_some_and(|b| b.value),
                     tmpfs: c.tmpfs.iter().map(|t| t.value.clone()).collect(),
@@ -604,6 +629,51 @@ pub(super) fn connects_unresolved(p: &Partial<'_>, all: &BTreeMap<String, Partia
 
 /// A receiver as templates see it: `name`, `kind` (`email`, `slack`, `webhook`), `to`,
 /// `channel`, and `url_file`, the path of the secret holding its URL.
+impl Resolver<'_> {
+    /// The image a service runs: the module's, its tag replaced by the service's `version`
+    /// (the digest dropped: it pins the module's tag, and one for another tag cannot be
+    /// derived), or the service's own `image`. An empty `version` leaves no tag, which
+    /// `unpinned-image` refuses at that line.
+    fn image_override(
+        &mut self,
+        s: &crate::syntax::system::ServiceDecl,
+        module: ImageRef,
+    ) -> Option<(ImageRef, crate::model::ImageFrom, Option<Span>)> {
+        use crate::model::ImageFrom;
+        if let Some(v) = &s.version {
+            if v.value.is_empty() {
+                return Some((ImageRef { tag: None, digest: None, ..module }, ImageFrom::Version, Some(v.span)));
+            }
+            return match ImageRef::parse(&format!("{}:{}", module.name, v.value)) {
+                Ok(i) if i.tag.as_deref() == Some(v.value.as_str()) && i.digest.is_none() && i.name == module.name => {
+                    Some((i, ImageFrom::Version, Some(v.span)))
+                }
+                _ => {
+                    self.err(
+                        Diagnostic::error("E0003", format!("`{}` is not an image tag", v.value))
+                            .primary(v.span, format!("would replace the tag of `{module}`"))
+                            .help(
+                                "a tag is up to 128 letters, digits, `.`, `_` and `-`, like `9.2.0`; \
+                                 to change the registry or add a digest, set `image` instead",
+                            ),
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(img) = &s.image {
+            return match ImageRef::parse(&img.value) {
+                Ok(i) => Some((i, ImageFrom::Image, Some(img.span))),
+                Err(e) => {
+                    self.err(Diagnostic::error("E0003", e.message).primary(img.span, "invalid image").with_help(e.help));
+                    None
+                }
+            };
+        }
+        Some((module, ImageFrom::Module, None))
+    }
+}
+
 fn receiver_context(r: &Receiver) -> J {
     let url_file = r.secret().map(|_| super::alerts::receiver_secret_target(&r.name));
     match &r.kind {

@@ -68,6 +68,8 @@ pub struct BackupDecl {
     /// S3: the secrets holding the access key id and the secret access key.
     pub access_key_id: Option<Sp<String>>,
     pub secret_access_key: Option<Sp<String>>,
+    /// REST server: the secret holding the password of the URL's user.
+    pub rest_password: Option<Sp<String>>,
     /// systemd calendar expressions.
     pub schedule: Option<Sp<Calendar>>,
     pub check: Option<Sp<Calendar>>,
@@ -239,6 +241,10 @@ pub struct ServiceDecl {
     pub expose: Vec<Sp<String>>,
     /// endpoint → the port it is published on, on the host (the container keeps its own).
     pub ports: Vec<(Sp<String>, Sp<i64>)>,
+    /// `version = "…"`: the tag of the module's image replaced (a canary runs a newer one).
+    pub version: Option<Sp<String>>,
+    /// `image = "REGISTRY/REPO:TAG"`: the module's image replaced whole.
+    pub image: Option<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -480,6 +486,8 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             volumes,
             memory,
             cpus,
+            version: t.str("version"),
+            image: t.str("image"),
             span: t.span,
             module: t.req_str("module", "\"postgres\""),
             host: t.req_str("host", "\"db\""),
@@ -588,6 +596,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             host_key: typed(t.str("host_key"), sink, |k| check_ssh_key(k).map(|()| k.to_string())),
             access_key_id: t.str("access_key_id"),
             secret_access_key: t.str("secret_access_key"),
+            rest_password: t.str("rest_password"),
             schedule: typed(t.str("schedule"), sink, Calendar::parse),
             check: typed(t.str("check"), sink, Calendar::parse),
             keep,
