@@ -10,11 +10,19 @@
 pub enum Backend {
     Sftp(Sftp),
     S3,
-    Rest,
+    Rest(Rest),
     Local,
     /// A backend kiln does not model credentials for (`b2`, `azure`, `gs`, `swift`, `rclone`):
     /// its settings come from `[backup] environment`.
     Other(String),
+}
+
+/// A REST server repository's login, as its URL carries it (`rest:https://user@host/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rest {
+    pub user: Option<String>,
+    /// The URL holds the password itself (`user:password@`), which would put it in the store.
+    pub inline_password: bool,
 }
 
 /// An SFTP repository's server, as `ssh` dials it.
@@ -77,10 +85,32 @@ pub fn backend(repo: &str) -> Result<Backend, String> {
     let scheme = repo.split(':').next().unwrap_or("");
     Ok(match scheme {
         "s3" => Backend::S3,
-        "rest" => Backend::Rest,
+        "rest" => Backend::Rest(rest(repo)),
         "b2" | "azure" | "gs" | "swift" | "rclone" => Backend::Other(scheme.to_string()),
         _ => return Err(format!("`{scheme}` is not a restic backend")),
     })
+}
+
+/// The userinfo of `rest:SCHEME://[user[:password]@]host/…`.
+fn rest(repo: &str) -> Rest {
+    let after = repo.split_once("://").map_or("", |(_, a)| a);
+    let authority = after.split('/').next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((info, _)) => match info.split_once(':') {
+            Some((u, _)) => Rest { user: Some(u.to_string()), inline_password: true },
+            None => Rest { user: Some(info.to_string()), inline_password: false },
+        },
+        None => Rest { user: None, inline_password: false },
+    }
+}
+
+/// `rest:` with the password spliced in after the user name: the URL's text before and after
+/// the place it goes (`rest:https://user` and `@host/path`), for a URL with a user and no password.
+pub fn rest_password_split(repo: &str) -> Option<(&str, &str)> {
+    let scheme_end = repo.find("://")? + 3;
+    let authority_end = repo[scheme_end..].find('/').map_or(repo.len(), |i| scheme_end + i);
+    let at = scheme_end + repo[scheme_end..authority_end].rfind('@')?;
+    (!repo[scheme_end..at].contains(':')).then(|| (&repo[..at], &repo[at..]))
 }
 
 /// `[user@]host[:port]` (the port only in the URL form).
@@ -137,7 +167,11 @@ mod tests {
         assert_eq!(backend("sftp://b@[::1]:2222//srv/r"), Ok(sftp(Some("b"), "[::1]", 2222)));
         assert_eq!(backend("sftp:nas:/r"), Ok(sftp(None, "nas", 22)));
         assert_eq!(backend("s3:https://fra1.digitaloceanspaces.com/b/x"), Ok(Backend::S3));
-        assert_eq!(backend("rest:https://h/"), Ok(Backend::Rest));
+        assert_eq!(backend("rest:https://h/"), Ok(Backend::Rest(Rest { user: None, inline_password: false })));
+        assert_eq!(backend("rest:https://u@h:8000/r"), Ok(Backend::Rest(Rest { user: Some("u".into()), inline_password: false })));
+        assert_eq!(backend("rest:https://u:pw@h/"), Ok(Backend::Rest(Rest { user: Some("u".into()), inline_password: true })));
+        assert_eq!(rest_password_split("rest:https://u@h:8000/r/{host}"), Some(("rest:https://u", "@h:8000/r/{host}")));
+        assert_eq!(rest_password_split("rest:https://h/"), None);
         assert_eq!(backend("/srv/restic"), Ok(Backend::Local));
         assert_eq!(backend("b2:bucket:path"), Ok(Backend::Other("b2".into())));
         for bad in ["sftp:u@h;rm:/x", "sftp:-oProxyCommand=x@h:/r", "sftp://u@h:99999//r", "sftp:u@h", "ftp:x"] {

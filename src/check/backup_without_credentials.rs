@@ -19,7 +19,9 @@ checked against the provider's published fingerprint): the script pins it in its
 `known_hosts` and runs `ssh` with `StrictHostKeyChecking=yes`, so a server presenting another \
 key is refused instead of trusted on first use. An S3 repository needs `access_key_id` and \
 `secret_access_key`, the secrets restic reads as `AWS_ACCESS_KEY_ID` and \
-`AWS_SECRET_ACCESS_KEY`. B2, Azure, Google Cloud Storage, Swift and rclone repositories take \
+`AWS_SECRET_ACCESS_KEY`. A REST server URL with a user (`rest:https://USER@HOST/`) needs \
+`rest_password`, the secret the script puts into the URL when it runs; a password written in the \
+URL itself is refused, since the script, and so the store, would hold it. B2, Azure, Google Cloud Storage, Swift and rclone repositories take \
 their settings from the `environment` secret (`KEY=value` lines). Without them the timer runs \
 every night and every run fails: the first snapshot is never written. Not waivable: each \
 backend has a declared way to name its credentials, and trusting an unknown host key would \
@@ -75,7 +77,24 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
                 &missing,
             )];
         }
-        Backend::Rest | Backend::Local | Backend::Other(_) => {}
+        Backend::Rest(r) if r.inline_password => {
+            return vec![
+                Diagnostic::error(RULE.id, "the REST repository's URL holds its password")
+                    .primary(plan.repository_span, "this password would be written into every host's script in the store")
+                    .secondary(plan.span, "in this `[backup]`")
+                    .help("keep only the user in the URL (`rest:https://USER@HOST/`) and name a secret with the password: `rest_password = \"SECRET\"`"),
+            ];
+        }
+        Backend::Rest(r) if r.user.is_some() && plan.rest_password.is_none() => {
+            missing.push(("rest_password", "rest_password = \"SECRET\" (the password of the URL's user)"));
+            return vec![diagnostic(
+                plan,
+                format!("the REST repository logs in as `{}` but names no password", r.user.as_deref().unwrap_or_default()),
+                "the REST server refuses restic",
+                &missing,
+            )];
+        }
+        Backend::Rest(_) | Backend::Local | Backend::Other(_) => {}
     }
     // Credentials for another backend than the repository's are a mistake, not a spare.
     let foreign: Vec<&str> = [
@@ -83,6 +102,7 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         ("host_key", plan.host_key.is_some() && !matches!(kind, Backend::Sftp(_))),
         ("access_key_id", plan.access_key_id.is_some() && kind != Backend::S3),
         ("secret_access_key", plan.secret_access_key.is_some() && kind != Backend::S3),
+        ("rest_password", plan.rest_password.is_some() && !matches!(&kind, Backend::Rest(r) if r.user.is_some())),
     ]
     .into_iter()
     .filter_map(|(k, bad)| bad.then_some(k))
@@ -94,7 +114,7 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         Diagnostic::error(RULE.id, format!("`{}` do not belong to this repository's backend", foreign.join("`, `")))
             .primary(plan.repository_span, "this repository does not use them")
             .secondary(plan.span, "declared in this `[backup]`")
-            .help("`ssh_key` and `host_key` are for `sftp:` repositories, `access_key_id` and `secret_access_key` for `s3:` ones"),
+            .help("`ssh_key` and `host_key` are for `sftp:` repositories, `access_key_id` and `secret_access_key` for `s3:` ones, `rest_password` for a `rest:` URL with a user"),
     ]
 }
 

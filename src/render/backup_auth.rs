@@ -74,6 +74,22 @@ pub fn setup(plan: &BackupPlan, host: &Host, repo: &str) -> String {
             let _ = writeln!(o, "AWS_SECRET_ACCESS_KEY=$(cat {})", sh(&secret_path(secret, host)));
             o.push_str("export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY\n");
         }
+        Ok(Backend::Rest(_)) => {
+            let (Some(secret), Some((before, after))) = (&plan.rest_password, crate::backup_repo::rest_password_split(repo)) else {
+                return o;
+            };
+            o.push_str(
+                r#"# REST server: the password, read from the delivered secret, goes into the URL restic reads
+# (percent-encoded byte by byte; restic hides it when it prints the URL).
+rest_enc() {
+	printf %s "$1" | od -An -v -tx1 | tr -d ' \n' | sed 's/../%&/g'
+}
+"#,
+            );
+            let _ = writeln!(o, "rest_password=$(cat {})", sh(&secret_path(secret, host)));
+            let _ = writeln!(o, "RESTIC_REPOSITORY={}:\"$(rest_enc \"$rest_password\")\"{}", sh(before), sh(after));
+            o.push_str("unset rest_password\nexport RESTIC_REPOSITORY\n");
+        }
         _ => {}
     }
     o

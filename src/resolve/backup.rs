@@ -26,7 +26,7 @@ impl<'a> Resolver<'a> {
             .filter(|h| h.services.iter().any(|s| sys.services.get(s).is_some_and(Service::has_data)))
             .map(|h| h.name.as_str())
             .collect();
-        for s in b.password.iter().chain(&b.environment).chain(&b.ssh_key).chain(&b.access_key_id).chain(&b.secret_access_key) {
+        for s in b.password.iter().chain(&b.environment).chain(&b.ssh_key).chain(&b.access_key_id).chain(&b.secret_access_key).chain(&b.rest_password) {
             let names: BTreeSet<String> = if s.value.contains("{host}") {
                 backed_up.iter().map(|h| s.value.replace("{host}", h)).collect()
             } else {
@@ -72,6 +72,7 @@ impl<'a> Resolver<'a> {
             host_key: b.host_key.as_ref().map(|e| e.value.clone()),
             access_key_id: b.access_key_id.as_ref().map(|e| e.value.clone()),
             secret_access_key: b.secret_access_key.as_ref().map(|e| e.value.clone()),
+            rest_password: b.rest_password.as_ref().map(|e| e.value.clone()),
             repository: b.repository.as_ref()?.value.clone(),
             password: b.password.as_ref()?.value.clone(),
             environment: b.environment.as_ref().map(|e| e.value.clone()),
