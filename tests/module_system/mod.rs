@@ -92,6 +92,11 @@ pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], opt
             let _ = writeln!(out, "\n[services.edge]\nmodule = \"caddy\"\nhost = \"h1\"");
         }
         let _ = writeln!(out, "\n[routes.\"svc.example.com\"]\nservice = \"svc\"\nendpoint = \"{}\"", ep.name.value);
+        if m.first_run_setup.is_some() {
+            // Its first visitor would become the administrator: the route is for the admins only
+            // (what public-first-run-setup asks of a system; tested in tests/diagnostics.rs).
+            let _ = writeln!(out, "allow = [\"198.51.100.0/24\"]");
+        }
     }
     if m.collect_rules.is_some() {
         // Who is told of alerts is a system's decision (tests/alerting.rs), not the module's.
