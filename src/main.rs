@@ -19,9 +19,16 @@ Examples:
   kiln build --check --json path/to/system            build twice, compare, summary as JSON
   kiln push s3://bucket/kiln --from result            upload the closure by content hash
   kiln explain zone-crossing                          why a rule exists
+  kiln plan flake-free-examples/five-vps-saas         what deploying it would change
+  kiln diff old-result result --json                  compare two builds, for CI
+  kiln generations add result                         record a deployment (what deploy will call)
+  kiln gc --keep 3                                    keep the last 3 generations' entries
   kiln completions bash > /etc/bash_completion.d/kiln
 
-Exit codes: 0 ok, 1 errors in the input, 2 usage or IO errors.";
+Exit codes: 0 ok, 1 errors in the input, 2 usage or IO errors.
+`kiln plan` and `kiln diff` (like `terraform plan -detailed-exitcode`): 0 no changes,
+2 changes, 1 any error (bad input, a state file from another system or corrupt, a generation
+whose store entry is gone); nothing is written.";
 
 #[derive(Parser)]
 #[command(
@@ -247,6 +254,58 @@ enum Command {
         /// Print `{"removed", "freed_bytes", "kept", "stale_roots"}` on stdout.
         #[arg(long)]
         json: bool,
+        /// Keep the entries of only the last N generations of each system (default: all).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
+        /// A system's state directory whose generations are roots (repeatable; default: every
+        /// directory in .kiln/state).
+        #[arg(long, value_name = "DIR")]
+        state: Vec<PathBuf>,
+    },
+    /// Compare two builds: hosts created, replaced, destroyed; services, firewall, routes, DNS,
+    /// secrets. Exit 0 no changes, 2 changes, 1 error.
+    Diff {
+        /// The deployed build: a result link, a store entry, or its manifest.json / model.json.
+        old: PathBuf,
+        /// The new build, in the same forms.
+        new: PathBuf,
+        /// Print the plan as JSON on stdout (`{"changes", "create", "replace", "update",
+        /// "destroy", "hosts", "services", …}`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a system in memory and compare it with its last generation (or with nothing).
+    /// Writes nothing. Exit 0 no changes, 2 changes, 1 error.
+    Plan {
+        /// A system directory (holding system.toml) or a system file.
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Store directory holding the generations' entries (default: $KILN_STORE, else
+        /// .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// The system's state directory (default: .kiln/state/<system>).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the deployed generations of a system, or record one.
+    Generations {
+        #[command(subcommand)]
+        command: Option<GenerationsCommand>,
+        /// The system's state directory (default: .kiln/state/<system>, or the only system there).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// The system whose generations to list (picks .kiln/state/<system>).
+        #[arg(long)]
+        system: Option<String>,
+        /// Print the generations as JSON on stdout (a list of `{"number", "time", "system",
+        /// "hash", "entry", "hosts"}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
@@ -257,6 +316,24 @@ enum Command {
     Man {
         /// The directory to write into (created if missing).
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerationsCommand {
+    /// Record a build as the next generation: what `kiln deploy` will call once it has deployed.
+    Add {
+        /// The build: a result link or a store entry.
+        result: PathBuf,
+        /// Store directory the entry must be in (default: $KILN_STORE, else .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// The system's state directory (default: .kiln/state/<system>).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Print the generation as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -311,6 +388,9 @@ fn main() -> ExitCode {
         Command::Boot { host, path, inputs, image, keep, secrets, timeout, data_disk, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| boot(c, &path, &opts, &host, image, keep, secrets, timeout, data_disk, json))
         }),
+        Command::Plan { path, inputs, store, state, json } => {
+            with_options(early, inputs, |opts| plan_command(&path, &opts, ui, store, state, json))
+        }
         Command::Show { path, inputs, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| {
                 let out = if json { kiln::pipeline::show_json(c) } else { kiln::pipeline::show_text(c) };
@@ -335,7 +415,7 @@ fn main() -> ExitCode {
         command => {
             if let Some(flag) = early.given() {
                 return usage_error(&format!(
-                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, boot, modules and schema",
+                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, plan, boot, modules and schema",
                     command.name()
                 ));
             }
@@ -345,7 +425,9 @@ fn main() -> ExitCode {
                     pull(&url, &hash, store, endpoint.as_deref(), jobs, &out_link, json, ui)
                 }
                 Command::Explain { id, json } => explain(id.as_deref(), json),
-                Command::Gc { store, dry_run, json } => gc(store, dry_run, json, ui),
+                Command::Gc { store, dry_run, json, keep, state } => gc(store, dry_run, json, keep, state, ui),
+                Command::Diff { old, new, json } => diff_command(&old, &new, json),
+                Command::Generations { command, state, system, json } => generations_command(command, state, system, json, ui),
                 Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(_) => ExitCode::from(2),
@@ -366,6 +448,7 @@ fn main() -> ExitCode {
                 | Command::Build { .. }
                 | Command::Boot { .. }
                 | Command::Show { .. }
+                | Command::Plan { .. }
                 | Command::Modules { .. }
                 | Command::Schema { .. } => {
                     unreachable!("handled above")
@@ -432,6 +515,9 @@ impl Command {
             Command::Pull { .. } => "pull",
             Command::Completions { .. } => "completions",
             Command::Gc { .. } => "gc",
+            Command::Diff { .. } => "diff",
+            Command::Plan { .. } => "plan",
+            Command::Generations { .. } => "generations",
             Command::Man { .. } => "man",
         }
     }
@@ -619,16 +705,26 @@ fn link_and_root(store: &Store, link: &Path, entry: &Path) -> Result<(), String>
 }
 
 /// `kiln gc`: what it removed (or would), as text on stderr or JSON on stdout.
-fn gc(store: Option<PathBuf>, dry_run: bool, json: bool, ui: Ui) -> ExitCode {
+fn gc(store: Option<PathBuf>, dry_run: bool, json: bool, keep: Option<u64>, states: Vec<PathBuf>, ui: Ui) -> ExitCode {
     let dir = store_dir(store);
     if !dir.is_dir() {
         return io_error(&format!("no store at `{}`", dir.display()));
     }
+    // The deployed generations are roots too; a state file that cannot be read stops gc
+    // before it removes anything.
+    let states = if states.is_empty() { every_state_dir() } else { states };
+    let kept = match kiln::generations::kept_entries(&states, keep.map(|k| k as usize)) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was removed");
+            return ExitCode::from(1);
+        }
+    };
     let store = match Store::open(&dir) {
         Ok(s) => s,
         Err(e) => return io_error(&format!("cannot open store `{}`: {e}", dir.display())),
     };
-    match kiln::gc::collect(&store, &[], dry_run) {
+    match kiln::gc::collect(&store, &kept, dry_run) {
         Err(e) => io_error(&format!("cannot collect store `{}`: {e}", dir.display())),
         Ok(r) => {
             if json {
@@ -642,10 +738,11 @@ fn gc(store: Option<PathBuf>, dry_run: bool, json: bool, ui: Ui) -> ExitCode {
                     ui.detail(&format!("root {} no longer points into the store", link.display()));
                 }
                 ui.info(&format!(
-                    "{verb} {} entries ({:.1} MiB); kept {} reached from roots",
+                    "{verb} {} entries ({:.1} MiB); kept {} reached from roots and {} generations",
                     r.removed.len(),
                     r.freed_bytes as f64 / 1_048_576.0,
-                    r.kept
+                    r.kept,
+                    kept.len()
                 ));
             }
             ExitCode::SUCCESS
@@ -950,6 +1047,150 @@ fn build(path: &Path, opts: &Options, ui: Ui, c: &Compiled, store: Option<PathBu
         out_link.display()
     ));
     ExitCode::SUCCESS
+}
+
+/// Every system's state directory under the default `.kiln/state`.
+fn every_state_dir() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(".kiln/state")
+        .map(|r| r.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `kiln plan`/`kiln diff` errors: exit 1 (2 means "changes"), nothing written.
+fn plan_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(1)
+}
+
+/// Prints a plan; exit 0 without changes, 2 with.
+fn print_plan(p: &kiln::plan::Plan, json: bool) -> ExitCode {
+    if json {
+        print!("{}", kiln::plan_render::json(p));
+    } else {
+        #[allow(clippy::disallowed_methods)] // the edge: NO_COLOR is read here
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal();
+        print!("{}", kiln::plan_render::text(p, color));
+    }
+    ExitCode::from(if p.has_changes() { 2 } else { 0 })
+}
+
+/// `kiln diff OLD NEW`.
+fn diff_command(old: &Path, new: &Path, json: bool) -> ExitCode {
+    let (o, n) = match (kiln::generations::read_build(old), kiln::generations::read_build(new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => return plan_error(&e),
+    };
+    if o.manifest.system != n.manifest.system {
+        return plan_error(&format!(
+            "`{}` is system `{}` but `{}` is system `{}`",
+            old.display(),
+            o.manifest.system,
+            new.display(),
+            n.manifest.system
+        ));
+    }
+    print_plan(&kiln::plan::diff(Some(&o), &n), json)
+}
+
+/// `kiln plan PATH`: compile in memory, compare with the last generation.
+fn plan_command(path: &Path, opts: &Options, ui: Ui, store: Option<PathBuf>, state: Option<PathBuf>, json: bool) -> ExitCode {
+    let c = match pipeline::compile(path, opts) {
+        Err(e) => return plan_error(&e.0),
+        Ok(Outcome::Failed(fail)) => {
+            report(&fail.sources, &fail.diagnostics, ui);
+            return plan_error(&format!("could not compile `{}`", path.display()));
+        }
+        Ok(Outcome::Ok(c)) => c,
+    };
+    report(&c.sources, &c.warnings, ui);
+    let state = state.unwrap_or_else(|| Path::new(".kiln/state").join(&c.system.name));
+    let gens = match kiln::generations::list(&state) {
+        Ok(g) => g,
+        Err(e) => return plan_error(&e),
+    };
+    let old = match gens.last() {
+        None => None,
+        Some(g) if g.system != c.system.name => {
+            return plan_error(&format!(
+                "`{}` records system `{}`, not `{}`: --state names another system's state",
+                kiln::generations::file_of(&state, g.number).display(),
+                g.system,
+                c.system.name
+            ));
+        }
+        Some(g) => match kiln::generations::build_of(&store_dir(store), &state, g) {
+            Ok(b) => Some(b),
+            Err(e) => return plan_error(&e),
+        },
+    };
+    let new = kiln::plan::Build { manifest: c.manifest.clone(), facts: kiln::plan_model::facts(&c.system, &c.hosts, &c.sources) };
+    print_plan(&kiln::plan::diff(old.as_ref(), &new), json)
+}
+
+/// `kiln generations [add RESULT]`.
+fn generations_command(
+    command: Option<GenerationsCommand>,
+    state: Option<PathBuf>,
+    system: Option<String>,
+    json: bool,
+    ui: Ui,
+) -> ExitCode {
+    if let Some(GenerationsCommand::Add { result, store, state: add_state, json: add_json }) = command {
+        let dir = store_dir(store);
+        let (root, entry) = match (std::fs::canonicalize(&dir), std::fs::canonicalize(&result)) {
+            (Ok(r), Ok(e)) => (r, e),
+            (Err(e), _) => return io_error(&format!("no store at `{}`: {e}", dir.display())),
+            (_, Err(e)) => return io_error(&format!("cannot read `{}`: {e}", result.display())),
+        };
+        if entry.parent() != Some(root.as_path()) {
+            return plan_error(&format!("`{}` is not an entry of the store `{}`", result.display(), dir.display()));
+        }
+        let build = match kiln::generations::read_build(&entry) {
+            Ok(b) => b,
+            Err(e) => return plan_error(&e),
+        };
+        let state = add_state.or(state).unwrap_or_else(|| Path::new(".kiln/state").join(&build.manifest.system));
+        #[allow(clippy::disallowed_methods)] // the edge: a generation's time is read here
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        return match kiln::generations::add(&state, &build.manifest, &name, now) {
+            Ok(g) => {
+                if add_json || json {
+                    println!("{}", serde_json::to_string_pretty(&g).expect("serialises"));
+                }
+                ui.info(&format!("recorded generation {} of `{}` in {}", g.number, g.system, state.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => plan_error(&e),
+        };
+    }
+    let state = match (state, system) {
+        (Some(s), _) => s,
+        (None, Some(name)) => Path::new(".kiln/state").join(name),
+        (None, None) => match every_state_dir().as_slice() {
+            [one] => one.clone(),
+            [] => return usage_error("no state in .kiln/state: name one with --state DIR"),
+            _ => return usage_error("several systems in .kiln/state: choose one with --system NAME or --state DIR"),
+        },
+    };
+    match kiln::generations::list(&state) {
+        Err(e) => plan_error(&e),
+        Ok(gens) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&gens).expect("serialises"));
+            } else {
+                for g in &gens {
+                    println!("{:>4}  {}  {}  {} hosts  {}", g.number, g.time, g.hash.get(..12).unwrap_or(&g.hash), g.hosts.len(), g.entry);
+                }
+                if gens.is_empty() {
+                    ui.info(&format!("no generations in {}", state.display()));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
                 all.extend(budget);
                 return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
             }
-            let system_artifacts = system_artifacts(&system, &hosts);
+            let system_artifacts = system_artifacts(&system, &hosts, &sources);
             let manifest = manifest(&system, &hosts, &system_artifacts);
             Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts, manifest, warnings: all.sorted() })))
         }
@@ -179,7 +179,7 @@ fn user_data_budget(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Ve
     out
 }
 
-fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Vec<Artifact> {
+fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &Sources) -> Vec<Artifact> {
     let inputs: Vec<render::tofu::HostInput<'_>> = hosts
         .iter()
         .map(|(name, ha)| render::tofu::HostInput {
@@ -199,6 +199,13 @@ fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Ve
         mode: 0o644,
         bytes: render::system_doc::emit(sys).into_bytes(),
     }];
+    // The facts `kiln plan` and `kiln diff` compare (src/plan_model.rs).
+    out.push(Artifact {
+        path: crate::plan_model::MODEL_JSON.into(),
+        kind: render::Kind::Config,
+        mode: 0o644,
+        bytes: crate::plan_model::to_json(&crate::plan_model::facts(sys, hosts, sources)).into_bytes(),
+    });
     if let Some(tf) = render::tofu::emit(sys, &inputs) {
         out.push(Artifact { path: "tofu/main.tf.json".into(), kind: render::Kind::OpenTofu, mode: 0o644, bytes: tf.into_bytes() });
     }
