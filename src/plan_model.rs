@@ -111,6 +111,9 @@ pub struct FactSecret {
 struct Places<'a> {
     sources: &'a Sources,
     base: std::path::PathBuf,
+    /// Per file, the byte offset of every line's start (computed once: a 1,000-host fleet has
+    /// thousands of declarations in one file).
+    lines: std::cell::RefCell<BTreeMap<u32, Vec<usize>>>,
 }
 
 impl Places<'_> {
@@ -123,13 +126,18 @@ impl Places<'_> {
                 Some(b) => b.components().zip(dir.components()).take_while(|(x, y)| x == y).map(|(x, _)| x).collect(),
             });
         }
-        Places { sources, base: base.unwrap_or_default() }
+        Places { sources, base: base.unwrap_or_default(), lines: Default::default() }
     }
     fn at(&self, span: Span) -> String {
         if (span.file.0 as usize) >= self.sources.len() {
             return String::new();
         }
-        let (line, _) = self.sources.line_col(span.file, span.start as usize);
+        let mut lines = self.lines.borrow_mut();
+        let starts = lines.entry(span.file.0).or_insert_with(|| {
+            let text = self.sources.text(span.file);
+            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
+        });
+        let line = starts.partition_point(|&s| s <= span.start as usize);
         let path = &self.sources.get(span.file).path;
         format!("{}:{line}", path.strip_prefix(&self.base).unwrap_or(path).display())
     }
