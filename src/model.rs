@@ -48,11 +48,18 @@ pub struct Receiver {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReceiverKind {
-    Email { to: String },
+    Email {
+        to: String,
+    },
     /// A Slack-compatible incoming webhook (Slack, Mattermost): its URL in the named secret.
-    Slack { secret: String, channel: Option<String> },
+    Slack {
+        secret: String,
+        channel: Option<String>,
+    },
     /// Alertmanager's own webhook JSON, to the URL in the named secret.
-    Webhook { secret: String },
+    Webhook {
+        secret: String,
+    },
 }
 
 impl Receiver {

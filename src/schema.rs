@@ -489,7 +489,8 @@ const RECEIVER: &[Key] = &[
         "The `[secrets]` entry holding a Slack-compatible incoming-webhook URL (Slack, Mattermost): alerts are posted in Slack's format.",
     )
     .eg("\"alert_webhook_url\""),
-    key("channel", STR, "With `slack`: the channel (`#name`) or user (`@name`) to post to; empty posts to the webhook's own.").eg("\"#alerts\""),
+    key("channel", STR, "With `slack`: the channel (`#name`) or user (`@name`) to post to; empty posts to the webhook's own.")
+        .eg("\"#alerts\""),
     key("webhook", NAME_T, "The `[secrets]` entry holding a URL that receives Alertmanager's webhook JSON.").eg("\"alert_bridge_url\""),
 ];
 

@@ -534,8 +534,7 @@ impl ImageRef {
 
     /// Pinned: a digest, or an explicit tag that is not a moving one.
     pub fn is_pinned(&self) -> bool {
-        self.digest.is_some()
-            || self.tag.as_deref().is_some_and(|t| !matches!(t, "latest" | "stable" | "main" | "edge") && !major_only(t))
+        self.digest.is_some() || self.tag.as_deref().is_some_and(|t| !matches!(t, "latest" | "stable" | "main" | "edge") && !major_only(t))
     }
 }
 

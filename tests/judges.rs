@@ -58,8 +58,8 @@ fn the_judges_reject_broken_samples() {
             "traefik-static",
             "traefik-dynamic",
         ]
-            .into_iter()
-            .find(|k| name.starts_with(&format!("{k}-")));
+        .into_iter()
+        .find(|k| name.starts_with(&format!("{k}-")));
         let Some(kind) = kind else { continue };
         assert!(oracle(kind, &p).is_err(), "{kind} accepted the broken sample {name}");
         n += 1;

@@ -169,7 +169,12 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
             payload.push(Artifact::new(format!("files/{name}/{}", alerts::FILE), Kind::Config, 0o644, rules));
         }
     }
-    for (path, content) in backup::emit(sys, host).into_iter().chain(data_volume::emit(sys, host)).chain(watchdog::emit(sys, host)).chain(jobs::emit(sys, host)) {
+    for (path, content) in backup::emit(sys, host)
+        .into_iter()
+        .chain(data_volume::emit(sys, host))
+        .chain(watchdog::emit(sys, host))
+        .chain(jobs::emit(sys, host))
+    {
         let (kind, mode) = if path.ends_with(".sh") {
             (Kind::Script, 0o755)
         } else if path == backup_auth::KNOWN_HOSTS {

@@ -252,7 +252,11 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
     o.push_str("if [ \"$(cat /var/lib/kiln/ufw.rules 2>/dev/null || true)\" != \"$ufw_stamp\" ] || ! ufw status | grep -q '^Status: active'; then\n");
     o.push_str("\t[ ! -f /var/lib/kiln/ufw.rules ] || ufw --force reset >/dev/null\n");
     if containers {
-        let _ = writeln!(o, "\tgrep -q 'BEGIN kiln docker' /etc/ufw/after.rules || printf '%s' {} >>/etc/ufw/after.rules", sh(DOCKER_USER_RULES));
+        let _ = writeln!(
+            o,
+            "\tgrep -q 'BEGIN kiln docker' /etc/ufw/after.rules || printf '%s' {} >>/etc/ufw/after.rules",
+            sh(DOCKER_USER_RULES)
+        );
     }
     for l in &lines {
         let _ = writeln!(o, "\t{l}");

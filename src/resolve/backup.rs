@@ -26,7 +26,15 @@ impl<'a> Resolver<'a> {
             .filter(|h| h.services.iter().any(|s| sys.services.get(s).is_some_and(Service::has_data)))
             .map(|h| h.name.as_str())
             .collect();
-        for s in b.password.iter().chain(&b.environment).chain(&b.ssh_key).chain(&b.access_key_id).chain(&b.secret_access_key).chain(&b.rest_password) {
+        for s in b
+            .password
+            .iter()
+            .chain(&b.environment)
+            .chain(&b.ssh_key)
+            .chain(&b.access_key_id)
+            .chain(&b.secret_access_key)
+            .chain(&b.rest_password)
+        {
             let names: BTreeSet<String> = if s.value.contains("{host}") {
                 backed_up.iter().map(|h| s.value.replace("{host}", h)).collect()
             } else {

@@ -61,8 +61,11 @@ impl<'a> Resolver<'a> {
                 self.err(d);
             } else if module.decl.kind.value == ModuleKind::Native {
                 self.err(
-                    Diagnostic::error("E0003", format!("native service `{}` cannot publish `{}` on another port", s.name.value, name.value))
-                        .primary(p.span, "a native service listens on the host itself"),
+                    Diagnostic::error(
+                        "E0003",
+                        format!("native service `{}` cannot publish `{}` on another port", s.name.value, name.value),
+                    )
+                    .primary(p.span, "a native service listens on the host itself"),
                 );
             } else if let Err(e) = types::parse_port(p.value) {
                 self.err(Diagnostic::error("E0003", e.message).primary(p.span, "not a port").with_help(e.help));
@@ -612,7 +615,8 @@ impl<'a> Resolver<'a> {
         ctx.insert("scrape", jv(&scrape));
         ctx.insert("probes", self.probes.clone());
         // A notifier (`[collect] alerts`) sees the receivers, each secret as the path it reads.
-        let receivers: Vec<J> = if p.module.decl.collect_alerts { self.receivers.iter().map(receiver_context).collect() } else { Vec::new() };
+        let receivers: Vec<J> =
+            if p.module.decl.collect_alerts { self.receivers.iter().map(receiver_context).collect() } else { Vec::new() };
         ctx.insert("receivers", jv(&receivers));
         jv(&ctx)
     }

@@ -218,7 +218,6 @@ pub enum JobContainer {
     Run,
 }
 
-
 #[derive(Debug, Clone)]
 pub struct HealthDecl {
     pub span: Span,
@@ -460,7 +459,21 @@ pub fn parse_device(s: &str) -> Result<String, types::TypeError> {
 
 /// The resource limits Docker passes to `setrlimit` (Compose `ulimits`).
 pub const ULIMITS: &[&str] = &[
-    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
 ];
 
 /// `uid:gid`, numeric (the image's user need not exist on the host).
@@ -567,10 +580,11 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         });
         let first_run_setup = t.str("first_run_setup");
         let first_run_bootstrap = typed(t.str("first_run_bootstrap"), sink, |s| match s.split_once('.') {
-            Some((m, slot)) if types::parse_ident(m).is_ok() && types::parse_ident(slot).is_ok() => {
-                Ok((m.to_string(), slot.to_string()))
-            }
-            _ => Err(bad(format!("`{s}` is not MODULE.SLOT"), "name a module and one of its secret slots: \"authentik-worker.bootstrap_password\"")),
+            Some((m, slot)) if types::parse_ident(m).is_ok() && types::parse_ident(slot).is_ok() => Ok((m.to_string(), slot.to_string())),
+            _ => Err(bad(
+                format!("`{s}` is not MODULE.SLOT"),
+                "name a module and one of its secret slots: \"authentik-worker.bootstrap_password\"",
+            )),
         });
         let embeddable = t.bool("embeddable").is_some_and(|b| b.value);
         t.finish();
@@ -738,9 +752,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
             target: absolute(t.str("target"), sink),
             uid: t.int("uid").and_then(|i| u32::try_from(i.value).ok()),
             optional: t.bool("optional").is_some_and(|b| b.value) || required_when.is_some(),
-            dns01: typed(t.str("dns01"), sink, |s| {
-                crate::syntax::system::ProviderKind::parse(s).map(|k| k.name().to_string())
-            }),
+            dns01: typed(t.str("dns01"), sink, |s| crate::syntax::system::ProviderKind::parse(s).map(|k| k.name().to_string())),
             required_when,
             slot: typed(Some(slot), sink, types::parse_ident)?,
         };

@@ -618,9 +618,12 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                 let kinds = [&d.email, &d.slack, &d.webhook].iter().filter(|k| k.is_some()).count();
                 if kinds != 1 {
                     sink.push(
-                        crate::diag::Diagnostic::error("E0003", format!("receiver `{}` needs exactly one of `email`, `slack`, `webhook`", d.name.value))
-                            .primary(d.name.span, if kinds == 0 { "says nowhere to send" } else { "names more than one destination" })
-                            .help("declare one receiver per destination, e.g. `[alerts.receivers.ops] email = \"ops@example.com\"`"),
+                        crate::diag::Diagnostic::error(
+                            "E0003",
+                            format!("receiver `{}` needs exactly one of `email`, `slack`, `webhook`", d.name.value),
+                        )
+                        .primary(d.name.span, if kinds == 0 { "says nowhere to send" } else { "names more than one destination" })
+                        .help("declare one receiver per destination, e.g. `[alerts.receivers.ops] email = \"ops@example.com\"`"),
                     );
                 }
                 rt.finish();
@@ -642,19 +645,23 @@ fn parse_email(s: &str) -> Result<String, types::TypeError> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err(types::TypeError { message: format!("`{}` is not an e-mail address", s.escape_debug()), help: Some("write `ops@example.com`".into()) })
+        Err(types::TypeError {
+            message: format!("`{}` is not an e-mail address", s.escape_debug()),
+            help: Some("write `ops@example.com`".into()),
+        })
     }
 }
 
 /// A chat channel a Slack-compatible webhook posts to: `#name` or `@user`, no spaces.
 fn parse_channel(s: &str) -> Result<String, types::TypeError> {
-    let ok = (s.starts_with('#') || s.starts_with('@'))
-        && s.len() > 1
-        && s[1..].chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
+    let ok = (s.starts_with('#') || s.starts_with('@')) && s.len() > 1 && s[1..].chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(s.to_string())
     } else {
-        Err(types::TypeError { message: format!("`{}` is not a channel", s.escape_debug()), help: Some("write `#alerts` or `@user`".into()) })
+        Err(types::TypeError {
+            message: format!("`{}` is not a channel", s.escape_debug()),
+            help: Some("write `#alerts` or `@user`".into()),
+        })
     }
 }
 
