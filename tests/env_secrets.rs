@@ -84,8 +84,15 @@ fn the_bouncer_key_reaches_the_container_through_a_root_only_env_file() {
     // A second run changes nothing (and says so by its status).
     let o = dash(&call.replace(" || true", " && echo changed || echo unchanged"));
     assert_eq!(text(&o.stdout).trim(), "unchanged", "{}", text(&o.stderr));
-    // Compose, given the file where the host keeps it, hands the container the exact key.
-    let local = compose.replace("/etc/kiln/env/crowdsec-bouncer.env", &env.display().to_string());
+    // Compose, given the file where the host keeps it, hands the container the exact key. Other
+    // services' env files (authentik's bootstrap secrets) stand empty beside it.
+    for other in compose.split("/etc/kiln/env/").skip(1).filter_map(|rest| rest.split(".env").next()) {
+        let f = root.join(format!("env/{other}.env"));
+        if !f.exists() {
+            std::fs::write(f, "").unwrap();
+        }
+    }
+    let local = compose.replace("/etc/kiln/env/", &format!("{}/env/", root.display()));
     let file = tmp.path().join("compose.yaml");
     std::fs::write(&file, local).unwrap();
     assert_eq!(compose_env(&file, "crowdsec-bouncer", "CROWDSEC_BOUNCER_API_KEY").as_deref(), Some(key));
