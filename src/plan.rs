@@ -45,7 +45,7 @@ pub struct HostChange {
     pub action: Action,
     /// Artifacts of the host added, removed or changed (paths in its entry).
     pub artifacts: Vec<String>,
-    /// The declarations behind the change, where kiln knows them (with `file:line`).
+    /// The declarations behind the change, where kiln knows them (with the file declaring them).
     pub causes: Vec<String>,
     /// What happens to the data the host holds, when it holds any.
     pub data: Option<String>,

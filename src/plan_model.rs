@@ -45,7 +45,7 @@ pub struct FactHost {
     pub holds: Vec<String>,
     /// The block volume holding that data, when it has one.
     pub volume: Option<String>,
-    /// Where the host is declared (`file:line`).
+    /// The file the host is declared in.
     pub declared: String,
 }
 
@@ -106,14 +106,12 @@ pub struct FactSecret {
     pub used_by: Vec<String>,
 }
 
-/// `file:line` of declarations, the file relative to the directory holding every declaring
-/// file (so the facts do not depend on where the system lives).
+/// The file of each declaration, relative to the directory holding every declaring file (so
+/// the facts do not depend on where the system lives). Not the line: the order of tables in a
+/// file means nothing, so moving one must not change a build's bytes (tests/props.rs).
 struct Places<'a> {
     sources: &'a Sources,
     base: std::path::PathBuf,
-    /// Per file, the byte offset of every line's start (computed once: a 1,000-host fleet has
-    /// thousands of declarations in one file).
-    lines: std::cell::RefCell<BTreeMap<u32, Vec<usize>>>,
 }
 
 impl Places<'_> {
@@ -126,20 +124,14 @@ impl Places<'_> {
                 Some(b) => b.components().zip(dir.components()).take_while(|(x, y)| x == y).map(|(x, _)| x).collect(),
             });
         }
-        Places { sources, base: base.unwrap_or_default(), lines: Default::default() }
+        Places { sources, base: base.unwrap_or_default() }
     }
     fn at(&self, span: Span) -> String {
         if (span.file.0 as usize) >= self.sources.len() {
             return String::new();
         }
-        let mut lines = self.lines.borrow_mut();
-        let starts = lines.entry(span.file.0).or_insert_with(|| {
-            let text = self.sources.text(span.file);
-            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
-        });
-        let line = starts.partition_point(|&s| s <= span.start as usize);
         let path = &self.sources.get(span.file).path;
-        format!("{}:{line}", path.strip_prefix(&self.base).unwrap_or(path).display())
+        path.strip_prefix(&self.base).unwrap_or(path).display().to_string()
     }
 }
 

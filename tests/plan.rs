@@ -128,7 +128,7 @@ fn each_edit_plans_its_hosts_and_exit_codes_follow_detailed_exitcode() {
                 assert_eq!(s["service"], "app");
                 assert!(s["image"][0].as_str().unwrap().contains("1.4.2") && s["image"][1].as_str().unwrap().contains("1.4.3"), "{s}");
                 let cause = plan["hosts"][0]["causes"][0].as_str().unwrap();
-                assert!(cause.contains("service app changed (services.toml:"), "{cause}");
+                assert!(cause.contains("service app changed (services.toml)"), "{cause}");
             }
             "option" => {
                 let h = &plan["hosts"][0];

@@ -48,7 +48,7 @@ fn fleet(tmp: &Path, hosts: usize) -> PathBuf {
     let sys = tmp.join("fleet");
     std::fs::create_dir_all(&sys).unwrap();
     let mut t = String::from(
-        "[system]\nname = \"fleet\"\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/16\"\n\n[secrets.pw]\nfile = \"s.yaml\"\n",
+        "[system]\nname = \"fleet\"\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/16\"\n\n[secrets.pw]\nfile = \"s.yaml\"\n\n# The private hosts' way out (no-egress).\n[hosts.gw]\nprovider = \"hetzner\"\nimage = \"debian-12\"\npublic = true\nnetworks = { private = \"10.0.255.1\" }\n",
     );
     for i in 0..hosts {
         t.push_str(&format!(

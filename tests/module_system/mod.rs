@@ -21,12 +21,14 @@ pub fn toml_value(n: &Node) -> String {
 }
 
 /// Adds a service of `module` (and, first, whatever it requires) to the system text.
+#[allow(clippy::too_many_arguments)]
 fn add_service(
     lib: &Inputs,
     module: &str,
     name: &str,
     out: &mut String,
     secrets: &mut Vec<String>,
+    alerting: &mut Vec<String>,
     depth: usize,
     (overrides, optional): (&[(&str, String)], bool),
 ) -> Result<(), String> {
@@ -36,13 +38,16 @@ fn add_service(
     for r in m.requires.iter().filter(|r| optional || !r.optional) {
         let provider = &r.modules[0].value;
         let dep_name = format!("{name}-{}", r.slot.value);
-        add_service(lib, provider, &dep_name, out, secrets, depth + 1, (&[], false))?;
+        add_service(lib, provider, &dep_name, out, secrets, alerting, depth + 1, (&[], false))?;
         connects.push(match &r.endpoint {
             Some(ep) => format!("\"{dep_name}.{}\"", ep.value),
             None => format!("\"{dep_name}\""),
         });
     }
     let _ = writeln!(out, "\n[services.{name}]\nmodule = \"{module}\"\nhost = \"h1\"");
+    if m.collect_rules.is_some() {
+        alerting.push(name.to_string());
+    }
     if !connects.is_empty() {
         let _ = writeln!(out, "connects = [{}]", connects.join(", "));
     }
@@ -85,7 +90,8 @@ pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], opt
         "[system]\nname = \"t\"\ndomains = [\"example.com\"]\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/24\"\n\n[admins.ops]\nkeys = [\"{KEY}\"]\nsources = [\"198.51.100.0/24\"]\n\n[hosts.h1]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = {{ private = \"10.0.0.2\" }}\n"
     );
     let mut secrets = Vec::new();
-    add_service(lib, module, "svc", &mut out, &mut secrets, 0, (overrides, optional))?;
+    let mut alerting = Vec::new();
+    add_service(lib, module, "svc", &mut out, &mut secrets, &mut alerting, 0, (overrides, optional))?;
     let http = m.endpoints.iter().find(|e| e.http);
     if let Some(ep) = http {
         if m.edge.is_none() {
@@ -98,11 +104,12 @@ pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], opt
             let _ = writeln!(out, "allow = [\"198.51.100.0/24\"]");
         }
     }
-    if m.collect_rules.is_some() {
+    if !alerting.is_empty() {
         // Who is told of alerts is a system's decision (tests/alerting.rs), not the module's.
+        let names = alerting.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             out,
-            "\n[allow.alerts-without-receiver]\nservices = [\"svc\"]\nreason = \"A module on its own: who is told of its alerts is the system's decision, tested in tests/alerting.rs.\""
+            "\n[allow.alerts-without-receiver]\nservices = [{names}]\nreason = \"A module on its own: who is told of its alerts is the system's decision, tested in tests/alerting.rs.\""
         );
     }
     secrets.sort();
