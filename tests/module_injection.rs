@@ -258,12 +258,14 @@ fn decode_ini(text: &str, systemd: bool) -> J {
 /// PHP code (WordPress' `WORDPRESS_CONFIG_EXTRA`, evaluated by wp-config.php) as PHP runs it:
 /// the constants it defines, or its error.
 fn decode_php(code: &str) -> J {
-    let o = Command::new("php")
+    // PHP from .test-tools (scripts/test-tools.sh unpacks it, never installs it), else PATH.
+    let unpacked = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-tools/bin/php");
+    let o = Command::new(if unpacked.exists() { unpacked } else { "php".into() })
         .arg("-r")
         .arg("eval(getenv('KILN_PHP')); echo json_encode(get_defined_constants(true)['user'] ?? []);")
         .env("KILN_PHP", code)
         .output()
-        .expect("php (scripts/install-test-deps installs php-cli)");
+        .expect("php (scripts/install-test-deps unpacks it into .test-tools)");
     if !o.status.success() {
         return J::from(format!("php failed: {}", String::from_utf8_lossy(&o.stdout)));
     }
@@ -359,8 +361,16 @@ fn string_options(lib: &Inputs, module: &str) -> Vec<(String, OptType)> {
         .iter()
         .filter(|o| matches!(o.ty.value, OptType::String | OptType::List) && o.values.is_empty())
         .filter(|o| !CODE.iter().any(|(m, n, _)| *m == module && *n == o.name.value))
+        // `[resources.fit]` options are sizes: memory-over-limit refuses anything else at the
+        // option, so no text reaches a template through them.
+        .filter(|o| !fit_options(lib, module).contains(&o.name.value))
         .map(|o| (o.name.value.clone(), o.ty.value))
         .collect()
+}
+
+/// The options a module sizes memory with (`[resources.fit.OPTION]`).
+fn fit_options(lib: &Inputs, module: &str) -> Vec<String> {
+    lib.modules[module].decl.resources.as_ref().map(|r| r.fit.iter().map(|f| f.option.value.clone()).collect()).unwrap_or_default()
 }
 
 /// Feeds every hostile value to every string option of `module`; failures are returned.
