@@ -188,6 +188,7 @@ fn system(dir: &Path, schedule: &str, check: &str) {
 [hosts.db]
 provider = "hetzner"
 image = "debian-12"
+public = true
 
 [services.db]
 module = "db"
@@ -200,9 +201,14 @@ file = "secrets.sops.yaml"
 [secrets.db_password]
 file = "secrets.sops.yaml"
 
+[secrets.storagebox_key]
+file = "secrets.sops.yaml"
+
 [backup]
 repository = "sftp:u1@u1.your-storagebox.de:/restic/{{host}}"
 password = "restic_password"
+ssh_key = "storagebox_key"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000"
 schedule = {schedule}
 check = {check}
 keep = {{ daily = 7 }}
