@@ -1,0 +1,27 @@
+//! `[requires.SLOT]`: the services a module connects to, one slot each.
+
+use super::RequireDecl;
+use crate::syntax::decode::{Sink, Sp, TableReader, typed};
+use crate::syntax::system::one_of;
+use crate::types;
+
+/// What a consumer keeps in a requirement (`[requires.SLOT] usage`).
+pub const USAGES: &[&str] = &["cache", "queue", "session", "data"];
+
+/// One `[requires.SLOT]`.
+pub(super) fn require(slot: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> Option<RequireDecl> {
+    let d = RequireDecl {
+        modules: t.str_list("modules"),
+        endpoint: t.str("endpoint"),
+        optional: t.bool("optional").is_some_and(|b| b.value),
+        description: t.str("description"),
+        usage: typed(t.str("usage"), sink, |s| if USAGES.contains(&s) { Ok(s.to_string()) } else { Err(one_of(s, "usage", USAGES)) }),
+        prepared_statements: t.bool("prepared_statements").is_some_and(|b| b.value),
+        slot: typed(Some(slot), sink, types::parse_ident)?,
+    };
+    if d.modules.is_empty() {
+        t.missing("modules", "[\"postgres\"]");
+    }
+    t.finish();
+    Some(d)
+}
