@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use super::backup::unit;
 use super::quote::sh;
+use super::timer_unit::TimedService;
 use crate::model::{Host, Job, Service, System};
 use crate::render::KILN_ROOT;
 use crate::syntax::module::JobContainer;
@@ -26,8 +26,9 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
             let name = unit_name(&s.name, &j.name);
             let script_path = format!("{DIR}/{name}.sh");
             out.push((script_path.clone(), script(sys, host, s, j)));
-            out.push((format!("{DIR}/{name}.service"), service_unit(s, j, &script_path)));
-            out.push((format!("{DIR}/{name}.timer"), timer_unit(s, j, &name)));
+            let [service, timer] = units(s, j, &name, &script_path);
+            out.push((format!("{DIR}/{name}.service"), service));
+            out.push((format!("{DIR}/{name}.timer"), timer));
         }
     }
     out
@@ -65,32 +66,28 @@ fn script(sys: &System, host: &Host, s: &Service, j: &Job) -> String {
     o
 }
 
-fn service_unit(s: &Service, j: &Job, script: &str) -> String {
-    let description = format!("kiln: job `{}` of `{}`", j.name, s.name);
-    let exec = format!("/bin/sh {KILN_ROOT}/{script}");
-    let mut unit_section: Vec<(&str, &str)> = vec![("Description", &description)];
-    let mut service: Vec<(&str, &str)> = vec![("Type", "oneshot"), ("ExecStart", &exec)];
+/// The job's service, which runs its script, and the timer on the job's calendar.
+fn units(s: &Service, j: &Job, name: &str, script: &str) -> [String; 2] {
+    let mut after: Vec<(&str, &str)> = Vec::new();
+    let mut service: Vec<(&str, &str)> = Vec::new();
     if s.container.is_some() {
-        unit_section.push(("After", "docker.service"));
+        after.push(("After", "docker.service"));
     } else if let Some(u) = &j.user {
         service.push(("User", u));
     }
-    let after_native;
     if let Some(u) = s.native.as_ref().and_then(|n| n.unit.as_deref()) {
-        after_native = u.to_string();
-        unit_section.push(("After", &after_native));
+        after.push(("After", u));
     }
-    unit(&[("Unit", &unit_section), ("Service", &service)])
-}
-
-fn timer_unit(s: &Service, j: &Job, name: &str) -> String {
-    let description = format!("kiln: schedule of job `{}` of `{}`", j.name, s.name);
-    let service = format!("{name}.service");
-    unit(&[
-        ("Unit", &[("Description", &description)]),
-        ("Timer", &[("OnCalendar", &j.schedule), ("Persistent", "true"), ("Unit", &service)]),
-        ("Install", &[("WantedBy", "timers.target")]),
-    ])
+    TimedService {
+        name: &format!("{name}.service"),
+        description: &format!("job `{}` of `{}`", j.name, s.name),
+        after: &after,
+        exec: &format!("/bin/sh {KILN_ROOT}/{script}"),
+        service: &service,
+        timer_description: &format!("schedule of job `{}` of `{}`", j.name, s.name),
+        schedule: &[("OnCalendar", &j.schedule), ("Persistent", "true")],
+    }
+    .units()
 }
 
 /// Provisioner step: install the job units, start their timers, and stop and remove the units

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod provision;
 pub mod quote;
 pub mod system_doc;
+pub mod timer_unit;
 pub mod tofu;
 pub mod traefik;
 pub mod watchdog;

@@ -8,8 +8,8 @@
 use std::fmt::Write;
 
 use super::alerts::{WATCHDOG_RESTARTS, WATCHDOG_UNHEALTHY};
-use super::backup::unit;
 use super::quote::sh;
+use super::timer_unit::TimedService;
 use crate::model::{Host, System};
 
 /// Where the payload puts the script; the service runs it from there.
@@ -31,24 +31,18 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
     if !applies(sys, host) {
         return Vec::new();
     }
-    vec![
-        (SCRIPT.to_string(), script(sys, host)),
-        (
-            format!("watchdog/{}", UNITS[0]),
-            unit(&[
-                ("Unit", &[("Description", "kiln: restart containers that stay unhealthy"), ("After", "docker.service")]),
-                ("Service", &[("Type", "oneshot"), ("ExecStart", &format!("/bin/sh /opt/kiln/{SCRIPT}"))]),
-            ]),
-        ),
-        (
-            format!("watchdog/{}", UNITS[1]),
-            unit(&[
-                ("Unit", &[("Description", "kiln: container watchdog, every minute")]),
-                ("Timer", &[("OnBootSec", "2min"), ("OnUnitActiveSec", "1min"), ("AccuracySec", "10s"), ("Unit", "kiln-watchdog.service")]),
-                ("Install", &[("WantedBy", "timers.target")]),
-            ]),
-        ),
-    ]
+    let exec = format!("/bin/sh /opt/kiln/{SCRIPT}");
+    let [service, timer] = TimedService {
+        name: UNITS[0],
+        description: "restart containers that stay unhealthy",
+        after: &[("After", "docker.service")],
+        exec: &exec,
+        service: &[],
+        timer_description: "container watchdog, every minute",
+        schedule: &[("OnBootSec", "2min"), ("OnUnitActiveSec", "1min"), ("AccuracySec", "10s")],
+    }
+    .units();
+    vec![(SCRIPT.to_string(), script(sys, host)), (format!("watchdog/{}", UNITS[0]), service), (format!("watchdog/{}", UNITS[1]), timer)]
 }
 
 fn script(sys: &System, host: &Host) -> String {
