@@ -1,0 +1,62 @@
+//! Runtime defects the seed audits found in generated artifacts, each checked on the exact
+//! file, key or variable that was wrong, with the program that reads it where one runs here.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// The `SMTP_*` variables a Vaultwarden container starts with: those Compose puts in its
+/// environment (read back by the real `docker-compose config`) and those the image's
+/// `start.sh` gets by sourcing kiln's `vaultwarden.sh` (sourced by dash with an empty
+/// environment, as the image's `/bin/sh` would).
+fn smtp_variables(out: &Path, host: &str, service: &str) -> Vec<String> {
+    let compose = out.join("hosts").join(host).join("compose.yaml");
+    let venv = repo().join(".venv-oracles/bin/docker-compose");
+    let bin: std::path::PathBuf = if venv.is_file() { venv } else { "docker-compose".into() };
+    let cfg = run(Command::new(bin).arg("-f").arg(&compose).args(["config", "--format", "json"]));
+    assert!(cfg.status.success(), "docker-compose config: {}", text(&cfg.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
+    let mut vars: Vec<String> = v["services"][service]["environment"]
+        .as_object()
+        .map(|env| env.keys().filter(|k| k.starts_with("SMTP_")).map(|k| format!("compose {k}")).collect())
+        .unwrap_or_default();
+    let script = out.join("hosts").join(host).join("files").join(service).join("vaultwarden.sh");
+    let sourced = run(Command::new("env").args(["-i", "dash", "-c", ". \"$0\" && env"]).arg(&script));
+    assert!(sourced.status.success(), "sourcing {}: {}", script.display(), text(&sourced.stderr));
+    vars.extend(text(&sourced.stdout).lines().filter(|l| l.starts_with("SMTP_")).map(|l| format!("sourced {l}")));
+    vars
+}
+
+/// Maidan audit M1: Vaultwarden reads a set-and-empty `SMTP_HOST` as set and then refuses to
+/// start without `SMTP_FROM` (dani-garcia/vaultwarden src/util.rs `get_env_str_value`,
+/// src/config.rs `validate_config`); the crash stopped the droplet's provisioning. Without an
+/// SMTP host no `SMTP_*` variable may reach the container; with one, all of them do.
+#[test]
+fn vaultwarden_gets_no_empty_smtp_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/maidan-cloud"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let vars = smtp_variables(&out, "maidan", "mc-vaultwarden");
+    assert!(vars.is_empty(), "e-mail is off, yet the container gets {vars:?}");
+
+    let sys = tmp.path().join("maidan");
+    copy_tree(&repo().join("flake-free-examples/maidan-cloud"), &sys);
+    let community = sys.join("community.toml");
+    let toml = std::fs::read_to_string(&community).unwrap();
+    let before = r#"options = { domain = "https://vault.{domain}" }"#;
+    assert!(toml.contains(before), "the example's vaultwarden options moved: update this test");
+    let with_smtp = toml.replace(
+        before,
+        r#"options = { domain = "https://vault.{domain}", smtp_host = "smtp.example.org", smtp_from = "vault@example.org" }"#,
+    );
+    std::fs::write(&community, with_smtp).unwrap();
+    let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out-smtp"));
+    let vars = smtp_variables(&out, "maidan", "mc-vaultwarden");
+    let want = ["SMTP_FROM=vault@example.org", "SMTP_HOST=smtp.example.org", "SMTP_PORT=587", "SMTP_SECURITY=starttls"];
+    let mut got: Vec<&str> = vars.iter().filter_map(|v| v.strip_prefix("sourced ")).collect();
+    got.sort_unstable();
+    assert_eq!(got, want, "all of {vars:?}");
+    assert!(vars.iter().all(|v| v.starts_with("sourced ")), "SMTP_* belong in vaultwarden.sh only: {vars:?}");
+}
