@@ -1,0 +1,427 @@
+//! The command line's shape: every command and argument (clap derive types), with the help
+//! text `kiln --help`, the man pages and the completions are made from.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  kiln check flake-free-examples/five-vps-saas        errors at file:line:col, all at once
+  kiln show flake-free-examples/five-vps-saas         hosts, services, firewall, start order
+  kiln build flake-free-examples/five-vps-saas        write the store, link ./result
+  kiln build --check --json path/to/system            build twice, compare, summary as JSON
+  kiln push s3://bucket/kiln --from result            upload the closure by content hash
+  kiln explain zone-crossing                          why a rule exists
+  kiln plan flake-free-examples/five-vps-saas         what deploying it would change
+  kiln diff old-result result --json                  compare two builds, for CI
+  kiln generations add result                         record a deployment (what deploy will call)
+  kiln gc --keep 3                                    keep the last 3 generations' entries
+  kiln completions bash > /etc/bash_completion.d/kiln
+
+Exit codes: 0 ok, 1 errors in the input, 2 usage or IO errors.
+`kiln plan` and `kiln diff` (like `terraform plan -detailed-exitcode`): 0 no changes,
+2 changes, 1 any error (bad input, a state file from another system or corrupt, a generation
+whose store entry is gone); nothing is written.";
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "A compiler for server fleets: typed TOML in, reproducible artifacts out",
+    after_help = EXAMPLES
+)]
+pub(crate) struct Cli {
+    /// Print only errors: no warnings, no progress, no summary lines.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    /// Print more: what was read and written; `-vv` also traces every HTTP request of push and
+    /// pull.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Accepted before the command too (`kiln --modules DIR check …`), for the commands that
+    /// read modules.
+    #[command(flatten)]
+    pub(crate) early: EarlyInputs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// `--modules` and `--identity` written before the command name; they are checked against
+/// the command, which must be one that reads them.
+#[derive(Args, Default)]
+pub(crate) struct EarlyInputs {
+    #[arg(long = "modules", value_name = "DIR", hide = true)]
+    pub(crate) modules: Vec<PathBuf>,
+    #[arg(long = "identity", value_name = "FILE", hide = true)]
+    pub(crate) identity: Option<PathBuf>,
+}
+
+/// Where modules come from, for the commands that read them.
+#[derive(Args, Default)]
+pub(crate) struct LibraryArgs {
+    /// Extra module directories; a module here overrides a built-in one of the same name.
+    #[arg(long = "modules", value_name = "DIR")]
+    pub(crate) modules: Vec<PathBuf>,
+}
+
+/// The inputs of the commands that compile a system.
+#[derive(Args, Default)]
+pub(crate) struct InputArgs {
+    #[command(flatten)]
+    pub(crate) library: LibraryArgs,
+    /// An age identity file (age or OpenSSH ed25519 keys): secret files are decrypted and
+    /// authenticated (SOPS MAC), and `boot` delivers the host's values. Default:
+    /// $SOPS_AGE_KEY_FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) identity: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Parse, resolve and check a system without writing anything.
+    Check {
+        /// A system directory (holding system.toml) or a system file.
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Print the diagnostics as JSON on stdout (`{"ok", "errors", "warnings",
+        /// "diagnostics": [{"severity", "code", "message", "file", "line", "column", …}]}`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a system into the store and point a link at it.
+    Build {
+        /// A system directory (holding system.toml) or a system file.
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Store directory (default: $KILN_STORE, else .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Where to put the link to the built system.
+        #[arg(long, value_name = "PATH", default_value = "result")]
+        out_link: PathBuf,
+        /// Rebuild and fail on any byte difference.
+        #[arg(long)]
+        check: bool,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show hosts, services, the derived firewall and the start order.
+    Show {
+        /// A system directory (holding system.toml) or a system file.
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Print the model as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, describe and document the available modules.
+    Modules {
+        #[command(flatten)]
+        library: LibraryArgs,
+        #[command(subcommand)]
+        command: ModulesCommand,
+    },
+    /// Print a JSON Schema of the system file (for editors: taplo, Even Better TOML).
+    Schema {
+        #[command(flatten)]
+        library: LibraryArgs,
+        /// Print the reference of every key (docs/reference.md) as Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Why a rule or an error code exists; without an id, every one, one per line.
+    Explain {
+        /// A rule id (`zone-crossing`) or an error code (`E0005`).
+        id: Option<String>,
+        /// Print JSON on stdout: one object, or a list without an id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a build's closure to an artifact store, by content hash (manifest last).
+    Push {
+        /// file://DIR, http(s)://HOST/PATH (basic auth: KILN_STORE_USER/KILN_STORE_PASSWORD,
+        /// bearer: KILN_STORE_TOKEN), or s3://BUCKET/PREFIX (credentials as the AWS tools find
+        /// them: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile in ~/.aws (AWS_PROFILE), a
+        /// web identity, a container or instance role; region from AWS_REGION or the profile).
+        url: String,
+        /// The build to push.
+        #[arg(long, value_name = "RESULT", default_value = "result")]
+        from: PathBuf,
+        /// Parallel uploads.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// An S3-compatible endpoint (MinIO, R2, …; path-style requests). Default:
+        /// AWS_ENDPOINT_URL_S3 or the profile's endpoint_url, else AWS itself.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// Print `{"hash", "manifest", "uploaded", "skipped", "bytes"}` and nothing else on
+        /// stdout: `hash` is what `kiln pull` takes, `manifest` the URL of its manifest.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot one host's artifacts in a local VM (qemu, NoCloud), wait for cloud-init, report.
+    Boot {
+        /// The host to boot.
+        host: String,
+        /// The system (directory or file).
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Base image directory (default: ~/.cache/kiln/images/<the host's image>, made by
+        /// scripts/build-test-image).
+        #[arg(long, value_name = "DIR")]
+        image: Option<PathBuf>,
+        /// Leave the machine running (its QMP socket and ports are in the report).
+        #[arg(long)]
+        keep: bool,
+        /// Secret values to deliver at boot: a directory with one file per secret.
+        #[arg(long, value_name = "DIR")]
+        secrets: Option<PathBuf>,
+        /// Give up when cloud-init has not finished after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Attach FILE as the host's data volume (a virtio disk with the serial `kiln-data`,
+        /// which the provisioner finds, formats once and mounts at /var/lib/kiln/data). FILE
+        /// is created as an empty 1 GiB qcow2 when missing and kept afterwards: boot again
+        /// with it to see a replaced server find its data.
+        #[arg(long, value_name = "FILE")]
+        data_disk: Option<PathBuf>,
+        /// Print the boot report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encrypt a flat YAML, JSON or dotenv file of secrets into a SOPS file (stdout) that
+    /// sops and kiln read, for age recipients (`age1…` or `ssh-ed25519 …`).
+    #[command(name = "encrypt-secrets")]
+    EncryptSecrets {
+        /// The plaintext file; its extension says the format.
+        file: PathBuf,
+        /// A recipient; repeat for several.
+        #[arg(long = "age", value_name = "RECIPIENT", required = true)]
+        recipients: Vec<String>,
+    },
+    /// Serve one NoCloud seed request on stdin/stdout (run by qemu for `kiln boot`).
+    #[command(hide = true)]
+    SeedServe {
+        /// The seed directory to serve.
+        dir: PathBuf,
+    },
+    /// Fetch a pushed closure into the local store, verifying every object.
+    Pull {
+        /// The store to fetch from (as for `push`).
+        url: String,
+        /// The system hash (manifest.json `hash`).
+        hash: String,
+        /// Store directory (default: $KILN_STORE, else .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// An S3-compatible endpoint (MinIO, R2, …; path-style requests). Default:
+        /// AWS_ENDPOINT_URL_S3 or the profile's endpoint_url, else AWS itself.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// Parallel downloads.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// Where to put the link to the fetched system.
+        #[arg(long, value_name = "PATH", default_value = "result")]
+        out_link: PathBuf,
+        /// Print `{"system", "hash", "path", "files"}` and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove store entries that no `result` link (gc root) reaches; prints what it freed.
+    ///
+    /// Every `kiln build` and `kiln pull` registers its `result` link as a root; deleting the
+    /// link (or pointing it elsewhere) releases the entry. Waits for running builds.
+    Gc {
+        /// Store directory (default: $KILN_STORE, else .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print `{"removed", "freed_bytes", "kept", "stale_roots"}` on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Keep the entries of only the last N generations of each system (default: all).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
+        /// A system's state directory whose generations are roots (repeatable; default: every
+        /// directory in .kiln/state).
+        #[arg(long, value_name = "DIR")]
+        state: Vec<PathBuf>,
+    },
+    /// Compare two builds: hosts created, replaced, destroyed; services, firewall, routes, DNS,
+    /// secrets. Exit 0 no changes, 2 changes, 1 error.
+    Diff {
+        /// The deployed build: a result link, a store entry, or its manifest.json / model.json.
+        old: PathBuf,
+        /// The new build, in the same forms.
+        new: PathBuf,
+        /// Print the plan as JSON on stdout (`{"changes", "create", "replace", "update",
+        /// "destroy", "hosts", "services", …}`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a system in memory and compare it with its last generation (or with nothing).
+    /// Writes nothing. Exit 0 no changes, 2 changes, 1 error.
+    Plan {
+        /// A system directory (holding system.toml) or a system file.
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Store directory holding the generations' entries (default: $KILN_STORE, else
+        /// .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// The system's state directory (default: .kiln/state/<system>).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the deployed generations of a system, or record one.
+    Generations {
+        #[command(subcommand)]
+        command: Option<GenerationsCommand>,
+        /// The system's state directory (default: .kiln/state/<system>, or the only system there).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// The system whose generations to list (picks .kiln/state/<system>).
+        #[arg(long)]
+        system: Option<String>,
+        /// Print the generations as JSON on stdout (a list of `{"number", "time", "system",
+        /// "hash", "entry", "hosts"}`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for kiln and every command into DIR (kiln.1, kiln-build.1, …).
+    Man {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GenerationsCommand {
+    /// Record a build as the next generation: what `kiln deploy` will call once it has deployed.
+    Add {
+        /// The build: a result link or a store entry.
+        result: PathBuf,
+        /// Store directory the entry must be in (default: $KILN_STORE, else .kiln/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// The system's state directory (default: .kiln/state/<system>).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Print the generation as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModulesCommand {
+    /// One line per module: name, version, summary.
+    List {
+        /// Print JSON on stdout: a list of `{"name", "version", "summary", "kind"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every option of a module, and what it exposes and needs.
+    Show {
+        /// The module's name (`kiln modules list` shows them).
+        name: String,
+        /// Print the module's options and interface as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the module reference pages into DIR (docs/modules in this repository).
+    Docs {
+        /// The directory to write into; its `.md` pages are replaced.
+        dir: PathBuf,
+    },
+}
+
+impl Command {
+    /// The command's name, as typed.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Check { .. } => "check",
+            Command::Build { .. } => "build",
+            Command::Show { .. } => "show",
+            Command::Modules { .. } => "modules",
+            Command::Schema { .. } => "schema",
+            Command::Explain { .. } => "explain",
+            Command::Push { .. } => "push",
+            Command::Boot { .. } => "boot",
+            Command::EncryptSecrets { .. } => "encrypt-secrets",
+            Command::SeedServe { .. } => "seed-serve",
+            Command::Pull { .. } => "pull",
+            Command::Completions { .. } => "completions",
+            Command::Gc { .. } => "gc",
+            Command::Diff { .. } => "diff",
+            Command::Plan { .. } => "plan",
+            Command::Generations { .. } => "generations",
+            Command::Man { .. } => "man",
+        }
+    }
+}
+
+impl EarlyInputs {
+    /// The first of these flags that was given, if any.
+    pub(crate) fn given(&self) -> Option<&'static str> {
+        if !self.modules.is_empty() {
+            Some("--modules")
+        } else if self.identity.is_some() {
+            Some("--identity")
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and every argument says what it is for, in `--help` and the man pages.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" || a.is_hide_set() {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                let p = format!("{path} {}", s.get_name());
+                if s.get_about().is_none() && s.get_name() != "help" {
+                    missing.push(p.clone());
+                }
+                walk(s, &p, missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "kiln", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+}

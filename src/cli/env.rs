@@ -1,0 +1,49 @@
+//! The edge where the command line reads its environment (KILN_STORE, SOURCE_DATE_EPOCH,
+//! credentials, the image cache, the state directories) and passes values down.
+
+use std::path::PathBuf;
+
+#[allow(clippy::disallowed_methods)] // the edge: where base images are cached
+pub(crate) fn image_cache() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("kiln/images")
+}
+
+/// Store credentials from the environment (the standard AWS variables for S3).
+#[allow(clippy::disallowed_methods)] // the edge: credentials are read here and passed down
+pub(crate) fn credentials() -> kiln::push::Credentials {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    kiln::push::Credentials {
+        bearer: var("KILN_STORE_TOKEN"),
+        basic: var("KILN_STORE_USER").map(|u| (u, var("KILN_STORE_PASSWORD").unwrap_or_default())),
+        aws: kiln::push::aws::AwsEnv {
+            vars: std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+        },
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` (the reproducible-builds convention) sets the mtime inside bundles.
+#[allow(clippy::disallowed_methods)] // the edge: read here and passed down as an input
+pub(crate) fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+#[allow(clippy::disallowed_methods)] // the edge: KILN_STORE is read here and only here
+pub(crate) fn store_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("KILN_STORE").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".kiln/store"))
+}
+
+/// Every system's state directory under the default `.kiln/state`.
+pub(crate) fn every_state_dir() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(".kiln/state")
+        .map(|r| r.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}

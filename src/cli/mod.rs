@@ -1,0 +1,183 @@
+//! The `kiln` command line: parses arguments, dispatches to one function per command, prints
+//! data on stdout and diagnostics on stderr.
+
+mod args;
+mod commands;
+mod env;
+mod ui;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use kiln::diag::Severity;
+use kiln::pipeline::{self, Compiled, Options, Outcome};
+
+use args::{Cli, Command, EarlyInputs, InputArgs};
+use commands::{boot, build, gc, plan, reference, secrets, transfer};
+use env::source_date_epoch;
+use ui::{Ui, io_error, report, usage_error};
+
+/// Runs the command line; the exit code is what `main` returns.
+pub fn run() -> ExitCode {
+    restore_sigpipe();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let ui = Ui { quiet: cli.quiet, verbose: cli.verbose };
+    let early = cli.early;
+    match cli.command {
+        Command::Check { path, inputs, json } => with_options(early, inputs, |opts| {
+            if json {
+                return build::check_json(&path, &opts);
+            }
+            with_compiled(&path, &opts, ui, |c| {
+                ui.info(&format!("ok: system `{}`, {} hosts, {} services", c.system.name, c.system.hosts.len(), c.system.services.len()));
+                ExitCode::SUCCESS
+            })
+        }),
+        Command::Build { path, inputs, store, out_link, check, json } => with_options(early, inputs, |opts| {
+            with_compiled(&path, &opts, ui, |c| build::build(&path, &opts, ui, c, store, &out_link, check, json))
+        }),
+        Command::Boot { host, path, inputs, image, keep, secrets, timeout, data_disk, json } => with_options(early, inputs, |opts| {
+            with_compiled(&path, &opts, ui, |c| boot::boot(c, &path, &opts, &host, image, keep, secrets, timeout, data_disk, json))
+        }),
+        Command::Plan { path, inputs, store, state, json } => {
+            with_options(early, inputs, |opts| plan::plan_command(&path, &opts, ui, store, state, json))
+        }
+        Command::Show { path, inputs, json } => with_options(early, inputs, |opts| {
+            with_compiled(&path, &opts, ui, |c| {
+                let out = if json { kiln::pipeline::show_json(c) } else { kiln::pipeline::show_text(c) };
+                print!("{out}");
+                ExitCode::SUCCESS
+            })
+        }),
+        Command::Modules { library, command } => with_options(early, InputArgs { library, identity: None }, |opts| {
+            with_library(&opts, ui, |lib| reference::modules(lib, command, ui))
+        }),
+        Command::Schema { markdown: true, .. } => {
+            print!("{}", kiln::schema::reference::markdown());
+            ExitCode::SUCCESS
+        }
+        Command::Schema { library, .. } => with_options(early, InputArgs { library, identity: None }, |opts| {
+            with_library(&opts, ui, |lib| {
+                let schema = kiln::schema::system_schema(lib.modules.values());
+                println!("{}", serde_json::to_string_pretty(&schema).expect("serialises"));
+                ExitCode::SUCCESS
+            })
+        }),
+        command => {
+            if let Some(flag) = early.given() {
+                return usage_error(&format!(
+                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, plan, boot, modules and schema",
+                    command.name()
+                ));
+            }
+            match command {
+                Command::Push { url, from, jobs, endpoint, json } => transfer::push(&url, &from, jobs, endpoint.as_deref(), json, ui),
+                Command::Pull { url, hash, store, endpoint, jobs, out_link, json } => {
+                    transfer::pull(&url, &hash, store, endpoint.as_deref(), jobs, &out_link, json, ui)
+                }
+                Command::Explain { id, json } => reference::explain(id.as_deref(), json),
+                Command::Gc { store, dry_run, json, keep, state } => gc::gc(store, dry_run, json, keep, state, ui),
+                Command::Diff { old, new, json } => plan::diff_command(&old, &new, json),
+                Command::Generations { command, state, system, json } => plan::generations_command(command, state, system, json, ui),
+                Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::from(2),
+                },
+                Command::EncryptSecrets { file, recipients } => secrets::encrypt_secrets(&file, &recipients),
+                Command::Completions { shell } => {
+                    clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
+                    ExitCode::SUCCESS
+                }
+                Command::Man { dir } => match reference::write_man_pages(&dir) {
+                    Ok(n) => {
+                        ui.info(&format!("wrote {n} man pages to {}", dir.display()));
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => io_error(&format!("cannot write man pages to `{}`: {e}", dir.display())),
+                },
+                Command::Check { .. }
+                | Command::Build { .. }
+                | Command::Boot { .. }
+                | Command::Show { .. }
+                | Command::Plan { .. }
+                | Command::Modules { .. }
+                | Command::Schema { .. } => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    }
+}
+
+/// `kiln … | head` ends quietly when the reader goes away, as other Unix tools do, instead of
+/// panicking on a write to a closed pipe (Rust ignores SIGPIPE by default).
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Merges the flags given before and after the command name (and `$SOPS_AGE_KEY_FILE`) into
+/// the pipeline's options, reading the identity file, then runs `f`.
+fn with_options(early: EarlyInputs, inputs: InputArgs, f: impl FnOnce(Options) -> ExitCode) -> ExitCode {
+    let mut module_dirs = early.modules;
+    module_dirs.extend(inputs.library.modules);
+    #[allow(clippy::disallowed_methods)] // the one environment variable sops users already set
+    let identity_path =
+        inputs.identity.or(early.identity).or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let identity = match &identity_path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => return io_error(&format!("cannot read identity `{}`: {e}", p.display())),
+        },
+        None => None,
+    };
+    f(Options { module_dirs, render: kiln::render::RenderOptions { mtime: source_date_epoch() }, identity })
+}
+
+/// Runs `f` on the module library, after reporting any errors in module files.
+fn with_library(opts: &Options, ui: Ui, f: impl FnOnce(&kiln::load::Inputs) -> ExitCode) -> ExitCode {
+    match kiln::load::library(&opts.module_dirs) {
+        Err(e) => io_error(&e.0),
+        Ok(lib) => {
+            report(&lib.sources, &lib.diags, ui);
+            if lib.diags.iter().any(|d| d.severity == Severity::Error) {
+                eprintln!("error: the module library has errors");
+                return ExitCode::from(1);
+            }
+            f(&lib)
+        }
+    }
+}
+
+fn with_compiled(path: &Path, opts: &Options, ui: Ui, f: impl FnOnce(&Compiled) -> ExitCode) -> ExitCode {
+    match pipeline::compile(path, opts) {
+        Err(e) => io_error(&e.0),
+        Ok(Outcome::Failed(fail)) => {
+            report(&fail.sources, &fail.diagnostics, ui);
+            let n = fail.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+            eprintln!("error: could not compile `{}` due to {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            ExitCode::from(1)
+        }
+        Ok(Outcome::Ok(c)) => {
+            report(&c.sources, &c.warnings, ui);
+            ui.detail(&format!(
+                "read {} files; {} modules in use",
+                c.sources.len(),
+                c.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len()
+            ));
+            f(&c)
+        }
+    }
+}
