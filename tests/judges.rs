@@ -92,24 +92,31 @@ fn manifest_lists_every_file_with_its_hash_and_size() {
     }
 }
 
-/// `fail2ban_http`: the filter kiln installs matches what the edge logs for a failed
-/// authentication, by client address, and nothing else (fail2ban's own `fail2ban-regex`), for a
-/// native Caddy edge and for Traefik in a container (whose log then goes to the journal).
+/// `fail2ban_http`: the filter kiln installs matches what the edge logs for a failed login — a
+/// 401 to a request that carried credentials — by client address, and nothing else (fail2ban's
+/// own `fail2ban-regex`), for a native Caddy edge and for Traefik in a container (whose log then
+/// goes to the journal). The challenge a WebDAV client gets before it sends credentials (401
+/// without them) and an application's 403 are not failed logins: banning on them locked out
+/// offices of syncing clients (audits: maidan M10, Post-X P7).
 #[test]
 fn the_http_ban_filter_matches_auth_failures_only() {
-    let caddy = |status: u16| {
+    // A request with credentials (Caddy logs the header's value as REDACTED; Traefik logs the
+    // Basic user name) or without.
+    let caddy = |status: u16, creds: bool| {
+        let headers = if creds { r#""User-Agent":["davfs2/1.7"],"Authorization":["REDACTED"]"# } else { r#""User-Agent":["davfs2/1.7"]"# };
         format!(
-            r#"{{"level":"info","ts":1646861401.5241024,"logger":"http.log.access.log0","msg":"handled request","request":{{"remote_ip":"203.0.113.9","remote_port":"41342","proto":"HTTP/2.0","method":"GET","host":"admin.example.com","uri":"/","headers":{{}}}},"user_id":"","duration":0.0001,"size":0,"status":{status},"resp_headers":{{}}}}"#
+            r#"{{"level":"info","ts":1646861401.5241024,"logger":"http.log.access.log0","msg":"handled request","request":{{"remote_ip":"203.0.113.9","remote_port":"41342","proto":"HTTP/2.0","method":"GET","host":"admin.example.com","uri":"/","headers":{{{headers}}}}},"user_id":"","duration":0.0001,"size":0,"status":{status},"resp_headers":{{}}}}"#
         )
     };
-    let traefik = |status: u16| {
+    let traefik = |status: u16, creds: bool| {
+        let user = if creds { "alice" } else { "-" };
         format!(
-            r#"{{"ClientAddr":"203.0.113.9:41342","ClientHost":"203.0.113.9","ClientPort":"41342","ClientUsername":"-","DownstreamContentSize":17,"DownstreamStatus":{status},"Duration":163000,"OriginStatus":{status},"RequestHost":"admin.example.com","RequestMethod":"GET","RequestPath":"/","RequestProtocol":"HTTP/2.0","RouterName":"admin@file","entryPointName":"websecure","level":"info","msg":"","time":"2026-11-22T18:00:00Z"}}"#
+            r#"{{"ClientAddr":"203.0.113.9:41342","ClientHost":"203.0.113.9","ClientPort":"41342","ClientUsername":"{user}","DownstreamContentSize":17,"DownstreamStatus":{status},"Duration":163000,"OriginStatus":{status},"RequestHost":"admin.example.com","RequestMethod":"GET","RequestPath":"/","RequestProtocol":"HTTP/2.0","RouterName":"admin@file","entryPointName":"websecure","level":"info","msg":"","time":"2026-11-22T18:00:00Z"}}"#
         )
     };
     let base = std::fs::read_to_string(repo().join("tests/fixtures/diagnostics/rule-password-ssh/system.toml")).unwrap();
     let with_f2b = base.replace("password_ssh = true\n", "").replacen("public = true\n", "public = true\nfail2ban_http = true\n", 1);
-    type Line<'a> = &'a dyn Fn(u16) -> String;
+    type Line<'a> = &'a dyn Fn(u16, bool) -> String;
     let variants: [(&str, String, Line); 2] =
         [("caddy", with_f2b.clone(), &caddy), ("traefik", with_f2b.replace("module = \"caddy\"", "module = \"tedge\""), &traefik)];
     for (name, system, line) in variants {
@@ -129,15 +136,19 @@ fn the_http_ban_filter_matches_auth_failures_only() {
             assert_eq!(compose["services"]["proxy"]["logging"]["driver"], "journald", "{name}: the edge logs to the journal");
             assert!(script.contains("chain = DOCKER-USER"), "{name}: bans apply to Docker's forwarded traffic");
         }
-        for (status, matched) in [(401, 1), (403, 1), (200, 0), (404, 0)] {
+        let cases = [(401, true, 1), (401, false, 0), (403, true, 0), (403, false, 0), (200, true, 0), (404, false, 0)];
+        for (status, creds, matched) in cases {
             let out = std::process::Command::new(repo().join(".test-tools/bin/fail2ban-regex"))
                 .arg("-v")
-                .arg(line(status))
+                .arg(line(status, creds))
                 .arg(&filter)
                 .output()
                 .expect("fail2ban-regex (scripts/install-test-deps unpacks it into .test-tools)");
             let report = text(&out.stdout);
-            assert!(report.contains(&format!("1 lines, 0 ignored, {matched} matched")), "{name} status {status}:\n{report}");
+            assert!(
+                report.contains(&format!("1 lines, 0 ignored, {matched} matched")),
+                "{name} status {status}, credentials {creds}:\n{report}"
+            );
             if matched == 1 {
                 assert!(report.contains("203.0.113.9"), "{name}: the ban is for the client address:\n{report}");
             }
