@@ -60,3 +60,50 @@ fn vaultwarden_gets_no_empty_smtp_variables() {
     assert_eq!(got, want, "all of {vars:?}");
     assert!(vars.iter().all(|v| v.starts_with("sourced ")), "SMTP_* belong in vaultwarden.sh only: {vars:?}");
 }
+
+/// Maidan audit M12: LibreChat's default Ollama model was never pulled, so its chat was empty.
+/// The ollama service now names its models and a job pulls the ones the server lacks. The
+/// generated job script runs under dash with two stand-ins on PATH: `docker` (runs the command
+/// after `exec -T SERVICE` here, as `docker compose exec` would in the container) and `ollama`
+/// (a model list in a file: `show` fails for a missing model, `pull` records and adds it).
+/// Proves the script pulls exactly the missing models, once, and stops on a failed pull.
+#[test]
+fn ollama_pulls_the_models_librechat_defaults_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/maidan-cloud"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let job = out.join("hosts/maidan/jobs/kiln-job-mc-ollama-pull.sh");
+    let timer = std::fs::read_to_string(out.join("hosts/maidan/jobs/kiln-job-mc-ollama-pull.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=*:0/5"), "{timer}");
+
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let have = tmp.path().join("models");
+    let pulls = tmp.path().join("pulls");
+    let docker = "#!/bin/sh\n# stand-in for `docker compose --file F exec -T SERVICE CMD...`\nwhile [ \"$1\" != -T ]; do shift; done\nshift 2\nexec \"$@\"\n";
+    let ollama = format!(
+        "#!/bin/sh\n# stand-in for the ollama CLI\ncase $1 in\nshow) grep -qxF \"$2\" {have} ;;\npull) [ \"$2\" != broken ] || exit 1; echo \"$2\" >> {pulls}; echo \"$2\" >> {have} ;;\n*) exit 2 ;;\nesac\n",
+        have = have.display(),
+        pulls = pulls.display()
+    );
+    for (name, body) in [("docker", docker.to_string()), ("ollama", ollama)] {
+        std::fs::write(bin.join(name), body).unwrap();
+        std::fs::set_permissions(bin.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let run_job = || run(Command::new("dash").arg(&job).env("PATH", &path));
+
+    std::fs::write(&have, "mistral\n").unwrap();
+    let first = run_job();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(std::fs::read_to_string(&pulls).unwrap(), "llama3.2\n", "the missing model is pulled");
+    let again = run_job();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(std::fs::read_to_string(&pulls).unwrap(), "llama3.2\n", "a model the server has is not pulled again");
+
+    // A pull that fails makes the job fail (systemd records it), rather than passing silently.
+    let broken = std::fs::read_to_string(&job).unwrap().replace("llama3.2", "broken");
+    let broken_job = tmp.path().join("broken-job.sh");
+    std::fs::write(&broken_job, broken).unwrap();
+    let failed = run(Command::new("dash").arg(&broken_job).env("PATH", &path));
+    assert!(!failed.status.success(), "a failed pull fails the job");
+}
