@@ -160,6 +160,9 @@ pub enum Ty {
     /// In a template: an entry of the named top-level table, whose strings may hold
     /// `{instance}` and variables, plus `feature`.
     Featured(&'static str),
+    /// A service's `connects`: a list of services, a table slot → service, or a list mixing
+    /// both (src/syntax/connects.rs).
+    Connects,
 }
 
 /// What a key is when it is left out.
@@ -313,8 +316,8 @@ const SERVICE: &[Key] = &[
     key("host", Ty::Text(HOST_REF), "The host it runs on; `\"*\"` puts one copy on every host, named `SERVICE-HOST`.").req().eg("\"db\""),
     key(
         "connects",
-        STRS,
-        "Services (or `service.endpoint`) it connects to: fills the module's requirements, opens firewall ports and orders start-up.",
+        Ty::Connects,
+        "Services (or `service.endpoint`) it connects to: fills the module's requirement slots, opens firewall ports and orders start-up. A list entry fills the one slot its module matches; when the module has two slots of one kind (sessions and a cache, both Valkey) name them with a table, `{ sessions = \"valkey-a\", cache = \"valkey-b\" }` (one service may fill several), or mix both forms: `[\"editor\", { cache = \"valkey\" }]`. Each service is named once, each slot filled once.",
     )
     .eg("[\"db\", \"cache\"]"),
     key("options", Ty::Options, "Values for the module's options; each module's page in docs/modules/ lists them with types and defaults.")
@@ -624,6 +627,11 @@ fn ty_schema(ty: &Ty, cx: &Ctx) -> Value {
         }
         Ty::Options => json!({ "type": "object" }),
         Ty::Featured(of) => featured(of, cx),
+        Ty::Connects => {
+            let slots =
+                json!({ "type": "object", "propertyNames": { "pattern": NAME.pattern }, "additionalProperties": { "type": "string" } });
+            json!({ "anyOf": [{ "type": "array", "items": { "anyOf": [{ "type": "string" }, slots] } }, slots] })
+        }
     }
 }
 
@@ -743,6 +751,16 @@ fn module_rule(m: &LoadedModule) -> Value {
             (v.name.value.clone(), json!({ "type": "string", "pattern": NAME.pattern, "description": doc }))
         })
         .collect();
+    // The table form of `connects` names the module's requirement slots.
+    let slots: Map<String, Value> = d
+        .requires
+        .iter()
+        .map(|r| {
+            let mods = r.modules.iter().map(|m| format!("`{}`", m.value)).collect::<Vec<_>>().join(" or ");
+            let doc = format!("The service (a {mods}) that fills module `{module}`'s requirement slot `{}`.", r.slot.value);
+            (r.slot.value.clone(), json!({ "type": "string", "description": doc }))
+        })
+        .collect();
     let mut required = Vec::new();
     if !required_options.is_empty() {
         required.push("options");
@@ -756,6 +774,7 @@ fn module_rule(m: &LoadedModule) -> Value {
             "options": { "type": "object", "properties": options, "required": required_options, "additionalProperties": false, "description": format!("Module `{module}`'s options (docs/modules/{module}.md).") },
             "secrets": { "type": "object", "properties": secrets, "required": required_secrets, "additionalProperties": false, "description": format!("Module `{module}`'s secret slots, each bound to a `[secrets]` entry.") },
             "volumes": { "type": "object", "properties": volumes, "additionalProperties": false, "description": format!("Module `{module}`'s volumes, each given its name on the host.") },
+            "connects": { "if": { "type": "object" }, "then": { "properties": slots, "additionalProperties": false }, "description": format!("What module `{module}` connects to; a table names its requirement slots.") },
         } }
     })
 }

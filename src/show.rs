@@ -46,6 +46,8 @@ struct ShowService<'a> {
     image: Option<String>,
     image_from: Option<crate::model::ImageFrom>,
     connects: Vec<String>,
+    /// The requirement slot each connection fills: slot → `service.endpoint`.
+    slots: BTreeMap<&'a str, String>,
 }
 
 #[derive(Serialize)]
@@ -112,7 +114,13 @@ fn view(c: &Compiled) -> Show<'_> {
                         host: &s.host,
                         image: s.container.as_ref().map(|c| c.image.to_string()),
                         image_from: s.container.as_ref().map(|c| c.image_from),
-                        connects: s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect(),
+                        connects: {
+                            // one service filling two named slots is one connection
+                            let mut v: Vec<String> = s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect();
+                            v.dedup();
+                            v
+                        },
+                        slots: s.deps.iter().filter_map(|d| Some((d.slot.as_deref()?, format!("{}.{}", d.service, d.endpoint)))).collect(),
                     },
                 )
             })

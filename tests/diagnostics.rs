@@ -130,10 +130,17 @@ fn compile_fixture(name: &str) -> Vec<kiln::diag::Diagnostic> {
 
 /// One mistake gives one error, and nothing it caused: an unclosed table header (the host it
 /// declares is then missing for every service, route and scrape), a table header written
-/// twice, an unknown base image (its host would vanish with its edge and exporters).
+/// twice, an unknown base image (its host would vanish with its edge and exporters), an option
+/// of the wrong type (the endpoint whose port it sets is missing for every service that
+/// connects to it, whose slots it would fill).
 #[test]
 fn one_mistake_gives_one_error() {
-    for (fixture, code) in [("cause-unclosed-table", "E0001"), ("cause-table-twice", "E0011"), ("cause-unknown-image", "E0010")] {
+    for (fixture, code) in [
+        ("cause-unclosed-table", "E0001"),
+        ("cause-table-twice", "E0011"),
+        ("cause-unknown-image", "E0010"),
+        ("cause-wrong-option-type", "E0002"),
+    ] {
         let diags = compile_fixture(fixture);
         let codes: Vec<String> = diags.iter().map(|d| format!("{:?} {}: {}", d.severity, d.code, d.message)).collect();
         assert_eq!(diags.len(), 1, "{fixture}: {codes:#?}");

@@ -217,6 +217,17 @@ can check. Correctness rules (those whose output could not work) cannot be allow
 input instead. `kiln explain RULE` says which kind a rule is.",
     ),
     code(
+        "E0036",
+        "a connection that fills the wrong slot, or a list that cannot say which",
+        "A module names what it connects to in requirement slots (`[requires.SLOT]`, each taking \
+services of certain modules). In the list form, `connects = [\"db\", \"cache\"]`, each entry fills \
+the one slot its module matches; when a module has two slots of one kind (sessions and a cache, \
+both Valkey), or two entries could fill one slot, the list cannot say which is which, so kiln \
+does not guess. Name the slots: `connects = { sessions = \"valkey-a\", cache = \"valkey-b\" }` \
+(one service may fill several named slots), or mix both forms: `[\"editor\", { cache = \"valkey\" \
+}]`. A named slot must take the module of the service written for it.",
+    ),
+    code(
         "E0040",
         "a route to an endpoint that is not HTTP",
         "Routes are terminated by the edge proxy, which speaks HTTP to the upstream. The named \

@@ -1,5 +1,6 @@
 //! Connections: `connects` bound to requirement slots, derived scrape connections, and how one service reaches another.
 
+use super::slots::Fill;
 use super::*;
 
 impl<'a> Resolver<'a> {
@@ -8,7 +9,15 @@ impl<'a> Resolver<'a> {
         let m = &p.module.decl;
         let mut out: Vec<Dependency> = Vec::new();
         let mut filled: BTreeSet<String> = BTreeSet::new();
-        for c in &p.decl.connects {
+        let fills = self.fill_slots(p, all);
+        let refused = fills.iter().any(|f| matches!(f, Fill::Refused));
+        for (entry, fill) in p.decl.connects.iter().zip(fills) {
+            let c = &entry.target;
+            let slot = match fill {
+                Fill::Slot(r) => Some(r),
+                Fill::Nothing => None,
+                Fill::Refused => continue,
+            };
             let (svc_name, ep_name) = match c.value.split_once('.') {
                 Some((a, b)) => (a, Some(b)),
                 None => (c.value.as_str(), None),
@@ -21,12 +30,15 @@ impl<'a> Resolver<'a> {
                 }
                 continue;
             };
+            // A target whose own options are wrong has reported them; its endpoints may be
+            // missing (templated ports are not rendered), which says nothing about this one.
+            if !target.ok {
+                continue;
+            }
             if svc_name == p.decl.name.value {
                 self.err(Diagnostic::error("E0030", format!("service `{svc_name}` connects to itself")).primary(c.span, "remove this"));
                 continue;
             }
-            let tmod = &target.module.decl.name.value;
-            let slot = m.requires.iter().find(|r| !filled.contains(&r.slot.value) && r.modules.iter().any(|x| &x.value == tmod));
             let ep_name = ep_name.map(str::to_string).or_else(|| slot.and_then(|s| s.endpoint.as_ref().map(|e| e.value.clone())));
             let endpoint = match ep_name {
                 Some(n) => target.endpoints.iter().find(|e| e.name == n),
@@ -41,9 +53,13 @@ impl<'a> Resolver<'a> {
             };
             let Some(endpoint) = endpoint else {
                 let names: Vec<String> = target.endpoints.iter().map(|e| format!("`{svc_name}.{}`", e.name)).collect();
+                let label = match slot {
+                    Some(r) => format!("ambiguous or unknown endpoint (for slot `{}`)", r.slot.value),
+                    None => "ambiguous or unknown endpoint".to_string(),
+                };
                 self.err(
                     Diagnostic::error("E0031", format!("cannot tell which endpoint of `{svc_name}` this connects to"))
-                        .primary(c.span, "ambiguous or unknown endpoint")
+                        .primary(c.span, label)
                         .help(if names.is_empty() {
                             format!("`{svc_name}` exposes no endpoints")
                         } else {
@@ -112,15 +128,21 @@ impl<'a> Resolver<'a> {
             out.extend(self.scrape_deps(p, all, hosts));
         }
         let unresolved = connects_unresolved(p, all);
+        // The table form names slots, so the help does too.
+        let named = p.decl.connects.iter().any(|c| c.slot.is_some());
         for r in &m.requires {
-            // A connection to a service that did not resolve may be the one that fills it.
-            if r.optional || filled.contains(&r.slot.value) || unresolved {
+            // A connection to a service that did not resolve, or a refused entry, may be the
+            // one that fills it.
+            if r.optional || filled.contains(&r.slot.value) || unresolved || refused {
                 continue;
             }
             let mods: Vec<String> = r.modules.iter().map(|x| format!("`{}`", x.value)).collect();
-            let candidates: Vec<&String> =
+            // Prefer a service that `connects` does not name yet.
+            let mut candidates: Vec<&String> =
                 all.iter().filter(|(_, t)| r.modules.iter().any(|x| x.value == t.module.decl.name.value)).map(|(n, _)| n).collect();
+            candidates.sort_by_key(|n| p.decl.connects.iter().any(|c| c.service() == n.as_str()));
             let help = match candidates.first() {
+                Some(c) if named => format!("add `{} = \"{c}\"` to `connects`", r.slot.value),
                 Some(c) => format!("add `\"{c}\"` to `connects`"),
                 None => format!("declare a service of module {} and add it to `connects`", mods.join(" or ")),
             };
@@ -131,8 +153,9 @@ impl<'a> Resolver<'a> {
                     .help(help),
             );
         }
-        out.sort_by(|a, b| (&a.service, &a.endpoint, a.derived).cmp(&(&b.service, &b.endpoint, b.derived)));
-        out.dedup_by(|a, b| a.service == b.service && a.endpoint == b.endpoint && a.derived == b.derived);
+        // One service may fill two named slots: each is its own connection.
+        out.sort_by(|a, b| (&a.service, &a.endpoint, a.derived, &a.slot).cmp(&(&b.service, &b.endpoint, b.derived, &b.slot)));
+        out.dedup_by(|a, b| a.service == b.service && a.endpoint == b.endpoint && a.derived == b.derived && a.slot == b.slot);
         out
     }
 

@@ -25,6 +25,7 @@ mod infra;
 mod routes;
 mod secrets;
 mod services;
+mod slots;
 
 use services::*;
 

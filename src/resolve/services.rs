@@ -625,10 +625,11 @@ impl<'a> Resolver<'a> {
 /// How an edge reaches a service's port: a containerised edge uses the Compose network on its
 /// own host; a native edge uses loopback there (the port is published on it); from another
 /// host it is the service host's private address.
-/// Whether a service connects to one that did not resolve: its requirements and templates
-/// cannot be judged (the other service's error is the report).
+/// Whether a service connects to one that did not resolve, or whose own declaration had errors
+/// (a wrong option type): its requirements and templates cannot be judged (the other service's
+/// error is the report).
 pub(super) fn connects_unresolved(p: &Partial<'_>, all: &BTreeMap<String, Partial<'_>>) -> bool {
-    p.decl.connects.iter().any(|c| !all.contains_key(c.value.split('.').next().unwrap_or_default()))
+    p.decl.connects.iter().any(|c| all.get(c.service()).is_none_or(|t| !t.ok))
 }
 
 /// A receiver as templates see it: `name`, `kind` (`email`, `slack`, `webhook`), `to`,

@@ -149,6 +149,7 @@ fn ty_name(ty: &Ty) -> String {
         Ty::Module => "module name".into(),
         Ty::Options => "table (the module's options)".into(),
         Ty::Table(_) | Ty::Service(_) | Ty::Featured(_) => "table".into(),
+        Ty::Connects => "list of services, or table: SLOT → service".into(),
     }
 }
 

@@ -224,7 +224,8 @@ pub struct ServiceDecl {
     pub span: Span,
     pub module: Option<Sp<String>>,
     pub host: Option<Sp<String>>,
-    pub connects: Vec<Sp<String>>,
+    /// `connects`, in list or table form (slot → service).
+    pub connects: Vec<crate::syntax::connects::ConnectDecl>,
     /// option name → raw value node (typed against the module's declaration during resolve)
     pub options: Vec<(Sp<String>, Node)>,
     /// module secret slot → system secret name
@@ -491,7 +492,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             span: t.span,
             module: t.req_str("module", "\"postgres\""),
             host: t.req_str("host", "\"db\""),
-            connects: t.str_list("connects"),
+            connects: crate::syntax::connects::read(t.node("connects"), sink),
             options,
             secrets,
             name: ident(name, sink)?,
