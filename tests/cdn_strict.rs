@@ -6,26 +6,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::terraform::{applied, tofu_check};
 use common::*;
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn tofu_check(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(repo().join("scripts/tofu-check")).arg(dir).args(args).output().expect("run scripts/tofu-check");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    if out.status.success() { Ok(all) } else { Err(all) }
-}
 
 #[test]
 fn a_proxied_cloudflare_zone_is_strict() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("r"));
-    let root: serde_json::Value = serde_json::from_str(&read(&r.join("tofu/main.tf.json"))).unwrap();
+    // built, and applied by Terraform
+    let applied = applied(&repo().join("flake-free-examples/five-vps-saas"), tmp.path());
+    let root: serde_json::Value = serde_json::from_str(&read(&applied.first.join("tofu/main.tf.json"))).unwrap();
     let settings = root["resource"]["cloudflare_zone_setting"].as_object().expect("no zone setting for the proxied zone");
     assert_eq!(settings.len(), 1, "{settings:?}");
     let ssl = &settings["example_com_ssl"];
@@ -33,15 +22,8 @@ fn a_proxied_cloudflare_zone_is_strict() {
     assert_eq!(ssl["value"], "strict");
     assert_eq!(ssl["zone_id"], "${var.cloudflare_zone_id_example_com}", "the zone the records are in");
 
-    // Terraform plans and applies it, then sees nothing left to do
-    let dir = tmp.path().join("tf");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(r.join("tofu/main.tf.json"), dir.join("main.tf.json")).unwrap();
-    let state = tmp.path().join("state");
-    tofu_check(&dir, &["--apply", "--state", state.to_str().unwrap()]).unwrap_or_else(|e| panic!("apply:\n{e}"));
-    let plan = tmp.path().join("plan.json");
-    tofu_check(&dir, &["--state", state.to_str().unwrap(), "--plan-out", plan.to_str().unwrap()]).unwrap_or_else(|e| panic!("plan:\n{e}"));
-    let plan: serde_json::Value = serde_json::from_str(&read(&plan)).unwrap();
+    // once applied, Terraform sees nothing left to do
+    let plan = applied.plan(&applied.root, "plan");
     let c = plan["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "cloudflare_zone_setting.example_com_ssl");
     let c = c.expect("the zone setting is not in the plan");
     assert_eq!(c["change"]["after"]["value"], "strict");

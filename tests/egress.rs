@@ -6,14 +6,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::*;
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 #[test]
 fn the_public_host_on_the_network_is_the_private_hosts_gateway() {
@@ -46,17 +39,7 @@ fn the_public_host_on_the_network_is_the_private_hosts_gateway() {
     let route = &root["resource"]["hcloud_network_route"]["private_egress"];
     assert_eq!(route["destination"], "0.0.0.0/0");
     assert_eq!(route["gateway"], "10.0.0.2");
-    let dir = tmp.path().join("tf");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(r.join("tofu/main.tf.json"), dir.join("main.tf.json")).unwrap();
-    let plan = tmp.path().join("plan.json");
-    let out = Command::new(repo().join("scripts/tofu-check"))
-        .arg(&dir)
-        .args(["--plan-out", plan.to_str().unwrap()])
-        .output()
-        .expect("run scripts/tofu-check");
-    assert!(out.status.success(), "terraform rejects the root:\n{}{}", text(&out.stdout), text(&out.stderr));
-    let plan: serde_json::Value = serde_json::from_str(&read(&plan)).unwrap();
+    let plan = terraform::plan(&r, tmp.path());
     let planned = plan["resource_changes"].as_array().unwrap().iter().any(|c| c["address"] == "hcloud_network_route.private_egress");
     assert!(planned, "the route is not in the plan");
 
@@ -70,20 +53,14 @@ fn the_public_host_on_the_network_is_the_private_hosts_gateway() {
     assert!(show.contains("gateway   NAT for private"), "{show}");
 }
 
-const SYSTEM: &str = r#"
-[system]
-name = "egress"
-domains = ["example.com"]
+/// A public host and a private one without egress, on one network.
+fn system() -> String {
+    format!("{}{HOSTS}", preamble("egress"))
+}
 
-[providers.hetzner]
-kind = "hetzner"
-
+const HOSTS: &str = r#"
 [networks.private]
 cidr = "10.0.0.0/24"
-
-[admins.ops]
-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
-sources = ["198.51.100.0/24"]
 
 [hosts.edge]
 provider = "hetzner"
@@ -103,14 +80,15 @@ fn no_egress_stands_only_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let sys = tmp.path().join("sys");
     std::fs::create_dir_all(&sys).unwrap();
-    std::fs::write(sys.join("system.toml"), SYSTEM).unwrap();
+    std::fs::write(sys.join("system.toml"), system()).unwrap();
     let out = run(kiln().args(["check", sys.to_str().unwrap()]));
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("error[no-egress]") && err.contains("its packages and security updates"), "{err}");
 
     let allowed = format!(
-        "{SYSTEM}\n[allow.no-egress]\nhosts = [\"vault\"]\nreason = \"An apt mirror on the private network serves its packages; it needs nothing else.\"\n"
+        "{}\n[allow.no-egress]\nhosts = [\"vault\"]\nreason = \"An apt mirror on the private network serves its packages; it needs nothing else.\"\n",
+        system()
     );
     std::fs::write(sys.join("system.toml"), allowed).unwrap();
     let r = build(&sys, &tmp.path().join("store"), &tmp.path().join("r"));

@@ -6,14 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::terraform::plan;
 use common::*;
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 /// An IPv4 CIDR inside RFC 1918, or an IPv6 one inside fc00::/7.
 fn private_cidr(c: &str) -> bool {
@@ -23,21 +17,6 @@ fn private_cidr(c: &str) -> bool {
         return o[0] == 10 || (o[0] == 172 && (16..32).contains(&o[1])) || (o[0] == 192 && o[1] == 168);
     }
     addr.to_ascii_lowercase().starts_with("fc") || addr.to_ascii_lowercase().starts_with("fd")
-}
-
-/// Terraform's plan of a built system's root, as JSON.
-fn plan(result: &Path, tmp: &Path) -> serde_json::Value {
-    let dir = tmp.join("tf");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(result.join("tofu/main.tf.json"), dir.join("main.tf.json")).unwrap();
-    let plan = tmp.join("plan.json");
-    let out = Command::new(repo().join("scripts/tofu-check"))
-        .arg(&dir)
-        .args(["--plan-out", plan.to_str().unwrap()])
-        .output()
-        .expect("run scripts/tofu-check");
-    assert!(out.status.success(), "terraform rejects the root:\n{}{}", text(&out.stdout), text(&out.stderr));
-    serde_json::from_str(&read(&plan)).unwrap()
 }
 
 /// `(address, planned values)` of every resource of one type the plan creates.

@@ -19,20 +19,6 @@ fn built(tmp: &Path) -> PathBuf {
     build_with_modules(&fixture().join("modules"), &fixture().join("system"), &tmp.join("store"), &tmp.join("out"))
 }
 
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// The Compose file as the real `docker-compose config` resolves it.
-fn compose_config(file: &Path) -> serde_json::Value {
-    oracle("compose", file).unwrap_or_else(|e| panic!("docker-compose rejects {}:\n{e}", file.display()));
-    let venv = repo().join(".venv-oracles/bin/docker-compose");
-    let bin: PathBuf = if venv.is_file() { venv } else { "docker-compose".into() };
-    let out = run(std::process::Command::new(bin).arg("-f").arg(file).args(["config", "--format", "json"]));
-    assert!(out.status.success(), "docker-compose config: {}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn a_host_port_is_published_opened_and_dialled_from_other_hosts_while_the_bridge_uses_the_container_port() {
     let tmp = tempfile::tempdir().unwrap();

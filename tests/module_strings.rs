@@ -9,16 +9,14 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{kiln, run, text};
+use common::{build_with_modules, kiln, preamble, run, text};
 
-const SYSTEM: &str = r#"
-[system]
-name = "t"
-domains = ["example.com"]
+/// A system running the module `evil` on one public host.
+fn system() -> String {
+    format!("{}{EVIL}", preamble("t"))
+}
 
-[providers.hetzner]
-kind = "hetzner"
-
+const EVIL: &str = r#"
 [hosts.h1]
 provider = "hetzner"
 image = "ubuntu-24.04"
@@ -41,7 +39,7 @@ fn check(dir: &Path, module_toml: &str, template: &str) -> std::process::Output 
     std::fs::create_dir_all(&m).unwrap();
     std::fs::write(m.join("module.toml"), module_toml).unwrap();
     std::fs::write(m.join("t.j2"), template).unwrap();
-    std::fs::write(dir.join("system.toml"), SYSTEM).unwrap();
+    std::fs::write(dir.join("system.toml"), system()).unwrap();
     run(kiln().arg("--modules").arg(dir.join("modules")).arg("check").arg(dir.join("system.toml")))
 }
 
@@ -139,14 +137,8 @@ fn odd_but_legal_forward_auth_strings_reach_caddy_verbatim() {
     .unwrap();
     std::fs::write(
         dir.join("system.toml"),
-        r#"
-[system]
-name = "t"
-domains = ["example.com"]
-
-[providers.hetzner]
-kind = "hetzner"
-
+        preamble("t")
+            + r#"
 [hosts.h1]
 provider = "hetzner"
 image = "debian-12"
@@ -166,16 +158,8 @@ auth = "gate"
 "#,
     )
     .unwrap();
-    let out = run(kiln()
-        .current_dir(dir)
-        .arg("build")
-        .arg(dir.join("system.toml"))
-        .arg("--modules")
-        .arg(dir.join("modules"))
-        .arg("--store")
-        .arg(dir.join("store")));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let caddyfile = dir.join("result/hosts/h1/Caddyfile");
+    let result = build_with_modules(&dir.join("modules"), &dir.join("system.toml"), &dir.join("store"), &dir.join("result"));
+    let caddyfile = result.join("hosts/h1/Caddyfile");
     common::oracle("caddy", &caddyfile).unwrap();
     let adapted = std::process::Command::new(common::repo().join(".venv-oracles/bin/caddy"))
         .args(["adapt", "--adapter", "caddyfile", "--config"])

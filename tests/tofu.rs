@@ -4,22 +4,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::terraform::{applied, root_of, tofu_check};
 use common::*;
-
-fn tofu_check(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(repo().join("scripts/tofu-check")).arg(dir).args(args).output().expect("run scripts/tofu-check");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    if out.status.success() { Ok(all) } else { Err(all) }
-}
-
-fn root_of(result: &Path, into: &Path) -> std::path::PathBuf {
-    std::fs::create_dir_all(into).unwrap();
-    std::fs::copy(result.join("tofu/main.tf.json"), into.join("main.tf.json")).unwrap();
-    into.to_path_buf()
-}
 
 #[test]
 fn every_example_root_validates_and_plans() {
@@ -87,34 +73,22 @@ fn terraform_rejects_a_root_with_a_wrong_attribute() {
 #[test]
 fn changing_one_host_replaces_exactly_its_server() {
     let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    copy_tree(&repo().join("flake-free-examples/five-vps-saas"), &sys);
-    let first = build(&sys, &tmp.path().join("store"), &tmp.path().join("first"));
-    let state = tmp.path().join("terraform.tfstate");
-    let dir1 = root_of(&first, &tmp.path().join("tf1"));
-    tofu_check(&dir1, &["--apply", "--state", state.to_str().unwrap()]).unwrap_or_else(|e| panic!("apply:\n{e}"));
+    let applied = applied(&repo().join("flake-free-examples/five-vps-saas"), tmp.path());
 
     // the same system again: nothing to do
-    let plan0 = tmp.path().join("plan0.json");
-    tofu_check(&dir1, &["--state", state.to_str().unwrap(), "--plan-out", plan0.to_str().unwrap()]).unwrap();
-    let changes0 = changes(&plan0);
+    let changes0 = changes(&applied.plan(&applied.root, "plan0"));
     assert!(changes0.is_empty(), "an unchanged system has no diff: {changes0:?}");
 
     // one option of the service on `cache` changes
-    let f = sys.join("services.toml");
-    let text0 = std::fs::read_to_string(&f).unwrap();
-    std::fs::write(&f, text0.replace("maxmemory = \"2GiB\"", "maxmemory = \"1GiB\"")).unwrap();
-    let second = build(&sys, &tmp.path().join("store"), &tmp.path().join("second"));
-    let m1 = manifest(&first);
+    let second = applied.rebuild_with("services.toml", "maxmemory = \"2GiB\"", "maxmemory = \"1GiB\"");
+    let m1 = manifest(&applied.first);
     let m2 = manifest(&second);
     for h in ["app", "db", "edge", "identity"] {
         assert_eq!(m1["hosts"][h]["closure"], m2["hosts"][h]["closure"], "{h} did not change");
     }
     assert_ne!(m1["hosts"]["cache"]["closure"], m2["hosts"]["cache"]["closure"]);
     let dir2 = root_of(&second, &tmp.path().join("tf2"));
-    let plan = tmp.path().join("plan.json");
-    tofu_check(&dir2, &["--state", state.to_str().unwrap(), "--plan-out", plan.to_str().unwrap()]).unwrap_or_else(|e| panic!("plan:\n{e}"));
-    let changes = changes(&plan);
+    let changes = changes(&applied.plan(&dir2, "plan"));
     let replaced_servers: Vec<&String> =
         changes.iter().filter(|(a, actions)| a.starts_with("hcloud_server.") && actions.contains("delete")).map(|(a, _)| a).collect();
     assert_eq!(replaced_servers, vec!["hcloud_server.cache"], "{changes:?}");
@@ -127,9 +101,8 @@ fn changing_one_host_replaces_exactly_its_server() {
 }
 
 /// (address, actions) of every resource the plan changes.
-fn changes(plan: &Path) -> Vec<(String, String)> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(plan).unwrap()).unwrap();
-    v["resource_changes"]
+fn changes(plan: &serde_json::Value) -> Vec<(String, String)> {
+    plan["resource_changes"]
         .as_array()
         .map(|a| a.as_slice())
         .unwrap_or_default()

@@ -6,8 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
+use common::terraform::tofu_check;
 use common::*;
 use kiln::syntax::system::ProviderKind;
 use serde_json::{Value, json};
@@ -29,12 +29,6 @@ const HOSTILE: &[&str] = &[
     "end with $",
     "end with %",
 ];
-
-fn tofu_check(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(repo().join("scripts/tofu-check")).arg(dir).args(args).output().expect("run scripts/tofu-check");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    if out.status.success() { Ok(all) } else { Err(all) }
-}
 
 /// `terraform show -json` of the plan of `root`, written into `dir`.
 fn plan(dir: &Path, root: &Value) -> Result<Value, String> {

@@ -11,17 +11,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-const HEAD: &str = r#"[system]
-name = "canary"
-domains = ["example.com"]
-
-[providers.hetzner]
-kind = "hetzner"
-
-[admins.ops]
-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
-sources = ["198.51.100.0/24"]
-
+/// A template of one host and its `web` service, instantiated by [`system`].
+const SITE: &str = r#"
 [templates.site.hosts."h-{instance}"]
 provider = "hetzner"
 image = "debian-12"
@@ -37,8 +28,9 @@ host = "h-{instance}"
 fn system(dir: &Path, line: &str, canary: &str, prod: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let text = format!(
-        "{HEAD}{line}\n\n[instances.canary]\ntemplate = \"site\"\nvars = {{ group = \"canary\"{canary} }}\n\n\
-         [instances.prod]\ntemplate = \"site\"\nvars = {{ group = \"production\"{prod} }}\n"
+        "{}{SITE}{line}\n\n[instances.canary]\ntemplate = \"site\"\nvars = {{ group = \"canary\"{canary} }}\n\n\
+         [instances.prod]\ntemplate = \"site\"\nvars = {{ group = \"production\"{prod} }}\n",
+        preamble("canary")
     );
     std::fs::write(dir.join("system.toml"), text).unwrap();
     dir.to_path_buf()
@@ -46,16 +38,6 @@ fn system(dir: &Path, line: &str, canary: &str, prod: &str) -> PathBuf {
 
 fn modules() -> PathBuf {
     repo().join("tests/fixtures/modules")
-}
-
-/// The Compose file as the real `docker-compose config` resolves it.
-fn compose_config(file: &Path) -> serde_json::Value {
-    oracle("compose", file).unwrap_or_else(|e| panic!("docker-compose rejects {}:\n{e}", file.display()));
-    let venv = repo().join(".venv-oracles/bin/docker-compose");
-    let bin: PathBuf = if venv.is_file() { venv } else { "docker-compose".into() };
-    let out = run(std::process::Command::new(bin).arg("-f").arg(file).args(["config", "--format", "json"]));
-    assert!(out.status.success(), "docker-compose config: {}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn image(result: &Path, host: &str, service: &str) -> String {

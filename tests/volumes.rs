@@ -5,22 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::terraform::{applied, root_of, tofu_check};
 use common::*;
-
-fn tofu_check(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(repo().join("scripts/tofu-check")).arg(dir).args(args).output().expect("run scripts/tofu-check");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    if out.status.success() { Ok(all) } else { Err(all) }
-}
-
-fn root_of(result: &Path, into: &Path) -> std::path::PathBuf {
-    std::fs::create_dir_all(into).unwrap();
-    std::fs::copy(result.join("tofu/main.tf.json"), into.join("main.tf.json")).unwrap();
-    into.to_path_buf()
-}
 
 /// (server type, volume type, how the server names its volume) per provider.
 const KINDS: &[(&str, &str, &str)] = &[
@@ -82,23 +68,11 @@ fn every_example_host_with_data_gets_a_volume_terraform_accepts() {
 #[test]
 fn changing_a_stateful_host_replaces_its_server_and_keeps_its_volume() {
     let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    copy_tree(&repo().join("flake-free-examples/five-vps-saas"), &sys);
-    let first = build(&sys, &tmp.path().join("store"), &tmp.path().join("first"));
-    let state = tmp.path().join("terraform.tfstate");
-    let dir1 = root_of(&first, &tmp.path().join("tf1"));
-    tofu_check(&dir1, &["--apply", "--state", state.to_str().unwrap()]).unwrap_or_else(|e| panic!("apply:\n{e}"));
+    let applied = applied(&repo().join("flake-free-examples/five-vps-saas"), tmp.path());
 
     // valkey on `cache` keeps data: one of its options changes
-    let f = sys.join("services.toml");
-    let text0 = std::fs::read_to_string(&f).unwrap();
-    assert!(text0.contains("maxmemory = \"2GiB\""));
-    std::fs::write(&f, text0.replace("maxmemory = \"2GiB\"", "maxmemory = \"1GiB\"")).unwrap();
-    let second = build(&sys, &tmp.path().join("store"), &tmp.path().join("second"));
-    let dir2 = root_of(&second, &tmp.path().join("tf2"));
-    let plan = tmp.path().join("plan.json");
-    tofu_check(&dir2, &["--state", state.to_str().unwrap(), "--plan-out", plan.to_str().unwrap()]).unwrap_or_else(|e| panic!("plan:\n{e}"));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let second = applied.rebuild_with("services.toml", "maxmemory = \"2GiB\"", "maxmemory = \"1GiB\"");
+    let v = applied.plan(&root_of(&second, &tmp.path().join("tf2")), "plan");
     let actions = |addr: &str| {
         v["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == addr).map(|c| c["change"]["actions"].to_string())
     };

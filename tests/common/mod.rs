@@ -2,6 +2,9 @@
 //! hand artifacts to the real tools that consume them (scripts/oracles.sh).
 #![allow(dead_code)]
 
+pub mod edges;
+pub mod terraform;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -34,6 +37,11 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A file's text; panics naming the file.
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 /// Builds `system` into `store`, linking the result at `link`; panics with kiln's stderr on failure.
 pub fn build(system: &Path, store: &Path, link: &Path) -> PathBuf {
     build_using(kiln(), system, store, link)
@@ -50,6 +58,17 @@ fn build_using(mut cmd: Command, system: &Path, store: &Path, link: &Path) -> Pa
     let out = run(cmd.arg("build").arg(system).arg("--store").arg(store).arg("--out-link").arg(link));
     assert!(out.status.success(), "kiln build {} failed:\n{}", system.display(), text(&out.stderr));
     link.to_path_buf()
+}
+
+/// The Compose file as the real `docker-compose config` resolves it (after the `compose` oracle
+/// accepts it).
+pub fn compose_config(file: &Path) -> serde_json::Value {
+    oracle("compose", file).unwrap_or_else(|e| panic!("docker-compose rejects {}:\n{e}", file.display()));
+    let venv = repo().join(".venv-oracles/bin/docker-compose");
+    let bin: PathBuf = if venv.is_file() { venv } else { "docker-compose".into() };
+    let out = run(Command::new(bin).arg("-f").arg(file).args(["config", "--format", "json"]));
+    assert!(out.status.success(), "docker-compose config: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Runs one judge from scripts/oracles.sh; `Err` carries the tool's complaint.

@@ -1,0 +1,217 @@
+//! The real edges on loopback: Caddy from a generated Caddyfile (adapted by Caddy itself) and
+//! Traefik from its generated static and dynamic configuration, with only ports, paths and
+//! upstream addresses rewritten, as data, so that every route reaches a test upstream on
+//! 127.0.0.1. What the edges then answer is the tests' to judge.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{oracle, repo};
+
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running process, killed when dropped.
+pub struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A tool installed by scripts/test-tools.sh into the oracles' virtualenv (caddy, traefik).
+pub fn venv(bin: &str) -> PathBuf {
+    repo().join(".venv-oracles/bin").join(bin)
+}
+
+/// Polls `f` every 200 ms until it holds; panics after 30 s naming `what`.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Builds `system` with the fixture modules (tests/fixtures/modules) into `out/store`; the
+/// result is `out/result`.
+pub fn build_fixture(system: &Path, out: &Path) -> PathBuf {
+    super::build_with_modules(&repo().join("tests/fixtures/modules"), system, &out.join("store"), &out.join("result"))
+}
+
+/// A YAML file read as JSON values.
+pub fn yaml(path: &Path) -> Value {
+    serde_saphyr::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Caddy serving a Caddyfile on loopback, stopped when dropped.
+pub struct Caddy {
+    /// Where it serves plain HTTP (redirects).
+    pub http: u16,
+    /// Where it serves HTTPS, with certificates from its internal CA.
+    pub https: u16,
+    _process: Proc,
+}
+
+/// Starts Caddy on `caddyfile` (after the `caddy` oracle accepts it): Caddy's own adaptation to
+/// JSON, its listeners moved to free loopback ports, every `dial` to `127.0.0.1:upstream`,
+/// certificates from its internal CA, state under `tmp`. Returns once started, not once serving.
+pub fn run_caddy(caddyfile: &Path, upstream: u16, tmp: &Path) -> Caddy {
+    oracle("caddy", caddyfile).unwrap();
+    let xdg = tmp.join("xdg");
+    let adapted = Command::new(venv("caddy"))
+        .args(["adapt", "--adapter", "caddyfile", "--config"])
+        .arg(caddyfile)
+        .env("XDG_DATA_HOME", &xdg)
+        .env("XDG_CONFIG_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert!(adapted.status.success(), "{}", String::from_utf8_lossy(&adapted.stderr));
+    let mut cfg: Value = serde_json::from_slice(&adapted.stdout).unwrap();
+    let (http, https) = (free_port(), free_port());
+    cfg["admin"] = json!({ "disabled": true });
+    cfg["apps"]["http"]["http_port"] = json!(http);
+    cfg["apps"]["http"]["https_port"] = json!(https);
+    for (_, srv) in cfg["apps"]["http"]["servers"].as_object_mut().unwrap() {
+        let listen: Vec<String> = srv["listen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| if l.as_str() == Some(":80") { format!("127.0.0.1:{http}") } else { format!("127.0.0.1:{https}") })
+            .collect();
+        srv["listen"] = json!(listen);
+    }
+    redirect_dials(&mut cfg["apps"]["http"], upstream);
+    cfg["apps"]["tls"] = json!({ "automation": { "policies": [{ "issuers": [{ "module": "internal" }] }] } });
+    cfg["apps"]["pki"] = json!({ "certificate_authorities": { "local": { "install_trust": false } } });
+    let path = tmp.join("caddy.json");
+    std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let process = Proc(
+        Command::new(venv("caddy"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("XDG_DATA_HOME", &xdg)
+            .env("XDG_CONFIG_HOME", &xdg)
+            .env("HOME", tmp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    Caddy { http, https, _process: process }
+}
+
+/// Every `dial` below `v` pointed at the upstream.
+fn redirect_dials(v: &mut Value, port: u16) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k == "dial" {
+                    *x = json!(format!("127.0.0.1:{port}"));
+                } else {
+                    redirect_dials(x, port);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| redirect_dials(x, port)),
+        _ => {}
+    }
+}
+
+/// Traefik serving a host's configuration on loopback, stopped when dropped.
+pub struct Traefik {
+    /// The `web` entry point (plain HTTP).
+    pub web: u16,
+    /// The `websecure` entry point (HTTPS).
+    pub websecure: u16,
+    /// Traefik's API (insecure, on loopback only).
+    pub api: u16,
+    /// The routers of the dynamic configuration, which the API lists once loaded.
+    pub routers: Vec<String>,
+    _process: Proc,
+}
+
+/// Starts Traefik on a host's `traefik/traefik.yml` and `traefik/dynamic/kiln.yml` (after the
+/// oracles accept both): entry points and the API on free loopback ports, the dynamic directory,
+/// ACME storage and CA moved under `tmp` (no CA is reachable: it fails fast and serves the
+/// default certificate), every service and forward-auth address at `127.0.0.1:upstream`.
+/// Returns once Traefik's API lists every router.
+pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
+    oracle("traefik-static", &host.join("traefik/traefik.yml")).unwrap();
+    oracle("traefik-dynamic", &host.join("traefik/dynamic/kiln.yml")).unwrap();
+    let (web, websecure, internal, api) = (free_port(), free_port(), free_port(), free_port());
+    let mut st = yaml(&host.join("traefik/traefik.yml"));
+    st["entryPoints"]["web"]["address"] = json!(format!("127.0.0.1:{web}"));
+    st["entryPoints"]["websecure"]["address"] = json!(format!("127.0.0.1:{websecure}"));
+    st["entryPoints"]["internal"]["address"] = json!(format!("127.0.0.1:{internal}"));
+    st["entryPoints"]["traefik"] = json!({ "address": format!("127.0.0.1:{api}") });
+    st["api"] = json!({ "insecure": true, "dashboard": false });
+    let dynamic_dir = tmp.join("dynamic");
+    std::fs::create_dir_all(&dynamic_dir).unwrap();
+    st["providers"]["file"]["directory"] = json!(dynamic_dir);
+    for (_, r) in st["certificatesResolvers"].as_object_mut().unwrap() {
+        r["acme"]["storage"] = json!(tmp.join("acme.json"));
+        r["acme"]["caServer"] = json!("https://127.0.0.1:1/directory");
+    }
+    let mut dy = yaml(&host.join("traefik/dynamic/kiln.yml"));
+    for (_, s) in dy["http"]["services"].as_object_mut().unwrap() {
+        s["loadBalancer"]["servers"] = json!([{ "url": format!("http://127.0.0.1:{upstream}") }]);
+    }
+    if let Some(middlewares) = dy["http"]["middlewares"].as_object_mut() {
+        for (_, m) in middlewares {
+            if let Some(addr) = m["forwardAuth"]["address"].as_str() {
+                let path = addr.splitn(4, '/').nth(3).unwrap_or("");
+                m["forwardAuth"]["address"] = json!(format!("http://127.0.0.1:{upstream}/{path}"));
+            }
+        }
+    }
+    let routers: Vec<String> = dy["http"]["routers"].as_object().unwrap().keys().cloned().collect();
+    std::fs::write(tmp.join("traefik.yml"), serde_json::to_string(&st).unwrap()).unwrap();
+    std::fs::write(dynamic_dir.join("kiln.yml"), serde_json::to_string(&dy).unwrap()).unwrap();
+    let process = Proc(
+        Command::new(venv("traefik"))
+            .arg(format!("--configFile={}", tmp.join("traefik.yml").display()))
+            // a DNS-01 resolver's token, when the configuration names one; nothing reaches Cloudflare
+            .env("CF_DNS_API_TOKEN", "test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("traefik's API to list every router", || {
+        api_get(api, "/api/http/routers").as_array().is_some_and(|a| a.len() >= routers.len())
+    });
+    Traefik { web, websecure, api, routers, _process: process }
+}
+
+impl Traefik {
+    /// Traefik's own verdict on the configuration it loaded: no router, service or middleware
+    /// with an error or a warning.
+    pub fn assert_no_errors(&self) {
+        let overview = api_get(self.api, "/api/overview");
+        for kind in ["routers", "services", "middlewares"] {
+            assert_eq!(overview["http"][kind]["errors"], 0, "{kind}: {overview}");
+            assert_eq!(overview["http"][kind]["warnings"], 0, "{kind}: {overview}");
+        }
+    }
+}
+
+/// A JSON document from Traefik's API, or `Null` while it is not there yet.
+pub fn api_get(port: u16, path: &str) -> Value {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return Value::Null };
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return Value::Null;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null)
+}
