@@ -151,6 +151,14 @@ fn one_mistake_gives_one_error() {
     let diags = compile_fixture("cause-unknown-module");
     let codes: Vec<(&str, &str)> = diags.iter().map(|d| (d.code, d.message.as_str())).collect();
     assert_eq!(codes, [("E0010", "unknown module `cadddy`"), ("E0010", "unknown module `wbe`")]);
+    // A near name is suggested; otherwise the help says how to add a module, not the 60-odd
+    // built-in names, and the note where kiln looked.
+    assert_eq!(diags[0].help.as_deref(), Some("did you mean `caddy`?"));
+    let help = diags[1].help.as_deref().unwrap_or_default();
+    assert!(help.contains("--modules DIR") && help.contains("docs/modules.md") && help.contains("wbe/module.toml"), "{help}");
+    assert!(!help.contains("`alertmanager`"), "{help}");
+    let note = diags[1].notes.join("\n");
+    assert!(note.contains("`kiln modules list`") && note.contains("tests/fixtures/modules"), "{note}");
     // The table written twice points at both headers.
     let twice = &compile_fixture("cause-table-twice")[0];
     assert_eq!(twice.labels.len(), 2, "{twice:?}");

@@ -8,7 +8,7 @@ impl<'a> Resolver<'a> {
         let module = match self.inputs.modules.get(&module_name.value) {
             Some(m) => m,
             None => {
-                self.unknown("module", module_name, self.inputs.modules.keys(), "modules");
+                self.unknown_module(module_name);
                 return None;
             }
         };
@@ -72,6 +72,39 @@ impl<'a> Resolver<'a> {
             }
         }
         Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok })
+    }
+
+    /// A module that is neither built in nor in a `--modules` directory: the closest name, or
+    /// how to write and pass one (the built-in list is `kiln modules list`, not the help line).
+    fn unknown_module(&mut self, name: &Sp<String>) {
+        let modules = &self.inputs.modules;
+        let builtin = modules.values().filter(|m| m.origin == crate::load::Origin::Builtin).count();
+        let dirs: BTreeSet<String> = modules
+            .values()
+            .filter_map(|m| match &m.origin {
+                crate::load::Origin::Dir(d) => Some(d.parent().unwrap_or(d).display().to_string()),
+                crate::load::Origin::Builtin => None,
+            })
+            .collect();
+        let from = if dirs.is_empty() {
+            "; no `--modules` directory was given".to_string()
+        } else {
+            format!(
+                " and {} from `--modules` ({})",
+                modules.len() - builtin,
+                dirs.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let mut d = Diagnostic::error("E0010", format!("unknown module `{}`", name.value))
+            .primary(name.span, "no module of this name")
+            .note(format!("kiln knows {builtin} built-in modules (`kiln modules list`){from}"));
+        d = match did_you_mean(&name.value, modules.keys().map(String::as_str)) {
+            Some(m) => d.help(format!("did you mean `{m}`?")),
+            None => {
+                d.help(format!("to write your own, put it in `DIR/{}/module.toml` (docs/modules.md) and pass `--modules DIR`", name.value))
+            }
+        };
+        self.err(d);
     }
 
     /// An endpoint's port (or host port): an integer, or a template rendered with the options.
