@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::quote::sh;
-use super::timer_unit::TimedService;
+use super::timer_unit::{TimedService, script_head};
 use crate::model::{BackupPlan, Host, Service, System};
 use crate::types::Calendar;
 
@@ -35,15 +35,7 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
 }
 
 fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[&Service]) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "#!/bin/sh");
-    let _ = writeln!(
-        o,
-        "# kiln {} backup for host `{}` of system `{}`. Generated: do not edit.",
-        crate::pipeline::KILN_VERSION,
-        host.name,
-        sys.name
-    );
+    let mut o = script_head("backup", sys, host);
     o.push_str("# `kiln-backup.sh` dumps the databases, snapshots dumps and volumes, applies retention;\n");
     o.push_str("# `kiln-backup.sh check` verifies the repository and a tenth of its data.\n");
     o.push_str("set -eu\numask 077\n");

@@ -1,8 +1,11 @@
 //! systemd unit files, and the shape of every scheduled kiln task: a oneshot service and the
-//! timer that starts it (backups, the container watchdog, module jobs). Every value goes
-//! through [`unit_value`], so no text reaches a unit unquoted.
+//! timer that starts it (backups, the container watchdog, module jobs), and the head of the
+//! scripts such a task runs. Every unit value goes through [`unit_value`], so no text reaches a
+//! unit unquoted.
 
 use std::fmt::Write;
+
+use crate::model::{Host, System};
 
 /// A oneshot service and the timer that starts it. The service's `[Unit]` holds the
 /// description then [`Self::after`]; its `[Service]` holds `Type=oneshot`, `ExecStart=`, then
@@ -46,6 +49,17 @@ impl TimedService<'_> {
         timer.push(("Unit", self.name));
         unit(&[("Unit", &[("Description", &description)]), ("Timer", &timer), ("Install", &[("WantedBy", "timers.target")])])
     }
+}
+
+/// The head of a host-wide task's sh script: the shebang, then a comment naming kiln's version,
+/// the task (`what`) and the host and system it was generated for.
+pub fn script_head(what: &str, sys: &System, host: &Host) -> String {
+    format!(
+        "#!/bin/sh\n# kiln {} {what} for host `{}` of system `{}`. Generated: do not edit.\n",
+        crate::pipeline::KILN_VERSION,
+        host.name,
+        sys.name
+    )
 }
 
 /// The one place unit files are written: every value goes through [`unit_value`].

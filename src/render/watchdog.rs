@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use super::alerts::{WATCHDOG_RESTARTS, WATCHDOG_UNHEALTHY};
 use super::quote::sh;
-use super::timer_unit::TimedService;
+use super::timer_unit::{TimedService, script_head};
 use crate::model::{Host, System};
 
 /// Where the payload puts the script; the service runs it from there.
@@ -46,15 +46,7 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
 }
 
 fn script(sys: &System, host: &Host) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "#!/bin/sh");
-    let _ = writeln!(
-        o,
-        "# kiln {} container watchdog for host `{}` of system `{}`. Generated: do not edit.",
-        crate::pipeline::KILN_VERSION,
-        host.name,
-        sys.name
-    );
+    let mut o = script_head("container watchdog", sys, host);
     o.push_str("set -eu\n");
     let _ = writeln!(o, "project={}", sh(&sys.name));
     let _ = writeln!(o, "limit={CHECKS}");
