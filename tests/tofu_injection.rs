@@ -111,22 +111,13 @@ fn hostile_text_in_user_data_reaches_the_server_verbatim() {
 /// refuses it at the value's line.
 #[test]
 fn hostile_strings_in_typed_fields_are_refused_where_they_are_written() {
-    let base = r#"[system]
-name = "inject"
-domains = ["example.com"]
-
-[providers.hetzner]
-kind = "hetzner"
-
+    let base = common::preamble("inject")
+        + r#"
 [providers.scw]
 kind = "scaleway"
 
 [providers.do]
 kind = "digitalocean"
-
-[admins.ops]
-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
-sources = ["198.51.100.0/24"]
 
 [hosts.app]
 provider = "hetzner"
