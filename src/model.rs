@@ -36,6 +36,10 @@ pub struct System {
     pub backup: Option<BackupPlan>,
     /// `[alerts.receivers]`: who is told when an alert fires, by name.
     pub receivers: Vec<Receiver>,
+    /// `[deploy] state`: the S3 object holding the OpenTofu state (absent: a local file in the
+    /// state directory). Not an input of any artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy_state: Option<crate::state_backend::S3State>,
 }
 
 /// One destination of the system's alerts (`[alerts.receivers.NAME]`).

@@ -97,3 +97,41 @@ fn section(o: &mut String, title: &str, c: &AddedRemoved) {
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
+
+/// OpenTofu's plan of the same change (`kiln plan --tofu`), by resource address, after kiln's.
+pub fn tofu_text(t: &crate::tofu_workdir::TofuPlan, program: &str, backend: &str, color: bool) -> String {
+    let paint = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
+    let mut o = String::new();
+    let _ = writeln!(o, "\n{program} plan against {backend}");
+    for (set, sign, code) in [(&t.create, "+", "32"), (&t.replace, "-/+", "33"), (&t.update, "~", "33"), (&t.destroy, "-", "31")] {
+        for addr in set {
+            let _ = writeln!(o, "  {} {addr}", paint(code, &format!("{sign:>3}")));
+        }
+    }
+    if !t.changes {
+        let _ = writeln!(o, "  No changes: the infrastructure matches the configuration.");
+    }
+    let _ = writeln!(
+        o,
+        "\n{program}: {} to create, {} to replace, {} to update, {} to destroy.",
+        t.create.len(),
+        t.replace.len(),
+        t.update.len(),
+        t.destroy.len()
+    );
+    o
+}
+
+/// `--json` with `--tofu`: kiln's plan with OpenTofu's under `tofu` (`{"program", "backend",
+/// "changes", "create", "replace", "update", "destroy"}`); `changes` is true when either has.
+pub fn json_with_tofu(p: &Plan, t: &crate::tofu_workdir::TofuPlan, program: &str, backend: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&json(p)).expect("plan JSON");
+    let mut tv = serde_json::to_value(t).expect("plan serialises");
+    tv["program"] = serde_json::json!(program);
+    tv["backend"] = serde_json::json!(backend);
+    v["tofu"] = tv;
+    v["changes"] = serde_json::Value::Bool(p.has_changes() || t.changes);
+    let mut s = serde_json::to_string_pretty(&v).expect("plan serialises");
+    s.push('\n');
+    s
+}

@@ -72,6 +72,12 @@ pub const SIZE: Text = Text {
     doc: "A number and a unit: `B`, `K`/`KB`, `M`/`MB`, `G`/`GB` (powers of 1000), `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), like `512MiB`.",
     pattern: Some("^[0-9]+(B|K|KB|M|MB|G|GB|KiB|MiB|GiB|TiB)?$"),
 };
+/// `[deploy] state`: an S3 bucket and the key of the state file in it.
+pub const S3_STATE: Text = Text {
+    name: "S3 state URL",
+    doc: "`s3://`, a bucket name (3 to 63 of `a-z`, `0-9`, `.`, `-`), `/` and the object key of the state file, like `s3://acme-tofu-state/kiln/prod.tfstate`; no query: the region and an endpoint are keys of their own.",
+    pattern: Some("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^?#\\s]*[^/?#\\s]$"),
+};
 pub const DURATION: Text =
     Text { name: "duration", doc: "Numbers with units `s`, `m`, `h`, `d`, like `30s` or `1h30m`.", pattern: Some("^([0-9]+[smhd])+$") };
 pub const URL: Text =
@@ -111,7 +117,7 @@ pub const IMAGE: Text = Text {
 };
 
 /// The types [`Text`] names, in the order the reference lists them.
-pub const TEXTS: [Text; 18] = [
+pub const TEXTS: [Text; 19] = [
     STRING,
     NAME,
     HOST_REF,
@@ -130,6 +136,7 @@ pub const TEXTS: [Text; 18] = [
     USER,
     IMAGE_TAG,
     IMAGE,
+    S3_STATE,
 ];
 
 /// The type of a key's value.
@@ -286,7 +293,7 @@ const HOST: &[Key] = &[
         .or("false"),
     key("networks", Ty::Map(NAME, "NETWORK", &Ty::Text(ADDRESS)), "The private networks the host joins: network name → its address there.")
         .eg("{ lan = \"10.0.0.2\" }"),
-    key("disks", Ty::Map(NAME, "DISK", &Ty::Text(SIZE)), "The host's data volume: `data` → its size (above zero; default 10 GiB, at least 10 GB on Hetzner). A host that holds data (backed-up volumes, dumps, an edge's certificates) gets it anyway; OpenTofu creates it with `prevent_destroy` and attaches it to whichever server is the host, the provisioner mounts it at /var/lib/kiln/data with Docker's data root and Caddy's data on it.").eg("{ data = \"50GiB\" }"),
+    key("disks", Ty::Map(NAME, "DISK", &Ty::Text(SIZE)), "The host's data volume: `data` → its size (above zero; default 10 GiB, at least 10 GB on Hetzner). A host that holds data (backed-up volumes, dumps, an edge's certificates) gets it anyway; OpenTofu creates it with `prevent_destroy` and attaches it to whichever server is the host, the provisioner mounts it at /var/lib/kiln/data with Docker's data root and Caddy's data on it. `data` is the only name accepted (a host has one data volume); any other is an error.").eg("{ data = \"50GiB\" }"),
     key("address", Ty::Text(ADDRESS), "The public address of a server that already exists (provider kind `existing`).")
         .eg("\"203.0.113.10\""),
     key("group", NAME_T, "A rollout group: labels the server and selects hosts in `kiln show`.").eg("\"canary\""),
@@ -411,6 +418,24 @@ const DNS: &[Key] = &[
         .req()
         .eg("\"cloudflare\""),
     key("proxied", Ty::Bool, "Whether the CDN proxies the records (Cloudflare's orange cloud). A proxied zone gets SSL mode `strict`: every route in it needs a publicly trusted certificate (`tls = \"acme\"` or `\"dns\"`).").or("false"),
+];
+
+const DEPLOY: &[Key] = &[
+    key(
+        "state",
+        Ty::Text(S3_STATE),
+        "The S3 object holding the OpenTofu state, locked while OpenTofu works by a `.tflock` object next to it (S3-native locking: OpenTofu or Terraform 1.10 and later). Credentials are never written: the backend reads them from the environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, a role).",
+    )
+    .says("a local state file in the state directory")
+    .eg("\"s3://acme-tofu-state/kiln/prod.tfstate\""),
+    key("state_region", PROVIDER_T, "The bucket's region.").says("`AWS_REGION` from the environment").eg("\"eu-central-1\""),
+    key(
+        "state_endpoint",
+        Ty::Text(URL),
+        "An S3-compatible service holding the bucket (MinIO, R2, Garage, Backblaze B2), addressed path-style, without AWS account or region checks.",
+    )
+    .says("AWS S3")
+    .eg("\"https://s3.eu-central-003.backblazeb2.com\""),
 ];
 
 const CDN: &[Key] =
@@ -577,6 +602,11 @@ pub const ROOT: &[Key] = &[
         "Groups of hosts, services, routes, secrets and DNS zones written once and stamped out by `[instances]`: `{instance}` and the instance's `vars` are substituted in every key and string.",
     ),
     key("instances", Ty::Map(NAME, "NAME", &Ty::Table(INSTANCE)), "Copies of a template; the instance's name is `{instance}`."),
+    key(
+        "deploy",
+        Ty::Table(DEPLOY),
+        "How the system is deployed: where its OpenTofu state lives. Without it, the state is a local file in the state directory (`.kiln/state/<system>/terraform.tfstate`, `--state DIR`).",
+    ),
 ];
 
 /// The top-level key `name`.

@@ -337,3 +337,225 @@ fn gc_keeps_the_last_generations_entries() {
     let out = run(kiln().arg("gc").arg("--store").arg(&store).arg("--keep").arg("0"));
     assert_eq!(out.status.code(), Some(2), "--keep 0 is a usage error");
 }
+
+/// Terraform and the stand-in providers' CLI configuration (scripts/install-tofu-test-deps):
+/// `kiln plan --tofu` runs Terraform itself, so the test gives it the stand-ins' mirror and a
+/// dummy value for every variable of the root (the stand-ins call no API).
+fn tofu_env(cmd: &mut Command, result: &Path) -> PathBuf {
+    let env_file = repo().join(".venv-tofu/env");
+    if !env_file.exists() {
+        assert!(run(&mut Command::new(repo().join("scripts/install-tofu-test-deps"))).status.success());
+    }
+    let vars: std::collections::BTreeMap<String, String> =
+        read(&env_file).lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    cmd.env("TF_CLI_CONFIG_FILE", &vars["TF_CLI_CONFIG_FILE"]);
+    let root: serde_json::Value = serde_json::from_slice(&std::fs::read(result.join("tofu/main.tf.json")).unwrap()).unwrap();
+    for (name, v) in root["variable"].as_object().unwrap() {
+        assert_eq!(v["type"], "string", "variable {name}");
+        cmd.env(format!("TF_VAR_{name}"), format!("dummy-{name}-value"));
+    }
+    PathBuf::from(&vars["TERRAFORM"])
+}
+
+/// `kiln plan --tofu --json` with the stand-ins: (exit code, plan, stderr).
+fn plan_tofu(sys: &Path, store: &Path, state: &Path, like: &Path, extra: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+    let mut cmd = kiln();
+    let terraform = tofu_env(&mut cmd, like);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let flag = format!("--tofu={}", terraform.display());
+    let out = run(cmd.arg("plan").arg(sys).arg("--store").arg(store).arg("--state").arg(state).arg(flag).arg("--json"));
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap(), v, text(&out.stderr))
+}
+
+/// `terraform apply` in the working directory `kiln plan --tofu` left in `<state>/tofu/`.
+fn apply_workdir(state: &Path, like: &Path, extra: &[(&str, &str)]) {
+    let mut cmd = Command::new("true");
+    let terraform = tofu_env(&mut cmd, like);
+    let mut apply = Command::new(terraform);
+    apply.args(["apply", "-auto-approve", "-input=false", "-no-color"]).current_dir(state.join("tofu"));
+    for (k, v) in cmd.get_envs() {
+        apply.env(k, v.unwrap());
+    }
+    for (k, v) in extra {
+        apply.env(k, v);
+    }
+    let out = run(&mut apply);
+    assert!(out.status.success(), "terraform apply:\n{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// Every file under `dir` with its bytes: what "nothing changed" compares.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    files(dir).into_iter().map(|(p, b, _)| (p, b)).collect()
+}
+
+fn addresses(v: &serde_json::Value) -> BTreeSet<String> {
+    names(v)
+}
+
+#[test]
+fn plan_tofu_prepares_the_working_directory_and_agrees_with_kiln() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let state = tmp.path().join("state");
+    let five = repo().join("flake-free-examples/five-vps-saas");
+    let base = build(&five, &store, &tmp.path().join("base"));
+
+    // nothing deployed: OpenTofu creates every server and data volume kiln creates
+    let (code, v, err) = plan_tofu(&five, &store, &state, &base, &[]);
+    assert_eq!(code, 2, "{err}");
+    let t = &v["tofu"];
+    assert_eq!(t["changes"], true);
+    for host in ["app", "cache", "db", "edge", "identity"] {
+        assert!(addresses(&t["create"]).contains(&format!("hcloud_server.{host}")), "{t}");
+    }
+    assert!(addresses(&t["create"]).contains("hcloud_volume.db_data"), "{t}");
+    // the working directory: the build's root, byte for byte, and a local backend in the state dir
+    let work = state.join("tofu");
+    assert_eq!(std::fs::read(work.join("main.tf.json")).unwrap(), std::fs::read(base.join("tofu/main.tf.json")).unwrap());
+    let backend: serde_json::Value = serde_json::from_slice(&std::fs::read(work.join("kiln_backend.tf.json")).unwrap()).unwrap();
+    assert_eq!(backend["terraform"]["backend"]["local"]["path"], "../terraform.tfstate");
+    assert!(!work.join("kiln.tfplan").exists(), "the saved plan (it may hold variable values) is removed");
+    let leftovers: Vec<String> =
+        std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(leftovers, ["tofu"], "no staging directory left behind");
+
+    // applied and recorded: both plans are empty, exit 0
+    apply_workdir(&state, &base, &[]);
+    assert!(state.join("terraform.tfstate").is_file(), "the local state lives in the state directory");
+    add_generation(&base, &store, &state);
+    let (code, v, err) = plan_tofu(&five, &store, &state, &base, &[]);
+    assert_eq!(code, 0, "{err}\n{v:#}");
+    assert_eq!(v["tofu"]["changes"], false);
+
+    // a module option on the stateful `cache`: kiln and OpenTofu replace its server, and
+    // neither touches its volume
+    let sys = edited(tmp.path(), &EDITS[0]);
+    let (code, v, err) = plan_tofu(&sys, &store, &state, &base, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(names(&v["replace"]), set(&["cache"]));
+    let t = &v["tofu"];
+    assert!(addresses(&t["replace"]).contains("hcloud_server.cache"), "{t}");
+    let touched: Vec<String> = ["create", "replace", "update", "destroy"]
+        .iter()
+        .flat_map(|k| addresses(&t[*k]))
+        .filter(|a| a.starts_with("hcloud_volume.") || a.starts_with("hcloud_server.") && a != "hcloud_server.cache")
+        .collect();
+    assert!(touched.is_empty(), "only cache's server changes, no volume: {touched:?}");
+}
+
+#[test]
+fn an_unreachable_state_backend_is_exit_1_naming_its_url_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    // a port nothing listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sys = tmp.path().join("sys");
+    copy_tree(&repo().join("flake-free-examples/five-vps-saas"), &sys);
+    let toml = sys.join("system.toml");
+    let deploy = format!(
+        "\n[deploy]\nstate = \"s3://kiln-state/five/prod.tfstate\"\nstate_region = \"eu-central-1\"\nstate_endpoint = \"http://127.0.0.1:{port}\"\n"
+    );
+    std::fs::write(&toml, format!("{}{deploy}", read(&toml))).unwrap();
+    let base = build(&sys, &store, &tmp.path().join("base"));
+    // a state directory with a generation and an earlier working directory in it
+    let state = tmp.path().join("state");
+    add_generation(&base, &store, &state);
+    std::fs::create_dir_all(state.join("tofu")).unwrap();
+    std::fs::write(state.join("tofu/main.tf.json"), "{}").unwrap();
+    let before = snapshot(&state);
+
+    let secret = "kiln-test-secret-Zq8w1";
+    let (code, _, err) =
+        plan_tofu(&sys, &store, &state, &base, &[("AWS_ACCESS_KEY_ID", "AKIAKILNTEST"), ("AWS_SECRET_ACCESS_KEY", secret)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("s3://kiln-state/five/prod.tfstate") && err.contains(&format!("http://127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(!err.contains(secret) && !err.contains("dummy-hcloud_token-value"), "no credential in the message: {err}");
+    assert_eq!(snapshot(&state), before, "the state directory is as it was");
+}
+
+/// The test's S3 server (s3s-fs, scripts/test-servers), stopped when dropped.
+struct S3 {
+    dir: tempfile::TempDir,
+    info: serde_json::Value,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(Command::new(repo().join("scripts/test-servers"))
+            .arg("start")
+            .arg(dir.path())
+            .arg("--watch-pid")
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::null()));
+        assert!(out.status.success(), "test servers (scripts/install-push-test-deps):\n{}", text(&out.stderr));
+        let info: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("servers.json")).unwrap()).unwrap();
+        S3 { info: info["s3"].clone(), dir }
+    }
+    fn get(&self, k: &str) -> String {
+        self.info[k].as_str().unwrap().to_string()
+    }
+    /// One signed request through scripts/test-servers: its status line.
+    fn request(&self, method: &str, key: &str, extra: &[&str]) -> String {
+        let out = run(Command::new(repo().join("scripts/test-servers")).arg("s3").arg(self.dir.path()).arg(method).arg(key).args(extra));
+        text(&out.stdout).lines().next().unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/test-servers")).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+/// Terraform's S3 backend against s3s-fs (which checks SigV4 and honours `If-None-Match: *`,
+/// the conditional write S3-native locking relies on): the state is written to the bucket,
+/// nothing to the state directory, and a lock held by someone else stops the plan.
+#[test]
+fn an_s3_state_backend_keeps_the_state_in_the_bucket_and_locks_it() {
+    let s3 = S3::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let sys = tmp.path().join("sys");
+    copy_tree(&repo().join("flake-free-examples/five-vps-saas"), &sys);
+    let toml = sys.join("system.toml");
+    let deploy = format!(
+        "\n[deploy]\nstate = \"s3://{}/five/prod.tfstate\"\nstate_region = \"{}\"\nstate_endpoint = \"{}\"\n",
+        s3.get("bucket"),
+        s3.get("region"),
+        s3.get("endpoint")
+    );
+    std::fs::write(&toml, format!("{}{deploy}", read(&toml))).unwrap();
+    let base = build(&sys, &store, &tmp.path().join("base"));
+    let state = tmp.path().join("state");
+    let (ak, sk) = (s3.get("access_key"), s3.get("secret_key"));
+    let creds = [("AWS_ACCESS_KEY_ID", ak.as_str()), ("AWS_SECRET_ACCESS_KEY", sk.as_str())];
+
+    let (code, v, err) = plan_tofu(&sys, &store, &state, &base, &creds);
+    assert_eq!(code, 2, "{err}");
+    assert!(addresses(&v["tofu"]["create"]).contains("hcloud_server.db"), "{v:#}");
+    let backend = read(&state.join("tofu/kiln_backend.tf.json"));
+    assert!(backend.contains("\"use_lockfile\": true") && !backend.contains(&sk) && !backend.contains(&ak), "{backend}");
+    apply_workdir(&state, &base, &creds);
+    let object = PathBuf::from(s3.get("root")).join("five/prod.tfstate");
+    assert!(object.is_file(), "the state is in the bucket");
+    assert!(!state.join("terraform.tfstate").exists(), "and not in the state directory");
+    let (code, v, err) = plan_tofu(&sys, &store, &state, &base, &creds);
+    assert_eq!(v["tofu"]["changes"], false, "{err}\n{v:#}");
+    assert_eq!(code, 2, "kiln still plans: no generation is recorded");
+
+    // someone else holds the lock: the plan stops, exit 1, the working directory as it was
+    assert_eq!(s3.request("PUT", "five/prod.tfstate.tflock", &["--data", "{\"ID\":\"other\"}", "--header", "If-None-Match:*"]), "200");
+    let before = snapshot(&state);
+    let (code, _, err) = plan_tofu(&sys, &store, &state, &base, &creds);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Error acquiring the state lock"), "{err}");
+    assert_eq!(snapshot(&state), before);
+}

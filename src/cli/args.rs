@@ -22,7 +22,7 @@ Examples:
 Exit codes: 0 ok, 1 errors in the input, 2 usage or IO errors.
 `kiln plan` and `kiln diff` (like `terraform plan -detailed-exitcode`): 0 no changes,
 2 changes, 1 any error (bad input, a state file from another system or corrupt, a generation
-whose store entry is gone); nothing is written.";
+whose store entry is gone, a state backend that cannot be reached); nothing is changed.";
 
 #[derive(Parser)]
 #[command(
@@ -191,6 +191,14 @@ pub(crate) enum Command {
         /// with it to see a replaced server find its data.
         #[arg(long, value_name = "FILE")]
         data_disk: Option<PathBuf>,
+        /// The machine's memory in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=65536))]
+        memory: u32,
+        /// Lab: attach FILE, a `docker load` archive of stand-in images (scripts/lab-images),
+        /// read-only; the lab's debian-13 image loads it into Docker before the provisioner
+        /// runs, so that `docker compose up` finds the images offline (docs/lab.md).
+        #[arg(long, value_name = "FILE")]
+        lab_images: Option<PathBuf>,
         /// Print the boot report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -270,6 +278,21 @@ pub(crate) enum Command {
     },
     /// Build a system in memory and compare it with its last generation (or with nothing).
     /// Writes nothing. Exit 0 no changes, 2 changes, 1 error.
+    ///
+    /// The plan is kiln's own: hosts created, replaced, destroyed, and why; services, firewall,
+    /// routes, DNS, secrets; what happens to each replaced host's data. With `--tofu`, OpenTofu
+    /// plans too, against the real state: the build's OpenTofu root and the backend of
+    /// `[deploy] state` (local by default: `<state>/terraform.tfstate`; S3 with locking) are
+    /// staged in the state directory, `tofu init` and `tofu plan -detailed-exitcode` run there,
+    /// and the result becomes `<state>/tofu/` (what `deploy` applies in). Credentials and
+    /// provider tokens come from the environment (`AWS_*`, `TF_VAR_*`) and are never written.
+    ///
+    /// Exit codes: 0 no changes (kiln's and, with `--tofu`, OpenTofu's), 2 changes, 1 any
+    /// error: the system does not compile; the state directory holds another system's
+    /// generations, a corrupt generation file, or a generation whose store entry is gone; with
+    /// `--tofu`, no OpenTofu program, a state backend that cannot be reached (the error names
+    /// its URL, never a credential) or a failed OpenTofu plan. On an error nothing is changed
+    /// in the state directory.
     Plan {
         /// A system directory (holding system.toml) or a system file.
         path: PathBuf,
@@ -282,7 +305,12 @@ pub(crate) enum Command {
         /// The system's state directory (default: .kiln/state/<system>).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
-        /// Print the plan as JSON on stdout.
+        /// Also plan with OpenTofu in `<state>/tofu/` against the state backend, and show its
+        /// replace/create/destroy set beside kiln's; `--tofu=PATH` names the program (default:
+        /// `tofu` on PATH, else `terraform`).
+        #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true)]
+        tofu: Option<Option<PathBuf>>,
+        /// Print the plan as JSON on stdout (with `--tofu`, OpenTofu's under `tofu`).
         #[arg(long)]
         json: bool,
     },
@@ -351,6 +379,22 @@ pub(crate) enum ModulesCommand {
     Docs {
         /// The directory to write into; its `.md` pages are replaced.
         dir: PathBuf,
+    },
+    /// Render each module of DIR in a minimal system and judge its files (exit 1 when one fails).
+    ///
+    /// Each module gets one public host with its service, whatever it requires, example values
+    /// for options without a default and a Caddy edge when it serves HTTP. The build must
+    /// succeed; then every file the module declares with a `judge` goes to that judge (yaml,
+    /// json and toml in kiln; sh to shellcheck and `dash -n`; promtool; caddy), its job scripts
+    /// to sh, and the Compose file to `docker compose config`. A judge whose program is not
+    /// installed is listed as not run, not passed.
+    Check {
+        /// Module directories: one holding module.toml, or one whose subdirectories do.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 

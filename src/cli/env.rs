@@ -47,3 +47,21 @@ pub(crate) fn every_state_dir() -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// `PATH`, where `tofu` or `terraform` is looked for.
+#[allow(clippy::disallowed_methods)] // the edge: PATH is read here and passed down
+pub(crate) fn search_path() -> Option<std::ffi::OsString> {
+    std::env::var_os("PATH")
+}
+
+/// Values OpenTofu's messages must never show: the AWS credentials and every `TF_VAR_*`
+/// (provider tokens), whatever the backend or provider echoes.
+#[allow(clippy::disallowed_methods)] // the edge: read here, only to be redacted
+pub(crate) fn secret_values() -> Vec<String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("TF_VAR_") || matches!(k.as_str(), "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN")
+        })
+        .map(|(_, v)| v)
+        .collect()
+}

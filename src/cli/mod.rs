@@ -45,11 +45,16 @@ pub fn run() -> ExitCode {
         Command::Build { path, inputs, store, out_link, check, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| build::build(&path, &opts, ui, c, store, &out_link, check, json))
         }),
-        Command::Boot { host, path, inputs, image, keep, secrets, timeout, data_disk, json } => with_options(early, inputs, |opts| {
-            with_compiled(&path, &opts, ui, |c| boot::boot(c, &path, &opts, &host, image, keep, secrets, timeout, data_disk, json))
-        }),
-        Command::Plan { path, inputs, store, state, json } => {
-            with_options(early, inputs, |opts| plan::plan_command(&path, &opts, ui, store, state, json))
+        Command::Boot { host, path, inputs, image, keep, secrets, timeout, data_disk, memory, lab_images, json } => {
+            with_options(early, inputs, |opts| {
+                with_compiled(&path, &opts, ui, |c| {
+                    let machine = boot::Machine { memory, lab_images: lab_images.clone(), data_disk: data_disk.clone() };
+                    boot::boot(c, &path, &opts, &host, image, keep, secrets, timeout, machine, json)
+                })
+            })
+        }
+        Command::Plan { path, inputs, store, state, tofu, json } => {
+            with_options(early, inputs, |opts| plan::plan_command(&path, &opts, ui, store, state, tofu, json))
         }
         Command::Show { path, inputs, json } => with_options(early, inputs, |opts| {
             with_compiled(&path, &opts, ui, |c| {

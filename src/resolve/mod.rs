@@ -224,6 +224,7 @@ impl<'a> Resolver<'a> {
             allows: Vec::new(),
             backup: None,
             receivers: std::mem::take(&mut self.receivers),
+            deploy_state: crate::syntax::deploy::state(files, &mut self.diags),
         };
         for z in zones.values() {
             for a in z.accepts.iter().flatten() {

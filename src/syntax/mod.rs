@@ -2,6 +2,7 @@
 
 pub mod connects;
 pub mod decode;
+pub mod deploy;
 pub mod expand;
 pub mod memory_fit;
 pub mod module;

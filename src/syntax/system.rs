@@ -26,6 +26,8 @@ pub struct SystemFile {
     pub backup: Option<BackupDecl>,
     /// `[alerts.receivers.NAME]`: who is told when an alert fires.
     pub receivers: Vec<ReceiverDecl>,
+    /// `[deploy]`: where the OpenTofu state lives.
+    pub deploy: Option<crate::syntax::deploy::DeployDecl>,
 }
 
 /// `[alerts.receivers.NAME]`: one destination of the system's alerts; exactly one of `email`,
@@ -401,6 +403,10 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
                     .iter()
                     .filter_map(|e| {
                         let size = typed(as_str(&e.value, sink), sink, crate::types::Size::parse_positive)?;
+                        if e.key != "data" {
+                            unknown_disk(&e.key, e.key_span, sink);
+                            return None;
+                        }
                         Some((ident(Sp::new(e.key.clone(), e.key_span), sink)?, size))
                     })
                     .collect();
@@ -634,6 +640,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             v
         })
         .unwrap_or_default();
+    out.deploy = crate::syntax::deploy::read(&mut r, sink);
     r.finish();
     out
 }
@@ -693,6 +700,16 @@ pub fn read_cpus(t: &mut TableReader<'_>, sink: &Sink) -> Option<Sp<f64>> {
             None
         }
     }
+}
+
+/// A `[hosts.NAME] disks` entry other than `data`: a host has one data volume, which holds
+/// every volume its services mark as data; other names would be silently ignored.
+fn unknown_disk(name: &str, span: Span, sink: &Sink) {
+    sink.push(
+        crate::diag::Diagnostic::error("E0005", format!("unknown disk `{}`: a host has one data volume, `data`", name.escape_debug()))
+            .primary(span, "only `data` is accepted here")
+            .help("size the host's data volume with `disks = { data = \"50GiB\" }`; every volume a module marks as data lives on it"),
+    );
 }
 
 fn ident(name: Sp<String>, sink: &Sink) -> Option<Sp<String>> {

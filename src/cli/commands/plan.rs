@@ -8,19 +8,44 @@ use std::process::ExitCode;
 use kiln::pipeline::{self, Options, Outcome};
 
 use crate::cli::args::GenerationsCommand;
-use crate::cli::env::{every_state_dir, store_dir};
+use crate::cli::env::{every_state_dir, search_path, secret_values, store_dir};
 use crate::cli::ui::{Ui, io_error, plan_error, report, usage_error};
+
+/// Colour on stdout: a terminal, and no `NO_COLOR`.
+fn stdout_color() -> bool {
+    #[allow(clippy::disallowed_methods)] // the edge: NO_COLOR is read here
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stdout().is_terminal()
+}
 
 /// Prints a plan; exit 0 without changes, 2 with.
 pub(crate) fn print_plan(p: &kiln::plan::Plan, json: bool) -> ExitCode {
     if json {
         print!("{}", kiln::plan_render::json(p));
     } else {
-        #[allow(clippy::disallowed_methods)] // the edge: NO_COLOR is read here
-        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal();
-        print!("{}", kiln::plan_render::text(p, color));
+        print!("{}", kiln::plan_render::text(p, stdout_color()));
     }
     ExitCode::from(if p.has_changes() { 2 } else { 0 })
+}
+
+/// OpenTofu's plan in `<state>/tofu/`: the build's root and the system's backend staged in
+/// the state directory, `init` and `plan` run there, and the directory put in place only when
+/// both succeed (an unreachable backend changes nothing). Exit 1 on any failure.
+fn tofu_plan(
+    c: &pipeline::Compiled,
+    state: &Path,
+    program: Option<&Path>,
+) -> Result<(kiln::tofu_workdir::TofuPlan, String, String), String> {
+    use kiln::tofu_workdir as wd;
+    let program = wd::find_program(program, search_path().as_deref())?;
+    let backend = kiln::state_backend::Backend::of(c.system.deploy_state.as_ref());
+    let root: Vec<(String, Vec<u8>)> = c.system_artifacts.iter().map(|a| (a.path.clone(), a.bytes.clone())).collect();
+    let staged = wd::prepare(state, &wd::files(&root, &backend))?;
+    let plan = wd::plan(&program, &staged, &backend, &secret_values())
+        .map_err(|e| format!("{e}\nnothing was changed in `{}`", state.display()))?;
+    staged.install()?;
+    let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((plan, name, backend.describe()))
 }
 
 /// `kiln diff OLD NEW`.
@@ -42,7 +67,15 @@ pub(crate) fn diff_command(old: &Path, new: &Path, json: bool) -> ExitCode {
 }
 
 /// `kiln plan PATH`: compile in memory, compare with the last generation.
-pub(crate) fn plan_command(path: &Path, opts: &Options, ui: Ui, store: Option<PathBuf>, state: Option<PathBuf>, json: bool) -> ExitCode {
+pub(crate) fn plan_command(
+    path: &Path,
+    opts: &Options,
+    ui: Ui,
+    store: Option<PathBuf>,
+    state: Option<PathBuf>,
+    tofu: Option<Option<PathBuf>>,
+    json: bool,
+) -> ExitCode {
     let c = match pipeline::compile(path, opts) {
         Err(e) => return plan_error(&e.0),
         Ok(Outcome::Failed(fail)) => {
@@ -73,7 +106,19 @@ pub(crate) fn plan_command(path: &Path, opts: &Options, ui: Ui, store: Option<Pa
         },
     };
     let new = kiln::plan::Build { manifest: c.manifest.clone(), facts: kiln::plan_model::facts(&c.system, &c.hosts, &c.sources) };
-    print_plan(&kiln::plan::diff(old.as_ref(), &new), json)
+    let plan = kiln::plan::diff(old.as_ref(), &new);
+    let Some(program) = tofu else { return print_plan(&plan, json) };
+    let (t, name, backend) = match tofu_plan(&c, &state, program.as_deref()) {
+        Ok(x) => x,
+        Err(e) => return plan_error(&e),
+    };
+    if json {
+        print!("{}", kiln::plan_render::json_with_tofu(&plan, &t, &name, &backend));
+    } else {
+        let color = stdout_color();
+        print!("{}{}", kiln::plan_render::text(&plan, color), kiln::plan_render::tofu_text(&t, &name, &backend, color));
+    }
+    ExitCode::from(if plan.has_changes() || t.changes { 2 } else { 0 })
 }
 
 /// `kiln generations [add RESULT]`.
