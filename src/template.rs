@@ -4,6 +4,7 @@
 //! compiled once, and every render runs on a fuel limit.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
@@ -17,28 +18,128 @@ pub struct Templates {
     /// inline template source → its name in `env`
     inline: BTreeMap<String, String>,
     /// templates that failed to compile: name → error
-    broken: BTreeMap<String, (String, Option<usize>)>,
+    broken: BTreeMap<String, TemplateError>,
 }
 
-/// A template failure, with the line inside the template where minijinja knows it.
+/// A template failure: the line and byte range inside the template where minijinja knows it,
+/// and for an undefined value the expression that was undefined and a hint.
+#[derive(Clone, Debug)]
 pub struct TemplateError {
     pub message: String,
     pub line: Option<usize>,
+    /// The failing expression's bytes in the template source.
+    pub range: Option<Range<usize>>,
+    /// What a template may have meant (`did you mean `options.greeting`?`).
+    pub help: Option<String>,
+    /// The undefined expression (`options.greting`), when that is the failure.
+    pub undefined: Option<String>,
 }
 
 impl TemplateError {
+    /// The diagnostic, at `span`: the failing expression itself when the caller narrowed it
+    /// (see [`expression_span`]), else the whole template string or line.
     pub fn at(self, span: Span) -> Diagnostic {
-        Diagnostic::error("E0050", format!("template error: {}", self.message)).primary(span, "while rendering this")
+        let label = match &self.undefined {
+            Some(x) => format!("`{x}` is undefined here"),
+            None => "while rendering this".to_string(),
+        };
+        Diagnostic::error("E0050", format!("template error: {}", self.message)).primary(span, label).with_help(self.help)
+    }
+
+    /// The bytes of `source` (the template) to point at: the undefined expression itself where
+    /// it is written (minijinja's range may cover the filter or operator that used it), else
+    /// the failing expression.
+    pub fn focus(&self, source: &str) -> Option<Range<usize>> {
+        let range = self.range.clone().filter(|r| r.start < r.end && r.end <= source.len());
+        let Some(x) = &self.undefined else { return range };
+        let found: Vec<usize> = source.match_indices(x.as_str()).map(|(i, _)| i).collect();
+        let before = range.as_ref().map_or(usize::MAX, |r| r.end);
+        match found.iter().rev().find(|&&i| i < before).or(found.first()) {
+            Some(&i) => Some(i..i + x.len()),
+            None => range,
+        }
+    }
+
+    /// Adds a hint for an undefined expression from what the render could see.
+    pub fn explain(mut self, ctx: &Value) -> TemplateError {
+        if let Some(x) = &self.undefined
+            && self.help.is_none()
+        {
+            self.help = undefined_help(x, ctx);
+        }
+        self
     }
 }
 
 impl From<minijinja::Error> for TemplateError {
     fn from(e: minijinja::Error) -> Self {
-        let mut message = e.kind().to_string();
-        if let Some(d) = e.detail() {
-            message = format!("{message}: {d}");
+        let undefined = e.detail().and_then(undefined_expr);
+        let message = match (e.kind(), e.detail(), &undefined) {
+            (minijinja::ErrorKind::UndefinedError, _, Some(x)) => format!("`{x}` is undefined"),
+            (kind, Some(d), _) => format!("{kind}: {d}"),
+            (kind, None, _) => kind.to_string(),
+        };
+        TemplateError { message, line: e.line(), range: e.range(), help: None, undefined }
+    }
+}
+
+/// The expression minijinja names in an undefined-value detail (`` `a.b` is undefined ``).
+fn undefined_expr(detail: &str) -> Option<String> {
+    let (before, _) = detail.split_once("` is undefined")?;
+    let start = before.rfind('`')?;
+    Some(before[start + 1..].to_string()).filter(|x| !x.is_empty())
+}
+
+/// A hint for an undefined `a.b.c`: the closest key that exists where the last step failed,
+/// and what `requires.SLOT` and `secrets.SLOT` depend on.
+fn undefined_help(expr: &str, ctx: &Value) -> Option<String> {
+    let steps: Vec<&str> = expr.split('.').collect();
+    let mut at = ctx.clone();
+    for (i, step) in steps.iter().enumerate() {
+        let next = at.get_attr(step).ok().filter(|v| !v.is_undefined());
+        let Some(next) = next else {
+            let parent = steps[..i].join(".");
+            let keys: Vec<String> = at.try_iter().map(|it| it.filter_map(|k| k.as_str().map(str::to_string)).collect()).unwrap_or_default();
+            let near = crate::diag::did_you_mean(step, keys.iter().map(String::as_str));
+            let path = |k: &str| if parent.is_empty() { k.to_string() } else { format!("{parent}.{k}") };
+            return Some(match (parent.as_str(), near) {
+                (_, Some(k)) => format!("did you mean `{}`?", path(k)),
+                ("requires", None) => format!(
+                    "`requires.{step}` is set only when `connects` fills slot `{step}` (declared as `[requires.{step}]`); guard an optional slot: `{{% if requires.{step} is defined %}}`"
+                ),
+                ("secrets", None) => format!(
+                    "`secrets.{step}` is set only when the service binds secret slot `{step}` (declared as `[secrets.{step}]`); guard an optional one: `{{% if secrets.{step} is defined %}}`"
+                ),
+                (_, None) if keys.is_empty() => format!("`{}` has no keys here", if parent.is_empty() { "the context" } else { &parent }),
+                (_, None) => format!(
+                    "{} {}",
+                    if parent.is_empty() { "templates see".to_string() } else { format!("`{parent}` holds") },
+                    keys.iter().map(|k| format!("`{}`", path(k))).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        };
+        at = next;
+    }
+    None
+}
+
+/// The span of a failing expression inside a template string written in a TOML file, when the
+/// string is written literally there (no escapes, so template bytes are file bytes); else `span`.
+pub fn expression_span(span: Span, file_text: &str, source: &str, e: &TemplateError) -> Span {
+    let Some(range) = e.focus(source) else { return span };
+    let written = file_text.get(span.start as usize..span.end as usize).unwrap_or_default();
+    // `"…"`, `'…'`, and the triple-quoted forms whose first newline TOML drops
+    for skip in [1, 3, 4, 5] {
+        if written.get(skip..skip + source.len()) == Some(source) {
+            let start = span.start as usize + skip;
+            return Span::new(span.file, start + range.start..start + range.end);
         }
-        TemplateError { message, line: e.line() }
+    }
+    // Escapes moved the bytes: the expression's text, where it is written only once.
+    let text = &source[range];
+    match written.match_indices(text).map(|(i, _)| i).collect::<Vec<_>>().as_slice() {
+        [i] => Span::new(span.file, span.start as usize + i..span.start as usize + i + text.len()),
+        _ => span,
     }
 }
 
@@ -155,8 +256,7 @@ impl Templates {
         let mut broken = BTreeMap::new();
         for (name, (_, text)) in &m.templates {
             if let Err(e) = env.add_template_owned(name.clone(), text.clone()) {
-                let e = TemplateError::from(e);
-                broken.insert(name.clone(), (e.message, e.line));
+                broken.insert(name.clone(), TemplateError::from(e));
             }
         }
         let mut inline = BTreeMap::new();
@@ -170,8 +270,7 @@ impl Templates {
                     inline.insert(src.to_string(), name);
                 }
                 Err(e) => {
-                    let e = TemplateError::from(e);
-                    broken.insert(name.clone(), (e.message, e.line));
+                    broken.insert(name.clone(), TemplateError::from(e));
                     inline.insert(src.to_string(), name);
                 }
             }
@@ -180,10 +279,11 @@ impl Templates {
     }
 
     fn render_named(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
-        if let Some((message, line)) = self.broken.get(name) {
-            return Err(TemplateError { message: message.clone(), line: *line });
+        if let Some(e) = self.broken.get(name) {
+            return Err(e.clone());
         }
-        Ok(self.env.get_template(name)?.render(ctx)?)
+        let render = || -> Result<String, minijinja::Error> { self.env.get_template(name)?.render(ctx) };
+        render().map_err(|e| TemplateError::from(e).explain(ctx))
     }
 
     pub fn render_str(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
@@ -192,7 +292,7 @@ impl Templates {
         }
         match self.inline.get(source) {
             Some(name) => self.render_named(name, ctx),
-            None => Ok(self.env.render_str(source, ctx)?),
+            None => self.env.render_str(source, ctx).map_err(|e| TemplateError::from(e).explain(ctx)),
         }
     }
 
@@ -229,6 +329,17 @@ mod tests {
         assert_eq!(render("{{ v | ini }}", "system.run[*]").unwrap(), "system.run[*]");
         assert_eq!(render("{{ v | php }}", "x'); system('id'); ('").unwrap(), "'x\\'); system(\\'id\\'); (\\''");
         assert_eq!(render("{{ v | urlencode }}", "a b@c/d:é").unwrap(), "a%20b%40c%2Fd%3A%C3%A9");
+    }
+
+    #[test]
+    fn undefined_errors_name_the_expression() {
+        assert_eq!(undefined_expr("`options.x` is undefined").as_deref(), Some("options.x"));
+        assert_eq!(undefined_expr("bad call (`a.b` is undefined, from loop)").as_deref(), Some("a.b"));
+        assert_eq!(undefined_expr("something else"), None);
+        let ctx = minijinja::context! { options => minijinja::context! { greeting => "hi" }, requires => minijinja::context! {} };
+        assert_eq!(undefined_help("options.greting", &ctx).as_deref(), Some("did you mean `options.greeting`?"));
+        assert!(undefined_help("requires.cache", &ctx).is_some_and(|h| h.contains("requires.cache is defined")));
+        assert_eq!(undefined_help("zzz", &ctx).as_deref(), Some("templates see `options`, `requires`"));
     }
 
     #[test]

@@ -164,6 +164,34 @@ fn one_mistake_gives_one_error() {
     assert_eq!(twice.labels.len(), 2, "{twice:?}");
 }
 
+/// A template error names the undefined expression, points at it in the module's file (inside
+/// a long string, behind a line continuation, in a template file) and hints at the fix.
+#[test]
+fn template_errors_name_the_expression_and_point_at_it() {
+    let dir = common::repo().join("tests/fixtures/diagnostics/template-errors");
+    let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")], ..Options::default() };
+    let Outcome::Failed(f) = compile(&dir.join("system.toml"), &opts).expect("fixture loads") else { panic!("compiles") };
+    let mut seen = Vec::new();
+    for d in f.diagnostics.iter().filter(|d| d.code == "E0050") {
+        let primary = d.labels.iter().find(|l| l.primary).expect("a primary label");
+        let pointed = &f.sources.text(primary.span.file)[primary.span.start as usize..primary.span.end as usize];
+        let file = f.sources.get(primary.span.file).name.rsplit('/').next().unwrap_or_default().to_string();
+        seen.push((d.message.clone(), pointed.to_string(), file, d.help.clone().unwrap_or_default()));
+    }
+    seen.sort();
+    let want = [
+        ("`options.greting` is undefined", "options.greting", "module.toml", "did you mean `options.greeting`?"),
+        ("`requires.cache` is undefined", "requires.cache", "app.conf.j2", "{% if requires.cache is defined %}"),
+        ("`secrets.pasword` is undefined", "secrets.pasword", "module.toml", "did you mean `secrets.password`?"),
+    ];
+    assert_eq!(seen.len(), want.len(), "{seen:#?}");
+    for ((message, pointed, file, help), (m, p, fname, h)) in seen.iter().zip(want) {
+        assert_eq!(message, &format!("template error: {m}"));
+        assert_eq!((pointed.as_str(), file.as_str()), (p, fname), "{message}");
+        assert!(help.contains(h), "{message}: {help}");
+    }
+}
+
 /// A file that is not UTF-8 is bad input (exit 1) reported at its line and column.
 #[test]
 fn invalid_utf8_is_located_bad_input() {

@@ -137,7 +137,8 @@ impl<'a> Resolver<'a> {
                         }
                     },
                     Err(err) => {
-                        self.err(err.at(p.span).secondary(s.name.span, "while instantiating this service"));
+                        let span = crate::template::expression_span(p.span, self.inputs.sources.text(p.span.file), t, &err);
+                        self.err(err.at(span).secondary(s.name.span, "while instantiating this service"));
                         None
                     }
                 },
@@ -354,7 +355,8 @@ impl<'a> Resolver<'a> {
             match tpl.render_str(&v.value, &ctx) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    me.err(e.at(v.span).secondary(s.name.span, "while instantiating this service"));
+                    let span = crate::template::expression_span(v.span, me.inputs.sources.text(v.span.file), &v.value, &e);
+                    me.err(e.at(span).secondary(s.name.span, "while instantiating this service"));
                     None
                 }
             }
@@ -466,7 +468,7 @@ impl<'a> Resolver<'a> {
             match tpl.render_file(&f.template.value, &ctx) {
                 Ok(content) => files.push(ConfigFile { name: f.name.value.clone(), target: f.target.value.clone(), mode: f.mode, content }),
                 Err(e) => {
-                    let span = self.template_line_span(p.module, &f.template.value, e.line).unwrap_or(f.template.span);
+                    let span = self.template_span(p.module, &f.template.value, &e).unwrap_or(f.template.span);
                     self.err(e.at(span).secondary(s.name.span, "while instantiating this service"));
                 }
             }
@@ -606,9 +608,13 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    pub(super) fn template_line_span(&self, m: &LoadedModule, name: &str, line: Option<usize>) -> Option<Span> {
+    /// Where in a module's template file an error is: the failing expression, else its line.
+    pub(super) fn template_span(&self, m: &LoadedModule, name: &str, e: &crate::template::TemplateError) -> Option<Span> {
         let (id, text) = m.templates.get(name)?;
-        let line = line?;
+        if let Some(r) = e.focus(text) {
+            return Some(Span::new(*id, r));
+        }
+        let line = e.line?;
         let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
         let len = text[start.min(text.len())..].lines().next().map(str::len).unwrap_or(0);
         Some(Span::new(*id, start..start + len))
