@@ -219,11 +219,20 @@ fn dash_syntax(script: &str) -> Result<(), String> {
     if o.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&o.stderr).into_owned()) }
 }
 
+/// A script's words; the word after `sh -c` (or bash, dash, ash) is itself a script and is
+/// decoded as one, so a value quoted for the inner shell reads back as the inner shell sees it.
 fn decode_sh(script: &str) -> J {
-    match dash_syntax(script) {
-        Ok(()) => J::from(sh_tokens(script)),
-        Err(e) => J::from(format!("dash -n: {e}")),
+    if let Err(e) = dash_syntax(script) {
+        return J::from(format!("dash -n: {e}"));
     }
+    let words = sh_tokens(script);
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let shell = |j: usize| ["sh", "bash", "dash", "ash"].contains(&words[j].rsplit('/').next().unwrap_or(""));
+        let inner = i >= 2 && words[i - 1] == "-c" && shell(i - 2);
+        out.push(if inner { decode_sh(w) } else { J::from(w.clone()) });
+    }
+    J::from(out)
 }
 
 /// An INI-like file as its readers see it: sections, `key=value` pairs (trimmed), other lines.

@@ -1,66 +1,79 @@
-//! Minimal systems around one built-in module (with whatever it requires), shared by the module
-//! tests: `system_for` writes the system text, `add_service_with` lets a test set options.
-#![allow(dead_code)]
+//! A minimal system around one module: one public host with the module's service, whatever it
+//! requires (recursively, the first module each slot names), example values for the options
+//! without a default, a secret for every slot, a Caddy edge and a route when it serves HTTP.
+//! `kiln modules check` compiles it; the module tests build on it too.
 
 use std::fmt::Write;
 
-use kiln::load::Inputs;
-use kiln::syntax::tree::{Node, Value};
+use crate::load::Inputs;
+use crate::syntax::tree::{Node, Value};
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop";
 
-pub fn toml_value(n: &Node) -> String {
-    match &n.value {
+/// How deep a chain of requirements may go (a module requiring one requiring one …).
+const MAX_DEPTH: usize = 4;
+
+/// An example value as TOML text.
+pub fn toml_value(n: &Node) -> Result<String, String> {
+    Ok(match &n.value {
         Value::Str(s) => toml::Value::String(s.clone()).to_string(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) => f.to_string(),
         Value::Bool(b) => b.to_string(),
-        Value::Array(items) => format!("[{}]", items.iter().map(toml_value).collect::<Vec<_>>().join(", ")),
-        other => panic!("unsupported example value {other:?}"),
-    }
+        Value::Array(items) => format!("[{}]", items.iter().map(toml_value).collect::<Result<Vec<_>, _>>()?.join(", ")),
+        other => return Err(format!("an example value of this kind cannot be written back: {other:?}")),
+    })
+}
+
+/// What is collected while services are added.
+#[derive(Default)]
+struct Acc {
+    out: String,
+    secrets: Vec<String>,
+    alerting: Vec<String>,
 }
 
 /// Adds a service of `module` (and, first, whatever it requires) to the system text.
-#[allow(clippy::too_many_arguments)]
 fn add_service(
     lib: &Inputs,
     module: &str,
     name: &str,
-    out: &mut String,
-    secrets: &mut Vec<String>,
-    alerting: &mut Vec<String>,
+    acc: &mut Acc,
     depth: usize,
     (overrides, optional): (&[(&str, String)], bool),
 ) -> Result<(), String> {
     let m = &lib.modules.get(module).ok_or_else(|| format!("no module `{module}`"))?.decl;
-    assert!(depth < 4, "requirement chain too deep at {module}");
+    if depth >= MAX_DEPTH {
+        return Err(format!("module `{module}`: its requirements nest more than {MAX_DEPTH} deep"));
+    }
     let mut connects = Vec::new();
     for r in m.requires.iter().filter(|r| optional || !r.optional) {
-        let provider = &r.modules[0].value;
+        let provider =
+            &r.modules.first().ok_or_else(|| format!("module `{module}`: requirement `{}` names no module", r.slot.value))?.value;
         let dep_name = format!("{name}-{}", r.slot.value);
-        add_service(lib, provider, &dep_name, out, secrets, alerting, depth + 1, (&[], false))?;
+        add_service(lib, provider, &dep_name, acc, depth + 1, (&[], false))?;
         connects.push(match &r.endpoint {
             Some(ep) => format!("\"{dep_name}.{}\"", ep.value),
             None => format!("\"{dep_name}\""),
         });
     }
-    let _ = writeln!(out, "\n[services.{name}]\nmodule = \"{module}\"\nhost = \"h1\"");
+    let _ = writeln!(acc.out, "\n[services.{name}]\nmodule = \"{module}\"\nhost = \"h1\"");
     if m.collect_rules.is_some() {
-        alerting.push(name.to_string());
+        acc.alerting.push(name.to_string());
     }
     if !connects.is_empty() {
-        let _ = writeln!(out, "connects = [{}]", connects.join(", "));
+        let _ = writeln!(acc.out, "connects = [{}]", connects.join(", "));
     }
     let mut opts = Vec::new();
     for o in m.options.iter().filter(|o| o.default.is_none() && !overrides.iter().any(|(n, _)| *n == o.name.value)) {
         let ex = o.example.as_ref().ok_or_else(|| format!("module `{module}`: required option `{}` has no `example`", o.name.value))?;
-        opts.push(format!("{} = {}", o.name.value, toml_value(ex)));
+        opts.push(format!("{} = {}", o.name.value, toml_value(ex)?));
     }
     for (n, v) in overrides {
         opts.push(format!("{n} = {v}"));
     }
     if !opts.is_empty() {
-        let _ = writeln!(out, "options = {{ {} }}", opts.join(", "));
+        let _ = writeln!(acc.out, "options = {{ {} }}", opts.join(", "));
     }
     let binds: Vec<String> = m
         .secrets
@@ -68,16 +81,17 @@ fn add_service(
         .filter(|s| optional || !s.optional)
         .map(|s| {
             let secret = format!("{}_{}", name.replace('-', "_"), s.slot.value);
-            secrets.push(secret.clone());
+            acc.secrets.push(secret.clone());
             format!("{} = \"{secret}\"", s.slot.value)
         })
         .collect();
     if !binds.is_empty() {
-        let _ = writeln!(out, "secrets = {{ {} }}", binds.join(", "));
+        let _ = writeln!(acc.out, "secrets = {{ {} }}", binds.join(", "));
     }
     Ok(())
 }
 
+/// The system text around `module`'s service `svc`.
 pub fn system_for(lib: &Inputs, module: &str) -> Result<String, String> {
     system_with(lib, module, &[], false)
 }
@@ -85,31 +99,32 @@ pub fn system_for(lib: &Inputs, module: &str) -> Result<String, String> {
 /// [`system_for`] with `overrides` (option name, TOML value) on the module's own service `svc`,
 /// and with `optional`, its optional requirements connected too.
 pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], optional: bool) -> Result<String, String> {
-    let m = &lib.modules[module].decl;
-    let mut out = format!(
-        "[system]\nname = \"t\"\ndomains = [\"example.com\"]\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/24\"\n\n[admins.ops]\nkeys = [\"{KEY}\"]\nsources = [\"198.51.100.0/24\"]\n\n[hosts.h1]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = {{ private = \"10.0.0.2\" }}\n"
-    );
-    let mut secrets = Vec::new();
-    let mut alerting = Vec::new();
-    add_service(lib, module, "svc", &mut out, &mut secrets, &mut alerting, 0, (overrides, optional))?;
-    let http = m.endpoints.iter().find(|e| e.http);
-    if let Some(ep) = http {
+    let m = &lib.modules.get(module).ok_or_else(|| format!("no module `{module}`"))?.decl;
+    let mut acc = Acc {
+        out: format!(
+            "[system]\nname = \"t\"\ndomains = [\"example.com\"]\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/24\"\n\n[admins.ops]\nkeys = [\"{KEY}\"]\nsources = [\"198.51.100.0/24\"]\n\n[hosts.h1]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = {{ private = \"10.0.0.2\" }}\n"
+        ),
+        ..Acc::default()
+    };
+    add_service(lib, module, "svc", &mut acc, 0, (overrides, optional))?;
+    let Acc { mut out, mut secrets, alerting } = acc;
+    if let Some(ep) = m.endpoints.iter().find(|e| e.http) {
         if m.edge.is_none() {
             let _ = writeln!(out, "\n[services.edge]\nmodule = \"caddy\"\nhost = \"h1\"");
         }
         let _ = writeln!(out, "\n[routes.\"svc.example.com\"]\nservice = \"svc\"\nendpoint = \"{}\"", ep.name.value);
         if m.first_run_setup.is_some() {
             // Its first visitor would become the administrator: the route is for the admins only
-            // (what public-first-run-setup asks of a system; tested in tests/diagnostics.rs).
+            // (what public-first-run-setup asks of a system).
             let _ = writeln!(out, "allow = [\"198.51.100.0/24\"]");
         }
     }
     if !alerting.is_empty() {
-        // Who is told of alerts is a system's decision (tests/alerting.rs), not the module's.
+        // Who is told of alerts is a system's decision, not the module's.
         let names = alerting.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             out,
-            "\n[allow.alerts-without-receiver]\nservices = [{names}]\nreason = \"A module on its own: who is told of its alerts is the system's decision, tested in tests/alerting.rs.\""
+            "\n[allow.alerts-without-receiver]\nservices = [{names}]\nreason = \"A module on its own: who is told of its alerts is the system's decision.\""
         );
     }
     secrets.sort();

@@ -36,6 +36,18 @@ pub(crate) fn modules(lib: &kiln::load::Inputs, command: ModulesCommand, ui: Ui)
                 usage_error(&format!("no module `{name}`{hint}; `kiln modules list` shows them all"))
             }
         },
+        ModulesCommand::Check { dirs, json } => {
+            let report = match kiln::module_check::check(&dirs) {
+                Ok(r) => r,
+                Err(e) => return io_error(&e.0),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+            } else {
+                print!("{}", kiln::module_check::render_text(&report));
+            }
+            if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
         ModulesCommand::Docs { dir } => {
             if let Err(e) = write_docs(&dir, &kiln::docs::pages(lib.modules.values())) {
                 return io_error(&format!("cannot write `{}`: {e}", dir.display()));
