@@ -38,10 +38,11 @@ impl Backend {
         state.map_or(Backend::Local, |s| Backend::S3(s.clone()))
     }
 
-    /// Where the state is, for messages: a URL with the endpoint, never a credential.
-    pub fn describe(&self) -> String {
+    /// Where the state is, for messages: the local file in `state_dir`, or the S3 URL with its
+    /// endpoint; never a credential.
+    pub fn describe(&self, state_dir: &std::path::Path) -> String {
         match self {
-            Backend::Local => format!("the local state file {}", LOCAL_STATE.trim_start_matches("../")),
+            Backend::Local => format!("the local state file {}", state_dir.join(LOCAL_STATE.trim_start_matches("../")).display()),
             Backend::S3(s) => match &s.endpoint {
                 Some(e) => format!("s3://{}/{} at {e}", s.bucket, s.key),
                 None => format!("s3://{}/{}", s.bucket, s.key),

@@ -181,11 +181,14 @@ pub fn plan(program: &Path, staged: &Staged, backend: &Backend, secrets: &[Strin
     };
     let init = run(&["init", "-input=false", "-no-color"])?;
     if !init.status.success() {
-        return Err(format!(
-            "`{name} init` could not set up the state backend ({}): is it reachable, does the bucket exist, are the credentials in the environment?{}",
-            backend.describe(),
-            excerpt(&init.stdout, &init.stderr, secrets)
-        ));
+        let what = match backend {
+            Backend::Local => format!("could not read {}", backend.describe(&staged.state)),
+            Backend::S3(_) => format!(
+                "could not reach the state backend {}: is it up, does the bucket exist, are the credentials in the environment?",
+                backend.describe(&staged.state)
+            ),
+        };
+        return Err(format!("`{name} init` {what}{}", excerpt(&init.stdout, &init.stderr, secrets)));
     }
     let plan = run(&["plan", "-input=false", "-no-color", "-detailed-exitcode", &format!("-out={PLAN_FILE}")])?;
     let changes = match plan.status.code() {

@@ -158,6 +158,12 @@ fn each_edit_plans_its_hosts_and_exit_codes_follow_detailed_exitcode() {
         }
     }
 
+    // a store entry and a manifest file name builds as well as result links do
+    let entry = std::fs::canonicalize(tmp.path().join("r-option")).unwrap();
+    let (code, plan) = diff(&base.join("manifest.json"), &entry);
+    assert_eq!(code, 2);
+    assert_eq!(kiln_sets(&plan), (set(&[]), set(&["cache"]), set(&[])), "{plan:#}");
+
     // a missing build is an error (exit 1) naming it
     let out = run(kiln().arg("diff").arg(&base).arg(tmp.path().join("nothing")));
     assert_eq!(out.status.code(), Some(1));
@@ -447,6 +453,14 @@ fn plan_tofu_prepares_the_working_directory_and_agrees_with_kiln() {
         .filter(|a| a.starts_with("hcloud_volume.") || a.starts_with("hcloud_server.") && a != "hcloud_server.cache")
         .collect();
     assert!(touched.is_empty(), "only cache's server changes, no volume: {touched:?}");
+
+    // a corrupt state file: exit 1 naming it, nothing in the state directory changed
+    std::fs::write(state.join("terraform.tfstate"), "{ \"version\": 4, \"serial\": ").unwrap();
+    let before = snapshot(&state);
+    let (code, _, err) = plan_tofu(&sys, &store, &state, &base, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&state.join("terraform.tfstate").display().to_string()) && err.contains("nothing was changed"), "{err}");
+    assert_eq!(snapshot(&state), before);
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn tofu_plan(
         .map_err(|e| format!("{e}\nnothing was changed in `{}`", state.display()))?;
     staged.install()?;
     let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok((plan, name, backend.describe()))
+    Ok((plan, name, backend.describe(state)))
 }
 
 /// `kiln diff OLD NEW`.
