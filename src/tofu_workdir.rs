@@ -20,6 +20,7 @@ pub const BACKEND_FILE: &str = "kiln_backend.tf.json";
 /// The working directory's name inside the state directory.
 pub const WORKDIR: &str = "tofu";
 const PLAN_FILE: &str = "kiln.tfplan";
+const LOCK_FILE: &str = ".terraform.lock.hcl";
 
 /// The files of the working directory, by name: every artifact of the build's `tofu/`
 /// directory (`(path in the build, bytes)`), and the backend configuration. Pure.
@@ -98,7 +99,8 @@ impl Drop for Staged {
 }
 
 /// Writes the working directory's files into a fresh directory inside `state` (created when
-/// missing). The files are plain, writable copies: the store's are read-only.
+/// missing), with the provider lock file of the working directory it replaces. The files are
+/// plain, writable copies: the store's are read-only.
 pub fn prepare(state: &Path, files: &[(String, Vec<u8>)]) -> Result<Staged, String> {
     let created_state = !state.exists();
     std::fs::create_dir_all(state).map_err(|e| format!("cannot create the state directory `{}`: {e}", state.display()))?;
@@ -109,6 +111,12 @@ pub fn prepare(state: &Path, files: &[(String, Vec<u8>)]) -> Result<Staged, Stri
         .map_err(|e| format!("cannot create a working directory in `{}`: {e}", state.display()))?;
     for (name, bytes) in files {
         std::fs::write(dir.path().join(name), bytes).map_err(|e| format!("cannot write `{name}` in `{}`: {e}", dir.path().display()))?;
+    }
+    // The provider lock file `init` wrote last time: the same provider builds, checksums
+    // checked, as OpenTofu recommends committing it.
+    let lock = state.join(WORKDIR).join(LOCK_FILE);
+    if lock.is_file() {
+        std::fs::copy(&lock, dir.path().join(LOCK_FILE)).map_err(|e| format!("cannot copy `{}`: {e}", lock.display()))?;
     }
     staged.dir = Some(dir);
     Ok(staged)

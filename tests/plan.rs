@@ -432,12 +432,14 @@ fn plan_tofu_prepares_the_working_directory_and_agrees_with_kiln() {
     assert_eq!(leftovers, ["tofu"], "no staging directory left behind");
 
     // applied and recorded: both plans are empty, exit 0
+    let lock = read(&work.join(".terraform.lock.hcl"));
     apply_workdir(&state, &base, &[]);
     assert!(state.join("terraform.tfstate").is_file(), "the local state lives in the state directory");
     add_generation(&base, &store, &state);
     let (code, v, err) = plan_tofu(&five, &store, &state, &base, &[]);
     assert_eq!(code, 0, "{err}\n{v:#}");
     assert_eq!(v["tofu"]["changes"], false);
+    assert_eq!(read(&work.join(".terraform.lock.hcl")), lock, "the provider lock file is carried over");
 
     // a module option on the stateful `cache`: kiln and OpenTofu replace its server, and
     // neither touches its volume
