@@ -82,6 +82,8 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 pub enum Severity {
     Error,
     Warning,
+    /// Something the user should know that is not a problem (a module overriding a built-in).
+    Note,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +125,10 @@ impl Diagnostic {
     }
     pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
         Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
+    }
+    /// A diagnostic of severity [`Severity::Note`] (its notes are added with [`Diagnostic::note`]).
+    pub fn info(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { severity: Severity::Note, ..Diagnostic::error(code, message) }
     }
     pub fn primary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
         self.labels.push(Label { span, message: message.into(), primary: true });
@@ -194,7 +200,11 @@ impl fmt::Display for Located<'_> {
             let (l, c) = self.sources.line_col(span.file, span.start as usize);
             write!(f, "{}:{}:{}: ", visible(&self.sources.get(span.file).name), l, c)?;
         }
-        let level = if self.diag.severity == Severity::Warning { "warning" } else { "error" };
+        let level = match self.diag.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        };
         write!(f, "{level}[{}]: {}", self.diag.code, visible(&self.diag.message))
     }
 }
@@ -230,6 +240,7 @@ fn to_codespan(d: &Diagnostic, shifts: &[Shifts]) -> cs::Diagnostic<usize> {
     let sev = match d.severity {
         Severity::Error => cs::Severity::Error,
         Severity::Warning => cs::Severity::Warning,
+        Severity::Note => cs::Severity::Note,
     };
     let labels = d
         .labels

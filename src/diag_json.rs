@@ -11,14 +11,14 @@ pub fn report(sources: &Sources, diags: &[Diagnostic]) -> Value {
     json!({
         "ok": errors == 0,
         "errors": errors,
-        "warnings": diags.len() - errors,
+        "warnings": diags.iter().filter(|d| d.severity == Severity::Warning).count(),
         "diagnostics": diags.iter().map(|d| diagnostic(sources, d)).collect::<Vec<_>>(),
     })
 }
 
 fn diagnostic(sources: &Sources, d: &Diagnostic) -> Value {
     let mut v = json!({
-        "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
+        "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning", Severity::Note => "note" },
         "code": d.code,
         "message": d.message,
         "labels": d.labels.iter().map(|l| {

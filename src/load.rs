@@ -43,6 +43,8 @@ pub struct LoadedModule {
     /// template file name → (file id, text); only files inside the module directory.
     pub templates: BTreeMap<String, (FileId, String)>,
     pub origin: Origin,
+    /// The version of the built-in module of the same name this `--modules` module replaces.
+    pub overrides: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -485,7 +487,8 @@ fn add_module(inputs: &mut Inputs, dir_name: &str, files: Vec<(String, PathBuf, 
             );
         }
     }
-    inputs.modules.insert(dir_name.to_string(), LoadedModule { decl, file, templates, origin });
+    let overrides = inputs.modules.get(dir_name).filter(|m| m.origin == Origin::Builtin).map(|m| m.decl.version.value.clone());
+    inputs.modules.insert(dir_name.to_string(), LoadedModule { decl, file, templates, origin, overrides });
 }
 
 /// A span covering nothing, for diagnostics about whole files.

@@ -291,11 +291,22 @@ pub struct FirewallRule {
     pub forwarded_port: Option<u16>,
 }
 
+/// Where a service's module came from, when it is not built in.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleSource {
+    pub dir: String,
+    pub replaces_builtin: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Service {
     pub name: String,
     pub module: String,
     pub module_version: String,
+    /// A module not built in: the `--modules` directory it came from, and the version of the
+    /// built-in module of the same name it replaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_source: Option<ModuleSource>,
     pub host: String,
     pub kind: ModuleKind,
     pub edge: Option<String>,
@@ -429,6 +440,8 @@ pub struct Endpoint {
     pub host_port: u16,
     pub protocol: Protocol,
     pub http: bool,
+    /// The edge proxies to it over HTTP/2 without TLS (module `h2c = true`).
+    pub h2c: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -518,6 +531,8 @@ pub struct Route {
     pub endpoint: String,
     /// Where the edge sends requests: `address:port`.
     pub upstream: String,
+    /// The edge speaks h2c (HTTP/2 without TLS) to the upstream, as its endpoint asks.
+    pub h2c: bool,
     pub tls: TlsMode,
     pub auth: Option<ForwardAuth>,
     pub crowdsec: Option<ForwardAuth>,

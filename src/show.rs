@@ -45,6 +45,9 @@ struct ShowService<'a> {
     /// `version`/`image` (a canary running another release than its peers).
     image: Option<String>,
     image_from: Option<crate::model::ImageFrom>,
+    /// A module from `--modules`: its directory, and the built-in version it replaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    module_source: Option<&'a crate::model::ModuleSource>,
     connects: Vec<String>,
     /// The requirement slot each connection fills: slot → `service.endpoint`.
     slots: BTreeMap<&'a str, String>,
@@ -114,6 +117,7 @@ fn view(c: &Compiled) -> Show<'_> {
                         host: &s.host,
                         image: s.container.as_ref().map(|c| c.image.to_string()),
                         image_from: s.container.as_ref().map(|c| c.image_from),
+                        module_source: s.module_source.as_ref(),
                         connects: {
                             // one service filling two named slots is one connection
                             let mut v: Vec<String> = s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect();
@@ -196,6 +200,15 @@ pub fn show_text(c: &Compiled) -> String {
         let _ = writeln!(o, "\nimages set by the system");
         for (name, s) in chosen {
             let _ = writeln!(o, "  {name} on {}: {} (module {} {})", s.host, s.image.as_deref().unwrap_or("-"), s.module, s.version);
+        }
+    }
+    // Modules from `--modules`, above all those replacing a built-in: a fork should not be forgotten.
+    let local: Vec<_> = v.services.iter().filter_map(|(name, s)| Some((name, s, s.module_source?))).collect();
+    if !local.is_empty() {
+        let _ = writeln!(o, "\nmodules from --modules");
+        for (name, s, src) in local {
+            let replaces = src.replaces_builtin.as_ref().map(|b| format!(", replacing the built-in {} {b}", s.module)).unwrap_or_default();
+            let _ = writeln!(o, "  {name}: {} {} from {}{replaces}", s.module, s.version, src.dir);
         }
     }
     let _ = writeln!(o, "\nstart order\n  {}", v.start_order.join(" → "));

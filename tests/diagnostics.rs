@@ -11,8 +11,18 @@ use std::path::Path;
 use kiln::diag::{Located, Severity};
 use kiln::pipeline::{Options, Outcome, compile};
 
+/// The module directories a fixture is checked with: the shared test modules, and the
+/// fixture's own `modules/` when it has one (a module overriding a built-in).
+fn module_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = vec![common::repo().join("tests/fixtures/modules")];
+    if dir.join("modules").is_dir() {
+        v.push(dir.join("modules"));
+    }
+    v
+}
+
 fn located(dir: &Path) -> String {
-    let opts = Options { module_dirs: vec![common::repo().join("tests/fixtures/modules")], ..Options::default() };
+    let opts = Options { module_dirs: module_dirs(dir), ..Options::default() };
     let outcome = compile(&dir.join("system.toml"), &opts).expect("fixture loads");
     let (sources, diags) = match outcome {
         Outcome::Failed(f) => (f.sources, f.diagnostics),
@@ -20,7 +30,7 @@ fn located(dir: &Path) -> String {
     };
     let mut out = String::new();
     for d in &diags {
-        assert!(d.severity == Severity::Error || d.severity == Severity::Warning);
+        assert!(matches!(d.severity, Severity::Error | Severity::Warning | Severity::Note));
         // every label points inside its file, on character boundaries
         for l in &d.labels {
             let text = sources.text(l.span.file);
@@ -190,6 +200,40 @@ fn template_errors_name_the_expression_and_point_at_it() {
         assert_eq!((pointed.as_str(), file.as_str()), (p, fname), "{message}");
         assert!(help.contains(h), "{message}: {help}");
     }
+}
+
+/// A `--modules` module with a built-in's name replaces it: the build succeeds with one note,
+/// at the first service using it, every service runs the local module, and `kiln show` (text
+/// and JSON) says which services run a local module and what it replaces.
+#[test]
+fn a_module_overriding_a_builtin_is_noted_and_shown() {
+    let dir = common::repo().join("tests/fixtures/diagnostics/rule-module-override");
+    let opts = Options { module_dirs: module_dirs(&dir), ..Options::default() };
+    let Outcome::Ok(c) = compile(&dir.join("system.toml"), &opts).expect("fixture loads") else { panic!("the override builds") };
+    let notes: Vec<&kiln::diag::Diagnostic> = c.warnings.iter().filter(|d| d.code == "module-override").collect();
+    assert_eq!(notes.len(), 1, "{:?}", c.warnings);
+    assert_eq!(notes[0].severity, Severity::Note);
+    for s in ["push-a", "push-b"] {
+        assert_eq!(c.system.services[s].module_version, "1.11.1-local", "{s} runs the local module");
+    }
+    let kiln = || {
+        let mut k = common::kiln();
+        k.arg("--modules").arg(common::repo().join("tests/fixtures/modules")).arg("--modules").arg(dir.join("modules"));
+        k
+    };
+    let out = common::run(kiln().arg("check").arg(&dir));
+    let err = common::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("note[module-override]: module `pushgateway` is the one from `--modules`"), "{err}");
+    let out = common::run(kiln().arg("show").arg(&dir));
+    let text = common::text(&out.stdout);
+    assert!(text.contains("modules from --modules\n  push-a: pushgateway 1.11.1-local from "), "{text}");
+    assert!(text.contains(", replacing the built-in pushgateway "), "{text}");
+    let out = common::run(kiln().args(["show", "--json"]).arg(&dir));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --json");
+    let src = &v["services"]["push-b"]["module_source"];
+    assert!(src["dir"].as_str().is_some_and(|d| d.ends_with("modules/pushgateway")), "{v}");
+    assert!(src["replaces_builtin"].as_str().is_some_and(|b| !b.is_empty() && b != "1.11.1-local"), "{v}");
 }
 
 /// A file that is not UTF-8 is bad input (exit 1) reported at its line and column.

@@ -105,6 +105,17 @@ hostname (in two files, or stamped out twice by a template) would make one silen
         allowable: false,
     },
     Explanation {
+        id: "module-override",
+        summary: "a `--modules` module replaces a built-in one (a note)",
+        explanation: "A module in a `--modules` directory with the name of a built-in module \
+replaces it for the whole system: every service naming that module runs the local copy, with \
+its options, image and templates, and none gets the built-in one's fixes. That is how a fork \
+adds an option, and it is allowed; kiln says so at build and check, and `kiln show` lists the \
+services running a local module, so a stale fork is not forgotten. To keep both, give the local \
+module another name. (resolve)",
+        allowable: false,
+    },
+    Explanation {
         id: "phase-order",
         summary: "a service connects to one in a later start phase",
         explanation: "Services start phase by phase (`phase = N`, 0 first), each phase up and healthy \

@@ -12,6 +12,9 @@ impl<'a> Resolver<'a> {
                 return None;
             }
         };
+        if let Some(builtin) = &module.overrides {
+            self.module_override(module, builtin, module_name);
+        }
         let host = s.host.as_ref()?;
         if !hosts.contains_key(&host.value) {
             self.unknown("host", host, hosts.keys(), "hosts");
@@ -48,7 +51,14 @@ impl<'a> Resolver<'a> {
                 None => host_port,
             };
             if let (Some(port), Some(host_port)) = (port, host_port) {
-                endpoints.push(Endpoint { name: e.name.value.clone(), port, host_port, protocol: e.protocol.value, http: e.http });
+                endpoints.push(Endpoint {
+                    name: e.name.value.clone(),
+                    port,
+                    host_port,
+                    protocol: e.protocol.value,
+                    http: e.http,
+                    h2c: e.h2c,
+                });
             }
         }
         for (name, p) in &s.ports {
@@ -72,6 +82,27 @@ impl<'a> Resolver<'a> {
             }
         }
         Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok })
+    }
+
+    /// A note, at the first service using it, that a `--modules` module replaces the built-in
+    /// one of the same name: every service of that module in the system runs the local one.
+    fn module_override(&mut self, module: &LoadedModule, builtin: &str, used: &Sp<String>) {
+        let m = &module.decl;
+        let message = format!("module `{}` is the one from `--modules`, not the built-in `{}` {builtin}", m.name.value, m.name.value);
+        if self.diags.iter().any(|d| d.code == "module-override" && d.message == message) {
+            return;
+        }
+        let dir = match &module.origin {
+            crate::load::Origin::Dir(d) => d.display().to_string(),
+            crate::load::Origin::Builtin => String::new(),
+        };
+        self.err(
+            Diagnostic::info("module-override", message)
+                .primary(used.span, "every service of this module runs the local one")
+                .secondary(m.name.span, format!("version {} from `{dir}`", m.version.value))
+                .note(format!("`kiln show` lists the services that use it; `kiln modules show {}` shows the built-in one when run without `--modules`", m.name.value))
+                .help(format!("to keep both, give the local module another name than `{}`", m.name.value)),
+        );
     }
 
     /// A module that is neither built in nor in a `--modules` directory: the closest name, or
@@ -571,6 +602,12 @@ impl<'a> Resolver<'a> {
             name: s.name.value.clone(),
             module: m.name.value.clone(),
             module_version: m.version.value.clone(),
+            module_source: match &p.module.origin {
+                crate::load::Origin::Dir(d) => {
+                    Some(ModuleSource { dir: d.display().to_string(), replaces_builtin: p.module.overrides.clone() })
+                }
+                crate::load::Origin::Builtin => None,
+            },
             host: p.host.clone(),
             kind: m.kind.value,
             edge: m.edge.as_ref().map(|e| e.value.clone()),
