@@ -188,6 +188,7 @@ impl<'a> Resolver<'a> {
                 service: svc.name.clone(),
                 endpoint: endpoint.name.clone(),
                 upstream,
+                h2c: endpoint.h2c,
                 tls,
                 auth,
                 crowdsec,

@@ -21,6 +21,12 @@ pub fn free_port() -> u16 {
 /// A running process, killed when dropped.
 pub struct Proc(Child);
 
+impl From<Child> for Proc {
+    fn from(c: Child) -> Proc {
+        Proc(c)
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -143,7 +149,8 @@ pub struct Traefik {
 /// Starts Traefik on a host's `traefik/traefik.yml` and `traefik/dynamic/kiln.yml` (after the
 /// oracles accept both): entry points and the API on free loopback ports, the dynamic directory,
 /// ACME storage and CA moved under `tmp` (no CA is reachable: it fails fast and serves the
-/// default certificate), every service and forward-auth address at `127.0.0.1:upstream`.
+/// default certificate), every service (keeping its scheme) and forward-auth address at
+/// `127.0.0.1:upstream`.
 /// Returns once Traefik's API lists every router.
 pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
     oracle("traefik-static", &host.join("traefik/traefik.yml")).unwrap();
@@ -164,7 +171,10 @@ pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
     }
     let mut dy = yaml(&host.join("traefik/dynamic/kiln.yml"));
     for (_, s) in dy["http"]["services"].as_object_mut().unwrap() {
-        s["loadBalancer"]["servers"] = json!([{ "url": format!("http://127.0.0.1:{upstream}") }]);
+        // The scheme stays (http, or h2c for an endpoint that needs HTTP/2 end to end).
+        let scheme =
+            s["loadBalancer"]["servers"][0]["url"].as_str().and_then(|u| u.split_once("://")).map_or("http", |(s, _)| s).to_string();
+        s["loadBalancer"]["servers"] = json!([{ "url": format!("{scheme}://127.0.0.1:{upstream}") }]);
     }
     if let Some(middlewares) = dy["http"]["middlewares"].as_object_mut() {
         for (_, m) in middlewares {

@@ -22,11 +22,21 @@ pub(super) fn endpoint(name: Sp<String>, mut t: TableReader<'_>, sink: &Sink) ->
         _ => Err(one_of(s, "protocol", &["tcp", "udp"])),
     })
     .unwrap_or(Sp::new(Protocol::Tcp, port.span));
+    let http = t.bool("http");
+    let h2c = t.bool("h2c");
+    if let Some(h) = h2c.as_ref().filter(|h| h.value && !http.as_ref().is_some_and(|b| b.value)) {
+        sink.push(
+            crate::diag::Diagnostic::error("E0003", "`h2c` is how the edge speaks HTTP to this endpoint, which is not `http = true`")
+                .primary(h.span, "h2c on an endpoint the edge does not route")
+                .help("add `http = true`, or remove `h2c`"),
+        );
+    }
     let d = EndpointDecl {
         port,
         host_port,
         protocol,
-        http: t.bool("http").is_some_and(|b| b.value),
+        http: http.is_some_and(|b| b.value),
+        h2c: h2c.is_some_and(|b| b.value),
         name: typed(Some(name), sink, types::parse_ident)?,
     };
     t.finish();

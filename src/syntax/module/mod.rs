@@ -189,6 +189,8 @@ pub struct EndpointDecl {
     pub host_port: Option<Sp<IntOrTpl>>,
     pub protocol: Sp<Protocol>,
     pub http: bool,
+    /// The edge speaks HTTP/2 without TLS (h2c) to it: gRPC needs HTTP/2 end to end.
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
