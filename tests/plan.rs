@@ -575,3 +575,66 @@ fn an_s3_state_backend_keeps_the_state_in_the_bucket_and_locks_it() {
     assert!(err.contains("Error acquiring the state lock"), "{err}");
     assert_eq!(snapshot(&state), before);
 }
+
+/// The server resource names of a build's OpenTofu root: the hosts OpenTofu creates (an
+/// `existing` host has none).
+fn servers(result: &Path) -> BTreeSet<String> {
+    let root: serde_json::Value = serde_json::from_slice(&std::fs::read(result.join("tofu/main.tf.json")).unwrap()).unwrap();
+    ["hcloud_server", "digitalocean_droplet", "scaleway_instance_server"]
+        .iter()
+        .flat_map(|t| root["resource"][*t].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        .collect()
+}
+
+/// OpenTofu's (create, replace, destroy) servers, by host name.
+fn tofu_server_sets(t: &serde_json::Value) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let hosts = |k: &str| -> BTreeSet<String> {
+        addresses(&t[k])
+            .into_iter()
+            .filter_map(|a| {
+                ["hcloud_server.", "digitalocean_droplet.", "scaleway_instance_server."]
+                    .iter()
+                    .find_map(|p| a.strip_prefix(p).map(str::to_string))
+            })
+            .collect()
+    };
+    (hosts("create"), hosts("replace"), hosts("destroy"))
+}
+
+/// Every example through `kiln plan --tofu` with the stand-in providers: with nothing deployed,
+/// kiln creates exactly the servers OpenTofu creates; once applied and recorded, both plans are
+/// empty; an admin added (a fleet-wide change) replaces the same servers in both. Hosts of kind
+/// `existing` have no server in OpenTofu, so kiln's sets are compared on the servers alone.
+#[test]
+fn kiln_and_opentofu_agree_on_every_example() {
+    for example in examples() {
+        let name = example.file_name().unwrap().to_string_lossy().into_owned();
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, state) = (tmp.path().join("store"), tmp.path().join("state"));
+        let base = build(&example, &store, &tmp.path().join("base"));
+        let servers = servers(&base);
+        let on_servers = |s: BTreeSet<String>| s.intersection(&servers).cloned().collect::<BTreeSet<_>>();
+
+        let (code, v, err) = plan_tofu(&example, &store, &state, &base, &[]);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert_eq!(tofu_server_sets(&v["tofu"]), (servers.clone(), set(&[]), set(&[])), "{name}: OpenTofu creates every server");
+        assert_eq!(on_servers(names(&v["create"])), servers, "{name}: kiln creates every server");
+
+        apply_workdir(&state, &base, &[]);
+        add_generation(&base, &store, &state);
+        let (code, v, err) = plan_tofu(&example, &store, &state, &base, &[]);
+        assert_eq!((code, &v["tofu"]["changes"]), (0, &serde_json::Value::Bool(false)), "{name}: applied and recorded\n{err}\n{v:#}");
+
+        let sys = tmp.path().join("sys");
+        copy_tree(&example, &sys);
+        let toml = sys.join("system.toml");
+        let admin = "\n[admins.auditor]\nkeys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 auditor@laptop\"]\nsources = [\"198.51.100.0/24\"]\n";
+        std::fs::write(&toml, format!("{}{admin}", read(&toml))).unwrap();
+        let (code, v, err) = plan_tofu(&sys, &store, &state, &base, &[]);
+        assert_eq!(code, 2, "{name}: {err}");
+        let (c, r, d) = kiln_sets(&v);
+        let kiln = (on_servers(c), on_servers(r), on_servers(d));
+        assert_eq!(kiln, tofu_server_sets(&v["tofu"]), "{name}: kiln's (create, replace, destroy) servers against OpenTofu's");
+        assert_eq!(kiln.1, servers, "{name}: an admin reaches every server");
+    }
+}
