@@ -1,6 +1,6 @@
 //! Deployment state outside the store: a system's generations (`<state>/generations/<n>.json`,
 //! default state `.kiln/state/<system>`), each recording what was deployed — number, time (read
-//! by `main`, never by a build), system hash, store entry, per-host closures. `kiln plan`
+//! by the command line, never by a build), system hash, store entry, per-host closures. `kiln plan`
 //! compares with the last one, `kiln gc` keeps their entries. Also reads builds back from
 //! result links, store entries and manifest or model files for `kiln diff`.
 
