@@ -168,11 +168,25 @@ fn each_edit_plans_its_hosts_and_exit_codes_follow_detailed_exitcode() {
     let out = run(kiln().arg("diff").arg(&base).arg(tmp.path().join("nothing")));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("nothing"), "{}", text(&out.stderr));
-    // human output: no colour without a terminal, the summary line
-    let out = run(kiln().arg("diff").arg(&base).arg(tmp.path().join("r-option")));
+    // human output: no colour into a pipe, the summary line
+    let out = run(kiln().env_remove("NO_COLOR").arg("diff").arg(&base).arg(tmp.path().join("r-option")));
     let human = text(&out.stdout);
     assert!(!human.contains('\x1b'), "{human}");
     assert!(human.contains("-/+ cache (replace)") && human.contains("Plan: 0 to create, 1 to replace"), "{human}");
+    // on a terminal (util-linux `script` gives it one): colour, unless NO_COLOR
+    let on_tty = |no_color: Option<&str>| {
+        let line = format!("'{}' diff '{}' '{}'", env!("CARGO_BIN_EXE_kiln"), base.display(), tmp.path().join("r-option").display());
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(on_tty(None).contains("\x1b[33m"), "colour on a terminal");
+    assert!(!on_tty(Some("1")).contains('\x1b'), "NO_COLOR on a terminal");
 }
 
 fn tofu_check(dir: &Path, args: &[&str]) -> String {
