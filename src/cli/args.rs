@@ -277,7 +277,7 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Build a system in memory and compare it with its last generation (or with nothing).
-    /// Writes nothing. Exit 0 no changes, 2 changes, 1 error.
+    /// Writes nothing (with `--tofu`, only `<state>/tofu/`). Exit 0 no changes, 2 changes, 1 error.
     ///
     /// The plan is kiln's own: hosts created, replaced, destroyed, and why; services, firewall,
     /// routes, DNS, secrets; what happens to each replaced host's data. With `--tofu`, OpenTofu
@@ -291,8 +291,8 @@ pub(crate) enum Command {
     /// error: the system does not compile; the state directory holds another system's
     /// generations, a corrupt generation file, or a generation whose store entry is gone; with
     /// `--tofu`, no OpenTofu program, a state backend that cannot be reached (the error names
-    /// its URL, never a credential) or a failed OpenTofu plan. On an error nothing is changed
-    /// in the state directory.
+    /// its URL, never a credential), its lock held by another run, or a failed OpenTofu plan.
+    /// On an error nothing is changed in the state directory.
     Plan {
         /// A system directory (holding system.toml) or a system file.
         path: PathBuf,
