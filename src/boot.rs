@@ -13,6 +13,16 @@
 //! [`DATA_DISK_SERIAL`], which the provisioner accepts besides the providers' stable names),
 //! is created empty when missing, and outlives the machine, so that a fresh machine booted
 //! with it finds the data the last one left.
+//!
+//! `--lab-images FILE` (lab plumbing, docs/lab.md) attaches a `docker load` archive of
+//! stand-in images read-only as a disk with the serial [`LAB_IMAGES_SERIAL`]; the lab's
+//! debian-13 image loads it into Docker before the provisioner runs, so that `docker compose
+//! up` finds every image it pins without a registry.
+//!
+//! A host whose user-data is the stage-0 loader (its payload is over the provider's limit and
+//! fetched from the store by hash) boots with its full user-data instead ([`user_data`]):
+//! the same payload, provisioner and closure; NoCloud has no size limit, and the VM cannot
+//! reach the store.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
@@ -33,6 +43,21 @@ const SEED_ADDR: &str = "10.0.2.100";
 pub const DATA_DISK_SERIAL: &str = "kiln-data";
 /// The size of a data disk `kiln boot` creates (a sparse qcow2).
 pub const DATA_DISK_SIZE: &str = "1G";
+/// The serial of the `--lab-images` disk, which the lab image's kiln-lab-images.service
+/// looks for (scripts/build-test-image).
+pub const LAB_IMAGES_SERIAL: &str = "kiln-lab-images";
+
+/// The user-data a local boot delivers: the host's own, or for a stage-0 host the full
+/// user-data of the same payload (everything but the bundle and the loader), which cloud-init
+/// reads from the seed as the provider would the loader.
+pub fn user_data(sys: &crate::model::System, host: &str, artifacts: &crate::render::HostArtifacts) -> Option<Vec<u8>> {
+    if artifacts.stage0 {
+        let payload: Vec<crate::render::Artifact> =
+            artifacts.artifacts.iter().filter(|a| a.path != "user-data" && a.path != "bundle.tar.gz").cloned().collect();
+        return Some(crate::render::cloud_init::emit(sys, sys.hosts.get(host)?, &payload).into_bytes());
+    }
+    artifacts.artifacts.iter().find(|a| a.path == "user-data").map(|a| a.bytes.clone())
+}
 
 pub struct BootOptions {
     /// Directory with `base.raw`, `vmlinuz`, `initrd.img` (scripts/build-test-image).
@@ -46,6 +71,8 @@ pub struct BootOptions {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// A second disk standing for the host's data volume (created when missing, never removed).
     pub data_disk: Option<PathBuf>,
+    /// Lab plumbing: a `docker load` archive attached read-only (see [`LAB_IMAGES_SERIAL`]).
+    pub lab_images: Option<PathBuf>,
 }
 
 #[derive(Serialize, Debug)]
@@ -230,6 +257,11 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
     }
     // Before anything else: a file that is not a disk for kiln is refused untouched.
     let data = opts.data_disk.as_deref().map(data_disk).transpose()?;
+    if let Some(images) = &opts.lab_images {
+        if !images.is_file() || images.to_string_lossy().contains(',') {
+            return Err(format!("{}: no such file (or a path with a comma, which qemu cannot take)", images.display()));
+        }
+    }
     catch_interrupts();
     // Dropped (removed) on every return below unless the machine is kept running.
     let work = private_dir()?;
@@ -277,6 +309,17 @@ fn data_disk(path: &Path) -> Result<(String, bool), String> {
 fn labelled(path: &Path) -> bool {
     run(Command::new("blkid").args(["-p", "-o", "value", "-s", "LABEL"]).arg(path))
         .is_ok_and(|l| l.trim() == crate::render::data_volume::LABEL)
+}
+
+/// The NoCloud datasource's name in the SMBIOS serial: cloud-init 22.4 (Debian 12) fetches an
+/// HTTP seed only as `nocloud-net`, which 24.1 and later deprecate (a warning in `cloud-init
+/// status`) for `nocloud`. The image says which cloud-init it carries (scripts/build-test-image
+/// writes `cloud-init.version`); without that file, the older name.
+fn nocloud_name(image_dir: &Path) -> &'static str {
+    let version = std::fs::read_to_string(image_dir.join("cloud-init.version")).unwrap_or_default();
+    let mut parts = version.trim().split(['.', '-', '~', '+']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (24, 1) { "nocloud" } else { "nocloud-net" }
 }
 
 /// Boots the machine with its files in `work` and waits for cloud-init.
@@ -340,9 +383,14 @@ fn run_machine(
             .arg(format!("file={},format={format},if=none,id=kiln-data,discard=unmap", path.display()))
             .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={DATA_DISK_SERIAL}")]);
     }
+    if let Some(images) = &opts.lab_images {
+        qemu.arg("-drive")
+            .arg(format!("file={},format=raw,if=none,id=kiln-lab-images,readonly=on", images.display()))
+            .args(["-device", &format!("virtio-blk-pci,drive=kiln-lab-images,serial={LAB_IMAGES_SERIAL}")]);
+    }
     let mut child = qemu
         .args(["-nic", &nic])
-        .args(["-smbios", &format!("type=1,serial=ds=nocloud-net;s=http://{SEED_ADDR}/")])
+        .args(["-smbios", &format!("type=1,serial=ds={};s=http://{SEED_ADDR}/", nocloud_name(&opts.image_dir))])
         .args(["-device", "virtio-rng-pci"])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
@@ -458,6 +506,18 @@ pub fn seed_serve(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_datasource_is_named_for_the_image_cloud_init() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(nocloud_name(dir.path()), "nocloud-net", "an image without the file");
+        for (version, name) in
+            [("22.4.2-1+deb12u3", "nocloud-net"), ("25.1.4-1", "nocloud"), ("24.1-0ubuntu1", "nocloud"), ("23.4.4", "nocloud-net")]
+        {
+            std::fs::write(dir.path().join("cloud-init.version"), format!("{version}\n")).unwrap();
+            assert_eq!(nocloud_name(dir.path()), name, "{version}");
+        }
+    }
 
     #[test]
     fn work_files_are_private_and_removed_on_drop() {

@@ -6,6 +6,8 @@
 //! forwarded port.
 
 mod common;
+#[path = "common/vm.rs"]
+mod vm;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -13,33 +15,11 @@ use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn ssh(key: &Path, port: u64, cmd: &str) -> String {
-    let out = Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "kiln@127.0.0.1", cmd])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh `{cmd}`: {}", text(&out.stderr));
-    text(&out.stdout)
-}
+use vm::ssh;
 
 /// The fixture system with a fresh admin key; returns the system directory and the key.
 fn fixture(tmp: &Path) -> (PathBuf, PathBuf) {
-    let sys = tmp.join("sys");
-    copy_tree(&repo().join("tests/fixtures/boot/web"), &sys);
-    let key = tmp.join("key");
-    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(&key).status().unwrap();
-    assert!(st.success());
-    let public = std::fs::read_to_string(tmp.join("key.pub")).unwrap();
-    let f = sys.join("system.toml");
-    let text0 = std::fs::read_to_string(&f).unwrap();
-    let start = text0.find("\"ssh-ed25519 ").unwrap();
-    let end = text0[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
-    std::fs::write(&f, format!("{}\"{}\"{}", &text0[..start], public.trim(), &text0[end..])).unwrap();
-    (sys, key)
+    vm::fixture(&repo().join("tests/fixtures/boot/web"), tmp)
 }
 
 fn modules() -> PathBuf {
@@ -108,9 +88,8 @@ fn a_host_boots_clean_in_a_vm() {
         .arg("--json"));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
     eprintln!("boot: cloud-init finished after {:.1} s", report["boot_seconds"].as_f64().unwrap());
-    let qmp = std::path::PathBuf::from(report["qmp"].as_str().unwrap());
-    let workdir = std::path::PathBuf::from(report["workdir"].as_str().unwrap());
-    let guard = PowerOff(qmp.clone());
+    let machine = vm::Machine::from_report(&report);
+    let workdir = machine.workdir.clone();
     assert!(out.status.success(), "kiln boot reported problems: {report}");
     // the machine runs on; its work directory holds no secret outside the machine's own disk
     assert_eq!(exposed(&workdir, &secret_forms(&sys)), Vec::<String>::new());
@@ -173,26 +152,11 @@ fn a_host_boots_clean_in_a_vm() {
     assert!(text(&page.stdout).contains("hello from kiln"), "the route answers: {}", text(&page.stdout));
 
     // power off, then read the verdict from the disk itself
-    drop(guard);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    machine.off();
     let files = kiln::boot::read_from_disk(&workdir, &workdir.join("overlay.qcow2"), &["/var/lib/kiln/closure"]).unwrap();
     assert_eq!(files[0].trim(), closure);
-    let _ = std::fs::remove_dir_all(&workdir);
-}
-
-/// Powers the kept machine off, also when an assertion fails.
-struct PowerOff(std::path::PathBuf);
-impl Drop for PowerOff {
-    fn drop(&mut self) {
-        if kiln::boot::power_off(&self.0).is_ok() {
-            for _ in 0..90 {
-                if std::os::unix::net::UnixStream::connect(&self.0).is_err() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-        }
-    }
+    drop(machine);
+    assert!(!workdir.exists());
 }
 
 /// Without `--keep`: the work directory never holds a secret outside the machine's disk

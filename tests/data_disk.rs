@@ -8,6 +8,8 @@
 //! holds the file and Caddy's certificate authority from the first machine.
 
 mod common;
+#[path = "common/vm.rs"]
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
+use vm::Machine;
 
 const MOUNT: &str = "/var/lib/kiln/data";
 const KEPT: &str = "/var/lib/kiln/data/kept-by-test";
@@ -22,67 +25,12 @@ const KEPT: &str = "/var/lib/kiln/data/kept-by-test";
 const CADDY_ROOT: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 
 fn ssh(key: &Path, port: u64, cmd: &str) -> String {
-    let out = Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "kiln@127.0.0.1", cmd])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh `{cmd}`: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
+    vm::ssh(key, port, cmd).trim().to_string()
 }
 
 /// The fixture system with a fresh admin key; returns the system directory and the key.
 fn fixture(tmp: &Path) -> (PathBuf, PathBuf) {
-    let sys = tmp.join("sys");
-    copy_tree(&repo().join("tests/fixtures/boot/data"), &sys);
-    let key = tmp.join("key");
-    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(&key).status().unwrap();
-    assert!(st.success());
-    let public = std::fs::read_to_string(tmp.join("key.pub")).unwrap();
-    let f = sys.join("system.toml");
-    let text0 = std::fs::read_to_string(&f).unwrap();
-    let start = text0.find("\"ssh-ed25519 ").unwrap();
-    let end = text0[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
-    std::fs::write(&f, format!("{}\"{}\"{}", &text0[..start], public.trim(), &text0[end..])).unwrap();
-    (sys, key)
-}
-
-/// A kept machine: powered off (QMP) and its work directory removed when dropped, also when
-/// an assertion fails; `off` waits until qemu has exited and released the data disk.
-struct Machine {
-    qmp: PathBuf,
-    pid: i32,
-    workdir: PathBuf,
-    ssh: u64,
-}
-
-impl Machine {
-    fn off(&self) {
-        if kiln::boot::power_off(&self.qmp).is_err() {
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        }
-        let start = Instant::now();
-        // qemu was left to init by the exited kiln, which reaps it
-        while Path::new(&format!("/proc/{}", self.pid)).exists() && !zombie(self.pid) {
-            if start.elapsed() > Duration::from_secs(90) {
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-fn zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        self.off();
-        let _ = std::fs::remove_dir_all(&self.workdir);
-    }
+    vm::fixture(&repo().join("tests/fixtures/boot/data"), tmp)
 }
 
 fn boot(sys: &Path, disk: &Path) -> (Machine, Value) {
@@ -98,12 +46,7 @@ fn boot(sys: &Path, disk: &Path) -> (Machine, Value) {
         .arg(disk)
         .args(["--keep", "--json", "--timeout", "600"]));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
-    let machine = Machine {
-        qmp: PathBuf::from(report["qmp"].as_str().unwrap()),
-        pid: report["pid"].as_i64().unwrap() as i32,
-        workdir: PathBuf::from(report["workdir"].as_str().unwrap()),
-        ssh: report["ports"]["ssh"].as_u64().unwrap(),
-    };
+    let machine = Machine::from_report(&report);
     eprintln!("boot: cloud-init finished after {:.1} s", report["boot_seconds"].as_f64().unwrap());
     assert!(out.status.success(), "kiln boot reported problems: {report}");
     assert_eq!(report["data_disk"].as_str(), Some(disk.to_str().unwrap()), "{report}");

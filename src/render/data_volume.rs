@@ -87,7 +87,7 @@ fn device_globs(sys: &System, host: &Host) -> Vec<String> {
     }
     .into_iter()
     // a VM with a disk whose serial is `kiln-data` (`kiln boot --data-disk`)
-    .chain(["/dev/disk/by-id/virtio-kiln-data".to_string()])
+    .chain([format!("/dev/disk/by-id/virtio-{}", crate::boot::DATA_DISK_SERIAL)])
     .collect()
 }
 

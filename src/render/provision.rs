@@ -233,8 +233,10 @@ fn ufw_command(r: &FirewallRule, route: bool) -> String {
 }
 
 /// Docker publishes ports through FORWARD, past ufw's INPUT rules: send new forwarded
-/// connections through ufw's route rules and drop the rest.
-const DOCKER_USER_RULES: &str = "\n# BEGIN kiln docker\n*filter\n:DOCKER-USER - [0:0]\n-F DOCKER-USER\n-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n-A DOCKER-USER -i docker0 -j RETURN\n-A DOCKER-USER -i br-+ -j RETURN\n-A DOCKER-USER -j ufw-user-forward\n-A DOCKER-USER -m conntrack --ctstate NEW -j DROP\n-A DOCKER-USER -j RETURN\nCOMMIT\n# END kiln docker\n";
+/// connections through ufw's route rules and drop the rest. ufw-init restores after.rules
+/// before user.rules, which declares `ufw-user-forward`: declared here too, or the restore
+/// (and so `ufw enable`) fails with "Chain 'ufw-user-forward' does not exist".
+const DOCKER_USER_RULES: &str = "\n# BEGIN kiln docker\n*filter\n:DOCKER-USER - [0:0]\n:ufw-user-forward - [0:0]\n-F DOCKER-USER\n-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n-A DOCKER-USER -i docker0 -j RETURN\n-A DOCKER-USER -i br-+ -j RETURN\n-A DOCKER-USER -j ufw-user-forward\n-A DOCKER-USER -m conntrack --ctstate NEW -j DROP\n-A DOCKER-USER -j RETURN\nCOMMIT\n# END kiln docker\n";
 
 fn firewall(o: &mut String, host: &Host, containers: bool) {
     o.push_str("\n# Firewall: default deny; each rule names the connection that needs it.\nlog 'step: firewall'\n");

@@ -9,6 +9,13 @@ use kiln::pipeline::{Compiled, Options};
 use crate::cli::env::image_cache;
 use crate::cli::ui::{io_error, usage_error};
 
+/// The machine's shape: memory, and the disks attached besides its root.
+pub(crate) struct Machine {
+    pub(crate) memory: u32,
+    pub(crate) data_disk: Option<PathBuf>,
+    pub(crate) lab_images: Option<PathBuf>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn boot(
     c: &Compiled,
@@ -19,9 +26,10 @@ pub(crate) fn boot(
     keep: bool,
     secrets: Option<PathBuf>,
     timeout: u64,
-    data_disk: Option<PathBuf>,
+    machine: Machine,
     json: bool,
 ) -> ExitCode {
+    let Machine { memory, data_disk, lab_images } = machine;
     let Some(ha) = c.hosts.get(host) else {
         let hint =
             diag::did_you_mean(host, c.hosts.keys().map(String::as_str)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
@@ -56,20 +64,26 @@ pub(crate) fn boot(
             }
         }
     }
-    let Some(user_data) = ha.artifacts.iter().find(|a| a.path == "user-data") else { return io_error("the host has no user-data") };
+    let Some(user_data) = kiln::boot::user_data(&c.system, host, ha) else { return io_error("the host has no user-data") };
     let opts = kiln::boot::BootOptions {
         image_dir,
         keep,
-        memory_mb: 1024,
+        memory_mb: memory,
         timeout: std::time::Duration::from_secs(timeout),
         kiln_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln")),
         secrets: values,
         data_disk,
+        lab_images,
     };
     if !json {
         eprintln!("booting `{host}` (closure {}) under qemu; this takes a minute or two", &ha.closure[..16]);
+        if ha.stage0 {
+            eprintln!(
+                "its user-data is the stage-0 loader: booting the full user-data of the same payload (the VM cannot reach the store)"
+            );
+        }
     }
-    match kiln::boot::boot(host, &ha.closure, &user_data.bytes, &opts) {
+    match kiln::boot::boot(host, &ha.closure, &user_data, &opts) {
         Err(e) => io_error(&e),
         Ok(r) => {
             let clean = r.datasource.as_deref().is_some_and(|d| d.starts_with("DataSourceNoCloud"))

@@ -1,0 +1,120 @@
+//! VM test support shared by the tests that boot hosts under qemu (tests/boot.rs,
+//! tests/data_disk.rs, tests/lab.rs): a fixture system with a fresh admin key, SSH into the
+//! booted machine, and a kept machine that is powered off and cleaned up when dropped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{copy_tree, text};
+
+/// The comment that marks a fixture's admin key as the one a test replaces.
+pub const PLACEHOLDER: &str = "kiln-boot-placeholder";
+
+/// A fresh ed25519 key pair at `dir/key`; returns the private key's path and the public key.
+pub fn fresh_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("key");
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(&key).status().unwrap();
+    assert!(st.success(), "ssh-keygen");
+    let public = std::fs::read_to_string(dir.join("key.pub")).unwrap().trim().to_string();
+    (key, public)
+}
+
+/// A copy of the fixture system `src` in `tmp/sys` whose admin key (the one commented
+/// [`PLACEHOLDER`] in system.toml) is a fresh one; returns the system directory and the key.
+pub fn fixture(src: &Path, tmp: &Path) -> (PathBuf, PathBuf) {
+    let sys = tmp.join("sys");
+    copy_tree(src, &sys);
+    let (key, public) = fresh_key(tmp);
+    let f = sys.join("system.toml");
+    let text0 = std::fs::read_to_string(&f).unwrap();
+    let start = text0.find("\"ssh-ed25519 ").unwrap();
+    let end = text0[start..].find(&format!("{PLACEHOLDER}\"")).unwrap() + start + PLACEHOLDER.len() + 1;
+    std::fs::write(&f, format!("{}\"{public}\"{}", &text0[..start], &text0[end..])).unwrap();
+    (sys, key)
+}
+
+/// Runs `cmd` over SSH as `user` on the forwarded port; stdout, or stderr as the error.
+pub fn try_ssh(key: &Path, port: u64, user: &str, cmd: &str) -> Result<String, String> {
+    let out = Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes"])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(cmd)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() { Ok(text(&out.stdout)) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
+}
+
+/// [`try_ssh`] as the fixtures' admin `kiln`, panicking on failure.
+pub fn ssh(key: &Path, port: u64, cmd: &str) -> String {
+    try_ssh(key, port, "kiln", cmd).unwrap_or_else(|e| panic!("ssh `{cmd}`: {e}"))
+}
+
+/// A machine `kiln boot --keep` left running: powered off (QMP, else killed) and its work
+/// directory removed when dropped, also when an assertion fails.
+pub struct Machine {
+    pub qmp: PathBuf,
+    pub pid: i32,
+    pub workdir: PathBuf,
+    pub ssh: u64,
+    pub https: u64,
+    pub http: u64,
+    stopped: std::cell::Cell<bool>,
+}
+
+impl Machine {
+    /// The machine a `kiln boot --keep --json` report describes.
+    pub fn from_report(report: &Value) -> Machine {
+        Machine {
+            qmp: PathBuf::from(report["qmp"].as_str().expect("a kept machine's QMP socket")),
+            pid: report["pid"].as_i64().expect("a kept machine's pid") as i32,
+            workdir: PathBuf::from(report["workdir"].as_str().expect("a kept machine's work directory")),
+            ssh: report["ports"]["ssh"].as_u64().unwrap(),
+            https: report["ports"]["https"].as_u64().unwrap(),
+            http: report["ports"]["http"].as_u64().unwrap(),
+            stopped: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The last `lines` lines of the serial console.
+    pub fn serial_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.workdir.join("serial.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Powers the machine off and waits until qemu has exited (and released its disks).
+    pub fn off(&self) {
+        if self.stopped.replace(true) {
+            return;
+        }
+        if kiln::boot::power_off(&self.qmp).is_err() {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+        let start = Instant::now();
+        // qemu was left to init by the exited kiln, which reaps it
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && !zombie(self.pid) {
+            if start.elapsed() > Duration::from_secs(90) {
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.off();
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}

@@ -1,0 +1,183 @@
+//! The runtime lab (docs/lab.md): a seed system's host booted under qemu on the lab's
+//! Debian 13 image, with stand-in container images (scripts/lab-images) loaded into its Docker
+//! before the provisioner runs, and everything a failure needs to be diagnosed.
+//!
+//! A lab copy of a seed differs from the seed in three declared ways, each needed to run it
+//! here and none touching what is under test: the admins' keys are the test's own; the
+//! admins' SSH sources also name 10.0.2.2, the address qemu's user network forwards the
+//! test's SSH from; hosts declared on ubuntu-24.04 run on debian-13 (Ubuntu's archive is not
+//! reachable from the test machines; both images install Docker from their distribution).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::{copy_tree, kiln, repo, run, text};
+use crate::vm::{self, Machine};
+
+/// The address the lab's SSH comes from (qemu user networking's host side).
+pub const LAB_SSH_SOURCE: &str = "10.0.2.2/32";
+/// The image the lab boots container hosts on.
+pub const LAB_IMAGE: &str = "debian-13";
+
+/// The lab copy of `flake-free-examples/<example>` in `tmp/sys`: see the module docs.
+/// Returns the system directory, the private key and the first admin's name.
+pub fn lab_copy(example: &str, tmp: &Path) -> (PathBuf, PathBuf, String) {
+    let sys = tmp.join("sys");
+    copy_tree(&repo().join("flake-free-examples").join(example), &sys);
+    let (key, public) = vm::fresh_key(tmp);
+    let mut admin = None;
+    for entry in walkdir::WalkDir::new(&sys).into_iter().filter_map(|e| e.ok()) {
+        if entry.path().extension().is_some_and(|e| e == "toml") {
+            let before = std::fs::read_to_string(entry.path()).unwrap();
+            let (after, name) = rewrite(&before, &public);
+            admin = admin.or(name);
+            if after != before {
+                std::fs::write(entry.path(), after).unwrap();
+            }
+        }
+    }
+    (sys, key, admin.expect("the seed declares an admin"))
+}
+
+/// One file of the lab copy, line by line (so every other line keeps its number): in
+/// `[admins.X]`, `keys` is the test's key and `sources` gains [`LAB_SSH_SOURCE`]; an
+/// `image = "ubuntu-24.04"` becomes [`LAB_IMAGE`]. Returns the first admin's name too.
+fn rewrite(toml: &str, public: &str) -> (String, Option<String>) {
+    let mut admin = None;
+    let mut in_admin = false;
+    let mut out = String::new();
+    for line in toml.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            let name = t.trim_matches(|c| c == '[' || c == ']');
+            in_admin = name.starts_with("admins.");
+            if in_admin && admin.is_none() {
+                admin = Some(name.trim_start_matches("admins.").to_string());
+            }
+        }
+        let new = if in_admin && t.starts_with("keys = [") {
+            format!("keys = [\"{public}\"]")
+        } else if in_admin && t.starts_with("sources = [") && t.ends_with(']') {
+            format!("{}, \"{LAB_SSH_SOURCE}\"]", t.trim_end_matches(']'))
+        } else if t == "image = \"ubuntu-24.04\"" {
+            format!("image = \"{LAB_IMAGE}\"")
+        } else {
+            line.to_string()
+        };
+        out.push_str(&new);
+        out.push('\n');
+    }
+    (out, admin)
+}
+
+/// The cached base image a host boots on (scripts/build-test-image, run by scripts/test).
+pub fn image_dir(image: &str) -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let dir = cache.join("kiln/images").join(image);
+    assert!(dir.join("base.raw").is_file(), "no {image} base image in {} (run scripts/build-test-image {image})", dir.display());
+    dir
+}
+
+/// Builds the lab copy; returns the result link.
+pub fn build(sys: &Path, tmp: &Path) -> PathBuf {
+    crate::common::build(sys, &tmp.join("store"), &tmp.join("result"))
+}
+
+/// The stand-in images of `host`'s services as a `docker load` archive (scripts/lab-images).
+pub fn images(result: &Path, host: &str, tmp: &Path) -> (PathBuf, Value) {
+    let compose = std::fs::read_to_string(result.join("hosts").join(host).join("compose.yaml")).expect("the host runs containers");
+    let compose: Value = serde_saphyr::from_str(&compose).expect("compose.yaml parses");
+    let json = tmp.join("compose.json");
+    std::fs::write(&json, serde_json::to_vec(&compose).unwrap()).unwrap();
+    let archive = tmp.join("images.tar");
+    let out = run(Command::new(repo().join("scripts/lab-images"))
+        .arg("--model")
+        .arg(result.join("model.json"))
+        .arg("--compose")
+        .arg(&json)
+        .arg("--modules")
+        .arg(repo().join("modules"))
+        .arg("--host")
+        .arg(host)
+        .arg(&archive));
+    assert!(out.status.success(), "scripts/lab-images: {}", text(&out.stderr));
+    (archive, compose)
+}
+
+/// A booted lab host: prints what a failure needs (serial console, cloud-init, the
+/// provisioner's log, the containers) when dropped during a panic, then powers off.
+pub struct LabHost {
+    pub name: String,
+    pub key: PathBuf,
+    pub admin: String,
+    pub report: Value,
+    pub machine: Machine,
+}
+
+impl LabHost {
+    /// A root shell command in the guest; stdout, or stderr as the error.
+    pub fn sh(&self, cmd: &str) -> Result<String, String> {
+        vm::try_ssh(&self.key, self.machine.ssh, &self.admin, &format!("sudo sh -c {}", kiln::render::quote::sh(cmd)))
+    }
+
+    /// [`LabHost::sh`], panicking with the command's output on failure.
+    pub fn must(&self, cmd: &str) -> String {
+        self.sh(cmd).unwrap_or_else(|e| panic!("`{cmd}` on {}: {e}", self.name))
+    }
+
+    pub fn diagnose(&self) -> String {
+        let mut out = format!("=== {}: serial console (last 40 lines)\n{}\n", self.name, self.machine.serial_tail(40));
+        for (what, cmd) in [
+            ("cloud-init status --long", "cloud-init status --long"),
+            ("provisioner log (cloud-init-output.log, last 60 lines)", "tail -n 60 /var/log/cloud-init-output.log"),
+            ("docker compose ps", "docker compose --file /opt/kiln/compose.yaml ps --all"),
+            ("docker compose logs (last 15 lines per service)", "docker compose --file /opt/kiln/compose.yaml logs --no-color --tail 15"),
+            ("kiln-lab-images.service", "systemctl status --no-pager kiln-lab-images.service; docker image ls"),
+        ] {
+            let r = self.sh(&format!("{cmd} 2>&1"));
+            out.push_str(&format!("=== {}: {what}\n{}\n", self.name, r.unwrap_or_else(|e| format!("(unavailable: {e})"))));
+        }
+        out
+    }
+}
+
+impl Drop for LabHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.diagnose());
+        }
+    }
+}
+
+/// Boots `host` of the lab copy `sys` with its secrets (the examples' test identity), its
+/// stand-in images and, when it holds data, a fresh data disk; kept running for the checks.
+pub fn boot(sys: &Path, host: &str, key: &Path, admin: &str, images: &Path, data_disk: Option<&Path>) -> LabHost {
+    let mut cmd = kiln();
+    cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey")).arg("boot").arg(host).arg(sys);
+    cmd.arg("--lab-images").arg(images).args(["--memory", "3072", "--keep", "--json", "--timeout", "1500"]);
+    if let Some(d) = data_disk {
+        cmd.arg("--data-disk").arg(d);
+    }
+    let started = std::time::Instant::now();
+    let out = run(&mut cmd);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot {host}: {}", text(&out.stderr)));
+    let lab = LabHost {
+        name: host.to_string(),
+        key: key.to_path_buf(),
+        admin: admin.to_string(),
+        machine: Machine::from_report(&report),
+        report,
+    };
+    eprintln!(
+        "lab: {host}: cloud-init finished after {:.0} s (kiln boot took {:.0} s)",
+        lab.report["boot_seconds"],
+        started.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "kiln boot {host} reported problems: {}\n{}", lab.report, text(&out.stderr));
+    lab
+}
