@@ -168,6 +168,7 @@ impl Allow {
 pub struct Bucket {
     pub name: String,
     pub provider_kind: ProviderKind,
+    /// The region (a location on Hetzner) as written; the provider's default when `None`.
     pub region: Option<String>,
 }
 
@@ -187,6 +188,9 @@ pub struct DnsZone {
     pub provider: String,
     pub provider_kind: ProviderKind,
     pub proxied: bool,
+    /// The zone exists already (always so on Cloudflare): OpenTofu looks it up with the
+    /// provider's data source; a zone kiln creates is `prevent_destroy`.
+    pub existing: bool,
 }
 
 #[derive(Debug, Serialize)]

@@ -8,6 +8,9 @@
 //!   `GET /v1/locations`; https://docs.hetzner.cloud/), locations fsn1, nbg1, hel1, ash, hil,
 //!   sin; server types of the cx (shared Intel, 2nd and 3rd generation), cpx (shared AMD, both
 //!   generations), cax (Arm64) and ccx (dedicated) lines.
+//! - Hetzner Object Storage: the locations of its S3 endpoints `<location>.your-objectstorage.com`
+//!   (https://docs.hetzner.com/storage/object-storage/overview, "Available endpoints"): fsn1,
+//!   nbg1, hel1.
 //! - DigitalOcean: region slugs of `GET /v2/regions` (https://docs.digitalocean.com/products/platform/availability-matrix/);
 //!   Droplet size slugs change too often to list, so a size is checked by its family prefix
 //!   (`s-`, `c-`, `c2-`, `g-`, `gd-`, `m-`, `m3-`, `m6-`, `so-`, `so1_5-`, `gpu-`), as listed
@@ -25,6 +28,8 @@ use crate::syntax::system::{BucketDecl, DatabaseDecl, HostDecl, ProviderKind};
 use crate::types::Size;
 
 const HCLOUD_LOCATIONS: &[&str] = &["fsn1", "nbg1", "hel1", "ash", "hil", "sin"];
+/// Where Hetzner Object Storage keeps buckets; the first is where a bucket naming none goes.
+pub const HCLOUD_OBJECT_STORAGE_LOCATIONS: &[&str] = &["fsn1", "nbg1", "hel1"];
 const HCLOUD_SERVER_TYPES: &[&str] = &[
     "cx11", "cx21", "cx31", "cx41", "cx51", "cx22", "cx32", "cx42", "cx52", "cx23", "cx33", "cx43", "cx53", "cpx11", "cpx21", "cpx31",
     "cpx41", "cpx51", "cpx12", "cpx22", "cpx32", "cpx42", "cpx52", "cpx62", "cax11", "cax21", "cax31", "cax41", "ccx13", "ccx23", "ccx33",
@@ -214,9 +219,18 @@ fn disk_size(kind: ProviderKind, size: &Sp<Size>) -> Option<Diagnostic> {
     })
 }
 
-/// A bucket's `region`.
+/// A bucket's `region` (on Hetzner, an Object Storage location).
 pub fn bucket(kind: ProviderKind, b: &BucketDecl) -> Vec<Diagnostic> {
-    b.region.as_ref().and_then(|v| check(kind, "region", v, regions(kind))).into_iter().collect()
+    let (what, known) = match kind {
+        ProviderKind::Hetzner => ("Object Storage location", Some(Known::List(HCLOUD_OBJECT_STORAGE_LOCATIONS))),
+        _ => ("region", regions(kind)),
+    };
+    b.region.as_ref().and_then(|v| check(kind, what, v, known)).into_iter().collect()
+}
+
+/// The S3 endpoint of a Hetzner Object Storage location.
+pub fn hcloud_object_storage_endpoint(location: &str) -> String {
+    format!("{location}.your-objectstorage.com")
 }
 
 /// A managed database's `engine`, `node_type` and `region` (Scaleway's are the only ones kiln

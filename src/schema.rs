@@ -425,6 +425,12 @@ const DEPLOY: &[Key] = &[
         "state",
         Ty::Text(S3_STATE),
         "The S3 object holding the OpenTofu state, locked while OpenTofu works by a `.tflock` object next to it (S3-native locking: OpenTofu or Terraform 1.10 and later). Credentials are never written: the backend reads them from the environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, a role).",
+    key(
+        "existing",
+        Ty::Bool,
+        "The zone exists already at the provider (with records kiln does not manage, such as mail): the OpenTofu root looks it up (`data \"hcloud_zone\"`, `data \"digitalocean_domain\"`) and only adds the routes' records, so neither `apply` fails on it nor `destroy` deletes it. A zone kiln creates (`false`) is `prevent_destroy`. Cloudflare zones always exist (their id is a variable).",
+    )
+    .says("`false` (kiln creates the zone); always `true` on Cloudflare"),
     )
     .says("a local state file in the state directory")
     .eg("\"s3://acme-tofu-state/kiln/prod.tfstate\""),
@@ -444,8 +450,8 @@ const CDN: &[Key] =
         .eg("\"cloudflare\"")];
 
 const BUCKET: &[Key] = &[
-    key("provider", NAME_T, "The `[providers]` entry that creates it (kind `digitalocean` or `scaleway`).").req().eg("\"do\""),
-    key("region", PROVIDER_T, "The provider's region.").says("`fra1` on DigitalOcean, the provider's default on Scaleway").eg("\"ams3\""),
+    key("provider", NAME_T, "The `[providers]` entry that creates it (kind `digitalocean`, `hetzner` or `scaleway`). A Hetzner Object Storage bucket is created through its S3 API with the `aminueza/minio` provider; its access and secret key are the sensitive variables `hetzner_s3_access_key` and `hetzner_s3_secret_key`. The bucket is named `SYSTEM-NAME`; a restic repository in it is `s3:https://ENDPOINT/SYSTEM-NAME/PATH`.").req().eg("\"do\""),
+    key("region", PROVIDER_T, "The provider's region; on Hetzner the Object Storage location (`fsn1`, `nbg1`, `hel1`), whose endpoint is `https://LOCATION.your-objectstorage.com`.").says("`fra1` on DigitalOcean, `fsn1` on Hetzner, the provider's default on Scaleway").eg("\"ams3\""),
 ];
 
 const DATABASE: &[Key] = &[

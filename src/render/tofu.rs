@@ -1,7 +1,11 @@
 //! OpenTofu emitter: one `.tf.json` root for the whole system — servers, private networks,
 //! firewalls, volumes and DNS records for each provider, credentials from sensitive
 //! variables, and immutable replacement: every server carries its host's closure hash and is
-//! replaced when that hash changes (`replace_triggered_by` on a `terraform_data`).
+//! replaced when that hash changes (`replace_triggered_by` on a `terraform_data`). DNS zones
+//! and records are in `tofu/dns.rs`, buckets in `tofu/buckets.rs`.
+
+mod buckets;
+mod dns;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -105,7 +109,8 @@ pub struct HostInput<'a> {
 pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     let mut kinds: Vec<ProviderKind> = hosts.iter().map(|h| h.host.provider_kind).filter(|k| *k != ProviderKind::Existing).collect();
     kinds.extend(sys.dns.iter().map(|z| z.provider_kind));
-    kinds.extend(sys.buckets.iter().map(|b| b.provider_kind));
+    // Hetzner buckets are made through the S3 API (`buckets::MINIO`), not the hcloud provider.
+    kinds.extend(sys.buckets.iter().map(|b| b.provider_kind).filter(|k| *k != ProviderKind::Hetzner));
     kinds.extend(sys.databases.iter().map(|d| d.provider_kind));
     let tunnels: Vec<&str> = sys.services.values().filter(|s| s.module == "cloudflared").map(|s| s.name.as_str()).collect();
     if !tunnels.is_empty() && sys.providers.values().any(|k| *k == ProviderKind::Cloudflare) {
@@ -113,7 +118,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     }
     kinds.sort();
     kinds.dedup();
-    if kinds.is_empty() && hosts.is_empty() {
+    if kinds.is_empty() && hosts.is_empty() && !buckets::any_hetzner(sys) {
         return None;
     }
     let mut required = Map::new();
@@ -440,27 +445,18 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         }
     }
 
-    dns_records(sys, &mut resources, &mut variables, &public_ip);
-
-    for b in &sys.buckets {
-        let name = format!("{}-{}", sys.name, b.name);
-        match b.provider_kind {
-            ProviderKind::DigitalOcean => add(
-                &mut resources,
-                "digitalocean_spaces_bucket",
-                &b.name,
-                json!({ "name": name, "region": b.region.clone().unwrap_or_else(|| "fra1".into()), "acl": "private" }),
-            ),
-            ProviderKind::Scaleway => {
-                let mut body = json!({ "name": name, "tags": { "kiln-system": sys.name } });
-                if let Some(r) = &b.region {
-                    body["region"] = json!(r);
-                }
-                add(&mut resources, "scaleway_object_bucket", &b.name, body);
-            }
-            _ => {}
-        }
-    }
+    let mut data = Map::new();
+    dns::dns_records(sys, &mut resources, &mut data, &mut variables, &public_ip);
+    buckets::buckets(
+        sys,
+        buckets::Sections {
+            required: &mut required,
+            variables: &mut variables,
+            providers: &mut providers,
+            resources: &mut resources,
+            outputs: &mut outputs,
+        },
+    );
     for d in &sys.databases {
         if d.provider_kind != ProviderKind::Scaleway {
             continue;
@@ -511,6 +507,9 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     if !providers.is_empty() {
         root.insert("provider".into(), Value::Object(providers));
     }
+    if !data.is_empty() {
+        root.insert("data".into(), Value::Object(data));
+    }
     if !resources.is_empty() {
         root.insert("resource".into(), Value::Object(resources));
     }
@@ -536,78 +535,6 @@ fn hcloud_rule(r: &FirewallRule, sources: &[Cidr]) -> Value {
         "source_ips": cidr_list(sources),
         "description": r.reason.chars().take(255).collect::<String>(),
     })
-}
-
-/// An A (and AAAA) record for every route hostname inside a declared zone, pointing at the
-/// public addresses of the host that terminates it.
-fn dns_records(
-    sys: &System,
-    resources: &mut Map<String, Value>,
-    variables: &mut Map<String, Value>,
-    public_ip: &BTreeMap<&str, (Option<Value>, Option<Value>)>,
-) {
-    for z in &sys.dns {
-        let zname = rname(&z.zone);
-        let routes: Vec<_> = sys.routes.iter().filter(|r| r.hostname == z.zone || r.hostname.ends_with(&format!(".{}", z.zone))).collect();
-        match z.provider_kind {
-            ProviderKind::Cloudflare => {
-                variables.insert(
-                    format!("cloudflare_zone_id_{zname}"),
-                    json!({ "type": "string", "description": format!("Cloudflare zone id of {}", z.zone) }),
-                );
-            }
-            ProviderKind::Hetzner => add(resources, "hcloud_zone", &zname, json!({ "name": z.zone, "mode": "primary", "ttl": 3600 })),
-            ProviderKind::DigitalOcean => add(resources, "digitalocean_domain", &zname, json!({ "name": z.zone })),
-            _ => {}
-        }
-        let mut proxied_records = 0;
-        for r in routes {
-            let Some((v4, v6)) = public_ip.get(r.edge_host.as_str()) else { continue };
-            // AAAA only where the edge answers on IPv6: a native edge listens on every address;
-            // Docker publishes a containerised edge's ports on 0.0.0.0, IPv4 only.
-            let v6 = if sys.services[&r.edge_service].container.is_none() { v6 } else { &None };
-            let label = r.hostname.strip_suffix(&format!(".{}", z.zone)).unwrap_or("@");
-            for (ty, value) in [("A", v4.clone()), ("AAAA", v6.clone())] {
-                let Some(value) = value else { continue };
-                let rn = format!("{}_{}", rname(&r.hostname.replace('*', "wildcard")), ty.to_lowercase());
-                match z.provider_kind {
-                    ProviderKind::Cloudflare => {
-                        proxied_records += usize::from(z.proxied);
-                        add(
-                            resources,
-                            "cloudflare_dns_record",
-                            &rn,
-                            json!({ "zone_id": expr(format!("${{var.cloudflare_zone_id_{zname}}}")), "name": r.hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
-                        )
-                    }
-                    ProviderKind::Hetzner => add(
-                        resources,
-                        "hcloud_zone_rrset",
-                        &rn,
-                        json!({ "zone": expr(format!("${{hcloud_zone.{zname}.name}}")), "name": label, "type": ty, "ttl": 300, "records": [{ "value": value }] }),
-                    ),
-                    ProviderKind::DigitalOcean => add(
-                        resources,
-                        "digitalocean_record",
-                        &rn,
-                        json!({ "domain": expr(format!("${{digitalocean_domain.{zname}.id}}")), "name": label, "type": ty, "value": value, "ttl": 300 }),
-                    ),
-                    _ => {}
-                }
-            }
-        }
-        // A proxied zone's edge-to-origin leg: "strict" makes Cloudflare verify the origin's
-        // certificate (every route's edge holds a publicly trusted one: `cdn-origin-untrusted`);
-        // the "flexible" default speaks plain HTTP to an origin that redirects to HTTPS, a loop.
-        if z.provider_kind == ProviderKind::Cloudflare && proxied_records > 0 {
-            add(
-                resources,
-                "cloudflare_zone_setting",
-                &format!("{zname}_ssl"),
-                json!({ "zone_id": expr(format!("${{var.cloudflare_zone_id_{zname}}}")), "setting_id": "ssl", "value": "strict" }),
-            );
-        }
-    }
 }
 
 /// Server tags: fixed `prefix+value` pairs, then the rollout group when there is one.

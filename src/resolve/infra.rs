@@ -27,7 +27,17 @@ impl<'a> Resolver<'a> {
                         .primary(z.proxied.as_ref().unwrap().span, "only Cloudflare proxies records"),
                 );
             }
-            out.push(DnsZone { zone, provider: p.value.clone(), provider_kind: kind.value, proxied });
+            // kiln never creates a Cloudflare zone: its id is a variable, the zone exists.
+            let cloudflare = kind.value == ProviderKind::Cloudflare;
+            if let Some(e) = z.existing.as_ref().filter(|e| !e.value && cloudflare) {
+                self.err(
+                    Diagnostic::error("E0016", format!("kiln does not create Cloudflare zones: `{zone}` must exist already"))
+                        .primary(e.span, "a Cloudflare zone is always looked up")
+                        .help("remove `existing = false`: the root takes the zone's id as the variable `cloudflare_zone_id_…`"),
+                );
+            }
+            let existing = cloudflare || z.existing.as_ref().is_some_and(|e| e.value);
+            out.push(DnsZone { zone, provider: p.value.clone(), provider_kind: kind.value, proxied, existing });
         }
         out
     }
@@ -61,7 +71,12 @@ impl<'a> Resolver<'a> {
         let mut out = Vec::new();
         for (name, b) in decls {
             let Some(p) = &b.provider else { continue };
-            if let Some(kind) = self.provider_for(p, providers, "object storage", &[ProviderKind::DigitalOcean, ProviderKind::Scaleway]) {
+            if let Some(kind) = self.provider_for(
+                p,
+                providers,
+                "object storage",
+                &[ProviderKind::DigitalOcean, ProviderKind::Hetzner, ProviderKind::Scaleway],
+            ) {
                 crate::provider_values::bucket(kind, b).into_iter().for_each(|d| self.err(d));
                 out.push(Bucket { name, provider_kind: kind, region: b.region.as_ref().map(|r| r.value.clone()) });
             }

@@ -281,6 +281,8 @@ pub struct DnsZoneDecl {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+    /// The zone exists already: looked up, never created or destroyed by kiln's root.
+    pub existing: Option<Sp<bool>>,
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Publicly trusted certificate over HTTP-01/TLS-ALPN.
@@ -538,7 +540,12 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
     });
     out.dns = r.named("dns", |name, mut t| {
         let zone = typed(Some(name), sink, |s| types::parse_domain(s, false))?;
-        let d = DnsZoneDecl { zone, provider: t.req_str("provider", "\"cloudflare\""), proxied: t.bool("proxied") };
+        let d = DnsZoneDecl {
+            zone,
+            provider: t.req_str("provider", "\"cloudflare\""),
+            proxied: t.bool("proxied"),
+            existing: t.bool("existing"),
+        };
         t.finish();
         Some(d)
     });

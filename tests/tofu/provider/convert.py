@@ -64,6 +64,13 @@ PROVIDERS = {
 # really is Optional+Computed in the Terraform provider (checked against the
 # providers' Go sources at the pinned tags); every other such `name` is
 # Required.
+# The data sources kiln reads (the lookup of a DNS zone that exists already), converted
+# from the Pulumi functions (`getZone`, `getDomain`) the same way as resources.
+DATA_SOURCES = {
+    "hcloud": ["hcloud_zone"],
+    "digitalocean": ["digitalocean_domain"],
+}
+
 NAME_REALLY_OPTIONAL = {
     "hcloud_floating_ip",
     "hcloud_storage_box_subaccount",
@@ -122,7 +129,13 @@ class Converter:
             for field, mio in (info.get("maxItemsOneOverrides") or {}).items():
                 # Pulumi kept these as arrays although Terraform has MaxItems 1.
                 self.fields_meta.setdefault(tf_name, {}).setdefault(field, {})["maxItemsOne"] = False
+        self.fn_names = dict(renames.get("functions", {}))
+        self.fn_fields = {}
+        for tf_name, info in self.meta.get("auto-aliasing", {}).get("datasources", {}).items():
+            self.fn_names.setdefault(info["current"], tf_name)
+            self.fn_fields[tf_name] = info.get("fields", {})
         self.mux = (self.meta.get("mux") or {}).get("resources", {})
+        self.fn_mux = (self.meta.get("mux") or {}).get("functions", {})
         self.fixups = (self.meta.get("default-resource-schema-fixups") or {}).get("resources", {})
         self.lossy: list[str] = []
 
@@ -310,6 +323,25 @@ class Converter:
                     block["attributes"]["id"]["optional"] = True  # SDKv2's implicit id
         return tf_type, {"version": 0, "block": block}
 
+    def data_source(self, token: str, fn: dict) -> tuple[str, dict]:
+        """A Pulumi function back to the Terraform data source: its inputs are the
+        arguments (Required as Pulumi has them, otherwise Optional, and Computed too when
+        the data source also returns them, as `id` and `name` are), outputs alone are
+        Computed."""
+        tf_type = self.fn_names[token]
+        fields = self.fn_fields.get(tf_type, {})
+        framework = self.fn_mux.get(token) == 1
+        inputs = (fn.get("inputs") or {}).get("properties", {})
+        outputs = (fn.get("outputs") or {}).get("properties", {})
+        props = {**outputs, **inputs}
+        required = set((fn.get("inputs") or {}).get("required", []))
+        block = self.block_from_props(token, props, required, set(outputs), set(inputs), fields, framework, tf_type)
+        if not framework:
+            # SDKv2's implicit `id` of a data source is Optional+Computed (Pulumi lists it
+            # as an output only).
+            block["attributes"]["id"] = {"type": "string", "optional": True, "computed": True}
+        return tf_type, {"version": 0, "block": block}
+
     def provider_block(self) -> dict:
         prov = self.schema.get("provider", {})
         props = prov.get("inputProperties", {}) or self.schema.get("config", {}).get("variables", {})
@@ -332,6 +364,14 @@ class Converter:
                 continue  # a Pulumi-only alias of a renamed resource
             name, sch = self.resource(token, res)
             resources[name] = sch
+        data_sources = {}
+        for token, fn in sorted(self.schema.get("functions", {}).items()):
+            if self.fn_names.get(token) in DATA_SOURCES.get(self.key, []):
+                name, sch = self.data_source(token, fn)
+                data_sources[name] = sch
+        missing = set(DATA_SOURCES.get(self.key, [])) - set(data_sources)
+        if missing:
+            raise SystemExit(f"{self.key}: no Pulumi function for the data sources {sorted(missing)}")
         info = PROVIDERS[self.key]
         return {
             "source": {
@@ -344,21 +384,24 @@ class Converter:
             "version": info["version"],
             "provider": {"version": 0, "block": self.provider_block()},
             "resource_schemas": dict(sorted(resources.items())),
+            "data_source_schemas": dict(sorted(data_sources.items())),
         }
 
 
 def dump(doc: dict) -> str:
-    """One resource per line: small diffs, still valid JSON."""
-    head = {k: v for k, v in doc.items() if k != "resource_schemas"}
+    """One resource (and data source) per line: small diffs, still valid JSON."""
+    tables = [k for k in ("resource_schemas", "data_source_schemas") if k in doc]
+    head = {k: v for k, v in doc.items() if k not in tables}
     lines = ["{"]
     for k, v in head.items():
         lines.append(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)},")
-    lines.append('  "resource_schemas": {')
-    items = list(doc["resource_schemas"].items())
-    for i, (k, v) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        lines.append(f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True, separators=(',', ':'))}{comma}")
-    lines.append("  }")
+    for t, table in enumerate(tables):
+        lines.append(f"  {json.dumps(table)}: {{")
+        items = list(doc[table].items())
+        for i, (k, v) in enumerate(items):
+            comma = "," if i < len(items) - 1 else ""
+            lines.append(f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True, separators=(',', ':'))}{comma}")
+        lines.append("  }," if t < len(tables) - 1 else "  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

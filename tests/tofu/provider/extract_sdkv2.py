@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Extract terraform-plugin-sdk/v2 resource schemas from a provider's Go source.
 
-Used for Scaleway, for which shared/schemas has only resource names (the
-bridge metadata) and no attributes.  It reads `map[string]*schema.Schema{...}`
-literals from the Go files of scaleway/terraform-provider-scaleway at the
-pinned tag and writes schemas/scaleway.json in the same shape as convert.py's
-output.  Only what the stand-in provider needs is read: Type, Elem,
+Used for the providers shared/schemas has no attributes for: Scaleway (only
+resource names, in the bridge metadata) and MinIO (aminueza/minio, the
+S3-compatible provider kiln creates Hetzner Object Storage buckets with).  It
+reads `map[string]*schema.Schema{...}` literals from the Go files of the
+provider at the pinned tag and writes schemas/<provider>.json in the same shape
+as convert.py's output.  Only what the stand-in provider needs is read: Type, Elem,
 Required/Optional/Computed, ForceNew, Sensitive, MaxItems/MinItems, Deprecated.
 Entries that are helper calls (zonal.Schema(), account.ProjectIDSchema(), ...)
 are resolved from the table below, transcribed from internal/locality and
@@ -16,6 +17,10 @@ Usage (needs a clone of the provider; not run by tests):
     git clone https://github.com/scaleway/terraform-provider-scaleway
     git -C terraform-provider-scaleway checkout v2.79.0
     python3 tests/tofu/provider/extract_sdkv2.py terraform-provider-scaleway
+
+    git clone https://github.com/aminueza/terraform-provider-minio
+    git -C terraform-provider-minio checkout v3.40.1
+    python3 tests/tofu/provider/extract_sdkv2.py --provider minio terraform-provider-minio
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 VERSION = "2.79.0"
+MINIO_VERSION = "3.40.1"
 
 # resource type -> (file, regex locating the schema map literal)
 RESOURCES = {
@@ -41,6 +47,12 @@ RESOURCES = {
     "scaleway_object_bucket": ("internal/services/object/bucket.go", r"func bucketSchema\(\)"),
     "scaleway_iam_ssh_key": ("internal/services/iam/ssh_key.go", r"func sshKeySchema\(\)"),
 }
+
+# aminueza/minio v3.40.1: a pure SDKv2 provider (main.go serves minio.Provider).
+MINIO_RESOURCES = {
+    "minio_s3_bucket": ("minio/resource_minio_s3_bucket.go", r"func resourceMinioBucket\(\)"),
+}
+MINIO_PROVIDER = ("minio/provider.go", r"func newProvider\(")
 
 S = {"type": "string"}
 HELPERS = {
@@ -274,19 +286,8 @@ def obj_type(block: dict) -> dict:
     return t
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 64
-    ex = Extractor(Path(argv[1]))
-    resources = {}
-    for name, (file, anchor) in RESOURCES.items():
-        block = to_block(ex.resource(file, anchor))
-        block["attributes"].setdefault("id", {"type": "string", "optional": True, "computed": True})
-        resources[name] = {"version": 0, "block": block}
-    for u in ex.unresolved:
-        print(f"unresolved: {u}", file=sys.stderr)
-    doc = {
+def scaleway_doc(ex: Extractor) -> dict:
+    return {
         "source": {
             "extracted_by": "tests/tofu/provider/extract_sdkv2.py",
             "from": f"scaleway/terraform-provider-scaleway v{VERSION} (Go source, SDKv2 schemas)",
@@ -306,13 +307,55 @@ def main(argv: list[str]) -> int:
             "zone": {"type": "string", "optional": True},
             "api_url": {"type": "string", "optional": True},
         }}},
-        "resource_schemas": resources,
+        "resource_schemas": resources_of(ex, RESOURCES),
     }
+
+
+def minio_doc(ex: Extractor) -> dict:
+    # The provider block is extracted like a resource. `minio_server` is Required with
+    # an environment DefaultFunc: the SDK reports it Required while MINIO_ENDPOINT is unset,
+    # as here.
+    provider = to_block(ex.resource(*MINIO_PROVIDER))
+    return {
+        "source": {
+            "extracted_by": "tests/tofu/provider/extract_sdkv2.py --provider minio",
+            "from": f"aminueza/terraform-provider-minio v{MINIO_VERSION} (Go source, SDKv2 schemas)",
+            "terraform_provider": f"aminueza/minio v{MINIO_VERSION}",
+            "note": "only the resources kiln emits (Hetzner Object Storage buckets)",
+        },
+        "address": "aminueza/minio",
+        "version": MINIO_VERSION,
+        "provider": {"version": 0, "block": provider},
+        "resource_schemas": resources_of(ex, MINIO_RESOURCES),
+    }
+
+
+def resources_of(ex: Extractor, table: dict) -> dict:
+    resources = {}
+    for name, (file, anchor) in table.items():
+        block = to_block(ex.resource(file, anchor))
+        block["attributes"].setdefault("id", {"type": "string", "optional": True, "computed": True})
+        resources[name] = {"version": 0, "block": block}
+    return resources
+
+
+def main(argv: list[str]) -> int:
+    args = argv[1:]
+    key = "scaleway"
+    if args[:1] == ["--provider"] and len(args) >= 2:
+        key, args = args[1], args[2:]
+    if len(args) != 1 or key not in ("scaleway", "minio"):
+        print(__doc__, file=sys.stderr)
+        return 64
+    ex = Extractor(Path(args[0]))
+    doc = scaleway_doc(ex) if key == "scaleway" else minio_doc(ex)
+    for u in ex.unresolved:
+        print(f"unresolved: {u}", file=sys.stderr)
     sys.path.insert(0, str(HERE))
     from convert import dump
 
-    (HERE / "schemas" / "scaleway.json").write_text(dump(doc))
-    print(f"scaleway: {len(resources)} resources -> schemas/scaleway.json")
+    (HERE / "schemas" / f"{key}.json").write_text(dump(doc))
+    print(f"{key}: {len(doc['resource_schemas'])} resources -> schemas/{key}.json")
     return 0
 
 

@@ -26,7 +26,12 @@ What it does, per RPC:
   ReadResource            returns the state as it is
   UpgradeResourceState    passes the stored JSON through
   ImportResourceState     error
-Data sources are not served.
+  ReadDataSource          the data sources whose schemas are served
+                          (data_source_schemas: hcloud_zone, digitalocean_domain):
+                          the configured arguments, computed attributes filled
+                          deterministically like an applied resource's. It proves
+                          the schema, the references and the plan's shape; it
+                          cannot prove that the object looked up exists.
 """
 
 from __future__ import annotations
@@ -376,6 +381,7 @@ def make_servicer(doc: dict):
     from tf.gen import tfplugin_pb2_grpc as rpc
 
     resources: dict = doc["resource_schemas"]
+    data_sources: dict = doc.get("data_source_schemas", {})
 
     def ty_bytes(t) -> bytes:
         return json.dumps(t, separators=(",", ":")).encode()
@@ -440,9 +446,9 @@ def make_servicer(doc: dict):
             d.attribute.CopyFrom(pb.AttributePath(steps=steps))
         return d
 
-    def unknown_type(type_name: str):
+    def unknown_type(type_name: str, what: str = "resource type"):
         return diag_error(
-            f"Unsupported resource type {type_name}",
+            f"Unsupported {what} {type_name}",
             f"The stand-in provider for {doc['address']} v{doc['version']} has no schema for it.",
         )
 
@@ -453,6 +459,7 @@ def make_servicer(doc: dict):
             return pb.GetMetadata.Response(
                 server_capabilities=pb.ServerCapabilities(plan_destroy=False, get_provider_schema_optional=False),
                 resources=[pb.GetMetadata.ResourceMetadata(type_name=t) for t in sorted(resources)],
+                data_sources=[pb.GetMetadata.DataSourceMetadata(type_name=t) for t in sorted(data_sources)],
             )
 
         def GetProviderSchema(self, request, context):
@@ -460,6 +467,7 @@ def make_servicer(doc: dict):
                 Servicer._schema_resp = pb.GetProviderSchema.Response(
                     provider=pb_schema(doc["provider"]),
                     resource_schemas={t: pb_schema(s) for t, s in resources.items()},
+                    data_source_schemas={t: pb_schema(s) for t, s in data_sources.items()},
                     provider_meta=pb.Schema(version=0, block=pb.Schema.Block()),
                     server_capabilities=pb.ServerCapabilities(plan_destroy=False),
                 )
@@ -479,9 +487,14 @@ def make_servicer(doc: dict):
             return pb.ValidateResourceConfig.Response(diagnostics=diags)
 
         def ValidateDataResourceConfig(self, request, context):
-            return pb.ValidateDataResourceConfig.Response(
-                diagnostics=[diag_error(f"Data source {request.type_name} is not served by the stand-in provider")]
-            )
+            if request.type_name not in data_sources:
+                return pb.ValidateDataResourceConfig.Response(diagnostics=[unknown_type(request.type_name, "data source")])
+            config = decode(request.config)
+            diags = [
+                diag(pb.Diagnostic.WARNING, "Argument is deprecated", msg or f"{name} is deprecated", path)
+                for path, name, msg in deprecations(data_sources[request.type_name]["block"], config, [])
+            ]
+            return pb.ValidateDataResourceConfig.Response(diagnostics=diags)
 
         def ConfigureProvider(self, request, context):
             return pb.ConfigureProvider.Response()
@@ -536,9 +549,16 @@ def make_servicer(doc: dict):
             )
 
         def ReadDataSource(self, request, context):
-            return pb.ReadDataSource.Response(
-                diagnostics=[diag_error(f"Data source {request.type_name} is not served by the stand-in provider")]
-            )
+            # What the real provider would find is unknowable offline: the configured
+            # arguments come back as they are, every computed attribute left null is filled
+            # like an applied resource's (same inputs, same values).
+            tn = request.type_name
+            if tn not in data_sources:
+                return pb.ReadDataSource.Response(diagnostics=[unknown_type(tn, "data source")])
+            block = data_sources[tn]["block"]
+            config = decode(request.config)
+            state = Faker("data." + tn, config).fill_block(block, plan_create(block, config), tn)
+            return pb.ReadDataSource.Response(state=pb.DynamicValue(msgpack=encode(state)))
 
         def GetFunctions(self, request, context):
             return pb.GetFunctions.Response()
