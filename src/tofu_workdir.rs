@@ -37,16 +37,19 @@ pub fn files(build_artifacts: &[(String, Vec<u8>)], backend: &Backend) -> Vec<(S
     out
 }
 
-/// The OpenTofu (or Terraform) program: `flag` when given, else `tofu` on `path_var` (the
-/// value of `PATH`), else `terraform`.
+/// The OpenTofu (or Terraform) program: `flag` when given (a bare name is looked up on
+/// `path_var`, the value of `PATH`), else `tofu` on `path_var`, else `terraform`.
 pub fn find_program(flag: Option<&Path>, path_var: Option<&OsStr>) -> Result<PathBuf, String> {
-    if let Some(p) = flag {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(format!("no OpenTofu program at `{}`", p.display())) };
-    }
     let dirs: Vec<PathBuf> = path_var.map(|p| std::env::split_paths(p).collect()).unwrap_or_default();
+    let on_path = |name: &OsStr| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p));
+    if let Some(p) = flag {
+        let bare = p.components().count() == 1 && !p.has_root();
+        let found = if bare { on_path(p.as_os_str()) } else { is_executable(p).then(|| p.to_path_buf()) };
+        return found.ok_or_else(|| format!("no OpenTofu program at `{}`", p.display()));
+    }
     ["tofu", "terraform"]
         .iter()
-        .find_map(|name| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p)))
+        .find_map(|name| on_path(OsStr::new(name)))
         .ok_or_else(|| "neither `tofu` nor `terraform` is on PATH: install OpenTofu, or name the program with `--tofu=PATH`".to_string())
 }
 
@@ -242,6 +245,24 @@ mod tests {
         assert_eq!(p.create.iter().collect::<Vec<_>>(), ["hcloud_server.b"]);
         assert_eq!(p.update.iter().collect::<Vec<_>>(), ["hcloud_firewall.a"]);
         assert_eq!(p.destroy.iter().collect::<Vec<_>>(), ["hcloud_server.c"]);
+    }
+
+    #[test]
+    fn the_program_is_tofu_before_terraform_and_a_bare_name_is_looked_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        for p in [a.join("terraform"), b.join("tofu")] {
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = std::env::join_paths([&a, &b]).unwrap();
+        assert_eq!(find_program(None, Some(&path)).unwrap(), b.join("tofu"));
+        assert_eq!(find_program(Some(Path::new("terraform")), Some(&path)).unwrap(), a.join("terraform"));
+        assert!(find_program(Some(&a.join("tofu")), Some(&path)).unwrap_err().contains("no OpenTofu program"));
+        assert!(find_program(None, None).unwrap_err().contains("--tofu=PATH"));
     }
 
     #[test]
