@@ -573,3 +573,37 @@ pub struct Secret {
     pub file: String,
     pub key: String,
 }
+
+/// The objects kiln declares in one authentik service (rendered by `render::authentik` as a
+/// blueprint the worker applies at start): a proxy provider and application per route that
+/// service authenticates, and an OAuth2 provider and application per service that logs in
+/// through it (`login`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Blueprint {
+    /// The authentik service.
+    pub idp: String,
+    pub proxies: Vec<ProxyApp>,
+    pub clients: Vec<OidcClient>,
+}
+
+/// A route behind the embedded outpost's forward auth (single application).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyApp {
+    /// The application's slug and the provider's name, derived from the route's hostname.
+    pub slug: String,
+    /// `https://` + the route's hostname: where the outpost sends users back after sign-in.
+    pub external_host: String,
+}
+
+/// A service signing in through the provider over OpenID Connect.
+#[derive(Debug, Clone, Serialize)]
+pub struct OidcClient {
+    /// The application's slug (also in the issuer URL `…/application/o/SLUG/`).
+    pub slug: String,
+    pub client_id: String,
+    /// The app's routes with the module's `[oidc] redirect_path`.
+    pub redirect_uris: Vec<String>,
+    /// Where the client secret is mounted in the container applying the blueprint (read with
+    /// `!File`: the value never enters the blueprint).
+    pub secret_file: String,
+}

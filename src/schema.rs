@@ -367,6 +367,13 @@ const SERVICE: &[Key] = &[
     )
     .says("the module's pinned image")
     .eg("\"registry.example.com/mirror/postgres:18.6-trixie\""),
+    key(
+        "login",
+        NAME_T,
+        "Sign users in through this identity provider service (module `authentik`, with a route): kiln registers the service there as an OpenID Connect client (an OAuth2 provider and application in the provider's blueprint) and fills the module's `[oidc]` options, the issuer URL and a client id derived from the service's name; bind the module's client-secret slot to a secret, which the provider reads from a file. The module must declare `[oidc]`.",
+    )
+    .says("no single sign-on wiring")
+    .eg("\"authentik\""),
 ];
 
 const RATE_LIMIT: &[Key] = &[

@@ -274,6 +274,20 @@ are strict), a failed filter, a value the template's output language cannot hold
 that ran out of its budget. The label points at the service; the message at the template line.",
     ),
     code(
+        "E0060",
+        "a login or forward auth kiln cannot wire to its identity provider",
+        "`login = \"IDP\"` on a service registers it as an OpenID Connect client of the identity \
+provider service IDP, and `auth = \"IDP\"` on a route puts the route behind IDP's forward auth; \
+for an authentik service kiln writes the provider's objects into a blueprint that authentik's \
+worker applies at start. That needs: a module that declares `[oidc]` (which options take the \
+issuer URL and client id, which secret slot the client secret) and whose options `login` sets \
+are not also given by hand; an IDP of module `authentik` (other providers are configured through \
+the module's options by hand); a route to IDP, whose hostname makes the issuer URL \
+`https://HOST/application/o/SERVICE/`; a route to the service itself, where the provider \
+redirects users back; and an `authentik-worker` service connected to the same database as IDP, \
+which applies the blueprint and receives each client secret as a file.",
+    ),
+    code(
         "E0070",
         "a service placed on every host when there is none",
         "`host = \"*\"` copies a service onto every host of the system. There are no hosts, so \

@@ -1,6 +1,7 @@
 //! Render: pure functions from the resolved model to artifacts, one emitter per output format.
 
 pub mod alerts;
+pub mod authentik;
 pub mod backup;
 pub mod backup_auth;
 pub mod bundle;

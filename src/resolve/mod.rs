@@ -21,6 +21,7 @@ mod allows;
 mod backup;
 mod connections;
 mod hosts;
+mod identity;
 mod infra;
 mod routes;
 mod secrets;
@@ -236,6 +237,7 @@ impl<'a> Resolver<'a> {
         }
         sys.allows = self.allows(files, &sys);
         sys.backup = self.backup(files, &secrets, &sys);
+        self.identity(&mut sys);
         sysdecl.name.as_ref()?;
         let is_error = |d: &Diagnostic| d.severity == crate::diag::Severity::Error;
         if self.diags.iter().any(is_error) || self.inputs.diags.iter().any(is_error) {

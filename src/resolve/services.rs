@@ -210,6 +210,7 @@ impl<'a> Resolver<'a> {
                 out.insert(o.name.value.clone(), v);
             }
         }
+        self.oidc_options(s, m, &mut out);
         out
     }
 

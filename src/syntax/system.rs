@@ -248,6 +248,9 @@ pub struct ServiceDecl {
     pub version: Option<Sp<String>>,
     /// `image = "REGISTRY/REPO:TAG"`: the module's image replaced whole.
     pub image: Option<Sp<String>>,
+    /// `login = "IDP"`: the service signs users in through this identity provider service
+    /// (its module declares `[oidc]`; kiln registers it with the provider).
+    pub login: Option<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -497,6 +500,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             cpus,
             version: t.str("version"),
             image: t.str("image"),
+            login: t.str("login"),
             span: t.span,
             module: t.req_str("module", "\"postgres\""),
             host: t.req_str("host", "\"db\""),

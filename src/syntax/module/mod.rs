@@ -8,6 +8,7 @@ mod endpoints;
 mod forward_auth;
 mod header;
 mod jobs;
+mod oidc;
 mod requires;
 mod secrets;
 mod storage;
@@ -47,6 +48,8 @@ pub struct ModuleDecl {
     pub resources: Option<ResourcesDecl>,
     pub files: Vec<FileDecl>,
     pub forward_auth: Option<ForwardAuthDecl>,
+    /// `[oidc]`: the application signs in through an OpenID Connect provider (`login = "IDP"`).
+    pub oidc: Option<OidcDecl>,
     /// `[jobs.NAME]`: commands run on a schedule (systemd timers).
     pub jobs: Vec<JobDecl>,
     /// `[collect] metrics = true`: the service scrapes every metrics endpoint of the system
@@ -72,6 +75,16 @@ pub struct ModuleDecl {
 }
 
 /// How an edge asks this service whether a request may pass (Authentik's outposts, oauth2-proxy).
+/// `[oidc]`: which option takes the provider's issuer URL, which the client id, which secret
+/// slot the client secret, and the path the provider redirects back to on the app's route.
+#[derive(Debug, Clone)]
+pub struct OidcDecl {
+    pub issuer_option: Sp<String>,
+    pub client_id_option: Sp<String>,
+    pub client_secret: Sp<String>,
+    pub redirect_path: Sp<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ForwardAuthDecl {
     pub endpoint: Sp<String>,
@@ -336,6 +349,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let resources = r.table("resources", |t| storage::resources(t, &options, sink));
     let files = r.named("files", |name, t| storage::file(name, t, sink));
     let forward_auth = r.table("forward_auth", |t| forward_auth::forward_auth(t, sink));
+    let oidc = r.table("oidc", |t| oidc::oidc(t, &options, &secrets, sink));
     let jobs = r.named("jobs", |name, t| jobs::job(name, t, sink));
     let (collect_metrics, collect_rules, collect_alerts) = r.table("collect", |t| header::collect(t, sink)).unwrap_or((false, None, false));
     if let Some(c) = &container {
@@ -363,6 +377,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         resources,
         files,
         forward_auth: forward_auth.flatten(),
+        oidc: oidc.flatten(),
         jobs,
         collect_metrics,
         collect_rules,

@@ -1,0 +1,57 @@
+//! `[oidc]`: the module's application signs users in through an OpenID Connect provider, and
+//! which of its options and secret slots take the provider's settings (`login = "IDP"` on a
+//! service fills them).
+
+use super::strings::parse_url_path;
+use super::{OidcDecl, OptType, OptionDecl, SecretSlotDecl};
+use crate::diag::Diagnostic;
+use crate::syntax::decode::{Sink, Sp, TableReader, typed};
+
+/// `[oidc]`; `None` when a key is missing or names an option or slot the module lacks.
+pub(super) fn oidc(mut t: TableReader<'_>, options: &[OptionDecl], secrets: &[SecretSlotDecl], sink: &Sink) -> Option<OidcDecl> {
+    let issuer = t.req_str("issuer_option", "\"oidc_issuer_url\"");
+    let client_id = t.req_str("client_id_option", "\"oidc_client_id\"");
+    let client_secret = t.req_str("client_secret", "\"oidc_client_secret\"");
+    let redirect_path = typed(t.req_str("redirect_path", "\"/auth/oidc.callback\""), sink, parse_url_path);
+    t.finish();
+    let string_option = |o: &Option<Sp<String>>| -> bool {
+        let Some(o) = o else { return false };
+        match options.iter().find(|d| d.name.value == o.value) {
+            Some(d) if d.ty.value == OptType::String => true,
+            Some(d) => {
+                sink.push(
+                    Diagnostic::error("E0002", format!("option `{}` is not a string", o.value))
+                        .primary(o.span, "the provider's setting is text")
+                        .secondary(d.ty.span, "type declared here"),
+                );
+                false
+            }
+            None => {
+                sink.push(
+                    Diagnostic::error("E0021", format!("the module has no option `{}`", o.value))
+                        .primary(o.span, "unknown option")
+                        .help("declare it under [options] with `type = \"string\"` and `default = \"\"`"),
+                );
+                false
+            }
+        }
+    };
+    let issuer_ok = string_option(&issuer);
+    let client_ok = string_option(&client_id);
+    let secret_ok = match &client_secret {
+        Some(s) if secrets.iter().any(|d| d.slot.value == s.value) => true,
+        Some(s) => {
+            sink.push(
+                Diagnostic::error("E0023", format!("the module has no secret slot `{}`", s.value))
+                    .primary(s.span, "unknown secret slot")
+                    .help("declare it under [secrets] with the path the application reads"),
+            );
+            false
+        }
+        None => false,
+    };
+    if !(issuer_ok && client_ok && secret_ok) {
+        return None;
+    }
+    Some(OidcDecl { issuer_option: issuer?, client_id_option: client_id?, client_secret: client_secret?, redirect_path: redirect_path? })
+}
