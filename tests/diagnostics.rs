@@ -236,6 +236,37 @@ fn a_module_overriding_a_builtin_is_noted_and_shown() {
     assert!(src["replaces_builtin"].as_str().is_some_and(|b| !b.is_empty() && b != "1.11.1-local"), "{v}");
 }
 
+/// The zone-crossing advice leads to a working system: done as the help says (accept the
+/// edge's zone; give the host in no zone an accepted one), the system builds, and the derived
+/// firewall opens each port to exactly the host the help named.
+#[test]
+fn zone_crossing_advice_leads_to_a_working_system() {
+    let helps: Vec<String> = compile_fixture("rule-zone-crossing").iter().filter_map(|d| d.help.clone()).collect();
+    assert!(
+        helps.iter().any(|h| h.contains("add `\"dmz\"` to `[zones.data] accepts`") && h.contains("80/tcp on host `app`")),
+        "{helps:#?}"
+    );
+    assert!(
+        helps.iter().any(|h| h.contains("`[hosts.ops] zone = \"apps\"`") && h.contains("6379/tcp on host `app` to host `ops`")),
+        "{helps:#?}"
+    );
+    let src = std::fs::read_to_string(common::repo().join("tests/fixtures/diagnostics/rule-zone-crossing/system.toml")).unwrap();
+    let advised =
+        src.replace("accepts = [\"apps\"]", "accepts = [\"apps\", \"dmz\"]").replace("[hosts.ops]\n", "[hosts.ops]\nzone = \"apps\"\n");
+    assert_ne!(advised, src);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("system.toml"), advised).unwrap();
+    let opts = Options { module_dirs: module_dirs(dir.path()), ..Options::default() };
+    let c = match compile(&dir.path().join("system.toml"), &opts).unwrap() {
+        Outcome::Ok(c) => c,
+        Outcome::Failed(f) => panic!("the advice did not work: {:#?}", f.diagnostics),
+    };
+    let rule = |port: u16| c.system.hosts["app"].firewall.iter().find(|r| r.port == port).unwrap_or_else(|| panic!("no rule for {port}"));
+    let sources = |port: u16| rule(port).sources.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(sources(80), ["10.0.0.2/32"], "the web port opens to the edge only");
+    assert_eq!(sources(6379), ["10.0.0.4/32", "10.0.0.5/32"], "the store opens to the worker and ops only");
+}
+
 /// A file that is not UTF-8 is bad input (exit 1) reported at its line and column.
 #[test]
 fn invalid_utf8_is_located_bad_input() {

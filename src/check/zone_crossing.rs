@@ -12,7 +12,10 @@ pub const RULE: Rule = Rule {
 `accepts = [...]` may be reached only from those zones (and `public`, the internet, only if \
 listed). A connection, a route's upstream or an exposed port from anywhere else would punch a \
 hole kiln's firewall derivation would otherwise open silently. Route the traffic through a \
-service in an accepted zone, or add the zone to `accepts` deliberately.",
+service in an accepted zone, or add the zone to `accepts` deliberately (a host in no zone is \
+first given one). The connection itself is already routable when this rule runs — two hosts \
+with no private network in common are refused earlier (E0032) — so accepting the zone is all \
+it takes: kiln then opens exactly that port to exactly that host.",
     allowable: true,
     check,
 };
@@ -31,12 +34,54 @@ fn refused<'a>(sys: &'a System, from: Option<&str>, to: Option<&str>) -> Option<
     Some(accepts)
 }
 
-fn diag(what: String, span: Span, from: Option<&str>, to: &str, accepts: &[String]) -> Diagnostic {
-    let list = if accepts.is_empty() { "nothing outside itself".to_string() } else { accepts.join(", ") };
-    Diagnostic::error(RULE.id, what)
-        .primary(span, format!("from {}", from.map(|f| format!("zone `{f}`")).unwrap_or_else(|| "a host in no zone".into())))
-        .note(format!("zone `{to}` accepts {list}"))
-        .help(format!("go through a service in an accepted zone, or add the zone to `[zones.{to}] accepts`"))
+/// Where the refused traffic comes from: a zone (`public`: the internet), or a host in none.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Zone(&'a str),
+    Unzoned(&'a str),
+}
+
+impl<'a> Source<'a> {
+    fn of(sys: &'a System, host: &'a str) -> Source<'a> {
+        zone(sys, host).map_or(Source::Unzoned(host), Source::Zone)
+    }
+    fn zone(self) -> Option<&'a str> {
+        match self {
+            Source::Zone(z) => Some(z),
+            Source::Unzoned(_) => None,
+        }
+    }
+}
+
+/// `opens`: what accepting the traffic makes kiln open (`5432/tcp on host `db` to host `app``).
+fn diag(what: String, span: Span, from: Source<'_>, to: &str, accepts: &[String], opens: &str) -> Diagnostic {
+    let list = if accepts.is_empty() {
+        "nothing outside itself".to_string()
+    } else {
+        accepts.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+    };
+    let (label, help) = match from {
+        Source::Zone(f) => (
+            format!("from zone `{f}`"),
+            format!(
+                "if `{f}` may reach `{to}`, add `\"{f}\"` to `[zones.{to}] accepts`: kiln then opens {opens} only; otherwise go through a service in an accepted zone"
+            ),
+        ),
+        Source::Unzoned(h) if accepts.is_empty() => (
+            format!("from host `{h}`, in no zone"),
+            format!(
+                "put host `{h}` in a zone (`[hosts.{h}] zone = \"…\"`) and add that zone to `[zones.{to}] accepts`: kiln then opens {opens} only"
+            ),
+        ),
+        Source::Unzoned(h) => (
+            format!("from host `{h}`, in no zone"),
+            format!(
+                "put host `{h}` in an accepted zone (`[hosts.{h}] zone = \"{}\"`): kiln then opens {opens} only",
+                accepts.iter().find(|a| *a != "public").map_or("…", String::as_str)
+            ),
+        ),
+    };
+    Diagnostic::error(RULE.id, what).primary(span, label).note(format!("zone `{to}` accepts {list}")).help(help)
 }
 
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
@@ -47,10 +92,11 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             if t.host == s.host {
                 continue;
             }
-            let (from, to) = (zone(sys, &s.host), zone(sys, &t.host));
-            if let Some(acc) = refused(sys, from, to) {
+            let (from, to) = (Source::of(sys, &s.host), zone(sys, &t.host));
+            if let Some(acc) = refused(sys, from.zone(), to) {
                 let what = format!("`{}` on `{}` reaches `{}` in zone `{}`", s.name, s.host, t.name, to.unwrap_or_default());
-                out.push(diag(what, d.span, from, to.unwrap_or_default(), acc).about("services", &s.name));
+                let opens = format!("{}/{} on host `{}` to host `{}`", d.port, d.protocol.name(), t.host, s.host);
+                out.push(diag(what, d.span, from, to.unwrap_or_default(), acc, &opens).about("services", &s.name));
             }
         }
         if !s.expose.is_empty()
@@ -58,23 +104,27 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         {
             let to = zone(sys, &s.host).unwrap_or_default();
             let what = format!("`{}` exposes {} to the internet from zone `{to}`", s.name, s.expose.join(", "));
-            out.push(diag(what, s.span, Some("public"), to, acc).about("services", &s.name));
+            let opens = format!("{} on host `{}` to the internet", s.expose.join(", "), s.host);
+            out.push(diag(what, s.span, Source::Zone("public"), to, acc, &opens).about("services", &s.name));
         }
     }
     for r in &sys.routes {
         if let Some(acc) = refused(sys, Some("public"), zone(sys, &r.edge_host)) {
             let to = zone(sys, &r.edge_host).unwrap_or_default();
             let what = format!("route `{}` is served from zone `{to}`, which does not accept the internet", r.hostname);
-            out.push(diag(what, r.span, Some("public"), to, acc).about("routes", &r.hostname));
+            let opens = format!("the edge's HTTP(S) ports on host `{}` to the internet", r.edge_host);
+            out.push(diag(what, r.span, Source::Zone("public"), to, acc, &opens).about("routes", &r.hostname));
         }
         let Some(up) = sys.services.get(&r.service) else { continue };
         if up.host == r.edge_host {
             continue;
         }
-        let (from, to) = (zone(sys, &r.edge_host), zone(sys, &up.host));
-        if let Some(acc) = refused(sys, from, to) {
+        let (from, to) = (Source::of(sys, &r.edge_host), zone(sys, &up.host));
+        if let Some(acc) = refused(sys, from.zone(), to) {
             let what = format!("route `{}` reaches `{}` in zone `{}` from the edge", r.hostname, up.name, to.unwrap_or_default());
-            out.push(diag(what, r.span, from, to.unwrap_or_default(), acc).about("routes", &r.hostname));
+            let port = r.upstream.rsplit(':').next().unwrap_or_default();
+            let opens = format!("{port}/tcp on host `{}` to the edge's host `{}`", up.host, r.edge_host);
+            out.push(diag(what, r.span, from, to.unwrap_or_default(), acc, &opens).about("routes", &r.hostname));
         }
     }
     out

@@ -104,7 +104,8 @@ impl<'a> Resolver<'a> {
                             format!("`{}` on host `{}` cannot reach `{svc_name}` on host `{}`", p.decl.name.value, p.host, target.host),
                         )
                         .primary(c.span, "no private network between these hosts")
-                        .help(format!("put host `{}` on a private network with `[hosts.{}.networks]`", target.host, target.host)),
+                        .note("services on two hosts talk over a private network both hosts are on; kiln opens the port to the other host's address there")
+                        .help(join_network_help(&p.host, &target.host, hosts)),
                     );
                     continue;
                 }
@@ -222,12 +223,13 @@ pub(super) enum Unreachable {
 }
 
 /// How `from` reaches `to` (named `name`): the Compose service name over a common bridge, the
-/// loopback for a native service, else the target host's private address.
+/// loopback for a native service, else the target host's address on a private network both
+/// hosts are on.
 pub(super) fn reach(from: &Partial<'_>, to: &Partial<'_>, name: &str, hosts: &BTreeMap<String, Host>) -> Result<String, Unreachable> {
     let native = |m: &LoadedModule| m.decl.kind.value == ModuleKind::Native;
     let private = || hosts.get(&to.host).and_then(|h| h.private_address()).map(|a| a.to_string());
     if to.host != from.host {
-        return private().ok_or(Unreachable::PrivateNetwork);
+        return shared_address(hosts, &from.host, &to.host).map(|a| a.to_string()).ok_or(Unreachable::PrivateNetwork);
     }
     match (native(from.module), native(to.module)) {
         (false, false) if shares_bridge(from.decl, to.decl) => Ok(name.to_string()),
@@ -237,6 +239,33 @@ pub(super) fn reach(from: &Partial<'_>, to: &Partial<'_>, name: &str, hosts: &BT
         (true, _) => Ok("127.0.0.1".to_string()),
         // a container reaches a native service at the host's own address
         (false, true) => private().ok_or(Unreachable::HostAddress),
+    }
+}
+
+/// Host `to`'s address on the first private network (by name) host `from` is also on.
+pub(super) fn shared_address(hosts: &BTreeMap<String, Host>, from: &str, to: &str) -> Option<IpAddr> {
+    let (f, t) = (hosts.get(from)?, hosts.get(to)?);
+    t.addresses.iter().find(|(net, _)| f.addresses.contains_key(*net)).map(|(_, a)| *a)
+}
+
+/// What would let host `from` reach host `to`: a network of `to`'s to join, or one for both.
+pub(super) fn join_network_help(from: &str, to: &str, hosts: &BTreeMap<String, Host>) -> String {
+    let nets = |h: &str| hosts.get(h).map(|h| h.addresses.keys().map(|n| format!("`{n}`")).collect::<Vec<_>>()).unwrap_or_default();
+    let (from_nets, to_nets) = (nets(from), nets(to));
+    match (from_nets.is_empty(), to_nets.is_empty()) {
+        (_, true) => format!(
+            "put both hosts on a private network: `[hosts.{to}] networks = {{ NET = \"ADDRESS\" }}`, and the same network for `{from}`"
+        ),
+        (true, false) => format!(
+            "put host `{from}` on {} (as `{to}` is): `[hosts.{from}] networks = {{ {} = \"ADDRESS\" }}`",
+            to_nets.join(" or "),
+            to_nets[0].trim_matches('`')
+        ),
+        (false, false) => format!(
+            "host `{from}` is on {} and `{to}` on {}: put one of them on a network of the other's",
+            from_nets.join(", "),
+            to_nets.join(", ")
+        ),
     }
 }
 

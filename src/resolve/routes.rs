@@ -129,7 +129,8 @@ impl<'a> Resolver<'a> {
             let Some(upstream) = upstream_address(svc, endpoint, edge, hosts) else {
                 self.err(
                     Diagnostic::error("E0032", format!("the edge on `{}` cannot reach `{}` on `{}`", edge.host, svc.name, svc.host))
-                        .primary(svc_ref.span, "no private network between these hosts"),
+                        .primary(svc_ref.span, "no private network between these hosts")
+                        .help(super::connections::join_network_help(&edge.host, &svc.host, hosts)),
                 );
                 continue;
             };
@@ -241,7 +242,7 @@ pub(super) fn upstream_address(svc: &Service, ep: &Endpoint, edge: &Service, hos
             (false, _) => format!("127.0.0.1:{port}"),
         });
     }
-    Some(socket(hosts.get(&svc.host)?.private_address()?, port))
+    Some(socket(super::connections::shared_address(hosts, &edge.host, &svc.host)?, port))
 }
 
 pub(super) fn socket(addr: IpAddr, port: u16) -> String {
