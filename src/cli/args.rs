@@ -14,6 +14,7 @@ Examples:
   kiln push s3://bucket/kiln --from result            upload the closure by content hash
   kiln explain zone-crossing                          why a rule exists
   kiln plan flake-free-examples/five-vps-saas         what deploying it would change
+  kiln plan --tofu path/to/system                     and what OpenTofu plans against the state
   kiln diff old-result result --json                  compare two builds, for CI
   kiln generations add result                         record a deployment (what deploy will call)
   kiln gc --keep 3                                    keep the last 3 generations' entries
