@@ -20,6 +20,7 @@ mod alerts;
 mod allows;
 mod backup;
 mod connections;
+mod databases;
 mod hosts;
 mod identity;
 mod infra;

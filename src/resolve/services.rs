@@ -375,13 +375,15 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
+        let databases = self.database_clients(p, all);
+        secret_uses.extend(databases.iter().map(super::databases::DbClient::secret_use));
         secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
         if !p.ok || self.errors() > errors_before || connects_unresolved(p, all) {
             return None;
         }
 
         let host = hosts.get(&p.host)?;
-        let ctx = self.context(p, host, &deps, &secret_uses, sys);
+        let ctx = self.context(p, host, &deps, &secret_uses, &databases, sys);
         let tpl = &self.tpls[&m.name.value];
         let render = |me: &mut Self, v: &Sp<String>| -> Option<String> {
             match tpl.render_str(&v.value, &ctx) {
@@ -658,7 +660,15 @@ impl<'a> Resolver<'a> {
         Some(Span::new(*id, start..start + len))
     }
 
-    pub(super) fn context(&self, p: &Partial<'a>, host: &Host, deps: &[Dependency], secrets: &[SecretUse], sys: &SystemDecl) -> J {
+    pub(super) fn context(
+        &self,
+        p: &Partial<'a>,
+        host: &Host,
+        deps: &[Dependency],
+        secrets: &[SecretUse],
+        databases: &[super::databases::DbClient],
+        sys: &SystemDecl,
+    ) -> J {
         let requires: BTreeMap<String, J> = deps
             .iter()
             .filter_map(|d| {
@@ -691,6 +701,7 @@ impl<'a> Resolver<'a> {
             .collect();
         ctx.insert("scrape", jv(&scrape));
         ctx.insert("probes", self.probes.clone());
+        ctx.insert("databases", jv(&databases));
         // A notifier (`[collect] alerts`) sees the receivers, each secret as the path it reads.
         let receivers: Vec<J> =
             if p.module.decl.collect_alerts { self.receivers.iter().map(receiver_context).collect() } else { Vec::new() };

@@ -4,6 +4,7 @@
 //! that reach artifacts.
 
 mod container;
+mod databases;
 mod endpoints;
 mod forward_auth;
 mod header;
@@ -15,6 +16,7 @@ mod storage;
 mod strings;
 
 pub use container::ULIMITS;
+pub use databases::{DatabasesDecl, ProvisionDecl};
 pub use requires::USAGES;
 pub use strings::{
     SENSITIVE_HOST_PATHS, exposes_sensitive, parse_device, parse_env_name, parse_file_name, parse_header_name, parse_host_mount,
@@ -72,6 +74,9 @@ pub struct ModuleDecl {
     /// `[module] embeddable = true`: other applications frame it (an editor, a conference):
     /// the public routes of a service that connects to it may embed it (`frame-ancestors`).
     pub embeddable: bool,
+    /// `[databases]`: the server creates a database and owner role for each client whose
+    /// requirement slot says `provision` (PostgreSQL); its templates see them as `databases`.
+    pub databases: Option<DatabasesDecl>,
 }
 
 /// How an edge asks this service whether a request may pass (Authentik's outposts, oauth2-proxy).
@@ -273,6 +278,8 @@ pub struct RequireDecl {
     pub usage: Option<Sp<String>>,
     /// The consumer's driver uses server-side prepared statements.
     pub prepared_statements: bool,
+    /// `provision = { … }`: the server makes this client's database and role.
+    pub provision: Option<ProvisionDecl>,
 }
 
 #[derive(Debug, Clone)]
@@ -351,6 +358,8 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let forward_auth = r.table("forward_auth", |t| forward_auth::forward_auth(t, sink));
     let oidc = r.table("oidc", |t| oidc::oidc(t, &options, &secrets, sink));
     let jobs = r.named("jobs", |name, t| jobs::job(name, t, sink));
+    let databases = r.table("databases", |t| databases::server(t, &options, sink)).flatten();
+    databases::check_provisions(&requires, &options, &secrets, sink);
     let (collect_metrics, collect_rules, collect_alerts) = r.table("collect", |t| header::collect(t, sink)).unwrap_or((false, None, false));
     if let Some(c) = &container {
         container::env_secret_slots(c, &secrets, sink);
@@ -385,5 +394,6 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         first_run_setup: h.first_run_setup,
         first_run_bootstrap: h.first_run_bootstrap,
         embeddable: h.embeddable,
+        databases,
     })
 }

@@ -1,0 +1,132 @@
+//! A database server's databases, derived from its clients: every service connected to it
+//! through a requirement slot with `provision` gets a database and an owner role named by its
+//! own options, and its password secret is delivered to the server as well (`[databases]`).
+//!
+//! A client logging in as the server's superuser keeps the single-database form (the
+//! superuser's own database, made by the image) and adds nothing.
+
+use super::*;
+
+/// One client's database as the server's templates see it (`databases`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct DbClient {
+    /// The client service.
+    pub client: String,
+    pub database: String,
+    pub role: String,
+    /// Where the server reads the role's password (the client's secret, delivered to it too).
+    pub password_file: String,
+    #[serde(skip)]
+    pub secret: String,
+    #[serde(skip)]
+    pub uid: Option<u32>,
+}
+
+impl DbClient {
+    /// The server's copy of the client's password secret.
+    pub(super) fn secret_use(&self) -> SecretUse {
+        SecretUse { slot: format!("db_{}", self.client), secret: self.secret.clone(), target: self.password_file.clone(), uid: self.uid }
+    }
+}
+
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1 bytes); a longer one is truncated, and
+/// two names that agree that far would be one database.
+const MAX_NAME: usize = 63;
+
+impl<'a> Resolver<'a> {
+    /// The clients of server `p` that want a database of their own, in name order.
+    pub(super) fn database_clients(&mut self, p: &Partial<'a>, all: &BTreeMap<String, Partial<'a>>) -> Vec<DbClient> {
+        let Some(decl) = &p.module.decl.databases else { return Vec::new() };
+        let own = |o: &Sp<String>| p.options.get(&o.value).and_then(|v| v.as_str().map(str::to_string));
+        let (superuser, own_db) = (own(&decl.superuser), own(&decl.database));
+        let mut out: Vec<DbClient> = Vec::new();
+        for (name, q) in all.iter().filter(|(n, q)| **n != p.decl.name.value && q.ok) {
+            for r in &q.module.decl.requires {
+                let Some(prov) = &r.provision else { continue };
+                if !r.modules.iter().any(|m| m.value == p.module.decl.name.value) {
+                    continue;
+                }
+                let connected = q
+                    .decl
+                    .connects
+                    .iter()
+                    .find(|c| c.service() == p.decl.name.value && c.slot.as_ref().is_none_or(|s| s.value == r.slot.value));
+                let Some(entry) = connected else { continue };
+                let value = |o: &Sp<String>| -> (String, Span) {
+                    let v = q.options.get(&o.value).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    let span = q.decl.options.iter().find(|(n, _)| n.value == o.value).map_or(q.decl.name.span, |(_, n)| n.span);
+                    (v, span)
+                };
+                let ((database, db_span), (role, role_span)) = (value(&prov.database), value(&prov.role));
+                if superuser.as_deref() == Some(role.as_str()) {
+                    continue;
+                }
+                let bad_db = self.bad_name(&database, db_span, "database", &prov.database.value, name);
+                let bad_role = self.bad_name(&role, role_span, "role", &prov.role.value, name);
+                if bad_db || bad_role {
+                    continue;
+                }
+                if own_db.as_deref() == Some(database.as_str()) {
+                    self.err(
+                        Diagnostic::error("E0003", format!("database `{database}` of `{name}` is the server's own database"))
+                            .primary(db_span, format!("`{}` owns it, not role `{role}`", superuser.as_deref().unwrap_or("the superuser")))
+                            .secondary(entry.target.span, "connected here")
+                            .help(format!(
+                                "give `{name}` a database of its own (option `{}`), or log in as the superuser (option `{}` = `{}`)",
+                                prov.database.value,
+                                prov.role.value,
+                                superuser.as_deref().unwrap_or_default()
+                            )),
+                    );
+                    continue;
+                }
+                let Some((_, secret)) = q.decl.secrets.iter().find(|(slot, _)| slot.value == prov.password.value) else {
+                    self.err(
+                        Diagnostic::error("E0025", format!("service `{name}` needs secret `{}`", prov.password.value))
+                            .primary(entry.target.span, format!("`{}` creates role `{role}` for it with this password", p.decl.name.value))
+                            .help(format!("add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`", prov.password.value)),
+                    );
+                    continue;
+                };
+                let taken = out.iter().find(|d| d.database == database || d.role == role);
+                if let Some(d) = taken {
+                    let what = if d.database == database { format!("database `{database}`") } else { format!("role `{role}`") };
+                    self.err(
+                        Diagnostic::error("E0003", format!("`{name}` and `{}` both want {what} on `{}`", d.client, p.decl.name.value))
+                            .primary(if d.database == database { db_span } else { role_span }, "already another client's")
+                            .help("each client of one server has its own database and role: change one of the names"),
+                    );
+                    continue;
+                }
+                out.push(DbClient {
+                    client: name.clone(),
+                    database,
+                    role,
+                    password_file: format!("/run/secrets/{}_db_{name}", p.decl.name.value),
+                    secret: secret.value.clone(),
+                    uid: decl.uid,
+                });
+            }
+        }
+        out
+    }
+
+    /// A database or role name PostgreSQL would not keep as written: an error at the option.
+    fn bad_name(&mut self, v: &str, span: Span, what: &str, option: &str, client: &str) -> bool {
+        let why = if v.is_empty() {
+            "is empty".to_string()
+        } else if v.len() > MAX_NAME {
+            format!("is {} bytes long; PostgreSQL keeps {MAX_NAME}", v.len())
+        } else if v.chars().any(char::is_control) {
+            "holds a control character".to_string()
+        } else {
+            return false;
+        };
+        self.err(
+            Diagnostic::error("E0003", format!("the {what} name of `{client}` {why}"))
+                .primary(span, format!("option `{option}`"))
+                .help(format!("a {what} name is 1 to {MAX_NAME} bytes without control characters")),
+        );
+        true
+    }
+}

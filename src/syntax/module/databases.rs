@@ -1,0 +1,96 @@
+//! Databases a server makes for its clients: `[databases]` on the server module (PostgreSQL)
+//! and `provision` on a client's `[requires.SLOT]`, naming the client's options that hold its
+//! database and role names and the secret slot holding the role's password.
+//!
+//! The server is told nothing by hand: kiln lists the clients connected to it, delivers each
+//! client's password secret to the server too, and its templates see them as `databases`.
+
+use super::{OptType, OptionDecl, RequireDecl, SecretSlotDecl};
+use crate::diag::{Diagnostic, Span};
+use crate::syntax::decode::{Sink, Sp, TableReader};
+
+/// `[requires.SLOT] provision = { database = "OPTION", role = "OPTION", password = "SLOT" }`.
+#[derive(Debug, Clone)]
+pub struct ProvisionDecl {
+    pub span: Span,
+    /// The client's string option naming its database.
+    pub database: Sp<String>,
+    /// The client's string option naming the role it logs in as (the database's owner).
+    pub role: Sp<String>,
+    /// The client's secret slot holding that role's password.
+    pub password: Sp<String>,
+}
+
+/// `[databases]` on a server module: it creates a database and owner role for every client
+/// whose requirement slot says `provision`.
+#[derive(Debug, Clone)]
+pub struct DatabasesDecl {
+    pub span: Span,
+    /// The server's option naming its superuser: a client logging in as that role uses the
+    /// server's own database and gets no role of its own (the single-database form).
+    pub superuser: Sp<String>,
+    /// The server's option naming the superuser's own database, which no client may claim.
+    pub database: Sp<String>,
+    /// Owner of the password files delivered to the server.
+    pub uid: Option<u32>,
+}
+
+/// `provision = { … }` inside `[requires.SLOT]`.
+pub(super) fn provision(mut t: TableReader<'_>) -> Option<ProvisionDecl> {
+    let span = t.span;
+    let database = t.req_str("database", "\"database_name\"");
+    let role = t.req_str("role", "\"database_user\"");
+    let password = t.req_str("password", "\"database_password\"");
+    t.finish();
+    Some(ProvisionDecl { span, database: database?, role: role?, password: password? })
+}
+
+/// `[databases]`.
+pub(super) fn server(mut t: TableReader<'_>, options: &[OptionDecl], sink: &Sink) -> Option<DatabasesDecl> {
+    let span = t.span;
+    let superuser = t.req_str("superuser", "\"user\"");
+    let database = t.req_str("database", "\"database\"");
+    let uid = t.int("uid").and_then(|i| u32::try_from(i.value).ok());
+    t.finish();
+    let (superuser, database) = (superuser?, database?);
+    let ok = string_option(&superuser, options, sink) & string_option(&database, options, sink);
+    ok.then_some(DatabasesDecl { span, superuser, database, uid })
+}
+
+/// Every `provision` names string options and a secret slot the module declares.
+pub(super) fn check_provisions(requires: &[RequireDecl], options: &[OptionDecl], secrets: &[SecretSlotDecl], sink: &Sink) {
+    for p in requires.iter().filter_map(|r| r.provision.as_ref()) {
+        string_option(&p.database, options, sink);
+        string_option(&p.role, options, sink);
+        if !secrets.iter().any(|s| s.slot.value == p.password.value) {
+            sink.push(
+                Diagnostic::error("E0023", format!("the module has no secret slot `{}`", p.password.value))
+                    .primary(p.password.span, "unknown secret slot")
+                    .help("declare it under [secrets]: the file the client reads its database password from"),
+            );
+        }
+    }
+}
+
+/// Whether `o` names a string option of the module; an error at `o` when not.
+fn string_option(o: &Sp<String>, options: &[OptionDecl], sink: &Sink) -> bool {
+    match options.iter().find(|d| d.name.value == o.value) {
+        Some(d) if d.ty.value == OptType::String => true,
+        Some(d) => {
+            sink.push(
+                Diagnostic::error("E0002", format!("option `{}` is not a string", o.value))
+                    .primary(o.span, "a database or role name is text")
+                    .secondary(d.ty.span, "type declared here"),
+            );
+            false
+        }
+        None => {
+            sink.push(
+                Diagnostic::error("E0021", format!("the module has no option `{}`", o.value))
+                    .primary(o.span, "unknown option")
+                    .help("declare it under [options] with `type = \"string\"` and a default"),
+            );
+            false
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The postgres module's databases, judged by a real PostgreSQL: kiln builds a system whose
+//! clients each want a database, and the init script it writes runs against a throw-away
+//! cluster (Debian's PostgreSQL, unpacked by scripts/install-test-deps into
+//! .test-tools/postgresql, never installed) the way the image's entrypoint runs it: executed
+//! with POSTGRES_USER set, on the socket of a server that does not listen on TCP yet, as an
+//! unprivileged user, reading the password files at the paths Compose mounts them at (a
+//! private mount namespace with its own /run). Then the server listens on a loopback port and
+//! psql checks what each role can do over TCP with scram-sha-256.
+
+mod common;
+
+use common::{build, kiln, read, repo, run, text};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian's PostgreSQL programs.
+fn pg_bin() -> PathBuf {
+    let bin = repo().join(".test-tools/postgresql/usr/lib/postgresql/15/bin");
+    assert!(bin.join("initdb").is_file(), "{} is missing: run scripts/install-test-deps", bin.display());
+    bin
+}
+
+fn is_root() -> bool {
+    text(&run(Command::new("id").arg("-u")).stdout).trim() == "0"
+}
+
+/// The unprivileged user the server and the init script run as (the image's `postgres`).
+const PG_UID: &str = "65534";
+
+/// `cmd` as the unprivileged user when the tests run as root (initdb and postgres refuse root).
+fn as_pg(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([format!("--reuid={PG_UID}"), format!("--regid={PG_UID}"), "--clear-groups".into(), "--".into()]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A throw-away cluster: its directory (data, socket, logs) and port; stopped on drop.
+struct Cluster {
+    dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    /// `initdb` as the image's entrypoint runs it (superuser `postgres` with a password file,
+    /// `--auth-host=scram-sha-256` from the module's POSTGRES_INITDB_ARGS, local trust), then
+    /// the entrypoint's `host all all all scram-sha-256` line.
+    fn init(dir: &Path, superuser_password: &str) -> Cluster {
+        std::fs::create_dir_all(dir).unwrap();
+        let pw = dir.join("superuser.pw");
+        std::fs::write(&pw, superuser_password).unwrap();
+        if is_root() {
+            assert!(run(Command::new("chown").args(["-R", &format!("{PG_UID}:{PG_UID}")]).arg(dir)).status.success());
+        }
+        let data = dir.join("data");
+        let out = run(as_pg(&pg_bin().join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["--username=postgres", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"])
+            .arg(format!("--pwfile={}", pw.display())));
+        assert!(out.status.success(), "initdb: {}", text(&out.stderr));
+        let hba = data.join("pg_hba.conf");
+        let mut lines = read(&hba);
+        lines.push_str("host all all all scram-sha-256\n");
+        std::fs::write(&hba, lines).unwrap();
+        Cluster { dir: dir.to_path_buf(), data, port: free_port() }
+    }
+
+    /// Starts the server; `tcp` false is the entrypoint's temporary server (socket only).
+    fn start(&self, tcp: bool) {
+        let listen = if tcp { "127.0.0.1" } else { "" };
+        let opts =
+            format!("-c listen_addresses='{listen}' -c password_encryption=scram-sha-256 -k {} -p {}", self.dir.display(), self.port);
+        let out = run(as_pg(&pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-o")
+            .arg(opts)
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "start"]));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            text(&out.stderr),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    fn stop(&self) {
+        let _ = run(as_pg(&pg_bin().join("pg_ctl")).arg("-D").arg(&self.data).args(["-m", "fast", "-w", "stop"]));
+    }
+
+    /// psql as the superuser over the socket; the output of `-At -c sql`.
+    fn sql(&self, db: &str, sql: &str) -> String {
+        let out = run(Command::new(pg_bin().join("psql"))
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db, "-h"])
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-c", sql]));
+        assert!(out.status.success(), "psql {sql}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// psql as `role` with `password` over TCP: `SELECT current_user, current_database()`, or
+    /// psql's error.
+    fn login(&self, role: &str, password: &str, db: &str) -> Result<String, String> {
+        let out = run(Command::new(pg_bin().join("psql"))
+            .env("PGPASSWORD", password)
+            .args(["-X", "-At", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", role, "-d", db])
+            .args(["-c", "SELECT current_user || '|' || current_database()"]));
+        if out.status.success() { Ok(text(&out.stdout).trim().to_string()) } else { Err(text(&out.stderr)) }
+    }
+
+    /// Runs kiln's init script as the image's entrypoint does (executed, POSTGRES_USER and
+    /// POSTGRES_DB set), as the unprivileged user, with `secrets` (target path → value) mounted
+    /// where Compose puts them. The socket and port reach psql through PGHOST/PGPORT, libpq's
+    /// own defaults (the image's socket is libpq's compiled-in /var/run/postgresql).
+    fn run_script(&self, script: &Path, secrets: &BTreeMap<String, String>) -> std::process::Output {
+        assert!(is_root(), "tests/postgres.rs needs root: the script reads /run/secrets in a private mount namespace");
+        let staged = self.dir.join("secrets");
+        let _ = std::fs::remove_dir_all(&staged);
+        std::fs::create_dir_all(&staged).unwrap();
+        let mut copy = String::new();
+        for (i, (target, value)) in secrets.iter().enumerate() {
+            let f = staged.join(i.to_string());
+            std::fs::write(&f, value).unwrap();
+            let name = target.strip_prefix("/run/secrets/").expect("a secret under /run/secrets");
+            copy.push_str(&format!("cp '{}' '/run/secrets/{name}' && ", f.display()));
+        }
+        let path = format!("{}:/usr/bin:/bin", pg_bin().display());
+        let inner = format!(
+            "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir /run/secrets && {copy}chown -R {PG_UID}:{PG_UID} /run/secrets && chmod 0400 /run/secrets/* && \
+             exec setpriv --reuid={PG_UID} --regid={PG_UID} --clear-groups -- env -i PATH='{path}' POSTGRES_USER=postgres POSTGRES_DB=postgres \
+             PGHOST='{}' PGPORT={} \"$0\"",
+            self.dir.display(),
+            self.port
+        );
+        run(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &inner]).arg(script))
+    }
+
+    /// Everything the script could change: roles (with their password hashes and rights) and
+    /// databases (owners and privileges).
+    fn state(&self) -> String {
+        self.sql(
+            "postgres",
+            "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolcanlogin, coalesce(rolpassword, '') FROM pg_authid ORDER BY 1; \
+             SELECT datname, pg_get_userbyid(datdba), coalesce(datacl::text, '') FROM pg_database ORDER BY 1",
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const HOSTILE_DB: &str = "v's \"db\" $(touch /tmp/pwned)`id`;DROP DATABASE postgres;--";
+const HOSTILE_ROLE: &str = "vault\\role' OR '1'='1 $HOME";
+
+fn system(extra_client: bool) -> String {
+    let mut s = common::preamble("pg");
+    s.push_str(&format!(
+        r#"
+[hosts.box]
+provider = "hetzner"
+type = "cpx31"
+location = "nbg1"
+image = "debian-13"
+public = true
+
+[secrets.db_superuser]
+file = "secrets.yaml"
+[secrets.vault_a_db]
+file = "secrets.yaml"
+[secrets.vault_b_db]
+file = "secrets.yaml"
+[secrets.vault_c_db]
+file = "secrets.yaml"
+
+[services.db]
+module = "postgres"
+host = "box"
+secrets = {{ password = "db_superuser" }}
+
+[services.vault-a]
+module = "vaultwarden"
+host = "box"
+connects = ["db"]
+secrets = {{ database_password = "vault_a_db" }}
+options = {{ domain = "https://a.example.com", database_name = {db}, database_user = {role} }}
+
+[services.vault-b]
+module = "vaultwarden"
+host = "box"
+connects = ["db"]
+secrets = {{ database_password = "vault_b_db" }}
+options = {{ domain = "https://b.example.com", port = 8086 }}
+"#,
+        db = toml_str(HOSTILE_DB),
+        role = toml_str(HOSTILE_ROLE),
+    ));
+    if extra_client {
+        s.push_str(
+            r#"
+[services.vault-c]
+module = "vaultwarden"
+host = "box"
+connects = ["db"]
+secrets = { database_password = "vault_c_db" }
+options = { domain = "https://c.example.com", port = 8087, database_name = "vault_c", database_user = "vault_c" }
+"#,
+        );
+    }
+    s
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// Builds the system; returns the postgres service's init script and its secrets (target in
+/// the container → the secret's name), read from the Compose file kiln wrote.
+fn built(dir: &Path, extra_client: bool) -> (PathBuf, BTreeMap<String, String>) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("system.toml"), system(extra_client)).unwrap();
+    let result = build(&dir.join("system.toml"), &dir.join("store"), &dir.join("result"));
+    let host = result.join("hosts/box");
+    let compose = common::compose_config(&host.join("compose.yaml"));
+    let mut secrets = BTreeMap::new();
+    for s in compose["services"]["db"]["secrets"].as_array().unwrap() {
+        let source = s["source"].as_str().unwrap();
+        secrets.insert(s["target"].as_str().unwrap().to_string(), source.strip_prefix("db_").unwrap().to_string());
+    }
+    let script = dir.join(if extra_client { "init-later.sh" } else { "init.sh" });
+    std::fs::copy(host.join("files/db/10-kiln-databases.sh"), &script).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, secrets)
+}
+
+/// The test's secret values: quotes, a backslash and shell syntax in a password too.
+fn value(secret: &str) -> String {
+    match secret {
+        "db_superuser" => "superuser-secret".into(),
+        "vault_a_db" => "a'pass\\word $(id) `x`".into(),
+        other => format!("{other}-password"),
+    }
+}
+
+#[test]
+fn each_client_gets_its_own_database_and_role_and_nothing_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (script, secrets) = built(&tmp.path().join("sys"), false);
+    // The superuser's password file and one per client.
+    assert_eq!(secrets.values().filter(|s| s.starts_with("vault_")).count(), 2, "{secrets:?}");
+    let values: BTreeMap<String, String> = secrets.iter().map(|(t, s)| (t.clone(), value(s))).collect();
+    let out = run(Command::new("dash").arg("-n").arg(&script));
+    assert!(out.status.success(), "dash -n: {}", text(&out.stderr));
+
+    let pg = Cluster::init(&tmp.path().join("pg"), &value("db_superuser"));
+    // First start: the entrypoint's temporary server, socket only.
+    pg.start(false);
+    let out = pg.run_script(&script, &values);
+    assert!(out.status.success(), "init script: {}{}", text(&out.stdout), text(&out.stderr));
+    pg.stop();
+    pg.start(true);
+
+    let clients = [(HOSTILE_ROLE, HOSTILE_DB, value("vault_a_db")), ("vaultwarden", "vaultwarden", value("vault_b_db"))];
+    for (role, db, password) in &clients {
+        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let owner = pg.sql("postgres", &format!("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {}", lit(db)));
+        assert_eq!(owner.trim(), *role, "database {db} is owned by its client's role");
+        let rights = pg.sql(
+            "postgres",
+            &format!("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = {}", lit(role)),
+        );
+        assert_eq!(rights.trim(), "f|f|f|f|t", "role {role}: no superuser, createrole, createdb, replication; a SCRAM secret");
+        assert_eq!(pg.login(role, password, db).unwrap(), format!("{role}|{db}"));
+        let wrong = pg.login(role, "not the password", db).unwrap_err();
+        assert!(wrong.contains("password authentication failed"), "{wrong}");
+    }
+    // Neither reaches the other's database.
+    let (a, b) = (&clients[0], &clients[1]);
+    for (who, other) in [(a, b), (b, a)] {
+        let e = pg.login(who.0, &who.2, other.1).unwrap_err();
+        assert!(e.contains("permission denied for database"), "{} into {}: {e}", who.0, other.1);
+    }
+    // The hostile names stayed names: nothing ran in a shell, no database was dropped.
+    assert!(!Path::new("/tmp/pwned").exists());
+    assert_eq!(pg.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'postgres'").trim(), "1");
+
+    // A client connected later: the job runs the new script against the running server; the
+    // second run changes nothing at all (not even a password hash).
+    let (later, later_secrets) = built(&tmp.path().join("sys2"), true);
+    let later_values: BTreeMap<String, String> = later_secrets.iter().map(|(t, s)| (t.clone(), value(s))).collect();
+    let before = pg.state();
+    let out = pg.run_script(&later, &later_values);
+    assert!(out.status.success(), "later: {}", text(&out.stderr));
+    let after = pg.state();
+    assert_ne!(before, after, "the later client's database is made");
+    assert_eq!(pg.login("vault_c", &value("vault_c_db"), "vault_c").unwrap(), "vault_c|vault_c");
+    // The earlier roles kept their password hashes: the state differs only by the new role and database.
+    let new_lines: Vec<&str> = after.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+    assert!(new_lines.iter().all(|l| l.starts_with("vault_c|")), "{new_lines:?}");
+    let out = pg.run_script(&later, &later_values);
+    assert!(out.status.success(), "again: {}", text(&out.stderr));
+    assert_eq!(after, pg.state(), "a second run changes nothing");
+}
+
+#[test]
+fn major_versions_pick_their_image_and_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (major, tag) in [("16", "16.16-trixie"), ("17", "17.12-trixie"), ("18", "18.6-trixie")] {
+        let dir = tmp.path().join(major);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sys = system(false).replace(
+            "secrets = { password = \"db_superuser\" }",
+            &format!("secrets = {{ password = \"db_superuser\" }}\noptions = {{ major = \"{major}\" }}"),
+        );
+        std::fs::write(dir.join("system.toml"), sys).unwrap();
+        let result = build(&dir.join("system.toml"), &dir.join("store"), &dir.join("result"));
+        let compose = common::compose_config(&result.join("hosts/box/compose.yaml"));
+        let db = &compose["services"]["db"];
+        assert_eq!(db["image"], format!("docker.io/library/postgres:{tag}"));
+        assert_eq!(db["environment"]["PGDATA"], format!("/var/lib/postgresql/{major}/docker"));
+        // The data directory is inside the named volume, whatever the image's own VOLUME says.
+        let volume = db["volumes"].as_array().unwrap().iter().find(|v| v["type"] == "volume").unwrap();
+        assert_eq!(volume["target"], "/var/lib/postgresql");
+    }
+}
+
+/// kiln check on the system with `edit` applied: its stderr, which must fail.
+fn refused(edit: impl Fn(String) -> String) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("system.toml"), edit(system(false))).unwrap();
+    let out = run(kiln().arg("check").arg(tmp.path().join("system.toml")));
+    assert!(!out.status.success(), "accepted:\n{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+#[test]
+fn names_postgres_would_not_keep_and_missing_passwords_are_refused() {
+    let long = "d".repeat(64);
+    let e = refused(|s| s.replace("port = 8086 }", &format!("port = 8086, database_name = \"{long}\" }}")));
+    assert!(e.contains("the database name of `vault-b` is 64 bytes long; PostgreSQL keeps 63"), "{e}");
+    assert!(e.contains("system.toml:"), "{e}");
+    let e = refused(|s| s.replace("secrets = { database_password = \"vault_b_db\" }\n", ""));
+    assert!(e.contains("service `vault-b` needs secret `database_password`"), "{e}");
+    let e = refused(|s| s.replace("port = 8086 }", "port = 8086, database_name = \"postgres\" }"));
+    assert!(e.contains("is the server's own database"), "{e}");
+    let e = refused(|s| s.replace("port = 8086 }", &format!("port = 8086, database_user = {} }}", toml_str(HOSTILE_ROLE))));
+    assert!(e.contains("both want role"), "{e}");
+}
+
+#[test]
+fn a_client_logging_in_as_the_superuser_keeps_the_single_database_form() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = system(false).replace(
+        "secrets = { password = \"db_superuser\" }",
+        "secrets = { password = \"db_superuser\" }\noptions = { user = \"vaultwarden\", database = \"vaultwarden\" }",
+    );
+    std::fs::write(tmp.path().join("system.toml"), sys).unwrap();
+    let result = build(&tmp.path().join("system.toml"), &tmp.path().join("store"), &tmp.path().join("result"));
+    let script = read(&result.join("hosts/box/files/db/10-kiln-databases.sh"));
+    // vault-b logs in as the superuser: only vault-a gets a role.
+    let calls: Vec<&str> = script.lines().filter(|l| l.starts_with("kiln_database ")).collect();
+    assert_eq!(calls.len(), 1, "{script}");
+    assert!(calls[0].ends_with("/run/secrets/db_db_vault-a"), "{}", calls[0]);
+}
