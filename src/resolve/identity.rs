@@ -159,7 +159,7 @@ impl<'a> Resolver<'a> {
                 }
                 svc.secrets.sort_by(|a, b| a.slot.cmp(&b.slot));
                 svc.files.push(ConfigFile {
-                    name: format!("kiln-{idp}.yaml"),
+                    name: format!("authentik-blueprint-{idp}.yaml"),
                     target: format!("{BLUEPRINT_DIR}/{idp}.yaml"),
                     mode: 0o644,
                     content: content.clone(),

@@ -1,0 +1,264 @@
+//! Identity as code: the authentik blueprints kiln derives from routes' `auth` and services'
+//! `login`. Each blueprint is judged against authentik's published blueprint JSON schema
+//! (tests/authentik/blueprint-schema.json) by check-jsonschema, after a stand-in for authentik's
+//! tag resolution (tests/authentik/resolve_tags.py) replaces `!KeyOf`/`!Find`/`!File` with
+//! values of the types authentik puts there; every forward-auth route has its provider with the
+//! route's exact URL, bound to the embedded outpost; Outline's OIDC settings name the IdP's
+//! issuer and a client secret delivered as a file to Outline and to the worker that reads it
+//! with `!File`, whose value reaches no store file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn venv(bin: &str) -> PathBuf {
+    repo().join(".venv-oracles/bin").join(bin)
+}
+
+fn schema() -> PathBuf {
+    repo().join("tests/authentik/blueprint-schema.json")
+}
+
+/// The blueprint with its tags resolved by the stand-in, as JSON (`refs`: `!KeyOf ID` kept as
+/// `"KeyOf:ID"`).
+fn resolved(blueprint: &Path, refs: bool) -> Value {
+    let mut cmd = Command::new(venv("python"));
+    cmd.arg(repo().join("tests/authentik/resolve_tags.py")).arg(blueprint);
+    if refs {
+        cmd.arg("--refs");
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}: {}", blueprint.display(), text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// check-jsonschema's verdict on a JSON document.
+fn judge(doc: &Value, dir: &Path) -> Result<(), String> {
+    let f = dir.join("blueprint.json");
+    std::fs::write(&f, serde_json::to_vec(doc).unwrap()).unwrap();
+    let out = run(Command::new(venv("check-jsonschema")).arg("--schemafile").arg(schema()).arg(&f));
+    if out.status.success() { Ok(()) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
+}
+
+/// Every blueprint a built system holds: `hosts/HOST/files/WORKER/authentik-blueprint-IDP.yaml`.
+fn blueprints(result: &Path) -> Vec<PathBuf> {
+    files(result)
+        .into_iter()
+        .filter(|(p, _, _)| {
+            p.starts_with("hosts/")
+                && p.contains("/files/")
+                && p.rsplit('/').next().unwrap().starts_with("authentik-blueprint-")
+                && p.ends_with(".yaml")
+        })
+        .map(|(p, _, _)| result.join(p))
+        .collect()
+}
+
+fn build_example(name: &str, tmp: &Path) -> PathBuf {
+    build(&repo().join("flake-free-examples").join(name), &tmp.join("store"), &tmp.join(name))
+}
+
+fn entries<'a>(doc: &'a Value, model: &str) -> Vec<&'a Value> {
+    doc["entries"].as_array().unwrap().iter().filter(|e| e["model"] == model).collect()
+}
+
+#[test]
+fn blueprints_validate_against_authentiks_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema: Value = serde_json::from_str(&read(&schema())).unwrap();
+    let mut judged = 0;
+    for ex in ["civic-scaleway", "jacker"] {
+        let result = build_example(ex, tmp.path());
+        for bp in blueprints(&result) {
+            let doc = resolved(&bp, false);
+            judge(&doc, tmp.path()).unwrap_or_else(|e| panic!("{}: authentik's schema rejects it:\n{e}", bp.display()));
+            // The schema leaves models' attributes open: each one kiln writes must be a field
+            // the schema declares for its model (a misspelt field would be ignored by nobody).
+            for e in doc["entries"].as_array().unwrap() {
+                let model = e["model"].as_str().unwrap();
+                let fields = &schema["$defs"][format!("model_{model}")]["properties"];
+                for part in ["attrs", "identifiers"] {
+                    for k in e[part].as_object().unwrap().keys() {
+                        assert!(fields.get(k).is_some(), "{}: `{k}` is not a field of {model}", bp.display());
+                    }
+                }
+            }
+            // The judge can fail: a mode authentik does not have is rejected.
+            let mut bad = doc.clone();
+            let p = bad["entries"].as_array_mut().unwrap().iter_mut().find(|e| e["model"] == "authentik_providers_proxy.proxyprovider");
+            if let Some(p) = p {
+                p["attrs"]["mode"] = "forward_everything".into();
+                assert!(judge(&bad, tmp.path()).is_err(), "the schema judge accepts an unknown proxy mode");
+            }
+            judged += 1;
+        }
+    }
+    assert_eq!(judged, 2, "civic-scaleway and jacker each have one authentik blueprint");
+}
+
+#[test]
+fn every_authentik_route_has_its_provider_bound_to_the_embedded_outpost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for ex in ["civic-scaleway", "jacker"] {
+        let result = build_example(ex, tmp.path());
+        let bps = blueprints(&result);
+        assert_eq!(bps.len(), 1, "{ex}: one authentik blueprint");
+        let doc = resolved(&bps[0], true);
+        let providers = entries(&doc, "authentik_providers_proxy.proxyprovider");
+        let outpost = entries(&doc, "authentik_outposts.outpost");
+        assert_eq!(outpost.len(), 1);
+        assert_eq!(outpost[0]["identifiers"]["managed"], "goauthentik.io/outposts/embedded");
+        let bound: Vec<&str> = outpost[0]["attrs"]["providers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        // The routes behind authentik, from the system's own files.
+        let mut hosts = Vec::new();
+        for f in std::fs::read_dir(repo().join("flake-free-examples").join(ex)).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                let t: toml::Table = read(&p).parse().unwrap();
+                for (host, r) in t.get("routes").and_then(|r| r.as_table()).into_iter().flatten() {
+                    if r.get("auth").and_then(|a| a.as_str()) == Some("authentik") {
+                        hosts.push(host.clone());
+                    }
+                }
+            }
+        }
+        assert!(!hosts.is_empty(), "{ex} has routes behind authentik");
+        assert_eq!(providers.len(), hosts.len(), "{ex}: one proxy provider per route behind authentik");
+        for host in hosts {
+            let url = format!("https://{host}");
+            let p = providers
+                .iter()
+                .find(|p| p["attrs"]["external_host"] == url.as_str())
+                .unwrap_or_else(|| panic!("{ex}: no provider for {url}"));
+            assert_eq!(p["attrs"]["mode"], "forward_single", "{url}");
+            let id = p["id"].as_str().unwrap();
+            assert!(bound.contains(&format!("KeyOf:{id}").as_str()), "{ex}: {url}'s provider is not bound to the embedded outpost");
+            let app = entries(&doc, "authentik_core.application")
+                .into_iter()
+                .find(|a| a["attrs"]["provider"] == format!("KeyOf:{id}").as_str())
+                .unwrap_or_else(|| panic!("{ex}: no application for {url}"));
+            assert_eq!(app["attrs"]["meta_launch_url"], url.as_str());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "civic-scaleway's and jacker's authentik routes were checked");
+}
+
+/// The Compose file as `docker-compose config` resolves it, after the `compose` oracle accepts
+/// it; env files (written on the host from delivered secrets) are not read, as in the oracle.
+fn compose(file: &Path) -> Value {
+    oracle("compose", file).unwrap_or_else(|e| panic!("docker-compose rejects {}:\n{e}", file.display()));
+    let out = run(Command::new(venv("docker-compose")).arg("-f").arg(file).args(["config", "--no-env-resolution", "--format", "json"]));
+    assert!(out.status.success(), "docker-compose config: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A compose service by name from `docker-compose config`.
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose["services"].get(name).unwrap_or_else(|| panic!("no compose service {name}"))
+}
+
+/// The container path where a compose service mounts the secret whose source names `secret`.
+fn secret_target(svc: &Value, secret: &str) -> Option<String> {
+    svc["secrets"]
+        .as_array()?
+        .iter()
+        .find(|s| s["source"].as_str().is_some_and(|x| x.ends_with(secret)))
+        .map(|s| s["target"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn outline_logs_in_through_authentik_with_a_delivered_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = repo().join("flake-free-examples/civic-scaleway");
+    let key = repo().join("tests/fixtures/keys/examples.agekey");
+    let store = tmp.path().join("store");
+    let result = tmp.path().join("result");
+    let out = run(kiln().arg("--identity").arg(&key).arg("build").arg(&ex).arg("--store").arg(&store).arg("--out-link").arg(&result));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Outline: the IdP's issuer on its public route, the derived client id, a secret file.
+    let tools = compose(&result.join("hosts/tools-prod/compose.yaml"));
+    let outline = service(&tools, "outline");
+    let env = &outline["environment"];
+    assert_eq!(env["OIDC_ISSUER_URL"], "https://gateway.example.org/application/o/outline/");
+    assert_eq!(env["OIDC_CLIENT_ID"], "outline");
+    let app_secret = secret_target(outline, "outline_oidc_client_secret").expect("Outline gets the client secret");
+    assert_eq!(env["OIDC_CLIENT_SECRET_FILE"], app_secret.as_str());
+
+    // authentik: the worker mounts the blueprint read-only and gets the same secret where the
+    // blueprint's `!File` reads it; the Compose file passes `docker-compose config`.
+    let idp = compose(&result.join("hosts/authentik-prod/compose.yaml"));
+    let worker = service(&idp, "authentik-worker");
+    let mount = worker["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["target"] == "/blueprints/kiln/authentik.yaml")
+        .expect("the blueprint is mounted in authentik's blueprints directory");
+    assert_eq!(mount["read_only"], true);
+    let idp_secret = secret_target(worker, "outline_oidc_client_secret").expect("the worker gets the client secret");
+    let bp = result.join("hosts/authentik-prod/files/authentik-worker/authentik-blueprint-authentik.yaml");
+    assert!(read(&bp).contains(&format!("client_secret: !File {idp_secret}")), "the provider reads the secret the worker gets");
+    let doc = resolved(&bp, true);
+    let oauth = entries(&doc, "authentik_providers_oauth2.oauth2provider");
+    assert_eq!(oauth.len(), 1);
+    assert_eq!(oauth[0]["attrs"]["client_id"], "outline");
+    assert_eq!(oauth[0]["attrs"]["redirect_uris"][0]["url"], "https://wiki.example.org/auth/oidc.callback");
+    let app =
+        entries(&doc, "authentik_core.application").into_iter().find(|a| a["attrs"]["slug"] == "outline").expect("application `outline`");
+    assert_eq!(app["attrs"]["provider"], "KeyOf:provider-outline", "the issuer's slug is this application's");
+
+    // The secret's value (decrypted with the examples' test key) is in no store file.
+    let text_key = read(&key);
+    let ids = kiln::sops::load_identities(&text_key).unwrap();
+    let opts = kiln::pipeline::Options { identity: Some(text_key.clone()), ..Default::default() };
+    let c = match kiln::pipeline::compile(&ex, &opts).unwrap() {
+        kiln::pipeline::Outcome::Ok(c) => c,
+        kiln::pipeline::Outcome::Failed(f) => panic!("{:?}", f.diagnostics),
+    };
+    let names = std::collections::BTreeSet::from(["outline_oidc_client_secret".to_string()]);
+    let values = kiln::secrets::values(&ex, &c.system, &names, &ids).unwrap();
+    let value = &values["outline_oidc_client_secret"];
+    assert!(value.len() >= 8, "the test secret is long enough to search for");
+    for (path, bytes, _) in files(&store) {
+        assert!(!bytes.windows(value.len()).any(|w| w == value.as_slice()), "the client secret's value is in {path}");
+    }
+}
+
+/// A copy of civic-scaleway with `edit` applied to one of its files; `kiln check`'s output.
+fn check_edited(file: &str, edit: impl Fn(String) -> String) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sys");
+    copy_tree(&repo().join("flake-free-examples/civic-scaleway"), &dir);
+    let p = dir.join(file);
+    std::fs::write(&p, edit(read(&p))).unwrap();
+    let out = run(kiln().arg("check").arg(&dir));
+    (out.status.success(), text(&out.stderr))
+}
+
+#[test]
+fn logins_that_cannot_be_wired_are_reported_at_the_login() {
+    // The IdP is not authentik.
+    let (ok, err) = check_edited("tools.toml", |s| s.replace("login = \"authentik\"", "login = \"grafana\""));
+    assert!(!ok && err.contains("E0060") && err.contains("`grafana` is not an authentik service"), "{err}");
+    assert!(err.contains("tools.toml:"), "reported in the file that has `login`: {err}");
+    // The IdP has no route: no issuer URL.
+    let (ok, err) = check_edited("identity.toml", |s| {
+        s.replace("[routes.\"gateway.example.org\"]\nservice = \"authentik\"\nendpoint = \"http\"\nedge = \"traefik-authentik-prod\"\n", "")
+    });
+    assert!(!ok && err.contains("E0060") && err.contains("has no route"), "{err}");
+    // A module that does not speak OIDC.
+    let (ok, err) = check_edited("tools.toml", |s| s.replace("[services.nextcloud]\n", "[services.nextcloud]\nlogin = \"authentik\"\n"));
+    assert!(!ok && err.contains("E0060") && err.contains("does not sign in over OpenID Connect"), "{err}");
+    // An option `login` sets, given by hand as well.
+    let (ok, err) = check_edited("tools.toml", |s| {
+        s.replace("oidc_display_name = \"Authentik\"", "oidc_display_name = \"Authentik\"\noidc_client_id = \"mine\"")
+    });
+    assert!(!ok && err.contains("is set by `login`"), "{err}");
+}
