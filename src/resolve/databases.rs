@@ -3,7 +3,11 @@
 //! own options, and its password secret is delivered to the server as well (`[databases]`).
 //!
 //! A client logging in as the server's superuser keeps the single-database form (the
-//! superuser's own database, made by the image) and adds nothing.
+//! superuser's own database, made by the image) and adds nothing. A client whose slot says
+//! `replication` is a streaming replica: it gets a REPLICATION role, a physical replication
+//! slot and a `pg_hba.conf` line for its own address (its host's address on the private network
+//! both hosts are on, or `samenet`, the primary's own Compose networks, on one host). A replica
+//! serves no clients of its own: they connect to the primary.
 
 use super::*;
 
@@ -12,10 +16,16 @@ use super::*;
 pub(super) struct DbClient {
     /// The client service.
     pub client: String,
+    /// Empty for a replica's replication role.
     pub database: String,
     pub role: String,
     /// Where the server reads the role's password (the client's secret, delivered to it too).
     pub password_file: String,
+    /// A streaming replica: `role` has REPLICATION, `slot` is its physical replication slot and
+    /// `address` the `pg_hba.conf` address it connects from.
+    pub replication: bool,
+    pub slot: String,
+    pub address: String,
     #[serde(skip)]
     pub secret: String,
     #[serde(skip)]
@@ -35,8 +45,14 @@ const MAX_NAME: usize = 63;
 
 impl<'a> Resolver<'a> {
     /// The clients of server `p` that want a database of their own, in name order.
-    pub(super) fn database_clients(&mut self, p: &Partial<'a>, all: &BTreeMap<String, Partial<'a>>) -> Vec<DbClient> {
+    pub(super) fn database_clients(
+        &mut self,
+        p: &Partial<'a>,
+        all: &BTreeMap<String, Partial<'a>>,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Vec<DbClient> {
         let Some(decl) = &p.module.decl.databases else { return Vec::new() };
+        let primary = primary_of(p, all);
         let own = |o: &Sp<String>| p.options.get(&o.value).and_then(|v| v.as_str().map(str::to_string));
         let (superuser, own_db) = (own(&decl.superuser), own(&decl.database));
         let mut out: Vec<DbClient> = Vec::new();
@@ -52,28 +68,42 @@ impl<'a> Resolver<'a> {
                     .iter()
                     .find(|c| c.service() == p.decl.name.value && c.slot.as_ref().is_none_or(|s| s.value == r.slot.value));
                 let Some(entry) = connected else { continue };
+                if let Some(primary) = primary {
+                    let what = if prov.replication { "a replica of a replica" } else { "a client of a replica" };
+                    self.err(
+                        Diagnostic::error(
+                            "E0003",
+                            format!("`{}` is a streaming replica of `{primary}`: `{name}` cannot be {what}", p.decl.name.value,),
+                        )
+                        .primary(entry.target.span, "a replica is read-only and makes no databases or roles")
+                        .help(format!("connect `{name}` to the primary, `{primary}`")),
+                    );
+                    continue;
+                }
                 let value = |o: &Sp<String>| -> (String, Span) {
                     let v = q.options.get(&o.value).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
                     let span = q.decl.options.iter().find(|(n, _)| n.value == o.value).map_or(q.decl.name.span, |(_, n)| n.span);
                     (v, span)
                 };
-                let ((database, db_span), (role, role_span)) = (value(&prov.database), value(&prov.role));
+                let (database, db_span) = prov.database.as_ref().map_or((String::new(), entry.target.span), value);
+                let (role, role_span) = value(&prov.role);
                 if superuser.as_deref() == Some(role.as_str()) {
                     continue;
                 }
-                let bad_db = self.bad_name(&database, db_span, "database", &prov.database.value, name);
-                let bad_role = self.bad_name(&role, role_span, "role", &prov.role.value, name);
+                let bad_db = prov.database.as_ref().is_some_and(|o| self.bad_name(&database, db_span, "database", &o.value, name));
+                let bad_role = self.bad_name(&role, role_span, "role", &prov.role.value, name)
+                    || (prov.replication && self.bad_replication_role(&role, role_span, &prov.role.value, name));
                 if bad_db || bad_role {
                     continue;
                 }
-                if own_db.as_deref() == Some(database.as_str()) {
+                if !prov.replication && own_db.as_deref() == Some(database.as_str()) {
                     self.err(
                         Diagnostic::error("E0003", format!("database `{database}` of `{name}` is the server's own database"))
                             .primary(db_span, format!("`{}` owns it, not role `{role}`", superuser.as_deref().unwrap_or("the superuser")))
                             .secondary(entry.target.span, "connected here")
                             .help(format!(
                                 "give `{name}` a database of its own (option `{}`), or log in as the superuser (option `{}` = `{}`)",
-                                prov.database.value,
+                                prov.database.as_ref().map_or("", |d| d.value.as_str()),
                                 prov.role.value,
                                 superuser.as_deref().unwrap_or_default()
                             )),
@@ -88,7 +118,16 @@ impl<'a> Resolver<'a> {
                     );
                     continue;
                 };
-                let taken = out.iter().find(|d| d.database == database || d.role == role);
+                let address = if !prov.replication {
+                    String::new()
+                } else if q.host == p.host {
+                    "samenet".to_string()
+                } else {
+                    // No shared network: the connection itself reports it.
+                    let Some(a) = super::connections::shared_address(hosts, &p.host, &q.host) else { continue };
+                    if a.is_ipv4() { format!("{a}/32") } else { format!("{a}/128") }
+                };
+                let taken = out.iter().find(|d| (!database.is_empty() && d.database == database) || d.role == role);
                 if let Some(d) = taken {
                     let what = if d.database == database { format!("database `{database}`") } else { format!("role `{role}`") };
                     self.err(
@@ -103,12 +142,29 @@ impl<'a> Resolver<'a> {
                     database,
                     role,
                     password_file: format!("/run/secrets/{}_db_{name}", p.decl.name.value),
+                    replication: prov.replication,
+                    slot: if prov.replication { format!("kiln_{}", name.replace('-', "_")) } else { String::new() },
+                    address,
                     secret: secret.value.clone(),
                     uid: decl.uid,
                 });
             }
         }
         out
+    }
+
+    /// A replication role lands in `pg_hba.conf` unquoted: a plain lowercase identifier only.
+    fn bad_replication_role(&mut self, v: &str, span: Span, option: &str, client: &str) -> bool {
+        let plain = v.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !plain {
+            self.err(
+                Diagnostic::error("E0003", format!("the replication role of `{client}` is not a plain name"))
+                    .primary(span, format!("option `{option}`"))
+                    .help("a replication role is written into pg_hba.conf: `a-z`, `0-9` and `_`, starting with a letter or `_`"),
+            );
+        }
+        !plain
     }
 
     /// A database or role name PostgreSQL would not keep as written: an error at the option.
@@ -129,4 +185,14 @@ impl<'a> Resolver<'a> {
         );
         true
     }
+}
+
+/// The primary `p` streams from, when `p` is a replica: a service of a module its replication
+/// slot accepts, named in its `connects`.
+fn primary_of<'b>(p: &Partial<'_>, all: &'b BTreeMap<String, Partial<'_>>) -> Option<&'b str> {
+    let r = p.module.decl.requires.iter().find(|r| r.provision.as_ref().is_some_and(|x| x.replication))?;
+    p.decl.connects.iter().filter(|c| c.slot.as_ref().is_none_or(|s| s.value == r.slot.value)).find_map(|c| {
+        let (name, t) = all.get_key_value(c.service())?;
+        r.modules.iter().any(|m| m.value == t.module.decl.name.value).then_some(name.as_str())
+    })
 }

@@ -375,7 +375,7 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        let databases = self.database_clients(p, all);
+        let databases = self.database_clients(p, all, hosts);
         secret_uses.extend(databases.iter().map(super::databases::DbClient::secret_use));
         secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
         if !p.ok || self.errors() > errors_before || connects_unresolved(p, all) {

@@ -9,16 +9,21 @@ use super::{OptType, OptionDecl, RequireDecl, SecretSlotDecl};
 use crate::diag::{Diagnostic, Span};
 use crate::syntax::decode::{Sink, Sp, TableReader};
 
-/// `[requires.SLOT] provision = { database = "OPTION", role = "OPTION", password = "SLOT" }`.
+/// `[requires.SLOT] provision = { database = "OPTION", role = "OPTION", password = "SLOT" }`,
+/// or `{ role = "OPTION", password = "SLOT", replication = true }`: a streaming replica's
+/// replication role (and slot) instead of a database.
 #[derive(Debug, Clone)]
 pub struct ProvisionDecl {
     pub span: Span,
-    /// The client's string option naming its database.
-    pub database: Sp<String>,
+    /// The client's string option naming its database (none for a replication role).
+    pub database: Option<Sp<String>>,
     /// The client's string option naming the role it logs in as (the database's owner).
     pub role: Sp<String>,
     /// The client's secret slot holding that role's password.
     pub password: Sp<String>,
+    /// The client is a streaming replica: a REPLICATION role, a physical replication slot and
+    /// a `pg_hba.conf` line for the client's address only.
+    pub replication: bool,
 }
 
 /// `[databases]` on a server module: it creates a database and owner role for every client
@@ -38,11 +43,22 @@ pub struct DatabasesDecl {
 /// `provision = { … }` inside `[requires.SLOT]`.
 pub(super) fn provision(mut t: TableReader<'_>) -> Option<ProvisionDecl> {
     let span = t.span;
-    let database = t.req_str("database", "\"database_name\"");
+    let replication = t.bool("replication").is_some_and(|b| b.value);
+    let database = if replication { t.str("database") } else { t.req_str("database", "\"database_name\"") };
     let role = t.req_str("role", "\"database_user\"");
     let password = t.req_str("password", "\"database_password\"");
+    if let (true, Some(d)) = (replication, &database) {
+        t.sink().push(
+            Diagnostic::error("E0003", "a replication role has no database")
+                .primary(d.span, "remove `database`")
+                .help("a streaming replica copies every database of the server"),
+        );
+    }
     t.finish();
-    Some(ProvisionDecl { span, database: database?, role: role?, password: password? })
+    if !replication && database.is_none() {
+        return None;
+    }
+    Some(ProvisionDecl { span, database, role: role?, password: password?, replication })
 }
 
 /// `[databases]`.
@@ -60,7 +76,9 @@ pub(super) fn server(mut t: TableReader<'_>, options: &[OptionDecl], sink: &Sink
 /// Every `provision` names string options and a secret slot the module declares.
 pub(super) fn check_provisions(requires: &[RequireDecl], options: &[OptionDecl], secrets: &[SecretSlotDecl], sink: &Sink) {
     for p in requires.iter().filter_map(|r| r.provision.as_ref()) {
-        string_option(&p.database, options, sink);
+        if let Some(d) = &p.database {
+            string_option(d, options, sink);
+        }
         string_option(&p.role, options, sink);
         if !secrets.iter().any(|s| s.slot.value == p.password.value) {
             sink.push(
