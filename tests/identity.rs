@@ -58,10 +58,6 @@ fn blueprints(result: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn build_example(name: &str, tmp: &Path) -> PathBuf {
-    build(&repo().join("flake-free-examples").join(name), &tmp.join("store"), &tmp.join(name))
-}
-
 fn entries<'a>(doc: &'a Value, model: &str) -> Vec<&'a Value> {
     doc["entries"].as_array().unwrap().iter().filter(|e| e["model"] == model).collect()
 }
@@ -71,13 +67,14 @@ fn blueprints_validate_against_authentiks_schema() {
     let tmp = tempfile::tempdir().unwrap();
     let schema: Value = serde_json::from_str(&read(&schema())).unwrap();
     let mut judged = 0;
-    for ex in ["civic-scaleway", "jacker"] {
-        let result = build_example(ex, tmp.path());
+    for ex in examples() {
+        let name = ex.file_name().unwrap().to_string_lossy().into_owned();
+        let result = build(&ex, &tmp.path().join("store"), &tmp.path().join(&name));
         for bp in blueprints(&result) {
             let doc = resolved(&bp, false);
             judge(&doc, tmp.path()).unwrap_or_else(|e| panic!("{}: authentik's schema rejects it:\n{e}", bp.display()));
             // The schema leaves models' attributes open: each one kiln writes must be a field
-            // the schema declares for its model (a misspelt field would be ignored by nobody).
+            // the schema declares for its model (a misspelt field would be silently ignored).
             for e in doc["entries"].as_array().unwrap() {
                 let model = e["model"].as_str().unwrap();
                 let fields = &schema["$defs"][format!("model_{model}")]["properties"];
@@ -97,56 +94,61 @@ fn blueprints_validate_against_authentiks_schema() {
             judged += 1;
         }
     }
-    assert_eq!(judged, 2, "civic-scaleway and jacker each have one authentik blueprint");
+    // civic-scaleway, five-vps-saas and jacker one each, maidan-cloud one per community.
+    assert!(judged >= 5, "only {judged} authentik blueprints were judged");
 }
 
 #[test]
 fn every_authentik_route_has_its_provider_bound_to_the_embedded_outpost() {
     let tmp = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for ex in ["civic-scaleway", "jacker"] {
-        let result = build_example(ex, tmp.path());
-        let bps = blueprints(&result);
-        assert_eq!(bps.len(), 1, "{ex}: one authentik blueprint");
-        let doc = resolved(&bps[0], true);
-        let providers = entries(&doc, "authentik_providers_proxy.proxyprovider");
-        let outpost = entries(&doc, "authentik_outposts.outpost");
-        assert_eq!(outpost.len(), 1);
-        assert_eq!(outpost[0]["identifiers"]["managed"], "goauthentik.io/outposts/embedded");
-        let bound: Vec<&str> = outpost[0]["attrs"]["providers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        // The routes behind authentik, from the system's own files.
-        let mut hosts = Vec::new();
-        for f in std::fs::read_dir(repo().join("flake-free-examples").join(ex)).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|e| e == "toml") {
-                let t: toml::Table = read(&p).parse().unwrap();
-                for (host, r) in t.get("routes").and_then(|r| r.as_table()).into_iter().flatten() {
-                    if r.get("auth").and_then(|a| a.as_str()) == Some("authentik") {
-                        hosts.push(host.clone());
-                    }
-                }
+    for ex in examples() {
+        let name = ex.file_name().unwrap().to_string_lossy().into_owned();
+        // The routes behind an authentik service, from the resolved model.
+        let sys = match kiln::pipeline::compile(&ex, &kiln::pipeline::Options::default()).unwrap() {
+            kiln::pipeline::Outcome::Ok(c) => c.system,
+            kiln::pipeline::Outcome::Failed(f) => panic!("{name}: {:?}", f.diagnostics),
+        };
+        let mut by_idp: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for r in &sys.routes {
+            if let Some(a) = r.auth.as_ref().filter(|a| sys.services[&a.service].module == "authentik") {
+                by_idp.entry(a.service.as_str()).or_default().push(r.hostname.as_str());
             }
         }
-        assert!(!hosts.is_empty(), "{ex} has routes behind authentik");
-        assert_eq!(providers.len(), hosts.len(), "{ex}: one proxy provider per route behind authentik");
-        for host in hosts {
-            let url = format!("https://{host}");
-            let p = providers
-                .iter()
-                .find(|p| p["attrs"]["external_host"] == url.as_str())
-                .unwrap_or_else(|| panic!("{ex}: no provider for {url}"));
-            assert_eq!(p["attrs"]["mode"], "forward_single", "{url}");
-            let id = p["id"].as_str().unwrap();
-            assert!(bound.contains(&format!("KeyOf:{id}").as_str()), "{ex}: {url}'s provider is not bound to the embedded outpost");
-            let app = entries(&doc, "authentik_core.application")
-                .into_iter()
-                .find(|a| a["attrs"]["provider"] == format!("KeyOf:{id}").as_str())
-                .unwrap_or_else(|| panic!("{ex}: no application for {url}"));
-            assert_eq!(app["attrs"]["meta_launch_url"], url.as_str());
-            checked += 1;
+        if by_idp.is_empty() {
+            continue;
+        }
+        let result = build(&ex, &tmp.path().join("store"), &tmp.path().join(&name));
+        let bps = blueprints(&result);
+        for (idp, hosts) in by_idp {
+            let file = format!("authentik-blueprint-{idp}.yaml");
+            let bp = bps.iter().find(|p| p.ends_with(&file)).unwrap_or_else(|| panic!("{name}: no blueprint for {idp}"));
+            let doc = resolved(bp, true);
+            let providers = entries(&doc, "authentik_providers_proxy.proxyprovider");
+            let outpost = entries(&doc, "authentik_outposts.outpost");
+            assert_eq!(outpost.len(), 1);
+            assert_eq!(outpost[0]["identifiers"]["managed"], "goauthentik.io/outposts/embedded");
+            let bound: Vec<&str> = outpost[0]["attrs"]["providers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert_eq!(providers.len(), hosts.len(), "{name}: one proxy provider per route behind {idp}");
+            for host in hosts {
+                let url = format!("https://{host}");
+                let p = providers
+                    .iter()
+                    .find(|p| p["attrs"]["external_host"] == url.as_str())
+                    .unwrap_or_else(|| panic!("{name}: no provider for {url} in {idp}'s blueprint"));
+                assert_eq!(p["attrs"]["mode"], "forward_single", "{url}");
+                let id = p["id"].as_str().unwrap();
+                assert!(bound.contains(&format!("KeyOf:{id}").as_str()), "{name}: {url}'s provider is not bound to the embedded outpost");
+                let app = entries(&doc, "authentik_core.application")
+                    .into_iter()
+                    .find(|a| a["attrs"]["provider"] == format!("KeyOf:{id}").as_str())
+                    .unwrap_or_else(|| panic!("{name}: no application for {url}"));
+                assert_eq!(app["attrs"]["meta_launch_url"], url.as_str());
+                checked += 1;
+            }
         }
     }
-    assert!(checked >= 4, "civic-scaleway's and jacker's authentik routes were checked");
+    assert!(checked >= 6, "only {checked} routes behind authentik were checked");
 }
 
 /// The Compose file as `docker-compose config` resolves it, after the `compose` oracle accepts
