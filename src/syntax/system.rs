@@ -281,11 +281,11 @@ pub struct DnsZoneDecl {
     pub provider: Option<Sp<String>>,
     /// Whether the CDN proxies the records (Cloudflare's orange cloud).
     pub proxied: Option<Sp<bool>>,
+    /// The zone exists already: looked up, never created or destroyed by kiln's root.
+    pub existing: Option<Sp<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-    /// The zone exists already: looked up, never created or destroyed by kiln's root.
-    pub existing: Option<Sp<bool>>,
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Publicly trusted certificate over HTTP-01/TLS-ALPN.
