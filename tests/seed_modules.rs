@@ -1,0 +1,109 @@
+//! Module-level gaps the audits of seeds 003 (Jacker) and 004 (five-VPS SaaS) found, each
+//! checked on the generated key, variable or file that was missing, read by its consumer:
+//! the real `docker-compose config` (with the env files the provisioner's own `env_secrets`
+//! writes), TOML/YAML parsers, and for Valkey the real `valkey-server` and `valkey-cli`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// The prelude's helpers `env_secrets` needs (`log`, `die`, `ids`, `put`), as the provisioner
+/// defines them, then `env_secrets` itself.
+fn env_secrets_functions() -> String {
+    let prelude = read(&repo().join("src/render/provision.sh.in"));
+    let mut out = String::new();
+    for name in ["log", "die", "ids", "put"] {
+        let start = prelude.find(&format!("\n{name}() {{")).unwrap_or_else(|| panic!("no {name}() in the prelude")) + 1;
+        let rest = &prelude[start..];
+        let end =
+            if rest.lines().next().unwrap().trim_end().ends_with('}') { rest.find('\n').unwrap() } else { rest.find("\n}\n").unwrap() + 2 };
+        out.push_str(&rest[..end]);
+        out.push('\n');
+    }
+    out.push_str(kiln::render::provision::ENV_SECRETS_FN);
+    out
+}
+
+/// The environment of `service` on `host` as Compose hands it to the container: the
+/// provisioner's own `env_secrets` lines run under dash in a temporary root, each secret file
+/// holding `value-of-NAME`, then the real `docker-compose config` reads the Compose file
+/// pointed at those env files.
+fn container_env(out: &Path, host: &str, service: &str, tmp: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let dir = out.join("hosts").join(host);
+    let root = tmp.join(format!("root-{host}"));
+    std::fs::create_dir_all(root.join("secrets")).unwrap();
+    let r = root.display().to_string();
+    let provision = read(&dir.join("provision.sh"));
+    for call in provision.lines().filter(|l| l.starts_with("env_secrets ")) {
+        for word in call.split_whitespace().filter(|w| w.starts_with("/etc/kiln/secrets/")) {
+            let name = word.trim_start_matches("/etc/kiln/secrets/");
+            std::fs::write(root.join("secrets").join(name), format!("value-of-{name}\n")).unwrap();
+        }
+        let call = call.replace(" /etc/kiln/secrets/", &format!(" {r}/secrets/")).replace(" /etc/kiln/env/", &format!(" {r}/env/"));
+        let script = format!("set -eu\numask 022\nexport LC_ALL=C\n{}\n{call}\n", env_secrets_functions());
+        let o = run(Command::new("dash").arg("-c").arg(script));
+        assert!(o.status.success(), "{call}: {}", text(&o.stderr));
+    }
+    let compose = read(&dir.join("compose.yaml")).replace("/etc/kiln/env/", &format!("{r}/env/"));
+    let file = root.join("compose.yaml");
+    std::fs::write(&file, compose).unwrap();
+    let cfg = compose_config(&file);
+    cfg["services"][service]["environment"].as_object().cloned().unwrap_or_default()
+}
+
+fn copy_example(name: &str, tmp: &Path) -> PathBuf {
+    let sys = tmp.join(name);
+    copy_tree(&repo().join("flake-free-examples").join(name), &sys);
+    sys
+}
+
+/// Replaces `before` (which must be in `file`) by `after`.
+fn edit(file: &Path, before: &str, after: &str) {
+    let s = read(file);
+    assert!(s.contains(before), "{} no longer holds {before:?}: update this test", file.display());
+    std::fs::write(file, s.replacen(before, after, 1)).unwrap();
+}
+
+fn build_fails(system: &Path, tmp: &Path) -> String {
+    let o = run(kiln().arg("build").arg(system).arg("--store").arg(tmp.join("store")).arg("--out-link").arg(tmp.join("failed")));
+    assert!(!o.status.success(), "kiln build {} should fail", system.display());
+    text(&o.stderr)
+}
+
+/// Jacker audit, Layer 2 "Redis: Session storage for OAuth": OAuth2-Proxy kept its sessions in
+/// the cookie. Connected to the Valkey service through `sessions`, its config names the Redis
+/// store (pkg/apis/options/sessions.go: `session_store_type`, `redis_connection_url`) at the
+/// Valkey container's address, and the password, which has no `_file` form upstream, reaches
+/// the container as `OAUTH2_PROXY_REDIS_PASSWORD` (load.go: prefix `OAUTH2_PROXY`, the cfg key
+/// upper-cased) through a root-only env file, never through the store. Without the password
+/// secret the build stops at the slot.
+#[test]
+fn jacker_oauth2_proxy_keeps_its_sessions_in_valkey() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let cfg: toml::Table = read(&out.join("hosts/jacker/files/oauth2-proxy/oauth2-proxy.cfg")).parse().expect("oauth2-proxy.cfg is TOML");
+    assert_eq!(cfg.get("session_store_type").and_then(|v| v.as_str()), Some("redis"), "{cfg:?}");
+    assert_eq!(cfg.get("redis_connection_url").and_then(|v| v.as_str()), Some("redis://redis:6379"), "{cfg:?}");
+    assert!(cfg.keys().all(|k| !k.contains("password")), "no password in the stored config: {cfg:?}");
+
+    let env = container_env(&out, "jacker", "oauth2-proxy", tmp.path());
+    assert_eq!(env.get("OAUTH2_PROXY_REDIS_PASSWORD").and_then(|v| v.as_str()), Some("value-of-redis_password"), "{env:?}");
+    // The Valkey service the URL names is the one holding that password, and starts first.
+    let compose = yaml_to_json(&out.join("hosts/jacker/compose.yaml"));
+    let proxy = &compose["services"]["oauth2-proxy"];
+    assert_eq!(proxy["depends_on"]["redis"]["condition"], "service_healthy", "{proxy}");
+    let valkey = compose["services"]["redis"]["secrets"].to_string();
+    assert!(valkey.contains("redis_password"), "{valkey}");
+    assert!(
+        proxy["networks"].as_array().is_some_and(|n| n.iter().any(|b| b == "cache")),
+        "oauth2-proxy must share the `cache` bridge with redis: {proxy}"
+    );
+
+    let sys = copy_example("jacker", tmp.path());
+    edit(&sys.join("services.toml"), r#", redis_password = "redis_password" }"#, " }");
+    let err = build_fails(&sys, tmp.path());
+    assert!(err.contains("secrets.redis_password") && err.contains("oauth2-proxy"), "{err}");
+}
