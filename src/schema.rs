@@ -425,6 +425,12 @@ const DNS: &[Key] = &[
         .req()
         .eg("\"cloudflare\""),
     key("proxied", Ty::Bool, "Whether the CDN proxies the records (Cloudflare's orange cloud). A proxied zone gets SSL mode `strict`: every route in it needs a publicly trusted certificate (`tls = \"acme\"` or `\"dns\"`).").or("false"),
+    key(
+        "existing",
+        Ty::Bool,
+        "The zone exists already at the provider (with records kiln does not manage, such as mail): the OpenTofu root looks it up (`data \"hcloud_zone\"`, `data \"digitalocean_domain\"`) and only adds the routes' records, so neither `apply` fails on it nor `destroy` deletes it. A zone kiln creates (`false`) is `prevent_destroy`: a `destroy` of the root is refused (but a zone removed from the system is deleted with its records: Terraform honours `prevent_destroy` only for resources still in the root). Cloudflare zones always exist (their id is a variable).",
+    )
+    .says("`false` (kiln creates the zone); always `true` on Cloudflare"),
 ];
 
 const DEPLOY: &[Key] = &[
@@ -432,12 +438,6 @@ const DEPLOY: &[Key] = &[
         "state",
         Ty::Text(S3_STATE),
         "The S3 object holding the OpenTofu state, locked while OpenTofu works by a `.tflock` object next to it (S3-native locking: OpenTofu or Terraform 1.10 and later). Credentials are never written: the backend reads them from the environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, a role).",
-    key(
-        "existing",
-        Ty::Bool,
-        "The zone exists already at the provider (with records kiln does not manage, such as mail): the OpenTofu root looks it up (`data \"hcloud_zone\"`, `data \"digitalocean_domain\"`) and only adds the routes' records, so neither `apply` fails on it nor `destroy` deletes it. A zone kiln creates (`false`) is `prevent_destroy`. Cloudflare zones always exist (their id is a variable).",
-    )
-    .says("`false` (kiln creates the zone); always `true` on Cloudflare"),
     )
     .says("a local state file in the state directory")
     .eg("\"s3://acme-tofu-state/kiln/prod.tfstate\""),
