@@ -107,3 +107,30 @@ fn jacker_oauth2_proxy_keeps_its_sessions_in_valkey() {
     let err = build_fails(&sys, tmp.path());
     assert!(err.contains("secrets.redis_password") && err.contains("oauth2-proxy"), "{err}");
 }
+
+/// Jacker audit ("secret → environment variable … CrowdSec `ENROLL_KEY`"): CrowdSec could not
+/// enrol in the CrowdSec console. The image's `docker_start.sh` runs `cscli console enroll`
+/// when `ENROLL_KEY` is set (with `ENROLL_INSTANCE_NAME` and the words of `ENROLL_TAGS`) and
+/// reads the key from the environment only: the key reaches the container through the
+/// provisioner's root-only env file, never the Compose file or the store, and the name and
+/// tags are plain variables. Unbound (the module's default), nothing is set.
+#[test]
+fn jacker_crowdsec_enrols_in_the_console() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let compose = read(&out.join("hosts/jacker/compose.yaml"));
+    assert!(!compose.contains("ENROLL_KEY"), "the key is no plain Compose variable");
+    let env = container_env(&out, "jacker", "crowdsec", tmp.path());
+    let var = |k: &str| env.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    assert_eq!(var("ENROLL_KEY").as_deref(), Some("value-of-crowdsec_enroll_key"), "{env:?}");
+    assert_eq!(var("ENROLL_INSTANCE_NAME").as_deref(), Some("jacker"), "{env:?}");
+    assert_eq!(var("ENROLL_TAGS").as_deref(), Some("jacker edge"), "{env:?}");
+    assert_eq!(var("DISABLE_ONLINE_API").as_deref(), Some("false"), "enrolment needs the online API: {env:?}");
+
+    let sys = copy_example("jacker", tmp.path());
+    edit(&sys.join("services.toml"), r#", enroll_key = "crowdsec_enroll_key" }"#, " }");
+    let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out-unbound"));
+    assert!(!read(&out.join("hosts/jacker/provision.sh")).contains("/etc/kiln/env/crowdsec.env"), "no env file without a key");
+    let env = container_env(&out, "jacker", "crowdsec", &tmp.path().join("unbound"));
+    assert_eq!(env.get("ENROLL_KEY"), None, "{env:?}");
+}
