@@ -140,11 +140,35 @@ impl Cluster {
         let inner = format!(
             "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir /run/secrets && {copy}chown -R {PG_UID}:{PG_UID} /run/secrets && chmod 0400 /run/secrets/* && \
              exec setpriv --reuid={PG_UID} --regid={PG_UID} --clear-groups -- env -i PATH='{path}' POSTGRES_USER=postgres POSTGRES_DB=postgres \
-             PGHOST='{}' PGPORT={} \"$0\"",
+             PGHOST='{}' PGPORT={} PGDATA='{}' \"$0\"",
             self.dir.display(),
-            self.port
+            self.port,
+            self.data.display()
         );
         run(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &inner]).arg(script))
+    }
+
+    /// Runs `script ARGS` as the container would start it: as the unprivileged user in a
+    /// private mount namespace with its own /run (the secrets at their targets) and /tmp (a
+    /// tmpfs, like the module's), PGDATA set, the pg programs and the stand-ins on PATH.
+    fn run_container(&self, script: &Path, secrets: &BTreeMap<String, String>, args: &[&str]) -> std::process::Output {
+        assert!(is_root(), "tests/postgres.rs needs root: private mount namespaces");
+        let staged = self.dir.join("secrets");
+        std::fs::create_dir_all(&staged).unwrap();
+        let mut copy = String::new();
+        for (i, (target, value)) in secrets.iter().enumerate() {
+            let f = staged.join(i.to_string());
+            std::fs::write(&f, value).unwrap();
+            let name = target.strip_prefix("/run/secrets/").expect("a secret under /run/secrets");
+            copy.push_str(&format!("cp '{}' '/run/secrets/{name}' && ", f.display()));
+        }
+        let path = format!("{}:{}:/usr/bin:/bin", self.dir.join("bin").display(), pg_bin().display());
+        let inner = format!(
+            "mount -t tmpfs -o mode=0755 tmpfs /run && mount -t tmpfs -o mode=1777 tmpfs /tmp && mkdir /run/secrets && {copy}chown -R {PG_UID}:{PG_UID} /run/secrets && \
+             chmod 0400 /run/secrets/* && exec setpriv --reuid={PG_UID} --regid={PG_UID} --clear-groups -- env -i PATH='{path}' PGDATA='{}' \"$0\" \"$@\"",
+            self.data.display()
+        );
+        run(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &inner]).arg(script).args(args))
     }
 
     /// Everything the script could change: roles (with their password hashes and rights) and
@@ -373,7 +397,189 @@ fn a_client_logging_in_as_the_superuser_keeps_the_single_database_form() {
     let result = build(&tmp.path().join("system.toml"), &tmp.path().join("store"), &tmp.path().join("result"));
     let script = read(&result.join("hosts/box/files/db/10-kiln-databases.sh"));
     // vault-b logs in as the superuser: only vault-a gets a role.
-    let calls: Vec<&str> = script.lines().filter(|l| l.starts_with("kiln_database ")).collect();
+    let calls: Vec<&str> = script.lines().filter(|l| l.starts_with("db ")).collect();
     assert_eq!(calls.len(), 1, "{script}");
     assert!(calls[0].ends_with("/run/secrets/db_db_vault-a"), "{}", calls[0]);
+}
+
+fn replica_system(client_of_replica: bool) -> String {
+    let mut s = common::preamble("pgr");
+    s.push_str(
+        r#"
+[networks.private]
+cidr = "10.0.0.0/24"
+
+[hosts.a]
+provider = "hetzner"
+type = "cpx31"
+location = "nbg1"
+image = "debian-13"
+public = true
+networks = { private = "10.0.0.2" }
+
+[hosts.b]
+provider = "hetzner"
+type = "cpx31"
+location = "nbg1"
+image = "debian-13"
+public = true
+networks = { private = "10.0.0.3" }
+
+[secrets.db_superuser]
+file = "secrets.yaml"
+[secrets.replication]
+file = "secrets.yaml"
+[secrets.vault_db]
+file = "secrets.yaml"
+
+[services.db]
+module = "postgres"
+host = "a"
+secrets = { password = "db_superuser" }
+
+[services.db-replica]
+module = "postgres"
+host = "b"
+connects = ["db"]
+secrets = { password = "db_superuser", replication_password = "replication" }
+"#,
+    );
+    s.push_str(&format!(
+        r#"
+[services.vault]
+module = "vaultwarden"
+host = "a"
+connects = ["{}"]
+secrets = {{ database_password = "vault_db" }}
+options = {{ domain = "https://vault.example.com" }}
+"#,
+        if client_of_replica { "db-replica" } else { "db" }
+    ));
+    s
+}
+
+/// A service's secrets (container target → secret name) from the Compose file kiln wrote.
+fn secrets_of(compose: &serde_json::Value, service: &str) -> BTreeMap<String, String> {
+    let prefix = format!("{service}_");
+    compose["services"][service]["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["target"].as_str().unwrap().to_string(), s["source"].as_str().unwrap().strip_prefix(&prefix).unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn a_replica_copies_the_primary_and_follows_it() {
+    // Under the target directory, not /tmp: the "container" namespaces below mount their own /tmp.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("sys");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("system.toml"), replica_system(false)).unwrap();
+    let result = build(&dir.join("system.toml"), &dir.join("store"), &dir.join("result"));
+    let (a, b) = (result.join("hosts/a"), result.join("hosts/b"));
+    let secrets_a = secrets_of(&common::compose_config(&a.join("compose.yaml")), "db");
+    let compose_b = common::compose_config(&b.join("compose.yaml"));
+    let secrets_b = secrets_of(&compose_b, "db-replica");
+    assert_eq!(compose_b["services"]["db-replica"]["entrypoint"][0], "/usr/local/share/kiln/replica-start.sh");
+    let values = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter().map(|(t, s)| (t.clone(), if s == "replication" { "re:pl\\ica'tion".to_string() } else { value(s) })).collect()
+    };
+    let init = tmp.path().join("init.sh");
+    std::fs::copy(a.join("files/db/10-kiln-databases.sh"), &init).unwrap();
+
+    // The primary, initialised as the entrypoint does, kiln's script on the temporary server.
+    let pg = Cluster::init(&tmp.path().join("primary"), &value("db_superuser"));
+    pg.start(false);
+    let out = pg.run_script(&init, &values(&secrets_a));
+    assert!(out.status.success(), "init: {}", text(&out.stderr));
+    pg.stop();
+    pg.start(true);
+    let hba = read(&pg.data.join("pg_hba.conf"));
+    // Replication from elsewhere is let in by kiln's line for the replica's address alone; initdb's
+    // own lines (the image keeps them) admit only the primary's socket and loopback, which is how
+    // the test's replica on 127.0.0.1 gets in.
+    let replication: Vec<&str> = hba.lines().filter(|l| !l.starts_with('#') && l.split_whitespace().nth(1) == Some("replication")).map(|l| l.trim()).collect();
+    let others: Vec<&&str> =
+        replication.iter().filter(|l| !(l.starts_with("local ") || l.contains(" 127.0.0.1/32 ") || l.contains(" ::1/128 "))).collect();
+    assert_eq!(others, [&"host replication replicator 10.0.0.3/32 scram-sha-256"], "{hba}");
+    assert_eq!(pg.sql("postgres", "SELECT rolreplication, rolsuper FROM pg_roles WHERE rolname = 'replicator'").trim(), "t|f");
+    assert_eq!(pg.sql("postgres", "SELECT slot_type FROM pg_replication_slots WHERE slot_name = 'kiln_db_replica'").trim(), "physical");
+    // Run again (the job): nothing added twice.
+    let out = pg.run_script(&init, &values(&secrets_a));
+    assert!(out.status.success(), "again: {}", text(&out.stderr));
+    assert_eq!(read(&pg.data.join("pg_hba.conf")), hba);
+
+    // The replica's script, with the primary's private address and port replaced by the test
+    // primary's loopback port: the one change, since the test has no 10.0.0.2.
+    let start = read(&b.join("files/db-replica/replica-start.sh"));
+    let from = "host=\"10.0.0.2\" port=5432 ";
+    assert!(start.contains(from), "{start}");
+    let start = start.replace(from, &format!("host=\"127.0.0.1\" port={} ", pg.port));
+    let replica = Cluster { dir: tmp.path().join("replica"), data: tmp.path().join("replica/18/docker"), port: free_port() };
+    std::fs::create_dir_all(replica.dir.join("bin")).unwrap();
+    std::fs::write(replica.dir.join("start.sh"), start).unwrap();
+    // Stand-in for the image's docker-entrypoint.sh, which with a cluster in PGDATA skips
+    // initialisation and runs the server: it records its arguments and starts the server with
+    // pg_ctl, inside the same namespace (its /tmp holds the password file primary_conninfo names).
+    std::fs::write(
+        replica.dir.join("bin/docker-entrypoint.sh"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >'{args}'\nexec pg_ctl -D \"$PGDATA\" -o \"-c listen_addresses='' -k {dir} -p {port}\" -l '{dir}/log' -w start\n",
+            args = replica.dir.join("args").display(),
+            dir = replica.dir.display(),
+            port = replica.port,
+        ),
+    )
+    .unwrap();
+    for f in ["start.sh", "bin/docker-entrypoint.sh"] {
+        std::fs::set_permissions(replica.dir.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    assert!(run(Command::new("chown").args(["-R", &format!("{PG_UID}:{PG_UID}")]).arg(&replica.dir)).status.success());
+    let out = replica.run_container(&replica.dir.join("start.sh"), &values(&secrets_b), &["postgres", "-c", "listen_addresses=*"]);
+    assert!(
+        out.status.success(),
+        "replica start: {}{}",
+        text(&out.stderr),
+        std::fs::read_to_string(replica.dir.join("log")).unwrap_or_default()
+    );
+    assert_eq!(read(&replica.dir.join("args")), "postgres\n-c\nlisten_addresses=*\n", "handed to the entrypoint unchanged");
+    assert!(replica.data.join("standby.signal").is_file());
+    let auto = read(&replica.data.join("postgresql.auto.conf"));
+    assert!(auto.contains("passfile=") && !auto.contains("re:pl"), "primary_conninfo names the password file, not the password: {auto}");
+
+    // Write on the primary, read on the replica.
+    pg.sql("postgres", "CREATE TABLE kiln_probe (v text); INSERT INTO kiln_probe VALUES ('written on the primary')");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let out = run(Command::new(pg_bin().join("psql"))
+            .args(["-X", "-At", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(&replica.dir)
+            .args(["-p", &replica.port.to_string(), "-c", "SELECT v FROM kiln_probe"]));
+        seen = text(&out.stdout);
+        if seen.trim() == "written on the primary" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen.trim(), "written on the primary", "{}", std::fs::read_to_string(replica.dir.join("log")).unwrap_or_default());
+    assert_eq!(replica.sql("postgres", "SELECT pg_is_in_recovery()").trim(), "t");
+    assert_eq!(pg.sql("postgres", "SELECT active FROM pg_replication_slots WHERE slot_name = 'kiln_db_replica'").trim(), "t");
+    let e = run(Command::new(pg_bin().join("psql"))
+        .args(["-X", "-At", "-U", "postgres", "-d", "postgres", "-h"])
+        .arg(&replica.dir)
+        .args(["-p", &replica.port.to_string(), "-c", "INSERT INTO kiln_probe VALUES ('x')"]));
+    assert!(text(&e.stderr).contains("read-only transaction"), "{}", text(&e.stderr));
+}
+
+#[test]
+fn clients_connect_to_the_primary_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("system.toml"), replica_system(true)).unwrap();
+    let out = run(kiln().arg("check").arg(tmp.path().join("system.toml")));
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("`db-replica` is a streaming replica of `db`: `vault` cannot be a client of a replica"), "{e}");
+    assert!(e.contains("connect `vault` to the primary, `db`"), "{e}");
 }
