@@ -2,7 +2,7 @@
 """Offline stand-in for real Terraform providers, for type-checking kiln's output.
 
 One program serves any of the providers whose schemas live in ./schemas/
-(hcloud, digitalocean, cloudflare, scaleway), chosen by the first argument or,
+(hcloud, digitalocean, cloudflare, scaleway, minio), chosen by the first argument or,
 failing that, by the executable's name (terraform-provider-<type>_v<version>).
 It speaks Terraform plugin protocol 6 through the `tf` package (PyPI tf==1.2.0,
 which brings the generated tfplugin6 stubs and the go-plugin handshake with
@@ -373,7 +373,7 @@ def provider_key(argv: list[str]) -> str:
     base = Path(argv[0]).name
     if base.startswith("terraform-provider-"):
         return base[len("terraform-provider-"):].split("_v")[0]
-    raise SystemExit("usage: kiln_tf_provider.py PROVIDER (hcloud|digitalocean|cloudflare|scaleway)")
+    raise SystemExit("usage: kiln_tf_provider.py PROVIDER (hcloud|digitalocean|cloudflare|scaleway|minio)")
 
 
 def make_servicer(doc: dict):
