@@ -482,7 +482,7 @@ fn a_replica_copies_the_primary_and_follows_it() {
     let secrets_a = secrets_of(&common::compose_config(&a.join("compose.yaml")), "db");
     let compose_b = common::compose_config(&b.join("compose.yaml"));
     let secrets_b = secrets_of(&compose_b, "db-replica");
-    assert_eq!(compose_b["services"]["db-replica"]["entrypoint"][0], "/usr/local/share/kiln/replica-start.sh");
+    assert_eq!(compose_b["services"]["db-replica"]["entrypoint"][0], "/docker-entrypoint-initdb.d/10-kiln-databases.sh");
     let values = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
         m.iter().map(|(t, s)| (t.clone(), if s == "replication" { "re:pl\\ica'tion".to_string() } else { value(s) })).collect()
     };
@@ -513,7 +513,7 @@ fn a_replica_copies_the_primary_and_follows_it() {
 
     // The replica's script, with the primary's private address and port replaced by the test
     // primary's loopback port: the one change, since the test has no 10.0.0.2.
-    let start = read(&b.join("files/db-replica/replica-start.sh"));
+    let start = read(&b.join("files/db-replica/10-kiln-databases.sh"));
     let from = "host=\"10.0.0.2\" port=5432 ";
     assert!(start.contains(from), "{start}");
     let start = start.replace(from, &format!("host=\"127.0.0.1\" port={} ", pg.port));
