@@ -134,3 +134,63 @@ fn jacker_crowdsec_enrols_in_the_console() {
     let env = container_env(&out, "jacker", "crowdsec", &tmp.path().join("unbound"));
     assert_eq!(env.get("ENROLL_KEY"), None, "{env:?}");
 }
+
+/// `service` on `host` as `docker-compose config` resolves it, and its published ports as
+/// `HOST_IP:"PUBLISHED"->TARGET`.
+fn published(out: &Path, host: &str, service: &str) -> (serde_json::Value, Vec<String>) {
+    let cfg = compose_config(&out.join("hosts").join(host).join("compose.yaml"));
+    let svc = cfg["services"][service].clone();
+    assert!(svc.is_object(), "no service {service} on {host}");
+    let ports = svc["ports"]
+        .as_array()
+        .map(|ps| ps.iter().map(|p| format!("{}:{}->{}", p["host_ip"].as_str().unwrap_or(""), p["published"], p["target"])).collect())
+        .unwrap_or_default();
+    (svc, ports)
+}
+
+/// Five-VPS audit, "Metrics": PostgreSQL, PgBouncer and Valkey had no exporters. Each now runs
+/// beside its server, Prometheus on identity has a job whose target is exactly the address and
+/// port Compose publishes the exporter on (read back by `docker-compose config`), the file is
+/// accepted by promtool, the exporters' credentials are mounted secret files (never an
+/// environment value), and PgBouncer lets the exporter's role read its console
+/// (`stats_users`, PgBouncer config.html) with the README's `ignore_startup_parameters`.
+#[test]
+fn five_vps_data_tier_exporters_are_scraped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let prom = out.join("hosts/identity/files/prometheus/prometheus.yml");
+    oracle("promtool", &prom).unwrap_or_else(|e| panic!("promtool rejects prometheus.yml:\n{e}"));
+    let jobs = yaml_to_json(&prom)["scrape_configs"].as_array().cloned().unwrap();
+    let target = |job: &str| -> String {
+        let j = jobs.iter().find(|j| j["job_name"] == job).unwrap_or_else(|| panic!("no scrape job {job}"));
+        j["static_configs"][0]["targets"][0].as_str().unwrap().to_string()
+    };
+    for (host, addr, service, port, secret) in [
+        ("db", "10.0.0.4", "postgres-exporter", 9187, "/run/secrets/postgres_exporter_password"),
+        ("db", "10.0.0.4", "pgbouncer-exporter", 9127, "/run/secrets/pgbouncer_exporter_password"),
+        ("cache", "10.0.0.5", "valkey-exporter", 9121, "/run/secrets/redis_exporter_password"),
+    ] {
+        assert_eq!(target(service), format!("{addr}:{port}"), "{service}");
+        let (svc, ports) = published(&out, host, service);
+        assert_eq!(ports, [format!("{addr}:\"{port}\"->{port}")], "{service} publishes its metrics on the private address only");
+        let mounted: Vec<&str> = svc["secrets"].as_array().unwrap().iter().filter_map(|s| s["target"].as_str()).collect();
+        assert_eq!(mounted, [secret], "{service}");
+        let env: Vec<&String> = svc["environment"].as_object().map(|e| e.keys().collect()).unwrap_or_default();
+        assert!(env.iter().all(|k| !k.ends_with("PASSWORD")), "{service}: no password in the environment: {env:?}");
+        let fw = read(&out.join("hosts").join(host).join("provision.sh"));
+        assert!(
+            fw.contains(&format!("ufw allow proto tcp from 10.0.0.6/32 to any port {port} ")),
+            "{service}: port {port} open to Prometheus only"
+        );
+    }
+    let (svc, _) = published(&out, "db", "pgbouncer-exporter");
+    assert_eq!(svc["environment"]["PGBOUNCER_EXPORTER_CONNECTION_STRING"], "postgres://app@pgbouncer:6432/pgbouncer?sslmode=disable");
+    let ini = read(&out.join("hosts/db/files/pgbouncer/pgbouncer.ini"));
+    let lines: Vec<&str> = ini.lines().map(str::trim).collect();
+    assert!(lines.contains(&"stats_users = app"), "{ini}");
+    assert!(lines.contains(&"ignore_startup_parameters = extra_float_digits"), "{ini}");
+    let (svc, _) = published(&out, "cache", "valkey-exporter");
+    assert_eq!(svc["environment"]["REDIS_ADDR"], "redis://valkey:6379");
+    let (svc, _) = published(&out, "db", "postgres-exporter");
+    assert_eq!(svc["environment"]["DATA_SOURCE_URI"], "postgres:5432/app?sslmode=disable");
+}
