@@ -25,6 +25,11 @@ pub struct Options {
     /// An age identity file's text (`--identity`): secret files are then decrypted and their
     /// MACs verified during the build (values dropped at once).
     pub identity: Option<String>,
+    /// Compile for `kiln check`: every diagnostic, and nothing else. Hosts are rendered only
+    /// where that can report something (a user-data that may not fit its provider's limit), no
+    /// bundle, system artifact or manifest is made: the [`Compiled`] it returns has only the
+    /// model, the sources and the warnings, and must not be written.
+    pub check_only: bool,
 }
 
 /// A successful compile: the model, every host's artifacts and the manifest.
@@ -121,8 +126,26 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     all.extend(diags);
     let sources = inputs.sources;
     match system {
+        Some(system) if !all.has_errors() && opts.check_only => {
+            // Only a host whose user-data may be too large can add a diagnostic.
+            let unsure: Vec<&crate::model::Host> =
+                system.hosts.values().filter(|h| !render::user_data_fits_unrendered(&system, h)).collect();
+            all.extend(user_data_budget(&system, &render_hosts(&system, &unsure, &opts.render)));
+            if all.has_errors() {
+                return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
+            }
+            let manifest = Manifest {
+                system: system.name.clone(),
+                hash: String::new(),
+                kiln: KILN_VERSION.into(),
+                hosts: BTreeMap::new(),
+                artifacts: Vec::new(),
+            };
+            let hosts = BTreeMap::new();
+            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts: Vec::new(), manifest, warnings: all.sorted() })))
+        }
         Some(system) if !all.has_errors() => {
-            let hosts = render_hosts(&system, &opts.render);
+            let hosts = render_hosts(&system, &system.hosts.values().collect::<Vec<_>>(), &opts.render);
             let budget = user_data_budget(&system, &hosts);
             if !budget.is_empty() {
                 all.extend(budget);
@@ -136,18 +159,18 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     }
 }
 
-/// Renders every host; hosts are independent, so they are spread over the machine's cores.
-fn render_hosts(sys: &System, opts: &render::RenderOptions) -> BTreeMap<String, HostArtifacts> {
-    let hosts: Vec<&crate::model::Host> = sys.hosts.values().collect();
+/// Renders `hosts`; hosts are independent, so they are spread over the machine's cores.
+fn render_hosts(sys: &System, hosts: &[&crate::model::Host], opts: &render::RenderOptions) -> BTreeMap<String, HostArtifacts> {
+    let index = &render::Index::new(sys);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
     if threads < 2 || hosts.len() < 16 {
-        return hosts.iter().map(|h| (h.name.clone(), render::host(sys, h, opts))).collect();
+        return hosts.iter().map(|h| (h.name.clone(), render::host(sys, index, h, opts))).collect();
     }
     let chunk = hosts.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = hosts
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|h| (h.name.clone(), render::host(sys, h, opts))).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(|h| (h.name.clone(), render::host(sys, index, h, opts))).collect::<Vec<_>>()))
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("rendering does not panic")).collect()
     })

@@ -1,6 +1,8 @@
 //! `public-first-run-setup`: a public route to an application whose first visitor becomes its
 //! administrator (or that ships a default login), with nothing in front of it.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::Rule;
 use crate::diag::Diagnostic;
 use crate::load::Inputs;
@@ -26,11 +28,12 @@ reason waives it.",
 
 fn check(sys: &System, inputs: &Inputs) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let mut targets = BootstrapTargets::default();
     for r in &sys.routes {
         let Some(s) = sys.services.get(&r.service) else { continue };
         let Some(m) = inputs.modules.get(&s.module) else { continue };
         let Some(setup) = &m.decl.first_run_setup else { continue };
-        if gated(r) || bootstrapped(sys, inputs, s) {
+        if gated(r) || bootstrapped(sys, inputs, s, &mut targets) {
             continue;
         }
         let mut d = Diagnostic::error(
@@ -57,10 +60,14 @@ fn gated(r: &Route) -> bool {
     r.auth.is_some() || (!r.allow.is_empty() && r.allow.iter().all(|c| c.prefix > 0))
 }
 
+/// Per (module, slot): the connection targets of every service of that module that binds that
+/// slot, found once (a scan of every service per route made the rule quadratic).
+type BootstrapTargets<'a> = BTreeMap<(&'a str, &'a str), BTreeSet<&'a str>>;
+
 /// The module's bootstrap secret is bound: on the service itself, or on a service of the
 /// companion module that shares a connection target with it (authentik's worker and server
 /// use the same database).
-fn bootstrapped(sys: &System, inputs: &Inputs, s: &Service) -> bool {
+fn bootstrapped<'a>(sys: &'a System, inputs: &'a Inputs, s: &Service, targets: &mut BootstrapTargets<'a>) -> bool {
     let Some(b) = inputs.modules.get(&s.module).and_then(|m| m.decl.first_run_bootstrap.as_ref()) else {
         return false;
     };
@@ -69,5 +76,8 @@ fn bootstrapped(sys: &System, inputs: &Inputs, s: &Service) -> bool {
     if s.module == *module {
         return binds(s);
     }
-    sys.services.values().filter(|t| binds(t)).any(|t| t.deps.iter().any(|d| s.deps.iter().any(|e| e.service == d.service)))
+    let shared = targets
+        .entry((module.as_str(), slot.as_str()))
+        .or_insert_with(|| sys.services.values().filter(|t| binds(t)).flat_map(|t| t.deps.iter().map(|d| d.service.as_str())).collect());
+    s.deps.iter().any(|e| shared.contains(e.service.as_str()))
 }

@@ -34,6 +34,7 @@ pub fn run() -> ExitCode {
     let early = cli.early;
     match cli.command {
         Command::Check { path, inputs, json } => with_options(early, inputs, |opts| {
+            let opts = Options { check_only: true, ..opts };
             if json {
                 return build::check_json(&path, &opts);
             }
@@ -148,7 +149,7 @@ fn with_options(early: EarlyInputs, inputs: InputArgs, f: impl FnOnce(Options) -
         },
         None => None,
     };
-    f(Options { module_dirs, render: kiln::render::RenderOptions { mtime: source_date_epoch() }, identity })
+    f(Options { module_dirs, render: kiln::render::RenderOptions { mtime: source_date_epoch() }, identity, check_only: false })
 }
 
 /// Runs `f` on the module library, after reporting any errors in module files.

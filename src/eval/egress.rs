@@ -27,17 +27,22 @@ fn first_address(cidr: &Cidr) -> Option<IpAddr> {
 
 pub fn derive(sys: &mut System) {
     let mut decided: BTreeMap<String, Egress> = BTreeMap::new();
+    // Every host that could be a gateway, listed once (not once per host).
+    let publics: Vec<&Host> = sys.hosts.values().filter(|g| g.public && g.provider_kind != ProviderKind::Existing).collect();
     for (name, h) in &sys.hosts {
         let decl = h.egress_decl.as_ref().map(|(d, _)| d.as_str());
-        // Public hosts of the same provider that share a private network with this one.
-        let candidates: Vec<(&Host, &str)> = sys
-            .hosts
-            .values()
-            .filter(|g| g.name != h.name && g.public && g.provider_kind == h.provider_kind && g.provider_kind != ProviderKind::Existing)
-            .filter_map(|g| h.addresses.keys().find(|n| g.addresses.contains_key(*n)).map(|n| (g, n.as_str())))
-            .collect();
-        let names: Vec<String> = candidates.iter().map(|(g, _)| g.name.clone()).collect();
-        let missing = |problem: String| Egress::Missing { problem, candidates: names.clone() };
+        // Public hosts of the same provider that share a private network with this one
+        // (needed only for a host without a route of its own, or one that declares egress).
+        let candidates: Vec<(&Host, &str)> = if direct(h) && decl.is_none_or(|d| d == "none") {
+            Vec::new()
+        } else {
+            publics
+                .iter()
+                .filter(|g| g.name != h.name && g.provider_kind == h.provider_kind)
+                .filter_map(|g| h.addresses.keys().find(|n| g.addresses.contains_key(*n)).map(|n| (*g, n.as_str())))
+                .collect()
+        };
+        let missing = |problem: String| Egress::Missing { problem, candidates: candidates.iter().map(|(g, _)| g.name.clone()).collect() };
         let egress = if direct(h) {
             match decl {
                 Some(d) if d != "none" => missing(format!(

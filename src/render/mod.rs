@@ -23,7 +23,9 @@ pub mod watchdog;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::{Host, System};
+use std::collections::BTreeMap;
+
+use crate::model::{Host, Route, System};
 
 /// Where a host's payload lives on the host itself (the same layout as `hosts/<host>/`).
 pub const KILN_ROOT: &str = "/opt/kiln";
@@ -141,20 +143,43 @@ pub fn yaml<T: Serialize>(v: &T) -> String {
     serde_saphyr::to_string_with_options(v, opts).expect("YAML serialisation of plain data")
 }
 
+/// Lookups that rendering a host needs from the whole system, built once per system: a scan of
+/// every route for every host made rendering quadratic in the fleet's size.
+pub struct Index<'a> {
+    /// Host name → the routes whose edge runs on it, in the system's route order.
+    routes_by_edge_host: BTreeMap<&'a str, Vec<&'a Route>>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(sys: &'a System) -> Index<'a> {
+        let mut routes_by_edge_host: BTreeMap<&str, Vec<&Route>> = BTreeMap::new();
+        for r in &sys.routes {
+            routes_by_edge_host.entry(r.edge_host.as_str()).or_default().push(r);
+        }
+        Index { routes_by_edge_host }
+    }
+
+    /// The routes whose edge runs on `host`.
+    pub fn edge_routes(&self, host: &str) -> &[&'a Route] {
+        self.routes_by_edge_host.get(host).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Renders one host. The closure hash is the sha256 of `SHA256SUMS`, which lists every payload
 /// file; `user-data` is derived from the payload alone, so it changes exactly when the closure does.
-pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
+pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) -> HostArtifacts {
     let mut payload = Vec::new();
+    let here = index.edge_routes(&host.name);
     if let Some(c) = compose::emit(sys, host) {
         payload.push(Artifact::new("compose.yaml", Kind::Compose, 0o644, c));
     }
-    if let Some(c) = caddyfile::emit(sys, host) {
+    if let Some(c) = caddyfile::emit(sys, host, here) {
         payload.push(Artifact::new("Caddyfile", Kind::Caddyfile, 0o644, c));
     }
-    if let Some(c) = traefik::emit_static(sys, host) {
+    if let Some(c) = traefik::emit_static(sys, host, here) {
         payload.push(Artifact::new(TRAEFIK_STATIC, Kind::TraefikStatic, 0o644, c));
     }
-    if let Some(c) = traefik::emit_dynamic(sys, host) {
+    if let Some(c) = traefik::emit_dynamic(sys, host, here) {
         payload.push(Artifact::new(TRAEFIK_DYNAMIC, Kind::TraefikDynamic, 0o644, c));
     }
     for name in &host.services {
@@ -197,12 +222,28 @@ pub fn host(sys: &System, host: &Host, opts: &RenderOptions) -> HostArtifacts {
     let mut user_data = cloud_init::emit(sys, host, &payload);
     let over = host.provider_kind.user_data_limit().is_some_and(|l| user_data.len() > l);
     let stage0 = over && sys.store_url.is_some();
-    if let (true, Some(url)) = (stage0, &sys.store_url) {
-        // The layout `kiln push` writes: every artifact under objects/<sha256>.
-        let url = format!("{}/objects/{bundle_sha}", url.trim_end_matches('/'));
-        user_data = cloud_init::emit_stage0(sys, host, &bundle::stage0_script(&url, &bundle_sha));
+    if stage0 {
+        user_data = stage0_user_data(sys, host, &bundle_sha).unwrap_or(user_data);
     }
     payload.push(Artifact { path: "bundle.tar.gz".into(), kind: Kind::Bundle, mode: 0o644, bytes: bundle });
     payload.push(Artifact::new("user-data", Kind::CloudInit, 0o644, user_data));
     HostArtifacts { closure, stage0, artifacts: payload }
+}
+
+/// The stage-0 user-data that fetches the bundle `bundle_sha` from the system's store, if it
+/// names one.
+fn stage0_user_data(sys: &System, host: &Host, bundle_sha: &str) -> Option<String> {
+    // The layout `kiln push` writes: every artifact under objects/<sha256>.
+    let url = format!("{}/objects/{bundle_sha}", sys.store_url.as_deref()?.trim_end_matches('/'));
+    Some(cloud_init::emit_stage0(sys, host, &bundle::stage0_script(&url, bundle_sha)))
+}
+
+/// Whether the host's user-data fits its provider's limit whatever its payload, without
+/// rendering it: there is no limit, or the system names a store and the stage-0 user-data fits
+/// (the full user-data then fits, or is replaced by the stage-0 one). Its size does not depend on
+/// the bundle's hash, all of whose 64 hex digits stand bare in the script. `kiln check` renders
+/// only the hosts for which this is false.
+pub fn user_data_fits_unrendered(sys: &System, host: &Host) -> bool {
+    let Some(limit) = host.provider_kind.user_data_limit() else { return true };
+    stage0_user_data(sys, host, &"0".repeat(64)).is_some_and(|ud| ud.len() <= limit)
 }

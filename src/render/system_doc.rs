@@ -49,8 +49,84 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
+/// What mermaid renders: at most 500 edges (`flowchart.maxEdges`) and 50,000 characters
+/// (`maxTextSize`) by default. The diagram keeps well inside both.
+const MAX_EDGES: usize = 400;
+const MAX_CHARS: usize = 40_000;
+
+/// A diagram's text and how many edges it draws.
+struct Drawing {
+    text: String,
+    edges: usize,
+}
+
+impl Drawing {
+    fn fits(&self) -> bool {
+        self.edges <= MAX_EDGES && self.text.len() <= MAX_CHARS
+    }
+    fn edge(&mut self, line: std::fmt::Arguments<'_>) {
+        let _ = writeln!(self.text, "{line}");
+        self.edges += 1;
+    }
+}
+
+/// Every host and service when that fits what mermaid renders; else hosts grouped (those
+/// running the same modules in the same zone, then by zone, then all together) with one node
+/// per module in each group and connections counted, and each host's services in a table.
 fn diagram(o: &mut String, sys: &System) {
     o.push_str("## Diagram\n\n```mermaid\nflowchart LR\n");
+    let detailed = detailed(sys);
+    if detailed.fits() {
+        o.push_str(&detailed.text);
+        o.push_str(
+            "```\n\nSolid arrows are declared connections, dotted ones are derived by kiln (routes from the edge, metrics scrapes).\n\n",
+        );
+        return;
+    }
+    let shape = |h: &crate::model::Host| {
+        let mut modules: Vec<&str> = h.services.iter().map(|s| sys.services[s].module.as_str()).collect();
+        modules.sort_unstable();
+        format!("{}|{}|{}", h.zone.as_deref().unwrap_or(""), h.public, modules.join(","))
+    };
+    let zone = |h: &crate::model::Host| h.zone.clone().unwrap_or_default();
+    let groupings: [&dyn Fn(&crate::model::Host) -> String; 3] = [&shape, &zone, &|_| String::new()];
+    let mut drawing = None;
+    for key in groupings {
+        let g = grouped(sys, key);
+        let fits = g.0.fits();
+        drawing = Some(g);
+        if fits {
+            break;
+        }
+    }
+    let (drawing, groups) = drawing.expect("three groupings");
+    o.push_str(&drawing.text);
+    let _ = writeln!(
+        o,
+        "```\n\n{} hosts in {} group{}: each box is a group of hosts, each node a module with the number of its services; arrows are counted. Solid arrows are declared connections, dotted ones are derived by kiln (routes from the edge, metrics scrapes). Each host's services are listed under [Hosts](#hosts).\n",
+        sys.hosts.len(),
+        groups.len(),
+        if groups.len() == 1 { "" } else { "s" }
+    );
+    o.push_str("## Hosts\n\n| host | group | zone | services |\n|---|---|---|---|\n");
+    for h in sys.hosts.values() {
+        let group = groups.iter().position(|g| g.contains(&h.name.as_str())).map_or(0, |i| i + 1);
+        let services: Vec<String> = h.services.iter().map(|s| format!("`{s}` ({})", sys.services[s].module)).collect();
+        let _ = writeln!(
+            o,
+            "| `{}` | {group} | {} | {} |",
+            h.name,
+            h.zone.as_deref().map(cell).unwrap_or_else(|| "—".into()),
+            services.join(", ")
+        );
+    }
+    o.push('\n');
+}
+
+/// Every host as a box of its services, every route, connection and exposed port as an arrow.
+fn detailed(sys: &System) -> Drawing {
+    let mut d = Drawing { text: String::new(), edges: 0 };
+    let o = &mut d.text;
     let _ = writeln!(o, "  internet((\"internet\"))");
     for h in sys.hosts.values() {
         let mut title = h.name.clone();
@@ -76,27 +152,99 @@ fn diagram(o: &mut String, sys: &System) {
         o.push_str("  end\n");
     }
     for r in &sys.routes {
-        let _ = writeln!(o, "  internet -->|\"{}\"| {}", label(&r.hostname), id("svc", &r.edge_service));
-        let _ = writeln!(o, "  {} -.-> {}", id("svc", &r.edge_service), id("svc", &r.service));
+        d.edge(format_args!("  internet -->|\"{}\"| {}", label(&r.hostname), id("svc", &r.edge_service)));
+        d.edge(format_args!("  {} -.-> {}", id("svc", &r.edge_service), id("svc", &r.service)));
     }
     for s in sys.services.values() {
-        for d in &s.deps {
-            let arrow = if d.derived { "-.->" } else { "-->" };
-            let _ = writeln!(
-                o,
-                "  {} {arrow}|\"{}\"| {}",
-                id("svc", &s.name),
-                label(&format!("{}/{}", d.port, d.protocol.name())),
-                id("svc", &d.service)
-            );
+        for dep in &s.deps {
+            let arrow = if dep.derived { "-.->" } else { "-->" };
+            let port = label(&format!("{}/{}", dep.port, dep.protocol.name()));
+            d.edge(format_args!("  {} {arrow}|\"{port}\"| {}", id("svc", &s.name), id("svc", &dep.service)));
         }
         for e in &s.expose {
-            let _ = writeln!(o, "  internet -->|\"{}\"| {}", label(e), id("svc", &s.name));
+            d.edge(format_args!("  internet -->|\"{}\"| {}", label(e), id("svc", &s.name)));
+        }
+        if d.text.len() > MAX_CHARS {
+            break; // too large already: it will be grouped
         }
     }
-    o.push_str(
-        "```\n\nSolid arrows are declared connections, dotted ones are derived by kiln (routes from the edge, metrics scrapes).\n\n",
-    );
+    d
+}
+
+/// Hosts grouped by `key` (groups numbered in order of their first host), one node per module in
+/// each group, arrows between them counted. Returns the drawing and each group's hosts.
+fn grouped<'a>(sys: &'a System, key: &dyn Fn(&crate::model::Host) -> String) -> (Drawing, Vec<Vec<&'a str>>) {
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut groups: Vec<Vec<&str>> = Vec::new();
+    let mut group_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for h in sys.hosts.values() {
+        let next = groups.len();
+        let g = *index.entry(key(h)).or_insert(next);
+        if g == next {
+            groups.push(Vec::new());
+        }
+        groups[g].push(&h.name);
+        group_of.insert(&h.name, g);
+    }
+    // (group, module) → services; a node per pair.
+    let mut nodes: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+    for s in sys.services.values() {
+        *nodes.entry((group_of[s.host.as_str()], s.module.as_str())).or_default() += 1;
+    }
+    let node = |s: &str| {
+        let svc = &sys.services[s];
+        format!("g{}_{}", group_of[svc.host.as_str()] + 1, id("m", &svc.module))
+    };
+    // (from, arrow, label, to) → how many.
+    let mut arrows: BTreeMap<(String, &str, String, String), usize> = BTreeMap::new();
+    for r in &sys.routes {
+        *arrows.entry(("internet".into(), "-->", "route".into(), node(&r.edge_service))).or_default() += 1;
+        *arrows.entry((node(&r.edge_service), "-.->", String::new(), node(&r.service))).or_default() += 1;
+    }
+    for s in sys.services.values() {
+        for dep in &s.deps {
+            let arrow = if dep.derived { "-.->" } else { "-->" };
+            *arrows.entry((node(&s.name), arrow, format!("{}/{}", dep.port, dep.protocol.name()), node(&dep.service))).or_default() += 1;
+        }
+        for e in &s.expose {
+            *arrows.entry(("internet".into(), "-->", e.clone(), node(&s.name))).or_default() += 1;
+        }
+    }
+    let mut d = Drawing { text: String::new(), edges: 0 };
+    let _ = writeln!(d.text, "  internet((\"internet\"))");
+    for (g, hosts) in groups.iter().enumerate() {
+        let shown: Vec<&str> = hosts.iter().take(3).copied().collect();
+        let more = if hosts.len() > 3 { format!(", … {} more", hosts.len() - 3) } else { String::new() };
+        let first = &sys.hosts[hosts[0]];
+        let zone = first.zone.as_deref().filter(|_| hosts.iter().all(|h| sys.hosts[*h].zone == first.zone));
+        let title = format!(
+            "group {}: {} host{}{} ({}{more})",
+            g + 1,
+            hosts.len(),
+            if hosts.len() == 1 { "" } else { "s" },
+            zone.map(|z| format!(" · zone {z}")).unwrap_or_default(),
+            shown.join(", ")
+        );
+        let _ = writeln!(d.text, "  subgraph g{}[\"{}\"]", g + 1, label(&title));
+        for ((_, module), n) in nodes.range((g, "")..(g + 1, "")) {
+            let _ = writeln!(d.text, "    g{}_{}[\"{}\"]", g + 1, id("m", module), label(&format!("{module} ×{n}")));
+        }
+        d.text.push_str("  end\n");
+    }
+    for ((from, arrow, what, to), n) in &arrows {
+        let what = match (what.is_empty(), *n) {
+            (true, 1) => String::new(),
+            (true, n) => format!("×{n}"),
+            (false, 1) => what.clone(),
+            (false, n) => format!("{what} ×{n}"),
+        };
+        if what.is_empty() {
+            d.edge(format_args!("  {from} {arrow} {to}"));
+        } else {
+            d.edge(format_args!("  {from} {arrow}|\"{}\"| {to}", label(&what)));
+        }
+    }
+    (d, groups)
 }
 
 fn membership(o: &mut String, sys: &System) {
@@ -158,7 +306,11 @@ fn firewall(o: &mut String, sys: &System) {
         "Each rule is enforced where its packets pass: the provider's firewall sees only what it filters (Hetzner Cloud firewalls and Scaleway security groups the public interfaces, DigitalOcean cloud firewalls every interface, the VPC's included); ufw on the host what a host process answers; `DOCKER-USER` sends what Docker publishes through ufw's route rules; containers on one host reach each other on their Compose network, with no port published.\n\n",
     );
     o.push_str("| host | port | from | because | enforced by |\n|---|---|---|---|---|\n");
-    let links = layers::compose_links(sys);
+    // Grouped by host once: a scan of every link for every host is quadratic in a fleet.
+    let mut links: BTreeMap<&str, Vec<layers::ComposeLink<'_>>> = BTreeMap::new();
+    for l in layers::compose_links(sys) {
+        links.entry(l.host).or_default().push(l);
+    }
     for h in sys.hosts.values() {
         for r in &h.firewall {
             let from = if r.sources.is_empty() {
@@ -177,7 +329,7 @@ fn firewall(o: &mut String, sys: &System) {
                 cell(&layers::describe(sys, h, r))
             );
         }
-        for l in links.iter().filter(|l| l.host == h.name) {
+        for l in links.get(h.name.as_str()).into_iter().flatten() {
             let _ = writeln!(
                 o,
                 "| `{}` | {}/{} to `{}` | `{}` | {} | {} |",

@@ -143,15 +143,16 @@ struct Ping {
     entry_point: &'static str,
 }
 
-/// The routes a Traefik edge on this host terminates, and that edge.
-fn edge_routes<'a>(sys: &'a System, host: &Host) -> Option<(&'a Service, Vec<&'a Route>)> {
+/// The routes a Traefik edge on this host terminates, and that edge. `here` holds the routes
+/// whose edge runs on this host ([`crate::render::Index`]).
+fn edge_routes<'a>(sys: &'a System, host: &Host, here: &[&'a Route]) -> Option<(&'a Service, Vec<&'a Route>)> {
     let edge = host.services.iter().map(|s| &sys.services[s]).find(|s| s.edge.as_deref() == Some("traefik"))?;
-    Some((edge, sys.routes.iter().filter(|r| r.edge_service == edge.name).collect()))
+    Some((edge, here.iter().copied().filter(|r| r.edge_service == edge.name).collect()))
 }
 
 /// The static configuration for a host running a Traefik edge.
-pub fn emit_static(sys: &System, host: &Host) -> Option<String> {
-    let (_, routes) = edge_routes(sys, host)?;
+pub fn emit_static(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
+    let (_, routes) = edge_routes(sys, host, here)?;
     let trusted =
         sys.cdn.as_deref().map(|c| TrustedIps { trusted_ips: crate::eval::cdn::ranges(c).iter().map(|r| r.to_string()).collect() });
     let mut entry_points = BTreeMap::new();
@@ -320,8 +321,8 @@ fn security_headers(frame_ancestors: Option<&str>) -> serde_json::Value {
 }
 
 /// The dynamic configuration (file provider) for a host running a Traefik edge.
-pub fn emit_dynamic(sys: &System, host: &Host) -> Option<String> {
-    let (_, routes) = edge_routes(sys, host)?;
+pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
+    let (_, routes) = edge_routes(sys, host, here)?;
     let mut http = Http { routers: BTreeMap::new(), services: BTreeMap::new(), middlewares: BTreeMap::new() };
     http.middlewares.insert("security-headers".into(), security_headers(None));
     http.middlewares.insert("compress".into(), serde_json::json!({ "compress": {} }));
