@@ -137,7 +137,11 @@ impl LabHost {
             ("provisioner log (cloud-init-output.log, last 60 lines)", "tail -n 60 /var/log/cloud-init-output.log"),
             ("docker compose ps", "docker compose --file /opt/kiln/compose.yaml ps --all"),
             ("docker compose logs (last 15 lines per service)", "docker compose --file /opt/kiln/compose.yaml logs --no-color --tail 15"),
-            ("kiln-lab-images.service", "systemctl status --no-pager kiln-lab-images.service; docker image ls"),
+            (
+                "healthchecks (last result per container)",
+                "docker ps --all --quiet | xargs --no-run-if-empty docker inspect --format '{{.Name}}: {{json .State.Health}}'",
+            ),
+            ("stand-in images", "docker image ls"),
         ] {
             let r = self.sh(&format!("{cmd} 2>&1"));
             out.push_str(&format!("=== {}: {what}\n{}\n", self.name, r.unwrap_or_else(|e| format!("(unavailable: {e})"))));
