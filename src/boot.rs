@@ -257,10 +257,8 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
     }
     // Before anything else: a file that is not a disk for kiln is refused untouched.
     let data = opts.data_disk.as_deref().map(data_disk).transpose()?;
-    if let Some(images) = &opts.lab_images {
-        if !images.is_file() || images.to_string_lossy().contains(',') {
-            return Err(format!("{}: no such file (or a path with a comma, which qemu cannot take)", images.display()));
-        }
+    if let Some(images) = opts.lab_images.as_ref().filter(|i| !i.is_file() || i.to_string_lossy().contains(',')) {
+        return Err(format!("{}: no such file (or a path with a comma, which qemu cannot take)", images.display()));
     }
     catch_interrupts();
     // Dropped (removed) on every return below unless the machine is kept running.
