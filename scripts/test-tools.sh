@@ -133,3 +133,24 @@ link_tool() {
   mkdir -p "$test_tools/bin"
   [[ -L $f && $(readlink "$f") == "$2" ]] || ln -sfn "$2" "$f"
 }
+
+# ensure_valkey_source: apt must know valkey-server. Debian has it in main from trixie on (8.1);
+# on bookworm it is in bookworm-backports (8.0), added here as an apt source when apt knows no
+# candidate (the same file scripts/build-test-image writes). The valkey.conf directives the
+# tests use (rename-command, requirepass, bind, port, dir) read the same in 8.0, 8.1 and 9.x.
+ensure_valkey_source() {
+  local cand
+  cand=$(apt-cache policy valkey-server 2>/dev/null | awk '/Candidate:/ {print $2}')
+  [[ -n $cand && $cand != "(none)" ]] && return 0
+  if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
+    log "adding the bookworm-backports apt source (valkey-server)"
+    as_root tee /etc/apt/sources.list.d/kiln-bookworm-backports.sources >/dev/null <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  fi
+  as_root apt-get update -qq
+}

@@ -194,3 +194,110 @@ fn five_vps_data_tier_exporters_are_scraped() {
     let (svc, _) = published(&out, "db", "postgres-exporter");
     assert_eq!(svc["environment"]["DATA_SOURCE_URI"], "postgres:5432/app?sslmode=disable");
 }
+
+/// Debian's valkey, unpacked by scripts/install-test-deps into .test-tools/valkey.
+fn valkey_bin(name: &str) -> PathBuf {
+    let p = repo().join(".test-tools/valkey/usr/bin").join(name);
+    assert!(p.exists(), "{} is missing: run scripts/install-test-deps", p.display());
+    p
+}
+
+/// A valkey-server on a private loopback port reading `conf` (kiln's generated valkey.conf),
+/// with only what the container provides differently overridden on the command line (the data
+/// directory, the address and port, the log) and the password the module's command passes;
+/// killed on drop.
+struct Valkey {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Valkey {
+    /// Starts the server; `Err` with its output when it exits instead of answering. The one
+    /// line naming the container's volume (`dir /data`) names `dir` instead: valkey changes
+    /// into it while reading the file, before command-line options apply.
+    fn start(conf: &Path, dir: &Path, password: &str) -> Result<Valkey, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let original = read(conf);
+        assert_eq!(original.lines().filter(|l| *l == "dir /data").count(), 1, "{original}");
+        let local = dir.join("valkey.conf");
+        std::fs::write(&local, original.replace("\ndir /data\n", &format!("\ndir {}\n", dir.display()))).unwrap();
+        let port = common::edges::free_port();
+        let log = dir.join("valkey.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = Command::new(valkey_bin("valkey-server"))
+            .arg(&local)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--requirepass", password])
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("start valkey-server");
+        let mut v = Valkey { child, port };
+        for _ in 0..200 {
+            if let Ok(Some(status)) = v.child.try_wait() {
+                return Err(format!("valkey-server exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default()));
+            }
+            if v.cli(Some(password), &["PING"]).0 == "PONG" {
+                return Ok(v);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(format!("valkey-server did not answer: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+    }
+
+    /// `valkey-cli` against the server, the password from the environment (REDISCLI_AUTH:
+    /// Debian's 8.0 CLI knows only the old name; 9.x, the module's image, reads both):
+    /// (stdout, stderr), trimmed.
+    fn cli(&self, password: Option<&str>, args: &[&str]) -> (String, String) {
+        let mut c = Command::new(valkey_bin("valkey-cli"));
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]).args(args).env_remove("VALKEYCLI_AUTH").env_remove("REDISCLI_AUTH");
+        if let Some(pw) = password {
+            c.env("REDISCLI_AUTH", pw);
+        }
+        let o = run(&mut c);
+        (text(&o.stdout).trim().to_string(), text(&o.stderr).trim().to_string())
+    }
+}
+
+impl Drop for Valkey {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Five-VPS audit, data tier: "Valkey with requirepass, command renaming" had no command
+/// renaming. The cache's generated valkey.conf, read by the real valkey-server (Debian's, on a
+/// loopback port), now refuses FLUSHALL, FLUSHDB, CONFIG, DEBUG and SHUTDOWN as unknown
+/// commands while ordinary commands work for a client with the password, and a client
+/// without it, or with another, is refused. A command name carrying valkey.conf quoting
+/// reaches the server literally (no second directive): the server refuses to start on it.
+#[test]
+fn five_vps_valkey_refuses_dangerous_commands_and_wants_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let conf = out.join("hosts/cache/files/valkey/valkey.conf");
+    let pw = "s3cret pass\"word";
+    let v = Valkey::start(&conf, &tmp.path().join("data"), pw).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.cli(Some(pw), &["SET", "session:1", "alice"]).0, "OK");
+    assert_eq!(v.cli(Some(pw), &["GET", "session:1"]).0, "alice");
+    for cmd in [&["FLUSHALL"][..], &["FLUSHDB"], &["CONFIG", "GET", "maxmemory"], &["DEBUG", "SLEEP", "0"], &["SHUTDOWN", "NOSAVE"]] {
+        let (o, e) = v.cli(Some(pw), cmd);
+        assert!(o.contains("unknown command") || e.contains("unknown command"), "{cmd:?} is not refused: {o} {e}");
+    }
+    assert_eq!(v.cli(Some(pw), &["DBSIZE"]).0, "1", "the data survived");
+    let (o, e) = v.cli(None, &["GET", "session:1"]);
+    assert!(o.contains("NOAUTH") || e.contains("NOAUTH"), "no password: {o} {e}");
+    let (o, e) = v.cli(Some("wrong"), &["GET", "session:1"]);
+    assert!(!o.contains("alice") && format!("{o}{e}").contains("WRONGPASS"), "wrong password: {o} {e}");
+    drop(v);
+
+    let sys = copy_example("five-vps-saas", tmp.path());
+    edit(&sys.join("services.toml"), r#""SHUTDOWN"]"#, r#""SHUTDOWN", "GET\" \"x"]"#);
+    let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out-hostile"));
+    let conf = out.join("hosts/cache/files/valkey/valkey.conf");
+    let text = read(&conf);
+    assert!(text.lines().any(|l| l == r#"rename-command "GET\" \"x" """#), "{text}");
+    let err =
+        Valkey::start(&conf, &tmp.path().join("data-hostile"), pw).err().expect("valkey-server must refuse a command it does not have");
+    assert!(err.contains("No such command"), "{err}");
+}
