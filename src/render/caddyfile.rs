@@ -72,7 +72,7 @@ fn site(out: &mut String, r: &Route) {
     out.push_str("\tlog\n");
     match &r.auth {
         None => {
-            let _ = writeln!(out, "\treverse_proxy {}", q(&r.upstream));
+            let _ = writeln!(out, "\treverse_proxy {}", q(&upstream(r)));
         }
         Some(a) => {
             // The auth service's own paths (its sign-in endpoints) go to it unchecked; every
@@ -89,9 +89,15 @@ fn site(out: &mut String, r: &Route) {
             }
             out.push_str("\t\t\ttrusted_proxies private_ranges\n");
             out.push_str("\t\t}\n");
-            let _ = writeln!(out, "\t\treverse_proxy {}", q(&r.upstream));
+            let _ = writeln!(out, "\t\treverse_proxy {}", q(&upstream(r)));
             out.push_str("\t}\n");
         }
     }
     out.push_str("}\n");
+}
+
+/// A route's upstream as `reverse_proxy` takes it: `h2c://ADDRESS` when the endpoint speaks
+/// HTTP/2 without TLS (Caddy's scheme for it), else the bare address (HTTP/1.1).
+fn upstream(r: &crate::model::Route) -> String {
+    if r.h2c { format!("h2c://{}", r.upstream) } else { r.upstream.clone() }
 }

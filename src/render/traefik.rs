@@ -412,10 +412,14 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
         );
         http.services.insert(
             name,
-            LbService {
-                load_balancer: LoadBalancer { servers: vec![Server { url: format!("http://{}", r.upstream) }], pass_host_header: true },
-            },
+            LbService { load_balancer: LoadBalancer { servers: vec![Server { url: upstream_url(r) }], pass_host_header: true } },
         );
     }
     Some(yaml(&Dynamic { http }))
+}
+
+/// The URL Traefik proxies a route to: `h2c://` when the endpoint speaks HTTP/2 without TLS
+/// (Traefik's scheme for it), else `http://`.
+fn upstream_url(r: &crate::model::Route) -> String {
+    format!("{}://{}", if r.h2c { "h2c" } else { "http" }, r.upstream)
 }
