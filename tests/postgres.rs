@@ -500,7 +500,8 @@ fn a_replica_copies_the_primary_and_follows_it() {
     // Replication from elsewhere is let in by kiln's line for the replica's address alone; initdb's
     // own lines (the image keeps them) admit only the primary's socket and loopback, which is how
     // the test's replica on 127.0.0.1 gets in.
-    let replication: Vec<&str> = hba.lines().filter(|l| !l.starts_with('#') && l.split_whitespace().nth(1) == Some("replication")).map(|l| l.trim()).collect();
+    let replication: Vec<&str> =
+        hba.lines().filter(|l| !l.starts_with('#') && l.split_whitespace().nth(1) == Some("replication")).map(|l| l.trim()).collect();
     let others: Vec<&&str> =
         replication.iter().filter(|l| !(l.starts_with("local ") || l.contains(" 127.0.0.1/32 ") || l.contains(" ::1/128 "))).collect();
     assert_eq!(others, [&"host replication replicator 10.0.0.3/32 scram-sha-256"], "{hba}");
@@ -514,9 +515,9 @@ fn a_replica_copies_the_primary_and_follows_it() {
     // The replica's script, with the primary's private address and port replaced by the test
     // primary's loopback port: the one change, since the test has no 10.0.0.2.
     let start = read(&b.join("files/db-replica/10-kiln-databases.sh"));
-    let from = "host=\"10.0.0.2\" port=5432 ";
-    assert!(start.contains(from), "{start}");
-    let start = start.replace(from, &format!("host=\"127.0.0.1\" port={} ", pg.port));
+    let (host, port) = ("\thost=10.0.0.2\n", " port=5432 ");
+    assert!(start.contains(host) && start.contains(port), "{start}");
+    let start = start.replace(host, "\thost=127.0.0.1\n").replace(port, &format!(" port={} ", pg.port));
     let replica = Cluster { dir: tmp.path().join("replica"), data: tmp.path().join("replica/18/docker"), port: free_port() };
     std::fs::create_dir_all(replica.dir.join("bin")).unwrap();
     std::fs::write(replica.dir.join("start.sh"), start).unwrap();
