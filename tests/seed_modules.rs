@@ -269,8 +269,8 @@ impl Drop for Valkey {
 /// renaming. The cache's generated valkey.conf, read by the real valkey-server (Debian's, on a
 /// loopback port), now refuses FLUSHALL, FLUSHDB, CONFIG, DEBUG and SHUTDOWN as unknown
 /// commands while ordinary commands work for a client with the password, and a client
-/// without it, or with another, is refused. A command name carrying valkey.conf quoting
-/// reaches the server literally (no second directive): the server refuses to start on it.
+/// without it, or with another, is refused. A name valkey.conf would have to quote is refused
+/// by the build; a name that is no command stops the real server.
 #[test]
 fn five_vps_valkey_refuses_dangerous_commands_and_wants_its_password() {
     let tmp = tempfile::tempdir().unwrap();
@@ -291,14 +291,18 @@ fn five_vps_valkey_refuses_dangerous_commands_and_wants_its_password() {
     assert!(!o.contains("alice") && format!("{o}{e}").contains("WRONGPASS"), "wrong password: {o} {e}");
     drop(v);
 
+    // A name valkey.conf would need quoting for is refused at build time, at the service; one
+    // that is no command reaches the server as written, and the server refuses to start.
     let sys = copy_example("five-vps-saas", tmp.path());
     edit(&sys.join("services.toml"), r#""SHUTDOWN"]"#, r#""SHUTDOWN", "GET\" \"x"]"#);
-    let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out-hostile"));
+    let err = build_fails(&sys, tmp.path());
+    assert!(err.contains("disabled_commands_are_command_names") && err.contains("services.toml"), "{err}");
+    let sys = copy_example("five-vps-saas", &tmp.path().join("typo"));
+    edit(&sys.join("services.toml"), r#""SHUTDOWN"]"#, r#""SHUTDOWN", "FLUSHEVERYTHING"]"#);
+    let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out-typo"));
     let conf = out.join("hosts/cache/files/valkey/valkey.conf");
-    let text = read(&conf);
-    assert!(text.lines().any(|l| l == r#"rename-command "GET\" \"x" """#), "{text}");
-    let err =
-        Valkey::start(&conf, &tmp.path().join("data-hostile"), pw).err().expect("valkey-server must refuse a command it does not have");
+    assert!(read(&conf).lines().any(|l| l == r#"rename-command FLUSHEVERYTHING """#));
+    let err = Valkey::start(&conf, &tmp.path().join("data-typo"), pw).err().expect("valkey-server must refuse a command it does not have");
     assert!(err.contains("No such command"), "{err}");
 }
 
