@@ -56,6 +56,10 @@ pub fn collect(store: &Store, keep: &[String], dry_run: bool) -> std::io::Result
         }
         report.removed.push(name);
     }
+    if !dry_run {
+        // Warm-build records whose entry just went: they could never be used again.
+        crate::cache::drop_stale(store);
+    }
     Ok(report)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod backup_repo;
 pub mod boot;
+pub mod cache;
 pub mod check;
 pub mod diag;
 pub mod diag_json;

@@ -29,6 +29,9 @@ pub struct Inputs {
     /// cannot be read, a module that did not load): what resolve would say about the rest
     /// follows from that, so the pipeline stops after load.
     pub incomplete: bool,
+    /// Every system file, import and secret file read, as [`crate::cache::Observed`] (the
+    /// warm-build cache's key; module directories are keyed from the options).
+    pub read: Vec<crate::cache::Observed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +177,7 @@ pub fn load(path: &Path, module_dirs: &[PathBuf], identities: Option<&crate::sop
     let files: std::collections::BTreeSet<String> =
         inputs.files.iter().flat_map(|f| &f.secrets).filter_map(|s| s.file.as_ref()).map(|f| f.value.clone()).collect();
     inputs.secret_files = crate::secrets::inspect(&real_root, &files, identities);
+    inputs.read.extend(files.iter().map(|f| crate::cache::Observed::secret_file(&real_root, f)));
     Ok(inputs)
 }
 
@@ -187,6 +191,7 @@ pub fn library(module_dirs: &[PathBuf]) -> Result<Inputs, IoError> {
         diags: Vec::new(),
         secret_files: BTreeMap::new(),
         incomplete: false,
+        read: Vec::new(),
     };
     load_images(&mut inputs);
     load_builtin_modules(&mut inputs);
@@ -220,6 +225,7 @@ fn load_system_files(inputs: &mut Inputs, root: &Path, main: &Path) -> Result<()
         )),
         e => io_err(format!("cannot read `{}`: {e}", main.display())),
     })?;
+    inputs.read.push(crate::cache::Observed::file(main, &real, &bytes));
     let mut queue = vec![Pending { shown: main.to_path_buf(), real: real.clone(), bytes }];
     let mut seen: Vec<PathBuf> = vec![real];
     let mut trees = Vec::new();
@@ -242,6 +248,7 @@ fn load_system_files(inputs: &mut Inputs, root: &Path, main: &Path) -> Result<()
                     inputs.incomplete = true;
                 }
                 Ok((real, bytes)) => {
+                    inputs.read.push(crate::cache::Observed::file(&real_dir.join(&imp.value), &real, &bytes));
                     if seen.contains(&real) {
                         continue;
                     }

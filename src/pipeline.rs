@@ -41,6 +41,8 @@ pub struct Compiled {
     pub system_artifacts: Vec<Artifact>,
     pub manifest: Manifest,
     pub warnings: Vec<Diagnostic>,
+    /// The files the build read (system files, imports, secret files), for the warm-build cache.
+    pub read: Vec<crate::cache::Observed>,
 }
 
 /// A compile that found errors in the input (all of them).
@@ -104,7 +106,8 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
         Some(text) => Some(crate::sops::load_identities(text).map_err(|e| IoError(format!("identity: {e}")))?),
         None => None,
     };
-    let inputs = load::load(path, &opts.module_dirs, identities.as_ref())?;
+    let mut inputs = load::load(path, &opts.module_dirs, identities.as_ref())?;
+    let read = std::mem::take(&mut inputs.read);
     if inputs.incomplete {
         // A file that did not parse (or could not be read) is the cause of whatever resolve
         // would say next, as after a syntax error in rustc: report it alone.
@@ -142,7 +145,7 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
                 artifacts: Vec::new(),
             };
             let hosts = BTreeMap::new();
-            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts: Vec::new(), manifest, warnings: all.sorted() })))
+            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts: Vec::new(), manifest, warnings: all.sorted(), read })))
         }
         Some(system) if !all.has_errors() => {
             let hosts = render_hosts(&system, &system.hosts.values().collect::<Vec<_>>(), &opts.render);
@@ -153,7 +156,7 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
             }
             let system_artifacts = system_artifacts(&system, &hosts, &sources);
             let manifest = manifest(&system, &hosts, &system_artifacts);
-            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts, manifest, warnings: all.sorted() })))
+            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts, manifest, warnings: all.sorted(), read })))
         }
         _ => Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() })),
     }
@@ -386,13 +389,12 @@ struct BuildJson<'a> {
 }
 
 pub fn build_json(c: &Compiled, entry: &Path) -> String {
-    serde_json::to_string(&BuildJson {
-        system: &c.system.name,
-        hash: &c.manifest.hash,
-        path: entry.display().to_string(),
-        hosts: c.hosts.iter().map(|(k, v)| (k.as_str(), v.closure.as_str())).collect(),
-    })
-    .expect("serialises")
+    build_json_of(&c.system.name, &c.manifest.hash, entry, c.hosts.iter().map(|(k, v)| (k.as_str(), v.closure.as_str())).collect())
+}
+
+/// `kiln build --json`'s line from its parts (a build answered from the cache has no compile).
+pub fn build_json_of(system: &str, hash: &str, entry: &Path, hosts: BTreeMap<&str, &str>) -> String {
+    serde_json::to_string(&BuildJson { system, hash, path: entry.display().to_string(), hosts }).expect("serialises")
 }
 
 pub use crate::show::{show_json, show_text};

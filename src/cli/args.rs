@@ -109,6 +109,11 @@ pub(crate) enum Command {
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
+        /// Build even when a build with the same inputs is in the store. Without it, a build
+        /// whose inputs (every file read, kiln's executable, the options) are those of a
+        /// recorded build answers from the store (`<store>/.cache/`; `-v` says "from cache").
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Show hosts, services, the derived firewall and the start order.
     Show {

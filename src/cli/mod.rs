@@ -43,8 +43,8 @@ pub fn run() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }),
-        Command::Build { path, inputs, store, out_link, check, json } => with_options(early, inputs, |opts| {
-            with_compiled(&path, &opts, ui, |c| build::build(&path, &opts, ui, c, store, &out_link, check, json))
+        Command::Build { path, inputs, store, out_link, check, json, no_cache } => with_options(early, inputs, |opts| {
+            build::cached_or_built(&path, &opts, ui, build::Target { store, out_link, check, json, cache: !no_cache && !check })
         }),
         Command::Boot { host, path, inputs, image, keep, secrets, timeout, data_disk, memory, lab_images, json } => {
             with_options(early, inputs, |opts| {
@@ -167,7 +167,7 @@ fn with_library(opts: &Options, ui: Ui, f: impl FnOnce(&kiln::load::Inputs) -> E
     }
 }
 
-fn with_compiled(path: &Path, opts: &Options, ui: Ui, f: impl FnOnce(&Compiled) -> ExitCode) -> ExitCode {
+pub(crate) fn with_compiled(path: &Path, opts: &Options, ui: Ui, f: impl FnOnce(&Compiled) -> ExitCode) -> ExitCode {
     match pipeline::compile(path, opts) {
         Err(e) => io_error(&e.0),
         Ok(Outcome::Failed(fail)) => {

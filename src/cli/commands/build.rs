@@ -3,23 +3,73 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::Write;
+
+use kiln::cache;
 use kiln::pipeline::{self, Compiled, Options, Outcome};
 use kiln::store::{self, Store};
 
 use crate::cli::env::store_dir;
 use crate::cli::ui::{Ui, io_error};
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn build(
-    path: &Path,
-    opts: &Options,
-    ui: Ui,
-    c: &Compiled,
-    store: Option<PathBuf>,
-    out_link: &Path,
-    check: bool,
-    json: bool,
-) -> ExitCode {
+/// Where and how `kiln build` puts its result.
+pub(crate) struct Target {
+    pub(crate) store: Option<PathBuf>,
+    pub(crate) out_link: PathBuf,
+    pub(crate) check: bool,
+    pub(crate) json: bool,
+    /// Answer from the warm-build cache when a recorded build has the same inputs.
+    pub(crate) cache: bool,
+}
+
+/// `kiln build`: from the warm-build cache when the inputs are those of a recorded build whose
+/// entry is still in the store, else compiled, written and recorded.
+pub(crate) fn cached_or_built(path: &Path, opts: &Options, ui: Ui, t: Target) -> ExitCode {
+    let probe = if t.cache { cache::Probe::new(path, opts) } else { None };
+    if let Some(probe) = &probe
+        && let Some(code) = from_cache(probe, ui, &t)
+    {
+        return code;
+    }
+    crate::cli::with_compiled(path, opts, ui, |c| build(path, opts, ui, c, &t, probe.as_ref()))
+}
+
+/// A hit: the recorded entry gets the result link and its root as a build would give it, and
+/// what the build printed is printed again. `None` on a miss (nothing done).
+fn from_cache(probe: &cache::Probe, ui: Ui, t: &Target) -> Option<ExitCode> {
+    let store = Store::open(&store_dir(t.store.clone())).ok()?;
+    // Held from the lookup until the root is registered: `kiln gc` cannot take the entry between.
+    let held = store.writer().ok()?;
+    let r = cache::lookup(&store, probe)?;
+    let entry = store.root.join(&r.entry);
+    let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
+    if let Err(e) = link_and_root(&store, &t.out_link, &entry) {
+        return Some(io_error(&e));
+    }
+    drop(held);
+    if !ui.quiet {
+        let text = if crate::cli::ui::color() { &r.printed.warnings_color } else { &r.printed.warnings };
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+    ui.detail(&format!("read {} files; {} modules in use", r.printed.files_read, r.printed.modules_in_use));
+    ui.detail(&format!("from cache: the inputs are those of the build of {}", entry.display()));
+    if t.json {
+        println!(
+            "{}",
+            pipeline::build_json_of(&r.system, &r.hash, &entry, r.hosts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        );
+    } else {
+        println!("{}", entry.display());
+    }
+    for (name, closure) in &r.hosts {
+        ui.detail(&format!("host {name}: closure {closure}"));
+    }
+    ui.info(&format!("built `{}`: {} hosts, {} artifacts -> {}", r.system, r.hosts.len(), r.printed.artifacts, t.out_link.display()));
+    Some(ExitCode::SUCCESS)
+}
+
+fn build(path: &Path, opts: &Options, ui: Ui, c: &Compiled, t: &Target, probe: Option<&cache::Probe>) -> ExitCode {
+    let (store, out_link, check, json) = (t.store.clone(), t.out_link.as_path(), t.check, t.json);
     if check {
         match pipeline::compile(path, opts) {
             Ok(Outcome::Ok(again)) => {
@@ -51,6 +101,18 @@ pub(crate) fn build(
     let (entry, held) = (std::fs::canonicalize(&entry.0).unwrap_or(entry.0), entry.1);
     if let Err(e) = link_and_root(&store, out_link, &entry) {
         return io_error(&e);
+    }
+    if let Some(probe) = probe {
+        let printed = cache::Printed {
+            warnings: kiln::diag::render(&c.sources, &c.warnings, false),
+            warnings_color: kiln::diag::render(&c.sources, &c.warnings, true),
+            files_read: c.sources.len(),
+            modules_in_use: c.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len(),
+            artifacts: c.manifest.artifacts.len(),
+        };
+        if let Err(e) = cache::save(&store, probe, path, opts, c, &entry, printed) {
+            ui.detail(&format!("the build was not recorded for the warm-build cache: {e}"));
+        }
     }
     drop(held);
     if json {
