@@ -56,7 +56,10 @@ impl<'a> Resolver<'a> {
         let own = |o: &Sp<String>| p.options.get(&o.value).and_then(|v| v.as_str().map(str::to_string));
         let (superuser, own_db) = (own(&decl.superuser), own(&decl.database));
         let mut out: Vec<DbClient> = Vec::new();
-        for (name, q) in all.iter().filter(|(n, q)| **n != p.decl.name.value && q.ok) {
+        // Only the services that connect to this one (`clients`, filled once): scanning every
+        // service for every server made a 1,000-host resolve quadratic.
+        let clients = p.clients.iter().filter_map(|n| all.get_key_value(n));
+        for (name, q) in clients.filter(|(n, q)| **n != p.decl.name.value && q.ok) {
             for r in &q.module.decl.requires {
                 let Some(prov) = &r.provision else { continue };
                 if !r.modules.iter().any(|m| m.value == p.module.decl.name.value) {

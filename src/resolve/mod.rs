@@ -67,6 +67,9 @@ struct Partial<'a> {
     /// False when the service's own declaration had errors: its templates are not rendered,
     /// so one mistake gives one error.
     ok: bool,
+    /// The services whose `connects` name this one, in name order (filled once all are known,
+    /// so that a server finds its clients without scanning every service).
+    clients: Vec<String>,
 }
 
 impl<'a> Resolver<'a> {
@@ -160,6 +163,7 @@ impl<'a> Resolver<'a> {
                 partials.insert(name.clone(), p);
             }
         }
+        link_clients(&mut partials);
         let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
         self.probes = jv(&probes);
         self.receivers = self.alert_receivers(&secrets);
@@ -294,4 +298,22 @@ impl<'a> Resolver<'a> {
 
 fn jv<T: serde::Serialize>(v: &T) -> J {
     J::from(minijinja::value::Serde(v))
+}
+
+/// Fills each service's `clients`: who names it in `connects` (once per client, name order).
+fn link_clients(partials: &mut BTreeMap<String, Partial<'_>>) {
+    let mut clients: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, p) in partials.iter() {
+        for c in &p.decl.connects {
+            let v = clients.entry(c.service().to_string()).or_default();
+            if v.last() != Some(name) {
+                v.push(name.clone());
+            }
+        }
+    }
+    for (target, v) in clients {
+        if let Some(p) = partials.get_mut(&target) {
+            p.clients = v;
+        }
+    }
 }

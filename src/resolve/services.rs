@@ -81,7 +81,7 @@ impl<'a> Resolver<'a> {
                 self.err(Diagnostic::error("E0003", e.message).primary(p.span, "not a port").with_help(e.help));
             }
         }
-        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok })
+        Some(Partial { decl: s, module, host: host.value.clone(), options, endpoints, ok, clients: Vec::new() })
     }
 
     /// A note, at the first service using it, that a `--modules` module replaces the built-in
