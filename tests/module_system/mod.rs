@@ -1,6 +1,6 @@
 //! Minimal systems around one built-in module (with whatever it requires), shared by the module
 //! tests; the same systems `kiln modules check` compiles (`kiln::module_check::system`).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use kiln::module_check::system::{system_for, system_with};
 
