@@ -74,6 +74,7 @@ fn rewrite(toml: &str, public: &str) -> (String, Option<String>) {
 }
 
 /// The cached base image a host boots on (scripts/build-test-image, run by scripts/test).
+#[allow(clippy::disallowed_methods)] // where scripts/build-test-image put it: the user's cache
 pub fn image_dir(image: &str) -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
