@@ -78,15 +78,14 @@ fn observe(path: &Path) -> String {
     }
 }
 
-/// kiln's identity: its version and the sha256 of its executable (`None` if it cannot be read).
+include!(concat!(env!("OUT_DIR"), "/source_id.rs"));
+
+/// kiln's identity: its version and [`SOURCE_ID`], the sha256 build.rs takes of everything the
+/// binary is built from (sources, built-in modules and images, Cargo.toml and Cargo.lock, the
+/// compiler's version). Hashing the executable itself cost seconds per build for a debug binary.
 fn kiln_identity() -> Option<&'static str> {
-    static ID: OnceLock<Option<String>> = OnceLock::new();
-    ID.get_or_init(|| {
-        let exe = std::env::current_exe().ok()?;
-        let bytes = std::fs::read(exe).ok()?;
-        Some(format!("{KILN_VERSION} {}", hex(&Sha256::digest(&bytes))))
-    })
-    .as_deref()
+    static ID: OnceLock<String> = OnceLock::new();
+    Some(ID.get_or_init(|| format!("{KILN_VERSION} {SOURCE_ID}")).as_str())
 }
 
 /// A digest of everything a `--modules` directory holds, walked as the loader walks it: every
@@ -123,7 +122,12 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(path: &Path, opts: &Options) -> Option<Probe> {
-        let mut lines = vec![format!("kiln-cache {FORMAT}"), kiln_identity()?.to_string()];
+        Probe::for_kiln(kiln_identity()?, path, opts)
+    }
+
+    /// The key as the kiln with `identity` would make it.
+    fn for_kiln(identity: &str, path: &Path, opts: &Options) -> Option<Probe> {
+        let mut lines = vec![format!("kiln-cache {FORMAT}"), identity.to_string()];
         lines.push(format!("cwd {}", std::env::current_dir().ok()?.display()));
         lines.push(format!("path {}", path.display()));
         for dir in &opts.module_dirs {
@@ -257,4 +261,22 @@ pub fn drop_stale(store: &Store) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another kiln (other sources, compiler or version) keys the same build elsewhere, so it
+    /// never reads this kiln's records; the identity is fixed when kiln is compiled.
+    #[test]
+    fn another_kiln_makes_another_key() {
+        let opts = Options::default();
+        let path = Path::new("system.toml");
+        let this = Probe::new(path, &opts).unwrap().key;
+        assert_eq!(this, Probe::for_kiln(kiln_identity().unwrap(), path, &opts).unwrap().key);
+        let other = Probe::for_kiln(&format!("{KILN_VERSION} {}", "0".repeat(64)), path, &opts).unwrap().key;
+        assert_ne!(this, other);
+        assert_eq!(SOURCE_ID.len(), 64, "a sha256 in hex: {SOURCE_ID}");
+    }
 }

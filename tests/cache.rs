@@ -113,25 +113,6 @@ fn module_directories_are_part_of_the_key() {
 }
 
 #[test]
-fn another_kiln_executable_misses() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = system(tmp.path());
-    build(&sys, tmp.path(), &[]);
-    assert!(build(&sys, tmp.path(), &[]).0);
-    // The same program, one byte longer: another executable, so another kiln.
-    let copy = tmp.path().join("kiln-copy");
-    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
-    touch_byte(&copy, "\0");
-    let other = || {
-        let mut c = Command::new(&copy);
-        c.env_remove("KILN_STORE").env("NO_COLOR", "1");
-        c
-    };
-    assert!(!build_with(other(), &sys, tmp.path(), &[]).0, "a rebuilt kiln must not trust another's records");
-    assert!(build_with(other(), &sys, tmp.path(), &[]).0);
-}
-
-#[test]
 fn a_record_whose_entry_gc_removed_builds_again() {
     let tmp = tempfile::tempdir().unwrap();
     let sys = system(tmp.path());

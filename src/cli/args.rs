@@ -110,7 +110,7 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
         /// Build even when a build with the same inputs is in the store. Without it, a build
-        /// whose inputs (every file read, kiln's executable, the options) are those of a
+        /// whose inputs (every file read, the sources kiln was built from, the options) are those of a
         /// recorded build answers from the store (`<store>/.cache/`; `-v` says "from cache").
         #[arg(long)]
         no_cache: bool,
