@@ -37,7 +37,13 @@ pub(crate) fn cached_or_built(path: &Path, opts: &Options, ui: Ui, t: Target) ->
 /// A hit: the recorded entry gets the result link and its root as a build would give it, and
 /// what the build printed is printed again. `None` on a miss (nothing done).
 fn from_cache(probe: &cache::Probe, ui: Ui, t: &Target) -> Option<ExitCode> {
-    let store = Store::open(&store_dir(t.store.clone())).ok()?;
+    let dir = store_dir(t.store.clone());
+    // No records, no hit: opening the store would create it (and its lock) for a build that
+    // may still fail, which must leave nothing behind.
+    if !dir.join(cache::DIR).is_dir() {
+        return None;
+    }
+    let store = Store::open(&dir).ok()?;
     // Held from the lookup until the root is registered: `kiln gc` cannot take the entry between.
     let held = store.writer().ok()?;
     let r = cache::lookup(&store, probe)?;
