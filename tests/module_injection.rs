@@ -70,7 +70,10 @@ const SHORT: &[&str] = &[
 ];
 
 /// Options whose value is, by design, code in the language it lands in (module, option, why).
-const CODE: &[(&str, &str, &str)] = &[("app", "health_command", "a shell command run by CMD-SHELL, as documented")];
+const CODE: &[(&str, &str, &str)] = &[
+    ("app", "health_command", "a shell command run by CMD-SHELL, as documented"),
+    ("restic", "pre_backup_command", "a shell command run by `sh -c` before the backup, as documented"),
+];
 
 /// Options whose values have a shape: the hostile value goes where `{}` is, values holding the
 /// shape's own separators are left out, and the module trims each part (so the value reads
