@@ -145,7 +145,15 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
                 artifacts: Vec::new(),
             };
             let hosts = BTreeMap::new();
-            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts: Vec::new(), manifest, warnings: all.sorted(), read })))
+            Ok(Outcome::Ok(Box::new(Compiled {
+                sources,
+                system,
+                hosts,
+                system_artifacts: Vec::new(),
+                manifest,
+                warnings: all.sorted(),
+                read,
+            })))
         }
         Some(system) if !all.has_errors() => {
             let hosts = render_hosts(&system, &system.hosts.values().collect::<Vec<_>>(), &opts.render);

@@ -64,7 +64,10 @@ fn the_bouncer_key_reaches_the_container_through_a_root_only_env_file() {
     assert!(bouncer["environment"].get("CROWDSEC_BOUNCER_API_KEY").is_none(), "the key is not a plain value: {bouncer}");
     // The provisioner's own call, pointed at a temporary root.
     let provision = std::fs::read_to_string(host.join("provision.sh")).unwrap();
-    let call = provision.lines().find(|l| l.starts_with("env_secrets /etc/kiln/env/crowdsec-bouncer.env ")).expect("the provisioner writes the env file");
+    let call = provision
+        .lines()
+        .find(|l| l.starts_with("env_secrets /etc/kiln/env/crowdsec-bouncer.env "))
+        .expect("the provisioner writes the env file");
     assert_eq!(
         call,
         "env_secrets /etc/kiln/env/crowdsec-bouncer.env CROWDSEC_BOUNCER_API_KEY /etc/kiln/secrets/crowdsec_bouncer_key || true"
