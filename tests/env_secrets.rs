@@ -16,26 +16,9 @@ fn compose_bin() -> std::path::PathBuf {
     if venv.is_file() { venv } else { "docker-compose".into() }
 }
 
-/// The prelude's helpers `env_secrets` uses (`log`, `die`, `ids`, `put`), as the provisioner
-/// defines them, then `env_secrets` itself.
-fn functions() -> String {
-    let prelude = std::fs::read_to_string(repo().join("src/render/provision.sh.in")).unwrap();
-    let mut out = String::new();
-    for name in ["log", "die", "ids", "put"] {
-        let start = prelude.find(&format!("\n{name}() {{")).unwrap_or_else(|| panic!("no {name}() in the prelude")) + 1;
-        let rest = &prelude[start..];
-        let end =
-            if rest.lines().next().unwrap().trim_end().ends_with('}') { rest.find('\n').unwrap() } else { rest.find("\n}\n").unwrap() + 2 };
-        out.push_str(&rest[..end]);
-        out.push('\n');
-    }
-    out.push_str(kiln::render::provision::ENV_SECRETS_FN);
-    out
-}
-
 /// Runs `call` (an `env_secrets …` line) under dash with the provisioner's settings.
 fn dash(call: &str) -> std::process::Output {
-    let script = format!("set -eu\numask 022\nexport LC_ALL=C\n{}\n{call}\n", functions());
+    let script = format!("set -eu\numask 022\nexport LC_ALL=C\n{}\n{call}\n", env_secrets_functions());
     run(Command::new("dash").arg("-c").arg(script))
 }
 
@@ -156,6 +139,7 @@ fn hostile_values_are_refused_or_arrive_exactly() {
 fn the_env_secrets_step_passes_shellcheck() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("sh-env-secrets.sh");
-    std::fs::write(&f, format!("#!/bin/sh\n{}\nenv_secrets /etc/kiln/env/a.env A /etc/kiln/secrets/a || true\n", functions())).unwrap();
+    std::fs::write(&f, format!("#!/bin/sh\n{}\nenv_secrets /etc/kiln/env/a.env A /etc/kiln/secrets/a || true\n", env_secrets_functions()))
+        .unwrap();
     oracle("sh", &f).unwrap();
 }

@@ -10,23 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-/// The prelude's helpers `env_secrets` needs (`log`, `die`, `ids`, `put`), as the provisioner
-/// defines them, then `env_secrets` itself.
-fn env_secrets_functions() -> String {
-    let prelude = read(&repo().join("src/render/provision.sh.in"));
-    let mut out = String::new();
-    for name in ["log", "die", "ids", "put"] {
-        let start = prelude.find(&format!("\n{name}() {{")).unwrap_or_else(|| panic!("no {name}() in the prelude")) + 1;
-        let rest = &prelude[start..];
-        let end =
-            if rest.lines().next().unwrap().trim_end().ends_with('}') { rest.find('\n').unwrap() } else { rest.find("\n}\n").unwrap() + 2 };
-        out.push_str(&rest[..end]);
-        out.push('\n');
-    }
-    out.push_str(kiln::render::provision::ENV_SECRETS_FN);
-    out
-}
-
 /// The environment of `service` on `host` as Compose hands it to the container: the
 /// provisioner's own `env_secrets` lines run under dash in a temporary root, each secret file
 /// holding `value-of-NAME`, then the real `docker-compose config` reads the Compose file

@@ -157,3 +157,20 @@ sources = ["198.51.100.0/24"]
 "#
     )
 }
+
+/// The provisioner prelude's helpers `env_secrets` uses (`log`, `die`, `ids`, `put`), as
+/// provision.sh.in defines them, then `env_secrets` itself: a script that dash can run alone.
+pub fn env_secrets_functions() -> String {
+    let prelude = read(&repo().join("src/render/provision.sh.in"));
+    let mut out = String::new();
+    for name in ["log", "die", "ids", "put"] {
+        let start = prelude.find(&format!("\n{name}() {{")).unwrap_or_else(|| panic!("no {name}() in the prelude")) + 1;
+        let rest = &prelude[start..];
+        let end =
+            if rest.lines().next().unwrap().trim_end().ends_with('}') { rest.find('\n').unwrap() } else { rest.find("\n}\n").unwrap() + 2 };
+        out.push_str(&rest[..end]);
+        out.push('\n');
+    }
+    out.push_str(kiln::render::provision::ENV_SECRETS_FN);
+    out
+}
