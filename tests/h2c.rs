@@ -7,9 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::edges::{Proc, free_port, run_caddy, run_traefik, venv, wait_for};
+use common::edges::{Proc, free_port, run_caddy, run_traefik, spawn_caddy, wait_for};
 use common::*;
 
 /// Caddy on loopback speaking HTTP/1.1 and h2c (no TLS), answering every request, whatever its
@@ -22,18 +22,7 @@ fn protocol_echo(tmp: &Path) -> (u16, Proc) {
         format!("{{\n\tadmin off\n\tservers {{\n\t\tprotocols h1 h2c\n\t}}\n}}\n\nhttp://:{port} {{\n\tbind 127.0.0.1\n\trespond \"{{http.request.proto}}\"\n}}\n"),
     )
     .unwrap();
-    let xdg = tmp.join("echo-xdg");
-    let child = Command::new(venv("caddy"))
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .env("XDG_DATA_HOME", &xdg)
-        .env("XDG_CONFIG_HOME", &xdg)
-        .env("HOME", tmp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proc = Proc::from(child);
+    let proc = spawn_caddy(&caddyfile, &["--adapter", "caddyfile"], &tmp.join("echo-xdg"), tmp);
     wait_for("the protocol echo", || get("127.0.0.1", port, "http").is_some());
     (port, proc)
 }

@@ -21,12 +21,6 @@ pub fn free_port() -> u16 {
 /// A running process, killed when dropped.
 pub struct Proc(Child);
 
-impl From<Child> for Proc {
-    fn from(c: Child) -> Proc {
-        Proc(c)
-    }
-}
-
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -101,19 +95,25 @@ pub fn run_caddy(caddyfile: &Path, upstream: u16, tmp: &Path) -> Caddy {
     cfg["apps"]["pki"] = json!({ "certificate_authorities": { "local": { "install_trust": false } } });
     let path = tmp.join("caddy.json");
     std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
-    let process = Proc(
+    let process = spawn_caddy(&path, &[], &xdg, tmp);
+    Caddy { http, https, _process: process }
+}
+
+/// `caddy run --config CONFIG [extra…]` with its state under `xdg` and `home`, quiet.
+pub fn spawn_caddy(config: &Path, extra: &[&str], xdg: &Path, home: &Path) -> Proc {
+    Proc(
         Command::new(venv("caddy"))
             .args(["run", "--config"])
-            .arg(&path)
-            .env("XDG_DATA_HOME", &xdg)
-            .env("XDG_CONFIG_HOME", &xdg)
-            .env("HOME", tmp)
+            .arg(config)
+            .args(extra)
+            .env("XDG_DATA_HOME", xdg)
+            .env("XDG_CONFIG_HOME", xdg)
+            .env("HOME", home)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
-    Caddy { http, https, _process: process }
+    )
 }
 
 /// Every `dial` below `v` pointed at the upstream.
