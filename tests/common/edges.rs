@@ -198,7 +198,10 @@ pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
             .unwrap(),
     );
     wait_for("traefik's API to list every router", || {
-        api_get(api, "/api/http/routers").as_array().is_some_and(|a| a.len() >= routers.len())
+        // Traefik's own routers (`@internal`) are listed before the file provider's are loaded.
+        api_get(api, "/api/http/routers")
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|r| r["name"].as_str().is_some_and(|n| n.ends_with("@file"))).count() >= routers.len())
     });
     Traefik { web, websecure, api, routers, _process: process }
 }
