@@ -20,6 +20,9 @@ pub struct System {
     pub hosts: BTreeMap<String, Host>,
     pub services: BTreeMap<String, Service>,
     pub routes: Vec<Route>,
+    /// `[streams.NAME]`: TCP/UDP ports edges forward as they are, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<Stream>,
     pub secrets: BTreeMap<String, Secret>,
     /// Every service, dependencies first (ties broken by name).
     pub start_order: Vec<String>,
@@ -119,6 +122,19 @@ impl System {
     pub fn zone_of(&self, name: &str) -> Option<&DnsZone> {
         let name = name.trim_start_matches("*.");
         self.dns.iter().filter(|z| name == z.zone || name.ends_with(&format!(".{}", z.zone))).max_by_key(|z| z.zone.len())
+    }
+
+    /// Every name that points at an edge host, with that host and the edge service: routes'
+    /// hostnames, then streams' (`hostname`) not already a route's. The DNS records kiln manages.
+    pub fn edge_names(&self) -> Vec<(&str, &str, &str)> {
+        let mut out: Vec<(&str, &str, &str)> =
+            self.routes.iter().map(|r| (r.hostname.as_str(), r.edge_host.as_str(), r.edge_service.as_str())).collect();
+        for st in &self.streams {
+            if let Some(h) = st.hostname.as_deref().filter(|h| !out.iter().any(|(n, _, _)| n == h)) {
+                out.push((h, st.edge_host.as_str(), st.edge_service.as_str()));
+            }
+        }
+        out
     }
 
     /// Every secret a host needs: its services' and, where it backs up data, the backup's.
@@ -548,6 +564,28 @@ pub struct Route {
     /// answers without `X-Frame-Options`): declared, and derived for an embeddable module from
     /// the public routes of the services that connect to it. Sorted, no duplicates.
     pub frame_ancestors: Vec<String>,
+    pub edge_service: String,
+    pub edge_host: String,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// A TCP or UDP port an edge (Traefik) listens on and forwards, connection by connection or
+/// datagram by datagram, to a service's endpoint (`[streams.NAME]`).
+#[derive(Debug, Serialize)]
+pub struct Stream {
+    pub name: String,
+    pub protocol: Protocol,
+    /// The public port on the edge host.
+    pub port: u16,
+    pub service: String,
+    pub endpoint: String,
+    /// Where the edge forwards: `address:port`.
+    pub upstream: String,
+    /// Only these sources may connect; empty: anyone.
+    pub allow: Vec<Cidr>,
+    /// A DNS name pointing at the edge host, if the stream has one.
+    pub hostname: Option<String>,
     pub edge_service: String,
     pub edge_host: String,
     #[serde(skip)]

@@ -175,12 +175,12 @@ pub fn facts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &So
     firewall.dedup();
     let mut dns = Vec::new();
     for z in &sys.dns {
-        for r in sys.routes.iter().filter(|r| r.hostname == z.zone || r.hostname.ends_with(&format!(".{}", z.zone))) {
+        for (name, edge_host, _) in sys.edge_names().into_iter().filter(|(n, _, _)| *n == z.zone || n.ends_with(&format!(".{}", z.zone))) {
             dns.push(FactRecord {
-                name: r.hostname.clone(),
+                name: name.to_string(),
                 zone: z.zone.clone(),
                 provider: z.provider.clone(),
-                target: r.edge_host.clone(),
+                target: edge_host.to_string(),
             });
         }
     }

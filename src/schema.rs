@@ -412,6 +412,43 @@ const ROUTE: &[Key] = &[
     .eg("[\"https://chat.example.org\"]"),
 ];
 
+const STREAM: &[Key] = &[
+    key("service", NAME_T, "The service the edge forwards to.").req().eg("\"forge\""),
+    key("endpoint", STR, "The service's endpoint the edge forwards to.")
+        .says("the module's only endpoint of the stream's protocol that is not HTTP")
+        .eg("\"ssh\""),
+    key(
+        "port",
+        Ty::Int { min: 1, max: 65535 },
+        "The public port the edge listens on; not 22/tcp (sshd), 80/tcp, 443 or 8082/tcp (the edge's own).",
+    )
+    .req()
+    .eg("2222"),
+    key(
+        "protocol",
+        Ty::Enum(&["tcp", "udp"]),
+        "`tcp`: each connection is forwarded as it is (Traefik's `HostSNI(`*`)` router); `udp`: each datagram. Must be the endpoint's.",
+    )
+    .says("the endpoint's"),
+    key("edge", NAME_T, "The edge service (module `traefik`: Caddy forwards HTTP only) that listens on the port.")
+        .says("the system's only edge")
+        .eg("\"traefik\""),
+    key(
+        "hostname",
+        Ty::Text(DOMAIN),
+        "A DNS name for the edge host, given an A record in its `[dns]` zone like a route's (not proxied: a CDN forwards HTTP only).",
+    )
+    .says("no name of its own")
+    .eg("\"git.example.com\""),
+    key(
+        "allow",
+        Ty::List(&Ty::Text(SOURCE)),
+        "Only these sources may connect: the firewall opens the port to them alone (and a TCP stream's Traefik router refuses others).",
+    )
+    .says("any source")
+    .eg("[\"203.0.113.0/24\"]"),
+];
+
 const SECRET: &[Key] = &[
     key(
         "file",
@@ -596,6 +633,11 @@ pub const ROOT: &[Key] = &[
         "databases",
         Ty::Map(NAME, "NAME", &Ty::Table(DATABASE)),
         "Managed databases the provider runs (the password is an OpenTofu variable).",
+    ),
+    key(
+        "streams",
+        Ty::Map(NAME, "NAME", &Ty::Table(STREAM)),
+        "TCP and UDP ports a Traefik edge forwards as they are to a service's endpoint (Git over SSH, a game server, an SMTP relay): an entry point and a TCP/UDP router each; kiln derives the firewall, the edge's published port and the DNS record of its `hostname`.",
     ),
     key(
         "allow",

@@ -62,12 +62,29 @@ struct ShowRoute<'a> {
     auth: Option<&'a str>,
 }
 
+/// `[streams.NAME]`: a TCP/UDP port an edge forwards.
+#[derive(Serialize)]
+struct ShowStream<'a> {
+    name: &'a str,
+    /// `PORT/PROTOCOL` on the edge host.
+    port: String,
+    service: &'a str,
+    endpoint: &'a str,
+    upstream: &'a str,
+    edge: &'a str,
+    hostname: Option<&'a str>,
+    /// Who may connect; empty: anyone.
+    allow: Vec<String>,
+}
+
 #[derive(Serialize)]
 struct Show<'a> {
     system: &'a str,
     hosts: BTreeMap<&'a str, ShowHost<'a>>,
     services: BTreeMap<&'a str, ShowService<'a>>,
     routes: Vec<ShowRoute<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    streams: Vec<ShowStream<'a>>,
     start_order: &'a [String],
     /// Secret references (name → file and key); never a value.
     secrets: &'a std::collections::BTreeMap<String, crate::model::Secret>,
@@ -140,6 +157,20 @@ fn view(c: &Compiled) -> Show<'_> {
                 auth: r.auth.as_ref().map(|a| a.service.as_str()),
             })
             .collect(),
+        streams: sys
+            .streams
+            .iter()
+            .map(|st| ShowStream {
+                name: &st.name,
+                port: format!("{}/{}", st.port, st.protocol.name()),
+                service: &st.service,
+                endpoint: &st.endpoint,
+                upstream: &st.upstream,
+                edge: &st.edge_service,
+                hostname: st.hostname.as_deref(),
+                allow: st.allow.iter().map(|c| c.to_string()).collect(),
+            })
+            .collect(),
         start_order: &sys.start_order,
         secrets: &sys.secrets,
     }
@@ -192,6 +223,18 @@ pub fn show_text(c: &Compiled) -> String {
         for r in &v.routes {
             let auth = r.auth.map(|a| format!(" (auth: {a})")).unwrap_or_default();
             let _ = writeln!(o, "  {} → {} at {} via {}{auth}", r.hostname, r.service, r.upstream, r.edge);
+        }
+    }
+    if !v.streams.is_empty() {
+        let _ = writeln!(o, "\nstreams");
+        for st in &v.streams {
+            let name = st.hostname.map(|h| format!(" ({h})")).unwrap_or_default();
+            let from = if st.allow.is_empty() { "anywhere".to_string() } else { st.allow.join(", ") };
+            let _ = writeln!(
+                o,
+                "  {} {}{name} → {}.{} at {} via {}, from {from}",
+                st.name, st.port, st.service, st.endpoint, st.upstream, st.edge
+            );
         }
     }
     // The images services run where the system chose them (`version`/`image`): a canary shows.

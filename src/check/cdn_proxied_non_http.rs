@@ -12,7 +12,8 @@ pub const RULE: Rule = Rule {
 CDN forwards only HTTP and HTTPS. A client that looks up the name to reach another protocol — \
 Matrix federation on 8448, a TURN or Jitsi media port, SSH for git — connects to the CDN and is \
 dropped. Serve such ports under a name that is not proxied (`proxied = false` on a zone of its \
-own), or through a tunnel built for the protocol.",
+own), or through a tunnel built for the protocol. A stream (`[streams.NAME]`) is such a port: \
+its `hostname` must not be proxied, and without one, neither may a route's name on its edge host.",
     allowable: true,
     check,
 };
@@ -51,6 +52,32 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             .secondary(r.span, "a proxied name of this host")
             .help("put the name clients use for this port in a zone with `proxied = false`")
             .about("services", &s.name),
+        );
+    }
+    for st in &sys.streams {
+        let port = format!("{}/{}", st.port, st.protocol.name());
+        let d = match &st.hostname {
+            Some(h) if proxied(sys, h) => {
+                Diagnostic::error(RULE.id, format!("stream `{}` forwards {port} under `{h}`, a name the CDN proxies", st.name))
+                    .primary(st.span, "not HTTP: the CDN drops it")
+            }
+            Some(_) => continue,
+            None => {
+                let Some(r) = sys.routes.iter().find(|r| r.edge_host == st.edge_host && proxied(sys, &r.hostname)) else { continue };
+                Diagnostic::error(
+                    RULE.id,
+                    format!(
+                        "stream `{}` forwards {port} on host `{}`, whose name `{}` is proxied by the CDN",
+                        st.name, st.edge_host, r.hostname
+                    ),
+                )
+                .primary(st.span, "not HTTP: the CDN drops it")
+                .secondary(r.span, "a proxied name of this host")
+            }
+        };
+        out.push(
+            d.help("give the stream a `hostname` in a zone with `proxied = false`: clients connect to the edge's own address there")
+                .about("services", &st.service),
         );
     }
     out

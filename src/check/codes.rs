@@ -264,7 +264,27 @@ service's module must declare `[forward_auth]`. The help line names modules that
         "Some route features need a particular edge: rate limits, CrowdSec bouncers and DNS-01 \
 certificates need Traefik (the distributions' Caddy has no such modules), and \
 `fail2ban_http` needs a native Caddy or a Traefik edge on the host whose access log it can \
-watch. Terminate the route on a Traefik edge, or drop the feature.",
+watch; a stream (`[streams.NAME]`, TCP or UDP forwarded as it is) needs Traefik, Caddy proxies \
+HTTP only. Terminate the route or stream on a Traefik edge, or drop the feature.",
+    ),
+    code(
+        "E0046",
+        "a stream's public port an edge host cannot give it",
+        "A stream (`[streams.NAME]`) listens on its `port` on the edge host, as a Traefik entry point \
+published on every address. One port and protocol of a host forwards to one endpoint: two \
+streams on it, or a port the edge host already uses — 80/tcp and 443/tcp and udp (the edge's \
+HTTP, HTTPS and HTTP/3 entry points), 8082/tcp (Traefik's ping and metrics), 22/tcp (sshd, on \
+every host) — would fail when the edge starts, or take SSH from the admins. Give the stream \
+another port (Git over SSH on 2222, say). A stream's `hostname` is likewise one name for one \
+address: a name a route or stream on another host already has is refused.",
+    ),
+    code(
+        "E0047",
+        "a stream whose protocol is not its endpoint's",
+        "A stream forwards TCP connections or UDP datagrams as they are; the service's endpoint \
+(`[endpoints.NAME] protocol` in its module) receives one or the other. A UDP stream to a TCP \
+endpoint, or the reverse, would forward packets nothing listens for. Write the endpoint's \
+protocol, leave `protocol` out (the stream takes the endpoint's), or name another endpoint.",
     ),
     code(
         "E0050",

@@ -132,6 +132,47 @@ pub fn derive(sys: &mut System) {
         }
     }
 
+    // Streams: the public port on the edge host, from the stream's sources only; the edge
+    // reaches the endpoint as it reaches a route's.
+    for st in &sys.streams {
+        let sources = (!st.allow.is_empty()).then(|| st.allow.clone());
+        let why = format!("stream `{}`", st.name);
+        rules.get_mut(&st.edge_host).unwrap().open(st.port, st.protocol, sources, format!("{why} forwarded by `{}`", st.edge_service));
+        let edge_svc = &sys.services[&st.edge_service];
+        if edge_svc.container.is_some() {
+            publish.entry(st.edge_service.clone()).or_default().push(Publish {
+                bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                port: st.port,
+                protocol: st.protocol,
+                target: st.port,
+            });
+        }
+        let svc = &sys.services[&st.service];
+        let Some(ep) = svc.endpoint(&st.endpoint) else { continue };
+        if svc.host == st.edge_host {
+            if edge_svc.container.is_some() && svc.container.is_some() {
+                continue; // the Compose network connects them
+            }
+            publish.entry(st.service.clone()).or_default().push(Publish {
+                bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port: ep.host_port,
+                protocol: ep.protocol,
+                target: ep.port,
+            });
+            continue;
+        }
+        let (Some(from), Some(bind)) = (private(&st.edge_host), private(&svc.host)) else {
+            continue;
+        };
+        rules.get_mut(&svc.host).unwrap().open(
+            ep.host_port,
+            ep.protocol,
+            Some(vec![host_cidr(from)]),
+            format!("{why} from `{}`", st.edge_host),
+        );
+        publish.entry(st.service.clone()).or_default().push(Publish { bind, port: ep.host_port, protocol: ep.protocol, target: ep.port });
+    }
+
     // Exposed endpoints: open to everyone on the host's addresses, without an edge.
     for (name, s) in &sys.services {
         for e in &s.expose {

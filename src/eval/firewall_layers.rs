@@ -218,6 +218,23 @@ pub fn compose_links(sys: &System) -> Vec<ComposeLink<'_>> {
             why: format!("route `{}`", r.hostname),
         });
     }
+    for st in &sys.streams {
+        let (Some(edge), Some(t)) = (sys.services.get(&st.edge_service), sys.services.get(&st.service)) else { continue };
+        if edge.host != t.host || edge.container.is_none() || t.container.is_none() {
+            continue;
+        }
+        let Some(ep) = t.endpoint(&st.endpoint) else { continue };
+        let Some(network) = shared_network(edge, t) else { continue };
+        out.push(ComposeLink {
+            host: &t.host,
+            from: &edge.name,
+            to: &t.name,
+            port: ep.port,
+            protocol: ep.protocol.name(),
+            network,
+            why: format!("stream `{}`", st.name),
+        });
+    }
     out.sort_by(|a, b| (a.host, a.to, a.port, a.from, &a.why).cmp(&(b.host, b.to, b.port, b.from, &b.why)));
     out.dedup_by(|a, b| (a.host, a.from, a.to, a.port, &a.why) == (b.host, b.from, b.to, b.port, &b.why));
     out

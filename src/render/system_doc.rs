@@ -155,6 +155,11 @@ fn detailed(sys: &System) -> Drawing {
         d.edge(format_args!("  internet -->|\"{}\"| {}", label(&r.hostname), id("svc", &r.edge_service)));
         d.edge(format_args!("  {} -.-> {}", id("svc", &r.edge_service), id("svc", &r.service)));
     }
+    for st in &sys.streams {
+        let port = label(&format!("{}/{}", st.port, st.protocol.name()));
+        d.edge(format_args!("  internet -->|\"{port}\"| {}", id("svc", &st.edge_service)));
+        d.edge(format_args!("  {} -.-> {}", id("svc", &st.edge_service), id("svc", &st.service)));
+    }
     for s in sys.services.values() {
         for dep in &s.deps {
             let arrow = if dep.derived { "-.->" } else { "-->" };
@@ -305,6 +310,11 @@ fn firewall(o: &mut String, sys: &System) {
     o.push_str(
         "Each rule is enforced where its packets pass: the provider's firewall sees only what it filters (Hetzner Cloud firewalls and Scaleway security groups the public interfaces, DigitalOcean cloud firewalls every interface, the VPC's included); ufw on the host what a host process answers; `DOCKER-USER` sends what Docker publishes through ufw's route rules; containers on one host reach each other on their Compose network, with no port published.\n\n",
     );
+    if !sys.streams.is_empty() {
+        o.push_str(
+            "A stream (`[streams.NAME]`) opens its public port on its edge host only, to its `allow` sources (anyone without them; Traefik also refuses other TCP sources itself), and its service's endpoint only to the edge: from the edge host's private address, or over the Compose network when both run on one host.\n\n",
+        );
+    }
     o.push_str("| host | port | from | because | enforced by |\n|---|---|---|---|---|\n");
     // Grouped by host once: a scan of every link for every host is quadratic in a fleet.
     let mut links: BTreeMap<&str, Vec<layers::ComposeLink<'_>>> = BTreeMap::new();
@@ -373,6 +383,14 @@ fn dns(o: &mut String, sys: &System) {
             crate::syntax::system::TlsMode::Internal => "edge's local CA",
         };
         let _ = writeln!(o, "| `{}` | {zname} | `{}` on `{}` | {proxied} | {tls} |", r.hostname, r.edge_service, r.edge_host);
+    }
+    // Streams' own names (a route's name is listed above): no certificate, the edge forwards bytes.
+    for (name, edge_host, edge_service) in sys.edge_names().into_iter().skip(sys.routes.len()) {
+        let (zname, proxied) = match sys.zone_of(name) {
+            Some(z) => (format!("`{}` ({})", z.zone, z.provider), if z.proxied { "yes" } else { "no" }),
+            None => ("not managed by kiln".to_string(), "—"),
+        };
+        let _ = writeln!(o, "| `{name}` | {zname} | `{edge_service}` on `{edge_host}` | {proxied} | none (TCP/UDP stream) |");
     }
     o.push('\n');
 }

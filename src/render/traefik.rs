@@ -1,13 +1,15 @@
-//! Traefik v3 emitter: the static configuration (entry points with the HTTPS redirect,
-//! certificate resolvers for HTTP-01 and DNS-01, the file provider, access logs, metrics, ping)
-//! and one dynamic file (a router, a service and middlewares per route) for each Traefik edge.
+//! Traefik v3 emitter: the static configuration (entry points with the HTTPS redirect, one per
+//! stream, certificate resolvers for HTTP-01 and DNS-01, the file provider, access logs,
+//! metrics, ping) and one dynamic file (a router, a service and middlewares per route; a TCP or
+//! UDP router and service per stream) for each Traefik edge.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::model::{ForwardAuth, Host, Route, Service, System};
+use crate::model::{ForwardAuth, Host, Route, Service, Stream, System};
 use crate::render::yaml;
+use crate::syntax::module::Protocol;
 use crate::syntax::system::TlsMode;
 
 /// Where the Traefik container finds its configuration.
@@ -20,7 +22,7 @@ pub const INTERNAL_PORT: u16 = 8082;
 #[serde(rename_all = "camelCase")]
 struct Static {
     global: Global,
-    entry_points: BTreeMap<&'static str, EntryPoint>,
+    entry_points: BTreeMap<String, EntryPoint>,
     providers: Providers,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     certificates_resolvers: BTreeMap<&'static str, Resolver>,
@@ -150,14 +152,24 @@ fn edge_routes<'a>(sys: &'a System, host: &Host, here: &[&'a Route]) -> Option<(
     Some((edge, here.iter().copied().filter(|r| r.edge_service == edge.name).collect()))
 }
 
+/// The streams an edge forwards, in name order.
+fn edge_streams<'a>(sys: &'a System, edge: &'a Service) -> impl Iterator<Item = &'a Stream> {
+    sys.streams.iter().filter(move |s| s.edge_service == edge.name)
+}
+
+/// A stream's entry point (and router, service) name: stream names are unique in the system.
+pub fn entry_point(st: &Stream) -> String {
+    format!("stream-{}", st.name)
+}
+
 /// The static configuration for a host running a Traefik edge.
 pub fn emit_static(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
-    let (_, routes) = edge_routes(sys, host, here)?;
+    let (edge, routes) = edge_routes(sys, host, here)?;
     let trusted =
         sys.cdn.as_deref().map(|c| TrustedIps { trusted_ips: crate::eval::cdn::ranges(c).iter().map(|r| r.to_string()).collect() });
     let mut entry_points = BTreeMap::new();
     entry_points.insert(
-        "web",
+        "web".to_string(),
         EntryPoint {
             address: ":80".into(),
             http: Some(EntryHttp {
@@ -167,8 +179,21 @@ pub fn emit_static(sys: &System, host: &Host, here: &[&Route]) -> Option<String>
             forwarded_headers: None,
         },
     );
-    entry_points.insert("websecure", EntryPoint { address: ":443".into(), http: None, http3: Some(Empty {}), forwarded_headers: trusted });
-    entry_points.insert("internal", EntryPoint { address: format!(":{INTERNAL_PORT}"), http: None, http3: None, forwarded_headers: None });
+    entry_points.insert(
+        "websecure".to_string(),
+        EntryPoint { address: ":443".into(), http: None, http3: Some(Empty {}), forwarded_headers: trusted },
+    );
+    entry_points.insert(
+        "internal".to_string(),
+        EntryPoint { address: format!(":{INTERNAL_PORT}"), http: None, http3: None, forwarded_headers: None },
+    );
+    // A stream's own entry point: `:PORT/tcp` or `:PORT/udp` (Traefik's address syntax).
+    for st in edge_streams(sys, edge) {
+        entry_points.insert(
+            entry_point(st),
+            EntryPoint { address: format!(":{}/{}", st.port, st.protocol.name()), http: None, http3: None, forwarded_headers: None },
+        );
+    }
     let mut resolvers = BTreeMap::new();
     if routes.iter().any(|r| r.tls == TlsMode::Acme) {
         resolvers.insert(
@@ -215,6 +240,59 @@ pub fn emit_static(sys: &System, host: &Host, here: &[&Route]) -> Option<String>
 #[derive(Serialize)]
 struct Dynamic {
     http: Http,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp: Option<Tcp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp: Option<Udp>,
+}
+
+/// Plain TCP routers: without TLS there is no name to route by, so each matches every
+/// connection (`HostSNI(`*`)`) on its own entry point.
+#[derive(Serialize, Default)]
+struct Tcp {
+    routers: BTreeMap<String, TcpRouter>,
+    services: BTreeMap<String, StreamService>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    middlewares: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TcpRouter {
+    entry_points: Vec<String>,
+    rule: &'static str,
+    service: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    middlewares: Vec<String>,
+}
+
+#[derive(Serialize, Default)]
+struct Udp {
+    routers: BTreeMap<String, UdpRouter>,
+    services: BTreeMap<String, StreamService>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UdpRouter {
+    entry_points: Vec<String>,
+    service: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StreamService {
+    load_balancer: StreamBalancer,
+}
+
+#[derive(Serialize)]
+struct StreamBalancer {
+    servers: Vec<StreamServer>,
+}
+
+#[derive(Serialize)]
+struct StreamServer {
+    address: String,
 }
 
 #[derive(Serialize)]
@@ -322,7 +400,7 @@ fn security_headers(frame_ancestors: Option<&str>) -> serde_json::Value {
 
 /// The dynamic configuration (file provider) for a host running a Traefik edge.
 pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
-    let (_, routes) = edge_routes(sys, host, here)?;
+    let (edge, routes) = edge_routes(sys, host, here)?;
     let mut http = Http { routers: BTreeMap::new(), services: BTreeMap::new(), middlewares: BTreeMap::new() };
     http.middlewares.insert("security-headers".into(), security_headers(None));
     http.middlewares.insert("compress".into(), serde_json::json!({ "compress": {} }));
@@ -415,7 +493,40 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
             LbService { load_balancer: LoadBalancer { servers: vec![Server { url: upstream_url(r) }], pass_host_header: true } },
         );
     }
-    Some(yaml(&Dynamic { http }))
+    let (tcp, udp) = streams(sys, edge);
+    Some(yaml(&Dynamic { http, tcp, udp }))
+}
+
+/// The TCP and UDP sections for an edge's streams (`None` where it has none). A TCP stream's
+/// `allow` is also Traefik's TCP `ipAllowList` (behind the firewall's rule); UDP routers take no
+/// middlewares, so there the firewall alone keeps other sources out.
+fn streams(sys: &System, edge: &Service) -> (Option<Tcp>, Option<Udp>) {
+    let (mut tcp, mut udp) = (Tcp::default(), Udp::default());
+    for st in edge_streams(sys, edge) {
+        let name = entry_point(st);
+        let service = StreamService { load_balancer: StreamBalancer { servers: vec![StreamServer { address: st.upstream.clone() }] } };
+        match st.protocol {
+            Protocol::Tcp => {
+                let mut middlewares = Vec::new();
+                if !st.allow.is_empty() {
+                    let m = format!("{name}-allow");
+                    let ranges: Vec<String> = st.allow.iter().map(|c| c.to_string()).collect();
+                    tcp.middlewares.insert(m.clone(), serde_json::json!({ "ipAllowList": { "sourceRange": ranges } }));
+                    middlewares.push(m);
+                }
+                tcp.routers.insert(
+                    name.clone(),
+                    TcpRouter { entry_points: vec![name.clone()], rule: "HostSNI(`*`)", service: name.clone(), middlewares },
+                );
+                tcp.services.insert(name, service);
+            }
+            Protocol::Udp => {
+                udp.routers.insert(name.clone(), UdpRouter { entry_points: vec![name.clone()], service: name.clone() });
+                udp.services.insert(name, service);
+            }
+        }
+    }
+    ((!tcp.routers.is_empty()).then_some(tcp), (!udp.routers.is_empty()).then_some(udp))
 }
 
 /// The URL Traefik proxies a route to: `h2c://` when the endpoint speaks HTTP/2 without TLS

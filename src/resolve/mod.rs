@@ -28,6 +28,7 @@ mod routes;
 mod secrets;
 mod services;
 mod slots;
+mod streams;
 
 use services::*;
 
@@ -143,6 +144,7 @@ impl<'a> Resolver<'a> {
         let services = self.index("service", files.iter().flat_map(|f| &f.services), |s| &s.name);
         let routes = self.index("route", files.iter().flat_map(|f| &f.routes), |r| &r.hostname);
         let secrets = self.index("secret", files.iter().flat_map(|f| &f.secrets), |s| &s.name);
+        let streams = self.index("stream", files.iter().flat_map(|f| &f.streams), |s| &s.name);
         let cdns: Vec<&CdnDecl> = files.iter().filter_map(|f| f.cdn.as_ref()).collect();
 
         let networks: BTreeMap<String, types::Cidr> =
@@ -175,6 +177,7 @@ impl<'a> Resolver<'a> {
             }
         }
         let model_routes = self.routes(&routes, &model_services, &model_hosts);
+        let model_streams = self.streams(&streams, &model_services, &model_hosts, &model_routes);
         let model_admins = admins
             .values()
             .map(|a| Admin {
@@ -208,6 +211,7 @@ impl<'a> Resolver<'a> {
             hosts: model_hosts,
             services: model_services,
             routes: model_routes,
+            streams: model_streams,
             secrets: model_secrets,
             start_order: Vec::new(),
             providers: providers.iter().filter_map(|(k, p)| Some((k.clone(), p.kind.as_ref()?.value))).collect(),

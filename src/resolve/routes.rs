@@ -45,13 +45,59 @@ impl<'a> Resolver<'a> {
         self.inputs.files.iter().flat_map(|f| &f.services).any(|s| s.name.value == name)
     }
 
+    /// The edge that terminates a route or stream (`what`): the one `named`, else the system's
+    /// only edge; `None` once reported (or, when the edge may be a service that failed to
+    /// resolve, with its own error the report). `module` is the edge module the help suggests.
+    pub(super) fn pick_edge<'s>(
+        &mut self,
+        named: Option<&Sp<String>>,
+        services: &'s BTreeMap<String, Service>,
+        at: Span,
+        what: &str,
+        module: &str,
+    ) -> Option<&'s Service> {
+        let edges: Vec<&Service> = services.values().filter(|s| s.edge.is_some()).collect();
+        match named {
+            Some(e) => match services.get(&e.value) {
+                Some(s) if s.edge.is_some() => Some(s),
+                Some(_) => {
+                    self.err(
+                        Diagnostic::error("E0042", format!("service `{}` is not an edge proxy", e.value))
+                            .primary(e.span, "cannot terminate routes"),
+                    );
+                    None
+                }
+                None => {
+                    if !self.declared_service(&e.value) {
+                        self.unknown("service", e, edges.iter().map(|s| &s.name), "services");
+                    }
+                    None
+                }
+            },
+            None if edges.len() == 1 => Some(edges[0]),
+            // A service that did not resolve (its error is reported) may be the edge.
+            None if self.inputs.files.iter().flat_map(|f| &f.services).any(|s| !services.contains_key(&s.name.value)) => None,
+            None => {
+                self.err(
+                    Diagnostic::error("E0043", format!("{what} has no edge to terminate it"))
+                        .primary(at, if edges.is_empty() { "no edge proxy in the system" } else { "several edge proxies" })
+                        .help(if edges.is_empty() {
+                            format!("add a service of module `{module}` on a public host")
+                        } else {
+                            format!("add `edge = \"{}\"`", edges[0].name)
+                        }),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn routes(
         &mut self,
         routes: &BTreeMap<String, &'a RouteDecl>,
         services: &BTreeMap<String, Service>,
         hosts: &BTreeMap<String, Host>,
     ) -> Vec<Route> {
-        let edges: Vec<&Service> = services.values().filter(|s| s.edge.is_some()).collect();
         let mut out = Vec::new();
         for (hostname, r) in routes {
             let Some(svc_ref) = &r.service else { continue };
@@ -93,38 +139,8 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             };
-            let edge = match &r.edge {
-                Some(e) => match services.get(&e.value) {
-                    Some(s) if s.edge.is_some() => s,
-                    Some(_) => {
-                        self.err(
-                            Diagnostic::error("E0042", format!("service `{}` is not an edge proxy", e.value))
-                                .primary(e.span, "cannot terminate routes"),
-                        );
-                        continue;
-                    }
-                    None => {
-                        if !self.declared_service(&e.value) {
-                            self.unknown("service", e, edges.iter().map(|s| &s.name), "services");
-                        }
-                        continue;
-                    }
-                },
-                None if edges.len() == 1 => edges[0],
-                // A service that did not resolve (its error is reported) may be the edge.
-                None if self.inputs.files.iter().flat_map(|f| &f.services).any(|s| !services.contains_key(&s.name.value)) => continue,
-                None => {
-                    self.err(
-                        Diagnostic::error("E0043", format!("route `{hostname}` has no edge to terminate it"))
-                            .primary(r.hostname.span, if edges.is_empty() { "no edge proxy in the system" } else { "several edge proxies" })
-                            .help(if edges.is_empty() {
-                                "add a service of module `caddy` on a public host".to_string()
-                            } else {
-                                format!("add `edge = \"{}\"`", edges[0].name)
-                            }),
-                    );
-                    continue;
-                }
+            let Some(edge) = self.pick_edge(r.edge.as_ref(), services, r.hostname.span, &format!("route `{hostname}`"), "caddy") else {
+                continue;
             };
             let Some(upstream) = upstream_address(svc, endpoint, edge, hosts) else {
                 self.err(

@@ -6,5 +6,6 @@ pub mod deploy;
 pub mod expand;
 pub mod memory_fit;
 pub mod module;
+pub mod streams;
 pub mod system;
 pub mod tree;

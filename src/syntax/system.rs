@@ -17,6 +17,8 @@ pub struct SystemFile {
     pub hosts: Vec<HostDecl>,
     pub services: Vec<ServiceDecl>,
     pub routes: Vec<RouteDecl>,
+    /// `[streams.NAME]`: TCP/UDP ports the edge forwards (`crate::syntax::streams`).
+    pub streams: Vec<crate::syntax::streams::StreamDecl>,
     pub secrets: Vec<SecretDecl>,
     pub cdn: Option<CdnDecl>,
     pub dns: Vec<DnsZoneDecl>,
@@ -542,6 +544,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         t.finish();
         Some(d)
     });
+    out.streams = crate::syntax::streams::read(&mut r, sink);
     out.dns = r.named("dns", |name, mut t| {
         let zone = typed(Some(name), sink, |s| types::parse_domain(s, false))?;
         let d = DnsZoneDecl {

@@ -61,17 +61,18 @@ pub(super) fn dns_records(
         let zname = rname(&z.zone);
         zone(z, resources, data, variables);
         let zref = zone_ref(z);
-        let routes: Vec<_> = sys.routes.iter().filter(|r| r.hostname == z.zone || r.hostname.ends_with(&format!(".{}", z.zone))).collect();
+        // Routes' hostnames and streams' names (`System::edge_names`), each at its edge host.
+        let names: Vec<_> = sys.edge_names().into_iter().filter(|(n, _, _)| *n == z.zone || n.ends_with(&format!(".{}", z.zone))).collect();
         let mut proxied_records = 0;
-        for r in routes {
-            let Some((v4, v6)) = public_ip.get(r.edge_host.as_str()) else { continue };
+        for (hostname, edge_host, edge_service) in names {
+            let Some((v4, v6)) = public_ip.get(edge_host) else { continue };
             // AAAA only where the edge answers on IPv6: a native edge listens on every address;
             // Docker publishes a containerised edge's ports on 0.0.0.0, IPv4 only.
-            let v6 = if sys.services[&r.edge_service].container.is_none() { v6 } else { &None };
-            let label = r.hostname.strip_suffix(&format!(".{}", z.zone)).unwrap_or("@");
+            let v6 = if sys.services[edge_service].container.is_none() { v6 } else { &None };
+            let label = hostname.strip_suffix(&format!(".{}", z.zone)).unwrap_or("@");
             for (ty, value) in [("A", v4.clone()), ("AAAA", v6.clone())] {
                 let Some(value) = value else { continue };
-                let rn = format!("{}_{}", rname(&r.hostname.replace('*', "wildcard")), ty.to_lowercase());
+                let rn = format!("{}_{}", rname(&hostname.replace('*', "wildcard")), ty.to_lowercase());
                 match z.provider_kind {
                     ProviderKind::Cloudflare => {
                         proxied_records += usize::from(z.proxied);
@@ -79,7 +80,7 @@ pub(super) fn dns_records(
                             resources,
                             "cloudflare_dns_record",
                             &rn,
-                            json!({ "zone_id": expr(zref.clone()), "name": r.hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
+                            json!({ "zone_id": expr(zref.clone()), "name": hostname, "type": ty, "content": value, "ttl": 1, "proxied": z.proxied }),
                         )
                     }
                     ProviderKind::Hetzner => add(
