@@ -14,21 +14,17 @@ and `expose` opens a service's endpoint to the internet. A host declared without
 has no public address, so those ports can never be reached from outside: the route or endpoint \
 would be dead on arrival. Place the edge (or the exposed service) on a public host, or reach the \
 private host through a tunnel: routes on a host that runs `cloudflared` arrive through it and \
-need no public address.",
+need no public address, when the connector shares a Compose network with the route's edge \
+container (the tunnel's ingress sends each hostname to `https://<edge>:443`).",
     allowable: true,
     check,
 };
-
-/// A host whose routes arrive through an outbound tunnel (cloudflared) needs no public address.
-fn tunnelled(sys: &System, host: &str) -> bool {
-    sys.services.values().any(|s| s.host == host && s.module == "cloudflared")
-}
 
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
     let mut out: Vec<Diagnostic> = sys
         .routes
         .iter()
-        .filter(|r| !sys.hosts[&r.edge_host].public && !tunnelled(sys, &r.edge_host))
+        .filter(|r| !sys.hosts[&r.edge_host].public && crate::eval::tunnel::carrier(sys, r).is_none())
         .map(|r| {
             Diagnostic::error(
                 RULE.id,
@@ -36,7 +32,13 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             )
             .primary(r.span, "this route needs a public edge")
             .secondary(sys.hosts[&r.edge_host].span, "not public")
-            .help(format!("set `public = true` on host `{}` or place the edge on a public host", r.edge_host))
+            .help(match crate::eval::tunnel::connector(sys, &r.edge_host) {
+                Some(c) => format!(
+                    "`{}` runs on this host but cannot reach `{}` by name: put both containers on one bridge",
+                    c.name, r.edge_service
+                ),
+                None => format!("set `public = true` on host `{}` or place the edge on a public host", r.edge_host),
+            })
             .about("routes", &r.hostname)
         })
         .collect();

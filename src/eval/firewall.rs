@@ -71,14 +71,19 @@ pub fn derive(sys: &mut System) {
         rules.get_mut(name).unwrap().open(22, Protocol::Tcp, sources, reason);
     }
 
-    // Routes: 80/443 on the edge host; the upstream port from the edge's private address.
+    // Routes: 80/443 on the edge host, unless the route arrives through a tunnel (its
+    // connector dials out and reaches the edge on their Compose network); the upstream port
+    // from the edge's private address.
     let cdn = sys.cdn.as_deref().map(crate::eval::cdn::ranges);
     for r in &sys.routes {
+        let tunnelled = super::tunnel::carrier(sys, r).is_some();
         let edge = rules.get_mut(&r.edge_host).unwrap();
         let reason = |p: &str| format!("{p} for routes terminated by `{}`", r.edge_service);
-        edge.open(80, Protocol::Tcp, cdn.clone(), reason("http"));
-        edge.open(443, Protocol::Tcp, cdn.clone(), reason("https"));
-        edge.open(443, Protocol::Udp, cdn.clone(), reason("http/3"));
+        if !tunnelled {
+            edge.open(80, Protocol::Tcp, cdn.clone(), reason("http"));
+            edge.open(443, Protocol::Tcp, cdn.clone(), reason("https"));
+            edge.open(443, Protocol::Udp, cdn.clone(), reason("http/3"));
+        }
         let mut upstreams = vec![(r.service.as_str(), r.endpoint.as_str(), format!("route `{}`", r.hostname))];
         for (fa, what) in [(&r.auth, "forward auth"), (&r.crowdsec, "crowdsec bouncer")] {
             if let Some(a) = fa {
@@ -86,7 +91,7 @@ pub fn derive(sys: &mut System) {
             }
         }
         let edge_svc = &sys.services[&r.edge_service];
-        if edge_svc.container.is_some() {
+        if edge_svc.container.is_some() && !tunnelled {
             // A containerised edge listens through published ports, on every address.
             for (port, protocol) in [(80, Protocol::Tcp), (443, Protocol::Tcp), (443, Protocol::Udp)] {
                 publish.entry(r.edge_service.clone()).or_default().push(Publish {

@@ -171,7 +171,7 @@ pub struct ComposeLink<'a> {
 }
 
 /// The Compose network two containers on one host share (`default` when neither names one).
-fn shared_network(a: &crate::model::Service, b: &crate::model::Service) -> Option<String> {
+pub(crate) fn shared_network(a: &crate::model::Service, b: &crate::model::Service) -> Option<String> {
     let host_net = |s: &crate::model::Service| s.container.as_ref().is_some_and(|c| c.network_mode.as_deref() == Some("host"));
     if host_net(a) || host_net(b) {
         return None;

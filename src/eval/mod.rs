@@ -6,3 +6,4 @@ pub mod egress;
 pub mod firewall;
 pub mod firewall_layers;
 pub mod order;
+pub mod tunnel;

@@ -2,10 +2,12 @@
 //! firewalls, volumes and DNS records for each provider, credentials from sensitive
 //! variables, and immutable replacement: every server carries its host's closure hash and is
 //! replaced when that hash changes (`replace_triggered_by` on a `terraform_data`). DNS zones
-//! and records are in `tofu/dns.rs`, buckets in `tofu/buckets.rs`.
+//! and records are in `tofu/dns.rs`, buckets in `tofu/buckets.rs`, Cloudflare tunnels (with
+//! their ingress and CNAMEs) in `tofu/tunnel.rs`.
 
 mod buckets;
 mod dns;
+mod tunnel;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -486,18 +488,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
             json!({ "value": expr(format!("${{scaleway_rdb_instance.{}.id}}", rname(&d.name))) }),
         );
     }
-    if !tunnels.is_empty() && kinds.contains(&ProviderKind::Cloudflare) {
-        variables
-            .insert("cloudflare_account_id".into(), json!({ "type": "string", "description": "Cloudflare account that owns the tunnels" }));
-        for t in tunnels {
-            add(
-                &mut resources,
-                "cloudflare_zero_trust_tunnel_cloudflared",
-                t,
-                json!({ "account_id": expr("${var.cloudflare_account_id}".into()), "name": format!("{}-{t}", sys.name), "config_src": "cloudflare" }),
-            );
-        }
-    }
+    tunnel::tunnels(sys, &mut variables, &mut resources, &mut outputs);
 
     let mut root = Map::new();
     root.insert("terraform".into(), json!({ "required_version": ">= 1.4", "required_providers": required }));
