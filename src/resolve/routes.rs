@@ -47,7 +47,8 @@ impl<'a> Resolver<'a> {
 
     /// The edge that terminates a route or stream (`what`): the one `named`, else the system's
     /// only edge; `None` once reported (or, when the edge may be a service that failed to
-    /// resolve, with its own error the report). `module` is the edge module the help suggests.
+    /// resolve, with its own error the report). `module` is the edge module the help suggests (its
+    /// first edge, when there are several).
     pub(super) fn pick_edge<'s>(
         &mut self,
         named: Option<&Sp<String>>,
@@ -84,7 +85,9 @@ impl<'a> Resolver<'a> {
                         .help(if edges.is_empty() {
                             format!("add a service of module `{module}` on a public host")
                         } else {
-                            format!("add `edge = \"{}\"`", edges[0].name)
+                            // the first edge of the module asked for, else the first
+                            let e = edges.iter().find(|s| s.edge.as_deref() == Some(module)).unwrap_or(&edges[0]);
+                            format!("add `edge = \"{}\"`", e.name)
                         }),
                 );
                 None

@@ -177,13 +177,19 @@ impl<'a> Resolver<'a> {
         self.err(
             Diagnostic::error(
                 "E0041",
-                format!("service `{}` has {} {} endpoints that are not HTTP", svc.name, fits.len(), protocol.name()),
+                match fits.len() {
+                    0 => format!("service `{}` has no {} endpoint a stream forwards to by default", svc.name, protocol.name()),
+                    n => format!("service `{}` has {n} {} endpoints", svc.name, protocol.name()),
+                },
             )
             .primary(svc_ref.span, "say which endpoint this stream forwards to")
             .help(match fits.first() {
                 Some(e) => format!("add `endpoint = \"{}\"`", e.name),
                 None if all.is_empty() => format!("module `{}` declares no endpoints", svc.module),
-                None => format!("add `endpoint = \"NAME\"`; its endpoints are {}", all.join(", ")),
+                None => format!(
+                    "name one with `endpoint = \"NAME\"` (a stream forwards to an HTTP endpoint only when named); its endpoints are {}",
+                    all.join(", ")
+                ),
             }),
         );
         None

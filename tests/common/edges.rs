@@ -1,10 +1,12 @@
 //! The real edges on loopback: Caddy from a generated Caddyfile (adapted by Caddy itself) and
 //! Traefik from its generated static and dynamic configuration, with only ports, paths and
 //! upstream addresses rewritten, as data, so that every route reaches a test upstream on
-//! 127.0.0.1. What the edges then answer is the tests' to judge.
+//! 127.0.0.1; Traefik's streams (TCP and UDP entry points) likewise, to loopback echo servers.
+//! What the edges then answer is the tests' to judge.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +18,11 @@ use super::{oracle, repo};
 /// A port free on loopback right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A UDP port free on loopback right now.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running process, killed when dropped.
@@ -143,7 +150,18 @@ pub struct Traefik {
     pub api: u16,
     /// The routers of the dynamic configuration, which the API lists once loaded.
     pub routers: Vec<String>,
+    /// Each stream's entry point (`stream-NAME`) → the loopback port it was moved to (TCP or
+    /// UDP, as its address says).
+    pub streams: BTreeMap<String, u16>,
     _process: Proc,
+}
+
+/// Where the streams' upstreams listen on loopback: every TCP stream's service is pointed at
+/// `tcp`, every UDP stream's at `udp`.
+#[derive(Clone, Copy)]
+pub struct StreamUpstreams {
+    pub tcp: u16,
+    pub udp: u16,
 }
 
 /// Starts Traefik on a host's `traefik/traefik.yml` and `traefik/dynamic/kiln.yml` (after the
@@ -153,6 +171,13 @@ pub struct Traefik {
 /// `127.0.0.1:upstream`.
 /// Returns once Traefik's API lists every router.
 pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
+    run_traefik_with(host, upstream, None, tmp)
+}
+
+/// [`run_traefik`], with every stream entry point (`stream-NAME`, `:PORT/tcp` or `:PORT/udp`)
+/// moved to a free loopback port of its protocol and its service's servers at `streams`'
+/// upstream of that protocol; returns once the API lists the TCP and UDP routers too.
+pub fn run_traefik_with(host: &Path, upstream: u16, streams: Option<StreamUpstreams>, tmp: &Path) -> Traefik {
     oracle("traefik-static", &host.join("traefik/traefik.yml")).unwrap();
     oracle("traefik-dynamic", &host.join("traefik/dynamic/kiln.yml")).unwrap();
     let (web, websecure, internal, api) = (free_port(), free_port(), free_port(), free_port());
@@ -162,6 +187,14 @@ pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
     st["entryPoints"]["internal"]["address"] = json!(format!("127.0.0.1:{internal}"));
     st["entryPoints"]["traefik"] = json!({ "address": format!("127.0.0.1:{api}") });
     st["api"] = json!({ "insecure": true, "dashboard": false });
+    let mut moved = BTreeMap::new();
+    for (name, ep) in st["entryPoints"].as_object_mut().unwrap().iter_mut().filter(|(n, _)| n.starts_with("stream-")) {
+        let address = ep["address"].as_str().unwrap().to_string();
+        let (_, protocol) = address.rsplit_once('/').unwrap_or_else(|| panic!("{name}: {address} names no protocol"));
+        let port = if protocol == "udp" { free_udp_port() } else { free_port() };
+        ep["address"] = json!(format!("127.0.0.1:{port}/{protocol}"));
+        moved.insert(name.clone(), port);
+    }
     let dynamic_dir = tmp.join("dynamic");
     std::fs::create_dir_all(&dynamic_dir).unwrap();
     st["providers"]["file"]["directory"] = json!(dynamic_dir);
@@ -184,6 +217,16 @@ pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
             }
         }
     }
+    let mut stream_routers = BTreeMap::new();
+    for protocol in ["tcp", "udp"] {
+        let Some(services) = dy[protocol]["services"].as_object_mut() else { continue };
+        let up = streams.expect("the configuration has streams: give their upstreams");
+        let port = if protocol == "udp" { up.udp } else { up.tcp };
+        for (_, s) in services {
+            s["loadBalancer"]["servers"] = json!([{ "address": format!("127.0.0.1:{port}") }]);
+        }
+        stream_routers.insert(protocol, dy[protocol]["routers"].as_object().map_or(0, |r| r.len()));
+    }
     let routers: Vec<String> = dy["http"]["routers"].as_object().unwrap().keys().cloned().collect();
     std::fs::write(tmp.join("traefik.yml"), serde_json::to_string(&st).unwrap()).unwrap();
     std::fs::write(dynamic_dir.join("kiln.yml"), serde_json::to_string(&dy).unwrap()).unwrap();
@@ -203,7 +246,14 @@ pub fn run_traefik(host: &Path, upstream: u16, tmp: &Path) -> Traefik {
             .as_array()
             .is_some_and(|a| a.iter().filter(|r| r["name"].as_str().is_some_and(|n| n.ends_with("@file"))).count() >= routers.len())
     });
-    Traefik { web, websecure, api, routers, _process: process }
+    for (protocol, n) in stream_routers {
+        wait_for("traefik's API to list every stream router", || {
+            api_get(api, &format!("/api/{protocol}/routers"))
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|r| r["name"].as_str().is_some_and(|n| n.ends_with("@file"))).count() >= n)
+        });
+    }
+    Traefik { web, websecure, api, routers, streams: moved, _process: process }
 }
 
 impl Traefik {
@@ -214,6 +264,19 @@ impl Traefik {
         for kind in ["routers", "services", "middlewares"] {
             assert_eq!(overview["http"][kind]["errors"], 0, "{kind}: {overview}");
             assert_eq!(overview["http"][kind]["warnings"], 0, "{kind}: {overview}");
+        }
+    }
+}
+
+impl Traefik {
+    /// [`Traefik::assert_no_errors`] for the TCP and UDP routers and services.
+    pub fn assert_no_stream_errors(&self) {
+        let overview = api_get(self.api, "/api/overview");
+        for protocol in ["tcp", "udp"] {
+            for kind in ["routers", "services"] {
+                assert_eq!(overview[protocol][kind]["errors"], 0, "{protocol} {kind}: {overview}");
+                assert_eq!(overview[protocol][kind]["warnings"], 0, "{protocol} {kind}: {overview}");
+            }
         }
     }
 }
