@@ -427,7 +427,7 @@ const STREAM: &[Key] = &[
     key(
         "protocol",
         Ty::Enum(&["tcp", "udp"]),
-        "`tcp`: each connection is forwarded as it is (Traefik's `HostSNI(`*`)` router); `udp`: each datagram. Must be the endpoint's.",
+        "`tcp`: each connection is forwarded as it is (a Traefik TCP router that takes every connection on the port); `udp`: each datagram. Must be the endpoint's.",
     )
     .says("the endpoint's"),
     key("edge", NAME_T, "The edge service (module `traefik`: Caddy forwards HTTP only) that listens on the port.")
