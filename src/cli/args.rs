@@ -170,12 +170,28 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Boot one host's artifacts in a local VM (qemu, NoCloud), wait for cloud-init, report.
+    /// Boot hosts' artifacts in local VMs (qemu, NoCloud), wait for cloud-init, report:
+    /// `kiln boot HOST PATH` one host; `kiln boot --all PATH` or `--hosts A,B PATH` several on
+    /// the system's private networks; `kiln boot --down [PATH]` stops what `--keep` left.
     Boot {
-        /// The host to boot.
-        host: String,
-        /// The system (directory or file).
-        path: PathBuf,
+        /// `HOST PATH` (one host), or only `PATH` with --all, --hosts or --down (the system:
+        /// a directory or a file).
+        #[arg(value_name = "HOST|PATH", num_args = 0..=2)]
+        targets: Vec<String>,
+        /// Boot every host of the system, each in its own VM, together on its private networks.
+        #[arg(long, conflicts_with_all = ["hosts", "down"])]
+        all: bool,
+        /// Boot these hosts (comma-separated) together on the system's private networks.
+        #[arg(long, value_delimiter = ',', value_name = "HOST,...", conflicts_with = "down")]
+        hosts: Vec<String>,
+        /// Power off the machines `--all`/`--hosts` with `--keep` left running (those of PATH's
+        /// system, or all of them) and remove their work directories.
+        #[arg(long)]
+        down: bool,
+        /// Where `--keep` records the machines of a fleet for `--down` (default:
+        /// $XDG_RUNTIME_DIR/kiln-boot, else ~/.cache/kiln/boot).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
         #[command(flatten)]
         inputs: InputArgs,
         /// Base image directory (default: ~/.cache/kiln/images/<the host's image>, made by
@@ -197,7 +213,7 @@ pub(crate) enum Command {
         /// with it to see a replaced server find its data.
         #[arg(long, value_name = "FILE")]
         data_disk: Option<PathBuf>,
-        /// The machine's memory in MiB.
+        /// The memory of each machine in MiB.
         #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=65536))]
         memory: u32,
         /// Lab: attach FILE, a `docker load` archive of stand-in images (scripts/lab-images),

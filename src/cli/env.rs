@@ -3,6 +3,16 @@
 
 use std::path::PathBuf;
 
+/// Where `kiln boot --keep` records a fleet's machines: `$XDG_RUNTIME_DIR/kiln-boot` (private
+/// to the user, gone at logout, like the machines' sockets), else `~/.cache/kiln/boot`.
+#[allow(clippy::disallowed_methods)] // the edge: where kept machines are recorded
+pub(crate) fn boot_state_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("kiln-boot"),
+        None => image_cache().parent().map(|p| p.join("boot")).unwrap_or_else(|| PathBuf::from(".kiln-boot")),
+    }
+}
+
 #[allow(clippy::disallowed_methods)] // the edge: where base images are cached
 pub(crate) fn image_cache() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")

@@ -46,11 +46,51 @@ pub fn run() -> ExitCode {
         Command::Build { path, inputs, store, out_link, check, json, no_cache } => with_options(early, inputs, |opts| {
             build::cached_or_built(&path, &opts, ui, build::Target { store, out_link, check, json, cache: !no_cache && !check })
         }),
-        Command::Boot { host, path, inputs, image, keep, secrets, timeout, data_disk, memory, lab_images, json } => {
+        Command::Boot { targets, all, hosts, down, state, inputs, image, keep, secrets, timeout, data_disk, memory, lab_images, json } => {
+            let state = state.unwrap_or_else(boot::state_dir);
+            let fleet = all || !hosts.is_empty();
+            let (host, path) = match (targets.as_slice(), fleet || down) {
+                ([host, path], false) => (Some(host.clone()), PathBuf::from(path)),
+                ([path], true) => (None, PathBuf::from(path)),
+                ([], true) if down => return boot::down(&state, None, json),
+                _ if down => return usage_error("kiln boot --down takes at most the system's PATH"),
+                _ if fleet => return usage_error("kiln boot --all/--hosts takes only the system's PATH"),
+                _ => return usage_error("kiln boot takes HOST PATH (or --all PATH, --hosts A,B PATH, --down [PATH])"),
+            };
+            if fleet && (data_disk.is_some() || lab_images.is_some()) {
+                return usage_error("--data-disk and --lab-images boot one host: not with --all or --hosts");
+            }
             with_options(early, inputs, |opts| {
                 with_compiled(&path, &opts, ui, |c| {
+                    if down {
+                        return boot::down(&state, Some(&c.system.name), json);
+                    }
+                    if fleet {
+                        let selection = if all { c.hosts.keys().cloned().collect() } else { hosts.clone() };
+                        let f = boot::Fleet {
+                            hosts: selection,
+                            image: image.clone(),
+                            keep,
+                            secrets: secrets.clone(),
+                            timeout,
+                            memory,
+                            state: state.clone(),
+                        };
+                        return boot::fleet(c, &path, &opts, f, json);
+                    }
                     let machine = boot::Machine { memory, lab_images: lab_images.clone(), data_disk: data_disk.clone() };
-                    boot::boot(c, &path, &opts, &host, image, keep, secrets, timeout, machine, json)
+                    boot::boot(
+                        c,
+                        &path,
+                        &opts,
+                        host.as_deref().unwrap_or_default(),
+                        image.clone(),
+                        keep,
+                        secrets.clone(),
+                        timeout,
+                        machine,
+                        json,
+                    )
                 })
             })
         }

@@ -1,6 +1,8 @@
 //! VM test support shared by the tests that boot hosts under qemu (tests/boot.rs,
-//! tests/data_disk.rs, tests/lab.rs): a fixture system with a fresh admin key, SSH into the
-//! booted machine, and a kept machine that is powered off and cleaned up when dropped.
+//! tests/data_disk.rs, tests/lab.rs, tests/lab_network.rs): a fixture system with a fresh
+//! admin key, SSH into the booted machine (directly, or to a private host through a jump
+//! host), a kept machine that is powered off and cleaned up when dropped, and a kept fleet
+//! (`kiln boot --all --keep`) that `kiln boot --down` stops when dropped.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -45,6 +47,24 @@ pub fn try_ssh(key: &Path, port: u64, user: &str, cmd: &str) -> Result<String, S
         .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
         .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes"])
         .arg(format!("{user}@127.0.0.1"))
+        .arg(cmd)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() { Ok(text(&out.stdout)) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
+}
+
+/// Runs `cmd` over SSH as `user` on `address`, a private host reached through the host whose
+/// SSH is forwarded to `jump_port` (`ssh -W` there: the bastion); stdout, or stderr as the error.
+pub fn try_ssh_via(key: &Path, jump_port: u64, address: &str, user: &str, cmd: &str) -> Result<String, String> {
+    let opts = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=20 -o LogLevel=ERROR -o IdentitiesOnly=yes";
+    let proxy = format!("ssh -i {} -p {jump_port} {opts} -W %h:%p {user}@127.0.0.1", kiln::render::quote::sh(&key.to_string_lossy()));
+    let out = Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args(opts.split(' '))
+        .arg("-o")
+        .arg(format!("ProxyCommand={proxy}"))
+        .arg(format!("{user}@{address}"))
         .arg(cmd)
         .output()
         .map_err(|e| e.to_string())?;
@@ -116,5 +136,105 @@ impl Drop for Machine {
     fn drop(&mut self) {
         self.off();
         let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// A fleet `kiln boot --all --keep --json --state STATE` left running: on drop (also when an
+/// assertion fails) each host's diagnostics are printed when the test is panicking (serial
+/// tail, `cloud-init status --long`, the provisioner's log: over SSH, private hosts through
+/// `jump`), then `kiln boot --down --state STATE` stops every machine.
+pub struct Fleet {
+    pub report: Value,
+    pub state: PathBuf,
+    pub key: PathBuf,
+    /// The host whose forwarded SSH port reaches the private hosts (the bastion).
+    pub jump: String,
+    down: std::cell::Cell<bool>,
+}
+
+impl Fleet {
+    pub fn new(report: Value, state: &Path, key: &Path, jump: &str) -> Fleet {
+        Fleet { report, state: state.to_path_buf(), key: key.to_path_buf(), jump: jump.to_string(), down: std::cell::Cell::new(false) }
+    }
+
+    /// One host's part of the report.
+    pub fn host(&self, name: &str) -> &Value {
+        self.report["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .unwrap_or_else(|| panic!("no host {name} in {}", self.report))
+    }
+
+    /// A forwarded loopback port of a public host (`ssh`, `http`, `https`).
+    pub fn port(&self, host: &str, name: &str) -> u64 {
+        self.host(host)["ports"][name].as_u64().unwrap_or_else(|| panic!("{host} has no forwarded {name} port"))
+    }
+
+    /// The host's address on the network `network`, as the plan gave its NIC.
+    pub fn address(&self, host: &str, network: &str) -> String {
+        let nic = self.host(host)["network"]["nics"].as_array().unwrap().iter().find(|n| n["network"] == network).unwrap().clone();
+        nic["addresses"][0].as_str().unwrap().split('/').next().unwrap().to_string()
+    }
+
+    /// Runs `cmd` as `kiln` on `host`: directly when it has a forwarded SSH port, else through
+    /// the jump host at its first private address.
+    pub fn try_sh(&self, host: &str, cmd: &str) -> Result<String, String> {
+        let h = self.host(host);
+        if let Some(port) = h["ports"]["ssh"].as_u64() {
+            return try_ssh(&self.key, port, "kiln", cmd);
+        }
+        let nic = h["network"]["nics"].as_array().unwrap().iter().find(|n| n["kind"] == "lan").expect("a private address").clone();
+        let address = nic["addresses"][0].as_str().unwrap().split('/').next().unwrap().to_string();
+        try_ssh_via(&self.key, self.port(&self.jump, "ssh"), &address, "kiln", cmd)
+    }
+
+    pub fn sh(&self, host: &str, cmd: &str) -> String {
+        self.try_sh(host, cmd).unwrap_or_else(|e| panic!("{host}: `{cmd}`: {e}"))
+    }
+
+    /// The last `lines` lines of a host's serial console.
+    pub fn serial_tail(&self, host: &str, lines: usize) -> String {
+        let dir = PathBuf::from(self.report["workdir"].as_str().unwrap_or_default()).join(host);
+        let log = std::fs::read_to_string(dir.join("serial.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Everything a failure needs, per host.
+    pub fn diagnose(&self) -> String {
+        let mut out = String::new();
+        for h in self.report["hosts"].as_array().into_iter().flatten() {
+            let name = h["host"].as_str().unwrap_or("?");
+            out.push_str(&format!("==== {name}: serial console (last 40 lines)\n{}\n", self.serial_tail(name, 40)));
+            for (what, cmd) in [
+                ("cloud-init status --long", "cloud-init status --long"),
+                ("provisioner log (cloud-init-output.log, last 60 lines)", "sudo tail -n 60 /var/log/cloud-init-output.log"),
+            ] {
+                let got = self.try_sh(name, cmd).unwrap_or_else(|e| format!("(not reachable over SSH: {e})"));
+                out.push_str(&format!("==== {name}: {what}\n{got}\n"));
+            }
+        }
+        out
+    }
+
+    /// `kiln boot --down --state STATE`; its output.
+    pub fn down(&self) -> String {
+        self.down.set(true);
+        let out = crate::common::kiln().args(["boot", "--down", "--state"]).arg(&self.state).output().unwrap();
+        assert!(out.status.success(), "kiln boot --down: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.diagnose());
+        }
+        if !self.down.get() {
+            let _ = crate::common::kiln().args(["boot", "--down", "--state"]).arg(&self.state).output();
+        }
     }
 }

@@ -1,11 +1,14 @@
-//! `kiln boot`: one host's artifacts in a local VM, with its secrets and data disk.
+//! `kiln boot`: one host's artifacts in a local VM, with its secrets and data disk; or several
+//! hosts together on the system's private networks (`--all`, `--hosts`), and `--down`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kiln::diag;
 use kiln::pipeline::{Compiled, Options};
 
+pub(crate) use crate::cli::env::boot_state_dir as state_dir;
 use crate::cli::env::image_cache;
 use crate::cli::ui::{io_error, usage_error};
 
@@ -41,29 +44,10 @@ pub(crate) fn boot(
         ));
     }
     let image_dir = image.unwrap_or_else(|| image_cache().join(&c.system.hosts[host].image.name));
-    let mut values = std::collections::BTreeMap::new();
-    let wanted = c.system.host_secrets(&c.system.hosts[host]);
-    if let (None, Some(text)) = (&secrets, &opts.identity) {
-        let ids = match kiln::sops::load_identities(text) {
-            Ok(i) => i,
-            Err(e) => return io_error(&format!("identity: {e}")),
-        };
-        let root = kiln::load::system_root(path).map(|(r, _)| r).unwrap_or_default();
-        match kiln::secrets::values(&root, &c.system, &wanted, &ids) {
-            Ok(v) => values = v,
-            Err(e) => return io_error(&e),
-        }
-    }
-    if let Some(dir) = secrets {
-        for name in &wanted {
-            match std::fs::read(dir.join(name)) {
-                Ok(v) => {
-                    values.insert(name.clone(), v);
-                }
-                Err(e) => return io_error(&format!("secret `{name}`: {}: {e}", dir.join(name).display())),
-            }
-        }
-    }
+    let values = match host_secrets(c, path, opts, host, secrets.as_deref()) {
+        Ok(v) => v,
+        Err(e) => return io_error(&e),
+    };
     let Some(user_data) = kiln::boot::user_data(&c.system, host, ha) else { return io_error("the host has no user-data") };
     let opts = kiln::boot::BootOptions {
         image_dir,
@@ -111,6 +95,187 @@ https: 127.0.0.1:{}",
                 }
             }
             if clean { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
+}
+
+/// The secret values to deliver to `host`: decrypted with `--identity`, or read from a
+/// directory with one file per secret (`--secrets`).
+fn host_secrets(c: &Compiled, path: &Path, opts: &Options, host: &str, dir: Option<&Path>) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut values = BTreeMap::new();
+    let wanted = c.system.host_secrets(&c.system.hosts[host]);
+    if let (None, Some(text)) = (dir, &opts.identity) {
+        let ids = kiln::sops::load_identities(text).map_err(|e| format!("identity: {e}"))?;
+        let root = kiln::load::system_root(path).map(|(r, _)| r).unwrap_or_default();
+        values = kiln::secrets::values(&root, &c.system, &wanted, &ids)?;
+    }
+    if let Some(dir) = dir {
+        for name in &wanted {
+            let v = std::fs::read(dir.join(name)).map_err(|e| format!("secret `{name}`: {}: {e}", dir.join(name).display()))?;
+            values.insert(name.clone(), v);
+        }
+    }
+    Ok(values)
+}
+
+/// What `--all`/`--hosts` boots, and how.
+pub(crate) struct Fleet {
+    pub(crate) hosts: Vec<String>,
+    pub(crate) image: Option<PathBuf>,
+    pub(crate) keep: bool,
+    pub(crate) secrets: Option<PathBuf>,
+    pub(crate) timeout: u64,
+    pub(crate) memory: u32,
+    pub(crate) state: PathBuf,
+}
+
+/// `kiln boot --all PATH` / `--hosts A,B PATH`.
+pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: bool) -> ExitCode {
+    let mut names: Vec<String> = Vec::new();
+    for h in &f.hosts {
+        if !c.hosts.contains_key(h) {
+            let hint =
+                diag::did_you_mean(h, c.hosts.keys().map(String::as_str)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
+            return io_error(&format!("no host `{h}` in system `{}`{hint}", c.system.name));
+        }
+        if !names.contains(h) {
+            names.push(h.clone());
+        }
+    }
+    if names.is_empty() {
+        return usage_error("no host to boot");
+    }
+    let mut hosts = Vec::new();
+    for name in &names {
+        let host = &c.system.hosts[name];
+        let secrets = match host_secrets(c, path, opts, name, f.secrets.as_deref()) {
+            Ok(v) => v,
+            Err(e) => return io_error(&e),
+        };
+        let Some(user_data) = kiln::boot::user_data(&c.system, name, &c.hosts[name]) else {
+            return io_error(&format!("host `{name}` has no user-data"));
+        };
+        hosts.push(kiln::boot::FleetHost {
+            name: name.clone(),
+            closure: c.hosts[name].closure.clone(),
+            user_data,
+            // --image names one directory for every host; without it, each host's own image.
+            image_dir: f.image.clone().unwrap_or_else(|| image_cache().join(&host.image.name)),
+            secrets,
+            volume: kiln::render::data_volume::has_volume(&c.system, host),
+        });
+    }
+    let networks = c.system.networks.len();
+    let plan = match kiln::boot::lan_port(networks).and_then(|port| kiln::boot::net::plan(&c.system, &names, port)) {
+        Ok(p) => p,
+        Err(e) => return io_error(&e),
+    };
+    let fopts = kiln::boot::FleetOptions {
+        system: c.system.name.clone(),
+        keep: f.keep,
+        memory_mb: f.memory,
+        timeout: std::time::Duration::from_secs(f.timeout),
+        kiln_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln")),
+        state_dir: f.state,
+    };
+    if !json {
+        eprintln!("booting {} under qemu ({} MiB each); this takes a few minutes", names.join(", "), f.memory);
+        for vm in &plan.vms {
+            for n in &vm.notes {
+                eprintln!("note: `{}`: {n}", vm.host);
+            }
+        }
+    }
+    let report = match kiln::boot::boot_fleet(&hosts, &plan, &fopts) {
+        Ok(r) => r,
+        Err(e) => return io_error(&e),
+    };
+    let clean = report.hosts.iter().all(|h| h.clean());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+    } else {
+        print!("{}", fleet_text(&report));
+    }
+    if clean { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// The fleet report as text, one block per host.
+fn fleet_text(r: &kiln::boot::FleetReport) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    for h in &r.hosts {
+        let _ = writeln!(o, "{}:", h.host);
+        if let Some(e) = &h.error {
+            let _ = writeln!(o, "  error: {e}");
+            continue;
+        }
+        let errors = match &h.result_errors {
+            Some(e) if e.is_empty() => ", no errors".to_string(),
+            Some(e) => format!(", {} errors: {}", e.len(), serde_json::Value::from(e.clone())),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "  cloud-init:  finished after {:.0} s ({}), {} warnings{errors}",
+            h.boot_seconds.unwrap_or(0.0),
+            h.datasource.as_deref().unwrap_or("no datasource"),
+            h.warnings.len()
+        );
+        for w in &h.warnings {
+            let _ = writeln!(o, "    warning: {w}");
+        }
+        let _ = writeln!(o, "  provisioner: {}", h.provisioner.as_deref().unwrap_or("unknown"));
+        let marker = match h.marker.as_deref() {
+            Some(m) if m == h.closure => "= closure".to_string(),
+            Some(m) => format!("{m} (not the closure {})", h.closure),
+            None => "none".to_string(),
+        };
+        let _ = writeln!(o, "  marker:      {marker}");
+        if h.containers.is_empty() {
+            let _ = writeln!(o, "  containers:  none");
+        }
+        for ct in &h.containers {
+            let health = if ct.health.is_empty() { String::new() } else { format!(" ({})", ct.health) };
+            let _ = writeln!(o, "  container:   {} {}{health}", ct.service, ct.state);
+        }
+        for nic in &h.network.nics {
+            let what = match &nic.role {
+                kiln::boot::net::Role::Uplink => "uplink (NAT by qemu)".to_string(),
+                kiln::boot::net::Role::Seed => "seed link only".to_string(),
+                kiln::boot::net::Role::Lan { network } => format!("network `{network}`"),
+            };
+            let addrs = if nic.addresses.is_empty() { "DHCP".to_string() } else { nic.addresses.join(", ") };
+            let router = nic.router_stand_in.map(|a| format!(" ({a} stands in for the provider's router)")).unwrap_or_default();
+            let _ = writeln!(o, "  {:<12} {what}: {addrs}, {}{router}", format!("{}:", nic.name), nic.mac);
+        }
+        for (name, port) in &h.ports {
+            let _ = writeln!(o, "  {:<12} 127.0.0.1:{port}", format!("{name}:"));
+        }
+        if let (Some(pid), Some(q)) = (h.pid, &h.qmp) {
+            let _ = writeln!(o, "  running:     pid {pid}, QMP {}", q.display());
+        }
+    }
+    if let Some(s) = &r.state {
+        let _ = writeln!(o, "kept running; stop with: kiln boot --down (state: {})", s.display());
+    }
+    o
+}
+
+/// `kiln boot --down [PATH]`.
+pub(crate) fn down(state: &Path, system: Option<&str>, json: bool) -> ExitCode {
+    match kiln::boot::down(state, system) {
+        Err(e) => io_error(&e),
+        Ok(lines) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lines).expect("serialises"));
+            } else if lines.is_empty() {
+                eprintln!("no kept machines recorded in {}", state.display());
+            } else {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            ExitCode::SUCCESS
         }
     }
 }

@@ -25,7 +25,7 @@
 //! reach the store.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+mod fleet;
+pub mod net;
+mod seed;
+
+pub use fleet::{Container, FleetHost, FleetOptions, FleetReport, HostReport, boot_fleet, down, lan_port};
+pub use seed::seed_serve;
 
 /// The guest-side address of the seed server (slirp's guestfwd).
 const SEED_ADDR: &str = "10.0.2.100";
@@ -102,7 +109,7 @@ pub struct BootReport {
 
 /// Set by SIGINT, SIGTERM or SIGHUP during a boot: the wait loop stops, and the work
 /// directory is removed on the way out.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -110,7 +117,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Catches Ctrl-C and termination so that `boot` returns (and its work directory is dropped)
 /// instead of the process dying with secrets on disk.
-fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
@@ -123,7 +130,7 @@ fn catch_interrupts() {
 }
 
 /// A fresh work directory only its owner can enter.
-fn private_dir() -> Result<tempfile::TempDir, String> {
+pub(crate) fn private_dir() -> Result<tempfile::TempDir, String> {
     let dir = tempfile::Builder::new()
         .prefix("kiln-boot-")
         .permissions(std::fs::Permissions::from_mode(0o700))
@@ -134,7 +141,7 @@ fn private_dir() -> Result<tempfile::TempDir, String> {
 }
 
 /// Writes a file only its owner can read (created so, never widened afterwards).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
@@ -142,18 +149,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// The last lines of the serial console, for an error message (the log goes with the work
 /// directory).
-fn console_tail(serial: &Path) -> String {
+pub(crate) fn console_tail(serial: &Path) -> String {
     let log = std::fs::read_to_string(serial).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     let tail = lines[lines.len().saturating_sub(15)..].join("\n");
     if tail.is_empty() { "the serial console is empty".into() } else { format!("the serial console ended with:\n{tail}") }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| format!("no free port: {e}"))
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
     if !out.status.success() {
         return Err(format!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr)));
@@ -161,47 +168,7 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The secrets as a second cloud-config part: root-only files in /etc/kiln/secrets, merged
-/// into the host's own `write_files` (appended, not replacing them).
-fn secrets_part(secrets: &BTreeMap<String, Vec<u8>>) -> String {
-    use base64::Engine;
-    let encode = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
-    let files: Vec<serde_json::Value> = secrets
-        .iter()
-        .map(|(name, value)| {
-            serde_json::json!({
-                "path": format!("{}/{name}", crate::render::SECRETS_DIR),
-                "owner": "root:root",
-                "permissions": "0400",
-                "encoding": "b64",
-                "content": encode(value),
-            })
-        })
-        .collect();
-    let cfg = serde_json::json!({
-        "merge_how": [{ "name": "list", "settings": ["append"] }, { "name": "dict", "settings": ["no_replace", "recurse_list"] }],
-        "write_files": files,
-    });
-    format!("#cloud-config\n{}", crate::render::yaml(&cfg))
-}
-
-/// user-data as cloud-init receives it: the host's own, plus a secrets part when there are any.
-fn seed_user_data(user_data: &[u8], secrets: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-    if secrets.is_empty() {
-        return user_data.to_vec();
-    }
-    let boundary = "==kiln-boot-boundary==";
-    let mut out = format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\nMIME-Version: 1.0\n\n");
-    for (name, body) in [("host.cfg", String::from_utf8_lossy(user_data).into_owned()), ("secrets.cfg", secrets_part(secrets))] {
-        out.push_str(&format!(
-            "--{boundary}\nContent-Type: text/cloud-config; charset=\"utf-8\"\nMIME-Version: 1.0\nContent-Disposition: attachment; filename=\"{name}\"\n\n{body}\n"
-        ));
-    }
-    out.push_str(&format!("--{boundary}--\n"));
-    out.into_bytes()
-}
-
-fn qmp(sock: &Path, command: &str) -> Result<(), String> {
+pub(crate) fn qmp(sock: &Path, command: &str) -> Result<(), String> {
     let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| format!("QMP: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut r = std::io::BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
@@ -220,7 +187,7 @@ pub fn power_off(sock: &Path) -> Result<(), String> {
     qmp(sock, "system_powerdown")
 }
 
-fn stop(child: &mut Child, sock: &Path) {
+pub(crate) fn stop(child: &mut Child, sock: &Path) {
     if qmp(sock, "system_powerdown").is_ok() {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(90) {
@@ -278,7 +245,7 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
 /// The provisioner formats a disk without a filesystem, and qemu takes any file as a raw
 /// disk: an existing file is used only when it is a qcow2 image or already holds the
 /// `kiln-data` filesystem, so that a mistyped path never formats a file of the caller's.
-fn data_disk(path: &Path) -> Result<(String, bool), String> {
+pub(crate) fn data_disk(path: &Path) -> Result<(String, bool), String> {
     if path.to_string_lossy().contains(',') {
         return Err(format!("{}: paths with commas cannot be passed to qemu", path.display()));
     }
@@ -313,11 +280,51 @@ fn labelled(path: &Path) -> bool {
 /// HTTP seed only as `nocloud-net`, which 24.1 and later deprecate (a warning in `cloud-init
 /// status`) for `nocloud`. The image says which cloud-init it carries (scripts/build-test-image
 /// writes `cloud-init.version`); without that file, the older name.
-fn nocloud_name(image_dir: &Path) -> &'static str {
+pub(crate) fn nocloud_name(image_dir: &Path) -> &'static str {
     let version = std::fs::read_to_string(image_dir.join("cloud-init.version")).unwrap_or_default();
     let mut parts = version.trim().split(['.', '-', '~', '+']).map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if (major, minor) >= (24, 1) { "nocloud" } else { "nocloud-net" }
+}
+
+/// The qemu command line every machine shares: TCG, memory, the image's kernel and initrd
+/// (with `append` added to the kernel command line), the root overlay.
+pub(crate) fn qemu_command(host: &str, memory_mb: u32, image_dir: &Path, append: Option<&str>, overlay: &Path) -> Command {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    // no_timer_check: on a loaded host TCG is too slow for the kernel's IO-APIC timer check,
+    // which then panics ("IO-APIC + timer doesn't work").
+    let mut cmdline = "root=LABEL=kiln-root ro console=ttyS0 no_timer_check".to_string();
+    if let Some(extra) = append {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    qemu.args(["-name", &format!("kiln-boot-{host}"), "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+        .args(["-m", &memory_mb.to_string(), "-nodefaults", "-no-user-config", "-display", "none"])
+        .arg("-kernel")
+        .arg(image_dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(image_dir.join("initrd.img"))
+        .args(["-append", &cmdline])
+        .arg("-drive")
+        .arg(format!("file={},format=qcow2,if=virtio", overlay.display()));
+    qemu
+}
+
+/// Starts `qemu` with a random-number device, its serial console in `serial`, its QMP socket
+/// at `sock` and its errors in `err`, in a process group of its own (a Ctrl-C reaches kiln,
+/// which then stops the machine itself).
+pub(crate) fn spawn_qemu(mut qemu: Command, serial: &Path, sock: &Path, err: &Path) -> Result<Child, String> {
+    qemu.args(["-device", "virtio-rng-pci"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().append(true).open(err).map_err(|e| e.to_string())?)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))
 }
 
 /// Boots the machine with its files in `work` and waits for cloud-init.
@@ -334,7 +341,7 @@ fn run_machine(
     }
     let seed = work.join("seed");
     std::fs::DirBuilder::new().mode(0o700).create(&seed).map_err(|e| e.to_string())?;
-    write_private(&seed.join("user-data"), &seed_user_data(user_data, &opts.secrets))?;
+    write_private(&seed.join("user-data"), &seed::seed_user_data(user_data, &opts.secrets, None))?;
     write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {host}\n", &closure[..16]).as_bytes())?;
     // Empty but present: otherwise cloud-init retries it ten times.
     write_private(&seed.join("vendor-data"), b"")?;
@@ -362,18 +369,7 @@ fn run_machine(
         opts.kiln_exe.display(),
         seed.display()
     );
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-name", &format!("kiln-boot-{host}"), "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
-        .args(["-m", &opts.memory_mb.to_string(), "-nodefaults", "-no-user-config", "-display", "none"])
-        .arg("-kernel")
-        .arg(opts.image_dir.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(opts.image_dir.join("initrd.img"))
-        // no_timer_check: on a loaded host TCG is too slow for the kernel's IO-APIC timer
-        // check, which then panics ("IO-APIC + timer doesn't work").
-        .args(["-append", "root=LABEL=kiln-root ro console=ttyS0 no_timer_check"])
-        .arg("-drive")
-        .arg(format!("file={},format=qcow2,if=virtio", overlay.display()));
+    let mut qemu = qemu_command(host, opts.memory_mb, &opts.image_dir, None, &overlay);
     if let (Some(path), Some((format, _))) = (&opts.data_disk, &data) {
         // After the root disk (vda); qemu locks the image, so a disk another machine uses is
         // refused, not shared.
@@ -386,21 +382,8 @@ fn run_machine(
             .arg(format!("file={},format=raw,if=none,id=kiln-lab-images,readonly=on", images.display()))
             .args(["-device", &format!("virtio-blk-pci,drive=kiln-lab-images,serial={LAB_IMAGES_SERIAL}")]);
     }
-    let mut child = qemu
-        .args(["-nic", &nic])
-        .args(["-smbios", &format!("type=1,serial=ds={};s=http://{SEED_ADDR}/", nocloud_name(&opts.image_dir))])
-        .args(["-device", "virtio-rng-pci"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().append(true).open(&qemu_err).map_err(|e| e.to_string())?)
-        // Its own process group: a Ctrl-C reaches kiln, which then stops the machine itself.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+    qemu.args(["-nic", &nic]).args(["-smbios", &format!("type=1,serial=ds={};s=http://{SEED_ADDR}/", nocloud_name(&opts.image_dir))]);
+    let mut child = spawn_qemu(qemu, &serial, &sock, &qemu_err)?;
     let started = Instant::now();
     let finished = loop {
         let log = std::fs::read_to_string(&serial).unwrap_or_default();
@@ -457,48 +440,9 @@ fn run_machine(
     Ok(report)
 }
 
-fn kill(child: &mut Child) {
+pub(crate) fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// `kiln seed-serve DIR`: answers one HTTP request on stdin/stdout with a file from DIR
-/// (qemu runs it for each guest connection to the seed address).
-pub fn seed_serve(dir: &Path) -> std::io::Result<()> {
-    let stdin = std::io::stdin();
-    let mut r = std::io::BufReader::new(stdin.lock());
-    let mut first = String::new();
-    r.read_line(&mut first)?;
-    let mut line = String::new();
-    while r.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let mut parts = first.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("/").trim_start_matches('/');
-    let name = path.split('?').next().unwrap_or("");
-    let allowed = ["user-data", "meta-data", "vendor-data"];
-    let body = if allowed.contains(&name) { std::fs::read(dir.join(name)).ok() } else { None };
-    let served_once = method == "GET" && name == "user-data";
-    let mut out = std::io::stdout().lock();
-    match body {
-        Some(b) => {
-            write!(out, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len())?;
-            if method != "HEAD" {
-                out.write_all(&b)?;
-                out.flush()?;
-            }
-            if served_once {
-                // It holds the secrets: cloud-init has it now, nobody else gets it.
-                let _ = std::fs::remove_file(dir.join(name));
-            }
-        }
-        None => write!(out, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
-    }
-    out.flush()?;
-    let mut rest = Vec::new();
-    let _ = r.read_to_end(&mut rest);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,552 @@
+//! `kiln boot --all` / `--hosts`: several hosts of a system, each in its own qemu, started
+//! together (as many at a time as memory allows), on the network [`super::net`] plans: the
+//! system's private networks as segments shared by the VMs, an uplink only for hosts with a
+//! route of their own, loopback ports forwarded to public hosts. Each host's seed carries its
+//! own secrets (served once, deleted once cloud-init has it) and the report part
+//! (`seed::report_part`), whose lines on the serial console give the provisioner's result, the
+//! closure marker and the containers' states, also for machines kept running.
+//!
+//! `--keep` leaves the machines running and records them in a state file (0600, in a 0700
+//! directory); [`down`] powers them off and removes their work directory.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::net::{Plan, Role, VmNet, network_config};
+use super::seed::{REPORT_PREFIX, report_part, seed_user_data};
+use super::{
+    INTERRUPTED, catch_interrupts, console_tail, data_disk, free_port, nocloud_name, private_dir, qemu_command, read_from_disk, run,
+    spawn_qemu, stop, write_private,
+};
+
+/// One host to boot: what the build made for it and what the boot delivers.
+pub struct FleetHost {
+    pub name: String,
+    pub closure: String,
+    pub user_data: Vec<u8>,
+    /// Directory with `base.raw`, `vmlinuz`, `initrd.img`.
+    pub image_dir: PathBuf,
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// The host holds data: it gets a fresh, empty data disk (its provider volume's stand-in),
+    /// removed with the work directory.
+    pub volume: bool,
+}
+
+pub struct FleetOptions {
+    pub system: String,
+    pub keep: bool,
+    /// Memory per machine, in MiB.
+    pub memory_mb: u32,
+    pub timeout: Duration,
+    pub kiln_exe: PathBuf,
+    /// Where `--keep` records the running machines for `kiln boot --down`.
+    pub state_dir: PathBuf,
+}
+
+/// A container's state as `docker compose ps` gave it on the host.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub service: String,
+    pub state: String,
+    pub health: String,
+}
+
+#[derive(Serialize, Debug)]
+pub struct HostReport {
+    pub host: String,
+    pub closure: String,
+    /// Why the host has no full report (qemu exited, timeout, interrupted).
+    pub error: Option<String>,
+    pub boot_seconds: Option<f64>,
+    pub datasource: Option<String>,
+    /// Lines of the serial console with `WARNING` or `Invalid cloud-config`.
+    pub warnings: Vec<String>,
+    /// cloud-init's errors from /var/lib/cloud/data/result.json, read from the disk after
+    /// power-off (not read when the machines are kept running).
+    pub result_errors: Option<Vec<serde_json::Value>>,
+    /// `completed` when the marker holds the closure, else the provisioner's last error line.
+    pub provisioner: Option<String>,
+    pub marker: Option<String>,
+    pub containers: Vec<Container>,
+    /// Loopback ports forwarded to a public host: `ssh`, `http`, `https`.
+    pub ports: BTreeMap<String, u16>,
+    pub network: VmNet,
+    /// With `--keep`: the qemu process and its QMP socket.
+    pub pid: Option<u32>,
+    pub qmp: Option<PathBuf>,
+}
+
+impl HostReport {
+    /// Everything a clean boot shows: NoCloud, no warning, no cloud-init error, the provisioner
+    /// completed with the closure as its marker, every container running (healthy where it has
+    /// a healthcheck).
+    pub fn clean(&self) -> bool {
+        self.error.is_none()
+            && self.datasource.as_deref().is_some_and(|d| d.starts_with("DataSourceNoCloud"))
+            && self.warnings.is_empty()
+            && self.result_errors.as_ref().is_none_or(|e| e.is_empty())
+            && self.provisioner.as_deref() == Some("completed")
+            && self.marker.as_deref() == Some(self.closure.as_str())
+            && self.containers.iter().all(|c| c.state == "running" && (c.health.is_empty() || c.health == "healthy"))
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct FleetReport {
+    pub system: String,
+    pub plan: Plan,
+    pub hosts: Vec<HostReport>,
+    /// With `--keep`: the fleet's work directory and its state file (`kiln boot --down`).
+    pub workdir: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+}
+
+/// What `--keep` leaves for `kiln boot --down`.
+#[derive(Serialize, Deserialize, Debug)]
+struct State {
+    system: String,
+    workdir: PathBuf,
+    machines: Vec<KeptMachine>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct KeptMachine {
+    host: String,
+    pid: u32,
+    qmp: PathBuf,
+}
+
+/// What the report part wrote to the console: marker, provisioner error, containers.
+fn parse_report(log: &str) -> (Option<String>, Option<String>, Vec<Container>, bool) {
+    let (mut marker, mut error, mut containers, mut end) = (None, None, Vec::new(), false);
+    for line in log.lines() {
+        let Some(rest) = line.split_once(REPORT_PREFIX).map(|(_, r)| r.trim_end_matches('\r')) else { continue };
+        if let Some(m) = rest.strip_prefix("marker ") {
+            marker = Some(m.trim().to_string()).filter(|m| !m.is_empty() && m != "none");
+        } else if let Some(e) = rest.strip_prefix("provisioner-error") {
+            error = Some(e.trim().to_string()).filter(|e| !e.is_empty());
+        } else if let Some(c) = rest.strip_prefix("container ") {
+            let mut f = c.split_whitespace();
+            let service = f.next().unwrap_or("").to_string();
+            containers.push(Container { service, state: f.next().unwrap_or("").into(), health: f.next().unwrap_or("").into() });
+        } else if rest.trim() == "end" {
+            end = true;
+        }
+    }
+    (marker, error, containers, end)
+}
+
+/// The memory the machine kiln runs on has free, in MiB (`MemAvailable`).
+fn available_mb() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb / 1024)
+}
+
+/// A free UDP port on loopback and the `count - 1` after it (for the private networks' segments).
+fn free_udp_ports(count: usize) -> Result<u16, String> {
+    for _ in 0..20 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free UDP port: {e}"))?;
+        let first = s.local_addr().map_err(|e| e.to_string())?.port();
+        drop(s);
+        let ok = (0..count as u16).all(|i| first.checked_add(i).is_some_and(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()));
+        if ok {
+            return Ok(first);
+        }
+    }
+    Err("no run of free UDP ports for the private networks".into())
+}
+
+/// A machine being booted.
+struct Running {
+    index: usize,
+    child: Child,
+    started: Instant,
+    dir: PathBuf,
+}
+
+/// The first UDP port the segments of a fleet use: chosen free now (pass it to [`super::net::plan`]).
+pub fn lan_port(networks: usize) -> Result<u16, String> {
+    free_udp_ports(networks.max(1))
+}
+
+/// Boots `hosts` with the network `plan` (made for exactly these hosts, in this order) and
+/// waits for each; see the module.
+pub fn boot_fleet(hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions) -> Result<FleetReport, String> {
+    if hosts.len() != plan.vms.len() || hosts.iter().zip(&plan.vms).any(|(h, v)| h.name != v.host) {
+        return Err("the network plan is not for these hosts".into());
+    }
+    for h in hosts {
+        for f in ["base.raw", "vmlinuz", "initrd.img"] {
+            if !h.image_dir.join(f).is_file() {
+                return Err(format!(
+                    "{}: no {f} in {} (build the base image with scripts/build-test-image)",
+                    h.name,
+                    h.image_dir.display()
+                ));
+            }
+        }
+    }
+    // How many machines fit at once; kept machines never free their memory.
+    let fit = available_mb().map_or(hosts.len(), |m| (m.saturating_sub(512) / u64::from(opts.memory_mb.max(1))) as usize).max(1);
+    if opts.keep && fit < hosts.len() {
+        return Err(format!(
+            "{} machines of {} MiB do not fit in the memory available ({} at a time): boot fewer hosts or give --memory less",
+            hosts.len(),
+            opts.memory_mb,
+            fit
+        ));
+    }
+    catch_interrupts();
+    let work = private_dir()?;
+    if work.path().to_string_lossy().contains(',') || opts.kiln_exe.to_string_lossy().contains(',') {
+        return Err("paths with commas cannot be passed to qemu".into());
+    }
+    let result = run_fleet(work.path(), hosts, plan, opts, fit);
+    // The seeds' user-data holds the secrets: it never outlives the boot, kept or not.
+    for h in hosts {
+        let _ = std::fs::remove_file(work.path().join(&h.name).join("seed").join("user-data"));
+    }
+    let (mut reports, mut kept) = result?;
+    let mut report = FleetReport { system: opts.system.clone(), plan: plan.clone(), hosts: Vec::new(), workdir: None, state: None };
+    if opts.keep && !kept.is_empty() {
+        let workdir = work.keep();
+        let state = State { system: opts.system.clone(), workdir: workdir.clone(), machines: std::mem::take(&mut kept) };
+        let file = write_state(&opts.state_dir, &state)?;
+        report.workdir = Some(workdir);
+        report.state = Some(file);
+    }
+    report.hosts = std::mem::take(&mut reports);
+    Ok(report)
+}
+
+fn state_file(dir: &Path, system: &str) -> PathBuf {
+    dir.join(format!("{system}.json"))
+}
+
+fn write_state(dir: &Path, state: &State) -> Result<PathBuf, String> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file = state_file(dir, &state.system);
+    if file.exists() {
+        // A fleet of the same system kept earlier: recorded machines must not be forgotten.
+        let old: Option<State> = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if old.is_some_and(|o| o.machines.iter().any(|m| alive(m.pid, &m.host))) {
+            return Err(format!(
+                "{} still records running machines of `{}`; the new ones run on: stop them with QMP or `kiln boot --down` first next time",
+                file.display(),
+                state.system
+            ));
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+    write_private(&file, serde_json::to_string_pretty(state).expect("serialises").as_bytes())?;
+    Ok(file)
+}
+
+/// Whether `pid` is still the qemu kiln started for `host` (not a reused pid, not a zombie).
+fn alive(pid: u32, host: &str) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+    !zombie && cmdline.split(|b| *b == 0).any(|a| a == format!("kiln-boot-{host}").as_bytes())
+}
+
+/// `kiln boot --down`: powers off the machines `--keep` left (of `system`, or of every
+/// recorded system), waits for each to stop (killing one that does not in 90 s), removes their
+/// work directory and the state file. Returns what it stopped, one line each.
+pub fn down(state_dir: &Path, system: Option<&str>) -> Result<Vec<String>, String> {
+    let files: Vec<PathBuf> = match system {
+        Some(s) => vec![state_file(state_dir, s)].into_iter().filter(|f| f.is_file()).collect(),
+        None => match std::fs::read_dir(state_dir) {
+            Ok(rd) => {
+                let mut v: Vec<PathBuf> =
+                    rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+                v.sort();
+                v
+            }
+            Err(_) => Vec::new(),
+        },
+    };
+    let mut out = Vec::new();
+    for file in files {
+        let state: State = serde_json::from_slice(&std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        for m in &state.machines {
+            if !alive(m.pid, &m.host) {
+                out.push(format!("{}/{}: not running", state.system, m.host));
+                continue;
+            }
+            let _ = super::power_off(&m.qmp);
+            let start = Instant::now();
+            while alive(m.pid, &m.host) {
+                if start.elapsed() > Duration::from_secs(90) {
+                    // SAFETY: a plain kill(2) of the qemu this state file recorded (checked by name).
+                    unsafe { libc::kill(m.pid as i32, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            out.push(format!("{}/{}: stopped (pid {})", state.system, m.host, m.pid));
+        }
+        // Only a directory kiln made: a private kiln-boot-* directory.
+        if state.workdir.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kiln-boot-")) {
+            let _ = std::fs::remove_dir_all(&state.workdir);
+        }
+        std::fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok(out)
+}
+
+/// The qemu arguments of one VM's NICs.
+fn nic_args(vm: &VmNet, plan: &Plan, seed_dir: &Path, kiln: &Path, ports: &BTreeMap<String, u16>) -> Vec<String> {
+    let mut args = Vec::new();
+    for (i, nic) in vm.nics.iter().enumerate() {
+        match &nic.role {
+            Role::Uplink | Role::Seed => {
+                let slirp = if nic.role == Role::Uplink { plan.uplink } else { plan.seed };
+                let mut s = format!("user,model=virtio-net-pci,mac={},net={}", nic.mac, slirp.net());
+                if nic.role == Role::Seed {
+                    // No packet leaves it (IPv6 router advertisements included): only the
+                    // seed server answers.
+                    s.push_str(",restrict=on,ipv6=off");
+                }
+                for (name, guest) in [("ssh", 22), ("http", 80), ("https", 443)] {
+                    if let Some(p) = ports.get(name) {
+                        s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:{guest}"));
+                    }
+                }
+                s.push_str(&format!(",guestfwd=tcp:{}:80-cmd:{} seed-serve {}", slirp.seed(), kiln.display(), seed_dir.display()));
+                args.extend(["-nic".to_string(), s]);
+            }
+            Role::Lan { network } => {
+                let lan = plan.lans.iter().find(|l| &l.network == network).expect("planned");
+                let id = format!("lan{i}");
+                args.extend([
+                    "-netdev".to_string(),
+                    format!("socket,id={id},mcast={}:{},localaddr=127.0.0.1", lan.group, lan.port),
+                    "-device".to_string(),
+                    format!("virtio-net-pci,netdev={id},mac={}", nic.mac),
+                ]);
+            }
+        }
+    }
+    args
+}
+
+/// Writes one host's seed, overlay and (for a host with data) data disk under `dir`, and
+/// starts its qemu.
+fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions, ports: &BTreeMap<String, u16>) -> Result<Child, String> {
+    std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(|e| e.to_string())?;
+    let seed = dir.join("seed");
+    std::fs::DirBuilder::new().mode(0o700).create(&seed).map_err(|e| e.to_string())?;
+    let netcfg = network_config(vm);
+    write_private(&seed.join("user-data"), &seed_user_data(&h.user_data, &h.secrets, Some(&report_part())))?;
+    write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {}\n", &h.closure[..16], h.name).as_bytes())?;
+    write_private(&seed.join("vendor-data"), b"")?;
+    write_private(&seed.join("network-config"), netcfg.as_bytes())?;
+    let overlay = dir.join("overlay.qcow2");
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(h.image_dir.join("base.raw")).arg(&overlay))?;
+    std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    let serial = dir.join("serial.log");
+    write_private(&serial, b"")?;
+    let err = dir.join("qemu.err");
+    write_private(&err, b"")?;
+    // cloud-init reads a network configuration from the kernel command line in its local
+    // stage, before any datasource; the seed's `network-config` says the same for NoCloud,
+    // whose HTTP seed is read only once the network is up.
+    use base64::Engine;
+    let append = format!("network-config={}", base64::engine::general_purpose::STANDARD.encode(&netcfg));
+    let mut qemu = qemu_command(&h.name, opts.memory_mb, &h.image_dir, Some(&append), &overlay);
+    if h.volume {
+        let disk = dir.join("data.qcow2");
+        let (format, _) = data_disk(&disk)?;
+        qemu.arg("-drive")
+            .arg(format!("file={},format={format},if=none,id=kiln-data,discard=unmap", disk.display()))
+            .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={}", super::DATA_DISK_SERIAL)]);
+    }
+    let seed_addr = if vm.uplink() { plan.uplink.seed() } else { plan.seed.seed() };
+    qemu.args(nic_args(vm, plan, &seed, &opts.kiln_exe, ports))
+        .args(["-smbios", &format!("type=1,serial=ds={};s=http://{seed_addr}/", nocloud_name(&h.image_dir))]);
+    spawn_qemu(qemu, &serial, &dir.join("qmp.sock"), &err)
+}
+
+/// Powers a machine off and reads cloud-init's result and the marker from its disk.
+fn off_and_read(report: &mut HostReport, child: &mut Child, dir: &Path) {
+    stop(child, &dir.join("qmp.sock"));
+    let overlay = dir.join("overlay.qcow2");
+    if let Ok(files) = read_from_disk(dir, &overlay, &["/var/lib/cloud/data/result.json", crate::render::MARKER]) {
+        let result: serde_json::Value = serde_json::from_str(&files[0]).unwrap_or(serde_json::Value::Null);
+        report.result_errors = result["v1"]["errors"].as_array().cloned();
+        report.marker = Some(files[1].trim().to_string()).filter(|m| !m.is_empty());
+    }
+}
+
+type Outcome = (Vec<HostReport>, Vec<KeptMachine>);
+
+fn run_fleet(work: &Path, hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions, fit: usize) -> Result<Outcome, String> {
+    let mut reports: Vec<HostReport> = hosts
+        .iter()
+        .zip(&plan.vms)
+        .map(|(h, vm)| HostReport {
+            host: h.name.clone(),
+            closure: h.closure.clone(),
+            error: None,
+            boot_seconds: None,
+            datasource: None,
+            warnings: Vec::new(),
+            result_errors: None,
+            provisioner: None,
+            marker: None,
+            containers: Vec::new(),
+            ports: BTreeMap::new(),
+            network: vm.clone(),
+            pid: None,
+            qmp: None,
+        })
+        .collect();
+    for r in &mut reports {
+        if r.network.forwards {
+            for name in ["ssh", "http", "https"] {
+                r.ports.insert(name.to_string(), free_port()?);
+            }
+        }
+    }
+    // Gateways (hosts with an uplink) first, so that a wave holds them with their clients.
+    let mut pending: Vec<usize> = (0..hosts.len()).collect();
+    pending.sort_by_key(|i| !plan.vms[*i].uplink());
+    pending.reverse();
+    let mut running: Vec<Running> = Vec::new();
+    let mut finished: Vec<(usize, Child)> = Vec::new();
+    let mut kept = Vec::new();
+    let all_stop = |running: &mut Vec<Running>, finished: &mut Vec<(usize, Child)>| {
+        for r in running.iter_mut() {
+            super::kill(&mut r.child);
+        }
+        for (_, c) in finished.iter_mut() {
+            super::kill(c);
+        }
+    };
+    loop {
+        while running.len() < fit
+            && let Some(i) = pending.pop()
+        {
+            let dir = work.join(&hosts[i].name);
+            match start(&dir, &hosts[i], &plan.vms[i], plan, opts, &reports[i].ports) {
+                Ok(child) => running.push(Running { index: i, child, started: Instant::now(), dir }),
+                Err(e) => reports[i].error = Some(e),
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let mut still = Vec::new();
+        for mut r in running.drain(..) {
+            let serial = r.dir.join("serial.log");
+            let log = std::fs::read_to_string(&serial).unwrap_or_default();
+            let report = &mut reports[r.index];
+            if let Some(line) = log.lines().find(|l| l.contains("Cloud-init v.") && l.contains(" finished at ")) {
+                // cloud-init has read its seed: the secrets leave the disk now, also with --keep.
+                let _ = std::fs::remove_file(r.dir.join("seed").join("user-data"));
+                report.boot_seconds = Some(r.started.elapsed().as_secs_f64());
+                report.datasource = line.split("Datasource ").nth(1).map(|s| s.split_whitespace().next().unwrap_or("").to_string());
+                report.warnings =
+                    log.lines().filter(|l| l.contains("WARNING") || l.contains("Invalid cloud-config")).map(str::to_string).collect();
+                let (marker, error, containers, _) = parse_report(&log);
+                report.provisioner = Some(if marker.as_deref() == Some(hosts[r.index].closure.as_str()) {
+                    "completed".to_string()
+                } else {
+                    error.unwrap_or_else(|| "did not complete (no marker, no error line)".into())
+                });
+                report.marker = marker;
+                report.containers = containers;
+                if opts.keep || pending.is_empty() {
+                    // Running on until every machine has finished: a gateway serves its clients.
+                    finished.push((r.index, r.child));
+                } else {
+                    // Its memory is needed for the next machine.
+                    off_and_read(report, &mut r.child, &r.dir);
+                }
+                continue;
+            }
+            if let Ok(Some(status)) = r.child.try_wait() {
+                let err = std::fs::read_to_string(r.dir.join("qemu.err")).unwrap_or_default();
+                report.error = Some(format!("qemu exited ({status}) before cloud-init finished: {err}\n{}", console_tail(&serial)));
+                continue;
+            }
+            if r.started.elapsed() > opts.timeout {
+                super::kill(&mut r.child);
+                report.error = Some(format!("cloud-init did not finish in {:?}; {}", opts.timeout, console_tail(&serial)));
+                continue;
+            }
+            still.push(r);
+        }
+        running = still;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            all_stop(&mut running, &mut finished);
+            return Err("interrupted; the machines were stopped and their work directory removed".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if !opts.keep {
+        for (i, mut child) in finished {
+            off_and_read(&mut reports[i], &mut child, &work.join(&hosts[i].name));
+        }
+        return Ok((reports, kept));
+    }
+    // With --keep: every machine that finished runs on (its secrets are gone from the seed).
+    for (i, child) in finished {
+        let dir = work.join(&hosts[i].name);
+        reports[i].pid = Some(child.id());
+        reports[i].qmp = Some(dir.join("qmp.sock"));
+        kept.push(KeptMachine { host: hosts[i].name.clone(), pid: child.id(), qmp: dir.join("qmp.sock") });
+        std::mem::forget(child);
+    }
+    Ok((reports, kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_part_lines_are_read_back() {
+        let log = "[  1.0] noise\nkiln-boot: marker abc\r\nkiln-boot: provisioner-error \n[ 2.0] x kiln-boot: container db running healthy\nkiln-boot: container web exited\nkiln-boot: end\n";
+        let (marker, error, containers, end) = parse_report(log);
+        assert_eq!(marker.as_deref(), Some("abc"));
+        assert_eq!(error, None);
+        assert!(end);
+        assert_eq!(
+            containers,
+            vec![
+                Container { service: "db".into(), state: "running".into(), health: "healthy".into() },
+                Container { service: "web".into(), state: "exited".into(), health: "".into() },
+            ]
+        );
+        let (marker, error, _, end) = parse_report("kiln-boot: marker none\nkiln-boot: provisioner-error kiln: error: no data volume\n");
+        assert_eq!((marker, error.as_deref(), end), (None, Some("kiln: error: no data volume"), false));
+    }
+
+    #[test]
+    fn down_without_state_stops_nothing_and_a_dead_machine_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(down(dir.path(), None).unwrap().is_empty());
+        let work = tempfile::Builder::new().prefix("kiln-boot-").tempdir().unwrap().keep();
+        let state = State {
+            system: "s".into(),
+            workdir: work.clone(),
+            machines: vec![KeptMachine { host: "h".into(), pid: std::process::id(), qmp: dir.path().join("none.sock") }],
+        };
+        let file = write_state(&dir.path().join("state"), &state).unwrap();
+        assert_eq!(std::fs::metadata(dir.path().join("state")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        // this test process is not a qemu named kiln-boot-h: never signalled
+        assert_eq!(down(&dir.path().join("state"), Some("s")).unwrap(), ["s/h: not running"]);
+        assert!(!file.exists() && !work.exists());
+    }
+}
