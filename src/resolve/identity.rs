@@ -101,23 +101,43 @@ impl<'a> Resolver<'a> {
         let logins: Vec<(&Sp<String>, &ServiceDecl)> =
             self.inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| Some((s.login.as_ref()?, s))).collect();
         let idps: Vec<String> = sys.services.values().filter(|s| s.module == AUTHENTIK).map(|s| s.name.clone()).collect();
+        // Looked up once per provider: routes by the service behind them and by their forward
+        // auth, workers by the services they connect to (scans per provider were quadratic).
+        let mut routes_by_service: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut routes_by_auth: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, r) in sys.routes.iter().enumerate() {
+            routes_by_service.entry(r.service.as_str()).or_default().push(i);
+            if let Some(a) = &r.auth {
+                routes_by_auth.entry(a.service.as_str()).or_default().push(i);
+            }
+        }
+        let mut workers_by_dep: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in sys.services.values().filter(|s| s.module == AUTHENTIK_WORKER) {
+            let deps: BTreeSet<&str> = s.deps.iter().map(|d| d.service.as_str()).collect();
+            for d in deps {
+                workers_by_dep.entry(d.to_string()).or_default().push(s.name.clone());
+            }
+        }
+        let mut logins_by_idp: BTreeMap<&str, Vec<(&Sp<String>, &ServiceDecl)>> = BTreeMap::new();
+        for (l, d) in &logins {
+            logins_by_idp.entry(l.value.as_str()).or_default().push((l, d));
+        }
+        let routes_of = |index: &BTreeMap<&str, Vec<usize>>, service: &str| index.get(service).map_or(&[][..], Vec::as_slice).to_vec();
         for idp in idps {
             let mut bp = Blueprint { idp: idp.clone(), ..Blueprint::default() };
             let mut first: Option<Span> = None;
-            for r in sys.routes.iter().filter(|r| r.auth.as_ref().is_some_and(|a| a.service == idp)) {
+            for r in routes_of(&routes_by_auth, &idp).into_iter().map(|i| &sys.routes[i]) {
                 first.get_or_insert(r.span);
                 bp.proxies.push(ProxyApp { slug: proxy_slug(&r.hostname), external_host: format!("https://{}", r.hostname) });
             }
             let mut secrets = Vec::new();
-            for (login, decl) in logins.iter().filter(|(l, _)| l.value == idp) {
+            for (login, decl) in logins_by_idp.get(idp.as_str()).map_or(&[][..], Vec::as_slice) {
                 let Some(app) = sys.services.get(&decl.name.value) else { continue };
                 let Some(oidc) = self.inputs.modules.get(&app.module).and_then(|m| m.decl.oidc.as_ref()) else { continue };
                 first.get_or_insert(login.span);
-                let redirect_uris: Vec<String> = sys
-                    .routes
-                    .iter()
-                    .filter(|r| r.service == app.name)
-                    .map(|r| format!("https://{}{}", r.hostname, oidc.redirect_path.value))
+                let redirect_uris: Vec<String> = routes_of(&routes_by_service, &app.name)
+                    .into_iter()
+                    .map(|i| format!("https://{}{}", sys.routes[i].hostname, oidc.redirect_path.value))
                     .collect();
                 if redirect_uris.is_empty() {
                     self.err(
@@ -136,12 +156,7 @@ impl<'a> Resolver<'a> {
             }
             let Some(span) = first else { continue };
             let database: BTreeSet<&str> = sys.services[&idp].deps.iter().filter(|d| !d.derived).map(|d| d.service.as_str()).collect();
-            let workers: Vec<String> = sys
-                .services
-                .values()
-                .filter(|s| s.module == AUTHENTIK_WORKER && s.deps.iter().any(|d| database.contains(d.service.as_str())))
-                .map(|s| s.name.clone())
-                .collect();
+            let workers: BTreeSet<&String> = database.iter().filter_map(|d| workers_by_dep.get(*d)).flatten().collect();
             if workers.is_empty() {
                 self.err(
                     Diagnostic::error("E0060", format!("no `{AUTHENTIK_WORKER}` applies the blueprint of `{idp}`"))
@@ -152,7 +167,7 @@ impl<'a> Resolver<'a> {
             }
             let content = crate::render::authentik::blueprint(&bp);
             for w in workers {
-                let svc = sys.services.get_mut(&w).expect("listed above");
+                let svc = sys.services.get_mut(w).expect("listed above");
                 let uid = svc.container.as_ref().and_then(|c| c.user.as_deref()).and_then(|u| u.split(':').next()?.parse().ok());
                 for (secret, target, id) in &secrets {
                     svc.secrets.push(SecretUse { slot: format!("kiln_oidc_{id}"), secret: secret.clone(), target: target.clone(), uid });
