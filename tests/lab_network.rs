@@ -183,3 +183,40 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
     assert!(std::fs::read_dir(&state).unwrap().next().is_none(), "the state file is removed");
     eprintln!("lab_network: {:.0} s in all ({:.0} s booting)", started.elapsed().as_secs_f64(), booted.as_secs_f64());
 }
+
+/// The command line of a fleet boot, without booting: what it refuses and says, before any
+/// machine or work directory exists.
+#[test]
+fn fleet_boot_usage_is_checked_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = repo().join("tests/fixtures/lab-network");
+    let modules = sys.join("modules");
+    let state = tmp.path().join("state");
+    let boot = |args: &[&str]| {
+        let mut c = kiln();
+        c.env("TMPDIR", tmp.path()).arg("--modules").arg(&modules).arg("boot").args(args).arg("--state").arg(&state);
+        c.output().unwrap()
+    };
+    let sys_arg = sys.to_str().unwrap();
+    // a host that is not there, with a suggestion
+    let out = boot(&["--hosts", "edge,ap", sys_arg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no host `ap` in system `lab-network` (did you mean `app`?)"), "{}", text(&out.stderr));
+    // one-host flags are not fleet flags; a fleet takes only the path
+    let out = boot(&["--all", sys_arg, "--data-disk", "x.qcow2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--data-disk and --lab-images boot one host"), "{}", text(&out.stderr));
+    let out = boot(&["--all", "edge", sys_arg]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("takes only the system's PATH"), "{}", text(&out.stderr));
+    // an image directory without the image: refused before a work directory exists
+    let out = boot(&["--all", sys_arg, "--image", tmp.path().join("none").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no base.raw in"), "{}", text(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with("kiln-boot-")), "{left:?}");
+    // --down with nothing kept
+    let out = boot(&["--down"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no kept machines recorded"), "{}", text(&out.stderr));
+}
