@@ -100,9 +100,16 @@ fn traefik_serves_every_route_with_no_errors() {
     assert_eq!(status, 200);
     let seen = up.seen.lock().unwrap().clone();
     assert_eq!(seen, vec!["/gate/start".to_string()], "the gate's own page is not checked");
-    // the allow-list keeps loopback out of the intranet route
+    // the allow-list keeps loopback out of the intranet route, and out of a gated route's
+    // gate pages as well as the route itself
     let (status, _, _) = curl("https", "intranet.example.com", websecure);
     assert_eq!(status, 403);
+    up.seen.lock().unwrap().clear();
+    for path in ["/", "/gate/start"] {
+        let (status, _, _) = curl_path("https", "staff.example.com", websecure, path);
+        assert_eq!(status, 403, "staff.example.com{path} from outside its allow-list");
+    }
+    assert!(up.seen.lock().unwrap().is_empty(), "nothing reached the gate or the app: {:?}", up.seen.lock().unwrap());
     // plain HTTP is redirected to HTTPS
     let (status, headers, _) = curl("http", "www.example.com", web);
     assert!(status == 301 || status == 308, "{status}: {headers}");

@@ -423,6 +423,8 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
             http.middlewares.insert(m.clone(), serde_json::json!({ "ipAllowList": { "sourceRange": ranges } }));
             middlewares.push(m);
         }
+        // The route's allow-list holds for its auth paths too.
+        let allow = middlewares.clone();
         if let Some(cs) = &r.crowdsec {
             let m = format!("crowdsec-{}", cs.service);
             http.middlewares.insert(m.clone(), forward_auth(cs));
@@ -473,7 +475,7 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
                     priority: None,
                     entry_points: vec!["websecure"],
                     service: auth_name.clone(),
-                    middlewares: vec![headers],
+                    middlewares: allow.into_iter().chain([headers]).collect(),
                     tls: tls.clone(),
                 },
             );
