@@ -2,7 +2,8 @@
 //! (tests/tofu/, the real cloudflare/cloudflare 5.22.0 schemas): one ingress rule per route the
 //! tunnel carries, to the edge by name with the route's hostname as SNI, the catch-all 404 last;
 //! a proxied CNAME to `<tunnel id>.cfargotunnel.com` for each of those names (Terraform
-//! resolves the id); the droplet's cloud firewall, ufw and Compose without 80/443; and the
+//! resolves the id); an HTTP-01 route's challenge path sent to the edge's port 80; the
+//! droplet's cloud firewall, ufw and Compose without 80/443; and the
 //! tunnel token only on the host: not in the root, the state or the store, and handed to
 //! cloudflared as the file `TUNNEL_TOKEN_FILE` names (read back by the real `docker-compose`).
 
@@ -129,4 +130,33 @@ fn the_tunnel_token_reaches_cloudflared_on_the_host_only() {
     let source = svc["secrets"][0]["source"].as_str().unwrap();
     assert_eq!(compose["secrets"][source]["file"], "/etc/kiln/service-secrets/cloudflared/cloudflared_token");
     assert!(svc["environment"].get("TUNNEL_TOKEN").is_none(), "no token value in the environment");
+}
+
+#[test]
+fn an_http01_route_through_the_tunnel_gets_its_challenge_path_on_port_80() {
+    // vault.<domain> takes its certificate over HTTP-01: Let's Encrypt's request arrives through
+    // Cloudflare and the tunnel like any other, so a rule before the hostname's sends the
+    // challenge path to Traefik's port 80, where Traefik answers it.
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let f = sys.join("community.toml");
+    let from = "service = \"{instance}-vaultwarden\"\nedge = \"traefik\"\ntls = \"dns\"";
+    let text = read(&f);
+    assert!(text.contains(from));
+    std::fs::write(&f, text.replace(from, &from.replace("\"dns\"", "\"acme\""))).unwrap();
+    let result = build(&sys, &tmp.path().join("store"), &tmp.path().join("r"));
+    let dir = common::terraform::root_of(&result, &tmp.path().join("tf"));
+    common::terraform::tofu_check(&dir, &[]).unwrap_or_else(|e| panic!("terraform rejects the root:\n{e}"));
+    let root: serde_json::Value = serde_json::from_str(&read(&dir.join("main.tf.json"))).unwrap();
+    let ingress =
+        root["resource"]["cloudflare_zero_trust_tunnel_cloudflared_config"]["cloudflared"]["config"]["ingress"].as_array().unwrap();
+    let at = ingress.iter().position(|r| r["hostname"] == "vault.maidan.example").unwrap();
+    assert_eq!(ingress[at]["path"], r"^/\.well-known/acme-challenge/", "the challenge rule comes first: {}", ingress[at]);
+    assert_eq!(ingress[at]["service"], "http://traefik:80");
+    assert_eq!(ingress[at + 1]["hostname"], "vault.maidan.example");
+    assert!(ingress[at + 1]["path"].is_null(), "then the whole name: {}", ingress[at + 1]);
+    assert_eq!(ingress[at + 1]["service"], "https://traefik:443");
+    let challenges = ingress.iter().filter(|r| !r["path"].is_null()).count();
+    assert_eq!(challenges, 1, "only the HTTP-01 route has one");
 }

@@ -40,7 +40,14 @@ pub struct Ingress<'a> {
     /// The edge's certificate comes from its own local CA (`tls = "internal"`), which
     /// cloudflared cannot verify; the hop stays on the host's Docker network.
     pub no_tls_verify: bool,
+    /// The route's certificate comes over HTTP-01 (`tls = "acme"`): its challenge path goes to
+    /// the edge's port 80 (`http://<edge>:80`), where the edge answers Let's Encrypt, in a rule
+    /// before the hostname's.
+    pub acme_challenge: Option<String>,
 }
+
+/// The ingress `path` (cloudflared matches it as a regular expression) of the HTTP-01 challenge.
+pub const ACME_CHALLENGE_PATH: &str = r"^/\.well-known/acme-challenge/";
 
 /// The routes `connector` carries, in hostname order with wildcards last (cloudflared takes the
 /// first rule that matches).
@@ -54,6 +61,7 @@ pub fn ingress<'a>(sys: &'a System, connector: &Service) -> Vec<Ingress<'a>> {
             service: format!("https://{}:443", r.edge_service),
             origin_server_name: &r.hostname,
             no_tls_verify: r.tls == TlsMode::Internal,
+            acme_challenge: (r.tls == TlsMode::Acme).then(|| format!("http://{}:80", r.edge_service)),
         })
         .collect();
     out.sort_by_key(|i| (i.hostname.starts_with('*'), i.hostname));

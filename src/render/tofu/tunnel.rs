@@ -39,12 +39,16 @@ pub(super) fn tunnels(
         let routes = tunnel::ingress(sys, c);
         let mut ingress: Vec<Value> = routes
             .iter()
-            .map(|i| {
+            .flat_map(|i| {
                 let mut origin = json!({ "origin_server_name": i.origin_server_name });
                 if i.no_tls_verify {
                     origin["no_tls_verify"] = json!(true);
                 }
-                json!({ "hostname": i.hostname, "service": i.service, "origin_request": origin })
+                let challenge = i
+                    .acme_challenge
+                    .as_ref()
+                    .map(|service| json!({ "hostname": i.hostname, "path": tunnel::ACME_CHALLENGE_PATH, "service": service }));
+                challenge.into_iter().chain([json!({ "hostname": i.hostname, "service": i.service, "origin_request": origin })])
             })
             .collect();
         // cloudflared refuses a configuration whose last rule matches only some requests.
