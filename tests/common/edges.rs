@@ -219,13 +219,14 @@ pub fn run_traefik_with(host: &Path, upstream: u16, streams: Option<StreamUpstre
     }
     let mut stream_routers = BTreeMap::new();
     for protocol in ["tcp", "udp"] {
-        let Some(services) = dy[protocol]["services"].as_object_mut() else { continue };
+        // `get_mut`, not indexing: indexing a missing key would add it (as null) to the file
+        let Some(services) = dy.get_mut(protocol).and_then(|p| p.get_mut("services")).and_then(Value::as_object_mut) else { continue };
         let up = streams.expect("the configuration has streams: give their upstreams");
         let port = if protocol == "udp" { up.udp } else { up.tcp };
         for (_, s) in services {
             s["loadBalancer"]["servers"] = json!([{ "address": format!("127.0.0.1:{port}") }]);
         }
-        stream_routers.insert(protocol, dy[protocol]["routers"].as_object().map_or(0, |r| r.len()));
+        stream_routers.insert(protocol, dy.get(protocol).and_then(|p| p.get("routers")).and_then(Value::as_object).map_or(0, |r| r.len()));
     }
     let routers: Vec<String> = dy["http"]["routers"].as_object().unwrap().keys().cloned().collect();
     std::fs::write(tmp.join("traefik.yml"), serde_json::to_string(&st).unwrap()).unwrap();
