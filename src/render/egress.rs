@@ -31,8 +31,24 @@ pub fn client_script(host: &Host) -> Option<String> {
     Some(s)
 }
 
-/// The provisioner's egress step (before anything is installed).
+/// The provisioner's egress step (before anything is installed). On Scaleway it first waits
+/// for the host's pinned private addresses: the private NIC is attached after the server has
+/// started (`scaleway_instance_private_nic`), and both the route out and the ports published
+/// on those addresses need them.
 pub fn provision(o: &mut String, host: &Host) {
+    if host.provider_kind == ProviderKind::Scaleway && !host.addresses.is_empty() {
+        o.push_str(
+            "\n# Private network: the NIC is attached after the server starts; wait for its pinned address.\nlog 'step: private address'\n",
+        );
+        for ip in host.addresses.values() {
+            let _ = writeln!(
+                o,
+                "i=0\nuntil ip -o addr show | awk '{{split($4, a, \"/\"); print a[1]}}' | grep -qxF {}; do\n\ti=$((i + 1))\n\t[ \"$i\" -le 150 ] || die {}\n\tsleep 2\ndone",
+                sh(&ip.to_string()),
+                sh(&format!("private address {ip} did not appear on any interface in 300 s (is the private NIC attached?)"))
+            );
+        }
+    }
     if let Some(script) = client_script(host) {
         o.push_str("\n# Egress: no public address of its own (cloud-init runs this on every boot too).\nlog 'step: egress'\n");
         o.push_str(&script);

@@ -207,12 +207,16 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
             );
         }
         if on(ProviderKind::Scaleway) {
-            add(
-                &mut resources,
-                "scaleway_vpc_private_network",
-                net,
-                json!({ "name": format!("{}-{net}", sys.name), "ipv4_subnet": [{ "subnet": cidr.to_string() }] }),
-            );
+            let mut pn = json!({ "name": format!("{}-{net}", sys.name), "ipv4_subnet": [{ "subnet": cidr.to_string() }] });
+            // Regional, like the addresses reserved in it: the region of its servers' zone.
+            let region = hosts
+                .iter()
+                .filter(|h| h.host.provider_kind == ProviderKind::Scaleway && h.host.addresses.contains_key(net))
+                .find_map(|h| h.host.location.as_deref().and_then(scaleway_region));
+            if let Some(r) = region {
+                pn["region"] = json!(r);
+            }
+            add(&mut resources, "scaleway_vpc_private_network", net, pn);
         }
     }
 
@@ -381,8 +385,16 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                     "security_group_id": sg,
                     "lifecycle": lifecycle,
                 });
-                if let Some(n) = host.addresses.keys().next() {
-                    server["private_network"] = json!([{ "pn_id": expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(n))) }]);
+                if let Some(z) = &host.location {
+                    server["zone"] = json!(z);
+                }
+                // The host's address on each private network, pinned: reserved in the network's
+                // IPAM (`scaleway_ipam_ip` with that address) and given to the NIC that attaches
+                // the server (`ipam_ip_ids`), so the address kiln binds ports to is the one the
+                // server gets. The server's inline `private_network` takes no reserved address
+                // in provider 2.79.0, hence a separate NIC.
+                for (net, ip) in &host.addresses {
+                    scaleway_private_nic(&mut resources, sys, host, net, *ip);
                 }
                 // A Scaleway instance has no public address unless it is given one.
                 if host.public {
@@ -510,6 +522,41 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     let mut s = serde_json::to_string_pretty(&finalise(Value::Object(root))).expect("serialises");
     s.push('\n');
     Some(s)
+}
+
+/// A Scaleway server's pinned address on `net`: the IPAM reservation and the private NIC that
+/// takes it (provider docs, `instance_private_nic.md`, "With IPAM IP IDs"). The NIC is attached
+/// after the server has started (the provider creates it after `reachState`), so the
+/// provisioner waits for the address (`render::egress::provision`). A replaced server's new
+/// NIC takes the same reservation, which outlives both.
+fn scaleway_private_nic(resources: &mut Map<String, Value>, sys: &System, host: &Host, net: &str, ip: IpAddr) {
+    let name = format!("{}_{}", rname(&host.name), rname(net));
+    let pn = expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(net)));
+    let mut reserved = json!({
+        "address": ip.to_string(),
+        "source": [{ "private_network_id": pn }],
+        "tags": [format!("kiln-system={}", sys.name), format!("kiln-host={}", host.name)],
+    });
+    if let Some(r) = host.location.as_deref().and_then(scaleway_region) {
+        reserved["region"] = json!(r);
+    }
+    add(resources, "scaleway_ipam_ip", &name, reserved);
+    let mut nic = json!({
+        "server_id": expr(format!("${{scaleway_instance_server.{}.id}}", rname(&host.name))),
+        "private_network_id": expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(net))),
+        "ipam_ip_ids": [expr(format!("${{scaleway_ipam_ip.{name}.id}}"))],
+    });
+    if let Some(z) = &host.location {
+        nic["zone"] = json!(z);
+    }
+    add(resources, "scaleway_instance_private_nic", &name, nic);
+}
+
+/// The region of a Scaleway zone (`fr-par-1` → `fr-par`): private networks and IPAM addresses
+/// are regional, servers zonal.
+fn scaleway_region(zone: &str) -> Option<&str> {
+    let (region, n) = zone.rsplit_once('-')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && region.contains('-')).then_some(region)
 }
 
 /// A host's rules as its provider's firewall carries them: only those whose traffic that

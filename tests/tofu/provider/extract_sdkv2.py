@@ -46,6 +46,13 @@ RESOURCES = {
     "scaleway_rdb_instance": ("internal/services/rdb/instance.go", r"func instanceSchema\(\)"),
     "scaleway_object_bucket": ("internal/services/object/bucket.go", r"func bucketSchema\(\)"),
     "scaleway_iam_ssh_key": ("internal/services/iam/ssh_key.go", r"func sshKeySchema\(\)"),
+    "scaleway_ipam_ip": ("internal/services/ipam/ip.go", r"func ipSchema\(\)"),
+    "scaleway_vpc_public_gateway": ("internal/services/vpcgw/public_gateway.go", r"func publicGatewaySchema\(\)"),
+    "scaleway_vpc_public_gateway_ip": ("internal/services/vpcgw/ip.go", r"func ipSchema\(\)"),
+    "scaleway_vpc_gateway_network": ("internal/services/vpcgw/network.go", r"func networkSchema\(\)"),
+    "scaleway_rdb_database": ("internal/services/rdb/database.go", r"func databaseSchema\(\)"),
+    "scaleway_rdb_user": ("internal/services/rdb/user.go", r"func userSchema\(\)"),
+    "scaleway_rdb_privilege": ("internal/services/rdb/privilege.go", r"func privilegeSchema\(\)"),
 }
 
 # aminueza/minio v3.40.1: a pure SDKv2 provider (main.go serves minio.Provider).

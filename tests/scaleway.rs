@@ -1,0 +1,150 @@
+//! civic-scaleway (seed 001) as Terraform applies it with the stand-in providers (tests/tofu/,
+//! scaleway/scaleway 2.79.0's schemas extracted from its Go source): each server has a public
+//! IP and its address on the VPC pinned (an IPAM reservation of exactly the address in
+//! hosts.toml, taken by the server's private NIC through `ipam_ip_ids`), the address every port
+//! Compose publishes on the VPC binds to; and the provisioner waits for that address (run by
+//! dash with a stand-in `ip` that shows it only on the third call).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::terraform::applied;
+use common::*;
+
+fn example() -> PathBuf {
+    repo().join("flake-free-examples/civic-scaleway")
+}
+
+/// The attributes of every instance of `ty` in a Terraform state, by resource name.
+fn state_resources(state: &serde_json::Value, ty: &str) -> BTreeMap<String, serde_json::Value> {
+    state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == ty && r["mode"] == "managed")
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["instances"][0]["attributes"].clone()))
+        .collect()
+}
+
+/// Each host's address on each network as the example declares it (hosts.toml, the seed's 9.6
+/// addresses): host → (network → address).
+fn addresses() -> BTreeMap<String, BTreeMap<String, String>> {
+    let hosts: toml::Table = toml::from_str(&read(&example().join("hosts.toml"))).unwrap();
+    hosts["hosts"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .map(|(h, v)| {
+            let nets = v["networks"].as_table().unwrap().iter().map(|(n, a)| (n.clone(), a.as_str().unwrap().to_string())).collect();
+            (h.clone(), nets)
+        })
+        .collect()
+}
+
+/// The real `docker-compose config` of a host's Compose file, its env files (on the host under
+/// /etc/kiln/env, written by the provisioner) standing empty in `dir`.
+fn compose_here(file: &std::path::Path, dir: &std::path::Path) -> serde_json::Value {
+    let compose = read(file);
+    std::fs::create_dir_all(dir.join("env")).unwrap();
+    for env in compose.split("/etc/kiln/env/").skip(1).filter_map(|rest| rest.split(".env").next()) {
+        std::fs::write(dir.join(format!("env/{env}.env")), "").unwrap();
+    }
+    let local = dir.join("compose.yaml");
+    std::fs::write(&local, compose.replace("/etc/kiln/env/", &format!("{}/env/", dir.display()))).unwrap();
+    compose_config(&local)
+}
+
+#[test]
+fn every_server_has_a_public_ip_and_its_vpc_address_pinned_where_ports_bind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let applied = applied(&example(), tmp.path());
+    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
+    let addresses = addresses();
+    assert_eq!(addresses.len(), 3, "{addresses:?}");
+
+    let servers = state_resources(&state, "scaleway_instance_server");
+    let public = state_resources(&state, "scaleway_instance_ip");
+    let reserved = state_resources(&state, "scaleway_ipam_ip");
+    let nics = state_resources(&state, "scaleway_instance_private_nic");
+    let networks = state_resources(&state, "scaleway_vpc_private_network");
+    let pn = &networks["vpc"];
+    assert_eq!(pn["ipv4_subnet"][0]["subnet"], "10.0.0.0/24");
+    assert_eq!(pn["region"], "fr-par", "regional, like the reservations in it");
+
+    for (host, nets) in &addresses {
+        let server = &servers[host];
+        // Public: the server takes its own routed IPv4.
+        assert_eq!(server["ip_id"], public[host]["id"], "{host}: no public IP");
+        assert_eq!(server["zone"], "fr-par-1", "{host}: the host's location is the server's zone");
+        // The inline attachment takes no reserved address: it must not attach a second NIC.
+        assert!(server["private_network"].as_array().is_none_or(|a| a.is_empty()), "{host}: {}", server["private_network"]);
+        for (net, address) in nets {
+            let key = format!("{host}_{net}");
+            let ip = reserved.get(&key).unwrap_or_else(|| panic!("no scaleway_ipam_ip.{key}"));
+            assert_eq!(ip["address"], address.as_str(), "{key}: the reservation is the address of hosts.toml");
+            assert_eq!(ip["source"][0]["private_network_id"], networks[net]["id"]);
+            assert_eq!(ip["region"], pn["region"]);
+            let nic = nics.get(&key).unwrap_or_else(|| panic!("no scaleway_instance_private_nic.{key}"));
+            assert_eq!(nic["server_id"], server["id"], "{key}");
+            assert_eq!(nic["private_network_id"], networks[net]["id"], "{key}");
+            assert_eq!(nic["ipam_ip_ids"], serde_json::json!([ip["id"]]), "{key}: the NIC takes the reserved address");
+            assert_eq!(nic["zone"], server["zone"]);
+        }
+
+        // Every port Compose publishes on a specific address binds to the pinned one.
+        let compose = compose_here(&applied.first.join(format!("hosts/{host}/compose.yaml")), &tmp.path().join(host));
+        let mut bound = 0;
+        for (svc, s) in compose["services"].as_object().unwrap() {
+            for p in s["ports"].as_array().into_iter().flatten() {
+                if let Some(h) = p["host_ip"].as_str().filter(|h| *h != "0.0.0.0" && *h != "::") {
+                    assert!(nets.values().any(|a| a == h), "{host}/{svc} binds {h}, not a pinned address of {nets:?}");
+                    bound += 1;
+                }
+            }
+        }
+        assert!(bound > 0, "{host}: no port binds to its VPC address (the test would prove nothing)");
+    }
+    assert_eq!(reserved.len(), 3);
+    assert_eq!(nics.len(), 3);
+}
+
+#[test]
+fn the_provisioner_waits_for_the_pinned_address_before_anything_binds_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&example(), &tmp.path().join("store"), &tmp.path().join("r"));
+    let script = read(&result.join("hosts/tools-prod/provision.sh"));
+    let start = script.find("log 'step: private address'").expect("a wait for the private address");
+    let end = start + script[start..].find("\ndone\n").expect("the wait loop") + 6;
+    let wait = &script[start..end];
+    assert!(start < script.find("log 'step: firewall'").unwrap() && start < script.find("log 'step: services'").unwrap());
+
+    // A stand-in `ip` (named as one): the private NIC "attaches" on the third call.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = tmp.path().join("calls");
+    let fake_ip = format!(
+        "#!/bin/sh\nn=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}\necho '1: lo    inet 127.0.0.1/8 scope host lo'\n[ $n -ge 3 ] && echo '3: ens5    inet 10.0.0.3/24 brd 10.0.0.255 scope global ens5'\nexit 0\n",
+        c = calls.display()
+    );
+    std::fs::write(bin.join("ip"), fake_ip).unwrap();
+    std::fs::write(bin.join("sleep"), "#!/bin/sh\nexit 0\n").unwrap();
+    for f in ["ip", "sleep"] {
+        run(Command::new("chmod").arg("+x").arg(bin.join(f)));
+    }
+    let prelude = "log() { printf 'kiln: %s\\n' \"$*\" >&2; }\ndie() { log \"error: $*\"; exit 1; }\n";
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let out = run(Command::new("dash").arg("-c").arg(format!("{prelude}{wait}\necho ready")).env("PATH", &path));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ready");
+    assert_eq!(read(&calls).trim(), "3", "it waited until the address was there");
+
+    // An address that never comes: the provisioner stops with the reason.
+    let other = wait.replace("10.0.0.3", "10.0.0.9");
+    std::fs::write(&calls, "0").unwrap();
+    let out = run(Command::new("dash").arg("-c").arg(format!("{prelude}{other}\necho ready")).env("PATH", &path));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("private address 10.0.0.9 did not appear"), "{}", text(&out.stderr));
+}
