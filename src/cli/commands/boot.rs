@@ -248,10 +248,11 @@ fn fleet_text(r: &kiln::boot::FleetReport) -> String {
             let router = nic.router_stand_in.map(|a| format!(" ({a} stands in for the provider's router)")).unwrap_or_default();
             let _ = writeln!(o, "  {:<12} {what}: {addrs}, {}{router}", format!("{}:", nic.name), nic.mac);
         }
-        for (name, port) in &h.ports {
-            let _ = writeln!(o, "  {:<12} 127.0.0.1:{port}", format!("{name}:"));
-        }
+        // How to reach a machine that runs on.
         if let (Some(pid), Some(q)) = (h.pid, &h.qmp) {
+            for (name, port) in &h.ports {
+                let _ = writeln!(o, "  {:<12} 127.0.0.1:{port}", format!("{name}:"));
+            }
             let _ = writeln!(o, "  running:     pid {pid}, QMP {}", q.display());
         }
     }
