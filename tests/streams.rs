@@ -219,3 +219,25 @@ fn the_generated_traefik_configuration_matches_its_snapshot() {
         insta::assert_snapshot!("streams__dynamic__kiln.yml", std::fs::read_to_string(host.join("dynamic/kiln.yml")).unwrap());
     });
 }
+
+#[test]
+fn kiln_show_and_system_md_name_each_stream_and_why_its_port_is_open() {
+    let dir = common::repo().join("tests/fixtures/edges/streams");
+    let out =
+        common::run(common::kiln().arg("--modules").arg(common::repo().join("tests/fixtures/modules")).arg("show").arg("--json").arg(&dir));
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let show: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sql = show["streams"].as_array().unwrap().iter().find(|s| s["name"] == "sql").unwrap();
+    assert_eq!(sql["port"], "5433/tcp");
+    assert_eq!(sql["upstream"], "10.0.0.3:5432");
+    assert_eq!(sql["allow"], serde_json::json!(["198.51.100.0/24"]));
+    let rule = show["hosts"]["edge"]["firewall"].as_array().unwrap().iter().find(|r| r["port"] == 5433).unwrap();
+    assert_eq!(rule["reason"], "stream `sql` forwarded by `traefik`");
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build_fixture(&dir, tmp.path());
+    let doc = std::fs::read_to_string(result.join("SYSTEM.md")).unwrap();
+    assert!(doc.contains("| `edge` | 5433/tcp | 198.51.100.0/24 | stream `sql` forwarded by `traefik` |"), "{doc}");
+    assert!(doc.contains("| `app` | 5432/tcp | 10.0.0.2/32 | stream `sql` from `edge` |"), "{doc}");
+    assert!(doc.contains("| `edge` | 6379/tcp to `cache` | `traefik` | stream `cache` | Compose network `default` |"), "{doc}");
+    assert!(doc.contains("| `db.example.com` |"), "the stream's name in the DNS table: {doc}");
+}
