@@ -134,3 +134,38 @@ fn caddy_serves_every_route_through_forward_auth() {
     let seen = up.seen.lock().unwrap().clone();
     assert!(seen.iter().any(|p| p == "/outpost.goauthentik.io/auth/caddy"), "admin.example.com went through forward auth: {seen:?}");
 }
+
+/// (curl's exit code, the HTTP status) of a request to `host` on 127.0.0.1:port with curl's
+/// TLS version flags `tls`.
+fn curl_tls(host: &str, port: u16, tls: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .args(tls)
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn both_edges_refuse_tls_1_2_when_the_minimum_is_1_3() {
+    // tls_min_version = "1.3" on a Traefik and a Caddy edge: a client that offers at most
+    // TLS 1.2 fails the handshake (curl exit 35), one that speaks TLS 1.3 is served.
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build_fixture(&common::repo().join("tests/fixtures/edges/tls13"), tmp.path());
+    let up = upstream();
+    let traefik_dir = tmp.path().join("traefik");
+    std::fs::create_dir_all(&traefik_dir).unwrap();
+    let traefik = run_traefik(&result.join("hosts/t"), up.port, &traefik_dir);
+    traefik.assert_no_errors();
+    let caddy_dir = tmp.path().join("caddy");
+    std::fs::create_dir_all(&caddy_dir).unwrap();
+    let caddy = run_caddy(&result.join("hosts/c/Caddyfile"), up.port, &caddy_dir);
+    wait_for("caddy to serve", || curl_tls("c.example.com", caddy.https, &["--tlsv1.3"]).1 == "200");
+    for (host, port) in [("t.example.com", traefik.websecure), ("c.example.com", caddy.https)] {
+        assert_eq!(curl_tls(host, port, &["--tlsv1.3"]), (0, "200".to_string()), "{host} over TLS 1.3");
+        let (code, status) = curl_tls(host, port, &["--tlsv1.2", "--tls-max", "1.2"]);
+        assert_eq!(code, 35, "{host} refuses a TLS 1.2 handshake (got HTTP {status})");
+    }
+}

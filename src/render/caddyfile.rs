@@ -42,14 +42,19 @@ pub fn emit(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
     out.push_str("}\n");
     for r in routes {
         out.push('\n');
-        site(&mut out, r);
+        let tls13 = sys.services[&r.edge_service].options.get("tls_min_version").map(String::as_str) == Some("1.3");
+        site(&mut out, r, tls13);
     }
     Some(out)
 }
 
-fn site(out: &mut String, r: &Route) {
+/// One route's site block; `tls13`: its edge accepts TLS 1.3 only.
+fn site(out: &mut String, r: &Route, tls13: bool) {
     let _ = writeln!(out, "{} {{", q(&r.hostname));
-    if r.tls == TlsMode::Internal {
+    let internal = if r.tls == TlsMode::Internal { " internal" } else { "" };
+    if tls13 {
+        let _ = writeln!(out, "\ttls{internal} {{\n\t\tprotocols tls1.3\n\t}}");
+    } else if !internal.is_empty() {
         out.push_str("\ttls internal\n");
     }
     out.push_str("\tencode zstd gzip\n");

@@ -244,6 +244,9 @@ struct Dynamic {
     tcp: Option<Tcp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     udp: Option<Udp>,
+    /// The `default` TLS option (every router's): only where the edge raises the minimum version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<serde_json::Value>,
 }
 
 /// Plain TCP routers: without TLS there is no name to route by, so each matches every
@@ -496,7 +499,9 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
         );
     }
     let (tcp, udp) = streams(sys, edge);
-    Some(yaml(&Dynamic { http, tcp, udp }))
+    let tls = (edge.options.get("tls_min_version").map(String::as_str) == Some("1.3"))
+        .then(|| serde_json::json!({ "options": { "default": { "minVersion": "VersionTLS13" } } }));
+    Some(yaml(&Dynamic { http, tcp, udp, tls }))
 }
 
 /// The TCP and UDP sections for an edge's streams (`None` where it has none). A TCP stream's
