@@ -148,3 +148,35 @@ fn the_provisioner_waits_for_the_pinned_address_before_anything_binds_to_it() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("private address 10.0.0.9 did not appear"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_managed_database_is_private_on_the_vpc_with_scheduled_backups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let applied = applied(&example(), tmp.path());
+    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
+    let dbs = state_resources(&state, "scaleway_rdb_instance");
+    let db = &dbs["main"];
+    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
+    // The seed's "Managed PostgreSQL (private IP)" on the VPC, addressed by IPAM (so routed and
+    // named in the VPC), and no public endpoint.
+    let pn = db["private_network"].as_array().unwrap();
+    assert_eq!(pn.len(), 1, "{pn:?}");
+    assert_eq!(pn[0]["pn_id"], vpc["id"]);
+    assert_eq!(pn[0]["enable_ipam"], true);
+    // (the stand-in fills the computed `ip_net`; the root sets none: a static one is neither
+    // routed nor named in the VPC)
+    let root: serde_json::Value = serde_json::from_str(&read(&applied.root.join("main.tf.json"))).unwrap();
+    assert!(root["resource"]["scaleway_rdb_instance"]["main"]["private_network"][0].get("ip_net").is_none());
+    assert!(db["load_balancer"].as_array().is_none_or(|a| a.is_empty()), "no public endpoint: {}", db["load_balancer"]);
+    // Backups on, daily, kept a week, in another region.
+    assert_eq!(db["disable_backup"], false);
+    assert_eq!(db["backup_schedule_frequency"], 24);
+    assert_eq!(db["backup_schedule_retention"], 7);
+    assert_eq!(db["backup_same_region"], false);
+    // Where the applications find it: the endpoint's name, address and port are outputs.
+    let outputs = &state["outputs"];
+    for o in ["main_database_host", "main_database_ip", "main_database_port"] {
+        assert!(outputs.get(o).is_some(), "no output {o}: {outputs}");
+    }
+    assert_eq!(outputs["main_database_host"]["value"], pn[0]["hostname"]);
+}

@@ -494,6 +494,28 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         if let Some(r) = &d.region {
             body["region"] = json!(r);
         }
+        // Automated backups, scheduled: daily, kept a week, stored in another region than the
+        // instance (provider docs, rdb_instance.md "Backups"; `backup_same_region` false).
+        body["backup_schedule_frequency"] = json!(24);
+        body["backup_schedule_retention"] = json!(7);
+        body["backup_same_region"] = json!(false);
+        // On the private network of the system's Scaleway servers, its address and DNS name
+        // from IPAM (a static `ip_net` is not routed nor named in the VPC: provider docs); with
+        // a private endpoint and no `load_balancer`, the instance has no public endpoint.
+        let net = sys
+            .networks
+            .keys()
+            .find(|n| hosts.iter().any(|h| h.host.provider_kind == ProviderKind::Scaleway && h.host.addresses.contains_key(*n)));
+        if let Some(net) = net {
+            body["private_network"] =
+                json!([{ "pn_id": expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(net))), "enable_ipam": true }]);
+            for (out, attr) in [("host", "hostname"), ("ip", "ip"), ("port", "port")] {
+                outputs.insert(
+                    format!("{}_database_{out}", rname(&d.name)),
+                    json!({ "value": expr(format!("${{scaleway_rdb_instance.{}.private_network[0].{attr}}}", rname(&d.name))) }),
+                );
+            }
+        }
         add(&mut resources, "scaleway_rdb_instance", &d.name, body);
         outputs.insert(
             format!("{}_database_id", rname(&d.name)),
