@@ -168,4 +168,12 @@ fn both_edges_refuse_tls_1_2_when_the_minimum_is_1_3() {
         let (code, status) = curl_tls(host, port, &["--tlsv1.2", "--tls-max", "1.2"]);
         assert_eq!(code, 35, "{host} refuses a TLS 1.2 handshake (got HTTP {status})");
     }
+    // Caddy holds a route to its allow-list as Traefik does: loopback is refused
+    up.seen.lock().unwrap().clear();
+    assert_eq!(curl_tls("private-c.example.com", caddy.https, &["--tlsv1.3"]), (0, "403".to_string()));
+    for path in ["/", "/gate/start"] {
+        let (status, _, _) = curl_path("https", "gated-c.example.com", caddy.https, path);
+        assert_eq!(status, 403, "gated-c.example.com{path} from outside its allow-list");
+    }
+    assert!(up.seen.lock().unwrap().is_empty(), "nothing reached the upstream or the gate: {:?}", up.seen.lock().unwrap());
 }

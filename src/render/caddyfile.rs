@@ -75,6 +75,13 @@ fn site(out: &mut String, r: &Route, tls13: bool) {
     out.push_str("\t\t-Server\n");
     out.push_str("\t}\n");
     out.push_str("\tlog\n");
+    if !r.allow.is_empty() {
+        // The allow-list, on the connection's own address (Caddy 2.6's `remote_ip`, as Traefik's
+        // ipAllowList), before anything else answers: the auth service's paths included.
+        let ranges: Vec<String> = r.allow.iter().map(|c| q(&c.to_string())).collect();
+        let _ = writeln!(out, "\t@kiln_denied not remote_ip {}", ranges.join(" "));
+        out.push_str("\thandle @kiln_denied {\n\t\trespond 403\n\t}\n");
+    }
     match &r.auth {
         None => {
             let _ = writeln!(out, "\treverse_proxy {}", q(&upstream(r)));
