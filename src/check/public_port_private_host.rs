@@ -15,7 +15,8 @@ has no public address, so those ports can never be reached from outside: the rou
 would be dead on arrival. Place the edge (or the exposed service) on a public host, or reach the \
 private host through a tunnel: routes on a host that runs `cloudflared` arrive through it and \
 need no public address, when the connector shares a Compose network with the route's edge \
-container (the tunnel's ingress sends each hostname to `https://<edge>:443`).",
+container (the tunnel's ingress sends each hostname to `https://<edge>:443`). A stream's port \
+(`[streams.NAME]`) is on its edge host's own address: no tunnel carries it.",
     allowable: true,
     check,
 };
@@ -52,6 +53,25 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             .secondary(sys.hosts[&s.host].span, "not public")
             .help(format!("set `public = true` on host `{}`, or drop `expose`", s.host))
             .about("services", &s.name),
+        );
+    }
+    // A stream's port is on the edge host's public address; no tunnel carries it.
+    for st in sys.streams.iter().filter(|st| !sys.hosts[&st.edge_host].public && sys.hosts[&st.edge_host].address.is_none()) {
+        out.push(
+            Diagnostic::error(
+                RULE.id,
+                format!(
+                    "stream `{}` listens on {}/{} on host `{}`, which has no public address",
+                    st.name,
+                    st.port,
+                    st.protocol.name(),
+                    st.edge_host
+                ),
+            )
+            .primary(st.span, "this stream needs a public edge")
+            .secondary(sys.hosts[&st.edge_host].span, "not public")
+            .help(format!("set `public = true` on host `{}` or forward the stream on an edge of a public host", st.edge_host))
+            .about("services", &st.service),
         );
     }
     out

@@ -127,5 +127,26 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             out.push(diag(what, r.span, from, to.unwrap_or_default(), acc, &opens).about("routes", &r.hostname));
         }
     }
+    // A stream: its port on the edge from the internet, its endpoint from the edge.
+    for st in &sys.streams {
+        let port = format!("{}/{}", st.port, st.protocol.name());
+        if let Some(acc) = refused(sys, Some("public"), zone(sys, &st.edge_host)) {
+            let to = zone(sys, &st.edge_host).unwrap_or_default();
+            let what = format!("stream `{}` is served from zone `{to}`, which does not accept the internet", st.name);
+            let opens = format!("{port} on host `{}` to the internet", st.edge_host);
+            out.push(diag(what, st.span, Source::Zone("public"), to, acc, &opens).about("services", &st.service));
+        }
+        let Some(up) = sys.services.get(&st.service) else { continue };
+        if up.host == st.edge_host {
+            continue;
+        }
+        let (from, to) = (Source::of(sys, &st.edge_host), zone(sys, &up.host));
+        if let Some(acc) = refused(sys, from.zone(), to) {
+            let what = format!("stream `{}` reaches `{}` in zone `{}` from the edge", st.name, up.name, to.unwrap_or_default());
+            let upstream = st.upstream.rsplit(':').next().unwrap_or_default();
+            let opens = format!("{upstream}/{} on host `{}` to the edge's host `{}`", st.protocol.name(), up.host, st.edge_host);
+            out.push(diag(what, st.span, from, to.unwrap_or_default(), acc, &opens).about("services", &st.service));
+        }
+    }
     out
 }
