@@ -585,6 +585,7 @@ const TEMPLATE: &[Key] = &[
     key("hosts", Ty::Map(STRING, "HOST", &Ty::Featured("hosts")), "Hosts each instance gets."),
     key("services", Ty::Map(STRING, "SERVICE", &Ty::Featured("services")), "Services each instance gets."),
     key("routes", Ty::Map(STRING, "HOSTNAME", &Ty::Featured("routes")), "Routes each instance gets."),
+    key("streams", Ty::Map(STRING, "NAME", &Ty::Featured("streams")), "Streams each instance gets."),
     key("secrets", Ty::Map(STRING, "SECRET", &Ty::Featured("secrets")), "Secrets each instance gets."),
     key("dns", Ty::Map(STRING, "ZONE", &Ty::Featured("dns")), "DNS zones each instance gets."),
 ];
@@ -657,7 +658,7 @@ pub const ROOT: &[Key] = &[
     key(
         "templates",
         Ty::Map(NAME, "NAME", &Ty::Table(TEMPLATE)),
-        "Groups of hosts, services, routes, secrets and DNS zones written once and stamped out by `[instances]`: `{instance}` and the instance's `vars` are substituted in every key and string.",
+        "Groups of hosts, services, routes, streams, secrets and DNS zones written once and stamped out by `[instances]`: `{instance}` and the instance's `vars` are substituted in every key and string.",
     ),
     key("instances", Ty::Map(NAME, "NAME", &Ty::Table(INSTANCE)), "Copies of a template; the instance's name is `{instance}`."),
     key(

@@ -241,3 +241,49 @@ fn kiln_show_and_system_md_name_each_stream_and_why_its_port_is_open() {
     assert!(doc.contains("| `edge` | 6379/tcp to `cache` | `traefik` | stream `cache` | Compose network `default` |"), "{doc}");
     assert!(doc.contains("| `db.example.com` |"), "the stream's name in the DNS table: {doc}");
 }
+
+#[test]
+fn a_template_stamps_out_a_stream_per_instance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = r#"
+[system]
+name = "tenants"
+domains = ["example.com"]
+
+[providers.hetzner]
+kind = "hetzner"
+
+[templates.tenant.hosts."{instance}"]
+provider = "hetzner"
+image = "debian-12"
+public = true
+
+[templates.tenant.services."{instance}-edge"]
+module = "tedge"
+host = "{instance}"
+
+[templates.tenant.services."{instance}-db"]
+module = "kv"
+host = "{instance}"
+
+[templates.tenant.streams."{instance}-kv"]
+service = "{instance}-db"
+edge = "{instance}-edge"
+port = 6380
+
+[instances.acme]
+template = "tenant"
+
+[instances.globex]
+template = "tenant"
+"#;
+    std::fs::write(tmp.path().join("system.toml"), sys).unwrap();
+    let out = common::run(
+        common::kiln().arg("--modules").arg(common::repo().join("tests/fixtures/modules")).arg("show").arg("--json").arg(tmp.path()),
+    );
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let show: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let streams: Vec<(&str, &str)> =
+        show["streams"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap(), s["upstream"].as_str().unwrap())).collect();
+    assert_eq!(streams, [("acme-kv", "acme-db:6379"), ("globex-kv", "globex-db:6379")]);
+}

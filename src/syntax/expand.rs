@@ -1,7 +1,7 @@
 //! Expansion of the system language's two shorthands, on the spanned tree before decoding:
 //! `[templates]` stamped out by `[instances]`, and services placed on every host (`host = "*"`).
 //!
-//! A template holds `hosts`, `services`, `routes`, `secrets` and `dns` tables written once;
+//! A template holds `hosts`, `services`, `routes`, `streams`, `secrets` and `dns` tables written once;
 //! each instance copies them with `{instance}` and its `vars` substituted in every key and
 //! string, keeping only the entries whose `feature` the instance selects. The copies keep the
 //! template's spans, so an error in a stamped-out entry points at the template line.
@@ -13,7 +13,7 @@ use crate::syntax::decode::{Sink, Sp, TableReader, as_str, typed};
 use crate::syntax::tree::{Entry, Node, Table, Value};
 
 /// The sections a template may hold.
-const SECTIONS: [&str; 5] = ["dns", "hosts", "routes", "secrets", "services"];
+const SECTIONS: [&str; 6] = ["dns", "hosts", "routes", "secrets", "services", "streams"];
 
 /// One instance of a template, as declared.
 struct Instance {
@@ -63,7 +63,7 @@ pub fn expand(roots: &mut [Node], sink: &Sink) -> Vec<Node> {
                 .primary(inst.template.span, "no such template");
             d = match did_you_mean(&inst.template.value, templates.keys().map(String::as_str)) {
                 Some(m) => d.help(format!("did you mean `{m}`?")),
-                None => d.help("declare it as `[templates.NAME]` with `hosts`, `services`, `routes`, `secrets` or `dns` tables"),
+                None => d.help("declare it as `[templates.NAME]` with `hosts`, `services`, `routes`, `streams`, `secrets` or `dns` tables"),
             };
             sink.push(d);
             continue;
@@ -101,7 +101,7 @@ fn template_body(te: &Entry, sink: &Sink) -> Option<Table> {
                 Diagnostic::error("E0005", format!("unknown key `{}` in template `{}`", e.key, te.key)).primary(e.key_span, "unknown key");
             d = match did_you_mean(&e.key, SECTIONS) {
                 Some(m) => d.help(format!("did you mean `{m}`?")),
-                None => d.help("a template holds `hosts`, `services`, `routes`, `secrets` and `dns` tables"),
+                None => d.help("a template holds `hosts`, `services`, `routes`, `streams`, `secrets` and `dns` tables"),
             };
             sink.push(d);
         }
