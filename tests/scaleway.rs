@@ -180,3 +180,92 @@ fn the_managed_database_is_private_on_the_vpc_with_scheduled_backups() {
     }
     assert_eq!(outputs["main_database_host"]["value"], pn[0]["hostname"]);
 }
+
+/// A stand-in for the Zabbix 7.0 API behind `curl` (named as one): a Python `curl` that reads
+/// the JSON-RPC request from its standard input as `--data-binary @-` sends it, keeps Admin's
+/// password in `state/passwd` (initially the schema's `zabbix`), answers `user.login` with a
+/// token when the password matches, `user.update` only with that token and the right
+/// `current_passwd`, and logs every argv to `state/argv`. It proves the job's requests and its
+/// JSON escaping (Python's parser decodes them), not Zabbix's acceptance of them.
+const FAKE_ZABBIX_CURL: &str = r#"#!/usr/bin/env python3
+import json, os, sys
+state = os.environ["ZBX_STATE"]
+with open(os.path.join(state, "argv"), "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\n")
+args = sys.argv[1:]
+assert "--data-binary" in args and args[args.index("--data-binary") + 1] == "@-", args
+assert args[-1] == "http://127.0.0.1:8080/api_jsonrpc.php", args
+req = json.loads(sys.stdin.read())
+pw_file = os.path.join(state, "passwd")
+passwd = open(pw_file).read()
+bearer = None
+for i, a in enumerate(args):
+    if a == "-H" and args[i + 1].startswith("Authorization: Bearer "):
+        bearer = args[i + 1].split(" ", 2)[2]
+m, p = req["method"], req["params"]
+if m == "user.login":
+    ok = p["username"] == "Admin" and p["password"] == passwd
+    out = {"jsonrpc": "2.0", "result": "0123abcd", "id": req["id"]} if ok else {"jsonrpc": "2.0", "error": {"code": -32602, "message": "Incorrect user name or password"}, "id": req["id"]}
+elif m == "user.update":
+    assert bearer == "0123abcd", bearer
+    assert p["userid"] == "1" and p["current_passwd"] == passwd, p
+    open(pw_file, "w").write(p["passwd"])
+    open(os.path.join(state, "updates"), "a").write("1\n")
+    out = {"jsonrpc": "2.0", "result": {"userids": ["1"]}, "id": req["id"]}
+elif m == "user.logout":
+    out = {"jsonrpc": "2.0", "result": True, "id": req["id"]}
+else:
+    raise SystemExit("unexpected " + m)
+print(json.dumps(out, separators=(",", ":")))  # compact, as PHP writes it
+"#;
+
+#[test]
+fn zabbix_admin_default_password_is_replaced_from_the_secret_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&example(), &tmp.path().join("store"), &tmp.path().join("r"));
+    let job = read(&result.join("hosts/management/jobs/kiln-job-zabbix-web-admin_password.sh"));
+    assert!(job.contains("exec -T zabbix-web sh -c "), "{job}");
+    // The timer runs it every five minutes (systemd reads the calendar).
+    let timer = read(&result.join("hosts/management/jobs/kiln-job-zabbix-web-admin_password.timer"));
+    assert!(timer.contains("OnCalendar=*:0/5"), "{timer}");
+
+    let state = tmp.path().join("zbx");
+    let secrets = tmp.path().join("secrets");
+    let bin = tmp.path().join("bin");
+    for d in [&state, &secrets, &bin] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let secret = "s3cr\"et\\with $HOME and 'quotes'";
+    std::fs::write(secrets.join("zabbix_admin_password"), format!("{secret}\n")).unwrap();
+    std::fs::write(state.join("passwd"), "zabbix").unwrap();
+    std::fs::write(bin.join("curl"), FAKE_ZABBIX_CURL).unwrap();
+    // A stand-in `docker` (named as one): `docker compose … exec -T SERVICE CMD…` runs CMD
+    // here, the container's /run/secrets being the test's directory.
+    std::fs::write(
+        bin.join("docker"),
+        format!(
+            "#!/bin/sh\nwhile [ \"$1\" != zabbix-web ]; do shift; done\nshift\nexec \"$1\" \"$2\" \"$(printf '%s' \"$3\" | sed 's|/run/secrets/|{}/|')\"\n",
+            secrets.display()
+        ),
+    )
+    .unwrap();
+    for f in ["curl", "docker"] {
+        run(Command::new("chmod").arg("+x").arg(bin.join(f)));
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let job_file = result.join("hosts/management/jobs/kiln-job-zabbix-web-admin_password.sh");
+    let go = || run(Command::new("dash").arg(&job_file).env("PATH", &path).env("ZBX_STATE", &state));
+
+    let out = go();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(read(&state.join("passwd")), secret, "Admin's password is the secret, exactly");
+    assert!(text(&out.stdout).contains("Admin password set"), "{}", text(&out.stdout));
+    // Again: signs in with the secret, changes nothing.
+    let out = go();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(read(&state.join("updates")).lines().count(), 1, "updated once");
+    // The password never was an argument of any process the job started.
+    let argv = read(&state.join("argv"));
+    assert!(argv.lines().count() >= 5, "{argv}");
+    assert!(!argv.contains("s3cr"), "the password reached curl's arguments: {argv}");
+}
