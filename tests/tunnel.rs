@@ -160,3 +160,31 @@ fn an_http01_route_through_the_tunnel_gets_its_challenge_path_on_port_80() {
     let challenges = ingress.iter().filter(|r| !r["path"].is_null()).count();
     assert_eq!(challenges, 1, "only the HTTP-01 route has one");
 }
+
+#[test]
+fn a_tunnel_hosts_own_address_gets_no_record_beside_the_cname() {
+    // The droplet as an existing server with an address of its own (not `public`): its names
+    // still arrive through the tunnel, and Cloudflare refuses an A record beside a CNAME.
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let f = sys.join("hosts.toml");
+    let from = "provider = \"digitalocean\"\ntype = \"g-16vcpu-64gb\"\nlocation = \"fra1\"\n";
+    let text = read(&f);
+    assert!(text.contains(from));
+    std::fs::write(&f, text.replace(from, "provider = \"byo\"\naddress = \"203.0.113.30\"\n")).unwrap();
+    let result = build(&sys, &tmp.path().join("store"), &tmp.path().join("r"));
+    let dir = common::terraform::root_of(&result, &tmp.path().join("tf"));
+    common::terraform::tofu_check(&dir, &[]).unwrap_or_else(|e| panic!("terraform rejects the root:\n{e}"));
+    let root: serde_json::Value = serde_json::from_str(&read(&dir.join("main.tf.json"))).unwrap();
+    let records = root["resource"]["cloudflare_dns_record"].as_object().unwrap();
+    let tunnelled: BTreeSet<String> = routes_by_host(&result).into_iter().filter(|(_, h)| h == "maidan").map(|(n, _)| n).collect();
+    for r in records.values() {
+        let name = r["name"].as_str().unwrap();
+        if tunnelled.contains(name) {
+            assert_eq!(r["type"], "CNAME", "{name} is the tunnel's: {r}");
+        }
+    }
+    let cnames = records.values().filter(|r| r["type"] == "CNAME").count();
+    assert_eq!(cnames, tunnelled.len());
+}

@@ -34,6 +34,10 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             .primary(r.span, "this route needs a public edge")
             .secondary(sys.hosts[&r.edge_host].span, "not public")
             .help(match crate::eval::tunnel::connector(sys, &r.edge_host) {
+                Some(c) if sys.services[&r.edge_service].container.is_none() => format!(
+                    "`{}` runs on this host, but the edge `{}` is not a container: a tunnel reaches its edge on a Compose network",
+                    c.name, r.edge_service
+                ),
                 Some(c) => format!(
                     "`{}` runs on this host but cannot reach `{}` by name: put both containers on one bridge",
                     c.name, r.edge_service

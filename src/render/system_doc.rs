@@ -382,7 +382,15 @@ fn dns(o: &mut String, sys: &System) {
             crate::syntax::system::TlsMode::Dns => "ACME DNS-01",
             crate::syntax::system::TlsMode::Internal => "edge's local CA",
         };
-        let _ = writeln!(o, "| `{}` | {zname} | `{}` on `{}` | {proxied} | {tls} |", r.hostname, r.edge_service, r.edge_host);
+        // A tunnelled name is a proxied CNAME to the tunnel, in a Cloudflare zone (`render::tofu`).
+        let (through, proxied) = match crate::eval::tunnel::carrier(sys, r) {
+            Some(c) => {
+                let cf = zone.is_some_and(|z| z.provider_kind == crate::syntax::system::ProviderKind::Cloudflare);
+                (format!(" through tunnel `{}`", c.name), if cf { "yes, CNAME to the tunnel" } else { "no record: not a Cloudflare zone" })
+            }
+            None => (String::new(), proxied),
+        };
+        let _ = writeln!(o, "| `{}` | {zname} | `{}` on `{}`{through} | {proxied} | {tls} |", r.hostname, r.edge_service, r.edge_host);
     }
     // Streams' own names (a route's name is listed above): no certificate, the edge forwards bytes.
     for (name, edge_host, edge_service) in sys.edge_names().into_iter().skip(sys.routes.len()) {

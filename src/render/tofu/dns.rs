@@ -2,7 +2,7 @@
 //! looked up with the provider's data source when it exists already — and an A (and AAAA)
 //! record for every route hostname inside it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -57,6 +57,9 @@ pub(super) fn dns_records(
     variables: &mut Map<String, Value>,
     public_ip: &BTreeMap<&str, (Option<Value>, Option<Value>)>,
 ) {
+    // A name a tunnel carries is a CNAME to the tunnel (`tofu/tunnel.rs`), never an address.
+    let tunnelled: BTreeSet<&str> =
+        sys.routes.iter().filter(|r| crate::eval::tunnel::carrier(sys, r).is_some()).map(|r| r.hostname.as_str()).collect();
     for z in &sys.dns {
         let zname = rname(&z.zone);
         zone(z, resources, data, variables);
@@ -65,7 +68,7 @@ pub(super) fn dns_records(
         let names: Vec<_> = sys.edge_names().into_iter().filter(|(n, _, _)| *n == z.zone || n.ends_with(&format!(".{}", z.zone))).collect();
         let mut proxied_records = 0;
         for (hostname, edge_host, edge_service) in names {
-            let Some((v4, v6)) = public_ip.get(edge_host) else { continue };
+            let Some((v4, v6)) = public_ip.get(edge_host).filter(|_| !tunnelled.contains(hostname)) else { continue };
             // AAAA only where the edge answers on IPv6: a native edge listens on every address;
             // Docker publishes a containerised edge's ports on 0.0.0.0, IPv4 only.
             let v6 = if sys.services[edge_service].container.is_none() { v6 } else { &None };

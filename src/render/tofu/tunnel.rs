@@ -65,15 +65,10 @@ pub(super) fn tunnels(
             }),
         );
         for i in &routes {
-            // The zone the name lies in; a name outside every Cloudflare zone of the system
-            // gets no record (a CNAME to the tunnel works only on a zone Cloudflare proxies).
-            let Some(z) = sys
-                .dns
-                .iter()
-                .filter(|z| z.provider_kind == ProviderKind::Cloudflare)
-                .filter(|z| i.hostname == z.zone || i.hostname.ends_with(&format!(".{}", z.zone)))
-                .max_by_key(|z| z.zone.len())
-            else {
+            // The zone the name lies in; a name outside the system's zones, or in another
+            // provider's, gets no record (a CNAME to the tunnel works only on a zone Cloudflare
+            // proxies).
+            let Some(z) = sys.zone_of(i.hostname).filter(|z| z.provider_kind == ProviderKind::Cloudflare) else {
                 continue;
             };
             add(
