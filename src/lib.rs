@@ -5,6 +5,7 @@ pub mod backup_repo;
 pub mod boot;
 pub mod cache;
 pub mod check;
+pub mod deploy;
 pub mod diag;
 pub mod diag_json;
 pub mod docs;

@@ -236,6 +236,9 @@ pub struct Host {
     pub disks: BTreeMap<String, Size>,
     /// The public address of an existing host.
     pub address: Option<IpAddr>,
+    /// The server's SSH host key as declared (`ssh_host_key`), pinned by `kiln deploy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<crate::types::SshHostKey>,
     /// Rollout group (`canary`).
     pub group: Option<String>,
     /// sshd accepts passwords (only with an `[allow.password-ssh]`).

@@ -53,6 +53,12 @@ pub const ADDRESS: Text = Text {
     doc: "An IPv4 or IPv6 address, like `10.0.0.2`.",
     pattern: Some("^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9a-fA-F.]*:[0-9a-fA-F:.]*)$"),
 };
+/// An SSH host public key, as in `known_hosts`.
+pub const SSH_HOST_KEY: Text = Text {
+    name: "SSH host key",
+    doc: "An SSH public key as OpenSSH writes it: the algorithm (`ssh-ed25519`, `ecdsa-sha2-nistp256`/`384`/`521`, `ssh-rsa`), a space and the key in base64.",
+    pattern: Some("^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}( .*)?$"),
+};
 pub const CIDR: Text = Text {
     name: "CIDR",
     doc: "An IP network with its prefix length and no host bits set, like `10.0.0.0/24`.",
@@ -299,6 +305,12 @@ const HOST: &[Key] = &[
     key("disks", Ty::Map(NAME, "DISK", &Ty::Text(SIZE)), "The host's data volume: `data` → its size (above zero; default 10 GiB, at least 10 GB on Hetzner). A host that holds data (backed-up volumes, dumps, an edge's certificates) gets it anyway; OpenTofu creates it with `prevent_destroy` and attaches it to whichever server is the host, the provisioner mounts it at /var/lib/kiln/data with Docker's data root and Caddy's data on it. `data` is the only name accepted (a host has one data volume); any other is an error.").eg("{ data = \"50GiB\" }"),
     key("address", Ty::Text(ADDRESS), "The public address of a server that already exists (provider kind `existing`).")
         .eg("\"203.0.113.10\""),
+    key(
+        "ssh_host_key",
+        Ty::Text(SSH_HOST_KEY),
+        "The server's SSH host public key (an existing server's `/etc/ssh/ssh_host_ed25519_key.pub`). `kiln deploy` pins it in the state directory's `known_hosts` on first contact and refuses a server that presents another; without it, the first deploy needs `--trust-host-key HOST=SHA256:…`.",
+    )
+    .eg("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG…\""),
     key("group", NAME_T, "A rollout group: labels the server and selects hosts in `kiln show`.").eg("\"canary\""),
     key("password_ssh", Ty::Bool, "Allow SSH password logins (the `password-ssh` rule warns).").or("false"),
     key(

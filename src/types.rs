@@ -565,6 +565,60 @@ pub fn major_minor(v: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
+/// An SSH host public key as `ssh-keyscan` and `known_hosts` write it: `ALGORITHM BASE64`,
+/// whose blob names the same algorithm (RFC 4253 §6.6). `kiln deploy` pins it in the state
+/// directory's `known_hosts` on first contact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SshHostKey {
+    pub algorithm: String,
+    /// The key blob, base64 as written.
+    pub base64: String,
+}
+
+impl SshHostKey {
+    /// The key as one `known_hosts` field pair: `ALGORITHM BASE64`.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.algorithm, self.base64)
+    }
+
+    /// OpenSSH's fingerprint (`ssh-keygen -l`): `SHA256:` and the unpadded base64 of the blob's sha256.
+    pub fn fingerprint(&self) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        let blob = base64::engine::general_purpose::STANDARD.decode(&self.base64).unwrap_or_default();
+        format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(&blob)))
+    }
+}
+
+/// `ssh-ed25519 AAAA…` (an optional trailing comment is dropped): the algorithm must be one
+/// OpenSSH uses for host keys (`ssh-rsa` keys are written `ssh-rsa`), and the blob must be
+/// base64 whose first field names that algorithm.
+pub fn parse_ssh_host_key(s: &str) -> Result<SshHostKey, TypeError> {
+    use base64::Engine;
+    const HELP: &str =
+        "copy it from the server's `/etc/ssh/ssh_host_ed25519_key.pub` or `ssh-keyscan -t ed25519 HOST`: `ssh-ed25519 AAAA…`";
+    let mut words = s.split_whitespace();
+    let (Some(algorithm), Some(b64)) = (words.next(), words.next()) else {
+        return err(format!("`{}` is not an SSH host key", s.escape_debug()), Some(HELP));
+    };
+    let known = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"];
+    if !known.contains(&algorithm) {
+        return err(format!("`{}` is not an SSH host key algorithm", algorithm.escape_debug()), Some(HELP));
+    }
+    let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+        return err("the SSH host key is not base64", Some(HELP));
+    };
+    let named = blob
+        .get(..4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+        .and_then(|n| blob.get(4..4 + n))
+        .map(|n| n == algorithm.as_bytes());
+    if named != Some(true) {
+        return err(format!("the key blob is not an `{algorithm}` key"), Some(HELP));
+    }
+    Ok(SshHostKey { algorithm: algorithm.to_string(), base64: b64.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

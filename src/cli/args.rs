@@ -351,6 +351,30 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Deploy a system to its existing hosts over SSH: per host connect (pinned host key),
+    /// upload the bundle, deliver its secrets, run the provisioner, wait for its closure, health
+    /// gate. Exit 0 only when every requested host reached its closure and passed its health
+    /// gate; 3 when a host failed (the output names the host and step); 1 bad input; 2 usage or IO.
+    Deploy {
+        /// A system directory (holding system.toml) or a system file.
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        #[command(flatten)]
+        deploy: DeployArgs,
+        /// Deploy only these hosts (comma-separated); no generation is recorded unless every
+        /// host of the system is deployed.
+        #[arg(long, value_delimiter = ',', value_name = "HOST,...")]
+        hosts: Vec<String>,
+        /// How many hosts to deploy at once (within a rollout group).
+        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallel: u16,
+    },
+    /// Secrets on deployed hosts: `kiln secrets push HOST PATH` re-delivers one host's secrets.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell to complete for.
@@ -360,6 +384,55 @@ pub(crate) enum Command {
     Man {
         /// The directory to write into (created if missing).
         dir: PathBuf,
+    },
+}
+
+/// What `kiln deploy` and `kiln secrets push` share: where the store and state are, how to
+/// reach hosts, how to show progress.
+#[derive(clap::Args, Clone)]
+pub(crate) struct DeployArgs {
+    /// Store directory (default: $KILN_STORE, else .kiln/store).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) store: Option<PathBuf>,
+    /// The system's state directory (default: .kiln/state/<system>): generations and the pinned
+    /// host keys (`known_hosts`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: Option<PathBuf>,
+    /// An ssh_config file passed to ssh as `-F` (map addresses to names, ports, keys).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ssh_config: Option<PathBuf>,
+    /// The user kiln logs in as (root, or one with passwordless sudo; default: the system's
+    /// first admin, else root).
+    #[arg(long, value_name = "USER")]
+    pub(crate) ssh_user: Option<String>,
+    /// On first contact, trust HOST's key if its fingerprint is this one (check it on the
+    /// server: `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); it is then pinned. Repeat
+    /// for several hosts.
+    #[arg(long, value_name = "HOST=SHA256:…")]
+    pub(crate) trust_host_key: Vec<String>,
+    /// Seconds the provisioner may take on a host (the other steps have their own limits).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub(crate) timeout: u64,
+    /// One JSON event per line on stdout (`{"host", "step", "state", "message", "elapsed"}`),
+    /// then a summary object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SecretsCommand {
+    /// Re-deliver one host's secrets (rotation), then restart the services that use a changed
+    /// one. The host must be at the system's closure already.
+    Push {
+        /// The host.
+        host: String,
+        /// A system directory (holding system.toml) or a system file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        #[command(flatten)]
+        deploy: DeployArgs,
     },
 }
 
@@ -440,6 +513,8 @@ impl Command {
             Command::Diff { .. } => "diff",
             Command::Plan { .. } => "plan",
             Command::Generations { .. } => "generations",
+            Command::Deploy { .. } => "deploy",
+            Command::Secrets { .. } => "secrets",
             Command::Man { .. } => "man",
         }
     }

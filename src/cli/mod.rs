@@ -15,7 +15,7 @@ use kiln::diag::Severity;
 use kiln::pipeline::{self, Compiled, Options, Outcome};
 
 use args::{Cli, Command, EarlyInputs, InputArgs};
-use commands::{boot, build, gc, plan, reference, secrets, transfer};
+use commands::{boot, build, deploy, gc, plan, reference, secrets, transfer};
 use env::source_date_epoch;
 use ui::{Ui, io_error, report, usage_error};
 
@@ -104,6 +104,12 @@ pub fn run() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }),
+        Command::Deploy { path, inputs, deploy: d, hosts, parallel } => {
+            with_options(early, inputs, |opts| deploy::deploy(&path, &opts, ui, &d, &hosts, parallel))
+        }
+        Command::Secrets { command: args::SecretsCommand::Push { host, path, inputs, deploy: d } } => {
+            with_options(early, inputs, |opts| deploy::push_secrets(&path, &opts, ui, &d, &host))
+        }
         Command::Modules { library, command } => with_options(early, InputArgs { library, identity: None }, |opts| {
             with_library(&opts, ui, |lib| reference::modules(lib, command, ui))
         }),
@@ -121,7 +127,7 @@ pub fn run() -> ExitCode {
         command => {
             if let Some(flag) = early.given() {
                 return usage_error(&format!(
-                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, plan, boot, modules and schema",
+                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, plan, boot, deploy, secrets push, modules and schema",
                     command.name()
                 ));
             }
@@ -155,6 +161,8 @@ pub fn run() -> ExitCode {
                 | Command::Boot { .. }
                 | Command::Show { .. }
                 | Command::Plan { .. }
+                | Command::Deploy { .. }
+                | Command::Secrets { .. }
                 | Command::Modules { .. }
                 | Command::Schema { .. } => {
                     unreachable!("handled above")

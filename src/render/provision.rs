@@ -275,6 +275,9 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
     o.push_str("fi\n");
 }
 
+/// How long the provisioner waits for its secrets, in seconds.
+const SECRETS_WAIT: u32 = 30 * 60;
+
 fn secrets(o: &mut String, sys: &System, host: &Host, services: &[&Service]) {
     // The services' secrets and the backup's: exactly what `kiln boot` delivers.
     let names = sys.host_secrets(host);
@@ -284,11 +287,21 @@ fn secrets(o: &mut String, sys: &System, host: &Host, services: &[&Service]) {
     o.push_str("\n# Secrets: delivered at deploy time into a root-only directory, never in the payload;\n");
     o.push_str("# each service gets its own copy, readable only by the user it runs as.\nlog 'step: secrets'\n");
     let _ = writeln!(o, "install -d -m 0700 -o root -g root {} {}", sh(SECRETS_DIR), sh(SERVICE_SECRETS_DIR));
-    o.push_str("missing=\"\"\n");
+    // A cloud host runs this from cloud-init before `kiln deploy` has delivered its secrets:
+    // wait for them (bounded, saying what is missing every 30 s) instead of failing.
+    o.push_str("waited=0\nwhile :; do\n\tmissing=\"\"\n");
     for name in &names {
-        let _ = writeln!(o, "[ -s {} ] || missing=\"$missing {name}\"", sh(&format!("{SECRETS_DIR}/{name}")));
+        let _ = writeln!(o, "\t[ -s {} ] || missing=\"$missing {name}\"", sh(&format!("{SECRETS_DIR}/{name}")));
     }
-    let _ = writeln!(o, "[ -z \"$missing\" ] || die \"secrets missing from {SECRETS_DIR}:$missing\"");
+    o.push_str("\t[ -n \"$missing\" ] || break\n");
+    let _ = writeln!(
+        o,
+        "\t[ \"$waited\" -lt {SECRETS_WAIT} ] || die \"secrets missing from {SECRETS_DIR} after {} minutes:$missing\"",
+        SECRETS_WAIT / 60
+    );
+    let _ =
+        writeln!(o, "\t[ $((waited % 30)) -ne 0 ] || log \"waiting for secrets in {SECRETS_DIR} (kiln deploy delivers them):$missing\"");
+    o.push_str("\tsleep 5\n\twaited=$((waited + 5))\ndone\n");
     for name in &names {
         let _ = writeln!(o, "chmod 0400 {}", sh(&format!("{SECRETS_DIR}/{name}")));
     }

@@ -204,6 +204,8 @@ pub struct HostDecl {
     pub disks: Vec<(Sp<String>, Sp<crate::types::Size>)>,
     /// The public address of a host that already exists (provider kind `existing`).
     pub address: Option<Sp<std::net::IpAddr>>,
+    /// The server's SSH host key, which `kiln deploy` pins on first contact.
+    pub ssh_host_key: Option<Sp<crate::types::SshHostKey>>,
     /// A rollout group (`canary`): labels the server, selects hosts in `kiln show`.
     pub group: Option<Sp<String>>,
     pub password_ssh: Option<Sp<bool>>,
@@ -442,6 +444,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             })
             .unwrap_or_default();
         let d = HostDecl {
+            ssh_host_key: typed(t.str("ssh_host_key"), sink, types::parse_ssh_host_key),
             group: typed(t.str("group"), sink, types::parse_ident),
             password_ssh: t.bool("password_ssh"),
             fail2ban_http: t.bool("fail2ban_http"),

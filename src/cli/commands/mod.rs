@@ -3,6 +3,7 @@
 
 pub(crate) mod boot;
 pub(crate) mod build;
+pub(crate) mod deploy;
 pub(crate) mod gc;
 pub(crate) mod plan;
 pub(crate) mod reference;

@@ -1,0 +1,724 @@
+//! `kiln deploy` and `kiln secrets push`, for hosts kiln reaches over SSH: per host, the steps
+//! of [`Step`] in order, each bounded by a timeout and reported as a progress event. What runs
+//! on a host is a small POSIX sh script built here (pure functions), run through a [`Host`];
+//! the secret values travel only in memory and over ssh's stdin.
+//!
+//! `host.rs` is the transport (ssh or local), `known_hosts.rs` host-key pinning, `progress.rs`
+//! the output.
+
+pub mod host;
+pub mod known_hosts;
+pub mod progress;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::System;
+use crate::render::quote::sh;
+use host::Host;
+use progress::{Progress, State};
+
+/// The steps of deploying one host, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Reach the host over SSH with its pinned key.
+    Connect,
+    /// Send the bundle, verify its sha256 on the host, unpack it.
+    Upload,
+    /// Deliver exactly the host's secrets into `/etc/kiln/secrets`.
+    Secrets,
+    /// Start the provisioner.
+    Provision,
+    /// Wait until the provisioner finished and the closure marker equals the build's closure.
+    Converge,
+    /// Every container healthy (or running without a healthcheck), every native unit active.
+    Health,
+    /// Restart the services whose secrets changed (`kiln secrets push`).
+    Restart,
+    Done,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Upload => "upload",
+            Step::Secrets => "secrets",
+            Step::Provision => "provision",
+            Step::Converge => "converge",
+            Step::Health => "health",
+            Step::Restart => "restart",
+            Step::Done => "done",
+        }
+    }
+}
+
+/// Where things live on a host. [`Layout::SYSTEM`] is what the provisioner uses; tests on the
+/// local machine point it at a temporary directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub kiln_root: String,
+    pub secrets_dir: String,
+    pub marker: String,
+    /// kiln's state on the host: the provisioner's status and pid.
+    pub state_dir: String,
+    /// The provisioner's log.
+    pub log: String,
+}
+
+impl Layout {
+    pub fn system() -> Layout {
+        Layout {
+            kiln_root: crate::render::KILN_ROOT.into(),
+            secrets_dir: crate::render::SECRETS_DIR.into(),
+            marker: crate::render::MARKER.into(),
+            state_dir: "/var/lib/kiln".into(),
+            log: "/var/log/kiln/provision.log".into(),
+        }
+    }
+    /// Everything under `root` (tests).
+    pub fn under(root: &str) -> Layout {
+        Layout {
+            kiln_root: format!("{root}/opt/kiln"),
+            secrets_dir: format!("{root}/etc/kiln/secrets"),
+            marker: format!("{root}/var/lib/kiln/closure"),
+            state_dir: format!("{root}/var/lib/kiln"),
+            log: format!("{root}/var/log/kiln/provision.log"),
+        }
+    }
+}
+
+/// How long each step may take.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub upload: Duration,
+    pub secrets: Duration,
+    /// The provisioner's whole run (installing packages, pulling images).
+    pub converge: Duration,
+    pub health: Duration,
+    /// How often a waiting step says what it waits for.
+    pub note_every: Duration,
+    pub poll: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            upload: Duration::from_secs(300),
+            secrets: Duration::from_secs(60),
+            converge: Duration::from_secs(30 * 60),
+            health: Duration::from_secs(5 * 60),
+            note_every: Duration::from_secs(30),
+            poll: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The secret values of one host: in memory only. No `Debug`: a value must not be printed.
+pub struct Secrets(pub BTreeMap<String, Vec<u8>>);
+
+/// What deploy does to one host, from the build.
+pub struct HostPlan {
+    pub name: String,
+    pub closure: String,
+    pub bundle: Vec<u8>,
+    pub bundle_sha256: String,
+    pub secrets: Secrets,
+    /// Compose services on the host.
+    pub containers: Vec<String>,
+    /// Native services' systemd units.
+    pub units: Vec<String>,
+    /// Native service → its unit.
+    pub unit_of: BTreeMap<String, String>,
+    /// Service → the secrets it uses (what `secrets push` restarts).
+    pub secret_users: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Why a host failed: which step, what happened, and the provisioner's log when it matters.
+/// Never holds a secret value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub host: String,
+    pub step: Step,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host `{}`, step {}: {}", self.host, self.step.name(), self.message)?;
+        if let Some(t) = &self.log_tail {
+            write!(f, "\nthe provisioner's log ends:\n{t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a host ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Deployed,
+    /// Already at its closure with its secrets: nothing changed.
+    Skipped,
+}
+
+/// The host plans of `hosts` from a build: the bundle read from the store entry and checked
+/// against the manifest, the secret values from `values` (exactly the host's secrets).
+pub fn host_plan(
+    sys: &System,
+    entry: &Path,
+    manifest: &crate::pipeline::Manifest,
+    host: &str,
+    values: BTreeMap<String, Vec<u8>>,
+) -> Result<HostPlan, String> {
+    let h = sys.hosts.get(host).ok_or_else(|| format!("no host `{host}` in system `{}`", sys.name))?;
+    let closure = manifest.hosts.get(host).map(|e| e.closure.clone()).ok_or_else(|| format!("the manifest lists no host `{host}`"))?;
+    let rel = format!("hosts/{host}/bundle.tar.gz");
+    let want = manifest
+        .artifacts
+        .iter()
+        .find(|a| a.path == rel)
+        .map(|a| a.sha256.clone())
+        .ok_or_else(|| format!("the manifest lists no `{rel}`"))?;
+    let path = entry.join(&rel);
+    let bundle =
+        std::fs::read(&path).map_err(|e| format!("store entry: cannot read `{}`: {e} (collected by `kiln gc`?)", path.display()))?;
+    let got = crate::render::hex(&Sha256::digest(&bundle));
+    if got != want {
+        return Err(format!("store entry: `{}` has sha256 {got}, the manifest says {want} (damaged: rebuild)", path.display()));
+    }
+    let wanted = sys.host_secrets(h);
+    let have: BTreeSet<String> = values.keys().cloned().collect();
+    if have != wanted {
+        return Err(format!("the secrets given ({}) are not the host's ({})", names(&have), names(&wanted)));
+    }
+    let services: Vec<&crate::model::Service> = h.services.iter().filter_map(|s| sys.services.get(s)).collect();
+    Ok(HostPlan {
+        name: host.to_string(),
+        closure,
+        bundle,
+        bundle_sha256: want,
+        secrets: Secrets(values),
+        containers: services.iter().filter(|s| s.container.is_some()).map(|s| s.name.clone()).collect(),
+        units: services.iter().filter_map(|s| s.native.as_ref().and_then(|n| n.unit.clone())).collect(),
+        unit_of: services.iter().filter_map(|s| Some((s.name.clone(), s.native.as_ref()?.unit.clone()?))).collect(),
+        secret_users: services
+            .iter()
+            .filter(|s| !s.secrets.is_empty())
+            .map(|s| (s.name.clone(), s.secrets.iter().map(|u| u.secret.clone()).collect()))
+            .collect(),
+    })
+}
+
+fn names(s: &BTreeSet<String>) -> String {
+    if s.is_empty() { "none".into() } else { s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ") }
+}
+
+// ---- what runs on the host (pure) ----
+
+/// Prints the marker's closure on the first line, then `NAME SHA256` for each delivered secret.
+pub fn probe_script(l: &Layout) -> String {
+    format!(
+        "m=$(cat {marker} 2>/dev/null || true)\nprintf '%s\\n' \"$m\"\nif [ -d {dir} ]; then\n\tfor f in {dir}/*; do\n\t\t[ -f \"$f\" ] || continue\n\t\tprintf '%s %s\\n' \"${{f##*/}}\" \"$(sha256sum <\"$f\" | cut -d ' ' -f 1)\"\n\tdone\nfi\n",
+        marker = sh(&l.marker),
+        dir = sh(&l.secrets_dir),
+    )
+}
+
+/// The probe's answer: the host's closure (if any) and each delivered secret's sha256.
+pub fn parse_probe(out: &str) -> (Option<String>, BTreeMap<String, String>) {
+    let mut lines = out.lines();
+    let marker = lines.next().map(str::trim).filter(|m| !m.is_empty()).map(str::to_string);
+    let digests = lines.filter_map(|l| l.split_once(' ')).map(|(n, d)| (n.to_string(), d.trim().to_string())).collect();
+    (marker, digests)
+}
+
+/// Whether the host holds exactly these secrets with these values.
+pub fn secrets_current(values: &Secrets, digests: &BTreeMap<String, String>) -> bool {
+    values.0.len() == digests.len()
+        && values.0.iter().all(|(n, v)| digests.get(n).is_some_and(|d| *d == crate::render::hex(&Sha256::digest(v))))
+}
+
+/// The names of the secrets whose values differ from the host's (or that it lacks).
+pub fn changed_secrets(values: &Secrets, digests: &BTreeMap<String, String>) -> BTreeSet<String> {
+    values
+        .0
+        .iter()
+        .filter(|(n, v)| digests.get(*n).is_none_or(|d| *d != crate::render::hex(&Sha256::digest(v))))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// The secrets as a tar stream (in memory, never on disk): one root-only file per secret.
+pub fn secrets_archive(values: &Secrets) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, v) in &values.0 {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o400);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(v.len() as u64);
+        tar.append_data(&mut h, name, &v[..]).expect("writing to memory");
+    }
+    tar.into_inner().expect("writing to memory")
+}
+
+/// Unpacks the secrets archive from stdin into a private directory beside the secrets, moves
+/// each file into place with a rename (atomic), and removes secrets the host no longer has.
+/// Nothing is echoed.
+pub fn secrets_script(l: &Layout, names: &BTreeSet<String>) -> String {
+    let dir = sh(&l.secrets_dir);
+    let keep: Vec<String> = names.iter().map(|n| sh(n)).collect();
+    format!(
+        "set -eu\numask 077\nmkdir -p {dir}\nchmod 0700 {dir}\nt=$(mktemp -d {dir}/.incoming.XXXXXX)\ntrap 'rm -rf \"$t\"' EXIT\ntar -x -f - -C \"$t\" --no-same-owner\nfor f in \"$t\"/* \"$t\"/.[!.]*; do\n\t[ -f \"$f\" ] || continue\n\tchmod 0400 \"$f\"\n\tmv -f \"$f\" {dir}/\ndone\nfor f in {dir}/*; do\n\t[ -f \"$f\" ] || continue\n\tcase \"${{f##*/}}\" in\n\t{list}) ;;\n\t*) rm -f \"$f\" ;;\n\tesac\ndone\n",
+        list = if keep.is_empty() { "''".to_string() } else { keep.join(" | ") },
+    )
+}
+
+/// Receives the bundle on stdin, checks its sha256 and unpacks it over the kiln root (staged
+/// beside it, then renamed into place).
+pub fn upload_script(l: &Layout, sha256: &str) -> String {
+    let root = l.kiln_root.trim_end_matches('/');
+    let (parent, _) = root.rsplit_once('/').unwrap_or(("", root));
+    let parent = if parent.is_empty() { "/" } else { parent };
+    format!(
+        "set -eu\numask 022\nmkdir -p {parent}\nt=$(mktemp -d {parent}/.kiln-upload.XXXXXX)\ntrap 'rm -rf \"$t\"' EXIT\ncat >\"$t/bundle.tar.gz\"\nprintf '%s  %s\\n' {sum} \"$t/bundle.tar.gz\" | sha256sum --check --quiet --strict || {{ echo \"bundle sha256 mismatch: got $(sha256sum <\"$t/bundle.tar.gz\" | cut -d ' ' -f 1)\" >&2; exit 1; }}\nmkdir \"$t/x\"\ntar -xzf \"$t/bundle.tar.gz\" -C \"$t/x\" --no-same-owner\nrm -rf {root}.old\nif [ -e {root} ]; then mv {root} {root}.old; fi\nmv \"$t/x/{bundle_root}\" {root}\nrm -rf {root}.old\n",
+        parent = sh(parent),
+        root = sh(root),
+        sum = sh(sha256),
+        bundle_root = crate::render::bundle::ROOT,
+    )
+}
+
+/// Starts the provisioner detached from the ssh session (its own session, output to the log),
+/// unless one is running; its exit status lands in `provision.status`.
+pub fn provision_start_script(l: &Layout) -> String {
+    let state = sh(&l.state_dir);
+    let log = sh(&l.log);
+    let log_dir = sh(l.log.rsplit_once('/').map(|(d, _)| d).unwrap_or("."));
+    let inner = format!(
+        "echo $$ >{state}/provision.pid; sh {root}/provision.sh >{log} 2>&1; s=$?; echo $s >{state}/provision.status.tmp; mv -f {state}/provision.status.tmp {state}/provision.status",
+        root = sh(&l.kiln_root),
+    );
+    format!(
+        "set -eu\nmkdir -p {state}\nmkdir -p {log_dir}\nchmod 0700 {log_dir}\nif [ -s {state}/provision.pid ] && kill -0 \"$(cat {state}/provision.pid)\" 2>/dev/null && [ ! -e {state}/provision.status ]; then\n\techo already running\n\texit 0\nfi\nrm -f {state}/provision.status {state}/provision.pid\nsetsid sh -c {inner} </dev/null >/dev/null 2>&1 &\necho started\n",
+        inner = sh(&inner),
+    )
+}
+
+/// Prints the marker on the first line and the provisioner's exit status (empty while it runs)
+/// on the second.
+pub fn provision_status_script(l: &Layout) -> String {
+    format!(
+        "printf '%s\\n' \"$(cat {m} 2>/dev/null || true)\" \"$(cat {s}/provision.status 2>/dev/null || true)\"\n",
+        m = sh(&l.marker),
+        s = sh(&l.state_dir)
+    )
+}
+
+/// Where the provisioner stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Converge {
+    Running,
+    Reached,
+    /// Finished with this status; the marker holds this closure.
+    Failed {
+        status: String,
+        marker: Option<String>,
+    },
+}
+
+pub fn parse_status(out: &str, closure: &str) -> Converge {
+    let mut lines = out.lines();
+    let marker = lines.next().map(str::trim).filter(|m| !m.is_empty()).map(str::to_string);
+    match lines.next().map(str::trim).unwrap_or("") {
+        "" => Converge::Running,
+        "0" if marker.as_deref() == Some(closure) => Converge::Reached,
+        s => Converge::Failed { status: s.to_string(), marker },
+    }
+}
+
+/// The last lines of the provisioner's log.
+pub fn log_tail_script(l: &Layout, lines: usize) -> String {
+    format!("tail -n {lines} {} 2>/dev/null || true\n", sh(&l.log))
+}
+
+/// One line per container (`container NAME STATUS HEALTH`, health `none` without a
+/// healthcheck) and per unit (`unit NAME STATE`).
+pub fn health_script(l: &Layout, containers: &[String], units: &[String]) -> String {
+    let mut o = String::new();
+    let compose = sh(&format!("{}/compose.yaml", l.kiln_root));
+    for c in containers {
+        let q = sh(c);
+        o.push_str(&format!("id=$(docker compose --file {compose} ps --all --quiet {q} 2>/dev/null | head -n 1 || true)\n"));
+        o.push_str(&format!("if [ -z \"$id\" ]; then echo \"container {q} missing none\"; else\n"));
+        o.push_str("\tst=$(docker inspect --format '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' \"$id\" 2>/dev/null || echo 'unknown none')\n");
+        o.push_str(&format!("\techo \"container {q} $st\"\nfi\n"));
+    }
+    for u in units {
+        let q = sh(u);
+        o.push_str(&format!("echo \"unit {q} $(systemctl is-active {q} 2>/dev/null || true)\"\n"));
+    }
+    o
+}
+
+/// What is not healthy yet, from the health script's output (empty: all healthy). Anything
+/// expected but missing from the output counts as not healthy.
+pub fn unhealthy(out: &str, containers: &[String], units: &[String]) -> Vec<String> {
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for l in out.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["container", name, status, health] => {
+                seen.insert(("container".into(), name.to_string()), format!("{status} {health}"));
+                if *status != "running" || !matches!(*health, "healthy" | "none") {
+                    bad.push(format!(
+                        "container {name}: {status}{}",
+                        if *health == "none" { String::new() } else { format!(", {health}") }
+                    ));
+                }
+            }
+            ["unit", name, state] => {
+                seen.insert(("unit".into(), name.to_string()), state.to_string());
+                if *state != "active" {
+                    bad.push(format!("unit {name}: {state}"));
+                }
+            }
+            ["unit", name] => {
+                seen.insert(("unit".into(), name.to_string()), String::new());
+                bad.push(format!("unit {name}: unknown"));
+            }
+            _ => {}
+        }
+    }
+    for c in containers {
+        if !seen.contains_key(&("container".into(), c.clone())) {
+            bad.push(format!("container {c}: not reported"));
+        }
+    }
+    for u in units {
+        if !seen.contains_key(&("unit".into(), u.clone())) {
+            bad.push(format!("unit {u}: not reported"));
+        }
+    }
+    bad
+}
+
+/// Restarts the services that use any of `changed` (containers through Compose, native units
+/// through systemd). Empty when none does.
+pub fn restart_script(l: &Layout, plan: &HostPlan, changed: &BTreeSet<String>) -> Option<String> {
+    let users: Vec<&String> = plan.secret_users.iter().filter(|(_, s)| !s.is_disjoint(changed)).map(|(n, _)| n).collect();
+    let mut o = String::from("set -eu\n");
+    let compose = sh(&format!("{}/compose.yaml", l.kiln_root));
+    let containers: Vec<String> = users.iter().filter(|u| plan.containers.contains(u)).map(|u| sh(u)).collect();
+    if !containers.is_empty() {
+        o.push_str(&format!("docker compose --file {compose} restart {}\n", containers.join(" ")));
+    }
+    let mut any = !containers.is_empty();
+    for unit in users.iter().filter_map(|u| plan.unit_of.get(*u)) {
+        o.push_str(&format!("systemctl try-restart {}\n", sh(unit)));
+        any = true;
+    }
+    any.then_some(o)
+}
+
+// ---- the steps ----
+
+fn fail(host: &str, step: Step, message: impl Into<String>) -> Failure {
+    Failure { host: host.to_string(), step, message: message.into(), log_tail: None }
+}
+
+fn run_step(h: &dyn Host, plan: &HostPlan, step: Step, script: &str, stdin: &[u8], timeout: Duration) -> Result<host::Output, Failure> {
+    h.run(script, stdin, timeout).map_err(|e| fail(&plan.name, step, e))
+}
+
+/// Delivers the host's secrets (the values only ever on ssh's stdin).
+pub fn deliver_secrets(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<(), Failure> {
+    p.emit(&plan.name, Step::Secrets, State::Started, format!("{} secrets", plan.secrets.0.len()));
+    let names: BTreeSet<String> = plan.secrets.0.keys().cloned().collect();
+    let out = run_step(h, plan, Step::Secrets, &secrets_script(l, &names), &secrets_archive(&plan.secrets), t.secrets)?;
+    if !out.ok() {
+        return Err(fail(&plan.name, Step::Secrets, format!("writing {} failed: {}", l.secrets_dir, out.stderr_tail(5))));
+    }
+    p.emit(&plan.name, Step::Secrets, State::Done, format!("{} secrets in {}", names.len(), l.secrets_dir));
+    Ok(())
+}
+
+/// Runs the provisioner and waits for the closure marker.
+fn provision(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<(), Failure> {
+    p.emit(&plan.name, Step::Provision, State::Started, "");
+    let out = run_step(h, plan, Step::Provision, &provision_start_script(l), b"", t.connect)?;
+    if !out.ok() {
+        return Err(fail(&plan.name, Step::Provision, format!("cannot start the provisioner: {}", out.stderr_tail(5))));
+    }
+    p.emit(&plan.name, Step::Provision, State::Done, out.stdout_text().trim().to_string());
+    p.emit(&plan.name, Step::Converge, State::Started, format!("waiting for closure {}", short(&plan.closure)));
+    let start = Instant::now();
+    let mut last_note = Instant::now();
+    loop {
+        let out = run_step(h, plan, Step::Converge, &provision_status_script(l), b"", t.connect)?;
+        match parse_status(&out.stdout_text(), &plan.closure) {
+            Converge::Reached => break,
+            Converge::Failed { status, marker } => {
+                let tail = h.run(&log_tail_script(l, 30), b"", t.connect).map(|o| host::tail(&o.stdout_text(), 30)).ok();
+                let at = marker.map(|m| format!("the host is at closure {}", short(&m))).unwrap_or_else(|| "no closure marker".into());
+                return Err(Failure {
+                    host: plan.name.clone(),
+                    step: Step::Converge,
+                    message: format!("the provisioner exited with status {status}; {at}, not {}", short(&plan.closure)),
+                    log_tail: tail,
+                });
+            }
+            Converge::Running => {}
+        }
+        if start.elapsed() >= t.converge {
+            let tail = h.run(&log_tail_script(l, 30), b"", t.connect).map(|o| host::tail(&o.stdout_text(), 30)).ok();
+            return Err(Failure {
+                host: plan.name.clone(),
+                step: Step::Converge,
+                message: format!("the provisioner did not finish within {} s", t.converge.as_secs()),
+                log_tail: tail,
+            });
+        }
+        if last_note.elapsed() >= t.note_every {
+            last_note = Instant::now();
+            p.emit(&plan.name, Step::Converge, State::Waiting, format!("provisioner running ({} s)", start.elapsed().as_secs()));
+        }
+        std::thread::sleep(t.poll);
+    }
+    p.emit(&plan.name, Step::Converge, State::Done, format!("at closure {}", short(&plan.closure)));
+    Ok(())
+}
+
+/// Waits until every container is healthy and every native unit active.
+pub fn health(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<(), Failure> {
+    p.emit(&plan.name, Step::Health, State::Started, format!("{} containers, {} units", plan.containers.len(), plan.units.len()));
+    let script = health_script(l, &plan.containers, &plan.units);
+    let start = Instant::now();
+    let mut last_note = Instant::now();
+    loop {
+        let out = run_step(h, plan, Step::Health, &script, b"", t.connect)?;
+        let bad = unhealthy(&out.stdout_text(), &plan.containers, &plan.units);
+        if bad.is_empty() {
+            break;
+        }
+        if start.elapsed() >= t.health {
+            return Err(fail(&plan.name, Step::Health, format!("not healthy after {} s: {}", t.health.as_secs(), bad.join("; "))));
+        }
+        if last_note.elapsed() >= t.note_every {
+            last_note = Instant::now();
+            p.emit(&plan.name, Step::Health, State::Waiting, bad.join("; "));
+        }
+        std::thread::sleep(t.poll);
+    }
+    p.emit(&plan.name, Step::Health, State::Done, "");
+    Ok(())
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+/// Deploys one connected host: skip when it is at its closure with its secrets, else upload,
+/// secrets, provisioner, converge; then the health gate.
+pub fn deploy_host(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<Outcome, Failure> {
+    let out = run_step(h, plan, Step::Connect, &probe_script(l), b"", t.connect)?;
+    if !out.ok() {
+        return Err(fail(&plan.name, Step::Connect, format!("cannot read the host's state: {}", out.stderr_tail(5))));
+    }
+    let (marker, digests) = parse_probe(&out.stdout_text());
+    let at = marker.as_deref() == Some(plan.closure.as_str());
+    let current = secrets_current(&plan.secrets, &digests);
+    p.emit(
+        &plan.name,
+        Step::Connect,
+        State::Done,
+        match &marker {
+            Some(m) => format!("at closure {}", short(m)),
+            None => "no closure yet".to_string(),
+        },
+    );
+    let outcome = if at && current {
+        p.emit(&plan.name, Step::Upload, State::Skipped, format!("already at closure {}, secrets unchanged", short(&plan.closure)));
+        Outcome::Skipped
+    } else {
+        if at {
+            p.emit(&plan.name, Step::Upload, State::Skipped, "already at this closure; secrets changed");
+        } else {
+            p.emit(&plan.name, Step::Upload, State::Started, format!("{} bytes", plan.bundle.len()));
+            let out = run_step(h, plan, Step::Upload, &upload_script(l, &plan.bundle_sha256), &plan.bundle, t.upload)?;
+            if !out.ok() {
+                return Err(fail(&plan.name, Step::Upload, out.stderr_tail(5)));
+            }
+            p.emit(&plan.name, Step::Upload, State::Done, format!("sha256 {} verified on the host", short(&plan.bundle_sha256)));
+        }
+        let changed = changed_secrets(&plan.secrets, &digests);
+        if !current {
+            deliver_secrets(h, plan, l, t, p)?;
+        }
+        provision(h, plan, l, t, p)?;
+        if at && !changed.is_empty() {
+            restart(h, plan, l, t, p, &changed)?;
+        }
+        Outcome::Deployed
+    };
+    health(h, plan, l, t, p)?;
+    p.emit(&plan.name, Step::Done, State::Done, if outcome == Outcome::Skipped { "unchanged" } else { "deployed" });
+    Ok(outcome)
+}
+
+fn restart(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress, changed: &BTreeSet<String>) -> Result<(), Failure> {
+    let Some(script) = restart_script(l, plan, changed) else {
+        p.emit(&plan.name, Step::Restart, State::Skipped, "no service uses the changed secrets");
+        return Ok(());
+    };
+    p.emit(&plan.name, Step::Restart, State::Started, "");
+    let out = run_step(h, plan, Step::Restart, &script, b"", t.health)?;
+    if !out.ok() {
+        return Err(fail(&plan.name, Step::Restart, out.stderr_tail(5)));
+    }
+    p.emit(&plan.name, Step::Restart, State::Done, "");
+    Ok(())
+}
+
+/// `kiln secrets push`: deliver the host's secrets, let its provisioner hand each service its
+/// copy (it must be at the build's closure already), restart the services using a changed
+/// secret, then the health gate.
+pub fn push_secrets(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<BTreeSet<String>, Failure> {
+    let out = run_step(h, plan, Step::Connect, &probe_script(l), b"", t.connect)?;
+    let (marker, digests) = parse_probe(&out.stdout_text());
+    if marker.as_deref() != Some(plan.closure.as_str()) {
+        return Err(fail(
+            &plan.name,
+            Step::Connect,
+            format!(
+                "the host is at closure {}, not this build's {}: run `kiln deploy` instead",
+                marker.as_deref().map(short).unwrap_or("(none)"),
+                short(&plan.closure)
+            ),
+        ));
+    }
+    p.emit(&plan.name, Step::Connect, State::Done, format!("at closure {}", short(&plan.closure)));
+    let changed = changed_secrets(&plan.secrets, &digests);
+    deliver_secrets(h, plan, l, t, p)?;
+    provision(h, plan, l, t, p)?;
+    restart(h, plan, l, t, p, &changed)?;
+    health(h, plan, l, t, p)?;
+    p.emit(&plan.name, Step::Done, State::Done, format!("{} secrets changed", changed.len()));
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(secrets: &[(&str, &str)]) -> HostPlan {
+        HostPlan {
+            name: "web".into(),
+            closure: "c".repeat(64),
+            bundle: Vec::new(),
+            bundle_sha256: String::new(),
+            secrets: Secrets(secrets.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()),
+            containers: vec!["app".into()],
+            units: vec!["caddy.service".into()],
+            unit_of: [("caddy".to_string(), "caddy.service".to_string())].into(),
+            secret_users: [("app".to_string(), ["db_password".to_string()].into())].into(),
+        }
+    }
+
+    #[test]
+    fn probe_and_status_are_read_back() {
+        let (m, d) = parse_probe("abc\nx 12\ny 34\n");
+        assert_eq!(m.as_deref(), Some("abc"));
+        assert_eq!(d.len(), 2);
+        assert_eq!(parse_probe("\n").0, None);
+        assert_eq!(parse_status("abc\n\n", "abc"), Converge::Running);
+        assert_eq!(parse_status("abc\n0\n", "abc"), Converge::Reached);
+        assert_eq!(parse_status("old\n0\n", "abc"), Converge::Failed { status: "0".into(), marker: Some("old".into()) });
+        assert_eq!(parse_status("\n1\n", "abc"), Converge::Failed { status: "1".into(), marker: None });
+    }
+
+    #[test]
+    fn health_needs_every_container_and_unit() {
+        let (c, u) = (vec!["app".to_string(), "db".to_string()], vec!["caddy.service".to_string()]);
+        assert!(unhealthy("container app running healthy\ncontainer db running none\nunit caddy.service active\n", &c, &u).is_empty());
+        let bad = unhealthy("container app running starting\nunit caddy.service failed\n", &c, &u);
+        assert_eq!(bad, ["container app: running, starting", "unit caddy.service: failed", "container db: not reported"]);
+    }
+
+    #[test]
+    fn secret_changes_are_seen_by_digest() {
+        let p = plan(&[("db_password", "s3cret")]);
+        let digest = crate::render::hex(&Sha256::digest(b"s3cret"));
+        let same: BTreeMap<String, String> = [("db_password".to_string(), digest)].into();
+        assert!(secrets_current(&p.secrets, &same));
+        assert!(changed_secrets(&p.secrets, &same).is_empty());
+        let stale: BTreeMap<String, String> = [("db_password".to_string(), "0".repeat(64)), ("gone".to_string(), "1".into())].into();
+        assert!(!secrets_current(&p.secrets, &stale));
+        assert_eq!(changed_secrets(&p.secrets, &stale), ["db_password".to_string()].into());
+        let r = restart_script(&Layout::system(), &p, &changed_secrets(&p.secrets, &stale)).unwrap();
+        assert!(r.contains("docker compose --file /opt/kiln/compose.yaml restart app"), "{r}");
+        assert!(restart_script(&Layout::system(), &p, &["other".to_string()].into()).is_none());
+    }
+
+    /// The secrets script, run by dash on a local directory: every value arrives byte for
+    /// byte, root-only, a stale secret is removed, and no temporary directory stays.
+    #[test]
+    fn secrets_arrive_exactly_and_stale_ones_go() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::under(d.path().to_str().unwrap());
+        std::fs::create_dir_all(&l.secrets_dir).unwrap();
+        std::fs::write(format!("{}/old", l.secrets_dir), "x").unwrap();
+        let p = plan(&[("db_password", "line1\nline2 'quoted' $HOME"), ("token", "\u{0}bin")]);
+        let names: BTreeSet<String> = p.secrets.0.keys().cloned().collect();
+        let out = host::Local.run(&secrets_script(&l, &names), &secrets_archive(&p.secrets), Duration::from_secs(10)).unwrap();
+        assert!(out.ok(), "{}", out.stderr_tail(10));
+        let mut found: Vec<String> =
+            std::fs::read_dir(&l.secrets_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        found.sort();
+        assert_eq!(found, ["db_password", "token"]);
+        for (n, v) in &p.secrets.0 {
+            let f = format!("{}/{n}", l.secrets_dir);
+            assert_eq!(&std::fs::read(&f).unwrap(), v);
+            assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o400);
+        }
+        assert_eq!(std::fs::metadata(&l.secrets_dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let probe = host::Local.run(&probe_script(&l), b"", Duration::from_secs(10)).unwrap();
+        let (_, digests) = parse_probe(&probe.stdout_text());
+        assert!(secrets_current(&p.secrets, &digests));
+    }
+
+    /// The upload script takes the bundle only when its sha256 matches.
+    #[test]
+    fn upload_verifies_the_bundle() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::under(d.path().to_str().unwrap());
+        let art = crate::render::Artifact {
+            path: "provision.sh".into(),
+            kind: crate::render::Kind::Provisioner,
+            mode: 0o755,
+            bytes: b"echo hi\n".to_vec(),
+        };
+        let bundle = crate::render::bundle::bundle(&[art], 0);
+        let sum = crate::render::hex(&Sha256::digest(&bundle));
+        let bad = host::Local.run(&upload_script(&l, &"0".repeat(64)), &bundle, Duration::from_secs(10)).unwrap();
+        assert!(!bad.ok() && bad.stderr_tail(3).contains("sha256 mismatch"), "{}", bad.stderr_tail(3));
+        assert!(!Path::new(&l.kiln_root).exists());
+        let good = host::Local.run(&upload_script(&l, &sum), &bundle, Duration::from_secs(10)).unwrap();
+        assert!(good.ok(), "{}", good.stderr_tail(5));
+        assert_eq!(std::fs::read(format!("{}/provision.sh", l.kiln_root)).unwrap(), b"echo hi\n");
+    }
+}
