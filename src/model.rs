@@ -23,6 +23,9 @@ pub struct System {
     /// `[streams.NAME]`: TCP/UDP ports edges forward as they are, by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<Stream>,
+    /// `[certificates.NAME]`: certificates routes share, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, Certificate>,
     pub secrets: BTreeMap<String, Secret>,
     /// Every service, dependencies first (ties broken by name).
     pub start_order: Vec<String>,
@@ -567,6 +570,25 @@ pub struct Route {
     /// answers without `X-Frame-Options`): declared, and derived for an embeddable module from
     /// the public routes of the services that connect to it. Sorted, no duplicates.
     pub frame_ancestors: Vec<String>,
+    pub edge_service: String,
+    pub edge_host: String,
+    /// The `[certificates.NAME]` it is served with: named, or the one on its edge covering its
+    /// hostname; `tls` is then the certificate's challenge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// One certificate for several names (`[certificates.NAME]`), requested once by its edge and
+/// shared by every route it covers.
+#[derive(Debug, Serialize)]
+pub struct Certificate {
+    pub name: String,
+    /// Its names, the first the subject (`main`), the rest subject alternative names.
+    pub names: Vec<String>,
+    /// The DNS provider answering DNS-01; `None`: HTTP-01.
+    pub dns01: Option<ProviderKind>,
     pub edge_service: String,
     pub edge_host: String,
     #[serde(skip)]

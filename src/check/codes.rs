@@ -287,6 +287,16 @@ endpoint, or the reverse, would forward packets nothing listens for. Write the e
 protocol, leave `protocol` out (the stream takes the endpoint's), or name another endpoint.",
     ),
     code(
+        "E0048",
+        "a route and the certificate it names do not fit",
+        "A `[certificates.NAME]` holds the names in its `names` (a wildcard `*.example.org` covers \
+one label under `example.org`, not `example.org` itself nor `a.b.example.org`) and is requested \
+and served by one edge. A route's `certificate` must cover the route's hostname and be held by \
+the route's edge: add the hostname (or a wildcard over it) to the certificate's `names`, set \
+the route's or the certificate's `edge` so that they agree, or leave `certificate` out. A \
+certificate decides how its names are validated (`dns01`), so a route using one sets no `tls`.",
+    ),
+    code(
         "E0050",
         "a module template failed to render",
         "A module's template raised an error for this service: an undefined variable (templates \

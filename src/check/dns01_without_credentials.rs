@@ -1,5 +1,6 @@
 //! `dns01-without-credentials`: a `tls = "dns"` route whose edge holds no credential for the
-//! DNS provider of the route's zone.
+//! DNS provider of the route's zone, or a DNS-01 `[certificates.NAME]` whose edge holds none for
+//! its `dns01` provider.
 
 use super::Rule;
 use crate::diag::Diagnostic;
@@ -18,14 +19,44 @@ one per provider: `cf_dns_api_token`, `hetzner_dns_token`, `digitalocean_dns_tok
 `scaleway_dns_secret_key`, passed to lego as `*_FILE` variables). Without it the edge starts, \
 asks Let's Encrypt, fails every challenge and serves its default certificate: browsers refuse \
 the route. Bind the slot to a secret holding a token with DNS edit rights for the zone, or \
-use `tls = \"acme\"` for a name that is not a wildcard.",
+use `tls = \"acme\"` for a name that is not a wildcard. A `[certificates.NAME]` names its \
+provider itself (`dns01 = \"PROVIDER\"`): its edge needs that provider's token.",
     allowable: false,
     check,
 };
 
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for r in sys.routes.iter().filter(|r| r.tls == TlsMode::Dns) {
+    // A declared certificate names its provider; the routes it covers need nothing more.
+    for c in sys.certificates.values() {
+        let (Some(kind), Some(edge)) = (c.dns01, sys.services.get(&c.edge_service)) else { continue };
+        let provider = kind.name();
+        let (label, help) = match edge.dns01.get(provider) {
+            Some((_, Some(_))) => continue,
+            Some((slot, None)) => (
+                format!("no {provider} API token is given to `{}`", edge.name),
+                format!(
+                    "bind the slot on `{}`: `secrets = {{ {slot} = \"SECRET\" }}`, a secret holding a {provider} API token with DNS edit rights",
+                    edge.name
+                ),
+            ),
+            None => (
+                format!("module `{}` declares no DNS-01 credential for {provider}", edge.module),
+                format!("use an edge whose module has a `[secrets.SLOT] dns01 = \"{provider}\"` slot, or another `dns01` provider"),
+            ),
+        };
+        out.push(
+            Diagnostic::error(
+                RULE.id,
+                format!("certificate `{}` is validated over DNS-01 at {provider}, but edge `{}` has no token for it", c.name, edge.name),
+            )
+            .primary(c.span, label)
+            .secondary(edge.span, "the edge that requests the certificate")
+            .help(help)
+            .about("services", &edge.name),
+        );
+    }
+    for r in sys.routes.iter().filter(|r| r.tls == TlsMode::Dns && r.certificate.is_none()) {
         let Some(edge) = sys.services.get(&r.edge_service) else { continue };
         let Some(zone) = sys.zone_of(&r.hostname) else {
             out.push(

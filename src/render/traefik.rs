@@ -25,7 +25,7 @@ struct Static {
     entry_points: BTreeMap<String, EntryPoint>,
     providers: Providers,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    certificates_resolvers: BTreeMap<&'static str, Resolver>,
+    certificates_resolvers: BTreeMap<String, Resolver>,
     log: Log,
     access_log: AccessLog,
     metrics: Metrics,
@@ -100,7 +100,7 @@ struct Resolver {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Acme {
-    storage: &'static str,
+    storage: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_challenge: Option<HttpChallenge>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,30 +197,49 @@ pub fn emit_static(sys: &System, host: &Host, here: &[&Route]) -> Option<String>
     let mut resolvers = BTreeMap::new();
     if routes.iter().any(|r| r.tls == TlsMode::Acme) {
         resolvers.insert(
-            "letsencrypt",
+            "letsencrypt".to_string(),
             Resolver {
                 acme: Acme {
-                    storage: "/data/acme-http.json",
+                    storage: "/data/acme-http.json".to_string(),
                     http_challenge: Some(HttpChallenge { entry_point: "web" }),
                     dns_challenge: None,
                 },
             },
         );
     }
-    if routes.iter().any(|r| r.tls == TlsMode::Dns) {
+    if routes.iter().any(|r| r.tls == TlsMode::Dns && r.certificate.is_none()) {
         // The provider of the zone that holds the DNS-01 routes (lego's provider names are kiln's
         // provider kinds); `dns01-without-credentials` makes sure the edge holds its token.
         let provider = routes
             .iter()
-            .filter(|r| r.tls == TlsMode::Dns)
+            .filter(|r| r.tls == TlsMode::Dns && r.certificate.is_none())
             .find_map(|r| sys.zone_of(&r.hostname))
             .or(sys.dns.first())
             .map_or("cloudflare", |z| z.provider_kind.name())
             .to_string();
         resolvers.insert(
-            "dns",
+            "dns".to_string(),
             Resolver {
-                acme: Acme { storage: "/data/acme-dns.json", http_challenge: None, dns_challenge: Some(DnsChallenge { provider }) },
+                acme: Acme {
+                    storage: "/data/acme-dns.json".to_string(),
+                    http_challenge: None,
+                    dns_challenge: Some(DnsChallenge { provider }),
+                },
+            },
+        );
+    }
+    // A DNS-01 `[certificates.NAME]` names its provider: one resolver per provider this edge's
+    // certificates use (lego's provider names are kiln's provider kinds).
+    for kind in sys.certificates.values().filter(|c| c.edge_service == edge.name).filter_map(|c| c.dns01) {
+        let provider = kind.name().to_string();
+        resolvers.insert(
+            certificate_resolver(kind),
+            Resolver {
+                acme: Acme {
+                    storage: format!("/data/acme-dns-{provider}.json"),
+                    http_challenge: None,
+                    dns_challenge: Some(DnsChallenge { provider }),
+                },
             },
         );
     }
@@ -323,7 +342,7 @@ struct Router {
 #[serde(rename_all = "camelCase")]
 struct RouterTls {
     #[serde(skip_serializing_if = "Option::is_none")]
-    cert_resolver: Option<&'static str>,
+    cert_resolver: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     domains: Vec<TlsDomain>,
 }
@@ -331,6 +350,14 @@ struct RouterTls {
 #[derive(Serialize, Clone)]
 struct TlsDomain {
     main: String,
+    /// The certificate's other names (subject alternative names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sans: Vec<String>,
+}
+
+/// The resolver of the DNS-01 certificates validated at one provider.
+fn certificate_resolver(kind: crate::syntax::system::ProviderKind) -> String {
+    format!("dns-{}", kind.name())
 }
 
 #[derive(Serialize)]
@@ -459,10 +486,19 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
         }
         middlewares.push(headers.clone());
         middlewares.push("compress".into());
-        let tls = match r.tls {
-            TlsMode::Acme => RouterTls { cert_resolver: Some("letsencrypt"), domains: Vec::new() },
-            TlsMode::Dns => RouterTls { cert_resolver: Some("dns"), domains: vec![TlsDomain { main: r.hostname.clone() }] },
-            TlsMode::Internal => RouterTls { cert_resolver: None, domains: Vec::new() },
+        let tls = match (r.certificate.as_ref().and_then(|c| sys.certificates.get(c)), r.tls) {
+            // Every router a certificate covers asks for the same domains: Traefik requests it
+            // once and serves it to each.
+            (Some(c), _) => RouterTls {
+                cert_resolver: Some(c.dns01.map_or("letsencrypt".to_string(), certificate_resolver)),
+                domains: vec![TlsDomain { main: c.names[0].clone(), sans: c.names[1..].to_vec() }],
+            },
+            (None, TlsMode::Acme) => RouterTls { cert_resolver: Some("letsencrypt".to_string()), domains: Vec::new() },
+            (None, TlsMode::Dns) => RouterTls {
+                cert_resolver: Some("dns".to_string()),
+                domains: vec![TlsDomain { main: r.hostname.clone(), sans: Vec::new() }],
+            },
+            (None, TlsMode::Internal) => RouterTls { cert_resolver: None, domains: Vec::new() },
         };
         let priority = r.hostname.starts_with("*.").then_some(1);
         // The auth service's own paths (its sign-in callbacks) go to it unchecked, as in the

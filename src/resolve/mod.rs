@@ -19,6 +19,7 @@ use crate::types::{self, ImageRef};
 mod alerts;
 mod allows;
 mod backup;
+mod certificates;
 mod connections;
 mod databases;
 mod hosts;
@@ -145,6 +146,7 @@ impl<'a> Resolver<'a> {
         let routes = self.index("route", files.iter().flat_map(|f| &f.routes), |r| &r.hostname);
         let secrets = self.index("secret", files.iter().flat_map(|f| &f.secrets), |s| &s.name);
         let streams = self.index("stream", files.iter().flat_map(|f| &f.streams), |s| &s.name);
+        let certificates = self.index("certificate", files.iter().flat_map(|f| &f.certificates), |c| &c.name);
         let cdns: Vec<&CdnDecl> = files.iter().filter_map(|f| f.cdn.as_ref()).collect();
 
         let networks: BTreeMap<String, types::Cidr> =
@@ -176,7 +178,8 @@ impl<'a> Resolver<'a> {
                 model_services.insert(name.clone(), svc);
             }
         }
-        let model_routes = self.routes(&routes, &model_services, &model_hosts);
+        let model_certificates = self.certificates(&certificates, &model_services);
+        let model_routes = self.routes(&routes, &model_services, &model_hosts, (&certificates, &model_certificates));
         let model_streams = self.streams(&streams, &model_services, &model_hosts, &model_routes);
         let model_admins = admins
             .values()
@@ -212,6 +215,7 @@ impl<'a> Resolver<'a> {
             services: model_services,
             routes: model_routes,
             streams: model_streams,
+            certificates: model_certificates,
             secrets: model_secrets,
             start_order: Vec::new(),
             providers: providers.iter().filter_map(|(k, p)| Some((k.clone(), p.kind.as_ref()?.value))).collect(),

@@ -1,6 +1,7 @@
 //! Routes: edge, upstream address, forward auth and TLS for each public name.
 
 use super::*;
+use crate::syntax::certificates::CertificateDecl;
 
 impl<'a> Resolver<'a> {
     /// A service that answers an edge's forward-auth requests (an authenticator or a bouncer).
@@ -100,6 +101,7 @@ impl<'a> Resolver<'a> {
         routes: &BTreeMap<String, &'a RouteDecl>,
         services: &BTreeMap<String, Service>,
         hosts: &BTreeMap<String, Host>,
+        (cert_decls, certs): (&BTreeMap<String, &'a CertificateDecl>, &BTreeMap<String, Certificate>),
     ) -> Vec<Route> {
         let mut out = Vec::new();
         for (hostname, r) in routes {
@@ -160,7 +162,13 @@ impl<'a> Resolver<'a> {
                 .and_then(|a| self.forward_auth(a, services, edge, hosts, "authenticate requests", "authentik` or `oauth2-proxy"));
             let crowdsec =
                 r.crowdsec.as_ref().and_then(|a| self.forward_auth(a, services, edge, hosts, "vet requests", "crowdsec-bouncer-traefik"));
-            let tls = r.tls.as_ref().map(|t| t.value).unwrap_or(TlsMode::Acme);
+            let Ok(certificate) = self.route_certificate(r, edge, cert_decls, certs) else {
+                continue;
+            };
+            let tls = match &certificate {
+                Some((_, mode)) => *mode,
+                None => r.tls.as_ref().map(|t| t.value).unwrap_or(TlsMode::Acme),
+            };
             let edge_kind = edge.edge.as_deref().unwrap_or("caddy");
             if hostname.starts_with("*.") && tls == TlsMode::Acme {
                 self.err(
@@ -221,6 +229,7 @@ impl<'a> Resolver<'a> {
                 frame_ancestors: r.frame_ancestors.iter().map(|o| o.value.clone()).collect(),
                 edge_service: edge.name.clone(),
                 edge_host: edge.host.clone(),
+                certificate: certificate.map(|(name, _)| name),
                 span: r.hostname.span,
             });
         }

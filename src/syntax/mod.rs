@@ -1,5 +1,6 @@
 //! Parse: TOML text to spanned trees, and trees to typed declarations (system and module files).
 
+pub mod certificates;
 pub mod connects;
 pub mod decode;
 pub mod deploy;

@@ -19,6 +19,8 @@ pub struct SystemFile {
     pub routes: Vec<RouteDecl>,
     /// `[streams.NAME]`: TCP/UDP ports the edge forwards (`crate::syntax::streams`).
     pub streams: Vec<crate::syntax::streams::StreamDecl>,
+    /// `[certificates.NAME]`: certificates routes share (`crate::syntax::certificates`).
+    pub certificates: Vec<crate::syntax::certificates::CertificateDecl>,
     pub secrets: Vec<SecretDecl>,
     pub cdn: Option<CdnDecl>,
     pub dns: Vec<DnsZoneDecl>,
@@ -276,6 +278,8 @@ pub struct RouteDecl {
     pub crowdsec: Option<Sp<String>>,
     /// Origins that may frame the route (CSP `frame-ancestors`, besides its own).
     pub frame_ancestors: Vec<Sp<String>>,
+    /// The `[certificates.NAME]` the route is served with.
+    pub certificate: Option<Sp<String>>,
 }
 
 /// A DNS zone kiln manages records in.
@@ -543,11 +547,13 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect(),
             crowdsec: t.str("crowdsec"),
             frame_ancestors: t.str_list("frame_ancestors").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_origin)).collect(),
+            certificate: t.str("certificate"),
         };
         t.finish();
         Some(d)
     });
     out.streams = crate::syntax::streams::read(&mut r, sink);
+    out.certificates = crate::syntax::certificates::read(&mut r, sink);
     out.dns = r.named("dns", |name, mut t| {
         let zone = typed(Some(name), sink, |s| types::parse_domain(s, false))?;
         let d = DnsZoneDecl {
