@@ -80,6 +80,12 @@ fn the_tunnel_carries_its_hosts_routes_and_the_host_opens_no_web_ports() {
     }
     let a: BTreeSet<&str> = records.iter().filter(|(_, r)| r["type"] == "A").map(|(_, r)| r["name"].as_str().unwrap()).collect();
     assert_eq!(a, direct, "A records only where the host is reached on its address");
+    // Browsers meet Cloudflare's edge for the tunnel's names: TLS 1.3 there too, as Traefik's.
+    let settings = state_resources(&state, "cloudflare_zone_setting");
+    // (`value` is a dynamic attribute: the state holds it with its type)
+    let min_tls: Vec<&serde_json::Value> =
+        settings.iter().filter(|(_, s)| s["setting_id"] == "min_tls_version").map(|(_, s)| &s["value"]["value"]).collect();
+    assert_eq!(min_tls, [&serde_json::json!("1.3")], "{settings:?}");
 
     // Firewalls: the droplet's cloud firewall, its ufw rules and Traefik's published ports
     // hold no 80/443; the direct host keeps them.

@@ -113,5 +113,26 @@ pub(super) fn dns_records(
                 json!({ "zone_id": expr(zref.clone()), "setting_id": "ssl", "value": "strict" }),
             );
         }
+        // Browsers reach the names Cloudflare proxies (a proxied zone's, a tunnel's) at Cloudflare's
+        // edge: when every edge behind them accepts TLS 1.3 only, the zone's minimum says the same.
+        if z.provider_kind == ProviderKind::Cloudflare {
+            let behind: Vec<&str> = sys
+                .routes
+                .iter()
+                .filter(|r| {
+                    (z.proxied || tunnelled.contains(r.hostname.as_str())) && sys.zone_of(&r.hostname).is_some_and(|o| o.zone == z.zone)
+                })
+                .map(|r| r.edge_service.as_str())
+                .collect();
+            let tls13 = |e: &&str| sys.services[*e].options.get("tls_min_version").map(String::as_str) == Some("1.3");
+            if !behind.is_empty() && behind.iter().all(tls13) {
+                add(
+                    resources,
+                    "cloudflare_zone_setting",
+                    &format!("{zname}_min_tls_version"),
+                    json!({ "zone_id": expr(zref.clone()), "setting_id": "min_tls_version", "value": "1.3" }),
+                );
+            }
+        }
     }
 }
