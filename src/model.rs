@@ -191,7 +191,7 @@ pub struct Bucket {
     pub region: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ManagedDatabase {
     pub name: String,
     pub provider_kind: ProviderKind,
@@ -199,6 +199,25 @@ pub struct ManagedDatabase {
     pub node_type: String,
     pub user: String,
     pub region: Option<String>,
+    /// The private network it is attached to: the first one with hosts of its provider.
+    pub network: Option<String>,
+    /// Where services reach it: its name in the private network's DNS
+    /// (`<instance>.<private network>.internal`, both names as kiln gives them).
+    pub host: Option<String>,
+    /// The services that connect to it (`connects = ["NAME"]`), each with its own database
+    /// and role, in service order.
+    pub clients: Vec<ManagedClient>,
+}
+
+/// A service's database and role on a managed database, named by its requirement slot's
+/// `provision` (the same options a `postgres` service would create them from).
+#[derive(Debug, Clone, Serialize)]
+pub struct ManagedClient {
+    pub service: String,
+    pub database: String,
+    pub role: String,
+    /// The secret holding the role's password (the service reads the same one).
+    pub secret: String,
 }
 
 #[derive(Debug, Serialize)]

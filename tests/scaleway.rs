@@ -269,3 +269,72 @@ fn zabbix_admin_default_password_is_replaced_from_the_secret_once() {
     assert!(argv.lines().count() >= 5, "{argv}");
     assert!(!argv.contains("s3cr"), "the password reached curl's arguments: {argv}");
 }
+
+#[test]
+fn outline_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_and_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let applied = applied(&example(), tmp.path());
+    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
+    let instance = &state_resources(&state, "scaleway_rdb_instance")["main"];
+    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
+    // Scaleway's VPC DNS names a resource `<its name>.<private network's name>.internal`
+    // (https://www.scaleway.com/en/docs/vpc/reference-content/dns/): the names in the state.
+    let host = format!("{}.{}.internal", instance["name"].as_str().unwrap(), vpc["name"].as_str().unwrap());
+
+    let databases = state_resources(&state, "scaleway_rdb_database");
+    let users = state_resources(&state, "scaleway_rdb_user");
+    let privileges = state_resources(&state, "scaleway_rdb_privilege");
+    let root = read(&applied.root.join("main.tf.json"));
+    for client in ["outline", "grafana", "n8n"] {
+        let key = format!("main_{client}");
+        let (db, user, privilege) = (&databases[&key], &users[&key], &privileges[&key]);
+        for r in [db, user, privilege] {
+            assert_eq!(r["instance_id"], instance["id"], "{key}: on the managed instance");
+        }
+        assert_eq!(db["name"], client, "{key}");
+        assert_eq!(user["name"], client, "{key}");
+        assert_eq!(user["is_admin"], false, "{key}: not an administrator");
+        assert_eq!(privilege["user_name"], client);
+        assert_eq!(privilege["database_name"], client);
+        assert_eq!(privilege["permission"], "all");
+        // The password is a sensitive variable: the root holds no value for it.
+        assert!(root.contains(&format!("\"password\": \"${{var.{key}_password}}\"")), "{key}");
+    }
+
+    let tools = compose_here(&applied.first.join("hosts/tools-prod/compose.yaml"), &tmp.path().join("tools"));
+    let management = compose_here(&applied.first.join("hosts/management/compose.yaml"), &tmp.path().join("management"));
+    let env = |c: &serde_json::Value, s: &str, k: &str| c["services"][s]["environment"][k].as_str().map(str::to_string);
+    assert_eq!(env(&tools, "outline", "DATABASE_HOST").as_deref(), Some(host.as_str()));
+    assert_eq!(env(&tools, "outline", "DATABASE_PORT").as_deref(), Some("5432"));
+    assert_eq!(env(&tools, "outline", "DATABASE_NAME").as_deref(), Some("outline"));
+    assert_eq!(env(&tools, "outline", "DATABASE_USER").as_deref(), Some("outline"));
+    assert_eq!(env(&tools, "outline", "PGSSLMODE").as_deref(), Some("require"));
+    assert_eq!(env(&management, "grafana", "GF_DATABASE_HOST"), Some(format!("{host}:5432")));
+    assert_eq!(env(&management, "grafana", "GF_DATABASE_SSL_MODE").as_deref(), Some("require"));
+    assert_eq!(env(&management, "n8n", "DB_POSTGRESDB_HOST").as_deref(), Some(host.as_str()));
+    assert_eq!(env(&management, "n8n", "DB_POSTGRESDB_SSL_ENABLED").as_deref(), Some("true"));
+    // No local PostgreSQL stands in for them any more, and none of them waits for one.
+    for (c, gone) in [(&tools, "outline-db"), (&management, "grafana-db"), (&management, "n8n-db")] {
+        assert!(c["services"].get(gone).is_none(), "{gone} still runs");
+    }
+    for (c, s) in [(&tools, "outline"), (&management, "grafana"), (&management, "n8n")] {
+        let deps = c["services"][s]["depends_on"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        assert!(deps.iter().all(|d| !d.ends_with("-db")), "{s}: {deps:?}");
+    }
+}
+
+#[test]
+fn a_service_off_the_databases_network_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    // management leaves the VPC: n8n and grafana can no longer reach the managed database.
+    let hosts = read(&sys.join("hosts.toml"));
+    std::fs::write(sys.join("hosts.toml"), hosts.replace("networks = { vpc = \"10.0.0.5\" }\n", "")).unwrap();
+    let out = run(kiln().arg("check").arg(&sys));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("`n8n` cannot use managed database `main`"), "{err}");
+    assert!(err.contains("host `management` is not on `main`'s private network"), "{err}");
+    assert!(err.contains("management.toml:"), "at the connects entry: {err}");
+}

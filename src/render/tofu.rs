@@ -499,22 +499,52 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         body["backup_schedule_frequency"] = json!(24);
         body["backup_schedule_retention"] = json!(7);
         body["backup_same_region"] = json!(false);
-        // On the private network of the system's Scaleway servers, its address and DNS name
-        // from IPAM (a static `ip_net` is not routed nor named in the VPC: provider docs); with
-        // a private endpoint and no `load_balancer`, the instance has no public endpoint.
-        let net = sys
-            .networks
-            .keys()
-            .find(|n| hosts.iter().any(|h| h.host.provider_kind == ProviderKind::Scaleway && h.host.addresses.contains_key(*n)));
-        if let Some(net) = net {
+        // On the private network of the system's Scaleway servers (`ManagedDatabase::network`),
+        // its address and DNS name from IPAM (a static `ip_net` is not routed nor named in the
+        // VPC: provider docs); with a private endpoint and no `load_balancer`, the instance has
+        // no public endpoint.
+        let db = rname(&d.name);
+        if let Some(net) = &d.network {
             body["private_network"] =
                 json!([{ "pn_id": expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(net))), "enable_ipam": true }]);
             for (out, attr) in [("host", "hostname"), ("ip", "ip"), ("port", "port")] {
                 outputs.insert(
-                    format!("{}_database_{out}", rname(&d.name)),
-                    json!({ "value": expr(format!("${{scaleway_rdb_instance.{}.private_network[0].{attr}}}", rname(&d.name))) }),
+                    format!("{db}_database_{out}"),
+                    json!({ "value": expr(format!("${{scaleway_rdb_instance.{db}.private_network[0].{attr}}}")) }),
                 );
             }
+        }
+        // Each client's database, its role (not an administrator) and the role's rights on
+        // that database only (provider docs: rdb_database, rdb_user, rdb_privilege). The role's
+        // password is a sensitive variable holding the client's secret: never in this file;
+        // the provider keeps it in the state (sensitive) like the instance's own password.
+        for c in &d.clients {
+            let name = format!("{db}_{}", rname(&c.service));
+            let var = format!("{name}_password");
+            variables.insert(
+                var.clone(),
+                json!({ "type": "string", "sensitive": true, "description": format!("password of role `{}` on `{}`: the value of secret `{}`", c.role, d.name, c.secret) }),
+            );
+            let instance = expr(format!("${{scaleway_rdb_instance.{db}.id}}"));
+            add(&mut resources, "scaleway_rdb_database", &name, json!({ "instance_id": instance, "name": c.database }));
+            let instance = expr(format!("${{scaleway_rdb_instance.{db}.id}}"));
+            add(
+                &mut resources,
+                "scaleway_rdb_user",
+                &name,
+                json!({ "instance_id": instance, "name": c.role, "password": expr(format!("${{var.{var}}}")), "is_admin": false }),
+            );
+            add(
+                &mut resources,
+                "scaleway_rdb_privilege",
+                &name,
+                json!({
+                    "instance_id": expr(format!("${{scaleway_rdb_instance.{db}.id}}")),
+                    "user_name": expr(format!("${{scaleway_rdb_user.{name}.name}}")),
+                    "database_name": expr(format!("${{scaleway_rdb_database.{name}.name}}")),
+                    "permission": "all",
+                }),
+            );
         }
         add(&mut resources, "scaleway_rdb_instance", &d.name, body);
         outputs.insert(

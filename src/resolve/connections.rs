@@ -2,6 +2,8 @@
 
 use super::slots::Fill;
 use super::*;
+use crate::syntax::connects::ConnectDecl;
+use crate::syntax::module::{Protocol, RequireDecl};
 
 impl<'a> Resolver<'a> {
     /// Binds `connects` entries to services and endpoints, and fills the module's requirement slots.
@@ -22,6 +24,16 @@ impl<'a> Resolver<'a> {
                 Some((a, b)) => (a, Some(b)),
                 None => (c.value.as_str(), None),
             };
+            if !all.contains_key(svc_name) && self.managed.contains_key(svc_name) {
+                let slot = slot.or_else(|| managed_slot(m));
+                if let Some(d) = self.managed_dep(p, svc_name, slot, entry) {
+                    if let Some(r) = slot {
+                        filled.insert(r.slot.value.clone());
+                    }
+                    out.push(d);
+                }
+                continue;
+            }
             let Some(target) = all.get(svc_name) else {
                 // A declared service that did not resolve has reported its own error.
                 if !self.declared_service(svc_name) {
@@ -128,7 +140,7 @@ impl<'a> Resolver<'a> {
         if m.collect_metrics {
             out.extend(self.scrape_deps(p, all, hosts));
         }
-        let unresolved = connects_unresolved(p, all);
+        let unresolved = connects_unresolved(p, all, &self.managed);
         // The table form names slots, so the help does too.
         let named = p.decl.connects.iter().any(|c| c.slot.is_some());
         for r in &m.requires {
@@ -277,4 +289,114 @@ pub(super) fn bridges_of(s: &ServiceDecl) -> Vec<String> {
 pub(super) fn shares_bridge(a: &ServiceDecl, b: &ServiceDecl) -> bool {
     let bb = bridges_of(b);
     bridges_of(a).iter().any(|x| bb.contains(x))
+}
+
+/// The slot a `connects` entry naming a managed database fills in the list form: the module's
+/// one slot a `postgres` service would fill.
+fn managed_slot(m: &ModuleDecl) -> Option<&RequireDecl> {
+    let mut pg = m.requires.iter().filter(|r| r.modules.iter().any(|x| x.value == "postgres"));
+    match (pg.next(), pg.next()) {
+        (Some(r), None) => Some(r),
+        _ => None,
+    }
+}
+
+/// The PostgreSQL port of a managed database's private endpoint (provider docs,
+/// rdb_instance.md: `private_network.port`, 5432 unless set).
+const MANAGED_PG_PORT: u16 = 5432;
+
+impl Resolver<'_> {
+    /// A connection to a managed database (`[databases.NAME]`): the slot it fills gets the
+    /// database's DNS name on the private network, its port and TLS; the client's database and
+    /// role, from the slot's `provision`, are made by OpenTofu (`render::tofu`), its password the
+    /// client's own secret.
+    fn managed_dep(&mut self, p: &Partial<'_>, db: &str, slot: Option<&RequireDecl>, c: &ConnectDecl) -> Option<Dependency> {
+        let name = &p.decl.name.value;
+        let span = c.target.span;
+        let d = &self.managed[db];
+        let refuse = |why: String, help: String| {
+            Diagnostic::error("E0031", format!("`{name}` cannot use managed database `{db}`")).primary(span, why).help(help)
+        };
+        let Some(r) = slot.filter(|r| r.modules.iter().any(|x| x.value == "postgres")) else {
+            self.err(refuse(
+                "no PostgreSQL requirement of its module takes it".into(),
+                format!(
+                    "a managed database fills a module's `postgres` slot; `{}` has none (or several: name the slot)",
+                    p.module.decl.name.value
+                ),
+            ));
+            return None;
+        };
+        if !d.engine.starts_with("PostgreSQL") {
+            self.err(refuse(format!("`{db}` runs {}", d.engine), "connect it to a PostgreSQL database".into()));
+            return None;
+        }
+        let Some(host) = d.host.clone() else {
+            self.err(refuse(
+                format!("`{db}` is on no private network"),
+                format!("put a {} host on a private network: the database is attached to it", d.provider_kind.name()),
+            ));
+            return None;
+        };
+        if !self.managed[db].network.as_ref().is_some_and(|n| self.host_on(&p.host, n)) {
+            self.err(refuse(
+                format!("host `{}` is not on `{db}`'s private network", p.host),
+                format!("add `{}` to the host's `networks`", self.managed[db].network.clone().unwrap_or_default()),
+            ));
+            return None;
+        }
+        let Some(prov) = r.provision.as_ref().filter(|x| !x.replication) else {
+            self.err(refuse(
+                format!("slot `{}` of `{}` provisions no database and role", r.slot.value, p.module.decl.name.value),
+                "only a slot with `provision` says which database and role the service wants".into(),
+            ));
+            return None;
+        };
+        let opt = |o: &Sp<String>| p.options.get(&o.value).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let database = prov.database.as_ref().map(opt).unwrap_or_default();
+        let role = opt(&prov.role);
+        let Some((_, secret)) = p.decl.secrets.iter().find(|(s, _)| s.value == prov.password.value) else {
+            self.err(
+                Diagnostic::error("E0025", format!("service `{name}` needs secret `{}`", prov.password.value))
+                    .primary(span, format!("role `{role}` on `{db}` gets this password"))
+                    .help(format!("add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`", prov.password.value)),
+            );
+            return None;
+        };
+        let clients = &mut self.managed.get_mut(db).unwrap().clients;
+        if let Some(other) = clients.iter().find(|x| x.database == database || x.role == role) {
+            let other = other.service.clone();
+            self.err(
+                Diagnostic::error("E0003", format!("`{name}` and `{other}` both want database `{database}` or role `{role}` on `{db}`"))
+                    .primary(span, "already another client's")
+                    .help("each client of one database has its own database and role: change one of the names"),
+            );
+            return None;
+        }
+        clients.push(ManagedClient { service: name.clone(), database, role, secret: secret.value.clone() });
+        Some(Dependency {
+            slot: Some(r.slot.value.clone()),
+            service: db.to_string(),
+            endpoint: "postgres".into(),
+            port: MANAGED_PG_PORT,
+            protocol: Protocol::Tcp,
+            address: host,
+            same_host: false,
+            usage: r.usage.as_ref().map(|u| u.value.clone()),
+            prepared_statements: r.prepared_statements,
+            derived: false,
+            path: None,
+            span,
+        })
+    }
+
+    /// Whether host `h` has an address on network `net`.
+    fn host_on(&self, h: &str, net: &str) -> bool {
+        self.inputs
+            .files
+            .iter()
+            .flat_map(|f| &f.hosts)
+            .filter(|x| x.name.value == h)
+            .any(|x| x.networks.iter().any(|(n, _)| n.value == net))
+    }
 }

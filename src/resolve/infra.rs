@@ -98,6 +98,9 @@ impl<'a> Resolver<'a> {
                     node_type: d.node_type.as_ref().map(|e| e.value.clone()).unwrap_or_else(|| "DB-DEV-S".into()),
                     user: d.user.as_ref().map(|e| e.value.clone()).unwrap_or_else(|| "app".into()),
                     region: d.region.as_ref().map(|r| r.value.clone()),
+                    network: None,
+                    host: None,
+                    clients: Vec::new(),
                 });
             }
         }

@@ -40,8 +40,15 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         inputs.files.iter().flat_map(|f| &f.services).filter_map(|s| s.module.as_ref()).map(|m| m.value.as_str()).collect();
     let tpls: BTreeMap<String, Templates> =
         inputs.modules.iter().filter(|(k, _)| used.contains(k.as_str())).map(|(k, m)| (k.clone(), Templates::for_module(m))).collect();
-    let mut r =
-        Resolver { inputs, tpls: &tpls, diags: Vec::new(), probes: J::UNDEFINED, missing_files: BTreeSet::new(), receivers: Vec::new() };
+    let mut r = Resolver {
+        inputs,
+        tpls: &tpls,
+        diags: Vec::new(),
+        probes: J::UNDEFINED,
+        missing_files: BTreeSet::new(),
+        receivers: Vec::new(),
+        managed: BTreeMap::new(),
+    };
     let sys = r.run();
     (sys, r.diags)
 }
@@ -57,6 +64,9 @@ struct Resolver<'a> {
     missing_files: BTreeSet<String>,
     /// `[alerts.receivers]`, resolved before the services that deliver to them.
     receivers: Vec<Receiver>,
+    /// `[databases]`, resolved before the services that connect to them (which add themselves
+    /// as clients).
+    managed: BTreeMap<String, ManagedDatabase>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -171,6 +181,22 @@ impl<'a> Resolver<'a> {
         let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
         self.probes = jv(&probes);
         self.receivers = self.alert_receivers(&secrets);
+        let system_name = sysdecl.name.as_ref().map(|n| n.value.as_str()).unwrap_or_default();
+        self.managed = self
+            .databases(files, &providers)
+            .into_iter()
+            .map(|mut d| {
+                d.network = networks
+                    .keys()
+                    .find(|n| model_hosts.values().any(|h: &Host| h.provider_kind == d.provider_kind && h.addresses.contains_key(*n)))
+                    .cloned();
+                // Scaleway's VPC DNS: `<resource name>.<private network name>.internal`
+                // (https://www.scaleway.com/en/docs/vpc/reference-content/dns/), the names
+                // `render::tofu` gives the instance and the network.
+                d.host = d.network.as_ref().map(|n| format!("{system_name}-{}.{system_name}-{n}.internal", d.name));
+                (d.name.clone(), d)
+            })
+            .collect();
         // Phase 2: connections, secrets, rendering.
         let mut model_services = BTreeMap::new();
         for (name, p) in &partials {
@@ -222,7 +248,7 @@ impl<'a> Resolver<'a> {
             dns: self.dns_zones(files, &providers),
             store_url: sysdecl.store.as_ref().map(|s| s.value.clone()),
             buckets: self.buckets(files, &providers),
-            databases: self.databases(files, &providers),
+            databases: std::mem::take(&mut self.managed).into_values().collect(),
             zones: zones
                 .iter()
                 .map(|(k, z)| {

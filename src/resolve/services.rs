@@ -378,7 +378,7 @@ impl<'a> Resolver<'a> {
         let databases = self.database_clients(p, all, hosts);
         secret_uses.extend(databases.iter().map(super::databases::DbClient::secret_use));
         secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
-        if !p.ok || self.errors() > errors_before || connects_unresolved(p, all) {
+        if !p.ok || self.errors() > errors_before || connects_unresolved(p, all, &self.managed) {
             return None;
         }
 
@@ -674,7 +674,9 @@ impl<'a> Resolver<'a> {
             .filter_map(|d| {
                 Some((
                     d.slot.clone()?,
-                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host },
+                    // `tls`: a managed database speaks TLS (its own certificate); kiln's
+                    // postgres service serves plain TCP on the private network.
+                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls => self.managed.contains_key(&d.service) },
                 ))
             })
             .collect();
@@ -716,8 +718,13 @@ impl<'a> Resolver<'a> {
 /// Whether a service connects to one that did not resolve, or whose own declaration had errors
 /// (a wrong option type): its requirements and templates cannot be judged (the other service's
 /// error is the report).
-pub(super) fn connects_unresolved(p: &Partial<'_>, all: &BTreeMap<String, Partial<'_>>) -> bool {
-    p.decl.connects.iter().any(|c| all.get(c.service()).is_none_or(|t| !t.ok))
+/// A managed database (`[databases]`) is resolved before any service.
+pub(super) fn connects_unresolved(
+    p: &Partial<'_>,
+    all: &BTreeMap<String, Partial<'_>>,
+    managed: &BTreeMap<String, ManagedDatabase>,
+) -> bool {
+    p.decl.connects.iter().any(|c| all.get(c.service()).is_none_or(|t| !t.ok) && !managed.contains_key(c.service()))
 }
 
 /// A receiver as templates see it: `name`, `kind` (`email`, `slack`, `webhook`), `to`,
