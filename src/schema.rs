@@ -422,6 +422,33 @@ const ROUTE: &[Key] = &[
     )
     .says("the routes of the services connecting to an embeddable module; else none (`X-Frame-Options: SAMEORIGIN`)")
     .eg("[\"https://chat.example.org\"]"),
+    key(
+        "certificate",
+        NAME_T,
+        "A `[certificates.NAME]` the route is served with: it must cover the route's hostname and be held by the route's edge; the certificate's `dns01` then decides the challenge (set no `tls`).",
+    )
+    .says("the first certificate (by name) on the route's edge that covers its hostname, unless the route sets `tls`; else a certificate of its own")
+    .eg("\"wildcard\""),
+];
+
+const CERTIFICATE: &[Key] = &[
+    key(
+        "names",
+        Ty::List(&Ty::Text(HOSTNAME)),
+        "The names the one certificate holds, the first its subject and the rest its alternative names; a wildcard `*.example.com` covers one label under `example.com` (not `example.com` itself) and needs `dns01`.",
+    )
+    .req()
+    .eg("[\"example.com\", \"*.example.com\"]"),
+    key(
+        "dns01",
+        Ty::Enum(&ProviderKind::NAMES),
+        "The DNS provider that hosts the names' zone and answers the DNS-01 challenge; the edge must hold its API token (a module secret slot with `dns01 = \"PROVIDER\"`, bound).",
+    )
+    .says("HTTP-01 (no wildcard)")
+    .eg("\"cloudflare\""),
+    key("edge", NAME_T, "The edge service (module `traefik`: Caddy requests one certificate per name) that requests and serves it.")
+        .says("the system's only edge")
+        .eg("\"traefik\""),
 ];
 
 const STREAM: &[Key] = &[
@@ -656,6 +683,11 @@ pub const ROOT: &[Key] = &[
         "allow",
         Ty::Map(STRING, "RULE", &Ty::Table(ALLOW)),
         "Waives a rule (`kiln explain` lists them) for the named hosts, services or routes, with a reason. Correctness rules cannot be waived.",
+    ),
+    key(
+        "certificates",
+        Ty::Map(NAME, "NAME", &Ty::Table(CERTIFICATE)),
+        "Certificates for several names (a wildcard with its apex) that a Traefik edge requests once and serves on every route they cover, instead of one certificate per route: the routes' routers ask the same resolver for the same domains.",
     ),
     key(
         "backup",
