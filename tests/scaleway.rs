@@ -338,3 +338,15 @@ fn a_service_off_the_databases_network_is_refused() {
     assert!(err.contains("host `management` is not on `main`'s private network"), "{err}");
     assert!(err.contains("management.toml:"), "at the connects entry: {err}");
 }
+
+#[test]
+fn system_md_draws_the_managed_database_and_mermaid_parses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&example(), &tmp.path().join("store"), &tmp.path().join("r"));
+    let md = read(&result.join("SYSTEM.md"));
+    assert!(md.contains("svc_main[(\"main (managed PostgreSQL-16, scaleway)\")]"), "the database is a node of its own");
+    for client in ["outline", "grafana", "n8n"] {
+        assert!(md.contains(&format!("svc_{client} -->|\"5432/tcp\"| svc_main")), "{client}");
+    }
+    oracle("mermaid", &result.join("SYSTEM.md")).unwrap_or_else(|e| panic!("mermaid refuses SYSTEM.md: {e}"));
+}

@@ -151,6 +151,11 @@ fn detailed(sys: &System) -> Drawing {
         }
         o.push_str("  end\n");
     }
+    // Managed databases (`[databases]`), which services connect to like a service.
+    for m in &sys.databases {
+        let l = format!("{} (managed {}, {})", m.name, m.engine, m.provider_kind.name());
+        let _ = writeln!(o, "  {}[(\"{}\")]", id("svc", &m.name), label(&l));
+    }
     for r in &sys.routes {
         d.edge(format_args!("  internet -->|\"{}\"| {}", label(&r.hostname), id("svc", &r.edge_service)));
         d.edge(format_args!("  {} -.-> {}", id("svc", &r.edge_service), id("svc", &r.service)));
@@ -207,7 +212,8 @@ fn grouped<'a>(sys: &'a System, key: &dyn Fn(&crate::model::Host) -> String) -> 
         *arrows.entry((node(&r.edge_service), "-.->", String::new(), node(&r.service))).or_default() += 1;
     }
     for s in sys.services.values() {
-        for dep in &s.deps {
+        // (a managed database is not on a host: the detailed drawing shows it)
+        for dep in s.deps.iter().filter(|d| sys.services.contains_key(&d.service)) {
             let arrow = if dep.derived { "-.->" } else { "-->" };
             *arrows.entry((node(&s.name), arrow, format!("{}/{}", dep.port, dep.protocol.name()), node(&dep.service))).or_default() += 1;
         }
