@@ -441,7 +441,7 @@ const CERTIFICATE: &[Key] = &[
     .eg("[\"example.com\", \"*.example.com\"]"),
     key(
         "dns01",
-        Ty::Enum(&ProviderKind::NAMES),
+        Ty::Enum(&crate::syntax::certificates::DNS_PROVIDERS),
         "The DNS provider that hosts the names' zone and answers the DNS-01 challenge; the edge must hold its API token (a module secret slot with `dns01 = \"PROVIDER\"`, bound).",
     )
     .says("HTTP-01 (no wildcard)")

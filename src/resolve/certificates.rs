@@ -25,7 +25,7 @@ impl<'a> Resolver<'a> {
                         .help("list them: `names = [\"example.org\", \"*.example.org\"]`"),
                 );
             }
-            if d.dns01.is_none()
+            if !d.dns01_written
                 && let Some(w) = d.names.iter().find(|n| n.value.starts_with("*."))
             {
                 self.err(

@@ -3,7 +3,7 @@
 
 use crate::diag::Span;
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
-use crate::syntax::system::ProviderKind;
+use crate::syntax::system::{ProviderKind, one_of};
 use crate::types;
 
 /// One `[certificates.NAME]` as written.
@@ -15,8 +15,20 @@ pub struct CertificateDecl {
     pub names: Vec<Sp<String>>,
     /// The DNS provider that answers the DNS-01 challenge; absent, HTTP-01 (no wildcard then).
     pub dns01: Option<Sp<ProviderKind>>,
+    /// `dns01` is written (though maybe not a DNS provider: that type error is the only one).
+    pub dns01_written: bool,
     /// The edge service that requests and serves it (optional with one edge in the system).
     pub edge: Option<Sp<String>>,
+}
+
+/// The DNS providers that can answer a DNS-01 challenge (every provider kind that hosts zones).
+pub const DNS_PROVIDERS: [&str; 4] = ["hetzner", "digitalocean", "scaleway", "cloudflare"];
+
+fn parse_dns_provider(s: &str) -> Result<ProviderKind, types::TypeError> {
+    match ProviderKind::parse(s) {
+        Ok(k) if DNS_PROVIDERS.contains(&k.name()) => Ok(k),
+        _ => Err(one_of(s, "DNS provider", &DNS_PROVIDERS)),
+    }
 }
 
 /// Reads every `[certificates.NAME]` of a file's root table.
@@ -26,10 +38,12 @@ pub fn read(root: &mut TableReader<'_>, sink: &Sink) -> Vec<CertificateDecl> {
             t.missing("names", "[\"example.org\", \"*.example.org\"]");
         }
         let names = t.str_list("names").into_iter().filter_map(|s| typed(Some(s), sink, |s| types::parse_domain(s, true))).collect();
+        let dns01 = t.str("dns01");
         let d = CertificateDecl {
             span: t.span,
             names,
-            dns01: typed(t.str("dns01"), sink, ProviderKind::parse),
+            dns01_written: dns01.is_some(),
+            dns01: typed(dns01, sink, parse_dns_provider),
             edge: t.str("edge"),
             name: typed(Some(name), sink, types::parse_ident)?,
         };
