@@ -388,6 +388,11 @@ fn dns(o: &mut String, sys: &System) {
             crate::syntax::system::TlsMode::Dns => "ACME DNS-01",
             crate::syntax::system::TlsMode::Internal => "edge's local CA",
         };
+        // A declared certificate: one for all its names, shared by the routes it covers.
+        let tls = match r.certificate.as_ref().and_then(|c| sys.certificates.get(c)) {
+            Some(c) => format!("{tls}, shared `{}` ({})", c.name, c.names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+            None => tls.to_string(),
+        };
         // A tunnelled name is a proxied CNAME to the tunnel, in a Cloudflare zone (`render::tofu`).
         let (through, proxied) = match crate::eval::tunnel::carrier(sys, r) {
             Some(c) => {
