@@ -350,3 +350,75 @@ fn system_md_draws_the_managed_database_and_mermaid_parses_it() {
     }
     oracle("mermaid", &result.join("SYSTEM.md")).unwrap_or_else(|e| panic!("mermaid refuses SYSTEM.md: {e}"));
 }
+
+/// A Scaleway system with a private host (`worker`) and a public one (`web`) on one network.
+fn gateway_system(worker_extra: &str) -> String {
+    format!(
+        r#"[system]
+name = "gw"
+domains = ["example.com"]
+
+[providers.scaleway]
+kind = "scaleway"
+
+[networks.vpc]
+cidr = "10.1.0.0/24"
+
+[admins.ops]
+keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
+sources = ["198.51.100.0/24"]
+
+[hosts.web]
+provider = "scaleway"
+image = "ubuntu-24.04"
+location = "fr-par-2"
+public = true
+networks = {{ vpc = "10.1.0.2" }}
+
+[hosts.worker]
+provider = "scaleway"
+image = "ubuntu-24.04"
+location = "fr-par-2"
+networks = {{ vpc = "10.1.0.10" }}
+{worker_extra}
+"#
+    )
+}
+
+#[test]
+fn a_private_scaleway_host_leaves_through_the_networks_public_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("gw");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(sys.join("system.toml"), gateway_system("")).unwrap();
+    let applied = applied(&sys, tmp.path());
+    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
+    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
+    let ip = &state_resources(&state, "scaleway_vpc_public_gateway_ip")["vpc_gateway"];
+    let gw = &state_resources(&state, "scaleway_vpc_public_gateway")["vpc_gateway"];
+    let link = &state_resources(&state, "scaleway_vpc_gateway_network")["vpc_gateway"];
+    assert_eq!(gw["type"], "VPC-GW-S");
+    assert_eq!(gw["ip_id"], ip["id"], "the gateway has its own public IP");
+    assert_eq!(gw["zone"], "fr-par-2");
+    assert_eq!(link["gateway_id"], gw["id"]);
+    assert_eq!(link["private_network_id"], vpc["id"]);
+    assert_eq!(link["enable_masquerade"], true, "NAT for the network");
+    assert_eq!(link["ipam_config"][0]["push_default_route"], true, "the network's DHCP gives the hosts their route out");
+    // The private host has no public IP of its own and no route script: DHCP gives it one.
+    let public = state_resources(&state, "scaleway_instance_ip");
+    assert!(public.contains_key("web") && !public.contains_key("worker"), "{:?}", public.keys());
+    let provision = read(&applied.first.join("hosts/worker/provision.sh"));
+    assert!(!provision.contains("ip route replace default"), "no host-made route");
+    assert!(provision.contains("grep -qxF 10.1.0.10"), "it waits for its pinned address");
+    let show = run(kiln().arg("show").arg(&sys));
+    assert!(text(&show.stdout).contains("Public Gateway"), "{}", text(&show.stdout));
+
+    // `egress = "via:web"` chooses the host instead: no gateway, a route through web.
+    let via = tmp.path().join("via");
+    std::fs::create_dir_all(&via).unwrap();
+    std::fs::write(via.join("system.toml"), gateway_system("egress = \"via:web\"")).unwrap();
+    let result = build(&via, &tmp.path().join("store"), &tmp.path().join("via-result"));
+    let root = read(&result.join("tofu/main.tf.json"));
+    assert!(!root.contains("scaleway_vpc_public_gateway"), "no gateway when a host is chosen");
+    assert!(read(&result.join("hosts/worker/provision.sh")).contains("ip route replace default via 10.1.0.2"));
+}

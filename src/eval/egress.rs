@@ -17,6 +17,13 @@ fn direct(h: &Host) -> bool {
     h.public || matches!(h.provider_kind, ProviderKind::DigitalOcean | ProviderKind::Existing)
 }
 
+/// A private Scaleway host on a private network: with no public Scaleway host on it to route
+/// through, it leaves through the network's Public Gateway (`scaleway_vpc_public_gateway`,
+/// masquerade and the default route pushed by the network's DHCP).
+pub fn scaleway_gateway(h: &Host) -> bool {
+    h.provider_kind == ProviderKind::Scaleway && !h.public && !h.addresses.is_empty()
+}
+
 /// The network's own gateway on Hetzner: the first address of the network.
 fn first_address(cidr: &Cidr) -> Option<IpAddr> {
     match cidr.network() {
@@ -64,6 +71,13 @@ pub fn derive(sys: &mut System) {
                     },
                     None => Some(Err(format!("`egress = \"{d}\"` is neither `via:GATEWAY` nor `none`"))),
                 },
+                // Scaleway: the private network's Public Gateway masquerades for it and its DHCP
+                // pushes the default route (`render::tofu` creates it); `egress = "via:HOST"`
+                // picks a host instead.
+                None if scaleway_gateway(h) => {
+                    decided.insert(name.clone(), Egress::Direct);
+                    continue;
+                }
                 None => match candidates.as_slice() {
                     [one] => Some(Ok(*one)),
                     [] => Some(Err(format!("host `{name}` has no public address and no public host shares a private network with it"))),
@@ -131,6 +145,7 @@ pub fn needs(sys: &System, h: &Host) -> Vec<String> {
 pub fn describe(h: &Host) -> String {
     match &h.egress {
         Egress::Direct if h.public => "its own public address".into(),
+        Egress::Direct if scaleway_gateway(h) => "the private network's Public Gateway (NAT; default route from its DHCP)".into(),
         Egress::Direct => match h.provider_kind {
             ProviderKind::DigitalOcean => "its own public IPv4 (closed inbound by the cloud firewall)".into(),
             _ => "its own network".into(),

@@ -217,6 +217,39 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 pn["region"] = json!(r);
             }
             add(&mut resources, "scaleway_vpc_private_network", net, pn);
+            // Egress of its private hosts (`eval::egress::scaleway_gateway`): a Public Gateway
+            // with its own IP, masquerading for the network, whose DHCP pushes the default route
+            // (provider docs, vpc_gateway_network.md).
+            let private = hosts
+                .iter()
+                .filter(|h| h.host.addresses.contains_key(net))
+                .map(|h| h.host)
+                .find(|h| crate::eval::egress::scaleway_gateway(h) && matches!(h.egress, crate::model::Egress::Direct));
+            if let Some(h) = private {
+                let gw = format!("{net}_gateway");
+                let zone = h.location.clone();
+                let mut ip = json!({ "tags": [format!("kiln-system={}", sys.name)] });
+                let mut pgw = json!({
+                    "name": format!("{}-{net}", sys.name),
+                    "type": "VPC-GW-S",
+                    "ip_id": expr(format!("${{scaleway_vpc_public_gateway_ip.{}.id}}", rname(&gw))),
+                    "tags": [format!("kiln-system={}", sys.name)],
+                });
+                let mut link = json!({
+                    "gateway_id": expr(format!("${{scaleway_vpc_public_gateway.{}.id}}", rname(&gw))),
+                    "private_network_id": expr(format!("${{scaleway_vpc_private_network.{}.id}}", rname(net))),
+                    "enable_masquerade": true,
+                    "ipam_config": [{ "push_default_route": true }],
+                });
+                if let Some(z) = zone {
+                    for v in [&mut ip, &mut pgw, &mut link] {
+                        v["zone"] = json!(z);
+                    }
+                }
+                add(&mut resources, "scaleway_vpc_public_gateway_ip", &gw, ip);
+                add(&mut resources, "scaleway_vpc_public_gateway", &gw, pgw);
+                add(&mut resources, "scaleway_vpc_gateway_network", &gw, link);
+            }
         }
     }
 
