@@ -299,6 +299,33 @@ fn age_identity() -> String {
     text(&o.stdout)
 }
 
+/// The provisioner waits for secrets that have not arrived yet (a cloud host runs it from
+/// cloud-init before `kiln deploy` delivers them) instead of dying: its secrets step, cut from
+/// the generated provision.sh and pointed at a temporary directory, runs under dash; the secret
+/// arrives two seconds later and the step finishes, having said what it waits for.
+#[test]
+fn the_provisioner_waits_for_its_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let link = build_with_modules(&modules(), &repo().join("tests/fixtures/boot/web"), &t.join("store"), &t.join("result"));
+    let script = std::fs::read_to_string(link.join("hosts/web/provision.sh")).unwrap();
+    let start = script.find("waited=0\n").expect("the secrets wait");
+    let end = script[start..].find("\ndone\n").unwrap() + start + "\ndone\n".len();
+    let dir = t.join("secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let step = script[start..end].replace("/etc/kiln/secrets", dir.to_str().unwrap());
+    let sh = format!("log() {{ printf 'kiln: %s\\n' \"$*\" >&2; }}\ndie() {{ log \"error: $*\"; exit 1; }}\n{step}echo arrived\n");
+    let child =
+        Command::new("dash").arg("-c").arg(&sh).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::fs::write(dir.join("hello_token"), "s3cret-value").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "arrived\n");
+    assert!(text(&out.stderr).contains("waiting for secrets in") && text(&out.stderr).contains("hello_token"), "{}", text(&out.stderr));
+    assert!(step.contains("-lt 1800 ] || die"), "bounded: 30 minutes\n{step}");
+}
+
 // --- the real thing: a lab VM as an existing server ----------------------------------------
 
 /// The bare server: the base image with an admin (`kiln`, passwordless sudo, the test's key)
@@ -341,8 +368,11 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
     assert!(vm::ssh(&key, machine.ssh, "test -e /opt/kiln || echo none").contains("none"), "nothing of kiln on the server");
     // The operator reads the server's key on its console; here the serial console's stand-in
     // is the key file read over the admin's first login.
-    let host_pub = vm::ssh(&key, machine.ssh, "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    // (sshd reloaded first: the test image's sshd may still serve the keys it started with
+    // before cloud-init wrote new ones; a server in service serves its key files.)
+    let host_pub = vm::ssh(&key, machine.ssh, "sudo systemctl reload ssh && sleep 1 && cat /etc/ssh/ssh_host_ed25519_key.pub");
     let host_pub: String = host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    eprintln!("the server's ed25519 key: {}", fingerprint(&host_pub));
     std::fs::write(
         t.join("ssh_config"),
         format!("Host 10.0.2.15\n  HostName 127.0.0.1\n  Port {}\n  IdentityFile {}\n  IdentitiesOnly yes\n", machine.ssh, key.display()),
@@ -443,7 +473,14 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
     let out = deploy(t, &sys, &["--identity", id]);
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
-    assert!(err.contains("host `web`, step connect: host key changed") && err.contains(&fingerprint(&host_pub)), "{err}");
+    let now = vm::ssh(&key, machine.ssh, "for f in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf \"$f\"; done");
+    assert!(
+        err.contains("host `web`, step connect: host key changed")
+            && err.contains(&fingerprint(&other))
+            && err.contains(&fingerprint(&host_pub)),
+        "{err}\nthe server's keys now:\n{now}\nthe key read before the first deploy: {}",
+        fingerprint(&host_pub)
+    );
     assert_eq!(vm::ssh(&key, machine.ssh, "sudo cat /var/lib/kiln/closure").trim(), closure2);
     eprintln!("the VM deploy test took {:.0} s", started.elapsed().as_secs_f64());
     drop(machine);

@@ -64,19 +64,33 @@ pub fn parse_trust(args: &[String]) -> Result<BTreeMap<String, String>, String> 
     Ok(out)
 }
 
-/// The keys a server presents, read with `ssh-keyscan` (no authentication, nothing sent).
+/// The keys a server presents, read with `ssh-keyscan` (no authentication, nothing sent): one
+/// scan per key type, so that a slow answer for one type (a loaded server) does not hide the
+/// others.
 pub fn keyscan(host: &str, port: u16, timeout: Duration) -> Result<Vec<SshHostKey>, String> {
-    let mut cmd = Command::new("ssh-keyscan");
-    cmd.args(["-T", &timeout.as_secs().max(1).to_string(), "-p", &port.to_string(), "--", host]);
-    let out = super::host::run_command(cmd, b"", timeout + Duration::from_secs(5))?;
-    let keys: Vec<SshHostKey> = out
-        .stdout_text()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' ').and_then(|(_, k)| parse_ssh_host_key(k).ok()))
-        .collect();
+    let mut keys: Vec<SshHostKey> = Vec::new();
+    let mut errors = Vec::new();
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        let mut cmd = Command::new("ssh-keyscan");
+        cmd.args(["-T", &timeout.as_secs().max(1).to_string(), "-t", kind, "-p", &port.to_string(), "--", host]);
+        match super::host::run_command(cmd, b"", timeout + Duration::from_secs(5)) {
+            Ok(out) => {
+                let found: Vec<SshHostKey> = out
+                    .stdout_text()
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .filter_map(|l| l.split_once(' ').and_then(|(_, k)| parse_ssh_host_key(k).ok()))
+                    .collect();
+                if found.is_empty() && !out.stderr_tail(1).is_empty() {
+                    errors.push(out.stderr_tail(2));
+                }
+                keys.extend(found);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
     if keys.is_empty() {
-        return Err(format!("ssh-keyscan got no key from {host} port {port}: {}", out.stderr_tail(3)));
+        return Err(format!("ssh-keyscan got no key from {host} port {port}: {}", errors.join("; ")));
     }
     Ok(keys)
 }

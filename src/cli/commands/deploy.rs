@@ -359,7 +359,7 @@ fn reach(ctx: &Ctx<'_>, ssh: &Ssh) -> Result<(), String> {
             Err(e) if e.contains("Host key verification failed") || e.contains("HOST IDENTIFICATION HAS CHANGED") => {
                 let seen = ssh
                     .resolved()
-                    .and_then(|(h, p)| known_hosts::keyscan(&h, p, Duration::from_secs(10)))
+                    .and_then(|(h, p)| known_hosts::keyscan(&h, p, Duration::from_secs(20)))
                     .map(|ks| ks.iter().map(|k| k.fingerprint()).collect::<Vec<_>>().join(", "))
                     .unwrap_or_else(|e| format!("(unknown: {e})"));
                 let pinned =
