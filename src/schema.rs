@@ -322,7 +322,7 @@ const HOST: &[Key] = &[
     key(
         "egress",
         STR,
-        "How a host without a public address reaches the internet (packages, images, its bundle): `via:GATEWAY`, a public host on a common private network that NATs for it (derived when there is exactly one), or `none` (the `no-egress` rule then needs an `[allow.no-egress]`). Public hosts, DigitalOcean droplets and existing hosts use their own address.",
+        "How a host without a public address reaches the internet (packages, images, its bundle): `via:GATEWAY`, a public host on a common private network that NATs for it (derived when there is exactly one), or `none` (the `no-egress` rule then needs an `[allow.no-egress]`). Public hosts, DigitalOcean droplets and existing hosts use their own address; a private Scaleway host without it, its network's Public Gateway (kiln creates it).",
     )
     .says("the one public host on a common private network")
     .eg("\"via:edge\""),
