@@ -18,7 +18,8 @@ module says so with `[module] first_run_setup`. Between the deploy and the opera
 visit, anyone who finds the hostname (certificate transparency logs publish it within \
 minutes) takes the instance. Where the upstream reads a bootstrap credential, the module \
 declares it (`first_run_bootstrap`) and binding that secret closes the setup (authentik: \
-`bootstrap_password` on the worker). Otherwise put the route behind forward auth \
+`bootstrap_password` on the worker; zabbix-web: `admin_password`, which a job sets through \
+the Zabbix API within minutes of the start). Otherwise put the route behind forward auth \
 (`auth = \"SERVICE\"`) or an IP allow-list (`allow = [\"CIDR\", …]`). Once the setup is done \
 and the default login changed, `[allow.public-first-run-setup]` with `routes = [\"…\"]` and a \
 reason waives it.",

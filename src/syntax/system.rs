@@ -213,7 +213,8 @@ pub struct HostDecl {
     pub password_ssh: Option<Sp<bool>>,
     /// fail2ban also bans clients that fail the edge's authentication (HTTP 401/403 floods).
     pub fail2ban_http: Option<Sp<bool>>,
-    /// How a host without a public address reaches the internet: `via:GATEWAY` or `none`.
+    /// How a host without a public address reaches the internet: `via:GATEWAY` or `none`
+    /// (unset: the one candidate gateway host, or on Scaleway the network's Public Gateway).
     pub egress: Option<Sp<String>>,
     /// Docker networks on this host: name → fixed subnet and whether it reaches outside.
     pub bridges: Vec<BridgeDecl>,
