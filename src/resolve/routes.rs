@@ -58,9 +58,11 @@ impl<'a> Resolver<'a> {
         what: &str,
         module: &str,
     ) -> Option<&'s Service> {
-        let edges: Vec<&Service> = services.values().filter(|s| s.edge.is_some()).collect();
-        match named {
-            Some(e) => match services.get(&e.value) {
+        // Listed only when no edge is named or the named one is unknown: a scan per route was
+        // quadratic in a fleet of edges.
+        let all_edges = || -> Vec<&Service> { services.values().filter(|s| s.edge.is_some()).collect() };
+        if let Some(e) = named {
+            return match services.get(&e.value) {
                 Some(s) if s.edge.is_some() => Some(s),
                 Some(_) => {
                     self.err(
@@ -71,11 +73,15 @@ impl<'a> Resolver<'a> {
                 }
                 None => {
                     if !self.declared_service(&e.value) {
-                        self.unknown("service", e, edges.iter().map(|s| &s.name), "services");
+                        self.unknown("service", e, all_edges().iter().map(|s| &s.name), "services");
                     }
                     None
                 }
-            },
+            };
+        }
+        let edges = all_edges();
+        match named {
+            Some(_) => None,
             None if edges.len() == 1 => Some(edges[0]),
             // A service that did not resolve (its error is reported) may be the edge.
             None if self.inputs.files.iter().flat_map(|f| &f.services).any(|s| !services.contains_key(&s.name.value)) => None,
