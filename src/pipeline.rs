@@ -156,13 +156,18 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
             })))
         }
         Some(system) if !all.has_errors() => {
-            let hosts = render_hosts(&system, &system.hosts.values().collect::<Vec<_>>(), &opts.render);
+            // SYSTEM.md needs no host's artifacts: it is written while the hosts render.
+            let (hosts, doc) = std::thread::scope(|scope| {
+                let doc = scope.spawn(|| render::system_doc::emit(&system));
+                let hosts = render_hosts(&system, &system.hosts.values().collect::<Vec<_>>(), &opts.render);
+                (hosts, doc.join().expect("SYSTEM.md does not panic"))
+            });
             let budget = user_data_budget(&system, &hosts);
             if !budget.is_empty() {
                 all.extend(budget);
                 return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
             }
-            let system_artifacts = system_artifacts(&system, &hosts, &sources);
+            let system_artifacts = system_artifacts(&system, &hosts, &sources, doc);
             let manifest = manifest(&system, &hosts, &system_artifacts);
             Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts, manifest, warnings: all.sorted(), read })))
         }
@@ -213,7 +218,9 @@ fn user_data_budget(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Ve
     out
 }
 
-fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &Sources) -> Vec<Artifact> {
+/// The system's artifacts: `doc` (SYSTEM.md, made beside the hosts), the facts for `kiln plan`
+/// and the OpenTofu root, the last two made side by side.
+fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &Sources, doc: String) -> Vec<Artifact> {
     let inputs: Vec<render::tofu::HostInput<'_>> = hosts
         .iter()
         .map(|(name, ha)| render::tofu::HostInput {
@@ -227,20 +234,15 @@ fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sourc
                 .unwrap_or(""),
         })
         .collect();
-    let mut out = vec![Artifact {
-        path: "SYSTEM.md".into(),
-        kind: render::Kind::Doc,
-        mode: 0o644,
-        bytes: render::system_doc::emit(sys).into_bytes(),
-    }];
-    // The facts `kiln plan` and `kiln diff` compare (src/plan_model.rs).
-    out.push(Artifact {
-        path: crate::plan_model::MODEL_JSON.into(),
-        kind: render::Kind::Config,
-        mode: 0o644,
-        bytes: crate::plan_model::to_json(&crate::plan_model::facts(sys, hosts, sources)).into_bytes(),
+    let (facts, tofu) = std::thread::scope(|scope| {
+        let tofu = scope.spawn(|| render::tofu::emit(sys, &inputs));
+        let facts = crate::plan_model::to_json(&crate::plan_model::facts(sys, hosts, sources));
+        (facts, tofu.join().expect("the OpenTofu root does not panic"))
     });
-    if let Some(tf) = render::tofu::emit(sys, &inputs) {
+    let mut out = vec![Artifact { path: "SYSTEM.md".into(), kind: render::Kind::Doc, mode: 0o644, bytes: doc.into_bytes() }];
+    // The facts `kiln plan` and `kiln diff` compare (src/plan_model.rs).
+    out.push(Artifact { path: crate::plan_model::MODEL_JSON.into(), kind: render::Kind::Config, mode: 0o644, bytes: facts.into_bytes() });
+    if let Some(tf) = tofu {
         out.push(Artifact { path: "tofu/main.tf.json".into(), kind: render::Kind::OpenTofu, mode: 0o644, bytes: tf.into_bytes() });
     }
     out
@@ -323,7 +325,11 @@ struct SystemEntry {
 
 impl SystemEntry {
     fn of(c: &Compiled) -> SystemEntry {
-        let links = host_entry_names(c).into_iter().map(|(h, e)| (format!("hosts/{h}"), format!("../../{e}"))).collect();
+        SystemEntry::linking(c, host_entry_names(c))
+    }
+    /// The system entry given every host's entry name (host, entry), in host order.
+    fn linking(c: &Compiled, host_entries: Vec<(String, String)>) -> SystemEntry {
+        let links = host_entries.into_iter().map(|(h, e)| (format!("hosts/{h}"), format!("../../{e}"))).collect();
         SystemEntry { manifest: manifest_json(&c.manifest), links }
     }
     fn nodes<'a>(&'a self, c: &'a Compiled) -> Vec<store::Node<'a>> {
@@ -347,7 +353,10 @@ pub fn write(c: &Compiled, store: &Store) -> std::io::Result<PathBuf> {
             store::Entry { hash: store::entry_hash(&nodes), name: format!("{}-{name}", c.system.name), nodes }
         })
         .collect();
-    let system = SystemEntry::of(c);
+    // The links name the host entries just hashed (hashing them again cost a second sha256 of
+    // every artifact).
+    let names = c.hosts.keys().zip(&entries).map(|(h, e)| (h.clone(), Store::entry_name(&e.hash, &e.name))).collect();
+    let system = SystemEntry::linking(c, names);
     let nodes = system.nodes(c);
     entries.push(store::Entry { hash: store::entry_hash(&nodes), name: c.system.name.clone(), nodes });
     let paths = store.add_all(&entries)?;

@@ -67,23 +67,26 @@ impl Store {
     /// written, and is replaced in one atomic exchange, with a warning on stderr.
     pub fn add_all(&self, entries: &[Entry<'_>]) -> std::io::Result<Vec<PathBuf>> {
         let _lock = self.lock_for_staging()?;
-        let mut paths = Vec::new();
-        // (staged contents, where they go, what was wrong with the entry there if anything)
-        let mut staged: Vec<(Staged, PathBuf, Option<String>)> = Vec::new();
-        for e in entries {
-            let final_path = self.root.join(Store::entry_name(&e.hash, &e.name));
-            if !staged.iter().any(|(_, p, _)| *p == final_path) {
-                let damage = match fs::symlink_metadata(&final_path) {
-                    Ok(_) => differs(&final_path, &e.nodes)?,
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
-                    Err(err) => return Err(err),
-                };
-                if let Some(damage) = damage {
-                    staged.push((self.stage(&e.nodes)?, final_path.clone(), Some(damage).filter(|d| !d.is_empty())));
-                }
+        let paths: Vec<PathBuf> = entries.iter().map(|e| self.root.join(Store::entry_name(&e.hash, &e.name))).collect();
+        // Each distinct entry once (the first of equal ones), checked or staged on its own:
+        // entries are independent, so the work is spread over the machine's cores.
+        let mut seen = BTreeSet::new();
+        let distinct: Vec<(&Entry<'_>, &PathBuf)> = entries.iter().zip(&paths).filter(|(_, p)| seen.insert(*p)).collect();
+        let prepared = parallel(&distinct, |(e, final_path)| -> std::io::Result<Option<(Staged, PathBuf, Option<String>)>> {
+            let damage = match fs::symlink_metadata(final_path) {
+                Ok(_) => differs(final_path, &e.nodes)?,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
+                Err(err) => return Err(err),
+            };
+            match damage {
+                Some(damage) => Ok(Some((self.stage(&e.nodes)?, (*final_path).clone(), Some(damage).filter(|d| !d.is_empty())))),
+                None => Ok(None),
             }
-            paths.push(final_path);
-        }
+        });
+        // (staged contents, where they go, what was wrong with the entry there if anything);
+        // on an error, every staging directory made is dropped (removed) before returning.
+        let staged: Vec<(Staged, PathBuf, Option<String>)> =
+            prepared.into_iter().collect::<std::io::Result<Vec<_>>>()?.into_iter().flatten().collect();
         if staged.is_empty() {
             return Ok(paths);
         }
@@ -269,6 +272,20 @@ fn node_differs(p: &Path, n: &Node<'_>) -> std::io::Result<Option<&'static str>>
         Node::File { bytes, .. } if meta.len() != bytes.len() as u64 => Some("size changed"),
         Node::File { mode, .. } if meta.permissions().mode() & 0o7777 != sealed_mode(*mode) => Some("mode changed"),
         Node::File { bytes, .. } => (fs::read(p)? != *bytes).then_some("content changed"),
+    })
+}
+
+/// `f` applied to every item, spread over up to the machine's cores (in order).
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || items.len() < 16 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("store work does not panic")).collect()
     })
 }
 

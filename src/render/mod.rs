@@ -112,13 +112,9 @@ impl Artifact {
     }
 }
 
+/// Lowercase hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    ::hex::encode(bytes)
 }
 
 /// What rendering takes besides the model: inputs from the edge, never from the environment.
