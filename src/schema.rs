@@ -662,6 +662,11 @@ pub const ROOT: &[Key] = &[
         "Public HTTPS hostnames, each terminated by an edge proxy and reaching one service; kiln derives their DNS records, firewall rules and probes.",
     ),
     key(
+        "streams",
+        Ty::Map(NAME, "NAME", &Ty::Table(STREAM)),
+        "TCP and UDP ports a Traefik edge forwards as they are to a service's endpoint (Git over SSH, a game server, an SMTP relay): an entry point and a TCP/UDP router each; kiln derives the firewall, the edge's published port and the DNS record of its `hostname`.",
+    ),
+    key(
         "secrets",
         Ty::Map(NAME, "NAME", &Ty::Table(SECRET)),
         "Secrets services and backups name; artifacts hold references, never values.",
@@ -673,11 +678,6 @@ pub const ROOT: &[Key] = &[
         "databases",
         Ty::Map(NAME, "NAME", &Ty::Table(DATABASE)),
         "Managed databases the provider runs (the password is an OpenTofu variable).",
-    ),
-    key(
-        "streams",
-        Ty::Map(NAME, "NAME", &Ty::Table(STREAM)),
-        "TCP and UDP ports a Traefik edge forwards as they are to a service's endpoint (Git over SSH, a game server, an SMTP relay): an entry point and a TCP/UDP router each; kiln derives the firewall, the edge's published port and the DNS record of its `hostname`.",
     ),
     key(
         "allow",
