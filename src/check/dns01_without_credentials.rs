@@ -5,7 +5,7 @@
 use super::Rule;
 use crate::diag::Diagnostic;
 use crate::load::Inputs;
-use crate::model::System;
+use crate::model::{Service, System};
 use crate::syntax::system::TlsMode;
 
 pub const RULE: Rule = Rule {
@@ -31,20 +31,7 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
     for c in sys.certificates.values() {
         let (Some(kind), Some(edge)) = (c.dns01, sys.services.get(&c.edge_service)) else { continue };
         let provider = kind.name();
-        let (label, help) = match edge.dns01.get(provider) {
-            Some((_, Some(_))) => continue,
-            Some((slot, None)) => (
-                format!("no {provider} API token is given to `{}`", edge.name),
-                format!(
-                    "bind the slot on `{}`: `secrets = {{ {slot} = \"SECRET\" }}`, a secret holding a {provider} API token with DNS edit rights",
-                    edge.name
-                ),
-            ),
-            None => (
-                format!("module `{}` declares no DNS-01 credential for {provider}", edge.module),
-                format!("use an edge whose module has a `[secrets.SLOT] dns01 = \"{provider}\"` slot, or another `dns01` provider"),
-            ),
-        };
+        let Some((label, help)) = missing_token(edge, provider, ", or another `dns01` provider") else { continue };
         out.push(
             Diagnostic::error(
                 RULE.id,
@@ -68,20 +55,7 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
             continue;
         };
         let provider = zone.provider_kind.name();
-        let (label, help) = match edge.dns01.get(provider) {
-            Some((_, Some(_))) => continue,
-            Some((slot, None)) => (
-                format!("no {provider} API token is given to `{}`", edge.name),
-                format!(
-                    "bind the slot on `{}`: `secrets = {{ {slot} = \"SECRET\" }}`, a secret holding a {provider} API token with DNS edit rights",
-                    edge.name
-                ),
-            ),
-            None => (
-                format!("module `{}` declares no DNS-01 credential for {provider}", edge.module),
-                format!("use an edge whose module has a `[secrets.SLOT] dns01 = \"{provider}\"` slot"),
-            ),
-        };
+        let Some((label, help)) = missing_token(edge, provider, "") else { continue };
         out.push(
             Diagnostic::error(
                 RULE.id,
@@ -94,4 +68,23 @@ fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
         );
     }
     out
+}
+
+/// The label and help when `edge` holds no `provider` token for DNS-01 (`None` when it does):
+/// an unbound slot, or a module with no slot for that provider (`alternative` ends that help).
+fn missing_token(edge: &Service, provider: &str, alternative: &str) -> Option<(String, String)> {
+    match edge.dns01.get(provider) {
+        Some((_, Some(_))) => None,
+        Some((slot, None)) => Some((
+            format!("no {provider} API token is given to `{}`", edge.name),
+            format!(
+                "bind the slot on `{}`: `secrets = {{ {slot} = \"SECRET\" }}`, a secret holding a {provider} API token with DNS edit rights",
+                edge.name
+            ),
+        )),
+        None => Some((
+            format!("module `{}` declares no DNS-01 credential for {provider}", edge.module),
+            format!("use an edge whose module has a `[secrets.SLOT] dns01 = \"{provider}\"` slot{alternative}"),
+        )),
+    }
 }

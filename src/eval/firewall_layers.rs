@@ -201,39 +201,21 @@ pub fn compose_links(sys: &System) -> Vec<ComposeLink<'_>> {
             });
         }
     }
-    for r in &sys.routes {
-        let (Some(edge), Some(t)) = (sys.services.get(&r.edge_service), sys.services.get(&r.service)) else { continue };
+    // A route's or a stream's edge reaching its service beside it on one host.
+    let mut edge_link = |edge_service: &str, service: &str, endpoint: &str, why: String| {
+        let (Some(edge), Some(t)) = (sys.services.get(edge_service), sys.services.get(service)) else { return };
         if edge.host != t.host || edge.container.is_none() || t.container.is_none() {
-            continue;
+            return;
         }
-        let Some(ep) = t.endpoint(&r.endpoint) else { continue };
-        let Some(network) = shared_network(edge, t) else { continue };
-        out.push(ComposeLink {
-            host: &t.host,
-            from: &edge.name,
-            to: &t.name,
-            port: ep.port,
-            protocol: ep.protocol.name(),
-            network,
-            why: format!("route `{}`", r.hostname),
-        });
+        let Some(ep) = t.endpoint(endpoint) else { return };
+        let Some(network) = shared_network(edge, t) else { return };
+        out.push(ComposeLink { host: &t.host, from: &edge.name, to: &t.name, port: ep.port, protocol: ep.protocol.name(), network, why });
+    };
+    for r in &sys.routes {
+        edge_link(&r.edge_service, &r.service, &r.endpoint, format!("route `{}`", r.hostname));
     }
     for st in &sys.streams {
-        let (Some(edge), Some(t)) = (sys.services.get(&st.edge_service), sys.services.get(&st.service)) else { continue };
-        if edge.host != t.host || edge.container.is_none() || t.container.is_none() {
-            continue;
-        }
-        let Some(ep) = t.endpoint(&st.endpoint) else { continue };
-        let Some(network) = shared_network(edge, t) else { continue };
-        out.push(ComposeLink {
-            host: &t.host,
-            from: &edge.name,
-            to: &t.name,
-            port: ep.port,
-            protocol: ep.protocol.name(),
-            network,
-            why: format!("stream `{}`", st.name),
-        });
+        edge_link(&st.edge_service, &st.service, &st.endpoint, format!("stream `{}`", st.name));
     }
     out.sort_by(|a, b| (a.host, a.to, a.port, a.from, &a.why).cmp(&(b.host, b.to, b.port, b.from, &b.why)));
     out.dedup_by(|a, b| (a.host, a.from, a.to, a.port, &a.why) == (b.host, b.from, b.to, b.port, &b.why));
