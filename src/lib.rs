@@ -12,6 +12,7 @@ pub mod docs;
 pub mod eval;
 pub mod gc;
 pub mod generations;
+pub mod interrupt;
 pub mod load;
 pub mod model;
 pub mod module_check;

@@ -30,7 +30,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -107,27 +107,7 @@ pub struct BootReport {
     pub data_disk_created: bool,
 }
 
-/// Set by SIGINT, SIGTERM or SIGHUP during a boot: the wait loop stops, and the work
-/// directory is removed on the way out.
-pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Catches Ctrl-C and termination so that `boot` returns (and its work directory is dropped)
-/// instead of the process dying with secrets on disk.
-pub(crate) fn catch_interrupts() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-}
+pub(crate) use crate::interrupt::{INTERRUPTED, catch as catch_interrupts};
 
 /// A fresh work directory only its owner can enter.
 pub(crate) fn private_dir() -> Result<tempfile::TempDir, String> {

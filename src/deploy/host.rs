@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::render::quote::sh;
@@ -64,26 +64,7 @@ pub fn copy_script(path: &str, mode: u32) -> String {
     )
 }
 
-/// Set by SIGINT, SIGTERM or SIGHUP while a deploy runs: running commands are killed and the
-/// deploy stops, so its temporary directory is removed on the way out.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Installs the handler that sets [`INTERRUPTED`] (the command line calls it once).
-pub fn catch_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-}
+pub use crate::interrupt::{INTERRUPTED, catch as catch_signals};
 
 /// Runs `cmd` with `stdin`, collecting its output, killed after `timeout` or on an interrupt.
 pub fn run_command(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Result<Output, String> {
