@@ -213,3 +213,30 @@ fn boot_leaves_no_secret_and_no_work_directory() {
     assert_eq!(seen, Vec::<String>::new(), "secrets or open permissions seen during the boot");
     assert_eq!(temp_is_empty(&temp), Vec::<PathBuf>::new(), "the work directory is removed");
 }
+
+/// The accelerator is chosen by booting (src/boot/accel.rs): the probe must see a kernel reach
+/// its init under TCG, which always works, and must refuse a kernel that cannot boot — so a
+/// KVM that aborts or hangs is never taken for a working one. (Whether KVM itself works
+/// depends on the machine; here, a nested guest, it does not.)
+#[test]
+fn the_accelerator_probe_needs_a_kernel_that_boots() {
+    use kiln::boot::accel::{Accel, probe_under};
+    let home = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    let image = home.join("kiln/images/debian-12");
+    let (kernel, initrd) = (image.join("vmlinuz"), image.join("initrd.img"));
+    let tcg = Accel::Tcg { why: String::new() };
+    let timeout = std::time::Duration::from_secs(120);
+    assert_eq!(probe_under(&tcg, &kernel, &initrd, timeout), Ok(()), "the image's kernel boots to its init under TCG");
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("vmlinuz");
+    std::fs::write(&broken, &std::fs::read(&kernel).unwrap()[..4096]).unwrap();
+    let err = probe_under(&tcg, &broken, &initrd, timeout).unwrap_err();
+    assert!(err.contains("qemu exited"), "a kernel that cannot boot is refused, with qemu's reason: {err}");
+    // The verdict on this machine, whichever it is, names its reason when it is not KVM.
+    if let Accel::Tcg { why } = kiln::boot::accel::probe(&kernel, &initrd) {
+        assert!(!why.is_empty());
+        eprintln!("kvm here: {why}");
+    }
+}

@@ -1,4 +1,4 @@
-//! `kiln boot`: one host's artifacts booted for real in qemu (TCG), seeded over NoCloud-net
+//! `kiln boot`: one host's artifacts booted for real in qemu (TCG, or KVM where it works), seeded over NoCloud-net
 //! through slirp's guestfwd (served by `kiln seed-serve`), with SSH and the edge's ports
 //! forwarded to loopback; waits for cloud-init, reports what it saw, powers off unless kept.
 //!
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub mod accel;
 mod fleet;
 pub mod net;
 mod seed;
@@ -267,7 +268,8 @@ pub(crate) fn nocloud_name(image_dir: &Path) -> &'static str {
     if (major, minor) >= (24, 1) { "nocloud" } else { "nocloud-net" }
 }
 
-/// The qemu command line every machine shares: TCG, memory, the image's kernel and initrd
+/// The qemu command line every machine shares: the accelerator ([`accel::for_image`]: KVM
+/// where a probe boots under it, else TCG), memory, the image's kernel and initrd
 /// (with `append` added to the kernel command line), the root overlay.
 pub(crate) fn qemu_command(host: &str, memory_mb: u32, image_dir: &Path, append: Option<&str>, overlay: &Path) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
@@ -278,7 +280,9 @@ pub(crate) fn qemu_command(host: &str, memory_mb: u32, image_dir: &Path, append:
         cmdline.push(' ');
         cmdline.push_str(extra);
     }
-    qemu.args(["-name", &format!("kiln-boot-{host}"), "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+    qemu.args(["-name", &format!("kiln-boot-{host}")])
+        .args(accel::for_image(image_dir).qemu_args())
+        .args(["-smp", "2"])
         .args(["-m", &memory_mb.to_string(), "-nodefaults", "-no-user-config", "-display", "none"])
         .arg("-kernel")
         .arg(image_dir.join("vmlinuz"))

@@ -75,3 +75,14 @@ pub(crate) fn secret_values() -> Vec<String> {
         .map(|(_, v)| v)
         .collect()
 }
+
+/// The VM accelerator's settings: `KILN_ACCEL=kvm|tcg` forces one; verdicts of the probe are
+/// cached beside the images (`~/.cache/kiln`).
+#[allow(clippy::disallowed_methods)] // the edge: KILN_ACCEL is read here
+pub(crate) fn accel_config() -> Result<kiln::boot::accel::Config, String> {
+    let force = match std::env::var("KILN_ACCEL").ok().filter(|v| !v.is_empty()) {
+        Some(v) => Some(kiln::boot::accel::parse_force(&v)?),
+        None => None,
+    };
+    Ok(kiln::boot::accel::Config { force, cache: image_cache().parent().map(std::path::Path::to_path_buf) })
+}

@@ -15,7 +15,7 @@ use kiln::diag::Severity;
 use kiln::pipeline::{self, Compiled, Options, Outcome};
 
 use args::{Cli, Command, EarlyInputs, InputArgs};
-use commands::{boot, build, deploy, gc, plan, reference, secrets, transfer};
+use commands::{boot, build, deploy, gc, plan, reference, rollback, secrets, transfer};
 use env::source_date_epoch;
 use ui::{Ui, io_error, report, usage_error};
 
@@ -48,6 +48,10 @@ pub fn run() -> ExitCode {
         }),
         Command::Boot { targets, all, hosts, down, state, inputs, image, keep, secrets, timeout, data_disk, memory, lab_images, json } => {
             let state = state.unwrap_or_else(boot::state_dir);
+            match env::accel_config() {
+                Ok(c) => kiln::boot::accel::configure(c),
+                Err(e) => return usage_error(&e),
+            }
             let fleet = all || !hosts.is_empty();
             let (host, path) = match (targets.as_slice(), fleet || down) {
                 ([host, path], false) => (Some(host.clone()), PathBuf::from(path)),
@@ -104,8 +108,11 @@ pub fn run() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }),
-        Command::Deploy { path, inputs, deploy: d, hosts, parallel } => {
-            with_options(early, inputs, |opts| deploy::deploy(&path, &opts, ui, &d, &hosts, parallel))
+        Command::Deploy { path, inputs, deploy: d, rollout, from } => {
+            with_options(early, inputs, |opts| deploy::deploy(&path, &opts, ui, &d, &rollout, from.as_deref()))
+        }
+        Command::Rollback { generation, system, inputs, deploy: d, rollout } => {
+            with_options(early, inputs, |opts| rollback::rollback(&system, generation, &opts, ui, &d, &rollout))
         }
         Command::Secrets { command: args::SecretsCommand::Push { host, path, inputs, deploy: d } } => {
             with_options(early, inputs, |opts| deploy::push_secrets(&path, &opts, ui, &d, &host))
@@ -127,7 +134,7 @@ pub fn run() -> ExitCode {
         command => {
             if let Some(flag) = early.given() {
                 return usage_error(&format!(
-                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, plan, boot, deploy, secrets push, modules and schema",
+                    "`{flag}` means nothing to `kiln {}`; it is read by check, build, show, plan, boot, deploy, rollback, secrets push, modules and schema",
                     command.name()
                 ));
             }
@@ -162,6 +169,7 @@ pub fn run() -> ExitCode {
                 | Command::Show { .. }
                 | Command::Plan { .. }
                 | Command::Deploy { .. }
+                | Command::Rollback { .. }
                 | Command::Secrets { .. }
                 | Command::Modules { .. }
                 | Command::Schema { .. } => {
