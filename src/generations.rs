@@ -1,6 +1,7 @@
 //! Deployment state outside the store: a system's generations (`<state>/generations/<n>.json`,
 //! default state `.kiln/state/<system>`), each recording what was deployed — number, time (read
-//! by the command line, never by a build), system hash, store entry, per-host closures. `kiln plan`
+//! by the command line, never by a build), system hash, store entry, per-host closures, and for
+//! a rollback the generation it returned to (`rollback_of`). `kiln plan`
 //! compares with the last one, `kiln gc` keeps their entries. Also reads builds back from
 //! result links, store entries and manifest or model files for `kiln diff`.
 
@@ -29,6 +30,9 @@ pub struct Generation {
     pub entry: String,
     /// Host → closure hash.
     pub hosts: BTreeMap<String, String>,
+    /// `kiln rollback`: the generation whose build this one deployed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
 }
 
 /// The file a generation lives in.
@@ -80,6 +84,11 @@ pub fn list(state: &Path) -> Result<Vec<Generation>, String> {
 
 /// Records `manifest` (whose system entry is `entry`) as the next generation, at `time`.
 pub fn add(state: &Path, manifest: &Manifest, entry: &str, time: u64) -> Result<Generation, String> {
+    add_marked(state, manifest, entry, time, None)
+}
+
+/// [`add`], marking the new generation as a rollback to generation `rollback_of`.
+pub fn add_marked(state: &Path, manifest: &Manifest, entry: &str, time: u64, rollback_of: Option<u64>) -> Result<Generation, String> {
     let existing = list(state)?;
     if let Some(last) = existing.last()
         && last.system != manifest.system
@@ -93,6 +102,7 @@ pub fn add(state: &Path, manifest: &Manifest, entry: &str, time: u64) -> Result<
         hash: manifest.hash.clone(),
         entry: entry.to_string(),
         hosts: manifest.hosts.iter().map(|(k, h)| (k.clone(), h.closure.clone())).collect(),
+        rollback_of,
     };
     let dir = state.join(DIR);
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
@@ -105,6 +115,29 @@ pub fn add(state: &Path, manifest: &Manifest, entry: &str, time: u64) -> Result<
         .and_then(|()| fs::rename(&tmp, &path))
         .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
     Ok(g)
+}
+
+/// The generation numbered `n`, or the one before the last when `n` is `None` (what `kiln
+/// rollback` returns to). An error names what is there.
+pub fn pick(state: &Path, n: Option<u64>) -> Result<Generation, String> {
+    let gens = list(state)?;
+    if gens.is_empty() {
+        return Err(format!("`{}` records no generation: nothing was deployed from here yet", state.join(DIR).display()));
+    }
+    let numbers = || gens.iter().map(|g| g.number.to_string()).collect::<Vec<_>>().join(", ");
+    match n {
+        Some(n) => gens
+            .iter()
+            .find(|g| g.number == n)
+            .cloned()
+            .ok_or_else(|| format!("no generation {n} in `{}` (there are {})", state.join(DIR).display(), numbers())),
+        None if gens.len() < 2 => Err(format!(
+            "only generation {} is recorded in `{}`: there is no earlier one to return to",
+            gens[0].number,
+            state.join(DIR).display()
+        )),
+        None => Ok(gens[gens.len() - 2].clone()),
+    }
 }
 
 /// The build a generation deployed, read from its entry in the store at `store`.

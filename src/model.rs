@@ -46,6 +46,11 @@ pub struct System {
     /// state directory). Not an input of any artifact.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy_state: Option<crate::state_backend::S3State>,
+    /// `[deploy] order`: the rollout groups in the order `kiln deploy` runs them (checked: each
+    /// names a group some host is in, and every host's group is listed). Empty: `canary` first,
+    /// then the rest. Not an input of any artifact.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deploy_order: Vec<String>,
 }
 
 /// One destination of the system's alerts (`[alerts.receivers.NAME]`).

@@ -311,7 +311,7 @@ const HOST: &[Key] = &[
         "The server's SSH host public key (an existing server's `/etc/ssh/ssh_host_ed25519_key.pub`). `kiln deploy` pins it in the state directory's `known_hosts` on first contact and refuses a server that presents another; without it, the first deploy needs `--trust-host-key HOST=SHA256:…`.",
     )
     .eg("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG…\""),
-    key("group", NAME_T, "A rollout group: labels the server and selects hosts in `kiln show`.").eg("\"canary\""),
+    key("group", NAME_T, "A rollout group: labels the server, selects hosts in `kiln show` and `kiln deploy --group`, and orders the rollout (`canary` first, or `[deploy] order`).").eg("\"canary\""),
     key("password_ssh", Ty::Bool, "Allow SSH password logins (the `password-ssh` rule warns).").or("false"),
     key(
         "fail2ban_http",
@@ -528,6 +528,13 @@ const DEPLOY: &[Key] = &[
     )
     .says("AWS S3")
     .eg("\"https://s3.eu-central-003.backblazeb2.com\""),
+    key(
+        "order",
+        NAMES_T,
+        "The rollout groups (hosts' `group`) in the order `kiln deploy` takes them, one wave per group; a failing wave stops the rollout, leaving the later groups untouched. Each name must be some host's group, and every host's group must be listed; hosts without a group deploy last.",
+    )
+    .says("`canary` first, then every other host")
+    .eg("[\"canary\", \"production\"]"),
 ];
 
 const CDN: &[Key] =
@@ -708,7 +715,7 @@ pub const ROOT: &[Key] = &[
     key(
         "deploy",
         Ty::Table(DEPLOY),
-        "How the system is deployed: where its OpenTofu state lives. Without it, the state is a local file in the state directory (`.kiln/state/<system>/terraform.tfstate`, `--state DIR`).",
+        "How the system is deployed: the order of its rollout groups, and where its OpenTofu state lives. Without it, the state is a local file in the state directory (`.kiln/state/<system>/terraform.tfstate`, `--state DIR`).",
     ),
 ];
 

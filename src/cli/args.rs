@@ -21,6 +21,8 @@ Examples:
   kiln completions bash > /etc/bash_completion.d/kiln
 
 Exit codes: 0 ok, 1 errors in the input, 2 usage or IO errors.
+`kiln deploy` and `kiln rollback`: also 3 a host failed (the deployed state is not the
+requested one), 4 not confirmed (no terminal and no --yes, or declined); see docs/deploy.md.
 `kiln plan` and `kiln diff` (like `terraform plan -detailed-exitcode`): 0 no changes,
 2 changes, 1 any error (bad input, a state file from another system or corrupt, a generation
 whose store entry is gone, a state backend that cannot be reached); nothing is changed.";
@@ -351,10 +353,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Deploy a system to its existing hosts over SSH: per host connect (pinned host key),
-    /// upload the bundle, deliver its secrets, run the provisioner, wait for its closure, health
-    /// gate. Exit 0 only when every requested host reached its closure and passed its health
-    /// gate; 3 when a host failed (the output names the host and step); 1 bad input; 2 usage or IO.
+    /// Deploy a system to its existing hosts over SSH: every host is read first (pinned host
+    /// key, its closure and secrets) and the plan shown; then, in rollout waves (`canary` first,
+    /// or `[deploy] order`), per host upload the bundle, deliver its secrets, run the
+    /// provisioner, wait for its closure, health gate. Exit codes: 0 every requested host
+    /// reached its closure and passed its health gate; 1 bad input; 2 usage or IO; 3 a host
+    /// failed (the output names the host and step; later waves untouched); 4 not confirmed (no
+    /// terminal to ask and no --yes, or declined). A generation is recorded only on 0.
     Deploy {
         /// A system directory (holding system.toml) or a system file.
         path: PathBuf,
@@ -362,13 +367,30 @@ pub(crate) enum Command {
         inputs: InputArgs,
         #[command(flatten)]
         deploy: DeployArgs,
-        /// Deploy only these hosts (comma-separated); no generation is recorded unless every
-        /// host of the system is deployed.
-        #[arg(long, value_delimiter = ',', value_name = "HOST,...")]
-        hosts: Vec<String>,
-        /// How many hosts to deploy at once (within a rollout group).
-        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-        parallel: u16,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+        /// Deploy this build (a result link or store entry of the system) instead of building
+        /// PATH; PATH still says how to reach the hosts and where their secrets are.
+        #[arg(long, value_name = "RESULT")]
+        from: Option<PathBuf>,
+    },
+    /// Deploy a recorded generation again (default: the one before the last) through the same
+    /// path as `kiln deploy`; recorded as a new generation marked `rollback_of`. The system's
+    /// source (--system) says how to reach the hosts and where their secrets are (the current
+    /// values are delivered). Exit codes as for deploy: 0 only when every host is at the
+    /// generation's closures and healthy.
+    Rollback {
+        /// The generation to return to (`kiln generations` lists them).
+        generation: Option<u64>,
+        /// The system directory (holding system.toml) or system file.
+        #[arg(long, value_name = "PATH", default_value = ".")]
+        system: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+        #[command(flatten)]
+        deploy: DeployArgs,
+        #[command(flatten)]
+        rollout: RolloutArgs,
     },
     /// Secrets on deployed hosts: `kiln secrets push HOST PATH` re-delivers one host's secrets.
     Secrets {
@@ -413,10 +435,32 @@ pub(crate) struct DeployArgs {
     /// Seconds the provisioner may take on a host (the other steps have their own limits).
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     pub(crate) timeout: u64,
+    /// Seconds the health gate waits for every container to be healthy and every unit active.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub(crate) health_timeout: u64,
     /// One JSON event per line on stdout (`{"host", "step", "state", "message", "elapsed"}`),
-    /// then a summary object.
+    /// the plan (`{"plan": …}`) before acting, then a summary object.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Which hosts a rollout takes and how (`deploy`, `rollback`).
+#[derive(clap::Args, Clone)]
+pub(crate) struct RolloutArgs {
+    /// Deploy only these hosts (comma-separated); no generation is recorded unless every
+    /// host of the system is deployed.
+    #[arg(long, value_delimiter = ',', value_name = "HOST,...", conflicts_with = "group")]
+    pub(crate) hosts: Vec<String>,
+    /// Deploy only the hosts of this rollout group (their `group`); no generation is recorded.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) group: Option<String>,
+    /// How many hosts to deploy at once (within a rollout group).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) parallel: u16,
+    /// Go ahead without asking. Without it kiln shows the plan and asks on the terminal; with
+    /// no terminal it refuses (exit 4) unless the plan changes nothing.
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 #[derive(Subcommand)]
@@ -514,6 +558,7 @@ impl Command {
             Command::Plan { .. } => "plan",
             Command::Generations { .. } => "generations",
             Command::Deploy { .. } => "deploy",
+            Command::Rollback { .. } => "rollback",
             Command::Secrets { .. } => "secrets",
             Command::Man { .. } => "man",
         }

@@ -150,6 +150,10 @@ pub struct Failure {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<String>,
+    /// What the unhealthy services say (a failed health gate): each unit's `systemctl status`,
+    /// each container's last log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 impl std::fmt::Display for Failure {
@@ -157,6 +161,9 @@ impl std::fmt::Display for Failure {
         write!(f, "host `{}`, step {}: {}", self.host, self.step.name(), self.message)?;
         if let Some(t) = &self.log_tail {
             write!(f, "\nthe provisioner's log ends:\n{t}")?;
+        }
+        if let Some(d) = &self.details {
+            write!(f, "\nthe unhealthy services say:\n{d}")?;
         }
         Ok(())
     }
@@ -416,6 +423,37 @@ pub fn unhealthy(out: &str, containers: &[String], units: &[String]) -> Vec<Stri
     bad
 }
 
+/// The containers and units [`unhealthy`] complains about, by kind: `(containers, units)`.
+pub fn bad_names(out: &str, containers: &[String], units: &[String]) -> (Vec<String>, Vec<String>) {
+    let bad = unhealthy(out, containers, units);
+    let of = |kind: &str, all: &[String]| -> Vec<String> {
+        all.iter().filter(|n| bad.iter().any(|b| b.starts_with(&format!("{kind} {n}:")))).cloned().collect()
+    };
+    (of("container", containers), of("unit", units))
+}
+
+/// What unhealthy services say: each container's last log lines (Compose), each unit's
+/// `systemctl status` with its last journal lines. Read-only.
+pub fn unhealthy_details_script(l: &Layout, (containers, units): &(Vec<String>, Vec<String>)) -> String {
+    let compose = sh(&format!("{}/compose.yaml", l.kiln_root));
+    let mut o = String::new();
+    for c in containers {
+        let q = sh(c);
+        o.push_str(&format!(
+            "echo \"--- container {c}\"\ndocker compose --file {compose} logs --no-color --tail 15 {q} 2>&1 || true\n",
+            c = c.replace(['"', '\\', '$', '`'], "_")
+        ));
+    }
+    for u in units {
+        let q = sh(u);
+        o.push_str(&format!(
+            "echo \"--- unit {u}\"\nsystemctl status --no-pager --lines 15 {q} 2>&1 || true\n",
+            u = u.replace(['"', '\\', '$', '`'], "_")
+        ));
+    }
+    o
+}
+
 /// Restarts the services that use any of `changed` (containers through Compose, native units
 /// through systemd). Empty when none does.
 pub fn restart_script(l: &Layout, plan: &HostPlan, changed: &BTreeSet<String>) -> Option<String> {
@@ -437,7 +475,7 @@ pub fn restart_script(l: &Layout, plan: &HostPlan, changed: &BTreeSet<String>) -
 // ---- the steps ----
 
 fn fail(host: &str, step: Step, message: impl Into<String>) -> Failure {
-    Failure { host: host.to_string(), step, message: message.into(), log_tail: None }
+    Failure { host: host.to_string(), step, message: message.into(), log_tail: None, details: None }
 }
 
 fn run_step(h: &dyn Host, plan: &HostPlan, step: Step, script: &str, stdin: &[u8], timeout: Duration) -> Result<host::Output, Failure> {
@@ -479,6 +517,7 @@ fn provision(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progre
                     step: Step::Converge,
                     message: format!("the provisioner exited with status {status}; {at}, not {}", short(&plan.closure)),
                     log_tail: tail,
+                    details: None,
                 });
             }
             Converge::Running => {}
@@ -490,6 +529,7 @@ fn provision(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progre
                 step: Step::Converge,
                 message: format!("the provisioner did not finish within {} s", t.converge.as_secs()),
                 log_tail: tail,
+                details: None,
             });
         }
         if last_note.elapsed() >= t.note_every {
@@ -515,7 +555,19 @@ pub fn health(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progr
             break;
         }
         if start.elapsed() >= t.health {
-            return Err(fail(&plan.name, Step::Health, format!("not healthy after {} s: {}", t.health.as_secs(), bad.join("; "))));
+            let tail = h.run(&log_tail_script(l, 30), b"", t.connect).map(|o| host::tail(&o.stdout_text(), 30)).ok();
+            let details = h
+                .run(&unhealthy_details_script(l, &bad_names(&out.stdout_text(), &plan.containers, &plan.units)), b"", t.connect)
+                .map(|o| host::tail(&o.stdout_text(), 60))
+                .ok()
+                .filter(|d| !d.is_empty());
+            return Err(Failure {
+                host: plan.name.clone(),
+                step: Step::Health,
+                message: format!("not healthy after {} s: {}", t.health.as_secs(), bad.join("; ")),
+                log_tail: tail.filter(|t| !t.is_empty()),
+                details,
+            });
         }
         if last_note.elapsed() >= t.note_every {
             last_note = Instant::now();
@@ -531,16 +583,71 @@ fn short(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
 }
 
-/// Deploys one connected host: skip when it is at its closure with its secrets, else upload,
-/// secrets, provisioner, converge; then the health gate.
-pub fn deploy_host(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<Outcome, Failure> {
+/// What a host holds now: its closure marker and each delivered secret's sha256 (never a
+/// value).
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub marker: Option<String>,
+    pub digests: BTreeMap<String, String>,
+}
+
+/// What deploy will do to one host, decided from its [`Probe`] before anything changes (the
+/// plan `kiln deploy` shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostAction {
+    pub host: String,
+    /// The closure the host is at now (`None`: never provisioned).
+    pub at: Option<String>,
+    pub closure: String,
+    /// Send the bundle (the host is not at the build's closure).
+    pub upload: bool,
+    /// Deliver the secrets (some value differs or is missing).
+    pub secrets: bool,
+    /// Run the provisioner.
+    pub provision: bool,
+    /// The services restarted because a secret they use changed while the closure did not.
+    pub restart: Vec<String>,
+}
+
+impl HostAction {
+    /// Nothing but the health gate.
+    pub fn skip(&self) -> bool {
+        !self.upload && !self.secrets && !self.provision
+    }
+
+    /// `skip`, or the steps that change the host, for the plan.
+    pub fn describe(&self) -> String {
+        if self.skip() {
+            return format!("skip: at closure {}, secrets unchanged (health gate only)", short(&self.closure));
+        }
+        let mut steps = Vec::new();
+        if self.upload {
+            steps.push(match &self.at {
+                Some(a) => format!("upload (closure {} -> {})", short(a), short(&self.closure)),
+                None => format!("upload (closure {}, first deploy)", short(&self.closure)),
+            });
+        }
+        if self.secrets {
+            steps.push("secrets".to_string());
+        }
+        if self.provision {
+            steps.push("provision".to_string());
+        }
+        if !self.restart.is_empty() {
+            steps.push(format!("restart {}", self.restart.join(", ")));
+        }
+        steps.push("health".to_string());
+        steps.join(", ")
+    }
+}
+
+/// Reads what the host holds (the connect step's last part). Changes nothing.
+pub fn probe(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<Probe, Failure> {
     let out = run_step(h, plan, Step::Connect, &probe_script(l), b"", t.connect)?;
     if !out.ok() {
         return Err(fail(&plan.name, Step::Connect, format!("cannot read the host's state: {}", out.stderr_tail(5))));
     }
     let (marker, digests) = parse_probe(&out.stdout_text());
-    let at = marker.as_deref() == Some(plan.closure.as_str());
-    let current = secrets_current(&plan.secrets, &digests);
     p.emit(
         &plan.name,
         Step::Connect,
@@ -550,11 +657,45 @@ pub fn deploy_host(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &
             None => "no closure yet".to_string(),
         },
     );
-    let outcome = if at && current {
+    Ok(Probe { marker, digests })
+}
+
+/// What deploying `plan` does to a host in the state `probe` read.
+pub fn decide(plan: &HostPlan, probe: &Probe) -> HostAction {
+    let at = probe.marker.as_deref() == Some(plan.closure.as_str());
+    let current = secrets_current(&plan.secrets, &probe.digests);
+    let changed = changed_secrets(&plan.secrets, &probe.digests);
+    let restart = if at && !current {
+        plan.secret_users.iter().filter(|(_, s)| !s.is_disjoint(&changed)).map(|(n, _)| n.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    HostAction {
+        host: plan.name.clone(),
+        at: probe.marker.clone(),
+        closure: plan.closure.clone(),
+        upload: !at,
+        secrets: !current,
+        provision: !(at && current),
+        restart,
+    }
+}
+
+/// Carries out `action` on a connected host (probed as `probe`), then the health gate.
+pub fn apply(
+    h: &dyn Host,
+    plan: &HostPlan,
+    probe: &Probe,
+    action: &HostAction,
+    l: &Layout,
+    t: &Timeouts,
+    p: &Progress,
+) -> Result<Outcome, Failure> {
+    let outcome = if action.skip() {
         p.emit(&plan.name, Step::Upload, State::Skipped, format!("already at closure {}, secrets unchanged", short(&plan.closure)));
         Outcome::Skipped
     } else {
-        if at {
+        if !action.upload {
             p.emit(&plan.name, Step::Upload, State::Skipped, "already at this closure; secrets changed");
         } else {
             p.emit(&plan.name, Step::Upload, State::Started, format!("{} bytes", plan.bundle.len()));
@@ -564,19 +705,51 @@ pub fn deploy_host(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &
             }
             p.emit(&plan.name, Step::Upload, State::Done, format!("sha256 {} verified on the host", short(&plan.bundle_sha256)));
         }
-        let changed = changed_secrets(&plan.secrets, &digests);
-        if !current {
+        if action.secrets {
             deliver_secrets(h, plan, l, t, p)?;
         }
         provision(h, plan, l, t, p)?;
-        if at && !changed.is_empty() {
-            restart(h, plan, l, t, p, &changed)?;
+        if !action.upload && action.secrets {
+            restart(h, plan, l, t, p, &changed_secrets(&plan.secrets, &probe.digests))?;
         }
         Outcome::Deployed
     };
     health(h, plan, l, t, p)?;
     p.emit(&plan.name, Step::Done, State::Done, if outcome == Outcome::Skipped { "unchanged" } else { "deployed" });
     Ok(outcome)
+}
+
+/// Deploys one connected host: skip when it is at its closure with its secrets, else upload,
+/// secrets, provisioner, converge; then the health gate.
+pub fn deploy_host(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<Outcome, Failure> {
+    let probe = probe(h, plan, l, t, p)?;
+    let action = decide(plan, &probe);
+    apply(h, plan, &probe, &action, l, t, p)
+}
+
+/// The rollout's waves: with `order` (`[deploy] order`), one per listed group in that order,
+/// then the hosts without a group; without it, the `canary` group, then every other host.
+/// Only `selected` hosts appear; empty waves are left out. Each wave is named and its hosts
+/// sorted.
+pub fn waves(sys: &System, order: &[String], selected: &[String]) -> Vec<(String, Vec<String>)> {
+    let group = |h: &String| sys.hosts.get(h).and_then(|h| h.group.clone());
+    let mut sel: Vec<String> = selected.to_vec();
+    sel.sort();
+    sel.dedup();
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    if order.is_empty() {
+        let (canary, rest): (Vec<String>, Vec<String>) = sel.into_iter().partition(|h| group(h).as_deref() == Some("canary"));
+        out.push(("canary".into(), canary));
+        out.push(("the rest".into(), rest));
+    } else {
+        for g in order {
+            out.push((g.clone(), sel.iter().filter(|h| group(h).as_deref() == Some(g.as_str())).cloned().collect()));
+        }
+        // Hosts in no listed group: the check makes these the ungrouped ones.
+        out.push(("no group".into(), sel.iter().filter(|h| group(h).is_none_or(|g| !order.contains(&g))).cloned().collect()));
+    }
+    out.retain(|(_, w)| !w.is_empty());
+    out
 }
 
 fn restart(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress, changed: &BTreeSet<String>) -> Result<(), Failure> {

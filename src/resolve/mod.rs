@@ -265,6 +265,7 @@ impl<'a> Resolver<'a> {
             backup: None,
             receivers: std::mem::take(&mut self.receivers),
             deploy_state: crate::syntax::deploy::state(files, &mut self.diags),
+            deploy_order: crate::syntax::deploy::order(files, &mut self.diags),
         };
         for z in zones.values() {
             for a in z.accepts.iter().flatten() {

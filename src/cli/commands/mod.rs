@@ -7,5 +7,6 @@ pub(crate) mod deploy;
 pub(crate) mod gc;
 pub(crate) mod plan;
 pub(crate) mod reference;
+pub(crate) mod rollback;
 pub(crate) mod secrets;
 pub(crate) mod transfer;
