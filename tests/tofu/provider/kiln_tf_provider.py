@@ -26,6 +26,8 @@ What it does, per RPC:
   ReadResource            returns the state as it is
   UpgradeResourceState    passes the stored JSON through
   ImportResourceState     error
+  (KILN_TEST_CLOUD=DIR: hcloud servers boot lab VMs, volumes are disk images, see
+   test_cloud.py — a stand-in for Hetzner Cloud)
   ReadDataSource          the data sources whose schemas are served
                           (data_source_schemas: hcloud_zone, digitalocean_domain):
                           the configured arguments, computed attributes filled
@@ -44,6 +46,9 @@ from pathlib import Path
 
 import msgpack
 from msgpack.ext import ExtType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_cloud  # noqa: E402  (the test cloud: only with KILN_TEST_CLOUD=DIR, hcloud only)
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = Path(os.environ.get("KILN_TF_PROVIDER_SCHEMAS", HERE / "schemas"))
@@ -533,9 +538,20 @@ def make_servicer(doc: dict):
             if tn not in resources:
                 return pb.ApplyResourceChange.Response(diagnostics=[unknown_type(tn)])
             planned = decode(request.planned_state)
+            cloud = test_cloud.cloud_dir() is not None and doc["address"] == "hetznercloud/hcloud"
             if planned is None:  # destroy
+                if cloud:
+                    try:
+                        test_cloud.apply(tn, decode(request.prior_state), None)
+                    except test_cloud.CloudError as e:
+                        return pb.ApplyResourceChange.Response(diagnostics=[diag_error(str(e))])
                 return pb.ApplyResourceChange.Response(new_state=request.planned_state)
             new = Faker(tn, planned).fill_block(resources[tn]["block"], planned, tn)
+            if cloud:
+                try:
+                    new = test_cloud.apply(tn, decode(request.prior_state), new)
+                except test_cloud.CloudError as e:
+                    return pb.ApplyResourceChange.Response(diagnostics=[diag_error(str(e))])
             return pb.ApplyResourceChange.Response(new_state=pb.DynamicValue(msgpack=encode(new)), private=b"")
 
         def ImportResourceState(self, request, context):
