@@ -6,6 +6,7 @@
 //! `host.rs` is the transport (ssh or local), `known_hosts.rs` host-key pinning, `progress.rs`
 //! the output.
 
+pub mod cloud;
 pub mod host;
 pub mod known_hosts;
 pub mod progress;

@@ -1,0 +1,759 @@
+//! `kiln deploy` for hosts a cloud provider creates: OpenTofu (`tofu`, else `terraform`)
+//! applies the build's root in the state directory's working copy (`crate::tofu_workdir`),
+//! the servers' addresses are read from the state it leaves, each new server's SSH host key is
+//! verified by its enrolment proof before anything is sent to it, and then the per-host steps
+//! of [`super::deploy_host`] (upload, secrets, provision, converge, health) run over SSH —
+//! private hosts through the bastion.
+//!
+//! Host keys, never trusted blindly (docs/deploy.md, "Cloud hosts"): kiln gives each cloud host
+//! a one-time enrolment token (`<state>/enrol/<host>.token`, 0600, 32 random bytes), added to
+//! its user-data as a cloud-config part through an OpenTofu override file in the working copy
+//! ([`OVERRIDE_FILE`]; the build itself never holds it). At first boot the server publishes
+//! `HMAC-SHA256(token, "kiln-enrol-v1 HOST ssh-ed25519 KEY")` as its SSH pre-authentication
+//! banner. kiln connects offering no credential at all (`PreferredAuthentications=none`), so
+//! the only things exchanged are the key exchange — in which the server proves it holds the
+//! private key of the key it presents — and the banner; kiln pins the key only when the proof
+//! matches, and then removes the banner from the server. No private key is ever in the
+//! user-data or the OpenTofu state: the server makes its own keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
+use serde_json::Value;
+
+use super::host::{self, Host, Ssh, SshSettings, SshTarget};
+use super::progress::{Mode, Progress, State};
+use super::{Failure, HostPlan, Layout, Outcome, Step, Timeouts};
+use crate::syntax::system::ProviderKind;
+#[cfg(test)]
+use crate::types::parse_ssh_host_key;
+use crate::types::SshHostKey;
+
+/// The override file kiln adds to the working copy: each cloud server's user-data with the
+/// enrolment part.
+pub const OVERRIDE_FILE: &str = "kiln_enrol_override.tf.json";
+/// The enrolment tokens and the server each pin belongs to, inside the state directory.
+pub const ENROL_DIR: &str = "enrol";
+const PROOF_PREFIX: &str = "kiln-enrol-v1";
+/// The file on the server whose presence stops the enrolment from being published again.
+const ENROLLED_MARK: &str = "/var/lib/kiln/enrolled";
+
+/// Why the cloud path stopped before a host's own steps: the step (`secrets`, `apply`,
+/// `address`, `enrol`) and, when one host is concerned, which. Never holds a secret value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CloudError {
+    pub host: Option<String>,
+    pub step: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for CloudError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(h) => write!(f, "host `{h}`, step {}: {}", self.step, self.message),
+            None => write!(f, "step {}: {}", self.step, self.message),
+        }
+    }
+}
+
+fn err(host: Option<&str>, step: &'static str, message: impl Into<String>) -> CloudError {
+    CloudError { host: host.map(str::to_string), step, message: message.into() }
+}
+
+// ---- pure ----
+
+/// The cloud servers of an OpenTofu root: host name (the `kiln-host` label) → (resource
+/// type, resource name, user_data).
+pub fn servers_of_root(root: &Value) -> BTreeMap<String, (String, String, String)> {
+    let mut out = BTreeMap::new();
+    for ty in ["hcloud_server", "digitalocean_droplet", "scaleway_instance_server"] {
+        for (name, r) in root["resource"][ty].as_object().into_iter().flatten() {
+            let host = r["labels"]["kiln-host"].as_str().map(str::to_string).unwrap_or_else(|| name.clone());
+            if let Some(ud) = r["user_data"].as_str() {
+                out.insert(host, (ty.to_string(), name.clone(), ud.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The message the server's proof is the HMAC of.
+pub fn proof_message(host: &str, key: &SshHostKey) -> String {
+    format!("{PROOF_PREFIX} {host} {}", key.line())
+}
+
+/// `HMAC-SHA256(token, proof_message)`, hex. `token` is the hex the server gets.
+pub fn proof(token_hex: &str, host: &str, key: &SshHostKey) -> String {
+    let key_bytes = hex::decode(token_hex).unwrap_or_default();
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key_bytes).expect("HMAC takes any key length");
+    m.update(proof_message(host, key).as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Whether `claimed` (hex, from the banner) is the proof for `key`: compared in constant time.
+pub fn proof_matches(token_hex: &str, host: &str, key: &SshHostKey, claimed: &str) -> bool {
+    let Ok(claimed) = hex::decode(claimed.trim()) else { return false };
+    let key_bytes = hex::decode(token_hex).unwrap_or_default();
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key_bytes).expect("HMAC takes any key length");
+    m.update(proof_message(host, key).as_bytes());
+    m.verify_slice(&claimed).is_ok()
+}
+
+/// The proof in ssh's output (the banner's line), if any.
+pub fn proof_in(ssh_stderr: &str) -> Option<String> {
+    ssh_stderr.lines().find_map(|l| l.trim().strip_prefix(PROOF_PREFIX).map(|r| r.trim().to_string())).filter(|p| !p.is_empty())
+}
+
+/// The shell script the server runs in the background at boot (cloud-init `bootcmd`): once
+/// cloud-init's ssh module has made this instance's keys, the proof over the ed25519 key is
+/// written to a root-only banner sshd shows before authentication.
+pub fn publish_script(host: &str, token_hex: &str) -> String {
+    use crate::render::quote::sh;
+    format!(
+        "[ -e {mark} ] && exit 0\numask 077\ni=0\nwhile [ ! -e /var/lib/cloud/instance/sem/config_ssh ] && [ \"$i\" -lt 1800 ]; do sleep 1; i=$((i+1)); done\n\
+         k=$(cut -d ' ' -f 1,2 /etc/ssh/ssh_host_ed25519_key.pub) || exit 1\nmkdir -p /run/kiln-enrol\n\
+         m=$(printf '%s' {prefix}\" \"{host}\" $k\" | openssl dgst -sha256 -mac HMAC -macopt hexkey:{token} -r | cut -d ' ' -f 1)\n\
+         printf '%s %s\\n' {prefix} \"$m\" >/run/kiln-enrol/banner\n\
+         printf 'Banner /run/kiln-enrol/banner\\n' >/etc/ssh/sshd_config.d/kiln-enrol.conf\n\
+         systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\n",
+        mark = sh(ENROLLED_MARK),
+        prefix = sh(PROOF_PREFIX),
+        host = sh(host),
+        token = sh(token_hex),
+    )
+}
+
+/// What kiln runs over the pinned connection once the key is pinned: the banner goes and is
+/// not published again.
+pub fn retire_script() -> String {
+    format!(
+        "mkdir -p /var/lib/kiln\ntouch {}\nrm -f /etc/ssh/sshd_config.d/kiln-enrol.conf\nrm -rf /run/kiln-enrol\nsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\n",
+        crate::render::quote::sh(ENROLLED_MARK)
+    )
+}
+
+/// The enrolment part: cloud-config whose `bootcmd` (appended to the host's own, never
+/// replacing it) starts [`publish_script`] detached.
+pub fn enrol_part(host: &str, token_hex: &str) -> String {
+    let cfg = serde_json::json!({
+        "merge_how": [{ "name": "list", "settings": ["append"] }, { "name": "dict", "settings": ["no_replace", "recurse_list"] }],
+        "bootcmd": [["sh", "-c", "setsid sh -c \"$0\" </dev/null >/dev/null 2>&1 &", publish_script(host, token_hex)]],
+    });
+    format!("#cloud-config\n{}", crate::render::yaml(&cfg))
+}
+
+/// `user_data` and `part` as one MIME multipart user-data (cloud-init's format for several
+/// parts). The host's own user-data must be cloud-config or a shell script.
+pub fn with_part(user_data: &str, part: &str) -> Result<String, String> {
+    let kind = if user_data.starts_with("#cloud-config") {
+        "text/cloud-config"
+    } else if user_data.starts_with("#!") {
+        "text/x-shellscript"
+    } else {
+        return Err("the user-data is neither cloud-config nor a shell script: the enrolment part cannot be added to it".into());
+    };
+    let boundary = format!("==kiln-enrol-{}==", &crate::render::hex(&<sha2::Sha256 as sha2::Digest>::digest(user_data.as_bytes()))[..16]);
+    let mut out = format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\nMIME-Version: 1.0\n\n");
+    for (k, name, body) in [(kind, "host", user_data), ("text/cloud-config", "kiln-enrol.cfg", part)] {
+        out.push_str(&format!(
+            "--{boundary}\nContent-Type: {k}; charset=\"utf-8\"\nMIME-Version: 1.0\nContent-Disposition: attachment; filename=\"{name}\"\n\n{body}\n"
+        ));
+    }
+    out.push_str(&format!("--{boundary}--\n"));
+    Ok(out)
+}
+
+/// The override file: every cloud server's user-data with its host's enrolment part.
+pub fn override_file(root: &Value, tokens: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let mut resource = serde_json::Map::new();
+    for (host, (ty, name, ud)) in servers_of_root(root) {
+        let Some(token) = tokens.get(&host) else { continue };
+        let ud = with_part(&ud, &enrol_part(&host, token)).map_err(|e| format!("host `{host}`: {e}"))?;
+        let by_type = resource.entry(ty).or_insert_with(|| Value::Object(Default::default()));
+        by_type[&name] = serde_json::json!({ "user_data": ud });
+    }
+    let mut bytes = serde_json::to_vec_pretty(&serde_json::json!({ "resource": resource })).expect("serialises");
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// A server as OpenTofu's state has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub id: String,
+    /// The public IPv4 address (`None` for a server without one).
+    pub ipv4: Option<IpAddr>,
+}
+
+/// The servers in `tofu show -json` (the state), by `kiln-host` label. Pure.
+pub fn servers_of_state(show: &Value) -> BTreeMap<String, Server> {
+    let mut out = BTreeMap::new();
+    let mut modules = vec![&show["values"]["root_module"]];
+    while let Some(m) = modules.pop() {
+        for r in m["resources"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if r["mode"] != "managed" {
+                continue;
+            }
+            let v = &r["values"];
+            let (ip_key, host) = match r["type"].as_str() {
+                Some("hcloud_server") => ("ipv4_address", v["labels"]["kiln-host"].as_str()),
+                Some("digitalocean_droplet") => ("ipv4_address", v["name"].as_str()),
+                Some("scaleway_instance_server") => ("public_ip", v["tags"].as_array().and_then(|_| v["name"].as_str())),
+                _ => continue,
+            };
+            let host = host.or_else(|| r["name"].as_str()).unwrap_or_default().to_string();
+            let id = match &v["id"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => String::new(),
+            };
+            let ipv4 = v[ip_key].as_str().and_then(|s| s.parse().ok());
+            out.insert(host, Server { id, ipv4 });
+        }
+        modules.extend(m["child_modules"].as_array().into_iter().flatten());
+    }
+    out
+}
+
+/// `text` without the `known_hosts` lines pinning `alias`. Pure.
+pub fn unpinned(text: &str, alias: &str) -> String {
+    text.lines()
+        .filter(|l| l.trim().split_once(' ').is_none_or(|(names, _)| names.starts_with('#') || !names.split(',').any(|n| n == alias)))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+// ---- the edges ----
+
+/// Everything `kiln deploy` hands to the cloud path.
+pub struct Request<'a> {
+    pub compiled: &'a crate::pipeline::Compiled,
+    /// The system's directory (secret files are relative to it).
+    pub root: PathBuf,
+    pub selected: &'a [String],
+    /// The age identity's text (`--identity`).
+    pub identity: Option<&'a str>,
+    pub store: PathBuf,
+    pub state: PathBuf,
+    /// `--tofu PATH`; default `tofu` on PATH, else `terraform`.
+    pub program: Option<PathBuf>,
+    pub ssh_config: Option<PathBuf>,
+    pub ssh_user: Option<String>,
+    pub timeouts: Timeouts,
+    /// How long a new server may take until it proves its key over SSH.
+    pub boot_timeout: Duration,
+    pub json: bool,
+}
+
+/// What a cloud deploy did.
+pub struct Report {
+    pub results: BTreeMap<String, Result<Outcome, Failure>>,
+    pub generation: Option<u64>,
+    pub entry: PathBuf,
+}
+
+/// `kiln deploy` with cloud hosts: prints progress, errors and a summary; returns the exit
+/// code (0 deployed, 1 stopped before any host's steps, 3 a host failed).
+pub fn command(r: &Request<'_>) -> u8 {
+    match deploy(r) {
+        Ok(report) => {
+            let ok = report.results.values().all(Result::is_ok) && report.results.len() == r.selected.len();
+            let failed: Vec<&Failure> = report.results.values().filter_map(|x| x.as_ref().err()).collect();
+            if r.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "summary": {
+                        "ok": ok,
+                        "deployed": report.results.iter().filter(|(_, x)| matches!(x, Ok(Outcome::Deployed))).map(|(h, _)| h).collect::<Vec<_>>(),
+                        "skipped": report.results.iter().filter(|(_, x)| matches!(x, Ok(Outcome::Skipped))).map(|(h, _)| h).collect::<Vec<_>>(),
+                        "failed": failed,
+                        "untouched": r.selected.iter().filter(|h| !report.results.contains_key(*h)).collect::<Vec<_>>(),
+                        "generation": report.generation,
+                        "entry": report.entry.display().to_string(),
+                    }})
+                );
+            }
+            for f in &failed {
+                eprintln!("error: {f}");
+            }
+            if !ok {
+                return 3;
+            }
+            match report.generation {
+                Some(n) => eprintln!("deployed `{}`: {} hosts, generation {n}", r.compiled.system.name, report.results.len()),
+                None => eprintln!("deployed {} hosts of `{}`: no generation recorded", report.results.len(), r.compiled.system.name),
+            }
+            0
+        }
+        Err(e) => {
+            if r.json {
+                println!("{}", serde_json::json!({ "summary": { "ok": false, "error": e } }));
+            }
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The cloud path: secrets, the build in the store, OpenTofu apply, addresses, enrolment, then
+/// each host's steps (bastions first); a generation when every host of the system succeeded.
+pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
+    host::catch_signals();
+    let c = r.compiled;
+    let sys = &c.system;
+    // The secrets first: nothing is applied or contacted when they cannot be had.
+    let identities = match r.identity {
+        Some(text) => Some(crate::sops::load_identities(text).map_err(|e| err(None, "secrets", format!("identity: {e}")))?),
+        None => None,
+    };
+    let mut values: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+    for h in r.selected {
+        let wanted = sys.host_secrets(&sys.hosts[h]);
+        let v = if wanted.is_empty() {
+            BTreeMap::new()
+        } else {
+            let ids = identities.as_ref().ok_or_else(|| {
+                err(Some(h), "secrets", format!("the host needs {} secrets and no identity was given: pass --identity FILE", wanted.len()))
+            })?;
+            crate::secrets::values(&r.root, sys, &wanted, ids)
+                .map_err(|e| err(Some(h), "secrets", format!("cannot decrypt its secrets with the identity given: {e}")))?
+        };
+        values.insert(h.clone(), v);
+    }
+    let store =
+        crate::store::Store::open(&r.store).map_err(|e| err(None, "upload", format!("cannot open store `{}`: {e}", r.store.display())))?;
+    let held = store.writer().map_err(|e| err(None, "upload", format!("cannot lock store `{}`: {e}", r.store.display())))?;
+    let entry = crate::pipeline::write(c, &store).map_err(|e| err(None, "upload", format!("cannot write to store: {e}")))?;
+    let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
+    let mut plans: BTreeMap<String, HostPlan> = BTreeMap::new();
+    for h in r.selected {
+        let p =
+            super::host_plan(sys, &entry, &c.manifest, h, values.remove(h).unwrap_or_default()).map_err(|e| err(Some(h), "upload", e))?;
+        plans.insert(h.clone(), p);
+    }
+
+    let mode = if r.json { Mode::Json } else { Mode::Plain };
+    let progress = Progress::new(mode, r.selected);
+    let cloud_hosts: Vec<String> =
+        sys.hosts.values().filter(|h| h.provider_kind != ProviderKind::Existing).map(|h| h.name.clone()).collect();
+    let tokens = tokens(&r.state, &cloud_hosts).map_err(|e| err(None, "apply", e))?;
+    for h in r.selected.iter().filter(|h| cloud_hosts.contains(h)) {
+        progress.emit(h, Step::Connect, State::Started, "OpenTofu apply");
+    }
+    let servers = apply(r, &tokens)?;
+    for h in r.selected.iter().filter(|h| cloud_hosts.contains(h)) {
+        let s = servers.get(h).ok_or_else(|| err(Some(h), "address", "OpenTofu's state has no server for it after apply"))?;
+        progress.emit(
+            h,
+            Step::Connect,
+            State::Done,
+            format!("server {} {}", s.id, s.ipv4.map(|a| a.to_string()).unwrap_or_else(|| "(private)".into())),
+        );
+    }
+
+    let control = host::control_dir().map_err(|e| err(None, "connect", e))?;
+    let settings = SshSettings {
+        known_hosts: r.state.join("known_hosts"),
+        control_dir: control.path().to_path_buf(),
+        config: r.ssh_config.clone(),
+        connect_timeout: Duration::from_secs(15),
+    };
+    let user = r.ssh_user.clone().or_else(|| sys.admins.first().map(|a| a.name.clone())).unwrap_or_else(|| "root".into());
+    // Bastions first: the private hosts are reached through them.
+    let mut order: Vec<&String> = r.selected.iter().collect();
+    order.sort_by_key(|h| (!sys.hosts[*h].bastion, (*h).clone()));
+    let mut results = BTreeMap::new();
+    for h in order {
+        let plan = &plans[h];
+        let res = one_host(r, &settings, &user, &servers, &tokens, plan, &progress);
+        if let Err(f) = &res {
+            progress.emit(&f.host, f.step, State::Failed, f.message.clone());
+        }
+        let stop = res.is_err();
+        results.insert(h.clone(), res);
+        if stop || host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+    }
+    progress.finish();
+    drop(control);
+
+    let all_ok = results.values().all(Result::is_ok) && results.len() == r.selected.len();
+    let mut generation = None;
+    if all_ok && r.selected.len() == sys.hosts.len() {
+        #[allow(clippy::disallowed_methods)] // the edge: a generation's time is read here
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let last = crate::generations::list(&r.state).ok().and_then(|g| g.last().cloned());
+        generation = if last.as_ref().is_some_and(|g| g.hash == c.manifest.hash) {
+            last.map(|g| g.number)
+        } else {
+            let g = crate::generations::add(&r.state, &c.manifest, &name, now)
+                .map_err(|e| err(None, "done", format!("every host was deployed, but the generation was not recorded: {e}")))?;
+            Some(g.number)
+        };
+    }
+    drop(held);
+    Ok(Report { results, generation, entry })
+}
+
+/// The enrolment tokens of `hosts`: read from `<state>/enrol/`, a fresh random one (0600)
+/// for a host that has none.
+fn tokens(state: &Path, hosts: &[String]) -> Result<BTreeMap<String, String>, String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = state.join(ENROL_DIR);
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    let mut out = BTreeMap::new();
+    for h in hosts {
+        let f = dir.join(format!("{h}.token"));
+        let token = match std::fs::read_to_string(&f) {
+            Ok(t) if t.trim().len() == 64 => t.trim().to_string(),
+            _ => {
+                let mut b = [0u8; 32];
+                getrandom::fill(&mut b).map_err(|e| format!("no randomness for an enrolment token: {e}"))?;
+                let t = hex::encode(b);
+                let _ = std::fs::remove_file(&f);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&f)
+                    .map_err(|e| format!("cannot write `{}`: {e}", f.display()))?;
+                file.write_all(t.as_bytes()).map_err(|e| format!("cannot write `{}`: {e}", f.display()))?;
+                t
+            }
+        };
+        out.insert(h.clone(), token);
+    }
+    Ok(out)
+}
+
+/// `init` and `apply` in a staged working copy (root, backend, enrolment override), put in
+/// place only when both succeeded; then the servers from `show -json`.
+fn apply(r: &Request<'_>, tokens: &BTreeMap<String, String>) -> Result<BTreeMap<String, Server>, CloudError> {
+    use crate::tofu_workdir as wd;
+    let c = r.compiled;
+    #[allow(clippy::disallowed_methods)] // the edge: the program is looked up on PATH
+    let path_var = std::env::var_os("PATH");
+    let program = wd::find_program(r.program.as_deref(), path_var.as_deref()).map_err(|e| err(None, "apply", e))?;
+    let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tofu".into());
+    let backend = crate::state_backend::Backend::of(c.system.deploy_state.as_ref());
+    let artifacts: Vec<(String, Vec<u8>)> = c.system_artifacts.iter().map(|a| (a.path.clone(), a.bytes.clone())).collect();
+    let main = artifacts
+        .iter()
+        .find(|(p, _)| p == "tofu/main.tf.json")
+        .ok_or_else(|| err(None, "apply", "the build has no OpenTofu root (tofu/main.tf.json)"))?;
+    let root: Value = serde_json::from_slice(&main.1).map_err(|e| err(None, "apply", format!("tofu/main.tf.json: {e}")))?;
+    let mut files = wd::files(&artifacts, &backend);
+    files.push((OVERRIDE_FILE.to_string(), override_file(&root, tokens).map_err(|e| err(None, "apply", e))?));
+    let staged = wd::prepare(&r.state, &files).map_err(|e| err(None, "apply", e))?;
+    let redact: Vec<String> = secret_env().into_iter().chain(tokens.values().cloned()).collect();
+    let run = |dir: &Path, args: &[&str]| {
+        Command::new(&program)
+            .args(args)
+            .current_dir(dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env("CHECKPOINT_DISABLE", "1")
+            .output()
+            .map_err(|e| err(None, "apply", format!("cannot run `{}`: {e}", program.display())))
+    };
+    let init = run(staged.path(), &["init", "-input=false", "-no-color"])?;
+    if !init.status.success() {
+        return Err(err(
+            None,
+            "apply",
+            format!("`{name} init` failed ({}){}", backend.describe(&r.state), wd::excerpt(&init.stdout, &init.stderr, &redact)),
+        ));
+    }
+    let apply = run(staged.path(), &["apply", "-auto-approve", "-input=false", "-no-color"])?;
+    // What was applied is in the state either way: the working copy goes in place.
+    let dir = staged.install().map_err(|e| err(None, "apply", e))?;
+    if !apply.status.success() {
+        return Err(err(None, "apply", format!("`{name} apply` failed{}", wd::excerpt(&apply.stdout, &apply.stderr, &redact))));
+    }
+    let show = run(&dir, &["show", "-json", "-no-color"])?;
+    if !show.status.success() {
+        return Err(err(None, "address", format!("`{name} show -json` failed{}", wd::excerpt(&show.stdout, &show.stderr, &redact))));
+    }
+    let v: Value =
+        serde_json::from_slice(&show.stdout).map_err(|e| err(None, "address", format!("`{name} show -json` printed no JSON: {e}")))?;
+    Ok(servers_of_state(&v))
+}
+
+/// Values of the environment that are credentials (`TF_VAR_*`, `*TOKEN*`, `*SECRET*`), to be
+/// redacted from OpenTofu's output.
+fn secret_env() -> Vec<String> {
+    #[allow(clippy::disallowed_methods)] // the edge: OpenTofu's credentials come from the environment
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("TF_VAR_") || k.contains("TOKEN") || k.contains("SECRET") || k.contains("PASSWORD"))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn fail(host: &str, step: Step, message: impl Into<String>) -> Failure {
+    Failure { host: host.to_string(), step, message: message.into(), log_tail: None, details: None }
+}
+
+/// Where ssh connects for `name`: its public address (from the state for a cloud host, the
+/// model for an existing one), else its private address through the bastion.
+fn target(r: &Request<'_>, servers: &BTreeMap<String, Server>, name: &str, user: &str) -> Result<SshTarget, String> {
+    let sys = &r.compiled.system;
+    let public = |n: &str| -> Option<IpAddr> { servers.get(n).and_then(|s| s.ipv4).or(sys.hosts[n].address) };
+    if let Some(a) = public(name) {
+        return Ok(SshTarget { alias: name.to_string(), destination: a.to_string(), user: user.to_string(), bastion: None });
+    }
+    let private = sys.hosts[name].private_address().ok_or("the host has neither a public nor a private address")?;
+    let (bastion, address) = sys
+        .hosts
+        .values()
+        .filter(|b| b.bastion && b.name != name)
+        .find_map(|b| public(&b.name).map(|a| (b.name.clone(), a)))
+        .ok_or("the host has no public address and the system has no bastion with one to reach it through")?;
+    Ok(SshTarget {
+        alias: name.to_string(),
+        destination: private.to_string(),
+        user: user.to_string(),
+        bastion: Some(Box::new(SshTarget { alias: bastion, destination: address.to_string(), user: user.to_string(), bastion: None })),
+    })
+}
+
+fn one_host(
+    r: &Request<'_>,
+    settings: &SshSettings,
+    user: &str,
+    servers: &BTreeMap<String, Server>,
+    tokens: &BTreeMap<String, String>,
+    plan: &HostPlan,
+    p: &Progress,
+) -> Result<Outcome, Failure> {
+    let name = plan.name.as_str();
+    let t = target(r, servers, name, user).map_err(|e| fail(name, Step::Connect, e))?;
+    let ssh = Ssh { target: t.clone(), settings: settings.clone() };
+    if let (Some(server), Some(token)) = (servers.get(name), tokens.get(name)) {
+        enrol(r, settings, &ssh, server, token, p)?;
+    } else {
+        let pinned = super::known_hosts::pinned(&std::fs::read_to_string(&settings.known_hosts).unwrap_or_default(), name);
+        if pinned.is_empty() {
+            let declared = r.compiled.system.hosts[name].ssh_host_key.clone();
+            let key = declared.ok_or_else(|| {
+                fail(name, Step::Connect, "no pinned host key: deploy this existing host alone first (`--hosts`, `--trust-host-key`)")
+            })?;
+            super::known_hosts::pin(&settings.known_hosts, name, &key).map_err(|e| fail(name, Step::Connect, e))?;
+        }
+    }
+    let res = super::deploy_host(&ssh, plan, &Layout::system(), &r.timeouts, p);
+    ssh.close();
+    res
+}
+
+/// Pins the server's key when its enrolment proof checks out (see the module's comment); a
+/// server already enrolled (its id recorded beside the pin) is left as pinned. A replaced
+/// server's old pin is dropped first.
+fn enrol(r: &Request<'_>, settings: &SshSettings, ssh: &Ssh, server: &Server, token: &str, p: &Progress) -> Result<(), Failure> {
+    let name = ssh.target.alias.as_str();
+    let record = r.state.join(ENROL_DIR).join(format!("{name}.server"));
+    let known = std::fs::read_to_string(&settings.known_hosts).unwrap_or_default();
+    if std::fs::read_to_string(&record).ok().as_deref().map(str::trim) == Some(server.id.as_str())
+        && !super::known_hosts::pinned(&known, name).is_empty()
+    {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| fail(name, Step::Connect, format!("`{}`: {e}", settings.known_hosts.display()));
+    if !super::known_hosts::pinned(&known, name).is_empty() {
+        write_private(&settings.known_hosts, unpinned(&known, name).as_bytes()).map_err(io)?;
+    }
+    p.emit(name, Step::Connect, State::Waiting, format!("waiting for server {} to prove its host key", server.id));
+    let start = Instant::now();
+    let mut last_note = Instant::now();
+    let mut last;
+    let key = loop {
+        match probe(settings, ssh) {
+            Ok((key, Some(claimed))) => {
+                if !proof_matches(token, name, &key, &claimed) {
+                    return Err(fail(
+                        name,
+                        Step::Connect,
+                        format!(
+                            "the server at {} presents host key {} with an enrolment proof that does not match: refused (a different server, or a man in the middle)",
+                            ssh.target.destination,
+                            key.fingerprint()
+                        ),
+                    ));
+                }
+                break key;
+            }
+            Ok((key, None)) => last = format!("it presents {} but no enrolment proof yet", key.fingerprint()),
+            Err(e) => last = e,
+        }
+        if host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(fail(name, Step::Connect, "interrupted"));
+        }
+        if start.elapsed() >= r.boot_timeout {
+            return Err(fail(
+                name,
+                Step::Connect,
+                format!("unreachable: no verified host key within {} s ({last})", r.boot_timeout.as_secs()),
+            ));
+        }
+        if last_note.elapsed() >= r.timeouts.note_every {
+            last_note = Instant::now();
+            p.emit(name, Step::Connect, State::Waiting, format!("{} s: {last}", start.elapsed().as_secs()));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    super::known_hosts::pin(&settings.known_hosts, name, &key).map_err(|e| fail(name, Step::Connect, e))?;
+    write_private(&record, server.id.as_bytes()).map_err(io)?;
+    p.emit(name, Step::Connect, State::Waiting, format!("host key {} proven by enrolment and pinned", key.fingerprint()));
+    let out =
+        ssh.run(&retire_script(), b"", r.timeouts.connect).map_err(|e| fail(name, Step::Connect, format!("unreachable over SSH: {e}")))?;
+    if !out.ok() {
+        return Err(fail(name, Step::Connect, format!("cannot run commands as root: {}", out.stderr_tail(3))));
+    }
+    Ok(())
+}
+
+/// One connection offering no credential: the key the server proved it holds (recorded by
+/// ssh in a private copy of `known_hosts`) and the proof in its banner.
+fn probe(settings: &SshSettings, ssh: &Ssh) -> Result<(SshHostKey, Option<String>), String> {
+    let tmp = tempfile::Builder::new().prefix("kiln-enrol-").tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let file = tmp.path().join("known_hosts");
+    // The bastion's pin (the ProxyCommand still checks it strictly); the host's own line is
+    // what ssh adds.
+    let text = std::fs::read_to_string(&settings.known_hosts).unwrap_or_default();
+    std::fs::write(&file, unpinned(&text, &ssh.target.alias)).map_err(|e| e.to_string())?;
+    let probe_settings = SshSettings { known_hosts: file.clone(), ..settings.clone() };
+    let mut cmd = Command::new("ssh");
+    // The first value of an option wins: these come before the shared ones.
+    for o in [
+        "StrictHostKeyChecking=accept-new",
+        "PreferredAuthentications=none",
+        "HostKeyAlgorithms=ssh-ed25519",
+        "ControlMaster=no",
+        "ControlPath=none",
+        "IdentitiesOnly=yes",
+        "IdentityAgent=none",
+        "LogLevel=INFO",
+    ] {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.args(Ssh::options(&probe_settings, &ssh.target)).arg("--").arg(&ssh.target.destination).arg("true");
+    let out = host::run_command(cmd, b"", settings.connect_timeout + Duration::from_secs(10))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let seen = std::fs::read_to_string(&file).unwrap_or_default();
+    let key = super::known_hosts::pinned(&seen, &ssh.target.alias)
+        .into_iter()
+        .find(|k| k.algorithm == "ssh-ed25519")
+        .ok_or_else(|| format!("no SSH host key yet: {}", host::tail(&stderr, 2)))?;
+    Ok((key, proof_in(&stderr)))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The names of the selected hosts a cloud provider creates.
+pub fn cloud_hosts(sys: &crate::model::System, selected: &[String]) -> BTreeSet<String> {
+    selected.iter().filter(|h| sys.hosts.get(*h).is_some_and(|x| x.provider_kind != ProviderKind::Existing)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(line: &str) -> Option<SshHostKey> {
+        parse_ssh_host_key(line).ok()
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINGu/19U9LmMSakf0i3kdYq7lwBm6tImdo3nSx6IH9kN";
+
+    #[test]
+    fn the_proof_binds_token_host_and_key() {
+        let k = key(KEY).unwrap();
+        let token = "11".repeat(32);
+        let p = proof(&token, "edge", &k);
+        assert!(proof_matches(&token, "edge", &k, &p));
+        assert!(!proof_matches(&token, "db", &k, &p), "another host's proof");
+        assert!(!proof_matches(&"22".repeat(32), "edge", &k, &p), "another token");
+        let other = key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC2dx5tDzGtxT8Vfw8b8Rk5l1r7jGZbUB1Ll0cKlL3sK").unwrap();
+        assert!(!proof_matches(&token, "edge", &other, &p), "another key");
+        assert!(!proof_matches(&token, "edge", &k, "not hex"));
+        assert_eq!(proof_in(&format!("Warning: x\n{PROOF_PREFIX} {p}\nPermission denied (publickey).\n")), Some(p));
+        assert_eq!(proof_in("Permission denied\n"), None);
+    }
+
+    /// The script the server runs computes the very proof kiln checks (dash and openssl on
+    /// this machine, with a fake key file standing in for sshd's).
+    #[test]
+    fn the_servers_script_computes_the_proof_kiln_checks() {
+        let k = key(KEY).unwrap();
+        let token = "ab".repeat(32);
+        let script = publish_script("edge", &token);
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_str().unwrap();
+        let script = script
+            .replace(ENROLLED_MARK, &format!("{root}/enrolled"))
+            .replace("/var/lib/cloud/instance/sem/config_ssh", &format!("{root}/sem"))
+            .replace("/etc/ssh/ssh_host_ed25519_key.pub", &format!("{root}/key.pub"))
+            .replace("/run/kiln-enrol", &format!("{root}/run"))
+            .replace("/etc/ssh/sshd_config.d", root)
+            .replace("systemctl", "true");
+        std::fs::write(d.path().join("sem"), "").unwrap();
+        std::fs::write(d.path().join("key.pub"), format!("{KEY} root@edge\n")).unwrap();
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let banner = std::fs::read_to_string(d.path().join("run/banner")).unwrap();
+        let claimed = proof_in(&banner).unwrap();
+        assert!(proof_matches(&token, "edge", &k, &claimed), "{banner}");
+        assert_eq!(std::fs::read_to_string(d.path().join("kiln-enrol.conf")).unwrap().trim(), format!("Banner {root}/run/banner"));
+    }
+
+    #[test]
+    fn the_override_adds_the_part_to_each_server() {
+        let root = serde_json::json!({ "resource": {
+            "hcloud_server": {
+                "edge": { "labels": { "kiln-host": "edge" }, "user_data": "#cloud-config\nhostname: edge\n" },
+                "db": { "labels": { "kiln-host": "db" }, "user_data": "#!/bin/sh\necho hi\n" },
+            },
+            "hcloud_volume": { "db": { "size": 10 } },
+        }});
+        let tokens: BTreeMap<String, String> = [("edge".to_string(), "aa".repeat(32)), ("db".to_string(), "bb".repeat(32))].into();
+        let o: Value = serde_json::from_slice(&override_file(&root, &tokens).unwrap()).unwrap();
+        let edge = o["resource"]["hcloud_server"]["edge"]["user_data"].as_str().unwrap();
+        assert!(edge.starts_with("Content-Type: multipart/mixed"), "{edge}");
+        assert!(edge.contains("Content-Type: text/cloud-config") && edge.contains("hostname: edge") && edge.contains(&"aa".repeat(32)));
+        let db = o["resource"]["hcloud_server"]["db"]["user_data"].as_str().unwrap();
+        assert!(db.contains("Content-Type: text/x-shellscript") && db.contains(&"bb".repeat(32)) && !db.contains(&"aa".repeat(32)));
+        assert_eq!(o["resource"].as_object().unwrap().len(), 1, "only servers");
+        assert!(with_part("Content-Type: multipart/mixed", "x").is_err());
+    }
+
+    #[test]
+    fn servers_and_pins_are_read() {
+        let show = serde_json::json!({ "values": { "root_module": { "resources": [
+            { "mode": "managed", "type": "hcloud_server", "name": "edge",
+              "values": { "id": "123", "ipv4_address": "127.0.0.10", "labels": { "kiln-host": "edge" } } },
+            { "mode": "managed", "type": "hcloud_server", "name": "db",
+              "values": { "id": "456", "ipv4_address": "", "labels": { "kiln-host": "db" } } },
+            { "mode": "managed", "type": "hcloud_volume", "name": "db", "values": { "id": "9" } },
+        ]}}});
+        let s = servers_of_state(&show);
+        assert_eq!(s["edge"], Server { id: "123".into(), ipv4: Some("127.0.0.10".parse().unwrap()) });
+        assert_eq!(s["db"], Server { id: "456".into(), ipv4: None });
+        assert_eq!(s.len(), 2);
+        let text = format!("edge {KEY}\ndb {KEY}\n# edge comment\nedge,other {KEY}\n");
+        assert_eq!(unpinned(&text, "edge"), format!("db {KEY}\n# edge comment\n"));
+    }
+}
