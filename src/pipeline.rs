@@ -175,21 +175,11 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     }
 }
 
-/// Renders `hosts`; hosts are independent, so they are spread over the machine's cores.
+/// Renders `hosts`; hosts are independent, so they are spread over the machine's cores (the
+/// result does not depend on how: a map by host name).
 fn render_hosts(sys: &System, hosts: &[&crate::model::Host], opts: &render::RenderOptions) -> BTreeMap<String, HostArtifacts> {
     let index = &render::Index::new(sys);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
-    if threads < 2 || hosts.len() < 16 {
-        return hosts.iter().map(|h| (h.name.clone(), render::host(sys, index, h, opts))).collect();
-    }
-    let chunk = hosts.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = hosts
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|h| (h.name.clone(), render::host(sys, index, h, opts))).collect::<Vec<_>>()))
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("rendering does not panic")).collect()
-    })
+    store::parallel(hosts, |h| (h.name.clone(), render::host(sys, index, h, opts))).into_iter().collect()
 }
 
 /// A host whose user-data exceeds its provider's limit, with no store to boot from instead.
@@ -249,17 +239,21 @@ fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sourc
 }
 
 fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifacts: &[Artifact]) -> Manifest {
+    // Every artifact's sha256, host by host on all cores: the store names entries from these
+    // (`host_nodes`), so each artifact is hashed here once.
+    let listed: Vec<&HostArtifacts> = hosts.values().collect();
+    let digests = store::parallel(&listed, |ha| ha.artifacts.iter().map(Artifact::sha256).collect::<Vec<_>>());
     let mut artifacts = Vec::new();
     let mut host_entries = BTreeMap::new();
-    for (name, ha) in hosts {
+    for ((name, ha), digests) in hosts.iter().zip(digests) {
         let h = &sys.hosts[name];
-        for a in &ha.artifacts {
+        for (a, sha256) in ha.artifacts.iter().zip(digests) {
             artifacts.push(ArtifactEntry {
                 path: format!("hosts/{name}/{}", a.path),
                 kind: a.kind.name().into(),
                 mode: format!("{:04o}", a.mode),
                 host: Some(name.clone()),
-                sha256: a.sha256(),
+                sha256,
                 size: a.bytes.len(),
             });
         }
@@ -304,15 +298,39 @@ pub fn manifest_json(m: &Manifest) -> String {
     s
 }
 
-fn host_nodes(ha: &HostArtifacts) -> Vec<store::Node<'_>> {
-    ha.artifacts.iter().map(|a: &Artifact| store::Node::File { path: &a.path, mode: a.mode, bytes: &a.bytes }).collect()
+/// A host's store nodes: its artifacts, each with the sha256 `entries` (its manifest entries,
+/// in the same order) give it.
+fn host_nodes<'a>(ha: &'a HostArtifacts, entries: &'a [ArtifactEntry]) -> Vec<store::Node<'a>> {
+    debug_assert_eq!(ha.artifacts.len(), entries.len());
+    ha.artifacts
+        .iter()
+        .zip(entries)
+        .map(|(a, e)| store::Node::File { path: &a.path, mode: a.mode, bytes: &a.bytes, sha256: Some(&e.sha256) })
+        .collect()
+}
+
+/// Every host with its artifacts and their manifest entries (the manifest lists host artifacts
+/// host by host, in host order, each host's in the order rendered).
+fn hosts_with_entries(c: &Compiled) -> Vec<(&String, &HostArtifacts, &[ArtifactEntry])> {
+    let mut rest = c.manifest.artifacts.as_slice();
+    c.hosts
+        .iter()
+        .map(|(name, ha)| {
+            let (mine, after) = rest.split_at(ha.artifacts.len());
+            rest = after;
+            debug_assert!(mine.iter().all(|e| e.host.as_ref() == Some(name)));
+            (name, ha, mine)
+        })
+        .collect()
 }
 
 /// Store entry names of every host, in host order: named by a hash over all their artifacts.
 fn host_entry_names(c: &Compiled) -> Vec<(String, String)> {
-    c.hosts
-        .iter()
-        .map(|(name, ha)| (name.clone(), Store::entry_name(&store::entry_hash(&host_nodes(ha)), &format!("{}-{name}", c.system.name))))
+    hosts_with_entries(c)
+        .into_iter()
+        .map(|(name, ha, entries)| {
+            (name.clone(), Store::entry_name(&store::entry_hash(&host_nodes(ha, entries)), &format!("{}-{name}", c.system.name)))
+        })
         .collect()
 }
 
@@ -333,8 +351,15 @@ impl SystemEntry {
         SystemEntry { manifest: manifest_json(&c.manifest), links }
     }
     fn nodes<'a>(&'a self, c: &'a Compiled) -> Vec<store::Node<'a>> {
-        let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: self.manifest.as_bytes() }];
-        nodes.extend(c.system_artifacts.iter().map(|a| store::Node::File { path: &a.path, mode: a.mode, bytes: &a.bytes }));
+        let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: self.manifest.as_bytes(), sha256: None }];
+        // The system artifacts' manifest entries are the last ones.
+        let listed = &c.manifest.artifacts[c.manifest.artifacts.len() - c.system_artifacts.len()..];
+        nodes.extend(c.system_artifacts.iter().zip(listed).map(|(a, e)| store::Node::File {
+            path: &a.path,
+            mode: a.mode,
+            bytes: &a.bytes,
+            sha256: Some(&e.sha256),
+        }));
         nodes.extend(self.links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
         nodes
     }
@@ -345,16 +370,15 @@ impl SystemEntry {
 
 /// Writes host entries and the system entry into the store; returns the system entry's path.
 pub fn write(c: &Compiled, store: &Store) -> std::io::Result<PathBuf> {
-    let mut entries: Vec<store::Entry<'_>> = c
-        .hosts
-        .iter()
-        .map(|(name, ha)| {
-            let nodes = host_nodes(ha);
+    let mut entries: Vec<store::Entry<'_>> = hosts_with_entries(c)
+        .into_iter()
+        .map(|(name, ha, manifest_entries)| {
+            let nodes = host_nodes(ha, manifest_entries);
             store::Entry { hash: store::entry_hash(&nodes), name: format!("{}-{name}", c.system.name), nodes }
         })
         .collect();
-    // The links name the host entries just hashed (hashing them again cost a second sha256 of
-    // every artifact).
+    // The links name the host entries just named (from the manifest's sha256 of each artifact:
+    // no artifact is hashed here).
     let names = c.hosts.keys().zip(&entries).map(|(h, e)| (h.clone(), Store::entry_name(&e.hash, &e.name))).collect();
     let system = SystemEntry::linking(c, names);
     let nodes = system.nodes(c);
@@ -495,9 +519,9 @@ pub fn write_pulled(m: &Manifest, files: &BTreeMap<String, Vec<u8>>, store: &Sto
         match &a.host {
             Some(h) => {
                 let rel = path.strip_prefix(&format!("hosts/{h}/")).ok_or_else(|| bad(&format!("{path} is not under its host")))?;
-                hosts.entry(h.clone()).or_default().push(store::Node::File { path: rel, mode: mode(a), bytes });
+                hosts.entry(h.clone()).or_default().push(store::Node::File { path: rel, mode: mode(a), bytes, sha256: None });
             }
-            None => system_files.push(store::Node::File { path, mode: mode(a), bytes }),
+            None => system_files.push(store::Node::File { path, mode: mode(a), bytes, sha256: None }),
         }
     }
     let system = m.system.clone();
@@ -509,7 +533,7 @@ pub fn write_pulled(m: &Manifest, files: &BTreeMap<String, Vec<u8>>, store: &Sto
         links.push((format!("hosts/{h}"), format!("../../{}", Store::entry_name(&hash, &name))));
         entries.push(store::Entry { hash, name, nodes });
     }
-    let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: manifest_text.as_bytes() }];
+    let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: manifest_text.as_bytes(), sha256: None }];
     nodes.extend(system_files);
     nodes.extend(links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
     entries.push(store::Entry { hash: store::entry_hash(&nodes), name: system, nodes });

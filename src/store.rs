@@ -11,6 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -22,12 +23,12 @@ pub enum Node<'a> {
         path: &'a str,
         mode: u32,
         bytes: &'a [u8],
+        /// The bytes' sha256 in hex when the caller has it already (the manifest lists every
+        /// artifact's): [`entry_hash`] then does not hash the bytes again.
+        sha256: Option<&'a str>,
     },
     /// A relative symbolic link (to a sibling store entry).
-    Link {
-        path: &'a str,
-        target: String,
-    },
+    Link { path: &'a str, target: String },
 }
 
 pub struct Store {
@@ -39,7 +40,8 @@ pub fn entry_hash(nodes: &[Node<'_>]) -> String {
     let mut lines: Vec<String> = nodes
         .iter()
         .map(|n| match n {
-            Node::File { path, mode, bytes } => format!("file {path} {:o} {}\n", mode & 0o111, hex(&Sha256::digest(bytes))),
+            Node::File { path, mode, sha256: Some(sha), .. } => format!("file {path} {:o} {sha}\n", mode & 0o111),
+            Node::File { path, mode, bytes, sha256: None } => format!("file {path} {:o} {}\n", mode & 0o111, hex(&Sha256::digest(bytes))),
             Node::Link { path, target } => format!("link {path} {target}\n"),
         })
         .collect();
@@ -275,18 +277,36 @@ fn node_differs(p: &Path, n: &Node<'_>) -> std::io::Result<Option<&'static str>>
     })
 }
 
-/// `f` applied to every item, spread over up to the machine's cores (in order).
-fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// `f` applied to every item, spread over up to the machine's cores; results in item order.
+/// Threads take small batches from a shared counter rather than fixed shares, so a thread the
+/// scheduler holds back (other processes on a shared machine) does not hold up the rest.
+pub(crate) fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const BATCH: usize = 4;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads < 2 || items.len() < 16 {
         return items.iter().map(&f).collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("store work does not panic")).collect()
-    })
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let start = next.fetch_add(BATCH, Ordering::Relaxed);
+            if start >= items.len() {
+                return done;
+            }
+            done.extend((start..(start + BATCH).min(items.len())).map(|i| (i, f(&items[i]))));
+        }
+    };
+    let parts: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mine = work();
+        helpers.into_iter().map(|h| h.join().expect("parallel work does not panic")).chain([mine]).collect()
+    });
+    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    for (i, r) in parts.into_iter().flatten() {
+        slots[i] = Some(r);
+    }
+    slots.into_iter().map(|r| r.expect("every item is done once")).collect()
 }
 
 /// A file's mode in the store: read-only, executable when it was.

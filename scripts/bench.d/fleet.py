@@ -62,8 +62,8 @@ feature = "pgbouncer"
 module = "pgbouncer"
 host = "{instance}"
 connects = ["db-{instance}"]
-secrets = { userlist = "pgbouncer_userlist" }
-options = { pool_mode = "transaction", default_pool_size = 40 }
+secrets = { password = "app_db_password" }
+options = { database = "app-{instance}", user = "app", pool_mode = "transaction", default_pool_size = 40 }
 
 [templates.node.services."cache-{instance}"]
 module = "valkey"
@@ -122,7 +122,7 @@ def real(hosts: int, changed: int | None = None) -> str:
         '[networks.private]\ncidr = "10.0.0.0/8"\n',
         f'[admins.ops]\nkeys = ["{KEY}"]\nsources = ["198.51.100.0/24"]\n',
     ]
-    for s in ["app_db_password", "pgbouncer_userlist", "valkey_password", "authentik_db_password",
+    for s in ["app_db_password", "valkey_password", "authentik_db_password",
               "authentik_secret_key", "authentik_bootstrap_password"]:
         out.append(f'[secrets.{s}]\nfile = "secrets.sops.yaml"\n')
     out.append(TEMPLATE)

@@ -12,6 +12,7 @@ pub mod data_volume;
 pub mod egress;
 pub mod frame;
 pub mod jobs;
+pub mod keycloak;
 pub mod provision;
 pub mod quote;
 pub mod system_doc;
@@ -214,12 +215,12 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
     let closure = sums.sha256();
     payload.push(sums);
     let bundle = bundle::bundle(&payload, opts.mtime);
-    let bundle_sha = hex(&Sha256::digest(&bundle));
     let mut user_data = cloud_init::emit(sys, host, &payload);
     let over = host.provider_kind.user_data_limit().is_some_and(|l| user_data.len() > l);
     let stage0 = over && sys.store_url.is_some();
     if stage0 {
-        user_data = stage0_user_data(sys, host, &bundle_sha).unwrap_or(user_data);
+        // Only the stage-0 loader names the bundle's hash.
+        user_data = stage0_user_data(sys, host, &hex(&Sha256::digest(&bundle))).unwrap_or(user_data);
     }
     payload.push(Artifact { path: "bundle.tar.gz".into(), kind: Kind::Bundle, mode: 0o644, bytes: bundle });
     payload.push(Artifact::new("user-data", Kind::CloudInit, 0o644, user_data));
