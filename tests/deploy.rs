@@ -11,6 +11,7 @@ mod common;
 #[path = "common/vm.rs"]
 mod vm;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -326,6 +327,394 @@ fn the_provisioner_waits_for_its_secrets() {
     assert!(step.contains("-lt 1800 ] || die"), "bounded: 30 minutes\n{step}");
 }
 
+// --- fast: rollout waves, the plan, confirmation, the health gate, rollback ---------------
+//
+// A stand-in server per host: Debian's sshd on loopback, logged into as root, running in its
+// own mount namespace where /etc, /var and /opt are overlays whose writes land in the test's
+// directory (so every "server" has its own /opt/kiln, /etc/kiln/secrets, /var/lib/kiln and
+// provisioner log, and nothing reaches this machine's), and `apt-get` is a stand-in that
+// refuses (so a provisioner that gets that far fails at its packages step, as on a server
+// without a package mirror). What it proves: kiln's orchestration against real ssh — host
+// keys, probes, the plan, waves, skips, failures, log tails, generations. What it does not:
+// a provisioner run to completion (the VM test below does that).
+
+struct Server {
+    _sshd: std::process::Child,
+    /// Where its /etc, /var and /opt writes land (`ROOT/etc/u/…`).
+    root: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, name: &str, port: u16, client_pub: &Path) -> (Server, String) {
+        let root = dir.join("servers").join(name);
+        for x in ["etc", "var", "opt"] {
+            std::fs::create_dir_all(root.join(x).join("u")).unwrap();
+            std::fs::create_dir_all(root.join(x).join("w")).unwrap();
+        }
+        let host_pub = keygen(&root.join("hostkey"));
+        let config = root.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\n\
+PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n",
+                root.join("hostkey").display(),
+                client_pub.display(),
+                root.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let mut users = std::fs::read_to_string("/etc/passwd").unwrap();
+        if !users.lines().any(|l| l.starts_with("sshd:")) {
+            users.push_str("sshd:x:65534:65534:sshd privilege separation:/run/sshd:/usr/sbin/nologin\n");
+        }
+        std::fs::write(root.join("passwd"), users).unwrap();
+        let apt = root.join("apt-get");
+        std::fs::write(&apt, "#!/bin/sh\necho 'E: stand-in server: no package mirror here' >&2\nexit 100\n").unwrap();
+        run(Command::new("chmod").arg("0755").arg(&apt));
+        let script = "set -e; mount -t tmpfs tmpfs /run; mkdir -m 0755 /run/sshd; \
+for x in etc var opt; do mount -t overlay overlay -o \"lowerdir=/$x,upperdir=$2/$x/u,workdir=$2/$x/w\" \"/$x\"; done; \
+mount --bind \"$2/passwd\" /etc/passwd; mount --bind \"$2/apt-get\" /usr/bin/apt-get; exec \"$0\" -D -e -f \"$1\"";
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", script]).arg(sshd_binary()).arg(&config).arg(&root);
+        cmd.stderr(std::fs::File::create(root.join("sshd.log")).unwrap());
+        let child = cmd.spawn().expect("start sshd");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (Server { _sshd: child, root }, host_pub);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("sshd did not listen: {}", std::fs::read_to_string(root.join("sshd.log")).unwrap_or_default());
+    }
+
+    /// A file as the server sees it (its overlay's upper layer: what was written there).
+    fn file(&self, path: &str) -> Option<String> {
+        let (top, rest) = path.trim_start_matches('/').split_once('/').unwrap();
+        std::fs::read_to_string(self.root.join(top).join("u").join(rest)).ok()
+    }
+
+    /// Writes a file on the server, inside its mount namespace (stands in for what an earlier
+    /// deploy left there; the overlay's upper layer must not be written behind its back).
+    fn put(&self, path: &str, content: &str) {
+        let mut child = Command::new("nsenter")
+            .args(["-t", &self._sshd.id().to_string(), "-m", "sh", "-c", "mkdir -p \"${1%/*}\" && cat >\"$1\"", "sh", path])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), content.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "writing {path} on the stand-in server");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self._sshd.kill();
+        let _ = self._sshd.wait();
+    }
+}
+
+/// Five existing hosts `a`…`e` at 192.0.2.1…5 in groups canary (a), production (b, c) and
+/// late (d, e), each with a stand-in server and its key declared; `extra` is appended.
+fn five_hosts(t: &Path, extra: &str) -> (PathBuf, Vec<Server>) {
+    keygen(&t.join("client"));
+    let mut servers = Vec::new();
+    let mut hosts = String::new();
+    let mut config = String::new();
+    for (i, (name, group)) in [("a", "canary"), ("b", "production"), ("c", "production"), ("d", "late"), ("e", "late")].iter().enumerate() {
+        let port = free_port();
+        let (server, key) = Server::start(t, name, port, &t.join("client.pub"));
+        servers.push(server);
+        hosts.push_str(&format!(
+            "[hosts.{name}]\nprovider = \"own\"\nimage = \"debian-12\"\npublic = true\naddress = \"192.0.2.{}\"\ngroup = \"{group}\"\nssh_host_key = \"{key}\"\n\n",
+            i + 1
+        ));
+        config.push_str(&format!(
+            "Host 192.0.2.{}\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {}\n  IdentitiesOnly yes\n",
+            i + 1,
+            t.join("client").display()
+        ));
+    }
+    std::fs::write(t.join("ssh_config"), config).unwrap();
+    let sys = t.join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(
+        sys.join("system.toml"),
+        format!(
+            "[system]\nname = \"five\"\n\n[providers.own]\nkind = \"existing\"\n\n[deploy]\norder = [\"canary\", \"production\", \"late\"]\n\n{hosts}{extra}"
+        ),
+    )
+    .unwrap();
+    (sys, servers)
+}
+
+/// The hosts' closures in the build of `sys` (built into the test's store).
+fn closures(t: &Path, sys: &Path, link: &str) -> (PathBuf, BTreeMap<String, String>) {
+    let link = build_with_modules(&modules(), sys, &t.join("store"), &t.join(link));
+    let m = manifest(&link);
+    let c = m["hosts"].as_object().unwrap().iter().map(|(h, e)| (h.clone(), e["closure"].as_str().unwrap().to_string())).collect();
+    (link, c)
+}
+
+fn root_deploy(t: &Path, sys: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["--ssh-user", "root"];
+    args.extend_from_slice(extra);
+    deploy(t, sys, &args)
+}
+
+#[test]
+fn waves_follow_the_order_the_plan_is_confirmed_and_a_failing_canary_stops_the_rollout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir_all(t.join("tmp")).unwrap();
+    let (sys, mut servers) = five_hosts(t, "");
+    let (_, closure) = closures(t, &sys, "result");
+    // b…e were deployed before (their markers hold the build's closures); a never was.
+    for s in &servers[1..] {
+        let name = s.root.file_name().unwrap().to_str().unwrap().to_string();
+        s.put("/var/lib/kiln/closure", &format!("{}\n", closure[&name]));
+    }
+
+    // No terminal and no --yes: the plan is shown, nothing is done, exit 4.
+    let out = root_deploy(t, &sys, &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(plan.contains("wave 1 `canary`:") && plan.contains("wave 2 `production`:") && plan.contains("wave 3 `late`:"), "{plan}");
+    assert!(
+        plan.find("canary").unwrap() < plan.find("production").unwrap() && plan.find("production").unwrap() < plan.find("late").unwrap()
+    );
+    let line_a = plan.lines().find(|l| l.trim_start().starts_with("a ")).unwrap();
+    assert!(line_a.contains("upload") && line_a.contains("first deploy") && line_a.contains("provision"), "{line_a}");
+    let line_b = plan.lines().find(|l| l.trim_start().starts_with("b ")).unwrap();
+    assert!(line_b.contains("skip"), "{line_b}");
+    assert!(text(&out.stderr).contains("no terminal to confirm it on; pass --yes"), "{}", text(&out.stderr));
+    assert!(servers[0].file("/opt/kiln/provision.sh").is_none(), "nothing uploaded without confirmation");
+
+    // --yes: the canary fails at its provisioner (the stand-in's apt-get refuses), its log's
+    // tail is printed, the later waves are untouched, no generation.
+    let out = root_deploy(t, &sys, &["--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let s = summary(&out);
+    assert_eq!(s["failed"][0]["host"], "a");
+    assert_eq!(s["failed"][0]["step"], "converge");
+    assert!(s["failed"][0]["log_tail"].as_str().unwrap().contains("no package mirror here"), "{s}");
+    assert_eq!(s["untouched"], serde_json::json!(["b", "c", "d", "e"]));
+    assert_eq!(s["stopped_at"], "canary");
+    assert!(servers[0].file("/opt/kiln/provision.sh").is_some(), "the canary got its bundle");
+    for srv in &servers[1..] {
+        assert!(srv.file("/opt/kiln/provision.sh").is_none(), "a later wave's host was touched");
+    }
+    assert!(!t.join("state/generations").exists(), "no generation after a failure");
+    let err = text(&out.stderr);
+    assert!(err.contains("host `a`, step converge") && err.contains("the provisioner's log ends:"), "{err}");
+    assert!(err.contains("not touched (the rollout stopped at wave `canary`): `b`, `c`, `d`, `e`"), "{err}");
+
+    // The canary reaches its closure (its marker set, standing in for a provisioner run): now
+    // nothing changes, so no confirmation is needed; every wave runs in order, a generation
+    // is recorded, and it is quick.
+    servers[0].put("/var/lib/kiln/closure", &format!("{}\n", closure["a"]));
+    let t0 = std::time::Instant::now();
+    let out = root_deploy(t, &sys, &["--json"]);
+    let took = t0.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stderr), text(&out.stdout));
+    let waves: Vec<String> = events(&out).iter().filter_map(|e| e.get("wave").and_then(|w| w.as_str()).map(str::to_string)).collect();
+    assert_eq!(waves, ["canary", "production", "late"]);
+    let s = summary(&out);
+    assert_eq!(s["skipped"], serde_json::json!(["a", "b", "c", "d", "e"]));
+    assert_eq!(s["generation"], 1);
+    eprintln!("an unchanged deploy of five hosts took {took:.2} s");
+    assert!(took < 10.0, "an unchanged deploy of five hosts took {took:.1} s");
+
+    // --group: one group only, no generation recorded.
+    let out = root_deploy(t, &sys, &["--group", "production", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(summary(&out)["skipped"], serde_json::json!(["b", "c"]));
+    assert_eq!(summary(&out)["generation"], Value::Null);
+    let out = root_deploy(t, &sys, &["--group", "prod"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no host of system `five` is in rollout group `prod` (did you mean `production`?)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An unreachable host in the last wave: nothing is changed anywhere, even in earlier waves.
+    servers[0].put("/var/lib/kiln/closure", "old\n");
+    drop(servers.pop());
+    let out = root_deploy(t, &sys, &["--yes"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("host `e`, step connect: unreachable over SSH"), "{err}");
+    assert!(err.contains("every host is read before any is changed"), "{err}");
+    assert_eq!(servers[0].file("/var/lib/kiln/closure").as_deref(), Some("old\n"), "the canary was not touched");
+    assert_eq!(kiln::generations::list(&t.join("state")).unwrap().len(), 1);
+    assert_eq!(std::fs::read_dir(t.join("tmp")).unwrap().count(), 0, "left in the temporary directory");
+}
+
+/// `[deploy] order` is checked against the hosts' groups, at file:line:col with a hint.
+#[test]
+fn deploy_order_names_real_groups_and_every_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path();
+    let host = |name: &str, group: &str| {
+        format!(
+            "[hosts.{name}]\nprovider = \"own\"\nimage = \"debian-12\"\npublic = true\naddress = \"192.0.2.9\"\ngroup = \"{group}\"\n\n"
+        )
+    };
+    std::fs::write(
+        sys.join("system.toml"),
+        format!(
+            "[system]\nname = \"o\"\n\n[providers.own]\nkind = \"existing\"\n\n[deploy]\norder = [\"canary\", \"prodution\", \"canary\"]\n\n{}{}{}",
+            host("a", "canary"),
+            host("b", "production"),
+            host("c", "staging")
+        ),
+    )
+    .unwrap();
+    let out = run(kiln().arg("check").arg(sys));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no host is in rollout group `prodution`") && err.contains("did you mean `production`?"), "{err}");
+    assert!(err.contains("system.toml:8:20") && err.contains("system.toml:22:9"), "the places: {err}");
+    assert!(err.contains("rollout group `canary` is listed twice"), "{err}");
+    assert!(err.contains("host `b` is in rollout group `production`, which `[deploy] order` does not list"), "{err}");
+    assert!(err.contains("host `c` is in rollout group `staging`") && err.contains("add `\"staging\"` to `[deploy] order`"), "{err}");
+}
+
+/// The health gate fails: its error names the host and step, the unhealthy units, the tail of
+/// the provisioner's log and what the units say, fetched over SSH.
+#[test]
+fn a_failed_health_gate_shows_the_log_and_the_unhealthy_units() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir_all(t.join("tmp")).unwrap();
+    let (sys, _key) = vm::fixture(&repo().join("tests/fixtures/boot/web"), t);
+    keygen(&t.join("client"));
+    let port = free_port();
+    let (server, host_pub) = Server::start(t, "web", port, &t.join("client.pub"));
+    std::fs::write(
+        t.join("ssh_config"),
+        format!(
+            "Host 10.0.2.15\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {}\n  IdentitiesOnly yes\n",
+            t.join("client").display()
+        ),
+    )
+    .unwrap();
+    let (_, closure) = closures(t, &sys, "result");
+    // Deployed before: at the closure, with its secret, and a provisioner log; but the units
+    // are not running (no systemd in the stand-in).
+    server.put("/var/lib/kiln/closure", &format!("{}\n", closure["web"]));
+    server.put("/etc/kiln/secrets/hello_token", &token(&sys));
+    server.put("/var/log/kiln/provision.log", "kiln: step: services\nkiln: started hello.service (stand-in log line)\n");
+    let id = identity();
+    let trust = format!("web={}", fingerprint(&host_pub));
+    let out = root_deploy(t, &sys, &["--identity", id.to_str().unwrap(), "--trust-host-key", &trust, "--health-timeout", "2", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let s = summary(&out);
+    let f = &s["failed"][0];
+    assert_eq!(f["step"], "health", "{s}");
+    let msg = f["message"].as_str().unwrap();
+    assert!(msg.contains("not healthy after 2 s") && msg.contains("unit caddy.service"), "{msg}");
+    assert!(f["log_tail"].as_str().unwrap().contains("stand-in log line"), "{s}");
+    assert!(f["details"].as_str().unwrap().contains("--- unit caddy.service"), "{s}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("host `web`, step health")
+            && err.contains("the provisioner's log ends:")
+            && err.contains("the unhealthy services say:"),
+        "{err}"
+    );
+    assert!(!t.join("state/generations").exists());
+    let secret = token(&sys);
+    assert!(!out.stdout.windows(secret.len()).any(|w| w == secret.as_bytes()) && !err.contains(&secret));
+}
+
+/// `kiln rollback` and `--from` go through the same path: the plan names the generation, a
+/// rollback that does not reach its closures exits non-zero and records nothing, one that
+/// does is recorded as a new generation marked `rollback_of`.
+#[test]
+fn rollback_and_from_deploy_recorded_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir_all(t.join("tmp")).unwrap();
+    let (sys, servers) = five_hosts(t, "");
+    let set_all = |c: &BTreeMap<String, String>| {
+        for s in &servers {
+            let name = s.root.file_name().unwrap().to_str().unwrap().to_string();
+            s.put("/var/lib/kiln/closure", &format!("{}\n", c[&name]));
+        }
+    };
+    // Generation 1: build A, every host at it.
+    let (result_a, a) = closures(t, &sys, "result-a");
+    set_all(&a);
+    assert_eq!(root_deploy(t, &sys, &[]).status.code(), Some(0));
+    // Generation 2: build B (another admin changes every closure), every host at it.
+    std::fs::write(
+        sys.join("admins.toml"),
+        format!("[admins.ops]\nkeys = [\"{}\"]\n", std::fs::read_to_string(t.join("client.pub")).unwrap().trim()),
+    )
+    .unwrap();
+    let f = sys.join("system.toml");
+    std::fs::write(&f, format!("imports = [\"admins.toml\"]\n{}", std::fs::read_to_string(&f).unwrap())).unwrap();
+    let (_, b) = closures(t, &sys, "result-b");
+    assert_ne!(a["a"], b["a"]);
+    set_all(&b);
+    let out = root_deploy(t, &sys, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(summary(&out)["generation"], 2);
+
+    let rollback = |extra: &[&str]| {
+        let mut cmd = kiln();
+        cmd.arg("--modules").arg(modules()).arg("rollback").args(extra).arg("--system").arg(&sys);
+        cmd.arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state")).arg("--ssh-config").arg(t.join("ssh_config"));
+        cmd.args(["--ssh-user", "root"]).env("TMPDIR", t.join("tmp"));
+        run(&mut cmd)
+    };
+    // Back to generation 1: the plan uploads generation 1's closures; the canary's provisioner
+    // fails (stand-in): exit 3, nothing recorded.
+    let out = rollback(&["--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let plan = events(&out).into_iter().find_map(|e| e.get("plan").cloned()).unwrap();
+    assert_eq!(plan["rollback_of"], 1);
+    assert_eq!(plan["waves"][0]["hosts"][0]["closure"], a["a"].as_str());
+    assert_eq!(plan["waves"][0]["hosts"][0]["upload"], true);
+    assert_eq!(summary(&out)["untouched"], serde_json::json!(["b", "c", "d", "e"]));
+    assert_eq!(kiln::generations::list(&t.join("state")).unwrap().len(), 2);
+    // Every host at generation 1's closures (standing in for the provisioner): the rollback
+    // completes, exit 0, recorded as generation 3 marked as a rollback of 1.
+    set_all(&a);
+    let out = rollback(&["1", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(summary(&out)["generation"], 3);
+    let gens = kiln::generations::list(&t.join("state")).unwrap();
+    assert_eq!(gens[2].rollback_of, Some(1));
+    assert_eq!(gens[2].hash, gens[0].hash);
+    assert_eq!(gens[2].hosts, a);
+    let recorded = std::fs::read_to_string(t.join("state/generations/3.json")).unwrap();
+    assert!(recorded.contains("\"rollback_of\": 1"), "{recorded}");
+    assert!(rollback(&["7"]).status.code() == Some(2) && text(&rollback(&["7"]).stderr).contains("no generation 7"));
+
+    // --from a result: build B deployed without building; the source is now A's plus the
+    // admin, so it matches B.
+    set_all(&b);
+    let out = root_deploy(t, &sys, &["--from", result_a.to_str().unwrap(), "--json"]);
+    // A's build lacks the admin but has the same hosts and services: deployable; the hosts
+    // are at B, so it would change them: here with --json and no --yes, refused (exit 4).
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let out = root_deploy(t, &sys, &["--from", t.join("result-b").to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(summary(&out)["generation"], 4);
+    assert_eq!(kiln::generations::list(&t.join("state")).unwrap()[3].hosts, b);
+    // A build of another system is refused, naming both.
+    let other = t.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("system.toml"), "[system]\nname = \"other\"\n\n[providers.own]\nkind = \"existing\"\n\n[hosts.x]\nprovider = \"own\"\nimage = \"debian-12\"\npublic = true\naddress = \"192.0.2.99\"\n").unwrap();
+    let link = build_with_modules(&modules(), &other, &t.join("store"), &t.join("result-other"));
+    let out = root_deploy(t, &sys, &["--from", link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is a build of system `other`, not of `five`"), "{}", text(&out.stderr));
+}
+
 // --- the real thing: a lab VM as an existing server ----------------------------------------
 
 /// The bare server: the base image with an admin (`kiln`, passwordless sudo, the test's key)
@@ -385,7 +774,7 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
 
     // First deploy, the key vouched for by its fingerprint.
     let trust = format!("web={}", fingerprint(&host_pub));
-    let out = deploy(t, &sys, &["--identity", id, "--trust-host-key", &trust, "--json"]);
+    let out = deploy(t, &sys, &["--identity", id, "--trust-host-key", &trust, "--json", "--yes"]);
     let s = summary(&out);
     assert_eq!(out.status.code(), Some(0), "first deploy: {s}\n{}", text(&out.stderr));
     assert_eq!(s["deployed"], serde_json::json!(["web"]));
@@ -433,7 +822,7 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
         ),
     )
     .unwrap();
-    let out = deploy(t, &sys, &["--identity", id, "--json"]);
+    let out = deploy(t, &sys, &["--identity", id, "--json", "--yes"]);
     let s = summary(&out);
     assert_eq!(out.status.code(), Some(0), "third deploy: {s}\n{}", text(&out.stderr));
     assert_eq!(s["deployed"], serde_json::json!(["web"]));
@@ -457,6 +846,21 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
     assert_eq!(vm::ssh(&key, machine.ssh, "sudo cat /etc/hello/token"), secret);
     outputs.push(out);
 
+    // `kiln rollback`: back to generation 1 through the same path, the provisioner run for
+    // real; exit 0 only at generation 1's closure, recorded as generation 3 marked as such.
+    let mut cmd = kiln();
+    cmd.arg("--modules").arg(modules()).args(["--identity", id, "rollback", "--yes", "--json", "--system"]).arg(&sys);
+    cmd.arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state")).arg("--ssh-config").arg(t.join("ssh_config"));
+    cmd.env("TMPDIR", t.join("tmp"));
+    let out = run(&mut cmd);
+    let s = summary(&out);
+    assert_eq!(out.status.code(), Some(0), "rollback: {s}\n{}", text(&out.stderr));
+    assert_eq!(s["generation"], 3);
+    assert_eq!(s["rollback_of"], 1);
+    assert_eq!(vm::ssh(&key, machine.ssh, "sudo cat /var/lib/kiln/closure").trim(), closure);
+    assert!(page().contains("hello from kiln") && !page().contains("deployed again"), "the old page again: {}", page());
+    outputs.push(out);
+
     // No secret value on this side: state, store, temp directory, kiln's output.
     let needle = secret.as_bytes();
     for dir in [t.join("state"), t.join("store"), t.join("tmp")] {
@@ -470,7 +874,7 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
     // server): refused, the host and step named, the server untouched.
     let other = keygen(&t.join("impostor"));
     std::fs::write(t.join("state/known_hosts"), format!("web {other}\n")).unwrap();
-    let out = deploy(t, &sys, &["--identity", id]);
+    let out = deploy(t, &sys, &["--identity", id, "--yes"]);
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
     let now = vm::ssh(&key, machine.ssh, "for f in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf \"$f\"; done");
@@ -481,7 +885,7 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
         "{err}\nthe server's keys now:\n{now}\nthe key read before the first deploy: {}",
         fingerprint(&host_pub)
     );
-    assert_eq!(vm::ssh(&key, machine.ssh, "sudo cat /var/lib/kiln/closure").trim(), closure2);
+    assert_eq!(vm::ssh(&key, machine.ssh, "sudo cat /var/lib/kiln/closure").trim(), closure);
     eprintln!("the VM deploy test took {:.0} s", started.elapsed().as_secs_f64());
     drop(machine);
 }
