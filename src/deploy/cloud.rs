@@ -632,6 +632,7 @@ fn probe(settings: &SshSettings, ssh: &Ssh) -> Result<(SshHostKey, Option<String
     // The first value of an option wins: these come before the shared ones.
     for o in [
         "StrictHostKeyChecking=accept-new",
+        "HashKnownHosts=no",
         "PreferredAuthentications=none",
         "HostKeyAlgorithms=ssh-ed25519",
         "ControlMaster=no",
