@@ -671,6 +671,27 @@ pub struct Blueprint {
     pub idp: String,
     pub proxies: Vec<ProxyApp>,
     pub clients: Vec<OidcClient>,
+    /// Social logins declared on the authentik service (`social_logins`): OAuth sources.
+    pub sources: Vec<SocialSource>,
+}
+
+/// An upstream identity provider users may sign in with at authentik (an OAuth source).
+#[derive(Debug, Clone, Serialize)]
+pub struct SocialSource {
+    /// authentik's `provider_type` (`google`, `github`, `entraid`, `apple`, …); also the slug.
+    pub kind: String,
+    pub client_id: String,
+    /// Where the client secret is mounted in the container applying the blueprint (`!File`).
+    pub secret_file: String,
+}
+
+/// The realm kiln declares in one Keycloak service (rendered by `render::keycloak` as the JSON
+/// Keycloak imports with `--import-realm`): named after the service, a confidential client per
+/// service that logs in through it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Realm {
+    pub name: String,
+    pub clients: Vec<OidcClient>,
 }
 
 /// A route behind the embedded outpost's forward auth (single application).

@@ -385,10 +385,22 @@ const SERVICE: &[Key] = &[
     key(
         "login",
         NAME_T,
-        "Sign users in through this identity provider service (module `authentik`, with a route): kiln registers the service there as an OpenID Connect client (an OAuth2 provider and application in the provider's blueprint) and fills the module's `[oidc]` options, the issuer URL and a client id derived from the service's name; bind the module's client-secret slot to a secret, which the provider reads from a file. The module must declare `[oidc]`.",
+        "Sign users in through this identity provider service (module `authentik` or `keycloak`, with a route): kiln registers the service there as an OpenID Connect client (an OAuth2 provider and application in authentik's blueprint; a client in the Keycloak realm it imports, named after the Keycloak service) and fills the module's `[oidc]` options, the issuer URL (and the endpoints, where the module asks for them) and a client id derived from the service's name; bind the module's client-secret slot to a secret, which the provider reads from a file. The module must declare `[oidc]`.",
     )
     .says("no single sign-on wiring")
     .eg("\"authentik\""),
+    key(
+        "social_logins",
+        Ty::Map(NAME, "KIND", &Ty::Table(SOCIAL_LOGIN)),
+        "On an `authentik` service: upstream identity providers users may sign in with (authentik OAuth sources in its blueprint, shown on its login page), by kind: `google`, `github`, `entraid` (Microsoft), `apple`, `discord`, `gitlab`, `facebook`, `twitch`, `slack`, `reddit`, `patreon`, `twitter`, `wechat`. The client secret is a `[secrets]` entry, delivered as a file to the worker applying the blueprint and read there with `!File`.",
+    )
+    .says("no social logins")
+    .eg("{ google = { client_id = \"1234.apps.googleusercontent.com\", client_secret = \"google_client_secret\" } }"),
+];
+
+const SOCIAL_LOGIN: &[Key] = &[
+    key("client_id", STR, "The client id registered at the provider (Apple: `SERVICES_ID;TEAM_ID;KEY_ID`).").req().eg("\"1234.apps.googleusercontent.com\""),
+    key("client_secret", NAME_T, "The `[secrets]` entry holding the client secret (Apple: the ES256 private key, PEM).").req().eg("\"google_client_secret\""),
 ];
 
 const RATE_LIMIT: &[Key] = &[

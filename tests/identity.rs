@@ -41,7 +41,11 @@ fn judge(doc: &Value, dir: &Path) -> Result<(), String> {
     let f = dir.join("blueprint.json");
     std::fs::write(&f, serde_json::to_vec(doc).unwrap()).unwrap();
     let out = run(Command::new(venv("check-jsonschema")).arg("--schemafile").arg(schema()).arg(&f));
-    if out.status.success() { Ok(()) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    }
 }
 
 /// Every blueprint a built system holds: `hosts/HOST/files/WORKER/authentik-blueprint-IDP.yaml`.
@@ -248,7 +252,7 @@ fn check_edited(file: &str, edit: impl Fn(String) -> String) -> (bool, String) {
 fn logins_that_cannot_be_wired_are_reported_at_the_login() {
     // The IdP is not authentik.
     let (ok, err) = check_edited("tools.toml", |s| s.replace("login = \"authentik\"", "login = \"grafana\""));
-    assert!(!ok && err.contains("E0060") && err.contains("`grafana` is not an authentik service"), "{err}");
+    assert!(!ok && err.contains("E0060") && err.contains("`grafana` is not an identity provider kiln registers clients in"), "{err}");
     assert!(err.contains("tools.toml:"), "reported in the file that has `login`: {err}");
     // The IdP has no route: no issuer URL.
     let (ok, err) = check_edited("identity.toml", |s| {
@@ -263,4 +267,145 @@ fn logins_that_cannot_be_wired_are_reported_at_the_login() {
         s.replace("oidc_display_name = \"Authentik\"", "oidc_display_name = \"Authentik\"\noidc_client_id = \"mine\"")
     });
     assert!(!ok && err.contains("is set by `login`"), "{err}");
+}
+
+/// The identity provider a module's service signs in through in [`module_system_with_login`]:
+/// authentik (server, worker, its PostgreSQL) on a second host, or Keycloak, with a route.
+fn idp_block(kind: &str) -> String {
+    let host = "\n[hosts.h2]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = { private = \"10.0.0.3\" }\n\n[services.sso-db]\nmodule = \"postgres\"\nhost = \"h2\"\nsecrets = { password = \"sso_db_password\" }\n";
+    let idp = match kind {
+        "authentik" => "options = { database = \"authentik\", user = \"authentik\" }\n\n[services.sso]\nmodule = \"authentik\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\nsecrets = { database_password = \"sso_db_password\", secret_key = \"sso_secret_key\" }\n\n[services.sso-worker]\nmodule = \"authentik-worker\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\nsecrets = { database_password = \"sso_db_password\", secret_key = \"sso_secret_key\", bootstrap_password = \"sso_bootstrap\" }\n\n[secrets.sso_secret_key]\nfile = \"secrets.sops.yaml\"\n\n[secrets.sso_bootstrap]\nfile = \"secrets.sops.yaml\"\n",
+        _ => "options = { database = \"keycloak\", user = \"keycloak\" }\n\n[services.sso]\nmodule = \"keycloak\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\noptions = { hostname = \"auth.example.com\" }\nsecrets = { database_password = \"sso_db_password\" }\n",
+    };
+    format!(
+        "{host}{idp}\n[secrets.sso_db_password]\nfile = \"secrets.sops.yaml\"\n\n[services.sso-edge]\nmodule = \"caddy\"\nhost = \"h2\"\n\n[routes.\"auth.example.com\"]\nservice = \"sso\"\nendpoint = \"http\"\nedge = \"sso-edge\"\n"
+    )
+}
+
+/// The minimal system of `kiln modules check` around `module` (service `svc`, route
+/// svc.example.com), its service logging in through `sso` with the client-secret slot (and the
+/// slots required with the client id) bound.
+fn module_system_with_login(lib: &kiln::load::Inputs, module: &str, idp: &str) -> String {
+    let m = &lib.modules[module].decl;
+    let oidc = m.oidc.as_ref().unwrap();
+    // Two edges now (the IdP's host has its own): the route names the application's.
+    let text = kiln::module_check::system::system_for(lib, module)
+        .unwrap()
+        .replace("[routes.\"svc.example.com\"]\n", "[routes.\"svc.example.com\"]\nedge = \"edge\"\n");
+    let slots: Vec<&str> = m
+        .secrets
+        .iter()
+        .filter(|s| {
+            s.slot.value == oidc.client_secret.value || s.required_when.as_ref().is_some_and(|r| r.value == oidc.client_id_option.value)
+        })
+        .map(|s| s.slot.value.as_str())
+        .collect();
+    let start = text.find("\n[services.svc]\n").unwrap() + 1;
+    let end = text[start + 1..].find("\n[").map_or(text.len(), |e| start + 1 + e + 1);
+    let mut block = text[start..end].to_string();
+    let binds: String = slots.iter().map(|s| format!("{s} = \"svc_{s}\", ")).collect();
+    block = match block.find("secrets = { ") {
+        Some(i) => format!("{}secrets = {{ {binds}{}", &block[..i], &block[i + "secrets = { ".len()..]),
+        None => format!("{block}secrets = {{ {} }}\n", binds.trim_end_matches([',', ' '])),
+    };
+    block = block.replacen("host = \"h1\"\n", "host = \"h1\"\nlogin = \"sso\"\n", 1);
+    let declared: String = slots.iter().map(|s| format!("\n[secrets.svc_{s}]\nfile = \"secrets.sops.yaml\"\n")).collect();
+    format!("{}{block}{}{declared}{}", &text[..start], &text[end..], idp_block(idp))
+}
+
+/// Every value a compose service hands the application: environment values, command and
+/// entrypoint words, and the config files kiln renders for it.
+fn app_inputs(compose: &Value, result: &Path, host: &str, name: &str) -> String {
+    let svc = service(compose, name);
+    let mut out: Vec<String> = Vec::new();
+    if let Some(env) = svc["environment"].as_object() {
+        out.extend(env.values().filter_map(|v| v.as_str()).map(str::to_string));
+    }
+    for k in ["command", "entrypoint"] {
+        if let Some(words) = svc[k].as_array() {
+            out.extend(words.iter().filter_map(|v| v.as_str()).map(str::to_string));
+        }
+    }
+    let dir = result.join(format!("hosts/{host}/files/{name}"));
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries {
+            out.push(read(&e.unwrap().path()));
+        }
+    }
+    out.join("\n")
+}
+
+#[test]
+fn every_oidc_module_gets_the_issuer_and_a_delivered_client_secret() {
+    let lib = kiln::load::library(&[]).unwrap();
+    let oidc_modules: Vec<&String> = lib.modules.iter().filter(|(_, m)| m.decl.oidc.is_some()).map(|(n, _)| n).collect();
+    // The modules of the seeds whose upstream signs in over OpenID Connect without a paid
+    // edition or a plugin (the others say why not in their descriptions).
+    for expected in ["outline", "vaultwarden", "grafana", "librechat", "leantime", "matrix-synapse", "espocrm"] {
+        assert!(oidc_modules.iter().any(|m| *m == expected), "module `{expected}` declares no [oidc]");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let mut failures = Vec::new();
+    for module in oidc_modules {
+        let m = &lib.modules[module].decl;
+        let oidc = m.oidc.as_ref().unwrap();
+        let dir = tmp.path().join(module);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sys_text = module_system_with_login(&lib, module, "authentik");
+        std::fs::write(dir.join("system.toml"), &sys_text).unwrap();
+        let out = run(kiln().arg("build").arg(&dir).arg("--store").arg(&store).arg("--out-link").arg(dir.join("result")));
+        if !out.status.success() {
+            failures.push(format!("{module}: kiln build fails:\n{sys_text}\n{}", text(&out.stderr)));
+            continue;
+        }
+        let result = dir.join("result");
+        let app = compose(&result.join("hosts/h1/compose.yaml"));
+        let inputs = app_inputs(&app, &result, "h1", "svc");
+        // The provider's issuer (discovery) or its endpoints, on the IdP's route.
+        let expected = if oidc.issuer_option.is_some() {
+            "https://auth.example.com/application/o/svc/".to_string()
+        } else {
+            "https://auth.example.com/application/o/authorize/".to_string()
+        };
+        if !inputs.contains(&expected) {
+            failures.push(format!("{module}: the application is not given {expected}"));
+        }
+        // The client secret: mounted for the application, and read by it from that file or
+        // from the env file the host writes from it.
+        let slot = &oidc.client_secret.value;
+        let secret = format!("svc_{slot}");
+        let env_var = m.container.as_ref().and_then(|c| c.env_secrets.iter().find(|(_, s)| s.value == *slot)).map(|(v, _)| v.value.clone());
+        match (secret_target(service(&app, "svc"), &secret), env_var) {
+            (_, Some(var)) => {
+                if service(&app, "svc")["env_file"].as_array().is_none_or(|f| f.is_empty()) {
+                    failures.push(format!("{module}: {var} comes from an env file, which the service does not read"));
+                }
+            }
+            (Some(target), None) => {
+                if !inputs.contains(&target) {
+                    failures.push(format!("{module}: the client secret is mounted at {target}, which the application is not told"));
+                }
+            }
+            (None, None) => failures.push(format!("{module}: the client secret is not delivered")),
+        }
+        // authentik: the worker gets the same secret and the blueprint registers the client with
+        // the route's redirect URI; authentik's schema accepts the blueprint.
+        let idp = compose(&result.join("hosts/h2/compose.yaml"));
+        if secret_target(service(&idp, "sso-worker"), &secret).is_none() {
+            failures.push(format!("{module}: the worker applying the blueprint does not get the client secret"));
+        }
+        let bp = result.join("hosts/h2/files/sso-worker/authentik-blueprint-sso.yaml");
+        judge(&resolved(&bp, false), tmp.path()).unwrap_or_else(|e| panic!("{module}: authentik's schema rejects the blueprint:\n{e}"));
+        let doc = resolved(&bp, true);
+        let provider = entries(&doc, "authentik_providers_oauth2.oauth2provider");
+        let redirect = format!("https://svc.example.com{}", oidc.redirect_path.value);
+        if provider.len() != 1
+            || provider[0]["attrs"]["client_id"] != "svc"
+            || provider[0]["attrs"]["redirect_uris"][0]["url"] != redirect.as_str()
+        {
+            failures.push(format!("{module}: the blueprint does not register client `svc` with {redirect}: {provider:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_saphyr::Tagged;
 
-use crate::model::{Blueprint, OidcClient, ProxyApp};
+use crate::model::{Blueprint, OidcClient, ProxyApp, SocialSource};
 
 /// The embedded outpost (authentik/outposts/apps.py `MANAGED_OUTPOST`, `MANAGED_OUTPOST_NAME`).
 pub const EMBEDDED_OUTPOST: &str = "goauthentik.io/outposts/embedded";
@@ -29,6 +29,16 @@ const SIGNING_KEY: &str = "authentik Self-signed Certificate";
 /// tokens (Vaultwarden needs it with authentik).
 const SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
 
+/// Default flows for users coming from a source (blueprints/default/
+/// flow-default-source-authentication.yaml, flow-default-source-enrollment.yaml).
+const SOURCE_AUTHENTICATION_FLOW: &str = "default-source-authentication";
+const SOURCE_ENROLLMENT_FLOW: &str = "default-source-enrollment";
+/// The identification stage of the default authentication flow, whose `sources` are the buttons
+/// on the login page, and the blueprint that creates it (blueprints/default/
+/// flow-default-authentication-flow.yaml).
+const IDENTIFICATION_STAGE: &str = "default-authentication-identification";
+const AUTHENTICATION_BLUEPRINT: &str = "Default - Authentication flow";
+
 /// A value in a blueprint: plain data, or a tag authentik resolves.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -36,6 +46,7 @@ enum V {
     Str(String),
     List(Vec<V>),
     Map(BTreeMap<&'static str, V>),
+    Bool(bool),
     Tag(Tagged<Box<V>>),
 }
 
@@ -153,6 +164,66 @@ fn client(c: &OidcClient) -> [Entry; 2] {
     ]
 }
 
+/// The label of a social login's button (authentik's source type `verbose_name`).
+fn source_label(kind: &str) -> String {
+    match kind {
+        "entraid" => "Microsoft".into(),
+        "github" => "GitHub".into(),
+        "gitlab" => "GitLab".into(),
+        "wechat" => "WeChat".into(),
+        other => {
+            let mut c = other.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        }
+    }
+}
+
+/// A social login: an OAuth source of the upstream provider's type (its URLs are the type's
+/// defaults), the consumer secret read from a file, users enrolled through the default source
+/// flows and matched by the provider's identifier only (linking by e-mail would let an upstream
+/// account that claims an address take over the local user holding it).
+fn source(src: &SocialSource) -> Entry {
+    entry(
+        "authentik_sources_oauth.oauthsource",
+        format!("source-{}", src.kind),
+        BTreeMap::from([("slug", s(&src.kind))]),
+        BTreeMap::from([
+            ("name", s(&source_label(&src.kind))),
+            ("slug", s(&src.kind)),
+            ("enabled", V::Bool(true)),
+            ("provider_type", s(&src.kind)),
+            ("consumer_key", s(&src.client_id)),
+            ("consumer_secret", tag("File", s(&src.secret_file))),
+            ("authentication_flow", flow(SOURCE_AUTHENTICATION_FLOW)),
+            ("enrollment_flow", flow(SOURCE_ENROLLMENT_FLOW)),
+            ("user_matching_mode", s("identifier")),
+        ]),
+    )
+}
+
+/// The default login page shows exactly the sources kiln declares (the identification stage's
+/// `sources`, replaced on every apply), after the default flow's blueprint has made the stage.
+fn login_page(sources: &[SocialSource]) -> [Entry; 2] {
+    [
+        Entry {
+            model: "authentik_blueprints.metaapplyblueprint",
+            id: "default-authentication-flow".into(),
+            state: "present",
+            identifiers: BTreeMap::new(),
+            attrs: BTreeMap::from([
+                ("identifiers", V::Map(BTreeMap::from([("name", s(AUTHENTICATION_BLUEPRINT))]))),
+                ("required", V::Bool(false)),
+            ]),
+        },
+        entry(
+            "authentik_stages_identification.identificationstage",
+            "identification".into(),
+            BTreeMap::from([("name", s(IDENTIFICATION_STAGE))]),
+            BTreeMap::from([("sources", V::List(sources.iter().map(|x| key_of(&format!("source-{}", x.kind))).collect()))]),
+        ),
+    ]
+}
+
 /// The embedded outpost serves exactly the forward-auth providers kiln declares (the list
 /// replaces the one set in the admin interface, on every apply).
 fn outpost(proxies: &[ProxyApp]) -> Entry {
@@ -177,13 +248,21 @@ pub fn blueprint(bp: &Blueprint) -> String {
     if !proxies.is_empty() {
         entries.push(outpost(&proxies));
     }
+    let mut sources = bp.sources.clone();
+    sources.sort_by(|a, b| a.kind.cmp(&b.kind));
+    if !sources.is_empty() {
+        let [apply_default, stage] = login_page(&sources);
+        entries.push(apply_default);
+        entries.extend(sources.iter().map(source));
+        entries.push(stage);
+    }
     let doc = Document {
         version: 1,
         metadata: Metadata {
             name: format!("kiln: {}", bp.idp),
             labels: BTreeMap::from([(
                 "blueprints.goauthentik.io/description",
-                "Providers and applications declared by kiln for this system's routes and logins".to_string(),
+                "Providers, applications and sources declared by kiln for this system's routes, logins and social logins".to_string(),
             )]),
         },
         entries,
@@ -206,10 +285,17 @@ mod tests {
                 redirect_uris: vec!["https://wiki.example.com/cb".into()],
                 secret_file: "/run/secrets/kiln-oidc/wiki".into(),
             }],
+            sources: vec![SocialSource {
+                kind: "github".into(),
+                client_id: "Iv1.x".into(),
+                secret_file: "/run/secrets/kiln-social/github".into(),
+            }],
         };
         let y = blueprint(&bp);
         assert!(y.contains("provider: !KeyOf provider-kiln-a-example-com"), "{y}");
         assert!(y.contains("client_secret: !File /run/secrets/kiln-oidc/wiki"), "{y}");
         assert!(y.contains("!Find"), "{y}");
+        assert!(y.contains("consumer_secret: !File /run/secrets/kiln-social/github"), "{y}");
+        assert!(y.contains("- !KeyOf source-github"), "{y}");
     }
 }

@@ -258,6 +258,20 @@ pub struct ServiceDecl {
     /// `login = "IDP"`: the service signs users in through this identity provider service
     /// (its module declares `[oidc]`; kiln registers it with the provider).
     pub login: Option<Sp<String>>,
+    /// `[services.IDP.social_logins.KIND]`: upstream identity providers users may sign in with
+    /// at this identity provider (authentik OAuth sources), each with its client id and the
+    /// `[secrets]` entry holding its client secret.
+    pub social_logins: Vec<SocialLoginDecl>,
+}
+
+/// One social login of an identity provider service (`social_logins.KIND`).
+#[derive(Debug)]
+pub struct SocialLoginDecl {
+    /// The upstream provider's kind (`google`, `github`, `entraid`, `apple`, …).
+    pub kind: Sp<String>,
+    pub client_id: Option<Sp<String>>,
+    /// The `[secrets]` entry holding the client secret (Apple: the private key).
+    pub client_secret: Option<Sp<String>>,
 }
 
 #[derive(Debug)]
@@ -511,6 +525,15 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             version: t.str("version"),
             image: t.str("image"),
             login: t.str("login"),
+            social_logins: t.named("social_logins", |kind, mut st| {
+                let d = SocialLoginDecl {
+                    kind,
+                    client_id: st.req_str("client_id", "\"1234.apps.googleusercontent.com\""),
+                    client_secret: st.req_str("client_secret", "\"google_client_secret\""),
+                };
+                st.finish();
+                Some(d)
+            }),
             span: t.span,
             module: t.req_str("module", "\"postgres\""),
             host: t.req_str("host", "\"db\""),

@@ -25,6 +25,8 @@ PK = {
     "authentik_outposts.outpost": UUID,
     "authentik_providers_proxy.proxyprovider": 1,
     "authentik_providers_oauth2.oauth2provider": 1,
+    "authentik_sources_oauth.oauthsource": UUID,
+    "authentik_stages_identification.identificationstage": UUID,
 }
 
 

@@ -84,10 +84,14 @@ pub struct ModuleDecl {
 /// slot the client secret, and the path the provider redirects back to on the app's route.
 #[derive(Debug, Clone)]
 pub struct OidcDecl {
-    pub issuer_option: Sp<String>,
+    /// The option taking the issuer URL (discovery); absent when the module takes the endpoints.
+    pub issuer_option: Option<Sp<String>>,
     pub client_id_option: Sp<String>,
     pub client_secret: Sp<String>,
     pub redirect_path: Sp<String>,
+    /// Options taking the provider's endpoints, for applications without discovery (Grafana):
+    /// authorization, token, userinfo and JWKS URLs, in that order; each optional.
+    pub endpoint_options: [Option<Sp<String>>; 4],
 }
 
 #[derive(Debug, Clone)]
