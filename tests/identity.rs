@@ -41,11 +41,7 @@ fn judge(doc: &Value, dir: &Path) -> Result<(), String> {
     let f = dir.join("blueprint.json");
     std::fs::write(&f, serde_json::to_vec(doc).unwrap()).unwrap();
     let out = run(Command::new(venv("check-jsonschema")).arg("--schemafile").arg(schema()).arg(&f));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
-    }
+    if out.status.success() { Ok(()) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
 }
 
 /// Every blueprint a built system holds: `hosts/HOST/files/WORKER/authentik-blueprint-IDP.yaml`.
@@ -274,8 +270,12 @@ fn logins_that_cannot_be_wired_are_reported_at_the_login() {
 fn idp_block(kind: &str) -> String {
     let host = "\n[hosts.h2]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = { private = \"10.0.0.3\" }\n\n[services.sso-db]\nmodule = \"postgres\"\nhost = \"h2\"\nsecrets = { password = \"sso_db_password\" }\n";
     let idp = match kind {
-        "authentik" => "options = { database = \"authentik\", user = \"authentik\" }\n\n[services.sso]\nmodule = \"authentik\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\nsecrets = { database_password = \"sso_db_password\", secret_key = \"sso_secret_key\" }\n\n[services.sso-worker]\nmodule = \"authentik-worker\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\nsecrets = { database_password = \"sso_db_password\", secret_key = \"sso_secret_key\", bootstrap_password = \"sso_bootstrap\" }\n\n[secrets.sso_secret_key]\nfile = \"secrets.sops.yaml\"\n\n[secrets.sso_bootstrap]\nfile = \"secrets.sops.yaml\"\n",
-        _ => "options = { database = \"keycloak\", user = \"keycloak\" }\n\n[services.sso]\nmodule = \"keycloak\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\noptions = { hostname = \"auth.example.com\" }\nsecrets = { database_password = \"sso_db_password\" }\n",
+        "authentik" => {
+            "options = { database = \"authentik\", user = \"authentik\" }\n\n[services.sso]\nmodule = \"authentik\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\nsecrets = { database_password = \"sso_db_password\", secret_key = \"sso_secret_key\" }\n\n[services.sso-worker]\nmodule = \"authentik-worker\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\nsecrets = { database_password = \"sso_db_password\", secret_key = \"sso_secret_key\", bootstrap_password = \"sso_bootstrap\" }\n\n[secrets.sso_secret_key]\nfile = \"secrets.sops.yaml\"\n\n[secrets.sso_bootstrap]\nfile = \"secrets.sops.yaml\"\n"
+        }
+        _ => {
+            "options = { database = \"keycloak\", user = \"keycloak\" }\n\n[services.sso]\nmodule = \"keycloak\"\nhost = \"h2\"\nconnects = [\"sso-db\"]\noptions = { hostname = \"auth.example.com\" }\nsecrets = { database_password = \"sso_db_password\" }\n"
+        }
     };
     format!(
         "{host}{idp}\n[secrets.sso_db_password]\nfile = \"secrets.sops.yaml\"\n\n[services.sso-edge]\nmodule = \"caddy\"\nhost = \"h2\"\n\n[routes.\"auth.example.com\"]\nservice = \"sso\"\nendpoint = \"http\"\nedge = \"sso-edge\"\n"
@@ -408,4 +408,96 @@ fn every_oidc_module_gets_the_issuer_and_a_delivered_client_secret() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The realm file against the stand-in for a schema (tests/keycloak/representation-fields.json:
+/// the fields and types of Keycloak's RealmRepresentation and ClientRepresentation, read from
+/// upstream's source): every key a known field, every value of its field's type.
+fn check_realm(realm: &Value) -> Result<(), String> {
+    let fields: Value = serde_json::from_str(&read(&repo().join("tests/keycloak/representation-fields.json"))).unwrap();
+    let type_of = |v: &Value| match v {
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        _ => "other",
+    };
+    let check = |obj: &Value, rep: &str| -> Result<(), String> {
+        for (k, v) in obj.as_object().ok_or(format!("{rep} is not an object"))? {
+            let want = fields[rep][k].as_str().ok_or(format!("`{k}` is not a field of {rep}"))?;
+            if type_of(v) != want {
+                return Err(format!("{rep}.{k} is a {}, not a {want}", type_of(v)));
+            }
+            if let Some(allowed) = fields["enums"][k].as_array()
+                && !allowed.contains(v)
+            {
+                return Err(format!("{rep}.{k} = {v} is not one of {allowed:?}"));
+            }
+        }
+        Ok(())
+    };
+    check(realm, "RealmRepresentation")?;
+    for c in realm["clients"].as_array().ok_or("no clients")? {
+        check(c, "ClientRepresentation")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn keycloak_imports_a_realm_with_a_client_per_login_and_its_entrypoint_exports_the_secret() {
+    let lib = kiln::load::library(&[]).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sys");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("system.toml"), module_system_with_login(&lib, "outline", "keycloak")).unwrap();
+    let result = build(&dir, &tmp.path().join("store"), &tmp.path().join("result"));
+
+    // Outline: the realm's issuer, named after the Keycloak service.
+    let app = compose(&result.join("hosts/h1/compose.yaml"));
+    assert_eq!(service(&app, "svc")["environment"]["OIDC_ISSUER_URL"], "https://auth.example.com/realms/sso");
+
+    // Keycloak: the realm file in its import directory, the client secret where the entrypoint
+    // reads it.
+    let idp = compose(&result.join("hosts/h2/compose.yaml"));
+    let kc = service(&idp, "sso");
+    assert!(
+        kc["volumes"].as_array().unwrap().iter().any(|v| v["target"] == "/opt/keycloak/data/import/kiln-sso.json"),
+        "the realm is mounted where --import-realm reads: {}",
+        kc["volumes"]
+    );
+    assert_eq!(secret_target(kc, "svc_oidc_client_secret").as_deref(), Some("/run/secrets/kiln-oidc/svc"));
+    let realm: Value = serde_json::from_str(&read(&result.join("hosts/h2/files/sso/keycloak-realm-sso.json"))).unwrap();
+    check_realm(&realm).unwrap();
+    assert_eq!(realm["realm"], "sso");
+    let client = &realm["clients"][0];
+    assert_eq!(client["clientId"], "svc");
+    assert_eq!(client["publicClient"], false);
+    assert_eq!(client["redirectUris"][0], "https://svc.example.com/auth/oidc.callback");
+    assert_eq!(client["secret"], "${KILN_OIDC_SVC}");
+    // The judge can fail: an unknown field, a mistyped one.
+    let mut bad = realm.clone();
+    bad["clients"][0]["redirectUri"] = "https://x".into();
+    assert!(check_realm(&bad).is_err());
+    bad = realm.clone();
+    bad["clients"][0]["publicClient"] = "false".into();
+    assert!(check_realm(&bad).is_err());
+
+    // The entrypoint, run by bash with the secrets under a temporary directory and `env` in
+    // place of Keycloak: the placeholder's variable holds the delivered secret's value.
+    let words: Vec<&str> = kc["entrypoint"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(&words[..2], ["/bin/bash", "-c"]);
+    let secrets = tmp.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("kiln-oidc")).unwrap();
+    std::fs::write(secrets.join("keycloak_db_password"), "db-pass\n").unwrap();
+    std::fs::write(secrets.join("kiln-oidc/svc"), "client-secret-value\n").unwrap();
+    // `docker-compose config` keeps Compose's `$$` escapes; the container gets `$`.
+    let script = words[2]
+        .replace("$$", "$")
+        .replace("/run/secrets/", &format!("{}/", secrets.display()))
+        .replace("exec /opt/keycloak/bin/kc.sh start --import-realm", "exec env");
+    assert!(words[2].contains("exec /opt/keycloak/bin/kc.sh start --import-realm"), "the entrypoint starts Keycloak with --import-realm");
+    let out = run(Command::new("bash").arg("-c").arg(&script));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).lines().any(|l| l == "KILN_OIDC_SVC=client-secret-value"), "{}", text(&out.stdout));
 }
