@@ -5,7 +5,7 @@
 use super::strings::parse_url_path;
 use super::{OidcDecl, OptType, OptionDecl, SecretSlotDecl};
 use crate::diag::Diagnostic;
-use crate::syntax::decode::{typed, Sink, Sp, TableReader};
+use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 
 /// The optional keys naming options that take the provider's endpoints (for applications that
 /// do not read the issuer's discovery document), in `OidcDecl::endpoint_options` order.
