@@ -60,7 +60,7 @@ feature = "pgbouncer"
 module = "pgbouncer"
 host = "{instance}"
 connects = ["db-{instance}"]
-secrets = { userlist = "db" }
+secrets = { password = "db" }
 
 [templates.node.services."cache-{instance}"]
 module = "valkey"

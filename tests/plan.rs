@@ -46,10 +46,10 @@ const EDITS: &[Edit] = &[
         create: &[],
         replace: &["app"],
     },
-    // a secret reference: PgBouncer's userlist from another secret
+    // a secret reference: PostgreSQL's superuser password from another secret
     Edit {
         name: "secret",
-        changes: &[("services.toml", "userlist = \"pgbouncer_userlist\"", "userlist = \"app_db_password\"")],
+        changes: &[("services.toml", "password = \"postgres_admin_password\"", "password = \"app_db_password\"")],
         create: &[],
         replace: &["db"],
     },
@@ -141,7 +141,7 @@ fn each_edit_plans_its_hosts_and_exit_codes_follow_detailed_exitcode() {
                 assert_eq!(names(&plan["dns"]["added"]), set(&["status.example.com → edge (cloudflare zone example.com)"]));
             }
             "secret" => {
-                assert_eq!(names(&plan["secrets"]["removed"]), set(&["pgbouncer_userlist"]), "{plan:#}");
+                assert_eq!(names(&plan["secrets"]["removed"]), set(&["postgres_admin_password"]), "{plan:#}");
                 assert!(plan["secrets"]["added"].as_array().unwrap().is_empty());
             }
             "waiver" => assert_eq!(names(&plan["waivers"]["added"]), set(&["unpinned-image for service app"])),
