@@ -501,3 +501,80 @@ fn keycloak_imports_a_realm_with_a_client_per_login_and_its_entrypoint_exports_t
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).lines().any(|l| l == "KILN_OIDC_SVC=client-secret-value"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn five_vps_saas_brokers_four_social_logins_through_authentik() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = repo().join("flake-free-examples/five-vps-saas");
+    let key = repo().join("tests/fixtures/keys/examples.agekey");
+    let store = tmp.path().join("store");
+    let result = tmp.path().join("result");
+    let out = run(kiln().arg("--identity").arg(&key).arg("build").arg(&ex).arg("--store").arg(&store).arg("--out-link").arg(&result));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bp = result.join("hosts/identity/files/authentik-worker/authentik-blueprint-authentik.yaml");
+    // authentik's schema accepts it (with the sources and the identification stage).
+    judge(&resolved(&bp, false), tmp.path()).unwrap_or_else(|e| panic!("authentik's schema rejects the blueprint:\n{e}"));
+    let doc = resolved(&bp, true);
+    let sources = entries(&doc, "authentik_sources_oauth.oauthsource");
+    let kinds: Vec<&str> = sources.iter().map(|s| s["attrs"]["provider_type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["apple", "entraid", "github", "google"]);
+    // Each consumer secret is read with `!File` from a file the worker is given.
+    let worker = service(&compose(&result.join("hosts/identity/compose.yaml")), "authentik-worker").clone();
+    let raw = read(&bp);
+    for (kind, secret) in [
+        ("google", "google_client_secret"),
+        ("github", "github_client_secret"),
+        ("entraid", "microsoft_client_secret"),
+        ("apple", "apple_private_key"),
+    ] {
+        let target = secret_target(&worker, secret).unwrap_or_else(|| panic!("the worker does not get {secret}"));
+        assert_eq!(target, format!("/run/secrets/kiln-social/{kind}"));
+        assert!(raw.contains(&format!("consumer_secret: !File {target}")), "{kind}: the source reads the delivered file");
+    }
+    // The login page shows them: the default identification stage names every source.
+    let stage = entries(&doc, "authentik_stages_identification.identificationstage");
+    assert_eq!(stage.len(), 1);
+    assert_eq!(stage[0]["identifiers"]["name"], "default-authentication-identification");
+    let shown: Vec<&str> = stage[0]["attrs"]["sources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(shown, ["KeyOf:source-apple", "KeyOf:source-entraid", "KeyOf:source-github", "KeyOf:source-google"]);
+    // No secret's value (decrypted with the examples' test key) is in any store file.
+    let text_key = read(&key);
+    let ids = kiln::sops::load_identities(&text_key).unwrap();
+    let opts = kiln::pipeline::Options { identity: Some(text_key.clone()), ..Default::default() };
+    let c = match kiln::pipeline::compile(&ex, &opts).unwrap() {
+        kiln::pipeline::Outcome::Ok(c) => c,
+        kiln::pipeline::Outcome::Failed(f) => panic!("{:?}", f.diagnostics),
+    };
+    let names: std::collections::BTreeSet<String> =
+        ["google_client_secret", "github_client_secret", "microsoft_client_secret", "apple_private_key"].map(String::from).into();
+    let values = kiln::secrets::values(&ex, &c.system, &names, &ids).unwrap();
+    for (name, value) in &values {
+        assert!(value.len() >= 8, "the test secret {name} is long enough to search for");
+        for (path, bytes, _) in files(&store) {
+            assert!(!bytes.windows(value.len()).any(|w| w == value.as_slice()), "{name}'s value is in {path}");
+        }
+    }
+}
+
+#[test]
+fn social_logins_that_cannot_be_wired_are_reported() {
+    // A kind authentik has no source type for.
+    let (ok, err) = check_edited("identity.toml", |s| {
+        s.replace(
+            "[services.authentik]\n",
+            "[services.authentik]\nsocial_logins = { gogle = { client_id = \"x\", client_secret = \"authentik_secret_key\" } }\n",
+        )
+    });
+    assert!(
+        !ok && err.contains("E0060") && err.contains("no social login of kind `gogle`") && err.contains("did you mean `google`?"),
+        "{err}"
+    );
+    // A secret that is not declared.
+    let (ok, err) = check_edited("identity.toml", |s| {
+        s.replace(
+            "[services.authentik]\n",
+            "[services.authentik]\nsocial_logins = { github = { client_id = \"x\", client_secret = \"nope\" } }\n",
+        )
+    });
+    assert!(!ok && err.contains("unknown secret `nope`"), "{err}");
+}
