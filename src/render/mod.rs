@@ -2,7 +2,6 @@
 
 pub mod alerts;
 pub mod authentik;
-pub mod keycloak;
 pub mod backup;
 pub mod backup_auth;
 pub mod bundle;
