@@ -610,12 +610,27 @@ fn enrol(r: &Request<'_>, settings: &SshSettings, ssh: &Ssh, server: &Server, to
     super::known_hosts::pin(&settings.known_hosts, name, &key).map_err(|e| fail(name, Step::Connect, e))?;
     write_private(&record, server.id.as_bytes()).map_err(io)?;
     p.emit(name, Step::Connect, State::Waiting, format!("host key {} proven by enrolment and pinned", key.fingerprint()));
-    let out =
-        ssh.run(&retire_script(), b"", r.timeouts.connect).map_err(|e| fail(name, Step::Connect, format!("unreachable over SSH: {e}")))?;
-    if !out.ok() {
-        return Err(fail(name, Step::Connect, format!("cannot run commands as root: {}", out.stderr_tail(3))));
+    // The admin's account may not be there yet (cloud-init is still running): a refused login
+    // is waited out, with the key already pinned and checked strictly.
+    loop {
+        match ssh.run(&retire_script(), b"", r.timeouts.connect) {
+            Ok(out) if out.ok() => return Ok(()),
+            Ok(out) => return Err(fail(name, Step::Connect, format!("cannot run commands as root: {}", out.stderr_tail(3)))),
+            Err(e) if start.elapsed() < r.boot_timeout && !host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => {
+                if last_note.elapsed() >= r.timeouts.note_every {
+                    last_note = Instant::now();
+                    p.emit(
+                        name,
+                        Step::Connect,
+                        State::Waiting,
+                        format!("{} s: not logged in yet: {}", start.elapsed().as_secs(), host::tail(&e, 1)),
+                    );
+                }
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            Err(e) => return Err(fail(name, Step::Connect, format!("unreachable over SSH after its key was pinned: {e}"))),
+        }
     }
-    Ok(())
 }
 
 /// One connection offering no credential: the key the server proved it holds (recorded by
