@@ -107,3 +107,71 @@ fn ollama_pulls_the_models_librechat_defaults_to() {
     let failed = run(Command::new("dash").arg(&broken_job).env("PATH", &path));
     assert!(!failed.status.success(), "a failed pull fails the job");
 }
+
+/// Maidan audit (Nextcloud cron "without the runtime environment") and Post-X audit (cron "on
+/// the wrong networks, before its dependencies"): upstream's separate cron container had none of
+/// the Nextcloud service's environment (REDIS_HOST, database, OVERWRITE*) and was not on its
+/// networks. Now cron.php runs every five minutes inside the running Nextcloud container, as
+/// www-data, so it has that container's environment, networks and volume by construction. For
+/// every Nextcloud of both seeds: the job's timer fires every five minutes, the job script (run
+/// by dash with a stand-in `docker` that records its arguments) execs `docker compose exec` into
+/// that very service, the real `docker compose config` shows that service with its Redis and
+/// database settings, and no other container runs cron.php or upstream's /cron.sh.
+#[test]
+fn nextcloud_cron_runs_inside_the_running_nextcloud_container() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let args_file = tmp.path().join("args");
+    std::fs::write(
+        bin.join("docker"),
+        format!("#!/bin/sh\n# stand-in for docker: records its arguments, one a line\nprintf '%s\\n' \"$@\" > '{}'\n", args_file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("docker"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut seen = 0;
+    for example in ["maidan-cloud", "postx-hetzner"] {
+        let out = build(&repo().join("flake-free-examples").join(example), &tmp.path().join("store"), &tmp.path().join(example));
+        let model: serde_json::Value = serde_json::from_str(&read(&out.join("model.json"))).unwrap();
+        for (name, svc) in model["services"].as_object().unwrap() {
+            if svc["module"] != "nextcloud" {
+                continue;
+            }
+            seen += 1;
+            let host = out.join("hosts").join(svc["host"].as_str().unwrap());
+            let timer = read(&host.join(format!("jobs/kiln-job-{name}-cron.timer")));
+            assert!(timer.contains("OnCalendar=*:0/5"), "{example} {name}: {timer}");
+            let job = host.join(format!("jobs/kiln-job-{name}-cron.sh"));
+            let ran = run(Command::new("dash").arg(&job).env("PATH", format!("{}:/usr/bin:/bin", bin.display())));
+            assert!(ran.status.success(), "{example} {name}: {}", text(&ran.stderr));
+            let args: Vec<String> = read(&args_file).lines().map(str::to_string).collect();
+            assert_eq!(
+                args,
+                [
+                    "compose",
+                    "--file",
+                    "/opt/kiln/compose.yaml",
+                    "exec",
+                    "-T",
+                    "--user",
+                    "www-data",
+                    name,
+                    "php",
+                    "-f",
+                    "/var/www/html/cron.php"
+                ],
+                "{example} {name}"
+            );
+            let compose = compose_config(&host.join("compose.yaml"));
+            let env = &compose["services"][name.as_str()]["environment"];
+            for var in ["REDIS_HOST", "POSTGRES_HOST", "POSTGRES_DB"] {
+                assert!(env[var].as_str().is_some_and(|v| !v.is_empty()), "{example} {name}: {var} in {env}");
+            }
+            for (other, s) in compose["services"].as_object().unwrap() {
+                let argv = format!("{} {}", s["entrypoint"], s["command"]);
+                assert!(!argv.contains("cron.php") && !argv.contains("/cron.sh"), "{example}: {other} runs cron: {argv}");
+            }
+        }
+    }
+    assert!(seen >= 4, "Nextcloud services checked: {seen}");
+}
