@@ -279,18 +279,6 @@ fn missing_or_wrong_identity_is_refused_naming_host_and_step() {
     let err = text(&out.stderr);
     assert!(err.contains("secrets.sops.yaml") && err.contains("no identity matches"), "{err}");
     assert!(!t.join("store").exists() && !t.join("state").exists(), "nothing written");
-
-    // Cloud hosts are not deployed by this path yet: said so, nothing done.
-    let cloud = t.join("cloud");
-    std::fs::create_dir_all(&cloud).unwrap();
-    std::fs::write(
-        cloud.join("system.toml"),
-        "[system]\nname = \"c\"\n\n[providers.h]\nkind = \"hetzner\"\n\n[hosts.a]\nprovider = \"h\"\nimage = \"debian-12\"\npublic = true\n",
-    )
-    .unwrap();
-    let out = deploy(t, &cloud, &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("reaches only existing hosts"), "{}", text(&out.stderr));
 }
 
 /// A fresh age identity (not the fixtures' key), from age's own `age-keygen`.
@@ -339,7 +327,7 @@ fn the_provisioner_waits_for_its_secrets() {
 // a provisioner run to completion (the VM test below does that).
 
 struct Server {
-    _sshd: std::process::Child,
+    sshd: std::process::Child,
     /// Where its /etc, /var and /opt writes land (`ROOT/etc/u/…`).
     root: PathBuf,
 }
@@ -378,14 +366,16 @@ mount --bind \"$2/passwd\" /etc/passwd; mount --bind \"$2/apt-get\" /usr/bin/apt
         let mut cmd = Command::new("unshare");
         cmd.args(["-m", "--propagation", "private", "sh", "-c", script]).arg(sshd_binary()).arg(&config).arg(&root);
         cmd.stderr(std::fs::File::create(root.join("sshd.log")).unwrap());
-        let child = cmd.spawn().expect("start sshd");
+        let server = Server { sshd: cmd.spawn().expect("start sshd"), root };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (Server { _sshd: child, root }, host_pub);
+                return (server, host_pub);
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("sshd did not listen: {}", std::fs::read_to_string(root.join("sshd.log")).unwrap_or_default());
+        let log = std::fs::read_to_string(server.root.join("sshd.log")).unwrap_or_default();
+        drop(server);
+        panic!("sshd did not listen: {log}");
     }
 
     /// A file as the server sees it (its overlay's upper layer: what was written there).
@@ -398,7 +388,7 @@ mount --bind \"$2/passwd\" /etc/passwd; mount --bind \"$2/apt-get\" /usr/bin/apt
     /// deploy left there; the overlay's upper layer must not be written behind its back).
     fn put(&self, path: &str, content: &str) {
         let mut child = Command::new("nsenter")
-            .args(["-t", &self._sshd.id().to_string(), "-m", "sh", "-c", "mkdir -p \"${1%/*}\" && cat >\"$1\"", "sh", path])
+            .args(["-t", &self.sshd.id().to_string(), "-m", "sh", "-c", "mkdir -p \"${1%/*}\" && cat >\"$1\"", "sh", path])
             .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -409,8 +399,8 @@ mount --bind \"$2/passwd\" /etc/passwd; mount --bind \"$2/apt-get\" /usr/bin/apt
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self._sshd.kill();
-        let _ = self._sshd.wait();
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
     }
 }
 
@@ -523,6 +513,9 @@ fn waves_follow_the_order_the_plan_is_confirmed_and_a_failing_canary_stops_the_r
     assert_eq!(s["skipped"], serde_json::json!(["a", "b", "c", "d", "e"]));
     assert_eq!(s["generation"], 1);
     eprintln!("an unchanged deploy of five hosts took {took:.2} s");
+    for e in events(&out) {
+        eprintln!("{e}");
+    }
     assert!(took < 10.0, "an unchanged deploy of five hosts took {took:.1} s");
 
     // --group: one group only, no generation recorded.

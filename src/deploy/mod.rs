@@ -545,6 +545,10 @@ fn provision(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progre
 
 /// Waits until every container is healthy and every native unit active.
 pub fn health(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<(), Failure> {
+    if plan.containers.is_empty() && plan.units.is_empty() {
+        p.emit(&plan.name, Step::Health, State::Skipped, "no containers or units on this host");
+        return Ok(());
+    }
     p.emit(&plan.name, Step::Health, State::Started, format!("{} containers, {} units", plan.containers.len(), plan.units.len()));
     let script = health_script(l, &plan.containers, &plan.units);
     let start = Instant::now();
@@ -645,6 +649,12 @@ impl HostAction {
 /// Reads what the host holds (the connect step's last part). Changes nothing.
 pub fn probe(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progress) -> Result<Probe, Failure> {
     let out = run_step(h, plan, Step::Connect, &probe_script(l), b"", t.connect)?;
+    read_probe(plan, &out, p)
+}
+
+/// The [`Probe`] from the output of [`probe_script`] (run by the caller, for instance as the
+/// first command over a new connection).
+pub fn read_probe(plan: &HostPlan, out: &host::Output, p: &Progress) -> Result<Probe, Failure> {
     if !out.ok() {
         return Err(fail(&plan.name, Step::Connect, format!("cannot read the host's state: {}", out.stderr_tail(5))));
     }

@@ -29,6 +29,8 @@ use crate::cli::ui::{Ui, io_error, usage_error};
 const EXIT_FAILED: u8 = 3;
 /// The plan was not confirmed: no terminal to ask on and no `--yes`, or the answer was no.
 const EXIT_NOT_CONFIRMED: u8 = 4;
+/// How many hosts are reached and read at once before the plan.
+const READ_PARALLEL: usize = 16;
 
 /// What a rollout deploys.
 pub(crate) enum What<'a> {
@@ -288,7 +290,8 @@ fn run(
     let reading = Progress::new(mode, selected);
     let ctx = Ctx { sys, settings: &settings, user: &user, trust: &trust, timeouts: &timeouts, progress: &reading, action };
     let refs: Vec<&HostPlan> = plans.iter().collect();
-    let connected = for_each(&refs, parallel, |p| connect(&ctx, p));
+    // Reading changes nothing: more hosts at once than a wave deploys.
+    let connected = for_each(&refs, parallel.max(READ_PARALLEL), |p| connect(&ctx, p));
     reading.finish();
     let mut ready: BTreeMap<String, (Ssh, Probe)> = BTreeMap::new();
     let mut results: BTreeMap<String, Result<Outcome, Failure>> = BTreeMap::new();
@@ -302,7 +305,13 @@ fn run(
             }
         }
     }
-    let close_all = |ready: &BTreeMap<String, (Ssh, Probe)>| ready.values().for_each(|(s, _)| s.close());
+    let close_all = |ready: &BTreeMap<String, (Ssh, Probe)>| {
+        std::thread::scope(|sc| {
+            for (s, _) in ready.values() {
+                sc.spawn(|| s.close());
+            }
+        })
+    };
 
     let mut actions: BTreeMap<String, HostAction> = BTreeMap::new();
     if results.is_empty() && action == Action::Deploy {
@@ -557,9 +566,14 @@ fn connect(ctx: &Ctx<'_>, plan: &HostPlan) -> Result<(Ssh, Probe), Failure> {
         }
         let ssh = Ssh { target: t.clone(), settings: ctx.settings.clone() };
         pin_key(ctx, &ssh, &plan.name).map_err(fail)?;
-        reach(ctx, &ssh).map_err(fail)?;
+        // For a deploy the first command over the connection is already the probe.
+        let script = match ctx.action {
+            Action::Deploy => d::probe_script(&Layout::system()),
+            Action::PushSecrets => "true".to_string(),
+        };
+        let out = reach(ctx, &ssh, &script).map_err(fail)?;
         let probe = match ctx.action {
-            Action::Deploy => match d::probe(&ssh, plan, &Layout::system(), ctx.timeouts, ctx.progress) {
+            Action::Deploy => match d::read_probe(plan, &out, ctx.progress) {
                 Ok(p) => p,
                 Err(f) => {
                     ssh.close();
