@@ -633,12 +633,13 @@ fn pin_key(ctx: &Ctx<'_>, ssh: &Ssh, alias: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The first command over the connection; a host-key failure names the key seen.
-fn reach(ctx: &Ctx<'_>, ssh: &Ssh) -> Result<(), String> {
+/// The first command over the connection (`script`, whose output is returned); a host-key
+/// failure names the key seen.
+fn reach(ctx: &Ctx<'_>, ssh: &Ssh, script: &str) -> Result<host::Output, String> {
     let deadline = std::time::Instant::now() + ctx.timeouts.connect;
     loop {
-        match ssh.run("true", b"", ctx.timeouts.connect) {
-            Ok(o) if o.ok() => return Ok(()),
+        match ssh.run(script, b"", ctx.timeouts.connect) {
+            Ok(o) if o.ok() => return Ok(o),
             Ok(o) => {
                 return Err(format!("cannot run commands as root (is sudo passwordless for `{}`?): {}", ssh.target.user, o.stderr_tail(3)));
             }
