@@ -480,6 +480,34 @@ fn waves_follow_the_order_the_plan_is_confirmed_and_a_failing_canary_stops_the_r
     assert!(text(&out.stderr).contains("no terminal to confirm it on; pass --yes"), "{}", text(&out.stderr));
     assert!(servers[0].file("/opt/kiln/provision.sh").is_none(), "nothing uploaded without confirmation");
 
+    // On a terminal (util-linux `script` gives kiln a pseudo-terminal) kiln asks; "n" is
+    // exit 4 with nothing done.
+    let q = |p: &Path| kiln::render::quote::sh(p.to_str().unwrap());
+    let line = format!(
+        "{} --modules {} deploy {} --store {} --state {} --ssh-config {} --ssh-user root",
+        q(Path::new(env!("CARGO_BIN_EXE_kiln"))),
+        q(&modules()),
+        q(&sys),
+        q(&t.join("store")),
+        q(&t.join("state")),
+        q(&t.join("ssh_config"))
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env("TMPDIR", t.join("tmp"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(said.contains("wave 1 `canary`:") && said.contains("Deploy this plan? [y/N]") && said.contains("not confirmed"), "{said}");
+    assert!(servers[0].file("/opt/kiln/provision.sh").is_none(), "nothing uploaded after a no");
+
     // --yes: the canary fails at its provisioner (the stand-in's apt-get refuses), its log's
     // tail is printed, the later waves are untouched, no generation.
     let out = root_deploy(t, &sys, &["--yes", "--json"]);
