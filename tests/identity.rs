@@ -341,7 +341,7 @@ fn every_oidc_module_gets_the_issuer_and_a_delivered_client_secret() {
     let oidc_modules: Vec<&String> = lib.modules.iter().filter(|(_, m)| m.decl.oidc.is_some()).map(|(n, _)| n).collect();
     // The modules of the seeds whose upstream signs in over OpenID Connect without a paid
     // edition or a plugin (the others say why not in their descriptions).
-    for expected in ["outline", "vaultwarden", "grafana", "librechat", "leantime", "matrix-synapse", "espocrm"] {
+    for expected in ["outline", "vaultwarden", "grafana", "librechat", "leantime", "matrix-synapse", "espocrm", "nextcloud"] {
         assert!(oidc_modules.iter().any(|m| *m == expected), "module `{expected}` declares no [oidc]");
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -370,6 +370,16 @@ fn every_oidc_module_gets_the_issuer_and_a_delivered_client_secret() {
         };
         if !inputs.contains(&expected) {
             failures.push(format!("{module}: the application is not given {expected}"));
+        }
+        // Scripts rendered with the login (Nextcloud's before-starting hook) pass the shell judge.
+        let svc_files = result.join("hosts/h1/files/svc");
+        for (path, _, _) in if svc_files.exists() { files(&svc_files) } else { Vec::new() } {
+            if path.ends_with(".sh") {
+                let f = result.join("hosts/h1/files/svc").join(&path);
+                if let Err(e) = oracle("sh", &f) {
+                    failures.push(format!("{module}: {path} fails the shell judge: {e}"));
+                }
+            }
         }
         // The client secret: mounted for the application, and read by it from that file or
         // from the env file the host writes from it.
