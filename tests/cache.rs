@@ -1,7 +1,8 @@
 //! The warm-build cache: a second `kiln build` of unchanged inputs answers from the store (`-v`
 //! says "from cache") with the identical result; one byte changed in any input (system file,
-//! imported file, `--modules` file, secret file), another `--modules` set or another kiln
-//! executable builds again; a record whose entry `kiln gc` removed is not trusted.
+//! imported file, `--modules` file, a module's template, secret file), another `--modules` set,
+//! another `SOURCE_DATE_EPOCH` or another kiln executable builds again; a record whose entry
+//! `kiln gc` removed is not trusted.
 
 mod common;
 
@@ -145,4 +146,55 @@ fn a_damaged_record_is_ignored() {
     assert!(!hit);
     assert_eq!(again, first);
     assert!(build(&sys, tmp.path(), &[]).0, "the record is written anew");
+}
+
+/// A built-in module overridden from `--modules` (valkey, which five-vps-saas runs): one byte of
+/// its template changed is a miss, and the build that follows renders the changed template.
+#[test]
+fn a_byte_in_a_module_template_misses_and_the_rebuild_renders_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = system(tmp.path());
+    let mods = tmp.path().join("mods");
+    copy_tree(&repo().join("modules/valkey"), &mods.join("valkey"));
+    let (hit, before) = build(&sys, tmp.path(), &[&mods]);
+    assert!(!hit);
+    assert!(build(&sys, tmp.path(), &[&mods]).0, "unchanged: from the cache");
+    let conf = mods.join("valkey/valkey.conf.j2");
+    let t = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{t}# one more line\n")).unwrap();
+    let (hit, after) = build(&sys, tmp.path(), &[&mods]);
+    assert!(!hit, "one line more in a module template must build again");
+    assert_ne!(before, after, "the changed template gives another entry");
+    let rendered: Vec<_> = walkdir::WalkDir::new(after.join("hosts"))
+        .follow_links(true)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file() && e.path().ends_with("valkey/valkey.conf"))
+        .collect();
+    assert!(!rendered.is_empty(), "five-vps-saas renders valkey.conf");
+    for f in rendered {
+        assert!(std::fs::read_to_string(f.path()).unwrap().contains("# one more line"), "{} is the changed template's", f.path().display());
+    }
+}
+
+/// The render options are part of the key: a bundle's mtimes come from `SOURCE_DATE_EPOCH`, so a
+/// build under another epoch is no hit and gives other bundles.
+#[test]
+fn another_source_date_epoch_misses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = system(tmp.path());
+    let epoch = |e: &str| {
+        let mut k = kiln();
+        k.env("SOURCE_DATE_EPOCH", e);
+        build_with(k, &sys, tmp.path(), &[])
+    };
+    let (hit, one) = epoch("1");
+    assert!(!hit);
+    assert!(epoch("1").0, "same epoch: from the cache");
+    let (hit, two) = epoch("2");
+    assert!(!hit, "another SOURCE_DATE_EPOCH must build again");
+    assert_ne!(one, two, "bundles made under another epoch differ");
+    let (hit, again) = epoch("1");
+    assert!(hit, "the first epoch's record still answers");
+    assert_eq!(again, one);
 }

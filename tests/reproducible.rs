@@ -1,5 +1,6 @@
 //! Same inputs, same bytes: builds in different directories, under different TZ, locale and
-//! umask, with the system's files listed in a different order, give identical results.
+//! umask, with the system's files listed in a different order, give identical results; a build
+//! answered by the warm-build cache is the entry a build from scratch writes, byte for byte.
 
 mod common;
 
@@ -68,5 +69,44 @@ fn build_check_passes_on_a_deterministic_build() {
         // and again against the store entry written the first time
         let out = run(kiln().current_dir(tmp.path()).arg("build").arg(&ex).arg("--check"));
         assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+/// A cache hit gives the entry a fresh build (`--no-cache`, into another store) writes: same
+/// entry name, same files, same bytes and modes.
+#[test]
+fn a_cache_hit_is_the_entry_a_fresh_build_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for ex in examples() {
+        let name = ex.file_name().unwrap().to_string_lossy().into_owned();
+        let build = |store: &str, link: &str, extra: &[&str]| {
+            let out = run(kiln()
+                .current_dir(tmp.path())
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .arg("-v")
+                .arg("build")
+                .args(extra)
+                .arg(&ex)
+                .args(["--store", store, "--out-link", link]));
+            assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+            (text(&out.stderr).contains("from cache"), tmp.path().join(link))
+        };
+        let (hit, _) = build("cached", &format!("{name}-first"), &[]);
+        assert!(!hit, "{name}: a first build cannot come from the cache");
+        let (hit, cached) = build("cached", &format!("{name}-hit"), &[]);
+        assert!(hit, "{name}: the unchanged rebuild answers from the cache");
+        let (_, fresh) = build("fresh", &format!("{name}-fresh"), &["--no-cache"]);
+        assert_eq!(
+            std::fs::read_link(&cached).unwrap().file_name(),
+            std::fs::read_link(&fresh).unwrap().file_name(),
+            "{name}: the hit names another entry than a fresh build"
+        );
+        let (fc, ff) = (files(&cached), files(&fresh));
+        assert_eq!(fc.len(), ff.len(), "{name}: different file sets");
+        for (x, y) in fc.iter().zip(&ff) {
+            assert_eq!(x.0, y.0, "{name}: different paths");
+            assert!(x.1 == y.1, "{name}: {} differs between the hit and a fresh build", x.0);
+            assert_eq!(x.2, y.2, "{name}: {} has a different mode", x.0);
+        }
     }
 }
