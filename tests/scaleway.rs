@@ -271,7 +271,7 @@ fn zabbix_admin_default_password_is_replaced_from_the_secret_once() {
 }
 
 #[test]
-fn outline_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_and_role() {
+fn outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_and_role() {
     let tmp = tempfile::tempdir().unwrap();
     let applied = applied(&example(), tmp.path());
     let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
@@ -285,7 +285,7 @@ fn outline_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_a
     let users = state_resources(&state, "scaleway_rdb_user");
     let privileges = state_resources(&state, "scaleway_rdb_privilege");
     let root = read(&applied.root.join("main.tf.json"));
-    for client in ["outline", "grafana", "n8n"] {
+    for client in ["outline", "nextcloud", "grafana", "n8n"] {
         let key = format!("main_{client}");
         let (db, user, privilege) = (&databases[&key], &users[&key], &privileges[&key]);
         for r in [db, user, privilege] {
@@ -309,15 +309,20 @@ fn outline_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_a
     assert_eq!(env(&tools, "outline", "DATABASE_NAME").as_deref(), Some("outline"));
     assert_eq!(env(&tools, "outline", "DATABASE_USER").as_deref(), Some("outline"));
     assert_eq!(env(&tools, "outline", "PGSSLMODE").as_deref(), Some("require"));
+    // Nextcloud (issue 15, civic audit): on the managed database too; libpq reads PGSSLMODE.
+    assert_eq!(env(&tools, "nextcloud", "POSTGRES_HOST"), Some(format!("{host}:5432")));
+    assert_eq!(env(&tools, "nextcloud", "POSTGRES_DB").as_deref(), Some("nextcloud"));
+    assert_eq!(env(&tools, "nextcloud", "POSTGRES_USER").as_deref(), Some("nextcloud"));
+    assert_eq!(env(&tools, "nextcloud", "PGSSLMODE").as_deref(), Some("require"));
     assert_eq!(env(&management, "grafana", "GF_DATABASE_HOST"), Some(format!("{host}:5432")));
     assert_eq!(env(&management, "grafana", "GF_DATABASE_SSL_MODE").as_deref(), Some("require"));
     assert_eq!(env(&management, "n8n", "DB_POSTGRESDB_HOST").as_deref(), Some(host.as_str()));
     assert_eq!(env(&management, "n8n", "DB_POSTGRESDB_SSL_ENABLED").as_deref(), Some("true"));
     // No local PostgreSQL stands in for them any more, and none of them waits for one.
-    for (c, gone) in [(&tools, "outline-db"), (&management, "grafana-db"), (&management, "n8n-db")] {
+    for (c, gone) in [(&tools, "outline-db"), (&tools, "nextcloud-db"), (&management, "grafana-db"), (&management, "n8n-db")] {
         assert!(c["services"].get(gone).is_none(), "{gone} still runs");
     }
-    for (c, s) in [(&tools, "outline"), (&management, "grafana"), (&management, "n8n")] {
+    for (c, s) in [(&tools, "outline"), (&tools, "nextcloud"), (&management, "grafana"), (&management, "n8n")] {
         let deps = c["services"][s]["depends_on"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
         assert!(deps.iter().all(|d| !d.ends_with("-db")), "{s}: {deps:?}");
     }
@@ -345,7 +350,7 @@ fn system_md_draws_the_managed_database_and_mermaid_parses_it() {
     let result = build(&example(), &tmp.path().join("store"), &tmp.path().join("r"));
     let md = read(&result.join("SYSTEM.md"));
     assert!(md.contains("svc_main[(\"main (managed PostgreSQL-16, scaleway)\")]"), "the database is a node of its own");
-    for client in ["outline", "grafana", "n8n"] {
+    for client in ["outline", "nextcloud", "grafana", "n8n"] {
         assert!(md.contains(&format!("svc_{client} -->|\"5432/tcp\"| svc_main")), "{client}");
     }
     oracle("mermaid", &result.join("SYSTEM.md")).unwrap_or_else(|e| panic!("mermaid refuses SYSTEM.md: {e}"));
