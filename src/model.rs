@@ -534,6 +534,10 @@ pub struct Dependency {
     pub derived: bool,
     /// The HTTP path of a derived metrics connection.
     pub path: Option<String>,
+    /// A connection through a public route (`connects = ["route:HOST"]`): the URL it uses. It
+    /// leaves the host through its egress to the edge's 443; no private network carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     #[serde(skip)]
     pub span: Span,
 }

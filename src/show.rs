@@ -26,6 +26,10 @@ struct ShowHost<'a> {
     nat_for: Vec<&'a str>,
     /// Where its data lives: a volume that outlives the server, its own disk, or none.
     data: String,
+    /// Connections its services make through public routes: out through its egress to the
+    /// edge's 443 (`connects = ["route:HOST"]`); nothing is opened for them on the way in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    outbound: Vec<String>,
 }
 
 /// A firewall rule and the layers that enforce it (`eval::firewall_layers`).
@@ -118,6 +122,12 @@ fn view(c: &Compiled) -> Show<'_> {
                         egress: crate::eval::egress::describe(h),
                         nat_for: h.nat_for.keys().map(String::as_str).collect(),
                         data: crate::render::data_volume::describe(sys, h),
+                        outbound: h
+                            .services
+                            .iter()
+                            .flat_map(|s| sys.services[s].deps.iter().map(move |d| (s, d)))
+                            .filter_map(|(s, d)| Some(format!("443/tcp to {} for `{s}` ({})", d.address, d.route.as_deref()?)))
+                            .collect(),
                     },
                 )
             })
@@ -137,7 +147,14 @@ fn view(c: &Compiled) -> Show<'_> {
                         module_source: s.module_source.as_ref(),
                         connects: {
                             // one service filling two named slots is one connection
-                            let mut v: Vec<String> = s.deps.iter().map(|d| format!("{}.{}", d.service, d.endpoint)).collect();
+                            let mut v: Vec<String> = s
+                                .deps
+                                .iter()
+                                .map(|d| match &d.route {
+                                    Some(url) => format!("{url} (route to {}.{}, 443/tcp out)", d.service, d.endpoint),
+                                    None => format!("{}.{}", d.service, d.endpoint),
+                                })
+                                .collect();
                             v.dedup();
                             v
                         },
@@ -205,6 +222,9 @@ pub fn show_text(c: &Compiled) -> String {
         let _ = writeln!(o, "  services  {}", if h.services.is_empty() { "-".into() } else { h.services.join(" → ") });
         let _ = writeln!(o, "  egress    {}", h.egress);
         let _ = writeln!(o, "  data      {}", h.data);
+        for out in &h.outbound {
+            let _ = writeln!(o, "  outbound  {out}, through its egress");
+        }
         if !h.nat_for.is_empty() {
             let _ = writeln!(o, "  gateway   NAT for {}", h.nat_for.join(", "));
         }

@@ -20,6 +20,7 @@ mod port_conflict;
 mod proxied_untrusted_origin;
 mod public_first_run_setup;
 mod public_port_private_host;
+mod route_connection;
 mod unpinned_image;
 mod valkey_evicting_queue;
 mod zone_crossing;
@@ -54,6 +55,7 @@ pub const RULES: &[&Rule] = &[
     &public_first_run_setup::RULE,
     &proxied_untrusted_origin::RULE,
     &public_port_private_host::RULE,
+    &route_connection::RULE,
     &unpinned_image::RULE,
     &valkey_evicting_queue::RULE,
     &zone_crossing::RULE,

@@ -87,7 +87,9 @@ fn diag(what: String, span: Span, from: Source<'_>, to: &str, accepts: &[String]
 fn check(sys: &System, _: &Inputs) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for s in sys.services.values() {
-        for d in &s.deps {
+        // A connection through a public route comes in from the internet, as the route's zone
+        // accepts (checked with the routes below).
+        for d in s.deps.iter().filter(|d| d.route.is_none()) {
             let Some(t) = sys.services.get(&d.service) else { continue };
             if t.host == s.host {
                 continue;

@@ -222,7 +222,8 @@ pub fn derive(sys: &mut System) {
 
     // Connections between hosts.
     for (name, s) in &sys.services {
-        for d in s.deps.iter().filter(|d| !d.same_host) {
+        // (a connection through a public route arrives at the edge's 443, open already)
+        for d in s.deps.iter().filter(|d| !d.same_host && d.route.is_none()) {
             // A peer that failed to resolve has already been reported.
             let Some(target) = sys.services.get(&d.service) else { continue };
             let (Some(from), Some(bind)) = (private(&s.host), private(&target.host)) else {

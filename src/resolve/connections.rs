@@ -20,6 +20,14 @@ impl<'a> Resolver<'a> {
                 Fill::Nothing => None,
                 Fill::Refused => continue,
             };
+            if let Some(hostname) = entry.route() {
+                // A refused entry fills its slot too: its error is the only one.
+                if let Some(r) = slot {
+                    filled.insert(r.slot.value.clone());
+                }
+                out.extend(self.route_dep(p, hostname, slot, entry, all));
+                continue;
+            }
             let (svc_name, ep_name) = match c.value.split_once('.') {
                 Some((a, b)) => (a, Some(b)),
                 None => (c.value.as_str(), None),
@@ -117,7 +125,10 @@ impl<'a> Resolver<'a> {
                         )
                         .primary(c.span, "no private network between these hosts")
                         .note("services on two hosts talk over a private network both hosts are on; kiln opens the port to the other host's address there")
-                        .help(join_network_help(&p.host, &target.host, hosts)),
+                        .help(match self.route_help(svc_name) {
+                            Some(r) => format!("{r}; or {}", join_network_help(&p.host, &target.host, hosts)),
+                            None => join_network_help(&p.host, &target.host, hosts),
+                        }),
                     );
                     continue;
                 }
@@ -134,6 +145,7 @@ impl<'a> Resolver<'a> {
                 prepared_statements: slot.is_some_and(|s| s.prepared_statements),
                 derived: false,
                 path: None,
+                route: None,
                 span: c.span,
             });
         }
@@ -210,6 +222,7 @@ impl<'a> Resolver<'a> {
                 prepared_statements: false,
                 derived: true,
                 path: Some(mt.path.clone()),
+                route: None,
                 span: p.decl.name.span,
             });
         }
@@ -386,6 +399,7 @@ impl Resolver<'_> {
             prepared_statements: r.prepared_statements,
             derived: false,
             path: None,
+            route: None,
             span,
         })
     }

@@ -25,6 +25,8 @@ mod databases;
 mod hosts;
 mod identity;
 mod infra;
+mod instances;
+mod public_routes;
 mod routes;
 mod secrets;
 mod services;
@@ -48,6 +50,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         missing_files: BTreeSet::new(),
         receivers: Vec::new(),
         managed: BTreeMap::new(),
+        route_targets: BTreeMap::new(),
     };
     let sys = r.run();
     (sys, r.diags)
@@ -67,6 +70,9 @@ struct Resolver<'a> {
     /// `[databases]`, resolved before the services that connect to them (which add themselves
     /// as clients).
     managed: BTreeMap<String, ManagedDatabase>,
+    /// Every route's hostname → its service and endpoint as written, for `connects` entries
+    /// naming a public route (`route:HOST`).
+    route_targets: BTreeMap<String, (String, Option<String>)>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -178,6 +184,18 @@ impl<'a> Resolver<'a> {
             }
         }
         link_clients(&mut partials);
+        // What each route and stream reaches, and the edge it names.
+        let edged: Vec<(&str, Option<&str>)> = routes
+            .values()
+            .flat_map(|r| {
+                [&r.service, &r.auth, &r.crowdsec]
+                    .into_iter()
+                    .flatten()
+                    .map(|s| (s.value.as_str(), r.edge.as_ref().map(|e| e.value.as_str())))
+            })
+            .chain(streams.values().filter_map(|s| Some((s.service.as_ref()?.value.as_str(), s.edge.as_ref().map(|e| e.value.as_str())))))
+            .collect();
+        self.assign_ports(&mut partials, &edged);
         let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
         self.probes = jv(&probes);
         self.receivers = self.alert_receivers(&secrets);
@@ -196,6 +214,10 @@ impl<'a> Resolver<'a> {
                 d.host = d.network.as_ref().map(|n| format!("{system_name}-{}.{system_name}-{n}.internal", d.name));
                 (d.name.clone(), d)
             })
+            .collect();
+        self.route_targets = routes
+            .iter()
+            .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
             .collect();
         // Phase 2: connections, secrets, rendering.
         let mut model_services = BTreeMap::new();

@@ -676,7 +676,8 @@ impl<'a> Resolver<'a> {
                     d.slot.clone()?,
                     // `tls`: a managed database speaks TLS (its own certificate); kiln's
                     // postgres service serves plain TCP on the private network.
-                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls => self.managed.contains_key(&d.service) },
+                    // A public route (`route`): `url` is where to send requests, over TLS.
+                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls => self.managed.contains_key(&d.service) || d.route.is_some(), url => d.route.clone(), route => d.route.is_some() },
                 ))
             })
             .collect();
@@ -724,7 +725,11 @@ pub(super) fn connects_unresolved(
     all: &BTreeMap<String, Partial<'_>>,
     managed: &BTreeMap<String, ManagedDatabase>,
 ) -> bool {
-    p.decl.connects.iter().any(|c| all.get(c.service()).is_none_or(|t| !t.ok) && !managed.contains_key(c.service()))
+    p.decl
+        .connects
+        .iter()
+        .filter(|c| c.route().is_none())
+        .any(|c| all.get(c.service()).is_none_or(|t| !t.ok) && !managed.contains_key(c.service()))
 }
 
 /// A receiver as templates see it: `name`, `kind` (`email`, `slack`, `webhook`), `to`,

@@ -24,7 +24,12 @@ impl<'a> Resolver<'a> {
         let m = &p.module.decl;
         let mut fills = vec![Fill::Nothing; conns.len()];
         self.duplicates(conns, &mut fills);
-        let module_of = |c: &ConnectDecl| all.get(c.service()).map(|t| t.module.decl.name.value.as_str());
+        // A public route's entry (`route:HOST`) stands for the service behind the route.
+        let targets: Vec<String> = conns
+            .iter()
+            .map(|c| c.route().and_then(|h| self.route_targets.get(h)).map_or(c.service(), |(s, _)| s.as_str()).to_string())
+            .collect();
+        let module_of = |i: usize| all.get(&targets[i]).map(|t| t.module.decl.name.value.as_str());
         // The table form: the slot is named.
         let mut named: BTreeSet<&str> = BTreeSet::new();
         for (i, c) in conns.iter().enumerate() {
@@ -38,7 +43,7 @@ impl<'a> Resolver<'a> {
                 continue;
             };
             named.insert(&r.slot.value);
-            fills[i] = match module_of(c) {
+            fills[i] = match module_of(i) {
                 Some(tm) if !r.modules.iter().any(|x| x.value == tm) => {
                     self.wrong_kind(p, c, r, tm);
                     Fill::Refused
@@ -55,7 +60,7 @@ impl<'a> Resolver<'a> {
             if c.slot.is_some() || matches!(fills[i], Fill::Refused) {
                 continue;
             }
-            let Some(tm) = module_of(c) else { continue };
+            let Some(tm) = module_of(i) else { continue };
             let cands: BTreeSet<usize> = (0..open.len()).filter(|&k| open[k].modules.iter().any(|x| x.value == tm)).collect();
             if cands.is_empty() {
                 continue;

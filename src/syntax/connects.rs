@@ -19,6 +19,17 @@ impl ConnectDecl {
     pub fn service(&self) -> &str {
         self.target.value.split_once('.').map_or(self.target.value.as_str(), |(s, _)| s)
     }
+
+    /// A connection to a public route (`route:HOSTNAME` or `https://HOSTNAME[/PATH]`): the
+    /// route's hostname.
+    pub fn route(&self) -> Option<&str> {
+        let v = self.target.value.as_str();
+        if let Some(h) = v.strip_prefix("route:") {
+            return Some(h);
+        }
+        let rest = v.strip_prefix("https://")?;
+        rest.split(['/', '?', '#']).next()
+    }
 }
 
 const EXPECTED: &str = "a list of services or a table of slot = service";
