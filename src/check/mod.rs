@@ -118,6 +118,20 @@ module another name. (resolve)",
         allowable: false,
     },
     Explanation {
+        id: "port-assigned",
+        summary: "kiln published a container endpoint on another host port (a note)",
+        explanation: "Two instances of one module on a host (two Valkeys, two exporters) listen on the \
+same container port. A container keeps its own port; what must differ is the port it is published \
+on. When a published container endpoint's host port is already taken on the host (by an earlier \
+service by name, a native service, an edge's 80/443 or ssh), kiln publishes it on the next free \
+port above and everything that reaches it follows: clients on other hosts dial that port \
+(`requires.SLOT.port`), an edge's upstream uses it, and the firewall opens it. Ports chosen by the \
+module (`host_port`), by the system (`ports = { ENDPOINT = N }`) or exposed to the internet never \
+move; two of those on one port are a `port-conflict`. The note names the line that pins the \
+assigned port, so adding a service later does not move it. (resolve)",
+        allowable: false,
+    },
+    Explanation {
         id: "phase-order",
         summary: "a service connects to one in a later start phase",
         explanation: "Services start phase by phase (`phase = N`, 0 first), each phase up and healthy \
