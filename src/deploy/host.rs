@@ -267,11 +267,12 @@ impl Host for Ssh {
 
 /// A private (0700) directory for ControlMaster sockets in the temporary directory, removed
 /// when dropped (every exit of deploy: errors, success and — through [`INTERRUPTED`] — Ctrl-C).
-/// A socket path is limited to about 100 bytes: a temporary directory too deep for that is
-/// passed over for /tmp.
+/// A socket path is limited to 107 bytes, and ssh's is this directory (the base, then
+/// `/kiln-ssh-XXXXXX/`, 17 bytes), `%C` (40) and, while it binds, a `.` and 16 random
+/// characters: a temporary directory longer than 33 bytes is passed over for /tmp.
 pub fn control_dir() -> Result<tempfile::TempDir, String> {
     let mut base = std::env::temp_dir();
-    if base.as_os_str().len() > 40 {
+    if base.as_os_str().len() > 33 {
         base = PathBuf::from("/tmp");
     }
     tempfile::Builder::new().prefix("kiln-ssh-").tempdir_in(base).map_err(|e| format!("cannot create a socket directory: {e}"))
