@@ -190,3 +190,200 @@ fn the_test_cloud_boots_a_server_from_its_user_data_and_destroy_removes_it() {
     assert!(ssh(&t.join("key"), "ops", &address, "true").is_err(), "nothing answers on {address} any more");
     eprintln!("whole test {} s", start.elapsed().as_secs());
 }
+
+/// The secret value of the lab-network fixture.
+fn hello_token(sys: &Path) -> String {
+    let ids = kiln::sops::load_identities(&read(&repo().join("tests/fixtures/keys/examples.agekey"))).unwrap();
+    let sops = read(&sys.join("secrets.sops.yaml"));
+    kiln::sops::decrypt(&sops, kiln::sops::Format::Yaml, &ids).unwrap().remove("hello_token").unwrap()
+}
+
+/// Every file under `dir` holding `needle`.
+fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// ssh to `host` with the keys kiln pinned in the state directory (strictly), a private host
+/// through `edge` as the jump host.
+fn pinned_ssh(t: &Path, edge: &str, host: &str, destination: &str, script: &str) -> Result<String, String> {
+    let kh = t.join("state/known_hosts");
+    let key = t.join("key");
+    let common = |alias: &str| -> Vec<String> {
+        [
+            "-o".to_string(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", kh.display()),
+            "-o".into(),
+            format!("HostKeyAlias={alias}"),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-i".into(),
+            key.display().to_string(),
+        ]
+        .to_vec()
+    };
+    let mut cmd = Command::new("ssh");
+    cmd.args(common(host));
+    if host != "edge" {
+        let jump = format!("ssh {} -W %h:%p kiln@{edge}", common("edge").join(" "));
+        cmd.arg("-o").arg(format!("ProxyCommand={jump}"));
+    }
+    let out = run(cmd.arg(format!("kiln@{destination}")).arg(script));
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    }
+}
+
+/// From nothing to a deployed two-host system on the test cloud, with real Terraform: a public
+/// edge (Caddy, bastion) and a private stateful host `db` (its data volume, a service with a
+/// secret) behind it. `kiln deploy` applies the root, enrols both servers' host keys (the
+/// private one through the edge), delivers the secret over SSH through the bastion, runs the
+/// provisioners to the build's closure and the health gate; the route answers through the
+/// edge; `kiln plan` then reports no changes; no secret value is in the state directory (the
+/// Terraform state included), the store, kiln's output, the test cloud or the temporary
+/// directory.
+#[test]
+fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
+    assert!(image_ready("debian-12"));
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cloud = t.join("cloud");
+    let _guard = CloudGuard(cloud.clone());
+    // The lab-network fixture with the test's admin key; its private host becomes `db`, a
+    // stateful host (a data volume).
+    let sys = t.join("sys");
+    copy_tree(&repo().join("tests/fixtures/lab-network"), &sys);
+    let st =
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(t.join("key")).status().unwrap();
+    assert!(st.success());
+    let public = read(&t.join("key.pub")).trim().to_string();
+    let toml = read(&sys.join("system.toml"));
+    let start = toml.find("\"ssh-ed25519 ").unwrap();
+    let end = toml[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
+    let toml = format!("{}\"{public}\"{}", &toml[..start], &toml[end..])
+        .replace("[hosts.app]", "[hosts.db]\ndisks = { data = \"10GiB\" }")
+        .replace("host = \"app\"", "host = \"db\"");
+    std::fs::write(sys.join("system.toml"), toml).unwrap();
+    std::fs::create_dir_all(t.join("tmp")).unwrap();
+    let secret = hello_token(&sys);
+
+    let mut cmd = kiln();
+    terraform_env(&mut cmd);
+    cmd.env("KILN_TEST_CLOUD", &cloud).env("TF_VAR_hcloud_token", "test-cloud-token").env("TMPDIR", t.join("tmp"));
+    cmd.arg("--modules").arg(repo().join("tests/fixtures/lab-network/modules"));
+    cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
+    // kiln logs in with the admin's key (the ssh config names it), never the test's agent.
+    std::fs::write(t.join("ssh_config"), format!("Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n", t.join("key").display())).unwrap();
+    cmd.arg("deploy").arg(&sys).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state")).arg("--json").arg("--yes");
+    cmd.arg("--ssh-config").arg(t.join("ssh_config"));
+    let clock = Instant::now();
+    let out = run(&mut cmd);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    eprintln!("kiln deploy: {} s, exit {:?}\n{stderr}", clock.elapsed().as_secs(), out.status.code());
+    assert!(out.status.success(), "deploy failed:\n{stdout}\n{stderr}\n{}", consoles(&cloud));
+    let summary: serde_json::Value =
+        stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| v.get("summary").cloned()).unwrap();
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["deployed"], serde_json::json!(["db", "edge"]), "{summary}");
+    assert_eq!(summary["generation"], 1, "{summary}");
+
+    // The addresses Terraform recorded.
+    let show = terraform(&t.join("state/tofu"), &cloud, &["show", "-json"]);
+    let state: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let servers = kiln::deploy::cloud::servers_of_state(&state);
+    let edge = servers["edge"].ipv4.expect("the edge has a public address").to_string();
+    assert_eq!(servers["db"].ipv4, None, "db is private");
+
+    // The keys kiln pinned are the ones the servers present (strict checking), and the
+    // enrolment banner is gone.
+    let db_token = pinned_ssh(t, &edge, "db", "10.0.0.3", "sudo -n cat /etc/hello/token; sudo -n findmnt -n -o SOURCE /var/lib/kiln/data")
+        .unwrap_or_else(|e| panic!("db through the edge with the pinned keys: {e}"));
+    assert!(db_token.starts_with(&secret), "the secret arrived over SSH through the bastion: {db_token}");
+    assert!(db_token.contains("/dev/vd"), "db's data volume is mounted: {db_token}");
+    let banner = pinned_ssh(t, &edge, "edge", &edge, "true").map(|_| ()).err();
+    assert!(banner.is_none(), "{banner:?}");
+
+    // The route answers through the edge, pinned to its address.
+    let curl = run(Command::new("curl")
+        .args(["-sk", "--max-time", "20", "--resolve"])
+        .arg(format!("hello.test:443:{edge}"))
+        .arg("https://hello.test/"));
+    assert!(text(&curl.stdout).contains("hello from kiln"), "route: {}{}", text(&curl.stdout), text(&curl.stderr));
+
+    // `kiln plan` afterwards: nothing to do.
+    let plan = run(kiln()
+        .arg("--modules")
+        .arg(repo().join("tests/fixtures/lab-network/modules"))
+        .arg("plan")
+        .arg(&sys)
+        .arg("--store")
+        .arg(t.join("store"))
+        .arg("--state")
+        .arg(t.join("state")));
+    assert_eq!(plan.status.code(), Some(0), "kiln plan after deploy:\n{}{}", text(&plan.stdout), text(&plan.stderr));
+
+    // No secret value anywhere on this side.
+    for dir in ["state", "store", "tmp", "cloud"] {
+        assert_eq!(holding(&t.join(dir), secret.as_bytes()), Vec::<String>::new(), "the secret in {dir}");
+    }
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret), "the secret in kiln's output");
+    eprintln!("whole test {} s", clock.elapsed().as_secs());
+}
+
+/// `kiln deploy` of the lab-network fixture (cloud hosts) with `envs`; no VM is booted.
+fn deploy_without_vms(t: &Path, envs: &[(&str, &str)]) -> Output {
+    let mut cmd = kiln();
+    terraform_env(&mut cmd);
+    cmd.env("TF_VAR_hcloud_token", "test-cloud-token").env("TMPDIR", t);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.arg("--modules").arg(repo().join("tests/fixtures/lab-network/modules"));
+    cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
+    cmd.arg("deploy").arg(repo().join("tests/fixtures/lab-network"));
+    cmd.arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state")).arg("--yes");
+    run(&mut cmd)
+}
+
+/// No OpenTofu program: the deploy stops before anything is applied or contacted, naming the
+/// step and what to install.
+#[test]
+fn no_opentofu_program_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = deploy_without_vms(tmp.path(), &[("PATH", "/usr/bin:/bin")]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("step apply: neither `tofu` nor `terraform` is on PATH"), "{err}");
+    assert!(!tmp.path().join("state/terraform.tfstate").exists());
+}
+
+/// Terraform failing (here the test cloud's provider refuses to create a server whose image
+/// it has not got): the error is Terraform's own, under the step that failed, and names the
+/// resource; the provider token never appears.
+#[test]
+fn a_failing_apply_names_the_step_and_shows_terraforms_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = tmp.path().join("cloud");
+    let _guard = CloudGuard(cloud.clone());
+    let out = deploy_without_vms(
+        tmp.path(),
+        &[("KILN_TEST_CLOUD", cloud.to_str().unwrap()), ("KILN_TEST_CLOUD_IMAGES", tmp.path().join("no-images").to_str().unwrap())],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("step apply: `terraform apply` failed"), "{err}");
+    assert!(err.contains("no lab image for `image = 'debian-12'`") && err.contains("hcloud_server"), "{err}");
+    assert!(!err.contains("test-cloud-token") && !text(&out.stdout).contains("test-cloud-token"));
+    assert!(tmp.path().join("state/tofu/kiln_enrol_override.tf.json").is_file(), "the working copy is in place");
+}

@@ -257,7 +257,8 @@ pub struct Report {
 }
 
 /// `kiln deploy` with cloud hosts: prints progress, errors and a summary; returns the exit
-/// code (0 deployed, 1 stopped before any host's steps, 3 a host failed).
+/// code: 0 deployed; 2 the secrets or the store failed (nothing applied); 3 OpenTofu failed
+/// or a host failed at a step.
 pub fn command(r: &Request<'_>) -> u8 {
     match deploy(r) {
         Ok(report) => {
@@ -294,7 +295,13 @@ pub fn command(r: &Request<'_>) -> u8 {
                 println!("{}", serde_json::json!({ "summary": { "ok": false, "error": e } }));
             }
             eprintln!("error: {e}");
-            1
+            // Nothing was applied when the secrets or the store failed (2, as for any usage or
+            // IO error); an apply that failed may have changed servers (3).
+            if matches!(e.step, "secrets" | "upload") {
+                2
+            } else {
+                3
+            }
         }
     }
 }
@@ -537,6 +544,7 @@ fn one_host(
     let ssh = Ssh { target: t.clone(), settings: settings.clone() };
     if let (Some(server), Some(token)) = (servers.get(name), tokens.get(name)) {
         enrol(r, settings, &ssh, server, token, p)?;
+        boot_provisioner(r, &ssh, plan, p)?;
     } else {
         let pinned = super::known_hosts::pinned(&std::fs::read_to_string(&settings.known_hosts).unwrap_or_default(), name);
         if pinned.is_empty() {
@@ -550,6 +558,23 @@ fn one_host(
     let res = super::deploy_host(&ssh, plan, &Layout::system(), &r.timeouts, p);
     ssh.close();
     res
+}
+
+/// A new server runs its provisioner from cloud-init, and that run waits for its secrets:
+/// they are delivered, and cloud-init is waited for, before `deploy_host` looks at the host
+/// (which then finds it at its closure, or runs the provisioner again). Never two
+/// provisioners at once.
+fn boot_provisioner(r: &Request<'_>, ssh: &Ssh, plan: &HostPlan, p: &Progress) -> Result<(), Failure> {
+    let layout = Layout::system();
+    if !plan.secrets.0.is_empty() {
+        super::deliver_secrets(ssh, plan, &layout, &r.timeouts, p)?;
+    }
+    p.emit(&plan.name, Step::Converge, State::Waiting, "waiting for cloud-init (the boot's provisioner run)");
+    let out = ssh
+        .run("cloud-init status --wait >/dev/null 2>&1 || true\ncloud-init status 2>&1 || true\n", b"", r.timeouts.converge)
+        .map_err(|e| fail(&plan.name, Step::Converge, format!("waiting for cloud-init: {e}")))?;
+    p.emit(&plan.name, Step::Converge, State::Waiting, format!("cloud-init {}", out.stdout_text().trim()));
+    Ok(())
 }
 
 /// Pins the server's key when its enrolment proof checks out (see the module's comment); a
