@@ -256,7 +256,7 @@ fn logins_that_cannot_be_wired_are_reported_at_the_login() {
     });
     assert!(!ok && err.contains("E0060") && err.contains("has no route"), "{err}");
     // A module that does not speak OIDC.
-    let (ok, err) = check_edited("tools.toml", |s| s.replace("[services.nextcloud]\n", "[services.nextcloud]\nlogin = \"authentik\"\n"));
+    let (ok, err) = check_edited("tools.toml", |s| s.replace("[services.decidim]\n", "[services.decidim]\nlogin = \"authentik\"\n"));
     assert!(!ok && err.contains("E0060") && err.contains("does not sign in over OpenID Connect"), "{err}");
     // An option `login` sets, given by hand as well.
     let (ok, err) = check_edited("tools.toml", |s| {
