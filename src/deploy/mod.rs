@@ -823,6 +823,24 @@ mod tests {
     }
 
     #[test]
+    fn decide_reads_the_probe() {
+        let p = plan(&[("db_password", "s3cret")]);
+        let digest = crate::render::hex(&Sha256::digest(b"s3cret"));
+        let fresh = decide(&p, &Probe::default());
+        assert!(fresh.upload && fresh.secrets && fresh.provision && fresh.restart.is_empty());
+        assert!(fresh.describe().starts_with("upload (closure cccccccccccc, first deploy), secrets, provision"), "{}", fresh.describe());
+        let at = Probe { marker: Some(p.closure.clone()), digests: [("db_password".to_string(), digest)].into() };
+        let skip = decide(&p, &at);
+        assert!(skip.skip() && skip.describe().starts_with("skip"), "{skip:?}");
+        let rotated = Probe { marker: Some(p.closure.clone()), digests: [("db_password".to_string(), "0".repeat(64))].into() };
+        let r = decide(&p, &rotated);
+        assert!(!r.upload && r.secrets && r.provision && r.restart == ["app"], "{r:?}");
+        let old = Probe { marker: Some("o".repeat(64)), digests: at.digests.clone() };
+        let u = decide(&p, &old);
+        assert!(u.upload && !u.secrets && u.provision && u.restart.is_empty(), "{u:?}");
+    }
+
+    #[test]
     fn probe_and_status_are_read_back() {
         let (m, d) = parse_probe("abc\nx 12\ny 34\n");
         assert_eq!(m.as_deref(), Some("abc"));
