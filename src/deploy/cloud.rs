@@ -29,9 +29,9 @@ use super::host::{self, Host, Ssh, SshSettings, SshTarget};
 use super::progress::{Mode, Progress, State};
 use super::{Failure, HostPlan, Layout, Outcome, Step, Timeouts};
 use crate::syntax::system::ProviderKind;
+use crate::types::SshHostKey;
 #[cfg(test)]
 use crate::types::parse_ssh_host_key;
-use crate::types::SshHostKey;
 
 /// The override file kiln adds to the working copy: each cloud server's user-data with the
 /// enrolment part.
@@ -297,11 +297,7 @@ pub fn command(r: &Request<'_>) -> u8 {
             eprintln!("error: {e}");
             // Nothing was applied when the secrets or the store failed (2, as for any usage or
             // IO error); an apply that failed may have changed servers (3).
-            if matches!(e.step, "secrets" | "upload") {
-                2
-            } else {
-                3
-            }
+            if matches!(e.step, "secrets" | "upload") { 2 } else { 3 }
         }
     }
 }
@@ -542,9 +538,12 @@ fn one_host(
     let name = plan.name.as_str();
     let t = target(r, servers, name, user).map_err(|e| fail(name, Step::Connect, e))?;
     let ssh = Ssh { target: t.clone(), settings: settings.clone() };
+    let mut fresh = false;
     if let (Some(server), Some(token)) = (servers.get(name), tokens.get(name)) {
-        enrol(r, settings, &ssh, server, token, p)?;
-        boot_provisioner(r, &ssh, plan, p)?;
+        fresh = enrol(r, settings, &ssh, server, token, p)?;
+        if fresh {
+            boot_provisioner(r, &ssh, plan, p)?;
+        }
     } else {
         let pinned = super::known_hosts::pinned(&std::fs::read_to_string(&settings.known_hosts).unwrap_or_default(), name);
         if pinned.is_empty() {
@@ -557,7 +556,9 @@ fn one_host(
     }
     let res = super::deploy_host(&ssh, plan, &Layout::system(), &r.timeouts, p);
     ssh.close();
-    res
+    // A new server reached its closure through its boot's provisioner run: deployed, not
+    // skipped.
+    res.map(|o| if fresh { Outcome::Deployed } else { o })
 }
 
 /// A new server runs its provisioner from cloud-init, and that run waits for its secrets:
@@ -578,16 +579,16 @@ fn boot_provisioner(r: &Request<'_>, ssh: &Ssh, plan: &HostPlan, p: &Progress) -
 }
 
 /// Pins the server's key when its enrolment proof checks out (see the module's comment); a
-/// server already enrolled (its id recorded beside the pin) is left as pinned. A replaced
-/// server's old pin is dropped first.
-fn enrol(r: &Request<'_>, settings: &SshSettings, ssh: &Ssh, server: &Server, token: &str, p: &Progress) -> Result<(), Failure> {
+/// server already enrolled (its id recorded beside the pin) is left as pinned (`false`). A
+/// replaced server's old pin is dropped first.
+fn enrol(r: &Request<'_>, settings: &SshSettings, ssh: &Ssh, server: &Server, token: &str, p: &Progress) -> Result<bool, Failure> {
     let name = ssh.target.alias.as_str();
     let record = r.state.join(ENROL_DIR).join(format!("{name}.server"));
     let known = std::fs::read_to_string(&settings.known_hosts).unwrap_or_default();
     if std::fs::read_to_string(&record).ok().as_deref().map(str::trim) == Some(server.id.as_str())
         && !super::known_hosts::pinned(&known, name).is_empty()
     {
-        return Ok(());
+        return Ok(false);
     }
     let io = |e: std::io::Error| fail(name, Step::Connect, format!("`{}`: {e}", settings.known_hosts.display()));
     if !super::known_hosts::pinned(&known, name).is_empty() {
@@ -639,7 +640,7 @@ fn enrol(r: &Request<'_>, settings: &SshSettings, ssh: &Ssh, server: &Server, to
     // is waited out, with the key already pinned and checked strictly.
     loop {
         match ssh.run(&retire_script(), b"", r.timeouts.connect) {
-            Ok(out) if out.ok() => return Ok(()),
+            Ok(out) if out.ok() => return Ok(true),
             Ok(out) => return Err(fail(name, Step::Connect, format!("cannot run commands as root: {}", out.stderr_tail(3)))),
             Err(e) if start.elapsed() < r.boot_timeout && !host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => {
                 if last_note.elapsed() >= r.timeouts.note_every {
