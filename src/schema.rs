@@ -399,8 +399,12 @@ const SERVICE: &[Key] = &[
 ];
 
 const SOCIAL_LOGIN: &[Key] = &[
-    key("client_id", STR, "The client id registered at the provider (Apple: `SERVICES_ID;TEAM_ID;KEY_ID`).").req().eg("\"1234.apps.googleusercontent.com\""),
-    key("client_secret", NAME_T, "The `[secrets]` entry holding the client secret (Apple: the ES256 private key, PEM).").req().eg("\"google_client_secret\""),
+    key("client_id", STR, "The client id registered at the provider (Apple: `SERVICES_ID;TEAM_ID;KEY_ID`).")
+        .req()
+        .eg("\"1234.apps.googleusercontent.com\""),
+    key("client_secret", NAME_T, "The `[secrets]` entry holding the client secret (Apple: the ES256 private key, PEM).")
+        .req()
+        .eg("\"google_client_secret\""),
 ];
 
 const RATE_LIMIT: &[Key] = &[
@@ -417,7 +421,7 @@ const ROUTE: &[Key] = &[
         "How the edge gets a certificate: `acme` (publicly trusted over HTTP-01/TLS-ALPN), `dns` (DNS-01, for wildcards; Traefik edges), `internal` (the edge's own CA, for internal names and tests).",
     )
     .or("\"acme\""),
-    key("auth", NAME_T, "A forward-auth service (module `authentik` or `oauth2-proxy`) that authenticates every request.")
+    key("auth", NAME_T, "A forward-auth service (module `authentik` or `oauth2-proxy`) that authenticates every request; `\"none\"`: none, whatever `[route_defaults]` says.")
         .eg("\"sso\""),
     key("edge", NAME_T, "The edge proxy service (module `caddy` or `traefik`) that terminates the route.")
         .says("the system's only edge")
@@ -441,6 +445,21 @@ const ROUTE: &[Key] = &[
     )
     .says("the first certificate (by name) on the route's edge that covers its hostname, unless the route sets `tls`; else a certificate of its own")
     .eg("\"wildcard\""),
+];
+
+const ROUTE_DEFAULTS: &[Key] = &[
+    key("tls", Ty::Enum(&["acme", "dns", "internal"]), "The TLS mode of every route that sets none.").eg("\"dns\""),
+    key("auth", NAME_T, "The forward-auth service of every route that names none; a route takes it away with `auth = \"none\"`.")
+        .eg("\"sso\""),
+    key("edge", NAME_T, "The edge of every route that names none.").eg("\"proxy\""),
+    key("rate_limit", Ty::Table(RATE_LIMIT), "The rate limit of every route that sets none.").eg("{ average = 50, burst = 100 }"),
+    key("cors", STRS, "CORS origins of every route that writes no `cors`.").eg("[\"https://home.example.com\"]"),
+    key("allow", Ty::List(&Ty::Text(SOURCE)), "The allow-list of every route that writes no `allow` (`allow = []` on a route opens it).")
+        .eg("[\"203.0.113.0/24\"]"),
+    key("crowdsec", NAME_T, "The CrowdSec bouncer of every route that names none; a route takes it away with `crowdsec = \"none\"`.")
+        .eg("\"bouncer\""),
+    key("frame_ancestors", Ty::List(&Ty::Text(ORIGIN)), "Frame ancestors of every route that writes no `frame_ancestors`.")
+        .eg("[\"https://chat.example.org\"]"),
 ];
 
 const CERTIFICATE: &[Key] = &[
@@ -679,6 +698,11 @@ pub const ROOT: &[Key] = &[
         "routes",
         Ty::Map(HOSTNAME, "HOSTNAME", &Ty::Table(ROUTE)),
         "Public HTTPS hostnames, each terminated by an edge proxy and reaching one service; kiln derives their DNS records, firewall rules and probes.",
+    ),
+    key(
+        "route_defaults",
+        Ty::Table(ROUTE_DEFAULTS),
+        "What every route gets unless it says otherwise (forward auth, a bouncer, a rate limit, an allow-list…), so many routes do not repeat the same lines. A route's own value replaces the default, a list the whole list (`allow = []` included); `auth = \"none\"` and `crowdsec = \"none\"` take a default away.",
     ),
     key(
         "streams",

@@ -160,6 +160,11 @@ impl<'a> Resolver<'a> {
         let hosts = self.index("host", files.iter().flat_map(|f| &f.hosts), |h| &h.name);
         let services = self.index("service", files.iter().flat_map(|f| &f.services), |s| &s.name);
         let routes = self.index("route", files.iter().flat_map(|f| &f.routes), |r| &r.hostname);
+        // `[route_defaults]` filled in: every later step sees the effective route.
+        let defaults = self.route_defaults(files);
+        let merged: BTreeMap<String, RouteDecl> =
+            routes.iter().map(|(k, r)| (k.clone(), crate::syntax::route_defaults::apply(r, defaults))).collect();
+        let routes: BTreeMap<String, &RouteDecl> = merged.iter().map(|(k, r)| (k.clone(), r)).collect();
         let secrets = self.index("secret", files.iter().flat_map(|f| &f.secrets), |s| &s.name);
         let streams = self.index("stream", files.iter().flat_map(|f| &f.streams), |s| &s.name);
         let certificates = self.index("certificate", files.iter().flat_map(|f| &f.certificates), |c| &c.name);
@@ -342,6 +347,24 @@ impl<'a> Resolver<'a> {
             }
         }
         Some(sys)
+    }
+
+    /// The system's `[route_defaults]` (one, in any file).
+    fn route_defaults(
+        &mut self,
+        files: &'a [crate::syntax::system::SystemFile],
+    ) -> Option<&'a crate::syntax::route_defaults::RouteDefaultsDecl> {
+        let mut all = files.iter().filter_map(|f| f.route_defaults.as_ref());
+        let first = all.next()?;
+        for again in all {
+            self.err(
+                Diagnostic::error("E0011", "`[route_defaults]` is declared twice")
+                    .primary(again.span, "declared again here")
+                    .secondary(first.span, "first declared here")
+                    .help("one table of defaults serves every route: merge them"),
+            );
+        }
+        Some(first)
     }
 
     fn main_file(&self) -> u32 {

@@ -104,7 +104,7 @@ impl<'a> Resolver<'a> {
 
     pub(super) fn routes(
         &mut self,
-        routes: &BTreeMap<String, &'a RouteDecl>,
+        routes: &BTreeMap<String, &RouteDecl>,
         services: &BTreeMap<String, Service>,
         hosts: &BTreeMap<String, Host>,
         (cert_decls, certs): (&BTreeMap<String, &'a CertificateDecl>, &BTreeMap<String, Certificate>),

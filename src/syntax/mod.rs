@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod expand;
 pub mod memory_fit;
 pub mod module;
+pub mod route_defaults;
 pub mod streams;
 pub mod system;
 pub mod tree;

@@ -19,6 +19,8 @@ pub struct SystemFile {
     pub routes: Vec<RouteDecl>,
     /// `[streams.NAME]`: TCP/UDP ports the edge forwards (`crate::syntax::streams`).
     pub streams: Vec<crate::syntax::streams::StreamDecl>,
+    /// `[route_defaults]`: what every route gets unless it says otherwise.
+    pub route_defaults: Option<crate::syntax::route_defaults::RouteDefaultsDecl>,
     /// `[certificates.NAME]`: certificates routes share (`crate::syntax::certificates`).
     pub certificates: Vec<crate::syntax::certificates::CertificateDecl>,
     pub secrets: Vec<SecretDecl>,
@@ -274,7 +276,7 @@ pub struct SocialLoginDecl {
     pub client_secret: Option<Sp<String>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouteDecl {
     pub hostname: Sp<String>,
     pub span: Span,
@@ -295,6 +297,9 @@ pub struct RouteDecl {
     pub frame_ancestors: Vec<Sp<String>>,
     /// The `[certificates.NAME]` the route is served with.
     pub certificate: Option<Sp<String>>,
+    /// The list keys written on the route (`cors`, `allow`, `frame_ancestors`): an empty list
+    /// written replaces a `[route_defaults]` list.
+    pub written: Vec<&'static str>,
 }
 
 /// A DNS zone kiln manages records in.
@@ -555,18 +560,8 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             tls: typed(t.str("tls"), sink, TlsMode::parse),
             auth: t.str("auth"),
             edge: t.str("edge"),
-            rate_limit: t
-                .table("rate_limit", |mut rt| {
-                    let span = rt.span;
-                    let avg = rt.int("average");
-                    let burst = rt.int("burst");
-                    if avg.is_none() {
-                        rt.missing("average", "100");
-                    }
-                    rt.finish();
-                    avg.map(|a| (a, burst, span))
-                })
-                .flatten(),
+            rate_limit: crate::syntax::route_defaults::rate_limit(&mut t),
+            written: ["cors", "allow", "frame_ancestors"].into_iter().filter(|k| t.node(k).is_some()).collect(),
             cors: t.str_list("cors"),
             allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect(),
             crowdsec: t.str("crowdsec"),
@@ -577,6 +572,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
         Some(d)
     });
     out.streams = crate::syntax::streams::read(&mut r, sink);
+    out.route_defaults = crate::syntax::route_defaults::read(&mut r, sink);
     out.certificates = crate::syntax::certificates::read(&mut r, sink);
     out.dns = r.named("dns", |name, mut t| {
         let zone = typed(Some(name), sink, |s| types::parse_domain(s, false))?;
