@@ -89,10 +89,29 @@ impl<'a> Resolver<'a> {
             if r.tls.is_some() {
                 return Ok(None);
             }
-            return Ok(certs
-                .values()
-                .find(|c| c.edge_service == edge.name && c.names.iter().any(|n| covers(n, hostname)))
-                .map(|c| (c.name.clone(), mode(c))));
+            let covering: Vec<&Certificate> =
+                certs.values().filter(|c| c.edge_service == edge.name && c.names.iter().any(|n| covers(n, hostname))).collect();
+            // Several cover it: the first by name serves it, which a rename would change.
+            if let [first, rest @ ..] = covering.as_slice()
+                && !rest.is_empty()
+            {
+                let others: Vec<String> = rest.iter().map(|c| format!("`{}`", c.name)).collect();
+                self.err(
+                    Diagnostic::warning(
+                        "E0048",
+                        format!(
+                            "route `{hostname}` is covered by certificates `{}` and {}: it uses `{}`",
+                            first.name,
+                            others.join(", "),
+                            first.name
+                        ),
+                    )
+                    .primary(r.hostname.span, "several certificates on its edge cover this name")
+                    .secondary(first.span, "used: the first by name")
+                    .help(format!("name the one it is served with: `certificate = \"{}\"`", first.name)),
+                );
+            }
+            return Ok(covering.first().map(|c| (c.name.clone(), mode(c))));
         };
         let Some(cert) = certs.get(&named.value) else {
             if !decls.contains_key(&named.value) {

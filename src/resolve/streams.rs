@@ -75,7 +75,27 @@ impl<'a> Resolver<'a> {
                 );
                 continue;
             }
+            if edge.name == svc.name {
+                self.err(
+                    Diagnostic::error("E0030", format!("stream `{name}` forwards to its own edge `{}`", edge.name))
+                        .primary(svc_ref.span, "the edge would forward the port to itself")
+                        .help("name the service that answers on this port: the edge forwards to it"),
+                );
+                continue;
+            }
             let Some(port) = &d.port else { continue };
+            // Ubuntu runs systemd-resolved, whose stub listener holds 53 on 127.0.0.53 and
+            // 127.0.0.54: Docker's wildcard bind of 53 fails with "address already in use".
+            let resolved = hosts.get(&edge.host).is_some_and(|h| h.image.name.starts_with("ubuntu"));
+            if port.value == 53 && resolved {
+                self.err(
+                    Diagnostic::error("E0046", format!("stream `{name}` cannot listen on 53/{} on host `{}`", protocol.name(), edge.host))
+                        .primary(port.span, "systemd-resolved's stub listener holds port 53 on this Ubuntu host")
+                        .note("the edge publishes the stream on every address; binding 53 fails while 127.0.0.53:53 is taken")
+                        .help("put the edge on a Debian host (no systemd-resolved stub), or give the stream another public port"),
+                );
+                continue;
+            }
             if let Some(what) = taken(port.value, protocol) {
                 self.err(
                     Diagnostic::error("E0046", format!("stream `{name}` cannot listen on {}/{}: it is taken", port.value, protocol.name()))
