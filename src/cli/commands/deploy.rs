@@ -201,6 +201,25 @@ fn run(
             return Err(usage_error(&format!("no host `{h}` in system `{}`{hint}", sys.name)));
         }
     }
+    if action == Action::Deploy && matches!(what, What::Build) && !kiln::deploy::cloud::cloud_hosts(sys, selected).is_empty() {
+        // Hosts a cloud provider creates: OpenTofu applies, then the same per-host steps.
+        let timeouts =
+            Timeouts { converge: Duration::from_secs(a.timeout), health: Duration::from_secs(a.health_timeout), ..Timeouts::default() };
+        return Ok(ExitCode::from(kiln::deploy::cloud::command(&kiln::deploy::cloud::Request {
+            compiled: c,
+            root: kiln::load::system_root(path).map(|(r, _)| r).unwrap_or_default(),
+            selected,
+            identity: opts.identity.as_deref(),
+            store: store_dir(a.store.clone()),
+            state: state_dir(a, &sys.name),
+            program: None,
+            ssh_config: a.ssh_config.clone(),
+            ssh_user: a.ssh_user.clone(),
+            timeouts,
+            boot_timeout: Duration::from_secs(900),
+            json: a.json,
+        })));
+    }
     refuse_cloud_hosts(sys, selected)?;
     let trust = known_hosts::parse_trust(&a.trust_host_key).map_err(|e| usage_error(&e))?;
     for h in trust.keys() {
