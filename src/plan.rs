@@ -90,6 +90,7 @@ pub struct Plan {
     pub services: Vec<ServiceChange>,
     pub firewall: AddedRemoved,
     pub routes: AddedRemoved,
+    pub streams: AddedRemoved,
     pub dns: AddedRemoved,
     pub secrets: AddedRemoved,
     pub waivers: AddedRemoved,
@@ -103,6 +104,7 @@ impl Plan {
                 || !self.services.is_empty()
                 || !self.firewall.is_empty()
                 || !self.routes.is_empty()
+                || !self.streams.is_empty()
                 || !self.dns.is_empty()
                 || !self.secrets.is_empty()
                 || !self.waivers.is_empty()
@@ -122,6 +124,7 @@ pub fn diff(old: Option<&Build>, new: &Build) -> Plan {
         services: BTreeMap::new(),
         firewall: Vec::new(),
         routes: BTreeMap::new(),
+        streams: BTreeMap::new(),
         dns: Vec::new(),
         secrets: BTreeMap::new(),
         waivers: Vec::new(),
@@ -131,6 +134,7 @@ pub fn diff(old: Option<&Build>, new: &Build) -> Plan {
     let firewall = sets(o.firewall.iter().map(|r| r.key()), n.firewall.iter().map(|r| r.key()));
     let routes =
         keyed(o.routes.iter().map(|(k, r)| (k.clone(), route_target(r))), n.routes.iter().map(|(k, r)| (k.clone(), route_target(r))));
+    let streams = keyed(o.streams.clone().into_iter(), n.streams.clone().into_iter());
     let dns = keyed(
         o.dns.iter().map(|r| (r.name.clone(), format!("{} ({} zone {})", r.target, r.provider, r.zone))),
         n.dns.iter().map(|r| (r.name.clone(), format!("{} ({} zone {})", r.target, r.provider, r.zone))),
@@ -182,6 +186,7 @@ pub fn diff(old: Option<&Build>, new: &Build) -> Plan {
         services,
         firewall,
         routes,
+        streams,
         dns,
         secrets,
         waivers,

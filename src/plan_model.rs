@@ -23,6 +23,9 @@ pub struct Facts {
     /// Every host's firewall rules, one line each: `HOST PORT/PROTO from SOURCES`.
     pub firewall: Vec<FactRule>,
     pub routes: BTreeMap<String, FactRoute>,
+    /// `[streams.NAME]`: name → `PORT/PROTO to SERVICE.ENDPOINT via EDGE on HOST`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, String>,
     pub dns: Vec<FactRecord>,
     /// Secret references (name → file, key and who uses it); never a value.
     pub secrets: BTreeMap<String, FactSecret>,
@@ -267,6 +270,22 @@ pub fn facts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &So
                         declared: places.at(r.span),
                     },
                 )
+            })
+            .collect(),
+        streams: sys
+            .streams
+            .iter()
+            .map(|st| {
+                let target = format!(
+                    "{}/{} to {}.{} via {} on {}",
+                    st.port,
+                    st.protocol.name(),
+                    st.service,
+                    st.endpoint,
+                    st.edge_service,
+                    st.edge_host
+                );
+                (st.name.clone(), target)
             })
             .collect(),
         dns,

@@ -62,6 +62,7 @@ pub fn text(p: &Plan, color: bool) -> String {
     }
     section(&mut o, "firewall rules", &p.firewall);
     section(&mut o, "routes", &p.routes);
+    section(&mut o, "streams", &p.streams);
     section(&mut o, "DNS records", &p.dns);
     section(&mut o, "secrets referenced", &p.secrets);
     section(&mut o, "waived rules", &p.waivers);
