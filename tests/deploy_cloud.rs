@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// One VM test at a time (two shared cores): the VM tests hold this.
+static ONE_VM_TEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Terraform and the stand-ins' CLI configuration (scripts/install-tofu-test-deps).
 fn terraform_env(cmd: &mut Command) -> PathBuf {
     let env_file = repo().join(".venv-tofu/env");
@@ -114,6 +117,7 @@ fn qemu_alive(pid: i32) -> bool {
 /// recorded; a second plan shows no changes; destroy powers it off and removes it.
 #[test]
 fn the_test_cloud_boots_a_server_from_its_user_data_and_destroy_removes_it() {
+    let _one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
     assert!(image_ready("debian-12"));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -255,6 +259,7 @@ fn pinned_ssh(t: &Path, edge: &str, host: &str, destination: &str, script: &str)
 /// directory.
 #[test]
 fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
+    let _one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
     assert!(image_ready("debian-12"));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
