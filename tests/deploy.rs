@@ -508,6 +508,11 @@ fn waves_follow_the_order_the_plan_is_confirmed_and_a_failing_canary_stops_the_r
     assert!(said.contains("wave 1 `canary`:") && said.contains("Deploy this plan? [y/N]") && said.contains("not confirmed"), "{said}");
     assert!(servers[0].file("/opt/kiln/provision.sh").is_none(), "nothing uploaded after a no");
 
+    let out = root_deploy(t, &sys, &["--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(summary(&out)["confirmed"], false);
+    assert_eq!(summary(&out)["untouched"], serde_json::json!(["a", "b", "c", "d", "e"]));
+
     // --yes: the canary fails at its provisioner (the stand-in's apt-get refuses), its log's
     // tail is printed, the later waves are untouched, no generation.
     let out = root_deploy(t, &sys, &["--yes", "--json"]);

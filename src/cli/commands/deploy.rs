@@ -345,6 +345,7 @@ fn run(
             } else {
                 close_all(&ready);
                 drop(held);
+                not_confirmed_summary(a.json, selected);
                 eprintln!(
                     "error: not deploying: the plan changes {} host{} and there is no terminal to confirm it on; pass --yes to deploy without asking",
                     actions.values().filter(|x| !x.skip()).count(),
@@ -354,6 +355,7 @@ fn run(
             };
             if !confirmed {
                 close_all(&ready);
+                not_confirmed_summary(a.json, selected);
                 eprintln!("not deployed: the plan was not confirmed; nothing changed");
                 return Ok(ExitCode::from(EXIT_NOT_CONFIRMED));
             }
@@ -466,6 +468,16 @@ fn run(
         (Action::PushSecrets, _) => ui.info("secrets delivered"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `--json`, the summary of a deploy the plan of which was not confirmed: nothing done.
+fn not_confirmed_summary(json: bool, selected: &[String]) {
+    if json {
+        let summary = serde_json::json!({
+            "summary": { "ok": false, "confirmed": false, "deployed": [], "skipped": [], "failed": [], "untouched": selected, "generation": null }
+        });
+        println!("{summary}");
+    }
 }
 
 /// The plan, per wave: on stdout as text, or as one `{"plan": …}` line with `--json`.
