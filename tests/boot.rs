@@ -221,6 +221,7 @@ fn boot_leaves_no_secret_and_no_work_directory() {
 #[test]
 fn the_accelerator_probe_needs_a_kernel_that_boots() {
     use kiln::boot::accel::{Accel, probe_under};
+    #[allow(clippy::disallowed_methods)] // the test finds the image cache as the command line does
     let home = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
