@@ -102,7 +102,7 @@ pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], opt
     let m = &lib.modules.get(module).ok_or_else(|| format!("no module `{module}`"))?.decl;
     let mut acc = Acc {
         out: format!(
-            "[system]\nname = \"t\"\ndomains = [\"example.com\"]\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/24\"\n\n[admins.ops]\nkeys = [\"{KEY}\"]\nsources = [\"198.51.100.0/24\"]\n\n[hosts.h1]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = {{ private = \"10.0.0.2\" }}\n"
+            "[system]\nname = \"t\"\ndomains = [\"example.com\"]\n# A module with its requirements may outgrow Hetzner's 32 KiB of user-data: it then boots\n# from the store (stage 0), as a real host would.\nstore = \"https://store.example.com/t\"\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[networks.private]\ncidr = \"10.0.0.0/24\"\n\n[admins.ops]\nkeys = [\"{KEY}\"]\nsources = [\"198.51.100.0/24\"]\n\n[hosts.h1]\nprovider = \"hetzner\"\nimage = \"ubuntu-24.04\"\npublic = true\nnetworks = {{ private = \"10.0.0.2\" }}\n"
         ),
         ..Acc::default()
     };
