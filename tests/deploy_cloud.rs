@@ -66,11 +66,7 @@ fn ssh(key: &Path, user: &str, address: &str, script: &str) -> Result<String, St
         .arg(key)
         .arg(format!("{user}@{address}"))
         .arg(script));
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
-    }
+    if out.status.success() { Ok(text(&out.stdout)) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
 }
 
 fn wait_ssh(key: &Path, user: &str, address: &str, cloud: &Path, within: Duration) -> String {
@@ -242,11 +238,7 @@ fn pinned_ssh(t: &Path, edge: &str, host: &str, destination: &str, script: &str)
         cmd.arg("-o").arg(format!("ProxyCommand={jump}"));
     }
     let out = run(cmd.arg(format!("kiln@{destination}")).arg(script));
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
-    }
+    if out.status.success() { Ok(text(&out.stdout)) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
 }
 
 /// From nothing to a deployed two-host system on the test cloud, with real Terraform: a public

@@ -29,9 +29,9 @@ use super::host::{self, Host, Ssh, SshSettings, SshTarget};
 use super::progress::{Mode, Progress, State};
 use super::{Failure, HostPlan, Layout, Outcome, Step, Timeouts};
 use crate::syntax::system::ProviderKind;
+use crate::types::SshHostKey;
 #[cfg(test)]
 use crate::types::parse_ssh_host_key;
-use crate::types::SshHostKey;
 
 /// The override file kiln adds to the working copy: each cloud server's user-data with the
 /// enrolment part.
@@ -297,11 +297,7 @@ pub fn command(r: &Request<'_>) -> u8 {
             eprintln!("error: {e}");
             // Nothing was applied when the secrets or the store failed (2, as for any usage or
             // IO error); an apply that failed may have changed servers (3).
-            if matches!(e.step, "secrets" | "upload") {
-                2
-            } else {
-                3
-            }
+            if matches!(e.step, "secrets" | "upload") { 2 } else { 3 }
         }
     }
 }
