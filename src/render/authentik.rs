@@ -201,13 +201,16 @@ fn source(src: &SocialSource) -> Entry {
     )
 }
 
+/// The blueprint entry that applies authentik's default authentication flow first.
+const DEFAULT_FLOW_ENTRY: &str = "default-authentication-flow";
+
 /// The default login page shows exactly the sources kiln declares (the identification stage's
 /// `sources`, replaced on every apply), after the default flow's blueprint has made the stage.
 fn login_page(sources: &[SocialSource]) -> [Entry; 2] {
     [
         Entry {
             model: "authentik_blueprints.metaapplyblueprint",
-            id: "default-authentication-flow".into(),
+            id: DEFAULT_FLOW_ENTRY.into(),
             state: "present",
             identifiers: BTreeMap::new(),
             attrs: BTreeMap::from([
