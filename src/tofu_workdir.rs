@@ -155,6 +155,47 @@ pub fn parse_plan(show: &Value, changes: bool) -> TofuPlan {
     p
 }
 
+/// The resource types that hold data a server's replacement must not take along: volumes,
+/// DNS zones (with records kiln does not manage), buckets and managed databases.
+pub const DATA_TYPES: &[&str] = &[
+    "digitalocean_domain",
+    "digitalocean_spaces_bucket",
+    "digitalocean_volume",
+    "hcloud_volume",
+    "hcloud_zone",
+    "minio_s3_bucket",
+    "scaleway_block_volume",
+    "scaleway_object_bucket",
+    "scaleway_rdb_database",
+    "scaleway_rdb_instance",
+];
+
+/// The data-holding resources (`DATA_TYPES`) the plan destroys or replaces, by address. Such a
+/// plan is never applied unasked: `prevent_destroy` guards a resource only while the root
+/// declares it, so a host or zone removed from the system would otherwise take its data along.
+/// Pure.
+pub fn data_losses(p: &TofuPlan) -> Vec<String> {
+    // `module.NAME.TYPE.NAME`: the type follows the module path.
+    let ty = |addr: &str| {
+        let mut parts = addr.split('.');
+        while let Some(part) = parts.next() {
+            if part != "module" {
+                return part.to_string();
+            }
+            parts.next();
+        }
+        String::new()
+    };
+    p.destroy
+        .iter()
+        .chain(&p.replace)
+        .filter(|a| DATA_TYPES.contains(&ty(a).as_str()))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// Replaces every occurrence of each secret (four characters or longer) in OpenTofu's output
 /// with `***`, so an error message never carries a credential. Pure.
 pub fn redact(text: &str, secrets: &[String]) -> String {
@@ -263,6 +304,19 @@ mod tests {
         assert_eq!(find_program(Some(Path::new("terraform")), Some(&path)).unwrap(), a.join("terraform"));
         assert!(find_program(Some(&a.join("tofu")), Some(&path)).unwrap_err().contains("no OpenTofu program"));
         assert!(find_program(None, None).unwrap_err().contains("--tofu=PATH"));
+    }
+
+    #[test]
+    fn destroying_or_replacing_data_is_a_loss_and_servers_are_not() {
+        let show = serde_json::json!({ "resource_changes": [
+            { "address": "hcloud_server.db", "change": { "actions": ["delete", "create"] } },
+            { "address": "hcloud_volume.db", "change": { "actions": ["delete"] } },
+            { "address": "hcloud_zone.example_org", "change": { "actions": ["create", "delete"] } },
+            { "address": "hcloud_volume_attachment.db", "change": { "actions": ["delete"] } },
+            { "address": "scaleway_rdb_instance.main", "change": { "actions": ["update"] } },
+            { "address": "minio_s3_bucket.media[\"x\"]", "change": { "actions": ["delete"] } },
+        ]});
+        assert_eq!(data_losses(&parse_plan(&show, true)), ["hcloud_volume.db", "hcloud_zone.example_org", "minio_s3_bucket.media[\"x\"]"]);
     }
 
     #[test]

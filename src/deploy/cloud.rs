@@ -257,7 +257,8 @@ pub struct Report {
 }
 
 /// `kiln deploy` with cloud hosts: prints progress, errors and a summary; returns the exit
-/// code: 0 deployed; 2 the secrets or the store failed (nothing applied); 3 OpenTofu failed
+/// code: 0 deployed; 2 the secrets, the store or the plan failed, or the plan destroys data
+/// (nothing applied); 3 OpenTofu's apply failed
 /// or a host failed at a step.
 pub fn command(r: &Request<'_>) -> u8 {
     match deploy(r) {
@@ -295,9 +296,10 @@ pub fn command(r: &Request<'_>) -> u8 {
                 println!("{}", serde_json::json!({ "summary": { "ok": false, "error": e } }));
             }
             eprintln!("error: {e}");
-            // Nothing was applied when the secrets or the store failed (2, as for any usage or
-            // IO error); an apply that failed may have changed servers (3).
-            if matches!(e.step, "secrets" | "upload") { 2 } else { 3 }
+            // Nothing was applied when the secrets, the store or the plan failed, or the plan
+            // would destroy data (2, as for any usage or IO error); an apply that failed may
+            // have changed servers (3).
+            if matches!(e.step, "secrets" | "upload" | "plan") { 2 } else { 3 }
         }
     }
 }
@@ -404,6 +406,30 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
     Ok(Report { results, generation, entry })
 }
 
+/// The enrolment tokens hosts already have in `<state>/enrol/` (none are made): what `kiln plan
+/// --tofu` needs to stage the same override as the last deploy, so that it does not see every
+/// enrolled server's user-data as changed.
+pub fn enrolled_tokens(state: &Path) -> BTreeMap<String, String> {
+    let Ok(dir) = std::fs::read_dir(state.join(ENROL_DIR)) else { return BTreeMap::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".token")?.to_string();
+            let t = std::fs::read_to_string(e.path()).ok()?;
+            (t.trim().len() == 64).then(|| (name, t.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The working copy's extra file for `tokens` (`None` when no host has one). Pure.
+pub fn override_for(artifacts: &[(String, Vec<u8>)], tokens: &BTreeMap<String, String>) -> Result<Option<(String, Vec<u8>)>, String> {
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let Some((_, main)) = artifacts.iter().find(|(p, _)| p == "tofu/main.tf.json") else { return Ok(None) };
+    let root: Value = serde_json::from_slice(main).map_err(|e| format!("tofu/main.tf.json: {e}"))?;
+    Ok(Some((OVERRIDE_FILE.to_string(), override_file(&root, tokens)?)))
+}
+
 /// The enrolment tokens of `hosts`: read from `<state>/enrol/`, a fresh random one (0600)
 /// for a host that has none.
 fn tokens(state: &Path, hosts: &[String]) -> Result<BTreeMap<String, String>, String> {
@@ -466,13 +492,12 @@ fn apply(r: &Request<'_>, tokens: &BTreeMap<String, String>) -> Result<BTreeMap<
             .output()
             .map_err(|e| err(None, "apply", format!("cannot run `{}`: {e}", program.display())))
     };
-    let init = run(staged.path(), &["init", "-input=false", "-no-color"])?;
-    if !init.status.success() {
-        return Err(err(
-            None,
-            "apply",
-            format!("`{name} init` failed ({}){}", backend.describe(&r.state), wd::excerpt(&init.stdout, &init.stderr, &redact)),
-        ));
+    // The plan first (`init` and `plan`): data it would destroy stops the deploy before
+    // anything is applied.
+    let plan = wd::plan(&program, &staged, &backend, &redact).map_err(|e| err(None, "plan", e))?;
+    let losses = wd::data_losses(&plan);
+    if !losses.is_empty() {
+        return Err(err(None, "plan", data_loss_message(&name, &losses, &r.state)));
     }
     let apply = run(staged.path(), &["apply", "-auto-approve", "-input=false", "-no-color"])?;
     // What was applied is in the state either way: the working copy goes in place.
@@ -487,6 +512,19 @@ fn apply(r: &Request<'_>, tokens: &BTreeMap<String, String>) -> Result<BTreeMap<
     let v: Value =
         serde_json::from_slice(&show.stdout).map_err(|e| err(None, "address", format!("`{name} show -json` printed no JSON: {e}")))?;
     Ok(servers_of_state(&v))
+}
+
+/// Why a plan that destroys data is not applied, and the operator's ways on. Pure.
+pub fn data_loss_message(program: &str, losses: &[String], state: &Path) -> String {
+    let dir = state.join(crate::tofu_workdir::WORKDIR);
+    format!(
+        "the plan destroys or replaces resources that hold data: {}; nothing was applied.\n  \
+         kiln never destroys data on its own (OpenTofu's prevent_destroy holds only while the system declares the resource).\n  \
+         Put the declaration back, or let go of it yourself: `{program} -chdir={} state rm ADDRESS` leaves it at the provider, \
+         unmanaged (delete it there when its data is safe), then deploy again",
+        losses.join(", "),
+        dir.display()
+    )
 }
 
 /// Values of the environment that are credentials (`TF_VAR_*`, `*TOKEN*`, `*SECRET*`), to be

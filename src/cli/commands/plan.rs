@@ -40,7 +40,11 @@ fn tofu_plan(
     let program = wd::find_program(program, search_path().as_deref())?;
     let backend = kiln::state_backend::Backend::of(c.system.deploy_state.as_ref());
     let root: Vec<(String, Vec<u8>)> = c.system_artifacts.iter().map(|a| (a.path.clone(), a.bytes.clone())).collect();
-    let staged = wd::prepare(state, &wd::files(&root, &backend))?;
+    let mut files = wd::files(&root, &backend);
+    // The enrolment override the last cloud deploy applied (src/deploy/cloud.rs), so that an
+    // enrolled server's user-data reads as unchanged.
+    files.extend(kiln::deploy::cloud::override_for(&root, &kiln::deploy::cloud::enrolled_tokens(state))?);
+    let staged = wd::prepare(state, &files)?;
     let plan = wd::plan(&program, &staged, &backend, &secret_values())
         .map_err(|e| format!("{e}\nnothing was changed in `{}`", state.display()))?;
     staged.install()?;
