@@ -43,7 +43,7 @@ fn tofu_plan(
     let mut files = wd::files(&root, &backend);
     // The enrolment override the last cloud deploy applied (src/deploy/cloud.rs), so that an
     // enrolled server's user-data reads as unchanged.
-    files.extend(kiln::deploy::cloud::override_for(&root, &kiln::deploy::cloud::enrolled_tokens(state))?);
+    files.extend(kiln::deploy::enrol::override_for(&root, &kiln::deploy::enrol::enrolled_tokens(state))?);
     let staged = wd::prepare(state, &files)?;
     let plan = wd::plan(&program, &staged, &backend, &secret_values())
         .map_err(|e| format!("{e}\nnothing was changed in `{}`", state.display()))?;
