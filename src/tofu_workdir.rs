@@ -215,22 +215,26 @@ pub fn excerpt(stdout: &[u8], stderr: &[u8], secrets: &[String]) -> String {
     lines[start..].iter().take(16).map(|l| format!("\n  {l}")).collect()
 }
 
+/// Runs `program ARGS` in `dir` as automation (no prompts, no version check) and collects its
+/// output.
+pub fn run_in(program: &Path, dir: &Path, args: &[&str]) -> Result<std::process::Output, String> {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("TF_IN_AUTOMATION", "1")
+        .env("TF_INPUT", "0")
+        .env("CHECKPOINT_DISABLE", "1")
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", program.display()))
+}
+
 /// Runs `program init` and `program plan -detailed-exitcode` in the staged directory, and
 /// reads the plan back with `show -json` (the saved plan file is removed: it may hold
 /// variable values). `secrets` are redacted from any error.
 pub fn plan(program: &Path, staged: &Staged, backend: &Backend, secrets: &[String]) -> Result<TofuPlan, String> {
     let dir = staged.path();
     let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tofu".into());
-    let run = |args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .current_dir(dir)
-            .env("TF_IN_AUTOMATION", "1")
-            .env("TF_INPUT", "0")
-            .env("CHECKPOINT_DISABLE", "1")
-            .output()
-            .map_err(|e| format!("cannot run `{}`: {e}", program.display()))
-    };
+    let run = |args: &[&str]| run_in(program, dir, args);
     let init = run(&["init", "-input=false", "-no-color"])?;
     if !init.status.success() {
         let what = match backend {

@@ -302,16 +302,7 @@ fn apply(r: &Request<'_>, tokens: &BTreeMap<String, String>) -> Result<BTreeMap<
     files.push((OVERRIDE_FILE.to_string(), override_file(&root, tokens).map_err(|e| err(None, "apply", e))?));
     let staged = wd::prepare(&r.state, &files).map_err(|e| err(None, "apply", e))?;
     let redact: Vec<String> = secret_env().into_iter().chain(tokens.values().cloned()).collect();
-    let run = |dir: &Path, args: &[&str]| {
-        Command::new(&program)
-            .args(args)
-            .current_dir(dir)
-            .env("TF_IN_AUTOMATION", "1")
-            .env("TF_INPUT", "0")
-            .env("CHECKPOINT_DISABLE", "1")
-            .output()
-            .map_err(|e| err(None, "apply", format!("cannot run `{}`: {e}", program.display())))
-    };
+    let run = |dir: &Path, args: &[&str]| wd::run_in(&program, dir, args).map_err(|e| err(None, "apply", e));
     // The plan first (`init` and `plan`): data it would destroy stops the deploy before
     // anything is applied.
     let plan = wd::plan(&program, &staged, &backend, &redact).map_err(|e| err(None, "plan", e))?;
