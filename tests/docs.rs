@@ -53,6 +53,10 @@ fn errors_in_a_module_file_point_into_it() {
         ("broken/module.toml:14:1", "unknown key `environmnet`"),
         ("broken/module.toml:17:8", "70000 is not a port"),
         ("broken/module.toml:21:10", "`etc/app.conf` is not an absolute path"),
+        ("refs/module.toml:24:13", "option `replicas` is not a string"),
+        ("refs/module.toml:25:12", "the module has no option `dbname`"),
+        ("refs/module.toml:28:17", "the module has no option `issuer`"),
+        ("refs/module.toml:30:17", "the module has no secret slot `oidc_secret`"),
     ] {
         assert!(err.contains(loc), "expected an error at {loc}:\n{err}");
         assert!(err.contains(what), "expected `{what}`:\n{err}");

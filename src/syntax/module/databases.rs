@@ -5,7 +5,8 @@
 //! The server is told nothing by hand: kiln lists the clients connected to it, delivers each
 //! client's password secret to the server too, and its templates see them as `databases`.
 
-use super::{OptType, OptionDecl, RequireDecl, SecretSlotDecl};
+use super::refs::{self, secret_slot};
+use super::{OptionDecl, RequireDecl, SecretSlotDecl};
 use crate::diag::{Diagnostic, Span};
 use crate::syntax::decode::{Sink, Sp, TableReader};
 
@@ -80,35 +81,17 @@ pub(super) fn check_provisions(requires: &[RequireDecl], options: &[OptionDecl],
             string_option(d, options, sink);
         }
         string_option(&p.role, options, sink);
-        if !secrets.iter().any(|s| s.slot.value == p.password.value) {
-            sink.push(
-                Diagnostic::error("E0023", format!("the module has no secret slot `{}`", p.password.value))
-                    .primary(p.password.span, "unknown secret slot")
-                    .help("declare it under [secrets]: the file the client reads its database password from"),
-            );
-        }
+        secret_slot(&p.password, secrets, sink, "declare it under [secrets]: the file the client reads its database password from");
     }
 }
 
 /// Whether `o` names a string option of the module; an error at `o` when not.
 fn string_option(o: &Sp<String>, options: &[OptionDecl], sink: &Sink) -> bool {
-    match options.iter().find(|d| d.name.value == o.value) {
-        Some(d) if d.ty.value == OptType::String => true,
-        Some(d) => {
-            sink.push(
-                Diagnostic::error("E0002", format!("option `{}` is not a string", o.value))
-                    .primary(o.span, "a database or role name is text")
-                    .secondary(d.ty.span, "type declared here"),
-            );
-            false
-        }
-        None => {
-            sink.push(
-                Diagnostic::error("E0021", format!("the module has no option `{}`", o.value))
-                    .primary(o.span, "unknown option")
-                    .help("declare it under [options] with `type = \"string\"` and a default"),
-            );
-            false
-        }
-    }
+    refs::string_option(
+        o,
+        options,
+        sink,
+        "a database or role name is text",
+        "declare it under [options] with `type = \"string\"` and a default",
+    )
 }

@@ -10,6 +10,7 @@ mod forward_auth;
 mod header;
 mod jobs;
 mod oidc;
+mod refs;
 mod requires;
 mod secrets;
 mod storage;

@@ -3,8 +3,7 @@
 //! service fills them).
 
 use super::strings::parse_url_path;
-use super::{OidcDecl, OptType, OptionDecl, SecretSlotDecl};
-use crate::diag::Diagnostic;
+use super::{OidcDecl, OptionDecl, SecretSlotDecl, refs};
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 
 /// The optional keys naming options that take the provider's endpoints (for applications that
@@ -25,41 +24,21 @@ pub(super) fn oidc(mut t: TableReader<'_>, options: &[OptionDecl], secrets: &[Se
     }
     t.finish();
     let string_option = |o: &Option<Sp<String>>| -> bool {
-        let Some(o) = o else { return false };
-        match options.iter().find(|d| d.name.value == o.value) {
-            Some(d) if d.ty.value == OptType::String => true,
-            Some(d) => {
-                sink.push(
-                    Diagnostic::error("E0002", format!("option `{}` is not a string", o.value))
-                        .primary(o.span, "the provider's setting is text")
-                        .secondary(d.ty.span, "type declared here"),
-                );
-                false
-            }
-            None => {
-                sink.push(
-                    Diagnostic::error("E0021", format!("the module has no option `{}`", o.value))
-                        .primary(o.span, "unknown option")
-                        .help("declare it under [options] with `type = \"string\"` and `default = \"\"`"),
-                );
-                false
-            }
-        }
+        o.as_ref().is_some_and(|o| {
+            refs::string_option(
+                o,
+                options,
+                sink,
+                "the provider's setting is text",
+                "declare it under [options] with `type = \"string\"` and `default = \"\"`",
+            )
+        })
     };
     let issuer_ok = !missing_issuer && (issuer.is_none() || string_option(&issuer));
     let client_ok = string_option(&client_id);
-    let secret_ok = match &client_secret {
-        Some(s) if secrets.iter().any(|d| d.slot.value == s.value) => true,
-        Some(s) => {
-            sink.push(
-                Diagnostic::error("E0023", format!("the module has no secret slot `{}`", s.value))
-                    .primary(s.span, "unknown secret slot")
-                    .help("declare it under [secrets] with the path the application reads"),
-            );
-            false
-        }
-        None => false,
-    };
+    let secret_ok = client_secret
+        .as_ref()
+        .is_some_and(|s| refs::secret_slot(s, secrets, sink, "declare it under [secrets] with the path the application reads"));
     let endpoints_ok = endpoints.iter().filter(|e| e.is_some()).all(string_option);
     if !(issuer_ok && client_ok && secret_ok && endpoints_ok) {
         return None;
