@@ -177,12 +177,8 @@ fn secret_target(svc: &Value, secret: &str) -> Option<String> {
 #[test]
 fn outline_logs_in_through_authentik_with_a_delivered_secret() {
     let tmp = tempfile::tempdir().unwrap();
-    let ex = repo().join("flake-free-examples/civic-scaleway");
-    let key = repo().join("tests/fixtures/keys/examples.agekey");
-    let store = tmp.path().join("store");
-    let result = tmp.path().join("result");
-    let out = run(kiln().arg("--identity").arg(&key).arg("build").arg(&ex).arg("--store").arg(&store).arg("--out-link").arg(&result));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (ex, store) = (repo().join("flake-free-examples/civic-scaleway"), tmp.path().join("store"));
+    let result = build_with_identity(&ex, &store, &tmp.path().join("result"));
 
     // Outline: the IdP's issuer on its public route, the derived client id, a secret file.
     let tools = compose(&result.join("hosts/tools-prod/compose.yaml"));
@@ -217,19 +213,8 @@ fn outline_logs_in_through_authentik_with_a_delivered_secret() {
     assert_eq!(app["attrs"]["provider"], "KeyOf:provider-outline", "the issuer's slug is this application's");
 
     // The secret's value (decrypted with the examples' test key) is in no store file.
-    let text_key = read(&key);
-    let ids = kiln::sops::load_identities(&text_key).unwrap();
-    let opts = kiln::pipeline::Options { identity: Some(text_key.clone()), ..Default::default() };
-    let c = match kiln::pipeline::compile(&ex, &opts).unwrap() {
-        kiln::pipeline::Outcome::Ok(c) => c,
-        kiln::pipeline::Outcome::Failed(f) => panic!("{:?}", f.diagnostics),
-    };
-    let names = std::collections::BTreeSet::from(["outline_oidc_client_secret".to_string()]);
-    let values = kiln::secrets::values(&ex, &c.system, &names, &ids).unwrap();
-    let value = &values["outline_oidc_client_secret"];
-    assert!(value.len() >= 8, "the test secret is long enough to search for");
-    for (path, bytes, _) in files(&store) {
-        assert!(!bytes.windows(value.len()).any(|w| w == value.as_slice()), "the client secret's value is in {path}");
+    for (name, value) in example_secret_values(&ex, &["outline_oidc_client_secret"]) {
+        assert_eq!(holding(&store, &value), Vec::<String>::new(), "{name}'s value is in the store");
     }
 }
 
@@ -515,12 +500,8 @@ fn keycloak_imports_a_realm_with_a_client_per_login_and_its_entrypoint_exports_t
 #[test]
 fn five_vps_saas_brokers_four_social_logins_through_authentik() {
     let tmp = tempfile::tempdir().unwrap();
-    let ex = repo().join("flake-free-examples/five-vps-saas");
-    let key = repo().join("tests/fixtures/keys/examples.agekey");
-    let store = tmp.path().join("store");
-    let result = tmp.path().join("result");
-    let out = run(kiln().arg("--identity").arg(&key).arg("build").arg(&ex).arg("--store").arg(&store).arg("--out-link").arg(&result));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (ex, store) = (repo().join("flake-free-examples/five-vps-saas"), tmp.path().join("store"));
+    let result = build_with_identity(&ex, &store, &tmp.path().join("result"));
     let bp = result.join("hosts/identity/files/authentik-worker/authentik-blueprint-authentik.yaml");
     // authentik's schema accepts it (with the sources and the identification stage).
     judge(&resolved(&bp, false), tmp.path()).unwrap_or_else(|e| panic!("authentik's schema rejects the blueprint:\n{e}"));
@@ -548,21 +529,9 @@ fn five_vps_saas_brokers_four_social_logins_through_authentik() {
     let shown: Vec<&str> = stage[0]["attrs"]["sources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(shown, ["KeyOf:source-apple", "KeyOf:source-entraid", "KeyOf:source-github", "KeyOf:source-google"]);
     // No secret's value (decrypted with the examples' test key) is in any store file.
-    let text_key = read(&key);
-    let ids = kiln::sops::load_identities(&text_key).unwrap();
-    let opts = kiln::pipeline::Options { identity: Some(text_key.clone()), ..Default::default() };
-    let c = match kiln::pipeline::compile(&ex, &opts).unwrap() {
-        kiln::pipeline::Outcome::Ok(c) => c,
-        kiln::pipeline::Outcome::Failed(f) => panic!("{:?}", f.diagnostics),
-    };
-    let names: std::collections::BTreeSet<String> =
-        ["google_client_secret", "github_client_secret", "microsoft_client_secret", "apple_private_key"].map(String::from).into();
-    let values = kiln::secrets::values(&ex, &c.system, &names, &ids).unwrap();
-    for (name, value) in &values {
-        assert!(value.len() >= 8, "the test secret {name} is long enough to search for");
-        for (path, bytes, _) in files(&store) {
-            assert!(!bytes.windows(value.len()).any(|w| w == value.as_slice()), "{name}'s value is in {path}");
-        }
+    let names = ["google_client_secret", "github_client_secret", "microsoft_client_secret", "apple_private_key"];
+    for (name, value) in example_secret_values(&ex, &names) {
+        assert_eq!(holding(&store, &value), Vec::<String>::new(), "{name}'s value is in the store");
     }
 }
 

@@ -54,6 +54,47 @@ pub fn build_with_modules(modules: &Path, system: &Path, store: &Path, link: &Pa
     build_using(cmd, system, store, link)
 }
 
+/// The age identity that decrypts the examples' secrets (tests/fixtures/keys).
+pub fn examples_identity() -> PathBuf {
+    repo().join("tests/fixtures/keys/examples.agekey")
+}
+
+/// [`build`] with the examples' identity, so that secrets are checked against their files.
+pub fn build_with_identity(system: &Path, store: &Path, link: &Path) -> PathBuf {
+    let mut cmd = kiln();
+    cmd.arg("--identity").arg(examples_identity());
+    build_using(cmd, system, store, link)
+}
+
+/// The values of the secrets `names` of `system`, decrypted with the examples' identity: what a
+/// test searches for where no secret may be.
+pub fn example_secret_values(system: &Path, names: &[&str]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let key = read(&examples_identity());
+    let ids = kiln::sops::load_identities(&key).unwrap();
+    let opts = kiln::pipeline::Options { identity: Some(key.clone()), ..Default::default() };
+    let c = match kiln::pipeline::compile(system, &opts).unwrap() {
+        kiln::pipeline::Outcome::Ok(c) => c,
+        kiln::pipeline::Outcome::Failed(f) => panic!("{:?}", f.diagnostics),
+    };
+    let names = names.iter().map(|n| n.to_string()).collect();
+    let values = kiln::secrets::values(system, &c.system, &names, &ids).unwrap();
+    for (name, value) in &values {
+        assert!(value.len() >= 8, "the test secret {name} is long enough to search for");
+    }
+    values
+}
+
+/// Every file under `dir` that holds `needle`.
+pub fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
 fn build_using(mut cmd: Command, system: &Path, store: &Path, link: &Path) -> PathBuf {
     let out = run(cmd.arg("build").arg(system).arg("--store").arg(store).arg("--out-link").arg(link));
     assert!(out.status.success(), "kiln build {} failed:\n{}", system.display(), text(&out.stderr));
