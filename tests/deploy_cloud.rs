@@ -473,3 +473,71 @@ fn a_plan_that_destroys_a_volume_is_not_applied() {
     assert!(after.lines().any(|l| l == "hcloud_volume.app_data"), "the volume is still managed:\n{after}");
     assert!(!after.lines().any(|l| l.starts_with("hcloud_server.app2")), "nothing was created:\n{after}");
 }
+
+/// The enrolment part as its consumers read it: cloud-init's own multipart splitter (Debian's
+/// cloud-init 22.4 from .test-tools) finds the host's part and the enrolment part, and its
+/// merger appends the enrolment `bootcmd` to the host's; each cloud-config part passes the
+/// cloud-init oracle (22.4's schema and upstream's strict one); the boot command and the
+/// publisher script pass shellcheck and `dash -n`; the publisher unit passes
+/// `systemd-analyze verify`. No VM.
+#[test]
+fn the_enrolment_part_passes_cloud_init_shellcheck_dash_and_systemd() {
+    use kiln::deploy::enrol;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let token = "ab".repeat(32);
+    let host = "#cloud-config\nbootcmd:\n  - [sh, -c, echo host]\nruncmd:\n  - [sh, -c, echo provisioner]\n";
+    let ud = enrol::with_part(host, &enrol::enrol_part("db", &token)).unwrap();
+    std::fs::write(t.join("user-data"), &ud).unwrap();
+    let py = r#"
+import json, sys
+from cloudinit import user_data, util, helpers
+from cloudinit.handlers.cloud_config import CloudConfigPartHandler
+msg = user_data.UserDataProcessor({}).process(util.load_file(sys.argv[1]))
+parts, handler = [], CloudConfigPartHandler(helpers.Paths({"cloud_dir": sys.argv[2]}))
+handler.file_names = ["-"]
+handler.cloud_buf = {}
+for i, p in enumerate(msg.walk()):
+    if p.get_content_maintype() == "multipart":
+        continue
+    body = p.get_payload(decode=True).decode()
+    parts.append([p.get_content_type(), p.get_filename()])
+    with open(sys.argv[2] + "/part-%d" % i, "w") as f:
+        f.write(body)
+    handler._merge_part(body, p)
+merged = handler.cloud_buf
+print(json.dumps({"parts": parts, "bootcmd": merged.get("bootcmd"), "runcmd": merged.get("runcmd")}))
+"#;
+    let out = run(Command::new("/usr/bin/python3")
+        .env("PYTHONPATH", repo().join(".test-tools/cloud-init/usr/lib/python3/dist-packages"))
+        .arg("-c")
+        .arg(py)
+        .arg(t.join("user-data"))
+        .arg(t));
+    assert!(out.status.success(), "cloud-init's UserDataProcessor: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["parts"], serde_json::json!([["text/cloud-config", "host"], ["text/cloud-config", "kiln-enrol.cfg"]]), "{v}");
+    let bootcmd = v["bootcmd"].as_array().unwrap();
+    assert_eq!(bootcmd.len(), 2, "the host's bootcmd and the enrolment's, appended: {v}");
+    assert_eq!(bootcmd[0], serde_json::json!(["sh", "-c", "echo host"]));
+    assert_eq!(v["runcmd"], serde_json::json!([["sh", "-c", "echo provisioner"]]), "the host's runcmd kept");
+    let enrol_cmd: Vec<String> = bootcmd[1].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    assert_eq!(enrol_cmd[..2], ["sh", "-c"]);
+    assert_eq!(enrol_cmd[2], enrol::boot_command());
+    assert_eq!(enrol_cmd[4], enrol::publish_script("db", &token));
+    assert_eq!(enrol_cmd[5], enrol::publish_unit());
+    for i in [1, 2] {
+        let f = t.join(format!("part-{i}"));
+        let named = t.join(format!("cloud-init-part-{i}.yaml"));
+        std::fs::rename(&f, &named).unwrap();
+        oracle("cloud-init", &named).unwrap_or_else(|e| panic!("part {i}: {e}"));
+    }
+    for (name, body) in [("boot", &enrol_cmd[2]), ("publish", &enrol_cmd[4])] {
+        let f = t.join(format!("sh-{name}.sh"));
+        std::fs::write(&f, format!("#!/bin/sh\n{body}")).unwrap();
+        oracle("sh", &f).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let unit = t.join(enrol::UNIT_NAME);
+    std::fs::write(&unit, &enrol_cmd[5]).unwrap();
+    oracle("systemd", &unit).unwrap_or_else(|e| panic!("the publisher unit: {e}"));
+}

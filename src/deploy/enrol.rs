@@ -63,40 +63,81 @@ pub fn proof_in(ssh_stderr: &str) -> Option<String> {
     ssh_stderr.lines().find_map(|l| l.trim().strip_prefix(PROOF_PREFIX).map(|r| r.trim().to_string())).filter(|p| !p.is_empty())
 }
 
-/// The shell script the server runs in the background at boot (cloud-init `bootcmd`): once
-/// cloud-init's ssh module has made this instance's keys, the proof over the ed25519 key is
-/// written to a root-only banner sshd shows before authentication.
+/// Where the server keeps the publisher script (with the token: root-only, on tmpfs, removed
+/// when the key is pinned) and the banner.
+pub const RUN_DIR: &str = "/run/kiln-enrol";
+/// The publisher's systemd unit: a runtime unit (`/run/systemd/system`), gone at reboot.
+pub const UNIT_NAME: &str = "kiln-enrol.service";
+pub const UNIT_PATH: &str = "/run/systemd/system/kiln-enrol.service";
+
+/// The shell script the publisher unit runs: once cloud-init's ssh module has made this
+/// instance's keys, the proof over the ed25519 key is written to a root-only banner sshd shows
+/// before authentication.
 pub fn publish_script(host: &str, token_hex: &str) -> String {
     use crate::render::quote::sh;
     format!(
-        "[ -e {mark} ] && exit 0\numask 077\ni=0\nwhile [ ! -e /var/lib/cloud/instance/sem/config_ssh ] && [ \"$i\" -lt 1800 ]; do sleep 1; i=$((i+1)); done\n\
-         k=$(cut -d ' ' -f 1,2 /etc/ssh/ssh_host_ed25519_key.pub) || exit 1\nmkdir -p /run/kiln-enrol\n\
-         m=$(printf '%s' {prefix}\" \"{host}\" $k\" | openssl dgst -sha256 -mac HMAC -macopt hexkey:{token} -r | cut -d ' ' -f 1)\n\
-         printf '%s %s\\n' {prefix} \"$m\" >/run/kiln-enrol/banner\n\
-         printf 'Banner /run/kiln-enrol/banner\\n' >/etc/ssh/sshd_config.d/kiln-enrol.conf\n\
+        "[ -e {mark} ] && exit 0\numask 077\ni=0\nwhile {{ [ ! -e /var/lib/cloud/instance/sem/config_ssh ] || [ ! -s /etc/ssh/ssh_host_ed25519_key.pub ]; }} && [ \"$i\" -lt 1800 ]; do sleep 1; i=$((i+1)); done\n\
+         k=$(cut -d ' ' -f 1,2 /etc/ssh/ssh_host_ed25519_key.pub) || exit 1\nmkdir -p {run}\n\
+         m=$(printf '%s %s %s' {prefix} {host} \"$k\" | openssl dgst -sha256 -mac HMAC -macopt hexkey:{token} -r | cut -d ' ' -f 1)\n\
+         printf '%s %s\\n' {prefix} \"$m\" >{run}/banner.tmp\nmv -f {run}/banner.tmp {run}/banner\n\
+         printf 'Banner %s\\n' {banner} >/etc/ssh/sshd_config.d/kiln-enrol.conf\n\
          systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\n",
         mark = sh(ENROLLED_MARK),
         prefix = sh(PROOF_PREFIX),
         host = sh(host),
         token = sh(token_hex),
+        run = sh(RUN_DIR),
+        banner = sh(&format!("{RUN_DIR}/banner")),
     )
 }
 
-/// What kiln runs over the pinned connection once the key is pinned: the banner goes and is
-/// not published again.
+/// The publisher's unit: a oneshot that systemd runs once cloud-init's network stage (which
+/// makes the host keys) and sshd are up, owned by systemd rather than by a cloud-init stage's
+/// process tree (a background child of `bootcmd` could be lost with it). Never after
+/// enrolment (the mark). Its wait is bounded below `TimeoutStartSec`.
+pub fn publish_unit() -> String {
+    format!(
+        "[Unit]\nDescription=kiln: publish this server's SSH host-key enrolment proof as sshd's banner\n\
+         After=cloud-init.service ssh.service sshd.service\nConditionPathExists=!{mark}\n\n\
+         [Service]\nType=oneshot\nExecStart=/bin/sh {run}/publish\nTimeoutStartSec=1900\n",
+        mark = ENROLLED_MARK,
+        run = RUN_DIR,
+    )
+}
+
+/// What `bootcmd` runs (as `sh -c BOOT kiln-enrol SCRIPT UNIT`): writes the publisher script
+/// (0700 directory, 0600 file) and the runtime unit, reloads systemd and queues the unit's
+/// start without waiting for it (`--no-block`: cloud-init's own stage is what the unit is
+/// ordered after). Nothing when the server is enrolled already.
+pub fn boot_command() -> String {
+    use crate::render::quote::sh;
+    format!(
+        "[ -e {mark} ] && exit 0\nset -e\numask 077\nmkdir -p {run}\nprintf '%s' \"$1\" >{run}/publish\n\
+         umask 022\nmkdir -p /run/systemd/system\nprintf '%s' \"$2\" >{unit}\n\
+         systemctl daemon-reload\nsystemctl start --no-block {name}\n",
+        mark = sh(ENROLLED_MARK),
+        run = sh(RUN_DIR),
+        unit = sh(UNIT_PATH),
+        name = sh(UNIT_NAME),
+    )
+}
+
+/// What kiln runs over the pinned connection once the key is pinned: the banner, the
+/// publisher (and its token) go and are not published again.
 pub fn retire_script() -> String {
     format!(
-        "mkdir -p /var/lib/kiln\ntouch {}\nrm -f /etc/ssh/sshd_config.d/kiln-enrol.conf\nrm -rf /run/kiln-enrol\nsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\n",
-        crate::render::quote::sh(ENROLLED_MARK)
+        "mkdir -p /var/lib/kiln\ntouch {}\nrm -f /etc/ssh/sshd_config.d/kiln-enrol.conf\nrm -rf {}\nsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\n",
+        crate::render::quote::sh(ENROLLED_MARK),
+        crate::render::quote::sh(RUN_DIR),
     )
 }
 
 /// The enrolment part: cloud-config whose `bootcmd` (appended to the host's own, never
-/// replacing it) starts [`publish_script`] detached.
+/// replacing it) installs and queues the publisher unit ([`boot_command`]).
 pub fn enrol_part(host: &str, token_hex: &str) -> String {
     let cfg = serde_json::json!({
         "merge_how": [{ "name": "list", "settings": ["append"] }, { "name": "dict", "settings": ["no_replace", "recurse_list"] }],
-        "bootcmd": [["sh", "-c", "setsid sh -c \"$0\" </dev/null >/dev/null 2>&1 &", publish_script(host, token_hex)]],
+        "bootcmd": [["sh", "-c", boot_command(), "kiln-enrol", publish_script(host, token_hex), publish_unit()]],
     });
     format!("#cloud-config\n{}", crate::render::yaml(&cfg))
 }
