@@ -175,7 +175,7 @@ fn secret_target(svc: &Value, secret: &str) -> Option<String> {
 }
 
 #[test]
-fn outline_logs_in_through_authentik_with_a_delivered_secret() {
+fn civic_scaleway_applications_log_in_through_authentik_with_delivered_secrets() {
     let tmp = tempfile::tempdir().unwrap();
     let (ex, store) = (repo().join("flake-free-examples/civic-scaleway"), tmp.path().join("store"));
     let result = build_with_identity(&ex, &store, &tmp.path().join("result"));
@@ -205,15 +205,40 @@ fn outline_logs_in_through_authentik_with_a_delivered_secret() {
     assert!(read(&bp).contains(&format!("client_secret: !File {idp_secret}")), "the provider reads the secret the worker gets");
     let doc = resolved(&bp, true);
     let oauth = entries(&doc, "authentik_providers_oauth2.oauth2provider");
-    assert_eq!(oauth.len(), 1);
-    assert_eq!(oauth[0]["attrs"]["client_id"], "outline");
-    assert_eq!(oauth[0]["attrs"]["redirect_uris"][0]["url"], "https://wiki.example.org/auth/oidc.callback");
     let app =
         entries(&doc, "authentik_core.application").into_iter().find(|a| a["attrs"]["slug"] == "outline").expect("application `outline`");
     assert_eq!(app["attrs"]["provider"], "KeyOf:provider-outline", "the issuer's slug is this application's");
+    judge(&resolved(&bp, false), tmp.path()).unwrap_or_else(|e| panic!("authentik's schema rejects the blueprint:\n{e}"));
+
+    // Seed 9.3, "if Authentik is down no logins work": every application with a login of its
+    // own signs in through Authentik: a provider per client with the application's callback, the
+    // secret delivered to the application (on its host) and to the worker, where `!File` reads it.
+    let management = compose(&result.join("hosts/management/compose.yaml"));
+    let clients = [
+        ("outline", &tools, "outline_oidc_client_secret", "https://wiki.example.org/auth/oidc.callback"),
+        ("nextcloud", &tools, "nextcloud_oidc_client_secret", "https://cloud.example.org/index.php/apps/user_oidc/code"),
+        ("espocrm", &tools, "espocrm_oidc_client_secret", "https://espo.example.org/oauth-callback.php"),
+        ("leantime", &tools, "leantime_oidc_client_secret", "https://projects.example.org/oidc/callback"),
+        ("grafana", &management, "grafana_oidc_client_secret", "https://grafana.example.cc/login/generic_oauth"),
+    ];
+    assert_eq!(oauth.len(), clients.len(), "one provider per login");
+    for (client, host, secret, callback) in clients {
+        let p = oauth.iter().find(|p| p["attrs"]["client_id"] == client).unwrap_or_else(|| panic!("no provider for {client}"));
+        assert_eq!(p["attrs"]["redirect_uris"][0]["url"], callback, "{client}");
+        assert!(secret_target(service(host, client), secret).is_some(), "{client} gets its client secret");
+        let at = secret_target(worker, secret).unwrap_or_else(|| panic!("the worker gets {secret}"));
+        assert!(read(&bp).contains(&format!("client_secret: !File {at}")), "{client}'s provider reads the secret the worker gets");
+    }
 
     // The secret's value (decrypted with the examples' test key) is in no store file.
-    for (name, value) in example_secret_values(&ex, &["outline_oidc_client_secret"]) {
+    let names = [
+        "outline_oidc_client_secret",
+        "nextcloud_oidc_client_secret",
+        "espocrm_oidc_client_secret",
+        "leantime_oidc_client_secret",
+        "grafana_oidc_client_secret",
+    ];
+    for (name, value) in example_secret_values(&ex, &names) {
         assert_eq!(holding(&store, &value), Vec::<String>::new(), "{name}'s value is in the store");
     }
 }
