@@ -560,6 +560,33 @@ fn five_vps_saas_brokers_four_social_logins_through_authentik() {
     }
 }
 
+/// jacker (seed 003): Google, the seed's default sign-in through OAuth2-Proxy, is also a source on
+/// authentik's login page, with the same Google client; the secret reaches both, and the store
+/// holds no value of it.
+#[test]
+fn jacker_offers_google_on_authentiks_login_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ex, store) = (repo().join("flake-free-examples/jacker"), tmp.path().join("store"));
+    let result = build_with_identity(&ex, &store, &tmp.path().join("result"));
+    let bp = result.join("hosts/jacker/files/authentik-worker/authentik-blueprint-authentik.yaml");
+    judge(&resolved(&bp, false), tmp.path()).unwrap_or_else(|e| panic!("authentik's schema rejects the blueprint:\n{e}"));
+    let doc = resolved(&bp, true);
+    let sources = entries(&doc, "authentik_sources_oauth.oauthsource");
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0]["attrs"]["provider_type"], "google");
+    let jacker = compose(&result.join("hosts/jacker/compose.yaml"));
+    let key = sources[0]["attrs"]["consumer_key"].as_str().unwrap();
+    let proxy = read(&result.join("hosts/jacker/files/oauth2-proxy/oauth2-proxy.cfg"));
+    assert!(proxy.lines().any(|l| l == format!("client_id = \"{key}\"")), "the same Google client as OAuth2-Proxy's:\n{proxy}");
+    let target = secret_target(service(&jacker, "authentik-worker"), "oauth_client_secret").expect("the worker gets the Google secret");
+    assert!(read(&bp).contains(&format!("consumer_secret: !File {target}")), "the source reads the delivered file");
+    let stage = entries(&doc, "authentik_stages_identification.identificationstage");
+    assert_eq!(stage[0]["attrs"]["sources"], serde_json::json!(["KeyOf:source-google"]), "the login page shows it");
+    for (name, value) in example_secret_values(&ex, &["oauth_client_secret"]) {
+        assert_eq!(holding(&store, &value), Vec::<String>::new(), "{name}'s value is in the store");
+    }
+}
+
 #[test]
 fn social_logins_that_cannot_be_wired_are_reported() {
     // A kind authentik has no source type for.
