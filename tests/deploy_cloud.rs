@@ -541,3 +541,135 @@ print(json.dumps({"parts": parts, "bootcmd": merged.get("bootcmd"), "runcmd": me
     std::fs::write(&unit, &enrol_cmd[5]).unwrap();
     oracle("systemd", &unit).unwrap_or_else(|e| panic!("the publisher unit: {e}"));
 }
+
+/// The lab-network fixture copied to `t/sys`, with `edit` applied to its system.toml.
+fn fixture_with(t: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let sys = t.join("sys");
+    copy_tree(&repo().join("tests/fixtures/lab-network"), &sys);
+    let toml = edit(read(&sys.join("system.toml")));
+    std::fs::write(sys.join("system.toml"), toml).unwrap();
+    sys
+}
+
+/// `kiln deploy SYS ARGS` with the plain stand-in provider (no VM), stdin not a terminal, and
+/// `--tofu` a wrapper that logs each Terraform command line to `t/tofu.log` before running it.
+fn deploy_logged(t: &Path, sys: &Path, args: &[&str]) -> (Output, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut cmd = kiln();
+    let tf = terraform_env(&mut cmd);
+    let wrapper = t.join("tofu-logged");
+    let log = t.join("tofu.log");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >>'{}'\nexec '{}' \"$@\"\n", log.display(), tf.display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cmd.env("TF_VAR_hcloud_token", "test-cloud-token").env("TMPDIR", t).stdin(std::process::Stdio::null());
+    cmd.arg("--modules").arg(repo().join("tests/fixtures/lab-network/modules"));
+    cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
+    cmd.arg("deploy").arg(sys).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state"));
+    cmd.arg("--tofu").arg(&wrapper).args(args);
+    let out = run(&mut cmd);
+    let logged = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+    (out, logged)
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The cloud path shows its plan — OpenTofu's action on each host's server beside kiln's steps
+/// after it, per wave — and, with no terminal to confirm on and no `--yes`, applies nothing:
+/// exit 4, no server in Terraform's state (Terraform ran `init`, `plan` and `show` only), no
+/// working copy put in place. Real Terraform, the plain stand-in provider, no VM.
+#[test]
+fn the_cloud_plan_is_shown_and_without_a_terminal_or_yes_nothing_is_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sys = fixture_with(t, |s| s);
+    let (out, logged) = deploy_logged(t, &sys, &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stdout.contains("wave 1 `the rest`:"), "{stdout}");
+    let edge = stdout.lines().find(|l| l.trim_start().starts_with("edge ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(edge.contains("create hcloud_server.edge") && edge.contains("then enrol, secrets"), "{edge}");
+    assert!(stdout.contains("OpenTofu creates ") && stdout.contains("hcloud_network.private"), "{stdout}");
+    assert!(stderr.contains("no terminal to confirm it on; pass --yes"), "{stderr}");
+    let verbs: Vec<&str> = logged.iter().map(|l| l.split(' ').next().unwrap_or("")).collect();
+    assert_eq!(verbs, ["init", "plan", "show"], "{logged:?}");
+    assert!(!t.join("state/tofu").exists(), "no working copy put in place");
+    assert!(!t.join("state/terraform.tfstate").exists() && !t.join("state/tofu/terraform.tfstate").exists());
+
+    // The same as JSON: the plan line, and a summary that says it was not confirmed.
+    let (out, _) = deploy_logged(t, &sys, &["--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let lines = json_lines(&out);
+    let plan = lines.iter().find_map(|v| v.get("plan")).unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(plan["waves"][0]["hosts"][0]["host"], "app", "{plan}");
+    assert_eq!(plan["waves"][0]["hosts"][0]["tofu"], "create", "{plan}");
+    assert_eq!(plan["waves"][0]["hosts"][1]["server"], "hcloud_server.edge", "{plan}");
+    assert!(plan["tofu"]["create"].as_array().unwrap().contains(&serde_json::json!("hcloud_server.app")), "{plan}");
+    let summary = lines.iter().find_map(|v| v.get("summary")).unwrap();
+    assert_eq!((summary["ok"].clone(), summary["confirmed"].clone()), (serde_json::json!(false), serde_json::json!(false)));
+    assert_eq!(summary["untouched"], serde_json::json!(["app", "edge"]));
+}
+
+/// `[deploy] order` waves on the cloud path: one apply per wave, each targeting that wave's
+/// servers (and what depends on them only), in the declared order; the canary's failure
+/// (here: a server with no VM behind it never proves its host key, `--boot-timeout 1`) stops
+/// the rollout before the next wave's apply, so the production server is never created.
+/// Real Terraform, the plain stand-in provider, no VM.
+#[test]
+fn waves_apply_in_order_and_a_failed_canary_stops_before_the_next_waves_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sys = fixture_with(t, |s| {
+        s.replace("[hosts.edge]\n", "[hosts.edge]\ngroup = \"canary\"\n")
+            .replace("[hosts.app]\n", "[hosts.app]\ngroup = \"production\"\n")
+            .replace("[networks.private]", "[deploy]\norder = [\"canary\", \"production\"]\n\n[networks.private]")
+    });
+    let (out, logged) = deploy_logged(t, &sys, &["--yes", "--json", "--boot-timeout", "1"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{}\n{stderr}", text(&out.stdout));
+    let applies: Vec<&String> = logged.iter().filter(|l| l.starts_with("apply")).collect();
+    assert_eq!(applies.len(), 1, "one wave applied: {logged:?}");
+    assert!(applies[0].contains("-target=hcloud_server.edge") && !applies[0].contains("hcloud_server.app"), "{}", applies[0]);
+    let lines = json_lines(&out);
+    let waves: Vec<&serde_json::Value> = lines.iter().filter(|v| v.get("wave").is_some() && v.get("targets").is_some()).collect();
+    assert_eq!(waves.len(), 1, "{lines:?}");
+    assert_eq!(waves[0]["wave"], "canary");
+    let summary = lines.iter().find_map(|v| v.get("summary")).unwrap();
+    assert_eq!(summary["stopped_at"], "canary", "{summary}");
+    assert_eq!(summary["untouched"], serde_json::json!(["app"]), "{summary}");
+    assert_eq!(summary["failed"][0]["host"], "edge", "{summary}");
+    assert_eq!(summary["failed"][0]["step"], "connect", "{summary}");
+    assert!(stderr.contains("not touched (the rollout stopped at wave `canary`): `app`"), "{stderr}");
+    let mut list = Command::new("true");
+    let tf = terraform_env(&mut list);
+    let mut cmd = Command::new(tf);
+    for (k, v) in list.get_envs() {
+        cmd.env(k, v.unwrap());
+    }
+    let state = text(&run(cmd.args(["state", "list"]).current_dir(t.join("state/tofu"))).stdout);
+    assert!(state.lines().any(|l| l == "hcloud_server.edge"), "{state}");
+    assert!(!state.lines().any(|l| l == "hcloud_server.app"), "production's server was never created:\n{state}");
+    assert!(!t.join("state/generations").exists() || std::fs::read_dir(t.join("state/generations")).unwrap().next().is_none());
+}
+
+/// A private host reached through a bastion whose server is new and comes in a later wave
+/// cannot be deployed in that order: refused at the plan (exit 2), nothing applied.
+#[test]
+fn a_private_host_in_a_wave_before_its_new_bastion_is_refused_at_the_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sys = fixture_with(t, |s| {
+        s.replace("[hosts.edge]\n", "[hosts.edge]\ngroup = \"production\"\n")
+            .replace("[hosts.app]\n", "[hosts.app]\ngroup = \"canary\"\n")
+            .replace("[networks.private]", "[deploy]\norder = [\"canary\", \"production\"]\n\n[networks.private]")
+    });
+    let (out, logged) = deploy_logged(t, &sys, &["--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("step plan: host `app` (wave `canary`) is reached through the bastion `edge`, whose server is new and comes in a later wave (`production`)"),
+        "{stderr}"
+    );
+    assert!(!logged.iter().any(|l| l.starts_with("apply")), "{logged:?}");
+}

@@ -442,6 +442,13 @@ pub(crate) struct DeployArgs {
     /// the plan (`{"plan": …}`) before acting, then a summary object.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The OpenTofu or Terraform program for hosts a cloud provider creates (a path, or a name
+    /// looked up on PATH); default `tofu` on PATH, else `terraform`.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tofu: Option<PathBuf>,
+    /// Seconds a new cloud server may take to boot and prove its SSH host key (enrolment).
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub(crate) boot_timeout: u64,
 }
 
 /// Which hosts a rollout takes and how (`deploy`, `rollback`).

@@ -103,6 +103,150 @@ pub fn unpinned(text: &str, alias: &str) -> String {
         .collect()
 }
 
+/// What the cloud path's plan says of one host: OpenTofu's action on its server and the steps
+/// kiln runs on it after.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CloudHostPlan {
+    pub host: String,
+    /// The server's resource address (`hcloud_server.edge`); none for an existing host.
+    pub server: Option<String>,
+    /// `create`, `replace`, `update`, `no-op`, or `existing` (not OpenTofu's).
+    pub tofu: &'static str,
+    /// kiln's steps on the host once its server is applied.
+    pub steps: Vec<&'static str>,
+}
+
+impl CloudHostPlan {
+    /// Whether OpenTofu creates or replaces the server: a new machine, enrolled afresh.
+    pub fn new_server(&self) -> bool {
+        matches!(self.tofu, "create" | "replace")
+    }
+}
+
+/// Each selected host's part of the plan: OpenTofu's action on its server (from `tofu`, the
+/// plan of the whole root) and kiln's steps. A new server is enrolled and provisioned by its
+/// first boot; a kept one is reached with its pin and gets what its closure needs. Pure.
+pub fn host_plans(root: &Value, tofu: &crate::tofu_workdir::TofuPlan, selected: &[String]) -> BTreeMap<String, CloudHostPlan> {
+    let servers = super::enrol::servers_of_root(root);
+    selected
+        .iter()
+        .map(|h| {
+            let server = servers.get(h).map(|(ty, name, _)| format!("{ty}.{name}"));
+            let tofu_action = match &server {
+                None => "existing",
+                Some(a) if tofu.create.contains(a) => "create",
+                Some(a) if tofu.replace.contains(a) => "replace",
+                Some(a) if tofu.update.contains(a) => "update",
+                Some(_) => "no-op",
+            };
+            let steps = if matches!(tofu_action, "create" | "replace") {
+                vec!["enrol", "secrets", "first-boot provision", "converge", "health"]
+            } else {
+                vec!["connect", "upload/secrets/provision if its closure or secrets changed", "health"]
+            };
+            (h.clone(), CloudHostPlan { host: h.clone(), server, tofu: tofu_action, steps })
+        })
+        .collect()
+}
+
+/// The resource addresses of the root and, for each, the addresses it refers to (`${TYPE.NAME…}`
+/// in any string, `depends_on`). Pure.
+fn references(root: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut addrs = BTreeSet::new();
+    for (ty, rs) in root["resource"].as_object().into_iter().flatten() {
+        for name in rs.as_object().into_iter().flatten().map(|(n, _)| n) {
+            addrs.insert(format!("{ty}.{name}"));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (ty, rs) in root["resource"].as_object().into_iter().flatten() {
+        for (name, body) in rs.as_object().into_iter().flatten() {
+            let text = body.to_string();
+            let refs: BTreeSet<String> = addrs
+                .iter()
+                .filter(|a| {
+                    text.match_indices(a.as_str()).any(|(i, _)| {
+                        let before = text[..i].chars().next_back();
+                        let after = text[i + a.len()..].chars().next();
+                        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                            && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    })
+                })
+                .cloned()
+                .collect();
+            out.insert(format!("{ty}.{name}"), refs);
+        }
+    }
+    out
+}
+
+/// The resources each wave's apply targets (`-target`), so that a wave's apply creates or
+/// replaces only that wave's servers: a server goes with its host's wave, every other resource
+/// with the last wave of the servers it depends on (directly or not) — an attachment or a
+/// record waits for its server — or the first wave when it depends on none (networks, keys,
+/// firewalls: what servers need). A resource that depends on a server of a host not selected
+/// is in no wave (`--group`, `--hosts`: it waits for that host's deploy). Terraform adds each
+/// target's own dependencies. Pure.
+pub fn wave_targets(root: &Value, waves: &[(String, Vec<String>)]) -> Vec<BTreeSet<String>> {
+    let refs = references(root);
+    let server_host: BTreeMap<String, String> =
+        super::enrol::servers_of_root(root).into_iter().map(|(h, (ty, name, _))| (format!("{ty}.{name}"), h)).collect();
+    let wave_of_host: BTreeMap<&str, usize> =
+        waves.iter().enumerate().flat_map(|(i, (_, hs))| hs.iter().map(move |h| (h.as_str(), i))).collect();
+    let mut out = vec![BTreeSet::new(); waves.len()];
+    if waves.is_empty() {
+        return out;
+    }
+    for addr in refs.keys() {
+        // Every server the resource is, or depends on.
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![addr.clone()];
+        while let Some(a) = todo.pop() {
+            if seen.insert(a.clone()) {
+                todo.extend(refs.get(&a).into_iter().flatten().cloned());
+            }
+        }
+        let mut wave = Some(0);
+        for a in seen.iter().filter(|a| server_host.contains_key(*a)) {
+            match (wave, wave_of_host.get(server_host[a].as_str())) {
+                (Some(w), Some(&i)) => wave = Some(w.max(i)),
+                _ => wave = None,
+            }
+        }
+        if let Some(w) = wave {
+            out[w].insert(addr.clone());
+        }
+    }
+    out
+}
+
+/// A private host is reached through the bastion: a bastion OpenTofu creates or replaces must
+/// be in the same wave as the private hosts it serves, or an earlier one. Pure.
+pub fn check_bastions(
+    sys: &crate::model::System,
+    waves: &[(String, Vec<String>)],
+    plans: &BTreeMap<String, CloudHostPlan>,
+) -> Result<(), String> {
+    let wave_of: BTreeMap<&str, usize> =
+        waves.iter().enumerate().flat_map(|(i, (_, hs))| hs.iter().map(move |h| (h.as_str(), i))).collect();
+    for (i, (wave, hosts)) in waves.iter().enumerate() {
+        for h in hosts.iter().filter(|h| !sys.hosts[*h].public && sys.hosts[*h].address.is_none()) {
+            for b in sys.hosts.values().filter(|b| b.bastion && b.name != *h) {
+                let late = wave_of.get(b.name.as_str()).is_some_and(|&j| j > i);
+                if late && plans.get(&b.name).is_some_and(CloudHostPlan::new_server) {
+                    return Err(format!(
+                        "host `{h}` (wave `{wave}`) is reached through the bastion `{}`, whose server is new and comes in a later wave (`{}`): \
+                         put the bastion in the same group as `{h}` or an earlier one in `[deploy] order`",
+                        b.name,
+                        waves[wave_of[b.name.as_str()]].0
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 // ---- the edges ----
 
 /// Everything `kiln deploy` hands to the cloud path.
@@ -123,6 +267,10 @@ pub struct Request<'a> {
     /// How long a new server may take until it proves its key over SSH.
     pub boot_timeout: Duration,
     pub json: bool,
+    /// `--yes`: apply a plan that changes something without asking.
+    pub yes: bool,
+    /// `--parallel N`: hosts of a wave at once.
+    pub parallel: usize,
 }
 
 /// What a cloud deploy did.
@@ -130,17 +278,31 @@ pub struct Report {
     pub results: BTreeMap<String, Result<Outcome, Failure>>,
     pub generation: Option<u64>,
     pub entry: PathBuf,
+    /// `false`: the plan changes something and was not confirmed; nothing was applied.
+    pub confirmed: bool,
+    /// The wave the rollout stopped at.
+    pub stopped_at: Option<String>,
 }
 
-/// `kiln deploy` with cloud hosts: prints progress, errors and a summary; returns the exit
-/// code: 0 deployed; 2 the secrets, the store or the plan failed, or the plan destroys data
-/// (nothing applied); 3 OpenTofu's apply failed
-/// or a host failed at a step.
+/// `kiln deploy` with cloud hosts: prints the plan, progress, errors and a summary; returns
+/// the exit code: 0 deployed; 2 the secrets, the store or the plan failed, or the plan
+/// destroys data (nothing applied); 3 OpenTofu's apply failed or a host failed at a step; 4 the
+/// plan was not confirmed (no terminal and no `--yes`, or the answer was no; nothing applied).
 pub fn command(r: &Request<'_>) -> u8 {
     match deploy(r) {
+        Ok(report) if !report.confirmed => {
+            if r.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "summary": { "ok": false, "confirmed": false, "deployed": [], "skipped": [], "failed": [], "untouched": r.selected, "generation": null } })
+                );
+            }
+            4
+        }
         Ok(report) => {
             let ok = report.results.values().all(Result::is_ok) && report.results.len() == r.selected.len();
             let failed: Vec<&Failure> = report.results.values().filter_map(|x| x.as_ref().err()).collect();
+            let untouched: Vec<&String> = r.selected.iter().filter(|h| !report.results.contains_key(*h)).collect();
             if r.json {
                 println!(
                     "{}",
@@ -149,7 +311,8 @@ pub fn command(r: &Request<'_>) -> u8 {
                         "deployed": report.results.iter().filter(|(_, x)| matches!(x, Ok(Outcome::Deployed))).map(|(h, _)| h).collect::<Vec<_>>(),
                         "skipped": report.results.iter().filter(|(_, x)| matches!(x, Ok(Outcome::Skipped))).map(|(h, _)| h).collect::<Vec<_>>(),
                         "failed": failed,
-                        "untouched": r.selected.iter().filter(|h| !report.results.contains_key(*h)).collect::<Vec<_>>(),
+                        "untouched": untouched,
+                        "stopped_at": report.stopped_at,
                         "generation": report.generation,
                         "entry": report.entry.display().to_string(),
                     }})
@@ -158,7 +321,16 @@ pub fn command(r: &Request<'_>) -> u8 {
             for f in &failed {
                 eprintln!("error: {f}");
             }
+            if !untouched.is_empty() {
+                let why = report
+                    .stopped_at
+                    .as_deref()
+                    .map(|w| format!("the rollout stopped at wave `{w}`"))
+                    .unwrap_or_else(|| "interrupted".into());
+                eprintln!("not touched ({why}): {}", untouched.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "));
+            }
             if !ok {
+                eprintln!("no generation recorded: the deployed state is not the requested one");
                 return 3;
             }
             match report.generation {
@@ -180,8 +352,11 @@ pub fn command(r: &Request<'_>) -> u8 {
     }
 }
 
-/// The cloud path: secrets, the build in the store, OpenTofu apply, addresses, enrolment, then
-/// each host's steps (bastions first); a generation when every host of the system succeeded.
+/// The cloud path: secrets, the build in the store, OpenTofu's plan of the whole root (data it
+/// would destroy stops here), the plan shown and confirmed, then wave by wave (`[deploy]
+/// order`): an apply targeting the wave's servers and what depends on them, addresses,
+/// enrolment, each host's steps (bastions first, then `--parallel` at a time); the first
+/// failure stops the rollout. A generation when every host of the system succeeded.
 pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
     host::catch_signals();
     let c = r.compiled;
@@ -217,25 +392,28 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
         plans.insert(h.clone(), p);
     }
 
-    let mode = if r.json { Mode::Json } else { Mode::Plain };
-    let progress = Progress::new(mode, r.selected);
     let cloud_hosts: Vec<String> =
         sys.hosts.values().filter(|h| h.provider_kind != ProviderKind::Existing).map(|h| h.name.clone()).collect();
     let tokens = tokens(&r.state, &cloud_hosts).map_err(|e| err(None, "apply", e))?;
-    for h in r.selected.iter().filter(|h| cloud_hosts.contains(h)) {
-        progress.emit(h, Step::Connect, State::Started, "OpenTofu apply");
+    let tofu = Tofu::plan(r, &tokens)?;
+    let waves = super::waves(sys, &sys.deploy_order, r.selected);
+    let cloud_plans = host_plans(&tofu.root, &tofu.plan, r.selected);
+    check_bastions(sys, &waves, &cloud_plans).map_err(|e| err(None, "plan", e))?;
+    let targets = wave_targets(&tofu.root, &waves);
+    show_plan(r, &waves, &cloud_plans, &tofu.plan);
+    let last = crate::generations::list(&r.state).ok().and_then(|g| g.last().cloned());
+    let changes = tofu.plan.changes || last.as_ref().is_none_or(|g| g.hash != c.manifest.hash);
+    if changes && !r.yes && !confirmed(&tofu.plan) {
+        return Ok(Report { results: BTreeMap::new(), generation: None, entry, confirmed: false, stopped_at: None });
     }
-    let servers = apply(r, &tokens)?;
-    for h in r.selected.iter().filter(|h| cloud_hosts.contains(h)) {
-        let s = servers.get(h).ok_or_else(|| err(Some(h), "address", "OpenTofu's state has no server for it after apply"))?;
-        progress.emit(
-            h,
-            Step::Connect,
-            State::Done,
-            format!("server {} {}", s.id, s.ipv4.map(|a| a.to_string()).unwrap_or_else(|| "(private)".into())),
-        );
-    }
+    // What is applied from here on is in the state: the working copy goes in place.
+    let Tofu { program, name, staged, redact, .. } = tofu;
+    let dir = staged.install().map_err(|e| err(None, "apply", e))?;
+    // One wave selecting every host needs no `-target` (and none of Terraform's warnings).
+    let targeted = waves.len() > 1 || r.selected.len() < sys.hosts.len();
 
+    let mode = if r.json { Mode::Json } else { Mode::Plain };
+    let progress = Progress::new(mode, r.selected);
     let control = host::control_dir().map_err(|e| err(None, "connect", e))?;
     let settings = SshSettings {
         known_hosts: r.state.join("known_hosts"),
@@ -244,20 +422,53 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
         connect_timeout: Duration::from_secs(15),
     };
     let user = r.ssh_user.clone().or_else(|| sys.admins.first().map(|a| a.name.clone())).unwrap_or_else(|| "root".into());
-    // Bastions first: the private hosts are reached through them.
-    let mut order: Vec<&String> = r.selected.iter().collect();
-    order.sort_by_key(|h| (!sys.hosts[*h].bastion, (*h).clone()));
     let mut results = BTreeMap::new();
-    for h in order {
-        let plan = &plans[h];
-        let res = one_host(r, &settings, &user, &servers, &tokens, plan, &progress);
-        if let Err(f) = &res {
-            progress.emit(&f.host, f.step, State::Failed, f.message.clone());
-        }
-        let stop = res.is_err();
-        results.insert(h.clone(), res);
-        if stop || host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+    let mut stopped_at = None;
+    for ((wave, hosts), wave_targets) in waves.iter().zip(&targets) {
+        if results.values().any(Result::is_err) || host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
             break;
+        }
+        if r.json {
+            println!(
+                "{}",
+                serde_json::json!({ "wave": wave, "hosts": hosts, "targets": if targeted { Some(wave_targets) } else { None } })
+            );
+        } else {
+            eprintln!("wave `{wave}`: {}", hosts.join(", "));
+        }
+        let wave_cloud: Vec<&String> = hosts.iter().filter(|h| cloud_hosts.contains(h)).collect();
+        for h in &wave_cloud {
+            progress.emit(h, Step::Connect, State::Started, format!("OpenTofu apply ({})", cloud_plans[*h].tofu));
+        }
+        let servers = apply_wave(&program, &name, &dir, targeted.then_some(wave_targets), &redact)
+            .map_err(|e| if targeted { CloudError { message: format!("wave `{wave}`: {}", e.message), ..e } } else { e })?;
+        for h in &wave_cloud {
+            let s = servers.get(*h).ok_or_else(|| err(Some(h), "address", "OpenTofu's state has no server for it after apply"))?;
+            progress.emit(
+                h,
+                Step::Connect,
+                State::Done,
+                format!("server {} {}", s.id, s.ipv4.map(|a| a.to_string()).unwrap_or_else(|| "(private)".into())),
+            );
+        }
+        // Bastions first, one at a time: the private hosts are reached through them.
+        let (bastions, rest): (Vec<&String>, Vec<&String>) = hosts.iter().partition(|h| sys.hosts[*h].bastion);
+        for h in bastions {
+            let res = one_host(r, &settings, &user, &servers, &tokens, &plans[h], &progress);
+            if let Err(f) = &res {
+                progress.emit(&f.host, f.step, State::Failed, f.message.clone());
+            }
+            results.insert(h.clone(), res);
+        }
+        if results.values().all(Result::is_ok) {
+            let done = in_parallel(&rest, r.parallel, |h| one_host(r, &settings, &user, &servers, &tokens, &plans[h], &progress));
+            for f in done.values().filter_map(|x| x.as_ref().err()) {
+                progress.emit(&f.host, f.step, State::Failed, f.message.clone());
+            }
+            results.extend(done);
+        }
+        if results.values().any(Result::is_err) {
+            stopped_at = Some(wave.clone());
         }
     }
     progress.finish();
@@ -269,7 +480,6 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
         #[allow(clippy::disallowed_methods)] // the edge: a generation's time is read here
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let last = crate::generations::list(&r.state).ok().and_then(|g| g.last().cloned());
         generation = if last.as_ref().is_some_and(|g| g.hash == c.manifest.hash) {
             last.map(|g| g.number)
         } else {
@@ -279,46 +489,168 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
         };
     }
     drop(held);
-    Ok(Report { results, generation, entry })
+    Ok(Report { results, generation, entry, confirmed: true, stopped_at })
 }
 
-/// `init` and `apply` in a staged working copy (root, backend, enrolment override), put in
-/// place only when both succeeded; then the servers from `show -json`.
-fn apply(r: &Request<'_>, tokens: &BTreeMap<String, String>) -> Result<BTreeMap<String, Server>, CloudError> {
+/// Runs `f` on every host, `parallel` at a time; after a failure (or an interrupt) no new host
+/// is started.
+fn in_parallel<'h>(
+    hosts: &[&'h String],
+    parallel: usize,
+    f: impl Fn(&'h String) -> Result<Outcome, Failure> + Sync,
+) -> BTreeMap<String, Result<Outcome, Failure>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(hosts.len()).max(1) {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) && !host::INTERRUPTED.load(Ordering::SeqCst) {
+                    let Some(h) = hosts.get(next.fetch_add(1, Ordering::SeqCst)) else { return };
+                    let res = f(h);
+                    if res.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    results.lock().expect("not poisoned").insert((*h).clone(), res);
+                }
+            });
+        }
+    });
+    results.into_inner().expect("not poisoned")
+}
+
+/// The plan, per wave: OpenTofu's action on each host's server and kiln's steps, then the
+/// other resources OpenTofu changes; on stdout, or one `{"plan": …}` line with `--json`.
+fn show_plan(
+    r: &Request<'_>,
+    waves: &[(String, Vec<String>)],
+    hosts: &BTreeMap<String, CloudHostPlan>,
+    tofu: &crate::tofu_workdir::TofuPlan,
+) {
+    let m = &r.compiled.manifest;
+    let servers: BTreeSet<&str> = hosts.values().filter_map(|h| h.server.as_deref()).collect();
+    let others: BTreeMap<&str, Vec<&String>> =
+        [("create", &tofu.create), ("replace", &tofu.replace), ("update", &tofu.update), ("destroy", &tofu.destroy)]
+            .into_iter()
+            .map(|(k, set)| (k, set.iter().filter(|a| !servers.contains(a.as_str())).collect::<Vec<_>>()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+    if r.json {
+        let waves: Vec<Value> = waves
+            .iter()
+            .map(|(name, hs)| serde_json::json!({ "wave": name, "hosts": hs.iter().map(|h| &hosts[h]).collect::<Vec<_>>() }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "plan": { "system": m.system, "hash": m.hash, "tofu": tofu, "waves": waves, "other_resources": others } })
+        );
+        return;
+    }
+    use std::io::Write;
+    let mut out = format!("plan: deploy build {} of `{}` (OpenTofu, then SSH)\n", m.hash.get(..12).unwrap_or(&m.hash), m.system);
+    for (i, (name, hs)) in waves.iter().enumerate() {
+        out.push_str(&format!("wave {} `{name}`:\n", i + 1));
+        for h in hs {
+            let p = &hosts[h];
+            let server = p.server.as_deref().map(|s| format!("{} {s}", p.tofu)).unwrap_or_else(|| "existing host".into());
+            out.push_str(&format!("  {h:<16} {server:<32} then {}\n", p.steps.join(", ")));
+        }
+    }
+    for (action, addrs) in &others {
+        out.push_str(&format!("OpenTofu {action}s {}\n", addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    if !tofu.changes {
+        out.push_str("OpenTofu: no changes\n");
+    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Asks on the terminal; `false` without one (`--yes` is how to go on without asking).
+fn confirmed(tofu: &crate::tofu_workdir::TofuPlan) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    let n = tofu.create.len() + tofu.replace.len() + tofu.update.len() + tofu.destroy.len();
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        eprintln!(
+            "error: not deploying: the plan changes the system ({n} OpenTofu resource change{}) and there is no terminal to confirm it on; pass --yes to deploy without asking",
+            if n == 1 { "" } else { "s" }
+        );
+        return false;
+    }
+    eprint!("Deploy this plan? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let yes = std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+    if !yes {
+        eprintln!("not deployed: the plan was not confirmed; nothing changed");
+    }
+    yes
+}
+
+/// The staged working copy with OpenTofu's plan of it (`init`, `plan`), not yet in place.
+struct Tofu {
+    program: PathBuf,
+    name: String,
+    staged: crate::tofu_workdir::Staged,
+    root: Value,
+    plan: crate::tofu_workdir::TofuPlan,
+    redact: Vec<String>,
+}
+
+impl Tofu {
+    /// Stages the working copy (root, backend, enrolment override) and plans it; a plan that
+    /// destroys data stops here.
+    fn plan(r: &Request<'_>, tokens: &BTreeMap<String, String>) -> Result<Tofu, CloudError> {
+        use crate::tofu_workdir as wd;
+        let c = r.compiled;
+        #[allow(clippy::disallowed_methods)] // the edge: the program is looked up on PATH
+        let path_var = std::env::var_os("PATH");
+        let program = wd::find_program(r.program.as_deref(), path_var.as_deref()).map_err(|e| err(None, "apply", e))?;
+        let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tofu".into());
+        let backend = crate::state_backend::Backend::of(c.system.deploy_state.as_ref());
+        let artifacts: Vec<(String, Vec<u8>)> = c.system_artifacts.iter().map(|a| (a.path.clone(), a.bytes.clone())).collect();
+        let main = artifacts
+            .iter()
+            .find(|(p, _)| p == "tofu/main.tf.json")
+            .ok_or_else(|| err(None, "apply", "the build has no OpenTofu root (tofu/main.tf.json)"))?;
+        let root: Value = serde_json::from_slice(&main.1).map_err(|e| err(None, "apply", format!("tofu/main.tf.json: {e}")))?;
+        let mut files = wd::files(&artifacts, &backend);
+        files.push((OVERRIDE_FILE.to_string(), override_file(&root, tokens).map_err(|e| err(None, "apply", e))?));
+        let staged = wd::prepare(&r.state, &files).map_err(|e| err(None, "apply", e))?;
+        let redact: Vec<String> = secret_env().into_iter().chain(tokens.values().cloned()).collect();
+        let plan = wd::plan(&program, &staged, &backend, &redact).map_err(|e| err(None, "plan", e))?;
+        let losses = wd::data_losses(&plan);
+        if !losses.is_empty() {
+            return Err(err(None, "plan", data_loss_message(&name, &losses, &r.state)));
+        }
+        Ok(Tofu { program, name, staged, root, plan, redact })
+    }
+}
+
+/// `apply` in the working copy in place (`-target` each of `targets` when given), then the
+/// servers from `show -json`.
+fn apply_wave(
+    program: &Path,
+    name: &str,
+    dir: &Path,
+    targets: Option<&BTreeSet<String>>,
+    redact: &[String],
+) -> Result<BTreeMap<String, Server>, CloudError> {
     use crate::tofu_workdir as wd;
-    let c = r.compiled;
-    #[allow(clippy::disallowed_methods)] // the edge: the program is looked up on PATH
-    let path_var = std::env::var_os("PATH");
-    let program = wd::find_program(r.program.as_deref(), path_var.as_deref()).map_err(|e| err(None, "apply", e))?;
-    let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tofu".into());
-    let backend = crate::state_backend::Backend::of(c.system.deploy_state.as_ref());
-    let artifacts: Vec<(String, Vec<u8>)> = c.system_artifacts.iter().map(|a| (a.path.clone(), a.bytes.clone())).collect();
-    let main = artifacts
-        .iter()
-        .find(|(p, _)| p == "tofu/main.tf.json")
-        .ok_or_else(|| err(None, "apply", "the build has no OpenTofu root (tofu/main.tf.json)"))?;
-    let root: Value = serde_json::from_slice(&main.1).map_err(|e| err(None, "apply", format!("tofu/main.tf.json: {e}")))?;
-    let mut files = wd::files(&artifacts, &backend);
-    files.push((OVERRIDE_FILE.to_string(), override_file(&root, tokens).map_err(|e| err(None, "apply", e))?));
-    let staged = wd::prepare(&r.state, &files).map_err(|e| err(None, "apply", e))?;
-    let redact: Vec<String> = secret_env().into_iter().chain(tokens.values().cloned()).collect();
-    let run = |dir: &Path, args: &[&str]| wd::run_in(&program, dir, args).map_err(|e| err(None, "apply", e));
-    // The plan first (`init` and `plan`): data it would destroy stops the deploy before
-    // anything is applied.
-    let plan = wd::plan(&program, &staged, &backend, &redact).map_err(|e| err(None, "plan", e))?;
-    let losses = wd::data_losses(&plan);
-    if !losses.is_empty() {
-        return Err(err(None, "plan", data_loss_message(&name, &losses, &r.state)));
-    }
-    let apply = run(staged.path(), &["apply", "-auto-approve", "-input=false", "-no-color"])?;
-    // What was applied is in the state either way: the working copy goes in place.
-    let dir = staged.install().map_err(|e| err(None, "apply", e))?;
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        wd::run_in(program, dir, &args).map_err(|e| err(None, "apply", e))
+    };
+    let mut args: Vec<String> = ["apply", "-auto-approve", "-input=false", "-no-color"].map(String::from).to_vec();
+    args.extend(targets.into_iter().flatten().map(|t| format!("-target={t}")));
+    let apply = run(&args)?;
     if !apply.status.success() {
-        return Err(err(None, "apply", format!("`{name} apply` failed{}", wd::excerpt(&apply.stdout, &apply.stderr, &redact))));
+        return Err(err(None, "apply", format!("`{name} apply` failed{}", wd::excerpt(&apply.stdout, &apply.stderr, redact))));
     }
-    let show = run(&dir, &["show", "-json", "-no-color"])?;
+    let show = run(&["show", "-json", "-no-color"].map(String::from))?;
     if !show.status.success() {
-        return Err(err(None, "address", format!("`{name} show -json` failed{}", wd::excerpt(&show.stdout, &show.stderr, &redact))));
+        return Err(err(None, "address", format!("`{name} show -json` failed{}", wd::excerpt(&show.stdout, &show.stderr, redact))));
     }
     let v: Value =
         serde_json::from_slice(&show.stdout).map_err(|e| err(None, "address", format!("`{name} show -json` printed no JSON: {e}")))?;
@@ -619,6 +951,72 @@ mod tests {
         assert!(db.contains("Content-Type: text/x-shellscript") && db.contains(&"bb".repeat(32)) && !db.contains(&"aa".repeat(32)));
         assert_eq!(o["resource"].as_object().unwrap().len(), 1, "only servers");
         assert!(with_part("Content-Type: multipart/mixed", "x").is_err());
+    }
+
+    fn two_waves_root() -> Value {
+        serde_json::json!({ "resource": {
+            "hcloud_network": { "private": { "ip_range": "10.0.0.0/24" } },
+            "hcloud_network_subnet": { "private": { "network_id": "${hcloud_network.private.id}" } },
+            "hcloud_ssh_key": { "kiln": { "public_key": "ssh-ed25519 AAAA" } },
+            "hcloud_server": {
+                "edge": { "labels": { "kiln-host": "edge" }, "user_data": "#cloud-config\n", "ssh_keys": ["${hcloud_ssh_key.kiln.id}"],
+                          "depends_on": ["hcloud_network_subnet.private"] },
+                "db": { "labels": { "kiln-host": "db" }, "user_data": "#cloud-config\n" },
+                "db_2": { "labels": { "kiln-host": "db-2" }, "user_data": "#cloud-config\n" },
+            },
+            "hcloud_volume": { "db_data": { "size": 10 } },
+            "hcloud_volume_attachment": { "db_data": { "volume_id": "${hcloud_volume.db_data.id}", "server_id": "${hcloud_server.db.id}" } },
+            "hcloud_rdns": { "edge": { "server_id": "${hcloud_server.edge.id}" } },
+            "hcloud_firewall_attachment": { "all": { "server_ids": ["${hcloud_server.edge.id}", "${hcloud_server.db.id}"] } },
+        }})
+    }
+
+    #[test]
+    fn each_wave_targets_its_servers_and_what_depends_on_them_only() {
+        let root = two_waves_root();
+        let waves = vec![("canary".to_string(), vec!["edge".to_string()]), ("production".to_string(), vec!["db".to_string()])];
+        let t = wave_targets(&root, &waves);
+        let names = |i: usize| t[i].iter().map(String::as_str).collect::<Vec<_>>();
+        // Resources that depend on no server go first; `db_2` is in no wave (not selected), and
+        // `db_2`'s name does not make `db`'s references (`hcloud_server.db.id`) its.
+        assert_eq!(
+            names(0),
+            [
+                "hcloud_network.private",
+                "hcloud_network_subnet.private",
+                "hcloud_rdns.edge",
+                "hcloud_server.edge",
+                "hcloud_ssh_key.kiln",
+                "hcloud_volume.db_data"
+            ]
+        );
+        // The attachment of db's volume waits for db; one that needs both servers, for the later.
+        assert_eq!(names(1), ["hcloud_firewall_attachment.all", "hcloud_server.db", "hcloud_volume_attachment.db_data"]);
+        // Reversed waves: what needs edge and db both still goes with the later one.
+        let rev = vec![waves[1].clone(), waves[0].clone()];
+        let t = wave_targets(&root, &rev);
+        assert!(t[0].contains("hcloud_volume_attachment.db_data") && !t[0].contains("hcloud_firewall_attachment.all"));
+        assert!(t[1].contains("hcloud_firewall_attachment.all") && t[1].contains("hcloud_server.edge"));
+        assert!(wave_targets(&root, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_plan_says_what_opentofu_does_to_each_server_and_what_kiln_does_after() {
+        let root = two_waves_root();
+        let tofu = crate::tofu_workdir::TofuPlan {
+            changes: true,
+            create: ["hcloud_server.edge".to_string()].into(),
+            replace: ["hcloud_server.db".to_string()].into(),
+            ..Default::default()
+        };
+        let sel = ["edge".to_string(), "db".to_string(), "db-2".to_string(), "old".to_string()];
+        let p = host_plans(&root, &tofu, &sel);
+        assert_eq!((p["edge"].tofu, p["edge"].server.as_deref()), ("create", Some("hcloud_server.edge")));
+        assert_eq!(p["db"].tofu, "replace");
+        assert!(p["db"].new_server() && p["db"].steps.contains(&"enrol"));
+        assert_eq!(p["db-2"].tofu, "no-op");
+        assert!(!p["db-2"].new_server() && p["db-2"].steps[0] == "connect");
+        assert_eq!((p["old"].tofu, p["old"].server.as_deref()), ("existing", None));
     }
 
     #[test]

@@ -212,12 +212,14 @@ fn run(
             identity: opts.identity.as_deref(),
             store: store_dir(a.store.clone()),
             state: state_dir(a, &sys.name),
-            program: None,
+            program: a.tofu.clone(),
             ssh_config: a.ssh_config.clone(),
             ssh_user: a.ssh_user.clone(),
             timeouts,
-            boot_timeout: Duration::from_secs(900),
+            boot_timeout: Duration::from_secs(a.boot_timeout),
             json: a.json,
+            yes: r.yes,
+            parallel: r.parallel as usize,
         })));
     }
     refuse_cloud_hosts(sys, selected)?;
