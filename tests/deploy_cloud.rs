@@ -250,7 +250,6 @@ fn pinned_ssh(t: &Path, edge: &str, host: &str, destination: &str, script: &str)
 /// Terraform state included), the store, kiln's output, the test cloud or the temporary
 /// directory.
 #[test]
-#[ignore = "flaky: in one of three runs the private host's enrolment banner never appeared (its boot-time publisher, started from bootcmd in cloud-init's local stage, left no /run/kiln-enrol) and kiln waited out its 900 s; run it with `cargo test --test deploy_cloud -- --ignored` (docs/deploy.md)"]
 fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
     let _one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
     assert!(image_ready("debian-12"));
@@ -672,4 +671,42 @@ fn a_private_host_in_a_wave_before_its_new_bastion_is_refused_at_the_plan() {
         "{stderr}"
     );
     assert!(!logged.iter().any(|l| l.starts_with("apply")), "{logged:?}");
+}
+
+/// `--from RESULT` takes the cloud path too (it used to refuse cloud hosts): the OpenTofu root
+/// Terraform plans is the stored build's (`tofu/` of the entry), shown as that build, and
+/// without `--yes` or a terminal nothing is applied (exit 4). No VM.
+#[test]
+fn deploy_from_a_stored_build_plans_that_builds_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sys = fixture_with(t, |s| s);
+    let link = build_with_modules(&repo().join("tests/fixtures/lab-network/modules"), &sys, &t.join("store"), &t.join("result"));
+    let hash = manifest(&link)["hash"].as_str().unwrap().to_string();
+    let (out, logged) = deploy_logged(t, &sys, &["--json", "--from", link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let plan = json_lines(&out).into_iter().find_map(|v| v.get("plan").cloned()).unwrap();
+    assert_eq!(plan["hash"], hash.as_str(), "{plan}");
+    assert!(plan["tofu"]["create"].as_array().unwrap().contains(&serde_json::json!("hcloud_server.edge")), "{plan}");
+    assert_eq!(logged.iter().map(|l| l.split(' ').next().unwrap_or("")).collect::<Vec<_>>(), ["init", "plan", "show"]);
+}
+
+/// `kiln secrets push` of a cloud host takes the cloud path (it used to refuse cloud hosts):
+/// before the system was ever deployed there is no OpenTofu state to find the server in, and
+/// the error says so (exit 2) without contacting anything.
+#[test]
+fn secrets_push_to_a_cloud_host_before_any_deploy_says_to_deploy_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let mut cmd = kiln();
+    terraform_env(&mut cmd);
+    cmd.env("TMPDIR", t).stdin(std::process::Stdio::null());
+    cmd.arg("--modules").arg(repo().join("tests/fixtures/lab-network/modules"));
+    cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
+    cmd.args(["secrets", "push", "app"]).arg(repo().join("tests/fixtures/lab-network"));
+    cmd.arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state"));
+    let out = run(&mut cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("step address: no OpenTofu working copy in") && err.contains("deploy the system first"), "{err}");
 }

@@ -271,6 +271,17 @@ pub struct Request<'a> {
     pub yes: bool,
     /// `--parallel N`: hosts of a wave at once.
     pub parallel: usize,
+    /// A build already in the store (`--from`, `kiln rollback`) instead of `compiled`'s.
+    pub stored: Option<Stored>,
+}
+
+/// A build already in the store that the cloud path deploys: what runs (bundles, closures, the
+/// OpenTofu root) comes from it; how to reach the hosts and their secrets from the source.
+pub struct Stored {
+    pub entry: PathBuf,
+    pub manifest: crate::pipeline::Manifest,
+    /// The generation a rollback returns to (recorded as `rollback_of`).
+    pub rollback_of: Option<u64>,
 }
 
 /// What a cloud deploy did.
@@ -352,22 +363,27 @@ pub fn command(r: &Request<'_>) -> u8 {
     }
 }
 
-/// The cloud path: secrets, the build in the store, OpenTofu's plan of the whole root (data it
-/// would destroy stops here), the plan shown and confirmed, then wave by wave (`[deploy]
-/// order`): an apply targeting the wave's servers and what depends on them, addresses,
-/// enrolment, each host's steps (bastions first, then `--parallel` at a time); the first
-/// failure stops the rollout. A generation when every host of the system succeeded.
-pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
-    host::catch_signals();
+/// The secrets of `hosts` (decrypted in memory: nothing is applied or contacted when they
+/// cannot be had), the build in the store (or the stored build `r.stored` names, its OpenTofu
+/// root read from the entry) held against `kiln gc`, and each host's plan.
+struct Prepared {
+    held: crate::store::WriterLock,
+    entry: PathBuf,
+    manifest: crate::pipeline::Manifest,
+    rollback_of: Option<u64>,
+    artifacts: Vec<(String, Vec<u8>)>,
+    plans: BTreeMap<String, HostPlan>,
+}
+
+fn prepare(r: &Request<'_>, hosts: &[String]) -> Result<Prepared, CloudError> {
     let c = r.compiled;
     let sys = &c.system;
-    // The secrets first: nothing is applied or contacted when they cannot be had.
     let identities = match r.identity {
         Some(text) => Some(crate::sops::load_identities(text).map_err(|e| err(None, "secrets", format!("identity: {e}")))?),
         None => None,
     };
     let mut values: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
-    for h in r.selected {
+    for h in hosts {
         let wanted = sys.host_secrets(&sys.hosts[h]);
         let v = if wanted.is_empty() {
             BTreeMap::new()
@@ -383,26 +399,64 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
     let store =
         crate::store::Store::open(&r.store).map_err(|e| err(None, "upload", format!("cannot open store `{}`: {e}", r.store.display())))?;
     let held = store.writer().map_err(|e| err(None, "upload", format!("cannot lock store `{}`: {e}", r.store.display())))?;
-    let entry = crate::pipeline::write(c, &store).map_err(|e| err(None, "upload", format!("cannot write to store: {e}")))?;
-    let entry = std::fs::canonicalize(&entry).unwrap_or(entry);
+    let (entry, manifest, rollback_of, artifacts) = match &r.stored {
+        None => {
+            let entry = crate::pipeline::write(c, &store).map_err(|e| err(None, "upload", format!("cannot write to store: {e}")))?;
+            let artifacts = c.system_artifacts.iter().map(|a| (a.path.clone(), a.bytes.clone())).collect();
+            (std::fs::canonicalize(&entry).unwrap_or(entry), c.manifest.clone(), None, artifacts)
+        }
+        Some(s) => {
+            if !s.entry.is_dir() {
+                return Err(err(None, "upload", format!("store entry `{}` is gone (collected?)", s.entry.display())));
+            }
+            (s.entry.clone(), s.manifest.clone(), s.rollback_of, tofu_artifacts(&s.entry).map_err(|e| err(None, "apply", e))?)
+        }
+    };
     let mut plans: BTreeMap<String, HostPlan> = BTreeMap::new();
-    for h in r.selected {
-        let p =
-            super::host_plan(sys, &entry, &c.manifest, h, values.remove(h).unwrap_or_default()).map_err(|e| err(Some(h), "upload", e))?;
+    for h in hosts {
+        let p = super::host_plan(sys, &entry, &manifest, h, values.remove(h).unwrap_or_default()).map_err(|e| err(Some(h), "upload", e))?;
         plans.insert(h.clone(), p);
     }
+    Ok(Prepared { held, entry, manifest, rollback_of, artifacts, plans })
+}
+
+/// The OpenTofu root of a store entry (`tofu/*` files), as `(path in the build, bytes)`.
+fn tofu_artifacts(entry: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = entry.join("tofu");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|e| format!("the build `{}` has no OpenTofu root: {e}", entry.display()))? {
+        let e = e.map_err(|e| format!("`{}`: {e}", dir.display()))?;
+        if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            let bytes = std::fs::read(e.path()).map_err(|x| format!("`{}`: {x}", e.path().display()))?;
+            out.push((format!("tofu/{}", e.file_name().to_string_lossy()), bytes));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The cloud path: secrets, the build in the store, OpenTofu's plan of the whole root (data it
+/// would destroy stops here), the plan shown and confirmed, then wave by wave (`[deploy]
+/// order`): an apply targeting the wave's servers and what depends on them, addresses,
+/// enrolment, each host's steps (bastions first, then `--parallel` at a time); the first
+/// failure stops the rollout. A generation when every host of the system succeeded.
+pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
+    host::catch_signals();
+    let c = r.compiled;
+    let sys = &c.system;
+    let Prepared { held, entry, manifest, rollback_of, artifacts, plans } = prepare(r, r.selected)?;
 
     let cloud_hosts: Vec<String> =
         sys.hosts.values().filter(|h| h.provider_kind != ProviderKind::Existing).map(|h| h.name.clone()).collect();
     let tokens = tokens(&r.state, &cloud_hosts).map_err(|e| err(None, "apply", e))?;
-    let tofu = Tofu::plan(r, &tokens)?;
+    let tofu = Tofu::plan(r, &artifacts, &tokens)?;
     let waves = super::waves(sys, &sys.deploy_order, r.selected);
     let cloud_plans = host_plans(&tofu.root, &tofu.plan, r.selected);
     check_bastions(sys, &waves, &cloud_plans).map_err(|e| err(None, "plan", e))?;
     let targets = wave_targets(&tofu.root, &waves);
-    show_plan(r, &waves, &cloud_plans, &tofu.plan);
+    show_plan(r, &manifest, rollback_of, &waves, &cloud_plans, &tofu.plan);
     let last = crate::generations::list(&r.state).ok().and_then(|g| g.last().cloned());
-    let changes = tofu.plan.changes || last.as_ref().is_none_or(|g| g.hash != c.manifest.hash);
+    let changes = tofu.plan.changes || last.as_ref().is_none_or(|g| g.hash != manifest.hash);
     if changes && !r.yes && !confirmed(&tofu.plan) {
         return Ok(Report { results: BTreeMap::new(), generation: None, entry, confirmed: false, stopped_at: None });
     }
@@ -480,10 +534,10 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
         #[allow(clippy::disallowed_methods)] // the edge: a generation's time is read here
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        generation = if last.as_ref().is_some_and(|g| g.hash == c.manifest.hash) {
+        generation = if last.as_ref().is_some_and(|g| g.hash == manifest.hash) {
             last.map(|g| g.number)
         } else {
-            let g = crate::generations::add(&r.state, &c.manifest, &name, now)
+            let g = crate::generations::add_marked(&r.state, &manifest, &name, now, rollback_of)
                 .map_err(|e| err(None, "done", format!("every host was deployed, but the generation was not recorded: {e}")))?;
             Some(g.number)
         };
@@ -524,11 +578,12 @@ fn in_parallel<'h>(
 /// other resources OpenTofu changes; on stdout, or one `{"plan": …}` line with `--json`.
 fn show_plan(
     r: &Request<'_>,
+    m: &crate::pipeline::Manifest,
+    rollback_of: Option<u64>,
     waves: &[(String, Vec<String>)],
     hosts: &BTreeMap<String, CloudHostPlan>,
     tofu: &crate::tofu_workdir::TofuPlan,
 ) {
-    let m = &r.compiled.manifest;
     let servers: BTreeSet<&str> = hosts.values().filter_map(|h| h.server.as_deref()).collect();
     let others: BTreeMap<&str, Vec<&String>> =
         [("create", &tofu.create), ("replace", &tofu.replace), ("update", &tofu.update), ("destroy", &tofu.destroy)]
@@ -548,7 +603,11 @@ fn show_plan(
         return;
     }
     use std::io::Write;
-    let mut out = format!("plan: deploy build {} of `{}` (OpenTofu, then SSH)\n", m.hash.get(..12).unwrap_or(&m.hash), m.system);
+    let what = match rollback_of {
+        Some(g) => format!("generation {g} ({})", m.hash.get(..12).unwrap_or(&m.hash)),
+        None => format!("build {}", m.hash.get(..12).unwrap_or(&m.hash)),
+    };
+    let mut out = format!("plan: deploy {what} of `{}` (OpenTofu, then SSH)\n", m.system);
     for (i, (name, hs)) in waves.iter().enumerate() {
         out.push_str(&format!("wave {} `{name}`:\n", i + 1));
         for h in hs {
@@ -601,7 +660,7 @@ struct Tofu {
 impl Tofu {
     /// Stages the working copy (root, backend, enrolment override) and plans it; a plan that
     /// destroys data stops here.
-    fn plan(r: &Request<'_>, tokens: &BTreeMap<String, String>) -> Result<Tofu, CloudError> {
+    fn plan(r: &Request<'_>, artifacts: &[(String, Vec<u8>)], tokens: &BTreeMap<String, String>) -> Result<Tofu, CloudError> {
         use crate::tofu_workdir as wd;
         let c = r.compiled;
         #[allow(clippy::disallowed_methods)] // the edge: the program is looked up on PATH
@@ -609,13 +668,12 @@ impl Tofu {
         let program = wd::find_program(r.program.as_deref(), path_var.as_deref()).map_err(|e| err(None, "apply", e))?;
         let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tofu".into());
         let backend = crate::state_backend::Backend::of(c.system.deploy_state.as_ref());
-        let artifacts: Vec<(String, Vec<u8>)> = c.system_artifacts.iter().map(|a| (a.path.clone(), a.bytes.clone())).collect();
         let main = artifacts
             .iter()
             .find(|(p, _)| p == "tofu/main.tf.json")
             .ok_or_else(|| err(None, "apply", "the build has no OpenTofu root (tofu/main.tf.json)"))?;
         let root: Value = serde_json::from_slice(&main.1).map_err(|e| err(None, "apply", format!("tofu/main.tf.json: {e}")))?;
-        let mut files = wd::files(&artifacts, &backend);
+        let mut files = wd::files(artifacts, &backend);
         files.push((OVERRIDE_FILE.to_string(), override_file(&root, tokens).map_err(|e| err(None, "apply", e))?));
         let staged = wd::prepare(&r.state, &files).map_err(|e| err(None, "apply", e))?;
         let redact: Vec<String> = secret_env().into_iter().chain(tokens.values().cloned()).collect();
@@ -651,6 +709,80 @@ fn apply_wave(
     let show = run(&["show", "-json", "-no-color"].map(String::from))?;
     if !show.status.success() {
         return Err(err(None, "address", format!("`{name} show -json` failed{}", wd::excerpt(&show.stdout, &show.stderr, redact))));
+    }
+    let v: Value =
+        serde_json::from_slice(&show.stdout).map_err(|e| err(None, "address", format!("`{name} show -json` printed no JSON: {e}")))?;
+    Ok(servers_of_state(&v))
+}
+
+/// `kiln secrets push HOST` for a host a cloud provider created: its server's address from
+/// OpenTofu's state in `<state>/tofu` (nothing is applied), its key as enrolment pinned it, then
+/// the same steps as for an existing host (`super::push_secrets`: at the build's closure,
+/// secrets delivered, the provisioner, restarts, health). Exit 0, 2 (secrets, store, no state
+/// or pin yet) or 3 (the host failed at a step).
+pub fn push_secrets_command(r: &Request<'_>, name: &str) -> u8 {
+    let res = (|| -> Result<BTreeSet<String>, CloudError> {
+        let Prepared { held, plans, .. } = prepare(r, &[name.to_string()])?;
+        let servers = state_servers(r)?;
+        let known = std::fs::read_to_string(r.state.join("known_hosts")).unwrap_or_default();
+        if servers.contains_key(name) && super::known_hosts::pinned(&known, name).is_empty() {
+            return Err(err(Some(name), "plan", "its host key was never enrolled: deploy it first (`kiln deploy`)"));
+        }
+        let control = host::control_dir().map_err(|e| err(None, "connect", e))?;
+        let settings = SshSettings {
+            known_hosts: r.state.join("known_hosts"),
+            control_dir: control.path().to_path_buf(),
+            config: r.ssh_config.clone(),
+            connect_timeout: Duration::from_secs(15),
+        };
+        let sys = &r.compiled.system;
+        let user = r.ssh_user.clone().or_else(|| sys.admins.first().map(|a| a.name.clone())).unwrap_or_else(|| "root".into());
+        let t = target(r, &servers, name, &user).map_err(|e| err(Some(name), "connect", e))?;
+        let ssh = Ssh { target: t, settings };
+        let progress = Progress::new(if r.json { Mode::Json } else { Mode::Plain }, &[name.to_string()]);
+        let out = super::push_secrets(&ssh, &plans[name], &Layout::system(), &r.timeouts, &progress);
+        progress.finish();
+        ssh.close();
+        drop(control);
+        drop(held);
+        out.map_err(|f| CloudError {
+            host: Some(f.host.clone()),
+            step: f.step.name(),
+            message: f.message.clone() + &f.log_tail.map(|t| format!("\n{t}")).unwrap_or_default(),
+        })
+    })();
+    match res {
+        Ok(changed) => {
+            if r.json {
+                println!("{}", serde_json::json!({ "summary": { "ok": true, "deployed": [name], "changed": changed } }));
+            }
+            eprintln!("secrets delivered");
+            0
+        }
+        Err(e) => {
+            if r.json {
+                println!("{}", serde_json::json!({ "summary": { "ok": false, "error": e } }));
+            }
+            eprintln!("error: {e}");
+            if matches!(e.step, "secrets" | "upload" | "plan" | "address") { 2 } else { 3 }
+        }
+    }
+}
+
+/// The servers OpenTofu's state in `<state>/tofu` holds (`show -json`; nothing applied).
+fn state_servers(r: &Request<'_>) -> Result<BTreeMap<String, Server>, CloudError> {
+    use crate::tofu_workdir as wd;
+    let dir = r.state.join(wd::WORKDIR);
+    if !dir.is_dir() {
+        return Err(err(None, "address", format!("no OpenTofu working copy in `{}`: deploy the system first", dir.display())));
+    }
+    #[allow(clippy::disallowed_methods)] // the edge: the program is looked up on PATH
+    let path_var = std::env::var_os("PATH");
+    let program = wd::find_program(r.program.as_deref(), path_var.as_deref()).map_err(|e| err(None, "address", e))?;
+    let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tofu".into());
+    let show = wd::run_in(&program, &dir, &["show", "-json", "-no-color"]).map_err(|e| err(None, "address", e))?;
+    if !show.status.success() {
+        return Err(err(None, "address", format!("`{name} show -json` failed{}", wd::excerpt(&show.stdout, &show.stderr, &secret_env()))));
     }
     let v: Value =
         serde_json::from_slice(&show.stdout).map_err(|e| err(None, "address", format!("`{name} show -json` printed no JSON: {e}")))?;

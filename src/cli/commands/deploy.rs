@@ -97,23 +97,6 @@ enum Action {
     PushSecrets,
 }
 
-/// The one place hosts a cloud provider creates are refused (the OpenTofu path is not wired
-/// into this command yet): every selected host must be an existing one.
-fn refuse_cloud_hosts(sys: &kiln::model::System, selected: &[String]) -> Result<(), ExitCode> {
-    let cloud: Vec<&String> =
-        selected.iter().filter(|h| sys.hosts[*h].provider_kind != kiln::syntax::system::ProviderKind::Existing).collect();
-    if cloud.is_empty() {
-        return Ok(());
-    }
-    Err(usage_error(&format!(
-        "host{} {} {} created by a cloud provider: `kiln deploy` reaches only existing hosts (provider kind `existing`) so far; \
-         choose hosts with --hosts",
-        if cloud.len() == 1 { "" } else { "s" },
-        cloud.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "),
-        if cloud.len() == 1 { "is" } else { "are" }
-    )))
-}
-
 /// The state directory: `--state`, else `.kiln/state/<system>`.
 pub(crate) fn state_dir(a: &DeployArgs, system: &str) -> PathBuf {
     a.state.clone().unwrap_or_else(|| Path::new(".kiln/state").join(system))
@@ -201,17 +184,38 @@ fn run(
             return Err(usage_error(&format!("no host `{h}` in system `{}`{hint}", sys.name)));
         }
     }
-    if action == Action::Deploy && matches!(what, What::Build) && !kiln::deploy::cloud::cloud_hosts(sys, selected).is_empty() {
+    if !kiln::deploy::cloud::cloud_hosts(sys, selected).is_empty() {
         // Hosts a cloud provider creates: OpenTofu applies, then the same per-host steps.
+        let dir = store_dir(a.store.clone());
+        let state = state_dir(a, &sys.name);
+        let stored = match &what {
+            What::Build => None,
+            What::From(from) => {
+                let entry = entry_in_store(&dir, from).map_err(|e| usage_error(&e))?;
+                let b = kiln::generations::read_build(&entry).map_err(|e| usage_error(&format!("--from: {e}")))?;
+                same_shape(c, &b, &format!("--from `{}`", from.display()), path).map_err(|e| usage_error(&e))?;
+                Some(kiln::deploy::cloud::Stored { entry, manifest: b.manifest, rollback_of: None })
+            }
+            What::Generation(g) => {
+                let b = kiln::generations::build_of(&dir, &state, g).map_err(|e| usage_error(&e))?;
+                same_shape(c, &b, &format!("generation {}", g.number), path).map_err(|e| usage_error(&e))?;
+                let entry = dir.join(&g.entry);
+                Some(kiln::deploy::cloud::Stored {
+                    entry: std::fs::canonicalize(&entry).unwrap_or(entry),
+                    manifest: b.manifest,
+                    rollback_of: Some(g.number),
+                })
+            }
+        };
         let timeouts =
             Timeouts { converge: Duration::from_secs(a.timeout), health: Duration::from_secs(a.health_timeout), ..Timeouts::default() };
-        return Ok(ExitCode::from(kiln::deploy::cloud::command(&kiln::deploy::cloud::Request {
+        let req = kiln::deploy::cloud::Request {
             compiled: c,
             root: kiln::load::system_root(path).map(|(r, _)| r).unwrap_or_default(),
             selected,
             identity: opts.identity.as_deref(),
-            store: store_dir(a.store.clone()),
-            state: state_dir(a, &sys.name),
+            store: dir,
+            state,
             program: a.tofu.clone(),
             ssh_config: a.ssh_config.clone(),
             ssh_user: a.ssh_user.clone(),
@@ -220,9 +224,13 @@ fn run(
             json: a.json,
             yes: r.yes,
             parallel: r.parallel as usize,
-        })));
+            stored,
+        };
+        return Ok(ExitCode::from(match action {
+            Action::Deploy => kiln::deploy::cloud::command(&req),
+            Action::PushSecrets => kiln::deploy::cloud::push_secrets_command(&req, &selected[0]),
+        }));
     }
-    refuse_cloud_hosts(sys, selected)?;
     let trust = known_hosts::parse_trust(&a.trust_host_key).map_err(|e| usage_error(&e))?;
     for h in trust.keys() {
         if !sys.hosts.contains_key(h) {
