@@ -223,6 +223,10 @@ pub struct ManagedClient {
     pub role: String,
     /// The secret holding the role's password (the service reads the same one).
     pub secret: String,
+    /// Other services of the same application that use this database and role with the same
+    /// password secret (a web process and its worker), in service order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]

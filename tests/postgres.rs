@@ -427,6 +427,31 @@ fn names_postgres_would_not_keep_and_missing_passwords_are_refused() {
     assert!(e.contains("is the server's own database"), "{e}");
     let e = refused(|s| s.replace("port = 8086 }", &format!("port = 8086, database_user = {} }}", toml_str(HOSTILE_ROLE))));
     assert!(e.contains("both want role"), "{e}");
+    assert!(e.contains("share both only with the same password secret (`vault-a`'s is `vault_a_db`)"), "{e}");
+}
+
+/// Services of one application (a web process and its worker) name the same database, role and
+/// password secret: the server makes them once, and the init script PostgreSQL runs holds one
+/// database and one role for the pair (dash reads it).
+#[test]
+fn services_of_one_application_share_a_database_and_role_with_the_same_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = format!("port = 8086, database_name = {}, database_user = {} }}", toml_str(HOSTILE_DB), toml_str(HOSTILE_ROLE));
+    let sys = system(false)
+        .replace("port = 8086 }", &shared)
+        .replace("secrets = { database_password = \"vault_b_db\" }", "secrets = { database_password = \"vault_a_db\" }");
+    assert!(sys.contains(&shared) && !sys.contains("\"vault_b_db\" }"), "the edit applies");
+    std::fs::write(tmp.path().join("system.toml"), sys).unwrap();
+    let result = build(&tmp.path().join("system.toml"), &tmp.path().join("store"), &tmp.path().join("result"));
+    let compose = common::compose_config(&result.join("hosts/box/compose.yaml"));
+    let db_secrets: Vec<&str> =
+        compose["services"]["db"]["secrets"].as_array().unwrap().iter().map(|s| s["source"].as_str().unwrap()).collect();
+    assert_eq!(db_secrets.iter().filter(|s| s.contains("vault")).count(), 1, "one password for the pair: {db_secrets:?}");
+    let script = result.join("hosts/box/files/db/10-kiln-databases.sh");
+    let out = run(Command::new("dash").arg("-n").arg(&script));
+    assert!(out.status.success(), "dash -n: {}", text(&out.stderr));
+    let text = read(&script);
+    assert_eq!(text.lines().filter(|l| l.starts_with("db ")).count(), 1, "one role and database made:\n{text}");
 }
 
 #[test]

@@ -271,7 +271,7 @@ fn zabbix_admin_default_password_is_replaced_from_the_secret_once() {
 }
 
 #[test]
-fn outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_and_role() {
+fn decidim_outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_and_role() {
     let tmp = tempfile::tempdir().unwrap();
     let applied = applied(&example(), tmp.path());
     let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
@@ -285,7 +285,7 @@ fn outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_its_own_
     let users = state_resources(&state, "scaleway_rdb_user");
     let privileges = state_resources(&state, "scaleway_rdb_privilege");
     let root = read(&applied.root.join("main.tf.json"));
-    for client in ["outline", "nextcloud", "grafana", "n8n"] {
+    for client in ["decidim", "outline", "nextcloud", "grafana", "n8n"] {
         let key = format!("main_{client}");
         let (db, user, privilege) = (&databases[&key], &users[&key], &privileges[&key]);
         for r in [db, user, privilege] {
@@ -318,14 +318,54 @@ fn outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_its_own_
     assert_eq!(env(&management, "grafana", "GF_DATABASE_SSL_MODE").as_deref(), Some("require"));
     assert_eq!(env(&management, "n8n", "DB_POSTGRESDB_HOST").as_deref(), Some(host.as_str()));
     assert_eq!(env(&management, "n8n", "DB_POSTGRESDB_SSL_ENABLED").as_deref(), Some("true"));
+    // Decidim's web and worker share its database and role (the same names and secret): one
+    // database, one role, one privilege; both reach it over TLS (libpq's PGSSLMODE).
+    assert!(databases.keys().all(|k| !k.contains("worker")), "{:?}", databases.keys());
+    assert_eq!(databases.len(), 5, "{:?}", databases.keys());
+    assert!(root.contains("on `main` (shared by `decidim`, `decidim-worker`)"), "the variable names both services");
+    for s in ["decidim", "decidim-worker"] {
+        assert_eq!(env(&tools, s, "DATABASE_HOST").as_deref(), Some(host.as_str()), "{s}");
+        assert_eq!(env(&tools, s, "DATABASE_USERNAME").as_deref(), Some("decidim"), "{s}");
+        assert_eq!(env(&tools, s, "DATABASE_URL"), Some(format!("postgres://{host}:5432/decidim")), "{s}");
+        assert_eq!(env(&tools, s, "PGSSLMODE").as_deref(), Some("require"), "{s}");
+    }
     // No local PostgreSQL stands in for them any more, and none of them waits for one.
-    for (c, gone) in [(&tools, "outline-db"), (&tools, "nextcloud-db"), (&management, "grafana-db"), (&management, "n8n-db")] {
+    for (c, gone) in
+        [(&tools, "decidim-db"), (&tools, "outline-db"), (&tools, "nextcloud-db"), (&management, "grafana-db"), (&management, "n8n-db")]
+    {
         assert!(c["services"].get(gone).is_none(), "{gone} still runs");
     }
-    for (c, s) in [(&tools, "outline"), (&tools, "nextcloud"), (&management, "grafana"), (&management, "n8n")] {
+    for (c, s) in [
+        (&tools, "decidim"),
+        (&tools, "decidim-worker"),
+        (&tools, "outline"),
+        (&tools, "nextcloud"),
+        (&management, "grafana"),
+        (&management, "n8n"),
+    ] {
         let deps = c["services"][s]["depends_on"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
         assert!(deps.iter().all(|d| !d.ends_with("-db")), "{s}: {deps:?}");
     }
+}
+
+/// Two clients of one managed database share a database and role only as one application does:
+/// the same names and the same password secret. Decidim's worker with a password of its own is
+/// refused, naming the secret the web process uses.
+#[test]
+fn services_wanting_one_database_with_different_passwords_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let tools = read(&sys.join("tools.toml"));
+    let worker = "[services.decidim-worker]\nmodule = \"decidim-worker\"\nhost = \"tools-prod\"\nconnects = [\"main\", \"decidim-cache\"]\nvolumes = { storage = \"decidim-storage\" }\nsecrets = { database_password = \"decidim_db_password\"";
+    assert!(tools.contains(worker), "the fixture's worker declaration");
+    std::fs::write(sys.join("tools.toml"), tools.replace(worker, &worker.replace("decidim_db_password", "outline_db_password"))).unwrap();
+    let out = run(kiln().arg("check").arg(&sys));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("error[E0003]: `decidim-worker` and `decidim` both want database `decidim` or role `decidim` on `main`"), "{err}");
+    assert!(err.contains("(`decidim`'s is `decidim_db_password`)"), "the help names the shared secret: {err}");
+    assert!(err.contains("tools.toml:"), "{err}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value, json};
 
-use crate::model::{FirewallRule, Host, System};
+use crate::model::{FirewallRule, Host, ManagedClient, System};
 use crate::render::data_volume;
 use crate::syntax::system::ProviderKind;
 use crate::types::Cidr;
@@ -556,7 +556,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
             let var = format!("{name}_password");
             variables.insert(
                 var.clone(),
-                json!({ "type": "string", "sensitive": true, "description": format!("password of role `{}` on `{}`: the value of secret `{}`", c.role, d.name, c.secret) }),
+                json!({ "type": "string", "sensitive": true, "description": format!("password of role `{}` on `{}`{}: the value of secret `{}`", c.role, d.name, shared_by(c), c.secret) }),
             );
             let instance = expr(format!("${{scaleway_rdb_instance.{db}.id}}"));
             add(&mut resources, "scaleway_rdb_database", &name, json!({ "instance_id": instance, "name": c.database }));
@@ -663,6 +663,16 @@ fn hcloud_rule(r: &FirewallRule, sources: &[Cidr]) -> Value {
 /// Server tags: fixed `prefix+value` pairs, then the rollout group when there is one.
 fn tags(fixed: &[(&str, &str)], group: Option<&str>, group_prefix: &str) -> Vec<String> {
     fixed.iter().map(|(p, v)| format!("{p}{v}")).chain(group.map(|g| format!("{group_prefix}{g}"))).collect()
+}
+
+/// How a managed database client's variable names the services of one application that share
+/// its role (nothing for a client of its own).
+fn shared_by(c: &ManagedClient) -> String {
+    if c.shared_with.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = std::iter::once(&c.service).chain(&c.shared_with).map(|n| format!("`{n}`")).collect();
+    format!(" (shared by {})", names.join(", "))
 }
 
 #[cfg(test)]

@@ -377,16 +377,31 @@ impl Resolver<'_> {
             return None;
         };
         let clients = &mut self.managed.get_mut(db).unwrap().clients;
-        if let Some(other) = clients.iter().find(|x| x.database == database || x.role == role) {
-            let other = other.service.clone();
-            self.err(
-                Diagnostic::error("E0003", format!("`{name}` and `{other}` both want database `{database}` or role `{role}` on `{db}`"))
+        match clients.iter_mut().find(|x| x.database == database || x.role == role) {
+            // One application's services (a web process and its worker) share its database
+            // and role: the same names and the same password secret are one client.
+            Some(other) if other.database == database && other.role == role && other.secret == secret.value => {
+                other.shared_with.push(name.clone());
+            }
+            Some(other) => {
+                let (other, other_secret) = (other.service.clone(), other.secret.clone());
+                self.err(
+                    Diagnostic::error(
+                        "E0003",
+                        format!("`{name}` and `{other}` both want database `{database}` or role `{role}` on `{db}`"),
+                    )
                     .primary(span, "already another client's")
-                    .help("each client of one database has its own database and role: change one of the names"),
-            );
-            return None;
+                    .help(format!(
+                        "each client of one database has its own database and role: change one of the names; services of one \
+                             application share both only with the same password secret (`{other}`'s is `{other_secret}`)"
+                    )),
+                );
+                return None;
+            }
+            None => {
+                clients.push(ManagedClient { service: name.clone(), database, role, secret: secret.value.clone(), shared_with: Vec::new() })
+            }
         }
-        clients.push(ManagedClient { service: name.clone(), database, role, secret: secret.value.clone() });
         Some(Dependency {
             slot: Some(r.slot.value.clone()),
             service: db.to_string(),

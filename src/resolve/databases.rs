@@ -131,12 +131,21 @@ impl<'a> Resolver<'a> {
                     if a.is_ipv4() { format!("{a}/32") } else { format!("{a}/128") }
                 };
                 let taken = out.iter().find(|d| (!database.is_empty() && d.database == database) || d.role == role);
+                // One application's services (a web process and its worker) share its database
+                // and role: the same names and the same password secret are made once.
+                if taken.is_some_and(|d| !prov.replication && d.database == database && d.role == role && d.secret == secret.value) {
+                    continue;
+                }
                 if let Some(d) = taken {
                     let what = if d.database == database { format!("database `{database}`") } else { format!("role `{role}`") };
                     self.err(
                         Diagnostic::error("E0003", format!("`{name}` and `{}` both want {what} on `{}`", d.client, p.decl.name.value))
                             .primary(if d.database == database { db_span } else { role_span }, "already another client's")
-                            .help("each client of one server has its own database and role: change one of the names"),
+                            .help(format!(
+                                "each client of one server has its own database and role: change one of the names; services of one \
+                                 application share both only with the same password secret (`{}`'s is `{}`)",
+                                d.client, d.secret
+                            )),
                     );
                     continue;
                 }
