@@ -241,6 +241,24 @@ fn pinned_ssh(t: &Path, edge: &str, host: &str, destination: &str, script: &str)
     if out.status.success() { Ok(text(&out.stdout)) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
 }
 
+/// `https://hello.test/` through the edge at `edge` (`--resolve`), asked every 5 s until it
+/// answers 200 or `within` passes: (body, curl's last error and status).
+fn route_through(edge: &str, within: Duration) -> (String, String) {
+    let start = Instant::now();
+    loop {
+        let c = run(Command::new("curl")
+            .args(["-sSk", "--max-time", "20", "-w", "\n%{http_code}", "--resolve"])
+            .arg(format!("hello.test:443:{edge}"))
+            .arg("https://hello.test/"));
+        let out = text(&c.stdout);
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
+        if code == "200" || start.elapsed() >= within {
+            return (body.to_string(), format!("{} (HTTP {code})", text(&c.stderr)));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
 /// From nothing to a deployed two-host system on the test cloud, with real Terraform: a public
 /// edge (Caddy, bastion) and a private stateful host `db` (its data volume, a service with a
 /// secret) behind it. `kiln deploy` applies the root, enrols both servers' host keys (the
@@ -311,12 +329,11 @@ fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
     let banner = pinned_ssh(t, &edge, "edge", &edge, "true").map(|_| ()).err();
     assert!(banner.is_none(), "{banner:?}");
 
-    // The route answers through the edge, pinned to its address.
-    let curl = run(Command::new("curl")
-        .args(["-sk", "--max-time", "20", "--resolve"])
-        .arg(format!("hello.test:443:{edge}"))
-        .arg("https://hello.test/"));
-    assert!(text(&curl.stdout).contains("hello from kiln"), "route: {}{}", text(&curl.stdout), text(&curl.stderr));
+    // The route answers through the edge, pinned to its address. kiln's health gate does not
+    // check routes through the edge yet (docs/deploy.md, gaps): Caddy may still be making its
+    // internal certificate under TCG, so the test asks for up to two minutes.
+    let route = route_through(&edge, Duration::from_secs(120));
+    assert!(route.0.contains("hello from kiln"), "route: {}{}", route.0, route.1);
 
     // `kiln plan` afterwards: nothing to do.
     let plan = run(kiln()
@@ -346,6 +363,31 @@ fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
         &serde_json::from_slice(&terraform(&t.join("state/tofu"), &cloud, &["show", "-json"]).stdout).unwrap(),
     );
     assert_eq!(servers2, servers, "no server was replaced");
+
+    // Without `--yes` and without a terminal: a plan that changes nothing (OpenTofu has nothing
+    // to do, the build is the last generation's) needs no confirmation.
+    let quiet = |args: &[&str]| {
+        let mut c = kiln();
+        terraform_env(&mut c);
+        c.env("KILN_TEST_CLOUD", &cloud).env("TF_VAR_hcloud_token", "test-cloud-token").env("TMPDIR", t.join("tmp"));
+        c.stdin(std::process::Stdio::null());
+        c.arg("--modules").arg(repo().join("tests/fixtures/lab-network/modules"));
+        c.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
+        c.args(args).arg(&sys).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state"));
+        c.arg("--ssh-config").arg(t.join("ssh_config"));
+        run(&mut c)
+    };
+    let third = quiet(&["deploy"]);
+    let third_out = text(&third.stdout);
+    assert_eq!(third.status.code(), Some(0), "{third_out}\n{}", text(&third.stderr));
+    assert!(third_out.contains("OpenTofu: no changes"), "{third_out}");
+    // `kiln secrets push db`: the server found in OpenTofu's state, reached through the bastion
+    // with the enrolled pins, the secret re-delivered, the health gate passed.
+    let push = quiet(&["secrets", "push", "db"]);
+    let push_err = text(&push.stderr);
+    assert_eq!(push.status.code(), Some(0), "secrets push db:\n{}\n{push_err}", text(&push.stdout));
+    assert!(push_err.contains("secrets delivered"), "{push_err}");
+    assert!(!push_err.contains(&secret) && !text(&push.stdout).contains(&secret), "the secret in kiln's output");
 
     // No secret value anywhere on this side.
     for dir in ["state", "store", "tmp", "cloud"] {
@@ -709,4 +751,107 @@ fn secrets_push_to_a_cloud_host_before_any_deploy_says_to_deploy_first() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("step address: no OpenTofu working copy in") && err.contains("deploy the system first"), "{err}");
+}
+
+/// Scenario 3 of issue 14 on the test cloud: a canary whose health check fails stops the
+/// rollout. The lab-network fixture in two groups, `[deploy] order = ["canary", "production"]`:
+/// the private `app` (the page) is the canary, the edge (bastion, Caddy) production. The edge
+/// is deployed first (`--group production`: its wave's apply only), then the whole system (the
+/// canary's server created through the existing bastion; generation 1). Then the canary gets a
+/// deliberately broken option (`extra_args` its service cannot start with; the module is the
+/// fixture's, copied with that option added): the deploy exits 3, names `app` and the health
+/// step with `systemctl status` of the unit, lists the edge as not touched, records no
+/// generation, and the edge still serves (its Caddy answers for the route's name).
+#[test]
+fn a_failing_canary_stops_the_rollout_on_the_test_cloud() {
+    let _one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(image_ready("debian-12"));
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cloud = t.join("cloud");
+    let _guard = CloudGuard(cloud.clone());
+    let st =
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(t.join("key")).status().unwrap();
+    assert!(st.success());
+    let public = read(&t.join("key.pub")).trim().to_string();
+    let sys = fixture_with(t, |toml| {
+        let start = toml.find("\"ssh-ed25519 ").unwrap();
+        let end = toml[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
+        format!("{}\"{public}\"{}", &toml[..start], &toml[end..])
+            .replace("[hosts.edge]\n", "[hosts.edge]\ngroup = \"production\"\n")
+            .replace("[hosts.app]\n", "[hosts.app]\ngroup = \"canary\"\n")
+            .replace("[networks.private]", "[deploy]\norder = [\"canary\", \"production\"]\n\n[networks.private]")
+    });
+    // The fixture's module with one more option, appended to the service's command line.
+    let modules = t.join("modules");
+    copy_tree(&repo().join("tests/fixtures/lab-network/modules"), &modules);
+    let m = modules.join("lan-hello/module.toml");
+    let text_m = read(&m).replace(
+        "[native]",
+        "[options.extra_args]\ntype = \"string\"\ndefault = \"\"\ndescription = \"More arguments for http.server (the test breaks the service with one).\"\n\n[native]",
+    );
+    std::fs::write(&m, text_m).unwrap();
+    let unit = modules.join("lan-hello/hello.service.j2");
+    std::fs::write(&unit, read(&unit).replace("{{ endpoints.http }}", "{{ endpoints.http }} {{ options.extra_args }}")).unwrap();
+    std::fs::create_dir_all(t.join("tmp")).unwrap();
+    std::fs::write(t.join("ssh_config"), format!("Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n", t.join("key").display())).unwrap();
+    let deploy = |args: &[&str]| {
+        let mut c = kiln();
+        terraform_env(&mut c);
+        c.env("KILN_TEST_CLOUD", &cloud).env("TF_VAR_hcloud_token", "test-cloud-token").env("TMPDIR", t.join("tmp"));
+        c.stdin(std::process::Stdio::null());
+        c.arg("--modules").arg(&modules).arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
+        c.arg("deploy").arg(&sys).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state"));
+        c.arg("--ssh-config").arg(t.join("ssh_config")).args(["--yes", "--json", "--health-timeout", "60"]).args(args);
+        let clock = Instant::now();
+        let out = run(&mut c);
+        eprintln!("kiln deploy {args:?}: {} s, exit {:?}\n{}", clock.elapsed().as_secs(), out.status.code(), text(&out.stderr));
+        let summary = json_lines(&out).into_iter().find_map(|v| v.get("summary").cloned()).unwrap_or_default();
+        (out, summary)
+    };
+    let (out, s) = deploy(&["--group", "production"]);
+    assert_eq!(out.status.code(), Some(0), "{s}\n{}", consoles(&cloud));
+    let (out, s) = deploy(&[]);
+    assert_eq!(out.status.code(), Some(0), "{s}\n{}", consoles(&cloud));
+    assert_eq!(s["generation"], 1, "{s}");
+    assert_eq!(s["skipped"], serde_json::json!(["edge"]), "{s}");
+    let servers = kiln::deploy::cloud::servers_of_state(
+        &serde_json::from_slice(&terraform(&t.join("state/tofu"), &cloud, &["show", "-json"]).stdout).unwrap(),
+    );
+    let edge = servers["edge"].ipv4.unwrap().to_string();
+    let page = || route_through(&edge, Duration::from_secs(120));
+    let first = page();
+    assert!(first.0.contains("hello from kiln"), "route: {first:?}");
+
+    // The canary broken.
+    let toml = read(&sys.join("system.toml"));
+    std::fs::write(
+        sys.join("system.toml"),
+        toml.replace("module = \"lan-hello\"\n", "module = \"lan-hello\"\noptions = { extra_args = \"--no-such-flag\" }\n"),
+    )
+    .unwrap();
+    let (out, s) = deploy(&[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{s}\n{stderr}");
+    assert_eq!(s["ok"], false);
+    assert_eq!(s["stopped_at"], "canary", "{s}");
+    assert_eq!(s["failed"][0]["host"], "app", "{s}");
+    // The health gate (the unit never becomes active), or the provisioner if it waits for the
+    // unit itself; either way the failure carries what the host says about it.
+    let step = s["failed"][0]["step"].as_str().unwrap_or_default().to_string();
+    eprintln!("the canary failed at step {step}");
+    assert!(step == "health" || step == "converge", "{s}");
+    let said = format!("{}{}{}", s["failed"][0]["message"], s["failed"][0]["details"], s["failed"][0]["log_tail"]);
+    assert!(said.contains("hello"), "the failure names the service: {s}");
+    assert_eq!(s["untouched"], serde_json::json!(["edge"]), "{s}");
+    assert_eq!(s["generation"], serde_json::Value::Null, "{s}");
+    assert!(stderr.contains("not touched (the rollout stopped at wave `canary`): `edge`"), "{stderr}");
+    assert!(!t.join("state/generations/2.json").exists(), "no generation 2");
+    let servers2 = kiln::deploy::cloud::servers_of_state(
+        &serde_json::from_slice(&terraform(&t.join("state/tofu"), &cloud, &["show", "-json"]).stdout).unwrap(),
+    );
+    assert_eq!(servers2["edge"], servers["edge"], "the production server was not replaced");
+    // The edge still serves: its Caddy answers for the route (the upstream is the broken canary).
+    let after = route_through(&edge, Duration::ZERO);
+    assert!(after.1.contains("HTTP 502") || after.1.contains("HTTP 200"), "the edge answers: {after:?}");
 }
