@@ -218,14 +218,19 @@ fn contained(staging: &Path, path: &[&Path], secrets: &BTreeMap<String, String>,
     );
     let mut c = Command::new("unshare");
     c.args(["-m", "--propagation", "private", "sh", "-c", &inner]).arg(script).args(args);
+    // Its own process group, so that [`Kill`] stops what the script started in the background too.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
     c
 }
 
-/// A child process killed and reaped when dropped.
+/// A child process killed and reaped when dropped, with its process group (a script's
+/// background jobs are in it when the child leads one; otherwise only the child is killed).
 struct Kill(std::process::Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).stderr(std::process::Stdio::null()).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
