@@ -621,6 +621,35 @@ mod tests {
         assert_eq!(bad, ["container app: running, starting", "unit caddy.service: failed", "container db: not reported"]);
     }
 
+    /// A unit is healthy once it has stayed active a few seconds: one that crashes and is
+    /// restarted is `active` for a moment each time. The script is run by dash against a
+    /// stand-in `systemctl` (a unit active since 2 s before "now", then one active for long).
+    #[test]
+    fn a_unit_must_stay_active_to_be_healthy() {
+        let u = vec!["hello.service".to_string()];
+        assert_eq!(unhealthy("unit hello.service active 1\n", &[], &u), ["unit hello.service: active for 1 s only (restarting?)"]);
+        assert!(unhealthy("unit hello.service active 3600\n", &[], &u).is_empty());
+        assert_eq!(unhealthy("unit hello.service activating 0\n", &[], &u), ["unit hello.service: activating"]);
+        let d = tempfile::tempdir().unwrap();
+        let up: u64 = std::fs::read_to_string("/proc/uptime").unwrap().split('.').next().unwrap().parse().unwrap();
+        for (since, healthy) in [(up.saturating_sub(2), false), (up.saturating_sub(600), true)] {
+            let bin = d.path().join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            let fake = format!("#!/bin/sh\ncase $1 in is-active) echo active ;; show) echo {} ;; esac\n", since * 1_000_000);
+            std::fs::write(bin.join("systemctl"), fake).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(bin.join("systemctl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let out = std::process::Command::new("dash")
+                .arg("-c")
+                .arg(health_script(&Layout::system(), &[], &u))
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(unhealthy(&text, &[], &u).is_empty(), healthy, "{text}");
+        }
+    }
+
     #[test]
     fn secret_changes_are_seen_by_digest() {
         let p = plan(&[("db_password", "s3cret")]);

@@ -139,10 +139,19 @@ pub fn log_tail_script(l: &Layout, lines: usize) -> String {
     format!("tail -n {lines} {} 2>/dev/null || true\n", sh(&l.log))
 }
 
+/// How long a native unit must have been active to count as healthy: a service that crashes
+/// and is restarted (`Restart=on-failure`) is briefly `active` each time, and its activation
+/// time starts again with each restart.
+pub const UNIT_STABLE_SECS: u64 = 5;
+
 /// One line per container (`container NAME STATUS HEALTH`, health `none` without a
-/// healthcheck) and per unit (`unit NAME STATE`).
+/// healthcheck) and per unit (`unit NAME STATE SECONDS`: how long it has been active, from
+/// `ActiveEnterTimestampMonotonic` and the uptime).
 pub fn health_script(l: &Layout, containers: &[String], units: &[String]) -> String {
     let mut o = String::new();
+    if !units.is_empty() {
+        o.push_str("up=$(cut -d . -f 1 /proc/uptime 2>/dev/null || echo 0)\n");
+    }
     let compose = sh(&format!("{}/compose.yaml", l.kiln_root));
     for c in containers {
         let q = sh(c);
@@ -153,7 +162,10 @@ pub fn health_script(l: &Layout, containers: &[String], units: &[String]) -> Str
     }
     for u in units {
         let q = sh(u);
-        o.push_str(&format!("echo \"unit {q} $(systemctl is-active {q} 2>/dev/null || true)\"\n"));
+        o.push_str(&format!("s=$(systemctl is-active {q} 2>/dev/null || true)\n"));
+        o.push_str(&format!("t=$(systemctl show -p ActiveEnterTimestampMonotonic --value {q} 2>/dev/null || true)\n"));
+        o.push_str("case $t in ''|*[!0-9]*) t=0 ;; esac\n");
+        o.push_str(&format!("echo \"unit {q} $s $((up - t / 1000000))\"\n"));
     }
     o
 }
@@ -179,6 +191,15 @@ pub fn unhealthy(out: &str, containers: &[String], units: &[String]) -> Vec<Stri
                 seen.insert(("unit".into(), name.to_string()), state.to_string());
                 if *state != "active" {
                     bad.push(format!("unit {name}: {state}"));
+                }
+            }
+            ["unit", name, state, secs] => {
+                seen.insert(("unit".into(), name.to_string()), state.to_string());
+                let secs: u64 = secs.parse().unwrap_or(0);
+                if *state != "active" {
+                    bad.push(format!("unit {name}: {state}"));
+                } else if secs < UNIT_STABLE_SECS {
+                    bad.push(format!("unit {name}: active for {secs} s only (restarting?)"));
                 }
             }
             ["unit", name] => {
