@@ -553,8 +553,24 @@ fn five_vps_saas_brokers_four_social_logins_through_authentik() {
     assert_eq!(stage[0]["identifiers"]["name"], "default-authentication-identification");
     let shown: Vec<&str> = stage[0]["attrs"]["sources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(shown, ["KeyOf:source-apple", "KeyOf:source-entraid", "KeyOf:source-github", "KeyOf:source-google"]);
+    // Seed day 5, "an OIDC provider for your app": the generic app module's OIDC_* contract,
+    // its provider's callback on the app's route, the secret delivered to the app and the worker.
+    let app_compose = compose(&result.join("hosts/app/compose.yaml"));
+    let app = service(&app_compose, "app");
+    let env = &app["environment"];
+    assert_eq!(env["OIDC_ISSUER_URL"], "https://auth.example.com/application/o/app/");
+    assert_eq!(env["OIDC_CLIENT_ID"], "app");
+    assert_eq!(env["OIDC_REDIRECT_PATH"], "/oidc/callback");
+    let at = secret_target(app, "app_oidc_client_secret").expect("the app gets its client secret");
+    assert_eq!(env["OIDC_CLIENT_SECRET_FILE"], at.as_str());
+    let oauth = entries(&doc, "authentik_providers_oauth2.oauth2provider");
+    let provider = oauth.iter().find(|p| p["attrs"]["client_id"] == "app").expect("a provider for the app");
+    let uris: Vec<&str> = provider["attrs"]["redirect_uris"].as_array().unwrap().iter().map(|u| u["url"].as_str().unwrap()).collect();
+    assert_eq!(uris, ["https://admin.example.com/oidc/callback", "https://app.example.com/oidc/callback"], "each of the app's routes");
+    let at = secret_target(&worker, "app_oidc_client_secret").expect("the worker gets the app's client secret");
+    assert!(raw.contains(&format!("client_secret: !File {at}")), "the provider reads the delivered file");
     // No secret's value (decrypted with the examples' test key) is in any store file.
-    let names = ["google_client_secret", "github_client_secret", "microsoft_client_secret", "apple_private_key"];
+    let names = ["google_client_secret", "github_client_secret", "microsoft_client_secret", "apple_private_key", "app_oidc_client_secret"];
     for (name, value) in example_secret_values(&ex, &names) {
         assert_eq!(holding(&store, &value), Vec::<String>::new(), "{name}'s value is in the store");
     }
