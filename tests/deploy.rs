@@ -51,17 +51,6 @@ fn summary(out: &Output) -> Value {
     events(out).into_iter().find_map(|e| e.get("summary").cloned()).unwrap_or_else(|| panic!("no summary: {}", text(&out.stdout)))
 }
 
-/// Every file under `dir` that holds `needle`.
-fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
-        .map(|e| e.path().display().to_string())
-        .collect()
-}
-
 // --- fast: Debian's sshd on loopback ------------------------------------------------------
 
 fn sshd_binary() -> PathBuf {

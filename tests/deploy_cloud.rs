@@ -193,20 +193,9 @@ fn the_test_cloud_boots_a_server_from_its_user_data_and_destroy_removes_it() {
 
 /// The secret value of the lab-network fixture.
 fn hello_token(sys: &Path) -> String {
-    let ids = kiln::sops::load_identities(&read(&repo().join("tests/fixtures/keys/examples.agekey"))).unwrap();
+    let ids = kiln::sops::load_identities(&read(&examples_identity())).unwrap();
     let sops = read(&sys.join("secrets.sops.yaml"));
     kiln::sops::decrypt(&sops, kiln::sops::Format::Yaml, &ids).unwrap().remove("hello_token").unwrap()
-}
-
-/// Every file under `dir` holding `needle`.
-fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
-        .map(|e| e.path().display().to_string())
-        .collect()
 }
 
 /// ssh to `host` with the keys kiln pinned in the state directory (strictly), a private host
