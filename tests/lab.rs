@@ -109,3 +109,50 @@ fn seed(example: &str, host: &str) {
 fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
     seed("traefik-edge", "box");
 }
+
+/// five-vps-saas's `identity` (declared ubuntu-24.04 on Hetzner; its lab copy runs debian-13),
+/// the seed's host with the most services (eight): authentik server and worker, its
+/// PostgreSQL, Grafana, Loki, Prometheus, the blackbox exporter and Alloy — all probe stand-ins
+/// except the real PostgreSQL.
+#[test]
+#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+fn lab_five_vps_saas_identity_comes_up_with_stand_in_images() {
+    seed("five-vps-saas", "identity");
+}
+
+/// maidan-cloud's `maidan` (declared ubuntu-24.04 on DigitalOcean; the lab copy runs debian-13),
+/// the seed's host with the most services (thirty): PostgreSQL and Valkey real, the rest
+/// (Nextcloud, MariaDB, Matrix, authentik, LibreChat, …) probe stand-ins.
+#[test]
+#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+fn lab_maidan_cloud_maidan_comes_up_with_stand_in_images() {
+    seed("maidan-cloud", "maidan");
+}
+
+/// civic-scaleway's `tools-prod` (declared ubuntu-24.04 on Scaleway; the lab copy runs
+/// debian-13), the seed's host with the most services (seventeen): PostgreSQL and Valkey real,
+/// Nextcloud, Outline, Decidim, EspoCRM, Leantime, OnlyOffice, MariaDB and Traefik probe
+/// stand-ins.
+#[test]
+#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+fn lab_civic_scaleway_tools_prod_comes_up_with_stand_in_images() {
+    seed("civic-scaleway", "tools-prod");
+}
+
+/// jacker's one host `jacker` (declared ubuntu-24.04 on Hetzner; the lab copy runs debian-13),
+/// twenty-six services: PostgreSQL and Valkey real, Traefik, CrowdSec, authentik, OAuth2-Proxy
+/// and the monitoring stack probe stand-ins.
+#[test]
+#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+fn lab_jacker_jacker_comes_up_with_stand_in_images() {
+    seed("jacker", "jacker");
+}
+
+/// postx-hetzner's `client-alpha` (declared ubuntu-24.04 on Hetzner; the lab copy runs
+/// debian-13), one of the seed's two hosts with the most services (eleven, with client-zeta):
+/// PostgreSQL and Valkey real, Zitadel, Nextcloud, listmonk, pretix and Traefik probe stand-ins.
+#[test]
+#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+fn lab_postx_hetzner_client_alpha_comes_up_with_stand_in_images() {
+    seed("postx-hetzner", "client-alpha");
+}
