@@ -95,6 +95,7 @@ fn seed(example: &str, host: &str) {
     let holds_data = model["hosts"][host]["volume"].is_string();
     let disk = tmp.path().join("data.qcow2");
     let lab = lab::boot(&sys, host, &key, &admin, &images, holds_data.then_some(disk.as_path()));
+    eprintln!("{}", lab.timings());
     check_host(&lab, &compose);
 }
 

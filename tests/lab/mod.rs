@@ -151,6 +151,32 @@ impl LabHost {
     }
 }
 
+impl LabHost {
+    /// Where the boot's time went, from the guest's own clocks (printed by every lab test, so
+    /// `--nocapture` and scripts/bench --lab show it): systemd's and cloud-init's analyses,
+    /// and the provisioner's steps, the stand-in images' load and Docker's start with the
+    /// journal's monotonic timestamps (seconds since the kernel started).
+    pub fn timings(&self) -> String {
+        let mut out = String::new();
+        for (what, cmd) in [
+            ("systemd-analyze", "systemd-analyze time; systemd-analyze blame | head -n 12"),
+            (
+                "cloud-init analyze show (stages)",
+                "cloud-init analyze show | grep -E '^(Starting stage|Finished stage|Total Time)|finished running'",
+            ),
+            (
+                "journal: images load, docker, provisioner steps",
+                "journalctl -b -o short-monotonic --no-pager -u docker -u cloud-final -u cloud-config -u cloud-init \
+                 | grep -E 'kiln: |kiln lab|Loaded image|Started docker|Starting docker|Finished|Started cloud' | cut -c1-160",
+            ),
+        ] {
+            let r = self.sh(&format!("{cmd} 2>&1"));
+            out.push_str(&format!("=== {}: {what}\n{}\n", self.name, r.unwrap_or_else(|e| format!("(unavailable: {e})"))));
+        }
+        out
+    }
+}
+
 impl Drop for LabHost {
     fn drop(&mut self) {
         if std::thread::panicking() {
