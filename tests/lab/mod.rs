@@ -110,6 +110,62 @@ pub fn images(result: &Path, host: &str, tmp: &Path) -> (PathBuf, Value) {
     (archive, compose)
 }
 
+/// The memory a lab VM is given (`kiln boot --memory`), in MiB.
+pub const LAB_MEMORY_MIB: u64 = 3072;
+
+/// Lab VMs running at once in this test process (tests run on several threads, and
+/// [`concurrently`] boots several hosts of one test): a VM boots only while the memory
+/// available when the first one started holds one more, each counted at its memory plus qemu's
+/// own (512 MiB); at least one always runs. The slot is held until the [`LabHost`] is dropped.
+static RUNNING: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn slots() -> u64 {
+    static SLOTS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SLOTS.get_or_init(|| {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        (kib / 1024 / (LAB_MEMORY_MIB + 512)).max(1)
+    })
+}
+
+/// A running VM's share of the memory gate, released when dropped.
+pub struct Slot(());
+
+impl Slot {
+    fn take() -> Slot {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= slots() {
+            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Slot(())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        FREED.notify_one();
+    }
+}
+
+/// Runs `jobs` (each typically a [`boot`] of one host and its checks) at once on threads of
+/// their own, as many VMs at a time as memory allows ([`Slot`]); returns their results in order.
+/// A panicking job panics the caller after every job has ended (each [`LabHost`] printing its
+/// diagnostics as it unwinds).
+pub fn concurrently<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs.into_iter().map(|job| s.spawn(job)).collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        results.into_iter().map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
+}
+
 /// A booted lab host: prints what a failure needs (serial console, cloud-init, the
 /// provisioner's log, the containers) when dropped during a panic, then powers off.
 pub struct LabHost {
@@ -118,6 +174,8 @@ pub struct LabHost {
     pub admin: String,
     pub report: Value,
     pub machine: Machine,
+    /// Its place in the memory gate, given back when the host is dropped (after `machine`).
+    pub slot: Slot,
 }
 
 impl LabHost {
@@ -190,10 +248,11 @@ impl Drop for LabHost {
 pub fn boot(sys: &Path, host: &str, key: &Path, admin: &str, images: &Path, data_disk: Option<&Path>) -> LabHost {
     let mut cmd = kiln();
     cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey")).arg("boot").arg(host).arg(sys);
-    cmd.arg("--lab-images").arg(images).args(["--memory", "3072", "--keep", "--json", "--timeout", "1500"]);
+    cmd.arg("--lab-images").arg(images).arg("--memory").arg(LAB_MEMORY_MIB.to_string()).args(["--keep", "--json", "--timeout", "1500"]);
     if let Some(d) = data_disk {
         cmd.arg("--data-disk").arg(d);
     }
+    let slot = Slot::take();
     let started = std::time::Instant::now();
     let out = run(&mut cmd);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot {host}: {}", text(&out.stderr)));
@@ -203,6 +262,7 @@ pub fn boot(sys: &Path, host: &str, key: &Path, admin: &str, images: &Path, data
         admin: admin.to_string(),
         machine: Machine::from_report(&report),
         report,
+        slot,
     };
     eprintln!(
         "lab: {host}: cloud-init finished after {:.0} s (kiln boot took {:.0} s)",
