@@ -311,6 +311,13 @@ const HOST: &[Key] = &[
         "The server's SSH host public key (an existing server's `/etc/ssh/ssh_host_ed25519_key.pub`). `kiln deploy` pins it in the state directory's `known_hosts` on first contact and refuses a server that presents another; without it, the first deploy needs `--trust-host-key HOST=SHA256:…`.",
     )
     .eg("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG…\""),
+    key(
+        "ssh_port",
+        Ty::Int { min: 1, max: 65535 },
+        "The port sshd listens on. The provisioner's sshd drop-in (`Port`), ufw, fail2ban's `sshd` jail, the provider firewall (OpenTofu) and `kiln deploy`'s connections (also through a bastion) all use it; stream ports and published ports may not take it.",
+    )
+    .or("22")
+    .eg("2222"),
     key("group", NAME_T, "A rollout group: labels the server, selects hosts in `kiln show` and `kiln deploy --group`, and orders the rollout (`canary` first, or `[deploy] order`).").eg("\"canary\""),
     key("password_ssh", Ty::Bool, "Allow SSH password logins (the `password-ssh` rule warns).").or("false"),
     key(

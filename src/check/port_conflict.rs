@@ -35,7 +35,7 @@ fn help(sys: &System, host: &crate::model::Host, s: &Service, o: &Service, (port
             let x = &sys.services[n];
             x.published.iter().map(|p| p.port).chain(x.endpoints.iter().map(|e| e.host_port))
         })
-        .chain([22, 80, 443])
+        .chain([host.ssh_port, 80, 443])
         .collect();
     let free = (port.saturating_add(1)..=u16::MAX).find(|q| !used.contains(q)).unwrap_or(port);
     format!(

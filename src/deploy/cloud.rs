@@ -822,7 +822,8 @@ fn target(r: &Request<'_>, servers: &BTreeMap<String, Server>, name: &str, user:
     let sys = &r.compiled.system;
     let public = |n: &str| -> Option<IpAddr> { servers.get(n).and_then(|s| s.ipv4).or(sys.hosts[n].address) };
     if let Some(a) = public(name) {
-        return Ok(SshTarget { alias: name.to_string(), destination: a.to_string(), user: user.to_string(), bastion: None });
+        let destination = super::host::destination(a, sys.hosts[name].ssh_port);
+        return Ok(SshTarget { alias: name.to_string(), destination, user: user.to_string(), bastion: None });
     }
     let private = sys.hosts[name].private_address().ok_or("the host has neither a public nor a private address")?;
     let (bastion, address) = sys
@@ -833,9 +834,14 @@ fn target(r: &Request<'_>, servers: &BTreeMap<String, Server>, name: &str, user:
         .ok_or("the host has no public address and the system has no bastion with one to reach it through")?;
     Ok(SshTarget {
         alias: name.to_string(),
-        destination: private.to_string(),
+        destination: super::host::destination(private, sys.hosts[name].ssh_port),
         user: user.to_string(),
-        bastion: Some(Box::new(SshTarget { alias: bastion, destination: address.to_string(), user: user.to_string(), bastion: None })),
+        bastion: Some(Box::new(SshTarget {
+            destination: super::host::destination(address, sys.hosts[&bastion].ssh_port),
+            alias: bastion,
+            user: user.to_string(),
+            bastion: None,
+        })),
     })
 }
 

@@ -142,6 +142,18 @@ pub struct SshTarget {
     pub bastion: Option<Box<SshTarget>>,
 }
 
+/// The destination ssh connects to for `address` with sshd on `port` (the host's `ssh_port`):
+/// the bare address on 22, else an `ssh://` URI, which carries the port to every ssh
+/// invocation (`-G`, `-O exit`, a bastion's `-W [%h]:%p`) and leaves `HostKeyAlias` pinning
+/// the key under the host's name.
+pub fn destination(address: std::net::IpAddr, port: u16) -> String {
+    match (port, address) {
+        (22, a) => a.to_string(),
+        (p, std::net::IpAddr::V6(a)) => format!("ssh://[{a}]:{p}"),
+        (p, a) => format!("ssh://{a}:{p}"),
+    }
+}
+
 /// What every ssh invocation shares: the pinned keys, the connection socket directory and an
 /// optional ssh config file.
 #[derive(Debug, Clone)]

@@ -68,7 +68,7 @@ pub fn derive(sys: &mut System) {
         } else {
             (Some(admin_sources.clone()), "ssh from the admin sources".to_string())
         };
-        rules.get_mut(name).unwrap().open(22, Protocol::Tcp, sources, reason);
+        rules.get_mut(name).unwrap().open(h.ssh_port, Protocol::Tcp, sources, reason);
     }
 
     // Routes: 80/443 on the edge host, unless the route arrives through a tunnel (its

@@ -33,7 +33,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     users(&mut o, sys);
     sshd(&mut o, host);
     upgrades(&mut o);
-    fail2ban(&mut o, ban_edge(host, payload));
+    fail2ban(&mut o, host, ban_edge(host, payload));
     super::egress::provision_gateway(&mut o, host);
     firewall(&mut o, host, containers);
     if containers {
@@ -123,12 +123,24 @@ fn sshd(o: &mut String, host: &Host) {
     o.push_str("\n# sshd: keys only, no root, no passwords (first match wins, so this file sorts first).\nlog 'step: sshd'\n");
     // Passwords only where an `[allow.password-ssh]` waived the rule, with its reason.
     let passwords = if host.password_ssh { "yes" } else { "no" };
-    let conf = format!(
+    let mut conf = format!(
         "PasswordAuthentication {passwords}\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPubkeyAuthentication yes\nPermitEmptyPasswords no\nX11Forwarding no\nMaxAuthTries 3\n"
     );
+    // `ssh_port`: Debian's sshd_config includes the drop-ins before its own (commented) Port.
+    // sshd re-executes on reload and binds the new port; where ssh.socket is what listens
+    // (Ubuntu 22.10+), its generator reads the port at daemon-reload and the socket restarts.
+    let port = host.ssh_port != 22;
+    if port {
+        let _ = writeln!(conf, "Port {}", host.ssh_port);
+    }
+    let socket = if port {
+        "\n\tif systemctl is-active --quiet ssh.socket; then systemctl daemon-reload; systemctl restart ssh.socket; fi"
+    } else {
+        ""
+    };
     let _ = writeln!(
         o,
-        "if put_text /etc/ssh/sshd_config.d/00-kiln.conf 0644 root:root {}; then\n\tsshd -t || die \"sshd rejects its configuration\"\n\tsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\nfi",
+        "if put_text /etc/ssh/sshd_config.d/00-kiln.conf 0644 root:root {}; then\n\tsshd -t || die \"sshd rejects its configuration\"{socket}\n\tsystemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true\nfi",
         sh(&conf)
     );
 }
@@ -183,9 +195,13 @@ pub fn fail2ban_http_filter(edge: BanEdge) -> String {
     )
 }
 
-fn fail2ban(o: &mut String, http: Option<BanEdge>) {
+fn fail2ban(o: &mut String, host: &Host, http: Option<BanEdge>) {
     o.push_str("\n# fail2ban: ban repeated SSH failures (journal backend: no auth.log on minimal images).\nlog 'step: fail2ban'\n");
     let mut conf = "[DEFAULT]\nbantime = 1h\nfindtime = 10m\nmaxretry = 5\nbackend = systemd\n\n[sshd]\nenabled = true\n".to_string();
+    if host.ssh_port != 22 {
+        // The stock jail bans on `port = ssh` (22): the ban must close the port sshd is on.
+        let _ = writeln!(conf, "port = {}", host.ssh_port);
+    }
     if let Some(edge) = http {
         // `fail2ban_http`: also ban clients whose logins keep failing at the edge. A
         // containerised edge is reached through Docker's forwarding: bans go in DOCKER-USER.
@@ -243,7 +259,7 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
     let mut lines = vec!["ufw default deny incoming >/dev/null".to_string(), "ufw default allow outgoing >/dev/null".to_string()];
     for r in &host.firewall {
         lines.push(ufw_command(r, false));
-        if containers && r.port != 22 {
+        if containers && r.port != host.ssh_port {
             lines.push(ufw_command(r, true));
         }
     }

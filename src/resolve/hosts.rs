@@ -110,6 +110,7 @@ impl<'a> Resolver<'a> {
             disks: h.disks.iter().map(|(n, s)| (n.value.clone(), s.value)).collect(),
             address: h.address.as_ref().map(|a| a.value),
             ssh_host_key: h.ssh_host_key.as_ref().map(|k| k.value.clone()),
+            ssh_port: h.ssh_port.as_ref().map_or(22, |p| p.value),
             group: h.group.as_ref().map(|g| g.value.clone()),
             password_ssh: h.password_ssh.as_ref().is_some_and(|b| b.value),
             fail2ban_http: h.fail2ban_http.as_ref().is_some_and(|b| b.value),

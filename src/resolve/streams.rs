@@ -7,13 +7,13 @@ use crate::syntax::module::Protocol;
 use crate::syntax::streams::StreamDecl;
 
 /// Ports an edge host already uses: the HTTP entry points, Traefik's internal one and sshd.
-fn taken(port: u16, protocol: Protocol) -> Option<&'static str> {
+fn taken(port: u16, protocol: Protocol, ssh_port: u16) -> Option<&'static str> {
     match (port, protocol) {
         (80, Protocol::Tcp) => Some("the edge's HTTP entry point (`web`)"),
         (443, Protocol::Tcp) => Some("the edge's HTTPS entry point (`websecure`)"),
         (443, Protocol::Udp) => Some("the edge's HTTP/3 entry point (`websecure`)"),
         (crate::render::traefik::INTERNAL_PORT, Protocol::Tcp) => Some("Traefik's ping and metrics entry point (`internal`)"),
-        (22, Protocol::Tcp) => Some("sshd on the edge host (every host keeps SSH on 22)"),
+        (p, Protocol::Tcp) if p == ssh_port => Some("sshd on the edge host (its `ssh_port`)"),
         _ => None,
     }
 }
@@ -96,11 +96,12 @@ impl<'a> Resolver<'a> {
                 );
                 continue;
             }
-            if let Some(what) = taken(port.value, protocol) {
+            let ssh_port = hosts.get(&edge.host).map_or(22, |h| h.ssh_port);
+            if let Some(what) = taken(port.value, protocol, ssh_port) {
                 self.err(
                     Diagnostic::error("E0046", format!("stream `{name}` cannot listen on {}/{}: it is taken", port.value, protocol.name()))
                         .primary(port.span, format!("used by {what}"))
-                        .help(if port.value == 22 {
+                        .help(if port.value == ssh_port {
                             "give the stream another public port, like `port = 2222` (clients then use `ssh -p 2222`)".to_string()
                         } else {
                             "give the stream another public port".to_string()

@@ -574,7 +574,12 @@ fn for_each<T: Send>(
 fn target(sys: &kiln::model::System, name: &str, user: &str) -> Result<SshTarget, String> {
     let h = &sys.hosts[name];
     if let Some(a) = h.address {
-        return Ok(SshTarget { alias: name.to_string(), destination: a.to_string(), user: user.to_string(), bastion: None });
+        return Ok(SshTarget {
+            alias: name.to_string(),
+            destination: host::destination(a, h.ssh_port),
+            user: user.to_string(),
+            bastion: None,
+        });
     }
     let private = h.private_address().ok_or("the host has no address: give it `address = \"…\"`")?;
     let bastion = sys
@@ -584,11 +589,11 @@ fn target(sys: &kiln::model::System, name: &str, user: &str) -> Result<SshTarget
         .ok_or("the host has no public address and the system has no bastion with an `address` to reach it through")?;
     Ok(SshTarget {
         alias: name.to_string(),
-        destination: private.to_string(),
+        destination: host::destination(private, h.ssh_port),
         user: user.to_string(),
         bastion: Some(Box::new(SshTarget {
             alias: bastion.name.clone(),
-            destination: bastion.address.expect("checked").to_string(),
+            destination: host::destination(bastion.address.expect("checked"), bastion.ssh_port),
             user: user.to_string(),
             bastion: None,
         })),
