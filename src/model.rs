@@ -270,6 +270,8 @@ pub struct Host {
     /// The server's SSH host key as declared (`ssh_host_key`), pinned by `kiln deploy`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_host_key: Option<crate::types::SshHostKey>,
+    /// The provider's automated server backups (`server_backups`: Hetzner, DigitalOcean).
+    pub server_backups: bool,
     /// The port sshd listens on (`ssh_port`): the provisioner's drop-in, ufw, fail2ban, the
     /// provider firewall and `kiln deploy` all use it.
     pub ssh_port: u16,

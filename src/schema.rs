@@ -312,6 +312,12 @@ const HOST: &[Key] = &[
     )
     .eg("\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG…\""),
     key(
+        "server_backups",
+        Ty::Bool,
+        "The provider's automated backups of the whole server (OpenTofu's `backups` on the server): Hetzner takes one a day into seven slots (a flat fee per server, https://docs.hetzner.com/cloud/general/faq/), DigitalOcean at its default backup policy. Crash-consistent images of the server's own disk, not its attached volumes: data volumes are backed up by `[backup]`. Hetzner and DigitalOcean only.",
+    )
+    .or("false"),
+    key(
         "ssh_port",
         Ty::Int { min: 1, max: 65535 },
         "The port sshd listens on. The provisioner's sshd drop-in (`Port`), ufw, fail2ban's `sshd` jail, the provider firewall (OpenTofu) and `kiln deploy`'s connections (also through a bastion) all use it; stream ports and published ports may not take it.",

@@ -290,6 +290,11 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 if let Some(g) = &host.group {
                     server["labels"]["kiln-group"] = json!(g);
                 }
+                if host.server_backups {
+                    // Hetzner's automated backups: daily, seven kept, 20 % of the server's price
+                    // of the server's disk, not its volumes (https://docs.hetzner.com/cloud/general/faq/).
+                    server["backups"] = json!(true);
+                }
                 if let Some(l) = &host.location {
                     server["location"] = json!(l);
                 } else if data {
@@ -358,6 +363,10 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 });
                 if let Some(v) = vpc {
                     droplet["vpc_uuid"] = json!(v);
+                }
+                if host.server_backups {
+                    // DigitalOcean's droplet backups (the provider's `backups`, at DigitalOcean's default policy).
+                    droplet["backups"] = json!(true);
                 }
                 add(&mut resources, "digitalocean_droplet", &name, droplet);
                 if data {

@@ -87,6 +87,18 @@ impl<'a> Resolver<'a> {
                     .help("pick an image that lists this provider in `images/`"),
             );
         }
+        if let Some(b) = h.server_backups.as_ref().filter(|b| b.value)
+            && !matches!(pkind, ProviderKind::Hetzner | ProviderKind::DigitalOcean)
+        {
+            self.err(
+                Diagnostic::error(
+                    "E0015",
+                    format!("host `{}` on provider `{}` has no automated server backups", h.name.value, provider.value),
+                )
+                .primary(b.span, format!("{} servers have no such setting in kiln", pkind.name()))
+                .help("server backups are Hetzner's and DigitalOcean's (`backups` on the server); elsewhere back up data with `[backup]`"),
+            );
+        }
         Some(Host {
             name: h.name.value.clone(),
             provider: provider.value.clone(),
@@ -111,6 +123,7 @@ impl<'a> Resolver<'a> {
             address: h.address.as_ref().map(|a| a.value),
             ssh_host_key: h.ssh_host_key.as_ref().map(|k| k.value.clone()),
             ssh_port: h.ssh_port.as_ref().map_or(22, |p| p.value),
+            server_backups: h.server_backups.as_ref().is_some_and(|b| b.value),
             group: h.group.as_ref().map(|g| g.value.clone()),
             password_ssh: h.password_ssh.as_ref().is_some_and(|b| b.value),
             fail2ban_http: h.fail2ban_http.as_ref().is_some_and(|b| b.value),

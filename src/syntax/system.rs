@@ -210,6 +210,8 @@ pub struct HostDecl {
     pub address: Option<Sp<std::net::IpAddr>>,
     /// The server's SSH host key, which `kiln deploy` pins on first contact.
     pub ssh_host_key: Option<Sp<crate::types::SshHostKey>>,
+    /// The provider's automated server backups (`server_backups`).
+    pub server_backups: Option<Sp<bool>>,
     /// The port sshd listens on (`ssh_port`, default 22).
     pub ssh_port: Option<Sp<u16>>,
     /// A rollout group (`canary`): labels the server, selects hosts in `kiln show`.
@@ -471,6 +473,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             .unwrap_or_default();
         let d = HostDecl {
             ssh_host_key: typed(t.str("ssh_host_key"), sink, types::parse_ssh_host_key),
+            server_backups: t.bool("server_backups"),
             ssh_port: t.int("ssh_port").and_then(|p| match types::parse_port(p.value) {
                 Ok(v) => Some(Sp::new(v, p.span)),
                 Err(e) => {
