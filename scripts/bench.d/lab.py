@@ -14,6 +14,8 @@ kernel_to_docker_s  the guest's monotonic clock when Docker started (with the st
 images_load_s  Docker's start to started: almost all of it `docker load` of the stand-ins
 before_provision_s  the guest's clock at the provisioner's first line
 provision_s    the provisioner's first line to its last (packages, firewall, compose up --wait)
+step_NAME_s    each provisioner step (`kiln: step: NAME`) until the next (firewall holds Docker's
+               start, so the stand-ins' load; services is every `compose up --wait`)
 
 A figure the test's output does not hold is left out; ok=0 says the test failed (its output
 then follows on stderr).
@@ -25,7 +27,7 @@ import sys
 import time
 
 DEFAULT = "lab_traefik_edge_box_comes_up_with_stand_in_images"
-BOOTED = re.compile(r"^lab: (\S+): cloud-init finished after (\d+) s \(kiln boot took (\d+) s\)")
+BOOTED = re.compile(r"^lab: (\S+): cloud-init finished after ([0-9.]+) s \(kiln boot took ([0-9.]+) s\)")
 SECTION = re.compile(r"^=== (\S+): (.*)")
 # journalctl -o short-monotonic: "[  123.456789] host unit[pid]: message"
 STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s+\S+\s+([^:]+):\s?(.*)")
@@ -45,6 +47,12 @@ def phases(journal: list[str]) -> dict:
     if kiln:
         out["before_provision_s"] = kiln[0]
         out["provision_s"] = kiln[-1] - kiln[0]
+    # each provisioner step until the next one (the last until the provisioner's last line)
+    steps = [(float(m.group(1)), m.group(3)[len("kiln: step: "):].replace(" ", "_"))
+             for m in map(STAMP.match, journal) if m and m.group(3).startswith("kiln: step: ")]
+    for (t, name), nxt in zip(steps, [t for t, _ in steps[1:]] + [kiln[-1] if kiln else None]):
+        if nxt is not None:
+            out[f"step_{name}_s"] = nxt - t
     return out
 
 

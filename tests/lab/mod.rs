@@ -224,8 +224,8 @@ impl LabHost {
             ),
             (
                 "journal: images load, docker, provisioner steps",
-                "journalctl -b -o short-monotonic --no-pager -u docker -u cloud-final -u cloud-config -u cloud-init \
-                 | grep -E 'kiln: |kiln lab|Loaded image|Started docker|Starting docker|Finished|Started cloud' | cut -c1-160",
+                "journalctl -b -o short-monotonic --no-pager -t cloud-init -t kiln-lab-load-images -t systemd \
+                 | grep -E 'kiln: |kiln lab|Loaded image|Started docker|Starting docker|Finished cloud' | grep -v 'kiln: wrote' | cut -c1-160",
             ),
         ] {
             let r = self.sh(&format!("{cmd} 2>&1"));
