@@ -632,6 +632,8 @@ fn the_cloud_plan_is_shown_and_without_a_terminal_or_yes_nothing_is_applied() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let lines = json_lines(&out);
     let plan = lines.iter().find_map(|v| v.get("plan")).unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(plan["rollback_of"], serde_json::Value::Null, "{plan}");
+    assert!(plan.get("rollback_of").is_some(), "{plan}");
     assert_eq!(plan["waves"][0]["hosts"][0]["host"], "app", "{plan}");
     assert_eq!(plan["waves"][0]["hosts"][0]["tofu"], "create", "{plan}");
     assert_eq!(plan["waves"][0]["hosts"][1]["server"], "hcloud_server.edge", "{plan}");
@@ -843,4 +845,29 @@ fn a_failing_canary_stops_the_rollout_on_the_test_cloud() {
     // The edge still serves: its Caddy answers for the route (the upstream is the broken canary).
     let after = route_through(&edge, Duration::ZERO);
     assert!(after.1.contains("HTTP 502") || after.1.contains("HTTP 200"), "the edge answers: {after:?}");
+
+    // `kiln rollback 1` (scenario 4): the cloud path with generation 1's stored build — its
+    // OpenTofu root gives the canary its good user-data back (the server replaced and enrolled
+    // afresh), the edge is skipped, exit 0; generation 1 was the last recorded, so nothing new
+    // is recorded; the page answers through the edge again.
+    let mut c = kiln();
+    terraform_env(&mut c);
+    c.env("KILN_TEST_CLOUD", &cloud).env("TF_VAR_hcloud_token", "test-cloud-token").env("TMPDIR", t.join("tmp"));
+    c.stdin(std::process::Stdio::null());
+    c.arg("--modules").arg(&modules).arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
+    c.args(["rollback", "1", "--system"]).arg(&sys).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state"));
+    c.arg("--ssh-config").arg(t.join("ssh_config")).args(["--yes", "--json"]);
+    let clock = Instant::now();
+    let out = run(&mut c);
+    eprintln!("kiln rollback 1: {} s, exit {:?}\n{}", clock.elapsed().as_secs(), out.status.code(), text(&out.stderr));
+    let lines = json_lines(&out);
+    let plan = lines.iter().find_map(|v| v.get("plan").cloned()).unwrap_or_default();
+    assert_eq!(plan["rollback_of"], 1, "{plan}");
+    let s = lines.iter().find_map(|v| v.get("summary").cloned()).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{s}\n{}", consoles(&cloud));
+    assert_eq!(s["deployed"], serde_json::json!(["app"]), "{s}");
+    assert_eq!(s["skipped"], serde_json::json!(["edge"]), "{s}");
+    assert_eq!(s["generation"], 1, "{s}");
+    let back = route_through(&edge, Duration::from_secs(120));
+    assert!(back.0.contains("hello from kiln"), "route after the rollback: {back:?}");
 }

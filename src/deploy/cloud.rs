@@ -598,7 +598,7 @@ fn show_plan(
             .collect();
         println!(
             "{}",
-            serde_json::json!({ "plan": { "system": m.system, "hash": m.hash, "tofu": tofu, "waves": waves, "other_resources": others } })
+            serde_json::json!({ "plan": { "system": m.system, "hash": m.hash, "rollback_of": rollback_of, "tofu": tofu, "waves": waves, "other_resources": others } })
         );
         return;
     }
@@ -822,8 +822,8 @@ fn target(r: &Request<'_>, servers: &BTreeMap<String, Server>, name: &str, user:
     let sys = &r.compiled.system;
     let public = |n: &str| -> Option<IpAddr> { servers.get(n).and_then(|s| s.ipv4).or(sys.hosts[n].address) };
     if let Some(a) = public(name) {
-        let destination = super::host::destination(a, sys.hosts[name].ssh_port);
-        return Ok(SshTarget { alias: name.to_string(), destination, user: user.to_string(), bastion: None });
+        let port = sys.hosts[name].ssh_port;
+        return Ok(SshTarget { alias: name.to_string(), destination: a.to_string(), port, user: user.to_string(), bastion: None });
     }
     let private = sys.hosts[name].private_address().ok_or("the host has neither a public nor a private address")?;
     let (bastion, address) = sys
@@ -834,10 +834,12 @@ fn target(r: &Request<'_>, servers: &BTreeMap<String, Server>, name: &str, user:
         .ok_or("the host has no public address and the system has no bastion with one to reach it through")?;
     Ok(SshTarget {
         alias: name.to_string(),
-        destination: super::host::destination(private, sys.hosts[name].ssh_port),
+        destination: private.to_string(),
+        port: sys.hosts[name].ssh_port,
         user: user.to_string(),
         bastion: Some(Box::new(SshTarget {
-            destination: super::host::destination(address, sys.hosts[&bastion].ssh_port),
+            destination: address.to_string(),
+            port: sys.hosts[&bastion].ssh_port,
             alias: bastion,
             user: user.to_string(),
             bastion: None,
