@@ -8,7 +8,7 @@
 mod common;
 
 use common::{build, read, repo, run, text};
-use kiln::deploy::host::{self, Host, Ssh, SshSettings, SshTarget};
+use kiln::deploy::host::{Host, Ssh, SshSettings, SshTarget};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -198,12 +198,13 @@ fn deploy_connects_on_the_ssh_port_directly_and_through_a_bastion() {
     };
     let user = text(&run(Command::new("id").arg("-un")).stdout).trim().to_string();
     let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let direct = SshTarget { alias: "box".into(), destination: host::destination(loopback, port), user: user.clone(), bastion: None };
+    let direct = SshTarget { alias: "box".into(), destination: loopback.to_string(), port, user: user.clone(), bastion: None };
     let jump = SshTarget {
         alias: "box".into(),
-        destination: host::destination(loopback, port),
+        destination: loopback.to_string(),
+        port,
         user: user.clone(),
-        bastion: Some(Box::new(SshTarget { alias: "jump".into(), destination: host::destination(loopback, port), user, bastion: None })),
+        bastion: Some(Box::new(SshTarget { alias: "jump".into(), destination: loopback.to_string(), port, user, bastion: None })),
     };
     for (what, target) in [("directly", direct), ("through the bastion", jump)] {
         let ssh = Ssh { target, settings: settings.clone() };

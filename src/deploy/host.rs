@@ -137,21 +137,12 @@ pub struct SshTarget {
     pub alias: String,
     /// What ssh connects to (an address, or a name the ssh config maps).
     pub destination: String,
+    /// The port sshd listens on (the host's `ssh_port`), passed as `-o Port=` unless 22: it
+    /// reaches `-G` (so ssh-keyscan), `-O exit` and, through `%p`, a bastion's `-W`.
+    pub port: u16,
     pub user: String,
     /// A bastion to reach it through (its own alias, destination and user).
     pub bastion: Option<Box<SshTarget>>,
-}
-
-/// The destination ssh connects to for `address` with sshd on `port` (the host's `ssh_port`):
-/// the bare address on 22, else an `ssh://` URI, which carries the port to every ssh
-/// invocation (`-G`, `-O exit`, a bastion's `-W [%h]:%p`) and leaves `HostKeyAlias` pinning
-/// the key under the host's name.
-pub fn destination(address: std::net::IpAddr, port: u16) -> String {
-    match (port, address) {
-        (22, a) => a.to_string(),
-        (p, std::net::IpAddr::V6(a)) => format!("ssh://[{a}]:{p}"),
-        (p, a) => format!("ssh://{a}:{p}"),
-    }
 }
 
 /// What every ssh invocation shares: the pinned keys, the connection socket directory and an
@@ -201,6 +192,11 @@ impl Ssh {
         ] {
             o.push("-o".into());
             o.push(format!("{k}={v}"));
+        }
+        // 22 is left to ssh and its config (`--ssh-config` may name another port for the host).
+        if t.port != 22 {
+            o.push("-o".into());
+            o.push(format!("Port={}", t.port));
         }
         let control_options = [
             ("ControlMaster", "auto".to_string()),
@@ -295,6 +291,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_ssh_port_reaches_openssh() {
+        let settings = SshSettings {
+            known_hosts: "/s/known_hosts".into(),
+            control_dir: "/s/ctl".into(),
+            config: None,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let t = SshTarget { alias: "db".into(), destination: "2001:db8::5".into(), port: 2222, user: "ops".into(), bastion: None };
+        // What OpenSSH makes of the options (`ssh -G` parses without connecting).
+        let out = Command::new("ssh").args(Ssh::options(&settings, &t)).args(["-G", "--", "2001:db8::5"]).output().expect("ssh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.lines().any(|l| l == "port 2222"), "{text}");
+    }
+
+    #[test]
     fn local_runs_with_stdin_and_timeout() {
         let out = Local.run("cat; echo err >&2; exit 3", b"hello", Duration::from_secs(5)).unwrap();
         assert_eq!(out.stdout, b"hello");
@@ -323,8 +334,8 @@ mod tests {
             config: Some("/cfg".into()),
             connect_timeout: Duration::from_secs(10),
         };
-        let b = SshTarget { alias: "bastion".into(), destination: "203.0.113.1".into(), user: "ops".into(), bastion: None };
-        let t = SshTarget { alias: "db".into(), destination: "10.0.0.3".into(), user: "ops".into(), bastion: Some(Box::new(b)) };
+        let b = SshTarget { alias: "bastion".into(), destination: "203.0.113.1".into(), port: 22, user: "ops".into(), bastion: None };
+        let t = SshTarget { alias: "db".into(), destination: "10.0.0.3".into(), port: 22, user: "ops".into(), bastion: Some(Box::new(b)) };
         let o = Ssh::options(&s, &t).join(" ");
         for want in ["-F /cfg", "BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/s/known_hosts", "HostKeyAlias=db"] {
             assert!(o.contains(want), "{want} in {o}");

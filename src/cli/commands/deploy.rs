@@ -576,7 +576,8 @@ fn target(sys: &kiln::model::System, name: &str, user: &str) -> Result<SshTarget
     if let Some(a) = h.address {
         return Ok(SshTarget {
             alias: name.to_string(),
-            destination: host::destination(a, h.ssh_port),
+            destination: a.to_string(),
+            port: h.ssh_port,
             user: user.to_string(),
             bastion: None,
         });
@@ -589,11 +590,13 @@ fn target(sys: &kiln::model::System, name: &str, user: &str) -> Result<SshTarget
         .ok_or("the host has no public address and the system has no bastion with an `address` to reach it through")?;
     Ok(SshTarget {
         alias: name.to_string(),
-        destination: host::destination(private, h.ssh_port),
+        destination: private.to_string(),
+        port: h.ssh_port,
         user: user.to_string(),
         bastion: Some(Box::new(SshTarget {
             alias: bastion.name.clone(),
-            destination: host::destination(bastion.address.expect("checked"), bastion.ssh_port),
+            destination: bastion.address.expect("checked").to_string(),
+            port: bastion.ssh_port,
             user: user.to_string(),
             bastion: None,
         })),
