@@ -1,15 +1,19 @@
 //! The enrolment of a cloud server's SSH host key (docs/deploy.md, "Cloud hosts"): the one-time
 //! token per host (`<state>/enrol/<host>.token`), the user-data part that has the server publish
 //! `HMAC-SHA256(token, "kiln-enrol-v1 HOST ssh-ed25519 KEY")` as its pre-authentication banner,
-//! the OpenTofu override file that adds the part to each server, and the proof's check. The
-//! connection that reads the banner and pins the key is `super::cloud`'s.
+//! the OpenTofu override file that adds the part to each server, the proof's check, and
+//! [`probe`], the one connection (offering no credential) that reads a server's key and banner;
+//! waiting for the proof and pinning the key is `super::cloud`'s.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
+use super::host::{self, Ssh, SshSettings};
 use crate::types::SshHostKey;
 
 /// The override file kiln adds to the working copy: each cloud server's user-data with the
@@ -242,4 +246,113 @@ pub(super) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// One connection offering no credential: the key the server proved it holds (recorded by
+/// ssh in a private copy of `known_hosts`) and the proof in its banner.
+pub(super) fn probe(settings: &SshSettings, ssh: &Ssh) -> Result<(SshHostKey, Option<String>), String> {
+    let tmp = tempfile::Builder::new().prefix("kiln-enrol-").tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let file = tmp.path().join("known_hosts");
+    // The bastion's pin (the ProxyCommand still checks it strictly); the host's own line is
+    // what ssh adds.
+    let text = std::fs::read_to_string(&settings.known_hosts).unwrap_or_default();
+    std::fs::write(&file, super::cloud_plan::unpinned(&text, &ssh.target.alias)).map_err(|e| e.to_string())?;
+    let probe_settings = SshSettings { known_hosts: file.clone(), ..settings.clone() };
+    let mut cmd = Command::new("ssh");
+    // The first value of an option wins: these come before the shared ones.
+    for o in [
+        "StrictHostKeyChecking=accept-new",
+        "HashKnownHosts=no",
+        "PreferredAuthentications=none",
+        "HostKeyAlgorithms=ssh-ed25519",
+        "ControlMaster=no",
+        "ControlPath=none",
+        "IdentitiesOnly=yes",
+        "IdentityAgent=none",
+        "LogLevel=INFO",
+    ] {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.args(Ssh::options(&probe_settings, &ssh.target)).arg("--").arg(&ssh.target.destination).arg("true");
+    let out = host::run_command(cmd, b"", settings.connect_timeout + Duration::from_secs(10))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let seen = std::fs::read_to_string(&file).unwrap_or_default();
+    let key = super::known_hosts::pinned(&seen, &ssh.target.alias)
+        .into_iter()
+        .find(|k| k.algorithm == "ssh-ed25519")
+        .ok_or_else(|| format!("no SSH host key yet: {}", host::tail(&stderr, 2)))?;
+    Ok((key, proof_in(&stderr)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::parse_ssh_host_key;
+
+    fn key(line: &str) -> Option<SshHostKey> {
+        parse_ssh_host_key(line).ok()
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINGu/19U9LmMSakf0i3kdYq7lwBm6tImdo3nSx6IH9kN";
+
+    #[test]
+    fn the_proof_binds_token_host_and_key() {
+        let k = key(KEY).unwrap();
+        let token = "11".repeat(32);
+        let p = proof(&token, "edge", &k);
+        assert!(proof_matches(&token, "edge", &k, &p));
+        assert!(!proof_matches(&token, "db", &k, &p), "another host's proof");
+        assert!(!proof_matches(&"22".repeat(32), "edge", &k, &p), "another token");
+        let other = key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC2dx5tDzGtxT8Vfw8b8Rk5l1r7jGZbUB1Ll0cKlL3sK").unwrap();
+        assert!(!proof_matches(&token, "edge", &other, &p), "another key");
+        assert!(!proof_matches(&token, "edge", &k, "not hex"));
+        assert_eq!(proof_in(&format!("Warning: x\n{PROOF_PREFIX} {p}\nPermission denied (publickey).\n")), Some(p));
+        assert_eq!(proof_in("Permission denied\n"), None);
+    }
+
+    /// The script the server runs computes the very proof kiln checks (dash and openssl on
+    /// this machine, with a fake key file standing in for sshd's).
+    #[test]
+    fn the_servers_script_computes_the_proof_kiln_checks() {
+        let k = key(KEY).unwrap();
+        let token = "ab".repeat(32);
+        let script = publish_script("edge", &token);
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_str().unwrap();
+        let script = script
+            .replace(ENROLLED_MARK, &format!("{root}/enrolled"))
+            .replace("/var/lib/cloud/instance/sem/config_ssh", &format!("{root}/sem"))
+            .replace("/etc/ssh/ssh_host_ed25519_key.pub", &format!("{root}/key.pub"))
+            .replace("/run/kiln-enrol", &format!("{root}/run"))
+            .replace("/etc/ssh/sshd_config.d", root)
+            .replace("systemctl", "true");
+        std::fs::write(d.path().join("sem"), "").unwrap();
+        std::fs::write(d.path().join("key.pub"), format!("{KEY} root@edge\n")).unwrap();
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let banner = std::fs::read_to_string(d.path().join("run/banner")).unwrap();
+        let claimed = proof_in(&banner).unwrap();
+        assert!(proof_matches(&token, "edge", &k, &claimed), "{banner}");
+        assert_eq!(std::fs::read_to_string(d.path().join("kiln-enrol.conf")).unwrap().trim(), format!("Banner {root}/run/banner"));
+    }
+
+    #[test]
+    fn the_override_adds_the_part_to_each_server() {
+        let root = serde_json::json!({ "resource": {
+            "hcloud_server": {
+                "edge": { "labels": { "kiln-host": "edge" }, "user_data": "#cloud-config\nhostname: edge\n" },
+                "db": { "labels": { "kiln-host": "db" }, "user_data": "#!/bin/sh\necho hi\n" },
+            },
+            "hcloud_volume": { "db": { "size": 10 } },
+        }});
+        let tokens: BTreeMap<String, String> = [("edge".to_string(), "aa".repeat(32)), ("db".to_string(), "bb".repeat(32))].into();
+        let o: Value = serde_json::from_slice(&override_file(&root, &tokens).unwrap()).unwrap();
+        let edge = o["resource"]["hcloud_server"]["edge"]["user_data"].as_str().unwrap();
+        assert!(edge.starts_with("Content-Type: multipart/mixed"), "{edge}");
+        assert!(edge.contains("Content-Type: text/cloud-config") && edge.contains("hostname: edge") && edge.contains(&"aa".repeat(32)));
+        let db = o["resource"]["hcloud_server"]["db"]["user_data"].as_str().unwrap();
+        assert!(db.contains("Content-Type: text/x-shellscript") && db.contains(&"bb".repeat(32)) && !db.contains(&"aa".repeat(32)));
+        assert_eq!(o["resource"].as_object().unwrap().len(), 1, "only servers");
+        assert!(with_part("Content-Type: multipart/mixed", "x").is_err());
+    }
 }

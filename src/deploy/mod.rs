@@ -7,6 +7,7 @@
 //! the output.
 
 pub mod cloud;
+pub mod cloud_plan;
 pub mod enrol;
 pub mod host;
 pub mod known_hosts;
