@@ -751,6 +751,7 @@ fn bare_server(t: &Path, public_key: &str) -> vm::Machine {
         secrets: Default::default(),
         data_disk: None,
         lab_images: None,
+        ssh_port: 22,
     };
     let _ = t;
     let report =

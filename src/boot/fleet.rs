@@ -36,6 +36,8 @@ pub struct FleetHost {
     /// The host holds data: it gets a fresh, empty data disk (its provider volume's stand-in),
     /// removed with the work directory.
     pub volume: bool,
+    /// The port its sshd listens on (`ssh_port`), which the loopback SSH forward reaches.
+    pub ssh_port: u16,
 }
 
 pub struct FleetOptions {
@@ -304,7 +306,7 @@ pub fn down(state_dir: &Path, system: Option<&str>) -> Result<Vec<String>, Strin
 }
 
 /// The qemu arguments of one VM's NICs.
-fn nic_args(vm: &VmNet, plan: &Plan, seed_dir: &Path, kiln: &Path, ports: &BTreeMap<String, u16>) -> Vec<String> {
+fn nic_args(vm: &VmNet, plan: &Plan, seed_dir: &Path, kiln: &Path, ports: &BTreeMap<String, u16>, ssh_port: u16) -> Vec<String> {
     let mut args = Vec::new();
     for (i, nic) in vm.nics.iter().enumerate() {
         match &nic.role {
@@ -316,7 +318,7 @@ fn nic_args(vm: &VmNet, plan: &Plan, seed_dir: &Path, kiln: &Path, ports: &BTree
                     // seed server answers.
                     s.push_str(",restrict=on,ipv6=off");
                 }
-                for (name, guest) in [("ssh", 22), ("http", 80), ("https", 443)] {
+                for (name, guest) in [("ssh", ssh_port), ("http", 80), ("https", 443)] {
                     if let Some(p) = ports.get(name) {
                         s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:{guest}"));
                     }
@@ -371,7 +373,7 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
             .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={}", super::DATA_DISK_SERIAL)]);
     }
     let seed_addr = if vm.uplink() { plan.uplink.seed() } else { plan.seed.seed() };
-    qemu.args(nic_args(vm, plan, &seed, &opts.kiln_exe, ports))
+    qemu.args(nic_args(vm, plan, &seed, &opts.kiln_exe, ports, h.ssh_port))
         .args(["-smbios", &format!("type=1,serial=ds={};s=http://{seed_addr}/", nocloud_name(&h.image_dir))]);
     spawn_qemu(qemu, &serial, &dir.join("qmp.sock"), &err)
 }
@@ -513,6 +515,25 @@ fn run_fleet(work: &Path, hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A public host's loopback SSH forward reaches the port its sshd listens on (`ssh_port`),
+    /// not 22: `kiln boot` of maidan-cloud's hosts (2222) reaches them.
+    #[test]
+    fn the_ssh_forward_reaches_the_hosts_ssh_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = "[system]\nname = \"lab\"\n[providers.hetzner]\nkind = \"hetzner\"\n[hosts.edge]\nprovider = \"hetzner\"\nimage = \"debian-12\"\npublic = true\nssh_port = 2222\n";
+        std::fs::write(dir.path().join("system.toml"), toml).unwrap();
+        let sys = match crate::pipeline::compile(dir.path(), &crate::pipeline::Options::default()) {
+            Ok(crate::pipeline::Outcome::Ok(c)) => c.system,
+            _ => panic!("the system compiles"),
+        };
+        assert_eq!(sys.hosts["edge"].ssh_port, 2222);
+        let plan = super::super::net::plan(&sys, &["edge".to_string()], 40000).unwrap();
+        let ports: BTreeMap<String, u16> = [("ssh", 40022), ("http", 40080), ("https", 40443)].map(|(k, v)| (k.to_string(), v)).into();
+        let args = nic_args(&plan.vms[0], &plan, Path::new("/seed"), Path::new("/kiln"), &ports, sys.hosts["edge"].ssh_port).join(" ");
+        assert!(args.contains("hostfwd=tcp:127.0.0.1:40022-:2222,"), "{args}");
+        assert!(!args.contains("-:22,"), "{args}");
+    }
 
     #[test]
     fn the_report_part_lines_are_read_back() {

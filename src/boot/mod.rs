@@ -81,6 +81,8 @@ pub struct BootOptions {
     pub data_disk: Option<PathBuf>,
     /// Lab plumbing: a `docker load` archive attached read-only (see [`LAB_IMAGES_SERIAL`]).
     pub lab_images: Option<PathBuf>,
+    /// The port the host's sshd listens on (`ssh_port`), which the loopback SSH forward reaches.
+    pub ssh_port: u16,
 }
 
 #[derive(Serialize, Debug)]
@@ -346,8 +348,9 @@ fn run_machine(
     let qemu_err = work.join("qemu.err");
     write_private(&qemu_err, b"")?;
     let nic = format!(
-        "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443,guestfwd=tcp:{SEED_ADDR}:80-cmd:{} seed-serve {}",
+        "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{},hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443,guestfwd=tcp:{SEED_ADDR}:80-cmd:{} seed-serve {}",
         ports["ssh"],
+        opts.ssh_port,
         ports["http"],
         ports["https"],
         opts.kiln_exe.display(),

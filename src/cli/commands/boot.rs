@@ -58,6 +58,7 @@ pub(crate) fn boot(
         secrets: values,
         data_disk,
         lab_images,
+        ssh_port: c.system.hosts[host].ssh_port,
     };
     if !json {
         eprintln!("booting `{host}` (closure {}) under qemu; this takes a minute or two", &ha.closure[..16]);
@@ -163,6 +164,7 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
             image_dir: f.image.clone().unwrap_or_else(|| image_cache().join(&host.image.name)),
             secrets,
             volume: kiln::render::data_volume::has_volume(&c.system, host),
+            ssh_port: host.ssh_port,
         });
     }
     let networks = c.system.networks.len();
