@@ -227,90 +227,11 @@ fn the_backup_scripts_pass_shellcheck_and_dash() {
 
 // --- the real thing: restic over SFTP to a loopback sshd ------------------------------------
 
-fn sshd() -> PathBuf {
-    let p = repo().join(".test-tools/openssh/usr/sbin/sshd");
-    assert!(p.is_file(), "sshd is not unpacked (run scripts/install-test-deps): {}", p.display());
-    p
-}
-
-fn keygen(path: &Path) -> String {
-    let o = run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(path));
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
-}
+/// The loopback sshd's SFTP server, which restic's sftp backend talks to.
+const SFTP: &str = "Subsystem sftp internal-sftp\n";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// sshd on 127.0.0.1:`port` with `host_key`, accepting `client`'s key, SFTP built in. As root
-/// it needs its privilege-separation directory: a private /run in its own mount namespace.
-struct Sshd(std::process::Child);
-
-impl Sshd {
-    fn start(dir: &Path, port: u16, host_key: &Path, client_pub: &Path) -> Sshd {
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\n\
-PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
-                host_key.display(),
-                client_pub.display(),
-                dir.join("sshd.pid").display()
-            ),
-        )
-        .unwrap();
-        let sshd = sshd();
-        let mut cmd = if nix_is_root() {
-            // ... and its unprivileged user, which Debian's maintainer script would create: a
-            // copy of /etc/passwd naming it, bound over the original in that namespace only.
-            let passwd = dir.join("passwd");
-            let mut users = std::fs::read_to_string("/etc/passwd").unwrap();
-            if !users.lines().any(|l| l.starts_with("sshd:")) {
-                users.push_str("sshd:x:65534:65534:sshd privilege separation:/run/sshd:/usr/sbin/nologin\n");
-            }
-            std::fs::write(&passwd, users).unwrap();
-            let mut c = Command::new("unshare");
-            c.args([
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && mount --bind \"$2\" /etc/passwd && exec \"$0\" -D -e -f \"$1\"",
-            ])
-            .arg(&sshd)
-            .arg(&config)
-            .arg(&passwd);
-            c
-        } else {
-            let mut c = Command::new(&sshd);
-            c.arg("-D").arg("-e").arg("-f").arg(&config);
-            c
-        };
-        cmd.stderr(std::fs::File::create(dir.join("sshd.log")).unwrap());
-        let server = Sshd(cmd.spawn().expect("start sshd"));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("sshd did not listen: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nix_is_root() -> bool {
-    text(&run(Command::new("id").arg("-u")).stdout).trim() == "0"
 }
 
 fn snapshots(repo: &Path) -> usize {
@@ -322,9 +243,9 @@ fn restic_backs_up_over_sftp_to_a_server_with_the_pinned_host_key_and_refuses_an
     assert!(run(Command::new("restic").arg("version")).status.success(), "restic is not installed (run scripts/install-test-deps)");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let host_pub = keygen(&t.join("host_key"));
-    let _other_pub = keygen(&t.join("other_host_key"));
-    keygen(&t.join("client_key"));
+    let host_pub = sshd::keygen(&t.join("host_key"));
+    let _other_pub = sshd::keygen(&t.join("other_host_key"));
+    sshd::keygen(&t.join("client_key"));
     let port = free_port();
     let user = text(&run(Command::new("id").arg("-un")).stdout).trim().to_string();
     let repo_dir = t.join("repo");
@@ -362,9 +283,9 @@ ssh_key = \"backup_ssh_key\"\nhost_key = \"{host_pub}\"\nkeep = {{ daily = 7 }}\
 
     // The server with the pinned key: the repository is created and holds one snapshot.
     {
-        let _server = Sshd::start(t, port, &t.join("host_key"), &t.join("client_key.pub"));
+        let _server = sshd::Loopback::start(t, port, &t.join("host_key"), &t.join("client_key.pub"), SFTP, "");
         let (ok, err) = run_script(&local, &root, &nothing, None);
-        assert!(ok, "backup failed: {err}\nsshd: {}", std::fs::read_to_string(t.join("sshd.log")).unwrap_or_default());
+        assert!(ok, "backup failed: {err}\nsshd: {}", std::fs::read_to_string(sshd::Loopback::log_file(t, port)).unwrap_or_default());
         assert!(repo_dir.join("config").is_file(), "no repository at {}", repo_dir.display());
         assert_eq!(snapshots(&repo_dir), 1);
         let (ok, err) = run_script(&local, &root, &nothing, Some("check"));
@@ -374,7 +295,7 @@ ssh_key = \"backup_ssh_key\"\nhost_key = \"{host_pub}\"\nkeep = {{ daily = 7 }}\
     }
     // The same address answering with another host key: ssh refuses it, nothing is written.
     {
-        let _server = Sshd::start(t, port, &t.join("other_host_key"), &t.join("client_key.pub"));
+        let _server = sshd::Loopback::start(t, port, &t.join("other_host_key"), &t.join("client_key.pub"), SFTP, "");
         let (ok, err) = run_script(&local, &root, &nothing, None);
         assert!(!ok, "a server with another host key was trusted: {err}");
         assert_eq!(snapshots(&repo_dir), 1, "no snapshot written to the impostor");

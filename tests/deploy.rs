@@ -53,17 +53,8 @@ fn summary(out: &Output) -> Value {
 
 // --- fast: Debian's sshd on loopback ------------------------------------------------------
 
-fn sshd_binary() -> PathBuf {
-    let p = repo().join(".test-tools/openssh/usr/sbin/sshd");
-    assert!(p.is_file(), "sshd is not unpacked (run scripts/install-test-deps): {}", p.display());
-    p
-}
-
-fn keygen(path: &Path) -> String {
-    let o = run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(path));
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    std::fs::read_to_string(path.with_extension("pub")).unwrap().split_whitespace().take(2).collect::<Vec<_>>().join(" ")
-}
+/// A login without sudo on the loopback sshd: kiln must refuse to go on without root.
+const NO_SUDO: &str = "deployer:x:65534:65534:no sudo:/tmp:/bin/sh\n";
 
 fn fingerprint(public: &str) -> String {
     kiln::types::parse_ssh_host_key(public).unwrap().fingerprint()
@@ -71,64 +62,6 @@ fn fingerprint(public: &str) -> String {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// sshd on 127.0.0.1:`port` with `host_key`, accepting `client_pub` for any user. As root it
-/// runs in its own mount namespace with a private /run (its privilege-separation directory)
-/// and an `sshd` user in a copy of /etc/passwd, as in tests/backup_auth.rs.
-struct Sshd(std::process::Child);
-
-impl Sshd {
-    fn start(dir: &Path, port: u16, host_key: &Path, client_pub: &Path) -> Sshd {
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\n\
-PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n",
-                host_key.display(),
-                client_pub.display(),
-                dir.join("sshd.pid").display()
-            ),
-        )
-        .unwrap();
-        let passwd = dir.join("passwd");
-        let mut users = std::fs::read_to_string("/etc/passwd").unwrap();
-        if !users.lines().any(|l| l.starts_with("sshd:")) {
-            users.push_str("sshd:x:65534:65534:sshd privilege separation:/run/sshd:/usr/sbin/nologin\n");
-        }
-        // A login without sudo: kiln must refuse to go on without root.
-        users.push_str("deployer:x:65534:65534:no sudo:/tmp:/bin/sh\n");
-        std::fs::write(&passwd, users).unwrap();
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && mount --bind \"$2\" /etc/passwd && exec \"$0\" -D -e -f \"$1\"",
-        ])
-        .arg(sshd_binary())
-        .arg(&config)
-        .arg(&passwd);
-        cmd.stderr(std::fs::File::create(dir.join(format!("sshd-{port}.log"))).unwrap());
-        let server = Sshd(cmd.spawn().expect("start sshd"));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("sshd did not listen: {}", std::fs::read_to_string(dir.join(format!("sshd-{port}.log"))).unwrap_or_default());
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A system with one existing host `web` at 192.0.2.10 (mapped by the ssh config), no secrets,
@@ -165,12 +98,12 @@ fn host_keys_are_pinned_never_trusted_blindly() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     std::fs::create_dir_all(t.join("tmp")).unwrap();
-    keygen(&t.join("client"));
-    let host_pub = keygen(&t.join("hostkey"));
-    let other_pub = keygen(&t.join("otherkey"));
+    sshd::keygen(&t.join("client"));
+    let host_pub = sshd::keygen(&t.join("hostkey"));
+    let other_pub = sshd::keygen(&t.join("otherkey"));
     let port = free_port();
     ssh_config(t, port);
-    let server = Sshd::start(t, port, &t.join("hostkey"), &t.join("client.pub"));
+    let server = sshd::Loopback::start(t, port, &t.join("hostkey"), &t.join("client.pub"), "", NO_SUDO);
 
     // Nothing vouches for the key: refused, naming the host, the step and the key seen.
     let sys = loopback_system(t, None);
@@ -201,7 +134,7 @@ fn host_keys_are_pinned_never_trusted_blindly() {
 
     // The server now presents another key: refused, naming both fingerprints.
     drop(server);
-    let _server = Sshd::start(t, port, &t.join("otherkey"), &t.join("client.pub"));
+    let _server = sshd::Loopback::start(t, port, &t.join("otherkey"), &t.join("client.pub"), "", NO_SUDO);
     let out = deploy(t, &sys, &["--trust-host-key", &format!("web={}", fingerprint(&other_pub))]);
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
@@ -228,8 +161,8 @@ fn an_unreachable_host_names_host_and_step() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     std::fs::create_dir_all(t.join("tmp")).unwrap();
-    keygen(&t.join("client"));
-    let host_pub = keygen(&t.join("hostkey"));
+    sshd::keygen(&t.join("client"));
+    let host_pub = sshd::keygen(&t.join("hostkey"));
     ssh_config(t, free_port()); // nothing listens there
     let sys = loopback_system(t, Some(&host_pub));
     let out = deploy(t, &sys, &[]);
@@ -328,7 +261,7 @@ impl Server {
             std::fs::create_dir_all(root.join(x).join("u")).unwrap();
             std::fs::create_dir_all(root.join(x).join("w")).unwrap();
         }
-        let host_pub = keygen(&root.join("hostkey"));
+        let host_pub = sshd::keygen(&root.join("hostkey"));
         let config = root.join("sshd_config");
         std::fs::write(
             &config,
@@ -353,7 +286,7 @@ PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin proh
 for x in etc var opt; do mount -t overlay overlay -o \"lowerdir=/$x,upperdir=$2/$x/u,workdir=$2/$x/w\" \"/$x\"; done; \
 mount --bind \"$2/passwd\" /etc/passwd; mount --bind \"$2/apt-get\" /usr/bin/apt-get; exec \"$0\" -D -e -f \"$1\"";
         let mut cmd = Command::new("unshare");
-        cmd.args(["-m", "--propagation", "private", "sh", "-c", script]).arg(sshd_binary()).arg(&config).arg(&root);
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", script]).arg(sshd::binary()).arg(&config).arg(&root);
         cmd.stderr(std::fs::File::create(root.join("sshd.log")).unwrap());
         let server = Server { sshd: cmd.spawn().expect("start sshd"), root };
         for _ in 0..100 {
@@ -396,7 +329,7 @@ impl Drop for Server {
 /// Five existing hosts `a`…`e` at 192.0.2.1…5 in groups canary (a), production (b, c) and
 /// late (d, e), each with a stand-in server and its key declared; `extra` is appended.
 fn five_hosts(t: &Path, extra: &str) -> (PathBuf, Vec<Server>) {
-    keygen(&t.join("client"));
+    sshd::keygen(&t.join("client"));
     let mut servers = Vec::new();
     let mut hosts = String::new();
     let mut config = String::new();
@@ -604,7 +537,7 @@ fn a_failed_health_gate_shows_the_log_and_the_unhealthy_units() {
     let t = tmp.path();
     std::fs::create_dir_all(t.join("tmp")).unwrap();
     let (sys, _key) = vm::fixture(&repo().join("tests/fixtures/boot/web"), t);
-    keygen(&t.join("client"));
+    sshd::keygen(&t.join("client"));
     let port = free_port();
     let (server, host_pub) = Server::start(t, "web", port, &t.join("client.pub"));
     std::fs::write(
@@ -888,7 +821,7 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
 
     // The server's key changes (a pin of another key stands in for a rebuilt or impostor
     // server): refused, the host and step named, the server untouched.
-    let other = keygen(&t.join("impostor"));
+    let other = sshd::keygen(&t.join("impostor"));
     std::fs::write(t.join("state/known_hosts"), format!("web {other}\n")).unwrap();
     let out = deploy(t, &sys, &["--identity", id, "--yes"]);
     assert_eq!(out.status.code(), Some(3));

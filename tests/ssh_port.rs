@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{build, read, repo, run, text};
+use common::{build, read, repo, run, sshd, text};
 use kiln::deploy::host::{Host, Ssh, SshSettings, SshTarget};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,19 +32,6 @@ fn installed(provision: &str, dest: &str, out: &Path) -> String {
     read(out)
 }
 
-fn sshd() -> PathBuf {
-    let p = repo().join(".test-tools/openssh/usr/sbin/sshd");
-    assert!(p.is_file(), "sshd is not unpacked (run scripts/install-test-deps): {}", p.display());
-    p
-}
-
-fn keygen(path: &Path) -> String {
-    let o = run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"]).arg(path));
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
-}
-
 #[test]
 fn sshd_listens_on_the_hosts_ssh_port() {
     let (tmp, result) = maidan();
@@ -55,14 +42,14 @@ fn sshd_listens_on_the_hosts_ssh_port() {
         assert!(conf.lines().any(|l| l == "Port 2222"), "{h}: the drop-in sets no port:\n{conf}");
         // Debian's sshd_config: the drop-ins first, then its own settings (Port left commented).
         let key = tmp.path().join(format!("{h}-hostkey"));
-        keygen(&key);
+        sshd::keygen(&key);
         let main = tmp.path().join(format!("{h}-sshd_config"));
         std::fs::write(
             &main,
             format!("Include {}\nHostKey {}\nUsePAM no\nKbdInteractiveAuthentication no\n", dropin.display(), key.display()),
         )
         .unwrap();
-        let o = run(&mut sshd_command(tmp.path(), &["-T", "-f", main.to_str().unwrap()]));
+        let o = run(&mut sshd::command(tmp.path(), &["-T", "-f", main.to_str().unwrap()]));
         assert!(o.status.success(), "{h}: sshd rejects the drop-in: {}", text(&o.stderr));
         let effective = text(&o.stdout);
         let ports: Vec<&str> = effective.lines().filter_map(|l| l.strip_prefix("port ")).collect();
@@ -108,83 +95,15 @@ fn the_provider_firewall_opens_the_ssh_port() {
     assert!(!ports.contains(&"22"), "the firewall still opens 22: {ports:?}");
 }
 
-/// Debian's sshd with `args`. As root it needs /run/sshd and its privilege-separation user,
-/// which Debian's maintainer script would create: a private /run and a copy of /etc/passwd
-/// naming the user, bound over the original, in a mount namespace of its own.
-fn sshd_command(dir: &Path, args: &[&str]) -> Command {
-    let root = text(&run(Command::new("id").arg("-u")).stdout).trim() == "0";
-    if !root {
-        let mut c = Command::new(sshd());
-        c.args(args);
-        return c;
-    }
-    let passwd = dir.join("passwd");
-    let mut users = std::fs::read_to_string("/etc/passwd").unwrap();
-    if !users.lines().any(|l| l.starts_with("sshd:")) {
-        users.push_str("sshd:x:65534:65534:sshd privilege separation:/run/sshd:/usr/sbin/nologin\n");
-    }
-    std::fs::write(&passwd, users).unwrap();
-    let mut c = Command::new("unshare");
-    c.args([
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        "mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && mount --bind \"$1\" /etc/passwd && shift && exec \"$0\" \"$@\"",
-    ])
-    .arg(sshd())
-    .arg(&passwd)
-    .args(args);
-    c
-}
-
-/// sshd on 127.0.0.1:`port`, accepting `client`'s key (as backup_auth.rs starts it: as root it
-/// needs /run/sshd and its user, in a mount namespace of its own).
-struct Sshd(std::process::Child);
-
-impl Sshd {
-    fn start(dir: &Path, port: u16, host_key: &Path, client_pub: &Path) -> Sshd {
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n",
-                host_key.display(),
-                client_pub.display(),
-                dir.join("sshd.pid").display()
-            ),
-        )
-        .unwrap();
-        let mut cmd = sshd_command(dir, &["-D", "-e", "-f", config.to_str().unwrap()]);
-        cmd.stderr(std::fs::File::create(dir.join("sshd.log")).unwrap());
-        let server = Sshd(cmd.spawn().expect("start sshd"));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("sshd did not listen: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn deploy_connects_on_the_ssh_port_directly_and_through_a_bastion() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     assert_ne!(port, 22);
-    let host_key = keygen(&dir.join("hostkey"));
-    keygen(&dir.join("client"));
-    let _sshd = Sshd::start(dir, port, &dir.join("hostkey"), &dir.join("client.pub"));
+    let host_key = sshd::keygen(&dir.join("hostkey"));
+    sshd::keygen(&dir.join("client"));
+    let _sshd = sshd::Loopback::start(dir, port, &dir.join("hostkey"), &dir.join("client.pub"), "", "");
     // The key pinned under both names, as `kiln deploy`'s state directory holds it.
     std::fs::write(dir.join("known_hosts"), format!("box {host_key}\njump {host_key}\n")).unwrap();
     std::fs::write(dir.join("ssh_config"), format!("IdentityFile {}\nIdentitiesOnly yes\n", dir.join("client").display())).unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edges;
+pub mod sshd;
 pub mod terraform;
 
 use std::path::{Path, PathBuf};
