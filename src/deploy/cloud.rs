@@ -277,13 +277,8 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
     let mode = if r.json { Mode::Json } else { Mode::Plain };
     let progress = Progress::new(mode, r.selected);
     let control = host::control_dir().map_err(|e| err(None, "connect", e))?;
-    let settings = SshSettings {
-        known_hosts: r.state.join("known_hosts"),
-        control_dir: control.path().to_path_buf(),
-        config: r.ssh_config.clone(),
-        connect_timeout: Duration::from_secs(15),
-    };
-    let user = r.ssh_user.clone().or_else(|| sys.admins.first().map(|a| a.name.clone())).unwrap_or_else(|| "root".into());
+    let settings = ssh_settings(r, control.path());
+    let user = ssh_user(r);
     let mut results = BTreeMap::new();
     let mut stopped_at = None;
     for ((wave, hosts), wave_targets) in waves.iter().zip(&targets) {
@@ -537,14 +532,8 @@ pub fn push_secrets_command(r: &Request<'_>, name: &str) -> u8 {
             return Err(err(Some(name), "plan", "its host key was never enrolled: deploy it first (`kiln deploy`)"));
         }
         let control = host::control_dir().map_err(|e| err(None, "connect", e))?;
-        let settings = SshSettings {
-            known_hosts: r.state.join("known_hosts"),
-            control_dir: control.path().to_path_buf(),
-            config: r.ssh_config.clone(),
-            connect_timeout: Duration::from_secs(15),
-        };
-        let sys = &r.compiled.system;
-        let user = r.ssh_user.clone().or_else(|| sys.admins.first().map(|a| a.name.clone())).unwrap_or_else(|| "root".into());
+        let settings = ssh_settings(r, control.path());
+        let user = ssh_user(r);
         let t = target(r, &servers, name, &user).map_err(|e| err(Some(name), "connect", e))?;
         let ssh = Ssh { target: t, settings };
         let progress = Progress::new(if r.json { Mode::Json } else { Mode::Plain }, &[name.to_string()]);
@@ -595,6 +584,21 @@ fn state_servers(r: &Request<'_>) -> Result<BTreeMap<String, Server>, CloudError
     let v: Value =
         serde_json::from_slice(&show.stdout).map_err(|e| err(None, "address", format!("`{name} show -json` printed no JSON: {e}")))?;
     Ok(servers_of_state(&v))
+}
+
+/// How the cloud path's SSH connections are made: the state's pins, a control directory.
+fn ssh_settings(r: &Request<'_>, control: &Path) -> SshSettings {
+    SshSettings {
+        known_hosts: r.state.join("known_hosts"),
+        control_dir: control.to_path_buf(),
+        config: r.ssh_config.clone(),
+        connect_timeout: Duration::from_secs(15),
+    }
+}
+
+/// The login on cloud hosts: `--ssh-user`, else the first admin, else root.
+fn ssh_user(r: &Request<'_>) -> String {
+    r.ssh_user.clone().or_else(|| r.compiled.system.admins.first().map(|a| a.name.clone())).unwrap_or_else(|| "root".into())
 }
 
 /// Values of the environment that are credentials (`TF_VAR_*`, `*TOKEN*`, `*SECRET*`), to be
