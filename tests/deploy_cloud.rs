@@ -102,6 +102,17 @@ impl Drop for CloudGuard {
     }
 }
 
+/// The start of every test that boots the test cloud's VMs: the lock that runs them one at a
+/// time, the base image checked, the cloud's directory `t/cloud` (its machines removed when the
+/// guard drops) and an admin key pair at `t/key`, whose public half is returned.
+fn vm_test_start(t: &Path) -> (std::sync::MutexGuard<'static, ()>, CloudGuard, String) {
+    let one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(image_ready("debian-12"));
+    let guard = CloudGuard(t.join("cloud"));
+    let public = sshd::keygen(&t.join("key"));
+    (one, guard, public)
+}
+
 fn qemu_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.split(") ").nth(1).is_some_and(|r| !r.starts_with('Z')))
 }
@@ -113,16 +124,10 @@ fn qemu_alive(pid: i32) -> bool {
 /// recorded; a second plan shows no changes; destroy powers it off and removes it.
 #[test]
 fn the_test_cloud_boots_a_server_from_its_user_data_and_destroy_removes_it() {
-    let _one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(image_ready("debian-12"));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
+    let (_one, _guard, public) = vm_test_start(t);
     let cloud = t.join("cloud");
-    let _guard = CloudGuard(cloud.clone());
-    let st =
-        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test-cloud", "-f"]).arg(t.join("key")).status().unwrap();
-    assert!(st.success());
-    let public = read(&t.join("key.pub")).trim().to_string();
     let user_data = format!(
         "#cloud-config\nusers:\n  - name: ops\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    shell: /bin/sh\n    ssh_authorized_keys:\n      - {public}\nwrite_files:\n  - path: /etc/from-user-data\n    content: test-cloud-user-data\n"
     );
@@ -258,20 +263,14 @@ fn route_through(edge: &str, within: Duration) -> (String, String) {
 /// directory.
 #[test]
 fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
-    let _one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(image_ready("debian-12"));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
+    let (_one, _guard, public) = vm_test_start(t);
     let cloud = t.join("cloud");
-    let _guard = CloudGuard(cloud.clone());
     // The lab-network fixture with the test's admin key; its private host becomes `db`, a
     // stateful host (a data volume).
     let sys = t.join("sys");
     copy_tree(&repo().join("tests/fixtures/lab-network"), &sys);
-    let st =
-        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(t.join("key")).status().unwrap();
-    assert!(st.success());
-    let public = read(&t.join("key.pub")).trim().to_string();
     let toml = read(&sys.join("system.toml"));
     let start = toml.find("\"ssh-ed25519 ").unwrap();
     let end = toml[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
@@ -755,16 +754,10 @@ fn secrets_push_to_a_cloud_host_before_any_deploy_says_to_deploy_first() {
 /// generation, and the edge still serves (its Caddy answers for the route's name).
 #[test]
 fn a_failing_canary_stops_the_rollout_on_the_test_cloud() {
-    let _one = ONE_VM_TEST.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(image_ready("debian-12"));
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
+    let (_one, _guard, public) = vm_test_start(t);
     let cloud = t.join("cloud");
-    let _guard = CloudGuard(cloud.clone());
-    let st =
-        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(t.join("key")).status().unwrap();
-    assert!(st.success());
-    let public = read(&t.join("key.pub")).trim().to_string();
     let sys = fixture_with(t, |toml| {
         let start = toml.find("\"ssh-ed25519 ").unwrap();
         let end = toml[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
