@@ -91,7 +91,7 @@ fn the_tunnel_carries_its_hosts_routes_and_the_host_opens_no_web_ports() {
     // hold no 80/443; the direct host keeps them.
     let firewall = state_resources(&state, "digitalocean_firewall");
     let ports: Vec<&str> = firewall[0].1["inbound_rule"].as_array().unwrap().iter().map(|r| r["port_range"].as_str().unwrap()).collect();
-    assert_eq!(ports, ["22"], "the tunnel host opens only SSH: {ports:?}");
+    assert_eq!(ports, ["2222"], "the tunnel host opens only SSH (its ssh_port): {ports:?}");
     let provision = read(&applied.first.join("hosts/maidan/provision.sh"));
     for port in ["port 80 ", "port 443 "] {
         assert!(!provision.contains(port), "maidan's ufw opens {port}");
