@@ -114,6 +114,22 @@ fn a_second_instance_gets_its_own_host_port_and_its_client_follows() {
     }
 }
 
+/// The host's sshd port is never a moved endpoint's: with `ssh_port = 6380` on `cache`, the
+/// second Valkey goes to 6381.
+#[test]
+fn a_moved_endpoint_skips_the_hosts_ssh_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = system(&tmp.path().join("sys"), "", "");
+    let toml = read(&sys.join("system.toml"));
+    let cache = "[hosts.cache]\nprovider = \"hetzner\"\n";
+    assert!(toml.contains(cache));
+    std::fs::write(sys.join("system.toml"), toml.replace(cache, &format!("{cache}ssh_port = 6380\n"))).unwrap();
+    let out = run(kiln().arg("check").arg(&sys));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("`valkey-b` publishes endpoint `valkey` on host port 6381"), "{err}");
+}
+
 #[test]
 fn two_services_pinning_one_port_is_an_error_naming_a_free_port() {
     let tmp = tempfile::tempdir().unwrap();

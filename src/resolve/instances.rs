@@ -10,8 +10,8 @@ use super::*;
 
 use crate::syntax::module::Protocol;
 
-/// Ports no container endpoint is moved onto: ssh, and an edge's HTTP(S).
-const RESERVED: [(u16, Protocol); 1] = [(22, Protocol::Tcp)];
+/// Ports no container endpoint is moved onto: the host's sshd (`ssh_port`, 22 by default), and
+/// an edge's HTTP(S).
 const EDGE: [(u16, Protocol); 3] = [(80, Protocol::Tcp), (443, Protocol::Tcp), (443, Protocol::Udp)];
 
 impl Resolver<'_> {
@@ -49,10 +49,12 @@ impl Resolver<'_> {
         for (name, p) in partials.iter() {
             by_host.entry(p.host.clone()).or_default().push(name.clone());
         }
-        for names in by_host.values() {
-            // Ports that cannot move: native endpoints, module and system choices, exposed
-            // endpoints, an edge's.
-            let mut taken: BTreeSet<(u16, Protocol)> = RESERVED.into_iter().collect();
+        for (host, names) in &by_host {
+            // Ports that cannot move: sshd's, native endpoints, module and system choices,
+            // exposed endpoints, an edge's.
+            let ssh_port =
+                self.inputs.files.iter().flat_map(|f| &f.hosts).find(|h| h.name.value == *host).and_then(|h| h.ssh_port.as_ref());
+            let mut taken: BTreeSet<(u16, Protocol)> = [(ssh_port.map_or(22, |p| p.value), Protocol::Tcp)].into();
             for n in names {
                 let p = &partials[n];
                 if p.module.decl.edge.is_some() {
