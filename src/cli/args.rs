@@ -438,6 +438,16 @@ pub(crate) struct DeployArgs {
     /// Seconds the health gate waits for every container to be healthy and every unit active.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub(crate) health_timeout: u64,
+    /// Skip the route gate: after the health gate, kiln requests every route a host's edge
+    /// serves over HTTPS at the host's address, the name pinned to it (no DNS needed, the
+    /// certificate not verified), and waits (up to --health-timeout) for an answer below 500.
+    /// For a machine that cannot reach the edges.
+    #[arg(long)]
+    pub(crate) no_route_check: bool,
+    /// Request HOST's routes at ADDRESS:PORT instead of its own address and port 443 (an edge
+    /// behind a port forward or NAT). Repeat for several hosts.
+    #[arg(long, value_name = "HOST=ADDRESS:PORT")]
+    pub(crate) route_address: Vec<String>,
     /// One JSON event per line on stdout (`{"host", "step", "state", "message", "elapsed"}`),
     /// the plan (`{"plan": …}`) before acting, then a summary object.
     #[arg(long)]

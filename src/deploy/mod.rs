@@ -12,11 +12,13 @@ pub mod enrol;
 pub mod host;
 pub mod known_hosts;
 pub mod progress;
+pub mod routes;
 mod scripts;
 
 pub use scripts::*;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,8 @@ pub enum Step {
     Converge,
     /// Every container healthy (or running without a healthcheck), every native unit active.
     Health,
+    /// Every route the host's edge serves on its address answers through it (`routes.rs`).
+    Routes,
     /// Restart the services whose secrets changed (`kiln secrets push`).
     Restart,
     Done,
@@ -57,6 +61,7 @@ impl Step {
             Step::Provision => "provision",
             Step::Converge => "converge",
             Step::Health => "health",
+            Step::Routes => "routes",
             Step::Restart => "restart",
             Step::Done => "done",
         }
@@ -144,6 +149,11 @@ pub struct HostPlan {
     pub unit_of: BTreeMap<String, String>,
     /// Service → the secrets it uses (what `secrets push` restarts).
     pub secret_users: BTreeMap<String, BTreeSet<String>>,
+    /// Where the route gate requests the routes of the host's edge (its public address and
+    /// HTTPS port); `None`: no route gate (`--no-route-check`, or no address known yet).
+    pub route_address: Option<SocketAddr>,
+    /// The routes the host's edge serves, and those the gate leaves out.
+    pub routes: routes::RoutePlan,
 }
 
 /// Why a host failed: which step, what happened, and the provisioner's log when it matters.
@@ -228,6 +238,9 @@ pub fn host_plan(
             .filter(|s| !s.secrets.is_empty())
             .map(|s| (s.name.clone(), s.secrets.iter().map(|u| u.secret.clone()).collect()))
             .collect(),
+        // An existing host's declared address; a cloud host's comes from OpenTofu's state.
+        route_address: h.address.filter(|_| h.public).map(|ip| SocketAddr::new(ip, routes::HTTPS_PORT)),
+        routes: routes::probes(sys, host),
     })
 }
 
@@ -344,6 +357,25 @@ pub fn health(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progr
     }
     p.emit(&plan.name, Step::Health, State::Done, "");
     Ok(())
+}
+
+/// The route gate after the health gate: every route the host's edge serves answers through
+/// `plan.route_address` (skipped, and said so, without an address).
+pub fn route_gate(plan: &HostPlan, t: &Timeouts, p: &Progress) -> Result<(), Failure> {
+    match plan.route_address {
+        Some(addr) => routes::check(&plan.name, addr, &plan.routes, t, p),
+        None => {
+            if !plan.routes.probes.is_empty() {
+                p.emit(
+                    &plan.name,
+                    Step::Routes,
+                    State::Skipped,
+                    format!("{} routes not requested: no address to reach the edge at (or --no-route-check)", plan.routes.probes.len()),
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 fn short(h: &str) -> &str {
@@ -488,6 +520,7 @@ pub fn apply(
         Outcome::Deployed
     };
     health(h, plan, l, t, p)?;
+    route_gate(plan, t, p)?;
     p.emit(&plan.name, Step::Done, State::Done, if outcome == Outcome::Skipped { "unchanged" } else { "deployed" });
     Ok(outcome)
 }
@@ -581,6 +614,8 @@ mod tests {
             units: vec!["caddy.service".into()],
             unit_of: [("caddy".to_string(), "caddy.service".to_string())].into(),
             secret_users: [("app".to_string(), ["db_password".to_string()].into())].into(),
+            route_address: None,
+            routes: routes::RoutePlan::default(),
         }
     }
 

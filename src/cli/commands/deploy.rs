@@ -97,6 +97,28 @@ enum Action {
     PushSecrets,
 }
 
+/// `--no-route-check` (no route gate) and `--route-address HOST=ADDRESS:PORT` (the gate
+/// requests HOST's routes there) applied to the host plans.
+fn set_route_addresses(plans: &mut [HostPlan], a: &DeployArgs, sys: &kiln::model::System) -> Result<(), String> {
+    let mut given: BTreeMap<String, std::net::SocketAddr> = BTreeMap::new();
+    for x in &a.route_address {
+        let (h, addr) = x.split_once('=').ok_or_else(|| format!("--route-address `{x}`: expected HOST=ADDRESS:PORT"))?;
+        if !sys.hosts.contains_key(h) {
+            return Err(format!("--route-address names `{h}`, which is not a host of system `{}`", sys.name));
+        }
+        let addr = addr.parse().map_err(|e| format!("--route-address `{x}`: `{addr}` is not ADDRESS:PORT ({e})"))?;
+        given.insert(h.to_string(), addr);
+    }
+    for p in plans {
+        if a.no_route_check {
+            p.route_address = None;
+        } else if let Some(addr) = given.get(&p.name) {
+            p.route_address = Some(*addr);
+        }
+    }
+    Ok(())
+}
+
 /// The state directory: `--state`, else `.kiln/state/<system>`.
 pub(crate) fn state_dir(a: &DeployArgs, system: &str) -> PathBuf {
     a.state.clone().unwrap_or_else(|| Path::new(".kiln/state").join(system))
@@ -292,6 +314,7 @@ fn run(
             .map_err(|e| io_error(&format!("host `{h}`, step upload: {e}")))?;
         plans.push(plan);
     }
+    set_route_addresses(&mut plans, a, sys).map_err(|e| usage_error(&e))?;
 
     std::fs::create_dir_all(&state).map_err(|e| io_error(&format!("cannot create `{}`: {e}", state.display())))?;
     let control = host::control_dir().map_err(|e| io_error(&e))?;
