@@ -370,7 +370,11 @@ pub fn route_gate(plan: &HostPlan, t: &Timeouts, p: &Progress) -> Result<(), Fai
                     &plan.name,
                     Step::Routes,
                     State::Skipped,
-                    format!("{} routes not requested: no address to reach the edge at (or --no-route-check)", plan.routes.probes.len()),
+                    format!(
+                        "{} route{} not requested: no address to reach the edge at (or --no-route-check)",
+                        plan.routes.probes.len(),
+                        if plan.routes.probes.len() == 1 { "" } else { "s" }
+                    ),
                 );
             }
             Ok(())
