@@ -720,10 +720,13 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
     let id = id.to_str().unwrap();
     let secret = token(&sys);
     let mut outputs: Vec<Output> = Vec::new();
+    // The route gate requests `hello.test` at the server's HTTPS port as forwarded to this
+    // machine (its declared address, 10.0.2.15, is the guest's own).
+    let via = format!("web=127.0.0.1:{}", machine.https);
 
     // First deploy, the key vouched for by its fingerprint.
     let trust = format!("web={}", fingerprint(&host_pub));
-    let out = deploy(t, &sys, &["--identity", id, "--trust-host-key", &trust, "--json", "--yes"]);
+    let out = deploy(t, &sys, &["--identity", id, "--trust-host-key", &trust, "--route-address", &via, "--json", "--yes"]);
     let s = summary(&out);
     assert_eq!(out.status.code(), Some(0), "first deploy: {s}\n{}", text(&out.stderr));
     assert_eq!(s["deployed"], serde_json::json!(["web"]));
@@ -745,14 +748,14 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
     };
     assert!(page().contains("hello from kiln"), "the route answers: {}", page());
     let steps: Vec<String> = events(&out).iter().filter(|e| e["host"] == "web").map(|e| format!("{} {}", e["step"], e["state"])).collect();
-    for want in ["\"upload\" \"done\"", "\"secrets\" \"done\"", "\"converge\" \"done\"", "\"health\" \"done\""] {
+    for want in ["\"upload\" \"done\"", "\"secrets\" \"done\"", "\"converge\" \"done\"", "\"health\" \"done\"", "\"routes\" \"done\""] {
         assert!(steps.iter().any(|s| s == want), "{want} in {steps:?}");
     }
     outputs.push(out);
 
     // Again: nothing to do, exit 0, no new generation.
     let t0 = std::time::Instant::now();
-    let out = deploy(t, &sys, &["--identity", id, "--json"]);
+    let out = deploy(t, &sys, &["--identity", id, "--route-address", &via, "--json"]);
     let s = summary(&out);
     assert_eq!(out.status.code(), Some(0), "second deploy: {s}\n{}", text(&out.stderr));
     assert_eq!(s["skipped"], serde_json::json!(["web"]), "{s}");
@@ -771,7 +774,7 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
         ),
     )
     .unwrap();
-    let out = deploy(t, &sys, &["--identity", id, "--json", "--yes"]);
+    let out = deploy(t, &sys, &["--identity", id, "--route-address", &via, "--json", "--yes"]);
     let s = summary(&out);
     assert_eq!(out.status.code(), Some(0), "third deploy: {s}\n{}", text(&out.stderr));
     assert_eq!(s["deployed"], serde_json::json!(["web"]));
@@ -798,7 +801,10 @@ fn an_existing_server_deploys_skips_redeploys_and_refuses_a_changed_key() {
     // `kiln rollback`: back to generation 1 through the same path, the provisioner run for
     // real; exit 0 only at generation 1's closure, recorded as generation 3 marked as such.
     let mut cmd = kiln();
-    cmd.arg("--modules").arg(modules()).args(["--identity", id, "rollback", "--yes", "--json", "--system"]).arg(&sys);
+    cmd.arg("--modules")
+        .arg(modules())
+        .args(["--identity", id, "rollback", "--yes", "--json", "--route-address", &via, "--system"])
+        .arg(&sys);
     cmd.arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state")).arg("--ssh-config").arg(t.join("ssh_config"));
     cmd.env("TMPDIR", t.join("tmp"));
     let out = run(&mut cmd);
