@@ -541,6 +541,10 @@ pub struct Dependency {
     pub prepared_statements: bool,
     /// Added by kiln (a collector scraping metrics), not written in `connects`.
     pub derived: bool,
+    /// The slot says `wait = false`: no start order and no Compose `depends_on` (the consumer
+    /// sends when the service is there, as a tracing exporter does).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_wait: bool,
     /// The HTTP path of a derived metrics connection.
     pub path: Option<String>,
     /// A connection through a public route (`connects = ["route:HOST"]`): the URL it uses. It

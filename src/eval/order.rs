@@ -13,12 +13,17 @@ pub fn start_order(sys: &mut System) -> Result<(), Box<Diagnostic>> {
         .map(|(n, s)| {
             (
                 n.as_str(),
-                s.deps.iter().filter(|d| !d.derived).map(|d| d.service.as_str()).filter(|d| sys.services.contains_key(*d)).collect(),
+                s.deps
+                    .iter()
+                    .filter(|d| !d.derived && !d.no_wait)
+                    .map(|d| d.service.as_str())
+                    .filter(|d| sys.services.contains_key(*d))
+                    .collect(),
             )
         })
         .collect();
     for s in sys.services.values() {
-        for d in s.deps.iter().filter(|d| !d.derived) {
+        for d in s.deps.iter().filter(|d| !d.derived && !d.no_wait) {
             let Some(t) = sys.services.get(&d.service) else { continue };
             if t.phase > s.phase {
                 return Err(Box::new(

@@ -260,7 +260,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
         let depends_on = s
             .deps
             .iter()
-            .filter(|d| !d.derived && d.same_host && sys.services[&d.service].container.is_some())
+            .filter(|d| !d.derived && !d.no_wait && d.same_host && sys.services[&d.service].container.is_some())
             .map(|d| {
                 let healthy = sys.services[&d.service].health.is_some();
                 (d.service.clone(), DependsOn { condition: if healthy { "service_healthy" } else { "service_started" }, required: true })

@@ -1,7 +1,8 @@
 //! Traefik v3 emitter: the static configuration (entry points with the HTTPS redirect, one per
 //! stream, certificate resolvers for HTTP-01 and DNS-01, the file provider, access logs,
-//! metrics, ping) and one dynamic file (a router, a service and middlewares per route; a TCP or
-//! UDP router and service per stream) for each Traefik edge.
+//! metrics, ping, OTLP tracing to the collector of its `tracing` slot) and one dynamic file (a
+//! router, a service and middlewares per route; a TCP or UDP router and service per stream) for
+//! each Traefik edge.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,27 @@ struct Static {
     access_log: AccessLog,
     metrics: Metrics,
     ping: Ping,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracing: Option<Tracing>,
+}
+
+/// `tracing`: spans over OTLP/HTTP to the collector the edge connects to (its `tracing` slot).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tracing {
+    service_name: String,
+    otlp: Otlp,
+}
+
+#[derive(Serialize)]
+struct Otlp {
+    http: OtlpHttp,
+}
+
+#[derive(Serialize)]
+struct OtlpHttp {
+    /// The collector's full URL; `http://` is plain HTTP (Traefik's default is https).
+    endpoint: String,
 }
 
 #[derive(Serialize)]
@@ -252,6 +274,7 @@ pub fn emit_static(sys: &System, host: &Host, here: &[&Route]) -> Option<String>
         access_log: AccessLog { format: "json" },
         metrics: Metrics { prometheus: Prometheus { entry_point: "internal" } },
         ping: Ping { entry_point: "internal" },
+        tracing: tracing(edge),
     };
     Some(yaml(&cfg))
 }
@@ -353,6 +376,17 @@ struct TlsDomain {
     /// The certificate's other names (subject alternative names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     sans: Vec<String>,
+}
+
+/// The edge's `tracing` connection as Traefik's OTLP/HTTP exporter: the collector's address
+/// (its Compose name on this host, else its private address) and port, OTLP's `/v1/traces`.
+fn tracing(edge: &Service) -> Option<Tracing> {
+    let d = edge.deps.iter().find(|d| d.slot.as_deref() == Some("tracing"))?;
+    let host = if d.address.contains(':') { format!("[{}]", d.address) } else { d.address.clone() };
+    Some(Tracing {
+        service_name: edge.name.clone(),
+        otlp: Otlp { http: OtlpHttp { endpoint: format!("http://{host}:{}/v1/traces", d.port) } },
+    })
 }
 
 /// The resolver of the DNS-01 certificates validated at one provider.

@@ -63,6 +63,7 @@ impl<'a> Resolver<'a> {
             usage: slot.and_then(|s| s.usage.as_ref()).map(|u| u.value.clone()),
             prepared_statements: false,
             derived: false,
+            no_wait: slot.is_some_and(|s| !s.wait),
             path: None,
             route: Some(format!("https://{hostname}{path}")),
             span,

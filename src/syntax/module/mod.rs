@@ -285,6 +285,9 @@ pub struct RequireDecl {
     pub prepared_statements: bool,
     /// `provision = { … }`: the server makes this client's database and role.
     pub provision: Option<ProvisionDecl>,
+    /// `wait = false`: the consumer neither starts after this service nor waits for it (an
+    /// exporter that retries or drops while its collector is away).
+    pub wait: bool,
 }
 
 #[derive(Debug, Clone)]
