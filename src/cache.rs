@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::load::ReadError;
-use crate::pipeline::{Compiled, KILN_VERSION, Options};
+use crate::pipeline::{KILN_VERSION, Options, Stored};
 use crate::render::hex;
 use crate::store::Store;
 
@@ -212,15 +212,7 @@ fn plain_name(name: &str) -> bool {
 
 /// Records a finished build: `entry` is its system entry in `store`. Module directories are
 /// keyed again first: one that changed while the build ran leaves no record.
-pub fn save(
-    store: &Store,
-    probe: &Probe,
-    path: &Path,
-    opts: &Options,
-    c: &Compiled,
-    entry: &Path,
-    printed: Printed,
-) -> std::io::Result<()> {
+pub fn save(store: &Store, probe: &Probe, path: &Path, opts: &Options, c: &Stored, entry: &Path, printed: Printed) -> std::io::Result<()> {
     let again = Probe::new(path, opts);
     if again.as_ref().map(|p| &p.key) != Some(&probe.key) || c.read.is_empty() {
         return Ok(());
@@ -235,7 +227,7 @@ pub fn save(
         manifest_sha256: hex(&Sha256::digest(&manifest)),
         system: c.system.name.clone(),
         hash: c.manifest.hash.clone(),
-        hosts: c.hosts.iter().map(|(k, v)| (k.clone(), v.closure.clone())).collect(),
+        hosts: c.manifest.hosts.iter().map(|(k, v)| (k.clone(), v.closure.clone())).collect(),
         printed,
     };
     let dir = store.root.join(DIR);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,9 +52,27 @@ pub struct Failed {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-pub enum Outcome {
-    Ok(Box<Compiled>),
+/// What a compile (or a build into the store, [`build`]) came to.
+pub enum Outcome<T = Compiled> {
+    Ok(Box<T>),
     Failed(Failed),
+}
+
+/// A system built straight into the store by [`build`]: what a [`Compiled`] holds but the
+/// artifacts' bytes, which went into the store as each host was rendered.
+pub struct Stored {
+    pub sources: Sources,
+    pub system: System,
+    pub manifest: Manifest,
+    pub warnings: Vec<Diagnostic>,
+    /// The files the build read, for the warm-build cache.
+    pub read: Vec<crate::cache::Observed>,
+    pub store: Store,
+    /// The system entry's path.
+    pub entry: PathBuf,
+    /// The store held as a writer, from before the first entry was staged: keep it until the
+    /// entry's root is registered (`kiln gc` cannot take the entry between).
+    pub held: store::WriterLock,
 }
 
 /// `manifest.json`: what a build produced. Its `hash` is [`manifest_hash`]; `kiln pull` reads
@@ -100,8 +119,16 @@ pub struct ArtifactEntry {
     pub size: usize,
 }
 
-/// Loads and compiles a system. `Err` is for IO and usage failures, not for bad input.
-pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
+/// A system loaded, resolved and checked without errors: what rendering starts from.
+struct Front {
+    sources: Sources,
+    system: System,
+    diags: crate::diag::Diagnostics,
+    read: Vec<crate::cache::Observed>,
+}
+
+/// Loads, resolves and checks a system: `Err(Failed)` with every diagnostic when it has errors.
+fn front(path: &Path, opts: &Options) -> Result<Result<Front, Failed>, IoError> {
     let identities = match &opts.identity {
         Some(text) => Some(crate::sops::load_identities(text).map_err(|e| IoError(format!("identity: {e}")))?),
         None => None,
@@ -113,7 +140,7 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
         // would say next, as after a syntax error in rustc: report it alone.
         let mut all = crate::diag::Diagnostics::default();
         all.extend(inputs.diags);
-        return Ok(Outcome::Failed(Failed { sources: inputs.sources, diagnostics: all.sorted() }));
+        return Ok(Err(Failed { sources: inputs.sources, diagnostics: all.sorted() }));
     }
     let mut diags = inputs.diags.clone();
     let (system, resolve_diags) = crate::resolve::resolve(&inputs);
@@ -128,50 +155,181 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     let mut all = crate::diag::Diagnostics::default();
     all.extend(diags);
     let sources = inputs.sources;
-    match system {
-        Some(system) if !all.has_errors() && opts.check_only => {
-            // Only a host whose user-data may be too large can add a diagnostic.
-            let unsure: Vec<&crate::model::Host> =
-                system.hosts.values().filter(|h| !render::user_data_fits_unrendered(&system, h)).collect();
-            all.extend(user_data_budget(&system, &render_hosts(&system, &unsure, &opts.render)));
-            if all.has_errors() {
-                return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
-            }
-            let manifest = Manifest {
-                system: system.name.clone(),
-                hash: String::new(),
-                kiln: KILN_VERSION.into(),
-                hosts: BTreeMap::new(),
-                artifacts: Vec::new(),
-            };
-            let hosts = BTreeMap::new();
-            Ok(Outcome::Ok(Box::new(Compiled {
-                sources,
-                system,
-                hosts,
-                system_artifacts: Vec::new(),
-                manifest,
-                warnings: all.sorted(),
-                read,
-            })))
+    Ok(match system {
+        Some(system) if !all.has_errors() => Ok(Front { sources, system, diags: all, read }),
+        _ => Err(Failed { sources, diagnostics: all.sorted() }),
+    })
+}
+
+/// Loads and compiles a system. `Err` is for IO and usage failures, not for bad input.
+pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
+    let Front { sources, system, diags: mut all, read } = match front(path, opts)? {
+        Ok(f) => f,
+        Err(failed) => return Ok(Outcome::Failed(failed)),
+    };
+    if opts.check_only {
+        // Only a host whose user-data may be too large can add a diagnostic.
+        let unsure: Vec<&crate::model::Host> = system.hosts.values().filter(|h| !render::user_data_fits_unrendered(&system, h)).collect();
+        all.extend(user_data_budget(&system, &render_hosts(&system, &unsure, &opts.render)));
+        if all.has_errors() {
+            return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
         }
-        Some(system) if !all.has_errors() => {
-            // SYSTEM.md needs no host's artifacts: it is written while the hosts render.
-            let (hosts, doc) = std::thread::scope(|scope| {
-                let doc = scope.spawn(|| render::system_doc::emit(&system));
-                let hosts = render_hosts(&system, &system.hosts.values().collect::<Vec<_>>(), &opts.render);
-                (hosts, doc.join().expect("SYSTEM.md does not panic"))
-            });
-            let budget = user_data_budget(&system, &hosts);
-            if !budget.is_empty() {
-                all.extend(budget);
-                return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
-            }
-            let system_artifacts = system_artifacts(&system, &hosts, &sources, doc);
-            let manifest = manifest(&system, &hosts, &system_artifacts);
-            Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts, manifest, warnings: all.sorted(), read })))
+        let manifest = Manifest {
+            system: system.name.clone(),
+            hash: String::new(),
+            kiln: KILN_VERSION.into(),
+            hosts: BTreeMap::new(),
+            artifacts: Vec::new(),
+        };
+        let hosts = BTreeMap::new();
+        return Ok(Outcome::Ok(Box::new(Compiled {
+            sources,
+            system,
+            hosts,
+            system_artifacts: Vec::new(),
+            manifest,
+            warnings: all.sorted(),
+            read,
+        })));
+    }
+    // SYSTEM.md needs no host's artifacts: it is written while the hosts render.
+    let (hosts, doc) = std::thread::scope(|scope| {
+        let doc = scope.spawn(|| render::system_doc::emit(&system));
+        let hosts = render_hosts(&system, &system.hosts.values().collect::<Vec<_>>(), &opts.render);
+        (hosts, doc.join().expect("SYSTEM.md does not panic"))
+    });
+    let budget = user_data_budget(&system, &hosts);
+    if !budget.is_empty() {
+        all.extend(budget);
+        return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
+    }
+    // Every artifact's sha256, host by host on all cores: the store names entries from these
+    // (`host_nodes`), so each artifact is hashed here once.
+    let listed: Vec<(&String, &HostArtifacts)> = hosts.iter().collect();
+    let summaries: BTreeMap<String, HostSummary> =
+        store::parallel(&listed, |(name, ha)| ((*name).clone(), HostSummary::of(name, ha))).into_iter().collect();
+    let system_artifacts = system_artifacts(&system, &summaries, &sources, doc);
+    let manifest = manifest(&system, summaries, &system_artifacts);
+    Ok(Outcome::Ok(Box::new(Compiled { sources, system, hosts, system_artifacts, manifest, warnings: all.sorted(), read })))
+}
+
+/// Loads, compiles and writes a system into the store at `store_dir`, as [`compile`] then
+/// [`write`] would, but each host's entry is hashed and staged as soon as the host is rendered
+/// and its bytes dropped: memory does not grow with the artifacts of the fleet. Nothing is
+/// visible in the store until every entry is staged: they are then renamed into place, host
+/// entries before the system entry that links them. On an error (a user-data over its limit, a
+/// store that cannot be written) every staged entry is removed. The store is opened only once
+/// the system has no errors.
+pub fn build(path: &Path, opts: &Options, store_dir: &Path) -> Result<Outcome<Stored>, IoError> {
+    debug_assert!(!opts.check_only, "a check writes nothing");
+    let Front { sources, system, diags: mut all, read } = match front(path, opts)? {
+        Ok(f) => f,
+        Err(failed) => return Ok(Outcome::Failed(failed)),
+    };
+    let store = Store::open(store_dir).map_err(|e| IoError(format!("cannot open store `{}`: {e}", store_dir.display())))?;
+    let write_error = |e: std::io::Error| IoError(format!("cannot write to store `{}`: {e}", store_dir.display()));
+    let held = store.writer().map_err(write_error)?;
+    let staging = store.staging().map_err(write_error)?;
+    let index = &render::Index::new(&system);
+    // Set when a host's user-data is over its limit (the build fails: nothing more is staged)
+    // or staging failed (nothing more is rendered).
+    let (over, broken) = (AtomicBool::new(false), AtomicBool::new(false));
+    let hosts: Vec<&crate::model::Host> = system.hosts.values().collect();
+    let stream = |h: &&crate::model::Host| -> std::io::Result<Streamed> {
+        if broken.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("another entry could not be staged"));
         }
-        _ => Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() })),
+        let ha = render::host(&system, index, h, &opts.render);
+        let summary = HostSummary::of(&h.name, &ha);
+        let budget = host_budget(h, &ha);
+        let entry =
+            store::Entry { hash: String::new(), name: format!("{}-{}", system.name, h.name), nodes: host_nodes(&ha, &summary.entries) };
+        let entry = store::Entry { hash: store::entry_hash(&entry.nodes), ..entry };
+        let entry_name = Store::entry_name(&entry.hash, &entry.name);
+        if budget.is_some() {
+            over.store(true, Ordering::Relaxed);
+        }
+        let pending = if over.load(Ordering::Relaxed) {
+            None
+        } else {
+            staging.prepare(&entry).inspect_err(|_| broken.store(true, Ordering::Relaxed))?
+        };
+        Ok(Streamed { summary, entry_name, pending, budget })
+    };
+    // SYSTEM.md needs no host's artifacts: it is written while the hosts render.
+    let (streamed, doc) = std::thread::scope(|scope| {
+        let doc = scope.spawn(|| render::system_doc::emit(&system));
+        let streamed = store::parallel(&hosts, stream);
+        (streamed, doc.join().expect("SYSTEM.md does not panic"))
+    });
+    // On an error the pending entries are dropped here, which removes their staging directories.
+    let streamed = streamed.into_iter().collect::<std::io::Result<Vec<Streamed>>>().map_err(write_error)?;
+    let budget: Vec<Diagnostic> = streamed.iter().filter_map(|s| s.budget.clone()).collect();
+    if !budget.is_empty() {
+        all.extend(budget);
+        return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));
+    }
+    let mut summaries = BTreeMap::new();
+    let mut links = Vec::new();
+    let mut pending = Vec::new();
+    for (h, s) in hosts.iter().zip(streamed) {
+        summaries.insert(h.name.clone(), s.summary);
+        links.push((h.name.clone(), s.entry_name));
+        pending.extend(s.pending);
+    }
+    let system_artifacts = system_artifacts(&system, &summaries, &sources, doc);
+    let manifest = manifest(&system, summaries, &system_artifacts);
+    let system_entry = SystemEntry::linking(&manifest, links);
+    let entry = system_entry.entry(&manifest, &system_artifacts);
+    let path = store.entry_path(&entry);
+    pending.extend(staging.prepare(&entry).map_err(write_error)?);
+    drop(entry);
+    staging.commit(pending).map_err(write_error)?;
+    Ok(Outcome::Ok(Box::new(Stored { sources, system, manifest, warnings: all.sorted(), read, store, entry: path, held })))
+}
+
+/// A host as [`build`] keeps it once its entry is staged.
+struct Streamed {
+    summary: HostSummary,
+    /// Its store entry's name.
+    entry_name: String,
+    /// Its staged entry, `None` when the store has it already (or the build fails).
+    pending: Option<store::Pending>,
+    /// Its user-data over its provider's limit.
+    budget: Option<Diagnostic>,
+}
+
+/// What the manifest and the system artifacts need of a rendered host: its closure, its
+/// user-data (the OpenTofu root holds it) and its artifacts' manifest entries (path, digest,
+/// size), in the order rendered.
+struct HostSummary {
+    closure: String,
+    user_data: String,
+    user_data_size: usize,
+    entries: Vec<ArtifactEntry>,
+}
+
+impl HostSummary {
+    /// Hashes every artifact of the host `name`.
+    fn of(name: &str, ha: &HostArtifacts) -> HostSummary {
+        let ud = ha.artifacts.iter().find(|a| a.path == "user-data");
+        HostSummary {
+            closure: ha.closure.clone(),
+            user_data: ud.map(|a| std::str::from_utf8(&a.bytes).unwrap_or("")).unwrap_or("").to_string(),
+            user_data_size: ud.map_or(0, |a| a.bytes.len()),
+            entries: ha
+                .artifacts
+                .iter()
+                .map(|a| ArtifactEntry {
+                    path: format!("hosts/{name}/{}", a.path),
+                    kind: a.kind.name().into(),
+                    mode: format!("{:04o}", a.mode),
+                    host: Some(name.to_string()),
+                    sha256: a.sha256(),
+                    size: a.bytes.len(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -182,51 +340,44 @@ fn render_hosts(sys: &System, hosts: &[&crate::model::Host], opts: &render::Rend
     store::parallel(hosts, |h| (h.name.clone(), render::host(sys, index, h, opts))).into_iter().collect()
 }
 
-/// A host whose user-data exceeds its provider's limit, with no store to boot from instead.
+/// Hosts whose user-data exceeds their provider's limit, with no store to boot from instead.
 fn user_data_budget(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    for (name, ha) in hosts {
-        let h = &sys.hosts[name];
-        let Some(limit) = h.provider_kind.user_data_limit() else { continue };
-        let Some(ud) = ha.artifacts.iter().find(|a| a.path == "user-data") else { continue };
-        if ud.bytes.len() <= limit {
-            continue;
-        }
-        let mut largest: Vec<&Artifact> = ha.artifacts.iter().filter(|a| a.path != "user-data" && a.path != "bundle.tar.gz").collect();
-        largest.sort_by(|a, b| b.bytes.len().cmp(&a.bytes.len()).then(a.path.cmp(&b.path)));
-        let top: Vec<String> = largest.iter().take(3).map(|a| format!("{} ({} bytes)", a.path, a.bytes.len())).collect();
-        out.push(
-            Diagnostic::error(
-                "user-data-too-large",
-                format!("the user-data of host `{name}` is {} bytes, {} over the {} limit of {limit}", ud.bytes.len(), ud.bytes.len() - limit, h.provider_kind.name()),
-            )
-            .primary(h.span, "this host's artifacts do not fit")
-            .note(format!("largest: {}", top.join(", ")))
-            .help("set `store = \"https://…\"` in `[system]`: hosts over the limit then boot a small stage-0 user-data that fetches their bundle by hash"),
-        );
+    hosts.iter().filter_map(|(name, ha)| host_budget(&sys.hosts[name], ha)).collect()
+}
+
+/// The error of a host whose user-data exceeds its provider's limit, if it does.
+fn host_budget(h: &crate::model::Host, ha: &HostArtifacts) -> Option<Diagnostic> {
+    let name = &h.name;
+    let limit = h.provider_kind.user_data_limit()?;
+    let ud = ha.artifacts.iter().find(|a| a.path == "user-data")?;
+    if ud.bytes.len() <= limit {
+        return None;
     }
-    out
+    let mut largest: Vec<&Artifact> = ha.artifacts.iter().filter(|a| a.path != "user-data" && a.path != "bundle.tar.gz").collect();
+    largest.sort_by(|a, b| b.bytes.len().cmp(&a.bytes.len()).then(a.path.cmp(&b.path)));
+    let top: Vec<String> = largest.iter().take(3).map(|a| format!("{} ({} bytes)", a.path, a.bytes.len())).collect();
+    Some(
+        Diagnostic::error(
+            "user-data-too-large",
+            format!("the user-data of host `{name}` is {} bytes, {} over the {} limit of {limit}", ud.bytes.len(), ud.bytes.len() - limit, h.provider_kind.name()),
+        )
+        .primary(h.span, "this host's artifacts do not fit")
+        .note(format!("largest: {}", top.join(", ")))
+        .help("set `store = \"https://…\"` in `[system]`: hosts over the limit then boot a small stage-0 user-data that fetches their bundle by hash"),
+    )
 }
 
 /// The system's artifacts: `doc` (SYSTEM.md, made beside the hosts), the facts for `kiln plan`
 /// and the OpenTofu root, the last two made side by side.
-fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &Sources, doc: String) -> Vec<Artifact> {
+fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostSummary>, sources: &Sources, doc: String) -> Vec<Artifact> {
     let inputs: Vec<render::tofu::HostInput<'_>> = hosts
         .iter()
-        .map(|(name, ha)| render::tofu::HostInput {
-            host: &sys.hosts[name],
-            closure: &ha.closure,
-            user_data: ha
-                .artifacts
-                .iter()
-                .find(|a| a.path == "user-data")
-                .map(|a| std::str::from_utf8(&a.bytes).unwrap_or(""))
-                .unwrap_or(""),
-        })
+        .map(|(name, s)| render::tofu::HostInput { host: &sys.hosts[name], closure: &s.closure, user_data: &s.user_data })
         .collect();
     let (facts, tofu) = std::thread::scope(|scope| {
         let tofu = scope.spawn(|| render::tofu::emit(sys, &inputs));
-        let facts = crate::plan_model::to_json(&crate::plan_model::facts(sys, hosts, sources));
+        let closure = |h: &str| hosts.get(h).map(|s| s.closure.as_str());
+        let facts = crate::plan_model::to_json(&crate::plan_model::facts_by(sys, closure, sources));
         (facts, tofu.join().expect("the OpenTofu root does not panic"))
     });
     let mut out = vec![Artifact { path: "SYSTEM.md".into(), kind: render::Kind::Doc, mode: 0o644, bytes: doc.into_bytes() }];
@@ -238,36 +389,24 @@ fn system_artifacts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sourc
     out
 }
 
-fn manifest(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, system_artifacts: &[Artifact]) -> Manifest {
-    // Every artifact's sha256, host by host on all cores: the store names entries from these
-    // (`host_nodes`), so each artifact is hashed here once.
-    let listed: Vec<&HostArtifacts> = hosts.values().collect();
-    let digests = store::parallel(&listed, |ha| ha.artifacts.iter().map(Artifact::sha256).collect::<Vec<_>>());
+/// The manifest: host artifacts host by host, in host order, each host's in the order rendered,
+/// then the system's.
+fn manifest(sys: &System, hosts: BTreeMap<String, HostSummary>, system_artifacts: &[Artifact]) -> Manifest {
     let mut artifacts = Vec::new();
     let mut host_entries = BTreeMap::new();
-    for ((name, ha), digests) in hosts.iter().zip(digests) {
-        let h = &sys.hosts[name];
-        for (a, sha256) in ha.artifacts.iter().zip(digests) {
-            artifacts.push(ArtifactEntry {
-                path: format!("hosts/{name}/{}", a.path),
-                kind: a.kind.name().into(),
-                mode: format!("{:04o}", a.mode),
-                host: Some(name.clone()),
-                sha256,
-                size: a.bytes.len(),
-            });
-        }
-        let ud = ha.artifacts.iter().find(|a| a.path == "user-data").map(|a| a.bytes.len()).unwrap_or(0);
+    for (name, s) in hosts {
+        let h = &sys.hosts[&name];
+        artifacts.extend(s.entries);
         host_entries.insert(
-            name.clone(),
+            name,
             HostEntry {
-                closure: ha.closure.clone(),
+                closure: s.closure,
                 provider: h.provider.clone(),
                 image: h.image.name.clone(),
                 public: h.public,
                 addresses: h.addresses.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
                 services: h.services.clone(),
-                user_data: UserDataSize { size: ud, limit: h.provider_kind.user_data_limit() },
+                user_data: UserDataSize { size: s.user_data_size, limit: h.provider_kind.user_data_limit() },
             },
         );
     }
@@ -343,18 +482,19 @@ struct SystemEntry {
 
 impl SystemEntry {
     fn of(c: &Compiled) -> SystemEntry {
-        SystemEntry::linking(c, host_entry_names(c))
+        SystemEntry::linking(&c.manifest, host_entry_names(c))
     }
     /// The system entry given every host's entry name (host, entry), in host order.
-    fn linking(c: &Compiled, host_entries: Vec<(String, String)>) -> SystemEntry {
+    fn linking(m: &Manifest, host_entries: Vec<(String, String)>) -> SystemEntry {
         let links = host_entries.into_iter().map(|(h, e)| (format!("hosts/{h}"), format!("../../{e}"))).collect();
-        SystemEntry { manifest: manifest_json(&c.manifest), links }
+        SystemEntry { manifest: manifest_json(m), links }
     }
-    fn nodes<'a>(&'a self, c: &'a Compiled) -> Vec<store::Node<'a>> {
+    /// Its nodes, the system's artifacts those `m` lists last.
+    fn nodes<'a>(&'a self, m: &'a Manifest, system_artifacts: &'a [Artifact]) -> Vec<store::Node<'a>> {
         let mut nodes = vec![store::Node::File { path: "manifest.json", mode: 0o644, bytes: self.manifest.as_bytes(), sha256: None }];
         // The system artifacts' manifest entries are the last ones.
-        let listed = &c.manifest.artifacts[c.manifest.artifacts.len() - c.system_artifacts.len()..];
-        nodes.extend(c.system_artifacts.iter().zip(listed).map(|(a, e)| store::Node::File {
+        let listed = &m.artifacts[m.artifacts.len() - system_artifacts.len()..];
+        nodes.extend(system_artifacts.iter().zip(listed).map(|(a, e)| store::Node::File {
             path: &a.path,
             mode: a.mode,
             bytes: &a.bytes,
@@ -363,8 +503,9 @@ impl SystemEntry {
         nodes.extend(self.links.iter().map(|(p, t)| store::Node::Link { path: p, target: t.clone() }));
         nodes
     }
-    fn name(&self, c: &Compiled) -> String {
-        Store::entry_name(&store::entry_hash(&self.nodes(c)), &c.system.name)
+    fn entry<'a>(&'a self, m: &'a Manifest, system_artifacts: &'a [Artifact]) -> store::Entry<'a> {
+        let nodes = self.nodes(m, system_artifacts);
+        store::Entry { hash: store::entry_hash(&nodes), name: m.system.clone(), nodes }
     }
 }
 
@@ -380,9 +521,8 @@ pub fn write(c: &Compiled, store: &Store) -> std::io::Result<PathBuf> {
     // The links name the host entries just named (from the manifest's sha256 of each artifact:
     // no artifact is hashed here).
     let names = c.hosts.keys().zip(&entries).map(|(h, e)| (h.clone(), Store::entry_name(&e.hash, &e.name))).collect();
-    let system = SystemEntry::linking(c, names);
-    let nodes = system.nodes(c);
-    entries.push(store::Entry { hash: store::entry_hash(&nodes), name: c.system.name.clone(), nodes });
+    let system = SystemEntry::linking(&c.manifest, names);
+    entries.push(system.entry(&c.manifest, &c.system_artifacts));
     let paths = store.add_all(&entries)?;
     Ok(paths.last().expect("the system entry").clone())
 }
@@ -402,7 +542,7 @@ pub fn difference(a: &Compiled, b: &Compiled) -> Option<String> {
 
 /// Compares a compile with an existing store entry of the same hash, byte for byte.
 pub fn differs_from_store(c: &Compiled, store: &Store) -> Option<String> {
-    let entry = store.root.join(SystemEntry::of(c).name(c));
+    let entry = store.entry_path(&SystemEntry::of(c).entry(&c.manifest, &c.system_artifacts));
     if !entry.exists() {
         return None;
     }
@@ -429,8 +569,8 @@ struct BuildJson<'a> {
     hosts: BTreeMap<&'a str, &'a str>,
 }
 
-pub fn build_json(c: &Compiled, entry: &Path) -> String {
-    build_json_of(&c.system.name, &c.manifest.hash, entry, c.hosts.iter().map(|(k, v)| (k.as_str(), v.closure.as_str())).collect())
+pub fn build_json(m: &Manifest, entry: &Path) -> String {
+    build_json_of(&m.system, &m.hash, entry, m.hosts.iter().map(|(k, v)| (k.as_str(), v.closure.as_str())).collect())
 }
 
 /// `kiln build --json`'s line from its parts (a build answered from the cache has no compile).

@@ -140,6 +140,11 @@ impl Places<'_> {
 
 /// The facts of a compiled system.
 pub fn facts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &Sources) -> Facts {
+    facts_by(sys, |h| hosts.get(h).map(|a| a.closure.as_str()), sources)
+}
+
+/// The facts of a system whose hosts' closures `closure` gives (a build that kept no artifacts).
+pub fn facts_by<'a>(sys: &System, closure: impl Fn(&str) -> Option<&'a str>, sources: &Sources) -> Facts {
     let places = Places::new(
         sources,
         sys.hosts.values().map(|h| h.span).chain(sys.services.values().map(|s| s.span)).chain(sys.routes.iter().map(|r| r.span)),
@@ -223,7 +228,7 @@ pub fn facts(sys: &System, hosts: &BTreeMap<String, HostArtifacts>, sources: &So
                         location: h.location.clone(),
                         image: h.image.name.clone(),
                         public: h.public,
-                        closure: hosts.get(&h.name).map(|a| a.closure.clone()).unwrap_or_default(),
+                        closure: closure(&h.name).unwrap_or_default().to_string(),
                         services: h.services.clone(),
                         holds: crate::render::data_volume::holdings(sys, h),
                         volume: crate::render::data_volume::has_volume(sys, h).then(|| crate::render::data_volume::volume_name(sys, h)),

@@ -68,59 +68,29 @@ impl Store {
     /// every link, nothing more): one that differs was damaged or tampered with after it was
     /// written, and is replaced in one atomic exchange, with a warning on stderr.
     pub fn add_all(&self, entries: &[Entry<'_>]) -> std::io::Result<Vec<PathBuf>> {
-        let _lock = self.lock_for_staging()?;
-        let paths: Vec<PathBuf> = entries.iter().map(|e| self.root.join(Store::entry_name(&e.hash, &e.name))).collect();
+        let staging = self.staging()?;
+        let paths: Vec<PathBuf> = entries.iter().map(|e| self.entry_path(e)).collect();
         // Each distinct entry once (the first of equal ones), checked or staged on its own:
         // entries are independent, so the work is spread over the machine's cores.
         let mut seen = BTreeSet::new();
-        let distinct: Vec<(&Entry<'_>, &PathBuf)> = entries.iter().zip(&paths).filter(|(_, p)| seen.insert(*p)).collect();
-        let prepared = parallel(&distinct, |(e, final_path)| -> std::io::Result<Option<(Staged, PathBuf, Option<String>)>> {
-            let damage = match fs::symlink_metadata(final_path) {
-                Ok(_) => differs(final_path, &e.nodes)?,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
-                Err(err) => return Err(err),
-            };
-            match damage {
-                Some(damage) => Ok(Some((self.stage(&e.nodes)?, (*final_path).clone(), Some(damage).filter(|d| !d.is_empty())))),
-                None => Ok(None),
-            }
-        });
-        // (staged contents, where they go, what was wrong with the entry there if anything);
-        // on an error, every staging directory made is dropped (removed) before returning.
-        let staged: Vec<(Staged, PathBuf, Option<String>)> =
-            prepared.into_iter().collect::<std::io::Result<Vec<_>>>()?.into_iter().flatten().collect();
-        if staged.is_empty() {
-            return Ok(paths);
-        }
-        sync_filesystem(&self.root)?;
-        for ((tmp, dirs), final_path, damage) in staged {
-            for d in dirs.iter().rev().chain([&tmp.path().to_path_buf()]) {
-                fs::set_permissions(d, fs::Permissions::from_mode(0o555))?;
-            }
-            let tmp_path = tmp.keep();
-            if let Some(damage) = damage {
-                let replaced = exchange(&tmp_path, &final_path).and_then(|()| unseal_and_remove(&tmp_path));
-                if let Err(e) = replaced {
-                    let _ = unseal_and_remove(&tmp_path);
-                    return Err(std::io::Error::other(format!(
-                        "{} is damaged ({damage}) and cannot be replaced: {e}",
-                        final_path.display()
-                    )));
-                }
-                eprintln!("warning: store entry {} was damaged ({damage}); replaced it", final_path.display());
-                continue;
-            }
-            match fs::rename(&tmp_path, &final_path) {
-                Ok(()) => {}
-                // Another build wrote the same entry first: identical by construction.
-                Err(_) if final_path.exists() => unseal_and_remove(&tmp_path)?,
-                Err(e) => {
-                    let _ = unseal_and_remove(&tmp_path);
-                    return Err(e);
-                }
-            }
-        }
+        let distinct: Vec<&Entry<'_>> = entries.iter().zip(&paths).filter(|(_, p)| seen.insert(*p)).map(|(e, _)| e).collect();
+        let prepared = parallel(&distinct, |e| staging.prepare(e));
+        // On an error, every staging directory made is dropped (removed) before returning.
+        let pending: Vec<Pending> = prepared.into_iter().collect::<std::io::Result<Vec<_>>>()?.into_iter().flatten().collect();
+        staging.commit(pending)?;
         Ok(paths)
+    }
+
+    /// Where an entry is (or goes) in the store.
+    pub fn entry_path(&self, e: &Entry<'_>) -> PathBuf {
+        self.root.join(Store::entry_name(&e.hash, &e.name))
+    }
+
+    /// Starts writing entries one by one ([`Staging::prepare`] as each is made, from any
+    /// thread), to be renamed into place together by [`Staging::commit`]. Holds the store as a
+    /// writer until dropped.
+    pub fn staging(&self) -> std::io::Result<Staging<'_>> {
+        Ok(Staging { store: self, _lock: self.lock_for_staging()? })
     }
 
     /// Holds the store for a writer until dropped: `kiln build` and `kiln pull` keep it from
@@ -190,6 +160,82 @@ impl Store {
 
 /// A writer's hold on the store (see [`Store::writer`]); released when dropped.
 pub struct WriterLock(#[allow(dead_code)] fs::File);
+
+/// Entries on their way into the store (see [`Store::staging`]): each staged in its own
+/// temporary directory as it is prepared, none visible until [`Staging::commit`] renames them
+/// into place. Whatever is not committed is removed when dropped (on an error); a build killed
+/// meanwhile leaves staging directories that the next writer removes.
+pub struct Staging<'s> {
+    store: &'s Store,
+    _lock: fs::File,
+}
+
+/// An entry staged by [`Staging::prepare`], waiting for [`Staging::commit`]: its staged
+/// contents (removed if dropped), where they go, and what was wrong with the entry there if
+/// anything (then it is replaced).
+pub struct Pending {
+    staged: Staged,
+    final_path: PathBuf,
+    damage: Option<String>,
+}
+
+impl Staging<'_> {
+    /// Checks `e` against the entry of its name if there is one, else stages it: `None` when
+    /// the entry is in the store intact (nothing to do), else what [`Staging::commit`] must
+    /// put in place. `e`'s bytes are not needed after this returns.
+    pub fn prepare(&self, e: &Entry<'_>) -> std::io::Result<Option<Pending>> {
+        let final_path = self.store.entry_path(e);
+        let damage = match fs::symlink_metadata(&final_path) {
+            Ok(_) => differs(&final_path, &e.nodes)?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
+            Err(err) => return Err(err),
+        };
+        match damage {
+            Some(damage) => {
+                Ok(Some(Pending { staged: self.store.stage(&e.nodes)?, final_path, damage: Some(damage).filter(|d| !d.is_empty()) }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Syncs the file system once, then seals each pending entry and renames it into place, in
+    /// order (an entry that links to others goes after them). On an error the entries not yet
+    /// in place are removed.
+    pub fn commit(self, pending: Vec<Pending>) -> std::io::Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        sync_filesystem(&self.store.root)?;
+        for Pending { staged: (tmp, dirs), final_path, damage } in pending {
+            for d in dirs.iter().rev().chain([&tmp.path().to_path_buf()]) {
+                fs::set_permissions(d, fs::Permissions::from_mode(0o555))?;
+            }
+            let tmp_path = tmp.keep();
+            if let Some(damage) = damage {
+                let replaced = exchange(&tmp_path, &final_path).and_then(|()| unseal_and_remove(&tmp_path));
+                if let Err(e) = replaced {
+                    let _ = unseal_and_remove(&tmp_path);
+                    return Err(std::io::Error::other(format!(
+                        "{} is damaged ({damage}) and cannot be replaced: {e}",
+                        final_path.display()
+                    )));
+                }
+                eprintln!("warning: store entry {} was damaged ({damage}); replaced it", final_path.display());
+                continue;
+            }
+            match fs::rename(&tmp_path, &final_path) {
+                Ok(()) => {}
+                // Another build wrote the same entry first: identical by construction.
+                Err(_) if final_path.exists() => unseal_and_remove(&tmp_path)?,
+                Err(e) => {
+                    let _ = unseal_and_remove(&tmp_path);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Takes `<store>/.lock` exclusively, waiting for every writer to finish: `kiln gc` works alone.
 pub fn lock_exclusive(store: &Store) -> std::io::Result<fs::File> {

@@ -226,20 +226,28 @@ fn with_library(opts: &Options, ui: Ui, f: impl FnOnce(&kiln::load::Inputs) -> E
 pub(crate) fn with_compiled(path: &Path, opts: &Options, ui: Ui, f: impl FnOnce(&Compiled) -> ExitCode) -> ExitCode {
     match pipeline::compile(path, opts) {
         Err(e) => io_error(&e.0),
-        Ok(Outcome::Failed(fail)) => {
-            report(&fail.sources, &fail.diagnostics, ui);
-            let n = fail.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
-            eprintln!("error: could not compile `{}` due to {n} error{}", path.display(), if n == 1 { "" } else { "s" });
-            ExitCode::from(1)
-        }
+        Ok(Outcome::Failed(fail)) => report_failed(path, &fail, ui),
         Ok(Outcome::Ok(c)) => {
-            report(&c.sources, &c.warnings, ui);
-            ui.detail(&format!(
-                "read {} files; {} modules in use",
-                c.sources.len(),
-                c.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len()
-            ));
+            report_compiled(&c.sources, &c.warnings, &c.system, ui);
             f(&c)
         }
     }
+}
+
+/// A compile with errors: every diagnostic, then the count; exit 1.
+pub(crate) fn report_failed(path: &Path, fail: &pipeline::Failed, ui: Ui) -> ExitCode {
+    report(&fail.sources, &fail.diagnostics, ui);
+    let n = fail.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    eprintln!("error: could not compile `{}` due to {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+    ExitCode::from(1)
+}
+
+/// A compile without errors: its warnings, and what it read.
+pub(crate) fn report_compiled(sources: &kiln::diag::Sources, warnings: &[kiln::diag::Diagnostic], system: &kiln::model::System, ui: Ui) {
+    report(sources, warnings, ui);
+    ui.detail(&format!(
+        "read {} files; {} modules in use",
+        sources.len(),
+        system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len()
+    ));
 }

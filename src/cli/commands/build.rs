@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::io::Write;
 
 use kiln::cache;
-use kiln::pipeline::{self, Compiled, Options, Outcome};
+use kiln::pipeline::{self, Compiled, Options, Outcome, Stored};
 use kiln::store::{self, Store};
 
 use crate::cli::env::store_dir;
@@ -31,7 +31,17 @@ pub(crate) fn cached_or_built(path: &Path, opts: &Options, ui: Ui, t: Target) ->
     {
         return code;
     }
-    crate::cli::with_compiled(path, opts, ui, |c| build(path, opts, ui, c, &t, probe.as_ref()))
+    if t.check {
+        return crate::cli::with_compiled(path, opts, ui, |c| build_and_check(path, opts, ui, c, &t));
+    }
+    match pipeline::build(path, opts, &store_dir(t.store.clone())) {
+        Err(e) => io_error(&e.0),
+        Ok(Outcome::Failed(fail)) => crate::cli::report_failed(path, &fail, ui),
+        Ok(Outcome::Ok(s)) => {
+            crate::cli::report_compiled(&s.sources, &s.warnings, &s.system, ui);
+            finish(path, opts, ui, *s, &t, probe.as_ref())
+        }
+    }
 }
 
 /// A hit: the recorded entry gets the result link and its root as a build would give it, and
@@ -74,29 +84,53 @@ fn from_cache(probe: &cache::Probe, ui: Ui, t: &Target) -> Option<ExitCode> {
     Some(ExitCode::SUCCESS)
 }
 
-fn build(path: &Path, opts: &Options, ui: Ui, c: &Compiled, t: &Target, probe: Option<&cache::Probe>) -> ExitCode {
-    let (store, out_link, check, json) = (t.store.clone(), t.out_link.as_path(), t.check, t.json);
-    if check {
-        match pipeline::compile(path, opts) {
-            Ok(Outcome::Ok(again)) => {
-                if let Some(diff) = pipeline::difference(c, &again) {
-                    eprintln!("error: the rebuild differs: {diff}");
-                    return ExitCode::from(1);
-                }
-            }
-            Ok(Outcome::Failed(_)) => {
-                eprintln!("error: the rebuild failed where the first build succeeded");
-                return ExitCode::from(1);
-            }
-            Err(e) => return io_error(&e.0),
+/// A build written into the store: the result link and its root, the warm-build record, and
+/// what a build prints.
+fn finish(path: &Path, opts: &Options, ui: Ui, s: Stored, t: &Target, probe: Option<&cache::Probe>) -> ExitCode {
+    let entry = std::fs::canonicalize(&s.entry).unwrap_or_else(|_| s.entry.clone());
+    if let Err(e) = link_and_root(&s.store, &t.out_link, &entry) {
+        return io_error(&e);
+    }
+    if let Some(probe) = probe {
+        let printed = cache::Printed {
+            warnings: kiln::diag::render(&s.sources, &s.warnings, false),
+            warnings_color: kiln::diag::render(&s.sources, &s.warnings, true),
+            files_read: s.sources.len(),
+            modules_in_use: s.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len(),
+            artifacts: s.manifest.artifacts.len(),
+        };
+        if let Err(e) = cache::save(&s.store, probe, path, opts, &s, &entry, printed) {
+            ui.detail(&format!("the build was not recorded for the warm-build cache: {e}"));
         }
     }
-    let dir = store_dir(store);
+    drop(s.held);
+    print_built(ui, &s.manifest, &entry, t);
+    ExitCode::SUCCESS
+}
+
+/// `kiln build --check`: the system compiled twice must give the same manifest, and a store
+/// entry of the same name the same bytes; then it is written as a build writes it, from the
+/// compile held in memory.
+fn build_and_check(path: &Path, opts: &Options, ui: Ui, c: &Compiled, t: &Target) -> ExitCode {
+    match pipeline::compile(path, opts) {
+        Ok(Outcome::Ok(again)) => {
+            if let Some(diff) = pipeline::difference(c, &again) {
+                eprintln!("error: the rebuild differs: {diff}");
+                return ExitCode::from(1);
+            }
+        }
+        Ok(Outcome::Failed(_)) => {
+            eprintln!("error: the rebuild failed where the first build succeeded");
+            return ExitCode::from(1);
+        }
+        Err(e) => return io_error(&e.0),
+    }
+    let dir = store_dir(t.store.clone());
     let store = match Store::open(&dir) {
         Ok(s) => s,
         Err(e) => return io_error(&format!("cannot open store `{}`: {e}", dir.display())),
     };
-    if check && let Some(diff) = pipeline::differs_from_store(c, &store) {
+    if let Some(diff) = pipeline::differs_from_store(c, &store) {
         eprintln!("error: the store holds different bytes: {diff}");
         return ExitCode::from(1);
     }
@@ -105,38 +139,25 @@ fn build(path: &Path, opts: &Options, ui: Ui, c: &Compiled, t: &Target, probe: O
         Err(e) => return io_error(&format!("cannot write to store `{}`: {e}", dir.display())),
     };
     let (entry, held) = (std::fs::canonicalize(&entry.0).unwrap_or(entry.0), entry.1);
-    if let Err(e) = link_and_root(&store, out_link, &entry) {
+    if let Err(e) = link_and_root(&store, &t.out_link, &entry) {
         return io_error(&e);
     }
-    if let Some(probe) = probe {
-        let printed = cache::Printed {
-            warnings: kiln::diag::render(&c.sources, &c.warnings, false),
-            warnings_color: kiln::diag::render(&c.sources, &c.warnings, true),
-            files_read: c.sources.len(),
-            modules_in_use: c.system.services.values().map(|s| &s.module).collect::<std::collections::BTreeSet<_>>().len(),
-            artifacts: c.manifest.artifacts.len(),
-        };
-        if let Err(e) = cache::save(&store, probe, path, opts, c, &entry, printed) {
-            ui.detail(&format!("the build was not recorded for the warm-build cache: {e}"));
-        }
-    }
     drop(held);
-    if json {
-        println!("{}", pipeline::build_json(c, &entry));
+    print_built(ui, &c.manifest, &entry, t);
+    ExitCode::SUCCESS
+}
+
+/// What `kiln build` prints once the entry is in place.
+fn print_built(ui: Ui, m: &pipeline::Manifest, entry: &Path, t: &Target) {
+    if t.json {
+        println!("{}", pipeline::build_json(m, entry));
     } else {
         println!("{}", entry.display());
     }
-    for (name, h) in &c.hosts {
+    for (name, h) in &m.hosts {
         ui.detail(&format!("host {name}: closure {}", h.closure));
     }
-    ui.info(&format!(
-        "built `{}`: {} hosts, {} artifacts -> {}",
-        c.system.name,
-        c.hosts.len(),
-        c.manifest.artifacts.len(),
-        out_link.display()
-    ));
-    ExitCode::SUCCESS
+    ui.info(&format!("built `{}`: {} hosts, {} artifacts -> {}", m.system, m.hosts.len(), m.artifacts.len(), t.out_link.display()));
 }
 
 /// `kiln check --json`: every diagnostic as data on stdout; the exit code as without `--json`.
