@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::edges::{free_port, run_caddy, wait_for};
+use common::edges::{free_port, run_caddy, spawn_caddy, wait_for};
 use common::*;
 use kiln::deploy::progress::{Mode, Progress, State};
 use kiln::deploy::routes::{self, Answer, RouteProbe};
@@ -78,7 +78,7 @@ fn quick(health: u64) -> Timeouts {
 }
 
 fn hello() -> RouteProbe {
-    RouteProbe { route: "hello.test".into(), name: "hello.test".into() }
+    RouteProbe { route: "hello.test".into(), name: "hello.test".into(), acme: false }
 }
 
 /// Caddy serving the boot fixture's rendered Caddyfile on loopback in front of `upstream`,
@@ -213,4 +213,66 @@ fn tunnelled_routes_are_left_out_with_their_reason() {
         assert_eq!(p.name, p.route.replace("*.", &format!("{}.", routes::WILDCARD_LABEL)));
     }
     assert_eq!(legacy.probes.len(), declared.len());
+}
+
+/// A `tls = "acme"` route before DNS points at the edge: the boot fixture with `tls = "acme"`,
+/// its rendered Caddyfile run by Caddy with only its global options changed (loopback ports,
+/// an ACME directory nobody answers, state under the test's directory) and the upstream moved.
+/// Caddy has no certificate for the name and fails the TLS handshake; the gate then finds the
+/// name redirected to HTTPS on the edge's HTTP port and passes, saying "no certificate yet"
+/// (weak: Caddy redirects every name there, so this proves the edge answers on both ports, not
+/// that it serves the name).
+/// Without the HTTP port (a `--route-address` elsewhere) the handshake failure fails the gate.
+#[test]
+fn an_acme_route_without_its_certificate_yet_passes_over_http_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sys = t.join("web");
+    copy_tree(&boot_web(), &sys);
+    let toml = std::fs::read_to_string(sys.join("system.toml")).unwrap();
+    std::fs::write(sys.join("system.toml"), toml.replace("tls = \"internal\"", "tls = \"acme\"")).unwrap();
+    let c = compiled(&sys, Some(&repo().join("tests/fixtures/boot/modules")), false);
+    let plan = routes::probes(&c.system, "web");
+    assert_eq!(plan.probes, [RouteProbe { acme: true, ..hello() }]);
+    let store = kiln::store::Store::open(&t.join("store")).unwrap();
+    let entry = kiln::pipeline::write(&c, &store).unwrap();
+    let rendered = std::fs::read_to_string(entry.join("hosts/web/Caddyfile")).unwrap();
+    assert!(!rendered.contains("tls internal"), "{rendered}");
+
+    let (http, https, up) = (free_port(), free_port(), free_port());
+    upstream_on(up);
+    let global = format!(
+        "admin off\n\thttp_port {http}\n\thttps_port {https}\n\tdefault_bind 127.0.0.1\n\tacme_ca https://127.0.0.1:1/directory\n\tstorage file_system {}",
+        t.join("caddy-data").display()
+    );
+    let caddyfile = rendered.replace("admin localhost:2019", &global).replace("127.0.0.1:8081", &format!("127.0.0.1:{up}"));
+    assert_ne!(caddyfile, rendered);
+    let file = t.join("Caddyfile");
+    std::fs::write(&file, &caddyfile).unwrap();
+    let _caddy = spawn_caddy(&file, &["--adapter", "caddyfile"], &t.join("xdg"), t);
+    let addr: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    wait_for("Caddy to listen", || std::net::TcpStream::connect(addr).is_ok() && std::net::TcpStream::connect(http).is_ok());
+
+    // No fallback: the handshake fails (no certificate for the name).
+    let p = Progress::new(Mode::Plain, &[]);
+    let f = routes::check_at("web", addr, None, &plan, &quick(2), &p).unwrap_err();
+    assert!(f.message.contains("`hello.test`: ") && !f.message.contains("status"), "a TLS error, no HTTP status: {f}");
+
+    // The edge's HTTP port redirects the name to HTTPS: passes, saying so.
+    let p = Progress::new(Mode::Plain, &[]);
+    routes::check_at("web", addr, Some(http), &plan, &quick(10), &p).unwrap_or_else(|f| panic!("{f}"));
+    let ev = events(&p);
+    assert!(
+        ev.iter()
+            .any(|(s, st, m)| *s == Step::Routes && *st == State::Done && m.contains("`hello.test` 308 over HTTP, no certificate yet")),
+        "{ev:?}"
+    );
+
+    // An HTTP port that answers without redirecting the name to HTTPS (here the upstream's):
+    // still failing, saying what it got.
+    let not_an_edge: SocketAddr = format!("127.0.0.1:{up}").parse().unwrap();
+    let p = Progress::new(Mode::Plain, &[]);
+    let f = routes::check_at("web", addr, Some(not_an_edge), &plan, &quick(2), &p).unwrap_err();
+    assert!(f.message.contains("over HTTP the edge answered 200 without a redirect to https://hello.test"), "{f}");
 }

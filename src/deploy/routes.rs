@@ -14,6 +14,14 @@
 //! CA. The gate proves the edge terminates TLS for the name and routes it; not that browsers
 //! will trust the certificate.
 //!
+//! A `tls = "acme"` route may have no certificate at all yet: Caddy then fails the TLS
+//! handshake for the name (an `internal_error` alert; Traefik serves its default certificate
+//! instead). For such a route, when the edge accepts TCP on its HTTPS port but the HTTPS
+//! request fails, the gate asks the edge's HTTP port (80) for the name: a redirect to
+//! `https://NAME` passes the route, reported as "no certificate yet". That is weaker than an
+//! HTTPS answer: it proves the edge accepts TLS connections and answers HTTP, not that it serves
+//! this name (Caddy redirects every name on its HTTP port) or reaches the upstream.
+//!
 //! [`probes`] is pure (which routes, and which are left out and why); [`check`] does the
 //! requests.
 
@@ -25,6 +33,7 @@ use serde::Serialize;
 use super::progress::{Progress, State};
 use super::{Failure, Step, Timeouts};
 use crate::model::System;
+use crate::syntax::system::TlsMode;
 
 /// The HTTPS port edges listen on (Caddy's default, Traefik's `websecure` entry point).
 pub const HTTPS_PORT: u16 = 443;
@@ -39,6 +48,9 @@ pub struct RouteProbe {
     pub route: String,
     /// The name requested (the route's, a wildcard's `*` replaced by [`WILDCARD_LABEL`]).
     pub name: String,
+    /// The certificate comes over ACME HTTP-01/TLS-ALPN (`tls = "acme"`): before DNS points at
+    /// the host the edge may have none, and the HTTP fallback applies.
+    pub acme: bool,
 }
 
 /// A route of the host's edge the gate does not request, and why.
@@ -79,7 +91,7 @@ pub fn probes(sys: &System, host: &str) -> RoutePlan {
                 Some(rest) => format!("{WILDCARD_LABEL}.{rest}"),
                 None => r.hostname.clone(),
             };
-            plan.probes.push(RouteProbe { route: r.hostname.clone(), name });
+            plan.probes.push(RouteProbe { route: r.hostname.clone(), name, acme: r.tls == TlsMode::Acme });
         }
     }
     plan
@@ -90,6 +102,9 @@ pub fn probes(sys: &System, host: &str) -> RoutePlan {
 pub enum Answer {
     /// An HTTP status below 500: the edge serves the route.
     Served(u16),
+    /// An ACME route without a certificate yet: HTTPS failed with this error, and the edge's
+    /// HTTP port redirected the name to HTTPS with this status.
+    NoCertificateYet(u16, String),
     /// A 5xx status: what it means.
     ServerError(u16, String),
     /// No HTTP answer: the connection or TLS error.
@@ -98,7 +113,7 @@ pub enum Answer {
 
 impl Answer {
     pub fn passes(&self) -> bool {
-        matches!(self, Answer::Served(_))
+        matches!(self, Answer::Served(_) | Answer::NoCertificateYet(..))
     }
 
     /// The answer to a status.
@@ -115,6 +130,7 @@ impl std::fmt::Display for Answer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Answer::Served(s) => write!(f, "{s}"),
+            Answer::NoCertificateYet(s, e) => write!(f, "{s} over HTTP, no certificate yet (HTTPS: {e})"),
             Answer::ServerError(s, why) => write!(f, "status {s}: {why}"),
             Answer::Error(e) => write!(f, "{e}"),
         }
@@ -164,6 +180,41 @@ pub fn request(p: &RouteProbe, addr: SocketAddr, timeout: Duration) -> Answer {
     }
 }
 
+/// The HTTP fallback of an ACME route whose HTTPS request failed with `https_error`: passes
+/// when the edge accepts TCP at `addr` (its HTTPS port) and its HTTP port `http` answers the name
+/// with a redirect to `https://NAME`.
+pub fn http_fallback(p: &RouteProbe, addr: SocketAddr, http: SocketAddr, https_error: &str, timeout: Duration) -> Answer {
+    if std::net::TcpStream::connect_timeout(&addr, timeout).is_err() {
+        return Answer::Error(https_error.to_string());
+    }
+    let client = reqwest::blocking::Client::builder()
+        .resolve(&p.name, http)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build();
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return Answer::Error(format!("cannot make an HTTP client: {}", error_chain(e))),
+    };
+    let url = if http.port() == 80 { format!("http://{}/", p.name) } else { format!("http://{}:{}/", p.name, http.port()) };
+    match client.get(url).send() {
+        Ok(r) => {
+            let status = r.status();
+            let to = r.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("");
+            let https = format!("https://{}", p.name);
+            let names = to == https || to.starts_with(&format!("{https}/")) || to.starts_with(&format!("{https}:"));
+            if status.is_redirection() && names {
+                Answer::NoCertificateYet(status.as_u16(), https_error.to_string())
+            } else {
+                Answer::Error(format!("{https_error}; over HTTP the edge answered {} without a redirect to {https}", status.as_u16()))
+            }
+        }
+        Err(e) => Answer::Error(format!("{https_error}; over HTTP: {}", error_chain(e))),
+    }
+}
+
 /// The longest one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -171,6 +222,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// below 500) or `t.health` passed; the failure names each route that did not answer and what
 /// it got last.
 pub fn check(host: &str, addr: SocketAddr, plan: &RoutePlan, t: &Timeouts, p: &Progress) -> Result<(), Failure> {
+    // The HTTP port is known only for the standard HTTPS port (an edge's own address).
+    let http = (addr.port() == HTTPS_PORT).then(|| SocketAddr::new(addr.ip(), 80));
+    check_at(host, addr, http, plan, t, p)
+}
+
+/// [`check`] with the edge's HTTP port for the ACME fallback given (`None`: no fallback).
+pub fn check_at(
+    host: &str,
+    addr: SocketAddr,
+    http: Option<SocketAddr>,
+    plan: &RoutePlan,
+    t: &Timeouts,
+    p: &Progress,
+) -> Result<(), Failure> {
     let left = if plan.left_out.is_empty() {
         String::new()
     } else {
@@ -195,15 +260,16 @@ pub fn check(host: &str, addr: SocketAddr, plan: &RoutePlan, t: &Timeouts, p: &P
     let start = Instant::now();
     let mut last_note = Instant::now();
     let mut pending: Vec<(&RouteProbe, Answer)> = plan.probes.iter().map(|r| (r, Answer::Error("not requested yet".into()))).collect();
-    let mut served: Vec<(&RouteProbe, u16)> = Vec::new();
+    let mut served: Vec<(&RouteProbe, Answer)> = Vec::new();
     loop {
         let mut still = Vec::new();
         for (r, _) in pending {
             let room = t.health.saturating_sub(start.elapsed()).clamp(Duration::from_secs(1), REQUEST_TIMEOUT);
-            match request(r, addr, room) {
-                Answer::Served(s) => served.push((r, s)),
-                a => still.push((r, a)),
+            let mut a = request(r, addr, room);
+            if let (Answer::Error(e), true, Some(http)) = (&a, r.acme, http) {
+                a = http_fallback(r, addr, http, e, room);
             }
+            if a.passes() { served.push((r, a)) } else { still.push((r, a)) }
         }
         pending = still;
         if pending.is_empty() {
@@ -259,7 +325,7 @@ mod tests {
 
     #[test]
     fn the_port_is_in_the_url_only_when_not_443() {
-        let p = RouteProbe { route: "*.example.com".into(), name: "kiln-route-check.example.com".into() };
+        let p = RouteProbe { route: "*.example.com".into(), name: "kiln-route-check.example.com".into(), acme: true };
         assert_eq!(url(&p, "192.0.2.1:443".parse().unwrap()), "https://kiln-route-check.example.com/");
         assert_eq!(url(&p, "127.0.0.1:8443".parse().unwrap()), "https://kiln-route-check.example.com:8443/");
     }
