@@ -321,7 +321,8 @@ fn decidim_outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_
     // Decidim's web and worker share its database and role (the same names and secret): one
     // database, one role, one privilege; both reach it over TLS (libpq's PGSSLMODE).
     assert!(databases.keys().all(|k| !k.contains("worker")), "{:?}", databases.keys());
-    assert_eq!(databases.len(), 5, "{:?}", databases.keys());
+    // (the sixth is Zabbix's, shared by its server and web: the next test)
+    assert_eq!(databases.len(), 6, "{:?}", databases.keys());
     assert!(root.contains("on `main` (shared by `decidim`, `decidim-worker`)"), "the variable names both services");
     for s in ["decidim", "decidim-worker"] {
         assert_eq!(env(&tools, s, "DATABASE_HOST").as_deref(), Some(host.as_str()), "{s}");
@@ -346,6 +347,96 @@ fn decidim_outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_
         let deps = c["services"][s]["depends_on"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
         assert!(deps.iter().all(|d| !d.ends_with("-db")), "{s}: {deps:?}");
     }
+}
+
+/// Zabbix on the managed PostgreSQL (issue 15, seed 001 §9.8): the server and the frontend share
+/// one database and role there (one `scaleway_rdb_database`, `_user`, `_privilege`, made by
+/// Terraform), each reads the role's password from its own copy of one secret
+/// (`POSTGRES_PASSWORD_FILE`), and both insist on TLS as zabbix-docker's images take it: the
+/// server `ZBX_DBTLSCONNECT=required` (DBTLSConnect, and PGSSLMODE=require for the entrypoint's
+/// psql), the frontend the same for its wait plus `ZBX_DB_ENCRYPTION=true` for PHP. No local
+/// PostgreSQL is left for them.
+#[test]
+fn zabbix_server_and_web_share_one_client_of_the_managed_database_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let applied = applied(&example(), tmp.path());
+    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
+    let instance = &state_resources(&state, "scaleway_rdb_instance")["main"];
+    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
+    let host = format!("{}.{}.internal", instance["name"].as_str().unwrap(), vpc["name"].as_str().unwrap());
+
+    // One client in Terraform's state, named after the first service, for both.
+    let databases = state_resources(&state, "scaleway_rdb_database");
+    let users = state_resources(&state, "scaleway_rdb_user");
+    let privileges = state_resources(&state, "scaleway_rdb_privilege");
+    let zabbix: Vec<&String> = databases.keys().filter(|k| k.contains("zabbix")).collect();
+    assert_eq!(zabbix, vec!["main_zabbix-server"], "{:?}", databases.keys());
+    let key = "main_zabbix-server";
+    for r in [&databases[key], &users[key], &privileges[key]] {
+        assert_eq!(r["instance_id"], instance["id"]);
+    }
+    assert_eq!(databases[key]["name"], "zabbix");
+    assert_eq!(users[key]["name"], "zabbix");
+    assert_eq!(users[key]["is_admin"], false);
+    assert_eq!((&privileges[key]["database_name"], &privileges[key]["user_name"]), (&"zabbix".into(), &"zabbix".into()));
+    assert_eq!(privileges[key]["permission"], "all");
+    let root: serde_json::Value = serde_json::from_str(&read(&applied.root.join("main.tf.json"))).unwrap();
+    let var = &root["variable"]["main_zabbix-server_password"];
+    assert_eq!(var["sensitive"], true, "{var}");
+    assert!(var["description"].as_str().unwrap().contains("(shared by `zabbix-server`, `zabbix-web`)"), "{var}");
+    assert_eq!(root["resource"]["scaleway_rdb_user"][key]["password"], "${var.main_zabbix-server_password}");
+
+    // The containers, as the real `docker-compose config` reads them.
+    let management = compose_here(&applied.first.join("hosts/management/compose.yaml"), &tmp.path().join("management"));
+    let svc = &management["services"];
+    let db_env = |s: &str| -> BTreeMap<String, String> {
+        svc[s]["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("DB_") || k.starts_with("POSTGRES_") || k.starts_with("ZBX_DB"))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    let common = [
+        ("DB_SERVER_HOST", host.as_str()),
+        ("DB_SERVER_PORT", "5432"),
+        ("POSTGRES_DB", "zabbix"),
+        ("POSTGRES_USER", "zabbix"),
+        ("POSTGRES_PASSWORD_FILE", "/run/secrets/zabbix_database_password"),
+        ("ZBX_DBTLSCONNECT", "required"),
+    ];
+    let expect = |extra: &[(&str, &str)]| -> BTreeMap<String, String> {
+        common.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    assert_eq!(db_env("zabbix-server"), expect(&[]));
+    assert_eq!(db_env("zabbix-web"), expect(&[("ZBX_DB_ENCRYPTION", "true"), ("ZBX_DB_VERIFY_HOST", "false")]));
+    // The password arrives as a file only: each service's own root-only copy of the one secret.
+    for s in ["zabbix-server", "zabbix-web"] {
+        let secret = svc[s]["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["target"] == "/run/secrets/zabbix_database_password")
+            .unwrap_or_else(|| panic!("{s}: {}", svc[s]["secrets"]));
+        let file = &management["secrets"][secret["source"].as_str().unwrap()]["file"];
+        assert_eq!(file, &format!("/etc/kiln/service-secrets/{s}/zabbix_db_password"), "{s}");
+        assert!(svc[s]["environment"].get("POSTGRES_PASSWORD").is_none(), "{s}");
+    }
+    let provision = applied.first.join("hosts/management/provision.sh");
+    oracle("sh", &provision).unwrap();
+    let p = read(&provision);
+    for s in ["zabbix-server", "zabbix-web"] {
+        let put = format!("put /etc/kiln/secrets/zabbix_db_password /etc/kiln/service-secrets/{s}/zabbix_db_password 0400 1997:1997");
+        assert!(p.contains(&put), "{s}: {put}");
+    }
+    // No local Zabbix database: no container, no wait for one, no copy of its password for one.
+    assert!(svc.as_object().unwrap().keys().all(|k| !k.starts_with("zabbix") || k == "zabbix-server" || k == "zabbix-web"), "{svc}");
+    assert!(svc.get("zabbix-db").is_none());
+    let deps = |s: &str| svc[s]["depends_on"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    assert!(deps("zabbix-server").is_empty(), "{:?}", deps("zabbix-server"));
+    assert_eq!(deps("zabbix-web"), vec!["zabbix-server".to_string()]);
+    assert!(!p.contains("service-secrets/zabbix-db/"), "a postgres container still gets the password");
 }
 
 /// Two clients of one managed database share a database and role only as one application does:
