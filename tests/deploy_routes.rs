@@ -276,3 +276,25 @@ fn an_acme_route_without_its_certificate_yet_passes_over_http_only() {
     let f = routes::check_at("web", addr, Some(not_an_edge), &plan, &quick(2), &p).unwrap_err();
     assert!(f.message.contains("over HTTP the edge answered 200 without a redirect to https://hello.test"), "{f}");
 }
+
+/// `--route-address` is checked before any host is reached: a host the system does not have and
+/// an address without a port are usage errors (exit 2) naming the flag.
+#[test]
+fn route_address_mistakes_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    for (arg, want) in [
+        ("nohost=127.0.0.1:443", "--route-address names `nohost`, which is not a host of system `boot-web`"),
+        ("web=127.0.0.1", "--route-address `web=127.0.0.1`: `127.0.0.1` is not ADDRESS:PORT"),
+        ("web", "--route-address `web`: expected HOST=ADDRESS:PORT"),
+    ] {
+        let mut cmd = kiln();
+        cmd.arg("--modules").arg(repo().join("tests/fixtures/boot/modules")).arg("--identity").arg(examples_identity());
+        cmd.arg("deploy").arg(boot_web()).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state"));
+        cmd.args(["--yes", "--route-address", arg]);
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{arg}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(want), "{arg}: {}", text(&out.stderr));
+        assert!(!t.join("state").exists(), "nothing written to the state before the check");
+    }
+}
