@@ -253,6 +253,37 @@ fn route_through(edge: &str, within: Duration) -> (String, String) {
     }
 }
 
+/// The DNS records in a `show -json` state: `"NAME TYPE"` (the zone's apex is the zone's name)
+/// → the first value.
+fn rrsets(state: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    let resources = state["values"]["root_module"]["resources"].as_array().cloned().unwrap_or_default();
+    let zone = resources.iter().find(|r| r["type"] == "hcloud_zone").map(|r| r["values"]["name"].as_str().unwrap_or("").to_string());
+    let zone = zone.unwrap_or_default();
+    resources
+        .iter()
+        .filter(|r| r["type"] == "hcloud_zone_rrset")
+        .map(|r| {
+            let v = &r["values"];
+            let label = v["name"].as_str().unwrap_or("");
+            let name = if label == "@" { zone.clone() } else { format!("{label}.{zone}") };
+            (format!("{name} {}", v["type"].as_str().unwrap_or("")), v["records"][0]["value"].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+/// `https://NAME/` through the edge at `edge` (`--resolve`): a GET, or a POST of `data`;
+/// (status, body).
+fn https_through(edge: &str, name: &str, data: Option<&str>) -> (String, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sSk", "--max-time", "30", "-w", "\n%{http_code}", "--resolve"]).arg(format!("{name}:443:{edge}"));
+    if let Some(d) = data {
+        c.arg("--data-binary").arg(d);
+    }
+    let out = text(&run(c.arg(format!("https://{name}/"))).stdout);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
+    (code.to_string(), body.to_string())
+}
+
 /// From nothing to a deployed two-host system on the test cloud, with real Terraform: a public
 /// edge (Caddy, bastion) and a private stateful host `db` (its data volume, a service with a
 /// secret) behind it. `kiln deploy` applies the root, enrols both servers' host keys (the
@@ -276,8 +307,13 @@ fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
     let end = toml[start..].find("kiln-boot-placeholder\"").unwrap() + start + "kiln-boot-placeholder\"".len();
     let toml = format!("{}\"{public}\"{}", &toml[..start], &toml[end..])
         .replace("[hosts.app]", "[hosts.db]\ndisks = { data = \"10GiB\" }")
-        .replace("host = \"app\"", "host = \"db\"");
-    std::fs::write(sys.join("system.toml"), toml).unwrap();
+        .replace("host = \"app\"", "host = \"db\"")
+        .replace("[networks.private]", "[dns.\"hello.test\"]\nprovider = \"hetzner\"\n\n[networks.private]");
+    // The notes application keeps what it is sent on db's data volume (scenario 2 below).
+    let toml = format!(
+        "{toml}\n[services.notes]\nmodule = \"lan-notes\"\nhost = \"db\"\n\n[routes.\"notes.hello.test\"]\nservice = \"notes\"\ntls = \"internal\"\n"
+    );
+    std::fs::write(sys.join("system.toml"), &toml).unwrap();
     std::fs::create_dir_all(t.join("tmp")).unwrap();
     let secret = hello_token(&sys);
 
@@ -307,6 +343,15 @@ fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
     let servers = kiln::deploy::cloud::servers_of_state(&state);
     let edge = servers["edge"].ipv4.expect("the edge has a public address").to_string();
     assert_eq!(servers["db"].ipv4, None, "db is private");
+    // The DNS cut-over: the routes' records point at the edge, applied once both hosts passed
+    // their health gate (the cut-over events come after every health event).
+    let records = rrsets(&state);
+    assert_eq!(records.get("hello.test A").map(String::as_str), Some(edge.as_str()), "{records:?}");
+    assert_eq!(records.get("notes.hello.test A").map(String::as_str), Some(edge.as_str()), "{records:?}");
+    let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let last_health = events.iter().rposition(|e| e["step"] == "health" && e["state"] == "done").expect("health events");
+    let first_cut = events.iter().position(|e| e["step"] == "cutover").expect("cut-over events");
+    assert!(first_cut > last_health, "DNS retargeted only after the health gates");
 
     // The keys kiln pinned are the ones the servers present (strict checking), and the
     // enrolment banner is gone.
@@ -377,6 +422,38 @@ fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
     assert!(push_err.contains("secrets delivered"), "{push_err}");
     assert!(!push_err.contains(&secret) && !text(&push.stdout).contains(&secret), "the secret in kiln's output");
 
+    // Scenario 2: data written through the application survives the replacement of its host.
+    // A change to db's module option replaces db's server (its closure changed); the plan says
+    // so, with the volume kept; the old server's services are stopped and the volume unmounted
+    // before OpenTofu moves it; the new server mounts it and the note is there.
+    let (code, _) = https_through(&edge, "notes.hello.test", Some("row-1 written before the replacement"));
+    assert_eq!(code, "201", "a note written through the edge");
+    let changed = toml.replacen("[services.hello]\n", "[services.hello]\noptions = { message = \"hello again\" }\n", 1);
+    std::fs::write(sys.join("system.toml"), changed).unwrap();
+    let replace = run(&mut cmd);
+    let (r_out, r_err) = (text(&replace.stdout), text(&replace.stderr));
+    eprintln!("kiln deploy (db replaced): exit {:?}\n{r_err}", replace.status.code());
+    assert!(replace.status.success(), "deploy replacing db:\n{r_out}\n{r_err}\n{}", consoles(&cloud));
+    let lines: Vec<serde_json::Value> = r_out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let plan = lines.iter().find_map(|v| v.get("plan")).unwrap();
+    let hosts: Vec<&serde_json::Value> = plan["waves"].as_array().unwrap().iter().flat_map(|w| w["hosts"].as_array().unwrap()).collect();
+    let db_plan = hosts.iter().find(|h| h["host"] == "db").unwrap();
+    assert_eq!(db_plan["tofu"], "replace", "{plan}");
+    assert_eq!(db_plan["volumes"], serde_json::json!(["hcloud_volume.db_data"]), "{plan}");
+    assert_eq!(hosts.iter().find(|h| h["host"] == "edge").unwrap()["tofu"], "no-op", "{plan}");
+    assert!(!plan["tofu"]["replace"].as_array().unwrap().contains(&serde_json::json!("hcloud_volume.db_data")), "{plan}");
+    let stopped = lines.iter().any(|e| e["host"] == "db" && e["step"] == "stop" && e["state"] == "done");
+    assert!(stopped, "db's old server was stopped before the apply: {r_out}");
+    let servers3 = kiln::deploy::cloud::servers_of_state(
+        &serde_json::from_slice(&terraform(&t.join("state/tofu"), &cloud, &["show", "-json"]).stdout).unwrap(),
+    );
+    assert_ne!(servers3["db"].id, servers["db"].id, "db's server was replaced");
+    assert_eq!(servers3["edge"], servers["edge"], "the edge was kept");
+    let (code, notes) = https_through(&edge, "notes.hello.test", None);
+    assert_eq!((code.as_str(), notes.as_str()), ("200", "row-1 written before the replacement\n"), "the data survived");
+    let page = route_through(&edge, Duration::from_secs(60));
+    assert!(page.0.contains("hello again"), "the new server serves the new option: {}{}", page.0, page.1);
+
     // No secret value anywhere on this side.
     for dir in ["state", "store", "tmp", "cloud"] {
         // The servers' own disks (`disk.qcow2`, the volumes) are the far side: the secret is
@@ -389,6 +466,7 @@ fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
     }
     assert!(!stdout.contains(&secret) && !stderr.contains(&secret), "the secret in kiln's output");
     assert!(!again_out.contains(&secret) && !text(&again.stderr).contains(&secret), "the secret in kiln's output");
+    assert!(!r_out.contains(&secret) && !r_err.contains(&secret), "the secret in kiln's output");
     eprintln!("whole test {} s", clock.elapsed().as_secs());
 }
 
@@ -571,6 +649,102 @@ print(json.dumps({"parts": parts, "bootcmd": merged.get("bootcmd"), "runcmd": me
     oracle("systemd", &unit).unwrap_or_else(|e| panic!("the publisher unit: {e}"));
 }
 
+/// A system whose one host carries a config file too big for Hetzner's 32 KiB user-data, so it
+/// boots through stage 0 from `store`: (system directory, modules directory).
+fn stage0_system(t: &Path, store: &str) -> (PathBuf, PathBuf) {
+    let mods = t.join("mods");
+    std::fs::create_dir_all(mods.join("big")).unwrap();
+    std::fs::write(
+        mods.join("big/module.toml"),
+        "[module]\nname = \"big\"\nversion = \"1.0.0\"\nsummary = \"a big config file\"\nkind = \"container\"\n\n[container]\nimage = \"docker.io/library/nginx:1.27.3\"\n\n[files.\"big.conf\"]\ntemplate = \"big.conf.j2\"\ntarget = \"/etc/big.conf\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        mods.join("big/big.conf.j2"),
+        "# a long configuration line that takes space in the user-data of this host\n".repeat(600),
+    )
+    .unwrap();
+    let sys = t.join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(
+        sys.join("system.toml"),
+        format!("[system]\nname = \"big\"\nstore = \"{store}\"\n\n[providers.hetzner]\nkind = \"hetzner\"\n\n[hosts.fat]\nprovider = \"hetzner\"\nimage = \"debian-12\"\npublic = true\n\n[services.big]\nmodule = \"big\"\nhost = \"fat\"\n"),
+    )
+    .unwrap();
+    (sys, mods)
+}
+
+/// A new server that boots through stage 0 fetches its bundle from `[system] store`: deploy
+/// pushes the build there before OpenTofu creates the server and fetches the bundle back as the
+/// host's loader will (the URL in its user-data, no credentials, checked by sha256). The store is
+/// scripts/test-servers' nginx WebDAV store: `/store/` takes writes with basic auth and serves
+/// anyone. A store that serves other bytes under the bundle's name, and one that does not
+/// answer, stop the deploy before any apply (exit 2). Real Terraform, the plain stand-in
+/// provider, no VM (the server then never proves its key: `--boot-timeout 1`, exit 3).
+#[test]
+fn a_stage_zero_hosts_bundle_is_published_before_its_server_is_created() {
+    let srv = common::servers::Servers::start();
+    let deploy = |store: &str, env: &[(&str, String)]| {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (sys, mods) = stage0_system(t, store);
+        for (k, v) in env {
+            // SAFETY: set before kiln is spawned; this test reads them back through the child only.
+            unsafe { std::env::set_var(k, v) };
+        }
+        let (out, logged) = deploy_logged_with(t, &sys, &mods, &["--yes", "--boot-timeout", "1"]);
+        for (k, _) in env {
+            unsafe { std::env::remove_var(k) };
+        }
+        let entry = std::fs::read_dir(t.join("store")).ok().into_iter().flatten().filter_map(Result::ok).map(|e| e.path());
+        let bundle = entry
+            .into_iter()
+            .find(|p| p.join("hosts/fat").is_dir())
+            .map(|e| (read(&e.join("hosts/fat/user-data")), std::fs::read(e.join("hosts/fat/bundle.tar.gz")).unwrap()));
+        (out, logged, bundle, tmp)
+    };
+    let url = srv.s("http", "url");
+    let basic = [("KILN_STORE_USER", srv.s("http", "user")), ("KILN_STORE_PASSWORD", srv.s("http", "password"))];
+    let (out, logged, bundle, _t) = deploy(&url, &basic);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "the server (no VM behind it) never proves its key:\n{stderr}");
+    assert!(stderr.contains(&format!("publishing the build to {url} (stage 0 of fat)")), "{stderr}");
+    assert!(logged.iter().any(|l| l.starts_with("apply")), "{logged:?}");
+    let (ud, bytes) = bundle.expect("the build's store entry");
+    use sha2::Digest;
+    let sum = kiln::render::hex(&sha2::Sha256::digest(&bytes));
+    assert!(ud.contains(&format!("{url}/objects/{sum}")), "the loader fetches the pushed bundle:\n{ud}");
+    let served = run(Command::new("curl").args(["-sSf", "-o", "-"]).arg(format!("{url}/objects/{sum}")));
+    assert!(served.status.success() && served.stdout == bytes, "the store serves the bundle to anyone");
+
+    // A store whose object under the bundle's name holds other bytes of the same size (a damaged
+    // copy: the push finds it there and skips it): the host would fetch a bundle its loader refuses.
+    std::fs::write(std::path::Path::new(&srv.s("http", "root")).join("objects").join(&sum), vec![b'x'; bytes.len()]).unwrap();
+    let (out, logged, _, _t) = deploy(&url, &basic);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("host `fat` boots through stage 0 from") && stderr.contains("serves other bytes"), "{stderr}");
+    assert!(stderr.contains("nothing was applied") && !logged.iter().any(|l| l.starts_with("apply")), "{stderr}\n{logged:?}");
+
+    // A store that does not answer.
+    let (out, logged, _, _t) = deploy("http://127.0.0.1:9/kiln", &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("could not be pushed to the store http://127.0.0.1:9/kiln"), "{stderr}");
+    assert!(!logged.iter().any(|l| l.starts_with("apply")), "{logged:?}");
+}
+
+/// The script that stops a stateful host's old server before its replacement passes shellcheck
+/// and `dash -n` (it runs for real in the end-to-end test's replacement of `db`). No VM.
+#[test]
+fn the_old_server_stop_script_passes_shellcheck_and_dash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("stop.sh");
+    let units = ["hello.service".to_string(), "notes.service".to_string()];
+    std::fs::write(&f, format!("#!/bin/sh\n{}", kiln::deploy::replace::stop_script(&units))).unwrap();
+    oracle("sh", &f).unwrap_or_else(|e| panic!("the stop script: {e}"));
+}
+
 /// The lab-network fixture copied to `t/sys`, with `edit` applied to its system.toml.
 fn fixture_with(t: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     let sys = t.join("sys");
@@ -583,6 +757,11 @@ fn fixture_with(t: &Path, edit: impl Fn(String) -> String) -> PathBuf {
 /// `kiln deploy SYS ARGS` with the plain stand-in provider (no VM), stdin not a terminal, and
 /// `--tofu` a wrapper that logs each Terraform command line to `t/tofu.log` before running it.
 fn deploy_logged(t: &Path, sys: &Path, args: &[&str]) -> (Output, Vec<String>) {
+    deploy_logged_with(t, sys, &repo().join("tests/fixtures/lab-network/modules"), args)
+}
+
+/// [`deploy_logged`] with the modules of `modules`.
+fn deploy_logged_with(t: &Path, sys: &Path, modules: &Path, args: &[&str]) -> (Output, Vec<String>) {
     use std::os::unix::fs::PermissionsExt;
     let mut cmd = kiln();
     let tf = terraform_env(&mut cmd);
@@ -591,7 +770,7 @@ fn deploy_logged(t: &Path, sys: &Path, args: &[&str]) -> (Output, Vec<String>) {
     std::fs::write(&wrapper, format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >>'{}'\nexec '{}' \"$@\"\n", log.display(), tf.display())).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     cmd.env("TF_VAR_hcloud_token", "test-cloud-token").env("TMPDIR", t).stdin(std::process::Stdio::null());
-    cmd.arg("--modules").arg(repo().join("tests/fixtures/lab-network/modules"));
+    cmd.arg("--modules").arg(modules);
     cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey"));
     cmd.arg("deploy").arg(sys).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state"));
     cmd.arg("--tofu").arg(&wrapper).args(args);
@@ -682,6 +861,55 @@ fn waves_apply_in_order_and_a_failed_canary_stops_before_the_next_waves_apply() 
     assert!(state.lines().any(|l| l == "hcloud_server.edge"), "{state}");
     assert!(!state.lines().any(|l| l == "hcloud_server.app"), "production's server was never created:\n{state}");
     assert!(!t.join("state/generations").exists() || std::fs::read_dir(t.join("state/generations")).unwrap().next().is_none());
+}
+
+/// The DNS cut-over waits for the health gate: with a zone kiln manages, the records pointing
+/// at the canary's new server are left out of the wave's first apply and applied only once its
+/// hosts are healthy — so a canary that never passes (no VM behind its server, `--boot-timeout
+/// 1`) leaves DNS as it was: Terraform never targeted the records and the state has none, while
+/// the zone itself (it depends on no server) was created. The plan names them. Real Terraform,
+/// the plain stand-in provider, no VM.
+#[test]
+fn dns_records_wait_for_the_health_gate_and_a_failed_canary_leaves_dns_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sys = fixture_with(t, |s| {
+        s.replace("[hosts.edge]\n", "[hosts.edge]\ngroup = \"canary\"\n")
+            .replace("[hosts.app]\n", "[hosts.app]\ngroup = \"production\"\n")
+            .replace(
+                "[networks.private]",
+                "[deploy]\norder = [\"canary\", \"production\"]\n\n[dns.\"hello.test\"]\nprovider = \"hetzner\"\n\n[networks.private]",
+            )
+    });
+    let (out, logged) = deploy_logged(t, &sys, &["--yes", "--json", "--boot-timeout", "1"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{}\n{stderr}", text(&out.stdout));
+    let lines = json_lines(&out);
+    let plan = lines.iter().find_map(|v| v.get("plan")).unwrap_or_else(|| panic!("{lines:?}"));
+    let records: Vec<String> = plan["tofu"]["create"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .filter(|a| a.starts_with("hcloud_zone_rrset."))
+        .map(str::to_string)
+        .collect();
+    assert!(!records.is_empty(), "the plan creates the route's records: {plan}");
+    let applies: Vec<&String> = logged.iter().filter(|l| l.starts_with("apply")).collect();
+    assert_eq!(applies.len(), 1, "the canary's first apply only: {logged:?}");
+    assert!(applies[0].contains("-target=hcloud_server.edge") && applies[0].contains("-target=hcloud_zone.hello_test"), "{}", applies[0]);
+    assert!(!applies[0].contains("hcloud_zone_rrset"), "records wait for the health gate: {}", applies[0]);
+    let cut: Vec<&serde_json::Value> = lines.iter().filter(|v| v["step"] == "cutover").collect();
+    assert!(cut.is_empty(), "no cut-over after a failed gate: {cut:?}");
+    let mut list = Command::new("true");
+    let tf = terraform_env(&mut list);
+    let mut cmd = Command::new(tf);
+    for (k, v) in list.get_envs() {
+        cmd.env(k, v.unwrap());
+    }
+    let state = text(&run(cmd.args(["state", "list"]).current_dir(t.join("state/tofu"))).stdout);
+    assert!(state.lines().any(|l| l == "hcloud_zone.hello_test"), "{state}");
+    assert!(!state.lines().any(|l| l.starts_with("hcloud_zone_rrset.")), "no record retargeted:\n{state}");
 }
 
 /// A private host reached through a bastion whose server is new and comes in a later wave

@@ -6,42 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::servers::Servers;
 use common::*;
 use serde_json::Value;
-
-struct Servers {
-    dir: tempfile::TempDir,
-    info: Value,
-}
-
-impl Servers {
-    fn start() -> Servers {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(repo().join("scripts/test-servers"))
-            .arg("start")
-            .arg(dir.path())
-            .arg("--watch-pid")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("scripts/test-servers (run scripts/install-push-test-deps)");
-        assert!(out.status.success(), "test servers did not start:\n{}{}", text(&out.stdout), text(&out.stderr));
-        let info = serde_json::from_slice(&std::fs::read(dir.path().join("servers.json")).unwrap()).unwrap();
-        Servers { dir, info }
-    }
-    fn s(&self, a: &str, b: &str) -> String {
-        self.info[a][b].as_str().unwrap_or_else(|| panic!("servers.json {a}.{b}")).to_string()
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/test-servers")).arg("stop").arg(self.dir.path()).output();
-    }
-}
 
 /// A built system with many objects (the benchmark's kind of fleet), and its result link.
 fn fleet(tmp: &Path, hosts: usize) -> PathBuf {

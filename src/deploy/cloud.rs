@@ -52,7 +52,8 @@ fn err(host: Option<&str>, step: &'static str, message: impl Into<String>) -> Cl
 }
 
 pub use super::cloud_plan::{
-    CloudHostPlan, Server, check_bastions, cloud_hosts, data_loss_message, host_plans, servers_of_state, unpinned, wave_targets,
+    CloudHostPlan, Server, check_bastions, cloud_hosts, cutover_records, data_loss_message, host_plans, servers_of_state, unpinned,
+    wave_targets,
 };
 
 // ---- the edges ----
@@ -81,6 +82,11 @@ pub struct Request<'a> {
     pub parallel: usize,
     /// A build already in the store (`--from`, `kiln rollback`) instead of `compiled`'s.
     pub stored: Option<Stored>,
+    /// How to write to `[system] store` (stage-0 hosts' bundles): `kiln push`'s credentials.
+    pub store_credentials: crate::push::Credentials,
+    /// The route gate: `None` off (`--no-route-check`); else where a host's routes are
+    /// requested when not at its server's public address and port 443 (`--route-address`).
+    pub route_addresses: Option<BTreeMap<String, std::net::SocketAddr>>,
 }
 
 /// A build already in the store that the cloud path deploys: what runs (bundles, closures, the
@@ -252,7 +258,11 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
     host::catch_signals();
     let c = r.compiled;
     let sys = &c.system;
-    let Prepared { held, entry, manifest, rollback_of, artifacts, plans } = prepare(r, r.selected)?;
+    let Prepared { held, entry, manifest, rollback_of, artifacts, mut plans } = prepare(r, r.selected)?;
+    for p in plans.values_mut() {
+        // Existing hosts: `--no-route-check` and `--route-address` as on their own path.
+        p.route_address = r.route_addresses.as_ref().and_then(|given| given.get(&p.name).copied().or(p.route_address));
+    }
 
     let cloud_hosts: Vec<String> =
         sys.hosts.values().filter(|h| h.provider_kind != ProviderKind::Existing).map(|h| h.name.clone()).collect();
@@ -262,15 +272,33 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
     let cloud_plans = host_plans(&tofu.root, &tofu.plan, r.selected);
     check_bastions(sys, &waves, &cloud_plans).map_err(|e| err(None, "plan", e))?;
     let targets = wave_targets(&tofu.root, &waves);
-    show_plan(r, &manifest, rollback_of, &waves, &cloud_plans, &tofu.plan);
+    super::cloud_show::show_plan(r.json, &manifest, rollback_of, &waves, &cloud_plans, &tofu.plan);
     let last = crate::generations::list(&r.state).ok().and_then(|g| g.last().cloned());
     let changes = tofu.plan.changes || last.as_ref().is_none_or(|g| g.hash != manifest.hash);
-    if changes && !r.yes && !confirmed(&tofu.plan) {
+    if changes && !r.yes && !super::cloud_show::confirmed(&tofu.plan) {
         return Ok(Report { results: BTreeMap::new(), generation: None, entry, confirmed: false, stopped_at: None });
     }
+    // A new server booting through stage 0 fetches its bundle from the system's store: the
+    // build goes there first, and each such bundle is fetched back as the host will.
+    let new_servers: Vec<String> =
+        r.selected.iter().filter(|h| cloud_plans.get(*h).is_some_and(CloudHostPlan::new_server)).cloned().collect();
+    let stage0 = super::stage0::stage0_hosts(&entry, &manifest, &new_servers).map_err(|e| err(None, "upload", e))?;
+    if let (false, Some(url)) = (stage0.is_empty(), sys.store_url.as_deref()) {
+        let names: Vec<&str> = stage0.iter().map(|(h, _)| h.as_str()).collect();
+        eprintln!("publishing the build to {url} (stage 0 of {})", names.join(", "));
+        super::stage0::publish(url, &r.store_credentials, &entry, &stage0)
+            .map_err(|e| err(None, "upload", format!("{e}; nothing was applied")))?;
+    }
     // What is applied from here on is in the state: the working copy goes in place.
-    let Tofu { program, name, staged, redact, .. } = tofu;
+    let Tofu { program, name, staged, redact, plan: tofu_plan, .. } = tofu;
     let dir = staged.install().map_err(|e| err(None, "apply", e))?;
+    // The servers as they are before anything is applied: the old servers of stateful hosts
+    // about to be replaced are stopped there.
+    let before = if cloud_plans.values().any(CloudHostPlan::stops_old_server) {
+        show_servers(&program, &name, &dir, &redact)?
+    } else {
+        BTreeMap::new()
+    };
     // One wave selecting every host needs no `-target` (and none of Terraform's warnings).
     let targeted = waves.len() > 1 || r.selected.len() < sys.hosts.len();
 
@@ -297,10 +325,41 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
         for h in &wave_cloud {
             progress.emit(h, Step::Connect, State::Started, format!("OpenTofu apply ({})", cloud_plans[*h].tofu));
         }
-        let servers = apply_wave(&program, &name, &dir, targeted.then_some(wave_targets), &redact)
+        // A stateful host's old server is stopped before OpenTofu replaces it (private hosts
+        // first: a bastion being replaced is the way to them).
+        let mut stopping: Vec<&&String> =
+            wave_cloud.iter().filter(|h| cloud_plans[**h].stops_old_server() && before.contains_key(**h)).collect();
+        stopping.sort_by_key(|h| sys.hosts[**h].bastion);
+        for h in stopping {
+            let res = target(r, &before, h, &user).map_err(|e| fail(h, Step::Stop, e)).and_then(|t| {
+                let ssh = Ssh { target: t, settings: settings.clone() };
+                let res = super::replace::stop_old_server(&ssh, h, &plans[*h].units, Duration::from_secs(300), &progress);
+                ssh.close();
+                res
+            });
+            if let Err(f) = res {
+                progress.emit(h, Step::Stop, State::Failed, f.message.clone());
+                results.insert((*h).clone(), Err(f));
+                break;
+            }
+        }
+        if results.values().any(Result::is_err) {
+            stopped_at = Some(wave.clone());
+            break;
+        }
+        // DNS records the wave changes wait for its hosts' health gates: the cut-over.
+        let cutover = cutover_records(wave_targets, &tofu_plan);
+        let first: BTreeSet<String> = wave_targets.difference(&cutover).cloned().collect();
+        let servers = apply_wave(&program, &name, &dir, (targeted || !cutover.is_empty()).then_some(&first), &redact)
             .map_err(|e| if targeted { CloudError { message: format!("wave `{wave}`: {}", e.message), ..e } } else { e })?;
         for h in &wave_cloud {
             let s = servers.get(*h).ok_or_else(|| err(Some(h), "address", "OpenTofu's state has no server for it after apply"))?;
+            // The route gate requests the edge's routes at its server's public address.
+            if let Some(p) = plans.get_mut(*h) {
+                p.route_address = r.route_addresses.as_ref().and_then(|given| {
+                    given.get(*h).copied().or_else(|| s.ipv4.map(|ip| std::net::SocketAddr::new(ip, super::routes::HTTPS_PORT)))
+                });
+            }
             progress.emit(
                 h,
                 Step::Connect,
@@ -326,6 +385,9 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
         }
         if results.values().any(Result::is_err) {
             stopped_at = Some(wave.clone());
+        } else if !cutover.is_empty() {
+            cut_over(&program, &name, &dir, &cutover, &redact, &wave_cloud, &progress)
+                .map_err(|e| CloudError { message: format!("wave `{wave}`: {}", e.message), ..e })?;
         }
     }
     progress.finish();
@@ -375,79 +437,6 @@ fn in_parallel<'h>(
         }
     });
     results.into_inner().expect("not poisoned")
-}
-
-/// The plan, per wave: OpenTofu's action on each host's server and kiln's steps, then the
-/// other resources OpenTofu changes; on stdout, or one `{"plan": …}` line with `--json`.
-fn show_plan(
-    r: &Request<'_>,
-    m: &crate::pipeline::Manifest,
-    rollback_of: Option<u64>,
-    waves: &[(String, Vec<String>)],
-    hosts: &BTreeMap<String, CloudHostPlan>,
-    tofu: &crate::tofu_workdir::TofuPlan,
-) {
-    let servers: BTreeSet<&str> = hosts.values().filter_map(|h| h.server.as_deref()).collect();
-    let others: BTreeMap<&str, Vec<&String>> =
-        [("create", &tofu.create), ("replace", &tofu.replace), ("update", &tofu.update), ("destroy", &tofu.destroy)]
-            .into_iter()
-            .map(|(k, set)| (k, set.iter().filter(|a| !servers.contains(a.as_str())).collect::<Vec<_>>()))
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-    if r.json {
-        let waves: Vec<Value> = waves
-            .iter()
-            .map(|(name, hs)| serde_json::json!({ "wave": name, "hosts": hs.iter().map(|h| &hosts[h]).collect::<Vec<_>>() }))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "plan": { "system": m.system, "hash": m.hash, "rollback_of": rollback_of, "tofu": tofu, "waves": waves, "other_resources": others } })
-        );
-        return;
-    }
-    use std::io::Write;
-    let what = match rollback_of {
-        Some(g) => format!("generation {g} ({})", m.hash.get(..12).unwrap_or(&m.hash)),
-        None => format!("build {}", m.hash.get(..12).unwrap_or(&m.hash)),
-    };
-    let mut out = format!("plan: deploy {what} of `{}` (OpenTofu, then SSH)\n", m.system);
-    for (i, (name, hs)) in waves.iter().enumerate() {
-        out.push_str(&format!("wave {} `{name}`:\n", i + 1));
-        for h in hs {
-            let p = &hosts[h];
-            let server = p.server.as_deref().map(|s| format!("{} {s}", p.tofu)).unwrap_or_else(|| "existing host".into());
-            out.push_str(&format!("  {h:<16} {server:<32} then {}\n", p.steps.join(", ")));
-        }
-    }
-    for (action, addrs) in &others {
-        out.push_str(&format!("OpenTofu {action}s {}\n", addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")));
-    }
-    if !tofu.changes {
-        out.push_str("OpenTofu: no changes\n");
-    }
-    print!("{out}");
-    let _ = std::io::stdout().flush();
-}
-
-/// Asks on the terminal; `false` without one (`--yes` is how to go on without asking).
-fn confirmed(tofu: &crate::tofu_workdir::TofuPlan) -> bool {
-    use std::io::{BufRead, IsTerminal, Write};
-    let n = tofu.create.len() + tofu.replace.len() + tofu.update.len() + tofu.destroy.len();
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        eprintln!(
-            "error: not deploying: the plan changes the system ({n} OpenTofu resource change{}) and there is no terminal to confirm it on; pass --yes to deploy without asking",
-            if n == 1 { "" } else { "s" }
-        );
-        return false;
-    }
-    eprint!("Deploy this plan? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let yes = std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
-    if !yes {
-        eprintln!("not deployed: the plan was not confirmed; nothing changed");
-    }
-    yes
 }
 
 /// The staged working copy with OpenTofu's plan of it (`init`, `plan`), not yet in place.
@@ -509,7 +498,39 @@ fn apply_wave(
     if !apply.status.success() {
         return Err(err(None, "apply", format!("`{name} apply` failed{}", wd::excerpt(&apply.stdout, &apply.stderr, redact))));
     }
-    let show = run(&["show", "-json", "-no-color"].map(String::from))?;
+    show_servers(program, name, dir, redact)
+}
+
+/// The wave's cut-over, once its hosts passed their health gates: an apply targeting the DNS
+/// records it changes (`cutover_records`), reported on each of the wave's cloud hosts.
+fn cut_over(
+    program: &Path,
+    name: &str,
+    dir: &Path,
+    records: &BTreeSet<String>,
+    redact: &[String],
+    hosts: &[&String],
+    p: &Progress,
+) -> Result<(), CloudError> {
+    let list = records.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+    for h in hosts {
+        p.emit(h, Step::Cutover, State::Started, format!("DNS records retargeted: {list}"));
+    }
+    let res = apply_wave(program, name, dir, Some(records), redact).map_err(|e| CloudError {
+        step: "cutover",
+        message: format!("every host is deployed and healthy, but the DNS cut-over failed ({list} not retargeted): {}", e.message),
+        ..e
+    });
+    for h in hosts {
+        p.emit(h, Step::Cutover, if res.is_ok() { State::Done } else { State::Failed }, "");
+    }
+    res.map(|_| ())
+}
+
+/// The servers in the working copy's state (`show -json`).
+fn show_servers(program: &Path, name: &str, dir: &Path, redact: &[String]) -> Result<BTreeMap<String, Server>, CloudError> {
+    use crate::tofu_workdir as wd;
+    let show = wd::run_in(program, dir, &["show", "-json", "-no-color"]).map_err(|e| err(None, "address", e))?;
     if !show.status.success() {
         return Err(err(None, "address", format!("`{name} show -json` failed{}", wd::excerpt(&show.stdout, &show.stderr, redact))));
     }
@@ -577,13 +598,7 @@ fn state_servers(r: &Request<'_>) -> Result<BTreeMap<String, Server>, CloudError
     let path_var = std::env::var_os("PATH");
     let program = wd::find_program(r.program.as_deref(), path_var.as_deref()).map_err(|e| err(None, "address", e))?;
     let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tofu".into());
-    let show = wd::run_in(&program, &dir, &["show", "-json", "-no-color"]).map_err(|e| err(None, "address", e))?;
-    if !show.status.success() {
-        return Err(err(None, "address", format!("`{name} show -json` failed{}", wd::excerpt(&show.stdout, &show.stderr, &secret_env()))));
-    }
-    let v: Value =
-        serde_json::from_slice(&show.stdout).map_err(|e| err(None, "address", format!("`{name} show -json` printed no JSON: {e}")))?;
-    Ok(servers_of_state(&v))
+    show_servers(&program, &name, &dir, &secret_env())
 }
 
 /// How the cloud path's SSH connections are made: the state's pins, a control directory.

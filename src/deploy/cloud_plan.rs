@@ -68,6 +68,10 @@ pub struct CloudHostPlan {
     pub tofu: &'static str,
     /// kiln's steps on the host once its server is applied.
     pub steps: Vec<&'static str>,
+    /// The data volumes attached to the host's server (resource addresses): kept when the server
+    /// is replaced, detached from the old one and attached to the new one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 impl CloudHostPlan {
@@ -75,6 +79,53 @@ impl CloudHostPlan {
     pub fn new_server(&self) -> bool {
         matches!(self.tofu, "create" | "replace")
     }
+
+    /// Whether its old server is stopped first: a replaced server with a data volume.
+    pub fn stops_old_server(&self) -> bool {
+        self.tofu == "replace" && !self.volumes.is_empty()
+    }
+}
+
+/// The resource types that hold a server's data volume.
+const VOLUME_TYPES: &[&str] = &["digitalocean_volume", "hcloud_volume", "scaleway_block_volume"];
+
+/// The DNS record types kiln writes (`render/tofu/dns.rs`): retargeted to a wave's new servers
+/// only once they passed their health gate.
+pub const DNS_RECORD_TYPES: &[&str] = &["cloudflare_dns_record", "digitalocean_record", "hcloud_zone_rrset"];
+
+/// The resource type of an address (`module.M.TYPE.NAME` or `TYPE.NAME`).
+fn type_of(addr: &str) -> &str {
+    addr.rsplit('.').nth(1).unwrap_or_default()
+}
+
+/// Each host's data volumes: a volume its server refers to, or one that a resource refers to
+/// together with the server (an attachment). Pure.
+pub fn volumes_of_hosts(root: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let refs = references(root);
+    let server_host: BTreeMap<String, String> =
+        super::enrol::servers_of_root(root).into_iter().map(|(h, (ty, name, _))| (format!("{ty}.{name}"), h)).collect();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (addr, to) in &refs {
+        let mut linked: Vec<&String> = to.iter().collect();
+        linked.push(addr);
+        let volumes: Vec<&&String> = linked.iter().filter(|a| VOLUME_TYPES.contains(&type_of(a))).collect();
+        for s in linked.iter().filter_map(|a| server_host.get(*a)) {
+            out.entry(s.clone()).or_default().extend(volumes.iter().map(|v| (**v).clone()));
+        }
+    }
+    out.retain(|_, v| !v.is_empty());
+    out
+}
+
+/// The DNS records among a wave's `targets` that the plan creates, updates or replaces: the
+/// wave's cut-over, applied after its hosts passed their health gate. Pure.
+pub fn cutover_records(targets: &BTreeSet<String>, tofu: &crate::tofu_workdir::TofuPlan) -> BTreeSet<String> {
+    targets
+        .iter()
+        .filter(|a| DNS_RECORD_TYPES.contains(&type_of(a)))
+        .filter(|a| tofu.create.contains(*a) || tofu.update.contains(*a) || tofu.replace.contains(*a))
+        .cloned()
+        .collect()
 }
 
 /// Each selected host's part of the plan: OpenTofu's action on its server (from `tofu`, the
@@ -82,6 +133,7 @@ impl CloudHostPlan {
 /// first boot; a kept one is reached with its pin and gets what its closure needs. Pure.
 pub fn host_plans(root: &Value, tofu: &crate::tofu_workdir::TofuPlan, selected: &[String]) -> BTreeMap<String, CloudHostPlan> {
     let servers = super::enrol::servers_of_root(root);
+    let volumes = volumes_of_hosts(root);
     selected
         .iter()
         .map(|h| {
@@ -93,12 +145,16 @@ pub fn host_plans(root: &Value, tofu: &crate::tofu_workdir::TofuPlan, selected: 
                 Some(a) if tofu.update.contains(a) => "update",
                 Some(_) => "no-op",
             };
-            let steps = if matches!(tofu_action, "create" | "replace") {
+            let volumes: Vec<String> = volumes.get(h).into_iter().flatten().cloned().collect();
+            let mut steps = if matches!(tofu_action, "create" | "replace") {
                 vec!["enrol", "secrets", "first-boot provision", "converge", "health"]
             } else {
                 vec!["connect", "upload/secrets/provision if its closure or secrets changed", "health"]
             };
-            (h.clone(), CloudHostPlan { host: h.clone(), server, tofu: tofu_action, steps })
+            if tofu_action == "replace" && !volumes.is_empty() {
+                steps.insert(0, "stop the old server (services, volume unmounted)");
+            }
+            (h.clone(), CloudHostPlan { host: h.clone(), server, tofu: tofu_action, steps, volumes })
         })
         .collect()
 }
@@ -286,9 +342,46 @@ mod tests {
         assert_eq!((p["edge"].tofu, p["edge"].server.as_deref()), ("create", Some("hcloud_server.edge")));
         assert_eq!(p["db"].tofu, "replace");
         assert!(p["db"].new_server() && p["db"].steps.contains(&"enrol"));
+        // db's volume is kept: its old server is stopped first.
+        assert_eq!(p["db"].volumes, ["hcloud_volume.db_data"]);
+        assert!(p["db"].stops_old_server() && p["db"].steps[0].starts_with("stop the old server"));
+        assert!(!p["edge"].stops_old_server() && p["edge"].volumes.is_empty());
         assert_eq!(p["db-2"].tofu, "no-op");
         assert!(!p["db-2"].new_server() && p["db-2"].steps[0] == "connect");
         assert_eq!((p["old"].tofu, p["old"].server.as_deref()), ("existing", None));
+    }
+
+    #[test]
+    fn volumes_belong_to_the_server_they_are_attached_to() {
+        let mut root = two_waves_root();
+        assert_eq!(volumes_of_hosts(&root), BTreeMap::from([("db".to_string(), BTreeSet::from(["hcloud_volume.db_data".to_string()]))]));
+        // DigitalOcean names the volume on the attachment too; a firewall naming two servers is no volume's.
+        root["resource"]["digitalocean_volume"] = serde_json::json!({ "edge_data": { "size": 10 } });
+        root["resource"]["digitalocean_volume_attachment"] = serde_json::json!({ "edge_data": { "volume_id": "${digitalocean_volume.edge_data.id}", "droplet_id": "${hcloud_server.edge.id}" } });
+        let v = volumes_of_hosts(&root);
+        assert_eq!(v["edge"], BTreeSet::from(["digitalocean_volume.edge_data".to_string()]));
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn the_cutover_is_the_dns_records_the_plan_changes_in_the_wave() {
+        let targets: BTreeSet<String> =
+            ["hcloud_server.edge", "hcloud_zone_rrset.www_a", "hcloud_zone_rrset.api_a", "cloudflare_dns_record.x_a", "hcloud_rdns.edge"]
+                .map(String::from)
+                .into();
+        let tofu = crate::tofu_workdir::TofuPlan {
+            changes: true,
+            create: ["hcloud_zone_rrset.www_a".to_string(), "hcloud_rdns.edge".to_string()].into(),
+            update: ["cloudflare_dns_record.x_a".to_string(), "digitalocean_record.elsewhere_a".to_string()].into(),
+            replace: ["hcloud_server.edge".to_string()].into(),
+            ..Default::default()
+        };
+        // The unchanged record and the reverse DNS (set with its server) are not the cut-over;
+        // a record outside the wave's targets is not this wave's.
+        assert_eq!(
+            cutover_records(&targets, &tofu).into_iter().collect::<Vec<_>>(),
+            ["cloudflare_dns_record.x_a", "hcloud_zone_rrset.www_a"]
+        );
     }
 
     #[test]

@@ -8,12 +8,15 @@
 
 pub mod cloud;
 pub mod cloud_plan;
+mod cloud_show;
 pub mod enrol;
 pub mod host;
 pub mod known_hosts;
 pub mod progress;
+pub mod replace;
 pub mod routes;
 mod scripts;
+pub mod stage0;
 
 pub use scripts::*;
 
@@ -33,6 +36,9 @@ use progress::{Progress, State};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
+    /// A stateful cloud host being replaced: its old server's services stopped and its data
+    /// volume unmounted, before OpenTofu destroys the server and moves the volume.
+    Stop,
     /// Reach the host over SSH with its pinned key.
     Connect,
     /// Send the bundle, verify its sha256 on the host, unpack it.
@@ -49,12 +55,15 @@ pub enum Step {
     Routes,
     /// Restart the services whose secrets changed (`kiln secrets push`).
     Restart,
+    /// DNS records retargeted to the wave's new servers, once they passed their health gate.
+    Cutover,
     Done,
 }
 
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
+            Step::Stop => "stop",
             Step::Connect => "connect",
             Step::Upload => "upload",
             Step::Secrets => "secrets",
@@ -63,6 +72,7 @@ impl Step {
             Step::Health => "health",
             Step::Routes => "routes",
             Step::Restart => "restart",
+            Step::Cutover => "cutover",
             Step::Done => "done",
         }
     }

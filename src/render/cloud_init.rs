@@ -103,8 +103,11 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
 }
 
 /// The stage-0 user-data: the admins and a loader that fetches the host's bundle by hash.
+/// Where the stage-0 user-data writes its loader (deploy recognises a stage-0 host by it).
+pub const STAGE0_LOADER: &str = "/var/lib/kiln-stage0.sh";
+
 pub fn emit_stage0(sys: &System, host: &Host, script: &str) -> String {
-    let loader = "/var/lib/kiln-stage0.sh";
+    let loader = STAGE0_LOADER;
     let file = WriteFile { path: loader.into(), owner: "root:root", permissions: "0700".into(), content: content(script.to_string()) };
     render(sys, host, vec![file], loader.into())
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edges;
+pub mod servers;
 pub mod sshd;
 pub mod terraform;
 

@@ -100,15 +100,7 @@ enum Action {
 /// `--no-route-check` (no route gate) and `--route-address HOST=ADDRESS:PORT` (the gate
 /// requests HOST's routes there) applied to the host plans.
 fn set_route_addresses(plans: &mut [HostPlan], a: &DeployArgs, sys: &kiln::model::System) -> Result<(), String> {
-    let mut given: BTreeMap<String, std::net::SocketAddr> = BTreeMap::new();
-    for x in &a.route_address {
-        let (h, addr) = x.split_once('=').ok_or_else(|| format!("--route-address `{x}`: expected HOST=ADDRESS:PORT"))?;
-        if !sys.hosts.contains_key(h) {
-            return Err(format!("--route-address names `{h}`, which is not a host of system `{}`", sys.name));
-        }
-        let addr = addr.parse().map_err(|e| format!("--route-address `{x}`: `{addr}` is not ADDRESS:PORT ({e})"))?;
-        given.insert(h.to_string(), addr);
-    }
+    let given = route_addresses(a, sys)?;
     for p in plans {
         if a.no_route_check {
             p.route_address = None;
@@ -117,6 +109,20 @@ fn set_route_addresses(plans: &mut [HostPlan], a: &DeployArgs, sys: &kiln::model
         }
     }
     Ok(())
+}
+
+/// `--route-address HOST=ADDRESS:PORT`, each checked.
+fn route_addresses(a: &DeployArgs, sys: &kiln::model::System) -> Result<BTreeMap<String, std::net::SocketAddr>, String> {
+    let mut given = BTreeMap::new();
+    for x in &a.route_address {
+        let (h, addr) = x.split_once('=').ok_or_else(|| format!("--route-address `{x}`: expected HOST=ADDRESS:PORT"))?;
+        if !sys.hosts.contains_key(h) {
+            return Err(format!("--route-address names `{h}`, which is not a host of system `{}`", sys.name));
+        }
+        let addr = addr.parse().map_err(|e| format!("--route-address `{x}`: `{addr}` is not ADDRESS:PORT ({e})"))?;
+        given.insert(h.to_string(), addr);
+    }
+    Ok(given)
 }
 
 /// The state directory: `--state`, else `.kiln/state/<system>`.
@@ -247,6 +253,8 @@ fn run(
             yes: r.yes,
             parallel: r.parallel as usize,
             stored,
+            store_credentials: crate::cli::env::credentials(),
+            route_addresses: if a.no_route_check { None } else { Some(route_addresses(a, sys).map_err(|e| usage_error(&e))?) },
         };
         return Ok(ExitCode::from(match action {
             Action::Deploy => kiln::deploy::cloud::command(&req),
