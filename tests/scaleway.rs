@@ -321,8 +321,9 @@ fn decidim_outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_
     // Decidim's web and worker share its database and role (the same names and secret): one
     // database, one role, one privilege; both reach it over TLS (libpq's PGSSLMODE).
     assert!(databases.keys().all(|k| !k.contains("worker")), "{:?}", databases.keys());
-    // (the sixth is Zabbix's, shared by its server and web: the next test)
-    assert_eq!(databases.len(), 6, "{:?}", databases.keys());
+    // (the others are Zabbix's, EspoCRM's and Authentik's, each shared by two services: the
+    // next tests)
+    assert_eq!(databases.len(), 8, "{:?}", databases.keys());
     assert!(root.contains("on `main` (shared by `decidim`, `decidim-worker`)"), "the variable names both services");
     for s in ["decidim", "decidim-worker"] {
         assert_eq!(env(&tools, s, "DATABASE_HOST").as_deref(), Some(host.as_str()), "{s}");
@@ -437,6 +438,96 @@ fn zabbix_server_and_web_share_one_client_of_the_managed_database_over_tls() {
     assert!(deps("zabbix-server").is_empty(), "{:?}", deps("zabbix-server"));
     assert_eq!(deps("zabbix-web"), vec!["zabbix-server".to_string()]);
     assert!(!p.contains("service-secrets/zabbix-db/"), "a postgres container still gets the password");
+}
+
+/// Authentik and EspoCRM on the managed PostgreSQL (issue 15, seed 001 §9.8): Authentik's server
+/// and worker, and EspoCRM's web service and job daemon, are one client each (one
+/// `scaleway_rdb_database`, `_user`, `_privilege` in Terraform's state), and each service insists
+/// on TLS as its image takes it: authentik's `AUTHENTIK_POSTGRESQL__SSLMODE=require` (its
+/// password as `file://`), EspoCRM's PHP through libpq's `PGSSLMODE=require` (its DSN names no
+/// sslmode). No local `authentik-db` or `espocrm-db` is left.
+#[test]
+fn authentik_and_espocrm_each_share_one_client_of_the_managed_database_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let applied = applied(&example(), tmp.path());
+    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
+    let instance = &state_resources(&state, "scaleway_rdb_instance")["main"];
+    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
+    let host = format!("{}.{}.internal", instance["name"].as_str().unwrap(), vpc["name"].as_str().unwrap());
+    let databases = state_resources(&state, "scaleway_rdb_database");
+    let users = state_resources(&state, "scaleway_rdb_user");
+    let privileges = state_resources(&state, "scaleway_rdb_privilege");
+    let root: serde_json::Value = serde_json::from_str(&read(&applied.root.join("main.tf.json"))).unwrap();
+    for (app, first, second) in [("authentik", "authentik", "authentik-worker"), ("espocrm", "espocrm", "espocrm-daemon")] {
+        let mine: Vec<&String> = databases.keys().filter(|k| k.contains(app)).collect();
+        let key = format!("main_{first}");
+        assert_eq!(mine, vec![&key], "one client for {app}: {:?}", databases.keys());
+        for r in [&databases[&key], &users[&key], &privileges[&key]] {
+            assert_eq!(r["instance_id"], instance["id"], "{key}");
+        }
+        assert_eq!(databases[&key]["name"], app);
+        assert_eq!(users[&key]["name"], app);
+        assert_eq!(users[&key]["is_admin"], false, "{key}: not an administrator");
+        assert_eq!((&privileges[&key]["database_name"], &privileges[&key]["user_name"]), (&app.into(), &app.into()));
+        assert_eq!(privileges[&key]["permission"], "all");
+        let var = &root["variable"][format!("{key}_password")];
+        assert_eq!(var["sensitive"], true, "{var}");
+        assert!(var["description"].as_str().unwrap().contains(&format!("(shared by `{first}`, `{second}`)")), "{var}");
+        assert_eq!(root["resource"]["scaleway_rdb_user"][&key]["password"], format!("${{var.{key}_password}}"));
+    }
+
+    // The containers, as the real `docker-compose config` reads them.
+    let identity = compose_here(&applied.first.join("hosts/authentik-prod/compose.yaml"), &tmp.path().join("identity"));
+    let tools = compose_here(&applied.first.join("hosts/tools-prod/compose.yaml"), &tmp.path().join("tools"));
+    let env_of = |c: &serde_json::Value, s: &str, prefix: &str| -> BTreeMap<String, String> {
+        c["services"][s]["environment"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{s}: {}", c["services"]))
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    let pairs = |p: &[(&str, &str)]| -> BTreeMap<String, String> { p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    let authentik = pairs(&[
+        ("AUTHENTIK_POSTGRESQL__HOST", host.as_str()),
+        ("AUTHENTIK_POSTGRESQL__PORT", "5432"),
+        ("AUTHENTIK_POSTGRESQL__NAME", "authentik"),
+        ("AUTHENTIK_POSTGRESQL__USER", "authentik"),
+        ("AUTHENTIK_POSTGRESQL__PASSWORD", "file:///run/secrets/authentik_database_password"),
+        ("AUTHENTIK_POSTGRESQL__SSLMODE", "require"),
+    ]);
+    for s in ["authentik", "authentik-worker"] {
+        assert_eq!(env_of(&identity, s, "AUTHENTIK_POSTGRESQL__"), authentik, "{s}");
+    }
+    assert_eq!(
+        env_of(&tools, "espocrm", "ESPOCRM_DATABASE_"),
+        pairs(&[
+            ("ESPOCRM_DATABASE_HOST", host.as_str()),
+            ("ESPOCRM_DATABASE_PORT", "5432"),
+            ("ESPOCRM_DATABASE_NAME", "espocrm"),
+            ("ESPOCRM_DATABASE_USER", "espocrm"),
+            ("ESPOCRM_DATABASE_PASSWORD_FILE", "/run/secrets/espocrm_database_password"),
+            ("ESPOCRM_DATABASE_PLATFORM", "Postgresql"),
+        ])
+    );
+    for s in ["espocrm", "espocrm-daemon"] {
+        assert_eq!(env_of(&tools, s, "PGSSL"), pairs(&[("PGSSLMODE", "require")]), "{s}");
+    }
+    // Each service reads the password from its own root-only copy of the one secret.
+    let provision = read(&applied.first.join("hosts/authentik-prod/provision.sh"));
+    for s in ["authentik", "authentik-worker"] {
+        let put = format!("put /etc/kiln/secrets/authentik_db_password /etc/kiln/service-secrets/{s}/authentik_db_password 0400 1000:1000");
+        assert!(provision.contains(&put), "{s}: {put}");
+    }
+    // No local database for either, and nothing waits for one.
+    assert!(identity["services"].get("authentik-db").is_none(), "authentik-db still runs");
+    assert!(tools["services"].get("espocrm-db").is_none(), "espocrm-db still runs");
+    assert!(!provision.contains("service-secrets/authentik-db/"), "a postgres container still gets the password");
+    for (c, s) in [(&identity, "authentik"), (&identity, "authentik-worker"), (&tools, "espocrm"), (&tools, "espocrm-daemon")] {
+        let deps = c["services"][s]["depends_on"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        assert!(deps.iter().all(|d| !d.ends_with("-db")), "{s}: {deps:?}");
+    }
 }
 
 /// Two clients of one managed database share a database and role only as one application does:
