@@ -168,3 +168,57 @@ fn a_tampered_entry_is_found_and_replaced_by_the_next_full_build() {
     let out = build_into(&store, &link);
     assert!(!text(&out.stderr).contains("damaged"), "{}", text(&out.stderr));
 }
+
+/// A fleet of Hetzner hosts `h00`…`h19` and `zz-fat`; with `fat`, `zz-fat` carries a config
+/// file too big for Hetzner's 32 KiB user-data (it renders last: the others are staged first).
+fn fleet_with_a_fat_host(dir: &Path, fat: bool) -> (PathBuf, PathBuf) {
+    let mods = dir.join("mods/big");
+    std::fs::create_dir_all(&mods).unwrap();
+    std::fs::write(
+        mods.join("module.toml"),
+        "[module]\nname = \"big\"\nversion = \"1.0.0\"\nsummary = \"a big config file\"\nkind = \"container\"\n\n[container]\nimage = \"docker.io/library/nginx:1.27.3\"\n\n[files.\"big.conf\"]\ntemplate = \"big.conf.j2\"\ntarget = \"/etc/big.conf\"\n",
+    )
+    .unwrap();
+    std::fs::write(mods.join("big.conf.j2"), "# a long configuration line that takes space in the user-data\n".repeat(700)).unwrap();
+    let mut system = String::from("[system]\nname = \"fat\"\n\n[providers.hetzner]\nkind = \"hetzner\"\n");
+    for h in (0..20).map(|i| format!("h{i:02}")).chain(["zz-fat".to_string()]) {
+        system.push_str(&format!("\n[hosts.{h}]\nprovider = \"hetzner\"\nimage = \"debian-12\"\npublic = true\n"));
+    }
+    if fat {
+        system.push_str("\n[services.big]\nmodule = \"big\"\nhost = \"zz-fat\"\n");
+    }
+    let sys = dir.join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(sys.join("system.toml"), system).unwrap();
+    (dir.join("mods"), sys)
+}
+
+/// `kiln build` stages each host's entry as soon as the host is rendered (pipeline::build): a
+/// host found over its user-data limit after others were staged fails the build, and every
+/// staged entry goes with it: nothing in the store but its lock, no result link. (A guard of
+/// the store's promise for the streamed build; the build that kept every host in memory wrote
+/// nothing before it knew every host fit.)
+#[test]
+fn a_build_failing_on_a_late_host_leaves_no_entry_of_the_hosts_it_staged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let link = tmp.path().join("result");
+    let (mods, sys) = fleet_with_a_fat_host(tmp.path(), true);
+    let build = || run(kiln().arg("--modules").arg(&mods).arg("build").arg(&sys).arg("--store").arg(&store).arg("--out-link").arg(&link));
+    let out = build();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("error[user-data-too-large]: the user-data of host `zz-fat`"), "{}", text(&out.stderr));
+    let mut left: Vec<String> = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, [".lock"], "no entry and no staging directory after the failed build");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "no result link");
+
+    // the same fleet without the big file builds: every host gets its entry
+    fleet_with_a_fat_host(tmp.path(), false);
+    let out = build();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let entries =
+        std::fs::read_dir(&store).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count();
+    assert_eq!(entries, 22, "21 host entries and the system's");
+    assert_eq!(staging_dirs(&store), Vec::<String>::new());
+}
