@@ -185,31 +185,49 @@ fn valkey_bin(name: &str) -> PathBuf {
     p
 }
 
-/// A valkey-server on a private loopback port reading `conf` (kiln's generated valkey.conf),
-/// with only what the container provides differently overridden on the command line (the data
-/// directory, the address and port, the log) and the password the module's command passes;
-/// killed on drop.
+/// The valkey module's own start script (files/valkey/start.sh) run by dash with the real
+/// valkey-server, on a private loopback port: a stand-in for the container that changes only
+/// paths — the secret files under `dir/secrets` (each `(target, value)`), /etc/valkey and the
+/// ACL file's tmpfs under `dir`, `dir /data` naming `dir` (valkey changes into it while reading
+/// the file, before command-line options apply), the image's `docker-entrypoint.sh
+/// valkey-server` Debian's binary — and adds `--bind`/`--port` and the log. So what the
+/// server reads (valkey.conf, the ACL file the script writes, its passwords) is kiln's. Killed
+/// on drop.
 struct Valkey {
     child: std::process::Child,
     port: u16,
 }
 
 impl Valkey {
-    /// Starts the server; `Err` with its output when it exits instead of answering. The one
-    /// line naming the container's volume (`dir /data`) names `dir` instead: valkey changes
-    /// into it while reading the file, before command-line options apply.
-    fn start(conf: &Path, dir: &Path, password: &str) -> Result<Valkey, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let original = read(conf);
+    /// Starts the server from the build's `files/valkey`; `Err` with its output when it exits
+    /// instead of answering. `ping` is the user and password that must get PONG.
+    fn start(files: &Path, dir: &Path, secrets: &[(&str, &str)], ping: (&str, &str)) -> Result<Valkey, String> {
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
+        let d = dir.display().to_string();
+        for (target, value) in secrets {
+            let name = target.strip_prefix("/run/secrets/").expect("a secret under /run/secrets");
+            std::fs::write(dir.join("secrets").join(name), format!("{value}\n")).unwrap();
+        }
+        let original = read(&files.join("valkey.conf"));
         assert_eq!(original.lines().filter(|l| *l == "dir /data").count(), 1, "{original}");
         let local = dir.join("valkey.conf");
-        std::fs::write(&local, original.replace("\ndir /data\n", &format!("\ndir {}\n", dir.display()))).unwrap();
+        let conf =
+            original.replace("\ndir /data\n", &format!("\ndir {d}\n")).replace("aclfile /tmp/users.acl", &format!("aclfile {d}/users.acl"));
+        std::fs::write(&local, conf).unwrap();
+        let script = read(&files.join("start.sh"));
+        assert_eq!(script.matches("exec docker-entrypoint.sh valkey-server /etc/valkey/valkey.conf").count(), 1, "{script}");
+        let script = script
+            .replace("exec docker-entrypoint.sh valkey-server", &format!("exec {}", valkey_bin("valkey-server").display()))
+            .replace("/etc/valkey/valkey.conf", &local.display().to_string())
+            .replace("/run/secrets/", &format!("{d}/secrets/"))
+            .replace("/tmp/users.acl", &format!("{d}/users.acl"));
+        std::fs::write(dir.join("start.sh"), script).unwrap();
         let port = common::edges::free_port();
         let log = dir.join("valkey.log");
         let logf = std::fs::File::create(&log).unwrap();
-        let child = Command::new(valkey_bin("valkey-server"))
-            .arg(&local)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--requirepass", password])
+        let child = Command::new("dash")
+            .arg(dir.join("start.sh"))
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .spawn()
@@ -219,7 +237,7 @@ impl Valkey {
             if let Ok(Some(status)) = v.child.try_wait() {
                 return Err(format!("valkey-server exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default()));
             }
-            if v.cli(Some(password), &["PING"]).0 == "PONG" {
+            if v.cli(Some(ping), &["PING"]).0 == "PONG" {
                 return Ok(v);
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -227,16 +245,19 @@ impl Valkey {
         Err(format!("valkey-server did not answer: {}", std::fs::read_to_string(&log).unwrap_or_default()))
     }
 
-    /// `valkey-cli` against the server, the password from the environment (REDISCLI_AUTH:
-    /// Debian's 8.0 CLI knows only the old name; 9.x, the module's image, reads both):
-    /// (stdout, stderr), trimmed.
-    fn cli(&self, password: Option<&str>, args: &[&str]) -> (String, String) {
+    /// `valkey-cli` against the server as `user` (`--user`, the default user without it), the
+    /// password from the environment (REDISCLI_AUTH: Debian's 8.0 CLI knows only the old name;
+    /// 9.x, the module's image, reads both): (stdout, stderr), trimmed.
+    fn cli(&self, login: Option<(&str, &str)>, args: &[&str]) -> (String, String) {
         let mut c = Command::new(valkey_bin("valkey-cli"));
-        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]).args(args).env_remove("VALKEYCLI_AUTH").env_remove("REDISCLI_AUTH");
-        if let Some(pw) = password {
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]).env_remove("VALKEYCLI_AUTH").env_remove("REDISCLI_AUTH");
+        if let Some((user, pw)) = login {
+            if user != "default" {
+                c.args(["--user", user]);
+            }
             c.env("REDISCLI_AUTH", pw);
         }
-        let o = run(&mut c);
+        let o = run(c.args(args));
         (text(&o.stdout).trim().to_string(), text(&o.stderr).trim().to_string())
     }
 }
@@ -248,29 +269,52 @@ impl Drop for Valkey {
     }
 }
 
+/// The five-VPS cache's secrets as the valkey container gets them (from its Compose file, read
+/// by the real `docker-compose config`): target → a test value, the server's own password
+/// `own`, each client's its service name's.
+fn five_vps_valkey_secrets(out: &Path, own: &str) -> Vec<(String, String)> {
+    let (svc, _) = published(out, "cache", "valkey");
+    svc["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let target = s["target"].as_str().unwrap().to_string();
+            let value = match target.strip_prefix("/run/secrets/valkey_account_") {
+                Some(client) => format!("pw of {client} \"x\""),
+                None => own.to_string(),
+            };
+            (target, value)
+        })
+        .collect()
+}
+
 /// Five-VPS audit, data tier: "Valkey with requirepass, command renaming" had no command
-/// renaming. The cache's generated valkey.conf, read by the real valkey-server (Debian's, on a
-/// loopback port), now refuses FLUSHALL, FLUSHDB, CONFIG, DEBUG and SHUTDOWN as unknown
-/// commands while ordinary commands work for a client with the password, and a client
-/// without it, or with another, is refused. A name valkey.conf would have to quote is refused
-/// by the build; a name that is no command stops the real server.
+/// renaming. The cache's generated valkey.conf and start script, run with the real
+/// valkey-server (Debian's, on a loopback port), refuse FLUSHALL, FLUSHDB, CONFIG, DEBUG and
+/// SHUTDOWN as unknown commands even for the server's own all-powerful user, while ordinary
+/// commands work with its password, and a wrong password is refused. A name valkey.conf would
+/// have to quote is refused by the build; a name that is no command stops the real server.
 #[test]
 fn five_vps_valkey_refuses_dangerous_commands_and_wants_its_password() {
     let tmp = tempfile::tempdir().unwrap();
     let out = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("out"));
-    let conf = out.join("hosts/cache/files/valkey/valkey.conf");
+    let files = out.join("hosts/cache/files/valkey");
     let pw = "s3cret pass\"word";
-    let v = Valkey::start(&conf, &tmp.path().join("data"), pw).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(v.cli(Some(pw), &["SET", "session:1", "alice"]).0, "OK");
-    assert_eq!(v.cli(Some(pw), &["GET", "session:1"]).0, "alice");
+    let secrets = five_vps_valkey_secrets(&out, pw);
+    let secrets: Vec<(&str, &str)> = secrets.iter().map(|(t, v)| (t.as_str(), v.as_str())).collect();
+    let admin = ("admin", pw);
+    let v = Valkey::start(&files, &tmp.path().join("data"), &secrets, admin).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.cli(Some(admin), &["SET", "session:1", "alice"]).0, "OK");
+    assert_eq!(v.cli(Some(admin), &["GET", "session:1"]).0, "alice");
     for cmd in [&["FLUSHALL"][..], &["FLUSHDB"], &["CONFIG", "GET", "maxmemory"], &["DEBUG", "SLEEP", "0"], &["SHUTDOWN", "NOSAVE"]] {
-        let (o, e) = v.cli(Some(pw), cmd);
+        let (o, e) = v.cli(Some(admin), cmd);
         assert!(o.contains("unknown command") || e.contains("unknown command"), "{cmd:?} is not refused: {o} {e}");
     }
-    assert_eq!(v.cli(Some(pw), &["DBSIZE"]).0, "1", "the data survived");
+    assert_eq!(v.cli(Some(admin), &["DBSIZE"]).0, "1", "the data survived");
     let (o, e) = v.cli(None, &["GET", "session:1"]);
     assert!(o.contains("NOAUTH") || e.contains("NOAUTH"), "no password: {o} {e}");
-    let (o, e) = v.cli(Some("wrong"), &["GET", "session:1"]);
+    let (o, e) = v.cli(Some(("admin", "wrong")), &["GET", "session:1"]);
     assert!(!o.contains("alice") && format!("{o}{e}").contains("WRONGPASS"), "wrong password: {o} {e}");
     drop(v);
 
@@ -283,10 +327,119 @@ fn five_vps_valkey_refuses_dangerous_commands_and_wants_its_password() {
     let sys = copy_example("five-vps-saas", &tmp.path().join("typo"));
     edit(&sys.join("services.toml"), r#""SHUTDOWN"]"#, r#""SHUTDOWN", "FLUSHEVERYTHING"]"#);
     let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out-typo"));
-    let conf = out.join("hosts/cache/files/valkey/valkey.conf");
-    assert!(read(&conf).lines().any(|l| l == r#"rename-command FLUSHEVERYTHING """#));
-    let err = Valkey::start(&conf, &tmp.path().join("data-typo"), pw).err().expect("valkey-server must refuse a command it does not have");
+    let files = out.join("hosts/cache/files/valkey");
+    assert!(read(&files.join("valkey.conf")).lines().any(|l| l == r#"rename-command FLUSHEVERYTHING """#));
+    let err = Valkey::start(&files, &tmp.path().join("data-typo"), &secrets, admin)
+        .err()
+        .expect("valkey-server must refuse a command it does not have");
     assert!(err.contains("No such command"), "{err}");
+}
+
+/// Five-VPS seed: "Valkey ACLs". Each client of the cache has an ACL user of its own: the
+/// app (`app`, every command but the dangerous ones) and the exporter (`valkey-exporter`,
+/// read-only statistics), each with its own password secret delivered to the server (the
+/// store holds none); `default` is off. The real valkey-server loads the ACL file the
+/// module's start script writes from the secret files; each client's credentials work for
+/// what it needs and nothing more, and neither `default` nor another client's password gets
+/// in. The clients get their user names as their images take them (`docker-compose config`):
+/// the app's CACHE_USERNAME, redis_exporter's REDIS_USER.
+#[test]
+fn five_vps_valkey_gives_each_client_its_own_acl_user_and_turns_default_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let own = "the server's own";
+    let secrets = five_vps_valkey_secrets(&out, own);
+    let targets: Vec<&str> = secrets.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        targets,
+        ["/run/secrets/valkey_account_app", "/run/secrets/valkey_account_valkey-exporter", "/run/secrets/valkey_password"],
+        "each client's own password reaches the server"
+    );
+    // Each client's copy comes from its own secret, not the server's.
+    let provision = read(&out.join("hosts/cache/provision.sh"));
+    for (secret, svc) in
+        [("valkey_app_password", "valkey"), ("valkey_exporter_password", "valkey"), ("valkey_exporter_password", "valkey-exporter")]
+    {
+        assert!(provision.contains(&format!("/etc/kiln/secrets/{secret} /etc/kiln/service-secrets/{svc}/{secret}")), "{secret} → {svc}");
+    }
+    let secrets: Vec<(&str, &str)> = secrets.iter().map(|(t, v)| (t.as_str(), v.as_str())).collect();
+    let app = ("app", "pw of app \"x\"");
+    let exporter = ("valkey-exporter", "pw of valkey-exporter \"x\"");
+    let v = Valkey::start(&out.join("hosts/cache/files/valkey"), &tmp.path().join("data"), &secrets, app).unwrap_or_else(|e| panic!("{e}"));
+    let refused = |r: (String, String), why: &str| {
+        let all = format!("{} {}", r.0, r.1);
+        assert!(all.contains(why), "expected {why}: {all}");
+    };
+    // The app: sessions, queues and caches, no dangerous command.
+    assert_eq!(v.cli(Some(app), &["SET", "session:1", "alice"]).0, "OK");
+    assert_eq!(v.cli(Some(app), &["LPUSH", "queue:jobs", "j1"]).0, "1");
+    assert_eq!(v.cli(Some(app), &["GET", "session:1"]).0, "alice");
+    refused(v.cli(Some(app), &["KEYS", "*"]), "NOPERM");
+    refused(v.cli(Some(app), &["INFO"]), "NOPERM");
+    // The exporter: statistics and reads, no writes.
+    assert!(v.cli(Some(exporter), &["INFO", "memory"]).0.contains("used_memory:"));
+    assert_eq!(v.cli(Some(exporter), &["DBSIZE"]).0, "2");
+    assert_eq!(v.cli(Some(exporter), &["GET", "session:1"]).0, "alice");
+    refused(v.cli(Some(exporter), &["SET", "session:1", "mallory"]), "NOPERM");
+    refused(v.cli(Some(exporter), &["DEL", "queue:jobs"]), "NOPERM");
+    // Nobody else: no password, the default user with any password, one client's user with
+    // another's password.
+    refused(v.cli(None, &["GET", "session:1"]), "NOAUTH");
+    for pw in [own, app.1, exporter.1, ""] {
+        refused(v.cli(Some(("default", pw)), &["GET", "session:1"]), "WRONGPASS");
+    }
+    refused(v.cli(Some(("app", exporter.1)), &["GET", "session:1"]), "WRONGPASS");
+    refused(v.cli(Some(("valkey-exporter", app.1)), &["GET", "session:1"]), "WRONGPASS");
+    assert_eq!(v.cli(Some(("admin", own)), &["GET", "session:1"]).0, "alice", "the server's own user (health check, backups)");
+    drop(v);
+
+    // The clients' side, as docker-compose reads it: user names and password files.
+    let (app_svc, _) = published(&out, "app", "app");
+    assert_eq!(app_svc["environment"]["CACHE_USERNAME"], "app");
+    assert_eq!(app_svc["environment"]["CACHE_PASSWORD_FILE"], "/run/secrets/cache_password");
+    let (exp, _) = published(&out, "cache", "valkey-exporter");
+    assert_eq!(exp["environment"]["REDIS_USER"], "valkey-exporter");
+    let app_provision = read(&out.join("hosts/app/provision.sh"));
+    assert!(app_provision.contains("/etc/kiln/secrets/valkey_app_password /etc/kiln/service-secrets/app/valkey_app_password"));
+    assert!(!app_provision.contains("/etc/kiln/secrets/valkey_password "), "the app holds the server's password");
+    // The health check and backup dump log in as `admin`.
+    let (vk, _) = published(&out, "cache", "valkey");
+    let health = vk["healthcheck"]["test"].to_string();
+    assert!(health.contains("valkey-cli --user admin"), "{health}");
+}
+
+/// A client's user and permissions reach the ACL file as written, so kiln refuses what Valkey
+/// would read as something else: a rule that sets a password (`>…`), the server's own users
+/// (`default`, `admin`), two clients wanting one user with different passwords; each at the
+/// client's declaration, naming the option.
+#[test]
+fn valkey_accounts_refuse_password_rules_reserved_and_shared_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, (file, before, after, expect)) in [
+        (
+            "services.toml",
+            "database_user = \"app\"\n",
+            "database_user = \"app\"\ncache_acl = \">open ~* +@all\"\n",
+            "`>open`, which is no ACL rule",
+        ),
+        ("services.toml", "database_user = \"app\"\n", "database_user = \"app\"\ncache_user = \"default\"\n", "the server's own user"),
+        ("services.toml", "database_user = \"app\"\n", "database_user = \"app\"\ncache_user = \"admin\"\n", "the server's own user"),
+        (
+            "monitoring.toml",
+            "secrets = { password = \"valkey_exporter_password\" }",
+            "secrets = { password = \"valkey_exporter_password\" }\noptions = { user = \"app\" }",
+            "both want user `app`",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sys = copy_example("five-vps-saas", &tmp.path().join(i.to_string()));
+        edit(&sys.join(file), before, after);
+        let err = build_fails(&sys, &tmp.path().join(format!("out{i}")));
+        assert!(err.contains(expect), "{after}: {err}");
+        assert!(err.contains(&format!("{file}:")), "at the client's declaration: {err}");
+    }
 }
 
 /// Five-VPS audit: "There is no README" mapping the seed to the example. It exists now, lists

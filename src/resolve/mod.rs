@@ -16,6 +16,7 @@ use crate::syntax::tree::{Node, Value};
 use crate::template::Templates;
 use crate::types::{self, ImageRef};
 
+mod accounts;
 mod alerts;
 mod allows;
 mod backup;

@@ -377,13 +377,15 @@ impl<'a> Resolver<'a> {
         }
         let databases = self.database_clients(p, all, hosts);
         secret_uses.extend(databases.iter().map(super::databases::DbClient::secret_use));
+        let accounts = self.account_clients(p, all);
+        secret_uses.extend(accounts.users.iter().map(super::accounts::AccountClient::secret_use));
         secret_uses.sort_by(|a, b| a.slot.cmp(&b.slot));
         if !p.ok || self.errors() > errors_before || connects_unresolved(p, all, &self.managed) {
             return None;
         }
 
         let host = hosts.get(&p.host)?;
-        let ctx = self.context(p, host, &deps, &secret_uses, &databases, sys);
+        let ctx = self.context(p, host, &deps, &secret_uses, (&databases, &accounts), sys);
         let tpl = &self.tpls[&m.name.value];
         let render = |me: &mut Self, v: &Sp<String>| -> Option<String> {
             match tpl.render_str(&v.value, &ctx) {
@@ -666,7 +668,8 @@ impl<'a> Resolver<'a> {
         host: &Host,
         deps: &[Dependency],
         secrets: &[SecretUse],
-        databases: &[super::databases::DbClient],
+        // What the service makes for its clients: databases and roles, users.
+        (databases, accounts): (&[super::databases::DbClient], &super::accounts::Accounts),
         sys: &SystemDecl,
     ) -> J {
         let requires: BTreeMap<String, J> = deps
@@ -705,6 +708,7 @@ impl<'a> Resolver<'a> {
         ctx.insert("scrape", jv(&scrape));
         ctx.insert("probes", self.probes.clone());
         ctx.insert("databases", jv(&databases));
+        ctx.insert("accounts", jv(accounts));
         // A notifier (`[collect] alerts`) sees the receivers, each secret as the path it reads.
         let receivers: Vec<J> =
             if p.module.decl.collect_alerts { self.receivers.iter().map(receiver_context).collect() } else { Vec::new() };

@@ -3,6 +3,7 @@
 //! One file per table (or family of tables) reads it; `strings.rs` holds the typed strings
 //! that reach artifacts.
 
+mod accounts;
 mod container;
 mod databases;
 mod endpoints;
@@ -16,6 +17,7 @@ mod secrets;
 mod storage;
 mod strings;
 
+pub use accounts::{AccountDecl, AccountsDecl};
 pub use container::ULIMITS;
 pub use databases::{DatabasesDecl, ProvisionDecl};
 pub use requires::USAGES;
@@ -78,6 +80,9 @@ pub struct ModuleDecl {
     /// `[databases]`: the server creates a database and owner role for each client whose
     /// requirement slot says `provision` (PostgreSQL); its templates see them as `databases`.
     pub databases: Option<DatabasesDecl>,
+    /// `[accounts]`: the server makes a user for each client whose requirement slot says
+    /// `account` (Valkey's ACL users); its templates see them as `accounts`.
+    pub accounts: Option<AccountsDecl>,
 }
 
 /// How an edge asks this service whether a request may pass (Authentik's outposts, oauth2-proxy).
@@ -285,6 +290,8 @@ pub struct RequireDecl {
     pub prepared_statements: bool,
     /// `provision = { … }`: the server makes this client's database and role.
     pub provision: Option<ProvisionDecl>,
+    /// `account = { … }`: the server makes a user for this client.
+    pub account: Option<AccountDecl>,
     /// `wait = false`: the consumer neither starts after this service nor waits for it (an
     /// exporter that retries or drops while its collector is away).
     pub wait: bool,
@@ -368,6 +375,8 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let jobs = r.named("jobs", |name, t| jobs::job(name, t, sink));
     let databases = r.table("databases", |t| databases::server(t, &options, sink)).flatten();
     databases::check_provisions(&requires, &options, &secrets, sink);
+    let accounts = r.table("accounts", accounts::server).flatten();
+    accounts::check_accounts(&requires, &options, &secrets, sink);
     let (collect_metrics, collect_rules, collect_alerts) = r.table("collect", |t| header::collect(t, sink)).unwrap_or((false, None, false));
     if let Some(c) = &container {
         container::env_secret_slots(c, &secrets, sink);
@@ -403,5 +412,6 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         first_run_bootstrap: h.first_run_bootstrap,
         embeddable: h.embeddable,
         databases,
+        accounts,
     })
 }

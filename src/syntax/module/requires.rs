@@ -18,6 +18,7 @@ pub(super) fn require(slot: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> 
         usage: typed(t.str("usage"), sink, |s| if USAGES.contains(&s) { Ok(s.to_string()) } else { Err(one_of(s, "usage", USAGES)) }),
         prepared_statements: t.bool("prepared_statements").is_some_and(|b| b.value),
         provision: t.table("provision", super::databases::provision).flatten(),
+        account: t.table("account", super::accounts::account).flatten(),
         wait: t.bool("wait").is_none_or(|b| b.value),
         slot: typed(Some(slot), sink, types::parse_ident)?,
     };
