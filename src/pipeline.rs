@@ -235,9 +235,10 @@ pub fn build(path: &Path, opts: &Options, store_dir: &Path) -> Result<Outcome<St
     // or staging failed (nothing more is rendered).
     let (over, broken) = (AtomicBool::new(false), AtomicBool::new(false));
     let hosts: Vec<&crate::model::Host> = system.hosts.values().collect();
-    let stream = |h: &&crate::model::Host| -> std::io::Result<Streamed> {
+    // `Ok(None)`: not rendered, as another host's entry could not be staged.
+    let stream = |h: &&crate::model::Host| -> std::io::Result<Option<Streamed>> {
         if broken.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("another entry could not be staged"));
+            return Ok(None);
         }
         let ha = render::host(&system, index, h, &opts.render);
         let summary = HostSummary::of(&h.name, &ha);
@@ -254,7 +255,7 @@ pub fn build(path: &Path, opts: &Options, store_dir: &Path) -> Result<Outcome<St
         } else {
             staging.prepare(&entry).inspect_err(|_| broken.store(true, Ordering::Relaxed))?
         };
-        Ok(Streamed { summary, entry_name, pending, budget })
+        Ok(Some(Streamed { summary, entry_name, pending, budget }))
     };
     // SYSTEM.md needs no host's artifacts: it is written while the hosts render.
     let (streamed, doc) = std::thread::scope(|scope| {
@@ -263,7 +264,9 @@ pub fn build(path: &Path, opts: &Options, store_dir: &Path) -> Result<Outcome<St
         (streamed, doc.join().expect("SYSTEM.md does not panic"))
     });
     // On an error the pending entries are dropped here, which removes their staging directories.
-    let streamed = streamed.into_iter().collect::<std::io::Result<Vec<Streamed>>>().map_err(write_error)?;
+    let streamed = streamed.into_iter().collect::<std::io::Result<Vec<Option<Streamed>>>>().map_err(write_error)?;
+    let streamed: Vec<Streamed> = streamed.into_iter().flatten().collect();
+    debug_assert_eq!(streamed.len(), hosts.len(), "a host is skipped only after an error");
     let budget: Vec<Diagnostic> = streamed.iter().filter_map(|s| s.budget.clone()).collect();
     if !budget.is_empty() {
         all.extend(budget);
