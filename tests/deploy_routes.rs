@@ -171,15 +171,22 @@ fn apply_fails_a_host_whose_route_does_not_answer() {
     assert!(action.skip(), "{action:?}");
     let layout = d::Layout::under(t.join("host").to_str().unwrap());
 
+    // `apply` then the wave's end (`finish_wave`), as deploy runs them.
+    let deploy = |plan: &d::HostPlan, wait: u64, p: &Progress| {
+        let mut results = BTreeMap::new();
+        results.insert(plan.name.clone(), d::apply(&d::host::Local, plan, &probe, &action, &layout, &quick(wait), p));
+        d::finish_wave(&[plan], &mut results, &quick(wait), p);
+        results.remove("web").unwrap()
+    };
     let p = Progress::new(Mode::Plain, &[]);
-    let f = d::apply(&d::host::Local, &plan, &probe, &action, &layout, &quick(2), &p).unwrap_err();
+    let f = deploy(&plan, 2, &p).unwrap_err();
     assert_eq!((f.host.as_str(), f.step), ("web", Step::Routes), "{f}");
     assert!(f.to_string().contains("host `web`, step routes: ") && f.message.contains("status 502"), "{f}");
     assert!(!events(&p).iter().any(|(s, _, _)| *s == Step::Done), "not done");
 
     upstream_on(port);
     let p = Progress::new(Mode::Plain, &[]);
-    let out = d::apply(&d::host::Local, &plan, &probe, &action, &layout, &quick(10), &p).unwrap_or_else(|f| panic!("{f}"));
+    let out = deploy(&plan, 10, &p).unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(out, d::Outcome::Skipped);
     let steps: Vec<(Step, State)> = events(&p).iter().map(|(s, st, _)| (*s, *st)).collect();
     let routes_done = steps.iter().position(|x| *x == (Step::Routes, State::Done)).expect("the route gate ran");
@@ -189,7 +196,7 @@ fn apply_fails_a_host_whose_route_does_not_answer() {
     // Without an address (`--no-route-check`), the gate is skipped and says so.
     plan.route_address = None;
     let p = Progress::new(Mode::Plain, &[]);
-    d::apply(&d::host::Local, &plan, &probe, &action, &layout, &quick(2), &p).unwrap();
+    deploy(&plan, 2, &p).unwrap();
     assert!(events(&p).iter().any(|(s, st, m)| *s == Step::Routes && *st == State::Skipped && m.contains("--no-route-check")));
 }
 

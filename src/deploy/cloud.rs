@@ -383,6 +383,12 @@ pub fn deploy(r: &Request<'_>) -> Result<Report, CloudError> {
             }
             results.extend(done);
         }
+        // The route gates once the whole wave is up (the edge's upstreams are its other hosts).
+        let wave_plans: Vec<&HostPlan> = hosts.iter().filter_map(|h| plans.get(h)).collect();
+        let mut wave_results: BTreeMap<String, Result<Outcome, Failure>> =
+            hosts.iter().filter_map(|h| results.remove(h).map(|x| (h.clone(), x))).collect();
+        super::finish_wave(&wave_plans, &mut wave_results, &r.timeouts, &progress);
+        results.extend(wave_results);
         if results.values().any(Result::is_err) {
             stopped_at = Some(wave.clone());
         } else if !cutover.is_empty() {

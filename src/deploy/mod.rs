@@ -500,7 +500,8 @@ pub fn decide(plan: &HostPlan, probe: &Probe) -> HostAction {
     }
 }
 
-/// Carries out `action` on a connected host (probed as `probe`), then the health gate.
+/// Carries out `action` on a connected host (probed as `probe`), then the health gate (the
+/// route gate and `done` follow when its wave is up: [`finish_wave`]).
 pub fn apply(
     h: &dyn Host,
     plan: &HostPlan,
@@ -534,9 +535,48 @@ pub fn apply(
         Outcome::Deployed
     };
     health(h, plan, l, t, p)?;
-    route_gate(plan, t, p)?;
-    p.emit(&plan.name, Step::Done, State::Done, if outcome == Outcome::Skipped { "unchanged" } else { "deployed" });
     Ok(outcome)
+}
+
+/// The end of a wave: once every host of it passed its health gate, each host's route gate —
+/// an edge's routes lead to services on other hosts, often of the same wave, so they are
+/// requested only when the whole wave is up (hosts in parallel) — then `done` for each host
+/// that passed. A host whose route gate fails gets that failure as its result. When a host of
+/// the wave failed, the others' route gates are not run (the progress says so).
+pub fn finish_wave(plans: &[&HostPlan], results: &mut BTreeMap<String, Result<Outcome, Failure>>, t: &Timeouts, p: &Progress) {
+    let wave_ok = plans.iter().all(|x| results.get(&x.name).is_some_and(Result::is_ok));
+    let gated: Vec<(String, Result<(), Failure>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = plans
+            .iter()
+            .filter(|x| results.get(&x.name).is_some_and(Result::is_ok))
+            .map(|x| {
+                sc.spawn(move || {
+                    if wave_ok {
+                        (x.name.clone(), route_gate(x, t, p))
+                    } else {
+                        if !x.routes.probes.is_empty() {
+                            p.emit(&x.name, Step::Routes, State::Skipped, "not requested: another host of the wave failed");
+                        }
+                        (x.name.clone(), Ok(()))
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a route gate panicked")).collect()
+    });
+    for (name, res) in gated {
+        match res {
+            Ok(()) => {
+                if let Some(Ok(outcome)) = results.get(&name) {
+                    p.emit(&name, Step::Done, State::Done, if *outcome == Outcome::Skipped { "unchanged" } else { "deployed" });
+                }
+            }
+            Err(f) => {
+                p.emit(&f.host, f.step, State::Failed, f.message.clone());
+                results.insert(name, Err(f));
+            }
+        }
+    }
 }
 
 /// Deploys one connected host: skip when it is at its closure with its secrets, else upload,

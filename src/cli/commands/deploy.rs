@@ -418,7 +418,7 @@ fn run(
                 let _ = writeln!(std::io::stderr().lock(), "wave `{name}`: {}", wave.join(", "));
             }
             let wave_plans: Vec<&HostPlan> = plans.iter().filter(|p| wave.contains(&p.name)).collect();
-            let done = for_each(&wave_plans, parallel, |p| {
+            let mut done = for_each(&wave_plans, parallel, |p| {
                 let (ssh, probe) = &ready[&p.name];
                 let layout = Layout::system();
                 match action {
@@ -426,6 +426,9 @@ fn run(
                     Action::PushSecrets => d::push_secrets(ssh, p, &layout, ctx.timeouts, ctx.progress).map(|_| Outcome::Deployed),
                 }
             });
+            if action == Action::Deploy {
+                d::finish_wave(&wave_plans, &mut done, ctx.timeouts, ctx.progress);
+            }
             if done.values().any(Result::is_err) {
                 stopped_at = Some(name.clone());
             }
