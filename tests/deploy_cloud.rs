@@ -1093,4 +1093,17 @@ fn a_failing_canary_stops_the_rollout_on_the_test_cloud() {
     assert_eq!(s["generation"], 1, "{s}");
     let back = route_through(&edge, Duration::from_secs(120));
     assert!(back.0.contains("hello from kiln"), "route after the rollback: {back:?}");
+    // The source reverted as its operator would (the broken option taken out): `kiln plan`
+    // finds nothing to do — what runs is generation 1 again.
+    std::fs::write(sys.join("system.toml"), &toml).unwrap();
+    let plan = run(kiln()
+        .arg("--modules")
+        .arg(&modules)
+        .arg("plan")
+        .arg(&sys)
+        .arg("--store")
+        .arg(t.join("store"))
+        .arg("--state")
+        .arg(t.join("state")));
+    assert_eq!(plan.status.code(), Some(0), "kiln plan after the rollback:\n{}{}", text(&plan.stdout), text(&plan.stderr));
 }
