@@ -19,11 +19,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::enrol::{ENROL_DIR, OVERRIDE_FILE, override_file, probe, proof_matches, retire_script, tokens, write_private};
+use super::enrol::{OVERRIDE_FILE, override_file, tokens};
 use super::host::{self, Host, Ssh, SshSettings, SshTarget};
 use super::progress::{Mode, Progress, State};
 use super::{Failure, HostPlan, Layout, Outcome, Step, Timeouts};
@@ -681,7 +681,14 @@ fn one_host(
     let ssh = Ssh { target: t.clone(), settings: settings.clone() };
     let mut fresh = false;
     if let (Some(server), Some(token)) = (servers.get(name), tokens.get(name)) {
-        fresh = enrol(r, settings, &ssh, server, token, p)?;
+        fresh = super::enrol::wait_and_pin(
+            &super::enrol::Waits { state: &r.state, boot_timeout: r.boot_timeout, timeouts: &r.timeouts },
+            settings,
+            &ssh,
+            server,
+            token,
+            p,
+        )?;
         if fresh {
             boot_provisioner(r, &ssh, plan, p)?;
         }
@@ -717,85 +724,4 @@ fn boot_provisioner(r: &Request<'_>, ssh: &Ssh, plan: &HostPlan, p: &Progress) -
         .map_err(|e| fail(&plan.name, Step::Converge, format!("waiting for cloud-init: {e}")))?;
     p.emit(&plan.name, Step::Converge, State::Waiting, format!("cloud-init {}", out.stdout_text().trim()));
     Ok(())
-}
-
-/// Pins the server's key when its enrolment proof checks out (see the module's comment); a
-/// server already enrolled (its id recorded beside the pin) is left as pinned (`false`). A
-/// replaced server's old pin is dropped first.
-fn enrol(r: &Request<'_>, settings: &SshSettings, ssh: &Ssh, server: &Server, token: &str, p: &Progress) -> Result<bool, Failure> {
-    let name = ssh.target.alias.as_str();
-    let record = r.state.join(ENROL_DIR).join(format!("{name}.server"));
-    let known = std::fs::read_to_string(&settings.known_hosts).unwrap_or_default();
-    if std::fs::read_to_string(&record).ok().as_deref().map(str::trim) == Some(server.id.as_str())
-        && !super::known_hosts::pinned(&known, name).is_empty()
-    {
-        return Ok(false);
-    }
-    let io = |e: std::io::Error| fail(name, Step::Connect, format!("`{}`: {e}", settings.known_hosts.display()));
-    if !super::known_hosts::pinned(&known, name).is_empty() {
-        write_private(&settings.known_hosts, unpinned(&known, name).as_bytes()).map_err(io)?;
-    }
-    p.emit(name, Step::Connect, State::Waiting, format!("waiting for server {} to prove its host key", server.id));
-    let start = Instant::now();
-    let mut last_note = Instant::now();
-    let mut last;
-    let key = loop {
-        match probe(settings, ssh) {
-            Ok((key, Some(claimed))) => {
-                if !proof_matches(token, name, &key, &claimed) {
-                    return Err(fail(
-                        name,
-                        Step::Connect,
-                        format!(
-                            "the server at {} presents host key {} with an enrolment proof that does not match: refused (a different server, or a man in the middle)",
-                            ssh.target.destination,
-                            key.fingerprint()
-                        ),
-                    ));
-                }
-                break key;
-            }
-            Ok((key, None)) => last = format!("it presents {} but no enrolment proof yet", key.fingerprint()),
-            Err(e) => last = e,
-        }
-        if host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(fail(name, Step::Connect, "interrupted"));
-        }
-        if start.elapsed() >= r.boot_timeout {
-            return Err(fail(
-                name,
-                Step::Connect,
-                format!("unreachable: no verified host key within {} s ({last})", r.boot_timeout.as_secs()),
-            ));
-        }
-        if last_note.elapsed() >= r.timeouts.note_every {
-            last_note = Instant::now();
-            p.emit(name, Step::Connect, State::Waiting, format!("{} s: {last}", start.elapsed().as_secs()));
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    };
-    super::known_hosts::pin(&settings.known_hosts, name, &key).map_err(|e| fail(name, Step::Connect, e))?;
-    write_private(&record, server.id.as_bytes()).map_err(io)?;
-    p.emit(name, Step::Connect, State::Waiting, format!("host key {} proven by enrolment and pinned", key.fingerprint()));
-    // The admin's account may not be there yet (cloud-init is still running): a refused login
-    // is waited out, with the key already pinned and checked strictly.
-    loop {
-        match ssh.run(&retire_script(), b"", r.timeouts.connect) {
-            Ok(out) if out.ok() => return Ok(true),
-            Ok(out) => return Err(fail(name, Step::Connect, format!("cannot run commands as root: {}", out.stderr_tail(3)))),
-            Err(e) if start.elapsed() < r.boot_timeout && !host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => {
-                if last_note.elapsed() >= r.timeouts.note_every {
-                    last_note = Instant::now();
-                    p.emit(
-                        name,
-                        Step::Connect,
-                        State::Waiting,
-                        format!("{} s: not logged in yet: {}", start.elapsed().as_secs(), host::tail(&e, 1)),
-                    );
-                }
-                std::thread::sleep(Duration::from_secs(5));
-            }
-            Err(e) => return Err(fail(name, Step::Connect, format!("unreachable over SSH after its key was pinned: {e}"))),
-        }
-    }
 }

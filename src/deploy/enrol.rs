@@ -2,18 +2,21 @@
 //! token per host (`<state>/enrol/<host>.token`), the user-data part that has the server publish
 //! `HMAC-SHA256(token, "kiln-enrol-v1 HOST ssh-ed25519 KEY")` as its pre-authentication banner,
 //! the OpenTofu override file that adds the part to each server, the proof's check, and
-//! [`probe`], the one connection (offering no credential) that reads a server's key and banner;
-//! waiting for the proof and pinning the key is `super::cloud`'s.
+//! [`probe`], the one connection (offering no credential) that reads a server's key and banner,
+//! and [`wait_and_pin`], which waits for a new server's proof and pins its key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
-use super::host::{self, Ssh, SshSettings};
+use super::cloud_plan::unpinned;
+use super::host::{self, Host, Ssh, SshSettings};
+use super::progress::{Progress, State};
+use super::{Failure, Step};
 use crate::types::SshHostKey;
 
 /// The override file kiln adds to the working copy: each cloud server's user-data with the
@@ -282,6 +285,106 @@ pub(super) fn probe(settings: &SshSettings, ssh: &Ssh) -> Result<(SshHostKey, Op
         .find(|k| k.algorithm == "ssh-ed25519")
         .ok_or_else(|| format!("no SSH host key yet: {}", host::tail(&stderr, 2)))?;
     Ok((key, proof_in(&stderr)))
+}
+
+/// What the wait for a new server's proof needs from the deploy.
+fn fail(host: &str, step: Step, message: impl Into<String>) -> Failure {
+    Failure { host: host.to_string(), step, message: message.into(), log_tail: None, details: None }
+}
+
+pub(super) struct Waits<'a> {
+    pub state: &'a Path,
+    /// How long a new server may take to prove its key.
+    pub boot_timeout: Duration,
+    pub timeouts: &'a super::Timeouts,
+}
+
+/// Pins the server's key when its enrolment proof checks out (see the module's comment); a
+/// server already enrolled (its id recorded beside the pin) is left as pinned (`false`). A
+/// replaced server's old pin is dropped first.
+pub(super) fn wait_and_pin(
+    w: &Waits<'_>,
+    settings: &SshSettings,
+    ssh: &Ssh,
+    server: &super::cloud_plan::Server,
+    token: &str,
+    p: &Progress,
+) -> Result<bool, Failure> {
+    let name = ssh.target.alias.as_str();
+    let record = w.state.join(ENROL_DIR).join(format!("{name}.server"));
+    let known = std::fs::read_to_string(&settings.known_hosts).unwrap_or_default();
+    if std::fs::read_to_string(&record).ok().as_deref().map(str::trim) == Some(server.id.as_str())
+        && !super::known_hosts::pinned(&known, name).is_empty()
+    {
+        return Ok(false);
+    }
+    let io = |e: std::io::Error| fail(name, Step::Connect, format!("`{}`: {e}", settings.known_hosts.display()));
+    if !super::known_hosts::pinned(&known, name).is_empty() {
+        write_private(&settings.known_hosts, unpinned(&known, name).as_bytes()).map_err(io)?;
+    }
+    p.emit(name, Step::Connect, State::Waiting, format!("waiting for server {} to prove its host key", server.id));
+    let start = Instant::now();
+    let mut last_note = Instant::now();
+    let mut last;
+    let key = loop {
+        match probe(settings, ssh) {
+            Ok((key, Some(claimed))) => {
+                if !proof_matches(token, name, &key, &claimed) {
+                    return Err(fail(
+                        name,
+                        Step::Connect,
+                        format!(
+                            "the server at {} presents host key {} with an enrolment proof that does not match: refused (a different server, or a man in the middle)",
+                            ssh.target.destination,
+                            key.fingerprint()
+                        ),
+                    ));
+                }
+                break key;
+            }
+            Ok((key, None)) => last = format!("it presents {} but no enrolment proof yet", key.fingerprint()),
+            Err(e) => last = e,
+        }
+        if host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(fail(name, Step::Connect, "interrupted"));
+        }
+        if start.elapsed() >= w.boot_timeout {
+            return Err(fail(
+                name,
+                Step::Connect,
+                format!("unreachable: no verified host key within {} s ({last})", w.boot_timeout.as_secs()),
+            ));
+        }
+        if last_note.elapsed() >= w.timeouts.note_every {
+            last_note = Instant::now();
+            p.emit(name, Step::Connect, State::Waiting, format!("{} s: {last}", start.elapsed().as_secs()));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    super::known_hosts::pin(&settings.known_hosts, name, &key).map_err(|e| fail(name, Step::Connect, e))?;
+    write_private(&record, server.id.as_bytes()).map_err(io)?;
+    p.emit(name, Step::Connect, State::Waiting, format!("host key {} proven by enrolment and pinned", key.fingerprint()));
+    // The admin's account may not be there yet (cloud-init is still running): a refused login
+    // is waited out, with the key already pinned and checked strictly.
+    loop {
+        match ssh.run(&retire_script(), b"", w.timeouts.connect) {
+            Ok(out) if out.ok() => return Ok(true),
+            Ok(out) => return Err(fail(name, Step::Connect, format!("cannot run commands as root: {}", out.stderr_tail(3)))),
+            Err(e) if start.elapsed() < w.boot_timeout && !host::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => {
+                if last_note.elapsed() >= w.timeouts.note_every {
+                    last_note = Instant::now();
+                    p.emit(
+                        name,
+                        Step::Connect,
+                        State::Waiting,
+                        format!("{} s: not logged in yet: {}", start.elapsed().as_secs(), host::tail(&e, 1)),
+                    );
+                }
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            Err(e) => return Err(fail(name, Step::Connect, format!("unreachable over SSH after its key was pinned: {e}"))),
+        }
+    }
 }
 
 #[cfg(test)]

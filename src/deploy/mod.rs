@@ -15,6 +15,7 @@ pub mod known_hosts;
 pub mod progress;
 pub mod replace;
 pub mod routes;
+pub use routes::{finish_wave, route_gate};
 mod scripts;
 pub mod stage0;
 
@@ -369,29 +370,6 @@ pub fn health(h: &dyn Host, plan: &HostPlan, l: &Layout, t: &Timeouts, p: &Progr
     Ok(())
 }
 
-/// The route gate after the health gate: every route the host's edge serves answers through
-/// `plan.route_address` (skipped, and said so, without an address).
-pub fn route_gate(plan: &HostPlan, t: &Timeouts, p: &Progress) -> Result<(), Failure> {
-    match plan.route_address {
-        Some(addr) => routes::check(&plan.name, addr, &plan.routes, t, p),
-        None => {
-            if !plan.routes.probes.is_empty() {
-                p.emit(
-                    &plan.name,
-                    Step::Routes,
-                    State::Skipped,
-                    format!(
-                        "{} route{} not requested: no address to reach the edge at (or --no-route-check)",
-                        plan.routes.probes.len(),
-                        if plan.routes.probes.len() == 1 { "" } else { "s" }
-                    ),
-                );
-            }
-            Ok(())
-        }
-    }
-}
-
 fn short(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
 }
@@ -536,47 +514,6 @@ pub fn apply(
     };
     health(h, plan, l, t, p)?;
     Ok(outcome)
-}
-
-/// The end of a wave: once every host of it passed its health gate, each host's route gate —
-/// an edge's routes lead to services on other hosts, often of the same wave, so they are
-/// requested only when the whole wave is up (hosts in parallel) — then `done` for each host
-/// that passed. A host whose route gate fails gets that failure as its result. When a host of
-/// the wave failed, the others' route gates are not run (the progress says so).
-pub fn finish_wave(plans: &[&HostPlan], results: &mut BTreeMap<String, Result<Outcome, Failure>>, t: &Timeouts, p: &Progress) {
-    let wave_ok = plans.iter().all(|x| results.get(&x.name).is_some_and(Result::is_ok));
-    let gated: Vec<(String, Result<(), Failure>)> = std::thread::scope(|sc| {
-        let handles: Vec<_> = plans
-            .iter()
-            .filter(|x| results.get(&x.name).is_some_and(Result::is_ok))
-            .map(|x| {
-                sc.spawn(move || {
-                    if wave_ok {
-                        (x.name.clone(), route_gate(x, t, p))
-                    } else {
-                        if !x.routes.probes.is_empty() {
-                            p.emit(&x.name, Step::Routes, State::Skipped, "not requested: another host of the wave failed");
-                        }
-                        (x.name.clone(), Ok(()))
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a route gate panicked")).collect()
-    });
-    for (name, res) in gated {
-        match res {
-            Ok(()) => {
-                if let Some(Ok(outcome)) = results.get(&name) {
-                    p.emit(&name, Step::Done, State::Done, if *outcome == Outcome::Skipped { "unchanged" } else { "deployed" });
-                }
-            }
-            Err(f) => {
-                p.emit(&f.host, f.step, State::Failed, f.message.clone());
-                results.insert(name, Err(f));
-            }
-        }
-    }
 }
 
 /// Deploys one connected host: skip when it is at its closure with its secrets, else upload,
