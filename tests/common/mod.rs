@@ -2,6 +2,7 @@
 //! hand artifacts to the real tools that consume them (scripts/oracles.sh).
 #![allow(dead_code)]
 
+pub mod cloud;
 pub mod edges;
 pub mod servers;
 pub mod sshd;
