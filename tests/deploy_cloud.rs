@@ -240,6 +240,11 @@ fn route_through(edge: &str, within: Duration) -> (String, String) {
     }
 }
 
+/// `kiln plan SYS` with the test's store and state directory (exit 0: nothing to do).
+fn kiln_plan(modules: &Path, sys: &Path, t: &Path) -> Output {
+    run(kiln().arg("--modules").arg(modules).arg("plan").arg(sys).arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state")))
+}
+
 /// The DNS records in a `show -json` state: `"NAME TYPE"` (the zone's apex is the zone's name)
 /// → the first value.
 fn rrsets(state: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
@@ -356,15 +361,7 @@ fn a_two_host_system_deploys_from_nothing_on_the_test_cloud() {
     assert!(route.0.contains("hello from kiln"), "route: {}{}", route.0, route.1);
 
     // `kiln plan` afterwards: nothing to do.
-    let plan = run(kiln()
-        .arg("--modules")
-        .arg(repo().join("tests/fixtures/lab-network/modules"))
-        .arg("plan")
-        .arg(&sys)
-        .arg("--store")
-        .arg(t.join("store"))
-        .arg("--state")
-        .arg(t.join("state")));
+    let plan = kiln_plan(&repo().join("tests/fixtures/lab-network/modules"), &sys, t);
     assert_eq!(plan.status.code(), Some(0), "kiln plan after deploy:\n{}{}", text(&plan.stdout), text(&plan.stderr));
 
     // Deploying again changes nothing: OpenTofu has nothing to apply (the servers keep their
@@ -602,14 +599,6 @@ fn a_failing_canary_stops_the_rollout_on_the_test_cloud() {
     // The source reverted as its operator would (the broken option taken out): `kiln plan`
     // finds nothing to do — what runs is generation 1 again.
     std::fs::write(sys.join("system.toml"), &toml).unwrap();
-    let plan = run(kiln()
-        .arg("--modules")
-        .arg(&modules)
-        .arg("plan")
-        .arg(&sys)
-        .arg("--store")
-        .arg(t.join("store"))
-        .arg("--state")
-        .arg(t.join("state")));
+    let plan = kiln_plan(&modules, &sys, t);
     assert_eq!(plan.status.code(), Some(0), "kiln plan after the rollback:\n{}{}", text(&plan.stdout), text(&plan.stderr));
 }

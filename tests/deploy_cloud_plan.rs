@@ -346,13 +346,7 @@ fn waves_apply_in_order_and_a_failed_canary_stops_before_the_next_waves_apply() 
     assert_eq!(summary["failed"][0]["host"], "edge", "{summary}");
     assert_eq!(summary["failed"][0]["step"], "connect", "{summary}");
     assert!(stderr.contains("not touched (the rollout stopped at wave `canary`): `app`"), "{stderr}");
-    let mut list = Command::new("true");
-    let tf = terraform_env(&mut list);
-    let mut cmd = Command::new(tf);
-    for (k, v) in list.get_envs() {
-        cmd.env(k, v.unwrap());
-    }
-    let state = text(&run(cmd.args(["state", "list"]).current_dir(t.join("state/tofu"))).stdout);
+    let state = state_list(&t.join("state/tofu"));
     assert!(state.lines().any(|l| l == "hcloud_server.edge"), "{state}");
     assert!(!state.lines().any(|l| l == "hcloud_server.app"), "production's server was never created:\n{state}");
     assert!(!t.join("state/generations").exists() || std::fs::read_dir(t.join("state/generations")).unwrap().next().is_none());
@@ -396,13 +390,7 @@ fn dns_records_wait_for_the_health_gate_and_a_failed_canary_leaves_dns_as_it_was
     assert!(!applies[0].contains("hcloud_zone_rrset"), "records wait for the health gate: {}", applies[0]);
     let cut: Vec<&serde_json::Value> = lines.iter().filter(|v| v["step"] == "cutover").collect();
     assert!(cut.is_empty(), "no cut-over after a failed gate: {cut:?}");
-    let mut list = Command::new("true");
-    let tf = terraform_env(&mut list);
-    let mut cmd = Command::new(tf);
-    for (k, v) in list.get_envs() {
-        cmd.env(k, v.unwrap());
-    }
-    let state = text(&run(cmd.args(["state", "list"]).current_dir(t.join("state/tofu"))).stdout);
+    let state = state_list(&t.join("state/tofu"));
     assert!(state.lines().any(|l| l == "hcloud_zone.hello_test"), "{state}");
     assert!(!state.lines().any(|l| l.starts_with("hcloud_zone_rrset.")), "no record retargeted:\n{state}");
 }

@@ -160,20 +160,26 @@ fn error_chain(e: reqwest::Error) -> String {
     out
 }
 
-/// One request of `p` at `addr`, bounded by `timeout`. The certificate is not verified (see
-/// the module's documentation).
-pub fn request(p: &RouteProbe, addr: SocketAddr, timeout: Duration) -> Answer {
-    let client = reqwest::blocking::Client::builder()
-        .resolve(&p.name, addr)
+/// A client that sends `name` to `addr` (no DNS), follows no redirect, uses no proxy, waits at
+/// most `timeout`, and does not verify certificates (see the module's documentation).
+fn pinned_client(name: &str, addr: SocketAddr, timeout: Duration) -> Result<reqwest::blocking::Client, String> {
+    reqwest::blocking::Client::builder()
+        .resolve(name, addr)
         .tls_danger_accept_invalid_certs(true)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(timeout)
         .timeout(timeout)
-        .build();
-    let client = match client {
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {}", error_chain(e)))
+}
+
+/// One request of `p` at `addr`, bounded by `timeout`. The certificate is not verified (see
+/// the module's documentation).
+pub fn request(p: &RouteProbe, addr: SocketAddr, timeout: Duration) -> Answer {
+    let client = match pinned_client(&p.name, addr, timeout) {
         Ok(c) => c,
-        Err(e) => return Answer::Error(format!("cannot make an HTTP client: {}", error_chain(e))),
+        Err(e) => return Answer::Error(e),
     };
     match client.get(url(p, addr)).send() {
         Ok(r) => Answer::of_status(r.status().as_u16()),
@@ -188,16 +194,9 @@ pub fn http_fallback(p: &RouteProbe, addr: SocketAddr, http: SocketAddr, https_e
     if std::net::TcpStream::connect_timeout(&addr, timeout).is_err() {
         return Answer::Error(https_error.to_string());
     }
-    let client = reqwest::blocking::Client::builder()
-        .resolve(&p.name, http)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .build();
-    let client = match client {
+    let client = match pinned_client(&p.name, http, timeout) {
         Ok(c) => c,
-        Err(e) => return Answer::Error(format!("cannot make an HTTP client: {}", error_chain(e))),
+        Err(e) => return Answer::Error(e),
     };
     let url = if http.port() == 80 { format!("http://{}/", p.name) } else { format!("http://{}:{}/", p.name, http.port()) };
     match client.get(url).send() {

@@ -48,3 +48,14 @@ pub fn deploy_without_vms(t: &Path, envs: &[(&str, &str)]) -> Output {
     cmd.arg("--store").arg(t.join("store")).arg("--state").arg(t.join("state")).arg("--yes");
     run(&mut cmd)
 }
+
+/// `terraform state list` in `dir` (the addresses its state holds, one a line).
+pub fn state_list(dir: &Path) -> String {
+    let mut env = Command::new("true");
+    let tf = terraform_env(&mut env);
+    let mut cmd = Command::new(tf);
+    for (k, v) in env.get_envs() {
+        cmd.env(k, v.unwrap());
+    }
+    text(&run(cmd.args(["state", "list"]).current_dir(dir)).stdout)
+}
