@@ -78,7 +78,9 @@ const CODE: &[(&str, &str, &str)] = &[
 /// Options whose values have a shape: the hostile value goes where `{}` is, values holding the
 /// shape's own separators are left out, and the module trims each part (so the value reads
 /// back trimmed).
-const SHAPE: &[(&str, &str, &str, &str)] = &[("homepage", "links", "Group|{}|https://example.com/", "|")];
+/// A Valkey ACL option is a list of rules split at blanks: the hostile value is a key pattern.
+const SHAPE: &[(&str, &str, &str, &str)] =
+    &[("homepage", "links", "Group|{}|https://example.com/", "|"), ("app", "cache_acl", "~{}", " "), ("redis-exporter", "acl", "~{}", " ")];
 
 /// Options that open a template branch the defaults leave closed (module, option, TOML value).
 const EXTRA: &[(&str, &str, &str)] = &[("pgbackrest", "repo_type", "\"s3\"")];
