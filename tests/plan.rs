@@ -362,19 +362,13 @@ fn gc_keeps_the_last_generations_entries() {
 /// `kiln plan --tofu` runs Terraform itself, so the test gives it the stand-ins' mirror and a
 /// dummy value for every variable of the root (the stand-ins call no API).
 fn tofu_env(cmd: &mut Command, result: &Path) -> PathBuf {
-    let env_file = repo().join(".venv-tofu/env");
-    if !env_file.exists() {
-        assert!(run(&mut Command::new(repo().join("scripts/install-tofu-test-deps"))).status.success());
-    }
-    let vars: std::collections::BTreeMap<String, String> =
-        read(&env_file).lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    cmd.env("TF_CLI_CONFIG_FILE", &vars["TF_CLI_CONFIG_FILE"]);
+    let terraform = common::cloud::terraform_env(cmd);
     let root: serde_json::Value = serde_json::from_slice(&std::fs::read(result.join("tofu/main.tf.json")).unwrap()).unwrap();
     for (name, v) in root["variable"].as_object().unwrap() {
         assert_eq!(v["type"], "string", "variable {name}");
         cmd.env(format!("TF_VAR_{name}"), format!("dummy-{name}-value"));
     }
-    PathBuf::from(&vars["TERRAFORM"])
+    terraform
 }
 
 /// `kiln plan --tofu --json` with the stand-ins: (exit code, plan, stderr).
