@@ -8,10 +8,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::terraform::applied;
+use common::terraform::{Applied, applied};
 use common::*;
 
 fn example() -> PathBuf {
@@ -27,6 +27,36 @@ fn state_resources(state: &serde_json::Value, ty: &str) -> BTreeMap<String, serd
         .filter(|r| r["type"] == ty && r["mode"] == "managed")
         .map(|r| (r["name"].as_str().unwrap().to_string(), r["instances"][0]["attributes"].clone()))
         .collect()
+}
+
+/// The example applied by Terraform, and what the managed-database tests read from its state.
+struct Managed {
+    applied: Applied,
+    /// The managed instance's private DNS name: Scaleway's VPC DNS names a resource `<its
+    /// name>.<private network's name>.internal`
+    /// (https://www.scaleway.com/en/docs/vpc/reference-content/dns/), the names in the state.
+    host: String,
+    /// The managed instance's attributes.
+    instance: serde_json::Value,
+    databases: BTreeMap<String, serde_json::Value>,
+    users: BTreeMap<String, serde_json::Value>,
+    privileges: BTreeMap<String, serde_json::Value>,
+}
+
+fn managed(tmp: &Path) -> Managed {
+    let applied = applied(&example(), tmp);
+    let state: serde_json::Value = serde_json::from_str(&read(&tmp.join("terraform.tfstate"))).unwrap();
+    let instance = state_resources(&state, "scaleway_rdb_instance")["main"].clone();
+    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
+    let host = format!("{}.{}.internal", instance["name"].as_str().unwrap(), vpc["name"].as_str().unwrap());
+    Managed {
+        applied,
+        host,
+        instance,
+        databases: state_resources(&state, "scaleway_rdb_database"),
+        users: state_resources(&state, "scaleway_rdb_user"),
+        privileges: state_resources(&state, "scaleway_rdb_privilege"),
+    }
 }
 
 /// Each host's address on each network as the example declares it (hosts.toml, the seed's 9.6
@@ -273,17 +303,7 @@ fn zabbix_admin_default_password_is_replaced_from_the_secret_once() {
 #[test]
 fn decidim_outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_its_own_database_and_role() {
     let tmp = tempfile::tempdir().unwrap();
-    let applied = applied(&example(), tmp.path());
-    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
-    let instance = &state_resources(&state, "scaleway_rdb_instance")["main"];
-    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
-    // Scaleway's VPC DNS names a resource `<its name>.<private network's name>.internal`
-    // (https://www.scaleway.com/en/docs/vpc/reference-content/dns/): the names in the state.
-    let host = format!("{}.{}.internal", instance["name"].as_str().unwrap(), vpc["name"].as_str().unwrap());
-
-    let databases = state_resources(&state, "scaleway_rdb_database");
-    let users = state_resources(&state, "scaleway_rdb_user");
-    let privileges = state_resources(&state, "scaleway_rdb_privilege");
+    let Managed { applied, host, instance, databases, users, privileges } = managed(tmp.path());
     let root = read(&applied.root.join("main.tf.json"));
     for client in ["decidim", "outline", "nextcloud", "grafana", "n8n"] {
         let key = format!("main_{client}");
@@ -360,16 +380,8 @@ fn decidim_outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_
 #[test]
 fn zabbix_server_and_web_share_one_client_of_the_managed_database_over_tls() {
     let tmp = tempfile::tempdir().unwrap();
-    let applied = applied(&example(), tmp.path());
-    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
-    let instance = &state_resources(&state, "scaleway_rdb_instance")["main"];
-    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
-    let host = format!("{}.{}.internal", instance["name"].as_str().unwrap(), vpc["name"].as_str().unwrap());
-
+    let Managed { applied, host, instance, databases, users, privileges } = managed(tmp.path());
     // One client in Terraform's state, named after the first service, for both.
-    let databases = state_resources(&state, "scaleway_rdb_database");
-    let users = state_resources(&state, "scaleway_rdb_user");
-    let privileges = state_resources(&state, "scaleway_rdb_privilege");
     let zabbix: Vec<&String> = databases.keys().filter(|k| k.contains("zabbix")).collect();
     assert_eq!(zabbix, vec!["main_zabbix-server"], "{:?}", databases.keys());
     let key = "main_zabbix-server";
@@ -449,14 +461,7 @@ fn zabbix_server_and_web_share_one_client_of_the_managed_database_over_tls() {
 #[test]
 fn authentik_and_espocrm_each_share_one_client_of_the_managed_database_over_tls() {
     let tmp = tempfile::tempdir().unwrap();
-    let applied = applied(&example(), tmp.path());
-    let state: serde_json::Value = serde_json::from_str(&read(&tmp.path().join("terraform.tfstate"))).unwrap();
-    let instance = &state_resources(&state, "scaleway_rdb_instance")["main"];
-    let vpc = &state_resources(&state, "scaleway_vpc_private_network")["vpc"];
-    let host = format!("{}.{}.internal", instance["name"].as_str().unwrap(), vpc["name"].as_str().unwrap());
-    let databases = state_resources(&state, "scaleway_rdb_database");
-    let users = state_resources(&state, "scaleway_rdb_user");
-    let privileges = state_resources(&state, "scaleway_rdb_privilege");
+    let Managed { applied, host, instance, databases, users, privileges } = managed(tmp.path());
     let root: serde_json::Value = serde_json::from_str(&read(&applied.root.join("main.tf.json"))).unwrap();
     for (app, first, second) in [("authentik", "authentik", "authentik-worker"), ("espocrm", "espocrm", "espocrm-daemon")] {
         let mine: Vec<&String> = databases.keys().filter(|k| k.contains(app)).collect();
