@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,19 +52,7 @@ fn boot_build(t: &Path) -> (Compiled, PathBuf) {
 /// An upstream on `port` answering 200 to everything, started now.
 fn upstream_on(port: u16) {
     let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
-            });
-        }
-    });
+    common::edges::serve_http(l, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".into());
 }
 
 fn quick(health: u64) -> Timeouts {

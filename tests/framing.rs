@@ -9,11 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use common::edges::{build_fixture, run_caddy, run_traefik, wait_for};
 use serde_json::Value;
@@ -23,24 +21,14 @@ use serde_json::Value;
 fn upstream() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let body = "hello from upstream";
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: frame-ancestors 'none'\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
+    let body = "hello from upstream";
+    common::edges::serve_http(
+        l,
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: frame-ancestors 'none'\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     port
 }
 

@@ -5,7 +5,7 @@
 //! What the edges then answer is the tests' to judge.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +14,25 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{oracle, repo};
+
+/// A test upstream: every request on `l` (its head read) is answered with `response` (a whole
+/// HTTP/1.1 response), each connection on its own thread, for as long as the test runs.
+pub fn serve_http(l: TcpListener, response: String) {
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let response = response.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = s.write_all(response.as_bytes());
+            });
+        }
+    });
+}
 
 /// A port free on loopback right now.
 pub fn free_port() -> u16 {
