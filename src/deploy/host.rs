@@ -254,6 +254,10 @@ impl Ssh {
     }
 }
 
+/// How [`Ssh`]'s errors start when ssh itself failed (connection, authentication, host key),
+/// as opposed to the command timing out or not starting.
+pub const SSH_FAILED: &str = "ssh failed";
+
 /// `script` as the remote command: `sh -c` directly for root, else through `sudo -n`.
 pub fn remote_command(user: &str, script: &str) -> String {
     let run = format!("sh -c {}", sh(script));
@@ -267,7 +271,7 @@ impl Host for Ssh {
         let out = run_command(cmd, stdin, timeout)?;
         // 255 is ssh's own failure (connection, authentication, host key), not the script's.
         if out.status == Some(255) {
-            return Err(format!("ssh failed: {}", out.stderr_tail(6)));
+            return Err(format!("{SSH_FAILED}: {}", out.stderr_tail(6)));
         }
         Ok(out)
     }

@@ -12,7 +12,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::host::{Host, Ssh};
+use super::host::{Host, SSH_FAILED};
 use super::progress::{Progress, State};
 use super::{Failure, Step};
 use crate::render::data_volume::{MOUNT, UNIT};
@@ -56,9 +56,10 @@ pub fn stop_script(units: &[String]) -> String {
 }
 
 /// Stops the old server of `host` (reached with its pin, as now in OpenTofu's state), within
-/// `timeout`. `Ok(true)`: its data is at rest; `Ok(false)`: the server could not be reached and
-/// is replaced as it is (reported); `Err`: it was reached but the volume could not be let go.
-pub fn stop_old_server(ssh: &Ssh, host: &str, units: &[String], timeout: Duration, p: &Progress) -> Result<bool, Failure> {
+/// `timeout`. `Ok(true)`: its data is at rest; `Ok(false)`: ssh could not reach the server and
+/// it is replaced as it is (reported); `Err`: it was reached but the volume could not be let go,
+/// or the script did not finish (the server may be half stopped: nothing is applied).
+pub fn stop_old_server(ssh: &dyn Host, host: &str, units: &[String], timeout: Duration, p: &Progress) -> Result<bool, Failure> {
     p.emit(host, Step::Stop, State::Started, "stopping the old server's services and unmounting its data volume");
     match ssh.run(&stop_script(units), b"", timeout) {
         Ok(out) if out.ok() && out.stdout_text().contains(STOPPED) => {
@@ -76,7 +77,7 @@ pub fn stop_old_server(ssh: &Ssh, host: &str, units: &[String], timeout: Duratio
             log_tail: None,
             details: None,
         }),
-        Err(e) => {
+        Err(e) if e.starts_with(SSH_FAILED) => {
             p.emit(
                 host,
                 Step::Stop,
@@ -85,6 +86,16 @@ pub fn stop_old_server(ssh: &Ssh, host: &str, units: &[String], timeout: Duratio
             );
             Ok(false)
         }
+        Err(e) => Err(Failure {
+            host: host.to_string(),
+            step: Step::Stop,
+            message: format!(
+                "stopping the old server did not finish ({}): it may be half stopped, so it is not replaced and nothing was applied for this wave",
+                e.trim()
+            ),
+            log_tail: None,
+            details: None,
+        }),
     }
 }
 
@@ -139,6 +150,27 @@ mod tests {
         assert_eq!(stops, ["hello.service", hostile.as_str(), "var-lib-kiln-data.mount"], "{log}");
         assert!(!std::path::Path::new("/tmp/kiln-stop-pwned").exists());
         assert!(!log.contains("\nstart\n") && !log.starts_with("start"), "nothing started again: {log}");
+    }
+
+    /// Transports standing in for the two ways a command can fail to run: ssh that cannot reach
+    /// the server, and a command killed at its timeout (the errors `Ssh` and `run_command` give).
+    struct Failing(&'static str);
+    impl Host for Failing {
+        fn run(&self, _: &str, _: &[u8], _: Duration) -> Result<super::super::host::Output, String> {
+            Err(self.0.to_string())
+        }
+    }
+
+    #[test]
+    fn an_unreachable_old_server_is_replaced_but_a_stop_that_times_out_applies_nothing() {
+        let p = Progress::new(super::super::progress::Mode::Plain, &[]);
+        let unreachable = Failing("ssh failed: connect to host 192.0.2.1 port 22: No route to host");
+        assert!(unreachable.0.starts_with(SSH_FAILED));
+        assert!(!stop_old_server(&unreachable, "db", &[], Duration::from_secs(5), &p).unwrap(), "replaced as it is");
+        // The script did not finish: the server may be half stopped.
+        let f = stop_old_server(&Failing("timed out after 300 s"), "db", &[], Duration::from_secs(5), &p).unwrap_err();
+        assert_eq!(f.step, Step::Stop);
+        assert!(f.message.contains("did not finish") && f.message.contains("timed out"), "{}", f.message);
     }
 
     #[test]
