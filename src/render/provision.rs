@@ -423,17 +423,25 @@ fn start(o: &mut String, sys: &System, services: &[&Service]) {
     if services.is_empty() {
         return;
     }
-    o.push_str("\n# Services, dependencies first, each healthy before the next starts.\nlog 'step: services'\n");
-    for s in services {
-        if s.container.is_some() {
-            super::jobs::volume_owners(o, sys, s);
+    o.push_str("\n# Services in groups (eval::order::start_groups): a group starts once every service it\n# waits for is healthy; its containers start together and are all healthy before the next.\nlog 'step: services'\n");
+    for group in crate::eval::order::start_groups(services) {
+        let containers: Vec<&&Service> = group.iter().filter(|s| s.container.is_some()).collect();
+        if !containers.is_empty() {
+            for s in &containers {
+                super::jobs::volume_owners(o, sys, s);
+            }
+            let names: Vec<String> = containers.iter().map(|s| sh(&s.name)).collect();
             let _ = writeln!(
                 o,
-                "docker compose --file \"$KILN_ROOT/compose.yaml\" up --detach --wait --wait-timeout 600 {} >/dev/null\nlog {}",
-                sh(&s.name),
-                sh(&format!("{} is up", s.name))
+                "docker compose --file \"$KILN_ROOT/compose.yaml\" up --detach --wait --wait-timeout 600 {} >/dev/null",
+                names.join(" ")
             );
-        } else if let Some(n) = &s.native {
+            for s in &containers {
+                let _ = writeln!(o, "log {}", sh(&format!("{} is up", s.name)));
+            }
+        }
+        for s in group.iter().filter(|s| s.container.is_none()) {
+            let Some(n) = &s.native else { continue };
             if let Some(unit) = &n.unit {
                 let _ = writeln!(o, "systemctl enable --now {} >/dev/null", sh(unit));
             }
