@@ -70,7 +70,12 @@ pub fn page(m: &LoadedModule) -> String {
             crate::syntax::module::IntOrTpl::Tpl(t) => format!("`{t}`"),
         };
         let http = if e.http { ", HTTP (routes may target it)" } else { "" };
-        let _ = writeln!(o, "- endpoint `{}`: {port}/{}{http}", e.name.value, e.protocol.value.name());
+        let tls = match e.tls.as_ref().map(|t| t.value.as_str()) {
+            None | Some("false") => String::new(),
+            Some("true") => ", TLS".into(),
+            Some(t) => format!(", TLS when `{t}`"),
+        };
+        let _ = writeln!(o, "- endpoint `{}`: {port}/{}{http}{tls}", e.name.value, e.protocol.value.name());
     }
     if let Some(mt) = &d.metrics {
         let _ = writeln!(o, "- metrics: endpoint `{}`, path `{}`", mt.endpoint.value, mt.path);

@@ -501,6 +501,9 @@ pub struct Endpoint {
     pub http: bool,
     /// The edge proxies to it over HTTP/2 without TLS (module `h2c = true`).
     pub h2c: bool,
+    /// It speaks TLS (module `tls`, rendered per service): its clients' `requires.SLOT.tls`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -551,6 +554,10 @@ pub struct Dependency {
     /// leaves the host through its egress to the edge's 443; no private network carries it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// The service's endpoint speaks TLS (its module's `tls`), so the consumer connects with
+    /// TLS. A managed database and a route are TLS too, which the templates' `tls` adds.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
     #[serde(skip)]
     pub span: Span,
 }

@@ -223,6 +223,7 @@ fn inline_sources(d: &ModuleDecl) -> Vec<&str> {
         if let IntOrTpl::Tpl(t) = &e.port.value {
             v.push(t);
         }
+        v.extend(e.tls.iter().map(|t| t.value.as_str()));
     }
     if let Some(h) = &d.healthcheck {
         v.extend(h.test.iter().map(|s| s.value.as_str()));

@@ -147,6 +147,7 @@ impl<'a> Resolver<'a> {
                 no_wait: slot.is_some_and(|s| !s.wait),
                 path: None,
                 route: None,
+                tls: endpoint.tls,
                 span: c.span,
             });
         }
@@ -225,6 +226,7 @@ impl<'a> Resolver<'a> {
                 no_wait: false,
                 path: Some(mt.path.clone()),
                 route: None,
+                tls: ep.tls,
                 span: p.decl.name.span,
             });
         }
@@ -418,6 +420,8 @@ impl Resolver<'_> {
             no_wait: !r.wait,
             path: None,
             route: None,
+            // A managed database's TLS is its own (the templates' `tls` says so); not a module's.
+            tls: false,
             span,
         })
     }

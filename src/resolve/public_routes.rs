@@ -66,6 +66,8 @@ impl<'a> Resolver<'a> {
             no_wait: slot.is_some_and(|s| !s.wait),
             path: None,
             route: Some(format!("https://{hostname}{path}")),
+            // HTTPS through the route (the templates' `tls` says so); not the endpoint's own TLS.
+            tls: false,
             span,
         })
     }

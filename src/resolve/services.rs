@@ -58,6 +58,7 @@ impl<'a> Resolver<'a> {
                     protocol: e.protocol.value,
                     http: e.http,
                     h2c: e.h2c,
+                    tls: self.endpoint_tls(tpl, &ctx, ok, e, s),
                 });
             }
         }
@@ -173,6 +174,47 @@ impl<'a> Resolver<'a> {
                         None
                     }
                 },
+            }
+        }
+    }
+
+    /// Whether an endpoint speaks TLS: its `tls`, `true`/`false` or a template rendered with
+    /// the options to one of them.
+    fn endpoint_tls(
+        &mut self,
+        tpl: &crate::template::Templates,
+        ctx: &J,
+        ok: bool,
+        e: &crate::syntax::module::EndpointDecl,
+        s: &ServiceDecl,
+    ) -> bool {
+        let Some(t) = &e.tls else { return false };
+        if !ok {
+            return false;
+        }
+        match tpl.render_str(&t.value, ctx) {
+            Ok(v) => match v.trim() {
+                "true" => true,
+                "false" | "" => false,
+                other => {
+                    self.err(
+                        Diagnostic::error(
+                            "E0020",
+                            format!(
+                                "`tls` of endpoint `{}` of `{}` renders to `{other}`, not `true` or `false`",
+                                e.name.value, s.name.value
+                            ),
+                        )
+                        .primary(t.span, "this template")
+                        .secondary(s.name.span, "in this service"),
+                    );
+                    false
+                }
+            },
+            Err(err) => {
+                let span = crate::template::expression_span(t.span, self.inputs.sources.text(t.span.file), &t.value, &err);
+                self.err(err.at(span).secondary(s.name.span, "while instantiating this service"));
+                false
             }
         }
     }
@@ -677,10 +719,10 @@ impl<'a> Resolver<'a> {
             .filter_map(|d| {
                 Some((
                     d.slot.clone()?,
-                    // `tls`: a managed database speaks TLS (its own certificate); kiln's
-                    // postgres service serves plain TCP on the private network.
+                    // `tls`: a managed database speaks TLS (its own certificate), a service's
+                    // endpoint when its module says so (`tls`, e.g. postgres with `tls = true`).
                     // A public route (`route`): `url` is where to send requests, over TLS.
-                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls => self.managed.contains_key(&d.service) || d.route.is_some(), url => d.route.clone(), route => d.route.is_some() },
+                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls => d.tls || self.managed.contains_key(&d.service) || d.route.is_some(), url => d.route.clone(), route => d.route.is_some() },
                 ))
             })
             .collect();

@@ -31,7 +31,17 @@ pub(super) fn endpoint(name: Sp<String>, mut t: TableReader<'_>, sink: &Sink) ->
                 .help("add `http = true`, or remove `h2c`"),
         );
     }
+    let tls = match t.node("tls") {
+        None => None,
+        Some(Node { value: Value::Bool(b), span }) => Some(Sp::new(b.to_string(), *span)),
+        Some(Node { value: Value::Str(s), span }) => Some(Sp::new(s.clone(), *span)),
+        Some(n) => {
+            sink.expected(n, "`true`, `false` or a template such as \"{{ options.tls }}\"");
+            None
+        }
+    };
     let d = EndpointDecl {
+        tls,
         port,
         host_port,
         protocol,

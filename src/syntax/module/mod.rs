@@ -219,6 +219,9 @@ pub struct EndpointDecl {
     pub http: bool,
     /// The edge speaks HTTP/2 without TLS (h2c) to it: gRPC needs HTTP/2 end to end.
     pub h2c: bool,
+    /// Whether it speaks TLS (clients see `requires.SLOT.tls`): `true`, or a template that
+    /// renders to `true` or `false` (`"{{ options.tls }}"`); absent, plain TCP.
+    pub tls: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
