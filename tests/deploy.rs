@@ -684,6 +684,7 @@ fn bare_server(t: &Path, public_key: &str) -> vm::Machine {
         secrets: Default::default(),
         data_disk: None,
         lab_images: None,
+        apt_repo: None,
         ssh_port: 22,
     };
     let _ = t;

@@ -9,6 +9,9 @@
 //!   edge's uplink) only through its gateway: with kiln's egress route (default via the
 //!   network's first address, Hetzner's router, for which the lab's gateway stands in) it
 //!   answers, without it nothing does (the seed link is no uplink);
+//! - the lab's apt repository (`--apt-repo`, scripts/lab-apt-repo) is reached the same way:
+//!   app's provisioner installs prometheus-node-exporter, which the image lacks, with a real
+//!   `apt-get` through the gateway; without the route the repository does not answer;
 //! - ufw holds the derived rules: the edge reaches app's page but not another port app
 //!   listens on, app does not reach the edge's SSH; the gateway masquerades the network;
 //! - each host holds its own secrets only; the fleet's work directory holds none;
@@ -79,6 +82,7 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
     let port = outside("hello from outside");
 
     let state = tmp.path().join("state");
+    let apt = vm::lab_apt_repo("bookworm");
     let out = kiln()
         .arg("--modules")
         .arg(&modules)
@@ -88,6 +92,8 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
         .arg(&sys)
         .args(["--keep", "--json", "--state"])
         .arg(&state)
+        .arg("--apt-repo")
+        .arg(&apt)
         .output()
         .unwrap();
     // The guard first: whatever kiln printed, what it kept running is stopped at the end.
@@ -148,6 +154,27 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
     );
     assert!(without.starts_with("refused:"), "no route out without the gateway: {without}");
     assert_eq!(fetch(&fleet, "app", &url).trim(), "hello from outside", "the route is back");
+
+    // the lab's apt repository, reached like the internet: app's provisioner installed
+    // prometheus-node-exporter (not in the image) with a real apt-get through the gateway, and
+    // the exporter runs; without the route the repository is unreachable
+    let repo = "http://10.0.2.100:8080/Release";
+    let installed = fleet.sh("app", "dpkg-query -W -f '${Status} ${Version}' prometheus-node-exporter");
+    assert!(installed.starts_with("install ok installed"), "{installed}");
+    let log = fleet.sh("app", "sudo cat /var/log/apt/history.log");
+    assert!(log.contains("Install: prometheus-node-exporter"), "apt-get installed it at boot: {log}");
+    assert!(fleet.sh("app", "systemctl is-active prometheus-node-exporter").trim() == "active");
+    assert!(fetch(&fleet, "app", repo).contains("Origin: kiln-lab"), "app reaches the lab's repository through edge");
+    let refused = fleet.sh(
+        "app",
+        &format!(
+            "sudo ip route del default; python3 -c {} ; sudo ip route replace default via 10.0.0.1",
+            kiln::render::quote::sh(&format!(
+                "import urllib.request\ntry:\n    urllib.request.urlopen('{repo}', timeout=8); print('reached')\nexcept Exception as e:\n    print('refused:', e)\n"
+            ))
+        ),
+    );
+    assert!(refused.starts_with("refused:"), "no repository without the way out: {refused}");
 
     // ufw holds the derived rules, and they are all that is open on the private network
     let app_ufw = fleet.sh("app", "sudo ufw status");

@@ -49,6 +49,8 @@ pub struct FleetOptions {
     pub kiln_exe: PathBuf,
     /// Where `--keep` records the running machines for `kiln boot --down`.
     pub state_dir: PathBuf,
+    /// Lab plumbing: a flat apt repository, the machines' only apt source ([`super::seed::apt_part`]).
+    pub apt_repo: Option<PathBuf>,
 }
 
 /// A container's state as `docker compose ps` gave it on the host.
@@ -205,6 +207,10 @@ pub fn boot_fleet(hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions) -> Resu
             fit
         ));
     }
+    // Refused before any machine starts.
+    if let Some(dir) = &opts.apt_repo {
+        super::repo_serve_cmd(dir)?;
+    }
     catch_interrupts();
     let work = private_dir()?;
     if work.path().to_string_lossy().contains(',') || opts.kiln_exe.to_string_lossy().contains(',') {
@@ -306,7 +312,18 @@ pub fn down(state_dir: &Path, system: Option<&str>) -> Result<Vec<String>, Strin
 }
 
 /// The qemu arguments of one VM's NICs.
-fn nic_args(vm: &VmNet, plan: &Plan, seed_dir: &Path, kiln: &Path, ports: &BTreeMap<String, u16>, ssh_port: u16) -> Vec<String> {
+/// `apt` is the lab's apt repository's serve command ([`super::repo_serve_cmd`]): it answers on
+/// the uplink only, so a host reaches it exactly when it has a way out (its own uplink, or a
+/// route through a gateway that has one), never through a seed link.
+fn nic_args(
+    vm: &VmNet,
+    plan: &Plan,
+    seed_dir: &Path,
+    kiln: &Path,
+    ports: &BTreeMap<String, u16>,
+    ssh_port: u16,
+    apt: Option<&str>,
+) -> Vec<String> {
     let mut args = Vec::new();
     for (i, nic) in vm.nics.iter().enumerate() {
         match &nic.role {
@@ -324,6 +341,9 @@ fn nic_args(vm: &VmNet, plan: &Plan, seed_dir: &Path, kiln: &Path, ports: &BTree
                     }
                 }
                 s.push_str(&format!(",guestfwd=tcp:{}:80-cmd:{} seed-serve {}", slirp.seed(), kiln.display(), seed_dir.display()));
+                if let (Role::Uplink, Some(cmd)) = (&nic.role, apt) {
+                    s.push_str(&format!(",guestfwd=tcp:{}:{}-cmd:{} {cmd}", slirp.seed(), super::seed::APT_PORT, kiln.display()));
+                }
                 args.extend(["-nic".to_string(), s]);
             }
             Role::Lan { network } => {
@@ -344,11 +364,18 @@ fn nic_args(vm: &VmNet, plan: &Plan, seed_dir: &Path, kiln: &Path, ports: &BTree
 /// Writes one host's seed, overlay and (for a host with data) data disk under `dir`, and
 /// starts its qemu.
 fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions, ports: &BTreeMap<String, u16>) -> Result<Child, String> {
+    let apt = opts.apt_repo.as_deref().map(super::repo_serve_cmd).transpose()?;
+    let apt = apt.as_deref();
     std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(|e| e.to_string())?;
     let seed = dir.join("seed");
     std::fs::DirBuilder::new().mode(0o700).create(&seed).map_err(|e| e.to_string())?;
     let netcfg = network_config(vm);
-    write_private(&seed.join("user-data"), &seed_user_data(&h.user_data, &h.secrets, Some(&report_part())))?;
+    let mut lab = vec![("kiln-boot-report.cfg", report_part())];
+    if apt.is_some() {
+        let url = format!("http://{}:{}/", plan.uplink.seed(), super::seed::APT_PORT);
+        lab.push(("kiln-boot-apt.cfg", super::seed::apt_part(&url)));
+    }
+    write_private(&seed.join("user-data"), &seed_user_data(&h.user_data, &h.secrets, &lab))?;
     write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {}\n", &h.closure[..16], h.name).as_bytes())?;
     write_private(&seed.join("vendor-data"), b"")?;
     write_private(&seed.join("network-config"), netcfg.as_bytes())?;
@@ -373,7 +400,7 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
             .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={}", super::DATA_DISK_SERIAL)]);
     }
     let seed_addr = if vm.uplink() { plan.uplink.seed() } else { plan.seed.seed() };
-    qemu.args(nic_args(vm, plan, &seed, &opts.kiln_exe, ports, h.ssh_port))
+    qemu.args(nic_args(vm, plan, &seed, &opts.kiln_exe, ports, h.ssh_port, apt))
         .args(["-smbios", &format!("type=1,serial=ds={};s=http://{seed_addr}/", nocloud_name(&h.image_dir))]);
     spawn_qemu(qemu, &serial, &dir.join("qmp.sock"), &err)
 }
@@ -530,7 +557,8 @@ mod tests {
         assert_eq!(sys.hosts["edge"].ssh_port, 2222);
         let plan = super::super::net::plan(&sys, &["edge".to_string()], 40000).unwrap();
         let ports: BTreeMap<String, u16> = [("ssh", 40022), ("http", 40080), ("https", 40443)].map(|(k, v)| (k.to_string(), v)).into();
-        let args = nic_args(&plan.vms[0], &plan, Path::new("/seed"), Path::new("/kiln"), &ports, sys.hosts["edge"].ssh_port).join(" ");
+        let args =
+            nic_args(&plan.vms[0], &plan, Path::new("/seed"), Path::new("/kiln"), &ports, sys.hosts["edge"].ssh_port, None).join(" ");
         assert!(args.contains("hostfwd=tcp:127.0.0.1:40022-:2222,"), "{args}");
         assert!(!args.contains("-:22,"), "{args}");
     }

@@ -41,7 +41,7 @@ pub mod net;
 mod seed;
 
 pub use fleet::{Container, FleetHost, FleetOptions, FleetReport, HostReport, boot_fleet, down, lan_port};
-pub use seed::seed_serve;
+pub use seed::{repo_serve, seed_serve};
 
 /// The guest-side address of the seed server (slirp's guestfwd).
 const SEED_ADDR: &str = "10.0.2.100";
@@ -81,6 +81,9 @@ pub struct BootOptions {
     pub data_disk: Option<PathBuf>,
     /// Lab plumbing: a `docker load` archive attached read-only (see [`LAB_IMAGES_SERIAL`]).
     pub lab_images: Option<PathBuf>,
+    /// Lab plumbing: a flat apt repository served as the machine's only apt source
+    /// ([`seed::apt_part`]).
+    pub apt_repo: Option<PathBuf>,
     /// The port the host's sshd listens on (`ssh_port`), which the loopback SSH forward reaches.
     pub ssh_port: u16,
 }
@@ -199,6 +202,21 @@ pub fn read_from_disk(work: &Path, overlay: &Path, paths: &[&str]) -> Result<Vec
     out
 }
 
+/// The arguments qemu's guestfwd gives `kiln` to serve the lab's apt repository `dir`: a
+/// directory with a `Packages` index (scripts/lab-apt-repo), by its absolute path, quoted for
+/// the shell-like splitting slirp applies; qemu's option syntax takes no comma.
+pub(crate) fn repo_serve_cmd(dir: &Path) -> Result<String, String> {
+    let abs = std::fs::canonicalize(dir).map_err(|e| format!("--apt-repo {}: {e}", dir.display()))?;
+    if !abs.join("Packages").is_file() {
+        return Err(format!("--apt-repo {}: no Packages index (make the repository with scripts/lab-apt-repo)", dir.display()));
+    }
+    let text = abs
+        .to_str()
+        .filter(|t| !t.contains(','))
+        .ok_or_else(|| format!("--apt-repo {}: qemu cannot take a path with a comma or that is not UTF-8", dir.display()))?;
+    Ok(format!("repo-serve {}", crate::render::quote::sh(text)))
+}
+
 pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> Result<BootReport, String> {
     for f in ["base.raw", "vmlinuz", "initrd.img"] {
         if !opts.image_dir.join(f).is_file() {
@@ -210,10 +228,11 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
     if let Some(images) = opts.lab_images.as_ref().filter(|i| !i.is_file() || i.to_string_lossy().contains(',')) {
         return Err(format!("{}: no such file (or a path with a comma, which qemu cannot take)", images.display()));
     }
+    let apt = opts.apt_repo.as_deref().map(repo_serve_cmd).transpose()?;
     catch_interrupts();
     // Dropped (removed) on every return below unless the machine is kept running.
     let work = private_dir()?;
-    let result = run_machine(work.path(), host, closure, user_data, data, opts);
+    let result = run_machine(work.path(), host, closure, user_data, data, apt.as_deref(), opts);
     // The seed's user-data holds the secrets: it never outlives the boot, kept or not.
     let _ = std::fs::remove_file(work.path().join("seed").join("user-data"));
     let mut report = result?;
@@ -320,6 +339,7 @@ fn run_machine(
     closure: &str,
     user_data: &[u8],
     data: Option<(String, bool)>,
+    apt: Option<&str>,
     opts: &BootOptions,
 ) -> Result<BootReport, String> {
     if work.to_string_lossy().contains(',') || opts.kiln_exe.to_string_lossy().contains(',') {
@@ -327,7 +347,9 @@ fn run_machine(
     }
     let seed = work.join("seed");
     std::fs::DirBuilder::new().mode(0o700).create(&seed).map_err(|e| e.to_string())?;
-    write_private(&seed.join("user-data"), &seed::seed_user_data(user_data, &opts.secrets, None))?;
+    let lab: Vec<(&str, String)> =
+        apt.iter().map(|_| ("kiln-boot-apt.cfg", seed::apt_part(&format!("http://{SEED_ADDR}:{}/", seed::APT_PORT)))).collect();
+    write_private(&seed.join("user-data"), &seed::seed_user_data(user_data, &opts.secrets, &lab))?;
     write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {host}\n", &closure[..16]).as_bytes())?;
     // Empty but present: otherwise cloud-init retries it ten times.
     write_private(&seed.join("vendor-data"), b"")?;
@@ -347,7 +369,7 @@ fn run_machine(
     let sock = work.join("qmp.sock");
     let qemu_err = work.join("qemu.err");
     write_private(&qemu_err, b"")?;
-    let nic = format!(
+    let mut nic = format!(
         "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{},hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443,guestfwd=tcp:{SEED_ADDR}:80-cmd:{} seed-serve {}",
         ports["ssh"],
         opts.ssh_port,
@@ -356,6 +378,9 @@ fn run_machine(
         opts.kiln_exe.display(),
         seed.display()
     );
+    if let Some(cmd) = apt {
+        nic.push_str(&format!(",guestfwd=tcp:{SEED_ADDR}:{}-cmd:{} {cmd}", seed::APT_PORT, opts.kiln_exe.display()));
+    }
     let mut qemu = qemu_command(host, opts.memory_mb, &opts.image_dir, None, &overlay);
     if let (Some(path), Some((format, _))) = (&opts.data_disk, &data) {
         // After the root disk (vda); qemu locks the image, so a disk another machine uses is

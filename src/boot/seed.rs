@@ -1,6 +1,7 @@
 //! The NoCloud seed `kiln boot` serves: user-data with the host's secrets (and, for a fleet,
-//! the lab's report part) as extra cloud-config parts, and `kiln seed-serve`, which qemu runs
-//! for each guest connection to the seed address and which hands user-data out once.
+//! the lab's report part; with `--apt-repo`, the lab's apt source) as extra cloud-config parts,
+//! and `kiln seed-serve`, which qemu runs for each guest connection to the seed address and
+//! which hands user-data out once; `kiln repo-serve` serves the lab's apt repository the same way.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
@@ -31,14 +32,14 @@ pub(crate) fn secrets_part(secrets: &BTreeMap<String, Vec<u8>>) -> String {
 }
 
 /// user-data as cloud-init receives it: the host's own, plus a secrets part when there are any
-/// and the fleet's report part ([`report_part`]) when given.
-pub(crate) fn seed_user_data(user_data: &[u8], secrets: &BTreeMap<String, Vec<u8>>, report: Option<&str>) -> Vec<u8> {
+/// and the lab's own parts (file name, cloud-config: [`report_part`], [`apt_part`]).
+pub(crate) fn seed_user_data(user_data: &[u8], secrets: &BTreeMap<String, Vec<u8>>, lab: &[(&str, String)]) -> Vec<u8> {
     let mut parts = vec![("host.cfg", String::from_utf8_lossy(user_data).into_owned())];
     if !secrets.is_empty() {
         parts.push(("secrets.cfg", secrets_part(secrets)));
     }
-    if let Some(r) = report {
-        parts.push(("kiln-boot-report.cfg", r.to_string()));
+    for (name, part) in lab {
+        parts.push((name, part.clone()));
     }
     if parts.len() == 1 {
         return user_data.to_vec();
@@ -82,9 +83,49 @@ printf '%send\n' "$p"
     format!("#cloud-config\n{}", crate::render::yaml(&cfg))
 }
 
+/// The guest-side port of the lab's apt repository, on the seed address of a network with a
+/// way out (`kiln boot --apt-repo`).
+pub const APT_PORT: u16 = 8080;
+
+/// Lab plumbing for `--apt-repo` (never part of kiln's artifacts): a cloud-config part whose
+/// apt configuration, written before any module runs, makes the lab's repository at `url` apt's
+/// only source (`Dir::Etc::SourceList` and `SourceParts` moved, so whatever the image or
+/// cloud-init put in /etc/apt/sources.list* is not read: the test machines' VMs reach no
+/// other archive). The repository is unsigned and marked trusted: scripts/lab-apt-repo verified
+/// every package against Debian's signed index when it downloaded them.
+pub(crate) fn apt_part(url: &str) -> String {
+    let file =
+        |path: &str, content: String| serde_json::json!({ "path": path, "owner": "root:root", "permissions": "0644", "content": content });
+    let cfg = serde_json::json!({
+        "merge_how": [{ "name": "list", "settings": ["append"] }, { "name": "dict", "settings": ["no_replace", "recurse_list"] }],
+        "write_files": [
+            file(
+                "/etc/apt/apt.conf.d/00kiln-lab",
+                "Dir::Etc::SourceList \"/etc/kiln-lab/apt/sources.list\";\nDir::Etc::SourceParts \"/etc/kiln-lab/apt/sources.list.d\";\n".into()
+            ),
+            file("/etc/kiln-lab/apt/sources.list", format!("deb [trusted=yes] {url} ./\n")),
+        ],
+    });
+    format!("#cloud-config\n{}", crate::render::yaml(&cfg))
+}
+
 /// `kiln seed-serve DIR`: answers one HTTP request on stdin/stdout with a file from DIR
 /// (qemu runs it for each guest connection to the seed address).
 pub fn seed_serve(dir: &Path) -> std::io::Result<()> {
+    let allowed = ["user-data", "meta-data", "vendor-data", "network-config"];
+    serve_one(dir, |name| allowed.contains(&name), true)
+}
+
+/// `kiln repo-serve DIR`: answers one HTTP request on stdin/stdout with any regular file under
+/// DIR (qemu runs it for each guest connection to the lab's apt repository).
+pub fn repo_serve(dir: &Path) -> std::io::Result<()> {
+    use std::path::Component::{CurDir, Normal};
+    serve_one(dir, |name| !name.is_empty() && Path::new(name).components().all(|c| matches!(c, Normal(_) | CurDir)), false)
+}
+
+/// One HTTP/1.0 exchange on stdin/stdout: a GET or HEAD of a file under `dir` whose name
+/// `allowed` accepts, else 404; with `once`, user-data is removed once it has been sent.
+fn serve_one(dir: &Path, allowed: impl Fn(&str) -> bool, once: bool) -> std::io::Result<()> {
     let stdin = std::io::stdin();
     let mut r = std::io::BufReader::new(stdin.lock());
     let mut first = String::new();
@@ -97,9 +138,8 @@ pub fn seed_serve(dir: &Path) -> std::io::Result<()> {
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("/").trim_start_matches('/');
     let name = path.split('?').next().unwrap_or("");
-    let allowed = ["user-data", "meta-data", "vendor-data", "network-config"];
-    let body = if allowed.contains(&name) { std::fs::read(dir.join(name)).ok() } else { None };
-    let served_once = method == "GET" && name == "user-data";
+    let body = if allowed(name) { std::fs::read(dir.join(name)).ok() } else { None };
+    let served_once = once && method == "GET" && name == "user-data";
     let mut out = std::io::stdout().lock();
     match body {
         Some(b) => {

@@ -223,6 +223,12 @@ pub(crate) enum Command {
         /// runs, so that `docker compose up` finds the images offline (docs/lab.md).
         #[arg(long, value_name = "FILE")]
         lab_images: Option<PathBuf>,
+        /// Lab: DIR is a flat apt repository (scripts/lab-apt-repo) that becomes the machines'
+        /// only apt source, served where a host with a way out reaches it (the uplink's seed
+        /// address, port 8080; a host routed through a gateway reaches it through the gateway),
+        /// so the provisioner's `apt-get install` runs for real offline (docs/lab.md).
+        #[arg(long, value_name = "DIR")]
+        apt_repo: Option<PathBuf>,
         /// Print the boot report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -241,6 +247,13 @@ pub(crate) enum Command {
     #[command(hide = true)]
     SeedServe {
         /// The seed directory to serve.
+        dir: PathBuf,
+    },
+    /// Serve one request for a file of the lab's apt repository on stdin/stdout (run by qemu
+    /// for `kiln boot --apt-repo`).
+    #[command(name = "repo-serve", hide = true)]
+    RepoServe {
+        /// The repository directory to serve.
         dir: PathBuf,
     },
     /// Fetch a pushed closure into the local store, verifying every object.
@@ -568,6 +581,7 @@ impl Command {
             Command::Boot { .. } => "boot",
             Command::EncryptSecrets { .. } => "encrypt-secrets",
             Command::SeedServe { .. } => "seed-serve",
+            Command::RepoServe { .. } => "repo-serve",
             Command::Pull { .. } => "pull",
             Command::Completions { .. } => "completions",
             Command::Gc { .. } => "gc",

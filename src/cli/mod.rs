@@ -46,7 +46,23 @@ pub fn run() -> ExitCode {
         Command::Build { path, inputs, store, out_link, check, json, no_cache } => with_options(early, inputs, |opts| {
             build::cached_or_built(&path, &opts, ui, build::Target { store, out_link, check, json, cache: !no_cache && !check })
         }),
-        Command::Boot { targets, all, hosts, down, state, inputs, image, keep, secrets, timeout, data_disk, memory, lab_images, json } => {
+        Command::Boot {
+            targets,
+            all,
+            hosts,
+            down,
+            state,
+            inputs,
+            image,
+            keep,
+            secrets,
+            timeout,
+            data_disk,
+            memory,
+            lab_images,
+            apt_repo,
+            json,
+        } => {
             let state = state.unwrap_or_else(boot::state_dir);
             match env::accel_config() {
                 Ok(c) => kiln::boot::accel::configure(c),
@@ -79,10 +95,12 @@ pub fn run() -> ExitCode {
                             timeout,
                             memory,
                             state: state.clone(),
+                            apt_repo: apt_repo.clone(),
                         };
                         return boot::fleet(c, &path, &opts, f, json);
                     }
-                    let machine = boot::Machine { memory, lab_images: lab_images.clone(), data_disk: data_disk.clone() };
+                    let machine =
+                        boot::Machine { memory, lab_images: lab_images.clone(), data_disk: data_disk.clone(), apt_repo: apt_repo.clone() };
                     boot::boot(
                         c,
                         &path,
@@ -148,6 +166,10 @@ pub fn run() -> ExitCode {
                 Command::Diff { old, new, json } => plan::diff_command(&old, &new, json),
                 Command::Generations { command, state, system, json } => plan::generations_command(command, state, system, json, ui),
                 Command::SeedServe { dir } => match kiln::boot::seed_serve(&dir) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::from(2),
+                },
+                Command::RepoServe { dir } => match kiln::boot::repo_serve(&dir) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(_) => ExitCode::from(2),
                 },

@@ -238,3 +238,25 @@ impl Drop for Fleet {
         }
     }
 }
+
+/// The packages the lab's images do not carry and kiln's provisioners install (restic for
+/// backups; node-exporter's and zabbix-agent's native packages): the lab's apt repository.
+pub const LAB_APT_PACKAGES: &[&str] = &["prometheus-node-exporter", "restic", "zabbix-agent2"];
+
+/// The lab's apt repository for a Debian `suite` (scripts/lab-apt-repo: downloaded once,
+/// verified, cached in ~/.cache/kiln/lab-apt/SUITE), for `kiln boot --apt-repo`.
+#[allow(clippy::disallowed_methods)] // where the lab's downloads are cached: the user's cache
+pub fn lab_apt_repo(suite: &str) -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let dir = cache.join("kiln/lab-apt").join(suite);
+    let out = Command::new(crate::common::repo().join("scripts/lab-apt-repo"))
+        .args(["--suite", suite])
+        .arg(&dir)
+        .args(LAB_APT_PACKAGES)
+        .output()
+        .expect("run scripts/lab-apt-repo");
+    assert!(out.status.success(), "scripts/lab-apt-repo {suite}: {}", text(&out.stderr));
+    dir
+}

@@ -248,6 +248,7 @@ impl Drop for LabHost {
 pub fn boot(sys: &Path, host: &str, key: &Path, admin: &str, images: &Path, data_disk: Option<&Path>) -> LabHost {
     let mut cmd = kiln();
     cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey")).arg("boot").arg(host).arg(sys);
+    cmd.arg("--apt-repo").arg(vm::lab_apt_repo("trixie"));
     cmd.arg("--lab-images").arg(images).arg("--memory").arg(LAB_MEMORY_MIB.to_string()).args(["--keep", "--json", "--timeout", "1500"]);
     if let Some(d) = data_disk {
         cmd.arg("--data-disk").arg(d);

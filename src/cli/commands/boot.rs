@@ -17,6 +17,7 @@ pub(crate) struct Machine {
     pub(crate) memory: u32,
     pub(crate) data_disk: Option<PathBuf>,
     pub(crate) lab_images: Option<PathBuf>,
+    pub(crate) apt_repo: Option<PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -32,7 +33,7 @@ pub(crate) fn boot(
     machine: Machine,
     json: bool,
 ) -> ExitCode {
-    let Machine { memory, data_disk, lab_images } = machine;
+    let Machine { memory, data_disk, lab_images, apt_repo } = machine;
     let Some(ha) = c.hosts.get(host) else {
         let hint =
             diag::did_you_mean(host, c.hosts.keys().map(String::as_str)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
@@ -58,6 +59,7 @@ pub(crate) fn boot(
         secrets: values,
         data_disk,
         lab_images,
+        apt_repo,
         ssh_port: c.system.hosts[host].ssh_port,
     };
     if !json {
@@ -128,6 +130,7 @@ pub(crate) struct Fleet {
     pub(crate) timeout: u64,
     pub(crate) memory: u32,
     pub(crate) state: PathBuf,
+    pub(crate) apt_repo: Option<PathBuf>,
 }
 
 /// `kiln boot --all PATH` / `--hosts A,B PATH`.
@@ -179,6 +182,7 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
         timeout: std::time::Duration::from_secs(f.timeout),
         kiln_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln")),
         state_dir: f.state,
+        apt_repo: f.apt_repo,
     };
     if !json {
         eprintln!("booting {} under qemu ({} MiB each); this takes a few minutes", names.join(", "), f.memory);
