@@ -167,7 +167,8 @@ fn five_vps_data_tier_exporters_are_scraped() {
         );
     }
     let (svc, _) = published(&out, "db", "pgbouncer-exporter");
-    assert_eq!(svc["environment"]["PGBOUNCER_EXPORTER_CONNECTION_STRING"], "postgres://app@pgbouncer:6432/pgbouncer?sslmode=disable");
+    // PgBouncer takes TLS clients only (`tls = true`), so the exporter asks for TLS.
+    assert_eq!(svc["environment"]["PGBOUNCER_EXPORTER_CONNECTION_STRING"], "postgres://app@pgbouncer:6432/pgbouncer?sslmode=require");
     let ini = read(&out.join("hosts/db/files/pgbouncer/pgbouncer.ini"));
     let lines: Vec<&str> = ini.lines().map(str::trim).collect();
     assert!(lines.contains(&"stats_users = app"), "{ini}");
