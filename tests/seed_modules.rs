@@ -176,7 +176,8 @@ fn five_vps_data_tier_exporters_are_scraped() {
     let (svc, _) = published(&out, "cache", "valkey-exporter");
     assert_eq!(svc["environment"]["REDIS_ADDR"], "redis://valkey:6379");
     let (svc, _) = published(&out, "db", "postgres-exporter");
-    assert_eq!(svc["environment"]["DATA_SOURCE_URI"], "postgres:5432/app?sslmode=disable");
+    // postgres speaks TLS only to other containers (`tls = true`).
+    assert_eq!(svc["environment"]["DATA_SOURCE_URI"], "postgres:5432/app?sslmode=require");
 }
 
 /// Debian's valkey, unpacked by scripts/install-test-deps into .test-tools/valkey.
