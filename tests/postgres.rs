@@ -719,6 +719,11 @@ const TLS_ADDR: &str = "10.77.0.1";
 /// overridden for the test (later `-c` win). Runs in a network namespace of its own holding
 /// [`TLS_ADDR`], as the unprivileged user.
 fn start_tls_server(pg: &Cluster, script: &Path, command: &[String]) -> Kill {
+    start_tls_server_in(pg, script, command, Net::New(TLS_ADDR))
+}
+
+/// [`start_tls_server`] in the network `net`.
+fn start_tls_server_in(pg: &Cluster, script: &Path, command: &[String], net: Net<'_>) -> Kill {
     let bin = pg.dir.join("entrypoint-bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(
@@ -734,7 +739,7 @@ fn start_tls_server(pg: &Cluster, script: &Path, command: &[String]) -> Kill {
     .unwrap();
     std::fs::set_permissions(bin.join("docker-entrypoint.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let args: Vec<&str> = command.iter().map(String::as_str).collect();
-    let child = contained_net(&pg.dir.join("server-secrets"), &[&bin, &pg_bin()], &BTreeMap::new(), script, &args, Net::New(TLS_ADDR))
+    let child = contained_net(&pg.dir.join("server-secrets"), &[&bin, &pg_bin()], &BTreeMap::new(), script, &args, net)
         .stdout(std::fs::File::create(pg.dir.join("server.log")).unwrap())
         .stderr(std::fs::File::create(pg.dir.join("server.err")).unwrap())
         .spawn()
@@ -837,6 +842,160 @@ fn five_vps_saas_postgres_speaks_tls_and_refuses_plain_tcp() {
     assert_eq!(pg.sql("postgres", "SELECT 1").trim(), "1");
     pg.stop();
     drop(server);
+}
+
+/// A veth pair between the network namespaces of two processes, `a_addr` and `b_addr` in a /24:
+/// peers that reach each other from their own addresses, as two hosts on a private network.
+fn link(name: &str, (a, a_addr): (u32, &str), (b, b_addr): (u32, &str)) {
+    let ip = |args: &[&str]| {
+        let out = run(Command::new("ip").args(args));
+        assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+    };
+    let (na, nb) = (format!("{name}a"), format!("{name}b"));
+    ip(&["link", "add", &na, "type", "veth", "peer", "name", &nb]);
+    ip(&["link", "set", &na, "netns", &a.to_string()]);
+    ip(&["link", "set", &nb, "netns", &b.to_string()]);
+    for (pid, dev, addr) in [(a, &na, a_addr), (b, &nb, b_addr)] {
+        let script = format!("ip link set lo up && ip addr add {addr}/24 dev {dev} && ip link set {dev} up");
+        let out = run(Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "--", "sh", "-c", &script]));
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    }
+}
+
+/// A streaming replica of a postgres service with `tls = true`, judged by the real PostgreSQL:
+/// the primary runs with kiln's TLS start (its hba_file has the replica's `hostssl replication`
+/// line, nothing else lets another host in), the replica's generated start script runs
+/// pg_basebackup over TLS (`sslmode=require` in its conninfo, which becomes primary_conninfo) and
+/// follows the primary; a replication connection without TLS from the replica's address is
+/// refused. The two servers are two network namespaces joined by a veth pair, at the system's
+/// own private addresses (10.0.0.2, 10.0.0.3) and port. Stand-ins, named: the primary's
+/// entrypoint as in [`start_tls_server`]; the replica's, as in the plain replica test, records its
+/// arguments and starts the server socket-only.
+#[test]
+fn a_tls_replica_copies_the_primary_over_tls() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("sys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let system = replica_system(false)
+        .replace("secrets = { password = \"db_superuser\" }\n", "secrets = { password = \"db_superuser\" }\noptions = { tls = true }\n")
+        .replace("replication_password = \"replication\" }\n", "replication_password = \"replication\" }\noptions = { tls = true }\n");
+    assert_eq!(system.matches("options = { tls = true }").count(), 2, "{system}");
+    std::fs::write(dir.join("system.toml"), system).unwrap();
+    let result = build(&dir.join("system.toml"), &dir.join("store"), &dir.join("result"));
+    let (a, b) = (result.join("hosts/a"), result.join("hosts/b"));
+    let compose_a = common::compose_config(&a.join("compose.yaml"));
+    let secrets_a = secrets_of(&compose_a, "db");
+    let secrets_b = secrets_of(&common::compose_config(&b.join("compose.yaml")), "db-replica");
+    let values = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter().map(|(t, s)| (t.clone(), if s == "replication" { "re:pl\\ica'tion".to_string() } else { value(s) })).collect()
+    };
+    let init = tmp.path().join("init.sh");
+    std::fs::copy(a.join("files/db/10-kiln-databases.sh"), &init).unwrap();
+
+    // The primary: the role and slot on first start, then the TLS server at 10.0.0.2:5432.
+    let mut pg = Cluster::init(&tmp.path().join("primary"), &value("db_superuser"));
+    pg.port = 5432;
+    pg.start(false);
+    let out = pg.run_script(&init, &values(&secrets_a));
+    assert!(out.status.success(), "init: {}", text(&out.stderr));
+    pg.stop();
+    assert!(!read(&pg.data.join("pg_hba.conf")).contains("replicator"), "with TLS the data directory's pg_hba.conf is not kiln's");
+    let command: Vec<String> =
+        compose_a["services"]["db"]["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let server = start_tls_server_in(&pg, &init, &command, Net::New("10.0.0.2"));
+    let pid_a = server.0.id();
+    // The replica host's network: a process holding a namespace of its own, linked to the primary's.
+    let mut holder = Command::new("unshare");
+    holder.args(["-n", "sleep", "600"]);
+    std::os::unix::process::CommandExt::process_group(&mut holder, 0);
+    let holder = Kill(holder.spawn().unwrap());
+    let pid_b = holder.0.id();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    link(&format!("kr{}", std::process::id() % 100_000), (pid_a, "10.0.0.2"), (pid_b, "10.0.0.3"));
+    let server_log = || std::fs::read_to_string(pg.dir.join("server.err")).unwrap_or_default();
+    psql_ready(pid_b, "host=10.0.0.2 port=5432 user=postgres dbname=postgres sslmode=require", &value("db_superuser"), "SELECT 1")
+        .unwrap_or_else(|e| panic!("the primary from 10.0.0.3: {e}\n{}", server_log()));
+    // Replication without TLS from the replica's address is refused by the primary's pg_hba.
+    let plain =
+        psql_in(pid_b, "host=10.0.0.2 port=5432 user=replicator replication=true sslmode=disable", "re:pl\\ica'tion", "IDENTIFY_SYSTEM")
+            .unwrap_err();
+    assert!(
+        plain.contains("no pg_hba.conf entry for replication connection from host \"10.0.0.3\"") && plain.contains("no encryption"),
+        "{plain}"
+    );
+
+    // The replica's generated start, in the replica host's network.
+    let replica = Cluster { dir: tmp.path().join("replica"), data: tmp.path().join("replica/18/docker"), port: free_port() };
+    std::fs::create_dir_all(replica.dir.join("bin")).unwrap();
+    std::fs::copy(b.join("files/db-replica/10-kiln-databases.sh"), replica.dir.join("start.sh")).unwrap();
+    assert!(read(&replica.dir.join("start.sh")).contains(" sslmode=require\""), "the replica asks for TLS");
+    std::fs::write(
+        replica.dir.join("bin/docker-entrypoint.sh"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >'{args}'\nexec pg_ctl -D \"$PGDATA\" -o \"-c listen_addresses='' -k {dir} -p {port}\" -l '{dir}/log' -w start\n",
+            args = replica.dir.join("args").display(),
+            dir = replica.dir.display(),
+            port = replica.port,
+        ),
+    )
+    .unwrap();
+    // PGDATA as the image sets it.
+    std::fs::write(
+        replica.dir.join("run.sh"),
+        format!("#!/bin/sh\nPGDATA='{}' exec dash '{}' \"$@\"\n", replica.data.display(), replica.dir.join("start.sh").display()),
+    )
+    .unwrap();
+    for f in ["start.sh", "run.sh", "bin/docker-entrypoint.sh"] {
+        std::fs::set_permissions(replica.dir.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    assert!(run(Command::new("chown").args(["-R", &format!("{PG_UID}:{PG_UID}")]).arg(&replica.dir)).status.success());
+    let out = contained_net(
+        &replica.dir.join("secrets"),
+        &[&replica.dir.join("bin"), &pg_bin()],
+        &values(&secrets_b),
+        &replica.dir.join("run.sh"),
+        &["postgres", "-c", "listen_addresses=*"],
+        Net::Join(pid_b),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "replica start: {}{}\n{}",
+        text(&out.stderr),
+        std::fs::read_to_string(replica.dir.join("log")).unwrap_or_default(),
+        server_log()
+    );
+    let args = read(&replica.dir.join("args"));
+    assert!(args.starts_with("postgres\n-c\nlisten_addresses=*\n-c\nssl=on\n"), "the replica's own TLS settings follow: {args}");
+    let auto = read(&replica.data.join("postgresql.auto.conf"));
+    assert!(auto.contains("sslmode=require") && auto.contains("passfile="), "primary_conninfo asks for TLS: {auto}");
+
+    // Write on the primary, read on the replica; the primary streams to it over TLS.
+    pg.sql("postgres", "CREATE TABLE kiln_probe (v text); INSERT INTO kiln_probe VALUES ('written on the primary')");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let out = run(Command::new(pg_bin().join("psql"))
+            .args(["-X", "-At", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(&replica.dir)
+            .args(["-p", &replica.port.to_string(), "-c", "SELECT v FROM kiln_probe"]));
+        seen = text(&out.stdout);
+        if seen.trim() == "written on the primary" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen.trim(), "written on the primary", "{}", std::fs::read_to_string(replica.dir.join("log")).unwrap_or_default());
+    assert_eq!(
+        pg.sql("postgres", "SELECT host(r.client_addr) || '|' || s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)").trim(),
+        "10.0.0.3|true",
+        "the replica streams from its own address over TLS"
+    );
+    replica.stop();
+    pg.stop();
+    drop(server);
+    drop(holder);
 }
 
 /// Seed 004 (five-vps-saas), audit: the app's role was a superuser and PgBouncer's auth a second,
