@@ -234,7 +234,14 @@ fn fleet_boot_usage_is_checked_before_anything_starts() {
     // one-host flags are not fleet flags; a fleet takes only the path
     let out = boot(&["--all", sys_arg, "--data-disk", "x.qcow2"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--data-disk and --lab-images boot one host"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--data-disk boots one host"), "{}", text(&out.stderr));
+    // a fleet's stand-in images are a directory of HOST.tar, and an apt repository has its index
+    let out = boot(&["--all", sys_arg, "--lab-images", tmp.path().join("images.tar").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("names a directory of HOST.tar archives"), "{}", text(&out.stderr));
+    let out = boot(&["--all", sys_arg, "--apt-repo", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no Packages index"), "{}", text(&out.stderr));
     let out = boot(&["--all", "edge", sys_arg]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("takes only the system's PATH"), "{}", text(&out.stderr));

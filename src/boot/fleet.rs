@@ -38,6 +38,9 @@ pub struct FleetHost {
     pub volume: bool,
     /// The port its sshd listens on (`ssh_port`), which the loopback SSH forward reaches.
     pub ssh_port: u16,
+    /// Lab plumbing: its stand-in images, a `docker load` archive attached read-only (see
+    /// [`super::LAB_IMAGES_SERIAL`]).
+    pub lab_images: Option<PathBuf>,
 }
 
 pub struct FleetOptions {
@@ -187,6 +190,9 @@ pub fn boot_fleet(hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions) -> Resu
         return Err("the network plan is not for these hosts".into());
     }
     for h in hosts {
+        if let Some(images) = h.lab_images.as_ref().filter(|i| !i.is_file() || i.to_string_lossy().contains(',')) {
+            return Err(format!("{}: {}: no such file (or a path with a comma, which qemu cannot take)", h.name, images.display()));
+        }
         for f in ["base.raw", "vmlinuz", "initrd.img"] {
             if !h.image_dir.join(f).is_file() {
                 return Err(format!(
@@ -398,6 +404,11 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
         qemu.arg("-drive")
             .arg(format!("file={},format={format},if=none,id=kiln-data,discard=unmap", disk.display()))
             .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={}", super::DATA_DISK_SERIAL)]);
+    }
+    if let Some(images) = &h.lab_images {
+        qemu.arg("-drive")
+            .arg(format!("file={},format=raw,if=none,id=kiln-lab-images,readonly=on", images.display()))
+            .args(["-device", &format!("virtio-blk-pci,drive=kiln-lab-images,serial={}", super::LAB_IMAGES_SERIAL)]);
     }
     let seed_addr = if vm.uplink() { plan.uplink.seed() } else { plan.seed.seed() };
     qemu.args(nic_args(vm, plan, &seed, &opts.kiln_exe, ports, h.ssh_port, apt))

@@ -137,7 +137,10 @@ fn serve_one(dir: &Path, allowed: impl Fn(&str) -> bool, once: bool) -> std::io:
     let mut parts = first.split_whitespace();
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("/").trim_start_matches('/');
-    let name = path.split('?').next().unwrap_or("");
+    // apt escapes `+` and `~` in file names (`%2b`): the name on disk is the decoded path.
+    let raw = path.split('?').next().unwrap_or("");
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let name: &str = &decoded;
     let body = if allowed(name) { std::fs::read(dir.join(name)).ok() } else { None };
     let served_once = once && method == "GET" && name == "user-data";
     let mut out = std::io::stdout().lock();

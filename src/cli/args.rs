@@ -220,8 +220,9 @@ pub(crate) enum Command {
         memory: u32,
         /// Lab: attach FILE, a `docker load` archive of stand-in images (scripts/lab-images),
         /// read-only; the lab's debian-13 image loads it into Docker before the provisioner
-        /// runs, so that `docker compose up` finds the images offline (docs/lab.md).
-        #[arg(long, value_name = "FILE")]
+        /// runs, so that `docker compose up` finds the images offline (docs/lab.md). With
+        /// --all/--hosts, a directory: each host gets its `HOST.tar` there, if any.
+        #[arg(long, value_name = "FILE|DIR")]
         lab_images: Option<PathBuf>,
         /// Lab: DIR is a flat apt repository (scripts/lab-apt-repo) that becomes the machines'
         /// only apt source, served where a host with a way out reaches it (the uplink's seed

@@ -77,8 +77,8 @@ pub fn run() -> ExitCode {
                 _ if fleet => return usage_error("kiln boot --all/--hosts takes only the system's PATH"),
                 _ => return usage_error("kiln boot takes HOST PATH (or --all PATH, --hosts A,B PATH, --down [PATH])"),
             };
-            if fleet && (data_disk.is_some() || lab_images.is_some()) {
-                return usage_error("--data-disk and --lab-images boot one host: not with --all or --hosts");
+            if fleet && data_disk.is_some() {
+                return usage_error("--data-disk boots one host: not with --all or --hosts");
             }
             with_options(early, inputs, |opts| {
                 with_compiled(&path, &opts, ui, |c| {
@@ -96,6 +96,7 @@ pub fn run() -> ExitCode {
                             memory,
                             state: state.clone(),
                             apt_repo: apt_repo.clone(),
+                            lab_images: lab_images.clone(),
                         };
                         return boot::fleet(c, &path, &opts, f, json);
                     }

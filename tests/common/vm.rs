@@ -149,12 +149,27 @@ pub struct Fleet {
     pub key: PathBuf,
     /// The host whose forwarded SSH port reaches the private hosts (the bastion).
     pub jump: String,
+    /// The admin the test logs in as (`kiln` unless [`Fleet::as_admin`]).
+    pub admin: String,
     down: std::cell::Cell<bool>,
 }
 
 impl Fleet {
     pub fn new(report: Value, state: &Path, key: &Path, jump: &str) -> Fleet {
-        Fleet { report, state: state.to_path_buf(), key: key.to_path_buf(), jump: jump.to_string(), down: std::cell::Cell::new(false) }
+        Fleet {
+            report,
+            state: state.to_path_buf(),
+            key: key.to_path_buf(),
+            jump: jump.to_string(),
+            admin: "kiln".into(),
+            down: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The same fleet, logged into as `admin`.
+    pub fn as_admin(mut self, admin: &str) -> Fleet {
+        self.admin = admin.to_string();
+        self
     }
 
     /// One host's part of the report.
@@ -183,11 +198,11 @@ impl Fleet {
     pub fn try_sh(&self, host: &str, cmd: &str) -> Result<String, String> {
         let h = self.host(host);
         if let Some(port) = h["ports"]["ssh"].as_u64() {
-            return try_ssh(&self.key, port, "kiln", cmd);
+            return try_ssh(&self.key, port, &self.admin, cmd);
         }
         let nic = h["network"]["nics"].as_array().unwrap().iter().find(|n| n["kind"] == "lan").expect("a private address").clone();
         let address = nic["addresses"][0].as_str().unwrap().split('/').next().unwrap().to_string();
-        try_ssh_via(&self.key, self.port(&self.jump, "ssh"), &address, "kiln", cmd)
+        try_ssh_via(&self.key, self.port(&self.jump, "ssh"), &address, &self.admin, cmd)
     }
 
     pub fn sh(&self, host: &str, cmd: &str) -> String {

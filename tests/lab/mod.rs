@@ -273,3 +273,41 @@ pub fn boot(sys: &Path, host: &str, key: &Path, admin: &str, images: &Path, data
     assert!(out.status.success(), "kiln boot {host} reported problems: {}\n{}", lab.report, text(&out.stderr));
     lab
 }
+
+/// Boots `hosts` of the lab copy `sys` (built in `result`) together on their private networks
+/// (`kiln boot --hosts`), each host that runs containers with its stand-in images, all with the
+/// lab's apt repository; kept running (stopped when the fleet is dropped). Returns the fleet
+/// and each container host's Compose file.
+pub fn boot_fleet(
+    sys: &Path,
+    result: &Path,
+    hosts: &[&str],
+    key: &Path,
+    admin: &str,
+    tmp: &Path,
+) -> (vm::Fleet, std::collections::BTreeMap<String, Value>) {
+    let dir = tmp.join("lab-images");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut composes = std::collections::BTreeMap::new();
+    for host in hosts {
+        if !result.join("hosts").join(host).join("compose.yaml").is_file() {
+            continue;
+        }
+        let (archive, compose) = images(result, host, tmp);
+        std::fs::rename(&archive, dir.join(format!("{host}.tar"))).unwrap();
+        composes.insert(host.to_string(), compose);
+    }
+    let state = tmp.join("state");
+    let mut cmd = kiln();
+    cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey")).arg("boot").arg("--hosts").arg(hosts.join(",")).arg(sys);
+    cmd.arg("--apt-repo").arg(vm::lab_apt_repo("trixie")).arg("--lab-images").arg(&dir);
+    cmd.arg("--memory").arg(LAB_MEMORY_MIB.to_string()).args(["--keep", "--json", "--timeout", "1500", "--state"]).arg(&state);
+    let started = std::time::Instant::now();
+    let out = run(&mut cmd);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let fleet = vm::Fleet::new(report, &state, key, hosts[0]).as_admin(admin);
+    assert!(!fleet.report.is_null(), "kiln boot printed no report: {}", text(&out.stderr));
+    eprintln!("lab: {} booted together in {:.0} s", hosts.join(", "), started.elapsed().as_secs_f64());
+    assert!(out.status.success(), "kiln boot reported problems: {:#}\n{}", fleet.report, text(&out.stderr));
+    (fleet, composes)
+}

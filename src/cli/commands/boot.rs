@@ -131,6 +131,8 @@ pub(crate) struct Fleet {
     pub(crate) memory: u32,
     pub(crate) state: PathBuf,
     pub(crate) apt_repo: Option<PathBuf>,
+    /// A directory of stand-in image archives, `HOST.tar` for each host that gets one.
+    pub(crate) lab_images: Option<PathBuf>,
 }
 
 /// `kiln boot --all PATH` / `--hosts A,B PATH`.
@@ -148,6 +150,9 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
     }
     if names.is_empty() {
         return usage_error("no host to boot");
+    }
+    if let Some(d) = f.lab_images.as_ref().filter(|d| !d.is_dir()) {
+        return usage_error(&format!("--lab-images {} with --all/--hosts names a directory of HOST.tar archives", d.display()));
     }
     let mut hosts = Vec::new();
     for name in &names {
@@ -168,6 +173,7 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
             secrets,
             volume: kiln::render::data_volume::has_volume(&c.system, host),
             ssh_port: host.ssh_port,
+            lab_images: f.lab_images.as_ref().map(|d| d.join(format!("{name}.tar"))).filter(|p| p.is_file()),
         });
     }
     let networks = c.system.networks.len();
