@@ -141,6 +141,9 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 /// except the real PostgreSQL. It has no public address: it boots beside `edge`, its NAT gateway
 /// and bastion (`kiln boot --hosts edge,identity`), on the seed's private network, and reaches
 /// the lab's apt repository through it.
+// Last run (2026-12-05, with three other VMs on two cores, stopped by hand after 10 minutes):
+// its apt-get retried until edge's NAT was up, then installed prometheus-node-exporter and
+// restic through it; it had reached the fail2ban step. Not yet run to the end.
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_five_vps_saas_identity_comes_up_with_stand_in_images() {
@@ -158,9 +161,9 @@ fn lab_five_vps_saas_identity_comes_up_with_stand_in_images() {
 /// maidan-cloud's `maidan` (declared ubuntu-24.04 on DigitalOcean; the lab copy runs debian-13),
 /// the seed's host with the most services (thirty): PostgreSQL and Valkey real, the rest
 /// (Nextcloud, MariaDB, Matrix, authentik, LibreChat, …) probe stand-ins.
-// Last run (2026-12-04, 5 min, cloud-init done after 292 s): the provisioner stops at
-// `apt-get install restic` (the seed backs the host up): the lab image lacks restic and the
-// VM resolves no name, until the lab's local apt repository serves it.
+// Last run (2026-12-05, with four other VMs on two cores, stopped by hand after 10 minutes to
+// free the cores): restic installed from the lab's apt repository with a real apt-get; it
+// had reached the firewall step. Not yet run to the end.
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_maidan_cloud_maidan_comes_up_with_stand_in_images() {
@@ -185,8 +188,9 @@ fn lab_civic_scaleway_tools_prod_comes_up_with_stand_in_images() {
 /// jacker's one host `jacker` (declared ubuntu-24.04 on Hetzner; the lab copy runs debian-13),
 /// twenty-six services: PostgreSQL and Valkey real, Traefik, CrowdSec, authentik, OAuth2-Proxy
 /// and the monitoring stack probe stand-ins.
-// Not booted yet: its provisioner installs restic and prometheus-node-exporter, which the lab
-// image lacks (as maidan-cloud's run showed), until the local apt repository serves them.
+// Last run (2026-12-05, with four other VMs on two cores, stopped by hand after 10 minutes to
+// free the cores): restic and prometheus-node-exporter installed from the lab's apt repository with a real apt-get; it
+// had reached the firewall step. Not yet run to the end.
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_jacker_jacker_comes_up_with_stand_in_images() {
@@ -196,8 +200,9 @@ fn lab_jacker_jacker_comes_up_with_stand_in_images() {
 /// postx-hetzner's `client-alpha` (declared ubuntu-24.04 on Hetzner; the lab copy runs
 /// debian-13), one of the seed's two hosts with the most services (eleven, with client-zeta):
 /// PostgreSQL and Valkey real, Zitadel, Nextcloud, listmonk, pretix and Traefik probe stand-ins.
-// Not booted yet: its provisioner installs restic, which the lab image lacks (as
-// maidan-cloud's run showed), until the local apt repository serves it.
+// Last run (2026-12-05, with four other VMs on two cores, stopped by hand after 10 minutes to
+// free the cores): restic installed from the lab's apt repository with a real apt-get; it
+// had reached the firewall step. Not yet run to the end.
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_postx_hetzner_client_alpha_comes_up_with_stand_in_images() {
