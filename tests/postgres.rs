@@ -1148,6 +1148,9 @@ fn five_vps_saas_app_role_is_no_superuser_and_pgbouncer_auth_comes_from_its_secr
     assert!(matches!(server_side.as_deref(), Ok("true|TLSv1.3" | "true|TLSv1.2")), "PgBouncer to postgres: {server_side:?}\n{}", log());
     let plain = psql_in(pid, &pool("disable"), app_password, "SELECT 1").unwrap_err();
     assert!(plain.contains("SSL required"), "PgBouncer refuses a client without TLS: {plain}\n{}", log());
+    // The exporter's way in: the console as a stats user, over TLS (its sslmode=require).
+    let console = psql_in(pid, &format!("host={TLS_ADDR} port=6432 user=app dbname=pgbouncer sslmode=require"), app_password, "SHOW POOLS");
+    assert!(console.as_ref().is_ok_and(|t| t.contains("app|app")), "SHOW POOLS over TLS as a stats user: {console:?}\n{}", log());
     let wrong = psql_in(pid, &pool("require"), "app_db_password", "SELECT 1").unwrap_err();
     assert!(wrong.contains("SASL authentication failed"), "PgBouncer refuses another password: {wrong}\n{}", log());
     drop(bouncer);
