@@ -188,7 +188,12 @@ pub fn page_json(m: &LoadedModule) -> serde_json::Value {
                 crate::syntax::module::IntOrTpl::Int(i) => serde_json::json!(i),
                 crate::syntax::module::IntOrTpl::Tpl(t) => serde_json::json!(t),
             };
-            serde_json::json!({ "name": e.name.value, "port": port, "protocol": e.protocol.value.name(), "http": e.http })
+            let mut j = serde_json::json!({ "name": e.name.value, "port": port, "protocol": e.protocol.value.name(), "http": e.http });
+            // `tls`: `true` or the template that says whether the endpoint speaks TLS.
+            if let Some(t) = &e.tls {
+                j["tls"] = serde_json::json!(t.value);
+            }
+            j
         })
         .collect();
     let requires: Vec<_> = d
