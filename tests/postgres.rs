@@ -1148,6 +1148,16 @@ fn five_vps_saas_app_role_is_no_superuser_and_pgbouncer_auth_comes_from_its_secr
     assert!(matches!(server_side.as_deref(), Ok("true|TLSv1.3" | "true|TLSv1.2")), "PgBouncer to postgres: {server_side:?}\n{}", log());
     let plain = psql_in(pid, &pool("disable"), app_password, "SELECT 1").unwrap_err();
     assert!(plain.contains("SSL required"), "PgBouncer refuses a client without TLS: {plain}\n{}", log());
+    // The container's health check, as Compose runs it, answers through TLS-only PgBouncer.
+    let test: Vec<String> = compose["services"]["pgbouncer"]["healthcheck"]["test"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(test[..2], ["CMD".to_string(), "pg_isready".to_string()], "{test:?}");
+    let health = run(Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "--"]).arg(pg_bin().join("pg_isready")).args(&test[2..]));
+    assert!(health.status.success(), "PgBouncer's health check: {}{}", text(&health.stdout), text(&health.stderr));
     // The exporter's way in: the console as a stats user, over TLS (its sslmode=require).
     let console = psql_in(pid, &format!("host={TLS_ADDR} port=6432 user=app dbname=pgbouncer sslmode=require"), app_password, "SHOW POOLS");
     assert!(console.as_ref().is_ok_and(|t| t.contains("app|app")), "SHOW POOLS over TLS as a stats user: {console:?}\n{}", log());
