@@ -23,10 +23,13 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// A root shell command on a lab host: stdout, or the error.
+type RootShell<'a> = Box<dyn Fn(&str) -> Result<String, String> + 'a>;
+
 /// A booted lab host as the checks see it: its part of `kiln boot`'s report, and a root shell.
 struct On<'a> {
     report: &'a Value,
-    root: Box<dyn Fn(&str) -> Result<String, String> + 'a>,
+    root: RootShell<'a>,
 }
 
 impl On<'_> {
@@ -207,4 +210,70 @@ fn lab_jacker_jacker_comes_up_with_stand_in_images() {
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_postx_hetzner_client_alpha_comes_up_with_stand_in_images() {
     seed("postx-hetzner", "client-alpha");
+}
+
+/// Whether `on` (a root shell on a host, or `docker compose exec` into one of its containers
+/// when `container` is given) opens a TCP connection to `address:port` within 8 s.
+fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
+    let probe = format!("timeout 8 bash -c 'exec 3<>/dev/tcp/{address}/{port}' 2>/dev/null && echo open || echo closed");
+    let cmd = match container {
+        Some(c) => format!(
+            "docker compose --file /opt/kiln/compose.yaml exec -T {} bash -c {}",
+            kiln::render::quote::sh(c),
+            kiln::render::quote::sh(&probe)
+        ),
+        None => probe,
+    };
+    on.must(&cmd).trim() == "open"
+}
+
+/// five-vps-saas, all five hosts booted together on the seed's private network (edge public:
+/// Caddy, bastion and NAT gateway; app, db, cache and identity private, leaving through edge),
+/// each with its stand-in images: "least privilege, derived" on real kernels. Every host comes
+/// up (cloud-init clean, marker, every container healthy: the app's probe stand-in is healthy
+/// only once it reached PgBouncer on db and Valkey on cache at the addresses kiln wrote into
+/// its environment); then, container to container and host to host across the network, what a
+/// service connects to opens and what it does not is refused by ufw and `DOCKER-USER`.
+#[test]
+#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+fn lab_five_vps_saas_hosts_reach_exactly_what_they_connect_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sys, key, admin) = lab::lab_copy("five-vps-saas", tmp.path());
+    lab::image_dir(lab::LAB_IMAGE);
+    let result = lab::build(&sys, tmp.path());
+    let hosts = ["edge", "app", "db", "cache", "identity"];
+    let (fleet, composes) = lab::boot_fleet(&sys, &result, &hosts, &key, &admin, tmp.path());
+    for (host, compose) in &composes {
+        check_host(&On::in_fleet(&fleet, host), compose);
+    }
+    let on = |h: &'static str| On::in_fleet(&fleet, h);
+    let env = &composes["app"]["services"]["app"]["environment"];
+    let (db, cache) = (env["DATABASE_HOST"].as_str().unwrap(), env["CACHE_HOST"].as_str().unwrap());
+    assert_eq!((db, cache), ("10.0.0.4", "10.0.0.5"), "kiln wrote the private addresses into the app's environment");
+
+    // what the app connects to, from its container: PgBouncer on db, Valkey on cache
+    assert!(opens(&on("app"), Some("app"), db, 6432), "app → pgbouncer");
+    assert!(opens(&on("app"), Some("app"), cache, 6379), "app → valkey");
+    // what it does not: the exporters on the same hosts, published to identity's Prometheus only
+    assert!(!opens(&on("app"), Some("app"), db, 9187), "app ↛ postgres-exporter (DOCKER-USER)");
+    assert!(!opens(&on("app"), Some("app"), cache, 9121), "app ↛ valkey-exporter (DOCKER-USER)");
+    // host to host: Prometheus's host reaches the exporters, the edge does not reach PgBouncer
+    assert!(opens(&on("identity"), None, db, 9187), "identity → postgres-exporter");
+    assert!(opens(&on("identity"), None, cache, 9121), "identity → valkey-exporter");
+    assert!(!opens(&on("edge"), None, db, 6432), "edge ↛ pgbouncer");
+    assert!(!opens(&on("cache"), None, db, 6432), "cache ↛ pgbouncer");
+    assert!(!opens(&on("db"), None, cache, 6379), "db ↛ valkey");
+    // ssh only from the bastion
+    assert!(opens(&on("edge"), None, db, 22), "edge (the bastion) → db's ssh");
+    assert!(!opens(&on("app"), None, db, 22), "app ↛ db's ssh");
+
+    // the rules ufw holds on db are the derived ones: PgBouncer for app, the exporters for
+    // identity, ssh for the bastion, nothing for PostgreSQL itself
+    let ufw = on("db").must("ufw status");
+    for (port, from) in [("6432/tcp", "10.0.0.3"), ("9187/tcp", "10.0.0.6"), ("9127/tcp", "10.0.0.6"), ("22/tcp", "10.0.0.2")] {
+        assert!(ufw.lines().any(|l| l.contains(port) && l.contains(from)), "db's ufw allows {port} from {from}: {ufw}");
+    }
+    assert!(!ufw.contains("5432"), "no rule for PostgreSQL itself: {ufw}");
+    let docker_user = on("db").must("iptables -S DOCKER-USER");
+    assert!(docker_user.contains("ufw-user-forward"), "DOCKER-USER sends containers' traffic through ufw's route rules: {docker_user}");
 }

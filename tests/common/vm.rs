@@ -149,7 +149,7 @@ pub struct Fleet {
     pub key: PathBuf,
     /// The host whose forwarded SSH port reaches the private hosts (the bastion).
     pub jump: String,
-    /// The admin the test logs in as (`kiln` unless [`Fleet::as_admin`]).
+    /// The admin the test logs in as (`kiln` unless [`Fleet::logged_in_as`]).
     pub admin: String,
     down: std::cell::Cell<bool>,
 }
@@ -167,7 +167,7 @@ impl Fleet {
     }
 
     /// The same fleet, logged into as `admin`.
-    pub fn as_admin(mut self, admin: &str) -> Fleet {
+    pub fn logged_in_as(mut self, admin: &str) -> Fleet {
         self.admin = admin.to_string();
         self
     }

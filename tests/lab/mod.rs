@@ -305,7 +305,7 @@ pub fn boot_fleet(
     let started = std::time::Instant::now();
     let out = run(&mut cmd);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let fleet = vm::Fleet::new(report, &state, key, hosts[0]).as_admin(admin);
+    let fleet = vm::Fleet::new(report, &state, key, hosts[0]).logged_in_as(admin);
     assert!(!fleet.report.is_null(), "kiln boot printed no report: {}", text(&out.stderr));
     eprintln!("lab: {} booted together in {:.0} s", hosts.join(", "), started.elapsed().as_secs_f64());
     assert!(out.status.success(), "kiln boot reported problems: {:#}\n{}", fleet.report, text(&out.stderr));
