@@ -33,7 +33,7 @@ fn container_env(out: &Path, host: &str, service: &str, tmp: &Path) -> serde_jso
     let compose = read(&dir.join("compose.yaml")).replace("/etc/kiln/env/", &format!("{r}/env/"));
     let file = root.join("compose.yaml");
     std::fs::write(&file, compose).unwrap();
-    let cfg = compose_config(&file);
+    let cfg = compose_config_with_env(&file);
     cfg["services"][service]["environment"].as_object().cloned().unwrap_or_default()
 }
 

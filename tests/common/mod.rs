@@ -106,12 +106,22 @@ fn build_using(mut cmd: Command, system: &Path, store: &Path, link: &Path) -> Pa
 
 /// The Compose file as the real `docker-compose config` resolves it (after the `compose` oracle
 /// accepts it); `env_file`s, which the provisioner writes on the host from delivered secrets,
-/// are not read (tests/env_secrets.rs has Compose read one for real).
+/// are not read (see [`compose_config_with_env`]).
 pub fn compose_config(file: &Path) -> serde_json::Value {
+    compose_config_as(file, &["--no-env-resolution"])
+}
+
+/// [`compose_config`] with every `env_file` read, as Compose does on the host (the files must
+/// exist: tests/env_secrets.rs and tests/seed_modules.rs write them as the provisioner would).
+pub fn compose_config_with_env(file: &Path) -> serde_json::Value {
+    compose_config_as(file, &[])
+}
+
+fn compose_config_as(file: &Path, extra: &[&str]) -> serde_json::Value {
     oracle("compose", file).unwrap_or_else(|e| panic!("docker-compose rejects {}:\n{e}", file.display()));
     let venv = repo().join(".venv-oracles/bin/docker-compose");
     let bin: PathBuf = if venv.is_file() { venv } else { "docker-compose".into() };
-    let out = run(Command::new(bin).arg("-f").arg(file).args(["config", "--format", "json", "--no-env-resolution"]));
+    let out = run(Command::new(bin).arg("-f").arg(file).args(["config", "--format", "json"]).args(extra));
     assert!(out.status.success(), "docker-compose config: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
