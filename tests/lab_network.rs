@@ -75,6 +75,13 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let (sys, key) = vm::fixture(&repo().join("tests/fixtures/lab-network"), tmp.path());
+    // A native service whose package is not in the lab's image: app's provisioner installs it
+    // with a real apt-get from the lab's apt repository, which it reaches through edge. (Here,
+    // not in the fixture: the test cloud, tests/deploy_cloud.rs, boots the same fixture without
+    // a repository.)
+    let system = sys.join("system.toml");
+    let toml = std::fs::read_to_string(&system).unwrap();
+    std::fs::write(&system, format!("{toml}\n[services.node-exporter]\nmodule = \"node-exporter\"\nhost = \"app\"\n")).unwrap();
     let modules = sys.join("modules");
     let result = build_with_modules(&modules, &sys, &tmp.path().join("store"), &tmp.path().join("result"));
     let caddyfile = read(&result.join("hosts/edge/Caddyfile"));
