@@ -150,15 +150,23 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_five_vps_saas_identity_comes_up_with_stand_in_images() {
+    let (_tmp, _fleet, composes) = seed_fleet("five-vps-saas", &["edge", "identity"]);
+    assert!(composes.contains_key("identity"), "identity runs containers");
+}
+
+/// Boots `hosts` of `example`'s lab copy together (`lab::boot_fleet`) and checks each host that
+/// runs containers as [`check_host`] does. The work directory comes first so that it is removed
+/// after the fleet is stopped.
+fn seed_fleet(example: &str, hosts: &[&str]) -> (tempfile::TempDir, vm::Fleet, BTreeMap<String, Value>) {
     let tmp = tempfile::tempdir().unwrap();
-    let (sys, key, admin) = lab::lab_copy("five-vps-saas", tmp.path());
+    let (sys, key, admin) = lab::lab_copy(example, tmp.path());
     lab::image_dir(lab::LAB_IMAGE);
     let result = lab::build(&sys, tmp.path());
-    let (fleet, composes) = lab::boot_fleet(&sys, &result, &["edge", "identity"], &key, &admin, tmp.path());
-    assert!(composes.contains_key("identity"), "identity runs containers");
+    let (fleet, composes) = lab::boot_fleet(&sys, &result, hosts, &key, &admin, tmp.path());
     for (host, compose) in &composes {
         check_host(&On::in_fleet(&fleet, host), compose);
     }
+    (tmp, fleet, composes)
 }
 
 /// maidan-cloud's `maidan` (declared ubuntu-24.04 on DigitalOcean; the lab copy runs debian-13),
@@ -237,15 +245,7 @@ fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_five_vps_saas_hosts_reach_exactly_what_they_connect_to() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (sys, key, admin) = lab::lab_copy("five-vps-saas", tmp.path());
-    lab::image_dir(lab::LAB_IMAGE);
-    let result = lab::build(&sys, tmp.path());
-    let hosts = ["edge", "app", "db", "cache", "identity"];
-    let (fleet, composes) = lab::boot_fleet(&sys, &result, &hosts, &key, &admin, tmp.path());
-    for (host, compose) in &composes {
-        check_host(&On::in_fleet(&fleet, host), compose);
-    }
+    let (_tmp, fleet, composes) = seed_fleet("five-vps-saas", &["edge", "app", "db", "cache", "identity"]);
     let on = |h: &'static str| On::in_fleet(&fleet, h);
     let env = &composes["app"]["services"]["app"]["environment"];
     let (db, cache) = (env["DATABASE_HOST"].as_str().unwrap(), env["CACHE_HOST"].as_str().unwrap());

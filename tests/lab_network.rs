@@ -70,6 +70,18 @@ fn fetch(fleet: &vm::Fleet, host: &str, url: &str) -> String {
     fleet.sh(host, &format!("python3 -c {}", kiln::render::quote::sh(&script)))
 }
 
+/// [`fetch`] on `app` with its default route (kiln's, through the gateway) removed for the
+/// moment, then put back.
+fn fetch_without_route(fleet: &vm::Fleet, url: &str) -> String {
+    let script = format!(
+        "import urllib.request\ntry:\n    urllib.request.urlopen({url:?}, timeout=8); print('reached')\nexcept Exception as e:\n    print('refused:', e)\n"
+    );
+    fleet.sh(
+        "app",
+        &format!("sudo ip route del default; python3 -c {} ; sudo ip route replace default via 10.0.0.1", kiln::render::quote::sh(&script)),
+    )
+}
+
 #[test]
 fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_private_network() {
     let started = Instant::now();
@@ -150,15 +162,7 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
     let nat = fleet.sh("edge", "sudo iptables -t nat -S POSTROUTING");
     assert!(nat.contains("-A POSTROUTING -s 10.0.0.0/24 -o wan0 -j MASQUERADE"), "{nat}");
     // without kiln's route app reaches nothing: its seed link is no uplink
-    let without = fleet.sh(
-        "app",
-        &format!(
-            "sudo ip route del default; python3 -c {} ; sudo ip route replace default via 10.0.0.1",
-            kiln::render::quote::sh(&format!(
-                "import urllib.request\ntry:\n    urllib.request.urlopen('{url}', timeout=8); print('reached')\nexcept Exception as e:\n    print('refused:', e)\n"
-            ))
-        ),
-    );
+    let without = fetch_without_route(&fleet, &url);
     assert!(without.starts_with("refused:"), "no route out without the gateway: {without}");
     assert_eq!(fetch(&fleet, "app", &url).trim(), "hello from outside", "the route is back");
 
@@ -172,15 +176,7 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
     assert!(log.contains("Install: prometheus-node-exporter"), "apt-get installed it at boot: {log}");
     assert!(fleet.sh("app", "systemctl is-active prometheus-node-exporter").trim() == "active");
     assert!(fetch(&fleet, "app", repo).contains("Origin: kiln-lab"), "app reaches the lab's repository through edge");
-    let refused = fleet.sh(
-        "app",
-        &format!(
-            "sudo ip route del default; python3 -c {} ; sudo ip route replace default via 10.0.0.1",
-            kiln::render::quote::sh(&format!(
-                "import urllib.request\ntry:\n    urllib.request.urlopen('{repo}', timeout=8); print('reached')\nexcept Exception as e:\n    print('refused:', e)\n"
-            ))
-        ),
-    );
+    let refused = fetch_without_route(&fleet, repo);
     assert!(refused.starts_with("refused:"), "no repository without the way out: {refused}");
 
     // ufw holds the derived rules, and they are all that is open on the private network
