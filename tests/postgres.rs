@@ -582,6 +582,24 @@ fn secrets_of(compose: &serde_json::Value, service: &str) -> BTreeMap<String, St
         .collect()
 }
 
+/// A row written on the primary shows up on the replica within ten seconds.
+fn written_on_primary_read_on_replica(pg: &Cluster, replica: &Cluster) {
+    pg.sql("postgres", "CREATE TABLE kiln_probe (v text); INSERT INTO kiln_probe VALUES ('written on the primary')");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let out = run(Command::new(pg_bin().join("psql"))
+            .args(["-X", "-At", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(&replica.dir)
+            .args(["-p", &replica.port.to_string(), "-c", "SELECT v FROM kiln_probe"]));
+        seen = text(&out.stdout);
+        if seen.trim() == "written on the primary" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen.trim(), "written on the primary", "{}", std::fs::read_to_string(replica.dir.join("log")).unwrap_or_default());
+}
+
 #[test]
 fn a_replica_copies_the_primary_and_follows_it() {
     // Under the target directory, not /tmp: the "container" namespaces below mount their own /tmp.
@@ -664,20 +682,7 @@ fn a_replica_copies_the_primary_and_follows_it() {
     assert!(auto.contains("passfile=") && !auto.contains("re:pl"), "primary_conninfo names the password file, not the password: {auto}");
 
     // Write on the primary, read on the replica.
-    pg.sql("postgres", "CREATE TABLE kiln_probe (v text); INSERT INTO kiln_probe VALUES ('written on the primary')");
-    let mut seen = String::new();
-    for _ in 0..100 {
-        let out = run(Command::new(pg_bin().join("psql"))
-            .args(["-X", "-At", "-U", "postgres", "-d", "postgres", "-h"])
-            .arg(&replica.dir)
-            .args(["-p", &replica.port.to_string(), "-c", "SELECT v FROM kiln_probe"]));
-        seen = text(&out.stdout);
-        if seen.trim() == "written on the primary" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(seen.trim(), "written on the primary", "{}", std::fs::read_to_string(replica.dir.join("log")).unwrap_or_default());
+    written_on_primary_read_on_replica(&pg, &replica);
     assert_eq!(replica.sql("postgres", "SELECT pg_is_in_recovery()").trim(), "t");
     assert_eq!(pg.sql("postgres", "SELECT active FROM pg_replication_slots WHERE slot_name = 'kiln_db_replica'").trim(), "t");
     let e = run(Command::new(pg_bin().join("psql"))
@@ -973,20 +978,7 @@ fn a_tls_replica_copies_the_primary_over_tls() {
     assert!(auto.contains("sslmode=require") && auto.contains("passfile="), "primary_conninfo asks for TLS: {auto}");
 
     // Write on the primary, read on the replica; the primary streams to it over TLS.
-    pg.sql("postgres", "CREATE TABLE kiln_probe (v text); INSERT INTO kiln_probe VALUES ('written on the primary')");
-    let mut seen = String::new();
-    for _ in 0..100 {
-        let out = run(Command::new(pg_bin().join("psql"))
-            .args(["-X", "-At", "-U", "postgres", "-d", "postgres", "-h"])
-            .arg(&replica.dir)
-            .args(["-p", &replica.port.to_string(), "-c", "SELECT v FROM kiln_probe"]));
-        seen = text(&out.stdout);
-        if seen.trim() == "written on the primary" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(seen.trim(), "written on the primary", "{}", std::fs::read_to_string(replica.dir.join("log")).unwrap_or_default());
+    written_on_primary_read_on_replica(&pg, &replica);
     assert_eq!(
         pg.sql("postgres", "SELECT host(r.client_addr) || '|' || s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)").trim(),
         "10.0.0.3|true",

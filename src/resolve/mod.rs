@@ -27,6 +27,7 @@ mod hosts;
 mod identity;
 mod infra;
 mod instances;
+mod options;
 mod public_routes;
 mod routes;
 mod secrets;
