@@ -120,7 +120,7 @@ fn seed(example: &str, host: &str) {
     let (sys, key, admin) = lab::lab_copy(example, tmp.path());
     lab::image_dir(lab::LAB_IMAGE);
     let result = lab::build(&sys, tmp.path());
-    let (images, compose) = lab::images(&result, host, tmp.path());
+    let (images, compose) = common::lab_images(&result, host, tmp.path());
     let model: Value = serde_json::from_slice(&std::fs::read(result.join("model.json")).unwrap()).unwrap();
     let holds_data = model["hosts"][host]["volume"].is_string();
     let disk = tmp.path().join("data.qcow2");

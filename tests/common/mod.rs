@@ -229,3 +229,24 @@ pub fn env_secrets_functions() -> String {
     out.push_str(kiln::render::provision::ENV_SECRETS_FN);
     out
 }
+
+/// The stand-in images of `host`'s services as a `docker load` archive (scripts/lab-images).
+pub fn lab_images(result: &Path, host: &str, tmp: &Path) -> (PathBuf, serde_json::Value) {
+    let compose = std::fs::read_to_string(result.join("hosts").join(host).join("compose.yaml")).expect("the host runs containers");
+    let compose: serde_json::Value = serde_saphyr::from_str(&compose).expect("compose.yaml parses");
+    let json = tmp.join("compose.json");
+    std::fs::write(&json, serde_json::to_vec(&compose).unwrap()).unwrap();
+    let archive = tmp.join("images.tar");
+    let out = run(Command::new(repo().join("scripts/lab-images"))
+        .arg("--model")
+        .arg(result.join("model.json"))
+        .arg("--compose")
+        .arg(&json)
+        .arg("--modules")
+        .arg(repo().join("modules"))
+        .arg("--host")
+        .arg(host)
+        .arg(&archive));
+    assert!(out.status.success(), "scripts/lab-images: {}", text(&out.stderr));
+    (archive, compose)
+}

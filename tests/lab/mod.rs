@@ -2,11 +2,13 @@
 //! Debian 13 image, with stand-in container images (scripts/lab-images) loaded into its Docker
 //! before the provisioner runs, and everything a failure needs to be diagnosed.
 //!
-//! A lab copy of a seed differs from the seed in three declared ways, each needed to run it
+//! A lab copy of a seed differs from the seed in four declared ways, each needed to run it
 //! here and none touching what is under test: the admins' keys are the test's own; the
 //! admins' SSH sources also name 10.0.2.2, the address qemu's user network forwards the
 //! test's SSH from; hosts declared on ubuntu-24.04 run on debian-13 (Ubuntu's archive is not
-//! reachable from the test machines; both images install Docker from their distribution).
+//! reachable from the test machines; both images install Docker from their distribution); an
+//! image pinned by digest (`name:tag@sha256:…`) keeps its tag only (an image `docker load`ed
+//! from an archive has no registry digest, so Docker would pull a reference naming one).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -44,7 +46,8 @@ pub fn lab_copy(example: &str, tmp: &Path) -> (PathBuf, PathBuf, String) {
 
 /// One file of the lab copy, line by line (so every other line keeps its number): in
 /// `[admins.X]`, `keys` is the test's key and `sources` gains [`LAB_SSH_SOURCE`]; an
-/// `image = "ubuntu-24.04"` becomes [`LAB_IMAGE`]. Returns the first admin's name too.
+/// `image = "ubuntu-24.04"` becomes [`LAB_IMAGE`]; an `image = "…@sha256:…"` loses its digest.
+/// Returns the first admin's name too.
 fn rewrite(toml: &str, public: &str) -> (String, Option<String>) {
     let mut admin = None;
     let mut in_admin = false;
@@ -64,6 +67,8 @@ fn rewrite(toml: &str, public: &str) -> (String, Option<String>) {
             format!("{}, \"{LAB_SSH_SOURCE}\"]", t.trim_end_matches(']'))
         } else if t == "image = \"ubuntu-24.04\"" {
             format!("image = \"{LAB_IMAGE}\"")
+        } else if let Some((pinned, _digest)) = t.strip_prefix("image = \"").and_then(|r| r.split_once("@sha256:")) {
+            format!("image = \"{pinned}\"")
         } else {
             line.to_string()
         };
@@ -89,26 +94,6 @@ pub fn build(sys: &Path, tmp: &Path) -> PathBuf {
     crate::common::build(sys, &tmp.join("store"), &tmp.join("result"))
 }
 
-/// The stand-in images of `host`'s services as a `docker load` archive (scripts/lab-images).
-pub fn images(result: &Path, host: &str, tmp: &Path) -> (PathBuf, Value) {
-    let compose = std::fs::read_to_string(result.join("hosts").join(host).join("compose.yaml")).expect("the host runs containers");
-    let compose: Value = serde_saphyr::from_str(&compose).expect("compose.yaml parses");
-    let json = tmp.join("compose.json");
-    std::fs::write(&json, serde_json::to_vec(&compose).unwrap()).unwrap();
-    let archive = tmp.join("images.tar");
-    let out = run(Command::new(repo().join("scripts/lab-images"))
-        .arg("--model")
-        .arg(result.join("model.json"))
-        .arg("--compose")
-        .arg(&json)
-        .arg("--modules")
-        .arg(repo().join("modules"))
-        .arg("--host")
-        .arg(host)
-        .arg(&archive));
-    assert!(out.status.success(), "scripts/lab-images: {}", text(&out.stderr));
-    (archive, compose)
-}
 
 /// The memory a lab VM is given (`kiln boot --memory`), in MiB.
 pub const LAB_MEMORY_MIB: u64 = 3072;
@@ -293,7 +278,7 @@ pub fn boot_fleet(
         if !result.join("hosts").join(host).join("compose.yaml").is_file() {
             continue;
         }
-        let (archive, compose) = images(result, host, tmp);
+        let (archive, compose) = crate::common::lab_images(result, host, tmp);
         std::fs::rename(&archive, dir.join(format!("{host}.tar"))).unwrap();
         composes.insert(host.to_string(), compose);
     }
