@@ -245,7 +245,7 @@ fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_five_vps_saas_hosts_reach_exactly_what_they_connect_to() {
-    let (_tmp, fleet, composes) = seed_fleet("five-vps-saas", &["edge", "app", "db", "cache", "identity"]);
+    let (tmp, fleet, composes) = seed_fleet("five-vps-saas", &["edge", "app", "db", "cache", "identity"]);
     let on = |h: &'static str| On::in_fleet(&fleet, h);
     let env = &composes["app"]["services"]["app"]["environment"];
     let (db, cache) = (env["DATABASE_HOST"].as_str().unwrap(), env["CACHE_HOST"].as_str().unwrap());
@@ -267,13 +267,63 @@ fn lab_five_vps_saas_hosts_reach_exactly_what_they_connect_to() {
     assert!(opens(&on("edge"), None, db, 22), "edge (the bastion) → db's ssh");
     assert!(!opens(&on("app"), None, db, 22), "app ↛ db's ssh");
 
-    // the rules ufw holds on db are the derived ones: PgBouncer for app, the exporters for
-    // identity, ssh for the bastion, nothing for PostgreSQL itself
-    let ufw = on("db").must("ufw status");
-    for (port, from) in [("6432/tcp", "10.0.0.3"), ("9187/tcp", "10.0.0.6"), ("9127/tcp", "10.0.0.6"), ("22/tcp", "10.0.0.2")] {
-        assert!(ufw.lines().any(|l| l.contains(port) && l.contains(from)), "db's ufw allows {port} from {from}: {ufw}");
+    // from the internet (the test, through qemu's forwarded ports): ssh answers the admins'
+    // source; the edge's HTTP and HTTPS answer Cloudflare's addresses only, not the test's
+    assert!(answers(fleet.port("edge", "ssh")).starts_with("SSH-2.0-"), "ssh answers the admins' source");
+    for port in ["http", "https"] {
+        assert_eq!(answers(fleet.port("edge", port)), "", "{port} answers no address but Cloudflare's");
     }
-    assert!(!ufw.contains("5432"), "no rule for PostgreSQL itself: {ufw}");
+
+    // ufw on each private host holds exactly the derived rules (model.json's `firewall`), each
+    // for the host itself and, but for ssh, for its containers (`route`): db has PgBouncer for
+    // app, the exporters for identity, ssh for the bastion, and nothing for PostgreSQL itself
+    // (edge's ssh sources have the lab's own added, tests/lab/mod.rs)
+    let model: Value = serde_json::from_slice(&std::fs::read(tmp.path().join("result/model.json")).unwrap()).unwrap();
+    for host in ["app", "db", "cache", "identity"] {
+        let mut derived = std::collections::BTreeSet::new();
+        for rule in model["firewall"].as_array().unwrap().iter().filter(|r| r["host"] == host) {
+            for src in rule["sources"].as_array().unwrap() {
+                let (proto, src, port) = (rule["protocol"].as_str().unwrap(), src.as_str().unwrap(), rule["port"].as_u64().unwrap());
+                derived.insert(ufw_rule("allow", proto, src, port));
+                if port != 22 {
+                    derived.insert(ufw_rule("route", proto, src, port));
+                }
+            }
+        }
+        let added: std::collections::BTreeSet<String> = on(host).must("ufw show added").lines().filter_map(parse_ufw_added).collect();
+        assert_eq!(added, derived, "{host}: ufw's rules are the derived ones");
+    }
+    assert!(!on("db").must("ufw show added").contains("5432"), "no rule for PostgreSQL itself");
     let docker_user = on("db").must("iptables -S DOCKER-USER");
     assert!(docker_user.contains("ufw-user-forward"), "DOCKER-USER sends containers' traffic through ufw's route rules: {docker_user}");
+}
+
+/// One ufw rule as the lab compares them: kind (`allow` or `route`), protocol, source (a
+/// single address without its `/32`), port.
+fn ufw_rule(kind: &str, proto: &str, src: &str, port: u64) -> String {
+    format!("{kind} {proto} {} {port}", src.trim_end_matches("/32").trim_end_matches("/128"))
+}
+
+/// A line of `ufw show added` (`ufw [route] allow [proto P] from SRC to any port N [proto P]
+/// [comment '…']`) as [`ufw_rule`] writes it.
+fn parse_ufw_added(line: &str) -> Option<String> {
+    let line = line.strip_prefix("ufw ")?.split(" comment ").next()?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |w: &str| words.iter().position(|x| *x == w).and_then(|i| words.get(i + 1)).copied();
+    let kind = if words.first() == Some(&"route") { "route" } else { "allow" };
+    Some(ufw_rule(kind, after("proto")?, after("from")?, after("port")?.parse().ok()?))
+}
+
+/// What a forwarded loopback port says within 8 s to a line of HTTP (an SSH banner, an HTTP
+/// or TLS answer), or "" when the guest's firewall drops the connection.
+fn answers(port: u64) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port as u16)) else { return String::new() };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(8))).unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
 }

@@ -105,3 +105,42 @@ fn an_image_pinned_by_digest_is_refused_with_the_reason() {
     assert!(err.contains("ghcr.io/example/platform-api:1.4.2@sha256:") && err.contains("pinned by digest"), "{err}");
     assert!(!tmp.path().join("out.tar").exists() && !tmp.path().join("out.tar.part").exists(), "nothing written");
 }
+
+/// postx-hetzner's pretix runs `python3 -m pretix migrate` as the image's user 15371 in
+/// /pretix/src before it execs supervisord: its stand-in alone gets a third layer with a
+/// stand-in `pretix` module, that user, and those directories owned by it; no other image on the
+/// host gets them (Valkey's /data keeps its owner).
+#[test]
+fn pretix_stand_in_has_what_its_start_script_needs_and_the_others_do_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&repo().join("flake-free-examples/postx-hetzner"), &tmp.path().join("store"), &tmp.path().join("result"));
+    let (tar, _) = common::lab_images(&result, "client-alpha", tmp.path());
+    let a = archive(&tar);
+    for image in a.manifest.as_array().unwrap() {
+        let reference = image["RepoTags"][0].as_str().unwrap();
+        let layers = image["Layers"].as_array().unwrap();
+        if !reference.starts_with("docker.io/pretix/") {
+            assert_eq!(layers.len(), 2, "{reference}: the shared layers only");
+            continue;
+        }
+        assert_eq!(layers.len(), 3, "{reference}: a layer of its own");
+        let own = &a.layers[layers[2].as_str().unwrap()];
+        let mut t = tar::Archive::new(own.as_slice());
+        let mut owners = BTreeMap::new();
+        let mut passwd = String::new();
+        for e in t.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+            owners.insert(path.clone(), e.header().uid().unwrap());
+            if path == "etc/passwd" {
+                e.read_to_string(&mut passwd).unwrap();
+            }
+        }
+        assert!(owners.contains_key("usr/local/lib/python3.13/dist-packages/pretix/__main__.py"), "{owners:?}");
+        for dir in ["pretix/src", "data/logs", "data/media"] {
+            assert_eq!(owners.get(dir), Some(&15371), "{dir} belongs to pretix's user: {owners:?}");
+        }
+        assert!(passwd.lines().any(|l| l.split(':').nth(2) == Some("15371")), "{passwd}");
+        assert!(passwd.lines().any(|l| l.starts_with("root:x:0:0:")), "the base's users stay: {passwd}");
+    }
+}
