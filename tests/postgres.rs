@@ -582,6 +582,30 @@ fn secrets_of(compose: &serde_json::Value, service: &str) -> BTreeMap<String, St
         .collect()
 }
 
+/// The replica's directory in `tmp`: its generated start script `start` (executable), and a
+/// stand-in for the image's docker-entrypoint.sh, which with a cluster in PGDATA skips
+/// initialisation and runs the server: it records its arguments and starts the server with
+/// pg_ctl, inside the same namespace (its /tmp holds the password file primary_conninfo names).
+fn replica_stand_in(tmp: &Path, start: &str) -> Cluster {
+    let replica = Cluster { dir: tmp.join("replica"), data: tmp.join("replica/18/docker"), port: free_port() };
+    std::fs::create_dir_all(replica.dir.join("bin")).unwrap();
+    std::fs::write(replica.dir.join("start.sh"), start).unwrap();
+    std::fs::write(
+        replica.dir.join("bin/docker-entrypoint.sh"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >'{args}'\nexec pg_ctl -D \"$PGDATA\" -o \"-c listen_addresses='' -k {dir} -p {port}\" -l '{dir}/log' -w start\n",
+            args = replica.dir.join("args").display(),
+            dir = replica.dir.display(),
+            port = replica.port,
+        ),
+    )
+    .unwrap();
+    for f in ["start.sh", "bin/docker-entrypoint.sh"] {
+        std::fs::set_permissions(replica.dir.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    replica
+}
+
 /// A row written on the primary shows up on the replica within ten seconds.
 fn written_on_primary_read_on_replica(pg: &Cluster, replica: &Cluster) {
     pg.sql("postgres", "CREATE TABLE kiln_probe (v text); INSERT INTO kiln_probe VALUES ('written on the primary')");
@@ -649,25 +673,7 @@ fn a_replica_copies_the_primary_and_follows_it() {
     let (host, port) = ("\thost=10.0.0.2\n", " port=5432 ");
     assert!(start.contains(host) && start.contains(port), "{start}");
     let start = start.replace(host, "\thost=127.0.0.1\n").replace(port, &format!(" port={} ", pg.port));
-    let replica = Cluster { dir: tmp.path().join("replica"), data: tmp.path().join("replica/18/docker"), port: free_port() };
-    std::fs::create_dir_all(replica.dir.join("bin")).unwrap();
-    std::fs::write(replica.dir.join("start.sh"), start).unwrap();
-    // Stand-in for the image's docker-entrypoint.sh, which with a cluster in PGDATA skips
-    // initialisation and runs the server: it records its arguments and starts the server with
-    // pg_ctl, inside the same namespace (its /tmp holds the password file primary_conninfo names).
-    std::fs::write(
-        replica.dir.join("bin/docker-entrypoint.sh"),
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" >'{args}'\nexec pg_ctl -D \"$PGDATA\" -o \"-c listen_addresses='' -k {dir} -p {port}\" -l '{dir}/log' -w start\n",
-            args = replica.dir.join("args").display(),
-            dir = replica.dir.display(),
-            port = replica.port,
-        ),
-    )
-    .unwrap();
-    for f in ["start.sh", "bin/docker-entrypoint.sh"] {
-        std::fs::set_permissions(replica.dir.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
+    let replica = replica_stand_in(tmp.path(), &start);
     assert!(run(Command::new("chown").args(["-R", &format!("{PG_UID}:{PG_UID}")]).arg(&replica.dir)).status.success());
     let out = replica.run_container(&replica.dir.join("start.sh"), &values(&secrets_b), &["postgres", "-c", "listen_addresses=*"]);
     assert!(
@@ -931,29 +937,16 @@ fn a_tls_replica_copies_the_primary_over_tls() {
     );
 
     // The replica's generated start, in the replica host's network.
-    let replica = Cluster { dir: tmp.path().join("replica"), data: tmp.path().join("replica/18/docker"), port: free_port() };
-    std::fs::create_dir_all(replica.dir.join("bin")).unwrap();
-    std::fs::copy(b.join("files/db-replica/10-kiln-databases.sh"), replica.dir.join("start.sh")).unwrap();
-    assert!(read(&replica.dir.join("start.sh")).contains(" sslmode=require\""), "the replica asks for TLS");
-    std::fs::write(
-        replica.dir.join("bin/docker-entrypoint.sh"),
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" >'{args}'\nexec pg_ctl -D \"$PGDATA\" -o \"-c listen_addresses='' -k {dir} -p {port}\" -l '{dir}/log' -w start\n",
-            args = replica.dir.join("args").display(),
-            dir = replica.dir.display(),
-            port = replica.port,
-        ),
-    )
-    .unwrap();
+    let start = read(&b.join("files/db-replica/10-kiln-databases.sh"));
+    assert!(start.contains(" sslmode=require\""), "the replica asks for TLS");
+    let replica = replica_stand_in(tmp.path(), &start);
     // PGDATA as the image sets it.
     std::fs::write(
         replica.dir.join("run.sh"),
         format!("#!/bin/sh\nPGDATA='{}' exec dash '{}' \"$@\"\n", replica.data.display(), replica.dir.join("start.sh").display()),
     )
     .unwrap();
-    for f in ["start.sh", "run.sh", "bin/docker-entrypoint.sh"] {
-        std::fs::set_permissions(replica.dir.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
+    std::fs::set_permissions(replica.dir.join("run.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     assert!(run(Command::new("chown").args(["-R", &format!("{PG_UID}:{PG_UID}")]).arg(&replica.dir)).status.success());
     let out = contained_net(
         &replica.dir.join("secrets"),
