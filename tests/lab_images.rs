@@ -60,7 +60,8 @@ fn db_stand_ins_keep_the_real_shell_and_stand_in_for_what_the_scripts_exec() {
     let (tar, compose) = common::lab_images(&result, "db", tmp.path());
     let a = archive(&tar);
 
-    let refs: Vec<&str> = a.manifest.as_array().unwrap().iter().flat_map(|m| m["RepoTags"].as_array().unwrap()).filter_map(|r| r.as_str()).collect();
+    let refs: Vec<&str> =
+        a.manifest.as_array().unwrap().iter().flat_map(|m| m["RepoTags"].as_array().unwrap()).filter_map(|r| r.as_str()).collect();
     let pinned: std::collections::BTreeSet<&str> =
         compose["services"].as_object().unwrap().values().filter_map(|s| s["image"].as_str()).collect();
     assert_eq!(refs.iter().copied().collect::<std::collections::BTreeSet<_>>(), pinned, "one stand-in per pinned reference");
@@ -72,7 +73,8 @@ fn db_stand_ins_keep_the_real_shell_and_stand_in_for_what_the_scripts_exec() {
     assert_eq!(base.get("bin").map(String::as_str), Some("usr/bin"), "the base is merged-/usr: {:?}", base.get("bin"));
 
     // nothing in the tools layer sits under the base's links (it would replace /bin itself)
-    let shadowing: Vec<&String> = tools.keys().filter(|p| ["bin", "sbin", "lib", "lib64"].contains(&p.split('/').next().unwrap())).collect();
+    let shadowing: Vec<&String> =
+        tools.keys().filter(|p| ["bin", "sbin", "lib", "lib64"].contains(&p.split('/').next().unwrap())).collect();
     assert!(shadowing.is_empty(), "entries over the base's /usr links: {shadowing:?}");
     // the shells stay the base's own
     for shell in ["usr/bin/sh", "bin/sh", "usr/bin/bash", "usr/bin/dash"] {

@@ -93,7 +93,6 @@ pub fn build(sys: &Path, tmp: &Path) -> PathBuf {
     crate::common::build(sys, &tmp.join("store"), &tmp.join("result"))
 }
 
-
 /// The memory a lab VM is given (`kiln boot --memory`), in MiB.
 pub const LAB_MEMORY_MIB: u64 = 3072;
 
