@@ -13,7 +13,9 @@
 #               booleans (yes/no/on/off) and duplicate keys.
 #   sh          shellcheck 0.11 -s sh (all severities), then `dash -n`.
 #   caddy       Caddy 2.11.7 `caddy validate --adapter caddyfile` with throw-away
-#               XDG dirs (no listeners are bound and no certificates requested).
+#               XDG dirs (no listeners are bound and no certificates requested),
+#               then the same with Debian's Caddy 2.6.2 (caddy-debian, unpacked in
+#               .test-tools): the Caddy the caddy module's hosts install.
 #   compose     Docker Compose v5 `docker-compose -f FILE config -q` (no engine
 #               needed), then the compose-spec JSON schema.
 #   promtool-rules  Prometheus 2.42 `promtool check rules FILE` (alerting rules).
@@ -162,7 +164,7 @@ oracle_caddy() (
   _oracle_setup
   _oracle_file "$@"
   local f=$1 out tmp warnings
-  _oracle_need caddy
+  _oracle_need caddy caddy-debian
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   # validate provisions every module (TLS, reverse proxy, ...) but starts no
@@ -170,10 +172,13 @@ oracle_caddy() (
   # throw-away dir. An active health check may start a request that validate
   # cancels before it dials; the network namespace makes sure of it.
   export XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config" HOME="$tmp"
-  _oracle_run caddy _oracle_offline caddy validate --config "$f" --adapter caddyfile
-  warnings=$(grep -E '"level":"(warn|error)"' <<<"$out" |
-    grep -v 'server is listening only on the HTTP port' || true)
-  _oracle_warnings caddy "caddy validate logged warnings" "$warnings"
+  local caddy
+  for caddy in caddy caddy-debian; do
+    _oracle_run "$caddy" _oracle_offline "$caddy" validate --config "$f" --adapter caddyfile
+    warnings=$(grep -E '"level":"(warn|error)"' <<<"$out" |
+      grep -v 'server is listening only on the HTTP port' || true)
+    _oracle_warnings "$caddy" "caddy validate logged warnings" "$warnings"
+  done
 )
 
 oracle_compose() (

@@ -30,26 +30,63 @@ pub fn emit(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
         // The local CA's root is not installed into the host's trust store (Caddy would try sudo).
         out.push_str("\tskip_install_trust\n");
     }
-    if let Some(cdn) = &sys.cdn {
-        let ranges = crate::eval::cdn::ranges(cdn);
+    let trust = cdn_trust(sys, &routes);
+    if let CdnTrust::Server(list) = &trust {
         out.push_str("\tservers {\n");
-        let list: Vec<String> = ranges.iter().map(|c| q(&c.to_string())).collect();
-        let _ = writeln!(out, "\t\ttrusted_proxies static {}", list.join(" "));
-        // The CDN sets X-Forwarded-For, Caddy's default client IP header (and the only one
-        // the distributions' Caddy 2.6 reads).
+        let _ = writeln!(out, "\t\ttrusted_proxies static {list}");
+        // The CDN sets X-Forwarded-For, Caddy's default client IP header.
         out.push_str("\t}\n");
     }
     out.push_str("}\n");
     for r in routes {
         out.push('\n');
         let tls13 = sys.services[&r.edge_service].options.get("tls_min_version").map(String::as_str) == Some("1.3");
-        site(&mut out, r, tls13);
+        site(&mut out, r, tls13, &trust);
     }
     Some(out)
 }
 
+/// Where the edge trusts a proxying CDN's forwarded client address.
+#[derive(Debug, PartialEq, Eq)]
+enum CdnTrust {
+    /// No CDN in front: nothing forwarded is trusted.
+    None,
+    /// Server-wide (`servers { trusted_proxies static … }`, Caddy 2.6.3 and later), which 2.7
+    /// and later also use for the client address in the access log. The ranges, quoted.
+    Server(String),
+    /// On each proxying handler (`reverse_proxy { trusted_proxies … }`, Caddy 2.5 and later):
+    /// Debian's and Ubuntu's Caddy 2.6.2 rejects the server-wide option. The ranges, quoted.
+    Handler(String),
+}
+
+/// How this host's Caddy trusts the system's CDN: server-wide where every Caddy edge here is
+/// 2.7 or later, else on each handler.
+fn cdn_trust(sys: &System, routes: &[&Route]) -> CdnTrust {
+    let Some(cdn) = &sys.cdn else { return CdnTrust::None };
+    let list: Vec<String> = crate::eval::cdn::ranges(cdn).iter().map(|c| q(&c.to_string())).collect();
+    let list = list.join(" ");
+    let recent = routes
+        .iter()
+        .all(|r| crate::types::major_minor(&sys.services[&r.edge_service].module_version).is_some_and(|v| v >= (2, 7)));
+    if recent { CdnTrust::Server(list) } else { CdnTrust::Handler(list) }
+}
+
+/// A `reverse_proxy` to `to` at `indent` tabs, trusting the CDN on the handler where it must.
+fn reverse_proxy(out: &mut String, indent: usize, matcher: Option<&str>, to: &str, trust: &CdnTrust) {
+    let tabs = "\t".repeat(indent);
+    let matcher = matcher.map(|m| format!("{} ", q(m))).unwrap_or_default();
+    match trust {
+        CdnTrust::Handler(list) => {
+            let _ = writeln!(out, "{tabs}reverse_proxy {matcher}{} {{\n{tabs}\ttrusted_proxies {list}\n{tabs}}}", q(to));
+        }
+        _ => {
+            let _ = writeln!(out, "{tabs}reverse_proxy {matcher}{}", q(to));
+        }
+    }
+}
+
 /// One route's site block; `tls13`: its edge accepts TLS 1.3 only.
-fn site(out: &mut String, r: &Route, tls13: bool) {
+fn site(out: &mut String, r: &Route, tls13: bool, trust: &CdnTrust) {
     let _ = writeln!(out, "{} {{", q(&r.hostname));
     let internal = if r.tls == TlsMode::Internal { " internal" } else { "" };
     if tls13 {
@@ -84,14 +121,14 @@ fn site(out: &mut String, r: &Route, tls13: bool) {
     }
     match &r.auth {
         None => {
-            let _ = writeln!(out, "\treverse_proxy {}", q(&upstream(r)));
+            reverse_proxy(out, 1, None, &upstream(r), trust);
         }
         Some(a) => {
             // The auth service's own paths (its sign-in endpoints) go to it unchecked; every
             // other request is checked by forward_auth first (Authentik's documented setup).
             out.push_str("\troute {\n");
             for p in &a.paths {
-                let _ = writeln!(out, "\t\treverse_proxy {} {}", q(p), q(&a.upstream));
+                reverse_proxy(out, 2, Some(p), &a.upstream, trust);
             }
             let _ = writeln!(out, "\t\tforward_auth {} {{", q(&a.upstream));
             let _ = writeln!(out, "\t\t\turi {}", q(&a.uri));
@@ -99,9 +136,14 @@ fn site(out: &mut String, r: &Route, tls13: bool) {
                 let hs: Vec<String> = a.copy_headers.iter().map(|h| q(h)).collect();
                 let _ = writeln!(out, "\t\t\tcopy_headers {}", hs.join(" "));
             }
-            out.push_str("\t\t\ttrusted_proxies private_ranges\n");
+            match trust {
+                CdnTrust::Handler(list) => {
+                    let _ = writeln!(out, "\t\t\ttrusted_proxies private_ranges {list}");
+                }
+                _ => out.push_str("\t\t\ttrusted_proxies private_ranges\n"),
+            }
             out.push_str("\t\t}\n");
-            let _ = writeln!(out, "\t\treverse_proxy {}", q(&upstream(r)));
+            reverse_proxy(out, 2, None, &upstream(r), trust);
             out.push_str("\t}\n");
         }
     }

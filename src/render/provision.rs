@@ -380,7 +380,9 @@ fn files(o: &mut String, services: &[&Service], payload: &[Artifact]) {
     }
     if caddy {
         o.push_str(
-            "if put \"$KILN_ROOT/Caddyfile\" /etc/caddy/Caddyfile 0644 root:root; then\n\tcaddy validate --adapter caddyfile --config /etc/caddy/Caddyfile >/dev/null 2>&1 || die \"caddy rejects /etc/caddy/Caddyfile\"\n\tsystemctl reload-or-restart caddy\nfi\n",
+            // Caddy's verdict (its `Error:` line, without the JSON log lines) goes to the log before
+            // the provisioner stops: the reason is the first thing an operator needs.
+            "if put \"$KILN_ROOT/Caddyfile\" /etc/caddy/Caddyfile 0644 root:root; then\n\tif ! caddy_out=$(caddy validate --adapter caddyfile --config /etc/caddy/Caddyfile 2>&1); then\n\t\tprintf '%s\\n' \"$caddy_out\" | grep -v '^{' >&2 || :\n\t\tdie \"caddy rejects /etc/caddy/Caddyfile\"\n\tfi\n\tsystemctl reload-or-restart caddy\nfi\n",
         );
     }
 }
