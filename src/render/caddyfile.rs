@@ -65,9 +65,8 @@ fn cdn_trust(sys: &System, routes: &[&Route]) -> CdnTrust {
     let Some(cdn) = &sys.cdn else { return CdnTrust::None };
     let list: Vec<String> = crate::eval::cdn::ranges(cdn).iter().map(|c| q(&c.to_string())).collect();
     let list = list.join(" ");
-    let recent = routes
-        .iter()
-        .all(|r| crate::types::major_minor(&sys.services[&r.edge_service].module_version).is_some_and(|v| v >= (2, 7)));
+    let recent =
+        routes.iter().all(|r| crate::types::major_minor(&sys.services[&r.edge_service].module_version).is_some_and(|v| v >= (2, 7)));
     if recent { CdnTrust::Server(list) } else { CdnTrust::Handler(list) }
 }
 
