@@ -235,6 +235,9 @@ fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
     on.must(&cmd).trim() == "open"
 }
 
+// Last run (2026-12-05, the five VMs on two cores, 29 min): edge's provisioner completed (its
+// Caddyfile now trusts Cloudflare per handler, as Debian's Caddy 2.6.2 requires); app and db did
+// not finish theirs and identity's cloud-init was still starting containers at the 1,500 s limit.
 /// five-vps-saas, all five hosts booted together on the seed's private network (edge public:
 /// Caddy, bastion and NAT gateway; app, db, cache and identity private, leaving through edge),
 /// each with its stand-in images: "least privilege, derived" on real kernels. Every host comes
