@@ -47,7 +47,6 @@ pub fn emit(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
 }
 
 /// Where the edge trusts a proxying CDN's forwarded client address.
-#[derive(Debug, PartialEq, Eq)]
 enum CdnTrust {
     /// No CDN in front: nothing forwarded is trusted.
     None,
@@ -135,12 +134,8 @@ fn site(out: &mut String, r: &Route, tls13: bool, trust: &CdnTrust) {
                 let hs: Vec<String> = a.copy_headers.iter().map(|h| q(h)).collect();
                 let _ = writeln!(out, "\t\t\tcopy_headers {}", hs.join(" "));
             }
-            match trust {
-                CdnTrust::Handler(list) => {
-                    let _ = writeln!(out, "\t\t\ttrusted_proxies private_ranges {list}");
-                }
-                _ => out.push_str("\t\t\ttrusted_proxies private_ranges\n"),
-            }
+            let cdn = if let CdnTrust::Handler(list) = trust { format!(" {list}") } else { String::new() };
+            let _ = writeln!(out, "\t\t\ttrusted_proxies private_ranges{cdn}");
             out.push_str("\t\t}\n");
             reverse_proxy(out, 2, None, &upstream(r), trust);
             out.push_str("\t}\n");
