@@ -348,6 +348,10 @@ pub struct FirewallRule {
     /// matched after Docker's DNAT, so the route rule names this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarded_port: Option<u16>,
+    /// Docker forwards the port to a container (a container service publishes it): the rule is
+    /// also needed for forwarded traffic (`ufw route`). A native service's port is the host's
+    /// own and takes the input rule only.
+    pub forwarded: bool,
 }
 
 /// Where a service's module came from, when it is not built in.

@@ -73,6 +73,9 @@ pub struct FactRule {
     pub protocol: String,
     pub sources: Vec<String>,
     pub reason: String,
+    /// A container publishes the port: Docker forwards it, through ufw's route rules too.
+    #[serde(default)]
+    pub forwarded: bool,
 }
 
 impl FactRule {
@@ -176,6 +179,7 @@ pub fn facts_by<'a>(sys: &System, closure: impl Fn(&str) -> Option<&'a str>, sou
                 protocol: r.protocol.name().to_string(),
                 sources: r.sources.iter().map(|s| s.to_string()).collect(),
                 reason: r.reason.clone(),
+                forwarded: r.forwarded,
             });
         }
     }

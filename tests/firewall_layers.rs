@@ -105,3 +105,29 @@ fn digitalocean_firewalls_keep_rules_for_vpc_traffic() {
         "{doc}"
     );
 }
+
+/// ufw's route rules (what Docker forwards, through `DOCKER-USER`) exist only for the ports a
+/// container publishes: a native service's port is the host's own and takes the input rule
+/// alone. five-vps-saas's edge runs Caddy and node-exporter natively and Alloy in a container.
+#[test]
+fn only_container_ports_take_route_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("r"));
+    let provision = r.join("hosts/edge/provision.sh");
+    oracle("sh", &provision).unwrap();
+    let p = read(&provision);
+    let rules = |verb: &str, port: u16| p.lines().filter(|l| l.contains(verb) && l.contains(&format!(" to any port {port} "))).count();
+    for (port, what) in [(80, "caddy"), (443, "caddy"), (2019, "caddy's metrics"), (9100, "node-exporter")] {
+        assert!(rules("ufw allow ", port) > 0, "{what}: the input rule for {port}");
+        assert_eq!(rules("ufw route allow ", port), 0, "{what} is native: no route rule for {port}");
+    }
+    assert_eq!((rules("ufw allow ", 12345), rules("ufw route allow ", 12345)), (1, 1), "alloy's container: both rules");
+    let app = read(&r.join("hosts/app/provision.sh"));
+    assert!(app.contains("ufw route allow proto tcp from 10.0.0.2/32 to any port 3000 "), "the app's container port is forwarded");
+    let model: serde_json::Value = serde_json::from_slice(&std::fs::read(r.join("model.json")).unwrap()).unwrap();
+    let forwarded = |host: &str, port: u64| {
+        model["firewall"].as_array().unwrap().iter().find(|f| f["host"] == host && f["port"] == port).map(|f| f["forwarded"].clone())
+    };
+    assert_eq!(forwarded("edge", 443), Some(serde_json::json!(false)));
+    assert_eq!(forwarded("app", 3000), Some(serde_json::json!(true)));
+}

@@ -278,7 +278,8 @@ fn lab_five_vps_saas_hosts_reach_exactly_what_they_connect_to() {
     }
 
     // ufw on each private host holds exactly the derived rules (model.json's `firewall`), each
-    // for the host itself and, but for ssh, for its containers (`route`): db has PgBouncer for
+    // for the host itself and, where a container publishes the port, for what Docker forwards
+    // to it (`route`; no host here publishes on another port than the container's): db has PgBouncer for
     // app, the exporters for identity, ssh for the bastion, and nothing for PostgreSQL itself
     // (edge's ssh sources have the lab's own added, tests/lab/mod.rs)
     let model: Value = serde_json::from_slice(&std::fs::read(tmp.path().join("result/model.json")).unwrap()).unwrap();
@@ -288,7 +289,7 @@ fn lab_five_vps_saas_hosts_reach_exactly_what_they_connect_to() {
             for src in rule["sources"].as_array().unwrap() {
                 let (proto, src, port) = (rule["protocol"].as_str().unwrap(), src.as_str().unwrap(), rule["port"].as_u64().unwrap());
                 derived.insert(ufw_rule("allow", proto, src, port));
-                if port != 22 {
+                if rule["forwarded"] == true {
                     derived.insert(ufw_rule("route", proto, src, port));
                 }
             }

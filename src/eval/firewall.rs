@@ -40,7 +40,7 @@ impl Rules {
                 sources.sort();
                 sources.dedup();
                 reasons.sort();
-                FirewallRule { port, protocol, sources, reason: reasons.join("; "), forwarded_port: None }
+                FirewallRule { port, protocol, sources, reason: reasons.join("; "), forwarded_port: None, forwarded: false }
             })
             .collect()
     }
@@ -244,16 +244,19 @@ pub fn derive(sys: &mut System) {
     for (name, r) in rules {
         sys.hosts.get_mut(&name).unwrap().firewall = r.finish();
     }
-    // A container port published on another host port: forwarded packets are matched after
+    // A port a container publishes takes forwarded traffic too (a native service's is the
+    // host's own). Published on another host port, forwarded packets are matched after
     // Docker's DNAT, on the container's port. Two services cannot publish one host port
     // (`port-conflict`), so it is one container's.
     for (name, p) in &publish {
-        let Some(host) = sys.services.get(name).map(|s| s.host.clone()) else { continue };
-        for p in p.iter().filter(|p| p.port != p.target) {
-            if let Some(r) =
-                sys.hosts.get_mut(&host).and_then(|h| h.firewall.iter_mut().find(|r| r.port == p.port && r.protocol == p.protocol))
-            {
-                r.forwarded_port = Some(p.target);
+        let Some(host) = sys.services.get(name).filter(|s| s.native.is_none()).map(|s| s.host.clone()) else { continue };
+        let Some(h) = sys.hosts.get_mut(&host) else { continue };
+        for p in p {
+            if let Some(r) = h.firewall.iter_mut().find(|r| r.port == p.port && r.protocol == p.protocol) {
+                r.forwarded = true;
+                if p.port != p.target {
+                    r.forwarded_port = Some(p.target);
+                }
             }
         }
     }

@@ -259,7 +259,7 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
     let mut lines = vec!["ufw default deny incoming >/dev/null".to_string(), "ufw default allow outgoing >/dev/null".to_string()];
     for r in &host.firewall {
         lines.push(ufw_command(r, false));
-        if containers && r.port != host.ssh_port {
+        if r.forwarded {
             lines.push(ufw_command(r, true));
         }
     }
