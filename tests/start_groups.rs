@@ -15,11 +15,10 @@ use common::{build, compose_config, examples};
 fn up_groups(script: &str) -> Vec<Vec<String>> {
     script
         .lines()
-        .filter_map(|l| l.strip_prefix("docker compose --file \"$KILN_ROOT/compose.yaml\" up --detach --wait --wait-timeout 600 "))
+        .filter_map(|l| l.strip_prefix("compose_up "))
         .map(|rest| {
-            let names = rest.strip_suffix(" >/dev/null").expect("the output discarded");
             // service names are kiln names (letters, digits, `-`), each single-quoted
-            names.split(' ').map(|w| w.trim_matches('\'').to_string()).collect()
+            rest.split(' ').map(|w| w.trim_matches('\'').to_string()).collect()
         })
         .collect()
 }
@@ -81,4 +80,51 @@ fn a_seed_host_starts_in_fewer_steps_than_it_has_services() {
     let services: usize = groups.iter().map(Vec::len).sum();
     assert!(services >= 8, "{groups:?}");
     assert!(groups.len() * 2 <= services, "{groups:?}");
+}
+
+/// A group whose containers do not all become healthy stops the provisioner with an error line
+/// naming each one that is not, with its state, and before it each one's last healthcheck output
+/// and log tail (what `kiln boot` reports as the provisioner's result). Run by dash with a
+/// stand-in `docker` on PATH (a shell script answering `compose up` with failure and `inspect`
+/// and `logs` with a fixed unhealthy postgres and a healthy valkey): it proves the prelude's
+/// `compose_up` logic, not Docker's template output, which the lab's VMs run for real.
+#[test]
+fn a_group_not_healthy_is_named_with_what_each_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let docker = bin.join("docker");
+    std::fs::write(
+        &docker,
+        r#"#!/bin/sh
+# kiln test stand-in for docker (not Docker): a postgres that is restarting and unhealthy
+case "$*" in
+*" up "*) echo "container five-vps-saas-postgres-1 is unhealthy" >&2; exit 1 ;;
+*" ps --all --quiet "*) echo "id-${7}" ;;
+"inspect --format {{.State.Status}}"*id-postgres) echo "restarting, unhealthy" ;;
+"inspect --format {{.State.Status}}"*id-valkey) echo "running, healthy" ;;
+"inspect --format {{with .State.Health}}"*id-postgres) printf 'pg_isready: no response\n' ;;
+"logs --tail 30 id-postgres") echo 'FATAL:  lock file "postmaster.pid" already exists' >&2 ;;
+*) echo "unexpected: docker $*" >&2; exit 2 ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = common::prelude_functions(&["log", "die", "compose_up"]) + "compose_up valkey postgres\necho not reached\n";
+    let out = std::process::Command::new("dash")
+        .arg("-euc")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("KILN_ROOT", tmp.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (common::text(&out.stdout), common::text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "", "the provisioner stops");
+    let last = stderr.lines().last().unwrap();
+    assert_eq!(last, "kiln: error: services not healthy: postgres (restarting, unhealthy)", "{stderr}");
+    assert!(stderr.contains("kiln: postgres is restarting, unhealthy; its last healthchecks said: pg_isready: no response"), "{stderr}");
+    assert!(stderr.contains("FATAL:  lock file"), "the log's end: {stderr}");
+    assert!(!stderr.contains("valkey is"), "a healthy one is not named: {stderr}");
 }

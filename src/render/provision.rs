@@ -433,11 +433,7 @@ fn start(o: &mut String, sys: &System, services: &[&Service]) {
                 super::jobs::volume_owners(o, sys, s);
             }
             let names: Vec<String> = containers.iter().map(|s| sh(&s.name)).collect();
-            let _ = writeln!(
-                o,
-                "docker compose --file \"$KILN_ROOT/compose.yaml\" up --detach --wait --wait-timeout 600 {} >/dev/null",
-                names.join(" ")
-            );
+            let _ = writeln!(o, "compose_up {}", names.join(" "));
             for s in &containers {
                 let _ = writeln!(o, "log {}", sh(&format!("{} is up", s.name)));
             }

@@ -213,12 +213,12 @@ sources = ["198.51.100.0/24"]
     )
 }
 
-/// The provisioner prelude's helpers `env_secrets` uses (`log`, `die`, `ids`, `put`), as
-/// provision.sh.in defines them, then `env_secrets` itself: a script that dash can run alone.
-pub fn env_secrets_functions() -> String {
+/// The provisioner prelude's functions `names`, as provision.sh.in defines them: a script that
+/// dash can run alone (the prelude's own steps left out).
+pub fn prelude_functions(names: &[&str]) -> String {
     let prelude = read(&repo().join("src/render/provision.sh.in"));
     let mut out = String::new();
-    for name in ["log", "die", "ids", "put"] {
+    for name in names {
         let start = prelude.find(&format!("\n{name}() {{")).unwrap_or_else(|| panic!("no {name}() in the prelude")) + 1;
         let rest = &prelude[start..];
         let end =
@@ -226,8 +226,13 @@ pub fn env_secrets_functions() -> String {
         out.push_str(&rest[..end]);
         out.push('\n');
     }
-    out.push_str(kiln::render::provision::ENV_SECRETS_FN);
     out
+}
+
+/// The provisioner prelude's helpers `env_secrets` uses (`log`, `die`, `ids`, `put`), then
+/// `env_secrets` itself.
+pub fn env_secrets_functions() -> String {
+    prelude_functions(&["log", "die", "ids", "put"]) + kiln::render::provision::ENV_SECRETS_FN
 }
 
 /// The stand-in images of `host`'s services as a `docker load` archive (scripts/lab-images).
