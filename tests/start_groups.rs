@@ -128,3 +128,47 @@ esac
     assert!(stderr.contains("FATAL:  lock file"), "the log's end: {stderr}");
     assert!(!stderr.contains("valkey is"), "a healthy one is not named: {stderr}");
 }
+
+/// A group waits for the services on other hosts it connects to before it starts (servers boot
+/// together: five-vps-saas's app came up before db's PgBouncer, and its healthcheck failed):
+/// app waits for PgBouncer on db and Valkey on cache at the addresses and ports it dials, no
+/// group waits for a service on its own host, and no collector waits for the Loki it ships to
+/// (alloy's `wait = false`).
+#[test]
+fn a_group_waits_for_what_it_connects_to_on_other_hosts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = build(&common::repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("r"));
+    let app = common::read(&r.join("hosts/app/provision.sh"));
+    let lines: Vec<&str> = app.lines().collect();
+    let up = lines.iter().position(|l| l.starts_with("compose_up ") && l.ends_with(" app")).expect("app's group");
+    for wait in ["wait_for 'pgbouncer on db' 10.0.0.4 6432 1200", "wait_for 'valkey on cache' 10.0.0.5 6379 1200"] {
+        let at = lines.iter().position(|l| *l == wait).unwrap_or_else(|| panic!("{wait} in app's provisioner"));
+        assert!(at < up, "{wait} before app's group");
+    }
+    for host in ["edge", "app", "db", "cache", "identity"] {
+        let p = common::read(&r.join("hosts").join(host).join("provision.sh"));
+        let waits: Vec<&str> = p.lines().filter(|l| l.starts_with("wait_for ")).collect();
+        assert!(waits.iter().all(|w| !w.contains(&format!(" on {host}'"))), "{host} waits for none of its own: {waits:?}");
+        assert!(waits.iter().all(|w| !w.contains("loki")), "{host}: no collector waits for Loki: {waits:?}");
+    }
+}
+
+/// `wait_for` returns once the port answers, and after its time when it does not (then the
+/// group's healthchecks judge): run by dash against a real listener and a closed port.
+#[test]
+fn wait_for_returns_when_the_port_answers_or_its_time_is_up() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let script = common::prelude_functions(&["log", "wait_for"])
+        + &format!("wait_for 'pgbouncer on db' 127.0.0.1 {open} 60\nwait_for 'valkey on cache' 127.0.0.1 {closed} 0\necho done\n");
+    let out = std::process::Command::new("dash").arg("-euc").arg(&script).output().unwrap();
+    let stderr = common::text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(common::text(&out.stdout), "done\n");
+    assert!(stderr.contains(&format!("kiln: pgbouncer on db answers at 127.0.0.1:{open}")), "{stderr}");
+    assert!(stderr.contains(&format!("kiln: valkey on cache (127.0.0.1:{closed}) does not answer after 0 s")), "{stderr}");
+}

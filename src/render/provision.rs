@@ -427,6 +427,7 @@ fn start(o: &mut String, sys: &System, services: &[&Service]) {
     }
     o.push_str("\n# Services in groups (eval::order::start_groups): a group starts once every service it\n# waits for is healthy; its containers start together and are all healthy before the next.\nlog 'step: services'\n");
     for group in crate::eval::order::start_groups(services) {
+        remote_waits(o, sys, &group);
         let containers: Vec<&&Service> = group.iter().filter(|s| s.container.is_some()).collect();
         if !containers.is_empty() {
             for s in &containers {
@@ -452,5 +453,29 @@ fn start(o: &mut String, sys: &System, services: &[&Service]) {
                 let _ = writeln!(o, "wait_healthy {} {tries} {} {cmd}", sh(&s.name), h.interval.0.max(1));
             }
         }
+    }
+}
+
+/// How long a group waits for a service on another host it connects to (20 minutes: a fleet
+/// booting together, under emulation too).
+const REMOTE_WAIT_SECONDS: u32 = 1200;
+
+/// Before a group starts: a wait for each service on another host of the system that its
+/// services connect to over TCP and wait for (not a derived scrape, not `wait = false`, not a
+/// public route), by address and port.
+fn remote_waits(o: &mut String, sys: &System, group: &[&Service]) {
+    let mut waits: std::collections::BTreeMap<(&str, u16), String> = std::collections::BTreeMap::new();
+    for d in group.iter().flat_map(|s| &s.deps) {
+        if d.same_host || d.derived || d.no_wait || d.route.is_some() || d.protocol != crate::syntax::module::Protocol::Tcp {
+            continue;
+        }
+        let what = match sys.services.get(&d.service) {
+            Some(s) => format!("{} on {}", d.service, s.host),
+            None => d.service.clone(),
+        };
+        waits.entry((d.address.as_str(), d.port)).or_insert(what);
+    }
+    for ((address, port), what) in waits {
+        let _ = writeln!(o, "wait_for {} {} {port} {REMOTE_WAIT_SECONDS}", sh(&what), sh(address));
     }
 }
