@@ -54,13 +54,13 @@ pub struct System {
 }
 
 /// One destination of the system's alerts (`[alerts.receivers.NAME]`).
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Receiver {
     pub name: String,
     pub kind: ReceiverKind,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReceiverKind {
     Email {

@@ -93,6 +93,21 @@ struct Partial<'a> {
 }
 
 impl<'a> Resolver<'a> {
+    /// A resolver for one service's rendering on another thread: what every service reads,
+    /// no diagnostics of its own yet.
+    fn worker(&self) -> Resolver<'a> {
+        Resolver {
+            inputs: self.inputs,
+            tpls: self.tpls,
+            diags: Vec::new(),
+            probes: self.probes.clone(),
+            missing_files: BTreeSet::new(),
+            receivers: self.receivers.clone(),
+            managed: self.managed.clone(),
+            route_targets: BTreeMap::new(),
+        }
+    }
+
     fn err(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
@@ -227,10 +242,25 @@ impl<'a> Resolver<'a> {
             .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
             .collect();
         // Phase 2: connections, secrets, rendering.
-        let mut model_services = BTreeMap::new();
+        let mut prepared = Vec::new();
         for (name, p) in &partials {
-            if let Some(svc) = self.service(p, &partials, &model_hosts, &secrets, sysdecl) {
-                model_services.insert(name.clone(), svc);
+            if let Some(pre) = self.prepare_service(p, &partials, &model_hosts, &secrets) {
+                prepared.push((name, p, std::sync::Mutex::new(Some(pre))));
+            }
+        }
+        // Rendering, the larger half, on every core: each service with its own worker, whose
+        // diagnostics join these (they are sorted before anyone sees them).
+        let rendered = crate::store::parallel(&prepared, |(_, p, pre)| {
+            let pre = pre.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().expect("each service renders once");
+            let mut worker = self.worker();
+            let svc = worker.render_service(p, pre, &model_hosts, sysdecl);
+            (svc, worker.diags)
+        });
+        let mut model_services = BTreeMap::new();
+        for ((name, _, _), (svc, diags)) in prepared.iter().zip(rendered) {
+            self.diags.extend(diags);
+            if let Some(svc) = svc {
+                model_services.insert((*name).clone(), svc);
             }
         }
         let model_certificates = self.certificates(&certificates, &model_services);

@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// What [`Resolver::prepare_service`] found, for [`Resolver::render_service`].
+pub(super) struct Prepared {
+    deps: Vec<Dependency>,
+    secret_uses: Vec<SecretUse>,
+    databases: Vec<super::databases::DbClient>,
+    accounts: super::accounts::Accounts,
+}
+
 impl<'a> Resolver<'a> {
     pub(super) fn partial(&mut self, s: &'a ServiceDecl, hosts: &BTreeMap<String, &'a HostDecl>) -> Option<Partial<'a>> {
         let module_name = s.module.as_ref()?;
@@ -219,14 +227,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    pub(super) fn service(
+    /// A service's first half, in name order (a service joins the managed databases' client
+    /// lists here): connections, secrets, database and account clients. `None` on an error.
+    pub(super) fn prepare_service(
         &mut self,
         p: &Partial<'a>,
         all: &BTreeMap<String, Partial<'a>>,
         hosts: &BTreeMap<String, Host>,
         secrets: &BTreeMap<String, &'a SecretDecl>,
-        sys: &SystemDecl,
-    ) -> Option<Service> {
+    ) -> Option<Prepared> {
         let m = &p.module.decl;
         let s = p.decl;
         let errors_before = self.errors();
@@ -304,7 +313,23 @@ impl<'a> Resolver<'a> {
         if !p.ok || self.errors() > errors_before || connects_unresolved(p, all, &self.managed) {
             return None;
         }
+        Some(Prepared { deps, secret_uses, databases, accounts })
+    }
 
+    /// A service's second half: its templates rendered with its context, its container or
+    /// native unit, files, health and jobs. Reads only what every service shares, so services
+    /// render on several threads (each with its own [`Resolver::worker`]).
+    pub(super) fn render_service(
+        &mut self,
+        p: &Partial<'a>,
+        prepared: Prepared,
+        hosts: &BTreeMap<String, Host>,
+        sys: &SystemDecl,
+    ) -> Option<Service> {
+        let m = &p.module.decl;
+        let s = p.decl;
+        let errors_before = self.errors();
+        let Prepared { deps, mut secret_uses, databases, accounts } = prepared;
         let host = hosts.get(&p.host)?;
         let ctx = self.context(p, host, &deps, &secret_uses, (&databases, &accounts), sys);
         let tpl = &self.tpls[&m.name.value];
