@@ -159,12 +159,18 @@ oracle_sh() (
   _oracle_run dash-n dash -n "$f"
 )
 
-oracle_caddy() (
+# Every Caddyfile of a caddy module at Debian's 2.6.2 (the built-in one) is judged by both
+# Caddys; one for Caddy 2.7 or later (a module at that version) by the recent one alone.
+oracle_caddy() { CADDY_JUDGES="caddy caddy-debian" _oracle_caddy "$@"; }
+oracle_caddy_recent() { CADDY_JUDGES="caddy" _oracle_caddy "$@"; }
+
+_oracle_caddy() (
   set -euo pipefail
   _oracle_setup
   _oracle_file "$@"
   local f=$1 out tmp warnings
-  _oracle_need caddy caddy-debian
+  # shellcheck disable=SC2086 # a list of program names
+  _oracle_need $CADDY_JUDGES
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   # validate provisions every module (TLS, reverse proxy, ...) but starts no
@@ -173,7 +179,7 @@ oracle_caddy() (
   # cancels before it dials; the network namespace makes sure of it.
   export XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config" HOME="$tmp"
   local caddy
-  for caddy in caddy caddy-debian; do
+  for caddy in $CADDY_JUDGES; do
     _oracle_run "$caddy" _oracle_offline "$caddy" validate --config "$f" --adapter caddyfile
     warnings=$(grep -E '"level":"(warn|error)"' <<<"$out" |
       grep -v 'server is listening only on the HTTP port' || true)
@@ -392,6 +398,7 @@ kiln_oracle() {
     cloud-init) oracle_cloud_init "$@" ;;
     sh) oracle_sh "$@" ;;
     caddy) oracle_caddy "$@" ;;
+    caddy-recent) oracle_caddy_recent "$@" ;;
     compose) oracle_compose "$@" ;;
     yaml) oracle_yaml "$@" ;;
     promtool) oracle_promtool "$@" ;;
@@ -403,7 +410,7 @@ kiln_oracle() {
     traefik-dynamic) oracle_traefik_dynamic "$@" ;;
     self-test) oracle_self_test ;;
     *)
-      echo "usage: oracles.sh {cloud-init|sh|caddy|compose|yaml|promtool|promtool-rules|amtool|systemd|mermaid|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
+      echo "usage: oracles.sh {cloud-init|sh|caddy|caddy-recent|compose|yaml|promtool|promtool-rules|amtool|systemd|mermaid|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
       return 2
       ;;
   esac

@@ -155,3 +155,31 @@ fn the_http_ban_filter_matches_auth_failures_only() {
         }
     }
 }
+
+/// The Caddyfile's other CDN form: with a caddy module of 2.7 or later (a user's, through
+/// `--modules`), the CDN's ranges are trusted server-wide (`servers { trusted_proxies static … }`)
+/// instead of on each handler, and Caddy 2.11.7 accepts it; Debian's 2.6.2, which the built-in
+/// module installs, refuses that form, which is why the built-in module gets the other.
+#[test]
+fn a_caddy_of_2_7_or_later_trusts_the_cdn_server_wide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let modules = tmp.path().join("modules");
+    common::copy_tree(&repo().join("modules/caddy"), &modules.join("caddy"));
+    let m = std::fs::read_to_string(modules.join("caddy/module.toml")).unwrap();
+    assert!(m.contains("\nversion = \"2.6.2\"\n"), "the built-in module's version");
+    std::fs::write(modules.join("caddy/module.toml"), m.replace("\nversion = \"2.6.2\"\n", "\nversion = \"2.7.6\"\n")).unwrap();
+    let r = common::build_with_modules(
+        &modules,
+        &repo().join("flake-free-examples/five-vps-saas"),
+        &tmp.path().join("store"),
+        &tmp.path().join("r"),
+    );
+    let caddyfile = r.join("hosts/edge/Caddyfile");
+    let text = std::fs::read_to_string(&caddyfile).unwrap();
+    assert!(text.contains("\tservers {\n\t\ttrusted_proxies static "), "{text}");
+    let repeated = text.lines().filter(|l| l.contains("trusted_proxies") && l.contains("103.21.244.0/22")).count();
+    assert_eq!(repeated, 1, "the ranges once, server-wide, no handler repeats them: {text}");
+    oracle("caddy-recent", &caddyfile).unwrap();
+    let debian = oracle("caddy", &caddyfile).expect_err("Debian's Caddy 2.6.2 refuses the server-wide form");
+    assert!(debian.contains("caddy-debian"), "{debian}");
+}
