@@ -235,9 +235,13 @@ fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
     on.must(&cmd).trim() == "open"
 }
 
-// Last run (2026-12-05, the five VMs on two cores, 29 min): edge's provisioner completed (its
-// Caddyfile now trusts Cloudflare per handler, as Debian's Caddy 2.6.2 requires); app and db did
-// not finish theirs and identity's cloud-init was still starting containers at the 1,500 s limit.
+// Last runs (2026-12-05, the five VMs on two cores, about 30 min each): edge and cache complete,
+// app completes (waiting for PgBouncer on db and Valkey on cache first); db's PostgreSQL is
+// healthy since its stand-in runs the init script as upstream does, PgBouncer since the probe
+// answers pg_isready; db stops at pgBackRest (its stand-in probe runs in place of the
+// `sh kiln-run.sh` command, so the script that marks it ready never runs: the stand-in needs the
+// real pgbackrest, which Debian packages); identity stopped when `up --wait` gave up on its
+// authentik database's slow first start (compose_up now looks again until its time is up).
 /// five-vps-saas, all five hosts booted together on the seed's private network (edge public:
 /// Caddy, bastion and NAT gateway; app, db, cache and identity private, leaving through edge),
 /// each with its stand-in images: "least privilege, derived" on real kernels. Every host comes

@@ -85,7 +85,7 @@ fn host_mounts_devices_ulimits_reach_compose_read_only_and_the_volume_gets_its_o
     let prov = read(&prov_path);
     let create = prov.find("up --no-start --no-deps gauge").expect("the volume is created before the service starts");
     let chown = prov.find("chown 1000:1000 \"$dir\"").expect("the volume's directory is chowned");
-    let up = prov.find("\ncompose_up gauge").unwrap();
+    let up = prov.find("\ncompose_up 600 gauge").unwrap();
     assert!(create < chown && chown < up, "create, chown, start");
     assert!(prov.contains("docker volume inspect --format '{{ .Mountpoint }}' gaps_gauge-data"));
 }

@@ -434,7 +434,7 @@ fn start(o: &mut String, sys: &System, services: &[&Service]) {
                 super::jobs::volume_owners(o, sys, s);
             }
             let names: Vec<String> = containers.iter().map(|s| sh(&s.name)).collect();
-            let _ = writeln!(o, "compose_up {}", names.join(" "));
+            let _ = writeln!(o, "compose_up {COMPOSE_UP_SECONDS} {}", names.join(" "));
             for s in &containers {
                 let _ = writeln!(o, "log {}", sh(&format!("{} is up", s.name)));
             }
@@ -455,6 +455,9 @@ fn start(o: &mut String, sys: &System, services: &[&Service]) {
         }
     }
 }
+
+/// How long a group's containers have to become healthy (10 minutes).
+const COMPOSE_UP_SECONDS: u32 = 600;
 
 /// How long a group waits for a service on another host it connects to (20 minutes: a fleet
 /// booting together, under emulation too).
