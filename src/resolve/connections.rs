@@ -380,7 +380,8 @@ impl Resolver<'_> {
             );
             return None;
         };
-        let clients = &mut self.managed.get_mut(db).unwrap().clients;
+        // Only the sequential half writes here; the workers share the map once it is done.
+        let clients = &mut std::sync::Arc::make_mut(&mut self.managed).get_mut(db).unwrap().clients;
         match clients.iter_mut().find(|x| x.database == database || x.role == role) {
             // One application's services (a web process and its worker) share its database
             // and role: the same names and the same password secret are one client.

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use minijinja::Value as J;
 
@@ -50,8 +51,8 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         diags: Vec::new(),
         probes: J::UNDEFINED,
         missing_files: BTreeSet::new(),
-        receivers: Vec::new(),
-        managed: BTreeMap::new(),
+        receivers: Arc::default(),
+        managed: Arc::default(),
         route_targets: BTreeMap::new(),
     };
     let sys = r.run();
@@ -67,11 +68,12 @@ struct Resolver<'a> {
     probes: J,
     /// Secret files already reported missing (one warning per file).
     missing_files: BTreeSet<String>,
-    /// `[alerts.receivers]`, resolved before the services that deliver to them.
-    receivers: Vec<Receiver>,
+    /// `[alerts.receivers]`, resolved before the services that deliver to them (shared with the
+    /// workers that render services).
+    receivers: Arc<Vec<Receiver>>,
     /// `[databases]`, resolved before the services that connect to them (which add themselves
     /// as clients).
-    managed: BTreeMap<String, ManagedDatabase>,
+    managed: Arc<BTreeMap<String, ManagedDatabase>>,
     /// Every route's hostname → its service and endpoint as written, for `connects` entries
     /// naming a public route (`route:HOST`).
     route_targets: BTreeMap<String, (String, Option<String>)>,
@@ -102,8 +104,8 @@ impl<'a> Resolver<'a> {
             diags: Vec::new(),
             probes: self.probes.clone(),
             missing_files: BTreeSet::new(),
-            receivers: self.receivers.clone(),
-            managed: self.managed.clone(),
+            receivers: Arc::clone(&self.receivers),
+            managed: Arc::clone(&self.managed),
             route_targets: BTreeMap::new(),
         }
     }
@@ -220,9 +222,9 @@ impl<'a> Resolver<'a> {
         self.assign_ports(&mut partials, &edged);
         let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
         self.probes = jv(&probes);
-        self.receivers = self.alert_receivers(&secrets);
+        self.receivers = Arc::new(self.alert_receivers(&secrets));
         let system_name = sysdecl.name.as_ref().map(|n| n.value.as_str()).unwrap_or_default();
-        self.managed = self
+        let managed: BTreeMap<String, ManagedDatabase> = self
             .databases(files, &providers)
             .into_iter()
             .map(|mut d| {
@@ -237,6 +239,7 @@ impl<'a> Resolver<'a> {
                 (d.name.clone(), d)
             })
             .collect();
+        self.managed = Arc::new(managed);
         self.route_targets = routes
             .iter()
             .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
@@ -307,7 +310,7 @@ impl<'a> Resolver<'a> {
             dns: self.dns_zones(files, &providers),
             store_url: sysdecl.store.as_ref().map(|s| s.value.clone()),
             buckets: self.buckets(files, &providers),
-            databases: std::mem::take(&mut self.managed).into_values().collect(),
+            databases: Arc::unwrap_or_clone(std::mem::take(&mut self.managed)).into_values().collect(),
             zones: zones
                 .iter()
                 .map(|(k, z)| {
@@ -322,7 +325,7 @@ impl<'a> Resolver<'a> {
                 .collect(),
             allows: Vec::new(),
             backup: None,
-            receivers: std::mem::take(&mut self.receivers),
+            receivers: Arc::unwrap_or_clone(std::mem::take(&mut self.receivers)),
             deploy_state: crate::syntax::deploy::state(files, &mut self.diags),
             deploy_order: crate::syntax::deploy::order(files, &mut self.diags),
         };

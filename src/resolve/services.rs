@@ -430,7 +430,7 @@ impl<'a> Resolver<'a> {
         if m.collect_alerts {
             // Each receiver's URL, owned by the user the container runs as.
             let uid = container.as_ref().and_then(|c| c.user.as_ref()?.split(':').next()?.parse().ok());
-            for r in &self.receivers {
+            for r in self.receivers.iter() {
                 if let Some(secret) = r.secret() {
                     secret_uses.push(SecretUse {
                         slot: format!("alert-receiver-{}", r.name),
