@@ -233,3 +233,27 @@ fn db_stand_ins_pass_their_healthchecks_as_upstream_images_would() {
         assert_eq!(said.trim(), format!("127.0.0.1:{port} - {expected}"));
     }
 }
+
+/// pgBackRest's stand-in runs the real pgBackRest (Debian's, in the shared base) behind
+/// woblerr/pgbackrest's entrypoint contract: the module's command (`sh kiln-run.sh`, which makes
+/// the stanza and marks the container healthy) runs, as BACKREST_UID. The probe in its place
+/// never ran that script, so five-vps-saas's db host never came up in the lab.
+#[test]
+fn pgbackrest_stand_in_runs_the_module_command_with_the_real_pgbackrest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("result"));
+    let (tar, compose) = common::lab_images(&result, "db", tmp.path());
+    let a = archive(&tar);
+    let (manifest, config) = image_config(&tar, &a, compose["services"]["pgbackrest"]["image"].as_str().unwrap());
+    assert_eq!(config["config"]["Labels"]["org.kiln.lab.stand-in"], "pgbackrest");
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["docker-entrypoint.sh"]), "the entrypoint runs the compose command");
+    let layers: Vec<&str> = manifest["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let base = entries(&a.layers[layers[0]]);
+    assert!(base.contains_key("usr/bin/pgbackrest"), "the base has the real pgbackrest");
+    let entrypoint = String::from_utf8(file_in(&a.layers[layers[1]], "usr/local/bin/docker-entrypoint.sh").unwrap()).unwrap();
+    assert!(entrypoint.contains("KILN_STANDIN:-}\" = pgbackrest") && entrypoint.contains("--reuid=\"$uid\""), "{entrypoint}");
+    // the healthcheck is the module's own (`test -f`), answered by the script, not by a probe
+    let health = compose["services"]["pgbackrest"]["healthcheck"]["test"].as_array().unwrap();
+    assert_eq!(health[1], "test");
+    assert!(!entries(&a.layers[layers[1]]).contains_key("usr/local/bin/test"), "test stays the real one");
+}
