@@ -1288,3 +1288,48 @@ fn five_vps_saas_pgbackrest_archives_wal_and_restores_to_a_point_in_time() {
     }
     assert_eq!(rows.trim(), "before", "restored to {target}: {}", std::fs::read_to_string(pg.dir.join("log")).unwrap_or_default());
 }
+
+/// A postgres service with `tls = true` admits other containers over TLS only, so each client
+/// module asks for it in its own setting (rule `tls-unspoken` refuses one that cannot; its
+/// fixture shows that each of these did not before). The settings, read back with their own
+/// format's parser: vaultwarden's libpq URI, Synapse's psycopg2 args, Keycloak's JDBC URL
+/// properties, listmonk's ssl_mode, PeerTube's database.ssl (node-postgres, the self-signed
+/// certificate not verified) and pretix's [database] sslmode.
+#[test]
+fn clients_of_a_tls_only_server_ask_for_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/diagnostics/rule-tls-unspoken/system.toml")).unwrap();
+    let legacy = "[services.legacy]\nmodule = \"legacy\"\nhost = \"app\"\nconnects = [\"db\"]\n\n";
+    assert!(fixture.contains(legacy));
+    // a stage-0 store: the host's user-data is over the provider's limit with all of them
+    let system = fixture.replace(legacy, "").replacen("name = \"tls\"\n", "name = \"tls\"\nstore = \"https://store.example.com/kiln\"\n", 1);
+    std::fs::write(tmp.path().join("system.toml"), system).unwrap();
+    let result = build(tmp.path(), &tmp.path().join("store"), &tmp.path().join("result"));
+    let host = result.join("hosts/app");
+    let compose: serde_json::Value = serde_saphyr::from_str(&read(&host.join("compose.yaml"))).unwrap();
+    let env = |svc: &str, var: &str| compose["services"][svc]["environment"][var].as_str().unwrap_or_default().to_string();
+
+    let vault = read(&host.join("files/vault/vaultwarden.sh"));
+    let url = vault.lines().find(|l| l.starts_with("DATABASE_URL=")).unwrap();
+    assert!(url.ends_with("/vaultwarden?sslmode=require'"), "{url}");
+
+    let synapse: serde_json::Value = serde_saphyr::from_str(&read(&host.join("files/synapse/homeserver.yaml"))).unwrap();
+    assert_eq!(synapse["database"]["args"]["sslmode"], "require");
+
+    assert_eq!(env("keycloak", "KC_DB_URL_PROPERTIES"), "?sslmode=require");
+
+    let listmonk: toml::Value = toml::from_str(&read(&host.join("files/listmonk/config.toml"))).unwrap();
+    assert_eq!(listmonk["db"]["ssl_mode"].as_str(), Some("require"));
+
+    assert_eq!(env("peertube", "PEERTUBE_DB_SSL"), "true");
+    let node: serde_json::Value = serde_json::from_str(&env("peertube", "NODE_CONFIG")).unwrap();
+    assert_eq!(node["database"]["ssl_settings"]["reject_unauthorized"], false);
+    assert_eq!(node["listen"]["port"], 9000, "the rest of NODE_CONFIG stays");
+
+    // pretix reads its file with Python's configparser
+    let out = run(Command::new("python3")
+        .arg("-c")
+        .arg("import configparser,sys; c=configparser.ConfigParser(); c.read(sys.argv[1]); print(c['database']['sslmode'])")
+        .arg(host.join("files/pretix/pretix.cfg")));
+    assert_eq!(text(&out.stdout).trim(), "require", "{}", text(&out.stderr));
+}

@@ -21,6 +21,7 @@ mod proxied_untrusted_origin;
 mod public_first_run_setup;
 mod public_port_private_host;
 mod route_connection;
+mod tls_unspoken;
 mod unpinned_image;
 mod valkey_evicting_queue;
 mod zone_crossing;
@@ -56,6 +57,7 @@ pub const RULES: &[&Rule] = &[
     &proxied_untrusted_origin::RULE,
     &public_port_private_host::RULE,
     &route_connection::RULE,
+    &tls_unspoken::RULE,
     &unpinned_image::RULE,
     &valkey_evicting_queue::RULE,
     &zone_crossing::RULE,
