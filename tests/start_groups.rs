@@ -91,7 +91,7 @@ fn compose_up_with(docker_script: &str, call: &str) -> (Option<i32>, String, Str
     let docker = bin.join("docker");
     std::fs::write(&docker, docker_script.replace("STATE_DIR", &tmp.path().display().to_string())).unwrap();
     std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let script = common::prelude_functions(&["log", "die", "compose_up"]) + call + "\necho done\n";
+    let script = common::prelude_functions(&["log", "die", "container_id", "compose_up"]) + call + "\necho done\n";
     let out = std::process::Command::new("dash")
         .arg("-euc")
         .arg(&script)
