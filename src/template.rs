@@ -1,12 +1,10 @@
 //! Module templates: minijinja with strict undefined values, one environment per module that
 //! holds only that module's files (a template cannot read outside its module), and a quoting
 //! filter per output language (see [`add_filters`]). Every template string of a module is
-//! compiled once, every render runs on a fuel limit, and a template renders once per distinct
-//! value of what it reads (see [`Templates::render_named`]).
+//! compiled once, and every render runs on a fuel limit.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Mutex;
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
@@ -21,46 +19,6 @@ pub struct Templates {
     inline: BTreeMap<String, String>,
     /// templates that failed to compile: name → error
     broken: BTreeMap<String, TemplateError>,
-    /// template name → every context path it reads (`options.port`, `requires.db`), sorted;
-    /// absent for a template whose output may depend on more (see [`reads`]).
-    reads: BTreeMap<String, Vec<String>>,
-    /// (template name, the values of its paths) → its output, shared by the render workers.
-    memo: Mutex<BTreeMap<(String, String), String>>,
-}
-
-/// The context paths a template reads (minijinja's undeclared variables, nested), when they
-/// are all its output depends on: not when it names `debug` (which prints the whole context) or
-/// pulls in another template (`include`, `import`, `from`, `extends`: its reads are not listed).
-fn reads(env: &Environment<'static>, name: &str, source: &str) -> Option<Vec<String>> {
-    let vars = env.get_template(name).ok()?.undeclared_variables(true);
-    let pulls = source.split("{%").skip(1).any(|tag| {
-        let word = tag.trim_start_matches(['-', '+']).trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("");
-        matches!(word, "include" | "import" | "from" | "extends")
-    });
-    if pulls || vars.iter().any(|v| v == "debug" || v.starts_with("debug.")) {
-        return None;
-    }
-    let mut vars: Vec<String> = vars.into_iter().collect();
-    vars.sort();
-    Some(vars)
-}
-
-/// The memo key of a render: each path's value in `ctx`, undefined told apart from none.
-fn memo_key(paths: &[String], ctx: &Value) -> Option<String> {
-    let mut key = String::new();
-    for path in paths {
-        let mut v = ctx.clone();
-        for step in path.split('.') {
-            v = v.get_attr(step).unwrap_or(Value::UNDEFINED);
-        }
-        if v.is_undefined() {
-            key.push_str("U\0");
-        } else {
-            key.push_str(&serde_json::to_string(&v).ok()?);
-            key.push('\0');
-        }
-    }
-    Some(key)
 }
 
 /// A template failure: the line and byte range inside the template where minijinja knows it,
@@ -297,13 +255,9 @@ impl Templates {
         // A runaway loop in a module template is an error, not a hang.
         env.set_fuel(Some(FUEL));
         let mut broken = BTreeMap::new();
-        let mut sources = Vec::new();
         for (name, (_, text)) in &m.templates {
-            match env.add_template_owned(name.clone(), text.clone()) {
-                Ok(()) => sources.push((name.clone(), text.as_str())),
-                Err(e) => {
-                    broken.insert(name.clone(), TemplateError::from(e));
-                }
+            if let Err(e) = env.add_template_owned(name.clone(), text.clone()) {
+                broken.insert(name.clone(), TemplateError::from(e));
             }
         }
         let mut inline = BTreeMap::new();
@@ -314,7 +268,6 @@ impl Templates {
             let name = format!("<inline {i}>");
             match env.add_template_owned(name.clone(), src.to_string()) {
                 Ok(()) => {
-                    sources.push((name.clone(), src));
                     inline.insert(src.to_string(), name);
                 }
                 Err(e) => {
@@ -323,29 +276,15 @@ impl Templates {
                 }
             }
         }
-        let reads = sources.into_iter().filter_map(|(name, src)| reads(&env, &name, src).map(|r| (name, r))).collect();
-        Templates { env, inline, broken, reads, memo: Mutex::new(BTreeMap::new()) }
+        Templates { env, inline, broken }
     }
 
-    /// Renders template `name`; a template whose reads are known renders once per distinct
-    /// value of them (services of a fleet share most of their templates' inputs), a failed
-    /// render every time (its error is reported where each service uses it).
     fn render_named(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
         if let Some(e) = self.broken.get(name) {
             return Err(e.clone());
         }
-        let key = self.reads.get(name).and_then(|paths| memo_key(paths, ctx)).map(|k| (name.to_string(), k));
-        if let Some(k) = &key
-            && let Some(out) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(k)
-        {
-            return Ok(out.clone());
-        }
         let render = || -> Result<String, minijinja::Error> { self.env.get_template(name)?.render(ctx) };
-        let out = render().map_err(|e| TemplateError::from(e).explain(ctx))?;
-        if let Some(k) = key {
-            self.memo.lock().unwrap_or_else(|e| e.into_inner()).insert(k, out.clone());
-        }
-        Ok(out)
+        render().map_err(|e| TemplateError::from(e).explain(ctx))
     }
 
     pub fn render_str(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
@@ -410,61 +349,5 @@ mod tests {
         env.set_fuel(Some(FUEL));
         let e = env.render_str("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", ()).unwrap_err();
         assert_eq!(e.kind(), minijinja::ErrorKind::OutOfFuel);
-    }
-
-    fn templates(sources: &[(&str, &str)]) -> Templates {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        add_filters(&mut env);
-        let mut r = BTreeMap::new();
-        for (name, src) in sources {
-            env.add_template_owned(name.to_string(), src.to_string()).unwrap();
-            if let Some(paths) = reads(&env, name, src) {
-                r.insert(name.to_string(), paths);
-            }
-        }
-        Templates { env, inline: BTreeMap::new(), broken: BTreeMap::new(), reads: r, memo: Mutex::new(BTreeMap::new()) }
-    }
-
-    #[test]
-    fn a_template_renders_once_per_distinct_value_of_what_it_reads() {
-        let t = templates(&[("t", "{{ options.port }}{% if requires.db is defined %} {{ requires.db.address | sh }}{% endif %}")]);
-        assert_eq!(t.reads["t"], ["options.port", "requires.db", "requires.db.address"]);
-        let ctx = |port: u16, host: &str, db: Option<&str>| match db {
-            Some(a) => {
-                minijinja::context! { options => minijinja::context! { port }, service => minijinja::context! { host }, requires => minijinja::context! { db => minijinja::context! { address => a } } }
-            }
-            None => {
-                minijinja::context! { options => minijinja::context! { port }, service => minijinja::context! { host }, requires => minijinja::context! {} }
-            }
-        };
-        let memo = || t.memo.lock().unwrap().len();
-        assert_eq!(t.render_file("t", &ctx(80, "a", Some("db"))).unwrap(), "80 db");
-        // what it does not read (service.host) changes nothing: the same render, from the memo
-        assert_eq!(t.render_file("t", &ctx(80, "b", Some("db"))).unwrap(), "80 db");
-        assert_eq!(memo(), 1);
-        // what it reads does
-        assert_eq!(t.render_file("t", &ctx(81, "a", Some("db"))).unwrap(), "81 db");
-        assert_eq!(t.render_file("t", &ctx(80, "a", Some("x y"))).unwrap(), "80 'x y'");
-        assert_eq!(t.render_file("t", &ctx(80, "a", None)).unwrap(), "80");
-        assert_eq!(memo(), 4);
-    }
-
-    #[test]
-    fn undefined_and_none_are_different_inputs() {
-        let paths = vec!["a".to_string()];
-        let none = memo_key(&paths, &minijinja::context! { a => () }).unwrap();
-        let undefined = memo_key(&paths, &minijinja::context! {}).unwrap();
-        assert_ne!(none, undefined);
-        assert_ne!(memo_key(&paths, &minijinja::context! { a => "1" }), memo_key(&paths, &minijinja::context! { a => 1 }));
-    }
-
-    #[test]
-    fn templates_that_read_more_than_they_name_are_not_memoised() {
-        let t = templates(&[("inc", "{% include 'plain' %}"), ("dbg", "{{ debug() }}"), ("plain", "{{ v }} include extends")]);
-        assert!(!t.reads.contains_key("inc") && !t.reads.contains_key("dbg"));
-        assert_eq!(t.reads["plain"], ["v"]);
-        let out = |v: &str| t.render_file("inc", &minijinja::context! { v }).unwrap();
-        assert_eq!((out("1"), out("2")), ("1 include extends".to_string(), "2 include extends".to_string()));
     }
 }
