@@ -1302,7 +1302,8 @@ fn clients_of_a_tls_only_server_ask_for_tls() {
     let legacy = "[services.legacy]\nmodule = \"legacy\"\nhost = \"app\"\nconnects = [\"db\"]\n\n";
     assert!(fixture.contains(legacy));
     // a stage-0 store: the host's user-data is over the provider's limit with all of them
-    let system = fixture.replace(legacy, "").replacen("name = \"tls\"\n", "name = \"tls\"\nstore = \"https://store.example.com/kiln\"\n", 1);
+    let system =
+        fixture.replace(legacy, "").replacen("name = \"tls\"\n", "name = \"tls\"\nstore = \"https://store.example.com/kiln\"\n", 1);
     std::fs::write(tmp.path().join("system.toml"), system).unwrap();
     let result = build(tmp.path(), &tmp.path().join("store"), &tmp.path().join("result"));
     let host = result.join("hosts/app");
