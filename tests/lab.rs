@@ -235,13 +235,15 @@ fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
     on.must(&cmd).trim() == "open"
 }
 
-// Last runs (2026-12-05, the five VMs on two cores, about 30 min each): edge and cache complete,
-// app completes (waiting for PgBouncer on db and Valkey on cache first); db's PostgreSQL is
-// healthy since its stand-in runs the init script as upstream does, PgBouncer since the probe
-// answers pg_isready; db stops at pgBackRest (its stand-in probe runs in place of the
-// `sh kiln-run.sh` command, so the script that marks it ready never runs: the stand-in needs the
-// real pgbackrest, which Debian packages); identity stopped when `up --wait` gave up on its
-// authentik database's slow first start (compose_up now looks again until its time is up).
+// Last runs (2026-12-05, the five VMs on two cores, 43–45 min each): edge, cache, app and
+// identity complete (identity since compose_up waits out its slow first start; in one run its
+// healthchecks timed out starting while db restarted in a loop, in the next they passed). db
+// stopped at pgBackRest three times, each a stand-in fault now mended and shown where it
+// failed: its probe took the place of `sh kiln-run.sh` (now the real pgBackRest runs it); its
+// entrypoint stopped when chown -R could not read a directory with the module's capabilities
+// (now it goes on, as upstream's); setpriv kept root's HOME, so libpq's pg_isready with
+// sslmode=require gave up on /root/.postgresql (now HOME is the user's, as gosu sets it: shown
+// on the live VM). Not rerun since the last fix; the probes after the boot have not run yet.
 /// five-vps-saas, all five hosts booted together on the seed's private network (edge public:
 /// Caddy, bastion and NAT gateway; app, db, cache and identity private, leaving through edge),
 /// each with its stand-in images: "least privilege, derived" on real kernels. Every host comes
