@@ -1165,8 +1165,9 @@ fn five_vps_saas_app_role_is_no_superuser_and_pgbouncer_auth_comes_from_its_secr
 /// Stand-ins and substitutions, named: Debian's pgBackRest 2.45 and PostgreSQL 15 instead of the
 /// image's 2.58 and 18; the volume paths (/var/lib/postgresql, /var/lib/pgbackrest), the image's
 /// socket directory and the server's port (Compose's `postgres:5432`) are rewritten to the test's directories and
-/// loopback port; `pgbackrest` on PATH is the real one given the test's copy of the generated
-/// pgbackrest.conf.
+/// loopback port; the test's server speaks no TLS, so the script's wait asks for it with
+/// `prefer`, not `require` (five_vps_saas_postgres_speaks_tls_and_refuses_plain_tcp covers TLS);
+/// `pgbackrest` on PATH is the real one given the test's copy of the generated pgbackrest.conf.
 #[test]
 fn five_vps_saas_pgbackrest_archives_wal_and_restores_to_a_point_in_time() {
     let pgbackrest_bin = repo().join(".test-tools/pgbackrest/usr/bin/pgbackrest");
@@ -1209,10 +1210,12 @@ fn five_vps_saas_pgbackrest_archives_wal_and_restores_to_a_point_in_time() {
     std::fs::write(root.join("pgbackrest.conf"), conf).unwrap();
     let run_script = root.join("kiln-run.sh");
     let run_text = paths(&read(&files.join("kiln-run.sh")));
-    assert!(run_text.contains("pg_isready -q -h postgres -p 5432"), "{run_text}");
+    assert!(run_text.contains("PGSSLMODE=require pg_isready -q -h postgres -p 5432"), "{run_text}");
     std::fs::write(
         &run_script,
-        run_text.replace("pg_isready -q -h postgres -p 5432", &format!("pg_isready -q -h 127.0.0.1 -p {}", pg.port)),
+        run_text
+            .replace("PGSSLMODE=require pg_isready", "PGSSLMODE=prefer pg_isready")
+            .replace("pg_isready -q -h postgres -p 5432", &format!("pg_isready -q -h 127.0.0.1 -p {}", pg.port)),
     )
     .unwrap();
     let restore_script = root.join("kiln-restore.sh");
