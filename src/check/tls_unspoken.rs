@@ -1,6 +1,8 @@
 //! `tls-unspoken`: a service connects to an endpoint that speaks only TLS (a module's `tls`, a
 //! managed database) through a module that never asks whether it does.
 
+use std::collections::BTreeMap;
+
 use super::Rule;
 use crate::diag::Diagnostic;
 use crate::load::{Inputs, LoadedModule};
@@ -21,12 +23,18 @@ setting to it from the upstream documentation, or connect to an endpoint without
 
 fn check(sys: &System, inputs: &Inputs) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    // (module, slot) → whether the module reads `requires.SLOT.tls`: decided once per pair, not
+    // per connection (a fleet has many services of one module).
+    let mut known: BTreeMap<(&str, &str), bool> = BTreeMap::new();
     for s in sys.services.values() {
         let Some(module) = inputs.modules.get(&s.module) else { continue };
         for d in &s.deps {
             let Some(slot) = &d.slot else { continue };
             let managed = sys.databases.iter().any(|m| m.name == d.service);
-            if d.route.is_some() || !(d.tls || managed) || reads(module, inputs, &format!("requires.{slot}.tls")) {
+            if d.route.is_some() || !(d.tls || managed) {
+                continue;
+            }
+            if *known.entry((&s.module, slot)).or_insert_with(|| reads(module, inputs, &format!("requires.{slot}.tls"))) {
                 continue;
             }
             let what = if managed { "a managed database, which" } else { "its endpoint" };
