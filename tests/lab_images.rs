@@ -37,6 +37,16 @@ fn archive(path: &std::path::Path) -> Archive {
     Archive { manifest, layers }
 }
 
+/// `example`'s build and the stand-in images of its `host` (the work directory first: it must
+/// outlive the archive), with the host's compose file.
+fn stand_ins(example: &str, host: &str) -> (tempfile::TempDir, std::path::PathBuf, serde_json::Value, Archive) {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = build(&repo().join("flake-free-examples").join(example), &tmp.path().join("store"), &tmp.path().join("result"));
+    let (tar, compose) = common::lab_images(&result, host, tmp.path());
+    let a = archive(&tar);
+    (tmp, tar, compose, a)
+}
+
 /// A layer's entries: path (without `./`) → symbolic link target, or "" for other kinds.
 fn entries(layer: &[u8]) -> BTreeMap<String, String> {
     let mut t = tar::Archive::new(layer);
@@ -53,12 +63,9 @@ fn entries(layer: &[u8]) -> BTreeMap<String, String> {
 
 #[test]
 fn db_stand_ins_keep_the_real_shell_and_stand_in_for_what_the_scripts_exec() {
-    let tmp = tempfile::tempdir().unwrap();
-    let result = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("result"));
     // the seed pins its own application by digest, which the lab copy drops (tests/lab/mod.rs);
     // db's services pin tags only
-    let (tar, compose) = common::lab_images(&result, "db", tmp.path());
-    let a = archive(&tar);
+    let (_tmp, _tar, compose, a) = stand_ins("five-vps-saas", "db");
 
     let refs: Vec<&str> =
         a.manifest.as_array().unwrap().iter().flat_map(|m| m["RepoTags"].as_array().unwrap()).filter_map(|r| r.as_str()).collect();
@@ -114,10 +121,7 @@ fn an_image_pinned_by_digest_is_refused_with_the_reason() {
 /// host gets them (Valkey's /data keeps its owner).
 #[test]
 fn pretix_stand_in_has_what_its_start_script_needs_and_the_others_do_not() {
-    let tmp = tempfile::tempdir().unwrap();
-    let result = build(&repo().join("flake-free-examples/postx-hetzner"), &tmp.path().join("store"), &tmp.path().join("result"));
-    let (tar, _) = common::lab_images(&result, "client-alpha", tmp.path());
-    let a = archive(&tar);
+    let (_tmp, _tar, _, a) = stand_ins("postx-hetzner", "client-alpha");
     for image in a.manifest.as_array().unwrap() {
         let reference = image["RepoTags"][0].as_str().unwrap();
         let layers = image["Layers"].as_array().unwrap();
@@ -185,10 +189,7 @@ fn image_config(tar: &std::path::Path, a: &Archive, reference: &str) -> (serde_j
 /// required only with `repo_type = s3` (kiln's `required_when`), which db does not use.
 #[test]
 fn db_stand_ins_pass_their_healthchecks_as_upstream_images_would() {
-    let tmp = tempfile::tempdir().unwrap();
-    let result = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("result"));
-    let (tar, compose) = common::lab_images(&result, "db", tmp.path());
-    let a = archive(&tar);
+    let (tmp, tar, compose, a) = stand_ins("five-vps-saas", "db");
     let image = |svc: &str| compose["services"][svc]["image"].as_str().unwrap().to_string();
 
     let (pgbouncer, _) = image_config(&tar, &a, &image("pgbouncer"));
@@ -240,10 +241,7 @@ fn db_stand_ins_pass_their_healthchecks_as_upstream_images_would() {
 /// never ran that script, so five-vps-saas's db host never came up in the lab.
 #[test]
 fn pgbackrest_stand_in_runs_the_module_command_with_the_real_pgbackrest() {
-    let tmp = tempfile::tempdir().unwrap();
-    let result = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("result"));
-    let (tar, compose) = common::lab_images(&result, "db", tmp.path());
-    let a = archive(&tar);
+    let (tmp, tar, compose, a) = stand_ins("five-vps-saas", "db");
     let (manifest, config) = image_config(&tar, &a, compose["services"]["pgbackrest"]["image"].as_str().unwrap());
     assert_eq!(config["config"]["Labels"]["org.kiln.lab.stand-in"], "pgbackrest");
     assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["docker-entrypoint.sh"]), "the entrypoint runs the compose command");
@@ -256,4 +254,45 @@ fn pgbackrest_stand_in_runs_the_module_command_with_the_real_pgbackrest() {
     let health = compose["services"]["pgbackrest"]["healthcheck"]["test"].as_array().unwrap();
     assert_eq!(health[1], "test");
     assert!(!entries(&a.layers[layers[1]]).contains_key("usr/local/bin/test"), "test stays the real one");
+
+    // The entrypoint as the container runs it (dash, as root), with stand-ins on PATH for what
+    // would touch this machine or needs a container (id, mkdir, chown, getent, setpriv). chown -R
+    // fails as it did in the VM (the module keeps CHOWN, not DAC_READ_SEARCH): the entrypoint
+    // goes on; the command runs as BACKREST_UID with that user's HOME (libpq reads
+    // ~/.postgresql), not root's.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = tmp.path().join("calls");
+    let fake = |name: &str, body: &str| {
+        let f = bin.join(name);
+        std::fs::write(&f, format!("#!/bin/sh\necho \"{name} $*\" >>'{}'\n{body}\n", log.display())).unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    fake("id", "echo 0");
+    fake("mkdir", "exit 0");
+    fake("chown", "case $1 in -R) echo \"chown: cannot read directory '$3': Permission denied\" >&2; exit 1 ;; esac");
+    fake("getent", "[ \"$2\" = 999 ] && echo 'postgres:x:999:999:PostgreSQL administrator:/var/lib/postgresql:/bin/bash'");
+    fake("setpriv", "echo \"HOME=$HOME $*\"");
+    let script = tmp.path().join("docker-entrypoint.sh");
+    std::fs::write(&script, &entrypoint).unwrap();
+    let out = common::run(
+        std::process::Command::new("dash")
+            .arg(&script)
+            .args(["sh", "/etc/pgbackrest/kiln-run.sh"])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("HOME", "/root")
+            .env("KILN_STANDIN", "pgbackrest")
+            .env("BACKREST_UID", "999")
+            .env("BACKREST_GID", "999"),
+    );
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert_eq!(
+        common::text(&out.stdout).trim(),
+        "HOME=/var/lib/postgresql --reuid=999 --regid=999 --clear-groups sh /etc/pgbackrest/kiln-run.sh"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    for d in ["/var/log/pgbackrest", "/var/lib/pgbackrest", "/var/spool/pgbackrest", "/tmp/pgbackrest"] {
+        assert!(calls.contains(&format!("chown 999:999 {d}\n")), "{d} is given to the user: {calls}");
+    }
 }
