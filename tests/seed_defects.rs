@@ -175,3 +175,30 @@ fn nextcloud_cron_runs_inside_the_running_nextcloud_container() {
     }
     assert!(seen >= 4, "Nextcloud services checked: {seen}");
 }
+
+/// Jacker audit #11: Traefik sends a forward-auth route's sign-in paths (`/oauth2/`, authentik's
+/// outpost) to the auth service unchecked, but on a router of their own, which took only the
+/// route's allow-list: CrowdSec's bouncer and the rate limit, which the route asks for, did not
+/// hold there. Read back with PyYAML from jacker's dynamic configuration: every auth-path router
+/// carries each middleware of its route but the sign-in check, CORS and compression.
+#[test]
+fn auth_paths_keep_the_routes_allow_list_crowdsec_and_rate_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let dynamic = yaml_to_json(&out.join("hosts/jacker/traefik/dynamic/kiln.yml"));
+    let routers = dynamic["http"]["routers"].as_object().unwrap();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["middlewares"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect()
+    };
+    let mut checked = 0;
+    for (name, router) in routers {
+        let Some(route) = name.strip_suffix("-auth-paths") else { continue };
+        let want: Vec<String> =
+            names(&routers[route]).into_iter().filter(|m| !m.starts_with("auth-") && !m.ends_with("-cors") && m != "compress").collect();
+        assert!(want.iter().any(|m| m.starts_with("crowdsec-")), "{route}: the example's routes ask for CrowdSec");
+        assert!(want.iter().any(|m| m.ends_with("-ratelimit")), "{route}: the example's routes ask for a rate limit");
+        assert_eq!(names(router), want, "{name}: the route's middlewares but its sign-in check");
+        checked += 1;
+    }
+    assert!(checked >= 5, "jacker's forward-auth routes have sign-in paths: {checked} routers checked");
+}

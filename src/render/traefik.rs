@@ -487,8 +487,6 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
             http.middlewares.insert(m.clone(), serde_json::json!({ "ipAllowList": { "sourceRange": ranges } }));
             middlewares.push(m);
         }
-        // The route's allow-list holds for its auth paths too.
-        let allow = middlewares.clone();
         if let Some(cs) = &r.crowdsec {
             let m = format!("crowdsec-{}", cs.service);
             http.middlewares.insert(m.clone(), forward_auth(cs));
@@ -499,6 +497,9 @@ pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String
             http.middlewares.insert(m.clone(), serde_json::json!({ "rateLimit": { "average": average, "burst": burst } }));
             middlewares.push(m);
         }
+        // The route's allow-list, CrowdSec and rate limit hold for its auth paths too: those
+        // paths skip only the sign-in check itself.
+        let allow = middlewares.clone();
         if !r.cors.is_empty() {
             let m = format!("{name}-cors");
             http.middlewares.insert(
