@@ -20,7 +20,9 @@ minutes) takes the instance. Where the upstream reads a bootstrap credential, th
 declares it (`first_run_bootstrap`) and binding that secret closes the setup (authentik: \
 `bootstrap_password` on the worker; zabbix-web: `admin_password`, which a job sets through \
 the Zabbix API within minutes of the start). Otherwise put the route behind forward auth \
-(`auth = \"SERVICE\"`) or an IP allow-list (`allow = [\"CIDR\", …]`). Once the setup is done \
+(`auth = \"SERVICE\"`) or an IP allow-list (`allow = [\"CIDR\", …]`); through a \
+Cloudflare tunnel every visitor arrives from the connector's address, so an allow-list that \
+admits the connector's network gates nothing there. Once the setup is done \
 and the default login changed, `[allow.public-first-run-setup]` with `routes = [\"…\"]` and a \
 reason waives it.",
     allowable: true,
@@ -34,14 +36,21 @@ fn check(sys: &System, inputs: &Inputs) -> Vec<Diagnostic> {
         let Some(s) = sys.services.get(&r.service) else { continue };
         let Some(m) = inputs.modules.get(&s.module) else { continue };
         let Some(setup) = &m.decl.first_run_setup else { continue };
-        if gated(r) || bootstrapped(sys, inputs, s, &mut targets) {
+        if gated(sys, r) || bootstrapped(sys, inputs, s, &mut targets) {
             continue;
         }
         let mut d = Diagnostic::error(
             RULE.id,
             format!("route `{}` exposes the first-run setup of `{}` ({}) to the internet", r.hostname, s.name, s.module),
         )
-        .primary(r.span, "public, with no forward auth and no allow-list")
+        .primary(
+            r.span,
+            if tunnel_admitted(sys, r) {
+                "its allow-list admits the tunnel, through which every visitor arrives"
+            } else {
+                "public, with no forward auth and no allow-list"
+            },
+        )
         .note(format!("{}: {}", s.module, setup.value))
         .about("routes", &r.hostname);
         d = match &m.decl.first_run_bootstrap {
@@ -56,9 +65,24 @@ fn check(sys: &System, inputs: &Inputs) -> Vec<Diagnostic> {
     out
 }
 
-/// Forward auth, or an allow-list narrower than the whole internet.
-fn gated(r: &Route) -> bool {
-    r.auth.is_some() || (!r.allow.is_empty() && r.allow.iter().all(|c| c.prefix > 0))
+/// Forward auth, or an allow-list narrower than the whole internet. Through a tunnel every
+/// visitor arrives from the connector's address on its network with the edge: an allow-list
+/// that admits that network (or may: its subnet left to Docker) admits everyone.
+fn gated(sys: &System, r: &Route) -> bool {
+    r.auth.is_some() || (!r.allow.is_empty() && r.allow.iter().all(|c| c.prefix > 0) && !tunnel_admitted(sys, r))
+}
+
+/// The route arrives through a tunnel and its allow-list admits the tunnel's connector: one of
+/// its ranges overlaps the network the connector shares with the edge, or that network's subnet
+/// is Docker's choice, so no range can be shown to leave it out.
+fn tunnel_admitted(sys: &System, r: &Route) -> bool {
+    let Some(connector) = crate::eval::tunnel::carrier(sys, r) else { return false };
+    let Some(edge) = sys.services.get(&r.edge_service) else { return false };
+    let Some(network) = crate::eval::firewall_layers::shared_network(connector, edge) else { return false };
+    match sys.hosts.get(&r.edge_host).and_then(|h| h.bridges.get(&network)).and_then(|b| b.subnet.as_ref()) {
+        Some(subnet) => r.allow.iter().any(|c| c.overlaps(subnet)),
+        None => !r.allow.is_empty(),
+    }
 }
 
 /// Per (module, slot): the connection targets of every service of that module that binds that
