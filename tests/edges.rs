@@ -133,6 +133,17 @@ fn caddy_serves_every_route_through_forward_auth() {
     }
     let seen = up.seen.lock().unwrap().clone();
     assert!(seen.iter().any(|p| p == "/outpost.goauthentik.io/auth/caddy"), "admin.example.com went through forward auth: {seen:?}");
+
+    // Prometheus on identity scrapes the edge at the address and port kiln wrote into its
+    // configuration: Caddy answers there with its metrics (a site of its own; the admin API,
+    // which would take configuration changes from whoever reaches it, stays on localhost)
+    let prometheus = std::fs::read_to_string(result.join("hosts/identity/files/prometheus/prometheus.yml")).unwrap();
+    assert!(prometheus.contains("10.0.0.2:2020"), "identity's Prometheus scrapes the edge's metrics site: {prometheus}");
+    let caddyfile = std::fs::read_to_string(result.join("hosts/edge/Caddyfile")).unwrap();
+    assert!(caddyfile.contains("admin localhost:2019"), "{caddyfile}");
+    let (status, _, body) = curl_path("http", "10.0.0.2", caddy.others[&2020], "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("caddy_config_last_reload_successful 1"), "Caddy's own metrics: {body}");
 }
 
 /// (curl's exit code, the HTTP status) of a request to `host` on 127.0.0.1:port with curl's

@@ -63,7 +63,7 @@ fn hetzner_firewalls_carry_no_rule_for_private_traffic() {
     assert!(doc.contains("| host | port | from | because | enforced by |"), "{doc}");
     for row in [
         "| `edge` | 22/tcp | 198.51.100.0/24, 2001:db8:100::/48 | ssh from the admin sources | Hetzner Cloud firewall, ufw |",
-        "| `edge` | 2019/tcp | 10.0.0.6/32 | `prometheus` on `identity` scrapes `caddy` | ufw |",
+        "| `edge` | 2020/tcp | 10.0.0.6/32 | `prometheus` on `identity` scrapes `caddy` | ufw |",
         "| `cache` | 6379/tcp | 10.0.0.3/32 | `app` on `app` connects to `valkey` | `DOCKER-USER` (ufw route rule) |",
         "| `identity` | 9100/tcp | 172.16.0.0/12, 192.168.0.0/16 | container `prometheus` connects to `node-exporter-identity` on the host | ufw |",
         "| `db` | 5432/tcp to `postgres` | `pgbouncer` | `pgbouncer` connects to `postgres` | Compose network `default` |",
@@ -117,7 +117,7 @@ fn only_container_ports_take_route_rules() {
     oracle("sh", &provision).unwrap();
     let p = read(&provision);
     let rules = |verb: &str, port: u16| p.lines().filter(|l| l.contains(verb) && l.contains(&format!(" to any port {port} "))).count();
-    for (port, what) in [(80, "caddy"), (443, "caddy"), (2019, "caddy's metrics"), (9100, "node-exporter")] {
+    for (port, what) in [(80, "caddy"), (443, "caddy"), (2020, "caddy's metrics"), (9100, "node-exporter")] {
         assert!(rules("ufw allow ", port) > 0, "{what}: the input rule for {port}");
         assert_eq!(rules("ufw route allow ", port), 0, "{what} is native: no route rule for {port}");
     }

@@ -16,7 +16,7 @@ const HEADERS: &[(&str, &str)] = &[
 
 /// The Caddyfile for a host, or `None` when no Caddy edge on it terminates a route.
 /// `here` holds the routes whose edge runs on this host ([`crate::render::Index`]).
-pub fn emit(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
+pub fn emit(sys: &System, host: &Host, here: &[&Route], index: &crate::render::Index<'_>) -> Option<String> {
     let edge_here = host.services.iter().any(|s| sys.services[s].edge.as_deref() == Some("caddy"));
     if !edge_here {
         return None;
@@ -38,12 +38,31 @@ pub fn emit(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
         out.push_str("\t}\n");
     }
     out.push_str("}\n");
+    if let Some(site) = metrics_site(sys, host, index) {
+        out.push('\n');
+        out.push_str(&site);
+    }
     for r in routes {
         out.push('\n');
         let tls13 = sys.services[&r.edge_service].options.get("tls_min_version").map(String::as_str) == Some("1.3");
         site(&mut out, r, tls13, &trust);
     }
     Some(out)
+}
+
+/// The site that serves the Caddy service's metrics to its collectors, if any scrapes them (Caddy's `metrics`
+/// handler, caddyserver.com/docs/caddyfile/directives/metrics) on its metrics endpoint, over
+/// plain HTTP, bound to loopback and the host's private addresses: where a collector reaches a
+/// native service (a native collector beside it, a container on the host, another host). The
+/// admin API, which also serves /metrics, stays on localhost: whoever reaches it can
+/// reconfigure Caddy.
+fn metrics_site(sys: &System, host: &Host, index: &crate::render::Index<'_>) -> Option<String> {
+    let svc = host.services.iter().map(|s| &sys.services[s]).find(|s| s.edge.as_deref() == Some("caddy"))?;
+    let m = svc.metrics.as_ref().filter(|m| index.connected(&svc.name, &m.endpoint))?;
+    let mut binds = vec!["127.0.0.1".to_string()];
+    binds.extend(host.addresses.values().map(|a| a.to_string()));
+    binds.dedup();
+    Some(format!("http://:{} {{\n\tbind {}\n\tmetrics {}\n}}\n", m.port, binds.join(" "), q(&m.path)))
 }
 
 /// Where the edge trusts a proxying CDN's forwarded client address.

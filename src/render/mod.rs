@@ -24,7 +24,7 @@ pub mod watchdog;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Host, Route, System};
 
@@ -145,6 +145,9 @@ pub fn yaml<T: Serialize>(v: &T) -> String {
 pub struct Index<'a> {
     /// Host name → the routes whose edge runs on it, in the system's route order.
     routes_by_edge_host: BTreeMap<&'a str, Vec<&'a Route>>,
+    /// (service, endpoint) of every endpoint some service connects to (collectors' scrapes
+    /// included).
+    connected: BTreeSet<(&'a str, &'a str)>,
 }
 
 impl<'a> Index<'a> {
@@ -153,7 +156,13 @@ impl<'a> Index<'a> {
         for r in &sys.routes {
             routes_by_edge_host.entry(r.edge_host.as_str()).or_default().push(r);
         }
-        Index { routes_by_edge_host }
+        let connected = sys.services.values().flat_map(|s| &s.deps).map(|d| (d.service.as_str(), d.endpoint.as_str())).collect();
+        Index { routes_by_edge_host, connected }
+    }
+
+    /// Whether some service connects to `endpoint` of `service` (a collector scraping it too).
+    pub fn connected(&self, service: &str, endpoint: &str) -> bool {
+        self.connected.contains(&(service, endpoint))
     }
 
     /// The routes whose edge runs on `host`.
@@ -170,7 +179,7 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
     if let Some(c) = compose::emit(sys, host) {
         payload.push(Artifact::new("compose.yaml", Kind::Compose, 0o644, c));
     }
-    if let Some(c) = caddyfile::emit(sys, host, here) {
+    if let Some(c) = caddyfile::emit(sys, host, here, index) {
         payload.push(Artifact::new("Caddyfile", Kind::Caddyfile, 0o644, c));
     }
     if let Some(c) = traefik::emit_static(sys, host, here) {

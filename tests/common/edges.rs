@@ -85,11 +85,15 @@ pub struct Caddy {
     pub http: u16,
     /// Where it serves HTTPS, with certificates from its internal CA.
     pub https: u16,
+    /// Each other port the Caddyfile listens on (its metrics site's), and the free loopback
+    /// port that server listens on instead (all of its addresses on one).
+    pub others: BTreeMap<u16, u16>,
     _process: Proc,
 }
 
 /// Starts Caddy on `caddyfile` (after the `caddy` oracle accepts it): Caddy's own adaptation to
-/// JSON, its listeners moved to free loopback ports, every `dial` to `127.0.0.1:upstream`,
+/// JSON, its listeners moved to free loopback ports (80, 443 and each other port to a port of
+/// its own, [`Caddy::others`]), every `dial` to `127.0.0.1:upstream`,
 /// certificates from its internal CA, state under `tmp`. Returns once started, not once serving.
 pub fn run_caddy(caddyfile: &Path, upstream: u16, tmp: &Path) -> Caddy {
     oracle("caddy", caddyfile).unwrap();
@@ -107,13 +111,23 @@ pub fn run_caddy(caddyfile: &Path, upstream: u16, tmp: &Path) -> Caddy {
     cfg["admin"] = json!({ "disabled": true });
     cfg["apps"]["http"]["http_port"] = json!(http);
     cfg["apps"]["http"]["https_port"] = json!(https);
+    let mut others = BTreeMap::new();
     for (_, srv) in cfg["apps"]["http"]["servers"].as_object_mut().unwrap() {
-        let listen: Vec<String> = srv["listen"]
+        let mut listen: Vec<String> = srv["listen"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|l| if l.as_str() == Some(":80") { format!("127.0.0.1:{http}") } else { format!("127.0.0.1:{https}") })
+            .map(|l| {
+                let port: u16 = l.as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+                let to = match port {
+                    80 => http,
+                    443 => https,
+                    other => *others.entry(other).or_insert_with(free_port),
+                };
+                format!("127.0.0.1:{to}")
+            })
             .collect();
+        listen.dedup();
         srv["listen"] = json!(listen);
     }
     redirect_dials(&mut cfg["apps"]["http"], upstream);
@@ -122,7 +136,7 @@ pub fn run_caddy(caddyfile: &Path, upstream: u16, tmp: &Path) -> Caddy {
     let path = tmp.join("caddy.json");
     std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
     let process = spawn_caddy(&path, &[], &xdg, tmp);
-    Caddy { http, https, _process: process }
+    Caddy { http, https, others, _process: process }
 }
 
 /// `caddy run --config CONFIG [extra…]` with its state under `xdg` and `home`, quiet.
