@@ -180,6 +180,19 @@ fn five_vps_data_tier_exporters_are_scraped() {
     assert_eq!(svc["environment"]["DATA_SOURCE_URI"], "postgres:5432/app?sslmode=require");
 }
 
+/// Five-VPS audit #13: Grafana's `secret_key` was unbound, so Grafana encrypted the data source
+/// secrets it stores with its built-in default key (the same in every installation). Read back
+/// by the real `docker-compose config`: the container reads its key from the mounted secret.
+#[test]
+fn five_vps_grafana_encrypts_with_its_own_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let (svc, _) = published(&out, "identity", "grafana");
+    assert_eq!(svc["environment"]["GF_SECURITY_SECRET_KEY__FILE"], "/run/secrets/grafana_secret_key", "{svc}");
+    let mounted: Vec<&str> = svc["secrets"].as_array().unwrap().iter().filter_map(|s| s["target"].as_str()).collect();
+    assert!(mounted.contains(&"/run/secrets/grafana_secret_key"), "{mounted:?}");
+}
+
 /// Debian's valkey, unpacked by scripts/install-test-deps into .test-tools/valkey.
 fn valkey_bin(name: &str) -> PathBuf {
     let p = repo().join(".test-tools/valkey/usr/bin").join(name);
