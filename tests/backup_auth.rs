@@ -131,6 +131,23 @@ fn an_sftp_backup_dials_with_the_delivered_key_and_only_the_pinned_host_key() {
     }
 }
 
+/// Civic audit C6: civic-scaleway had no backups at all. Each of its servers that holds data now
+/// backs it up with restic to its own path of the Amsterdam bucket its OpenTofu root creates.
+#[test]
+fn civic_scaleway_backs_up_every_server_with_data_to_its_bucket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/civic-scaleway"), &tmp.path().join("store"), &tmp.path().join("out"));
+    for host in ["tools-prod", "management", "authentik-prod"] {
+        let script = std::fs::read_to_string(out.join("hosts").join(host).join("backup/kiln-backup.sh"))
+            .unwrap_or_else(|e| panic!("{host} backs up: {e}"));
+        assert!(script.contains(&format!("RESTIC_REPOSITORY=s3:https://s3.nl-ams.scw.cloud/civic-scaleway-backups/{host}")), "{script}");
+        assert!(script.contains("/etc/kiln/secrets/backup_access_key_id"), "{script}");
+    }
+    let tf: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("tofu/main.tf.json")).unwrap()).unwrap();
+    let bucket = &tf["resource"]["scaleway_object_bucket"]["backups"];
+    assert_eq!((bucket["name"].as_str(), bucket["region"].as_str()), (Some("civic-scaleway-backups"), Some("nl-ams")), "{bucket}");
+}
+
 #[test]
 fn an_s3_backup_hands_restic_the_keys_from_the_delivered_secrets() {
     let tmp = tempfile::tempdir().unwrap();
