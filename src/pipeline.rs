@@ -169,7 +169,10 @@ pub fn compile(path: &Path, opts: &Options) -> Result<Outcome, IoError> {
     };
     if opts.check_only {
         // Only a host whose user-data may be too large can add a diagnostic.
-        let unsure: Vec<&crate::model::Host> = system.hosts.values().filter(|h| !render::user_data_fits_unrendered(&system, h)).collect();
+        // (on both cores: the stage-0 user-data of a thousand hosts is a thousand YAML documents)
+        let hosts: Vec<&crate::model::Host> = system.hosts.values().collect();
+        let fits = crate::store::parallel(&hosts, |h| render::user_data_fits_unrendered(&system, h));
+        let unsure: Vec<&crate::model::Host> = hosts.iter().zip(fits).filter(|(_, fits)| !fits).map(|(h, _)| *h).collect();
         all.extend(user_data_budget(&system, &render_hosts(&system, &unsure, &opts.render)));
         if all.has_errors() {
             return Ok(Outcome::Failed(Failed { sources, diagnostics: all.sorted() }));

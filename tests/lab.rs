@@ -235,15 +235,16 @@ fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
     on.must(&cmd).trim() == "open"
 }
 
-// Last runs (2026-12-05, the five VMs on two cores, 43–45 min each): edge, cache, app and
-// identity complete (identity since compose_up waits out its slow first start; in one run its
-// healthchecks timed out starting while db restarted in a loop, in the next they passed). db
-// stopped at pgBackRest three times, each a stand-in fault now mended and shown where it
-// failed: its probe took the place of `sh kiln-run.sh` (now the real pgBackRest runs it); its
-// entrypoint stopped when chown -R could not read a directory with the module's capabilities
-// (now it goes on, as upstream's); setpriv kept root's HOME, so libpq's pg_isready with
-// sslmode=require gave up on /root/.postgresql (now HOME is the user's, as gosu sets it: shown
-// on the live VM). Not rerun since the last fix; the probes after the boot have not run yet.
+// Last runs (2026-12-05, the five VMs on two cores, 43–45 min each). The latest (20:05–20:36,
+// with a build beside it): all five hosts completed (cloud-init clean, provisioner done, marker
+// = closure; db with the real pgBackRest). `kiln boot` reported identity's containers unhealthy:
+// their healthchecks had timed out starting ("timed out starting health check", guest load
+// average 14) and were healthy again a minute later, so the report now waits up to five
+// minutes for health to settle (boot::seed, unit-tested). Every probe below was then run by hand
+// on the kept fleet and held: app → PgBouncer and Valkey open, app ↛ the exporters, identity →
+// the exporters, edge ↛ PgBouncer, cache ↛ PgBouncer, db ↛ Valkey, edge → db's ssh, app ↛ db's
+// ssh; from outside ssh answers, 80/443 do not; db's ufw rules are exactly the derived ones and
+// DOCKER-USER jumps to ufw-user-forward. Not yet rerun as a whole test since.
 /// five-vps-saas, all five hosts booted together on the seed's private network (edge public:
 /// Caddy, bastion and NAT gateway; app, db, cache and identity private, leaving through edge),
 /// each with its stand-in images: "least privilege, derived" on real kernels. Every host comes

@@ -58,29 +58,51 @@ pub(crate) fn seed_user_data(user_data: &[u8], secrets: &BTreeMap<String, Vec<u8
 /// The prefix of the lines the report part writes to the serial console.
 pub const REPORT_PREFIX: &str = "kiln-boot: ";
 
+/// How long the report part waits for the containers' health to settle (checked every 10 s).
+pub const REPORT_SETTLE_SECONDS: u32 = 300;
+
 /// Lab plumbing for a fleet boot (never part of kiln's artifacts): a cloud-config part whose
 /// command, appended to the host's `runcmd` and so run after the provisioner, writes what the
 /// report needs to the serial console, where `kiln boot` reads it also from a machine it keeps
-/// running: the closure marker, the provisioner's last error, and each container's state.
+/// running: the closure marker, the provisioner's last error, and each container's state. The
+/// states are read once no container is `starting` or `unhealthy`, or after
+/// [`REPORT_SETTLE_SECONDS`]: a container whose healthcheck timed out while the host was busy
+/// starting the others (Docker's "timed out starting health check") recovers by itself, one
+/// that stays unhealthy is reported so.
 pub(crate) fn report_part() -> String {
-    let script = format!(
-        r#"{{
-p='{REPORT_PREFIX}'
-printf '%smarker %s\n' "$p" "$(cat {marker} 2>/dev/null || echo none)"
-printf '%sprovisioner-error %s\n' "$p" "$(grep '^kiln: error:' /var/log/cloud-init-output.log 2>/dev/null | tail -n 1)"
-if [ -f /opt/kiln/compose.yaml ] && command -v docker >/dev/null; then
-  docker compose --file /opt/kiln/compose.yaml ps --all --format '{{{{.Service}}}} {{{{.State}}}} {{{{.Health}}}}' 2>&1 | sed "s/^/${{p}}container /"
-fi
-printf '%send\n' "$p"
-}} >/dev/console 2>&1
-"#,
-        marker = crate::render::MARKER
-    );
+    let script = report_script("/dev/console", "/opt/kiln/compose.yaml");
     let cfg = serde_json::json!({
         "merge_how": [{ "name": "list", "settings": ["append"] }, { "name": "dict", "settings": ["no_replace", "recurse_list"] }],
         "runcmd": [["sh", "-c", script]],
     });
     format!("#cloud-config\n{}", crate::render::yaml(&cfg))
+}
+
+/// The report part's shell script, writing to `console`, the host's containers from `compose`.
+fn report_script(console: &str, compose: &str) -> String {
+    use crate::render::quote::sh;
+    format!(
+        r#"{{
+p='{REPORT_PREFIX}'
+compose={compose}
+printf '%smarker %s\n' "$p" "$(cat {marker} 2>/dev/null || echo none)"
+printf '%sprovisioner-error %s\n' "$p" "$(grep '^kiln: error:' /var/log/cloud-init-output.log 2>/dev/null | tail -n 1)"
+if [ -f "$compose" ] && command -v docker >/dev/null; then
+  i=0
+  while [ "$i" -lt {settle} ] && docker compose --file "$compose" ps --format '{{{{.Health}}}}' 2>/dev/null | grep -qE '^(starting|unhealthy)$'; do
+    sleep 10
+    i=$((i + 1))
+  done
+  docker compose --file "$compose" ps --all --format '{{{{.Service}}}} {{{{.State}}}} {{{{.Health}}}}' 2>&1 | sed "s/^/${{p}}container /"
+fi
+printf '%send\n' "$p"
+}} >{console} 2>&1
+"#,
+        marker = crate::render::MARKER,
+        settle = REPORT_SETTLE_SECONDS / 10,
+        compose = sh(compose),
+        console = sh(console),
+    )
 }
 
 /// The guest-side port of the lab's apt repository, on the seed address of a network with a
@@ -162,4 +184,51 @@ fn serve_one(dir: &Path, allowed: impl Fn(&str) -> bool, once: bool) -> std::io:
     let mut rest = Vec::new();
     let _ = r.read_to_end(&mut rest);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The report script run by dash with stand-ins for `docker` (its health answers
+    /// `unhealthy` for the first `recovers_after` asks, `healthy` after; -1: never) and `sleep`;
+    /// returns what it wrote to its console and how often it asked.
+    fn report(recovers_after: i32) -> (String, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let asks = dir.path().join("asks");
+        let docker = format!(
+            "#!/bin/sh\n# stand-in for docker compose ps\ncase \"$*\" in *--all*) h=$(cat {h} 2>/dev/null || echo healthy); echo \"app running $h\"; exit 0 ;; esac\necho x >> {asks}\nn=$(wc -l < {asks})\nif [ {r} -ge 0 ] && [ \"$n\" -gt {r} ]; then h=healthy; else h=unhealthy; fi\necho \"$h\" > {h}\necho \"$h\"\n",
+            asks = asks.display(),
+            h = dir.path().join("health").display(),
+            r = recovers_after
+        );
+        std::fs::write(bin.join("docker"), docker).unwrap();
+        std::fs::write(bin.join("sleep"), "#!/bin/sh\n# stand-in: the test does not wait\n").unwrap();
+        for f in ["docker", "sleep"] {
+            std::fs::set_permissions(bin.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let compose = dir.path().join("compose.yaml");
+        std::fs::write(&compose, "services: {}\n").unwrap();
+        let console = dir.path().join("console");
+        let script = report_script(console.to_str().unwrap(), compose.to_str().unwrap());
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        let st = std::process::Command::new("dash").arg("-c").arg(&script).env("PATH", path).status().unwrap();
+        assert!(st.success());
+        let asked = std::fs::read_to_string(&asks).map(|a| a.lines().count()).unwrap_or(0);
+        (std::fs::read_to_string(console).unwrap(), asked)
+    }
+
+    #[test]
+    fn the_report_waits_for_health_to_settle_and_then_says_what_is() {
+        let (out, asked) = report(2);
+        assert!(out.contains("kiln-boot: container app running healthy\n"), "{out}");
+        assert_eq!(asked, 3, "asked until no container was unhealthy");
+        let (out, asked) = report(-1);
+        assert!(out.contains("kiln-boot: container app running unhealthy\n"), "{out}");
+        assert_eq!(asked as u32, REPORT_SETTLE_SECONDS / 10, "gave up after the settle time");
+        assert!(out.ends_with("kiln-boot: end\n"), "{out}");
+    }
 }
