@@ -155,6 +155,12 @@ impl System {
             out.insert(b.password.replace("{host}", &host.name));
             out.extend(b.credential_secrets().map(|e| e.replace("{host}", &host.name)));
         }
+        // A backup failure it reports itself: the receivers' webhook URLs.
+        for r in self.receivers.iter().filter(|r| host.backup_notify.contains(&r.name)) {
+            if let ReceiverKind::Slack { secret, .. } = &r.kind {
+                out.insert(secret.clone());
+            }
+        }
         out
     }
 }
@@ -290,6 +296,11 @@ pub struct Host {
     pub egress: Egress,
     /// Private networks whose hosts reach the internet through this one (NAT): name → CIDR.
     pub nat_for: BTreeMap<String, Cidr>,
+    /// The alert receivers a failed backup task of this host tells itself (derived by
+    /// `eval::backup_notice`): it backs up data, and no Prometheus with alert rules scrapes its
+    /// node exporter, so the derived backup alerts cannot fire for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backup_notify: Vec<String>,
     #[serde(skip)]
     pub span: Span,
 }

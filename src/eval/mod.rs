@@ -1,6 +1,7 @@
 //! Evaluate: what the whole system implies and no single declaration says (start order,
-//! firewall, published ports).
+//! firewall, published ports, egress, who hears of a failed backup).
 
+pub mod backup_notice;
 pub mod cdn;
 pub mod egress;
 pub mod firewall;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::model::{Host, Service, System};
+use crate::model::{Service, System};
 use crate::types::Calendar;
 
 /// The rules file in the service's payload directory (`files/<service>/…`): beside the
@@ -282,20 +282,6 @@ fn weekday_gap(list: &str) -> u64 {
         return 7;
     }
     days.iter().map(|d| days.iter().map(|e| (e + 7 - d - 1) % 7 + 1).min().unwrap_or(7)).max().unwrap_or(7) as u64
-}
-
-/// Every host whose node exporter some rule-evaluating service scrapes.
-pub fn watched_hosts(sys: &System) -> Vec<&Host> {
-    let mut out: Vec<&Host> = sys
-        .services
-        .values()
-        .filter(|s| s.rules.is_some())
-        .flat_map(|p| coverage(sys, p).node_jobs.into_keys())
-        .filter_map(|h| sys.hosts.get(h))
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
-    out
 }
 
 #[cfg(test)]

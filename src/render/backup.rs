@@ -15,6 +15,26 @@ pub const SCRIPT: &str = "backup/kiln-backup.sh";
 pub const UNITS: [&str; 4] = ["kiln-backup.service", "kiln-backup.timer", "kiln-backup-check.service", "kiln-backup-check.timer"];
 /// Dumps land here before restic reads them.
 const DUMPS: &str = "/var/backups/kiln";
+/// On a host no Prometheus watches (`Host::backup_notify`): the unit a failed backup task
+/// starts (`OnFailure=`), the script it runs, and per receiver the message it posts.
+pub const NOTICE_UNIT: &str = "kiln-backup-failed.service";
+pub const NOTICE_SCRIPT: &str = "backup/kiln-backup-failed.sh";
+
+/// The notice script's body before its calls of `post`: the URL is checked and handed to curl in
+/// a config file on its standard input, never on a command line (where other users of the
+/// host would see it).
+const NOTICE_HEAD: &str = r#"# Started by systemd when kiln-backup.service or kiln-backup-check.service fails: posts each
+# receiver's message to its webhook, the URL read from the receiver's secret.
+set -u
+rc=0
+# post MESSAGE_FILE URL_FILE
+post() {
+	url=$(cat "$2") || return 1
+	case $url in https://* | http://*) ;; *) echo "kiln-backup-failed: $2 holds no URL" >&2; return 1 ;; esac
+	case $url in *[\"\\]* | *[[:space:]]*) echo "kiln-backup-failed: $2 holds a URL curl's config cannot quote" >&2; return 1 ;; esac
+	printf 'url = "%s"\n' "$url" | curl -fsS --max-time 30 --retry 3 -K - -H 'Content-Type: application/json' --data-binary "@$1" -o /dev/null
+}
+"#;
 
 /// The host's backup files (path, content), empty when it has nothing to back up.
 pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
@@ -25,12 +45,62 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
     }
     let repo = plan.repository.replace("{host}", &host.name);
     let known_hosts = super::backup_auth::known_hosts(plan, &repo).map(|k| (super::backup_auth::KNOWN_HOSTS.to_string(), k));
-    let backup = timed(UNITS[0], "restic backup of this host's data (dumps first)", "", "Daily backup", &plan.schedule);
-    let check =
-        timed(UNITS[2], "restic integrity check of this host's repository", " check", "Periodic backup integrity check", &plan.check);
+    let notify = !host.backup_notify.is_empty();
+    let backup = timed(UNITS[0], "restic backup of this host's data (dumps first)", "", "Daily backup", &plan.schedule, notify);
+    let check = timed(
+        UNITS[2],
+        "restic integrity check of this host's repository",
+        " check",
+        "Periodic backup integrity check",
+        &plan.check,
+        notify,
+    );
     let mut files = vec![(SCRIPT.to_string(), script(sys, host, plan, &repo, &services))];
     files.extend(UNITS.iter().zip(backup.into_iter().chain(check)).map(|(name, text)| (format!("backup/{name}"), text)));
     files.extend(known_hosts);
+    files.extend(notice(sys, host));
+    files
+}
+
+/// Where no Prometheus watches the host (`Host::backup_notify`): the unit a failed backup or
+/// check starts, its script, and per Slack-compatible receiver the message (serialised JSON:
+/// the payload Slack's and Mattermost's incoming webhooks take, `text` and `channel`).
+fn notice(sys: &System, host: &Host) -> Vec<(String, String)> {
+    let receivers: Vec<(&str, &str, Option<&str>)> = sys
+        .receivers
+        .iter()
+        .filter(|r| host.backup_notify.contains(&r.name))
+        .filter_map(|r| match &r.kind {
+            crate::model::ReceiverKind::Slack { secret, channel } => Some((r.name.as_str(), secret.as_str(), channel.as_deref())),
+            _ => None,
+        })
+        .collect();
+    if receivers.is_empty() {
+        return Vec::new();
+    }
+    let text = format!(
+        "kiln: a backup task of host {} (system {}) failed: journalctl -u kiln-backup.service -u kiln-backup-check.service on the host says why",
+        host.name, sys.name
+    );
+    let mut files = Vec::new();
+    let mut script = script_head("backup failure notice", sys, host);
+    script.push_str(NOTICE_HEAD);
+    for (name, secret, channel) in receivers {
+        let mut body = serde_json::json!({ "text": text });
+        if let Some(c) = channel {
+            body["channel"] = c.into();
+        }
+        let payload = format!("backup/notice-{name}.json");
+        files.push((payload.clone(), format!("{body}\n")));
+        let _ = writeln!(script, "post {} {} || rc=1", sh(&format!("/opt/kiln/{payload}")), sh(&format!("/etc/kiln/secrets/{secret}")));
+    }
+    script.push_str("exit \"$rc\"\n");
+    files.push((NOTICE_SCRIPT.to_string(), script));
+    let unit = super::timer_unit::unit(&[
+        ("Unit", &[("Description", "kiln: tell the alert receivers that a backup task failed"), ("After", "network-online.target")]),
+        ("Service", &[("Type", "oneshot"), ("ExecStart", &format!("/bin/sh /opt/kiln/{NOTICE_SCRIPT}"))]),
+    ]);
+    files.push((format!("backup/{NOTICE_UNIT}"), unit));
     files
 }
 
@@ -114,12 +184,17 @@ trap report EXIT
     )
 }
 
-/// A backup task: the service running the script with `arg`, and its timer on `calendar`.
-fn timed(name: &str, description: &str, arg: &str, timer_description: &str, calendar: &Calendar) -> [String; 2] {
+/// A backup task: the service running the script with `arg`, and its timer on `calendar`; with
+/// `notify`, its failure starts [`NOTICE_UNIT`].
+fn timed(name: &str, description: &str, arg: &str, timer_description: &str, calendar: &Calendar, notify: bool) -> [String; 2] {
+    let mut after = vec![("Wants", "network-online.target"), ("After", "network-online.target docker.service")];
+    if notify {
+        after.push(("OnFailure", NOTICE_UNIT));
+    }
     TimedService {
         name,
         description,
-        after: &[("Wants", "network-online.target"), ("After", "network-online.target docker.service")],
+        after: &after,
         exec: &format!("/bin/sh /opt/kiln/{SCRIPT}{arg}"),
         service: &[("Nice", "10"), ("IOSchedulingClass", "idle")],
         timer_description,

@@ -401,6 +401,16 @@ fn backups(o: &mut String, payload: &[Artifact]) {
             sh(&format!("/etc/systemd/system/{unit}"))
         );
     }
+    // A host no Prometheus watches tells the receivers itself (`eval::backup_notice`).
+    if payload.iter().any(|a| a.path == super::backup::NOTICE_SCRIPT) {
+        let unit = super::backup::NOTICE_UNIT;
+        let _ = writeln!(
+            o,
+            "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
+            sh(&format!("{KILN_ROOT}/backup/{unit}")),
+            sh(&format!("/etc/systemd/system/{unit}"))
+        );
+    }
     let _ = writeln!(o, "systemctl enable --now kiln-backup.timer kiln-backup-check.timer >/dev/null");
 }
 

@@ -140,6 +140,7 @@ impl<'a> Resolver<'a> {
             egress_decl: h.egress.as_ref().map(|e| (e.value.clone(), e.span)),
             egress: crate::model::Egress::Direct,
             nat_for: BTreeMap::new(),
+            backup_notify: Vec::new(),
             span: h.name.span,
         })
     }

@@ -351,6 +351,7 @@ impl<'a> Resolver<'a> {
         }
         crate::eval::firewall::derive(&mut sys);
         crate::eval::egress::derive(&mut sys);
+        crate::eval::backup_notice::derive(&mut sys);
         // An edge container reaches a container upstream on its host over a common bridge only.
         for r in &sys.routes {
             let edge = &sys.services[&r.edge_service];
