@@ -9,16 +9,13 @@ use std::process::Command;
 use common::*;
 
 /// The `SMTP_*` variables a Vaultwarden container starts with: those Compose puts in its
-/// environment (read back by the real `docker-compose config`) and those the image's
+/// environment (read back by the real `docker-compose config`, env files unread) and those the image's
 /// `start.sh` gets by sourcing kiln's `vaultwarden.sh` (sourced by dash with an empty
 /// environment, as the image's `/bin/sh` would).
 fn smtp_variables(out: &Path, host: &str, service: &str) -> Vec<String> {
-    let compose = out.join("hosts").join(host).join("compose.yaml");
-    let venv = repo().join(".venv-oracles/bin/docker-compose");
-    let bin: std::path::PathBuf = if venv.is_file() { venv } else { "docker-compose".into() };
-    let cfg = run(Command::new(bin).arg("-f").arg(&compose).args(["config", "--format", "json"]));
-    assert!(cfg.status.success(), "docker-compose config: {}", text(&cfg.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
+    // the environment the Compose file declares (other services' env files, which the
+    // provisioner writes on the host, are not read here)
+    let v = compose_config(&out.join("hosts").join(host).join("compose.yaml"));
     let mut vars: Vec<String> = v["services"][service]["environment"]
         .as_object()
         .map(|env| env.keys().filter(|k| k.starts_with("SMTP_")).map(|k| format!("compose {k}")).collect())
