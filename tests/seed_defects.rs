@@ -199,3 +199,21 @@ fn auth_paths_keep_the_routes_allow_list_crowdsec_and_rate_limit() {
     }
     assert!(checked >= 5, "jacker's forward-auth routes have sign-in paths: {checked} routers checked");
 }
+
+/// Found by the runtime lab (jacker's host booted, 2026-12-05): cAdvisor bind-mounts Docker's data
+/// root, but on a host with a data volume Docker's root is moved onto it
+/// (`/var/lib/kiln/data/docker`) and `/var/lib/docker` does not exist, so Docker refused to create
+/// the container ("bind source path does not exist") and the host's last service group failed.
+/// Read back by the real `docker-compose config`: the mount's source is where Docker's data is.
+#[test]
+fn cadvisor_mounts_dockers_data_root_where_the_data_volume_holds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let provision = read(&out.join("hosts/jacker/provision.sh"));
+    assert!(provision.contains("\"data-root\": \"/var/lib/kiln/data/docker\""), "jacker's Docker root is on its data volume");
+    let cfg = compose_config(&out.join("hosts/jacker/compose.yaml"));
+    let mounts = cfg["services"]["cadvisor"]["volumes"].as_array().unwrap();
+    let docker = mounts.iter().find(|m| m["target"] == "/var/lib/docker").expect("cAdvisor mounts Docker's data root");
+    assert_eq!(docker["source"], "/var/lib/kiln/data/docker", "{docker}");
+    assert!(mounts.iter().all(|m| m["source"] != "/var/lib/docker"), "{mounts:?}");
+}

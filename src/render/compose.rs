@@ -237,8 +237,10 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             });
         }
         for (source, target) in &c.host_mounts {
-            // Module-declared host paths, always read-only (checked where the module is read).
-            volumes.push(Mount { kind: "bind", source: source.clone(), target: target.clone(), read_only: true });
+            // Module-declared host paths, always read-only (checked where the module is read);
+            // Docker's data root where the data volume holds it.
+            let source = crate::render::data_volume::host_path(sys, host, source);
+            volumes.push(Mount { kind: "bind", source, target: target.clone(), read_only: true });
         }
         if c.docker_socket {
             volumes.push(Mount {

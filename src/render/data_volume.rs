@@ -95,6 +95,19 @@ fn caddy(sys: &System, host: &Host) -> bool {
     host.services.iter().any(|n| sys.services[n].edge.as_deref() == Some("caddy") && sys.services[n].native.is_some())
 }
 
+/// A host path a module mounts (`host_mounts`) as it is on this host: Docker's default data root
+/// (`/var/lib/docker`, cAdvisor reads it) is [`DOCKER_ROOT`] where the data volume holds Docker's
+/// data, and does not exist there.
+pub fn host_path(sys: &System, host: &Host, path: &str) -> String {
+    const DEFAULT_ROOT: &str = "/var/lib/docker";
+    match path.strip_prefix(DEFAULT_ROOT) {
+        Some(rest) if (rest.is_empty() || rest.starts_with('/')) && docker(sys, host) && has_volume(sys, host) => {
+            format!("{DOCKER_ROOT}{rest}")
+        }
+        _ => path.to_string(),
+    }
+}
+
 fn docker(sys: &System, host: &Host) -> bool {
     host.services.iter().any(|n| sys.services[n].container.is_some())
 }
