@@ -145,6 +145,12 @@ impl System {
         out
     }
 
+    /// The node exporters `collector` scrapes (its derived connections): the hosts whose
+    /// disks, memory and textfile metrics (backups, the watchdog) it sees.
+    pub fn scraped_node_exporters<'a>(&'a self, collector: &'a Service) -> impl Iterator<Item = &'a Service> + 'a {
+        collector.deps.iter().filter(|d| d.derived).filter_map(|d| self.services.get(&d.service)).filter(|s| s.module == "node-exporter")
+    }
+
     /// Every secret a host needs: its services' and, where it backs up data, the backup's.
     pub fn host_secrets(&self, host: &Host) -> std::collections::BTreeSet<String> {
         let mut out: std::collections::BTreeSet<String> =

@@ -8,6 +8,11 @@ use std::process::Command;
 
 use common::*;
 
+/// `flake-free-examples/NAME` built into a store under `tmp`; the result.
+fn example(name: &str, tmp: &Path) -> std::path::PathBuf {
+    build(&repo().join("flake-free-examples").join(name), &tmp.join("store"), &tmp.join(name))
+}
+
 /// The `SMTP_*` variables a Vaultwarden container starts with: those Compose puts in its
 /// environment (read back by the real `docker-compose config`, env files unread) and those the image's
 /// `start.sh` gets by sourcing kiln's `vaultwarden.sh` (sourced by dash with an empty
@@ -34,7 +39,7 @@ fn smtp_variables(out: &Path, host: &str, service: &str) -> Vec<String> {
 #[test]
 fn vaultwarden_gets_no_empty_smtp_variables() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = build(&repo().join("flake-free-examples/maidan-cloud"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let out = example("maidan-cloud", tmp.path());
     let vars = smtp_variables(&out, "maidan", "mc-vaultwarden");
     assert!(vars.is_empty(), "e-mail is off, yet the container gets {vars:?}");
 
@@ -67,7 +72,7 @@ fn vaultwarden_gets_no_empty_smtp_variables() {
 #[test]
 fn ollama_pulls_the_models_librechat_defaults_to() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = build(&repo().join("flake-free-examples/maidan-cloud"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let out = example("maidan-cloud", tmp.path());
     let job = out.join("hosts/maidan/jobs/kiln-job-mc-ollama-pull.sh");
     let timer = std::fs::read_to_string(out.join("hosts/maidan/jobs/kiln-job-mc-ollama-pull.timer")).unwrap();
     assert!(timer.contains("OnCalendar=*:0/5"), "{timer}");
@@ -181,7 +186,7 @@ fn nextcloud_cron_runs_inside_the_running_nextcloud_container() {
 #[test]
 fn auth_paths_keep_the_routes_allow_list_crowdsec_and_rate_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let out = example("jacker", tmp.path());
     let dynamic = yaml_to_json(&out.join("hosts/jacker/traefik/dynamic/kiln.yml"));
     let routers = dynamic["http"]["routers"].as_object().unwrap();
     let names = |v: &serde_json::Value| -> Vec<String> {
@@ -208,7 +213,7 @@ fn auth_paths_keep_the_routes_allow_list_crowdsec_and_rate_limit() {
 #[test]
 fn cadvisor_mounts_dockers_data_root_where_the_data_volume_holds_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let out = example("jacker", tmp.path());
     let provision = read(&out.join("hosts/jacker/provision.sh"));
     assert!(provision.contains("\"data-root\": \"/var/lib/kiln/data/docker\""), "jacker's Docker root is on its data volume");
     let cfg = compose_config(&out.join("hosts/jacker/compose.yaml"));

@@ -40,12 +40,5 @@ pub fn derive(sys: &mut System) {
 /// The hosts whose node exporter a rule-evaluating service (Prometheus with `rules`) scrapes:
 /// where the derived backup alerts can fire.
 fn watched(sys: &System) -> BTreeSet<&str> {
-    sys.services
-        .values()
-        .filter(|p| p.rules.is_some())
-        .flat_map(|p| p.deps.iter().filter(|d| d.derived))
-        .filter_map(|d| sys.services.get(&d.service))
-        .filter(|s| s.module == "node-exporter")
-        .map(|s| s.host.as_str())
-        .collect()
+    sys.services.values().filter(|p| p.rules.is_some()).flat_map(|p| sys.scraped_node_exporters(p)).map(|s| s.host.as_str()).collect()
 }

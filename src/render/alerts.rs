@@ -78,14 +78,7 @@ pub struct Coverage<'a> {
 
 /// What `prom` scrapes, from its derived connections and its blackbox requirement.
 pub fn coverage<'a>(sys: &'a System, prom: &'a Service) -> Coverage<'a> {
-    let node_jobs = prom
-        .deps
-        .iter()
-        .filter(|d| d.derived)
-        .filter_map(|d| sys.services.get(&d.service))
-        .filter(|s| s.module == "node-exporter")
-        .map(|s| (s.host.as_str(), s.name.as_str()))
-        .collect();
+    let node_jobs = sys.scraped_node_exporters(prom).map(|s| (s.host.as_str(), s.name.as_str())).collect();
     let routes = sys.routes.iter().any(|r| !r.hostname.starts_with("*."));
     let blackbox = prom
         .deps
