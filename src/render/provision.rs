@@ -28,7 +28,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
 
     super::egress::provision(&mut o, host);
     super::data_volume::provision(&mut o, sys, host);
-    packages(&mut o, host, &services, containers, payload.iter().any(|a| a.path == super::backup::SCRIPT));
+    packages(&mut o, host, &services, containers, payload);
     super::data_volume::provision_owners(&mut o, sys, host);
     users(&mut o, sys);
     sshd(&mut o, host);
@@ -57,12 +57,17 @@ fn parent(p: &str) -> &str {
     p.rsplit_once('/').map(|(a, _)| a).unwrap_or("/")
 }
 
-fn packages(o: &mut String, host: &Host, services: &[&Service], containers: bool, backups: bool) {
+fn packages(o: &mut String, host: &Host, services: &[&Service], containers: bool, payload: &[Artifact]) {
     o.push_str("\n# Packages.\nlog 'step: packages'\n");
     let mut pkgs: Vec<String> =
         ["ca-certificates", "ufw", "fail2ban", "python3-systemd", "unattended-upgrades"].iter().map(|s| s.to_string()).collect();
-    if backups {
+    let has = |path: &str| payload.iter().any(|a| a.path == path);
+    if has(super::backup::SCRIPT) {
         pkgs.push("restic".into());
+    }
+    // The backup notice posts with curl, which a minimal image need not have.
+    if has(super::backup::NOTICE_SCRIPT) {
+        pkgs.push("curl".into());
     }
     for s in services {
         if let Some(n) = &s.native {
