@@ -198,6 +198,18 @@ pub fn server_memory(kind: ProviderKind, server_type: &str) -> Option<Size> {
     }
 }
 
+/// The virtual CPUs of a server type, where its name says them: a DigitalOcean slug's
+/// `<n>vcpu` word (`s-2vcpu-4gb`, `g-16vcpu-64gb`), a Scaleway type's `<n>C` word
+/// (`POP2-8C-32G`). `None` otherwise (Hetzner's names do not say it; `c-2`, `DEV1-S`).
+pub fn server_cpus(kind: ProviderKind, server_type: &str) -> Option<u32> {
+    let num = |w: &str, suffix: &str| w.strip_suffix(suffix).and_then(|n| n.parse::<u32>().ok()).filter(|n| *n > 0);
+    match kind {
+        ProviderKind::DigitalOcean => server_type.split('-').take(2).find_map(|w| num(w, "vcpu")),
+        ProviderKind::Scaleway => server_type.split('-').find_map(|w| num(w, "C")),
+        _ => None,
+    }
+}
+
 /// A host's `type`, `location` and disk sizes against its provider's.
 pub fn host(kind: Option<ProviderKind>, h: &HostDecl) -> Vec<Diagnostic> {
     let Some(kind) = kind else { return Vec::new() };
@@ -285,6 +297,12 @@ mod tests {
         assert_eq!(server_memory(ProviderKind::Hetzner, "cx22"), gib(4));
         assert_eq!(server_memory(ProviderKind::Hetzner, "cpx52"), gib(24));
         assert_eq!(server_memory(ProviderKind::DigitalOcean, "s-2vcpu-4gb"), gib(4));
+        assert_eq!(server_cpus(ProviderKind::DigitalOcean, "s-2vcpu-4gb"), Some(2));
+        assert_eq!(server_cpus(ProviderKind::DigitalOcean, "g-16vcpu-64gb"), Some(16));
+        assert_eq!(server_cpus(ProviderKind::DigitalOcean, "c-2"), None);
+        assert_eq!(server_cpus(ProviderKind::Scaleway, "POP2-8C-32G"), Some(8));
+        assert_eq!(server_cpus(ProviderKind::Scaleway, "DEV1-S"), None);
+        assert_eq!(server_cpus(ProviderKind::Hetzner, "cx22"), None);
         assert_eq!(server_memory(ProviderKind::DigitalOcean, "s-1vcpu-512mb-10gb"), Some(Size(512 << 20)));
         assert_eq!(server_memory(ProviderKind::DigitalOcean, "c-2"), None);
         assert_eq!(server_memory(ProviderKind::DigitalOcean, "gpu-h100x1-80gb"), None);

@@ -686,6 +686,7 @@ fn bare_server(t: &Path, public_key: &str) -> vm::Machine {
         lab_images: None,
         apt_repo: None,
         ssh_port: 22,
+        cpus: 2,
     };
     let _ = t;
     let report =

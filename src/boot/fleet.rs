@@ -38,6 +38,8 @@ pub struct FleetHost {
     pub volume: bool,
     /// The port its sshd listens on (`ssh_port`), which the loopback SSH forward reaches.
     pub ssh_port: u16,
+    /// Virtual CPUs (`boot::vcpus`).
+    pub cpus: u32,
     /// Lab plumbing: its stand-in images, a `docker load` archive attached read-only (see
     /// [`super::LAB_IMAGES_SERIAL`]).
     pub lab_images: Option<PathBuf>,
@@ -397,7 +399,7 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
     // whose HTTP seed is read only once the network is up.
     use base64::Engine;
     let append = format!("network-config={}", base64::engine::general_purpose::STANDARD.encode(&netcfg));
-    let mut qemu = qemu_command(&h.name, opts.memory_mb, &h.image_dir, Some(&append), &overlay);
+    let mut qemu = qemu_command(&h.name, h.cpus, opts.memory_mb, &h.image_dir, Some(&append), &overlay);
     if h.volume {
         let disk = dir.join("data.qcow2");
         let (format, _) = data_disk(&disk)?;

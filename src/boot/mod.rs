@@ -86,6 +86,18 @@ pub struct BootOptions {
     pub apt_repo: Option<PathBuf>,
     /// The port the host's sshd listens on (`ssh_port`), which the loopback SSH forward reaches.
     pub ssh_port: u16,
+    /// Virtual CPUs ([`vcpus`]).
+    pub cpus: u32,
+}
+
+/// The virtual CPUs a host's machine gets: two, or as many as its largest container CPU limit
+/// needs (Docker refuses to create a container whose `cpus` is above the machine's count: "Range
+/// of CPUs is from 0.01 to 2.00", seen on maidan-cloud's Ollama, limited to 4 on a 16-vCPU
+/// server type). Under TCG more vCPUs than cores is slower, not wrong.
+pub fn vcpus(sys: &crate::model::System, host: &crate::model::Host) -> u32 {
+    let most = host.services.iter().filter_map(|s| sys.services.get(s)?.resources.cpus).fold(0.0_f64, f64::max);
+    // a limit is at most a few hundred cores (types::parse_cpus), so the cast cannot wrap
+    (most.ceil() as u32).max(2)
 }
 
 #[derive(Serialize, Debug)]
@@ -292,7 +304,7 @@ pub(crate) fn nocloud_name(image_dir: &Path) -> &'static str {
 /// The qemu command line every machine shares: the accelerator ([`accel::for_image`]: KVM
 /// where a probe boots under it, else TCG), memory, the image's kernel and initrd
 /// (with `append` added to the kernel command line), the root overlay.
-pub(crate) fn qemu_command(host: &str, memory_mb: u32, image_dir: &Path, append: Option<&str>, overlay: &Path) -> Command {
+pub(crate) fn qemu_command(host: &str, cpus: u32, memory_mb: u32, image_dir: &Path, append: Option<&str>, overlay: &Path) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
     // no_timer_check: on a loaded host TCG is too slow for the kernel's IO-APIC timer check,
     // which then panics ("IO-APIC + timer doesn't work").
@@ -303,7 +315,7 @@ pub(crate) fn qemu_command(host: &str, memory_mb: u32, image_dir: &Path, append:
     }
     qemu.args(["-name", &format!("kiln-boot-{host}")])
         .args(accel::for_image(image_dir).qemu_args())
-        .args(["-smp", "2"])
+        .args(["-smp", &cpus.to_string()])
         .args(["-m", &memory_mb.to_string(), "-nodefaults", "-no-user-config", "-display", "none"])
         .arg("-kernel")
         .arg(image_dir.join("vmlinuz"))
@@ -381,7 +393,7 @@ fn run_machine(
     if let Some(cmd) = apt {
         nic.push_str(&format!(",guestfwd=tcp:{SEED_ADDR}:{}-cmd:{} {cmd}", seed::APT_PORT, opts.kiln_exe.display()));
     }
-    let mut qemu = qemu_command(host, opts.memory_mb, &opts.image_dir, None, &overlay);
+    let mut qemu = qemu_command(host, opts.cpus, opts.memory_mb, &opts.image_dir, None, &overlay);
     if let (Some(path), Some((format, _))) = (&opts.data_disk, &data) {
         // After the root disk (vda); qemu locks the image, so a disk another machine uses is
         // refused, not shared.

@@ -7,6 +7,7 @@ mod alerts_without_receiver;
 mod backup_without_credentials;
 mod cdn_proxied_non_http;
 mod codes;
+mod cpus_over_server;
 mod data_on_root_disk;
 mod dns01_without_credentials;
 mod docker_socket_web;
@@ -43,6 +44,7 @@ pub const RULES: &[&Rule] = &[
     &alerts_without_receiver::RULE,
     &backup_without_credentials::RULE,
     &cdn_proxied_non_http::RULE,
+    &cpus_over_server::RULE,
     &data_on_root_disk::RULE,
     &dns01_without_credentials::RULE,
     &docker_socket_web::RULE,

@@ -61,6 +61,7 @@ pub(crate) fn boot(
         lab_images,
         apt_repo,
         ssh_port: c.system.hosts[host].ssh_port,
+        cpus: kiln::boot::vcpus(&c.system, &c.system.hosts[host]),
     };
     if !json {
         eprintln!("booting `{host}` (closure {}) under qemu; this takes a minute or two", &ha.closure[..16]);
@@ -173,6 +174,7 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
             secrets,
             volume: kiln::render::data_volume::has_volume(&c.system, host),
             ssh_port: host.ssh_port,
+            cpus: kiln::boot::vcpus(&c.system, host),
             lab_images: f.lab_images.as_ref().map(|d| d.join(format!("{name}.tar"))).filter(|p| p.is_file()),
         });
     }
