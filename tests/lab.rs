@@ -92,7 +92,10 @@ fn check_host(lab: &On, compose: &Value) {
 
     // the PostgreSQL stand-ins took their role, database and password from the secret file:
     // a password login over TCP (scram-sha-256 for hosts) as the declared user
-    for (name, svc) in services {
+    // (the servers: the postgres image; a client such as Nextcloud has POSTGRES_PASSWORD_FILE too)
+    let is_postgres =
+        |svc: &Value| svc["image"].as_str().and_then(|i| i.rsplit('/').next()).and_then(|i| i.split(':').next()) == Some("postgres");
+    for (name, svc) in services.iter().filter(|(_, svc)| is_postgres(svc)) {
         let Some(env) = svc["environment"].as_object().filter(|e| e.contains_key("POSTGRES_PASSWORD_FILE")) else { continue };
         let user = env["POSTGRES_USER"].as_str().unwrap();
         let got = lab.must(&format!(
@@ -172,9 +175,15 @@ fn seed_fleet(example: &str, hosts: &[&str]) -> (tempfile::TempDir, vm::Fleet, B
 /// maidan-cloud's `maidan` (declared ubuntu-24.04 on DigitalOcean; the lab copy runs debian-13),
 /// the seed's host with the most services (thirty): PostgreSQL and Valkey real, the rest
 /// (Nextcloud, MariaDB, Matrix, authentik, LibreChat, …) probe stand-ins.
-// Last run (2026-12-05, with four other VMs on two cores, stopped by hand after 10 minutes to
-// free the cores): restic installed from the lab's apt repository with a real apt-get; it
-// had reached the firewall step. Not yet run to the end.
+// Runs (alone on two cores): 2026-12-06 00:52, cloud-init done after 538 s, every group up to
+// Nextcloud and WordPress healthy, then Docker refused to create Ollama (limited to 4 CPUs on a
+// 2-vCPU machine: `kiln boot` now gives a machine the vCPUs its limits need, boot::vcpus);
+// 2026-12-06 01:07, Ollama and every database up, then the three Synapse and LibreChat probes
+// stayed unhealthy: lab gaps, not kiln's — Synapse's stand-in ran as root without
+// CAP_DAC_OVERRIDE where upstream's start.py drops to $UID:$GID before reading the secrets (the
+// probe now drops too); LibreChat's `command` runs a shell script on an image whose entrypoint
+// runs its arguments, and the probe stood for that entrypoint, so the script never ran (and it
+// calls `node`, which the stand-in base lacks). Stopped there; not rerun since.
 #[test]
 #[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_maidan_cloud_maidan_comes_up_with_stand_in_images() {
@@ -199,13 +208,13 @@ fn lab_civic_scaleway_tools_prod_comes_up_with_stand_in_images() {
 /// jacker's one host `jacker` (declared ubuntu-24.04 on Hetzner; the lab copy runs debian-13),
 /// twenty-six services: PostgreSQL and Valkey real, Traefik, CrowdSec, authentik, OAuth2-Proxy
 /// and the monitoring stack probe stand-ins.
-// Last run (2026-12-05 22:27, alone on two cores): the provisioner reached the last service
-// group in 486 s (every service before it healthy: Traefik, CrowdSec and its bouncer, authentik,
-// OAuth2-Proxy, PostgreSQL, Valkey, Loki, Alertmanager, Prometheus, …), where Docker refused to
-// create cAdvisor: its bind mount of /var/lib/docker, which does not exist where the data volume
-// holds Docker's root. Fixed (render::data_volume::host_path, tests/seed_defects.rs); not rerun.
+// Runs (alone on two cores): 2026-12-05 22:27, cAdvisor refused (its bind mount of
+// /var/lib/docker, not where the data volume holds Docker's root; fixed in
+// render::data_volume::host_path); 2026-12-05 23:42, code-server's stand-in lacked upstream's
+// /home/coder owned by uid 1000 (fixed in scripts/lab-images); 2026-12-06 00:09, passed in
+// 1,266 s (cloud-init done after 994 s, every one of its 26 services healthy).
 #[test]
-#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+#[ignore = "21 minutes under TCG, too long for the suite: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_jacker_jacker_comes_up_with_stand_in_images() {
     seed("jacker", "jacker");
 }
@@ -213,11 +222,11 @@ fn lab_jacker_jacker_comes_up_with_stand_in_images() {
 /// postx-hetzner's `client-alpha` (declared ubuntu-24.04 on Hetzner; the lab copy runs
 /// debian-13), one of the seed's two hosts with the most services (eleven, with client-zeta):
 /// PostgreSQL and Valkey real, Zitadel, Nextcloud, listmonk, pretix and Traefik probe stand-ins.
-// Last run (2026-12-05, with four other VMs on two cores, stopped by hand after 10 minutes to
-// free the cores): restic installed from the lab's apt repository with a real apt-get; it
-// had reached the firewall step. Not yet run to the end.
+// Runs (alone on two cores): 2026-12-06 00:34, every container healthy after 373 s, but this
+// test took Nextcloud (POSTGRES_PASSWORD_FILE, a client's variable) for a PostgreSQL server;
+// 2026-12-06 00:43, passed in 519 s (cloud-init done after 341 s).
 #[test]
-#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+#[ignore = "9 minutes under TCG, beyond the suite's time: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_postx_hetzner_client_alpha_comes_up_with_stand_in_images() {
     seed("postx-hetzner", "client-alpha");
 }
@@ -250,7 +259,7 @@ fn opens(on: &On, container: Option<&str>, address: &str, port: u16) -> bool {
 /// its environment); then, container to container and host to host across the network, what a
 /// service connects to opens and what it does not is refused by ufw and `DOCKER-USER`.
 #[test]
-#[ignore = "the runtime lab is in progress: cargo test --test lab -- --ignored (docs/lab.md)"]
+#[ignore = "46 minutes under TCG, too long for the suite: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_five_vps_saas_hosts_reach_exactly_what_they_connect_to() {
     let (tmp, fleet, composes) = seed_fleet("five-vps-saas", &["edge", "app", "db", "cache", "identity"]);
     let on = |h: &'static str| On::in_fleet(&fleet, h);

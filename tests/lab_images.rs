@@ -296,3 +296,28 @@ fn pgbackrest_stand_in_runs_the_module_command_with_the_real_pgbackrest() {
         assert!(calls.contains(&format!("chown 999:999 {d}\n")), "{d} is given to the user: {calls}");
     }
 }
+
+/// jacker's code-server runs as uid 1000 and makes its workspace in its `home` volume at start
+/// (`mkdir -p /home/coder/project`). Upstream's image has /home/coder as that user's home, so a
+/// named volume there starts owned by it; the stand-in has it too, else the start script fails
+/// ("Permission denied", seen in the lab) on what is the stand-in's gap, not kiln's.
+#[test]
+fn code_server_stand_in_has_its_users_home_as_upstream_has() {
+    let (_tmp, _tar, compose, a) = stand_ins("jacker", "jacker");
+    let reference = compose["services"]["code-server"]["image"].as_str().unwrap();
+    let image = a.manifest.as_array().unwrap().iter().find(|m| m["RepoTags"][0] == reference).unwrap();
+    let layers = image["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{reference}: a layer of its own");
+    let mut t = tar::Archive::new(a.layers[layers[2].as_str().unwrap()].as_slice());
+    let owners: BTreeMap<String, u64> = t
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string(), e.header().uid().unwrap())
+        })
+        .collect();
+    for dir in ["home/coder", "home/coder/project"] {
+        assert_eq!(owners.get(dir), Some(&1000), "{dir} belongs to code-server's user: {owners:?}");
+    }
+}

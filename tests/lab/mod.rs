@@ -185,7 +185,8 @@ impl LabHost {
             ),
             ("stand-in images", "docker image ls"),
         ] {
-            let r = self.sh(&format!("{cmd} 2>&1"));
+            // bounded: `docker compose logs` was seen to hang on a container in a restart loop
+            let r = self.sh(&format!("timeout 90 sh -c {} 2>&1", kiln::render::quote::sh(cmd)));
             out.push_str(&format!("=== {}: {what}\n{}\n", self.name, r.unwrap_or_else(|e| format!("(unavailable: {e})"))));
         }
         out
