@@ -76,10 +76,7 @@ fn an_unwatched_hosts_failed_backup_posts_to_the_webhook_receivers() {
     assert!(msg["text"].as_str().unwrap().contains("host client-alpha"), "{msg}");
 
     // the receiver's webhook secret reaches the host
-    let compiled = match kiln::pipeline::compile(&example, &kiln::pipeline::Options::default()).unwrap() {
-        kiln::pipeline::Outcome::Ok(c) => c,
-        _ => panic!("postx-hetzner compiles"),
-    };
+    let compiled = common::compiled(&example);
     let sys = &compiled.system;
     assert!(sys.host_secrets(&sys.hosts["client-alpha"]).contains("alert_webhook_url"));
 

@@ -343,8 +343,13 @@ fn toml_str(s: &str) -> String {
 /// Builds the system; returns the postgres service's init script and its secrets (target in
 /// the container → the secret's name), read from the Compose file kiln wrote.
 fn built(dir: &Path, extra_client: bool) -> (PathBuf, BTreeMap<String, String>) {
+    built_from(dir, &system(extra_client), if extra_client { "init-later.sh" } else { "init.sh" })
+}
+
+/// [`built`] for the system `text`, the script copied to `name` in `dir`.
+fn built_from(dir: &Path, text: &str, name: &str) -> (PathBuf, BTreeMap<String, String>) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("system.toml"), system(extra_client)).unwrap();
+    std::fs::write(dir.join("system.toml"), text).unwrap();
     let result = build(&dir.join("system.toml"), &dir.join("store"), &dir.join("result"));
     let host = result.join("hosts/box");
     let compose = common::compose_config(&host.join("compose.yaml"));
@@ -353,7 +358,7 @@ fn built(dir: &Path, extra_client: bool) -> (PathBuf, BTreeMap<String, String>) 
         let source = s["source"].as_str().unwrap();
         secrets.insert(s["target"].as_str().unwrap().to_string(), source.strip_prefix("db_").unwrap().to_string());
     }
-    let script = dir.join(if extra_client { "init-later.sh" } else { "init.sh" });
+    let script = dir.join(name);
     std::fs::copy(host.join("files/db/10-kiln-databases.sh"), &script).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     (script, secrets)
@@ -427,6 +432,57 @@ fn each_client_gets_its_own_database_and_role_and_nothing_more() {
     let out = pg.run_script(&later, &later_values);
     assert!(out.status.success(), "again: {}", text(&out.stderr));
     assert_eq!(after, pg.state(), "a second run changes nothing");
+}
+
+/// Audit (jacker, five-vps-saas): the PostgreSQL exporters logged in as the superuser or the
+/// application's owner role. An exporter's slot says `monitor`: the server makes it a login role
+/// granted pg_monitor, with the exporter's password (a hostile name too). Judged by the real
+/// PostgreSQL: the role reads the server's statistics from `postgres`, is no superuser, cannot
+/// open a client's database nor read a table there; a second run of the script changes nothing.
+#[test]
+fn an_exporter_gets_a_monitoring_role_and_nothing_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let role = "mon\"itor'; DROP ROLE postgres; --";
+    let sys = format!(
+        "{}\n[secrets.exporter_db]\nfile = \"secrets.yaml\"\n\n[services.db-exporter]\nmodule = \"postgres-exporter\"\nhost = \"box\"\nconnects = [\"db\"]\nsecrets = {{ password = \"exporter_db\" }}\noptions = {{ user = {} }}\n",
+        system(false),
+        toml_str(role)
+    );
+    let (script, secrets) = built_from(&tmp.path().join("sys"), &sys, "init.sh");
+    assert!(secrets.values().any(|s| s == "exporter_db"), "the exporter's password reaches the server: {secrets:?}");
+    let values: BTreeMap<String, String> = secrets.iter().map(|(t, s)| (t.clone(), value(s))).collect();
+    let pg = Cluster::init(&tmp.path().join("pg"), &value("db_superuser"));
+    pg.start(true);
+    let out = pg.run_script(&script, &values);
+    assert!(out.status.success(), "init script: {}{}", text(&out.stdout), text(&out.stderr));
+
+    let lit = format!("'{}'", role.replace('\'', "''"));
+    let rights = pg.sql("postgres", &format!("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolcanlogin, pg_has_role({lit}, 'pg_monitor', 'MEMBER') FROM pg_roles WHERE rolname = {lit}"));
+    assert_eq!(rights.trim(), "f|f|f|f|t|t", "{role}: a login role in pg_monitor, nothing more");
+    assert_eq!(
+        pg.sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE pg_get_userbyid(datdba) = {lit}")).trim(),
+        "0",
+        "no database of its own"
+    );
+    let password = value("exporter_db");
+    assert_eq!(pg.login(role, &password, "postgres").unwrap(), format!("{role}|postgres"));
+    // what the exporter reads: another session's query text needs pg_read_all_stats
+    let stats = Command::new(pg_bin().join("psql"))
+        .env("PGPASSWORD", &password)
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", role, "-d", "postgres", "-c"])
+        .arg("SELECT has_function_privilege('pg_ls_waldir()', 'EXECUTE'), (SELECT count(*) > 0 FROM pg_stat_database), current_setting('data_directory') <> ''")
+        .output()
+        .unwrap();
+    assert_eq!(text(&stats.stdout).trim(), "t|t|t", "{}", text(&stats.stderr));
+    let e = pg.login(role, &password, "vaultwarden").unwrap_err();
+    assert!(e.contains("permission denied for database"), "a client's database stays closed: {e}");
+
+    let memberships = "SELECT r.rolname, m.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.member JOIN pg_roles m ON m.oid = a.roleid ORDER BY 1, 2";
+    let before = (pg.state(), pg.sql("postgres", memberships));
+    let out = pg.run_script(&script, &values);
+    assert!(out.status.success(), "again: {}", text(&out.stderr));
+    assert_eq!(before, (pg.state(), pg.sql("postgres", memberships)), "a second run changes nothing");
 }
 
 #[test]
@@ -807,7 +863,7 @@ fn five_vps_saas_postgres_speaks_tls_and_refuses_plain_tcp() {
     assert_eq!(command[0], "postgres");
     // The clients ask for TLS: the exporter of postgres, the exporter of PgBouncer, the app.
     let env = |c: &serde_json::Value, s: &str, k: &str| c["services"][s]["environment"][k].as_str().unwrap_or_default().to_string();
-    assert_eq!(env(&compose, "postgres-exporter", "DATA_SOURCE_URI"), "postgres:5432/app?sslmode=require");
+    assert_eq!(env(&compose, "postgres-exporter", "DATA_SOURCE_URI"), "postgres:5432/postgres?sslmode=require");
     assert_eq!(
         env(&compose, "pgbouncer-exporter", "PGBOUNCER_EXPORTER_CONNECTION_STRING"),
         "postgres://app@pgbouncer:6432/pgbouncer?sslmode=require"
@@ -1027,6 +1083,7 @@ fn five_vps_saas_app_role_is_no_superuser_and_pgbouncer_auth_comes_from_its_secr
     let value = |name: &str| match name {
         "postgres_admin_password" => "superuser-secret".to_string(),
         "app_db_password" => app_password.to_string(),
+        "postgres_exporter_password" => "exporter-secret".to_string(),
         "pgbouncer_tls_key" => read(&pem.join("key.pem")),
         "pgbouncer_tls_cert" => read(&pem.join("cert.pem")),
         other => panic!("unexpected secret {other}"),

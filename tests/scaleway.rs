@@ -654,3 +654,25 @@ fn a_private_scaleway_host_leaves_through_the_networks_public_gateway() {
     assert!(!root.contains("scaleway_vpc_public_gateway"), "no gateway when a host is chosen");
     assert!(read(&result.join("hosts/worker/provision.sh")).contains("ip route replace default via 10.1.0.2"));
 }
+
+/// A PostgreSQL exporter wants a monitoring role (`provision = { monitor = true }`: a login role
+/// granted pg_monitor). Scaleway's API grants database privileges only (readonly, readwrite,
+/// all, custom), so kiln cannot make one on the managed database: the connection is refused
+/// saying so, at the `connects` entry, rather than with the generic "provisions no database".
+#[test]
+fn an_exporter_on_the_managed_database_is_refused_for_its_monitoring_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let exporter = "\n[services.main-exporter]\nmodule = \"postgres-exporter\"\nhost = \"management\"\nconnects = [\"main\"]\nsecrets = { password = \"grafana_db_password\" }\n";
+    let mgmt = read(&sys.join("management.toml"));
+    std::fs::write(sys.join("management.toml"), mgmt + exporter).unwrap();
+    let out = run(kiln().arg("check").arg(&sys));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("error[E0031]: `main-exporter` cannot use managed database `main`"), "{err}");
+    assert!(err.contains("wants a monitoring role (pg_monitor)"), "{err}");
+    assert!(err.contains("never pg_monitor"), "the help says why: {err}");
+    assert!(err.contains("management.toml:"), "{err}");
+    assert!(!err.contains("provisions no database and role"), "{err}");
+}

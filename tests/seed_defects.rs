@@ -222,3 +222,61 @@ fn cadvisor_mounts_dockers_data_root_where_the_data_volume_holds_it() {
     assert_eq!(docker["source"], "/var/lib/kiln/data/docker", "{docker}");
     assert!(mounts.iter().all(|m| m["source"] != "/var/lib/docker"), "{mounts:?}");
 }
+
+/// maidan-cloud's lab boot: Docker refused to create Ollama ("Range of CPUs is from 0.01 to
+/// 2.00, as there are only 2 CPUs available"): its limit is 4 cores, right on the seed's
+/// 16-vCPU droplet, but `kiln boot` gave every machine two. A host's machine now gets as many
+/// vCPUs as its largest container limit needs (two at least).
+#[test]
+fn a_booted_machine_has_the_cpus_its_containers_are_limited_to() {
+    let compiled = |name: &str| common::compiled(&repo().join("flake-free-examples").join(name));
+    let maidan = compiled("maidan-cloud");
+    let sys = &maidan.system;
+    let ollama = sys.services.values().filter(|s| s.module == "ollama").filter_map(|s| s.resources.cpus).fold(0.0, f64::max);
+    assert_eq!(ollama, 4.0, "the seed's Ollama limit moved: update this test");
+    assert_eq!(kiln::boot::vcpus(sys, &sys.hosts["maidan"]), 4);
+    let five = compiled("five-vps-saas");
+    for (name, host) in &five.system.hosts {
+        assert_eq!(kiln::boot::vcpus(&five.system, host), 2, "{name}: no limit above two cores");
+    }
+}
+
+/// Upstream's compose (authentik lifecycle/container/compose.yml) mounts one `./data` in the
+/// server and the worker: media the server stores (uploaded icons, flow backgrounds) are served
+/// and processed by both. Four seeds gave the worker a volume of its own, so the worker saw an
+/// empty /data. In every example, each worker's /data is its server's, as the real
+/// `docker-compose config` reads the host's Compose file; and the host's backup names the shared
+/// volume once (it listed a volume once per service mounting it).
+#[test]
+fn authentik_workers_share_their_servers_data_volume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pairs = 0;
+    for name in ["civic-scaleway", "five-vps-saas", "jacker", "maidan-cloud", "postx-hetzner", "traefik-edge"] {
+        let sys = &common::compiled(&repo().join("flake-free-examples").join(name)).system;
+        let out = example(name, tmp.path());
+        for (host, h) in &sys.hosts {
+            let of = |module: &str| h.services.iter().filter(|s| sys.services[*s].module == module).collect::<Vec<_>>();
+            let (servers, workers) = (of("authentik"), of("authentik-worker"));
+            if workers.is_empty() {
+                continue;
+            }
+            let cfg = compose_config(&out.join("hosts").join(host).join("compose.yaml"));
+            let data = |svc: &str| {
+                let mounts = cfg["services"][svc]["volumes"].as_array().unwrap_or_else(|| panic!("{name}/{host}: {svc} has no volumes"));
+                let m = mounts.iter().find(|m| m["target"] == "/data").unwrap_or_else(|| panic!("{name}/{host}: {svc} mounts no /data"));
+                m["source"].as_str().unwrap().to_string()
+            };
+            // the backup snapshots the shared volume once
+            let backup = std::fs::read_to_string(out.join("hosts").join(host).join("backup/kiln-backup.sh")).unwrap_or_default();
+            let paths: Vec<&str> = backup.lines().filter(|l| l.starts_with("set -- \"$@\" ")).collect();
+            let unique: std::collections::BTreeSet<&&str> = paths.iter().collect();
+            assert_eq!(unique.len(), paths.len(), "{name}/{host}: a volume backed up twice: {paths:?}");
+            let server_data: Vec<String> = servers.iter().map(|s| data(s)).collect();
+            for w in workers {
+                assert!(server_data.contains(&data(w)), "{name}/{host}: {w}'s /data {} is none of its servers' {server_data:?}", data(w));
+                pairs += 1;
+            }
+        }
+    }
+    assert!(pairs >= 6, "every seed with authentik has a worker: {pairs} checked");
+}

@@ -176,8 +176,10 @@ fn five_vps_data_tier_exporters_are_scraped() {
     let (svc, _) = published(&out, "cache", "valkey-exporter");
     assert_eq!(svc["environment"]["REDIS_ADDR"], "redis://valkey:6379");
     let (svc, _) = published(&out, "db", "postgres-exporter");
-    // postgres speaks TLS only to other containers (`tls = true`).
-    assert_eq!(svc["environment"]["DATA_SOURCE_URI"], "postgres:5432/app?sslmode=require");
+    // postgres speaks TLS only to other containers (`tls = true`); the exporter's own
+    // monitoring role reads from `postgres`, not the app's database.
+    assert_eq!(svc["environment"]["DATA_SOURCE_URI"], "postgres:5432/postgres?sslmode=require");
+    assert_eq!(svc["environment"]["DATA_SOURCE_USER"], "postgres_exporter");
 }
 
 /// Five-VPS audit #13: Grafana's `secret_key` was unbound, so Grafana encrypted the data source

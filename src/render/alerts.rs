@@ -138,7 +138,7 @@ pub fn emit(sys: &System, prom: &Service) -> String {
     for (host, job) in &cov.node_jobs {
         let Some(h) = sys.hosts.get(*host) else { continue };
         let sel = format!("{{job={}}}", lit(job));
-        if let (Some(plan), true) = (&sys.backup, !super::backup::emit(sys, h).is_empty()) {
+        if let (Some(plan), true) = (&sys.backup, super::backup::backs_up(sys, h)) {
             let max = max_age(&plan.schedule);
             backups.push(rule(
                 "BackupFailed",

@@ -36,10 +36,20 @@ post() {
 }
 "#;
 
+/// The services of `host` whose data the backup takes.
+fn with_data<'a>(sys: &'a System, host: &'a Host) -> impl Iterator<Item = &'a Service> {
+    host.services.iter().map(|s| &sys.services[s]).filter(|s| s.has_data())
+}
+
+/// Whether `host` is backed up: the system has a backup plan and a service of the host data.
+pub fn backs_up(sys: &System, host: &Host) -> bool {
+    sys.backup.is_some() && with_data(sys, host).next().is_some()
+}
+
 /// The host's backup files (path, content), empty when it has nothing to back up.
 pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
     let Some(plan) = &sys.backup else { return Vec::new() };
-    let services: Vec<&Service> = host.services.iter().map(|s| &sys.services[s]).filter(|s| s.has_data()).collect();
+    let services: Vec<&Service> = with_data(sys, host).collect();
     if services.is_empty() {
         return Vec::new();
     }
@@ -141,11 +151,12 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
         let _ = writeln!(o, "{run} > \"$dumps/{file}.part\"\nmv \"$dumps/{file}.part\" \"$dumps/{file}\"");
     }
     o.push_str("\n# One snapshot: the dumps and every volume that holds data.\nset -- \"$dumps\"\n");
-    for s in services {
-        for v in s.volumes.iter().filter(|v| v.backup) {
-            let path = format!("/var/lib/docker/volumes/{}_{}/_data", sys.name, v.source);
-            let _ = writeln!(o, "set -- \"$@\" {}", sh(&path));
-        }
+    // A volume services share (a server's and its worker's) is one path, snapshotted once.
+    let volumes: std::collections::BTreeSet<&str> =
+        services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
+    for source in volumes {
+        let path = format!("/var/lib/docker/volumes/{}_{source}/_data", sys.name);
+        let _ = writeln!(o, "set -- \"$@\" {}", sh(&path));
     }
     o.push_str("restic backup --host \"$host\" --tag kiln \"$@\"\n");
     let keep: Vec<String> = plan.keep.iter().map(|(k, n)| format!("--keep-{k} {n}")).collect();

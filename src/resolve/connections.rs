@@ -362,7 +362,20 @@ impl Resolver<'_> {
             ));
             return None;
         }
-        let Some(prov) = r.provision.as_ref().filter(|x| !x.replication) else {
+        if r.provision.as_ref().is_some_and(|x| x.monitor) {
+            // The provider's API makes users with database privileges only (rdb_privilege.md:
+            // readonly, readwrite, all, custom), never a member of pg_monitor.
+            self.err(refuse(
+                format!("slot `{}` of `{}` wants a monitoring role (pg_monitor)", r.slot.value, p.module.decl.name.value),
+                format!(
+                    "kiln makes a managed database's roles through {}'s API, which grants database privileges only, \
+                     never pg_monitor: watch `{db}` with the provider's own metrics instead",
+                    d.provider_kind.name()
+                ),
+            ));
+            return None;
+        }
+        let Some(prov) = r.provision.as_ref().filter(|x| !x.role_only()) else {
             self.err(refuse(
                 format!("slot `{}` of `{}` provisions no database and role", r.slot.value, p.module.decl.name.value),
                 "only a slot with `provision` says which database and role the service wants".into(),

@@ -7,7 +7,9 @@
 //! `replication` is a streaming replica: it gets a REPLICATION role, a physical replication
 //! slot and a `pg_hba.conf` line for its own address (its host's address on the private network
 //! both hosts are on, or `samenet`, the primary's own Compose networks, on one host). A replica
-//! serves no clients of its own: they connect to the primary.
+//! serves no clients of its own: they connect to the primary. A client whose slot says `monitor`
+//! (an exporter) gets a login role granted `pg_monitor` and no database: it reads the server's
+//! statistics without owning or opening anyone's data.
 
 use super::*;
 
@@ -25,6 +27,8 @@ pub(super) struct DbClient {
     /// `address` the `pg_hba.conf` address it connects from.
     pub replication: bool,
     pub slot: String,
+    /// A monitoring role (an exporter's): a login role granted `pg_monitor`, no database.
+    pub monitor: bool,
     pub address: String,
     #[serde(skip)]
     pub secret: String,
@@ -99,7 +103,7 @@ impl<'a> Resolver<'a> {
                 if bad_db || bad_role {
                     continue;
                 }
-                if !prov.replication && own_db.as_deref() == Some(database.as_str()) {
+                if !prov.role_only() && own_db.as_deref() == Some(database.as_str()) {
                     self.err(
                         Diagnostic::error("E0003", format!("database `{database}` of `{name}` is the server's own database"))
                             .primary(db_span, format!("`{}` owns it, not role `{role}`", superuser.as_deref().unwrap_or("the superuser")))
@@ -155,6 +159,7 @@ impl<'a> Resolver<'a> {
                     role,
                     password_file: format!("/run/secrets/{}_db_{name}", p.decl.name.value),
                     replication: prov.replication,
+                    monitor: prov.monitor,
                     slot: if prov.replication { format!("kiln_{}", name.replace('-', "_")) } else { String::new() },
                     address,
                     secret: secret.value.clone(),

@@ -69,6 +69,15 @@ pub fn build_with_identity(system: &Path, store: &Path, link: &Path) -> PathBuf 
     build_using(cmd, system, store, link)
 }
 
+/// `system` compiled in memory (no identity: secrets stay references); panics with the
+/// diagnostics when it does not compile.
+pub fn compiled(system: &Path) -> Box<kiln::pipeline::Compiled> {
+    match kiln::pipeline::compile(system, &kiln::pipeline::Options::default()).unwrap() {
+        kiln::pipeline::Outcome::Ok(c) => c,
+        kiln::pipeline::Outcome::Failed(f) => panic!("{} does not compile: {:?}", system.display(), f.diagnostics),
+    }
+}
+
 /// The values of the secrets `names` of `system`, decrypted with the examples' identity: what a
 /// test searches for where no secret may be.
 pub fn example_secret_values(system: &Path, names: &[&str]) -> std::collections::BTreeMap<String, Vec<u8>> {

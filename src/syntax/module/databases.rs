@@ -12,7 +12,8 @@ use crate::syntax::decode::{Sink, Sp, TableReader};
 
 /// `[requires.SLOT] provision = { database = "OPTION", role = "OPTION", password = "SLOT" }`,
 /// or `{ role = "OPTION", password = "SLOT", replication = true }`: a streaming replica's
-/// replication role (and slot) instead of a database.
+/// replication role (and slot) instead of a database, or `{ role = "OPTION", password = "SLOT",
+/// monitor = true }`: a read-only monitoring role (PostgreSQL's `pg_monitor`) for an exporter.
 #[derive(Debug, Clone)]
 pub struct ProvisionDecl {
     pub span: Span,
@@ -25,6 +26,15 @@ pub struct ProvisionDecl {
     /// The client is a streaming replica: a REPLICATION role, a physical replication slot and
     /// a `pg_hba.conf` line for the client's address only.
     pub replication: bool,
+    /// The client only reads statistics: a login role granted `pg_monitor`, no database.
+    pub monitor: bool,
+}
+
+impl ProvisionDecl {
+    /// The client gets a role only, no database of its own (a replica or a monitor).
+    pub fn role_only(&self) -> bool {
+        self.replication || self.monitor
+    }
 }
 
 /// `[databases]` on a server module: it creates a database and owner role for every client
@@ -44,22 +54,34 @@ pub struct DatabasesDecl {
 /// `provision = { … }` inside `[requires.SLOT]`.
 pub(super) fn provision(mut t: TableReader<'_>) -> Option<ProvisionDecl> {
     let span = t.span;
-    let replication = t.bool("replication").is_some_and(|b| b.value);
-    let database = if replication { t.str("database") } else { t.req_str("database", "\"database_name\"") };
+    let replication = t.bool("replication");
+    let monitor = t.bool("monitor");
+    let (replication, monitor) = (replication.filter(|b| b.value), monitor.filter(|b| b.value));
+    let role_only = replication.is_some() || monitor.is_some();
+    let database = if role_only { t.str("database") } else { t.req_str("database", "\"database_name\"") };
     let role = t.req_str("role", "\"database_user\"");
     let password = t.req_str("password", "\"database_password\"");
-    if let (true, Some(d)) = (replication, &database) {
+    if let (Some(r), Some(m)) = (&replication, &monitor) {
         t.sink().push(
-            Diagnostic::error("E0003", "a replication role has no database")
-                .primary(d.span, "remove `database`")
-                .help("a streaming replica copies every database of the server"),
+            Diagnostic::error("E0003", "a role is either a replica's or a monitor's")
+                .primary(m.span, "`monitor` here")
+                .secondary(r.span, "`replication` here")
+                .help("a replica streams the server's WAL; a monitor reads its statistics: keep one"),
         );
     }
+    if let (true, Some(d)) = (role_only, &database) {
+        let (what, why) = if replication.is_some() {
+            ("a replication role", "a streaming replica copies every database of the server")
+        } else {
+            ("a monitoring role", "pg_monitor reads every database's statistics from any database the role may open")
+        };
+        t.sink().push(Diagnostic::error("E0003", format!("{what} has no database")).primary(d.span, "remove `database`").help(why));
+    }
     t.finish();
-    if !replication && database.is_none() {
+    if !role_only && database.is_none() {
         return None;
     }
-    Some(ProvisionDecl { span, database, role: role?, password: password?, replication })
+    Some(ProvisionDecl { span, database, role: role?, password: password?, replication: replication.is_some(), monitor: monitor.is_some() })
 }
 
 /// `[databases]`.
