@@ -158,3 +158,88 @@ fn watchdog_restarts_a_container_that_stays_unhealthy() {
     let prov = std::fs::read_to_string(host.join("provision.sh")).unwrap();
     assert!(prov.contains("systemctl enable --now kiln-watchdog.timer"), "{prov}");
 }
+
+/// A free loopback port (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills a child process when dropped (a failed assertion too).
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The body of `http://127.0.0.1:PORT/PATH`, retried while the server starts (10 s at most).
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("nothing answers on 127.0.0.1:{port}");
+}
+
+/// Jacker audit J8: Portainer's and code-server's routes admit only the administrators'
+/// network, so the edge answers the blackbox prober with 403 and the derived `RouteDown` alert
+/// fired forever. Routes with an allow list are now probed with the exporter's `http_2xx_or_403`
+/// module (a label on their target group sets the module parameter), the others with `http_2xx`.
+/// Judged by promtool (the Prometheus configuration) and by the real blackbox exporter loading
+/// the module's configuration and probing loopback servers answering 403 and 500.
+#[test]
+fn routes_behind_an_allow_list_are_probed_as_up_when_the_edge_refuses_the_prober() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("r"));
+    let files = out.join("hosts/jacker/files");
+    let prom_file = files.join("prometheus/prometheus.yml");
+    let prom = yaml_to_json(&prom_file);
+    let job = prom["scrape_configs"].as_array().unwrap().iter().find(|j| j["job_name"] == "blackbox-routes").expect("the probe job");
+    let groups = job["static_configs"].as_array().unwrap();
+    let targets = |module: Option<&str>| -> Vec<String> {
+        let g = groups.iter().find(|g| g["labels"]["__param_module"].as_str() == module).unwrap_or_else(|| panic!("{module:?}: {groups:?}"));
+        g["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(targets(Some("http_2xx_or_403")), ["https://code.example.com/", "https://portainer.example.com/"]);
+    let open = targets(None);
+    assert!(open.contains(&"https://auth.example.com/".to_string()) && !open.iter().any(|t| t.contains("portainer")), "{open:?}");
+    let checked = run(std::process::Command::new(".test-tools/bin/promtool").current_dir(repo()).args(["check", "config", "--syntax-only"]).arg(&prom_file));
+    assert!(checked.status.success(), "{}{}", text(&checked.stdout), text(&checked.stderr));
+
+    // Loopback servers answering 403 (the edge refusing the prober) and 500 (a broken route).
+    let serve = |status: u16| {
+        let port = free_port();
+        let script = format!(
+            "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response({status}); self.send_header('Content-Length', '0'); self.end_headers()\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+        );
+        let child = Killed(std::process::Command::new("python3").arg("-c").arg(script).spawn().unwrap());
+        get(port, "/"); // listening
+        (port, child)
+    };
+    let (refusing, _a) = serve(403);
+    let (broken, _b) = serve(500);
+    let port = free_port();
+    let _exporter = Killed(
+        std::process::Command::new(repo().join(".test-tools/bin/blackbox_exporter"))
+            .arg(format!("--config.file={}", files.join("blackbox-exporter/config.yml").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let success = |module: &str, target: u16| -> bool {
+        let body = get(port, &format!("/probe?module={module}&target=http://127.0.0.1:{target}/"));
+        let line = body.lines().find(|l| l.starts_with("probe_success ")).unwrap_or_else(|| panic!("{body}"));
+        line.ends_with(" 1")
+    };
+    assert!(success("http_2xx_or_403", refusing), "a refusing edge is up for an allow-listed route");
+    assert!(!success("http_2xx", refusing), "and down for an open route");
+    assert!(!success("http_2xx_or_403", broken), "a failing route is down either way");
+}

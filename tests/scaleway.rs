@@ -676,3 +676,72 @@ fn an_exporter_on_the_managed_database_is_refused_for_its_monitoring_role() {
     assert!(err.contains("management.toml:"), "{err}");
     assert!(!err.contains("provisions no database and role"), "{err}");
 }
+
+/// Audit C5: the ONLYOFFICE connector in Nextcloud was left to an administrator. Nextcloud's
+/// `office` slot, filled by the onlyoffice service, gets a before-starting hook that installs the
+/// app and sets its app values (ONLYOFFICE/onlyoffice-nextcloud lib/AppConfig.php). Judged by
+/// the programs that read them: dash runs the hook with `php` on PATH standing in for the image's
+/// PHP (a stand-in that records the `occ` argument lists, proving what the hook asks occ to do),
+/// and the real `docker-compose config` shows the hook mounted where the image's entrypoint runs
+/// it and the JWT secret mounted for www-data, from the same secret as the document server's.
+#[test]
+fn nextclouds_onlyoffice_app_is_pointed_at_the_document_server_with_its_jwt_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&example(), &tmp.path().join("store"), &tmp.path().join("out"));
+    let host = out.join("hosts/tools-prod");
+    let hook = host.join("files/nextcloud/kiln-office.sh");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = tmp.path().join("occ.log");
+    let php = bin.join("php");
+    std::fs::write(&php, "#!/bin/sh\n# stand-in for the image's PHP: records each occ call, one argument per line\nprintf '%s\\n' \"$@\" --- >> \"$OCC_LOG\"\n").unwrap();
+    std::fs::set_permissions(&php, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ran = run(Command::new("dash").arg(&hook).env("PATH", format!("{}:/usr/bin:/bin", bin.display())).env("OCC_LOG", &log));
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let calls: Vec<Vec<String>> = read(&log)
+        .split("---\n")
+        .filter(|c| !c.is_empty())
+        .map(|c| c.lines().skip(1).map(str::to_string).collect())
+        .collect();
+    let call = |words: &[&str]| calls.iter().any(|c| c == words);
+    assert!(call(&["app:enable", "onlyoffice"]), "{calls:?}");
+    assert!(call(&["config:app:set", "onlyoffice", "DocumentServerUrl", "--value=https://office.example.org/"]), "{calls:?}");
+    assert!(call(&["config:app:set", "onlyoffice", "DocumentServerInternalUrl", "--value=http://onlyoffice:8084/"]), "{calls:?}");
+    // the secret file is absent here: the value read from it is empty, the key is the app's
+    assert!(call(&["config:app:set", "onlyoffice", "jwt_secret", "--value="]), "{calls:?}");
+    assert!(read(&hook).contains("cat /run/secrets/nextcloud_office_jwt_secret"), "the hook reads the mounted secret");
+
+    let cfg = compose_config(&host.join("compose.yaml"));
+    let nextcloud = &cfg["services"]["nextcloud"];
+    let mounts = nextcloud["volumes"].as_array().unwrap();
+    assert!(
+        mounts.iter().any(|m| m["target"] == "/docker-entrypoint-hooks.d/before-starting/kiln-office.sh"),
+        "the hook is where the entrypoint runs it: {mounts:?}"
+    );
+    let secret_of = |svc: &str, target: &str| -> String {
+        let s = cfg["services"][svc]["secrets"].as_array().unwrap().iter().find(|s| s["target"] == target).unwrap_or_else(|| panic!("{svc} mounts {target}"));
+        cfg["secrets"][s["source"].as_str().unwrap()]["file"].as_str().unwrap().to_string()
+    };
+    let ours = secret_of("nextcloud", "/run/secrets/nextcloud_office_jwt_secret");
+    let theirs = secret_of("onlyoffice", "/run/secrets/onlyoffice_jwt_secret");
+    assert_eq!(Path::new(&ours).file_name(), Path::new(&theirs).file_name(), "one secret: {ours} vs {theirs}");
+}
+
+/// A Nextcloud connected to a document server without the JWT secret would sign nothing the
+/// server accepts: `required_when = "requires.office"` makes the secret required once the slot
+/// is filled, reported at the connection.
+#[test]
+fn nextcloud_connected_to_onlyoffice_without_the_jwt_secret_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let tools = read(&sys.join("tools.toml"));
+    let bound = ", office_jwt_secret = \"onlyoffice_jwt_secret\" }";
+    assert!(tools.contains(bound));
+    std::fs::write(sys.join("tools.toml"), tools.replace(bound, " }")).unwrap();
+    let out = run(kiln().arg("check").arg(&sys));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("error[E0025]: service `nextcloud` needs secret `office_jwt_secret`: it connects `onlyoffice` to slot `office`"), "{err}");
+    assert!(err.contains("tools.toml:"), "at the connection: {err}");
+}

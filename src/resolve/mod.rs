@@ -53,7 +53,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         missing_files: BTreeSet::new(),
         receivers: Arc::default(),
         managed: Arc::default(),
-        route_targets: BTreeMap::new(),
+        route_targets: Arc::default(),
     };
     let sys = r.run();
     (sys, r.diags)
@@ -63,7 +63,8 @@ struct Resolver<'a> {
     inputs: &'a Inputs,
     tpls: &'a BTreeMap<String, Templates>,
     diags: Vec<Diagnostic>,
-    /// Every public route's URL, for monitors (`probes` in templates), built once: a
+    /// Every public route's URL, for monitors (`probes.open`, and `probes.restricted` for routes
+    /// with an allow list, in templates), built once: a
     /// template value is shared, not copied, by every context.
     probes: J,
     /// Secret files already reported missing (one warning per file).
@@ -76,7 +77,8 @@ struct Resolver<'a> {
     managed: Arc<BTreeMap<String, ManagedDatabase>>,
     /// Every route's hostname → its service and endpoint as written, for `connects` entries
     /// naming a public route (`route:HOST`).
-    route_targets: BTreeMap<String, (String, Option<String>)>,
+    /// Shared with the workers, which render templates (`requires.SLOT.public_url`).
+    route_targets: Arc<BTreeMap<String, (String, Option<String>)>>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -106,7 +108,7 @@ impl<'a> Resolver<'a> {
             missing_files: BTreeSet::new(),
             receivers: Arc::clone(&self.receivers),
             managed: Arc::clone(&self.managed),
-            route_targets: BTreeMap::new(),
+            route_targets: Arc::clone(&self.route_targets),
         }
     }
 
@@ -220,8 +222,12 @@ impl<'a> Resolver<'a> {
             .chain(streams.values().filter_map(|s| Some((s.service.as_ref()?.value.as_str(), s.edge.as_ref().map(|e| e.value.as_str())))))
             .collect();
         self.assign_ports(&mut partials, &edged);
-        let probes: Vec<String> = routes.keys().filter(|h| !h.starts_with("*.")).map(|h| format!("https://{h}/")).collect();
-        self.probes = jv(&probes);
+        // A route with an allow list answers a prober outside it with 403 (the edge refuses it):
+        // those are probed for a 403 or a 2xx (the edge is up, its certificate valid), the rest
+        // for a 2xx.
+        let (restricted, open): (Vec<_>, Vec<_>) = routes.iter().filter(|(h, _)| !h.starts_with("*.")).partition(|(_, r)| !r.allow.is_empty());
+        let urls = |rs: Vec<(&String, _)>| rs.into_iter().map(|(h, _)| format!("https://{h}/")).collect::<Vec<_>>();
+        self.probes = minijinja::context! { open => urls(open), restricted => urls(restricted) };
         self.receivers = Arc::new(self.alert_receivers(&secrets));
         let system_name = sysdecl.name.as_ref().map(|n| n.value.as_str()).unwrap_or_default();
         let managed: BTreeMap<String, ManagedDatabase> = self
@@ -240,10 +246,12 @@ impl<'a> Resolver<'a> {
             })
             .collect();
         self.managed = Arc::new(managed);
-        self.route_targets = routes
-            .iter()
-            .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
-            .collect();
+        self.route_targets = Arc::new(
+            routes
+                .iter()
+                .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
+                .collect(),
+        );
         // Phase 2: connections, secrets, rendering.
         let mut prepared = Vec::new();
         for (name, p) in &partials {

@@ -268,8 +268,25 @@ impl<'a> Resolver<'a> {
         }
         for decl in &m.secrets {
             let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value);
-            // `required_when`: the option that turns on the feature needing this credential.
+            // `required_when = "requires.SLOT"`: the connection that needs this credential.
             if let Some(when) = &decl.required_when
+                && let Some(req) = when.value.strip_prefix("requires.")
+                && !bound
+                && let Some(c) = deps.iter().find(|d| d.slot.as_deref() == Some(req))
+            {
+                self.err(
+                    Diagnostic::error(
+                        "E0025",
+                        format!("service `{}` needs secret `{}`: it connects `{}` to slot `{req}`", s.name.value, decl.slot.value, c.service),
+                    )
+                    .primary(c.span, format!("fills `{req}`, so module `{}` needs secret `{}`", m.name.value, decl.slot.value))
+                    .secondary(when.span, "the module ties the secret to this slot")
+                    .help(format!("add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`", decl.slot.value)),
+                );
+                continue;
+            }
+            // `required_when`: the option that turns on the feature needing this credential.
+            if let Some(when) = decl.required_when.as_ref().filter(|w| !w.value.starts_with("requires."))
                 && !bound
                 && let (option, equals) = when.value.split_once('=').map_or((when.value.as_str(), None), |(n, v)| (n, Some(v)))
                 && p.options.get(option).is_some_and(|v| match equals {
@@ -608,6 +625,20 @@ impl<'a> Resolver<'a> {
         Some(Span::new(*id, start..start + len))
     }
 
+    /// `requires.SLOT` as templates see it.
+    fn slot_context(&self, d: &Dependency) -> J {
+        // `tls`: a managed database speaks TLS (its own certificate), a service's endpoint when
+        // its module says so (`tls`, e.g. postgres with `tls = true`). A public route (`route`):
+        // `url` is where to send requests, over TLS.
+        let tls = d.tls || self.managed.contains_key(&d.service) || d.route.is_some();
+        minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls, url => d.route.clone(), route => d.route.is_some() }
+    }
+
+    /// `https://HOSTNAME` of the first of `service`'s routes by hostname (wildcards aside).
+    fn public_url(&self, service: &str) -> Option<String> {
+        self.route_targets.iter().find(|(h, (s, _))| s == service && !h.starts_with("*.")).map(|(h, _)| format!("https://{h}"))
+    }
+
     pub(super) fn context(
         &self,
         p: &Partial<'a>,
@@ -623,10 +654,12 @@ impl<'a> Resolver<'a> {
             .filter_map(|d| {
                 Some((
                     d.slot.clone()?,
-                    // `tls`: a managed database speaks TLS (its own certificate), a service's
-                    // endpoint when its module says so (`tls`, e.g. postgres with `tls = true`).
-                    // A public route (`route`): `url` is where to send requests, over TLS.
-                    minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls => d.tls || self.managed.contains_key(&d.service) || d.route.is_some(), url => d.route.clone(), route => d.route.is_some() },
+                    // `public_url`: the service's own public route (its first hostname), for
+                    // clients that hand it to browsers; absent when it has none.
+                    match self.public_url(&d.service) {
+                        Some(public_url) => minijinja::context! { public_url, ..self.slot_context(d) },
+                        None => self.slot_context(d),
+                    },
                 ))
             })
             .collect();

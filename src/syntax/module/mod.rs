@@ -312,7 +312,7 @@ pub struct SecretSlotDecl {
     pub dns01: Option<Sp<String>>,
     /// `required_when = "OPTION"`: the slot may be left unbound unless that option is set (a
     /// non-empty string or list, `true`, a non-zero number); `"OPTION=VALUE"`: unless it has
-    /// that value. Implies `optional`.
+    /// that value; `"requires.SLOT"`: unless `connects` fills that slot. Implies `optional`.
     pub required_when: Option<Sp<String>>,
 }
 
@@ -368,7 +368,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     let volumes = r.named("volumes", |name, t| storage::volume(name, t, sink));
     let healthcheck = r.table("healthcheck", |t| endpoints::healthcheck(t, sink));
     let requires = r.named("requires", |slot, t| requires::require(slot, t, sink));
-    let secrets = r.named("secrets", |slot, t| secrets::secret(slot, t, &options, sink));
+    let secrets = r.named("secrets", |slot, t| secrets::secret(slot, t, &options, &requires, sink));
     let metrics = r.table("metrics", endpoints::metrics);
     let backup = r.table("backup", |t| storage::backup(t, sink));
     let resources = r.table("resources", |t| storage::resources(t, &options, sink));

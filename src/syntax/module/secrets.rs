@@ -1,12 +1,19 @@
 //! `[secrets.SLOT]`: the secrets a module reads, where they are mounted and when they are needed.
 
 use super::strings::absolute;
-use super::{OptionDecl, SecretSlotDecl};
+use super::{OptionDecl, RequireDecl, SecretSlotDecl};
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 use crate::types;
 
-/// One `[secrets.SLOT]`; a `required_when` names one of `options`.
-pub(super) fn secret(slot: Sp<String>, mut t: TableReader<'_>, options: &[OptionDecl], sink: &Sink) -> Option<SecretSlotDecl> {
+/// One `[secrets.SLOT]`; a `required_when` names one of `options`, or `requires.SLOT` one of
+/// `requires`.
+pub(super) fn secret(
+    slot: Sp<String>,
+    mut t: TableReader<'_>,
+    options: &[OptionDecl],
+    requires: &[RequireDecl],
+    sink: &Sink,
+) -> Option<SecretSlotDecl> {
     let required_when = t.str("required_when");
     let d = SecretSlotDecl {
         description: t.str("description"),
@@ -18,8 +25,17 @@ pub(super) fn secret(slot: Sp<String>, mut t: TableReader<'_>, options: &[Option
         slot: typed(Some(slot), sink, types::parse_ident)?,
     };
     t.finish();
-    // The option it names must be one of the module's.
+    // The slot or option it names must be one of the module's.
     if let Some(o) = &d.required_when
+        && let Some(slot) = o.value.strip_prefix("requires.")
+    {
+        if !requires.iter().any(|r| r.slot.value == slot) {
+            sink.push(
+                crate::diag::Diagnostic::error("E0021", format!("`required_when` names no slot `{slot}` of this module"))
+                    .primary(o.span, "not declared as `[requires.SLOT]`"),
+            );
+        }
+    } else if let Some(o) = &d.required_when
         && let name = o.value.split_once('=').map_or(o.value.as_str(), |(n, _)| n)
         && !options.iter().any(|x| x.name.value == name)
     {
