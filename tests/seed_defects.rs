@@ -280,3 +280,36 @@ fn authentik_workers_share_their_servers_data_volume() {
     }
     assert!(pairs >= 6, "every seed with authentik has a worker: {pairs} checked");
 }
+
+/// Post-X audit P10: each client's `zitadel_config_secrets` decrypted to 32 hex characters, not
+/// the YAML the zitadel module passes to `--config` and `--steps` (its description), so ZITADEL
+/// would have started with no database password and no first administrator's. Every client's
+/// value now parses as YAML (Python's YAML parser, through scripts/oracles.sh) with the three
+/// passwords, the database's equal to the client's own `zitadel_db_password`, which the postgres
+/// service makes the role with.
+#[test]
+fn every_zitadel_gets_the_yaml_config_secret_its_module_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let system = repo().join("flake-free-examples/postx-hetzner");
+    let sys = &common::compiled(&system).system;
+    let configs: Vec<&str> = sys.secrets.keys().filter(|k| k.starts_with("zitadel-config-")).map(String::as_str).collect();
+    assert!(configs.len() >= 3, "{configs:?}");
+    let db: Vec<String> = configs.iter().map(|c| c.replace("zitadel-config-", "zitadel-db-password-")).collect();
+    let names: Vec<&str> = configs.iter().copied().chain(db.iter().map(String::as_str)).collect();
+    let values = common::example_secret_values(&system, &names);
+    for c in &configs {
+        let file = tmp.path().join(c);
+        std::fs::write(&file, &values[*c]).unwrap();
+        let y = yaml_to_json(&file);
+        let password = text(&values[&c.replace("zitadel-config-", "zitadel-db-password-")]);
+        let pg = &y["Database"]["postgres"];
+        assert_eq!(pg["User"]["Password"].as_str(), Some(password.as_str()), "{c}");
+        assert_eq!(pg["Admin"]["Password"].as_str(), Some(password.as_str()), "{c}");
+        let human = y["FirstInstance"]["Org"]["Human"]["Password"].as_str().unwrap_or_else(|| panic!("{c}: no first admin password"));
+        // ZITADEL's default password policy: 8 characters, upper and lower case, a digit, a symbol
+        assert!(human.len() >= 8, "{c}");
+        for class in [char::is_ascii_uppercase, char::is_ascii_lowercase, char::is_ascii_digit, char::is_ascii_punctuation] {
+            assert!(human.chars().any(|ch| class(&ch)), "{c}: {human:?} misses a class of the default policy");
+        }
+    }
+}
