@@ -204,13 +204,17 @@ fn routes_behind_an_allow_list_are_probed_as_up_when_the_edge_refuses_the_prober
     let job = prom["scrape_configs"].as_array().unwrap().iter().find(|j| j["job_name"] == "blackbox-routes").expect("the probe job");
     let groups = job["static_configs"].as_array().unwrap();
     let targets = |module: Option<&str>| -> Vec<String> {
-        let g = groups.iter().find(|g| g["labels"]["__param_module"].as_str() == module).unwrap_or_else(|| panic!("{module:?}: {groups:?}"));
+        let g =
+            groups.iter().find(|g| g["labels"]["__param_module"].as_str() == module).unwrap_or_else(|| panic!("{module:?}: {groups:?}"));
         g["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
     };
     assert_eq!(targets(Some("http_2xx_or_403")), ["https://code.example.com/", "https://portainer.example.com/"]);
     let open = targets(None);
     assert!(open.contains(&"https://auth.example.com/".to_string()) && !open.iter().any(|t| t.contains("portainer")), "{open:?}");
-    let checked = run(std::process::Command::new(".test-tools/bin/promtool").current_dir(repo()).args(["check", "config", "--syntax-only"]).arg(&prom_file));
+    let checked = run(std::process::Command::new(".test-tools/bin/promtool")
+        .current_dir(repo())
+        .args(["check", "config", "--syntax-only"])
+        .arg(&prom_file));
     assert!(checked.status.success(), "{}{}", text(&checked.stdout), text(&checked.stderr));
 
     // Loopback servers answering 403 (the edge refusing the prober) and 500 (a broken route).

@@ -309,6 +309,14 @@ ssh_key = \"backup_ssh_key\"\nhost_key = \"{host_pub}\"\nkeep = {{ daily = 7 }}\
         assert!(ok, "check failed: {err}");
         let metric = std::fs::read_to_string(root.join("textfile/kiln_backup.prom")).unwrap();
         assert!(metric.contains("kiln_backup_last_run_success 1"), "{metric}");
+        // A wrong repository password fails with restic's own reason, not with `restic init`'s
+        // "config file already exists", which the first error used to be buried under.
+        std::fs::write(root.join("secrets/restic_password"), "wrong horse\n").unwrap();
+        let (ok, err) = run_script(&local, &root, &nothing, None);
+        assert!(!ok, "a wrong password backed up");
+        assert!(err.contains("wrong password"), "{err}");
+        assert!(!err.contains("already exists") && !err.contains("already initialized"), "init was tried: {err}");
+        std::fs::write(root.join("secrets/restic_password"), "correct horse\n").unwrap();
     }
     // The same address answering with another host key: ssh refuses it, nothing is written.
     {

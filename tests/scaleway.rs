@@ -18,6 +18,19 @@ fn example() -> PathBuf {
     repo().join("flake-free-examples/civic-scaleway")
 }
 
+/// `kiln check`'s errors for a copy of the example whose `file` is changed by `edit`; the check
+/// must fail.
+fn refused(file: &str, edit: impl FnOnce(String) -> String) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let edited = edit(read(&sys.join(file)));
+    std::fs::write(sys.join(file), edited).unwrap();
+    let out = run(kiln().arg("check").arg(&sys));
+    assert!(!out.status.success(), "the edited example was accepted");
+    text(&out.stderr)
+}
+
 /// The attributes of every instance of `ty` in a Terraform state, by resource name.
 fn state_resources(state: &serde_json::Value, ty: &str) -> BTreeMap<String, serde_json::Value> {
     state["resources"]
@@ -540,16 +553,11 @@ fn authentik_and_espocrm_each_share_one_client_of_the_managed_database_over_tls(
 /// refused, naming the secret the web process uses.
 #[test]
 fn services_wanting_one_database_with_different_passwords_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    copy_tree(&example(), &sys);
-    let tools = read(&sys.join("tools.toml"));
     let worker = "[services.decidim-worker]\nmodule = \"decidim-worker\"\nhost = \"tools-prod\"\nconnects = [\"main\", \"decidim-cache\"]\nvolumes = { storage = \"decidim-storage\" }\nsecrets = { database_password = \"decidim_db_password\"";
-    assert!(tools.contains(worker), "the fixture's worker declaration");
-    std::fs::write(sys.join("tools.toml"), tools.replace(worker, &worker.replace("decidim_db_password", "outline_db_password"))).unwrap();
-    let out = run(kiln().arg("check").arg(&sys));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = refused("tools.toml", |tools| {
+        assert!(tools.contains(worker), "the fixture's worker declaration");
+        tools.replace(worker, &worker.replace("decidim_db_password", "outline_db_password"))
+    });
     assert!(err.contains("error[E0003]: `decidim-worker` and `decidim` both want database `decidim` or role `decidim` on `main`"), "{err}");
     assert!(err.contains("(`decidim`'s is `decidim_db_password`)"), "the help names the shared secret: {err}");
     assert!(err.contains("tools.toml:"), "{err}");
@@ -557,15 +565,8 @@ fn services_wanting_one_database_with_different_passwords_are_refused() {
 
 #[test]
 fn a_service_off_the_databases_network_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    copy_tree(&example(), &sys);
     // management leaves the VPC: n8n and grafana can no longer reach the managed database.
-    let hosts = read(&sys.join("hosts.toml"));
-    std::fs::write(sys.join("hosts.toml"), hosts.replace("networks = { vpc = \"10.0.0.5\" }\n", "")).unwrap();
-    let out = run(kiln().arg("check").arg(&sys));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = refused("hosts.toml", |hosts| hosts.replace("networks = { vpc = \"10.0.0.5\" }\n", ""));
     assert!(err.contains("`n8n` cannot use managed database `main`"), "{err}");
     assert!(err.contains("host `management` is not on `main`'s private network"), "{err}");
     assert!(err.contains("management.toml:"), "at the connects entry: {err}");
@@ -661,15 +662,8 @@ fn a_private_scaleway_host_leaves_through_the_networks_public_gateway() {
 /// saying so, at the `connects` entry, rather than with the generic "provisions no database".
 #[test]
 fn an_exporter_on_the_managed_database_is_refused_for_its_monitoring_role() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    copy_tree(&example(), &sys);
     let exporter = "\n[services.main-exporter]\nmodule = \"postgres-exporter\"\nhost = \"management\"\nconnects = [\"main\"]\nsecrets = { password = \"grafana_db_password\" }\n";
-    let mgmt = read(&sys.join("management.toml"));
-    std::fs::write(sys.join("management.toml"), mgmt + exporter).unwrap();
-    let out = run(kiln().arg("check").arg(&sys));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = refused("management.toml", |mgmt| mgmt + exporter);
     assert!(err.contains("error[E0031]: `main-exporter` cannot use managed database `main`"), "{err}");
     assert!(err.contains("wants a monitoring role (pg_monitor)"), "{err}");
     assert!(err.contains("never pg_monitor"), "the help says why: {err}");
@@ -698,11 +692,8 @@ fn nextclouds_onlyoffice_app_is_pointed_at_the_document_server_with_its_jwt_secr
     std::fs::set_permissions(&php, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let ran = run(Command::new("dash").arg(&hook).env("PATH", format!("{}:/usr/bin:/bin", bin.display())).env("OCC_LOG", &log));
     assert!(ran.status.success(), "{}", text(&ran.stderr));
-    let calls: Vec<Vec<String>> = read(&log)
-        .split("---\n")
-        .filter(|c| !c.is_empty())
-        .map(|c| c.lines().skip(1).map(str::to_string).collect())
-        .collect();
+    let calls: Vec<Vec<String>> =
+        read(&log).split("---\n").filter(|c| !c.is_empty()).map(|c| c.lines().skip(1).map(str::to_string).collect()).collect();
     let call = |words: &[&str]| calls.iter().any(|c| c == words);
     assert!(call(&["app:enable", "onlyoffice"]), "{calls:?}");
     assert!(call(&["config:app:set", "onlyoffice", "DocumentServerUrl", "--value=https://office.example.org/"]), "{calls:?}");
@@ -719,7 +710,12 @@ fn nextclouds_onlyoffice_app_is_pointed_at_the_document_server_with_its_jwt_secr
         "the hook is where the entrypoint runs it: {mounts:?}"
     );
     let secret_of = |svc: &str, target: &str| -> String {
-        let s = cfg["services"][svc]["secrets"].as_array().unwrap().iter().find(|s| s["target"] == target).unwrap_or_else(|| panic!("{svc} mounts {target}"));
+        let s = cfg["services"][svc]["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["target"] == target)
+            .unwrap_or_else(|| panic!("{svc} mounts {target}"));
         cfg["secrets"][s["source"].as_str().unwrap()]["file"].as_str().unwrap().to_string()
     };
     let ours = secret_of("nextcloud", "/run/secrets/nextcloud_office_jwt_secret");
@@ -732,16 +728,14 @@ fn nextclouds_onlyoffice_app_is_pointed_at_the_document_server_with_its_jwt_secr
 /// is filled, reported at the connection.
 #[test]
 fn nextcloud_connected_to_onlyoffice_without_the_jwt_secret_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    copy_tree(&example(), &sys);
-    let tools = read(&sys.join("tools.toml"));
     let bound = ", office_jwt_secret = \"onlyoffice_jwt_secret\" }";
-    assert!(tools.contains(bound));
-    std::fs::write(sys.join("tools.toml"), tools.replace(bound, " }")).unwrap();
-    let out = run(kiln().arg("check").arg(&sys));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
-    assert!(err.contains("error[E0025]: service `nextcloud` needs secret `office_jwt_secret`: it connects `onlyoffice` to slot `office`"), "{err}");
+    let err = refused("tools.toml", |tools| {
+        assert!(tools.contains(bound));
+        tools.replace(bound, " }")
+    });
+    assert!(
+        err.contains("error[E0025]: service `nextcloud` needs secret `office_jwt_secret`: it connects `onlyoffice` to slot `office`"),
+        "{err}"
+    );
     assert!(err.contains("tools.toml:"), "at the connection: {err}");
 }

@@ -132,7 +132,18 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     }
     o.push_str(&super::backup_auth::setup(plan, host, repo));
     let _ = writeln!(o, "host={}", sh(&host.name));
-    o.push_str("restic snapshots --host \"$host\" --latest 1 >/dev/null 2>&1 || restic init\n");
+    // A repository restic cannot find is made: restic asks "Is there a repository at the
+    // following location?" when it cannot read the config file (cmd/restic/global.go, 0.14 to
+    // 0.18; from 0.17 "repository does not exist" too). Any other failure (a wrong password, a
+    // refused login) is reported as restic said it, where `|| restic init` buried it under init's.
+    o.push_str(concat!(
+        "if ! err=$(restic snapshots --host \"$host\" --latest 1 2>&1 >/dev/null); then\n",
+        "\tcase $err in\n",
+        "\t*'Is there a repository at the following location?'* | *'repository does not exist'*) restic init ;;\n",
+        "\t*) printf '%s\\n' \"$err\" >&2; exit 1 ;;\n",
+        "\tesac\n",
+        "fi\n",
+    ));
     // Not `exec`: `restic` may be the function that adds the SFTP command (`backup_auth`).
     o.push_str("if [ \"${1:-}\" = check ]; then\n\trestic check --read-data-subset=10%\n\texit 0\nfi\n");
     o.push_str(&metrics());

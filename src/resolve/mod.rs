@@ -225,7 +225,8 @@ impl<'a> Resolver<'a> {
         // A route with an allow list answers a prober outside it with 403 (the edge refuses it):
         // those are probed for a 403 or a 2xx (the edge is up, its certificate valid), the rest
         // for a 2xx.
-        let (restricted, open): (Vec<_>, Vec<_>) = routes.iter().filter(|(h, _)| !h.starts_with("*.")).partition(|(_, r)| !r.allow.is_empty());
+        let (restricted, open): (Vec<_>, Vec<_>) =
+            routes.iter().filter(|(h, _)| !h.starts_with("*.")).partition(|(_, r)| !r.allow.is_empty());
         let urls = |rs: Vec<(&String, _)>| rs.into_iter().map(|(h, _)| format!("https://{h}/")).collect::<Vec<_>>();
         self.probes = minijinja::context! { open => urls(open), restricted => urls(restricted) };
         self.receivers = Arc::new(self.alert_receivers(&secrets));

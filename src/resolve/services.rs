@@ -277,7 +277,10 @@ impl<'a> Resolver<'a> {
                 self.err(
                     Diagnostic::error(
                         "E0025",
-                        format!("service `{}` needs secret `{}`: it connects `{}` to slot `{req}`", s.name.value, decl.slot.value, c.service),
+                        format!(
+                            "service `{}` needs secret `{}`: it connects `{}` to slot `{req}`",
+                            s.name.value, decl.slot.value, c.service
+                        ),
                     )
                     .primary(c.span, format!("fills `{req}`, so module `{}` needs secret `{}`", m.name.value, decl.slot.value))
                     .secondary(when.span, "the module ties the secret to this slot")
