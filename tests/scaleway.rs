@@ -739,3 +739,24 @@ fn nextcloud_connected_to_onlyoffice_without_the_jwt_secret_is_refused() {
     );
     assert!(err.contains("tools.toml:"), "at the connection: {err}");
 }
+
+/// The document server's editors load in browsers, so Nextcloud's `office` slot says `public =
+/// true`: filled by an ONLYOFFICE without a route, the build warns at the connection (and the
+/// hook says so at start instead of setting a URL nobody can reach).
+#[test]
+fn an_onlyoffice_without_a_route_is_reported_where_nextcloud_connects_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let tools = read(&sys.join("tools.toml"));
+    let route = "[routes.\"office.example.org\"]\nservice = \"onlyoffice\"\nedge = \"traefik-tools-prod\"\n";
+    assert!(tools.contains(route));
+    std::fs::write(sys.join("tools.toml"), tools.replace(route, "")).unwrap();
+    let out = run(kiln().arg("build").arg(&sys).arg("--store").arg(tmp.path().join("store")).arg("--out-link").arg(tmp.path().join("r")));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning[public-slot-unrouted]: `onlyoffice` has no public route"), "{err}");
+    assert!(err.contains("tools.toml:"), "at the connection: {err}");
+    let hook = read(&tmp.path().join("r/hosts/tools-prod/files/nextcloud/kiln-office.sh"));
+    assert!(!hook.contains("DocumentServerUrl") && hook.contains("onlyoffice has no public route"), "{hook}");
+}

@@ -144,6 +144,17 @@ has not started yet. Move one of them. (evaluate)",
         allowable: false,
     },
     Explanation {
+        id: "public-slot-unrouted",
+        summary: "a slot whose service browsers load from, filled by a service without a route",
+        explanation: "Some connections hand the connected service's public URL to browsers: \
+Nextcloud's ONLYOFFICE app loads the document server's editors in the user's browser. The \
+module says so with `[requires.SLOT] public = true`, and its templates read \
+`requires.SLOT.public_url`, the service's first route. Filled by a service with no route, the \
+client is configured without it and the feature cannot work: add a `[routes]` entry for the \
+service. (resolve)",
+        allowable: true,
+    },
+    Explanation {
         id: "secret-file-missing",
         summary: "a secret file that does not exist",
         explanation: "A `[secrets.NAME]` names a file next to the system that is not there. The \

@@ -266,6 +266,19 @@ impl<'a> Resolver<'a> {
             let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{}", slot.value));
             secret_uses.push(SecretUse { slot: slot.value.clone(), secret: secret.value.clone(), target, uid: decl.uid });
         }
+        // `[requires.SLOT] public = true`: browsers load the filled service from its route.
+        for d in &deps {
+            if let Some(r) = m.requires.iter().find(|r| r.public && d.slot.as_deref() == Some(r.slot.value.as_str()))
+                && d.route.is_none()
+                && self.public_url(&d.service).is_none()
+            {
+                self.err(
+                    Diagnostic::warning("public-slot-unrouted", format!("`{}` has no public route", d.service))
+                        .primary(d.span, format!("`{}` hands its URL to browsers (slot `{}`)", s.name.value, r.slot.value))
+                        .help(format!("add a route: `[routes.\"HOSTNAME\"]` with `service = \"{}\"`", d.service)),
+                );
+            }
+        }
         for decl in &m.secrets {
             let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value);
             // `required_when = "requires.SLOT"`: the connection that needs this credential.

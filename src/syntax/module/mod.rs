@@ -298,6 +298,10 @@ pub struct RequireDecl {
     /// `wait = false`: the consumer neither starts after this service nor waits for it (an
     /// exporter that retries or drops while its collector is away).
     pub wait: bool,
+    /// `public = true`: the consumer hands the service's public URL to browsers
+    /// (`requires.SLOT.public_url`): filled by a service without a route, warning
+    /// `public-slot-unrouted`.
+    pub public: bool,
 }
 
 #[derive(Debug, Clone)]

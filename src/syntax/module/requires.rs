@@ -20,6 +20,7 @@ pub(super) fn require(slot: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> 
         provision: t.table("provision", super::databases::provision).flatten(),
         account: t.table("account", super::accounts::account).flatten(),
         wait: t.bool("wait").is_none_or(|b| b.value),
+        public: t.bool("public").is_some_and(|b| b.value),
         slot: typed(Some(slot), sink, types::parse_ident)?,
     };
     if d.modules.is_empty() {
