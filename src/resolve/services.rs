@@ -275,7 +275,8 @@ impl<'a> Resolver<'a> {
                 self.err(
                     Diagnostic::warning("public-slot-unrouted", format!("`{}` has no public route", d.service))
                         .primary(d.span, format!("`{}` hands its URL to browsers (slot `{}`)", s.name.value, r.slot.value))
-                        .help(format!("add a route: `[routes.\"HOSTNAME\"]` with `service = \"{}\"`", d.service)),
+                        .help(format!("add a route: `[routes.\"HOSTNAME\"]` with `service = \"{}\"`", d.service))
+                        .about("services", s.name.value.clone()),
                 );
             }
         }
