@@ -54,6 +54,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         receivers: Arc::default(),
         managed: Arc::default(),
         route_targets: Arc::default(),
+        first_routes: Arc::default(),
     };
     let sys = r.run();
     (sys, r.diags)
@@ -77,8 +78,10 @@ struct Resolver<'a> {
     managed: Arc<BTreeMap<String, ManagedDatabase>>,
     /// Every route's hostname → its service and endpoint as written, for `connects` entries
     /// naming a public route (`route:HOST`).
-    /// Shared with the workers, which render templates (`requires.SLOT.public_url`).
     route_targets: Arc<BTreeMap<String, (String, Option<String>)>>,
+    /// Each routed service → its first route's hostname (wildcards aside), built once: the
+    /// templates' `requires.SLOT.public_url` (the workers share it) and `route_help`.
+    first_routes: Arc<BTreeMap<String, String>>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -109,6 +112,7 @@ impl<'a> Resolver<'a> {
             receivers: Arc::clone(&self.receivers),
             managed: Arc::clone(&self.managed),
             route_targets: Arc::clone(&self.route_targets),
+            first_routes: Arc::clone(&self.first_routes),
         }
     }
 
@@ -253,6 +257,11 @@ impl<'a> Resolver<'a> {
                 .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
                 .collect(),
         );
+        let mut first_routes = BTreeMap::new();
+        for (host, (service, _)) in self.route_targets.iter().filter(|(h, _)| !h.starts_with("*.")) {
+            first_routes.entry(service.clone()).or_insert_with(|| host.clone());
+        }
+        self.first_routes = Arc::new(first_routes);
         // Phase 2: connections, secrets, rendering.
         let mut prepared = Vec::new();
         for (name, p) in &partials {

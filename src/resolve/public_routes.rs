@@ -74,7 +74,7 @@ impl<'a> Resolver<'a> {
 
     /// The route form of a connection to `service`, when it has a public route.
     pub(super) fn route_help(&self, service: &str) -> Option<String> {
-        let (host, _) = self.route_targets.iter().find(|(h, (s, _))| s == service && !h.starts_with("*."))?;
+        let host = self.first_routes.get(service)?;
         Some(format!(
             "connect through its public route instead (out through the host's egress to the edge's 443): `connects = [\"route:{host}\"]`"
         ))

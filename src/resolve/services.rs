@@ -653,7 +653,7 @@ impl<'a> Resolver<'a> {
 
     /// `https://HOSTNAME` of the first of `service`'s routes by hostname (wildcards aside).
     fn public_url(&self, service: &str) -> Option<String> {
-        self.route_targets.iter().find(|(h, (s, _))| s == service && !h.starts_with("*.")).map(|(h, _)| format!("https://{h}"))
+        self.first_routes.get(service).map(|h| format!("https://{h}"))
     }
 
     pub(super) fn context(
