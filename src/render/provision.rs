@@ -97,7 +97,27 @@ fi"#,
             )),
         );
     }
-    let _ = writeln!(o, "apt_install {}", sh_words(&host.image.docker_packages));
+    if host.image.docker_method != "distro" {
+        let _ = writeln!(o, "apt_install {}", sh_words(&host.image.docker_packages));
+        return;
+    }
+    // A machine that runs Docker's own docker-ce (download.docker.com; an existing server, a
+    // custom image) keeps it: the distribution's docker.io conflicts with it (Docker's install
+    // guide removes docker.io, containerd and runc first), and replacing it would stop every
+    // container on the machine. It is used as it is if it has Compose v2.
+    let _ = writeln!(
+        o,
+        r#"if installed docker-ce; then
+	docker compose version >/dev/null 2>&1 ||
+		die "docker-ce (Docker's own package) is installed without Compose v2: install docker-compose-plugin from the same repository (the provisioner does not replace docker-ce with {}, which would stop every container)"
+	log "docker-ce is installed: using it, not {}"
+else
+	apt_install {}
+fi"#,
+        host.image.docker_packages.join(" "),
+        host.image.docker_packages.join(" "),
+        sh_words(&host.image.docker_packages)
+    );
 }
 
 fn users(o: &mut String, sys: &System) {
