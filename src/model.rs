@@ -639,6 +639,10 @@ pub struct Route {
     /// answers without `X-Frame-Options`): declared, and derived for an embeddable module from
     /// the public routes of the services that connect to it. Sorted, no duplicates.
     pub frame_ancestors: Vec<String>,
+    /// The Content-Security-Policy the edge answers with, normalised (`types::parse_csp`); the
+    /// `frame-ancestors` directive is added from `frame_ancestors` (`render::frame::policy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csp: Option<String>,
     pub edge_service: String,
     pub edge_host: String,
     /// The `[certificates.NAME]` it is served with: named, or the one on its edge covering its

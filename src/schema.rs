@@ -76,6 +76,11 @@ pub const ORIGIN: Text = Text {
         "^https?://((\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?|[0-9]{1,3}(\\.[0-9]{1,3}){3})(:[0-9]{1,5})?$",
     ),
 };
+pub const CSP: Text = Text {
+    name: "content security policy",
+    doc: "Content-Security-Policy directives separated by `;`, like `default-src 'self'; img-src 'self' data:`: each a directive of CSP Level 3 (not `frame-ancestors`, which is `frame_ancestors`), set once, with sources of printable ASCII but `,`, `\"`, `\\`, `{` and `}`.",
+    pattern: Some("^[ -!#-+\\--\\[\\]-z|~]+$"),
+};
 pub const SIZE: Text = Text {
     name: "size",
     doc: "A number and a unit: `B`, `K`/`KB`, `M`/`MB`, `G`/`GB` (powers of 1000), `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), like `512MiB`.",
@@ -126,7 +131,7 @@ pub const IMAGE: Text = Text {
 };
 
 /// The types [`Text`] names, in the order the reference lists them.
-pub const TEXTS: [Text; 19] = [
+pub const TEXTS: [Text; 20] = [
     STRING,
     NAME,
     HOST_REF,
@@ -136,6 +141,7 @@ pub const TEXTS: [Text; 19] = [
     CIDR,
     SOURCE,
     ORIGIN,
+    CSP,
     SIZE,
     DURATION,
     CALENDAR,
@@ -452,6 +458,13 @@ const ROUTE: &[Key] = &[
     .says("the routes of the services connecting to an embeddable module; else none (`X-Frame-Options: SAMEORIGIN`)")
     .eg("[\"https://chat.example.org\"]"),
     key(
+        "csp",
+        Ty::Text(CSP),
+        "The Content-Security-Policy the edge answers with, replacing the application's own; `frame_ancestors` adds its `frame-ancestors` directive. An edge's policy is the whole policy the browser sees: set one for routes whose application sends none, or one at least as open as the application's.",
+    )
+    .says("none: the application's own (with `frame_ancestors`, only the `frame-ancestors` directive)")
+    .eg("\"default-src 'self'; img-src 'self' data:; object-src 'none'\""),
+    key(
         "certificate",
         NAME_T,
         "A `[certificates.NAME]` the route is served with: it must cover the route's hostname and be held by the route's edge; the certificate's `dns01` then decides the challenge (set no `tls`).",
@@ -473,6 +486,7 @@ const ROUTE_DEFAULTS: &[Key] = &[
         .eg("\"bouncer\""),
     key("frame_ancestors", Ty::List(&Ty::Text(ORIGIN)), "Frame ancestors of every route that writes no `frame_ancestors`.")
         .eg("[\"https://chat.example.org\"]"),
+    key("csp", Ty::Text(CSP), "The Content-Security-Policy of every route that sets none.").eg("\"default-src 'self'; object-src 'none'\""),
 ];
 
 const CERTIFICATE: &[Key] = &[

@@ -127,8 +127,7 @@ impl Machine {
     fn new(installed: &str, compose: bool) -> Machine {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for sub in ["lists/partial", "cache/archives/partial", "repo", "etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d", "bin"]
-        {
+        for sub in ["lists/partial", "cache/archives/partial", "repo", "etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d", "bin"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         std::fs::write(d.join("status"), installed).unwrap();
@@ -201,7 +200,10 @@ fn docker_ce_without_compose_v2_stops_the_provisioner_saying_why() {
     let (functions, step) = packages_step();
     let (ok, out) = Machine::new(DOCKER_CE, false).run(&functions, &step);
     assert!(!ok, "{out}");
-    assert!(out.contains("kiln: error: docker-ce (Docker's own package) is installed without Compose v2: install docker-compose-plugin"), "{out}");
+    assert!(
+        out.contains("kiln: error: docker-ce (Docker's own package) is installed without Compose v2: install docker-compose-plugin"),
+        "{out}"
+    );
     assert!(!out.contains("installing:"), "{out}");
 }
 

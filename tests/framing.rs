@@ -4,8 +4,10 @@
 //! addresses rewritten as data by tests/common/edges.rs), in front of an upstream that sends its own
 //! `X-Frame-Options: DENY` and CSP. A route others may frame answers with exactly one
 //! `Content-Security-Policy: frame-ancestors 'self' …` naming the derived and declared origins and
-//! no `X-Frame-Options`; every other route keeps `X-Frame-Options: SAMEORIGIN`. Origins that could
-//! break out of a header, a CSP or a Caddyfile token are refused by `kiln check` at their place.
+//! no `X-Frame-Options`; every other route keeps `X-Frame-Options: SAMEORIGIN`. A route's own
+//! `csp` replaces the upstream's policy, normalised, with the framing directive added where the
+//! route is framed. Origins and policies that could break out of a header, a CSP or a Caddyfile
+//! token are refused by `kiln check` at their place.
 
 mod common;
 
@@ -71,12 +73,22 @@ fn assert_framing(host: &str, port: u16, csp: Option<&str>) {
     }
 }
 
+/// The route answers with its own policy, exactly `csp` (the upstream's replaced), and keeps
+/// X-Frame-Options SAMEORIGIN: nobody else may frame it.
+fn assert_own_policy(host: &str, port: u16, csp: &str) {
+    let (status, headers) = get(host, port);
+    assert_eq!(status, 200, "{host}: {headers:?}");
+    assert_eq!(values(&headers, "content-security-policy"), [csp], "{host}: {headers:?}");
+    assert_eq!(values(&headers, "x-frame-options"), ["SAMEORIGIN"], "{host}: {headers:?}");
+}
+
 fn fixture() -> PathBuf {
     common::repo().join("tests/fixtures/edges/framing")
 }
 
 const EDITOR: &str = "frame-ancestors 'self' https://chat.example.com";
-const DOCS: &str = "frame-ancestors 'self' https://chat.example.com https://partner.example.net:8443";
+const DOCS: &str = "default-src 'self'; frame-ancestors 'self' https://chat.example.com https://partner.example.net:8443";
+const CHAT: &str = "default-src 'self'; img-src 'self' data:";
 
 #[test]
 fn caddy_frames_the_embeddable_route_only() {
@@ -87,7 +99,8 @@ fn caddy_frames_the_embeddable_route_only() {
     wait_for("caddy to serve", || get("chat.example.com", https).0 == 200);
     // derived: chat connects to the embeddable editor
     assert_framing("editor.example.com", https, Some(EDITOR));
-    assert_framing("chat.example.com", https, None);
+    // its own policy, normalised, beside X-Frame-Options
+    assert_own_policy("chat.example.com", https, CHAT);
 }
 
 #[test]
@@ -98,7 +111,7 @@ fn traefik_frames_the_embeddable_route_only() {
     traefik.assert_no_errors();
     let websecure = traefik.websecure;
     wait_for("traefik to serve", || get("plain.example.com", websecure).0 == 200);
-    // derived (chat connects to the editor) and declared (the partner) together
+    // its own policy, then derived (chat connects to the editor) and declared (the partner) framing
     assert_framing("docs.example.com", websecure, Some(DOCS));
     assert_framing("plain.example.com", websecure, None);
 }
@@ -114,9 +127,13 @@ fn the_connection_is_what_lets_the_embedder_frame() {
     std::fs::write(sys.join("system.toml"), text.replace("connects = [\"editor\"]\n", "")).unwrap();
     let result = build_fixture(&sys, tmp.path());
     let caddyfile = std::fs::read_to_string(result.join("hosts/front/Caddyfile")).unwrap();
-    assert!(!caddyfile.contains("Content-Security-Policy"), "{caddyfile}");
+    let editor = caddyfile.split("\n}\n").find(|b| b.contains("editor.example.com {")).unwrap();
+    assert!(!editor.contains("Content-Security-Policy"), "{caddyfile}");
     let dynamic = std::fs::read_to_string(result.join("hosts/gate/traefik/dynamic/kiln.yml")).unwrap();
-    assert!(dynamic.contains("Content-Security-Policy: frame-ancestors 'self' https://partner.example.net:8443\n"), "{dynamic}");
+    assert!(
+        dynamic.contains("Content-Security-Policy: default-src 'self'; frame-ancestors 'self' https://partner.example.net:8443\n"),
+        "{dynamic}"
+    );
 
     let with = std::fs::read_to_string(build_fixture(&fixture(), &tmp.path().join("with")).join("hosts/front/Caddyfile")).unwrap();
     assert!(with.contains(&format!("\t\tContent-Security-Policy \"{EDITOR}\"\n\t\t-X-Frame-Options\n")), "{with}");
@@ -154,5 +171,40 @@ fn origins_that_could_break_out_are_refused_where_written() {
         assert_eq!(d["code"], "E0003", "{d:#}");
         assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(lineno as u64), Some(column as u64)), "{h}: {d:#}");
         assert!(d["message"].as_str().unwrap().contains("is not an origin"), "{d:#}");
+    }
+}
+
+/// Each hostile or wrong policy is refused by `kiln check` as E0003 at its place, saying why.
+#[test]
+fn policies_that_could_break_out_are_refused_where_written() {
+    let hostile = [
+        (r#"default-src 'self'\"\n}\nevil.example.com {"#, "holds"),
+        (r#"default-src {http.request.header.Cookie}"#, "holds `{`"),
+        (r#"default-src {{ env \"HOME\" }}"#, "holds `{`"),
+        (r#"default-src 'self', script-src *"#, "holds `,`"),
+        (r#"default-src 'self'\r\nSet-Cookie: x=1"#, "holds"),
+        (r#"frame-ancestors *"#, "is not written in `csp`"),
+        (r#"defualt-src 'self'"#, "did you mean `default-src`?"),
+        (r#"img-src 'self'; img-src data:"#, "is set twice"),
+        (r#" ; "#, "no directive"),
+    ];
+    let text = std::fs::read_to_string(fixture().join("system.toml")).unwrap();
+    for (csp, why) in hostile {
+        let tmp = tempfile::tempdir().unwrap();
+        let line = format!("csp = \"{csp}\"");
+        let with = text.replace("csp = \"DEFAULT-SRC 'self'\"", &line);
+        let lineno = with.lines().position(|l| l == line).expect("the hostile line") + 1;
+        std::fs::write(tmp.path().join("system.toml"), &with).unwrap();
+        let out = common::run(
+            common::kiln().arg("--modules").arg(common::repo().join("tests/fixtures/modules")).arg("check").arg(tmp.path()).arg("--json"),
+        );
+        assert_eq!(out.status.code(), Some(1), "{csp}: {}", common::text(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let d = &report["diagnostics"][0];
+        assert_eq!(report["diagnostics"].as_array().unwrap().len(), 1, "{csp}: {report:#}");
+        assert_eq!(d["code"], "E0003", "{d:#}");
+        assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(lineno as u64), Some(7)), "{csp}: {d:#}");
+        let said = format!("{} {}", d["message"].as_str().unwrap(), d["help"].as_str().unwrap_or(""));
+        assert!(said.contains(why), "{csp}: {d:#}");
     }
 }

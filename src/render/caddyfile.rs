@@ -113,17 +113,20 @@ fn site(out: &mut String, r: &Route, tls13: bool, trust: &CdnTrust) {
     }
     out.push_str("\tencode zstd gzip\n");
     out.push_str("\theader {\n");
-    let framed = crate::render::frame::policy(r);
+    let framed = crate::render::frame::framed(r);
     for (k, v) in HEADERS {
-        if framed.is_some() && *k == "X-Frame-Options" {
+        if framed && *k == "X-Frame-Options" {
             continue;
         }
         let _ = writeln!(out, "\t\t{} {}", q(k), q(v));
     }
-    if let Some(csp) = &framed {
-        // X-Frame-Options cannot name other origins: the CSP replaces it, the application's own
-        // dropped so that no browser applies both.
-        let _ = writeln!(out, "\t\t{} {}", q("Content-Security-Policy"), q(csp));
+    if let Some(csp) = crate::render::frame::policy(r) {
+        // The route's policy replaces the application's.
+        let _ = writeln!(out, "\t\t{} {}", q("Content-Security-Policy"), q(&csp));
+    }
+    if framed {
+        // X-Frame-Options cannot name other origins: the CSP's frame-ancestors replaces it, the
+        // application's own dropped so that no browser applies both.
         out.push_str("\t\t-X-Frame-Options\n");
     }
     out.push_str("\t\t-Server\n");

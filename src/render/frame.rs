@@ -1,19 +1,29 @@
-//! Who may frame a route: the `Content-Security-Policy` both edges send for a route with frame
-//! ancestors, in place of `X-Frame-Options: SAMEORIGIN` (which cannot name other origins).
+//! A route's `Content-Security-Policy`, which both edges send: its own `csp`, and who may frame
+//! it (`frame-ancestors`), which replaces `X-Frame-Options: SAMEORIGIN` (that header cannot name
+//! other origins).
 
 use crate::model::Route;
 
-/// `frame-ancestors 'self' ORIGIN…` for a route others may frame, `None` for the rest (they
-/// keep `X-Frame-Options: SAMEORIGIN`). The origins are typed (`types::parse_origin`: scheme,
-/// host and port, nothing a header or a CSP could split on).
+/// Whether others may frame the route: it answers without `X-Frame-Options`, its CSP naming them.
+pub fn framed(r: &Route) -> bool {
+    !r.frame_ancestors.is_empty()
+}
+
+/// The policy the edge answers with, `None` for a route with neither a `csp` nor frame ancestors
+/// (it keeps `X-Frame-Options: SAMEORIGIN` and the application's own policy). The `csp` is typed
+/// (`types::parse_csp`), the origins too (`types::parse_origin`: scheme, host and port): nothing
+/// a header or a Caddyfile token could split on.
 pub fn policy(r: &Route) -> Option<String> {
-    if r.frame_ancestors.is_empty() {
-        return None;
+    let mut v = r.csp.clone().unwrap_or_default();
+    if framed(r) {
+        if !v.is_empty() {
+            v.push_str("; ");
+        }
+        v.push_str("frame-ancestors 'self'");
+        for o in &r.frame_ancestors {
+            v.push(' ');
+            v.push_str(o);
+        }
     }
-    let mut v = String::from("frame-ancestors 'self'");
-    for o in &r.frame_ancestors {
-        v.push(' ');
-        v.push_str(o);
-    }
-    Some(v)
+    (!v.is_empty()).then_some(v)
 }

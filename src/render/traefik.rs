@@ -446,17 +446,20 @@ fn forward_auth(fa: &ForwardAuth) -> serde_json::Value {
     }})
 }
 
-/// The headers every route answers with; with a `frame-ancestors` policy, that CSP replaces
-/// `X-Frame-Options` (an empty custom header is Traefik's way to remove the upstream's).
-fn security_headers(frame_ancestors: Option<&str>) -> serde_json::Value {
+/// The headers every route answers with; with a policy (`csp`) the route's CSP too, and for a
+/// route others may frame (`framed`) that CSP's `frame-ancestors` replaces `X-Frame-Options` (an
+/// empty custom header is Traefik's way to remove the upstream's).
+fn security_headers(csp: Option<&str>, framed: bool) -> serde_json::Value {
     let mut h = serde_json::json!({
         "stsSeconds": 31536000, "stsIncludeSubdomains": true, "contentTypeNosniff": true,
         "referrerPolicy": "strict-origin-when-cross-origin", "customFrameOptionsValue": "SAMEORIGIN",
         "customResponseHeaders": { "Server": "" },
     });
-    if let Some(csp) = frame_ancestors {
+    if framed {
         h.as_object_mut().map(|o| o.remove("customFrameOptionsValue"));
         h["customResponseHeaders"]["X-Frame-Options"] = "".into();
+    }
+    if let Some(csp) = csp {
         h["customResponseHeaders"]["Content-Security-Policy"] = csp.into();
     }
     serde_json::json!({ "headers": h })
@@ -466,17 +469,17 @@ fn security_headers(frame_ancestors: Option<&str>) -> serde_json::Value {
 pub fn emit_dynamic(sys: &System, host: &Host, here: &[&Route]) -> Option<String> {
     let (edge, routes) = edge_routes(sys, host, here)?;
     let mut http = Http { routers: BTreeMap::new(), services: BTreeMap::new(), middlewares: BTreeMap::new() };
-    http.middlewares.insert("security-headers".into(), security_headers(None));
+    http.middlewares.insert("security-headers".into(), security_headers(None, false));
     http.middlewares.insert("compress".into(), serde_json::json!({ "compress": {} }));
     for r in routes {
         let name = router_name(&r.hostname);
         let mut middlewares = Vec::new();
-        // A route others may frame answers with its own headers middleware: a CSP naming them
-        // instead of X-Frame-Options, on its auth paths too (as in the Caddyfile's site block).
+        // A route with a policy (its own `csp`, or others may frame it) answers with its own
+        // headers middleware, on its auth paths too (as in the Caddyfile's site block).
         let headers = match crate::render::frame::policy(r) {
             Some(csp) => {
                 let m = format!("{name}-security-headers");
-                http.middlewares.insert(m.clone(), security_headers(Some(&csp)));
+                http.middlewares.insert(m.clone(), security_headers(Some(&csp), crate::render::frame::framed(r)));
                 m
             }
             None => "security-headers".to_string(),

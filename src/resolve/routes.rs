@@ -233,6 +233,7 @@ impl<'a> Resolver<'a> {
                 cors: r.cors.iter().map(|c| c.value.clone()).collect(),
                 allow: r.allow.iter().map(|c| c.value).collect(),
                 frame_ancestors: r.frame_ancestors.iter().map(|o| o.value.clone()).collect(),
+                csp: r.csp.as_ref().map(|c| c.value.clone()),
                 edge_service: edge.name.clone(),
                 edge_host: edge.host.clone(),
                 certificate: certificate.map(|(name, _)| name),

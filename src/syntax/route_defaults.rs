@@ -1,5 +1,6 @@
 //! `[route_defaults]`: what every route gets unless it says otherwise — forward auth, a CrowdSec
-//! bouncer, a rate limit, an allow-list, CORS origins, frame ancestors, the TLS mode and the edge —
+//! bouncer, a rate limit, an allow-list, CORS origins, frame ancestors, a Content-Security-Policy, the
+//! TLS mode and the edge —
 //! so that nine routes behind one sign-in do not repeat the same four lines. A route's own value
 //! replaces the default (a list replaces the list, `allow = []` included); `auth = "none"` and
 //! `crowdsec = "none"` take a default away. Applied in `resolve` before routes are bound, so
@@ -24,6 +25,7 @@ pub struct RouteDefaultsDecl {
     pub allow: Option<Vec<Sp<Cidr>>>,
     pub crowdsec: Option<Sp<String>>,
     pub frame_ancestors: Option<Vec<Sp<String>>>,
+    pub csp: Option<Sp<String>>,
 }
 
 /// Reads `[route_defaults]` (absent: `None`).
@@ -42,6 +44,7 @@ pub fn read(root: &mut TableReader<'_>, sink: &Sink) -> Option<RouteDefaultsDecl
             crowdsec: t.str("crowdsec"),
             frame_ancestors: has(&mut t, "frame_ancestors")
                 .then(|| t.str_list("frame_ancestors").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_origin)).collect()),
+            csp: typed(t.str("csp"), sink, types::parse_csp),
         };
         t.finish();
         d
@@ -73,6 +76,7 @@ pub fn apply(r: &RouteDecl, d: Option<&RouteDefaultsDecl>) -> RouteDecl {
         out.edge = out.edge.or_else(|| d.edge.clone());
         out.rate_limit = out.rate_limit.or_else(|| d.rate_limit.clone());
         out.crowdsec = out.crowdsec.or_else(|| d.crowdsec.clone());
+        out.csp = out.csp.or_else(|| d.csp.clone());
         if !written("cors") {
             out.cors = d.cors.clone().unwrap_or_default();
         }

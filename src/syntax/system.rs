@@ -301,6 +301,8 @@ pub struct RouteDecl {
     pub frame_ancestors: Vec<Sp<String>>,
     /// The `[certificates.NAME]` the route is served with.
     pub certificate: Option<Sp<String>>,
+    /// The Content-Security-Policy the edge answers with (`types::parse_csp`).
+    pub csp: Option<Sp<String>>,
     /// The list keys written on the route (`cors`, `allow`, `frame_ancestors`): an empty list
     /// written replaces a `[route_defaults]` list.
     pub written: Vec<&'static str>,
@@ -579,6 +581,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             crowdsec: t.str("crowdsec"),
             frame_ancestors: t.str_list("frame_ancestors").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_origin)).collect(),
             certificate: t.str("certificate"),
+            csp: typed(t.str("csp"), sink, types::parse_csp),
         };
         t.finish();
         Some(d)
