@@ -155,6 +155,9 @@ impl System {
     pub fn host_secrets(&self, host: &Host) -> std::collections::BTreeSet<String> {
         let mut out: std::collections::BTreeSet<String> =
             host.services.iter().flat_map(|s| self.services[s].secrets.iter().map(|u| u.secret.clone())).collect();
+        // A service's own variables fed by secrets (`env_secrets` on the service): read from the
+        // delivered secret by the provisioner, mounted nowhere.
+        out.extend(host.services.iter().filter_map(|s| self.services[s].container.as_ref()).flat_map(|c| c.env_secrets.values().cloned()));
         if let Some(b) = &self.backup
             && host.services.iter().any(|s| self.services[s].has_data())
         {

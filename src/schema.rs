@@ -373,6 +373,20 @@ const SERVICE: &[Key] = &[
     )
     .says("`SERVICE-VOLUME`")
     .eg("{ data = \"pgdata\" }"),
+    key(
+        "environment",
+        Ty::Map(STRING, "VAR", &Ty::Text(STRING)),
+        "Environment variables of the service's own, for a module that takes them (`[container] user_environment`: the `app` module): added to the module's, never one it sets (E0024). One-line values; they are in the build's artifacts, so a secret goes in `env_secrets`.",
+    )
+    .says("the module's variables only")
+    .eg("{ FEATURE_FLAGS = \"checkout,search\" }"),
+    key(
+        "env_secrets",
+        Ty::Map(STRING, "VAR", &NAME_T),
+        "Environment variables fed by `[secrets]` entries, likewise: the provisioner writes them from the delivered secret into a root-only env file the Compose service reads; the value is never in the store.",
+    )
+    .says("none")
+    .eg("{ STRIPE_API_KEY = \"stripe_api_key\" }"),
     key("memory", Ty::Text(SIZE), "The memory limit (above zero).").says("the module's default limit").eg("\"1GiB\""),
     key("cpus", Ty::Number, "The CPU limit, in cores.").says("the module's default limit").eg("1.5"),
     key("bridges", NAMES_T, "The host's Docker networks (`[hosts.NAME.bridges]`) this service joins.")

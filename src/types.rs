@@ -260,6 +260,15 @@ pub fn parse_csp(s: &str) -> Result<String, TypeError> {
     Ok(out.join("; "))
 }
 
+/// A service's own environment value (`environment = { VAR = "value" }`): one line, as every
+/// reader of an environment takes it (Compose escapes its `$`).
+pub fn parse_env_value(s: &str) -> Result<String, TypeError> {
+    match crate::render::quote::line_unsafe(s) {
+        Some(why) => err(format!("`{}` cannot be an environment value: {why}", visible(s)), Some("write it on one line")),
+        None => Ok(s.to_string()),
+    }
+}
+
 /// A name for hosts, services, networks, secrets: used in file names, shell and YAML keys.
 pub fn parse_ident(s: &str) -> Result<String, TypeError> {
     let ok = !s.is_empty()

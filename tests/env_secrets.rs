@@ -143,3 +143,89 @@ fn the_env_secrets_step_passes_shellcheck() {
         .unwrap();
     oracle("sh", &f).unwrap();
 }
+
+/// A service's own environment (five-vps-saas' app: `environment` and `env_secrets` on the
+/// service, which the `app` module takes): the plain value is in the Compose file as written, the
+/// DSN reaches the container only through the env file the provisioner writes from the delivered
+/// secret, which the host is handed (and the store never holds), and the real `docker-compose
+/// config` reads both back beside the module's own variables.
+#[test]
+fn a_services_own_variables_reach_its_container() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = repo().join("flake-free-examples/five-vps-saas");
+    let out = build(&example, &tmp.path().join("store"), &tmp.path().join("out"));
+    let host = out.join("hosts/app");
+    let compose = std::fs::read_to_string(host.join("compose.yaml")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&compose).unwrap();
+    let app = &doc["services"]["app"];
+    assert_eq!(app["environment"]["LOG_FORMAT"], "json", "{app}");
+    assert_eq!(app["environment"]["PORT"], "3000", "the module's own variables stay: {app}");
+    assert!(app["environment"].get("SENTRY_DSN").is_none(), "the DSN is not a plain value: {app}");
+    assert_eq!(app["env_file"], serde_json::json!(["/etc/kiln/env/app.env"]), "{app}");
+    let provision = std::fs::read_to_string(host.join("provision.sh")).unwrap();
+    let call =
+        provision.lines().find(|l| l.starts_with("env_secrets /etc/kiln/env/app.env ")).expect("the provisioner writes the env file");
+    assert_eq!(call, "env_secrets /etc/kiln/env/app.env SENTRY_DSN /etc/kiln/secrets/app_sentry_dsn || true");
+    // the host is handed the secret (deploy and boot deliver exactly these), and no artifact holds it
+    let opts = kiln::pipeline::Options::default();
+    let Ok(kiln::pipeline::Outcome::Ok(c)) = kiln::pipeline::compile(&example, &opts) else { panic!("five-vps-saas compiles") };
+    assert!(c.system.host_secrets(&c.system.hosts["app"]).contains("app_sentry_dsn"));
+    let dsn = "https://0f3a9c1e2b4d4e6f8a7b5c3d1e9f0a2b@o450000.ingest.sentry.io/4500000";
+    for entry in walkdir::WalkDir::new(tmp.path().join("store")).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        assert!(!bytes.windows(dsn.len()).any(|w| w == dsn.as_bytes()), "{} holds the DSN", entry.path().display());
+    }
+    // the provisioner's call and Compose, at a temporary root, hand the container both
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("secrets")).unwrap();
+    std::fs::write(root.join("secrets/app_sentry_dsn"), format!("{dsn}\n")).unwrap();
+    let r = root.display().to_string();
+    let o = dash(&call.replace(" /etc/kiln/secrets/", &format!(" {r}/secrets/")).replace(" /etc/kiln/env/", &format!(" {r}/env/")));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let file = tmp.path().join("compose.yaml");
+    std::fs::write(&file, compose.replace("/etc/kiln/env/", &format!("{r}/env/"))).unwrap();
+    assert_eq!(compose_env(&file, "app", "SENTRY_DSN").as_deref(), Some(dsn));
+    assert_eq!(compose_env(&file, "app", "LOG_FORMAT").as_deref(), Some("json"));
+}
+
+/// A service's own values reach the container exactly (Compose's `$` escaped), and a value that
+/// is not one line is refused where written.
+#[test]
+fn a_services_own_values_arrive_exactly_or_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    let value = r#"$HOME ${X:-y} $$ `id` "q" 'a' #c"#;
+    let system = format!(
+        r#"[system]
+name = "own"
+[providers.hetzner]
+kind = "hetzner"
+[admins.ops]
+keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKey000000000000000000000000000000 ops@laptop"]
+sources = ["198.51.100.0/24"]
+[hosts.box]
+provider = "hetzner"
+image = "debian-13"
+public = true
+[services.shop]
+module = "app"
+host = "box"
+options = {{ image = "ghcr.io/example/shop:1.4.2" }}
+environment = {{ GREETING = {} }}
+"#,
+        toml_string(value)
+    );
+    std::fs::write(sys.join("system.toml"), &system).unwrap();
+    let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out"));
+    assert_eq!(compose_env(&out.join("hosts/box/compose.yaml"), "shop", "GREETING").as_deref(), Some(value));
+    std::fs::write(sys.join("system.toml"), system.replace(&toml_string(value), "\"two\\nlines\"")).unwrap();
+    let o = run(kiln().arg("check").arg(&sys));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("cannot be an environment value"), "{}", text(&o.stderr));
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}

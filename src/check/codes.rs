@@ -142,6 +142,17 @@ value would be a safe guess (a domain, a database name). The help line shows an 
 unknown slot would deliver a secret nothing reads.",
     ),
     code(
+        "E0024",
+        "a service environment the module does not take",
+        "`environment` and `env_secrets` on a service add variables of the user's own to its \
+container, for a module that runs the user's own image and declares `[container] \
+user_environment = true` (the `app` module). An upstream module's variables are its options: \
+they are checked against the image's documentation and wired to connections and secrets, so a \
+variable set beside them could contradict them unseen. Even where a module takes them, a name \
+the module sets itself, or one set twice, is refused: set the option instead, or name another \
+variable.",
+    ),
+    code(
         "E0025",
         "a required module secret is not given",
         "The module needs this secret (a database password, an API key) to start: set \

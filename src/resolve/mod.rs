@@ -24,6 +24,7 @@ mod backup;
 mod certificates;
 mod connections;
 mod databases;
+mod environment;
 mod hosts;
 mod identity;
 mod infra;

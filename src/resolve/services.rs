@@ -266,6 +266,7 @@ impl<'a> Resolver<'a> {
             let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{}", slot.value));
             secret_uses.push(SecretUse { slot: slot.value.clone(), secret: secret.value.clone(), target, uid: decl.uid });
         }
+        self.own_environment(p, secrets);
         // `[requires.SLOT] public = true`: browsers load the filled service from its route.
         for d in &deps {
             if let Some(r) = m.requires.iter().find(|r| r.public && d.slot.as_deref() == Some(r.slot.value.as_str()))
@@ -422,6 +423,15 @@ impl<'a> Resolver<'a> {
                         environment.insert(k.value.clone(), r);
                     }
                 }
+                let mut env_secrets: BTreeMap<String, String> = c
+                    .env_secrets
+                    .iter()
+                    .filter_map(|(var, slot)| {
+                        // A slot the system leaves unbound (an optional one) feeds no variable.
+                        secret_uses.iter().find(|u| u.slot == slot.value).map(|u| (var.value.clone(), u.secret.clone()))
+                    })
+                    .collect();
+                self.merge_own_environment(p, &mut environment, &mut env_secrets);
                 let user = c.user.as_ref().and_then(|u| render(self, u));
                 Some(Container {
                     image,
@@ -443,14 +453,7 @@ impl<'a> Resolver<'a> {
                     ulimits: c.ulimits.iter().map(|(n, soft, hard)| (n.value.clone(), (*soft, *hard))).collect(),
                     devices: c.devices.iter().map(|d| d.value.clone()).collect(),
                     host_mounts: c.host_mounts.iter().map(|m| m.value.clone()).collect(),
-                    // A slot the system leaves unbound (an optional one) feeds no variable.
-                    env_secrets: c
-                        .env_secrets
-                        .iter()
-                        .filter_map(|(var, slot)| {
-                            secret_uses.iter().find(|u| u.slot == slot.value).map(|u| (var.value.clone(), u.secret.clone()))
-                        })
-                        .collect(),
+                    env_secrets,
                 })
             }
             _ => None,

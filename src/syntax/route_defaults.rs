@@ -1,7 +1,7 @@
 //! `[route_defaults]`: what every route gets unless it says otherwise — forward auth, a CrowdSec
-//! bouncer, a rate limit, an allow-list, CORS origins, frame ancestors, a Content-Security-Policy, the
-//! TLS mode and the edge —
-//! so that nine routes behind one sign-in do not repeat the same four lines. A route's own value
+//! bouncer, a rate limit, an allow-list, CORS origins, frame ancestors, a Content-Security-Policy,
+//! the TLS mode and the edge — so that nine routes behind one sign-in do not repeat the same four
+//! lines. A route's own value
 //! replaces the default (a list replaces the list, `allow = []` included); `auth = "none"` and
 //! `crowdsec = "none"` take a default away. Applied in `resolve` before routes are bound, so
 //! every rule and emitter sees the effective route.

@@ -264,6 +264,11 @@ pub struct ServiceDecl {
     /// `login = "IDP"`: the service signs users in through this identity provider service
     /// (its module declares `[oidc]`; kiln registers it with the provider).
     pub login: Option<Sp<String>>,
+    /// `environment = { VAR = "value" }`: variables of its own, for a module that takes them
+    /// (`[container] user_environment`); names typed, values one line.
+    pub environment: Vec<(Sp<String>, Sp<String>)>,
+    /// `env_secrets = { VAR = "SECRET" }`: variables fed by `[secrets]` entries, likewise.
+    pub env_secrets: Vec<(Sp<String>, Sp<String>)>,
     /// `[services.IDP.social_logins.KIND]`: upstream identity providers users may sign in with
     /// at this identity provider (authentik OAuth sources), each with its client id and the
     /// `[secrets]` entry holding its client secret.
@@ -526,6 +531,20 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             .unwrap_or_default();
         let memory = typed(t.str("memory"), sink, crate::types::Size::parse_positive);
         let cpus = read_cpus(&mut t, sink);
+        let env_table = |t: &mut TableReader<'_>, key: &'static str, value: fn(&str) -> Result<String, types::TypeError>| {
+            t.table(key, |et| {
+                et.entries()
+                    .iter()
+                    .filter_map(|e| {
+                        let var = typed(Some(Sp::new(e.key.clone(), e.key_span)), sink, crate::syntax::module::strings::parse_env_name)?;
+                        Some((var, typed(as_str(&e.value, sink), sink, value)?))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        };
+        let environment = env_table(&mut t, "environment", types::parse_env_value);
+        let env_secrets = env_table(&mut t, "env_secrets", types::parse_ident);
         let d = ServiceDecl {
             bridges: t.str_list("bridges"),
             phase: t.int("phase"),
@@ -541,6 +560,8 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             volumes,
             memory,
             cpus,
+            environment,
+            env_secrets,
             version: t.str("version"),
             image: t.str("image"),
             login: t.str("login"),

@@ -45,6 +45,7 @@ pub(super) fn container(mut t: TableReader<'_>, sink: &Sink) -> ContainerDecl {
         shm_size: typed(t.str("shm_size"), sink, Size::parse),
         init: t.bool("init"),
         env_secrets,
+        user_environment: t.bool("user_environment"),
         ulimits: t.table("ulimits", |u| ulimits(u, sink)).unwrap_or_default(),
         devices: t.str_list("devices").into_iter().filter_map(|x| typed(Some(x), sink, parse_device)).collect(),
         host_mounts: t.str_list("host_mounts").into_iter().filter_map(|x| typed(Some(x), sink, parse_host_mount)).collect(),

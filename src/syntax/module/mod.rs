@@ -15,7 +15,7 @@ mod refs;
 mod requires;
 mod secrets;
 mod storage;
-mod strings;
+pub(crate) mod strings;
 
 pub use accounts::{AccountDecl, AccountsDecl};
 pub use container::ULIMITS;
@@ -194,6 +194,9 @@ pub struct ContainerDecl {
     /// `[container.env_secrets]`: environment variable → secret slot, for images that read a
     /// key only from the environment; delivered through a root-only `env_file` on the host.
     pub env_secrets: Vec<(Sp<String>, Sp<String>)>,
+    /// `user_environment = true`: a service may add its own `environment` and `env_secrets`
+    /// (a module for the user's own image, whose variables no upstream defines).
+    pub user_environment: Option<Sp<bool>>,
     /// `[container.ulimits]`: name → (soft, hard); -1 is unlimited.
     pub ulimits: Vec<(Sp<String>, i64, i64)>,
     /// Host devices passed in (`/dev/kmsg`, `/dev/dri:/dev/dri:rw`).
