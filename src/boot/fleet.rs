@@ -43,6 +43,8 @@ pub struct FleetHost {
     /// Lab plumbing: its stand-in images, a `docker load` archive attached read-only (see
     /// [`super::LAB_IMAGES_SERIAL`]).
     pub lab_images: Option<PathBuf>,
+    /// Its memory in MiB when not the fleet's (`FleetOptions::memory_mb`): a stand-in's.
+    pub memory_mb: Option<u32>,
 }
 
 pub struct FleetOptions {
@@ -399,7 +401,7 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
     // whose HTTP seed is read only once the network is up.
     use base64::Engine;
     let append = format!("network-config={}", base64::engine::general_purpose::STANDARD.encode(&netcfg));
-    let mut qemu = qemu_command(&h.name, h.cpus, opts.memory_mb, &h.image_dir, Some(&append), &overlay);
+    let mut qemu = qemu_command(&h.name, h.cpus, h.memory_mb.unwrap_or(opts.memory_mb), &h.image_dir, Some(&append), &overlay);
     if h.volume {
         let disk = dir.join("data.qcow2");
         let (format, _) = data_disk(&disk)?;

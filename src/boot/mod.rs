@@ -39,6 +39,7 @@ pub mod accel;
 mod fleet;
 pub mod net;
 mod seed;
+pub mod stand_in;
 
 pub use fleet::{Container, FleetHost, FleetOptions, FleetReport, HostReport, boot_fleet, down, lan_port};
 pub use seed::{repo_serve, seed_serve};

@@ -14,12 +14,17 @@
 //! - Where the egress derivation routes through the provider's router instead of the gateway
 //!   itself (Hetzner: the network's first address, which Hetzner routes to the gateway), the
 //!   lab has no such router: the gateway's NIC also takes that address, standing for it.
+//! - A managed database on a network with a booted host gets a stand-in VM there
+//!   ([`super::stand_in`]), booted first: an uplink (its packages) and the network, at the
+//!   highest address no host holds. Every host on that network resolves through it alone (its
+//!   uplink's DNS unused), as hosts on the provider's network resolve the database's name.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
+use super::stand_in::{self, DatabaseStandIn};
 use crate::model::{Egress, System};
 use crate::types::Cidr;
 
@@ -118,6 +123,9 @@ pub struct VmNet {
     pub nameserver: Option<Ipv4Addr>,
     /// What the lab cannot give this host (a gateway that is not booted, …).
     pub notes: Vec<String>,
+    /// A stand-in, not a host of the system: what it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stand_in: Option<String>,
 }
 
 impl VmNet {
@@ -134,7 +142,11 @@ pub struct Plan {
     /// qemu's host address on a link of its own).
     pub seed: Slirp,
     pub lans: Vec<Lan>,
+    /// The managed databases' stand-ins, whose VMs come first in `vms`.
+    pub databases: Vec<DatabaseStandIn>,
     pub vms: Vec<VmNet>,
+    /// What the lab cannot stand in for (a managed database on an IPv6 network, …).
+    pub notes: Vec<String>,
 }
 
 /// A locally administered MAC, stable per host (its place among all the system's hosts) and NIC.
@@ -176,6 +188,37 @@ pub fn plan(sys: &System, hosts: &[String], port: u16) -> Result<Plan, String> {
     }
     let index: BTreeMap<&str, usize> = sys.hosts.keys().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     let mut vms = Vec::new();
+    // The managed databases on a segment: a stand-in each, first (their clients wait for them).
+    let mut databases = Vec::new();
+    let mut db_notes = Vec::new();
+    for db in sys.databases.iter().filter(|d| d.network.as_ref().is_some_and(|n| lans.iter().any(|l| &l.network == n))) {
+        match stand_in::plan(sys, db) {
+            Ok(Some(s)) => databases.push(s),
+            Ok(None) => {}
+            Err(e) => db_notes.push(e),
+        }
+    }
+    for (k, s) in databases.iter().enumerate() {
+        let i = sys.hosts.len() + k;
+        let n = lans.iter().position(|l| l.network == s.network).expect("on a planned segment");
+        vms.push(VmNet {
+            host: s.machine.clone(),
+            nics: vec![
+                Nic { name: "wan0".into(), mac: mac(i, 0), role: Role::Uplink, addresses: Vec::new(), router_stand_in: None },
+                Nic {
+                    name: format!("lan{n}"),
+                    mac: mac(i, n + 1),
+                    role: Role::Lan { network: s.network.clone() },
+                    addresses: vec![format!("{}/{}", s.address, s.prefix)],
+                    router_stand_in: None,
+                },
+            ],
+            forwards: false,
+            nameserver: None,
+            notes: Vec::new(),
+            stand_in: Some(format!("managed database `{}` (Debian's PostgreSQL, answering `{}` at {})", s.database, s.dns_name, s.address)),
+        });
+    }
     for h in hosts {
         let host = &sys.hosts[h];
         let i = index[h.as_str()];
@@ -206,14 +249,16 @@ pub fn plan(sys: &System, hosts: &[String], port: u16) -> Result<Plan, String> {
             });
         }
         let mut notes = Vec::new();
+        // A stand-in on one of its networks is its resolver (which forwards the rest).
+        let resolver = databases.iter().find(|d| host.addresses.contains_key(&d.network)).map(|d| d.address);
         let nameserver = match &host.egress {
             Egress::Via { gateway, .. } => {
                 if !hosts.contains(gateway) {
                     notes.push(format!("its gateway `{gateway}` is not booted: it has no route out"));
                 }
-                Some(uplink.dns())
+                Some(resolver.unwrap_or(uplink.dns()))
             }
-            Egress::Direct => None,
+            Egress::Direct => resolver,
             Egress::None => {
                 notes.push("`egress = \"none\"`: no route out".into());
                 None
@@ -223,20 +268,24 @@ pub fn plan(sys: &System, hosts: &[String], port: u16) -> Result<Plan, String> {
                 None
             }
         };
-        vms.push(VmNet { host: h.clone(), nics, forwards: host.public && direct, nameserver, notes });
+        vms.push(VmNet { host: h.clone(), nics, forwards: host.public && direct, nameserver, notes, stand_in: None });
     }
-    Ok(Plan { uplink, seed, lans, vms })
+    Ok(Plan { uplink, seed, lans, databases, vms, notes: db_notes })
 }
 
 /// The NoCloud `network-config` (version 2) of one VM: every NIC matched by its MAC and
 /// renamed, the uplink by DHCP from qemu, every other address static, no default route but
-/// the uplink's (a `via:GATEWAY` host's comes from kiln's own egress step).
+/// the uplink's (a `via:GATEWAY` host's comes from kiln's own egress step). A VM given a
+/// resolver on its private networks does not take the uplink's from DHCP.
 pub fn network_config(vm: &VmNet) -> String {
     let mut ethernets = serde_json::Map::new();
     for nic in &vm.nics {
         let mut e = serde_json::json!({ "match": { "macaddress": nic.mac }, "set-name": nic.name });
         if nic.role == Role::Uplink {
             e["dhcp4"] = true.into();
+            if vm.nameserver.is_some() {
+                e["dhcp4-overrides"] = serde_json::json!({ "use-dns": false });
+            }
         } else {
             e["dhcp4"] = false.into();
             e["addresses"] = nic.addresses.clone().into();
@@ -353,6 +402,38 @@ reason = "A test of the lab's network plan: this host has no route out on purpos
         let sys = system(&FLEET.replace("10.1.0.0/16", "10.0.0.0/16").replace("10.1.0.", "10.0.1."));
         let p = plan(&sys, &["edge".to_string()], 40000).unwrap();
         assert_eq!((p.uplink, p.seed), (Slirp([172, 31, 254]), Slirp([192, 168, 254])));
+    }
+
+    /// civic-scaleway's managed PostgreSQL gets a stand-in on the VPC, first, at the highest
+    /// free address; the hosts on the VPC resolve through it alone.
+    #[test]
+    fn a_managed_database_gets_a_stand_in_that_its_network_resolves_through() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flake-free-examples/civic-scaleway");
+        let sys = match crate::pipeline::compile(&dir, &crate::pipeline::Options::default()) {
+            Ok(crate::pipeline::Outcome::Ok(c)) => c.system,
+            _ => panic!("civic-scaleway compiles"),
+        };
+        let p = plan(&sys, &["tools-prod".to_string()], 40000).unwrap();
+        assert_eq!(p.databases.len(), 1);
+        let db = &p.databases[0];
+        assert_eq!((db.machine.as_str(), db.address), ("main.database", Ipv4Addr::new(10, 0, 0, 254)));
+        assert_eq!(db.dns_name, "civic-scaleway-main.civic-scaleway-vpc.internal");
+        assert_eq!(p.vms.iter().map(|v| v.host.as_str()).collect::<Vec<_>>(), ["main.database", "tools-prod"]);
+        let (standin, tools) = (&p.vms[0], &p.vms[1]);
+        assert!(standin.uplink() && !standin.forwards && standin.stand_in.is_some());
+        assert_eq!(standin.nics[1].addresses, ["10.0.0.254/24"]);
+        assert_eq!(standin.nics[1].role, tools.nics[1].role, "on the same segment");
+        assert_ne!(standin.nics[0].mac, tools.nics[0].mac);
+        assert_eq!(tools.nameserver, Some(Ipv4Addr::new(10, 0, 0, 254)));
+        let cfg: serde_json::Value = serde_saphyr::from_str(&network_config(tools)).unwrap();
+        assert_eq!(cfg["ethernets"]["wan0"]["dhcp4-overrides"], serde_json::json!({ "use-dns": false }));
+        assert_eq!(cfg["ethernets"]["lan0"]["nameservers"]["addresses"], serde_json::json!(["10.0.0.254"]));
+        // the stand-in itself resolves through its uplink
+        let own: serde_json::Value = serde_saphyr::from_str(&network_config(standin)).unwrap();
+        assert!(own["ethernets"]["wan0"].get("dhcp4-overrides").is_none());
+        // a fleet without a host on the VPC has no stand-in
+        let none = plan(&system(FLEET), &["edge".to_string()], 40000).unwrap();
+        assert!(none.databases.is_empty() && none.vms.iter().all(|v| v.stand_in.is_none()));
     }
 
     #[test]

@@ -256,7 +256,7 @@ impl Drop for Fleet {
 
 /// The packages the lab's images do not carry and kiln's provisioners install (restic for
 /// backups; node-exporter's and zabbix-agent's native packages): the lab's apt repository.
-pub const LAB_APT_PACKAGES: &[&str] = &["prometheus-node-exporter", "restic", "zabbix-agent2"];
+pub const LAB_APT_PACKAGES: &[&str] = &["prometheus-node-exporter", "restic", "zabbix-agent2", "postgresql", "ssl-cert", "dnsmasq"];
 
 /// The lab's apt repository for a Debian `suite` (scripts/lab-apt-repo: downloaded once,
 /// verified, cached in ~/.cache/kiln/lab-apt/SUITE), for `kiln boot --apt-repo`.

@@ -106,15 +106,25 @@ https: 127.0.0.1:{}",
 /// The secret values to deliver to `host`: decrypted with `--identity`, or read from a
 /// directory with one file per secret (`--secrets`).
 fn host_secrets(c: &Compiled, path: &Path, opts: &Options, host: &str, dir: Option<&Path>) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    secret_values(c, path, opts, &c.system.host_secrets(&c.system.hosts[host]), dir)
+}
+
+/// The values of the secrets `wanted`, as [`host_secrets`] reads them.
+fn secret_values(
+    c: &Compiled,
+    path: &Path,
+    opts: &Options,
+    wanted: &std::collections::BTreeSet<String>,
+    dir: Option<&Path>,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut values = BTreeMap::new();
-    let wanted = c.system.host_secrets(&c.system.hosts[host]);
     if let (None, Some(text)) = (dir, &opts.identity) {
         let ids = kiln::sops::load_identities(text).map_err(|e| format!("identity: {e}"))?;
         let root = kiln::load::system_root(path).map(|(r, _)| r).unwrap_or_default();
-        values = kiln::secrets::values(&root, &c.system, &wanted, &ids)?;
+        values = kiln::secrets::values(&root, &c.system, wanted, &ids)?;
     }
     if let Some(dir) = dir {
-        for name in &wanted {
+        for name in wanted {
             let v = std::fs::read(dir.join(name)).map_err(|e| format!("secret `{name}`: {}: {e}", dir.join(name).display()))?;
             values.insert(name.clone(), v);
         }
@@ -176,6 +186,7 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
             ssh_port: host.ssh_port,
             cpus: kiln::boot::vcpus(&c.system, host),
             lab_images: f.lab_images.as_ref().map(|d| d.join(format!("{name}.tar"))).filter(|p| p.is_file()),
+            memory_mb: None,
         });
     }
     let networks = c.system.networks.len();
@@ -183,6 +194,30 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
         Ok(p) => p,
         Err(e) => return io_error(&e),
     };
+    // The managed databases' stand-ins boot first (`plan.vms` starts with them).
+    let mut stand_ins = Vec::new();
+    for s in &plan.databases {
+        let db = c.system.databases.iter().find(|d| d.name == s.database).expect("planned from the system");
+        let secrets = match secret_values(c, path, opts, &kiln::boot::stand_in::secrets(db), f.secrets.as_deref()) {
+            Ok(v) => v,
+            Err(e) => return io_error(&format!("the stand-in for database `{}`: {e}", db.name)),
+        };
+        let (user_data, closure) = kiln::boot::stand_in::user_data(s, db, plan.uplink.dns());
+        stand_ins.push(kiln::boot::FleetHost {
+            name: s.machine.clone(),
+            closure,
+            user_data,
+            image_dir: f.image.clone().unwrap_or_else(|| image_cache().join(kiln::boot::stand_in::IMAGE)),
+            secrets,
+            volume: false,
+            ssh_port: 22,
+            cpus: 1,
+            lab_images: None,
+            memory_mb: Some(kiln::boot::stand_in::MEMORY_MIB),
+        });
+    }
+    stand_ins.append(&mut hosts);
+    let hosts = stand_ins;
     let fopts = kiln::boot::FleetOptions {
         system: c.system.name.clone(),
         keep: f.keep,
@@ -194,7 +229,13 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
     };
     if !json {
         eprintln!("booting {} under qemu ({} MiB each); this takes a few minutes", names.join(", "), f.memory);
+        for n in &plan.notes {
+            eprintln!("note: {n}");
+        }
         for vm in &plan.vms {
+            if let Some(s) = &vm.stand_in {
+                eprintln!("note: `{}` stands in for the {s}", vm.host);
+            }
             for n in &vm.notes {
                 eprintln!("note: `{}`: {n}", vm.host);
             }
@@ -219,6 +260,9 @@ fn fleet_text(r: &kiln::boot::FleetReport) -> String {
     let mut o = String::new();
     for h in &r.hosts {
         let _ = writeln!(o, "{}:", h.host);
+        if let Some(s) = &h.network.stand_in {
+            let _ = writeln!(o, "  stands in for the {s}");
+        }
         if let Some(e) = &h.error {
             let _ = writeln!(o, "  error: {e}");
             continue;
