@@ -103,11 +103,12 @@ pub fn page(m: &LoadedModule) -> String {
         let _ = writeln!(o, "- `{}`{opt}: a {mods} in `connects`{desc}", r.slot.value);
     }
     for s in &d.secrets {
-        let opt = match &s.required_when {
-            Some(w) => match w.value.split_once('=') {
-                Some((option, value)) => format!(" (required when option `{option}` is `{value}`)"),
-                None => format!(" (required when option `{}` is set)", w.value),
-            },
+        let opt = match s.required_when.as_ref().map(|w| &w.value) {
+            Some(crate::syntax::module::RequiredWhen::Option { name, equals: Some(value) }) => {
+                format!(" (required when option `{name}` is `{value}`)")
+            }
+            Some(crate::syntax::module::RequiredWhen::Option { name, equals: None }) => format!(" (required when option `{name}` is set)"),
+            Some(crate::syntax::module::RequiredWhen::Slot(slot)) => format!(" (required when `{slot}` is connected)"),
             None if s.optional => " (optional)".to_string(),
             None => String::new(),
         };

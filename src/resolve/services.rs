@@ -1,6 +1,7 @@
 //! Services: module bound, options typed, templates rendered with their context.
 
 use super::*;
+use crate::syntax::module::RequiredWhen;
 
 /// What [`Resolver::prepare_service`] found, for [`Resolver::render_service`].
 pub(super) struct Prepared {
@@ -285,7 +286,7 @@ impl<'a> Resolver<'a> {
             let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value);
             // `required_when = "requires.SLOT"`: the connection that needs this credential.
             if let Some(when) = &decl.required_when
-                && let Some(req) = when.value.strip_prefix("requires.")
+                && let RequiredWhen::Slot(req) = &when.value
                 && !bound
                 && let Some(c) = deps.iter().find(|d| d.slot.as_deref() == Some(req))
             {
@@ -304,15 +305,15 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             // `required_when`: the option that turns on the feature needing this credential.
-            if let Some(when) = decl.required_when.as_ref().filter(|w| !w.value.starts_with("requires."))
+            if let Some(when) = &decl.required_when
+                && let RequiredWhen::Option { name: option, equals } = &when.value
                 && !bound
-                && let (option, equals) = when.value.split_once('=').map_or((when.value.as_str(), None), |(n, v)| (n, Some(v)))
                 && p.options.get(option).is_some_and(|v| match equals {
-                    Some(want) => v.as_str() == Some(want),
+                    Some(want) => v.as_str() == Some(want.as_str()),
                     None => v.is_true(),
                 })
             {
-                let given = s.options.iter().find(|(n, _)| n.value == option);
+                let given = s.options.iter().find(|(n, _)| n.value == *option);
                 let set = match equals {
                     Some(v) => format!("`{option}` is `{v}`"),
                     None => format!("`{option}` is set"),

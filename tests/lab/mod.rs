@@ -286,7 +286,7 @@ pub fn boot_fleet(
     cmd.arg("--identity").arg(repo().join("tests/fixtures/keys/examples.agekey")).arg("boot").arg("--hosts").arg(hosts.join(",")).arg(sys);
     cmd.arg("--apt-repo").arg(vm::lab_apt_repo("trixie")).arg("--lab-images").arg(&dir);
     // Under TCG the VMs share two cores: each host's time grows with the fleet's size.
-    let timeout = (500 * hosts.len()).max(1500).to_string();
+    let timeout = (500 * hosts.len()).max(2400).to_string();
     cmd.arg("--memory").arg(LAB_MEMORY_MIB.to_string()).args(["--keep", "--json", "--timeout", &timeout, "--state"]).arg(&state);
     let started = std::time::Instant::now();
     let out = run(&mut cmd);

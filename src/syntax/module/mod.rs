@@ -317,10 +317,31 @@ pub struct SecretSlotDecl {
     /// `dns01 = "PROVIDER"`: an edge's credential for DNS-01 in zones at that DNS provider
     /// (lego's provider names, which are kiln's provider kinds).
     pub dns01: Option<Sp<String>>,
-    /// `required_when = "OPTION"`: the slot may be left unbound unless that option is set (a
-    /// non-empty string or list, `true`, a non-zero number); `"OPTION=VALUE"`: unless it has
-    /// that value; `"requires.SLOT"`: unless `connects` fills that slot. Implies `optional`.
-    pub required_when: Option<Sp<String>>,
+    /// `required_when`: the slot may be left unbound unless it holds. Implies `optional`.
+    pub required_when: Option<Sp<RequiredWhen>>,
+}
+
+/// When a secret slot that may be left unbound is needed after all (`required_when`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequiredWhen {
+    /// `"OPTION"`: once the option is set (a non-empty string or list, `true`, a non-zero
+    /// number); `"OPTION=VALUE"`: once it has that value.
+    Option { name: String, equals: Option<String> },
+    /// `"requires.SLOT"`: once `connects` fills that requirement slot.
+    Slot(String),
+}
+
+impl RequiredWhen {
+    /// Reads `"requires.SLOT"`, `"OPTION=VALUE"` or `"OPTION"`.
+    pub fn parse(s: &str) -> RequiredWhen {
+        match s.strip_prefix("requires.") {
+            Some(slot) => RequiredWhen::Slot(slot.to_string()),
+            None => match s.split_once('=') {
+                Some((name, value)) => RequiredWhen::Option { name: name.to_string(), equals: Some(value.to_string()) },
+                None => RequiredWhen::Option { name: s.to_string(), equals: None },
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

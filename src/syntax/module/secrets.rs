@@ -1,7 +1,7 @@
 //! `[secrets.SLOT]`: the secrets a module reads, where they are mounted and when they are needed.
 
 use super::strings::absolute;
-use super::{OptionDecl, RequireDecl, SecretSlotDecl};
+use super::{OptionDecl, RequireDecl, RequiredWhen, SecretSlotDecl};
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 use crate::types;
 
@@ -14,7 +14,7 @@ pub(super) fn secret(
     requires: &[RequireDecl],
     sink: &Sink,
 ) -> Option<SecretSlotDecl> {
-    let required_when = t.str("required_when");
+    let required_when = t.str("required_when").map(|w| Sp::new(RequiredWhen::parse(&w.value), w.span));
     let d = SecretSlotDecl {
         description: t.str("description"),
         target: absolute(t.str("target"), sink),
@@ -26,23 +26,28 @@ pub(super) fn secret(
     };
     t.finish();
     // The slot or option it names must be one of the module's.
-    if let Some(o) = &d.required_when
-        && let Some(slot) = o.value.strip_prefix("requires.")
-    {
-        if !requires.iter().any(|r| r.slot.value == slot) {
-            sink.push(
-                crate::diag::Diagnostic::error("E0021", format!("`required_when` names no slot `{slot}` of this module"))
-                    .primary(o.span, "not declared as `[requires.SLOT]`"),
-            );
-        }
-    } else if let Some(o) = &d.required_when
-        && let name = o.value.split_once('=').map_or(o.value.as_str(), |(n, _)| n)
-        && !options.iter().any(|x| x.name.value == name)
-    {
-        sink.push(
+    match d.required_when.as_ref().map(|w| (&w.value, w.span)) {
+        Some((RequiredWhen::Slot(slot), span)) if !requires.iter().any(|r| &r.slot.value == slot) => sink.push(
+            crate::diag::Diagnostic::error("E0021", format!("`required_when` names no slot `{slot}` of this module"))
+                .primary(span, "not declared as `[requires.SLOT]`"),
+        ),
+        Some((RequiredWhen::Option { name, .. }, span)) if !options.iter().any(|x| &x.name.value == name) => sink.push(
             crate::diag::Diagnostic::error("E0021", format!("`required_when` names no option `{name}` of this module"))
-                .primary(o.span, "not declared in `[options]`"),
-        );
+                .primary(span, "not declared in `[options]`"),
+        ),
+        _ => {}
     }
     Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequiredWhen;
+
+    #[test]
+    fn required_when_reads_its_three_forms() {
+        assert_eq!(RequiredWhen::parse("requires.office"), RequiredWhen::Slot("office".into()));
+        assert_eq!(RequiredWhen::parse("repo_type=s3"), RequiredWhen::Option { name: "repo_type".into(), equals: Some("s3".into()) });
+        assert_eq!(RequiredWhen::parse("smtp_username"), RequiredWhen::Option { name: "smtp_username".into(), equals: None });
+    }
 }
