@@ -306,7 +306,10 @@ fn module_system_with_login(lib: &kiln::load::Inputs, module: &str, idp: &str) -
         .secrets
         .iter()
         .filter(|s| {
-            s.slot.value == oidc.client_secret.value || s.required_when.as_ref().is_some_and(|r| r.value == oidc.client_id_option.value)
+            s.slot.value == oidc.client_secret.value
+                || s.required_when.as_ref().is_some_and(|r| {
+                    matches!(&r.value, kiln::syntax::module::RequiredWhen::Option { name, equals: None } if *name == oidc.client_id_option.value)
+                })
         })
         .map(|s| s.slot.value.as_str())
         .collect();

@@ -321,3 +321,66 @@ fn code_server_stand_in_has_its_users_home_as_upstream_has() {
         assert_eq!(owners.get(dir), Some(&1000), "{dir} belongs to code-server's user: {owners:?}");
     }
 }
+
+/// civic-scaleway's tools-prod: the healthchecks that look at what upstream's programs do, run
+/// against the stand-ins. EspoCRM's daemon check greps /proc/1/cmdline for `daemon.php`, which
+/// upstream's docker-daemon.sh execs: its stand-in execs the probe with that command line.
+/// ONLYOFFICE's check greps `curl …/healthcheck` for `true`: the stand-in `curl` (the health
+/// tool) prints the probe's answer for that path, which is `true` there as upstream's is.
+#[test]
+fn tools_prod_stand_ins_answer_the_checks_that_look_at_upstreams_programs() {
+    let (tmp, _tar, compose, a) = stand_ins("civic-scaleway", "tools-prod");
+    let layers: Vec<&str> = a.manifest[0]["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let tools = &a.layers[layers[1]];
+    assert_eq!(compose["services"]["espocrm-daemon"]["entrypoint"], serde_json::json!(["docker-daemon.sh"]));
+    let daemon = String::from_utf8(file_in(tools, "usr/local/bin/docker-daemon.sh").expect("docker-daemon.sh's stand-in")).unwrap();
+    assert!(daemon.contains("\nexec /usr/local/bin/kiln-standin php /var/www/html/daemon.php \"$@\"\n"), "{daemon}");
+
+    // the probe and the health tool, run here: the module's own check command, with the tool
+    // as `curl`
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(tmp.path().join("kiln-standin"), file_in(tools, "usr/local/bin/kiln-standin").unwrap()).unwrap();
+    let health = bin.join("curl");
+    std::fs::write(&health, file_in(tools, "usr/local/bin/kiln-standin-health").unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&health, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new("python3")
+        .arg(tmp.path().join("kiln-standin"))
+        .env_clear()
+        .env("KILN_STANDIN_PORTS", port.to_string())
+        .env("KILN_STANDIN_REF", "test")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let check = compose["services"]["onlyoffice"]["healthcheck"]["test"][1].as_str().unwrap().replace("8084", &port.to_string());
+    assert!(check.contains("| grep -q true"), "{check}");
+    let path = format!("{}:{}", bin.display(), "/usr/bin:/bin");
+    let mut ok = false;
+    for _ in 0..50 {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&check)
+            .env("PATH", &path)
+            .env("KILN_STANDIN_PORTS", port.to_string())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // and another path still gets the probe's OK, which `true` is not part of
+    let other = std::process::Command::new(&health)
+        .arg("http://127.0.0.1:1/")
+        .env("PATH", "/usr/bin:/bin")
+        .env("KILN_STANDIN_PORTS", port.to_string())
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "`{check}` did not pass against the probe");
+    assert!(common::text(&other.stdout).starts_with("OK (kiln stand-in for test)"), "{}", common::text(&other.stdout));
+}
