@@ -180,10 +180,12 @@ pub(crate) enum Command {
         /// a directory or a file).
         #[arg(value_name = "HOST|PATH", num_args = 0..=2)]
         targets: Vec<String>,
-        /// Boot every host of the system, each in its own VM, together on its private networks.
+        /// Boot every host of the system, each in its own VM, together on its private networks
+        /// (a managed PostgreSQL on one of them gets a stand-in VM there: docs/lab.md).
         #[arg(long, conflicts_with_all = ["hosts", "down"])]
         all: bool,
-        /// Boot these hosts (comma-separated) together on the system's private networks.
+        /// Boot these hosts (comma-separated) together on the system's private networks, with
+        /// a stand-in for each managed PostgreSQL on them.
         #[arg(long, value_delimiter = ',', value_name = "HOST,...", conflicts_with = "down")]
         hosts: Vec<String>,
         /// Power off the machines `--all`/`--hosts` with `--keep` left running (those of PATH's
