@@ -49,35 +49,23 @@ impl<'a> Resolver<'a> {
             }
         }
         for (_, secret) in &s.env_secrets {
-            if !secrets.contains_key(&secret.value) {
-                self.err(
-                    Diagnostic::error("undefined-secret", format!("secret `{}` is referenced but not defined", secret.value))
-                        .primary(secret.span, "not declared in `[secrets]`")
-                        .help(match did_you_mean(&secret.value, secrets.keys().map(String::as_str)) {
-                            Some(x) => format!("did you mean `{x}`?"),
-                            None => format!("declare it: `[secrets.{}]` with `file = \"secrets.sops.yaml\"`", secret.value),
-                        }),
-                );
+            if let Some(d) = super::secrets::undefined_secret(secret, secrets) {
+                self.err(d);
             }
         }
     }
+}
 
-    /// Adds the service's own variables, checked by [`Resolver::own_environment`], to the
-    /// module's: plain values to `environment`, secrets to `env_secrets`.
-    pub(super) fn merge_own_environment(
-        &mut self,
-        p: &Partial<'a>,
-        environment: &mut BTreeMap<String, String>,
-        env_secrets: &mut BTreeMap<String, String>,
-    ) {
-        if !takes(p) {
-            return;
-        }
-        for (var, value) in &p.decl.environment {
-            environment.insert(var.value.clone(), value.value.clone());
-        }
-        for (var, secret) in &p.decl.env_secrets {
-            env_secrets.insert(var.value.clone(), secret.value.clone());
-        }
+/// Adds the service's own variables, checked by [`Resolver::own_environment`], to the module's:
+/// plain values to `environment`, secrets to `env_secrets`.
+pub(super) fn merge_own(p: &Partial<'_>, environment: &mut BTreeMap<String, String>, env_secrets: &mut BTreeMap<String, String>) {
+    if !takes(p) {
+        return;
+    }
+    for (var, value) in &p.decl.environment {
+        environment.insert(var.value.clone(), value.value.clone());
+    }
+    for (var, secret) in &p.decl.env_secrets {
+        env_secrets.insert(var.value.clone(), secret.value.clone());
     }
 }

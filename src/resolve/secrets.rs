@@ -1,6 +1,23 @@
-//! `[secrets]` against the files load found: missing, refused or without the key.
+//! `[secrets]` against the files load found: missing, refused or without the key; a reference
+//! to a secret no `[secrets]` entry declares.
 
 use super::*;
+
+/// `undefined-secret` at a reference to `secret` when `[secrets]` does not declare it, with the
+/// closest declared name or how to declare it.
+pub(super) fn undefined_secret(secret: &Sp<String>, secrets: &BTreeMap<String, &SecretDecl>) -> Option<Diagnostic> {
+    if secrets.contains_key(&secret.value) {
+        return None;
+    }
+    Some(
+        Diagnostic::error("undefined-secret", format!("secret `{}` is referenced but not defined", secret.value))
+            .primary(secret.span, "not declared in `[secrets]`")
+            .help(match did_you_mean(&secret.value, secrets.keys().map(String::as_str)) {
+                Some(x) => format!("did you mean `{x}`?"),
+                None => format!("declare it: `[secrets.{}]` with `file = \"secrets.sops.yaml\"`", secret.value),
+            }),
+    )
+}
 
 impl<'a> Resolver<'a> {
     /// A declared secret against what load found in its file.

@@ -253,15 +253,8 @@ impl<'a> Resolver<'a> {
                 self.err(d);
                 continue;
             };
-            if !secrets.contains_key(&secret.value) {
-                self.err(
-                    Diagnostic::error("undefined-secret", format!("secret `{}` is referenced but not defined", secret.value))
-                        .primary(secret.span, "not declared in `[secrets]`")
-                        .help(match did_you_mean(&secret.value, secrets.keys().map(String::as_str)) {
-                            Some(x) => format!("did you mean `{x}`?"),
-                            None => format!("declare it: `[secrets.{}]` with `file = \"secrets.sops.yaml\"`", secret.value),
-                        }),
-                );
+            if let Some(d) = super::secrets::undefined_secret(secret, secrets) {
+                self.err(d);
                 continue;
             }
             let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{}", slot.value));
@@ -432,7 +425,7 @@ impl<'a> Resolver<'a> {
                         secret_uses.iter().find(|u| u.slot == slot.value).map(|u| (var.value.clone(), u.secret.clone()))
                     })
                     .collect();
-                self.merge_own_environment(p, &mut environment, &mut env_secrets);
+                super::environment::merge_own(p, &mut environment, &mut env_secrets);
                 let user = c.user.as_ref().and_then(|u| render(self, u));
                 Some(Container {
                     image,

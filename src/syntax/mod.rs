@@ -8,6 +8,7 @@ pub mod expand;
 pub mod memory_fit;
 pub mod module;
 pub mod route_defaults;
+pub mod services;
 pub mod streams;
 pub mod system;
 pub mod tree;
