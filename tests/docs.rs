@@ -98,6 +98,11 @@ fn the_schema_accepts_the_examples_and_rejects_mistakes() {
         }
     }
     assert!(checked >= 2);
+    // What kiln accepts the schema accepts too (never stricter): a policy whose sources are
+    // separated by a tab, as `types::parse_csp` reads it.
+    let tab = tmp.path().join("csp-tab.toml");
+    std::fs::write(&tab, "[routes.\"a.example.com\"]\nservice = \"s\"\ncsp = \"default-src\\t'self'\"\n").unwrap();
+    assert!(check(&tab).status.success(), "the schema refuses a policy kiln reads: {}", text(&check(&tab).stdout));
     for (name, body) in [
         ("unknown-key.toml", "[hosts.a]\nprovider = \"hetzner\"\nimage = \"debian-12\"\nhots = 1\n"),
         ("bad-option.toml", "[services.v]\nmodule = \"valkey\"\nhost = \"a\"\noptions = { maxmemory_policy = \"sometimes\" }\n"),
@@ -110,6 +115,7 @@ fn the_schema_accepts_the_examples_and_rejects_mistakes() {
         ("bad-server-type.toml", "[hosts.a]\nprovider = \"h\"\nimage = \"debian-12\"\ntype = \"${file(\\\"/etc/hostname\\\")}\"\n"),
         ("bad-schedule.toml", "[backup]\nrepository = \"r\"\npassword = \"p\"\nkeep = { daily = 1 }\nschedule = \"daily\\r[Unit]\"\n"),
         ("bad-route-name.toml", "[routes.\"App.example.com\"]\nservice = \"s\"\n"),
+        ("bad-csp.toml", "[routes.\"a.example.com\"]\nservice = \"s\"\ncsp = \"default-src {x}\"\n"),
     ] {
         let f = tmp.path().join(name);
         std::fs::write(&f, body).unwrap();

@@ -65,7 +65,7 @@ pub const ORIGIN: Text = Text {
 pub const CSP: Text = Text {
     name: "content security policy",
     doc: "Content-Security-Policy directives separated by `;`, like `default-src 'self'; img-src 'self' data:`: each a directive of CSP Level 3 (not `frame-ancestors`, which is `frame_ancestors`), set once, with sources of printable ASCII but `,`, `\"`, `\\`, `{` and `}`.",
-    pattern: Some("^[ -!#-+\\--\\[\\]-z|~]+$"),
+    pattern: Some("^[\\t -!#-+\\--\\[\\]-z|~]+$"),
 };
 pub const SIZE: Text = Text {
     name: "size",
