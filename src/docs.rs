@@ -90,6 +90,10 @@ pub fn page(m: &LoadedModule) -> String {
         && let Some(dump) = &b.dump
     {
         let _ = writeln!(o, "- backup dump: `{}`", dump.iter().map(|s| s.value.as_str()).collect::<Vec<_>>().join(" "));
+        if let Some(restore) = &b.restore {
+            let _ =
+                writeln!(o, "- restored from the dump by: `{}`", restore.iter().map(|s| s.value.as_str()).collect::<Vec<_>>().join(" "));
+        }
     }
     if d.endpoints.is_empty() && d.metrics.is_none() && d.volumes.is_empty() {
         let _ = writeln!(o, "Nothing.");

@@ -613,6 +613,8 @@ pub struct Metrics {
 #[derive(Debug, Serialize)]
 pub struct Backup {
     pub dump: Option<Vec<String>>,
+    /// Run in the service's container with the dump on standard input (`kiln-backup.sh restore`).
+    pub restore: Option<Vec<String>>,
     pub volumes: Vec<String>,
 }
 

@@ -229,7 +229,7 @@ fn inline_sources(d: &ModuleDecl) -> Vec<&str> {
         v.extend(h.test.iter().map(|s| s.value.as_str()));
     }
     if let Some(b) = &d.backup {
-        v.extend(b.dump.iter().flatten().map(|s| s.value.as_str()));
+        v.extend(b.dump.iter().chain(&b.restore).flatten().map(|s| s.value.as_str()));
     }
     v.retain(|s| is_template(s));
     v

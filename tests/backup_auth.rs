@@ -58,6 +58,7 @@ fn localise(script: &str, root: &Path) -> String {
         .replace("/etc/kiln/secrets/", &format!("{r}/secrets/"))
         .replace("/opt/kiln/backup/known_hosts", &format!("{r}/known_hosts"))
         .replace("/var/backups/kiln", &format!("{r}/dumps"))
+        .replace("/var/lib/kiln/data/docker/volumes/", &format!("{r}/volumes/"))
         .replace("/var/lib/docker/volumes/", &format!("{r}/volumes/"))
 }
 

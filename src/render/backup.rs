@@ -117,7 +117,8 @@ fn notice(sys: &System, host: &Host) -> Vec<(String, String)> {
 fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[&Service]) -> String {
     let mut o = script_head("backup", sys, host);
     o.push_str("# `kiln-backup.sh` dumps the databases, snapshots dumps and volumes, applies retention;\n");
-    o.push_str("# `kiln-backup.sh check` verifies the repository and a tenth of its data.\n");
+    o.push_str("# `kiln-backup.sh check` verifies the repository and a tenth of its data;\n");
+    o.push_str("# `kiln-backup.sh restore [SNAPSHOT]` brings the data back (docs/deploy.md).\n");
     o.push_str("set -eu\numask 077\n");
     let _ = writeln!(o, "RESTIC_REPOSITORY={}", sh(repo));
     let _ = writeln!(o, "RESTIC_PASSWORD_FILE={}", sh(&format!("/etc/kiln/secrets/{}", plan.password.replace("{host}", &host.name))));
@@ -132,6 +133,13 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     }
     o.push_str(&super::backup_auth::setup(plan, host, repo));
     let _ = writeln!(o, "host={}", sh(&host.name));
+    let _ = writeln!(o, "dumps={}", sh(DUMPS));
+    let _ = writeln!(o, "compose() {{ docker compose --file {} \"$@\"; }}", sh(&format!("{}/compose.yaml", super::KILN_ROOT)));
+    o.push_str("install -d -m 0700 \"$dumps\"\n");
+    // One backup, check or restore at a time: a timer that fires during a restore waits for it.
+    o.push_str("exec 9>\"$dumps.lock\"\nflock 9\n");
+    // A restore never makes a repository: it runs before that.
+    o.push_str(&super::restore::section(sys, host, services));
     // A repository restic cannot find is made: restic asks "Is there a repository at the
     // following location?" when it cannot read the config file (cmd/restic/global.go, 0.14 to
     // 0.18; from 0.17 "repository does not exist" too). Any other failure (a wrong password, a
@@ -147,18 +155,13 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     // Not `exec`: `restic` may be the function that adds the SFTP command (`backup_auth`).
     o.push_str("if [ \"${1:-}\" = check ]; then\n\trestic check --read-data-subset=10%\n\texit 0\nfi\n");
     o.push_str(&metrics());
-    let _ = writeln!(o, "dumps={}", sh(DUMPS));
-    o.push_str("install -d -m 0700 \"$dumps\"\n");
     o.push_str("\n# Databases first, so the snapshot holds a consistent dump next to the files.\n");
     for s in services {
         let Some(dump) = s.backup.as_ref().and_then(|b| b.dump.as_ref()) else { continue };
         let words: Vec<String> = dump.iter().map(|w| sh(w)).collect();
+        o.push_str(&super::restore::literal_note(dump, ""));
         let file = format!("{}.dump", s.name);
-        let run = if s.container.is_some() {
-            format!("docker compose --file /opt/kiln/compose.yaml exec -T {} {}", sh(&s.name), words.join(" "))
-        } else {
-            words.join(" ")
-        };
+        let run = if s.container.is_some() { format!("compose exec -T {} {}", sh(&s.name), words.join(" ")) } else { words.join(" ") };
         let _ = writeln!(o, "{run} > \"$dumps/{file}.part\"\nmv \"$dumps/{file}.part\" \"$dumps/{file}\"");
     }
     o.push_str("\n# One snapshot: the dumps and every volume that holds data.\nset -- \"$dumps\"\n");
@@ -166,7 +169,7 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     let volumes: std::collections::BTreeSet<&str> =
         services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
     for source in volumes {
-        let path = format!("/var/lib/docker/volumes/{}_{source}/_data", sys.name);
+        let path = super::restore::volume_path(sys, host, source);
         let _ = writeln!(o, "set -- \"$@\" {}", sh(&path));
     }
     o.push_str("restic backup --host \"$host\" --tag kiln \"$@\"\n");

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod keycloak;
 pub mod provision;
 pub mod quote;
+pub mod restore;
 pub mod system_doc;
 pub mod timer_unit;
 pub mod tofu;

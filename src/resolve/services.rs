@@ -519,6 +519,7 @@ impl<'a> Resolver<'a> {
             .collect();
         let backup = m.backup.as_ref().map(|b| Backup {
             dump: b.dump.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
+            restore: b.restore.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
             volumes: b.volumes.iter().map(|v| v.value.clone()).collect(),
         });
         for e in &s.expose {

@@ -354,6 +354,8 @@ pub struct MetricsDecl {
 pub struct BackupDecl {
     pub span: Span,
     pub dump: Option<Vec<Sp<String>>>,
+    /// Loads the dump (on standard input) into the running service after a restore.
+    pub restore: Option<Vec<Sp<String>>>,
     pub volumes: Vec<Sp<String>>,
 }
 

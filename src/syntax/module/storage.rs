@@ -21,8 +21,17 @@ pub(super) fn volume(name: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> O
 
 /// `[backup]`.
 pub(super) fn backup(mut t: TableReader<'_>, sink: &Sink) -> BackupDecl {
-    let dump = t.node("dump");
-    let d = BackupDecl { span: t.span, dump: str_list_node(dump, sink), volumes: t.str_list("volumes") };
+    let dump = str_list_node(t.node("dump"), sink);
+    let restore = t.node("restore");
+    if let (Some(r), None) = (restore, &dump) {
+        sink.push(
+            crate::diag::Diagnostic::error("E0003", "`restore` without `dump`")
+                .primary(r.span, "nothing to restore from")
+                .note("`restore` reads, on its standard input, the dump `dump` wrote")
+                .help("declare the `dump` command as well, or remove `restore`"),
+        );
+    }
+    let d = BackupDecl { span: t.span, dump, restore: str_list_node(restore, sink), volumes: t.str_list("volumes") };
     t.finish();
     d
 }

@@ -1,0 +1,140 @@
+//! `kiln-backup.sh restore [SNAPSHOT]`: a host's data back from one of its restic snapshots.
+//!
+//! The part of the backup script that runs when an operator restores (a replaced server whose
+//! volumes are new, or data gone wrong). Nothing is lost on the way: before anything is
+//! touched the snapshot must exist and hold a dump of every service that loads one; each
+//! backed-up volume's current files are moved aside (a rename on Docker's own filesystem, never a
+//! copy or a delete) into `kiln-before-restore/STAMP` under Docker's data root, and the script
+//! says where. Then:
+//!
+//! - a service whose module declares `[backup] restore` (a database: its files in a snapshot are
+//!   a live copy, only its dump is consistent) gets an empty volume, its image initialises it
+//!   as on a first start, and the dump is piped into the restore command inside the container;
+//! - every other backed-up volume gets its files back as the snapshot holds them (restic
+//!   restores owners and modes as root);
+//! - the stack starts once the dumps are loaded, so no application meets a half-loaded database.
+//!
+//! A failure part-way stops the script with a message that says what state the host is in.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use super::quote::sh;
+use crate::model::{Host, Service, System};
+
+/// Docker's data root on this host (on the data volume where there is one).
+fn docker_root(sys: &System, host: &Host) -> String {
+    super::data_volume::host_path(sys, host, "/var/lib/docker")
+}
+
+/// Where the backup reads a Compose volume `source` of the system's project from.
+pub fn volume_path(sys: &System, host: &Host, source: &str) -> String {
+    format!("{}/volumes/{}/_data", docker_root(sys, host), volume_name(sys, source))
+}
+
+/// The Docker volume Compose makes for `source` (project name, underscore, volume).
+fn volume_name(sys: &System, source: &str) -> String {
+    format!("{}_{source}", sys.name)
+}
+
+/// Whether the service's dump is loaded by its module's restore command.
+fn loads_dump(s: &Service) -> bool {
+    s.container.is_some() && s.backup.as_ref().is_some_and(|b| b.dump.is_some() && b.restore.is_some())
+}
+
+/// The `restore` branch of the backup script: `dumps` and `compose` are the script's variables
+/// for the dump directory, and its `compose` function.
+pub fn section(sys: &System, host: &Host, services: &[&Service]) -> String {
+    let loaded: Vec<&Service> = services.iter().copied().filter(|s| loads_dump(s)).collect();
+    let volumes: BTreeSet<&str> = services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
+    // A volume shared with a service that loads its dump starts empty with it.
+    let emptied: BTreeSet<&str> = loaded.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
+    let containers = services.iter().any(|s| s.container.is_some());
+    let mut o = String::from("\nif [ \"${1:-}\" = restore ]; then\n");
+    o.push_str("\tsnapshot=${2:-latest}\n");
+    o.push_str("\t# Before anything is touched: the snapshot exists and holds every dump the restore loads.\n");
+    // Resolved once to its full id (`latest` too), which every later step uses. restic 0.14
+    // ignores an id it does not find (exit 0, `[]`), so the id is looked for in the answer.
+    // It also ignores `--host` for an explicit id, so the snapshot's own hostname is checked.
+    o.push_str("\tfound=$(restic snapshots --json --host \"$host\" \"$snapshot\")\n");
+    o.push_str("\tid=$(printf '%s\\n' \"$found\" | sed -n 's/.*\"id\":\"\\([0-9a-f]\\{64\\}\\)\".*/\\1/p')\n");
+    o.push_str("\tcase $found in *\"\\\"hostname\\\":\\\"$host\\\"\"*) ;; *) id= ;; esac\n");
+    o.push_str("\t[ -n \"$id\" ] || { echo \"kiln-backup: no snapshot $snapshot of host $host (restic snapshots --host $host lists them); nothing was changed\" >&2; exit 1; }\n");
+    o.push_str("\tsnapshot=$id\n");
+    if !loaded.is_empty() {
+        o.push_str("\tlisting=$(restic ls \"$snapshot\" \"$dumps\")\n");
+    }
+    for s in &loaded {
+        let file = format!("{}.dump", s.name);
+        let _ = writeln!(
+            o,
+            "\tprintf '%s\\n' \"$listing\" | grep -qxF \"$dumps/\"{f} || {{ printf 'kiln-backup: snapshot %s holds no dump of %s (%s); nothing was changed\\n' \"$snapshot\" {n} \"$dumps/\"{f} >&2; exit 1; }}",
+            f = sh(&file),
+            n = sh(&s.name)
+        );
+    }
+    let _ = writeln!(o, "\tkept={}/kiln-before-restore/$(date -u +%Y%m%dT%H%M%SZ)", sh(&docker_root(sys, host)));
+    o.push_str("\tstage='stopping the services'\n");
+    o.push_str(concat!(
+        "\ttrap 'rc=$?; [ \"$rc\" -eq 0 ] || echo \"kiln-backup: the restore stopped while $stage; the data found before it is in $kept\" >&2' EXIT\n",
+    ));
+    if containers {
+        o.push_str("\tcompose down\n");
+    }
+    o.push_str("\tinstall -d -m 0700 \"$kept\"\n");
+    o.push_str("\tstage='moving the current data aside'\n");
+    for v in &volumes {
+        let name = volume_name(sys, v);
+        let path = volume_path(sys, host, v);
+        let _ = writeln!(o, "\tif [ -d {p} ]; then mv {p} \"$kept\"/{n}; fi", p = sh(&path), n = sh(&name));
+        // The volume goes too, so Compose makes it again as on a first start (Docker copies the
+        // image's files and their owners into an empty new volume).
+        let _ = writeln!(o, "\tif docker volume inspect {n} >/dev/null 2>&1; then docker volume rm {n} >/dev/null; fi", n = sh(&name));
+    }
+    if containers {
+        o.push_str("\tcompose up --no-start\n");
+    }
+    o.push_str("\tstage='restoring files from the snapshot'\n");
+    o.push_str("\tfind \"$dumps\" -mindepth 1 -delete\n");
+    o.push_str("\tset -- --include \"$dumps\"\n");
+    for v in volumes.difference(&emptied) {
+        let _ = writeln!(o, "\tset -- \"$@\" --include {}", sh(&volume_path(sys, host, v)));
+    }
+    o.push_str("\trestic restore \"$snapshot\" --target / \"$@\"\n");
+    if !loaded.is_empty() {
+        let names: Vec<String> = loaded.iter().map(|s| sh(&s.name)).collect();
+        o.push_str("\tstage='loading the dumps'\n");
+        let _ = writeln!(o, "\tcompose up --detach --wait {}", names.join(" "));
+        for s in &loaded {
+            let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
+            let words: Vec<String> = restore.iter().map(|w| sh(w)).collect();
+            o.push_str(&literal_note(restore, "\t"));
+            let _ = writeln!(o, "\tcompose exec -T {} {} < \"$dumps/\"{}", sh(&s.name), words.join(" "), sh(&format!("{}.dump", s.name)));
+        }
+    }
+    if containers {
+        o.push_str("\tstage='starting the services'\n");
+        o.push_str("\tcompose up --detach --wait\n");
+    }
+    for s in services.iter().filter(|s| !loads_dump(s) && s.backup.as_ref().is_some_and(|b| b.dump.is_some())) {
+        let _ = writeln!(
+            o,
+            "\tprintf 'kiln-backup: the files of %s are back as snapshotted; its dump, which kiln does not load, is %s\\n' {} \"$dumps/\"{}",
+            sh(&s.name),
+            sh(&format!("{}.dump", s.name))
+        );
+    }
+    o.push_str("\techo \"kiln-backup: restored snapshot $snapshot of host $host; the data found before it is in $kept (remove it once the services are right)\"\n");
+    o.push_str("\texit 0\nfi\n");
+    o
+}
+
+/// Before a module's command whose words hold `$` or a backquote: they are single-quoted
+/// literals for the shell inside the container, which shellcheck would otherwise flag.
+pub fn literal_note(words: &[String], indent: &str) -> String {
+    if words.iter().any(|w| w.contains(['$', '`'])) {
+        format!("{indent}# shellcheck disable=SC2016 # the module's command, expanded by the container's shell\n")
+    } else {
+        String::new()
+    }
+}
