@@ -75,9 +75,7 @@ pub fn section(sys: &System, host: &Host, services: &[&Service]) -> String {
     }
     let _ = writeln!(o, "\tkept={}/kiln-before-restore/$(date -u +%Y%m%dT%H%M%SZ)", sh(&docker_root(sys, host)));
     o.push_str("\tstage='stopping the services'\n");
-    o.push_str(concat!(
-        "\ttrap 'rc=$?; [ \"$rc\" -eq 0 ] || echo \"kiln-backup: the restore stopped while $stage; the data found before it is in $kept\" >&2' EXIT\n",
-    ));
+    o.push_str("\ttrap 'rc=$?; [ \"$rc\" -eq 0 ] || echo \"kiln-backup: the restore stopped while $stage; the data found before it is in $kept\" >&2' EXIT\n");
     if containers {
         o.push_str("\tcompose down\n");
     }
