@@ -23,25 +23,63 @@ fn pg_bin() -> PathBuf {
     bin
 }
 
-/// The stand-in `docker`. Volumes live under `$DOCKER_ROOT/volumes`; the postgres service's
-/// cluster in its volume `$PG_VOLUME`, its socket in `$PGHOST`. As root, PostgreSQL runs as
+/// The stand-in `docker`. Volumes live under `$DOCKER_ROOT/volumes`; the database service's data
+/// in its volume `$DB_VOLUME`: PostgreSQL (`ENGINE=postgres`, socket in `$PGHOST`) or MariaDB
+/// (`ENGINE=mariadb`, on 127.0.0.1:`$MYSQL_TCP_PORT`), initialised on an empty volume as the
+/// image's entrypoint would (MariaDB: `MARIADB_DATABASE` and `MARIADB_USER` with the password
+/// file). A container's `/run/secrets/` is the directory `$SECRETS`. As root, PostgreSQL runs as
 /// nobody (initdb refuses root), as the image runs it as its own user.
-const DOCKER: &str = r#"#!/bin/sh
+const DOCKER: &str = r#"#!/bin/bash
 set -eu
 umask 022 # dockerd's own, not the calling script's
 printf 'docker' >>"$STANDIN_LOG"; for a; do printf ' %s' "$a" >>"$STANDIN_LOG"; done; echo >>"$STANDIN_LOG"
 as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; else "$@"; fi; }
-data=$DOCKER_ROOT/volumes/$PG_VOLUME/_data/cluster
-start_pg() {
-	if [ -s "$data/postmaster.pid" ]; then return 0; fi
-	if [ ! -s "$data/PG_VERSION" ]; then
-		mkdir -p "$data"
-		[ "$(id -u)" != 0 ] || chown -R 65534:65534 "$DOCKER_ROOT/volumes/$PG_VOLUME/_data"
-		as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --encoding=UTF8 --locale=C >/dev/null
-	fi
-	as_pg "$PG_BIN/pg_ctl" -D "$data" -o "-c listen_addresses='' -k $PGHOST -p $PGPORT" -l "$PGHOST/log" -w start >/dev/null
+data=$DOCKER_ROOT/volumes/$DB_VOLUME/_data/cluster
+start_db() {
+	case $ENGINE in
+	postgres)
+		if [ -s "$data/postmaster.pid" ]; then return 0; fi
+		if [ ! -s "$data/PG_VERSION" ]; then
+			mkdir -p "$data"
+			[ "$(id -u)" != 0 ] || chown -R 65534:65534 "$DOCKER_ROOT/volumes/$DB_VOLUME/_data"
+			as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --encoding=UTF8 --locale=C >/dev/null
+		fi
+		as_pg "$PG_BIN/pg_ctl" -D "$data" -o "-c listen_addresses='' -k $PGHOST -p $PGPORT" -l "$PGHOST/log" -w start >/dev/null
+		;;
+	mariadb)
+		if [ -s "$SOCK/pid" ]; then return 0; fi
+		fresh=
+		if [ ! -d "$data/mysql" ]; then
+			mkdir -p "$data"
+			"$MDB/usr/bin/mariadb-install-db" --no-defaults --basedir="$MDB/usr" --datadir="$data" --user="$(id -un)" \
+				--auth-root-authentication-method=normal --skip-test-db >"$SOCK/install.log" 2>&1
+			fresh=1
+		fi
+		"$MDB/usr/sbin/mariadbd" --no-defaults --basedir="$MDB/usr" --lc-messages-dir="$MDB/usr/share/mysql" --datadir="$data" \
+			--user="$(id -un)" --socket="$SOCK/sock" --port="$MYSQL_TCP_PORT" --bind-address=127.0.0.1 --pid-file="$SOCK/pid" \
+			>>"$SOCK/server.log" 2>&1 &
+		for _ in $(seq 100); do [ -S "$SOCK/sock" ] && break; sleep 0.1; done
+		if [ -n "$fresh" ]; then
+			pw=$(cat "$SECRETS/mariadb_password")
+			"$MDB/usr/bin/mariadb" --no-defaults -S "$SOCK/sock" -u root -e \
+				"CREATE DATABASE shop; CREATE USER 'shop'@'%' IDENTIFIED BY '$pw'; GRANT ALL ON shop.* TO 'shop'@'%';"
+		fi
+		;;
+	esac
 }
-stop_pg() { if [ -s "$data/postmaster.pid" ]; then as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi; }
+stop_db() {
+	case $ENGINE in
+	postgres) if [ -s "$data/postmaster.pid" ]; then as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi ;;
+	mariadb)
+		if [ -s "$SOCK/pid" ]; then
+			pid=$(cat "$SOCK/pid")
+			kill "$pid"
+			while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+			rm -f "$SOCK/pid"
+		fi
+		;;
+	esac
+}
 case $1 in
 volume)
 	case $2 in
@@ -52,17 +90,19 @@ volume)
 compose)
 	shift 3 # compose --file FILE
 	case $1 in
-	down) stop_pg ;;
+	down) stop_db ;;
 	up)
 		if [ "$2" = --no-start ]; then
 			for v in $VOLUMES; do mkdir -p "$DOCKER_ROOT/volumes/$v/_data"; done
 		else
-			start_pg
+			start_db
 		fi
 		;;
 	exec)
 		shift 3 # exec -T SERVICE
-		exec "$@"
+		args=()
+		for a; do args+=("${a//\/run\/secrets\//$SECRETS/}"); done
+		exec "${args[@]}"
 		;;
 	*) echo "stand-in docker: compose $1 is not modelled" >&2; exit 1 ;;
 	esac
@@ -71,24 +111,28 @@ compose)
 esac
 "#;
 
-/// The system: one Hetzner host (so it has a data volume and Docker's data root on it), the
-/// built-in postgres module and the test `db` module (a volume backed up as files).
-fn system(dir: &Path, repository: &Path) -> String {
+/// The system: one Hetzner host (so it has a data volume and Docker's data root on it) with the
+/// services `services` (TOML) and the secrets `secrets` besides restic's password.
+fn system(dir: &Path, repository: &Path, services: &str, secrets: &[&str]) -> String {
     std::fs::create_dir_all(dir).unwrap();
-    let s = format!(
-        "{}\n[hosts.db]\nprovider = \"hetzner\"\nimage = \"debian-13\"\npublic = true\n\n\
-[services.pg]\nmodule = \"postgres\"\nhost = \"db\"\nsecrets = {{ password = \"pg_password\" }}\n\n\
-[services.files]\nmodule = \"db\"\nhost = \"db\"\nsecrets = {{ password = \"files_password\" }}\n\n\
-[backup]\nrepository = \"{}\"\npassword = \"restic_password\"\nkeep = {{ daily = 7 }}\n\n\
-[secrets.pg_password]\nfile = \"s.sops.yaml\"\n\n[secrets.files_password]\nfile = \"s.sops.yaml\"\n\n\
-[secrets.restic_password]\nfile = \"s.sops.yaml\"\n",
+    let mut s = format!(
+        "{}\n[hosts.db]\nprovider = \"hetzner\"\nimage = \"debian-13\"\npublic = true\n\n{services}\n\
+[backup]\nrepository = \"{}\"\npassword = \"restic_password\"\nkeep = {{ daily = 7 }}\n",
         preamble("restore"),
         repository.display()
     );
+    for name in secrets.iter().chain(&["restic_password"]) {
+        s.push_str(&format!("\n[secrets.{name}]\nfile = \"s.sops.yaml\"\n"));
+    }
     std::fs::write(dir.join("system.toml"), s).unwrap();
     let out = build_with_modules(&repo().join("tests/fixtures/modules"), dir, &dir.join("store"), &dir.join("out"));
     std::fs::read_to_string(out.join("hosts/db/backup/kiln-backup.sh")).unwrap()
 }
+
+/// The built-in postgres module (its dump loaded back) and the test `db` module (a volume backed
+/// up as files).
+const PG_AND_FILES: &str = "[services.pg]\nmodule = \"postgres\"\nhost = \"db\"\nsecrets = { password = \"pg_password\" }\n\n\
+[services.files]\nmodule = \"db\"\nhost = \"db\"\nsecrets = { password = \"files_password\" }\n";
 
 /// The script with the host's absolute paths moved under `root`.
 fn localise(script: &str, root: &Path) -> String {
@@ -104,10 +148,12 @@ struct Host {
     script: PathBuf,
     bin: PathBuf,
     sock: PathBuf,
+    /// The stand-in's settings for this test's database (its engine and volumes).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Host {
-    fn new(t: &Path, script: &str) -> Host {
+    fn new(t: &Path, script: &str, env: &[(&'static str, &str)]) -> Host {
         let root = t.join("root");
         let sock = t.join("sock");
         let bin = t.join("bin");
@@ -124,21 +170,24 @@ impl Host {
         if text(&run(Command::new("id").arg("-u")).stdout).trim() == "0" {
             assert!(run(Command::new("chown").args(["65534:65534"]).arg(&sock)).status.success());
         }
-        Host { root, script: file, bin, sock }
+        Host { root, script: file, bin, sock, env: env.iter().map(|(k, v)| (*k, v.to_string())).collect() }
     }
 
     fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("PATH", format!("{}:{}:/usr/local/bin:/usr/bin:/bin", self.bin.display(), pg_bin().display()))
+        let mariadb = repo().join(".test-tools/mariadb/usr/bin");
+        c.env("PATH", format!("{}:{}:{}:/usr/local/bin:/usr/bin:/bin", self.bin.display(), pg_bin().display(), mariadb.display()))
             .env("STANDIN_LOG", self.root.join("log"))
             .env("DOCKER_ROOT", self.root.join("docker"))
-            .env("PG_VOLUME", "restore_pg-data")
-            .env("VOLUMES", "restore_pg-data restore_files-data")
+            .env("SECRETS", self.root.join("secrets"))
+            .env("SOCK", &self.sock)
+            .env("MDB", repo().join(".test-tools/mariadb"))
             .env("PG_BIN", pg_bin())
             .env("PGHOST", &self.sock)
             .env("PGPORT", "5432")
             .env("KILN_BACKUP_TEXTFILE", self.root.join("textfile"))
             .env("XDG_CACHE_HOME", self.root.join("cache"));
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -180,11 +229,15 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let repository = t.join("repo");
-    let script = system(&t.join("system"), &repository);
+    let script = system(&t.join("system"), &repository, PG_AND_FILES, &["pg_password", "files_password"]);
     // The host has a data volume: its backup reads Docker's volumes where Docker keeps them there.
     assert!(script.contains("/var/lib/kiln/data/docker/volumes/restore_files-data/_data"), "{script}");
     assert!(!script.contains("/var/lib/docker/"), "{script}");
-    let host = Host::new(t, &script);
+    let host = Host::new(
+        t,
+        &script,
+        &[("ENGINE", "postgres"), ("DB_VOLUME", "restore_pg-data"), ("VOLUMES", "restore_pg-data restore_files-data")],
+    );
 
     // The host as it runs: the stack up, a database with rows, a volume with files.
     host.docker(&["compose", "--file", "x", "up", "--no-start"]);
@@ -259,9 +312,61 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
 }
 
 #[test]
+fn a_mariadb_database_comes_back_from_its_dump_as_its_owner() {
+    assert!(run(Command::new("restic").arg("version")).status.success(), "restic is not installed (run scripts/install-test-deps)");
+    let mdb = repo().join(".test-tools/mariadb/usr/sbin/mariadbd");
+    assert!(mdb.is_file(), "{} is missing: run scripts/install-test-deps", mdb.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let repository = t.join("repo");
+    let services = "[services.mdb]\nmodule = \"mariadb\"\nhost = \"db\"\n\
+secrets = { password = \"shop_password\", root_password = \"shop_root_password\" }\noptions = { database = \"shop\", user = \"shop\" }\n";
+    let script = system(&t.join("system"), &repository, services, &["shop_password", "shop_root_password"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let host = Host::new(
+        t,
+        &script,
+        &[("ENGINE", "mariadb"), ("DB_VOLUME", "restore_mdb-data"), ("VOLUMES", "restore_mdb-data"), ("MYSQL_TCP_PORT", &port)],
+    );
+    std::fs::write(host.root.join("secrets/mariadb_password"), "s3cret shop pw\n").unwrap();
+    let sql = |q: &str| {
+        let out = run(host
+            .command(&repo().join(".test-tools/mariadb/usr/bin/mariadb").display().to_string())
+            .env("MYSQL_PWD", "s3cret shop pw")
+            .args(["--no-defaults", "-N", "-B", "-h", "127.0.0.1", "-u", "shop", "shop", "-e", q]));
+        assert!(out.status.success(), "mariadb {q}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    host.docker(&["compose", "--file", "x", "up", "--no-start"]);
+    host.docker(&["compose", "--file", "x", "up", "--detach", "--wait"]);
+    sql("CREATE TABLE orders (id int PRIMARY KEY, note varchar(40), raw blob) DEFAULT CHARSET utf8mb4; \
+         INSERT INTO orders VALUES (1, 'café ''quoted''', UNHEX('00FF0A27')), (2, 'second', NULL); \
+         CREATE TRIGGER stamp BEFORE INSERT ON orders FOR EACH ROW SET NEW.note = CONCAT(NEW.note, '!')");
+    // A file beside the server's in its volume: a restore from files would bring it back, one
+    // that initialises the volume afresh and loads the dump does not.
+    let volume = host.root.join("docker/volumes/restore_mdb-data/_data");
+    std::fs::write(volume.join("beside-the-server"), "x\n").unwrap();
+    let (ok, out) = host.script(&[]);
+    assert!(ok, "backup failed: {out}");
+
+    sql("DROP TABLE orders; CREATE TABLE junk (x int)");
+    let (ok, out) = host.script(&["restore"]);
+    assert!(ok, "restore failed: {out}\nstand-in log:\n{}", host.log());
+    assert_eq!(sql("SELECT id, note, HEX(raw) FROM orders ORDER BY id"), "1\tcafé 'quoted'\t00FF0A27\n2\tsecond\tNULL");
+    assert_eq!(sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'shop' AND table_name = 'junk'"), "0");
+    // The trigger came back, owned by the account that loaded it.
+    assert_eq!(sql("SELECT DEFINER FROM information_schema.triggers WHERE TRIGGER_NAME = 'stamp'"), "shop@%");
+    sql("INSERT INTO orders VALUES (3, 'third', NULL)");
+    assert_eq!(sql("SELECT note FROM orders WHERE id = 3"), "third!");
+    assert!(!volume.join("beside-the-server").exists(), "the volume was restored from files, not loaded from the dump");
+    let log = host.log();
+    assert!(log.contains("exec -T mdb sh -c MYSQL_PWD=\"$(cat /run/secrets/mariadb_password)\" exec mariadb -h"), "{log}");
+}
+
+#[test]
 fn the_restore_script_passes_shellcheck_and_dash() {
     let tmp = tempfile::tempdir().unwrap();
-    let script = system(&tmp.path().join("system"), Path::new("/srv/restic"));
+    let script = system(&tmp.path().join("system"), Path::new("/srv/restic"), PG_AND_FILES, &["pg_password", "files_password"]);
     let file = tmp.path().join("kiln-backup.sh");
     std::fs::write(&file, &script).unwrap();
     oracle("sh", &file).unwrap();
