@@ -9,20 +9,13 @@ use crate::diag::Diagnostic;
 use crate::model::{Service, System};
 
 pub fn start_order(sys: &mut System) -> Result<(), Box<Diagnostic>> {
-    let deps: BTreeMap<&str, Vec<&str>> = sys
+    // Services by index in name order (the map's order), so every tie below breaks by name.
+    let names: Vec<&str> = sys.services.keys().map(String::as_str).collect();
+    let index = |n: &str| names.binary_search(&n).ok();
+    let deps: Vec<Vec<usize>> = sys
         .services
-        .iter()
-        .map(|(n, s)| {
-            (
-                n.as_str(),
-                s.deps
-                    .iter()
-                    .filter(|d| !d.derived && !d.no_wait)
-                    .map(|d| d.service.as_str())
-                    .filter(|d| sys.services.contains_key(*d))
-                    .collect(),
-            )
-        })
+        .values()
+        .map(|s| s.deps.iter().filter(|d| !d.derived && !d.no_wait).filter_map(|d| index(&d.service)).collect())
         .collect();
     for s in sys.services.values() {
         for d in s.deps.iter().filter(|d| !d.derived && !d.no_wait) {
@@ -41,6 +34,7 @@ pub fn start_order(sys: &mut System) -> Result<(), Box<Diagnostic>> {
         }
     }
     if let Some(cycle) = find_cycle(&deps) {
+        let cycle: Vec<&str> = cycle.into_iter().map(|i| names[i]).collect();
         let first = &sys.services[cycle[0]];
         let edge = first.deps.iter().find(|d| d.service == cycle[1]).map(|d| d.span).unwrap_or(first.span);
         let path = cycle.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" → ");
@@ -55,34 +49,34 @@ pub fn start_order(sys: &mut System) -> Result<(), Box<Diagnostic>> {
         return Err(Box::new(d.help("services start after what they connect to, so one of these connections must go")));
     }
     // Kahn's algorithm, ready set ordered by phase, then name, for a stable result.
-    let mut remaining: BTreeMap<&str, usize> = deps.iter().map(|(n, d)| (*n, d.len())).collect();
-    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (n, ds) in &deps {
-        for d in ds {
-            dependents.entry(*d).or_default().push(n);
+    let phases: Vec<u32> = sys.services.values().map(|s| s.phase).collect();
+    let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (n, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(n);
         }
     }
-    let phase = |n: &str| sys.services[n].phase;
-    let mut ready: BTreeSet<(u32, &str)> = remaining.iter().filter(|(_, c)| **c == 0).map(|(n, _)| (phase(n), *n)).collect();
-    let mut order = Vec::new();
+    let mut ready: BTreeSet<(u32, usize)> = (0..names.len()).filter(|&n| remaining[n] == 0).map(|n| (phases[n], n)).collect();
+    let mut order = Vec::with_capacity(names.len());
     while let Some((_, n)) = ready.pop_first() {
-        order.push(n.to_string());
-        for d in dependents.get(n).into_iter().flatten() {
-            if let Some(c) = remaining.get_mut(d) {
-                *c -= 1;
-                if *c == 0 {
-                    ready.insert((phase(d), d));
-                }
+        order.push(n);
+        for &d in &dependents[n] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.insert((phases[d], d));
             }
         }
     }
     let mut by_host: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for s in &order {
-        by_host.entry(sys.services[s].host.as_str()).or_default().push(s.clone());
+    let services: Vec<&Service> = sys.services.values().collect();
+    for &n in &order {
+        by_host.entry(services[n].host.as_str()).or_default().push(names[n].to_string());
     }
-    let by_host: BTreeMap<String, Vec<String>> = by_host.into_iter().map(|(h, v)| (h.to_string(), v)).collect();
+    let order: Vec<String> = order.into_iter().map(|n| names[n].to_string()).collect();
+    let mut by_host: BTreeMap<String, Vec<String>> = by_host.into_iter().map(|(h, v)| (h.to_string(), v)).collect();
     for host in sys.hosts.values_mut() {
-        host.services = by_host.get(&host.name).cloned().unwrap_or_default();
+        host.services = by_host.remove(&host.name).unwrap_or_default();
     }
     sys.start_order = order;
     Ok(())
@@ -120,42 +114,38 @@ pub fn start_groups<'a>(services: &[&'a Service]) -> Vec<Vec<&'a Service>> {
     groups
 }
 
-/// The first cycle found (by name order), as a closed path `a, b, …, a`.
-fn find_cycle<'a>(deps: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
+/// The first cycle found (by index, which is name order), as a closed path `a, b, …, a`.
+fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
+        New,
         Open,
         Done,
     }
-    fn visit<'a>(
-        n: &'a str,
-        deps: &BTreeMap<&'a str, Vec<&'a str>>,
-        marks: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-    ) -> Option<Vec<&'a str>> {
-        match marks.get(n) {
-            Some(Mark::Done) => return None,
-            Some(Mark::Open) => {
+    fn visit(n: usize, deps: &[Vec<usize>], marks: &mut [Mark], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+        match marks[n] {
+            Mark::Done => return None,
+            Mark::Open => {
                 let start = stack.iter().position(|s| *s == n).unwrap_or(0);
                 let mut cycle = stack[start..].to_vec();
                 cycle.push(n);
                 return Some(cycle);
             }
-            None => {}
+            Mark::New => {}
         }
-        marks.insert(n, Mark::Open);
+        marks[n] = Mark::Open;
         stack.push(n);
-        for d in deps.get(n).into_iter().flatten() {
+        for &d in &deps[n] {
             if let Some(c) = visit(d, deps, marks, stack) {
                 return Some(c);
             }
         }
         stack.pop();
-        marks.insert(n, Mark::Done);
+        marks[n] = Mark::Done;
         None
     }
-    let mut marks = BTreeMap::new();
-    for n in deps.keys() {
+    let mut marks = vec![Mark::New; deps.len()];
+    for n in 0..deps.len() {
         if let Some(c) = visit(n, deps, &mut marks, &mut Vec::new()) {
             return Some(c);
         }
