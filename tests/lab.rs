@@ -145,7 +145,8 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 /// given a `[backup]` plan (a restic repository on the host itself, its password one of the
 /// system's own secrets) and without Uptime Kuma (its probe stand-in has no SQLite to dump).
 /// After the boot, a table in PostgreSQL and a file in authentik's data volume; then
-/// `kiln-backup.sh` (dumps, restic), the data goes wrong, and `kiln-backup.sh restore` must bring
+/// `kiln-backup.sh` (dumps, restic) and `kiln-backup.sh drill` (which must pass and leave the
+/// running stack as it was), the data goes wrong, and `kiln-backup.sh restore` must bring
 /// back the table from the dump (the PostgreSQL stand-in's entrypoint initialising the emptied
 /// volume first) and the file from the snapshot, keep what was there aside, and leave every
 /// container running and healthy again.
@@ -188,6 +189,23 @@ fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
     on.must(&format!("echo 'before the backup' > {volume}/kept-by-test"));
     let backup = on.sh("/bin/sh /opt/kiln/backup/kiln-backup.sh 2>&1");
     assert!(backup.is_ok(), "the backup failed: {backup:?}");
+
+    // The drill: the snapshot restored into a scratch directory, both databases' dumps loaded
+    // into throw-away copies (Compose project `traefik-edge-drill`); the running stack is
+    // untouched and nothing of the drill stays.
+    let drill = on.sh("/bin/sh /opt/kiln/backup/kiln-backup.sh drill 2>&1");
+    let said = drill.unwrap_or_else(|e| panic!("the drill failed: {e}"));
+    eprintln!("{said}");
+    assert!(said.contains("drill passed") && said.contains("dumps loaded: db, sso-db"), "{said}");
+    let project = "label=com.docker.compose.project=traefik-edge-drill";
+    assert_eq!(
+        on.must(&format!("docker ps -aq --filter {project}; docker volume ls -q --filter {project}")).trim(),
+        "",
+        "the drill left containers or volumes"
+    );
+    assert!(on.sh("test -e /var/lib/kiln/data/docker/kiln-drill").is_err(), "the drill's scratch directory stayed");
+    assert_eq!(psql("SELECT body FROM kept").trim(), "before the backup");
+    check_host(&on, &compose);
 
     psql("DROP TABLE kept; CREATE TABLE junk (x int)");
     on.must(&format!("rm {volume}/kept-by-test; echo 'after the backup' > {volume}/written-later"));

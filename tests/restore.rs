@@ -32,16 +32,30 @@ fn pg_bin() -> PathBuf {
 const DOCKER: &str = r#"#!/bin/bash
 set -eu
 umask 022 # dockerd's own, not the calling script's
+# The servers it starts are dockerd's children, not the script's: they hold none of its files
+# open (the script's lock among them).
+exec 9>&-
 printf 'docker' >>"$STANDIN_LOG"; for a; do printf ' %s' "$a" >>"$STANDIN_LOG"; done; echo >>"$STANDIN_LOG"
 as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; else "$@"; fi; }
-data=$DOCKER_ROOT/volumes/$DB_VOLUME/_data/cluster
+vol=$DOCKER_ROOT/volumes/$DB_VOLUME
+# The restore drill's project: its own volume and, for PostgreSQL, its own socket directory.
+case ${3:-} in
+*/drill.compose.yaml)
+	vol=$DOCKER_ROOT/volumes/drill_$DB_VOLUME
+	PGHOST=$PGHOST/drill
+	export PGHOST
+	mkdir -p "$PGHOST"
+	[ "$(id -u)" != 0 ] || chown 65534:65534 "$PGHOST"
+	;;
+esac
+data=$vol/_data/cluster
 start_db() {
 	case $ENGINE in
 	postgres)
 		if [ -s "$data/postmaster.pid" ]; then return 0; fi
 		if [ ! -s "$data/PG_VERSION" ]; then
 			mkdir -p "$data"
-			[ "$(id -u)" != 0 ] || chown -R 65534:65534 "$DOCKER_ROOT/volumes/$DB_VOLUME/_data"
+			[ "$(id -u)" != 0 ] || chown -R 65534:65534 "$vol/_data"
 			as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --encoding=UTF8 --locale=C >/dev/null
 		fi
 		as_pg "$PG_BIN/pg_ctl" -D "$data" -o "-c listen_addresses='' -k $PGHOST -p $PGPORT" -l "$PGHOST/log" -w start >/dev/null
@@ -90,7 +104,10 @@ volume)
 compose)
 	shift 3 # compose --file FILE
 	case $1 in
-	down) stop_db ;;
+	down)
+		stop_db
+		if [ "${2:-}" = --volumes ]; then rm -rf "${DOCKER_ROOT:?}/volumes/drill_$DB_VOLUME"; fi
+		;;
 	up)
 		if [ "$2" = --no-start ]; then
 			for v in $VOLUMES; do mkdir -p "$DOCKER_ROOT/volumes/$v/_data"; done
@@ -118,7 +135,8 @@ fn system(dir: &Path, repository: &Path, services: &str, secrets: &[&str]) -> St
     let mut s = format!(
         "{}\n[hosts.db]\nprovider = \"hetzner\"\nimage = \"debian-13\"\npublic = true\n\n{services}\n\
 [backup]\nrepository = \"{}\"\npassword = \"restic_password\"\nkeep = {{ daily = 7 }}\n",
-        preamble("restore"),
+        // With a store: the host's payload (dumps, restore and drill) is over Hetzner's user-data limit.
+        preamble("restore").replacen("domains = ", "store = \"https://artifacts.example.com/kiln\"\ndomains = ", 1),
         repository.display()
     );
     for name in secrets.iter().chain(&["restic_password"]) {
@@ -309,6 +327,40 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
     assert!(at("volume rm restore_files-data") < at("up --no-start"), "{log}");
     assert!(at("up --detach --wait pg") < at("exec -T pg sh -c"), "{log}");
     assert!(at("exec -T pg sh -c") < log.rfind("up --detach --wait\n").unwrap(), "{log}");
+
+    // The drill: the latest snapshot restored into a scratch directory and the dump loaded into a
+    // throw-away copy of `pg`; the running database is not touched, nothing of the drill stays.
+    host.sql("app", "INSERT INTO notes VALUES ('written after the restore')");
+    let before = host.log();
+    let (ok, out) = host.script(&["drill"]);
+    assert!(ok, "drill failed: {out}\nstand-in log:\n{}", host.log());
+    assert!(out.contains("kiln-backup: drill passed: snapshot ") && out.contains("dumps loaded: pg"), "{out}");
+    let log = host.log()[before.len()..].to_string();
+    let drill = "compose --file /opt/kiln/backup/drill.compose.yaml";
+    let at = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("`{needle}` not run:\n{log}"));
+    assert!(at(&format!("{drill} up --detach --wait pg")) < at(&format!("{drill} exec -T pg sh -c")), "{log}");
+    assert!(at(&format!("{drill} exec -T pg sh -c")) < at(&format!("{drill} down --volumes")), "{log}");
+    assert!(!log.contains("/opt/kiln/compose.yaml"), "the drill touched the running services: {log}");
+    assert_eq!(host.sql("app", "SELECT count(*) FROM notes"), "3");
+    assert!(!host.root.join("docker/volumes/drill_restore_pg-data").exists(), "the drill's volume stayed");
+    assert!(!host.root.join("docker/kiln-drill").exists(), "the drill's scratch directory stayed");
+
+    // A snapshot whose dump does not load fails the drill (and still leaves nothing behind).
+    std::fs::write(host.root.join("dumps/pg.dump"), "CREATE TABLE broken (;\n").unwrap();
+    let bad = run(host
+        .command("restic")
+        .env("RESTIC_REPOSITORY", &repository)
+        .env("RESTIC_PASSWORD_FILE", host.root.join("secrets/restic_password"))
+        .args(["backup", "--json", "--host", "db"])
+        .arg(host.root.join("dumps")));
+    assert!(bad.status.success(), "{}", text(&bad.stderr));
+    let bad_id = text(&bad.stdout).lines().find_map(|l| l.split("\"snapshot_id\":\"").nth(1)).unwrap()[..8].to_string();
+    let (ok, out) = host.script(&["drill", &bad_id]);
+    assert!(!ok, "a dump that does not load passed the drill: {out}");
+    assert!(out.contains("syntax error"), "{out}");
+    assert!(!host.root.join("docker/volumes/drill_restore_pg-data").exists(), "the failed drill's volume stayed");
+    assert!(!host.root.join("docker/kiln-drill").exists(), "the failed drill's scratch directory stayed");
+    assert_eq!(host.sql("app", "SELECT count(*) FROM notes"), "3");
 }
 
 #[test]
@@ -394,4 +446,30 @@ fn a_module_restore_without_a_dump_is_refused_in_the_module_file() {
     let err = text(&out.stderr);
     assert!(!out.status.success(), "accepted: {err}");
     assert!(err.contains("`restore` without `dump`") && err.contains("db/module.toml:"), "{err}");
+}
+
+#[test]
+fn the_drill_compose_file_is_a_project_of_its_own_that_docker_compose_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let file = out.join("hosts/db/backup/drill.compose.yaml");
+    oracle("compose", &file).unwrap_or_else(|e| panic!("docker-compose rejects {}:\n{e}", file.display()));
+    let drill: serde_json::Value = serde_saphyr::from_str(&read(&file)).unwrap();
+    let host: serde_json::Value = serde_saphyr::from_str(&read(&out.join("hosts/db/compose.yaml"))).unwrap();
+    // Another project (so other volumes), only the service whose dump it loads, on a network of
+    // its own, publishing nothing, waiting for nothing, never restarted.
+    assert_eq!(drill["name"], "five-vps-saas-drill");
+    assert_eq!(drill["services"].as_object().unwrap().keys().collect::<Vec<_>>(), ["postgres"]);
+    let pg = &drill["services"]["postgres"];
+    for key in ["ports", "depends_on", "networks"] {
+        assert!(pg.get(key).is_none(), "the drill's postgres has {key}: {pg}");
+    }
+    assert_eq!(pg["restart"], "no");
+    assert_eq!(drill["networks"]["default"]["internal"], true);
+    assert_ne!(drill["networks"]["default"]["name"], host["networks"]["default"]["name"]);
+    // The same image, command, environment, secrets and healthcheck as the running service.
+    for key in ["image", "command", "environment", "secrets", "healthcheck", "volumes"] {
+        assert_eq!(pg[key], host["services"]["postgres"][key], "{key}");
+    }
+    assert!(host["services"]["postgres"].get("networks").is_some(), "the running postgres joins the host's networks");
 }

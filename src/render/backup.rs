@@ -66,6 +66,10 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
         notify,
     );
     let mut files = vec![(SCRIPT.to_string(), script(sys, host, plan, &repo, &services))];
+    let drilled = super::restore::drilled(&services);
+    if !drilled.is_empty() {
+        files.push((super::restore::DRILL_COMPOSE.to_string(), super::compose::emit_drill(sys, host, &drilled)));
+    }
     files.extend(UNITS.iter().zip(backup.into_iter().chain(check)).map(|(name, text)| (format!("backup/{name}"), text)));
     files.extend(known_hosts);
     files.extend(notice(sys, host));
@@ -118,7 +122,9 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     let mut o = script_head("backup", sys, host);
     o.push_str("# `kiln-backup.sh` dumps the databases, snapshots dumps and volumes, applies retention;\n");
     o.push_str("# `kiln-backup.sh check` verifies the repository and a tenth of its data;\n");
-    o.push_str("# `kiln-backup.sh restore [SNAPSHOT]` brings the data back (docs/deploy.md).\n");
+    o.push_str("# `kiln-backup.sh restore [SNAPSHOT]` brings the data back; `kiln-backup.sh drill [SNAPSHOT]`\n");
+    o.push_str("# restores a snapshot into a scratch directory and loads its dumps into throw-away copies\n");
+    o.push_str("# of their services (docs/deploy.md).\n");
     o.push_str("set -eu\numask 077\n");
     let _ = writeln!(o, "RESTIC_REPOSITORY={}", sh(repo));
     let _ = writeln!(o, "RESTIC_PASSWORD_FILE={}", sh(&format!("/etc/kiln/secrets/{}", plan.password.replace("{host}", &host.name))));
@@ -138,8 +144,10 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     o.push_str("install -d -m 0700 \"$dumps\"\n");
     // One backup, check or restore at a time: a timer that fires during a restore waits for it.
     o.push_str("exec 9>\"$dumps.lock\"\nflock 9\n");
-    // A restore never makes a repository: it runs before that.
+    // A restore or a drill never makes a repository: they run before that.
+    o.push_str(super::restore::SNAPSHOT_ID);
     o.push_str(&super::restore::section(sys, host, services));
+    o.push_str(&super::restore::drill_section(sys, host, services));
     // A repository restic cannot find is made: restic asks "Is there a repository at the
     // following location?" when it cannot read the config file (cmd/restic/global.go, 0.14 to
     // 0.18; from 0.17 "repository does not exist" too). Any other failure (a wrong password, a

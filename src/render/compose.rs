@@ -9,7 +9,7 @@ use crate::render::{FILES_ROOT, service_env_file, service_secret_path, yaml};
 
 #[derive(Serialize)]
 struct File<'a> {
-    name: &'a str,
+    name: String,
     services: BTreeMap<&'a str, Svc>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     volumes: BTreeMap<String, Empty>,
@@ -182,10 +182,28 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
     if services.is_empty() {
         return None;
     }
-    let mut file =
-        File { name: &sys.name, services: BTreeMap::new(), volumes: BTreeMap::new(), secrets: BTreeMap::new(), networks: BTreeMap::new() };
-    let uses = |b: &str| services.iter().any(|s| s.bridges.iter().any(|x| x == b));
-    if services.iter().any(|s| s.bridges.is_empty() && s.container.as_ref().is_some_and(|c| c.network_mode.is_none())) {
+    Some(yaml(&file(sys, host, &services, sys.name.clone(), false)))
+}
+
+/// The Compose project of a restore drill (`kiln-backup.sh drill`).
+pub fn drill_project(sys: &System) -> String {
+    format!("{}-drill", sys.name)
+}
+
+/// The compose file of a restore drill: `services` (container services on bridge networks) as a
+/// project of their own, [`drill_project`], so their volumes are new and theirs alone; on one
+/// network of their own, publishing no port, waiting for nothing, never restarted.
+pub fn emit_drill(sys: &System, host: &Host, services: &[&Service]) -> String {
+    yaml(&file(sys, host, services, drill_project(sys), true))
+}
+
+fn file<'a>(sys: &System, host: &Host, services: &[&'a Service], name: String, drill: bool) -> File<'a> {
+    let mut file = File { name, services: BTreeMap::new(), volumes: BTreeMap::new(), secrets: BTreeMap::new(), networks: BTreeMap::new() };
+    if drill {
+        file.networks.insert("default".into(), Network { name: format!("{}-{}-drill", sys.name, host.name), internal: true, ipam: None });
+    }
+    let uses = |b: &str| !drill && services.iter().any(|s| s.bridges.iter().any(|x| x == b));
+    if !drill && services.iter().any(|s| s.bridges.is_empty() && s.container.as_ref().is_some_and(|c| c.network_mode.is_none())) {
         file.networks.insert("default".into(), Network { name: format!("{}-{}", sys.name, host.name), internal: false, ipam: None });
     }
     for (name, b) in host.bridges.iter().filter(|(n, _)| uses(n)) {
@@ -198,7 +216,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             },
         );
     }
-    for s in services {
+    for &s in services {
         let c = s.container.as_ref().unwrap();
         let host_net = c.network_mode.as_deref() == Some("host");
         let mut volumes: Vec<Mount> = s
@@ -259,16 +277,22 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
                 SecretRef { source: key, target: u.target.clone() }
             })
             .collect();
-        let depends_on = s
-            .deps
-            .iter()
-            .filter(|d| !d.derived && !d.no_wait && d.same_host && sys.services[&d.service].container.is_some())
-            .map(|d| {
-                let healthy = sys.services[&d.service].health.is_some();
-                (d.service.clone(), DependsOn { condition: if healthy { "service_healthy" } else { "service_started" }, required: true })
-            })
-            .collect();
-        let ports = if host_net {
+        let depends_on = if drill {
+            BTreeMap::new()
+        } else {
+            s.deps
+                .iter()
+                .filter(|d| !d.derived && !d.no_wait && d.same_host && sys.services[&d.service].container.is_some())
+                .map(|d| {
+                    let healthy = sys.services[&d.service].health.is_some();
+                    (
+                        d.service.clone(),
+                        DependsOn { condition: if healthy { "service_healthy" } else { "service_started" }, required: true },
+                    )
+                })
+                .collect()
+        };
+        let ports = if host_net || drill {
             Vec::new()
         } else {
             s.published
@@ -279,7 +303,7 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
         let limits = Limits { cpus: s.resources.cpus.map(|c| format!("{c}")), memory: s.resources.memory.map(|m| m.compose()) };
         let svc = Svc {
             image: lit(&c.image.to_string()),
-            restart: "unless-stopped",
+            restart: if drill { "no" } else { "unless-stopped" },
             user: c.user.as_deref().map(lit),
             read_only: c.read_only,
             tmpfs: lits(&c.tmpfs),
@@ -308,8 +332,8 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
             init: c.init,
             ulimits: c.ulimits.iter().map(|(k, (soft, hard))| (k.clone(), Ulimit { soft: *soft, hard: *hard })).collect(),
             devices: c.devices.clone(),
-            networks: (!host_net).then(|| s.networks()),
-            logging: if host.fail2ban_http && s.edge.is_some() {
+            networks: (!host_net && !drill).then(|| s.networks()),
+            logging: if host.fail2ban_http && s.edge.is_some() && !drill {
                 // fail2ban reads the edge's access log from the journal, by this tag.
                 Logging { driver: "journald", options: BTreeMap::from([("tag", super::provision::EDGE_LOG_TAG)]) }
             } else {
@@ -318,5 +342,5 @@ pub fn emit(sys: &System, host: &Host) -> Option<String> {
         };
         file.services.insert(&s.name, svc);
     }
-    Some(yaml(&file))
+    file
 }

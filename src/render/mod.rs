@@ -211,6 +211,8 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
     {
         let (kind, mode) = if path.ends_with(".sh") {
             (Kind::Script, 0o755)
+        } else if path == restore::DRILL_COMPOSE {
+            (Kind::Compose, 0o644)
         } else if path == backup_auth::KNOWN_HOSTS || path.ends_with(".json") {
             (Kind::Config, 0o644)
         } else {

@@ -42,6 +42,26 @@ fn loads_dump(s: &Service) -> bool {
     s.container.is_some() && s.backup.as_ref().is_some_and(|b| b.dump.is_some() && b.restore.is_some())
 }
 
+/// `snapshot_id SNAPSHOT`, defined once for the `restore` and `drill` branches: the full id of this
+/// host's snapshot (`latest` too), nothing when there is none. restic 0.14 ignores an id it does
+/// not find (exit 0, `[]`) and ignores `--host` for an explicit id, so the answer is read for
+/// both the id and the snapshot's hostname.
+pub const SNAPSHOT_ID: &str = r#"
+snapshot_id() {
+	found=$(restic snapshots --json --host "$host" "$1") || return 1
+	case $found in *"\"hostname\":\"$host\""*) ;; *) return 0 ;; esac
+	printf '%s\n' "$found" | sed -n 's/.*"id":"\([0-9a-f]\{64\}\)".*/\1/p'
+}
+"#;
+
+/// `$snapshot` (the branch's argument, `latest` by default) replaced by its full id, or the
+/// script stops saying so and `outcome`.
+fn resolve(outcome: &str) -> String {
+    format!(
+        "\tsnapshot=${{2:-latest}}\n\tid=$(snapshot_id \"$snapshot\")\n\t[ -n \"$id\" ] || {{ echo \"kiln-backup: no snapshot $snapshot of host $host (restic snapshots --host $host lists them); {outcome}\" >&2; exit 1; }}\n\tsnapshot=$id\n"
+    )
+}
+
 /// The `restore` branch of the backup script: `dumps` and `compose` are the script's variables
 /// for the dump directory, and its `compose` function.
 pub fn section(sys: &System, host: &Host, services: &[&Service]) -> String {
@@ -51,16 +71,8 @@ pub fn section(sys: &System, host: &Host, services: &[&Service]) -> String {
     let emptied: BTreeSet<&str> = loaded.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
     let containers = services.iter().any(|s| s.container.is_some());
     let mut o = String::from("\nif [ \"${1:-}\" = restore ]; then\n");
-    o.push_str("\tsnapshot=${2:-latest}\n");
     o.push_str("\t# Before anything is touched: the snapshot exists and holds every dump the restore loads.\n");
-    // Resolved once to its full id (`latest` too), which every later step uses. restic 0.14
-    // ignores an id it does not find (exit 0, `[]`), so the id is looked for in the answer.
-    // It also ignores `--host` for an explicit id, so the snapshot's own hostname is checked.
-    o.push_str("\tfound=$(restic snapshots --json --host \"$host\" \"$snapshot\")\n");
-    o.push_str("\tid=$(printf '%s\\n' \"$found\" | sed -n 's/.*\"id\":\"\\([0-9a-f]\\{64\\}\\)\".*/\\1/p')\n");
-    o.push_str("\tcase $found in *\"\\\"hostname\\\":\\\"$host\\\"\"*) ;; *) id= ;; esac\n");
-    o.push_str("\t[ -n \"$id\" ] || { echo \"kiln-backup: no snapshot $snapshot of host $host (restic snapshots --host $host lists them); nothing was changed\" >&2; exit 1; }\n");
-    o.push_str("\tsnapshot=$id\n");
+    o.push_str(&resolve("nothing was changed"));
     if !loaded.is_empty() {
         o.push_str("\tlisting=$(restic ls \"$snapshot\" \"$dumps\")\n");
     }
@@ -135,4 +147,66 @@ pub fn literal_note(words: &[String], indent: &str) -> String {
     } else {
         String::new()
     }
+}
+
+/// Where the payload puts the drill's compose file.
+pub const DRILL_COMPOSE: &str = "backup/drill.compose.yaml";
+
+/// The services a drill loads a dump into: those whose module restores one, on a bridge network
+/// (a service on the host's network would meet its own ports).
+pub fn drilled<'a>(services: &[&'a Service]) -> Vec<&'a Service> {
+    services
+        .iter()
+        .copied()
+        .filter(|s| loads_dump(s) && s.container.as_ref().is_some_and(|c| c.network_mode.as_deref() != Some("host")))
+        .collect()
+}
+
+/// The `drill` branch: the snapshot restored in full into a scratch directory beside Docker's data
+/// (restic reads back and verifies every file), then each dump loaded into a fresh copy of its
+/// service, started as a Compose project of its own ([`super::compose::drill_project`]: its own
+/// volumes and network, no published port). The running services and their data are not
+/// touched; the scratch directory and the drill's containers and volumes go at the end, pass or
+/// fail. It needs free space for the snapshot and memory for a second copy of each database.
+pub fn drill_section(sys: &System, host: &Host, services: &[&Service]) -> String {
+    let root = docker_root(sys, host);
+    let drilled = drilled(services);
+    let mut o = String::from("\nif [ \"${1:-}\" = drill ]; then\n");
+    o.push_str(&resolve("no drill ran"));
+    let _ = writeln!(o, "\tscratch={}", sh(&format!("{root}/kiln-drill")));
+    if !drilled.is_empty() {
+        let _ = writeln!(o, "\tdrill() {{ docker compose --file {} \"$@\"; }}", sh(&format!("{}/{DRILL_COMPOSE}", super::KILN_ROOT)));
+        o.push_str("\ttrap 'drill down --volumes --timeout 10 >/dev/null 2>&1 || true; rm -rf \"$scratch\"' EXIT\n");
+    } else {
+        o.push_str("\ttrap 'rm -rf \"$scratch\"' EXIT\n");
+    }
+    o.push_str("\trm -rf \"$scratch\"\n");
+    o.push_str("\t# Room for the whole snapshot first (restic's restore size), in KiB as df counts.\n");
+    o.push_str("\tneed=$(restic stats --json --mode restore-size \"$snapshot\" | sed -n 's/.*\"total_size\":\\([0-9]*\\).*/\\1/p')\n");
+    let _ = writeln!(o, "\tfree=$(df -Pk {} | awk 'NR == 2 {{ print $4 }}')", sh(&root));
+    let _ = writeln!(
+        o,
+        "\t[ -n \"$need\" ] && [ $(((need + 1023) / 1024)) -lt \"$free\" ] || {{ echo \"kiln-backup: the drill needs ${{need:-?}} bytes under {r}, $free KiB are free\" >&2; exit 1; }}",
+        r = root.replace(['"', '$', '`', '\\'], "")
+    );
+    o.push_str("\tinstall -d -m 0700 \"$scratch\"\n");
+    o.push_str("\trestic restore \"$snapshot\" --target \"$scratch\" --verify\n");
+    for s in &drilled {
+        let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
+        let dump = sh(&format!("{}.dump", s.name));
+        let _ = writeln!(
+            o,
+            "\t[ -s \"$scratch$dumps/\"{dump} ] || {{ printf 'kiln-backup: snapshot %s holds no dump of %s\\n' \"$snapshot\" {n} >&2; exit 1; }}",
+            n = sh(&s.name)
+        );
+        let _ = writeln!(o, "\tdrill up --detach --wait {}", sh(&s.name));
+        let words: Vec<String> = restore.iter().map(|w| sh(w)).collect();
+        o.push_str(&literal_note(restore, "\t"));
+        let _ = writeln!(o, "\tdrill exec -T {} {} < \"$scratch$dumps/\"{dump}", sh(&s.name), words.join(" "));
+    }
+    let names: Vec<&str> = drilled.iter().map(|s| s.name.as_str()).collect();
+    let loaded = if names.is_empty() { "no dump to load".to_string() } else { format!("dumps loaded: {}", names.join(", ")) };
+    let _ = writeln!(o, "\techo \"kiln-backup: drill passed: snapshot $snapshot restored and verified ($need bytes); {loaded}\"");
+    o.push_str("\texit 0\nfi\n");
+    o
 }
