@@ -113,6 +113,8 @@ pub struct BackupPlan {
     /// systemd calendar expressions.
     pub schedule: crate::types::Calendar,
     pub check: crate::types::Calendar,
+    /// When the restore drill runs (`kiln-backup.sh drill`), if it is scheduled.
+    pub drill: Option<crate::types::Calendar>,
     /// (`daily`, 7), (`weekly`, 4) …
     pub keep: Vec<(String, i64)>,
 }

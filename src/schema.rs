@@ -539,6 +539,7 @@ const BACKUP: &[Key] = &[
     .eg("\"rest_password\""),
     key("schedule", Ty::Text(CALENDAR), "When backups run.").or("\"*-*-* 03:00:00\""),
     key("check", Ty::Text(CALENDAR), "When the repository is checked.").or("\"Sun *-*-* 05:00:00\""),
+    key("drill", Ty::Text(CALENDAR), "When a restore drill runs (`kiln-backup.sh drill`: the latest snapshot restored into a scratch directory and verified, each database dump loaded into a throw-away copy of its service; its failure alerts like a failed backup). Unset: only by hand.").eg("\"*-*-01 05:30:00\""),
     key("keep", Ty::Table(KEEP), "Which snapshots to keep; at least one count.").req().eg("{ daily = 7, weekly = 4, monthly = 6 }"),
 ];
 

@@ -150,7 +150,8 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 /// back the table from the dump (the PostgreSQL stand-in's entrypoint initialising the emptied
 /// volume first) and the file from the snapshot, keep what was there aside, and leave every
 /// container running and healthy again.
-// 2026-12-06, alone on two cores: **passed**, 516 s (cloud-init done after 218 s).
+// 2026-12-06, alone on two cores: **passed**, 516 s (cloud-init done after 218 s); with the drill
+// added, 665 s (beside a low-priority build; the drill restored 92 MiB and loaded both dumps).
 #[test]
 #[ignore = "9 minutes under TCG, beyond the suite's time: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_traefik_edge_box_restores_its_data_from_a_backup() {

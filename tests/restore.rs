@@ -175,7 +175,7 @@ impl Host {
         let root = t.join("root");
         let sock = t.join("sock");
         let bin = t.join("bin");
-        for d in [root.join("secrets"), sock.clone(), bin.clone()] {
+        for d in [root.join("secrets"), root.join("textfile"), sock.clone(), bin.clone()] {
             std::fs::create_dir_all(&d).unwrap();
         }
         std::fs::write(root.join("secrets/restic_password"), "correct horse\n").unwrap();
@@ -335,6 +335,8 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
     let (ok, out) = host.script(&["drill"]);
     assert!(ok, "drill failed: {out}\nstand-in log:\n{}", host.log());
     assert!(out.contains("kiln-backup: drill passed: snapshot ") && out.contains("dumps loaded: pg"), "{out}");
+    let metric = read(&host.root.join("textfile/kiln_backup_drill.prom"));
+    assert!(metric.contains("\nkiln_backup_drill_last_run_success 1\n"), "{metric}");
     let log = host.log()[before.len()..].to_string();
     let drill = "compose --file /opt/kiln/backup/drill.compose.yaml";
     let at = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("`{needle}` not run:\n{log}"));
@@ -358,6 +360,9 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
     let (ok, out) = host.script(&["drill", &bad_id]);
     assert!(!ok, "a dump that does not load passed the drill: {out}");
     assert!(out.contains("syntax error"), "{out}");
+    // The alert's metric says so.
+    let metric = read(&host.root.join("textfile/kiln_backup_drill.prom"));
+    assert!(metric.contains("\nkiln_backup_drill_last_run_success 0\n"), "{metric}");
     assert!(!host.root.join("docker/volumes/drill_restore_pg-data").exists(), "the failed drill's volume stayed");
     assert!(!host.root.join("docker/kiln-drill").exists(), "the failed drill's scratch directory stayed");
     assert_eq!(host.sql("app", "SELECT count(*) FROM notes"), "3");
@@ -472,4 +477,38 @@ fn the_drill_compose_file_is_a_project_of_its_own_that_docker_compose_accepts() 
         assert_eq!(pg[key], host["services"]["postgres"][key], "{key}");
     }
     assert!(host["services"]["postgres"].get("networks").is_some(), "the running postgres joins the host's networks");
+}
+
+#[test]
+fn a_scheduled_drill_gets_its_timer_and_an_unscheduled_one_is_retired() {
+    let tmp = tempfile::tempdir().unwrap();
+    // postx-hetzner schedules the seed's monthly test restore.
+    let postx = build(&repo().join("flake-free-examples/postx-hetzner"), &tmp.path().join("s1"), &tmp.path().join("postx"));
+    let backup = postx.join("hosts/client-alpha/backup");
+    let timer = read(&backup.join("kiln-backup-drill.timer"));
+    assert!(timer.contains("OnCalendar=*-*-01 05:30:00"), "{timer}");
+    let service = read(&backup.join("kiln-backup-drill.service"));
+    assert!(service.contains("ExecStart=/bin/sh /opt/kiln/backup/kiln-backup.sh drill"), "{service}");
+    // Its failure is heard on a host no Prometheus watches, as a failed backup is.
+    assert!(service.contains("OnFailure=kiln-backup-failed.service"), "{service}");
+    assert!(read(&postx.join("hosts/client-alpha/provision.sh")).contains("systemctl enable --now kiln-backup-drill.timer"));
+    // five-vps-saas schedules none: a timer left from an earlier build is disabled and removed,
+    // and the derived alert still watches drills run by hand.
+    let five = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("s2"), &tmp.path().join("five"));
+    assert!(!five.join("hosts/db/backup/kiln-backup-drill.timer").exists());
+    let provision = read(&five.join("hosts/db/provision.sh"));
+    assert!(
+        provision.contains("systemctl disable --now kiln-backup-drill.timer")
+            && provision.contains("rm -f /etc/systemd/system/kiln-backup-drill.timer"),
+        "{provision}"
+    );
+    let rules: String = walkdir::WalkDir::new(five.join("hosts"))
+        .follow_links(true)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().to_string_lossy().contains("/rules/"))
+        .filter(|e| e.file_type().is_file())
+        .map(|e| read(e.path()))
+        .collect();
+    assert!(rules.contains("alert: BackupDrillFailed") && rules.contains("kiln_backup_drill_last_run_success{job="), "{rules}");
 }

@@ -26,6 +26,9 @@ pub const PROBE_JOB: &str = "blackbox-routes";
 pub const BACKUP_LAST_RUN: &str = "kiln_backup_last_run_timestamp_seconds";
 pub const BACKUP_LAST_OK: &str = "kiln_backup_last_run_success";
 pub const BACKUP_LAST_SUCCESS: &str = "kiln_backup_last_success_timestamp_seconds";
+/// Whether the last restore drill (`kiln-backup.sh drill`, by hand or on its timer) passed.
+pub const DRILL_LAST_OK: &str = "kiln_backup_drill_last_run_success";
+pub const DRILL_LAST_RUN: &str = "kiln_backup_drill_last_run_timestamp_seconds";
 /// Metrics the container watchdog writes likewise.
 pub const WATCHDOG_UNHEALTHY: &str = "kiln_watchdog_unhealthy";
 pub const WATCHDOG_RESTARTS: &str = "kiln_watchdog_restarts_total";
@@ -153,6 +156,13 @@ pub fn emit(sys: &System, prom: &Service) -> String {
                 None,
                 "critical",
                 format!("host {host} has no successful backup for longer than its schedule allows ({})", plan.schedule),
+            ));
+            backups.push(rule(
+                "BackupDrillFailed",
+                format!("{DRILL_LAST_OK}{sel} == 0"),
+                None,
+                "critical",
+                format!("the last restore drill of host {host} failed: a snapshot did not restore or a dump did not load (journalctl -u kiln-backup-drill.service)"),
             ));
             backups.push(rule(
                 "BackupNeverReported",

@@ -13,6 +13,8 @@ use crate::types::Calendar;
 pub const SCRIPT: &str = "backup/kiln-backup.sh";
 /// The units, installed into /etc/systemd/system by the provisioner.
 pub const UNITS: [&str; 4] = ["kiln-backup.service", "kiln-backup.timer", "kiln-backup-check.service", "kiln-backup-check.timer"];
+/// The restore drill's units, when `[backup] drill` schedules it.
+pub const DRILL_UNITS: [&str; 2] = ["kiln-backup-drill.service", "kiln-backup-drill.timer"];
 /// Dumps land here before restic reads them.
 const DUMPS: &str = "/var/backups/kiln";
 /// On a host no Prometheus watches (`Host::backup_notify`): the unit a failed backup task
@@ -66,6 +68,10 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
         notify,
     );
     let mut files = vec![(SCRIPT.to_string(), script(sys, host, plan, &repo, &services))];
+    if let Some(calendar) = &plan.drill {
+        let units = timed(DRILL_UNITS[0], "restore drill of this host's latest snapshot", " drill", "Restore drill", calendar, notify);
+        files.extend(DRILL_UNITS.iter().zip(units).map(|(name, text)| (format!("backup/{name}"), text)));
+    }
     let drilled = super::restore::drilled(&services);
     if !drilled.is_empty() {
         files.push((super::restore::DRILL_COMPOSE.to_string(), super::compose::emit_drill(sys, host, &drilled)));
@@ -92,8 +98,9 @@ fn notice(sys: &System, host: &Host) -> Vec<(String, String)> {
     if receivers.is_empty() {
         return Vec::new();
     }
+    let drill = if sys.backup.as_ref().is_some_and(|p| p.drill.is_some()) { " -u kiln-backup-drill.service" } else { "" };
     let text = format!(
-        "kiln: a backup task of host {} (system {}) failed: journalctl -u kiln-backup.service -u kiln-backup-check.service on the host says why",
+        "kiln: a backup task of host {} (system {}) failed: journalctl -u kiln-backup.service -u kiln-backup-check.service{drill} on the host says why",
         host.name, sys.name
     );
     let mut files = Vec::new();

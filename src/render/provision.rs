@@ -437,6 +437,27 @@ fn backups(o: &mut String, payload: &[Artifact]) {
         );
     }
     let _ = writeln!(o, "systemctl enable --now kiln-backup.timer kiln-backup-check.timer >/dev/null");
+    // The restore drill's timer where `[backup] drill` schedules it; retired where it no longer does.
+    let [service, timer] = super::backup::DRILL_UNITS;
+    if payload.iter().any(|a| a.path == format!("backup/{timer}")) {
+        for unit in super::backup::DRILL_UNITS {
+            let _ = writeln!(
+                o,
+                "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
+                sh(&format!("{KILN_ROOT}/backup/{unit}")),
+                sh(&format!("/etc/systemd/system/{unit}"))
+            );
+        }
+        let _ = writeln!(o, "systemctl enable --now {} >/dev/null", sh(timer));
+    } else {
+        let _ = writeln!(
+            o,
+            "if [ -e {t} ]; then systemctl disable --now {timer} >/dev/null 2>&1 || true; rm -f {t} {s}; systemctl daemon-reload; fi",
+            t = sh(&format!("/etc/systemd/system/{timer}")),
+            s = sh(&format!("/etc/systemd/system/{service}")),
+            timer = sh(timer)
+        );
+    }
 }
 
 /// Installs the container watchdog's units and starts its timer (`render::watchdog`).

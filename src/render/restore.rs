@@ -172,14 +172,13 @@ pub fn drill_section(sys: &System, host: &Host, services: &[&Service]) -> String
     let root = docker_root(sys, host);
     let drilled = drilled(services);
     let mut o = String::from("\nif [ \"${1:-}\" = drill ]; then\n");
-    o.push_str(&resolve("no drill ran"));
     let _ = writeln!(o, "\tscratch={}", sh(&format!("{root}/kiln-drill")));
     if !drilled.is_empty() {
         let _ = writeln!(o, "\tdrill() {{ docker compose --file {} \"$@\"; }}", sh(&format!("{}/{DRILL_COMPOSE}", super::KILN_ROOT)));
-        o.push_str("\ttrap 'drill down --volumes --timeout 10 >/dev/null 2>&1 || true; rm -rf \"$scratch\"' EXIT\n");
-    } else {
-        o.push_str("\ttrap 'rm -rf \"$scratch\"' EXIT\n");
     }
+    o.push_str(&drill_done(!drilled.is_empty()));
+    o.push_str("\ttrap drill_done EXIT\n");
+    o.push_str(&resolve("no drill ran"));
     o.push_str("\trm -rf \"$scratch\"\n");
     o.push_str("\t# Room for the whole snapshot first (restic's restore size), in KiB as df counts.\n");
     o.push_str("\tneed=$(restic stats --json --mode restore-size \"$snapshot\" | sed -n 's/.*\"total_size\":\\([0-9]*\\).*/\\1/p')\n");
@@ -209,4 +208,28 @@ pub fn drill_section(sys: &System, host: &Host, services: &[&Service]) -> String
     let _ = writeln!(o, "\techo \"kiln-backup: drill passed: snapshot $snapshot restored and verified ($need bytes); {loaded}\"");
     o.push_str("\texit 0\nfi\n");
     o
+}
+
+/// The drill's exit, pass or fail: its containers, volumes and scratch directory go, and its
+/// outcome reaches the node exporter's textfile collector (the `BackupDrillFailed` alert).
+fn drill_done(compose: bool) -> String {
+    use super::alerts::{DRILL_LAST_OK, DRILL_LAST_RUN};
+    let down = if compose { "\t\tdrill down --volumes --timeout 10 >/dev/null 2>&1 || true\n" } else { "" };
+    format!(
+        r#"	textfile=${{KILN_BACKUP_TEXTFILE:-{dir}}}
+	# shellcheck disable=SC2329 # run by the EXIT trap
+	drill_done() {{
+		rc=$?
+{down}		rm -rf "$scratch"
+		if [ -d "$textfile" ]; then
+			printf '# TYPE {DRILL_LAST_RUN} gauge\n{DRILL_LAST_RUN} %s\n# TYPE {DRILL_LAST_OK} gauge\n{DRILL_LAST_OK} %s\n' \
+				"$(date +%s)" "$((rc == 0))" >"$textfile/kiln_backup_drill.prom.$$"
+			chmod 0644 "$textfile/kiln_backup_drill.prom.$$"
+			mv "$textfile/kiln_backup_drill.prom.$$" "$textfile/kiln_backup_drill.prom"
+		fi
+		exit "$rc"
+	}}
+"#,
+        dir = sh(super::watchdog::TEXTFILE_DIR)
+    )
 }

@@ -86,6 +86,7 @@ impl<'a> Resolver<'a> {
             environment: b.environment.as_ref().map(|e| e.value.clone()),
             schedule: b.schedule.as_ref().map_or_else(crate::types::Calendar::default_backup, |c| c.value.clone()),
             check: b.check.as_ref().map_or_else(crate::types::Calendar::default_check, |c| c.value.clone()),
+            drill: b.drill.as_ref().map(|c| c.value.clone()),
             keep: b.keep.iter().map(|(k, n)| (k.value.clone(), n.value)).collect(),
         })
     }

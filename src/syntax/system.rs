@@ -81,6 +81,8 @@ pub struct BackupDecl {
     /// systemd calendar expressions.
     pub schedule: Option<Sp<Calendar>>,
     pub check: Option<Sp<Calendar>>,
+    /// When `kiln-backup.sh drill` runs on its own; none: only by hand.
+    pub drill: Option<Sp<Calendar>>,
     /// keep-daily, keep-weekly, keep-monthly, keep-yearly
     pub keep: Vec<(Sp<String>, Sp<i64>)>,
 }
@@ -610,6 +612,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             rest_password: t.str("rest_password"),
             schedule: typed(t.str("schedule"), sink, Calendar::parse),
             check: typed(t.str("check"), sink, Calendar::parse),
+            drill: typed(t.str("drill"), sink, Calendar::parse),
             keep,
         };
         t.finish();
