@@ -58,8 +58,9 @@ fn localise(script: &str, root: &Path) -> String {
         .replace("/etc/kiln/secrets/", &format!("{r}/secrets/"))
         .replace("/opt/kiln/backup/known_hosts", &format!("{r}/known_hosts"))
         .replace("/var/backups/kiln", &format!("{r}/dumps"))
-        .replace("/var/lib/kiln/data/docker/volumes/", &format!("{r}/volumes/"))
-        .replace("/var/lib/docker/volumes/", &format!("{r}/volumes/"))
+        // Docker's data root (on the data volume, or the default): its volumes under `root`.
+        .replace("/var/lib/kiln/data/docker", &r)
+        .replace("/var/lib/docker", &r)
 }
 
 /// Runs the localised script with `path` first on PATH; returns (status ok, stderr).

@@ -249,7 +249,7 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
     let repository = t.join("repo");
     let script = system(&t.join("system"), &repository, PG_AND_FILES, &["pg_password", "files_password"]);
     // The host has a data volume: its backup reads Docker's volumes where Docker keeps them there.
-    assert!(script.contains("/var/lib/kiln/data/docker/volumes/restore_files-data/_data"), "{script}");
+    assert!(script.contains("docker_root=/var/lib/kiln/data/docker\nvolumes=\"$docker_root/volumes\"\n"), "{script}");
     assert!(!script.contains("/var/lib/docker/"), "{script}");
     let host = Host::new(
         t,

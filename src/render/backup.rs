@@ -147,14 +147,15 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     o.push_str(&super::backup_auth::setup(plan, host, repo));
     let _ = writeln!(o, "host={}", sh(&host.name));
     let _ = writeln!(o, "dumps={}", sh(DUMPS));
+    o.push_str(&super::restore::variables(sys, host));
     let _ = writeln!(o, "compose() {{ docker compose --file {} \"$@\"; }}", sh(&format!("{}/compose.yaml", super::KILN_ROOT)));
     o.push_str("install -d -m 0700 \"$dumps\"\n");
     // One backup, check or restore at a time: a timer that fires during a restore waits for it.
     o.push_str("exec 9>\"$dumps.lock\"\nflock 9\n");
     // A restore or a drill never makes a repository: they run before that.
     o.push_str(super::restore::SNAPSHOT_ID);
-    o.push_str(&super::restore::section(sys, host, services));
-    o.push_str(&super::restore::drill_section(sys, host, services));
+    o.push_str(&super::restore::section(sys, services));
+    o.push_str(&super::restore::drill_section(services));
     // A repository restic cannot find is made: restic asks "Is there a repository at the
     // following location?" when it cannot read the config file (cmd/restic/global.go, 0.14 to
     // 0.18; from 0.17 "repository does not exist" too). Any other failure (a wrong password, a
@@ -183,10 +184,7 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     // A volume services share (a server's and its worker's) is one path, snapshotted once.
     let volumes: std::collections::BTreeSet<&str> =
         services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
-    for source in volumes {
-        let path = super::restore::volume_path(sys, host, source);
-        let _ = writeln!(o, "set -- \"$@\" {}", sh(&path));
-    }
+    o.push_str(&super::restore::each_volume(sys, volumes.into_iter(), "", "set -- \"$@\" \"$volumes/$v/_data\""));
     o.push_str("restic backup --host \"$host\" --tag kiln \"$@\"\n");
     let keep: Vec<String> = plan.keep.iter().map(|(k, n)| format!("--keep-{k} {n}")).collect();
     let _ = writeln!(o, "restic forget --host \"$host\" --prune {}", keep.join(" "));

@@ -27,9 +27,22 @@ fn docker_root(sys: &System, host: &Host) -> String {
     super::data_volume::host_path(sys, host, "/var/lib/docker")
 }
 
-/// Where the backup reads a Compose volume `source` of the system's project from.
-pub fn volume_path(sys: &System, host: &Host, source: &str) -> String {
-    format!("{}/volumes/{}/_data", docker_root(sys, host), volume_name(sys, source))
+/// The script's variables for Docker's data root and its volumes directory.
+pub fn variables(sys: &System, host: &Host) -> String {
+    format!("docker_root={}\nvolumes=\"$docker_root/volumes\"\n", sh(&docker_root(sys, host)))
+}
+
+/// `body` (which reads `$v`) for the Docker volume of each of `sources`: a `for` loop, or one
+/// assignment for a single volume (a loop over one word is what shellcheck warns about).
+pub fn each_volume<'a>(sys: &System, sources: impl Iterator<Item = &'a str>, indent: &str, body: &str) -> String {
+    let names: Vec<String> = sources.map(|s| sh(&volume_name(sys, s))).collect();
+    match names.as_slice() {
+        [] => String::new(),
+        [one] => format!("{indent}v={one}\n{indent}{}\n", body.replace('\n', &format!("\n{indent}"))),
+        _ => {
+            format!("{indent}for v in {}; do\n{indent}\t{}\n{indent}done\n", names.join(" "), body.replace('\n', &format!("\n{indent}\t")))
+        }
+    }
 }
 
 /// The Docker volume Compose makes for `source` (project name, underscore, volume).
@@ -64,7 +77,7 @@ fn resolve(outcome: &str) -> String {
 
 /// The `restore` branch of the backup script: `dumps` and `compose` are the script's variables
 /// for the dump directory, and its `compose` function.
-pub fn section(sys: &System, host: &Host, services: &[&Service]) -> String {
+pub fn section(sys: &System, services: &[&Service]) -> String {
     let loaded: Vec<&Service> = services.iter().copied().filter(|s| loads_dump(s)).collect();
     let volumes: BTreeSet<&str> = services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
     // A volume shared with a service that loads its dump starts empty with it.
@@ -85,7 +98,7 @@ pub fn section(sys: &System, host: &Host, services: &[&Service]) -> String {
             n = sh(&s.name)
         );
     }
-    let _ = writeln!(o, "\tkept={}/kiln-before-restore/$(date -u +%Y%m%dT%H%M%SZ)", sh(&docker_root(sys, host)));
+    o.push_str("\tkept=$docker_root/kiln-before-restore/$(date -u +%Y%m%dT%H%M%SZ)\n");
     o.push_str("\tstage='stopping the services'\n");
     o.push_str("\ttrap 'rc=$?; [ \"$rc\" -eq 0 ] || echo \"kiln-backup: the restore stopped while $stage; the data found before it is in $kept\" >&2' EXIT\n");
     if containers {
@@ -93,23 +106,21 @@ pub fn section(sys: &System, host: &Host, services: &[&Service]) -> String {
     }
     o.push_str("\tinstall -d -m 0700 \"$kept\"\n");
     o.push_str("\tstage='moving the current data aside'\n");
-    for v in &volumes {
-        let name = volume_name(sys, v);
-        let path = volume_path(sys, host, v);
-        let _ = writeln!(o, "\tif [ -d {p} ]; then mv {p} \"$kept\"/{n}; fi", p = sh(&path), n = sh(&name));
-        // The volume goes too, so Compose makes it again as on a first start (Docker copies the
-        // image's files and their owners into an empty new volume).
-        let _ = writeln!(o, "\tif docker volume inspect {n} >/dev/null 2>&1; then docker volume rm {n} >/dev/null; fi", n = sh(&name));
-    }
+    // Each volume goes too, so Compose makes it again as on a first start (Docker copies the
+    // image's files and their owners into an empty new volume).
+    o.push_str(&each_volume(
+        sys,
+        volumes.iter().copied(),
+        "\t",
+        "if [ -d \"$volumes/$v/_data\" ]; then mv \"$volumes/$v/_data\" \"$kept/$v\"; fi\nif docker volume inspect \"$v\" >/dev/null 2>&1; then docker volume rm \"$v\" >/dev/null; fi",
+    ));
     if containers {
         o.push_str("\tcompose up --no-start\n");
     }
     o.push_str("\tstage='restoring files from the snapshot'\n");
     o.push_str("\tfind \"$dumps\" -mindepth 1 -delete\n");
     o.push_str("\tset -- --include \"$dumps\"\n");
-    for v in volumes.difference(&emptied) {
-        let _ = writeln!(o, "\tset -- \"$@\" --include {}", sh(&volume_path(sys, host, v)));
-    }
+    o.push_str(&each_volume(sys, volumes.difference(&emptied).copied(), "\t", "set -- \"$@\" --include \"$volumes/$v/_data\""));
     o.push_str("\trestic restore \"$snapshot\" --target / \"$@\"\n");
     if !loaded.is_empty() {
         let names: Vec<String> = loaded.iter().map(|s| sh(&s.name)).collect();
@@ -168,11 +179,10 @@ pub fn drilled<'a>(services: &[&'a Service]) -> Vec<&'a Service> {
 /// volumes and network, no published port). The running services and their data are not
 /// touched; the scratch directory and the drill's containers and volumes go at the end, pass or
 /// fail. It needs free space for the snapshot and memory for a second copy of each database.
-pub fn drill_section(sys: &System, host: &Host, services: &[&Service]) -> String {
-    let root = docker_root(sys, host);
+pub fn drill_section(services: &[&Service]) -> String {
     let drilled = drilled(services);
     let mut o = String::from("\nif [ \"${1:-}\" = drill ]; then\n");
-    let _ = writeln!(o, "\tscratch={}", sh(&format!("{root}/kiln-drill")));
+    o.push_str("\tscratch=$docker_root/kiln-drill\n");
     if !drilled.is_empty() {
         let _ = writeln!(o, "\tdrill() {{ docker compose --file {} \"$@\"; }}", sh(&format!("{}/{DRILL_COMPOSE}", super::KILN_ROOT)));
     }
@@ -182,12 +192,8 @@ pub fn drill_section(sys: &System, host: &Host, services: &[&Service]) -> String
     o.push_str("\trm -rf \"$scratch\"\n");
     o.push_str("\t# Room for the whole snapshot first (restic's restore size), in KiB as df counts.\n");
     o.push_str("\tneed=$(restic stats --json --mode restore-size \"$snapshot\" | sed -n 's/.*\"total_size\":\\([0-9]*\\).*/\\1/p')\n");
-    let _ = writeln!(o, "\tfree=$(df -Pk {} | awk 'NR == 2 {{ print $4 }}')", sh(&root));
-    let _ = writeln!(
-        o,
-        "\t[ -n \"$need\" ] && [ $(((need + 1023) / 1024)) -lt \"$free\" ] || {{ echo \"kiln-backup: the drill needs ${{need:-?}} bytes under {r}, $free KiB are free\" >&2; exit 1; }}",
-        r = root.replace(['"', '$', '`', '\\'], "")
-    );
+    o.push_str("\tfree=$(df -Pk \"$docker_root\" | awk 'NR == 2 { print $4 }')\n");
+    o.push_str("\t[ -n \"$need\" ] && [ $(((need + 1023) / 1024)) -lt \"$free\" ] || { echo \"kiln-backup: the drill needs ${need:-?} bytes under $docker_root, $free KiB are free\" >&2; exit 1; }\n");
     o.push_str("\tinstall -d -m 0700 \"$scratch\"\n");
     o.push_str("\trestic restore \"$snapshot\" --target \"$scratch\" --verify\n");
     for s in &drilled {
