@@ -151,7 +151,8 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 /// volume first) and the file from the snapshot, keep what was there aside, and leave every
 /// container running and healthy again.
 // 2026-12-06, alone on two cores: **passed**, 516 s (cloud-init done after 218 s); with the drill
-// added, 665 s (beside a low-priority build; the drill restored 92 MiB and loaded both dumps).
+// added, 665 s (beside a low-priority build; the drill restored 92 MiB and loaded both dumps);
+// on the final tree of that day, alone, 771 s (cloud-init done after 271 s).
 #[test]
 #[ignore = "9 minutes under TCG, beyond the suite's time: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
