@@ -215,6 +215,18 @@ impl Host {
         (out.status.success(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
     }
 
+    /// A snapshot of `path` made by restic itself, as host `name`, in `repository`: its short id.
+    fn snapshot(&self, repository: &Path, name: &str, path: &Path) -> String {
+        let out = run(self
+            .command("restic")
+            .env("RESTIC_REPOSITORY", repository)
+            .env("RESTIC_PASSWORD_FILE", self.root.join("secrets/restic_password"))
+            .args(["backup", "--json", "--host", name])
+            .arg(path));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().find_map(|l| l.split("\"snapshot_id\":\"").nth(1)).unwrap()[..8].to_string()
+    }
+
     fn docker(&self, args: &[&str]) {
         let out = run(self.command(&self.bin.join("docker").display().to_string()).args(args));
         assert!(out.status.success(), "stand-in docker {args:?}: {}", text(&out.stderr));
@@ -287,14 +299,7 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
 
     // Another host's snapshot in the same repository: refused too, though restic itself
     // ignores `--host` for an explicit id.
-    let other = run(host
-        .command("restic")
-        .env("RESTIC_REPOSITORY", &repository)
-        .env("RESTIC_PASSWORD_FILE", host.root.join("secrets/restic_password"))
-        .args(["backup", "--json", "--host", "web"])
-        .arg(host.root.join("secrets")));
-    assert!(other.status.success(), "{}", text(&other.stderr));
-    let id = text(&other.stdout).lines().find_map(|l| l.split("\"snapshot_id\":\"").nth(1)).unwrap()[..8].to_string();
+    let id = host.snapshot(&repository, "web", &host.root.join("secrets"));
     let (ok, out) = host.script(&["restore", &id]);
     assert!(!ok && out.contains(&format!("no snapshot {id} of host db")), "another host's snapshot was taken: {out}");
     assert_eq!(host.log(), before, "the services were touched: {}", host.log());
@@ -349,14 +354,7 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
 
     // A snapshot whose dump does not load fails the drill (and still leaves nothing behind).
     std::fs::write(host.root.join("dumps/pg.dump"), "CREATE TABLE broken (;\n").unwrap();
-    let bad = run(host
-        .command("restic")
-        .env("RESTIC_REPOSITORY", &repository)
-        .env("RESTIC_PASSWORD_FILE", host.root.join("secrets/restic_password"))
-        .args(["backup", "--json", "--host", "db"])
-        .arg(host.root.join("dumps")));
-    assert!(bad.status.success(), "{}", text(&bad.stderr));
-    let bad_id = text(&bad.stdout).lines().find_map(|l| l.split("\"snapshot_id\":\"").nth(1)).unwrap()[..8].to_string();
+    let bad_id = host.snapshot(&repository, "db", &host.root.join("dumps"));
     let (ok, out) = host.script(&["drill", &bad_id]);
     assert!(!ok, "a dump that does not load passed the drill: {out}");
     assert!(out.contains("syntax error"), "{out}");

@@ -176,14 +176,12 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
         let Some(dump) = s.backup.as_ref().and_then(|b| b.dump.as_ref()) else { continue };
         let words: Vec<String> = dump.iter().map(|w| sh(w)).collect();
         o.push_str(&super::restore::literal_note(dump, ""));
-        let file = format!("{}.dump", s.name);
+        let file = super::restore::dump_file(s);
         let run = if s.container.is_some() { format!("compose exec -T {} {}", sh(&s.name), words.join(" ")) } else { words.join(" ") };
         let _ = writeln!(o, "{run} > \"$dumps/{file}.part\"\nmv \"$dumps/{file}.part\" \"$dumps/{file}\"");
     }
     o.push_str("\n# One snapshot: the dumps and every volume that holds data.\nset -- \"$dumps\"\n");
-    // A volume services share (a server's and its worker's) is one path, snapshotted once.
-    let volumes: std::collections::BTreeSet<&str> =
-        services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
+    let volumes = super::restore::backed_up(services);
     o.push_str(&super::restore::each_volume(sys, volumes.into_iter(), "", "set -- \"$@\" \"$volumes/$v/_data\""));
     o.push_str("restic backup --host \"$host\" --tag kiln \"$@\"\n");
     let keep: Vec<String> = plan.keep.iter().map(|(k, n)| format!("--keep-{k} {n}")).collect();

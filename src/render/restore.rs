@@ -50,6 +50,24 @@ fn volume_name(sys: &System, source: &str) -> String {
     format!("{}_{source}", sys.name)
 }
 
+/// The volumes of `services` that hold data, each once (a volume services share, a server's and
+/// its worker's, is one path).
+pub fn backed_up<'a>(services: &[&'a Service]) -> BTreeSet<&'a str> {
+    services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect()
+}
+
+/// The file of the service's dump in the dump directory.
+pub fn dump_file(s: &Service) -> String {
+    format!("{}.dump", s.name)
+}
+
+/// Loads the service's dump from `dir` (a shell word ending in `/`) through `runner`'s `exec`
+/// (`compose` or `drill`) with the module's restore command.
+fn load(runner: &str, s: &Service, restore: &[String], dir: &str) -> String {
+    let words: Vec<String> = restore.iter().map(|w| sh(w)).collect();
+    format!("{}\t{runner} exec -T {} {} < {dir}{}\n", literal_note(restore, "\t"), sh(&s.name), words.join(" "), sh(&dump_file(s)))
+}
+
 /// Whether the service's dump is loaded by its module's restore command.
 fn loads_dump(s: &Service) -> bool {
     s.container.is_some() && s.backup.as_ref().is_some_and(|b| b.dump.is_some() && b.restore.is_some())
@@ -79,9 +97,9 @@ fn resolve(outcome: &str) -> String {
 /// for the dump directory, and its `compose` function.
 pub fn section(sys: &System, services: &[&Service]) -> String {
     let loaded: Vec<&Service> = services.iter().copied().filter(|s| loads_dump(s)).collect();
-    let volumes: BTreeSet<&str> = services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
+    let volumes = backed_up(services);
     // A volume shared with a service that loads its dump starts empty with it.
-    let emptied: BTreeSet<&str> = loaded.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect();
+    let emptied = backed_up(&loaded);
     let containers = services.iter().any(|s| s.container.is_some());
     let mut o = String::from("\nif [ \"${1:-}\" = restore ]; then\n");
     o.push_str("\t# Before anything is touched: the snapshot exists and holds every dump the restore loads.\n");
@@ -90,7 +108,7 @@ pub fn section(sys: &System, services: &[&Service]) -> String {
         o.push_str("\tlisting=$(restic ls \"$snapshot\" \"$dumps\")\n");
     }
     for s in &loaded {
-        let file = format!("{}.dump", s.name);
+        let file = dump_file(s);
         let _ = writeln!(
             o,
             "\tprintf '%s\\n' \"$listing\" | grep -qxF \"$dumps/\"{f} || {{ printf 'kiln-backup: snapshot %s holds no dump of %s (%s); nothing was changed\\n' \"$snapshot\" {n} \"$dumps/\"{f} >&2; exit 1; }}",
@@ -128,9 +146,7 @@ pub fn section(sys: &System, services: &[&Service]) -> String {
         let _ = writeln!(o, "\tcompose up --detach --wait {}", names.join(" "));
         for s in &loaded {
             let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
-            let words: Vec<String> = restore.iter().map(|w| sh(w)).collect();
-            o.push_str(&literal_note(restore, "\t"));
-            let _ = writeln!(o, "\tcompose exec -T {} {} < \"$dumps/\"{}", sh(&s.name), words.join(" "), sh(&format!("{}.dump", s.name)));
+            o.push_str(&load("compose", s, restore, "\"$dumps/\""));
         }
     }
     if containers {
@@ -142,7 +158,7 @@ pub fn section(sys: &System, services: &[&Service]) -> String {
             o,
             "\tprintf 'kiln-backup: the files of %s are back as snapshotted; its dump, which kiln does not load, is %s\\n' {} \"$dumps/\"{}",
             sh(&s.name),
-            sh(&format!("{}.dump", s.name))
+            sh(&dump_file(s))
         );
     }
     o.push_str("\techo \"kiln-backup: restored snapshot $snapshot of host $host; the data found before it is in $kept (remove it once the services are right)\"\n");
@@ -198,16 +214,14 @@ pub fn drill_section(services: &[&Service]) -> String {
     o.push_str("\trestic restore \"$snapshot\" --target \"$scratch\" --verify\n");
     for s in &drilled {
         let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
-        let dump = sh(&format!("{}.dump", s.name));
+        let dump = sh(&dump_file(s));
         let _ = writeln!(
             o,
             "\t[ -s \"$scratch$dumps/\"{dump} ] || {{ printf 'kiln-backup: snapshot %s holds no dump of %s\\n' \"$snapshot\" {n} >&2; exit 1; }}",
             n = sh(&s.name)
         );
         let _ = writeln!(o, "\tdrill up --detach --wait {}", sh(&s.name));
-        let words: Vec<String> = restore.iter().map(|w| sh(w)).collect();
-        o.push_str(&literal_note(restore, "\t"));
-        let _ = writeln!(o, "\tdrill exec -T {} {} < \"$scratch$dumps/\"{dump}", sh(&s.name), words.join(" "));
+        o.push_str(&load("drill", s, restore, "\"$scratch$dumps/\""));
     }
     let names: Vec<&str> = drilled.iter().map(|s| s.name.as_str()).collect();
     let loaded = if names.is_empty() { "no dump to load".to_string() } else { format!("dumps loaded: {}", names.join(", ")) };

@@ -150,6 +150,16 @@ impl<'a> TableReader<'a> {
         TableReader::new(n, self.sink, what).map(f)
     }
 
+    /// A sub-table of free-form string values (`KEY = "value"`), each key with its span; a value
+    /// that is not a string is reported and left out.
+    pub fn str_map(&mut self, key: &'static str) -> Vec<(Sp<String>, Sp<String>)> {
+        let sink = self.sink;
+        self.table(key, |t| {
+            t.entries().iter().filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?))).collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// A table of named entries (`[hosts.NAME]`), each read by `f`, names checked as identifiers.
     pub fn named<T>(&mut self, key: &'static str, mut f: impl FnMut(Sp<String>, TableReader<'a>) -> Option<T>) -> Vec<T> {
         let Some(n) = self.node(key) else {

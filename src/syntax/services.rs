@@ -11,11 +11,7 @@ pub fn read(r: &mut TableReader<'_>, sink: &Sink) -> Vec<ServiceDecl> {
         let options = t
             .table("options", |ot| ot.entries().iter().map(|e| (Sp::new(e.key.clone(), e.key_span), e.value.clone())).collect())
             .unwrap_or_default();
-        let secrets = t
-            .table("secrets", |st| {
-                st.entries().iter().filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?))).collect()
-            })
-            .unwrap_or_default();
+        let secrets = t.str_map("secrets");
         let volumes = t
             .table("volumes", |vt| {
                 vt.entries()

@@ -10,11 +10,7 @@ use crate::types::{Duration, Size};
 
 /// `[container]`.
 pub(super) fn container(mut t: TableReader<'_>, sink: &Sink) -> ContainerDecl {
-    let environment = t
-        .table("environment", |et| {
-            et.entries().iter().filter_map(|e| Some((Sp::new(e.key.clone(), e.key_span), as_str(&e.value, sink)?))).collect()
-        })
-        .unwrap_or_default();
+    let environment = t.str_map("environment");
     let env_secrets = t
         .table("env_secrets", |et| {
             et.entries()
