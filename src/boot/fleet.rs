@@ -91,6 +91,9 @@ pub struct HostReport {
     /// With `--keep`: the qemu process and its QMP socket.
     pub pid: Option<u32>,
     pub qmp: Option<PathBuf>,
+    /// Each time qemu crashed before cloud-init finished and the machine was started again
+    /// from a fresh disk (`boot::crash`).
+    pub crashes: Vec<String>,
 }
 
 impl HostReport {
@@ -448,6 +451,7 @@ fn run_fleet(work: &Path, hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions,
             provisioner: None,
             marker: None,
             containers: Vec::new(),
+            crashes: Vec::new(),
             ports: BTreeMap::new(),
             network: vm.clone(),
             pid: None,
@@ -520,7 +524,20 @@ fn run_fleet(work: &Path, hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions,
             }
             if let Ok(Some(status)) = r.child.try_wait() {
                 let err = std::fs::read_to_string(r.dir.join("qemu.err")).unwrap_or_default();
-                report.error = Some(format!("qemu exited ({status}) before cloud-init finished: {err}\n{}", console_tail(&serial)));
+                match super::crash::crash(status, r.started.elapsed(), &err) {
+                    Some(line) if report.crashes.len() < super::crash::RESTARTS => {
+                        // Started again from nothing: a new seed, root overlay and data disk.
+                        report.crashes.push(line);
+                        let _ = std::fs::remove_dir_all(&r.dir);
+                        match start(&r.dir, &hosts[r.index], &plan.vms[r.index], plan, opts, &report.ports) {
+                            Ok(child) => still.push(Running { index: r.index, child, started: Instant::now(), dir: r.dir }),
+                            Err(e) => report.error = Some(e),
+                        }
+                    }
+                    _ => {
+                        report.error = Some(format!("qemu exited ({status}) before cloud-init finished: {err}\n{}", console_tail(&serial)))
+                    }
+                }
                 continue;
             }
             if r.started.elapsed() > opts.timeout {

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub mod accel;
+mod crash;
 mod fleet;
 pub mod net;
 mod seed;
@@ -124,6 +125,9 @@ pub struct BootReport {
     /// The data disk attached as the host's volume, and whether this boot created it.
     pub data_disk: Option<PathBuf>,
     pub data_disk_created: bool,
+    /// Each time qemu crashed before cloud-init finished and the machine was started again
+    /// from a fresh disk ([`crash`]).
+    pub crashes: Vec<String>,
 }
 
 pub(crate) use crate::interrupt::{INTERRUPTED, catch as catch_interrupts};
@@ -367,21 +371,13 @@ fn run_machine(
     // Empty but present: otherwise cloud-init retries it ten times.
     write_private(&seed.join("vendor-data"), b"")?;
     let overlay = work.join("overlay.qcow2");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(opts.image_dir.join("base.raw"))
-        .arg(&overlay))?;
-    std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-
     let mut ports = BTreeMap::new();
     ports.insert("ssh", free_port()?);
     ports.insert("http", free_port()?);
     ports.insert("https", free_port()?);
     let serial = work.join("serial.log");
-    write_private(&serial, b"")?;
     let sock = work.join("qmp.sock");
     let qemu_err = work.join("qemu.err");
-    write_private(&qemu_err, b"")?;
     let mut nic = format!(
         "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{},hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443,guestfwd=tcp:{SEED_ADDR}:80-cmd:{} seed-serve {}",
         ports["ssh"],
@@ -394,22 +390,37 @@ fn run_machine(
     if let Some(cmd) = apt {
         nic.push_str(&format!(",guestfwd=tcp:{SEED_ADDR}:{}-cmd:{} {cmd}", seed::APT_PORT, opts.kiln_exe.display()));
     }
-    let mut qemu = qemu_command(host, opts.cpus, opts.memory_mb, &opts.image_dir, None, &overlay);
-    if let (Some(path), Some((format, _))) = (&opts.data_disk, &data) {
-        // After the root disk (vda); qemu locks the image, so a disk another machine uses is
-        // refused, not shared.
-        qemu.arg("-drive")
-            .arg(format!("file={},format={format},if=none,id=kiln-data,discard=unmap", path.display()))
-            .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={DATA_DISK_SERIAL}")]);
-    }
-    if let Some(images) = &opts.lab_images {
-        qemu.arg("-drive")
-            .arg(format!("file={},format=raw,if=none,id=kiln-lab-images,readonly=on", images.display()))
-            .args(["-device", &format!("virtio-blk-pci,drive=kiln-lab-images,serial={LAB_IMAGES_SERIAL}")]);
-    }
-    qemu.args(["-nic", &nic]).args(["-smbios", &format!("type=1,serial=ds={};s=http://{SEED_ADDR}/", nocloud_name(&opts.image_dir))]);
-    let mut child = spawn_qemu(qemu, &serial, &sock, &qemu_err)?;
-    let started = Instant::now();
+    // A fresh root overlay, empty logs and a started qemu: once, and again after a crash.
+    let start = || -> Result<Child, String> {
+        for old in [&overlay, &serial, &qemu_err, &sock] {
+            let _ = std::fs::remove_file(old);
+        }
+        run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(opts.image_dir.join("base.raw"))
+            .arg(&overlay))?;
+        std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        write_private(&serial, b"")?;
+        write_private(&qemu_err, b"")?;
+        let mut qemu = qemu_command(host, opts.cpus, opts.memory_mb, &opts.image_dir, None, &overlay);
+        if let (Some(path), Some((format, _))) = (&opts.data_disk, &data) {
+            // After the root disk (vda); qemu locks the image, so a disk another machine uses is
+            // refused, not shared.
+            qemu.arg("-drive")
+                .arg(format!("file={},format={format},if=none,id=kiln-data,discard=unmap", path.display()))
+                .args(["-device", &format!("virtio-blk-pci,drive=kiln-data,serial={DATA_DISK_SERIAL}")]);
+        }
+        if let Some(images) = &opts.lab_images {
+            qemu.arg("-drive")
+                .arg(format!("file={},format=raw,if=none,id=kiln-lab-images,readonly=on", images.display()))
+                .args(["-device", &format!("virtio-blk-pci,drive=kiln-lab-images,serial={LAB_IMAGES_SERIAL}")]);
+        }
+        qemu.args(["-nic", &nic]).args(["-smbios", &format!("type=1,serial=ds={};s=http://{SEED_ADDR}/", nocloud_name(&opts.image_dir))]);
+        spawn_qemu(qemu, &serial, &sock, &qemu_err)
+    };
+    let mut child = start()?;
+    let mut started = Instant::now();
+    let mut crashes = Vec::new();
     let finished = loop {
         let log = std::fs::read_to_string(&serial).unwrap_or_default();
         if let Some(line) = log.lines().find(|l| l.contains("Cloud-init v.") && l.contains(" finished at ")) {
@@ -417,7 +428,15 @@ fn run_machine(
         }
         if let Ok(Some(status)) = child.try_wait() {
             let err = std::fs::read_to_string(&qemu_err).unwrap_or_default();
-            return Err(format!("qemu exited ({status}) before cloud-init finished: {err}\n{}", console_tail(&serial)));
+            match crash::crash(status, started.elapsed(), &err) {
+                Some(line) if crashes.len() < crash::RESTARTS => {
+                    crashes.push(line);
+                    child = start()?;
+                    started = Instant::now();
+                    continue;
+                }
+                _ => return Err(format!("qemu exited ({status}) before cloud-init finished: {err}\n{}", console_tail(&serial))),
+            }
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
             kill(&mut child);
@@ -449,6 +468,7 @@ fn run_machine(
         qmp: None,
         data_disk: opts.data_disk.clone(),
         data_disk_created: data.is_some_and(|(_, created)| created),
+        crashes,
     };
     if opts.keep {
         report.pid = Some(child.id());

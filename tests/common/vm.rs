@@ -275,3 +275,30 @@ pub fn lab_apt_repo(suite: &str) -> PathBuf {
     assert!(out.status.success(), "scripts/lab-apt-repo {suite}: {}", text(&out.stderr));
     dir
 }
+
+/// A `PATH` under which `qemu-system-x86_64` is a stand-in (named as one, for tests only):
+/// the first start of the machine of `host` aborts at once with SIGABRT, as qemu's own
+/// assertions do under TCG; every other call (that host's restart, other hosts, the
+/// accelerator probe) runs the real qemu. It proves that kiln starts a crashed machine again,
+/// not anything about qemu.
+#[allow(clippy::disallowed_methods)] // the test process's own PATH, extended for kiln
+pub fn path_with_crashing_qemu(dir: &Path, host: &str) -> std::ffi::OsString {
+    let real = Command::new("sh").args(["-c", "command -v qemu-system-x86_64"]).output().unwrap();
+    let real = text(&real.stdout).trim().to_string();
+    assert!(!real.is_empty(), "qemu-system-x86_64 is not on PATH");
+    let bin = dir.join("crashing-qemu");
+    std::fs::create_dir_all(&bin).unwrap();
+    let once = dir.join("crashed-once");
+    let script = format!(
+        "#!/bin/sh\n# Stand-in (tests only): the first start of kiln-boot-{host} aborts like a qemu assertion.\ncase \" $* \" in\n  *' kiln-boot-{host} '*)\n    if mkdir '{}' 2>/dev/null; then\n      ulimit -c 0\n      echo 'stand-in qemu: Assertion failed (SIGABRT on purpose)' >&2\n      kill -ABRT $$\n    fi ;;\nesac\nexec '{real}' \"$@\"\n",
+        once.display()
+    );
+    let path = bin.join("qemu-system-x86_64");
+    std::fs::write(&path, script).unwrap();
+    let mut perm = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).unwrap();
+    let mut paths = vec![bin];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(paths).unwrap()
+}

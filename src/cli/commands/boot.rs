@@ -81,6 +81,9 @@ pub(crate) fn boot(
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("serialises"));
             } else {
+                for c in &r.crashes {
+                    eprintln!("note: {c}");
+                }
                 eprintln!("cloud-init finished after {:.0} s ({})", r.boot_seconds, r.datasource.as_deref().unwrap_or("no datasource"));
                 for w in &r.warnings {
                     eprintln!("warning: {w}");
@@ -262,6 +265,9 @@ fn fleet_text(r: &kiln::boot::FleetReport) -> String {
         let _ = writeln!(o, "{}:", h.host);
         if let Some(s) = &h.network.stand_in {
             let _ = writeln!(o, "  stands in for the {s}");
+        }
+        for c in &h.crashes {
+            let _ = writeln!(o, "  note: {c}");
         }
         if let Some(e) = &h.error {
             let _ = writeln!(o, "  error: {e}");
