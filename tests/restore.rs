@@ -115,6 +115,7 @@ compose)
 			start_db
 		fi
 		;;
+	rm) stop_db ;; # rm --stop --force SERVICE: its volume stays
 	exec)
 		shift 3 # exec -T SERVICE
 		args=()
@@ -346,11 +347,26 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
     let drill = "compose --file /opt/kiln/backup/drill.compose.yaml";
     let at = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("`{needle}` not run:\n{log}"));
     assert!(at(&format!("{drill} up --detach --wait pg")) < at(&format!("{drill} exec -T pg sh -c")), "{log}");
-    assert!(at(&format!("{drill} exec -T pg sh -c")) < at(&format!("{drill} down --volumes")), "{log}");
+    assert!(at(&format!("{drill} exec -T pg sh -c")) < at(&format!("{drill} rm --stop --force pg")), "{log}");
+    assert!(at(&format!("{drill} rm --stop --force pg")) < at(&format!("{drill} down --volumes")), "{log}");
     assert!(!log.contains("/opt/kiln/compose.yaml"), "the drill touched the running services: {log}");
     assert_eq!(host.sql("app", "SELECT count(*) FROM notes"), "3");
     assert!(!host.root.join("docker/volumes/drill_restore_pg-data").exists(), "the drill's volume stayed");
     assert!(!host.root.join("docker/kiln-drill").exists(), "the drill's scratch directory stayed");
+
+    // Without the memory for a copy of `pg` (the postgres module's limit, 1 GiB) the drill stops
+    // before starting it: the kernel would otherwise pick among the running services to kill.
+    let meminfo = host.root.join("meminfo");
+    std::fs::write(&meminfo, "MemTotal:        2000000 kB\nMemFree:          100000 kB\nMemAvailable:     900000 kB\n").unwrap();
+    let before = host.log();
+    let out = run(host.command("dash").env("KILN_BACKUP_MEMINFO", &meminfo).arg(&host.script).arg("drill"));
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "a drill without the memory for its copy passed: {said}");
+    assert!(said.contains("kiln-backup: the drill needs 1024 MiB of memory for a copy of pg (its limit), 878 MiB are available"), "{said}");
+    assert!(!host.log()[before.len()..].contains("up --detach --wait pg"), "the copy started: {}", host.log());
+    let metric = read(&host.root.join("textfile/kiln_backup_drill.prom"));
+    assert!(metric.contains("\nkiln_backup_drill_last_run_success 0\n"), "{metric}");
+    assert!(!host.root.join("docker/kiln-drill").exists(), "the scratch directory stayed");
 
     // A snapshot whose dump does not load fails the drill (and still leaves nothing behind).
     std::fs::write(host.root.join("dumps/pg.dump"), "CREATE TABLE broken (;\n").unwrap();
@@ -490,17 +506,23 @@ fn a_scheduled_drill_gets_its_timer_and_an_unscheduled_one_is_retired() {
     // Its failure is heard on a host no Prometheus watches, as a failed backup is.
     assert!(service.contains("OnFailure=kiln-backup-failed.service"), "{service}");
     assert!(read(&postx.join("hosts/client-alpha/provision.sh")).contains("systemctl enable --now kiln-backup-drill.timer"));
-    // five-vps-saas schedules none: a timer left from an earlier build is disabled and removed,
-    // and the derived alert still watches drills run by hand.
-    let five = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("s2"), &tmp.path().join("five"));
-    assert!(!five.join("hosts/db/backup/kiln-backup-drill.timer").exists());
-    let provision = read(&five.join("hosts/db/provision.sh"));
+    // jacker schedules none: a timer left from an earlier build is disabled and removed, and the
+    // derived alert still watches drills run by hand.
+    let jacker = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("s2"), &tmp.path().join("jacker"));
+    assert!(!jacker.join("hosts/jacker/backup/kiln-backup-drill.timer").exists());
+    let provision = read(&jacker.join("hosts/jacker/provision.sh"));
     assert!(
         provision.contains("systemctl disable --now kiln-backup-drill.timer")
             && provision.contains("rm -f /etc/systemd/system/kiln-backup-drill.timer"),
         "{provision}"
     );
-    let rules: String = walkdir::WalkDir::new(five.join("hosts"))
+    // five-vps-saas drills every host monthly (the seed's "test a full restore"); on `db` the
+    // copy is PostgreSQL's, within the memory its limit names.
+    let five = build(&repo().join("flake-free-examples/five-vps-saas"), &tmp.path().join("s3"), &tmp.path().join("five"));
+    assert!(read(&five.join("hosts/db/backup/kiln-backup-drill.timer")).contains("OnCalendar=*-*-01 06:00:00"));
+    let script = read(&five.join("hosts/db/backup/kiln-backup.sh"));
+    assert!(script.contains("\tmemory_room 4294967296 postgres\n\tdrill up --detach --wait postgres\n"), "{script}");
+    let rules: String = walkdir::WalkDir::new(jacker.join("hosts"))
         .follow_links(true)
         .into_iter()
         .filter_map(|e| e.ok())

@@ -194,7 +194,8 @@ pub fn drilled<'a>(services: &[&'a Service]) -> Vec<&'a Service> {
 /// service, started as a Compose project of its own ([`super::compose::drill_project`]: its own
 /// volumes and network, no published port). The running services and their data are not
 /// touched; the scratch directory and the drill's containers and volumes go at the end, pass or
-/// fail. It needs free space for the snapshot and memory for a second copy of each database.
+/// fail. It needs free space for the snapshot (checked first) and, one copy at a time, the memory
+/// limit of each copy ([`MEMORY_ROOM`]).
 pub fn drill_section(services: &[&Service]) -> String {
     let drilled = drilled(services);
     let mut o = String::from("\nif [ \"${1:-}\" = drill ]; then\n");
@@ -212,6 +213,9 @@ pub fn drill_section(services: &[&Service]) -> String {
     o.push_str("\t[ -n \"$need\" ] && [ $(((need + 1023) / 1024)) -lt \"$free\" ] || { echo \"kiln-backup: the drill needs ${need:-?} bytes under $docker_root, $free KiB are free\" >&2; exit 1; }\n");
     o.push_str("\tinstall -d -m 0700 \"$scratch\"\n");
     o.push_str("\trestic restore \"$snapshot\" --target \"$scratch\" --verify\n");
+    if drilled.iter().any(|s| s.resources.memory.is_some()) {
+        o.push_str(MEMORY_ROOM);
+    }
     for s in &drilled {
         let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
         let dump = sh(&dump_file(s));
@@ -220,8 +224,13 @@ pub fn drill_section(services: &[&Service]) -> String {
             "\t[ -s \"$scratch$dumps/\"{dump} ] || {{ printf 'kiln-backup: snapshot %s holds no dump of %s\\n' \"$snapshot\" {n} >&2; exit 1; }}",
             n = sh(&s.name)
         );
+        if let Some(limit) = s.resources.memory {
+            let _ = writeln!(o, "\tmemory_room {} {}", limit.0, sh(&s.name));
+        }
         let _ = writeln!(o, "\tdrill up --detach --wait {}", sh(&s.name));
         o.push_str(&load("drill", s, restore, "\"$scratch$dumps/\""));
+        // One copy at a time beside the running services: its volume stays until the end.
+        let _ = writeln!(o, "\tdrill rm --stop --force {} >/dev/null", sh(&s.name));
     }
     let names: Vec<&str> = drilled.iter().map(|s| s.name.as_str()).collect();
     let loaded = if names.is_empty() { "no dump to load".to_string() } else { format!("dumps loaded: {}", names.join(", ")) };
@@ -229,6 +238,20 @@ pub fn drill_section(services: &[&Service]) -> String {
     o.push_str("\texit 0\nfi\n");
     o
 }
+
+/// Before a copy starts: the host has its memory limit available (`MemAvailable`, which counts
+/// the page cache the kernel can drop), else the drill stops there rather than let the kernel's
+/// OOM killer choose among the running services. A service without a limit is not checked.
+const MEMORY_ROOM: &str = r#"	meminfo=${KILN_BACKUP_MEMINFO:-/proc/meminfo}
+	memory_room() {
+		avail=$(awk '$1 == "MemAvailable:" { print $2 }' "$meminfo")
+		[ -n "$avail" ] && [ "$avail" -ge $(($1 / 1024)) ] || {
+			printf 'kiln-backup: the drill needs %s MiB of memory for a copy of %s (its limit), %s MiB are available\n' \
+				$(($1 / 1048576)) "$2" $((${avail:-0} / 1024)) >&2
+			exit 1
+		}
+	}
+"#;
 
 /// The drill's exit, pass or fail: its containers, volumes and scratch directory go, and its
 /// outcome reaches the node exporter's textfile collector (the `BackupDrillFailed` alert).
