@@ -617,6 +617,9 @@ pub struct Backup {
     pub dump: Option<Vec<String>>,
     /// Run in the service's container with the dump on standard input (`kiln-backup.sh restore`).
     pub restore: Option<Vec<String>>,
+    /// `restore` runs in a one-off container before the service starts, over its volumes' files
+    /// as snapshotted (`[backup] restore_when = "stopped"`), not in the running service.
+    pub restore_stopped: bool,
     pub volumes: Vec<String>,
 }
 

@@ -49,8 +49,11 @@ case ${3:-} in
 	;;
 esac
 data=$vol/_data/cluster
+# A container path mounted from the service's volume (MOUNT), as the host sees it.
+host_path() { if [ -n "${MOUNT:-}" ]; then printf '%s' "${1//$MOUNT/$vol/_data}"; else printf '%s' "$1"; fi; }
 start_db() {
 	case $ENGINE in
+	none) ;;
 	postgres)
 		if [ -s "$data/postmaster.pid" ]; then return 0; fi
 		if [ ! -s "$data/PG_VERSION" ]; then
@@ -83,6 +86,7 @@ start_db() {
 }
 stop_db() {
 	case $ENGINE in
+	none) ;;
 	postgres) if [ -s "$data/postmaster.pid" ]; then as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi ;;
 	mariadb)
 		if [ -s "$SOCK/pid" ]; then
@@ -119,8 +123,21 @@ compose)
 	exec)
 		shift 3 # exec -T SERVICE
 		args=()
-		for a; do args+=("${a//\/run\/secrets\//$SECRETS/}"); done
+		for a; do
+			a=${a//\/run\/secrets\//$SECRETS/}
+			args+=("$(host_path "$a")")
+		done
 		exec "${args[@]}"
+		;;
+	run)
+		# run --rm --no-deps -T --entrypoint PROGRAM SERVICE ARGS: Compose makes the volume if missing.
+		[ "$2 $3 $4 $5" = "--rm --no-deps -T --entrypoint" ] || { echo "stand-in docker: compose run $*" >&2; exit 1; }
+		program=$6
+		shift 7
+		mkdir -p "$vol/_data"
+		args=()
+		for a; do args+=("$(host_path "$a")"); done
+		exec "$program" "${args[@]}"
 		;;
 	*) echo "stand-in docker: compose $1 is not modelled" >&2; exit 1 ;;
 	esac
@@ -434,6 +451,123 @@ secrets = { password = \"shop_password\", root_password = \"shop_root_password\"
     assert!(log.contains("exec -T mdb sh -c MYSQL_PWD=\"$(cat /run/secrets/mariadb_password)\" exec mariadb -h"), "{log}");
 }
 
+/// Uptime Kuma's database is a SQLite file: the volume's files come back from the snapshot (a live
+/// copy, its write-ahead log possibly torn), then the consistent dump is loaded over them by a
+/// one-off container of the service (the real sqlite3 here) before anything starts; the drill
+/// loads it into a copy's empty volume the same way.
+#[test]
+fn a_sqlite_database_is_loaded_from_its_dump_over_the_restored_files_before_the_service_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let repository = t.join("repo");
+    let script = system(&t.join("system"), &repository, "[services.status]\nmodule = \"uptime-kuma\"\nhost = \"db\"\n", &[]);
+    let host = Host::new(
+        t,
+        &script,
+        &[("ENGINE", "none"), ("DB_VOLUME", "restore_status-data"), ("VOLUMES", "restore_status-data"), ("MOUNT", "/app/data")],
+    );
+    let data = host.root.join("docker/volumes/restore_status-data/_data");
+    let sqlite = |sql: &str| {
+        let out = run(host.command("sqlite3").arg("-bail").arg(data.join("kuma.db")).arg(sql));
+        assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    host.docker(&["compose", "--file", "x", "up", "--no-start"]);
+    sqlite(
+        "CREATE TABLE monitor (id integer PRIMARY KEY, name text, url text); INSERT INTO monitor VALUES (1, 'shop', 'https://shop.example.org/'), (2, 'l''école', NULL)",
+    );
+    let (ok, out) = host.script(&[]);
+    assert!(ok, "backup failed: {out}");
+    // What a snapshot of a live database may hold: the dump above, and a file that lags behind it
+    // with a write-ahead log caught mid-write (the later snapshot, made here by hand).
+    sqlite("DELETE FROM monitor WHERE id = 2");
+    std::fs::write(data.join("kuma.db-wal"), b"torn \x00\xff").unwrap();
+    host.snapshot(&repository, "db", &host.root);
+
+    sqlite("DELETE FROM monitor; CREATE TABLE junk (x int)");
+    let before = host.log();
+    let (ok, out) = host.script(&["restore"]);
+    assert!(ok, "restore failed: {out}\nstand-in log:\n{}", host.log());
+    assert_eq!(sqlite("SELECT group_concat(name, '|') FROM (SELECT name FROM monitor ORDER BY id)"), "shop|l'école");
+    assert_eq!(sqlite("SELECT count(*) FROM sqlite_master WHERE name = 'junk'"), "0");
+    assert_eq!(sqlite("PRAGMA integrity_check"), "ok");
+    assert!(!data.join("kuma.db-wal").exists(), "the snapshot's torn write-ahead log stayed beside the loaded database");
+    assert!(!data.join("kuma.db.kiln-restore").exists());
+    let log = host.log()[before.len()..].to_string();
+    let at = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("`{needle}` not run:\n{log}"));
+    let load = "compose --file /opt/kiln/compose.yaml run --rm --no-deps -T --entrypoint sh status -c";
+    assert!(at("up --no-start") < at(load), "{log}");
+    assert!(at(load) < at("compose --file /opt/kiln/compose.yaml up --detach --wait"), "loaded before the service starts: {log}");
+    assert!(!log.contains("exec -T status"), "loaded into a running service: {log}");
+
+    // The drill loads the dump into a copy's empty volume, and leaves nothing.
+    let (ok, out) = host.script(&["drill"]);
+    assert!(ok && out.contains("dumps loaded: status"), "drill failed: {out}\nstand-in log:\n{}", host.log());
+    assert!(host.log().contains("compose --file /opt/kiln/backup/drill.compose.yaml run --rm --no-deps -T --entrypoint sh status -c"));
+    assert!(!host.root.join("docker/volumes/drill_restore_status-data").exists(), "the drill's volume stayed");
+    // A dump that does not load fails it: sqlite3 -bail stops at the first error.
+    std::fs::write(host.root.join("dumps/status.dump"), "CREATE TABLE broken (;\n").unwrap();
+    let bad = host.snapshot(&repository, "db", &host.root.join("dumps"));
+    let (ok, out) = host.script(&["drill", &bad]);
+    assert!(!ok && out.contains("syntax error"), "a dump that does not load passed the drill: {out}");
+}
+
+/// Vaultwarden's dump is a consistent copy of its SQLite file (`vaultwarden backup`): after a
+/// restore it replaces the live copy the snapshot holds, before the service starts. (The dump and
+/// the files are put in a restic snapshot here by hand: the stand-in has no `vaultwarden backup`.)
+#[test]
+fn vaultwardens_consistent_copy_replaces_the_live_one_after_a_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let repository = t.join("repo");
+    let script = system(
+        &t.join("system"),
+        &repository,
+        "[services.vw]\nmodule = \"vaultwarden\"\nhost = \"db\"\noptions = { domain = \"https://vault.example.com\" }\n",
+        &[],
+    );
+    let host =
+        Host::new(t, &script, &[("ENGINE", "none"), ("DB_VOLUME", "restore_vw-data"), ("VOLUMES", "restore_vw-data"), ("MOUNT", "/data")]);
+    let data = host.root.join("docker/volumes/restore_vw-data/_data");
+    let sqlite = |db: &Path, sql: &str| {
+        let out = run(host.command("sqlite3").arg("-bail").arg(db).arg(sql));
+        assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    host.docker(&["compose", "--file", "x", "up", "--no-start"]);
+    std::fs::create_dir_all(host.root.join("dumps")).unwrap();
+    // The snapshot: the consistent copy as the dump, and a live file that lags behind it with a
+    // torn write-ahead log beside it.
+    sqlite(&host.root.join("dumps/vw.dump"), "CREATE TABLE ciphers (uuid text PRIMARY KEY); INSERT INTO ciphers VALUES ('a'), ('b')");
+    sqlite(&data.join("db.sqlite3"), "CREATE TABLE ciphers (uuid text PRIMARY KEY); INSERT INTO ciphers VALUES ('a')");
+    std::fs::write(data.join("db.sqlite3-wal"), b"torn \x00\xff").unwrap();
+    std::fs::write(data.join("rsa_key.pem"), "key\n").unwrap();
+    let init = run(host
+        .command("restic")
+        .env("RESTIC_REPOSITORY", &repository)
+        .env("RESTIC_PASSWORD_FILE", host.root.join("secrets/restic_password"))
+        .arg("init"));
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    host.snapshot(&repository, "db", &host.root);
+    std::fs::write(data.join("db.sqlite3"), "gone wrong").unwrap();
+
+    let (ok, out) = host.script(&["restore"]);
+    assert!(ok, "restore failed: {out}\nstand-in log:\n{}", host.log());
+    assert_eq!(sqlite(&data.join("db.sqlite3"), "SELECT group_concat(uuid, '|') FROM (SELECT uuid FROM ciphers ORDER BY uuid)"), "a|b");
+    assert!(!data.join("db.sqlite3-wal").exists(), "the torn write-ahead log stayed");
+    assert_eq!(read(&data.join("rsa_key.pem")), "key\n", "the volume's other files are the snapshot's");
+    let log = host.log();
+    assert!(log.contains("compose --file /opt/kiln/compose.yaml run --rm --no-deps -T --entrypoint sh vw -c"), "{log}");
+
+    // An empty dump never replaces the database.
+    std::fs::write(host.root.join("dumps/vw.dump"), "").unwrap();
+    host.snapshot(&repository, "db", &host.root);
+    let (ok, out) = host.script(&["restore"]);
+    assert!(!ok, "an empty dump was restored: {out}");
+    assert!(out.contains("the restore stopped while loading the dumps"), "{out}");
+    assert_eq!(sqlite(&data.join("db.sqlite3"), "SELECT count(*) FROM ciphers"), "2");
+}
+
 #[test]
 fn the_restore_script_passes_shellcheck_and_dash() {
     let tmp = tempfile::tempdir().unwrap();
@@ -465,6 +599,15 @@ fn a_module_restore_without_a_dump_is_refused_in_the_module_file() {
     let err = text(&out.stderr);
     assert!(!out.status.success(), "accepted: {err}");
     assert!(err.contains("`restore` without `dump`") && err.contains("db/module.toml:"), "{err}");
+
+    // `restore_when` says when a restore command runs: only with one, and only `running` or `stopped`.
+    let base = read(&m).replace("[backup]\nrestore = [\"psql\"]\n", "");
+    std::fs::write(&m, format!("{base}[backup]\ndump = [\"cat\"]\nrestore_when = \"stopped\"\n")).unwrap();
+    let err = text(&run(kiln().arg("--modules").arg(&modules).arg("check").arg(&system)).stderr);
+    assert!(err.contains("`restore_when` without `restore`") && err.contains("db/module.toml:"), "{err}");
+    std::fs::write(&m, format!("{base}[backup]\ndump = [\"cat\"]\nrestore = [\"sh\"]\nrestore_when = \"offline\"\n")).unwrap();
+    let err = text(&run(kiln().arg("--modules").arg(&modules).arg("check").arg(&system)).stderr);
+    assert!(err.contains("`offline` is not a restore mode") && err.contains("`running`, `stopped`"), "{err}");
 }
 
 #[test]

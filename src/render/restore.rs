@@ -11,7 +11,9 @@
 //!   a live copy, only its dump is consistent) gets an empty volume, its image initialises it
 //!   as on a first start, and the dump is piped into the restore command inside the container;
 //! - every other backed-up volume gets its files back as the snapshot holds them (restic
-//!   restores owners and modes as root);
+//!   restores owners and modes as root); a module whose database is a file (SQLite: `[backup]
+//!   restore_when = "stopped"`) then has its dump loaded over those files by a one-off container
+//!   of the service, before anything starts;
 //! - the stack starts once the dumps are loaded, so no application meets a half-loaded database.
 //!
 //! A failure part-way stops the script with a message that says what state the host is in.
@@ -61,16 +63,34 @@ pub fn dump_file(s: &Service) -> String {
     format!("{}.dump", s.name)
 }
 
-/// Loads the service's dump from `dir` (a shell word ending in `/`) through `runner`'s `exec`
-/// (`compose` or `drill`) with the module's restore command.
+/// Loads the service's dump from `dir` (a shell word ending in `/`) with the module's restore
+/// command through `runner` (`compose` or `drill`): `exec` in the running service, or, for a
+/// module that restores while stopped, `run` in a one-off container of it (its entrypoint
+/// replaced by the command's first word, so that an image's entrypoint does not start the
+/// service; no dependency started).
 fn load(runner: &str, s: &Service, restore: &[String], dir: &str) -> String {
     let words: Vec<String> = restore.iter().map(|w| sh(w)).collect();
-    format!("{}\t{runner} exec -T {} {} < {dir}{}\n", literal_note(restore, "\t"), sh(&s.name), words.join(" "), sh(&dump_file(s)))
+    let how = match words.split_first() {
+        Some((first, rest)) if stopped(s) => {
+            format!(
+                "run --rm --no-deps -T --entrypoint {first} {}{}",
+                sh(&s.name),
+                rest.iter().map(|w| format!(" {w}")).collect::<String>()
+            )
+        }
+        _ => format!("exec -T {} {}", sh(&s.name), words.join(" ")),
+    };
+    format!("{}\t{runner} {how} < {dir}{}\n", literal_note(restore, "\t"), sh(&dump_file(s)))
 }
 
 /// Whether the service's dump is loaded by its module's restore command.
 fn loads_dump(s: &Service) -> bool {
-    s.container.is_some() && s.backup.as_ref().is_some_and(|b| b.dump.is_some() && b.restore.is_some())
+    s.container.is_some() && s.backup.as_ref().is_some_and(|b| b.dump.is_some() && b.restore.as_ref().is_some_and(|r| !r.is_empty()))
+}
+
+/// Whether its dump is loaded before it starts, over its volumes' files (`restore_when = "stopped"`).
+fn stopped(s: &Service) -> bool {
+    s.backup.as_ref().is_some_and(|b| b.restore_stopped)
 }
 
 /// `snapshot_id SNAPSHOT`, defined once for the `restore` and `drill` branches: the full id of this
@@ -97,9 +117,10 @@ fn resolve(outcome: &str) -> String {
 /// for the dump directory, and its `compose` function.
 pub fn section(sys: &System, services: &[&Service]) -> String {
     let loaded: Vec<&Service> = services.iter().copied().filter(|s| loads_dump(s)).collect();
+    let (over_files, into_running): (Vec<&Service>, Vec<&Service>) = loaded.iter().partition(|s| stopped(s));
     let volumes = backed_up(services);
-    // A volume shared with a service that loads its dump starts empty with it.
-    let emptied = backed_up(&loaded);
+    // A volume shared with a service that loads its dump into the running service starts empty with it.
+    let emptied = backed_up(&into_running);
     let containers = services.iter().any(|s| s.container.is_some());
     let mut o = String::from("\nif [ \"${1:-}\" = restore ]; then\n");
     o.push_str("\t# Before anything is touched: the snapshot exists and holds every dump the restore loads.\n");
@@ -141,10 +162,16 @@ pub fn section(sys: &System, services: &[&Service]) -> String {
     o.push_str(&each_volume(sys, volumes.difference(&emptied).copied(), "\t", "set -- \"$@\" --include \"$volumes/$v/_data\""));
     o.push_str("\trestic restore \"$snapshot\" --target / \"$@\"\n");
     if !loaded.is_empty() {
-        let names: Vec<String> = loaded.iter().map(|s| sh(&s.name)).collect();
         o.push_str("\tstage='loading the dumps'\n");
+    }
+    for s in &over_files {
+        let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
+        o.push_str(&load("compose", s, restore, "\"$dumps/\""));
+    }
+    if !into_running.is_empty() {
+        let names: Vec<String> = into_running.iter().map(|s| sh(&s.name)).collect();
         let _ = writeln!(o, "\tcompose up --detach --wait {}", names.join(" "));
-        for s in &loaded {
+        for s in &into_running {
             let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
             o.push_str(&load("compose", s, restore, "\"$dumps/\""));
         }
@@ -226,6 +253,11 @@ pub fn drill_section(services: &[&Service]) -> String {
         );
         if let Some(limit) = s.resources.memory {
             let _ = writeln!(o, "\tmemory_room {} {}", limit.0, sh(&s.name));
+        }
+        if stopped(s) {
+            // Into the copy's empty volume, by a one-off container that is gone when it ends.
+            o.push_str(&load("drill", s, restore, "\"$scratch$dumps/\""));
+            continue;
         }
         let _ = writeln!(o, "\tdrill up --detach --wait {}", sh(&s.name));
         o.push_str(&load("drill", s, restore, "\"$scratch$dumps/\""));

@@ -520,6 +520,7 @@ impl<'a> Resolver<'a> {
         let backup = m.backup.as_ref().map(|b| Backup {
             dump: b.dump.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
             restore: b.restore.as_ref().map(|d| d.iter().filter_map(|x| render(self, x)).collect()),
+            restore_stopped: b.restore_stopped,
             volumes: b.volumes.iter().map(|v| v.value.clone()).collect(),
         });
         for e in &s.expose {

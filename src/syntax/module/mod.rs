@@ -354,8 +354,12 @@ pub struct MetricsDecl {
 pub struct BackupDecl {
     pub span: Span,
     pub dump: Option<Vec<Sp<String>>>,
-    /// Loads the dump (on standard input) into the running service after a restore.
+    /// Loads the dump (on standard input) into the service after a restore.
     pub restore: Option<Vec<Sp<String>>>,
+    /// `restore_when = "stopped"`: `restore` runs in a one-off container of the service over its
+    /// volumes' files as snapshotted, before it starts (a database in a file: SQLite); else in the
+    /// running service, started on empty volumes.
+    pub restore_stopped: bool,
     pub volumes: Vec<Sp<String>>,
 }
 

@@ -31,7 +31,25 @@ pub(super) fn backup(mut t: TableReader<'_>, sink: &Sink) -> BackupDecl {
                 .help("declare the `dump` command as well, or remove `restore`"),
         );
     }
-    let d = BackupDecl { span: t.span, dump, restore: str_list_node(restore, sink), volumes: t.str_list("volumes") };
+    let when = typed(t.str("restore_when"), sink, |w| match w {
+        "running" => Ok(false),
+        "stopped" => Ok(true),
+        _ => Err(one_of(w, "restore mode", &["running", "stopped"])),
+    });
+    if let (Some(w), None) = (&when, restore) {
+        sink.push(
+            crate::diag::Diagnostic::error("E0003", "`restore_when` without `restore`")
+                .primary(w.span, "says when a restore command runs")
+                .help("declare the `restore` command as well, or remove `restore_when`"),
+        );
+    }
+    let d = BackupDecl {
+        span: t.span,
+        dump,
+        restore: str_list_node(restore, sink),
+        restore_stopped: when.is_some_and(|w| w.value),
+        volumes: t.str_list("volumes"),
+    };
     t.finish();
     d
 }
