@@ -152,6 +152,7 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     o.push_str("install -d -m 0700 \"$dumps\"\n");
     // One backup, check or restore at a time: a timer that fires during a restore waits for it.
     o.push_str("exec 9>\"$dumps.lock\"\nflock 9\n");
+    o.push_str(&textfile());
     // A restore or a drill never makes a repository: they run before that.
     o.push_str(super::restore::SNAPSHOT_ID);
     o.push_str(&super::restore::section(sys, services));
@@ -189,16 +190,23 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
     o
 }
 
-/// The backup's outcome for the node exporter's textfile collector, written on every exit (a
-/// failure under `set -e` too), for the derived alerts (`render::alerts`): when it last ran,
-/// whether that run succeeded, and when one last succeeded (kept across failures).
+/// The node exporter's textfile collector, where the backup and the drill report their outcome
+/// for the derived alerts (`render::alerts`), and `publish FILE`, which writes its standard input
+/// there beside FILE and renames it over FILE, so that the collector never reads half a file.
+fn textfile() -> String {
+    format!(
+        "textfile=${{KILN_BACKUP_TEXTFILE:-{}}}\npublish() {{ cat >\"$textfile/$1.$$\" && chmod 0644 \"$textfile/$1.$$\" && mv \"$textfile/$1.$$\" \"$textfile/$1\"; }}\n",
+        sh(super::watchdog::TEXTFILE_DIR)
+    )
+}
+
+/// The backup's outcome, published on every exit (a failure under `set -e` too): when it last
+/// ran, whether that run succeeded, and when one last succeeded (kept across failures).
 fn metrics() -> String {
     use super::alerts::{BACKUP_LAST_OK, BACKUP_LAST_RUN, BACKUP_LAST_SUCCESS};
-    let dir = sh(super::watchdog::TEXTFILE_DIR);
     format!(
         r#"
 # Report the outcome to the node exporter's textfile collector (read by the backup alerts).
-textfile=${{KILN_BACKUP_TEXTFILE:-{dir}}}
 report() {{
 	rc=$?
 	[ -d "$textfile" ] || exit "$rc"
@@ -210,9 +218,7 @@ report() {{
 		last=$now
 	fi
 	printf '# TYPE {BACKUP_LAST_RUN} gauge\n{BACKUP_LAST_RUN} %s\n# TYPE {BACKUP_LAST_OK} gauge\n{BACKUP_LAST_OK} %s\n# TYPE {BACKUP_LAST_SUCCESS} gauge\n{BACKUP_LAST_SUCCESS} %s\n' \
-		"$now" "$ok" "${{last:-0}}" >"$textfile/kiln_backup.prom.$$"
-	chmod 0644 "$textfile/kiln_backup.prom.$$"
-	mv "$textfile/kiln_backup.prom.$$" "$textfile/kiln_backup.prom"
+		"$now" "$ok" "${{last:-0}}" | publish kiln_backup.prom
 	exit "$rc"
 }}
 trap report EXIT

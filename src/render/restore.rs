@@ -291,20 +291,16 @@ fn drill_done(compose: bool) -> String {
     use super::alerts::{DRILL_LAST_OK, DRILL_LAST_RUN};
     let down = if compose { "\t\tdrill down --volumes --timeout 10 >/dev/null 2>&1 || true\n" } else { "" };
     format!(
-        r#"	textfile=${{KILN_BACKUP_TEXTFILE:-{dir}}}
-	# shellcheck disable=SC2329 # run by the EXIT trap
+        r#"	# shellcheck disable=SC2329 # run by the EXIT trap
 	drill_done() {{
 		rc=$?
 {down}		rm -rf "$scratch"
 		if [ -d "$textfile" ]; then
 			printf '# TYPE {DRILL_LAST_RUN} gauge\n{DRILL_LAST_RUN} %s\n# TYPE {DRILL_LAST_OK} gauge\n{DRILL_LAST_OK} %s\n' \
-				"$(date +%s)" "$((rc == 0))" >"$textfile/kiln_backup_drill.prom.$$"
-			chmod 0644 "$textfile/kiln_backup_drill.prom.$$"
-			mv "$textfile/kiln_backup_drill.prom.$$" "$textfile/kiln_backup_drill.prom"
+				"$(date +%s)" "$((rc == 0))" | publish kiln_backup_drill.prom
 		fi
 		exit "$rc"
 	}}
-"#,
-        dir = sh(super::watchdog::TEXTFILE_DIR)
+"#
     )
 }
