@@ -233,14 +233,16 @@ impl Host {
         (out.status.success(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
     }
 
+    /// restic itself on `repository`, with the host's password.
+    fn restic(&self, repository: &Path) -> Command {
+        let mut c = self.command("restic");
+        c.env("RESTIC_REPOSITORY", repository).env("RESTIC_PASSWORD_FILE", self.root.join("secrets/restic_password"));
+        c
+    }
+
     /// A snapshot of `path` made by restic itself, as host `name`, in `repository`: its short id.
     fn snapshot(&self, repository: &Path, name: &str, path: &Path) -> String {
-        let out = run(self
-            .command("restic")
-            .env("RESTIC_REPOSITORY", repository)
-            .env("RESTIC_PASSWORD_FILE", self.root.join("secrets/restic_password"))
-            .args(["backup", "--json", "--host", name])
-            .arg(path));
+        let out = run(self.restic(repository).args(["backup", "--json", "--host", name]).arg(path));
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout).lines().find_map(|l| l.split("\"snapshot_id\":\"").nth(1)).unwrap()[..8].to_string()
     }
@@ -248,6 +250,13 @@ impl Host {
     fn docker(&self, args: &[&str]) {
         let out = run(self.command(&self.bin.join("docker").display().to_string()).args(args));
         assert!(out.status.success(), "stand-in docker {args:?}: {}", text(&out.stderr));
+    }
+
+    /// `sql` run by the real sqlite3 on the database file `db`, stopping at the first error.
+    fn sqlite(&self, db: &Path, sql: &str) -> String {
+        let out = run(self.command("sqlite3").arg("-bail").arg(db).arg(sql));
+        assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
     }
 
     fn sql(&self, db: &str, sql: &str) -> String {
@@ -467,11 +476,7 @@ fn a_sqlite_database_is_loaded_from_its_dump_over_the_restored_files_before_the_
         &[("ENGINE", "none"), ("DB_VOLUME", "restore_status-data"), ("VOLUMES", "restore_status-data"), ("MOUNT", "/app/data")],
     );
     let data = host.root.join("docker/volumes/restore_status-data/_data");
-    let sqlite = |sql: &str| {
-        let out = run(host.command("sqlite3").arg("-bail").arg(data.join("kuma.db")).arg(sql));
-        assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
-        text(&out.stdout).trim().to_string()
-    };
+    let sqlite = |sql: &str| host.sqlite(&data.join("kuma.db"), sql);
     host.docker(&["compose", "--file", "x", "up", "--no-start"]);
     sqlite(
         "CREATE TABLE monitor (id integer PRIMARY KEY, name text, url text); INSERT INTO monitor VALUES (1, 'shop', 'https://shop.example.org/'), (2, 'l''école', NULL)",
@@ -529,11 +534,7 @@ fn vaultwardens_consistent_copy_replaces_the_live_one_after_a_restore() {
     let host =
         Host::new(t, &script, &[("ENGINE", "none"), ("DB_VOLUME", "restore_vw-data"), ("VOLUMES", "restore_vw-data"), ("MOUNT", "/data")]);
     let data = host.root.join("docker/volumes/restore_vw-data/_data");
-    let sqlite = |db: &Path, sql: &str| {
-        let out = run(host.command("sqlite3").arg("-bail").arg(db).arg(sql));
-        assert!(out.status.success(), "sqlite3 {sql}: {}", text(&out.stderr));
-        text(&out.stdout).trim().to_string()
-    };
+    let sqlite = |db: &Path, sql: &str| host.sqlite(db, sql);
     host.docker(&["compose", "--file", "x", "up", "--no-start"]);
     std::fs::create_dir_all(host.root.join("dumps")).unwrap();
     // The snapshot: the consistent copy as the dump, and a live file that lags behind it with a
@@ -542,11 +543,7 @@ fn vaultwardens_consistent_copy_replaces_the_live_one_after_a_restore() {
     sqlite(&data.join("db.sqlite3"), "CREATE TABLE ciphers (uuid text PRIMARY KEY); INSERT INTO ciphers VALUES ('a')");
     std::fs::write(data.join("db.sqlite3-wal"), b"torn \x00\xff").unwrap();
     std::fs::write(data.join("rsa_key.pem"), "key\n").unwrap();
-    let init = run(host
-        .command("restic")
-        .env("RESTIC_REPOSITORY", &repository)
-        .env("RESTIC_PASSWORD_FILE", host.root.join("secrets/restic_password"))
-        .arg("init"));
+    let init = run(host.restic(&repository).arg("init"));
     assert!(init.status.success(), "{}", text(&init.stderr));
     host.snapshot(&repository, "db", &host.root);
     std::fs::write(data.join("db.sqlite3"), "gone wrong").unwrap();

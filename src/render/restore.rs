@@ -68,7 +68,8 @@ pub fn dump_file(s: &Service) -> String {
 /// module that restores while stopped, `run` in a one-off container of it (its entrypoint
 /// replaced by the command's first word, so that an image's entrypoint does not start the
 /// service; no dependency started).
-fn load(runner: &str, s: &Service, restore: &[String], dir: &str) -> String {
+fn load(runner: &str, s: &Service, dir: &str) -> String {
+    let restore = s.backup.as_ref().and_then(|b| b.restore.as_deref()).unwrap_or_default();
     let words: Vec<String> = restore.iter().map(|w| sh(w)).collect();
     let how = match words.split_first() {
         Some((first, rest)) if stopped(s) => {
@@ -165,15 +166,13 @@ pub fn section(sys: &System, services: &[&Service]) -> String {
         o.push_str("\tstage='loading the dumps'\n");
     }
     for s in &over_files {
-        let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
-        o.push_str(&load("compose", s, restore, "\"$dumps/\""));
+        o.push_str(&load("compose", s, "\"$dumps/\""));
     }
     if !into_running.is_empty() {
         let names: Vec<String> = into_running.iter().map(|s| sh(&s.name)).collect();
         let _ = writeln!(o, "\tcompose up --detach --wait {}", names.join(" "));
         for s in &into_running {
-            let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
-            o.push_str(&load("compose", s, restore, "\"$dumps/\""));
+            o.push_str(&load("compose", s, "\"$dumps/\""));
         }
     }
     if containers {
@@ -244,7 +243,6 @@ pub fn drill_section(services: &[&Service]) -> String {
         o.push_str(MEMORY_ROOM);
     }
     for s in &drilled {
-        let Some(restore) = s.backup.as_ref().and_then(|b| b.restore.as_ref()) else { continue };
         let dump = sh(&dump_file(s));
         let _ = writeln!(
             o,
@@ -256,11 +254,11 @@ pub fn drill_section(services: &[&Service]) -> String {
         }
         if stopped(s) {
             // Into the copy's empty volume, by a one-off container that is gone when it ends.
-            o.push_str(&load("drill", s, restore, "\"$scratch$dumps/\""));
+            o.push_str(&load("drill", s, "\"$scratch$dumps/\""));
             continue;
         }
         let _ = writeln!(o, "\tdrill up --detach --wait {}", sh(&s.name));
-        o.push_str(&load("drill", s, restore, "\"$scratch$dumps/\""));
+        o.push_str(&load("drill", s, "\"$scratch$dumps/\""));
         // One copy at a time beside the running services: its volume stays until the end.
         let _ = writeln!(o, "\tdrill rm --stop --force {} >/dev/null", sh(&s.name));
     }
