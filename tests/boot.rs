@@ -170,7 +170,7 @@ fn boot_leaves_no_secret_and_no_work_directory() {
     let secrets = secret_forms(&sys);
     let temp = tmp.path().join("temp");
     std::fs::create_dir(&temp).unwrap();
-    let crashing = vm::path_with_crashing_qemu(tmp.path(), "web");
+    let crashing = vm::path_with_crashing_qemu(tmp.path(), "kiln-boot-web", 0);
     let boot = |extra: &[&str]| {
         let mut c = kiln();
         if extra.contains(&"--json") {

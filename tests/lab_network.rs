@@ -114,7 +114,7 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
         .arg("--apt-repo")
         .arg(&apt)
         // app's first qemu crashes (a stand-in aborts it): the fleet starts it again
-        .env("PATH", vm::path_with_crashing_qemu(tmp.path(), "app"))
+        .env("PATH", vm::path_with_crashing_qemu(tmp.path(), "kiln-boot-app", 0))
         .output()
         .unwrap();
     // The guard first: whatever kiln printed, what it kept running is stopped at the end.

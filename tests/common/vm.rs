@@ -277,20 +277,27 @@ pub fn lab_apt_repo(suite: &str) -> PathBuf {
 }
 
 /// A `PATH` under which `qemu-system-x86_64` is a stand-in (named as one, for tests only):
-/// the first start of the machine of `host` aborts at once with SIGABRT, as qemu's own
-/// assertions do under TCG; every other call (that host's restart, other hosts, the
-/// accelerator probe) runs the real qemu. It proves that kiln starts a crashed machine again,
-/// not anything about qemu.
+/// the first start of the machine named `machine` (qemu's `-name`: `kiln-boot-HOST` for
+/// `kiln boot`, `kiln-test-cloud-SERVER` for the test cloud) dies of SIGABRT, as qemu's own
+/// assertions do under TCG: at once when `after_seconds` is 0, else after the real qemu has
+/// run that long (the machine already booting, its volumes attached). Every other call (that
+/// machine's restart, other machines, the accelerator probe) runs the real qemu. It proves
+/// that kiln and the test cloud start a crashed machine again, not anything about qemu.
 #[allow(clippy::disallowed_methods)] // the test process's own PATH, extended for kiln
-pub fn path_with_crashing_qemu(dir: &Path, host: &str) -> std::ffi::OsString {
+pub fn path_with_crashing_qemu(dir: &Path, machine: &str, after_seconds: u32) -> std::ffi::OsString {
     let real = Command::new("sh").args(["-c", "command -v qemu-system-x86_64"]).output().unwrap();
     let real = text(&real.stdout).trim().to_string();
     assert!(!real.is_empty(), "qemu-system-x86_64 is not on PATH");
     let bin = dir.join("crashing-qemu");
     std::fs::create_dir_all(&bin).unwrap();
     let once = dir.join("crashed-once");
+    let run_first = if after_seconds == 0 {
+        String::new()
+    } else {
+        format!("      '{real}' \"$@\" &\n      q=$!\n      sleep {after_seconds}\n      kill -ABRT $q\n      wait $q\n")
+    };
     let script = format!(
-        "#!/bin/sh\n# Stand-in (tests only): the first start of kiln-boot-{host} aborts like a qemu assertion.\ncase \" $* \" in\n  *' kiln-boot-{host} '*)\n    if mkdir '{}' 2>/dev/null; then\n      ulimit -c 0\n      echo 'stand-in qemu: Assertion failed (SIGABRT on purpose)' >&2\n      kill -ABRT $$\n    fi ;;\nesac\nexec '{real}' \"$@\"\n",
+        "#!/bin/sh\n# Stand-in (tests only): the first start of {machine} aborts like a qemu assertion.\ncase \" $* \" in\n  *' {machine} '*)\n    if mkdir '{}' 2>/dev/null; then\n      ulimit -c 0\n{run_first}      echo 'stand-in qemu: Assertion failed (SIGABRT on purpose)' >&2\n      kill -ABRT $$\n    fi ;;\nesac\nexec '{real}' \"$@\"\n",
         once.display()
     );
     let path = bin.join("qemu-system-x86_64");

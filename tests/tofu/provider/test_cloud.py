@@ -20,8 +20,16 @@ Terraform's checks stay real; only ApplyResourceChange does more:
                             Each `network` block is a NIC on that network's segment (a qemu
                             multicast socket on loopback, as `kiln boot --all` does) with the
                             block's `ip`, configured statically by the network-config.
-  hcloud_server  destroy    powers the VM off over QMP (killed after 60 s), removes its
-                            directory and frees its address
+                            The qemu runs under a small supervisor (`test_cloud.py supervise
+                            VMDIR`, detached too): if qemu dies of a crash signal (SIGABRT,
+                            SIGSEGV, SIGBUS, SIGILL, SIGFPE: TCG has aborted on assertions of
+                            its own under load) before cloud-init's final message reached the
+                            console, it is started again from a fresh root overlay, with the
+                            volumes attached so far, at most twice; each crash is a line in
+                            DIR/crashes.log. A crash after cloud-init finished is left dead
+                            (a real server would need its operator then).
+  hcloud_server  destroy    stops the supervisor, powers the VM off over QMP (killed after
+                            60 s), removes its directory and frees its address
   hcloud_volume             a sparse qcow2 of `size` GB in DIR/volumes/<id>.qcow2; destroy
                             removes it
   hcloud_volume_attachment  hot-plugs the volume into the running server (QMP blockdev-add +
@@ -50,6 +58,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -60,6 +69,9 @@ ENV = "KILN_TEST_CLOUD"
 ADDR_FIRST, ADDR_LAST = 10, 249
 MCAST_GROUP = "230.0.0.1"
 DATA_SERIAL = "kiln-data"  # crate::boot::DATA_DISK_SERIAL
+# How often the supervisor starts a crashed qemu again (crate::boot::crash::RESTARTS).
+RESTARTS = 2
+CRASH_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 
 _lock = threading.Lock()
 
@@ -256,10 +268,13 @@ def _boot(d: Path, vm: Path, sid: str, name: str, ipv4: str, image: Path, new: d
             "-device", "virtio-rng-pci", *args,
             "-serial", f"file:{vm / 'console.log'}",
             "-qmp", f"unix:{vm / 'qmp.sock'},server=on,wait=off",
-            "-pidfile", str(vm / "qemu.pid"), "-daemonize"]
-    r = subprocess.run(qemu, stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True)
-    if r.returncode != 0:
-        raise CloudError(f"test cloud: qemu for server `{name}` did not start: {r.stderr.strip()[-800:]}")
+            "-pidfile", str(vm / "qemu.pid")]
+    _write_json(vm / "qemu.json", {"argv": qemu, "name": name, "base": str(image / "base.raw")})
+    with open(vm / "supervisor.log", "ab") as log:
+        sup = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "supervise", str(vm)],
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    (vm / "supervisor.pid").write_text(f"{sup.pid}\n")
+    _wait_started(vm, name, sup)
     pid = int((vm / "qemu.pid").read_text().strip())
     _write_json(vm / "server.json", {"id": sid, "name": name, "ipv4": ipv4, "pid": pid, "nics": nics})
     out = dict(new)
@@ -272,6 +287,74 @@ def _boot(d: Path, vm: Path, sid: str, name: str, ipv4: str, image: Path, new: d
     return out
 
 
+def _wait_started(vm: Path, name: str, sup: subprocess.Popen) -> None:
+    """Returns once the server's qemu answers on QMP (what `-daemonize` waited for); raises
+    with qemu's last words if the supervisor gave up first."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if sup.poll() is not None:
+            err = (vm / "qemu.err").read_text(errors="replace") if (vm / "qemu.err").exists() else ""
+            raise CloudError(f"test cloud: qemu for server `{name}` did not start: {err.strip()[-800:]}")
+        if (vm / "qemu.pid").exists() and (vm / "qmp.sock").exists():
+            try:
+                _qmp(vm / "qmp.sock", [{"execute": "query-status"}], timeout=5)
+                return
+            except (OSError, CloudError):
+                pass
+        time.sleep(0.2)
+    raise CloudError(f"test cloud: qemu for server `{name}` did not answer on QMP within 120 s")
+
+
+def _attached(vm: Path) -> list[str]:
+    try:
+        return json.loads((vm / "attached.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _volume_args(d: Path, volume_id: str) -> list[str]:
+    node = f"vol{volume_id}"
+    vol = d / "volumes" / f"{volume_id}.qcow2"
+    return ["-blockdev", f"driver=qcow2,node-name={node},file.driver=file,file.filename={vol}",
+            "-device", f"virtio-blk-pci,drive={node},id=dev{node},serial={DATA_SERIAL}"]
+
+
+def _cloud_init_finished(vm: Path) -> bool:
+    log = (vm / "console.log").read_text(errors="replace") if (vm / "console.log").exists() else ""
+    return any("Cloud-init v." in line and " finished at " in line for line in log.splitlines())
+
+
+def supervise(vm: Path) -> int:
+    """Runs the server's qemu and starts it again from a fresh overlay when it crashed before
+    cloud-init finished (at most RESTARTS times). Returns qemu's last exit status."""
+    spec = json.loads((vm / "qemu.json").read_text())
+    d = vm.parent.parent
+    restarts = 0
+    while True:
+        argv = list(spec["argv"])
+        with _DirLock(d):
+            for volume_id in _attached(vm):
+                argv += _volume_args(d, volume_id)
+        started = time.time()
+        with open(vm / "qemu.err", "wb") as err:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        code = p.wait()
+        if code >= 0 or -code not in CRASH_SIGNALS or restarts >= RESTARTS or _cloud_init_finished(vm):
+            return code
+        restarts += 1
+        words = [ln.strip() for ln in (vm / "qemu.err").read_text(errors="replace").splitlines() if ln.strip()]
+        said = f": {words[-1]}" if words else ""
+        line = (f"server `{spec['name']}`: qemu crashed ({signal.Signals(-code).name}) "
+                f"{time.time() - started:.1f} s after it started{said}; started again from a fresh disk\n")
+        with _DirLock(d):
+            with open(d / "crashes.log", "a") as f:
+                f.write(line)
+        overlay = vm / "disk.qcow2"
+        overlay.unlink(missing_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec["base"], str(overlay)],
+                       check=True, capture_output=True)
+
+
 def _remove(vm: Path) -> None:
     shutil.rmtree(vm, ignore_errors=True)
 
@@ -280,6 +363,12 @@ def destroy_server(d: Path, prior: dict) -> None:
     vm = d / "servers" / str(prior.get("id"))
     if not vm.exists():
         return
+    try:  # no restart of a machine being destroyed
+        sup = int((vm / "supervisor.pid").read_text().strip())
+        if _alive(sup):
+            os.kill(sup, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
     try:
         pid = int((vm / "qemu.pid").read_text().strip())
     except (OSError, ValueError):
@@ -320,12 +409,27 @@ def attach(d: Path, new: dict) -> None:
     if not vol.exists():
         raise CloudError(f"test cloud: volume {new['volume_id']} does not exist")
     node = f"vol{new['volume_id']}"
-    _qmp(vm / "qmp.sock", [
-        {"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": node,
-                                                   "file": {"driver": "file", "filename": str(vol)}}},
-        {"execute": "device_add", "arguments": {"driver": "virtio-blk-pci", "drive": node, "id": f"dev{node}",
-                                                 "serial": DATA_SERIAL}},
-    ])
+    with _DirLock(d):  # a qemu the supervisor starts again gets it on its command line
+        _write_json(vm / "attached.json", sorted(set(_attached(vm)) | {str(new["volume_id"])}))
+    deadline = time.time() + 120
+    while True:
+        try:
+            _qmp(vm / "qmp.sock", [
+                {"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": node,
+                                                           "file": {"driver": "file", "filename": str(vol)}}},
+                {"execute": "device_add", "arguments": {"driver": "virtio-blk-pci", "drive": node,
+                                                         "id": f"dev{node}", "serial": DATA_SERIAL}},
+            ])
+            return
+        except CloudError as e:
+            if "Duplicate" in str(e) or "already" in str(e):
+                return  # a qemu started again after a crash has it from its command line
+            if time.time() > deadline or "connection closed" not in str(e):
+                raise
+        except OSError:  # between a crash and the restart: no one listens yet
+            if time.time() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def detach(d: Path, prior: dict) -> None:
@@ -333,6 +437,8 @@ def detach(d: Path, prior: dict) -> None:
     if not (vm / "qmp.sock").exists():
         return
     node = f"vol{prior.get('volume_id')}"
+    with _DirLock(d):
+        _write_json(vm / "attached.json", [v for v in _attached(vm) if v != str(prior.get("volume_id"))])
     try:
         _qmp(vm / "qmp.sock", [{"execute": "device_del", "arguments": {"id": f"dev{node}"}}])
         time.sleep(2)
@@ -388,8 +494,9 @@ def down(d: Path) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) != 3 or sys.argv[1] != "down":
-        raise SystemExit("usage: test_cloud.py down DIR")
-    down(Path(sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] == "down":
+        down(Path(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "supervise":
+        supervise(Path(sys.argv[2]))
+    else:
+        raise SystemExit("usage: test_cloud.py down DIR | supervise VMDIR")
