@@ -7,7 +7,6 @@
 
 mod common;
 #[path = "common/vm.rs"]
-#[allow(dead_code)] // only the crashing qemu's PATH is used here
 mod vm;
 
 use std::path::{Path, PathBuf};
