@@ -605,6 +605,17 @@ fn a_module_restore_without_a_dump_is_refused_in_the_module_file() {
     std::fs::write(&m, format!("{base}[backup]\ndump = [\"cat\"]\nrestore = [\"sh\"]\nrestore_when = \"offline\"\n")).unwrap();
     let err = text(&run(kiln().arg("--modules").arg(&modules).arg("check").arg(&system)).stderr);
     assert!(err.contains("`offline` is not a restore mode") && err.contains("`running`, `stopped`"), "{err}");
+
+    // An empty command would back up or restore nothing without a word: refused, at its line.
+    std::fs::write(&m, format!("{base}[backup]\ndump = [\"cat\"]\nrestore = []\n")).unwrap();
+    let out = run(kiln().arg("--modules").arg(&modules).arg("check").arg(&system));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    let line = base.lines().count() + 3;
+    assert!(err.contains("`restore` is an empty command") && err.contains(&format!("db/module.toml:{line}:")), "{err}");
+    std::fs::write(&m, format!("{base}[backup]\ndump = []\n")).unwrap();
+    let err = text(&run(kiln().arg("--modules").arg(&modules).arg("check").arg(&system)).stderr);
+    assert!(err.contains("`dump` is an empty command"), "{err}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use super::strings::{absolute, parse_file_name, parse_owner};
 use super::{BackupDecl, FILE_JUDGES, FileDecl, OptionDecl, ResourcesDecl, VolumeDecl, str_list_node};
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 use crate::syntax::system::one_of;
+use crate::syntax::tree::Value;
 use crate::types::{self, Size};
 
 /// One `[volumes.NAME]`.
@@ -23,6 +24,20 @@ pub(super) fn volume(name: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> O
 pub(super) fn backup(mut t: TableReader<'_>, sink: &Sink) -> BackupDecl {
     let dump = str_list_node(t.node("dump"), sink);
     let restore = t.node("restore");
+    let empty = [
+        ("dump", t.node("dump"), "every backup would hold no dump of the service's data"),
+        ("restore", restore, "a restore would load no dump and say nothing"),
+    ];
+    for (key, node, loses) in empty {
+        if let Some(n) = node.filter(|n| matches!(&n.value, Value::Array(items) if items.is_empty())) {
+            sink.push(
+                crate::diag::Diagnostic::error("E0003", format!("`{key}` is an empty command"))
+                    .primary(n.span, "no program to run")
+                    .note(loses)
+                    .help(format!("name the program and its arguments, e.g. `{key} = [\"sh\", \"-c\", \"…\"]`, or remove `{key}`")),
+            );
+        }
+    }
     if let (Some(r), None) = (restore, &dump) {
         sink.push(
             crate::diag::Diagnostic::error("E0003", "`restore` without `dump`")
