@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::terraform::{Applied, applied};
+use common::terraform::{Applied, applied, root_of};
 use common::*;
 
 fn example() -> PathBuf {
@@ -330,8 +330,22 @@ fn decidim_outline_nextcloud_grafana_and_n8n_use_the_managed_database_each_with_
         assert_eq!(privilege["user_name"], client);
         assert_eq!(privilege["database_name"], client);
         assert_eq!(privilege["permission"], "all");
-        // The password is a sensitive variable: the root holds no value for it.
-        assert!(root.contains(&format!("\"password\": \"${{var.{key}_password}}\"")), "{key}");
+        // The password is an ephemeral variable given to the write-only `password_wo`: the root
+        // holds no value for it, and Terraform keeps none in the state.
+        assert!(root.contains(&format!("\"password_wo\": \"${{var.{key}_password}}\"")), "{key}");
+        assert!(root.contains(&format!("\"password_wo_version\": \"${{var.{key}_password_version}}\"")), "{key}");
+        assert_eq!((&user["password"], &user["password_wo"]), (&serde_json::Value::Null, &serde_json::Value::Null), "{key}");
+    }
+    assert_eq!((&instance["password"], &instance["password_wo"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+    // Terraform set every password variable (tofu-check's `dummy-NAME` values), read them into
+    // the write-only arguments and wrote none of them anywhere: not in the state, not in a saved
+    // plan of a change.
+    let state = read(&tmp.path().join("terraform.tfstate"));
+    assert!(state.contains("\"password_wo_version\": 1"), "the versions are state");
+    let second = applied.rebuild_with("system.toml", "node_type = \"DB-DEV-S\"", "node_type = \"DB-DEV-M\"");
+    let plan = applied.plan(&root_of(&second, &tmp.path().join("tf2")), "plan");
+    for (what, text) in [("state", state), ("plan", plan.to_string())] {
+        assert!(!text.contains("dummy-main_"), "a managed database password in the {what}");
     }
 
     let tools = compose_here(&applied.first.join("hosts/tools-prod/compose.yaml"), &tmp.path().join("tools"));
@@ -410,7 +424,8 @@ fn zabbix_server_and_web_share_one_client_of_the_managed_database_over_tls() {
     let var = &root["variable"]["main_zabbix-server_password"];
     assert_eq!(var["sensitive"], true, "{var}");
     assert!(var["description"].as_str().unwrap().contains("(shared by `zabbix-server`, `zabbix-web`)"), "{var}");
-    assert_eq!(root["resource"]["scaleway_rdb_user"][key]["password"], "${var.main_zabbix-server_password}");
+    assert_eq!(root["resource"]["scaleway_rdb_user"][key]["password_wo"], "${var.main_zabbix-server_password}");
+    assert_eq!(var["ephemeral"], true, "{var}");
 
     // The containers, as the real `docker-compose config` reads them.
     let management = compose_here(&applied.first.join("hosts/management/compose.yaml"), &tmp.path().join("management"));
@@ -491,7 +506,8 @@ fn authentik_and_espocrm_each_share_one_client_of_the_managed_database_over_tls(
         let var = &root["variable"][format!("{key}_password")];
         assert_eq!(var["sensitive"], true, "{var}");
         assert!(var["description"].as_str().unwrap().contains(&format!("(shared by `{first}`, `{second}`)")), "{var}");
-        assert_eq!(root["resource"]["scaleway_rdb_user"][&key]["password"], format!("${{var.{key}_password}}"));
+        assert_eq!(root["resource"]["scaleway_rdb_user"][&key]["password_wo"], format!("${{var.{key}_password}}"));
+        assert_eq!(var["ephemeral"], true, "{var}");
     }
 
     // The containers, as the real `docker-compose config` reads them.

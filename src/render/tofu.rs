@@ -96,6 +96,19 @@ fn rname(s: &str) -> String {
     s.replace('.', "_")
 }
 
+/// The variables of a password given to a write-only argument: `VAR`, ephemeral (Terraform
+/// keeps it out of saved plans and the state; only a write-only argument may read it), and
+/// `VAR_version`, which the write-only argument's `_wo_version` reads: the provider sends a
+/// changed password only when the version changes, so an operator who rotates the secret raises
+/// it (`TF_VAR_VAR_version`).
+fn write_only_password(variables: &mut Map<String, Value>, var: &str, what: String) {
+    variables.insert(var.to_string(), json!({ "type": "string", "sensitive": true, "ephemeral": true, "description": what }));
+    variables.insert(
+        format!("{var}_version"),
+        json!({ "type": "number", "default": 1, "description": format!("version of `{var}`: raise it after changing that password") }),
+    );
+}
+
 fn add(resources: &mut Map<String, Value>, ty: &str, name: &str, body: Value) {
     let slot = resources.entry(ty.to_string()).or_insert_with(|| json!({}));
     slot.as_object_mut().unwrap().insert(rname(name), body);
@@ -517,12 +530,11 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         if d.provider_kind != ProviderKind::Scaleway {
             continue;
         }
-        // The password is a sensitive variable: it never appears in this file.
+        // The password is an ephemeral variable given to the write-only `password_wo`: it never
+        // appears in this file, in a saved plan or in the state (provider docs, rdb_instance.md:
+        // "`password_wo` will not be set in the Terraform state"; Terraform >= 1.11).
         let var = format!("{}_password", rname(&d.name));
-        variables.insert(
-            var.clone(),
-            json!({ "type": "string", "sensitive": true, "description": format!("password of the managed database `{}`", d.name) }),
-        );
+        write_only_password(&mut variables, &var, format!("password of the managed database `{}`", d.name));
         let mut body = json!({
             "name": format!("{}-{}", sys.name, d.name),
             "engine": d.engine,
@@ -530,7 +542,8 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
             "is_ha_cluster": false,
             "disable_backup": false,
             "user_name": d.user,
-            "password": expr(format!("${{var.{var}}}")),
+            "password_wo": expr(format!("${{var.{var}}}")),
+            "password_wo_version": expr(format!("${{var.{var}_version}}")),
             "tags": [format!("kiln-system={}", sys.name)],
         });
         if let Some(r) = &d.region {
@@ -558,15 +571,13 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         }
         // Each client's database, its role (not an administrator) and the role's rights on
         // that database only (provider docs: rdb_database, rdb_user, rdb_privilege). The role's
-        // password is a sensitive variable holding the client's secret: never in this file;
-        // the provider keeps it in the state (sensitive) like the instance's own password.
+        // password is an ephemeral variable holding the client's secret, given to the
+        // write-only `password_wo` (rdb_user.md): never in this file, a saved plan or the state.
         for c in &d.clients {
             let name = format!("{db}_{}", rname(&c.service));
             let var = format!("{name}_password");
-            variables.insert(
-                var.clone(),
-                json!({ "type": "string", "sensitive": true, "description": format!("password of role `{}` on `{}`{}: the value of secret `{}`", c.role, d.name, shared_by(c), c.secret) }),
-            );
+            let what = format!("password of role `{}` on `{}`{}: the value of secret `{}`", c.role, d.name, shared_by(c), c.secret);
+            write_only_password(&mut variables, &var, what);
             let instance = expr(format!("${{scaleway_rdb_instance.{db}.id}}"));
             add(&mut resources, "scaleway_rdb_database", &name, json!({ "instance_id": instance, "name": c.database }));
             let instance = expr(format!("${{scaleway_rdb_instance.{db}.id}}"));
@@ -574,7 +585,13 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
                 &mut resources,
                 "scaleway_rdb_user",
                 &name,
-                json!({ "instance_id": instance, "name": c.role, "password": expr(format!("${{var.{var}}}")), "is_admin": false }),
+                json!({
+                    "instance_id": instance,
+                    "name": c.role,
+                    "password_wo": expr(format!("${{var.{var}}}")),
+                    "password_wo_version": expr(format!("${{var.{var}_version}}")),
+                    "is_admin": false,
+                }),
             );
             add(
                 &mut resources,
@@ -597,7 +614,10 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
     tunnel::tunnels(sys, &mut variables, &mut resources, &mut outputs);
 
     let mut root = Map::new();
-    root.insert("terraform".into(), json!({ "required_version": ">= 1.4", "required_providers": required }));
+    // Ephemeral variables and write-only arguments (the managed databases' passwords) came with
+    // Terraform 1.10 and 1.11.
+    let version = if sys.databases.iter().any(|d| d.provider_kind == ProviderKind::Scaleway) { ">= 1.11" } else { ">= 1.4" };
+    root.insert("terraform".into(), json!({ "required_version": version, "required_providers": required }));
     if !variables.is_empty() {
         root.insert("variable".into(), Value::Object(variables));
     }

@@ -7,7 +7,7 @@ S3-compatible provider kiln creates Hetzner Object Storage buckets with).  It
 reads `map[string]*schema.Schema{...}` literals from the Go files of the
 provider at the pinned tag and writes schemas/<provider>.json in the same shape
 as convert.py's output.  Only what the stand-in provider needs is read: Type, Elem,
-Required/Optional/Computed, ForceNew, Sensitive, MaxItems/MinItems, Deprecated.
+Required/Optional/Computed, ForceNew, Sensitive, WriteOnly, MaxItems/MinItems, Deprecated.
 Entries that are helper calls (zonal.Schema(), account.ProjectIDSchema(), ...)
 are resolved from the table below, transcribed from internal/locality and
 internal/services/account at the same tag.
@@ -207,7 +207,7 @@ class Extractor:
         ty = fields.get("Type", "").replace("schema.", "")
         e: dict = {}
         for flag, key in (("Required", "required"), ("Optional", "optional"), ("Computed", "computed"),
-                          ("ForceNew", "force_new"), ("Sensitive", "sensitive")):
+                          ("ForceNew", "force_new"), ("Sensitive", "sensitive"), ("WriteOnly", "write_only")):
             if fields.get(flag) == "true":
                 e[key] = True
         if "Deprecated" in fields:
@@ -275,7 +275,7 @@ def to_block(entries: dict) -> dict:
             blocks[name] = bt
             continue
         a = {k: v for k, v in e.items() if k in ("type", "required", "optional", "computed", "force_new",
-                                                  "sensitive", "deprecated", "deprecation_message")}
+                                                  "sensitive", "write_only", "deprecated", "deprecation_message")}
         if a.get("required"):
             a.pop("optional", None)
             a.pop("computed", None)

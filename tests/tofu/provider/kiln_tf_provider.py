@@ -130,6 +130,15 @@ def strip_unknown(v):
 
 
 # -- plan --------------------------------------------------------------------
+def without_write_only(block: dict, value):
+    """`value` with the block's write-only attributes null: a provider never returns them
+    (Terraform refuses a planned or new state holding one), so they never reach the state."""
+    if not isinstance(value, dict):
+        return value
+    wo = [k for k, a in attrs_of(block).items() if a.get("write_only")]
+    return {k: (None if k in wo else v) for k, v in value.items()} if wo else value
+
+
 def plan_create(block: dict, value: dict | None) -> dict | None:
     """Proposed new state -> planned state for a create: computed nulls become unknown."""
     if value is None or value is UNKNOWN:
@@ -415,7 +424,13 @@ def make_servicer(doc: dict):
             )
         else:
             kw["type"] = ty_bytes(a["type"])
-        return pb.Schema.Attribute(**kw)
+        attr = pb.Schema.Attribute(**kw)
+        if a.get("write_only"):
+            # `write_only = 11` (tfplugin6.proto since protocol 6.8) is newer than tf==1.2.0's
+            # generated classes: appended as the raw field (tag 11, varint 1), which protobuf
+            # keeps as an unknown field and serialises again, so Terraform sees it.
+            attr.ParseFromString(attr.SerializeToString() + b"\x58\x01")
+        return attr
 
     def pb_block(b: dict):
         return pb.Schema.Block(
@@ -524,11 +539,11 @@ def make_servicer(doc: dict):
             if proposed is None:  # destroy
                 return pb.PlanResourceChange.Response(planned_state=request.proposed_new_state)
             if prior is None:
-                planned = plan_create(block, proposed)
+                planned = without_write_only(block, plan_create(block, proposed))
                 return pb.PlanResourceChange.Response(planned_state=pb.DynamicValue(msgpack=encode(planned)))
             replace = requires_replace(block, prior, proposed)
             return pb.PlanResourceChange.Response(
-                planned_state=request.proposed_new_state,
+                planned_state=pb.DynamicValue(msgpack=encode(without_write_only(block, proposed))),
                 requires_replace=[pb.AttributePath(steps=[pb.AttributePath.Step(attribute_name=n)]) for n in replace],
                 planned_private=request.prior_private,
             )
@@ -546,7 +561,7 @@ def make_servicer(doc: dict):
                     except test_cloud.CloudError as e:
                         return pb.ApplyResourceChange.Response(diagnostics=[diag_error(str(e))])
                 return pb.ApplyResourceChange.Response(new_state=request.planned_state)
-            new = Faker(tn, planned).fill_block(resources[tn]["block"], planned, tn)
+            new = without_write_only(resources[tn]["block"], Faker(tn, planned).fill_block(resources[tn]["block"], planned, tn))
             if cloud:
                 try:
                     new = test_cloud.apply(tn, decode(request.prior_state), new)
