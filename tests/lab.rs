@@ -143,13 +143,15 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 
 /// A backup and a restore on a real kernel with real Docker: traefik-edge's `box`, its lab copy
 /// given a `[backup]` plan (a restic repository on the host itself, its password one of the
-/// system's own secrets) and without Uptime Kuma (its probe stand-in has no SQLite to dump).
-/// After the boot, a table in PostgreSQL and a file in authentik's data volume; then
-/// `kiln-backup.sh` (dumps, restic) and `kiln-backup.sh drill` (which must pass and leave the
-/// running stack as it was), the data goes wrong, and `kiln-backup.sh restore` must bring
-/// back the table from the dump (the PostgreSQL stand-in's entrypoint initialising the emptied
-/// volume first) and the file from the snapshot, keep what was there aside, and leave every
-/// container running and healthy again.
+/// system's own secrets). After the boot, a table in PostgreSQL, a file in authentik's data
+/// volume and a table in Uptime Kuma's SQLite `kuma.db` (written by the sqlite3 its stand-in
+/// carries, as the real image does); then `kiln-backup.sh` (dumps, restic) and `kiln-backup.sh
+/// drill` (which must pass and leave the running stack as it was), the data goes wrong, and
+/// `kiln-backup.sh restore` must bring back the table from the dump (the PostgreSQL stand-in's
+/// entrypoint initialising the emptied volume first), the file from the snapshot and kuma.db
+/// from its dump, loaded by a one-off container before the service starts (`restore_when =
+/// "stopped"`: the snapshot's file, then the dump over it, no write-ahead log left), keep what
+/// was there aside, and leave every container running and healthy again.
 // 2026-12-06, alone on two cores: **passed**, 516 s (cloud-init done after 218 s); with the drill
 // added, 665 s (beside a low-priority build; the drill restored 92 MiB and loaded both dumps);
 // on the final tree of that day, alone, 771 s (cloud-init done after 271 s).
@@ -159,17 +161,7 @@ fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
     let tmp = tempfile::tempdir().unwrap();
     let (sys, key, admin) = lab::lab_copy("traefik-edge", tmp.path());
     let file = sys.join("system.toml");
-    let mut toml = String::new();
-    let mut skip = false;
-    for line in common::read(&file).lines() {
-        if line.starts_with('[') {
-            skip = line == "[services.status]" || line == "[routes.\"status.example.org\"]";
-        }
-        if !skip {
-            toml.push_str(line);
-            toml.push('\n');
-        }
-    }
+    let mut toml = common::read(&file);
     toml.push_str("\n[backup]\nrepository = \"/var/lib/kiln-lab-restic\"\npassword = \"cache_password\"\nkeep = { daily = 7 }\n");
     std::fs::write(&file, toml).unwrap();
     lab::image_dir(lab::LAB_IMAGE);
@@ -187,7 +179,14 @@ fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
         ))
     };
     let volume = "/var/lib/kiln/data/docker/volumes/traefik-edge_sso-data/_data";
+    let kuma = |sql: &str| {
+        on.must(&format!(
+            "docker compose --file /opt/kiln/compose.yaml exec -T status sqlite3 -bail /app/data/kuma.db {}",
+            kiln::render::quote::sh(sql)
+        ))
+    };
     psql("CREATE TABLE kept (body text); INSERT INTO kept VALUES ('before the backup')");
+    kuma("PRAGMA journal_mode=WAL; CREATE TABLE monitor (name text); INSERT INTO monitor VALUES ('before the backup')");
     on.must(&format!("echo 'before the backup' > {volume}/kept-by-test"));
     let backup = on.sh("/bin/sh /opt/kiln/backup/kiln-backup.sh 2>&1");
     assert!(backup.is_ok(), "the backup failed: {backup:?}");
@@ -198,7 +197,7 @@ fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
     let drill = on.sh("/bin/sh /opt/kiln/backup/kiln-backup.sh drill 2>&1");
     let said = drill.unwrap_or_else(|e| panic!("the drill failed: {e}"));
     eprintln!("{said}");
-    assert!(said.contains("drill passed") && said.contains("dumps loaded: db, sso-db"), "{said}");
+    assert!(said.contains("drill passed") && said.contains("dumps loaded: db, sso-db, status"), "{said}");
     let project = "label=com.docker.compose.project=traefik-edge-drill";
     assert_eq!(
         on.must(&format!("docker ps -aq --filter {project}; docker volume ls -q --filter {project}")).trim(),
@@ -210,6 +209,7 @@ fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
     check_host(&on, &compose);
 
     psql("DROP TABLE kept; CREATE TABLE junk (x int)");
+    kuma("INSERT INTO monitor VALUES ('after the backup')");
     on.must(&format!("rm {volume}/kept-by-test; echo 'after the backup' > {volume}/written-later"));
     let restore = on.sh("/bin/sh /opt/kiln/backup/kiln-backup.sh restore 2>&1");
     let said = restore.unwrap_or_else(|e| {
@@ -219,6 +219,8 @@ fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
 
     assert_eq!(psql("SELECT body FROM kept").trim(), "before the backup");
     assert_eq!(psql("SELECT count(*) FROM pg_tables WHERE tablename = 'junk'").trim(), "0");
+    assert_eq!(kuma("SELECT name FROM monitor").trim(), "before the backup", "kuma.db is its dump again");
+    assert_eq!(kuma("PRAGMA integrity_check").trim(), "ok");
     assert_eq!(on.must(&format!("cat {volume}/kept-by-test")).trim(), "before the backup");
     assert!(on.sh(&format!("test -e {volume}/written-later")).is_err(), "a file from after the snapshot is in the restored volume");
     let kept = said.lines().find_map(|l| l.split("the data found before it is in ").nth(1)).and_then(|r| r.split(' ').next()).unwrap();
@@ -240,8 +242,49 @@ fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
 #[test]
 #[ignore = "11 minutes under TCG, beyond the suite's time: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_five_vps_saas_identity_comes_up_with_stand_in_images() {
-    let (_tmp, _fleet, composes) = seed_fleet("five-vps-saas", &["edge", "identity"]);
+    let (_tmp, fleet, composes) = seed_fleet("five-vps-saas", &["edge", "identity"]);
     assert!(composes.contains_key("identity"), "identity runs containers");
+    docker_starts_without_the_private_address(&On::in_fleet(&fleet, "identity"), "10.0.0.6", &composes["identity"]);
+}
+
+/// A boot where Docker comes up before the private network's address (a DHCP lease, a NIC
+/// attached late): the host's address is taken away and Docker restarted, and every container,
+/// those publishing on that address too, must start again (`render::private_bind`: without the
+/// non-local bind Docker fails them with "cannot assign requested address" and does not retry).
+/// Run detached with `systemd-run`, as the SSH session itself goes over that address; the
+/// address is put back at the end.
+fn docker_starts_without_the_private_address(on: &On, address: &str, compose: &Value) {
+    let wanted = compose["services"].as_object().unwrap().len();
+    assert!(
+        on.must(&format!("docker compose --file /opt/kiln/compose.yaml config | grep -c 'host_ip: {address}' || true")).trim() != "0",
+        "identity publishes on {address}"
+    );
+    let script = format!(
+        "set -- $(ip -o -4 addr show | awk '{{split($4, a, \"/\"); if (a[1] == \"{address}\") print $2, $4}}'); \
+         [ -n \"$2\" ] || exit 1; ip addr del \"$2\" dev \"$1\"; systemctl restart docker; i=0; \
+         while [ \"$(docker ps -q | wc -l)\" -lt {wanted} ] && [ $i -lt 60 ]; do i=$((i + 1)); sleep 5; done; \
+         ip -o -4 addr show | grep -c ' {address}/' >/root/address-count || true; \
+         docker ps --all --format '{{{{.Names}}}} {{{{.State}}}}' >/root/without-address.tmp; mv /root/without-address.tmp /root/without-address; \
+         ip addr add \"$2\" dev \"$1\""
+    );
+    on.must(&format!(
+        "rm -f /root/without-address; systemd-run --quiet --collect --unit kiln-test-private-bind sh -c {}",
+        kiln::render::quote::sh(&script)
+    ));
+    let start = std::time::Instant::now();
+    let states = loop {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        if let Ok(s) = on.sh("cat /root/without-address") {
+            break s;
+        }
+        assert!(start.elapsed().as_secs() < 600, "Docker's restart without {address} did not end in 10 minutes");
+    };
+    assert_eq!(on.must("cat /root/address-count").trim(), "0", "the address was gone while Docker started");
+    let running = states.lines().filter(|l| l.ends_with(" running")).count();
+    assert_eq!(running, wanted, "every container started without {address}:\n{states}");
+    // and, with the address back, each becomes healthy again
+    on.must("timeout 600 sh -c 'while docker ps --format \"{{.Status}}\" | grep -q \"health: starting\"; do sleep 5; done'");
+    check_host(on, compose);
 }
 
 /// Boots `hosts` of `example`'s lab copy together (`lab::boot_fleet`) and checks each host that

@@ -35,6 +35,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     upgrades(&mut o);
     fail2ban(&mut o, host, ban_edge(host, payload));
     super::egress::provision_gateway(&mut o, host);
+    super::private_bind::provision(&mut o, &services);
     firewall(&mut o, host, containers);
     if containers {
         o.push_str("\n# Docker engine.\nsystemctl enable --now docker >/dev/null\n");
