@@ -162,7 +162,7 @@ fn an_s3_backup_hands_restic_the_keys_from_the_delivered_secrets() {
         .expect("a maidan host backs up");
     let script = std::fs::read_to_string(host.join("backup/kiln-backup.sh")).unwrap();
     assert!(!host.join("backup/known_hosts").exists(), "no host key for an S3 repository");
-    assert!(script.contains("RESTIC_REPOSITORY=s3:https://fra1.digitaloceanspaces.com/"), "{script}");
+    assert!(script.contains("RESTIC_REPOSITORY=s3:https://ams3.digitaloceanspaces.com/"), "{script}");
     let root = tmp.path().join("root");
     std::fs::create_dir_all(root.join("secrets")).unwrap();
     let (id, secret) = ("DO00EXAMPLEKEYID", "s3cr3t/with+chars=");

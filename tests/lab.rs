@@ -154,7 +154,8 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 /// was there aside, and leave every container running and healthy again.
 // 2026-12-06, alone on two cores: **passed**, 516 s (cloud-init done after 218 s); with the drill
 // added, 665 s (beside a low-priority build; the drill restored 92 MiB and loaded both dumps);
-// on the final tree of that day, alone, 771 s (cloud-init done after 271 s).
+// on the final tree of that day, alone, 771 s (cloud-init done after 271 s); with Uptime Kuma's
+// SQLite restored from its dump (drill and restore), alone, 797 s (cloud-init after 292 s).
 #[test]
 #[ignore = "9 minutes under TCG, beyond the suite's time: cargo test --test lab -- --ignored (docs/lab.md)"]
 fn lab_traefik_edge_box_restores_its_data_from_a_backup() {
@@ -262,9 +263,12 @@ fn docker_starts_without_the_private_address(on: &On, address: &str, compose: &V
     let script = format!(
         "set -- $(ip -o -4 addr show | awk '{{split($4, a, \"/\"); if (a[1] == \"{address}\") print $2, $4}}'); \
          [ -n \"$2\" ] || exit 1; ip addr del \"$2\" dev \"$1\"; systemctl restart docker; i=0; \
-         while [ \"$(docker ps -q | wc -l)\" -lt {wanted} ] && [ $i -lt 60 ]; do i=$((i + 1)); sleep 5; done; \
+         while [ \"$(docker ps --filter status=running -q | wc -l)\" -lt {wanted} ] && [ $i -lt 120 ]; do i=$((i + 1)); sleep 5; done; \
          ip -o -4 addr show | grep -c ' {address}/' >/root/address-count || true; \
-         docker ps --all --format '{{{{.Names}}}} {{{{.State}}}}' >/root/without-address.tmp; mv /root/without-address.tmp /root/without-address; \
+         docker ps --all --format '{{{{.Names}}}} {{{{.State}}}}' >/root/without-address.tmp; \
+         for c in $(docker ps --all --filter status=restarting --filter status=exited --format '{{{{.Names}}}}'); do \
+           echo \"--- $c\"; docker logs --tail 30 \"$c\" 2>&1; done >/root/not-running.log; \
+         mv /root/without-address.tmp /root/without-address; \
          ip addr add \"$2\" dev \"$1\""
     );
     on.must(&format!(
@@ -281,7 +285,12 @@ fn docker_starts_without_the_private_address(on: &On, address: &str, compose: &V
     };
     assert_eq!(on.must("cat /root/address-count").trim(), "0", "the address was gone while Docker started");
     let running = states.lines().filter(|l| l.ends_with(" running")).count();
-    assert_eq!(running, wanted, "every container started without {address}:\n{states}");
+    assert_eq!(
+        running,
+        wanted,
+        "every container started without {address}:\n{states}\n{}",
+        on.sh("cat /root/not-running.log").unwrap_or_default()
+    );
     // and, with the address back, each becomes healthy again
     on.must("timeout 600 sh -c 'while docker ps --format \"{{.Status}}\" | grep -q \"health: starting\"; do sleep 5; done'");
     check_host(on, compose);

@@ -309,6 +309,13 @@ fn a_restore_brings_back_the_dumped_database_and_the_volume_files_and_keeps_what
     let (ok, out) = host.script(&[]);
     assert!(ok, "backup failed: {out}");
     assert!(repository.join("config").is_file(), "no repository");
+    // The snapshot holds the dump and the files volume, not a copy of the running PostgreSQL's
+    // directory (its dump is what a restore loads).
+    let listed = run(host.restic(&repository).args(["ls", "latest"]));
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed = text(&listed.stdout);
+    assert!(listed.contains("/restore_files-data/_data/report.txt") && listed.contains("pg.dump"), "{listed}");
+    assert!(!listed.contains("restore_pg-data"), "the database server's files were copied:\n{listed}");
 
     // Things go wrong after the backup.
     host.sql("app", "DELETE FROM notes");

@@ -181,8 +181,8 @@ fn script(sys: &System, host: &Host, plan: &BackupPlan, repo: &str, services: &[
         let run = if s.container.is_some() { format!("compose exec -T {} {}", sh(&s.name), words.join(" ")) } else { words.join(" ") };
         let _ = writeln!(o, "{run} > \"$dumps/{file}.part\"\nmv \"$dumps/{file}.part\" \"$dumps/{file}\"");
     }
-    o.push_str("\n# One snapshot: the dumps and every volume that holds data.\nset -- \"$dumps\"\n");
-    let volumes = super::restore::backed_up(services);
+    o.push_str("\n# One snapshot: the dumps and the volumes a restore brings back (a database server's\n# are left out: its dump is what a restore loads).\nset -- \"$dumps\"\n");
+    let volumes = super::restore::snapshotted(services);
     o.push_str(&super::restore::each_volume(sys, volumes.into_iter(), "", "set -- \"$@\" \"$volumes/$v/_data\""));
     o.push_str("restic backup --host \"$host\" --tag kiln \"$@\"\n");
     let keep: Vec<String> = plan.keep.iter().map(|(k, n)| format!("--keep-{k} {n}")).collect();

@@ -58,6 +58,16 @@ pub fn backed_up<'a>(services: &[&'a Service]) -> BTreeSet<&'a str> {
     services.iter().flat_map(|s| s.volumes.iter().filter(|v| v.backup).map(|v| v.source.as_str())).collect()
 }
 
+/// The volumes whose files a snapshot keeps: those that hold data, less the volumes of a service
+/// whose dump a restore loads into its running server (a database server's). A restore starts
+/// those empty and loads the dump, never their files, and a file-by-file copy of a running
+/// database server's directory is no consistent backup anyway: copying it would only cost time
+/// and space in the repository.
+pub fn snapshotted<'a>(services: &[&'a Service]) -> BTreeSet<&'a str> {
+    let into_running: Vec<&Service> = services.iter().copied().filter(|s| loads_dump(s) && !stopped(s)).collect();
+    backed_up(services).difference(&backed_up(&into_running)).copied().collect()
+}
+
 /// The file of the service's dump in the dump directory.
 pub fn dump_file(s: &Service) -> String {
     format!("{}.dump", s.name)
@@ -120,8 +130,6 @@ pub fn section(sys: &System, services: &[&Service]) -> String {
     let loaded: Vec<&Service> = services.iter().copied().filter(|s| loads_dump(s)).collect();
     let (over_files, into_running): (Vec<&Service>, Vec<&Service>) = loaded.iter().partition(|s| stopped(s));
     let volumes = backed_up(services);
-    // A volume shared with a service that loads its dump into the running service starts empty with it.
-    let emptied = backed_up(&into_running);
     let containers = services.iter().any(|s| s.container.is_some());
     let mut o = String::from("\nif [ \"${1:-}\" = restore ]; then\n");
     o.push_str("\t# Before anything is touched: the snapshot exists and holds every dump the restore loads.\n");
@@ -160,7 +168,9 @@ pub fn section(sys: &System, services: &[&Service]) -> String {
     o.push_str("\tstage='restoring files from the snapshot'\n");
     o.push_str("\tfind \"$dumps\" -mindepth 1 -delete\n");
     o.push_str("\tset -- --include \"$dumps\"\n");
-    o.push_str(&each_volume(sys, volumes.difference(&emptied).copied(), "\t", "set -- \"$@\" --include \"$volumes/$v/_data\""));
+    // A volume shared with a service that loads its dump into the running service starts empty
+    // with it: only the snapshotted volumes' files come back.
+    o.push_str(&each_volume(sys, snapshotted(services).into_iter(), "\t", "set -- \"$@\" --include \"$volumes/$v/_data\""));
     o.push_str("\trestic restore \"$snapshot\" --target / \"$@\"\n");
     if !loaded.is_empty() {
         o.push_str("\tstage='loading the dumps'\n");
