@@ -253,7 +253,8 @@ fn lab_five_vps_saas_identity_comes_up_with_stand_in_images() {
 /// those publishing on that address too, must start again (`render::private_bind`: without the
 /// non-local bind Docker fails them with "cannot assign requested address" and does not retry).
 /// Run detached with `systemd-run`, as the SSH session itself goes over that address; the
-/// address is put back at the end.
+/// address is put back at the end, with the default route through the gateway that its removal
+/// took along (on a real boot kiln's egress step sets it once the address is up).
 fn docker_starts_without_the_private_address(on: &On, address: &str, compose: &Value) {
     let wanted = compose["services"].as_object().unwrap().len();
     assert!(
@@ -262,14 +263,15 @@ fn docker_starts_without_the_private_address(on: &On, address: &str, compose: &V
     );
     let script = format!(
         "set -- $(ip -o -4 addr show | awk '{{split($4, a, \"/\"); if (a[1] == \"{address}\") print $2, $4}}'); \
-         [ -n \"$2\" ] || exit 1; ip addr del \"$2\" dev \"$1\"; systemctl restart docker; i=0; \
+         [ -n \"$2\" ] || exit 1; route=$(ip -4 route show default | head -n 1); \
+         ip addr del \"$2\" dev \"$1\"; systemctl restart docker; i=0; \
          while [ \"$(docker ps --filter status=running -q | wc -l)\" -lt {wanted} ] && [ $i -lt 120 ]; do i=$((i + 1)); sleep 5; done; \
          ip -o -4 addr show | grep -c ' {address}/' >/root/address-count || true; \
          docker ps --all --format '{{{{.Names}}}} {{{{.State}}}}' >/root/without-address.tmp; \
          for c in $(docker ps --all --filter status=restarting --filter status=exited --format '{{{{.Names}}}}'); do \
            echo \"--- $c\"; docker logs --tail 30 \"$c\" 2>&1; done >/root/not-running.log; \
          mv /root/without-address.tmp /root/without-address; \
-         ip addr add \"$2\" dev \"$1\""
+         ip addr add \"$2\" dev \"$1\"; [ -z \"$route\" ] || ip route replace $route"
     );
     on.must(&format!(
         "rm -f /root/without-address; systemd-run --quiet --collect --unit kiln-test-private-bind sh -c {}",
