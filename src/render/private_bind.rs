@@ -25,43 +25,32 @@ fn needs_nonlocal(bind: &IpAddr) -> bool {
     !bind.is_unspecified() && !bind.is_loopback()
 }
 
-/// The sysctl lines the host's services need, `None` when every port binds a wildcard or
-/// loopback (sorted and de-duplicated: IPv4 first).
-pub fn settings(services: &[&Service]) -> Option<String> {
-    let binds = services.iter().flat_map(|s| s.published.iter()).map(|p| p.bind).filter(needs_nonlocal);
-    let (mut v4, mut v6) = (false, false);
-    for b in binds {
-        match b {
-            IpAddr::V4(_) => v4 = true,
-            IpAddr::V6(_) => v6 = true,
-        }
-    }
-    let mut out = String::new();
-    if v4 {
-        out.push_str("net.ipv4.ip_nonlocal_bind = 1\n");
-    }
-    if v6 {
-        out.push_str("net.ipv6.ip_nonlocal_bind = 1\n");
-    }
-    (!out.is_empty()).then_some(out)
+/// The sysctl keys the host's services need set to 1, `None` when every port binds a wildcard
+/// or loopback (IPv4 first).
+fn keys(services: &[&Service]) -> Option<Vec<&'static str>> {
+    let binds: Vec<IpAddr> = services.iter().flat_map(|s| s.published.iter()).map(|p| p.bind).filter(needs_nonlocal).collect();
+    let keys: Vec<&'static str> =
+        [(IpAddr::is_ipv4 as fn(&IpAddr) -> bool, "net.ipv4.ip_nonlocal_bind"), (IpAddr::is_ipv6, "net.ipv6.ip_nonlocal_bind")]
+            .into_iter()
+            .filter(|(family, _)| binds.iter().any(family))
+            .map(|(_, key)| key)
+            .collect();
+    (!keys.is_empty()).then_some(keys)
 }
 
 /// The provisioner's step, before Docker or any native service starts: the file written (and
 /// loaded when it changed, or when the kernel's values differ from it).
 pub fn provision(o: &mut String, services: &[&Service]) {
-    let Some(settings) = settings(services) else { return };
+    let Some(keys) = keys(services) else { return };
     o.push_str("\n# Ports on private addresses bind even before the address is up (at boot Docker may start first).\n");
     o.push_str("log 'step: private binds'\n");
-    let current: Vec<String> = settings
-        .lines()
-        .filter_map(|l| l.split(" = ").next())
-        .map(|k| format!("[ \"$(cat /proc/sys/{})\" != 1 ]", k.replace('.', "/")))
-        .collect();
+    let text: String = keys.iter().map(|k| format!("{k} = 1\n")).collect();
+    let current: Vec<String> = keys.iter().map(|k| format!("[ \"$(cat /proc/sys/{})\" != 1 ]", k.replace('.', "/"))).collect();
     let _ = writeln!(
         o,
         "if put_text {file} 0644 root:root {text} || {current}; then\n\tsysctl -q -p {file}\nfi",
         file = sh(SYSCTL_FILE),
-        text = sh(&settings),
+        text = sh(&text),
         current = current.join(" || "),
     );
 }

@@ -96,17 +96,19 @@ fn rname(s: &str) -> String {
     s.replace('.', "_")
 }
 
-/// The variables of a password given to a write-only argument: `VAR`, ephemeral (Terraform
-/// keeps it out of saved plans and the state; only a write-only argument may read it), and
-/// `VAR_version`, which the write-only argument's `_wo_version` reads: the provider sends a
-/// changed password only when the version changes, so an operator who rotates the secret raises
-/// it (`TF_VAR_VAR_version`).
-fn write_only_password(variables: &mut Map<String, Value>, var: &str, what: String) {
+/// A password given to a write-only argument: declares `VAR`, ephemeral (Terraform keeps it out
+/// of saved plans and the state; only a write-only argument may read it), and `VAR_version`,
+/// which the provider compares to send a changed password (an operator who rotates the secret
+/// raises `TF_VAR_VAR_version`), and returns the resource's two arguments, `password_wo` and
+/// `password_wo_version`, reading them.
+fn write_only_password(variables: &mut Map<String, Value>, var: &str, what: String) -> [(&'static str, Value); 2] {
+    let version = format!("{var}_version");
     variables.insert(var.to_string(), json!({ "type": "string", "sensitive": true, "ephemeral": true, "description": what }));
     variables.insert(
-        format!("{var}_version"),
+        version.clone(),
         json!({ "type": "number", "default": 1, "description": format!("version of `{var}`: raise it after changing that password") }),
     );
+    [("password_wo", expr(format!("${{var.{var}}}")).into()), ("password_wo_version", expr(format!("${{var.{version}}}")).into())]
 }
 
 fn add(resources: &mut Map<String, Value>, ty: &str, name: &str, body: Value) {
@@ -534,7 +536,7 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
         // appears in this file, in a saved plan or in the state (provider docs, rdb_instance.md:
         // "`password_wo` will not be set in the Terraform state"; Terraform >= 1.11).
         let var = format!("{}_password", rname(&d.name));
-        write_only_password(&mut variables, &var, format!("password of the managed database `{}`", d.name));
+        let password = write_only_password(&mut variables, &var, format!("password of the managed database `{}`", d.name));
         let mut body = json!({
             "name": format!("{}-{}", sys.name, d.name),
             "engine": d.engine,
@@ -542,10 +544,11 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
             "is_ha_cluster": false,
             "disable_backup": false,
             "user_name": d.user,
-            "password_wo": expr(format!("${{var.{var}}}")),
-            "password_wo_version": expr(format!("${{var.{var}_version}}")),
             "tags": [format!("kiln-system={}", sys.name)],
         });
+        for (k, v) in password {
+            body[k] = v;
+        }
         if let Some(r) = &d.region {
             body["region"] = json!(r);
         }
@@ -577,22 +580,17 @@ pub fn emit(sys: &System, hosts: &[HostInput<'_>]) -> Option<String> {
             let name = format!("{db}_{}", rname(&c.service));
             let var = format!("{name}_password");
             let what = format!("password of role `{}` on `{}`{}: the value of secret `{}`", c.role, d.name, shared_by(c), c.secret);
-            write_only_password(&mut variables, &var, what);
+            let password = write_only_password(&mut variables, &var, what);
             let instance = expr(format!("${{scaleway_rdb_instance.{db}.id}}"));
             add(&mut resources, "scaleway_rdb_database", &name, json!({ "instance_id": instance, "name": c.database }));
             let instance = expr(format!("${{scaleway_rdb_instance.{db}.id}}"));
-            add(
-                &mut resources,
-                "scaleway_rdb_user",
-                &name,
-                json!({
-                    "instance_id": instance,
-                    "name": c.role,
-                    "password_wo": expr(format!("${{var.{var}}}")),
-                    "password_wo_version": expr(format!("${{var.{var}_version}}")),
-                    "is_admin": false,
-                }),
-            );
+            add(&mut resources, "scaleway_rdb_user", &name, {
+                let mut user = json!({ "instance_id": instance, "name": c.role, "is_admin": false });
+                for (k, v) in password {
+                    user[k] = v;
+                }
+                user
+            });
             add(
                 &mut resources,
                 "scaleway_rdb_privilege",
