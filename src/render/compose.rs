@@ -176,6 +176,40 @@ fn lits(v: &[String]) -> Vec<String> {
     v.iter().map(|s| lit(s)).collect()
 }
 
+/// The container's `tmpfs` mounts, each owned by the container's user when that is a numeric
+/// non-root `UID[:GID]`: `uid=UID` (and `gid=GID`) added to its options unless they name an owner.
+///
+/// runc mounts a tmpfs owned by root, and when its target exists in the container's file system
+/// it gives the mount that directory's mode (libcontainer/rootfs_linux.go, `case "tmpfs"`). A
+/// target the image lacks is made, 0755, at the first start, which mounts it with Docker's
+/// default 1777; every later start (the restart policy, a daemon restart, a reboot) finds that
+/// directory and mounts the tmpfs 0755, root's, so a process running as its own user can no
+/// longer write there (moby/moby#20437, docker/for-linux#138). Seen in the lab on Docker 26: the
+/// PostgreSQL stand-in (user 999, its socket directory a tmpfs the image lacked) started once and
+/// crash-looped after the reboot on `could not create lock file "/var/run/postgresql/.s.PGSQL.5432.lock":
+/// Permission denied`; with `uid=999,gid=999` the mount is the user's at every start. Docker
+/// accepts `uid` and `gid` among a tmpfs's options (`ParseTmpfsOptions`'s valid flags).
+fn tmpfs_owned(tmpfs: &[String], user: Option<&str>) -> Vec<String> {
+    let owner = user.and_then(|u| {
+        let (uid, gid) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
+        let uid: u32 = uid.parse().ok().filter(|&n| n != 0)?;
+        let gid = gid.and_then(|g| g.parse::<u32>().ok());
+        Some(match gid {
+            Some(g) => format!("uid={uid},gid={g}"),
+            None => format!("uid={uid}"),
+        })
+    });
+    let Some(owner) = owner else { return tmpfs.to_vec() };
+    tmpfs
+        .iter()
+        .map(|t| match t.split_once(':') {
+            Some((_, opts)) if opts.split(',').any(|o| o.starts_with("uid=") || o.starts_with("gid=")) => t.clone(),
+            Some((path, opts)) => format!("{path}:{opts},{owner}"),
+            None => format!("{t}:{owner}"),
+        })
+        .collect()
+}
+
 /// The compose file for a host, or `None` when it runs no containers.
 pub fn emit(sys: &System, host: &Host) -> Option<String> {
     let services: Vec<&Service> = host.services.iter().map(|n| &sys.services[n]).filter(|s| s.container.is_some()).collect();
@@ -306,7 +340,7 @@ fn file<'a>(sys: &System, host: &Host, services: &[&'a Service], name: String, d
             restart: if drill { "no" } else { "unless-stopped" },
             user: c.user.as_deref().map(lit),
             read_only: c.read_only,
-            tmpfs: lits(&c.tmpfs),
+            tmpfs: lits(&tmpfs_owned(&c.tmpfs, c.user.as_deref())),
             entrypoint: c.entrypoint.as_deref().map(lits),
             command: c.command.as_deref().map(lits),
             environment: c.environment.iter().map(|(k, v)| (k.clone(), lit(v))).collect(),
@@ -343,4 +377,31 @@ fn file<'a>(sys: &System, host: &Host, services: &[&'a Service], name: String, d
         file.services.insert(&s.name, svc);
     }
     file
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tmpfs_owned;
+
+    fn owned(tmpfs: &[&str], user: Option<&str>) -> Vec<String> {
+        tmpfs_owned(&tmpfs.iter().map(|t| t.to_string()).collect::<Vec<_>>(), user)
+    }
+
+    #[test]
+    fn a_tmpfs_belongs_to_the_containers_numeric_user() {
+        assert_eq!(
+            owned(&["/var/run/postgresql", "/dev/shm:size=256m"], Some("999:999")),
+            ["/var/run/postgresql:uid=999,gid=999", "/dev/shm:size=256m,uid=999,gid=999"]
+        );
+        assert_eq!(owned(&["/tmp"], Some("1000")), ["/tmp:uid=1000"]);
+        assert_eq!(owned(&["/tmp"], Some("472:0")), ["/tmp:uid=472,gid=0"]);
+    }
+
+    #[test]
+    fn root_a_named_user_or_an_owner_already_given_leave_it_alone() {
+        for user in [None, Some("0:0"), Some("0"), Some("www-data"), Some("node:node")] {
+            assert_eq!(owned(&["/tmp", "/run:size=1m"], user), ["/tmp", "/run:size=1m"], "{user:?}");
+        }
+        assert_eq!(owned(&["/cache:uid=33"], Some("1000:1000")), ["/cache:uid=33"]);
+    }
 }
