@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::net::{Plan, Role, VmNet, network_config};
-use super::seed::{REPORT_PREFIX, report_part, seed_user_data};
+use super::seed::{REPORT_PREFIX, report_part};
 use super::{
     INTERRUPTED, catch_interrupts, console_tail, data_disk, free_port, nocloud_name, private_dir, qemu_command, read_from_disk, run,
     spawn_qemu, stop, write_private,
@@ -230,9 +230,9 @@ pub fn boot_fleet(hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions) -> Resu
         return Err("paths with commas cannot be passed to qemu".into());
     }
     let result = run_fleet(work.path(), hosts, plan, opts, fit);
-    // The seeds' user-data holds the secrets: it never outlives the boot, kept or not.
+    // The seeds' user-data holds the secrets: they never outlive the boot, kept or not.
     for h in hosts {
-        let _ = std::fs::remove_file(work.path().join(&h.name).join("seed").join("user-data"));
+        super::seed::forget_secrets(&work.path().join(&h.name).join("seed"));
     }
     let (mut reports, mut kept) = result?;
     let mut report = FleetReport { system: opts.system.clone(), plan: plan.clone(), hosts: Vec::new(), workdir: None, state: None };
@@ -388,7 +388,7 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
         let url = format!("http://{}:{}/", plan.uplink.seed(), super::seed::APT_PORT);
         lab.push(("kiln-boot-apt.cfg", super::seed::apt_part(&url)));
     }
-    write_private(&seed.join("user-data"), &seed_user_data(&h.user_data, &h.secrets, &lab))?;
+    super::seed::write_user_data(&seed, &h.user_data, &h.secrets, &lab, write_private)?;
     write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {}\n", &h.closure[..16], h.name).as_bytes())?;
     write_private(&seed.join("vendor-data"), b"")?;
     write_private(&seed.join("network-config"), netcfg.as_bytes())?;
@@ -500,7 +500,7 @@ fn run_fleet(work: &Path, hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions,
             let report = &mut reports[r.index];
             if let Some(line) = log.lines().find(|l| l.contains("Cloud-init v.") && l.contains(" finished at ")) {
                 // cloud-init has read its seed: the secrets leave the disk now, also with --keep.
-                let _ = std::fs::remove_file(r.dir.join("seed").join("user-data"));
+                super::seed::forget_secrets(&r.dir.join("seed"));
                 report.boot_seconds = Some(r.started.elapsed().as_secs_f64());
                 report.datasource = line.split("Datasource ").nth(1).map(|s| s.split_whitespace().next().unwrap_or("").to_string());
                 report.warnings =

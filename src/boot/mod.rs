@@ -250,8 +250,8 @@ pub fn boot(host: &str, closure: &str, user_data: &[u8], opts: &BootOptions) -> 
     // Dropped (removed) on every return below unless the machine is kept running.
     let work = private_dir()?;
     let result = run_machine(work.path(), host, closure, user_data, data, apt.as_deref(), opts);
-    // The seed's user-data holds the secrets: it never outlives the boot, kept or not.
-    let _ = std::fs::remove_file(work.path().join("seed").join("user-data"));
+    // The seed's user-data holds the secrets: they never outlive the boot, kept or not.
+    seed::forget_secrets(&work.path().join("seed"));
     let mut report = result?;
     if opts.keep {
         report.workdir = Some(work.keep());
@@ -366,7 +366,7 @@ fn run_machine(
     std::fs::DirBuilder::new().mode(0o700).create(&seed).map_err(|e| e.to_string())?;
     let lab: Vec<(&str, String)> =
         apt.iter().map(|_| ("kiln-boot-apt.cfg", seed::apt_part(&format!("http://{SEED_ADDR}:{}/", seed::APT_PORT)))).collect();
-    write_private(&seed.join("user-data"), &seed::seed_user_data(user_data, &opts.secrets, &lab))?;
+    seed::write_user_data(&seed, user_data, &opts.secrets, &lab, write_private)?;
     write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {host}\n", &closure[..16]).as_bytes())?;
     // Empty but present: otherwise cloud-init retries it ten times.
     write_private(&seed.join("vendor-data"), b"")?;
@@ -449,7 +449,7 @@ fn run_machine(
         std::thread::sleep(Duration::from_millis(500));
     };
     // cloud-init has read its seed: the secrets leave the host's disk now, also with --keep.
-    let _ = std::fs::remove_file(seed.join("user-data"));
+    seed::forget_secrets(&seed);
     let boot_seconds = started.elapsed().as_secs_f64();
     let log = std::fs::read_to_string(&serial).unwrap_or_default();
     let warnings = log.lines().filter(|l| l.contains("WARNING") || l.contains("Invalid cloud-config")).map(str::to_string).collect();

@@ -1,7 +1,8 @@
 //! The NoCloud seed `kiln boot` serves: user-data with the host's secrets (and, for a fleet,
 //! the lab's report part; with `--apt-repo`, the lab's apt source) as extra cloud-config parts,
 //! and `kiln seed-serve`, which qemu runs for each guest connection to the seed address and
-//! which hands user-data out once; `kiln repo-serve` serves the lab's apt repository the same way.
+//! which hands the secrets out once (later requests get the host's user-data without them);
+//! `kiln repo-serve` serves the lab's apt repository the same way.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
@@ -53,6 +54,31 @@ pub(crate) fn seed_user_data(user_data: &[u8], secrets: &BTreeMap<String, Vec<u8
     }
     out.push_str(&format!("--{boundary}--\n"));
     out.into_bytes()
+}
+
+/// The seed's user-data with the secrets, served instead of `user-data` while it exists.
+const WITH_SECRETS: &str = "user-data.with-secrets";
+
+/// Writes the seed's user-data twice: [`seed_user_data`] with the secrets, handed out once
+/// ([`forget_secrets`]), and `user-data`, the same without them, answered to every later
+/// request, as a provider's metadata service keeps serving a server's own user-data. cloud-init
+/// asks again at every boot: answered 404 after a reboot, it would fall back to
+/// DataSourceNone, take the host for a new instance and run its per-instance modules again
+/// (new SSH host keys among them).
+pub(crate) fn write_user_data(
+    seed: &Path,
+    user_data: &[u8],
+    secrets: &BTreeMap<String, Vec<u8>>,
+    lab: &[(&str, String)],
+    write: impl Fn(&Path, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    write(&seed.join("user-data"), &seed_user_data(user_data, &BTreeMap::new(), lab))?;
+    write(&seed.join(WITH_SECRETS), &seed_user_data(user_data, secrets, lab))
+}
+
+/// The secrets leave the seed (its `user-data` stays, without them). Idempotent.
+pub(crate) fn forget_secrets(seed: &Path) {
+    let _ = std::fs::remove_file(seed.join(WITH_SECRETS));
 }
 
 /// The prefix of the lines the report part writes to the serial console.
@@ -146,7 +172,8 @@ pub fn repo_serve(dir: &Path) -> std::io::Result<()> {
 }
 
 /// One HTTP/1.0 exchange on stdin/stdout: a GET or HEAD of a file under `dir` whose name
-/// `allowed` accepts, else 404; with `once`, user-data is removed once it has been sent.
+/// `allowed` accepts, else 404; with `once`, user-data loses its secrets once it has been sent
+/// ([`forget_secrets`]).
 fn serve_one(dir: &Path, allowed: impl Fn(&str) -> bool, once: bool) -> std::io::Result<()> {
     let stdin = std::io::stdin();
     let mut r = std::io::BufReader::new(stdin.lock());
@@ -163,8 +190,11 @@ fn serve_one(dir: &Path, allowed: impl Fn(&str) -> bool, once: bool) -> std::io:
     let raw = path.split('?').next().unwrap_or("");
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     let name: &str = &decoded;
-    let body = if allowed(name) { std::fs::read(dir.join(name)).ok() } else { None };
-    let served_once = once && method == "GET" && name == "user-data";
+    // The seed's user-data: with the secrets while they are there (`once`), else without.
+    let with_secrets = once && name == "user-data" && dir.join(WITH_SECRETS).exists();
+    let file = if with_secrets { WITH_SECRETS } else { name };
+    let body = if allowed(name) { std::fs::read(dir.join(file)).ok() } else { None };
+    let served_once = with_secrets && method == "GET";
     let mut out = std::io::stdout().lock();
     match body {
         Some(b) => {
@@ -174,8 +204,8 @@ fn serve_one(dir: &Path, allowed: impl Fn(&str) -> bool, once: bool) -> std::io:
                 out.flush()?;
             }
             if served_once {
-                // It holds the secrets: cloud-init has it now, nobody else gets it.
-                let _ = std::fs::remove_file(dir.join(name));
+                // It holds the secrets: cloud-init has it now, nobody else gets them.
+                forget_secrets(dir);
             }
         }
         None => write!(out, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
@@ -230,5 +260,23 @@ mod tests {
         assert!(out.contains("kiln-boot: container app running unhealthy\n"), "{out}");
         assert_eq!(asked as u32, REPORT_SETTLE_SECONDS / 10, "gave up after the settle time");
         assert!(out.ends_with("kiln-boot: end\n"), "{out}");
+    }
+
+    #[test]
+    fn the_seed_holds_the_secrets_until_forgotten_and_the_hosts_own_user_data_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = BTreeMap::from([("db_password".to_string(), b"hunter2".to_vec())]);
+        let write = |p: &Path, b: &[u8]| std::fs::write(p, b).map_err(|e| e.to_string());
+        write_user_data(dir.path(), b"#cloud-config\nruncmd: []\n", &secrets, &[], write).unwrap();
+        let first = std::fs::read_to_string(dir.path().join(WITH_SECRETS)).unwrap();
+        let secret = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"hunter2");
+        assert!(first.contains(&secret) && first.contains("runcmd: []"), "{first}");
+        for _ in 0..2 {
+            forget_secrets(dir.path());
+            let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, ["user-data"], "nothing with the secrets is left, and the user-data stays");
+            let later = std::fs::read_to_string(dir.path().join("user-data")).unwrap();
+            assert_eq!(later, "#cloud-config\nruncmd: []\n", "the host's own user-data, nothing else");
+        }
     }
 }
