@@ -149,6 +149,14 @@ fn a_host_mount_that_holds_the_docker_socket_needs_docker_socket() {
 }
 
 #[test]
+fn instead_of_docker_socket_on_a_module_without_the_socket_is_refused() {
+    let err =
+        refused(|m| format!("{m}\n[requires.docker]\nmodules = [\"socket-proxy\"]\noptional = true\ninstead_of_docker_socket = true\n"));
+    assert!(err.contains("`instead_of_docker_socket` on a module that mounts no Docker socket"), "{err}");
+    assert!(err.contains("module.toml:"), "located in the module file: {err}");
+}
+
+#[test]
 fn bad_mounts_devices_ulimits_owners_jobs_and_ports_are_refused_in_the_module_file() {
     let cases: &[(&str, &str, &str)] = &[
         ("host_mounts = [\"/var/log:/host/var/log\"", "host_mounts = [\"/var/log\"", "is not `SOURCE:TARGET`"),

@@ -441,7 +441,11 @@ impl<'a> Resolver<'a> {
                     cap_add: c.cap_add.iter().map(|t| t.value.clone()).collect(),
                     stop_grace_period: c.stop_grace_period.as_ref().map(|d| d.value),
                     network_mode: c.network_mode.as_ref().map(|d| d.value.clone()),
-                    docker_socket: c.docker_socket.as_ref().is_some_and(|b| b.value),
+                    // `[requires.SLOT] instead_of_docker_socket`: a filled proxy replaces the socket.
+                    docker_socket: c.docker_socket.as_ref().is_some_and(|b| b.value)
+                        && !m.requires.iter().any(|r| {
+                            r.instead_of_docker_socket.is_some() && deps.iter().any(|d| d.slot.as_deref() == Some(r.slot.value.as_str()))
+                        }),
                     shm_size: c.shm_size.as_ref().map(|s| s.value),
                     init: c.init.as_ref().is_some_and(|b| b.value),
                     ulimits: c.ulimits.iter().map(|(n, soft, hard)| (n.value.clone(), (*soft, *hard))).collect(),

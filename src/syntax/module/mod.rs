@@ -305,6 +305,9 @@ pub struct RequireDecl {
     /// (`requires.SLOT.public_url`): filled by a service without a route, warning
     /// `public-slot-unrouted`.
     pub public: bool,
+    /// `instead_of_docker_socket = true`: filled (by a socket proxy), the container reaches
+    /// Docker through it and is not given the socket its `docker_socket = true` asks for.
+    pub instead_of_docker_socket: Option<Sp<bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -418,6 +421,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
     if let Some(c) = &container {
         container::env_secret_slots(c, &secrets, sink);
     }
+    requires::check_socket_replacements(&requires, container.as_ref(), sink);
     r.finish();
     let h = header;
     Some(ModuleDecl {

@@ -21,6 +21,7 @@ pub(super) fn require(slot: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> 
         account: t.table("account", super::accounts::account).flatten(),
         wait: t.bool("wait").is_none_or(|b| b.value),
         public: t.bool("public").is_some_and(|b| b.value),
+        instead_of_docker_socket: t.bool("instead_of_docker_socket").filter(|b| b.value),
         slot: typed(Some(slot), sink, types::parse_ident)?,
     };
     if d.modules.is_empty() {
@@ -28,4 +29,21 @@ pub(super) fn require(slot: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> 
     }
     t.finish();
     Some(d)
+}
+
+/// `instead_of_docker_socket` replaces a socket the container asks for: on a module without
+/// `[container] docker_socket = true` it means nothing, so it is refused.
+pub(super) fn check_socket_replacements(requires: &[RequireDecl], container: Option<&super::ContainerDecl>, sink: &Sink) {
+    if container.and_then(|c| c.docker_socket.as_ref()).is_some_and(|b| b.value) {
+        return;
+    }
+    for r in requires {
+        if let Some(b) = &r.instead_of_docker_socket {
+            sink.push(
+                crate::diag::Diagnostic::error("E0003", "`instead_of_docker_socket` on a module that mounts no Docker socket")
+                    .primary(b.span, "replaces nothing")
+                    .help("declare `docker_socket = true` in `[container]`, or remove the key"),
+            );
+        }
+    }
 }
