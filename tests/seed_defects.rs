@@ -281,35 +281,68 @@ fn authentik_workers_share_their_servers_data_volume() {
     assert!(pairs >= 6, "every seed with authentik has a worker: {pairs} checked");
 }
 
-/// Post-X audit P10: each client's `zitadel_config_secrets` decrypted to 32 hex characters, not
-/// the YAML the zitadel module passes to `--config` and `--steps` (its description), so ZITADEL
-/// would have started with no database password and no first administrator's. Every client's
-/// value now parses as YAML (Python's YAML parser, through scripts/oracles.sh) with the three
-/// passwords, the database's equal to the client's own `zitadel_db_password`, which the postgres
-/// service makes the role with.
+/// Post-X audit P10: ZITADEL's passwords came from a hand-written YAML secret
+/// (`zitadel_config_secrets`) that had to repeat the database password; the example's values were
+/// 32 hex characters, not that YAML, so ZITADEL would have started with neither. Now the module
+/// takes them from the environment (ZITADEL_* variables win over its config files:
+/// cmd/defaults.yaml, cmd/setup/steps.yaml), fed by `[container.env_secrets]`: the database
+/// user's and admin's password from the very secret the client's postgres service creates the
+/// role with (nothing to keep equal by hand), the first administrator's from its own secret,
+/// whose value meets ZITADEL's default password policy.
 #[test]
-fn every_zitadel_gets_the_yaml_config_secret_its_module_reads() {
-    let tmp = tempfile::tempdir().unwrap();
+fn every_zitadel_reads_the_password_its_postgres_makes_the_role_with() {
     let system = repo().join("flake-free-examples/postx-hetzner");
     let sys = &common::compiled(&system).system;
-    let configs: Vec<&str> = sys.secrets.keys().filter(|k| k.starts_with("zitadel-config-")).map(String::as_str).collect();
-    assert!(configs.len() >= 3, "{configs:?}");
-    let db: Vec<String> = configs.iter().map(|c| c.replace("zitadel-config-", "zitadel-db-password-")).collect();
-    let names: Vec<&str> = configs.iter().copied().chain(db.iter().map(String::as_str)).collect();
-    let values = common::example_secret_values(&system, &names);
-    for c in &configs {
-        let file = tmp.path().join(c);
-        std::fs::write(&file, &values[*c]).unwrap();
-        let y = yaml_to_json(&file);
-        let password = text(&values[&c.replace("zitadel-config-", "zitadel-db-password-")]);
-        let pg = &y["Database"]["postgres"];
-        assert_eq!(pg["User"]["Password"].as_str(), Some(password.as_str()), "{c}");
-        assert_eq!(pg["Admin"]["Password"].as_str(), Some(password.as_str()), "{c}");
-        let human = y["FirstInstance"]["Org"]["Human"]["Password"].as_str().unwrap_or_else(|| panic!("{c}: no first admin password"));
+    let zitadels: Vec<&str> = sys.services.iter().filter(|(_, s)| s.module == "zitadel").map(|(n, _)| n.as_str()).collect();
+    assert!(zitadels.len() >= 3, "{zitadels:?}");
+    let mut admins = Vec::new();
+    for name in &zitadels {
+        let env = &sys.services[*name].container.as_ref().unwrap().env_secrets;
+        let db = &sys.services[&name.replacen("zitadel-", "zitadel-db-", 1)];
+        let role = &db.secrets.iter().find(|u| u.slot == "password").unwrap().secret;
+        assert_eq!(env.get("ZITADEL_DATABASE_POSTGRES_USER_PASSWORD"), Some(role), "{name}");
+        assert_eq!(env.get("ZITADEL_DATABASE_POSTGRES_ADMIN_PASSWORD"), Some(role), "{name}");
+        admins
+            .push(env.get("ZITADEL_FIRSTINSTANCE_ORG_HUMAN_PASSWORD").unwrap_or_else(|| panic!("{name}: no first admin password")).clone());
+    }
+    let values = common::example_secret_values(&system, &admins.iter().map(String::as_str).collect::<Vec<_>>());
+    for a in &admins {
+        let human = text(&values[a]);
         // ZITADEL's default password policy: 8 characters, upper and lower case, a digit, a symbol
-        assert!(human.len() >= 8, "{c}");
+        assert!(human.len() >= 8, "{a}");
         for class in [char::is_ascii_uppercase, char::is_ascii_lowercase, char::is_ascii_digit, char::is_ascii_punctuation] {
-            assert!(human.chars().any(|ch| class(&ch)), "{c}: {human:?} misses a class of the default policy");
+            assert!(human.chars().any(|ch| class(&ch)), "{a}: {human:?} misses a class of the default policy");
         }
     }
+}
+
+/// Maidan: Mattermost's database password was a second secret, a hand-written pgpass line
+/// (`mattermost_db_pgpass`) that had to repeat the one its postgres service creates the role
+/// with. lib/pq, Mattermost's driver, takes a password the data source leaves out from
+/// PGPASSWORD (lib/pq connector.go): the module feeds that variable from the role's own secret.
+#[test]
+fn mattermost_logs_in_with_the_secret_its_postgres_makes_the_role_with() {
+    let sys = &common::compiled(&repo().join("flake-free-examples/maidan-cloud")).system;
+    let mm = &sys.services["mattermost"];
+    let db = &sys.services["mattermost-db"];
+    let role = &db.secrets.iter().find(|u| u.slot == "password").unwrap().secret;
+    assert_eq!(mm.container.as_ref().unwrap().env_secrets.get("PGPASSWORD"), Some(role));
+    assert!(!sys.secrets.keys().any(|k| k.contains("pgpass")), "no second, hand-kept copy: {:?}", sys.secrets.keys());
+    let source = &mm.container.as_ref().unwrap().environment["MM_SQLSETTINGS_DATASOURCE"];
+    assert!(source.starts_with("postgres://mattermost@"), "the data source names the role and no password: {source}");
+}
+
+/// Jacker audit: the log agent (Alloy) mounted the raw Docker socket although the seed puts a
+/// read-only socket proxy (Layer 6) in front of Docker. Connected to the proxy, Alloy's Docker
+/// discovery and log source go through it, and its container gets no socket.
+#[test]
+fn jackers_log_agent_reaches_docker_through_the_socket_proxy_and_holds_no_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = common::build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let compose = common::compose_config(&out.join("hosts/jacker/compose.yaml"));
+    let alloy = &compose["services"]["alloy"];
+    assert!(!alloy["volumes"].to_string().contains("docker.sock"), "{alloy}");
+    let config = std::fs::read_to_string(out.join("hosts/jacker/files/alloy/config.alloy")).unwrap();
+    assert_eq!(config.matches("= \"tcp://socket-proxy:2375\"").count(), 2, "discovery and log source: {config}");
+    assert!(!config.contains("docker.sock"), "{config}");
 }
