@@ -366,7 +366,6 @@ fn run_machine(
     std::fs::DirBuilder::new().mode(0o700).create(&seed).map_err(|e| e.to_string())?;
     let lab: Vec<(&str, String)> =
         apt.iter().map(|_| ("kiln-boot-apt.cfg", seed::apt_part(&format!("http://{SEED_ADDR}:{}/", seed::APT_PORT)))).collect();
-    seed::write_user_data(&seed, user_data, &opts.secrets, &lab, write_private)?;
     write_private(&seed.join("meta-data"), format!("instance-id: kiln-{}\nlocal-hostname: {host}\n", &closure[..16]).as_bytes())?;
     // Empty but present: otherwise cloud-init retries it ten times.
     write_private(&seed.join("vendor-data"), b"")?;
@@ -390,11 +389,14 @@ fn run_machine(
     if let Some(cmd) = apt {
         nic.push_str(&format!(",guestfwd=tcp:{SEED_ADDR}:{}-cmd:{} {cmd}", seed::APT_PORT, opts.kiln_exe.display()));
     }
-    // A fresh root overlay, empty logs and a started qemu: once, and again after a crash.
+    // A fresh root overlay, empty logs, the user-data with the secrets (a machine that crashed
+    // after cloud-init fetched it boots anew) and a started qemu: once, and again after a crash.
     let start = || -> Result<Child, String> {
-        for old in [&overlay, &serial, &qemu_err, &sock] {
+        seed::forget_secrets(&seed);
+        for old in [&overlay, &serial, &qemu_err, &sock, &seed.join("user-data")] {
             let _ = std::fs::remove_file(old);
         }
+        seed::write_user_data(&seed, user_data, &opts.secrets, &lab, write_private)?;
         run(Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
             .arg(opts.image_dir.join("base.raw"))
