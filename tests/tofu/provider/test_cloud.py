@@ -312,11 +312,17 @@ def _attached(vm: Path) -> list[str]:
         return []
 
 
+def _volume_names(volume_id) -> tuple[str, str]:
+    """A volume's qemu block node name and the id of the device that shows it to the guest: the
+    command line of a (re)started qemu, the hot-plug and the unplug all use these."""
+    return f"vol{volume_id}", f"devvol{volume_id}"
+
+
 def _volume_args(d: Path, volume_id: str) -> list[str]:
-    node = f"vol{volume_id}"
+    node, dev = _volume_names(volume_id)
     vol = d / "volumes" / f"{volume_id}.qcow2"
     return ["-blockdev", f"driver=qcow2,node-name={node},file.driver=file,file.filename={vol}",
-            "-device", f"virtio-blk-pci,drive={node},id=dev{node},serial={DATA_SERIAL}"]
+            "-device", f"virtio-blk-pci,drive={node},id={dev},serial={DATA_SERIAL}"]
 
 
 def _cloud_init_finished(vm: Path) -> bool:
@@ -408,7 +414,7 @@ def attach(d: Path, new: dict) -> None:
         raise CloudError(f"test cloud: server {new['server_id']} is not running")
     if not vol.exists():
         raise CloudError(f"test cloud: volume {new['volume_id']} does not exist")
-    node = f"vol{new['volume_id']}"
+    node, dev = _volume_names(new["volume_id"])
     with _DirLock(d):  # a qemu the supervisor starts again gets it on its command line
         _write_json(vm / "attached.json", sorted(set(_attached(vm)) | {str(new["volume_id"])}))
     deadline = time.time() + 120
@@ -418,7 +424,7 @@ def attach(d: Path, new: dict) -> None:
                 {"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": node,
                                                            "file": {"driver": "file", "filename": str(vol)}}},
                 {"execute": "device_add", "arguments": {"driver": "virtio-blk-pci", "drive": node,
-                                                         "id": f"dev{node}", "serial": DATA_SERIAL}},
+                                                         "id": dev, "serial": DATA_SERIAL}},
             ])
             return
         except CloudError as e:
@@ -436,11 +442,11 @@ def detach(d: Path, prior: dict) -> None:
     vm = d / "servers" / str(prior.get("server_id"))
     if not (vm / "qmp.sock").exists():
         return
-    node = f"vol{prior.get('volume_id')}"
+    node, dev = _volume_names(prior.get("volume_id"))
     with _DirLock(d):
         _write_json(vm / "attached.json", [v for v in _attached(vm) if v != str(prior.get("volume_id"))])
     try:
-        _qmp(vm / "qmp.sock", [{"execute": "device_del", "arguments": {"id": f"dev{node}"}}])
+        _qmp(vm / "qmp.sock", [{"execute": "device_del", "arguments": {"id": dev}}])
         time.sleep(2)
         _qmp(vm / "qmp.sock", [{"execute": "blockdev-del", "arguments": {"node-name": node}}])
     except (OSError, CloudError):
