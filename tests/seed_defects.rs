@@ -346,3 +346,42 @@ fn jackers_log_agent_reaches_docker_through_the_socket_proxy_and_holds_no_socket
     assert_eq!(config.matches("= \"tcp://socket-proxy:2375\"").count(), 2, "discovery and log source: {config}");
     assert!(!config.contains("docker.sock"), "{config}");
 }
+
+/// Hand-repeated secrets: the bouncer's API key must be the value CrowdSec registers it with
+/// (`traefik_bouncer_key`). The module says so (`[requires.crowdsec] same_secrets`): jacker no
+/// longer binds it, kiln takes crowdsec's; a bouncer bound to another secret is refused at the
+/// binding, naming both.
+#[test]
+fn jackers_bouncer_takes_crowdsecs_key_and_another_key_is_refused() {
+    let jacker = repo().join("flake-free-examples/jacker");
+    assert!(!read(&jacker.join("services.toml")).contains("api_key ="), "the example binds no api_key by hand");
+    let sys = &common::compiled(&jacker).system;
+    let key = |svc: &str, slot: &str| sys.services[svc].secrets.iter().find(|u| u.slot == slot).map(|u| u.secret.clone());
+    assert_eq!(key("crowdsec-bouncer", "api_key"), key("crowdsec", "traefik_bouncer_key"));
+    assert_eq!(key("crowdsec-bouncer", "api_key").as_deref(), Some("crowdsec_bouncer_key"));
+    assert_eq!(
+        sys.services["crowdsec-bouncer"].container.as_ref().unwrap().env_secrets.get("CROWDSEC_BOUNCER_API_KEY").map(String::as_str),
+        Some("crowdsec_bouncer_key")
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_tree(&jacker, tmp.path());
+    let services = tmp.path().join("services.toml");
+    let text = read(&services).replace(
+        "connects = [\"crowdsec\"]\n# Its API key",
+        "connects = [\"crowdsec\"]\nsecrets = { api_key = \"crowdsec_enroll_key\" }\n# Its API key",
+    );
+    std::fs::write(&services, text).unwrap();
+    let out = common::run(common::kiln().arg("check").arg(tmp.path()));
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "service `crowdsec-bouncer` binds `api_key` to secret `crowdsec_enroll_key`, but `crowdsec` holds it as `crowdsec_bouncer_key`"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("services.toml:"), "located at the binding: {err}");
+    // the root cause alone: the routes whose forward auth names the bouncer say nothing more
+    assert!(!err.contains("unknown service"), "{err}");
+}

@@ -15,7 +15,10 @@ impl<'a> Resolver<'a> {
         modules: &str,
     ) -> Option<ForwardAuth> {
         let Some(asvc) = services.get(&r.value) else {
-            self.unknown("service", r, services.keys(), "services");
+            // A declared service that failed to resolve has said why already.
+            if !self.declared_service(&r.value) {
+                self.unknown("service", r, services.keys(), "services");
+            }
             return None;
         };
         let fa = self.inputs.modules.get(&asvc.module).and_then(|m| m.decl.forward_auth.as_ref());

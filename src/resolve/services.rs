@@ -241,6 +241,7 @@ impl<'a> Resolver<'a> {
         let s = p.decl;
         let errors_before = self.errors();
         let deps = self.deps(p, all, hosts);
+        let taken = self.same_secrets(p, all, &deps);
         // Secrets: every slot bound to a declared secret.
         let mut secret_uses = Vec::new();
         for (slot, secret) in &s.secrets {
@@ -260,6 +261,12 @@ impl<'a> Resolver<'a> {
             let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{}", slot.value));
             secret_uses.push(SecretUse { slot: slot.value.clone(), secret: secret.value.clone(), target, uid: decl.uid });
         }
+        for (slot, secret) in &taken {
+            if let Some(decl) = m.secrets.iter().find(|x| &x.slot.value == slot) {
+                let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{slot}"));
+                secret_uses.push(SecretUse { slot: slot.clone(), secret: secret.clone(), target, uid: decl.uid });
+            }
+        }
         self.own_environment(p, secrets);
         // `[requires.SLOT] public = true`: browsers load the filled service from its route.
         for d in &deps {
@@ -276,7 +283,7 @@ impl<'a> Resolver<'a> {
             }
         }
         for decl in &m.secrets {
-            let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value);
+            let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value) || taken.contains_key(&decl.slot.value);
             // `required_when = "requires.SLOT"`: the connection that needs this credential.
             if let Some(when) = &decl.required_when
                 && let RequiredWhen::Slot(req) = &when.value
@@ -343,6 +350,42 @@ impl<'a> Resolver<'a> {
             return None;
         }
         Some(Prepared { deps, secret_uses, databases, accounts })
+    }
+
+    /// `[requires.SLOT] same_secrets`: the secrets this service takes from the services filling
+    /// its slots (its slot → the secret), for the slots the system leaves unbound; a slot bound to
+    /// another secret than the filled service's is an error (E0025), since the two ends would hold
+    /// different values of what must be one.
+    fn same_secrets(&mut self, p: &Partial<'a>, all: &BTreeMap<String, Partial<'a>>, deps: &[Dependency]) -> BTreeMap<String, String> {
+        let mut taken = BTreeMap::new();
+        for r in p.module.decl.requires.iter().filter(|r| !r.same_secrets.is_empty()) {
+            for d in deps.iter().filter(|d| d.slot.as_deref() == Some(r.slot.value.as_str())) {
+                let Some(other) = all.get(&d.service) else { continue };
+                for (mine, theirs) in &r.same_secrets {
+                    let Some((_, held)) = other.decl.secrets.iter().find(|(k, _)| k.value == theirs.value) else { continue };
+                    match p.decl.secrets.iter().find(|(k, _)| k.value == mine.value) {
+                        None => {
+                            taken.insert(mine.value.clone(), held.value.clone());
+                        }
+                        Some((_, bound)) if bound.value != held.value => self.err(
+                            Diagnostic::error(
+                                "E0025",
+                                format!(
+                                    "service `{}` binds `{}` to secret `{}`, but `{}` holds it as `{}`",
+                                    p.decl.name.value, mine.value, bound.value, d.service, held.value
+                                ),
+                            )
+                            .primary(bound.span, "another secret than the one the other end holds")
+                            .secondary(held.span, format!("`{}`'s `{}`", d.service, theirs.value))
+                            .secondary(mine.span, "the module says the two are one secret")
+                            .help(format!("remove `{}` here: kiln takes `{}` from `{}`", mine.value, held.value, d.service)),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        taken
     }
 
     /// A service's second half: its templates rendered with its context, its container or

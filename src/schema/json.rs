@@ -152,7 +152,10 @@ fn module_rule(m: &LoadedModule) -> Value {
             (s.slot.value.clone(), json!({ "type": "string", "pattern": NAME.pattern, "description": doc }))
         })
         .collect();
-    let required_secrets: Vec<&str> = d.secrets.iter().filter(|s| !s.optional).map(|s| s.slot.value.as_str()).collect();
+    // A slot a requirement may fill from the connected service (`same_secrets`) can be left out.
+    let shared = |slot: &str| d.requires.iter().any(|r| r.same_secrets.iter().any(|(mine, _)| mine.value == slot));
+    let required_secrets: Vec<&str> =
+        d.secrets.iter().filter(|s| !s.optional && !shared(&s.slot.value)).map(|s| s.slot.value.as_str()).collect();
     let volumes: Map<String, Value> = d
         .volumes
         .iter()

@@ -308,6 +308,10 @@ pub struct RequireDecl {
     /// `instead_of_docker_socket = true`: filled (by a socket proxy), the container reaches
     /// Docker through it and is not given the socket its `docker_socket = true` asks for.
     pub instead_of_docker_socket: Option<Sp<bool>>,
+    /// `same_secrets = { SLOT = "SERVER_SLOT" }`: the consumer's secret `SLOT` is the secret the
+    /// filled service binds to its `SERVER_SLOT` (an API key both ends hold, a role's password):
+    /// taken from it when the system leaves `SLOT` unbound, refused when bound to another.
+    pub same_secrets: Vec<(Sp<String>, Sp<String>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -422,6 +426,7 @@ pub fn read(root: &Node, sink: &Sink) -> Option<ModuleDecl> {
         container::env_secret_slots(c, &secrets, sink);
     }
     requires::check_socket_replacements(&requires, container.as_ref(), sink);
+    requires::check_same_secrets(&requires, &secrets, sink);
     r.finish();
     let h = header;
     Some(ModuleDecl {

@@ -22,6 +22,7 @@ pub(super) fn require(slot: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> 
         wait: t.bool("wait").is_none_or(|b| b.value),
         public: t.bool("public").is_some_and(|b| b.value),
         instead_of_docker_socket: t.bool("instead_of_docker_socket").filter(|b| b.value),
+        same_secrets: t.str_map("same_secrets"),
         slot: typed(Some(slot), sink, types::parse_ident)?,
     };
     if d.modules.is_empty() {
@@ -44,6 +45,15 @@ pub(super) fn check_socket_replacements(requires: &[RequireDecl], container: Opt
                     .primary(b.span, "replaces nothing")
                     .help("declare `docker_socket = true` in `[container]`, or remove the key"),
             );
+        }
+    }
+}
+
+/// `same_secrets = { SLOT = "SERVER_SLOT" }`: each key is one of the module's own secret slots.
+pub(super) fn check_same_secrets(requires: &[RequireDecl], secrets: &[super::SecretSlotDecl], sink: &Sink) {
+    for r in requires {
+        for (mine, _) in &r.same_secrets {
+            super::refs::secret_slot(mine, secrets, sink, "name one of this module's `[secrets.SLOT]`");
         }
     }
 }
