@@ -148,7 +148,7 @@ fn reboot_and_check(lab: &On, compose: &Value) {
         assert!(start.elapsed().as_secs() < limit, "{what} after {} s", start.elapsed().as_secs());
         std::thread::sleep(std::time::Duration::from_secs(10));
     };
-    while lab.sh("cat /proc/sys/kernel/random/boot_id").is_ok_and(|id| id == boot_id) || lab.sh("true").is_err() {
+    while !lab.sh("cat /proc/sys/kernel/random/boot_id").is_ok_and(|id| id != boot_id) {
         waited("the host did not come back from its reboot", 600);
     }
     eprintln!("lab: back from the reboot after {} s", start.elapsed().as_secs());
@@ -184,18 +184,24 @@ fn reboot_and_check(lab: &On, compose: &Value) {
     }
 }
 
-/// Waits until as many containers are healthy as `compose` has services with a healthcheck;
-/// fails after `limit` seconds.
+/// Waits until every service of `compose` with a healthcheck is healthy (by Compose's own
+/// account of its containers); fails after `limit` seconds.
 fn wait_until_healthy(lab: &On, compose: &Value, limit: u64) {
-    let wanted = compose["services"].as_object().unwrap().values().filter(|s| s.get("healthcheck").is_some()).count();
+    let wanted: Vec<&String> =
+        compose["services"].as_object().unwrap().iter().filter(|(_, s)| s.get("healthcheck").is_some()).map(|(n, _)| n).collect();
     let start = std::time::Instant::now();
     loop {
-        let ps = lab.sh("docker ps --filter health=healthy --quiet | wc -l");
-        if ps.as_deref().ok().and_then(|n| n.trim().parse::<usize>().ok()).unwrap_or(0) >= wanted {
+        let ps = lab.sh("docker compose --file /opt/kiln/compose.yaml ps --all --format json").unwrap_or_default();
+        let healthy: Vec<String> = ps
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["Health"] == "healthy")
+            .filter_map(|v| v["Service"].as_str().map(str::to_string))
+            .collect();
+        if wanted.iter().all(|w| healthy.contains(w)) {
             return;
         }
-        let states = lab.sh("docker ps --all --format '{{.Names}} {{.Status}}'").unwrap_or_default();
-        assert!(start.elapsed().as_secs() < limit, "the containers were not all healthy after {limit} s:\n{states}");
+        assert!(start.elapsed().as_secs() < limit, "not every container was healthy after {limit} s:\n{ps}");
         std::thread::sleep(std::time::Duration::from_secs(10));
     }
 }

@@ -126,9 +126,21 @@ fn pretix_stand_in_has_what_its_start_script_needs_and_the_others_do_not() {
         let reference = image["RepoTags"][0].as_str().unwrap();
         let layers = image["Layers"].as_array().unwrap();
         if !reference.starts_with("docker.io/pretix/") {
-            // the shared layers, and at most the name of a user it runs as
+            // the shared layers, and at most the name of a user it runs as (and PostgreSQL's
+            // socket directory, as the postgres image has it: 3777, owned by postgres)
             let own: Vec<String> = layers[2..].iter().flat_map(|l| entries(&a.layers[l.as_str().unwrap()]).into_keys()).collect();
-            assert!(own.iter().all(|p| ["etc", "etc/passwd", "etc/group"].contains(&p.as_str())), "{reference}: {own:?}");
+            let postgres = reference.starts_with("docker.io/library/postgres:");
+            assert!(
+                own.iter().all(|p| ["etc", "etc/passwd", "etc/group"].contains(&p.as_str()) || (postgres && p == "run/postgresql")),
+                "{reference}: {own:?}"
+            );
+            if postgres {
+                let layer = &a.layers[layers[2].as_str().unwrap()];
+                let mut t = tar::Archive::new(layer.as_slice());
+                let dir = t.entries().unwrap().map(|e| e.unwrap()).find(|e| e.path().unwrap().to_string_lossy().contains("run/postgresql"));
+                let h = dir.expect("the postgres stand-in has /run/postgresql").header().clone();
+                assert_eq!((h.mode().unwrap() & 0o7777, h.uid().unwrap()), (0o3777, 999), "{reference}");
+            }
             continue;
         }
         assert_eq!(layers.len(), 3, "{reference}: a layer of its own");

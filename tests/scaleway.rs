@@ -739,21 +739,31 @@ fn nextclouds_onlyoffice_app_is_pointed_at_the_document_server_with_its_jwt_secr
     assert_eq!(Path::new(&ours).file_name(), Path::new(&theirs).file_name(), "one secret: {ours} vs {theirs}");
 }
 
-/// A Nextcloud connected to a document server without the JWT secret would sign nothing the
-/// server accepts: `required_when = "requires.office"` makes the secret required once the slot
-/// is filled, reported at the connection.
+/// A Nextcloud connected to a document server must sign with the server's JWT secret: the
+/// module says the two are one (`[requires.office] same_secrets`), so left unbound it is taken
+/// from the ONLYOFFICE service, and bound to another secret it is refused at the binding.
 #[test]
-fn nextcloud_connected_to_onlyoffice_without_the_jwt_secret_is_refused() {
+fn nextcloud_connected_to_onlyoffice_signs_with_its_jwt_secret() {
     let bound = ", office_jwt_secret = \"onlyoffice_jwt_secret\" }";
-    let err = refused("tools.toml", |tools| {
-        assert!(tools.contains(bound));
-        tools.replace(bound, " }")
-    });
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    copy_tree(&example(), &sys);
+    let tools = read(&sys.join("tools.toml"));
+    assert!(tools.contains(bound));
+    std::fs::write(sys.join("tools.toml"), tools.replace(bound, " }")).unwrap();
+    let model = &compiled(&sys).system;
+    let secret = |svc: &str, slot: &str| model.services[svc].secrets.iter().find(|u| u.slot == slot).map(|u| u.secret.clone());
+    assert_eq!(secret("nextcloud", "office_jwt_secret"), secret("onlyoffice", "jwt_secret"), "taken from the document server");
+    assert!(secret("nextcloud", "office_jwt_secret").is_some());
+
+    let err = refused("tools.toml", |tools| tools.replace(bound, ", office_jwt_secret = \"nextcloud_db_password\" }"));
     assert!(
-        err.contains("error[E0025]: service `nextcloud` needs secret `office_jwt_secret`: it connects `onlyoffice` to slot `office`"),
+        err.contains(
+            "error[E0025]: service `nextcloud` binds `office_jwt_secret` to secret `nextcloud_db_password`, but `onlyoffice` holds it as"
+        ),
         "{err}"
     );
-    assert!(err.contains("tools.toml:"), "at the connection: {err}");
+    assert!(err.contains("tools.toml:"), "at the binding: {err}");
 }
 
 /// The document server's editors load in browsers, so Nextcloud's `office` slot says `public =

@@ -385,3 +385,46 @@ fn jackers_bouncer_takes_crowdsecs_key_and_another_key_is_refused() {
     // the root cause alone: the routes whose forward auth names the bouncer say nothing more
     assert!(!err.contains("unknown service"), "{err}");
 }
+
+/// The other end of `same_secrets` holds nothing: CrowdSec without its (optional)
+/// `traefik_bouncer_key` never registers a bouncer key, so a bouncer given one by hand would be
+/// refused by CrowdSec at every request. kiln refuses the system instead.
+#[test]
+fn a_bouncer_key_that_crowdsec_does_not_hold_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_tree(&repo().join("flake-free-examples/jacker"), tmp.path());
+    let services = tmp.path().join("services.toml");
+    let text = read(&services).replace("secrets = { traefik_bouncer_key = \"crowdsec_bouncer_key\", ", "secrets = { ").replace(
+        "connects = [\"crowdsec\"]\n# Its API key",
+        "connects = [\"crowdsec\"]\nsecrets = { api_key = \"crowdsec_bouncer_key\" }\n# Its API key",
+    );
+    assert_ne!(text, read(&services), "the example is edited as expected");
+    std::fs::write(&services, text).unwrap();
+    let out = common::run(common::kiln().arg("check").arg(tmp.path()));
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("service `crowdsec-bouncer` binds `api_key`, but `crowdsec` holds no `traefik_bouncer_key` to match it"), "{err}");
+}
+
+/// `instead_of_docker_socket`: a socket proxy speaks for its own host's Docker. five-vps-saas
+/// runs Alloy on every host; connected to one proxy on `identity`, the Alloy of every other host
+/// would ship identity's containers as its own: refused (E0037) for each of them, not for
+/// identity's own.
+#[test]
+fn a_socket_proxy_on_another_host_does_not_replace_the_docker_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_tree(&repo().join("flake-free-examples/five-vps-saas"), tmp.path());
+    let monitoring = tmp.path().join("monitoring.toml");
+    let text = read(&monitoring).replace(
+        "[services.alloy]\nmodule = \"alloy\"\nhost = \"*\"\nconnects = [\"loki\"]",
+        "[services.alloy]\nmodule = \"alloy\"\nhost = \"*\"\nconnects = [\"loki\", \"docker-proxy\"]\n\n[services.docker-proxy]\nmodule = \"socket-proxy\"\nhost = \"identity\"",
+    );
+    assert_ne!(text, read(&monitoring), "the example is edited as expected");
+    std::fs::write(&monitoring, text).unwrap();
+    let out = common::run(common::kiln().arg("check").arg(tmp.path()));
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let refused: Vec<&str> = err.lines().filter(|l| l.starts_with("error[E0037]")).collect();
+    assert_eq!(refused.len(), 4, "edge, app, db and cache, not identity: {err}");
+    assert!(refused.iter().all(|l| l.contains("`docker-proxy` is a socket proxy on another host than `alloy")), "{err}");
+}

@@ -158,7 +158,10 @@ variable.",
         "The module needs this secret (a database password, an API key) to start: set \
 `secrets.SLOT = \"NAME\"` on the service, naming a secret from `[secrets]`. A slot the module \
 marks `required_when = \"OPTION\"` is needed only once that option turns its feature on (an \
-SMTP user name, an OIDC client id, an S3 repository): bind it, or leave the option unset.",
+SMTP user name, an OIDC client id, an S3 repository): bind it, or leave the option unset. A \
+slot the module shares with the service it connects to (`same_secrets`: an API key both ends \
+hold, a role's password) is taken from that service when left unbound; bound to another secret, \
+or bound while the other end holds none, the two ends would disagree: leave it out.",
     ),
     code(
         "E0026",
@@ -237,6 +240,14 @@ both Valkey), or two entries could fill one slot, the list cannot say which is w
 does not guess. Name the slots: `connects = { sessions = \"valkey-a\", cache = \"valkey-b\" }` \
 (one service may fill several named slots), or mix both forms: `[\"editor\", { cache = \"valkey\" \
 }]`. A named slot must take the module of the service written for it.",
+    ),
+    code(
+        "E0037",
+        "a socket proxy on another host in place of the Docker socket",
+        "A module that reads Docker (`docker_socket = true`) can reach it through a socket proxy \
+instead (`instead_of_docker_socket`). The proxy speaks for the Docker of its own host: one on \
+another host would hand this service that host's containers as if they were its own. Connect \
+the proxy on the same host, or none (the service then mounts its host's socket).",
     ),
     code(
         "E0040",

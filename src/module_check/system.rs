@@ -33,14 +33,15 @@ struct Acc {
     alerting: Vec<String>,
 }
 
-/// Adds a service of `module` (and, first, whatever it requires) to the system text.
+/// Adds a service of `module` (and, first, whatever it requires) to the system text; `shared`:
+/// its secret slots a consumer takes (`same_secrets`), bound even when optional.
 fn add_service(
     lib: &Inputs,
     module: &str,
     name: &str,
     acc: &mut Acc,
     depth: usize,
-    (overrides, optional): (&[(&str, String)], bool),
+    (overrides, optional, shared): (&[(&str, String)], bool, &[&str]),
 ) -> Result<(), String> {
     let m = &lib.modules.get(module).ok_or_else(|| format!("no module `{module}`"))?.decl;
     if depth >= MAX_DEPTH {
@@ -51,7 +52,8 @@ fn add_service(
         let provider =
             &r.modules.first().ok_or_else(|| format!("module `{module}`: requirement `{}` names no module", r.slot.value))?.value;
         let dep_name = format!("{name}-{}", r.slot.value);
-        add_service(lib, provider, &dep_name, acc, depth + 1, (&[], false))?;
+        let theirs: Vec<&str> = r.same_secrets.iter().map(|(_, t)| t.value.as_str()).collect();
+        add_service(lib, provider, &dep_name, acc, depth + 1, (&[], false, &theirs))?;
         connects.push(match &r.endpoint {
             Some(ep) => format!("\"{dep_name}.{}\"", ep.value),
             None => format!("\"{dep_name}\""),
@@ -75,10 +77,14 @@ fn add_service(
     if !opts.is_empty() {
         let _ = writeln!(acc.out, "options = {{ {} }}", opts.join(", "));
     }
+    // A slot taken from a connected service (`same_secrets`) is left to kiln.
+    let taken = |slot: &str| {
+        m.requires.iter().filter(|r| optional || !r.optional).any(|r| r.same_secrets.iter().any(|(mine, _)| mine.value == slot))
+    };
     let binds: Vec<String> = m
         .secrets
         .iter()
-        .filter(|s| optional || !s.optional)
+        .filter(|s| (optional || !s.optional || shared.contains(&s.slot.value.as_str())) && !taken(&s.slot.value))
         .map(|s| {
             let secret = format!("{}_{}", name.replace('-', "_"), s.slot.value);
             acc.secrets.push(secret.clone());
@@ -106,7 +112,7 @@ pub fn system_with(lib: &Inputs, module: &str, overrides: &[(&str, String)], opt
         ),
         ..Acc::default()
     };
-    add_service(lib, module, "svc", &mut acc, 0, (overrides, optional))?;
+    add_service(lib, module, "svc", &mut acc, 0, (overrides, optional, &[]))?;
     let Acc { mut out, mut secrets, alerting } = acc;
     if let Some(ep) = m.endpoints.iter().find(|e| e.http) {
         if m.edge.is_none() {

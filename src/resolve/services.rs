@@ -242,6 +242,16 @@ impl<'a> Resolver<'a> {
         let errors_before = self.errors();
         let deps = self.deps(p, all, hosts);
         let taken = self.same_secrets(p, all, &deps);
+        // `instead_of_docker_socket`: the proxy must speak for this host's Docker.
+        for r in m.requires.iter().filter(|r| r.instead_of_docker_socket.is_some()) {
+            for d in deps.iter().filter(|d| d.slot.as_deref() == Some(r.slot.value.as_str()) && !d.same_host) {
+                self.err(
+                    Diagnostic::error("E0037", format!("`{}` is a socket proxy on another host than `{}`", d.service, s.name.value))
+                        .primary(d.span, format!("would hand `{}` the containers of `{}`'s host", s.name.value, d.service))
+                        .help(format!("connect the socket proxy on host `{}`, or none (the service then mounts the socket)", p.host)),
+                );
+            }
+        }
         // Secrets: every slot bound to a declared secret.
         let mut secret_uses = Vec::new();
         for (slot, secret) in &s.secrets {
@@ -362,8 +372,42 @@ impl<'a> Resolver<'a> {
             for d in deps.iter().filter(|d| d.slot.as_deref() == Some(r.slot.value.as_str())) {
                 let Some(other) = all.get(&d.service) else { continue };
                 for (mine, theirs) in &r.same_secrets {
-                    let Some((_, held)) = other.decl.secrets.iter().find(|(k, _)| k.value == theirs.value) else { continue };
-                    match p.decl.secrets.iter().find(|(k, _)| k.value == mine.value) {
+                    let bound = p.decl.secrets.iter().find(|(k, _)| k.value == mine.value);
+                    // A module of the filled service without that slot: the module's own mistake.
+                    if !other.module.decl.secrets.iter().any(|x| x.slot.value == theirs.value) {
+                        self.err(
+                            Diagnostic::error(
+                                "E0023",
+                                format!("module `{}` has no secret slot `{}`", other.module.decl.name.value, theirs.value),
+                            )
+                            .primary(theirs.span, format!("`{}` fills this requirement", d.service))
+                            .help("name one of that module's `[secrets.SLOT]`"),
+                        );
+                        continue;
+                    }
+                    let Some((_, held)) = other.decl.secrets.iter().find(|(k, _)| k.value == theirs.value) else {
+                        // The other end leaves its (optional) slot unbound: a value bound here
+                        // reaches no one there (a bouncer key CrowdSec never registers).
+                        if let Some((_, bound)) = bound {
+                            self.err(
+                                Diagnostic::error(
+                                    "E0025",
+                                    format!(
+                                        "service `{}` binds `{}`, but `{}` holds no `{}` to match it",
+                                        p.decl.name.value, mine.value, d.service, theirs.value
+                                    ),
+                                )
+                                .primary(bound.span, "the other end does not know this value")
+                                .secondary(mine.span, "the module says the two are one secret")
+                                .help(format!(
+                                    "bind `secrets.{} = \"{}\"` on `{}`, and leave `{}` out here",
+                                    theirs.value, bound.value, d.service, mine.value
+                                )),
+                            );
+                        }
+                        continue;
+                    };
+                    match bound {
                         None => {
                             taken.insert(mine.value.clone(), held.value.clone());
                         }
