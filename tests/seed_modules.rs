@@ -61,8 +61,9 @@ fn build_fails(system: &Path, tmp: &Path) -> String {
 /// store (pkg/apis/options/sessions.go: `session_store_type`, `redis_connection_url`) at the
 /// Valkey container's address, and the password, which has no `_file` form upstream, reaches
 /// the container as `OAUTH2_PROXY_REDIS_PASSWORD` (load.go: prefix `OAUTH2_PROXY`, the cfg key
-/// upper-cased) through a root-only env file, never through the store. Without the password
-/// secret the build stops at the slot.
+/// upper-cased) through a root-only env file, never through the store. The password is the
+/// Valkey service's own (`[requires.sessions] same_secrets`): left unbound it is taken from
+/// there, bound to another secret the build stops at the binding.
 #[test]
 fn jacker_oauth2_proxy_keeps_its_sessions_in_valkey() {
     let tmp = tempfile::tempdir().unwrap();
@@ -87,8 +88,20 @@ fn jacker_oauth2_proxy_keeps_its_sessions_in_valkey() {
 
     let sys = copy_example("jacker", tmp.path());
     edit(&sys.join("services.toml"), r#", redis_password = "redis_password" }"#, " }");
+    let unbound = build(&sys, &tmp.path().join("store2"), &tmp.path().join("out2"));
+    let env = container_env(&unbound, "jacker", "oauth2-proxy", tmp.path());
+    assert_eq!(
+        env.get("OAUTH2_PROXY_REDIS_PASSWORD").and_then(|v| v.as_str()),
+        Some("value-of-redis_password"),
+        "taken from redis: {env:?}"
+    );
+    edit(
+        &sys.join("services.toml"),
+        r#"cookie_secret = "oauth_cookie_secret" }"#,
+        r#"cookie_secret = "oauth_cookie_secret", redis_password = "oauth_cookie_secret" }"#,
+    );
     let err = build_fails(&sys, tmp.path());
-    assert!(err.contains("secrets.redis_password") && err.contains("oauth2-proxy"), "{err}");
+    assert!(err.contains("binds `redis_password` to secret `oauth_cookie_secret`, but `redis` holds it as `redis_password`"), "{err}");
 }
 
 /// Jacker audit ("secret → environment variable … CrowdSec `ENROLL_KEY`"): CrowdSec could not
