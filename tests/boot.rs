@@ -93,7 +93,9 @@ fn a_host_boots_clean_in_a_vm() {
     assert!(out.status.success(), "kiln boot reported problems: {report}");
     // the machine runs on; its work directory holds no secret outside the machine's own disk
     assert_eq!(exposed(&workdir, &secret_forms(&sys)), Vec::<String>::new());
-    assert!(!workdir.join("seed/user-data").exists(), "the seed's user-data was served once and removed");
+    // the secrets were served once; the host's own user-data stays for its next boot
+    assert!(!workdir.join("seed/user-data.with-secrets").exists(), "the seed's secrets were served once and removed");
+    assert!(workdir.join("seed/user-data").exists(), "the seed keeps the user-data without the secrets (a reboot asks again)");
     assert!(report["datasource"].as_str().unwrap().starts_with("DataSourceNoCloud"), "{report}");
     assert_eq!(report["warnings"], serde_json::json!([]), "warnings on the serial console");
 
@@ -203,11 +205,11 @@ fn boot_leaves_no_secret_and_no_work_directory() {
     assert_eq!(temp_is_empty(&temp), Vec::<PathBuf>::new(), "an interrupted boot leaves its work directory");
 
     // a whole boot, watched from outside: until cloud-init has fetched it, the seed's
-    // user-data (private) is the one file that may hold a secret
+    // user-data with the secrets (private) is the one file that may hold a secret
     let mut child = boot(&["--json"]);
     let mut seen = Vec::new();
     while child.try_wait().unwrap().is_none() {
-        seen.extend(exposed(&temp, &secrets).into_iter().filter(|e| !e.ends_with("/seed/user-data holds a secret")));
+        seen.extend(exposed(&temp, &secrets).into_iter().filter(|e| !e.ends_with("/seed/user-data.with-secrets holds a secret")));
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     let out = child.wait_with_output().unwrap();

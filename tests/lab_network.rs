@@ -210,7 +210,7 @@ fn a_private_host_routes_through_its_gateway_and_serves_the_edge_over_the_privat
             assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "{} holds a secret", e.path().display());
         }
     }
-    assert!(!workdir.join("app/seed/user-data").exists(), "served once and removed");
+    assert!(!workdir.join("app/seed/user-data.with-secrets").exists(), "the secrets were served once and removed");
 
     // kiln boot --down stops both and removes the work directory and the state
     let down = fleet.down();
