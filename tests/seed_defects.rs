@@ -391,18 +391,12 @@ fn jackers_bouncer_takes_crowdsecs_key_and_another_key_is_refused() {
 /// refused by CrowdSec at every request. kiln refuses the system instead.
 #[test]
 fn a_bouncer_key_that_crowdsec_does_not_hold_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    common::copy_tree(&repo().join("flake-free-examples/jacker"), tmp.path());
-    let services = tmp.path().join("services.toml");
-    let text = read(&services).replace("secrets = { traefik_bouncer_key = \"crowdsec_bouncer_key\", ", "secrets = { ").replace(
-        "connects = [\"crowdsec\"]\n# Its API key",
-        "connects = [\"crowdsec\"]\nsecrets = { api_key = \"crowdsec_bouncer_key\" }\n# Its API key",
-    );
-    assert_ne!(text, read(&services), "the example is edited as expected");
-    std::fs::write(&services, text).unwrap();
-    let out = common::run(common::kiln().arg("check").arg(tmp.path()));
-    let err = common::text(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_when_edited("jacker", "services.toml", |t| {
+        t.replace("secrets = { traefik_bouncer_key = \"crowdsec_bouncer_key\", ", "secrets = { ").replace(
+            "connects = [\"crowdsec\"]\n# Its API key",
+            "connects = [\"crowdsec\"]\nsecrets = { api_key = \"crowdsec_bouncer_key\" }\n# Its API key",
+        )
+    });
     assert!(err.contains("service `crowdsec-bouncer` binds `api_key`, but `crowdsec` holds no `traefik_bouncer_key` to match it"), "{err}");
 }
 
@@ -412,19 +406,29 @@ fn a_bouncer_key_that_crowdsec_does_not_hold_is_refused() {
 /// identity's own.
 #[test]
 fn a_socket_proxy_on_another_host_does_not_replace_the_docker_socket() {
-    let tmp = tempfile::tempdir().unwrap();
-    common::copy_tree(&repo().join("flake-free-examples/five-vps-saas"), tmp.path());
-    let monitoring = tmp.path().join("monitoring.toml");
-    let text = read(&monitoring).replace(
-        "[services.alloy]\nmodule = \"alloy\"\nhost = \"*\"\nconnects = [\"loki\"]",
-        "[services.alloy]\nmodule = \"alloy\"\nhost = \"*\"\nconnects = [\"loki\", \"docker-proxy\"]\n\n[services.docker-proxy]\nmodule = \"socket-proxy\"\nhost = \"identity\"",
-    );
-    assert_ne!(text, read(&monitoring), "the example is edited as expected");
-    std::fs::write(&monitoring, text).unwrap();
-    let out = common::run(common::kiln().arg("check").arg(tmp.path()));
-    let err = common::text(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_when_edited("five-vps-saas", "monitoring.toml", |t| {
+        t.replace(
+            "[services.alloy]\nmodule = \"alloy\"\nhost = \"*\"\nconnects = [\"loki\"]",
+            "[services.alloy]\nmodule = \"alloy\"\nhost = \"*\"\nconnects = [\"loki\", \"docker-proxy\"]\n\n[services.docker-proxy]\nmodule = \"socket-proxy\"\nhost = \"identity\"",
+        )
+    });
     let refused: Vec<&str> = err.lines().filter(|l| l.starts_with("error[E0037]")).collect();
     assert_eq!(refused.len(), 4, "edge, app, db and cache, not identity: {err}");
     assert!(refused.iter().all(|l| l.contains("`docker-proxy` is a socket proxy on another host than `alloy")), "{err}");
+}
+
+/// `kiln check` of a copy of `example` whose `file` is changed by `edit` (which must change it):
+/// it must fail; returns its stderr.
+fn refused_when_edited(example: &str, file: &str, edit: impl FnOnce(&str) -> String) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_tree(&repo().join("flake-free-examples").join(example), tmp.path());
+    let path = tmp.path().join(file);
+    let before = read(&path);
+    let text = edit(&before);
+    assert_ne!(text, before, "the example is edited as expected");
+    std::fs::write(&path, text).unwrap();
+    let out = common::run(common::kiln().arg("check").arg(tmp.path()));
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    err
 }

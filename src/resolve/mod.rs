@@ -23,6 +23,7 @@ mod allows;
 mod backup;
 mod certificates;
 mod connections;
+mod context;
 mod databases;
 mod environment;
 mod hosts;
@@ -34,6 +35,7 @@ mod public_routes;
 mod routes;
 mod secrets;
 mod services;
+mod shared_secrets;
 mod slots;
 mod streams;
 

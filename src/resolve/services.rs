@@ -362,76 +362,6 @@ impl<'a> Resolver<'a> {
         Some(Prepared { deps, secret_uses, databases, accounts })
     }
 
-    /// `[requires.SLOT] same_secrets`: the secrets this service takes from the services filling
-    /// its slots (its slot → the secret), for the slots the system leaves unbound; a slot bound to
-    /// another secret than the filled service's is an error (E0025), since the two ends would hold
-    /// different values of what must be one.
-    fn same_secrets(&mut self, p: &Partial<'a>, all: &BTreeMap<String, Partial<'a>>, deps: &[Dependency]) -> BTreeMap<String, String> {
-        let mut taken = BTreeMap::new();
-        for r in p.module.decl.requires.iter().filter(|r| !r.same_secrets.is_empty()) {
-            for d in deps.iter().filter(|d| d.slot.as_deref() == Some(r.slot.value.as_str())) {
-                let Some(other) = all.get(&d.service) else { continue };
-                for (mine, theirs) in &r.same_secrets {
-                    let bound = p.decl.secrets.iter().find(|(k, _)| k.value == mine.value);
-                    // A module of the filled service without that slot: the module's own mistake.
-                    if !other.module.decl.secrets.iter().any(|x| x.slot.value == theirs.value) {
-                        self.err(
-                            Diagnostic::error(
-                                "E0023",
-                                format!("module `{}` has no secret slot `{}`", other.module.decl.name.value, theirs.value),
-                            )
-                            .primary(theirs.span, format!("`{}` fills this requirement", d.service))
-                            .help("name one of that module's `[secrets.SLOT]`"),
-                        );
-                        continue;
-                    }
-                    let Some((_, held)) = other.decl.secrets.iter().find(|(k, _)| k.value == theirs.value) else {
-                        // The other end leaves its (optional) slot unbound: a value bound here
-                        // reaches no one there (a bouncer key CrowdSec never registers).
-                        if let Some((_, bound)) = bound {
-                            self.err(
-                                Diagnostic::error(
-                                    "E0025",
-                                    format!(
-                                        "service `{}` binds `{}`, but `{}` holds no `{}` to match it",
-                                        p.decl.name.value, mine.value, d.service, theirs.value
-                                    ),
-                                )
-                                .primary(bound.span, "the other end does not know this value")
-                                .secondary(mine.span, "the module says the two are one secret")
-                                .help(format!(
-                                    "bind `secrets.{} = \"{}\"` on `{}`, and leave `{}` out here",
-                                    theirs.value, bound.value, d.service, mine.value
-                                )),
-                            );
-                        }
-                        continue;
-                    };
-                    match bound {
-                        None => {
-                            taken.insert(mine.value.clone(), held.value.clone());
-                        }
-                        Some((_, bound)) if bound.value != held.value => self.err(
-                            Diagnostic::error(
-                                "E0025",
-                                format!(
-                                    "service `{}` binds `{}` to secret `{}`, but `{}` holds it as `{}`",
-                                    p.decl.name.value, mine.value, bound.value, d.service, held.value
-                                ),
-                            )
-                            .primary(bound.span, "another secret than the one the other end holds")
-                            .secondary(held.span, format!("`{}`'s `{}`", d.service, theirs.value))
-                            .secondary(mine.span, "the module says the two are one secret")
-                            .help(format!("remove `{}` here: kiln takes `{}` from `{}`", mine.value, held.value, d.service)),
-                        ),
-                        Some(_) => {}
-                    }
-                }
-            }
-        }
-        taken
-    }
-
     /// A service's second half: its templates rendered with its context, its container or
     /// native unit, files, health and jobs. Reads only what every service shares, so services
     /// render on several threads (each with its own [`Resolver::worker`]).
@@ -731,76 +661,6 @@ impl<'a> Resolver<'a> {
         let len = text[start.min(text.len())..].lines().next().map(str::len).unwrap_or(0);
         Some(Span::new(*id, start..start + len))
     }
-
-    /// `requires.SLOT` as templates see it.
-    fn slot_context(&self, d: &Dependency) -> J {
-        // `tls`: a managed database speaks TLS (its own certificate), a service's endpoint when
-        // its module says so (`tls`, e.g. postgres with `tls = true`). A public route (`route`):
-        // `url` is where to send requests, over TLS.
-        let tls = d.tls || self.managed.contains_key(&d.service) || d.route.is_some();
-        minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, same_host => d.same_host, tls, url => d.route.clone(), route => d.route.is_some() }
-    }
-
-    /// `https://HOSTNAME` of the first of `service`'s routes by hostname (wildcards aside).
-    fn public_url(&self, service: &str) -> Option<String> {
-        self.first_routes.get(service).map(|h| format!("https://{h}"))
-    }
-
-    pub(super) fn context(
-        &self,
-        p: &Partial<'a>,
-        host: &Host,
-        deps: &[Dependency],
-        secrets: &[SecretUse],
-        // What the service makes for its clients: databases and roles, users.
-        (databases, accounts): (&[super::databases::DbClient], &super::accounts::Accounts),
-        sys: &SystemDecl,
-    ) -> J {
-        let requires: BTreeMap<String, J> = deps
-            .iter()
-            .filter_map(|d| {
-                Some((
-                    d.slot.clone()?,
-                    // `public_url`: the service's own public route (its first hostname), for
-                    // clients that hand it to browsers; absent when it has none.
-                    match self.public_url(&d.service) {
-                        Some(public_url) => minijinja::context! { public_url, ..self.slot_context(d) },
-                        None => self.slot_context(d),
-                    },
-                ))
-            })
-            .collect();
-        let secret_paths: BTreeMap<String, String> = secrets.iter().map(|s| (s.slot.clone(), s.target.clone())).collect();
-        let endpoints: BTreeMap<String, u16> = p.endpoints.iter().map(|e| (e.name.clone(), e.port)).collect();
-        let mut ctx: BTreeMap<&str, J> = BTreeMap::new();
-        ctx.insert("options", jv(&p.options));
-        ctx.insert("service", minijinja::context! { name => p.decl.name.value.clone(), host => p.host.clone() });
-        ctx.insert(
-            "host",
-            minijinja::context! { name => host.name.clone(), address => host.private_address().map(|a| a.to_string()), public => host.public },
-        );
-        ctx.insert(
-            "system",
-            minijinja::context! { name => sys.name.as_ref().map(|n| n.value.clone()), domains => sys.domains.iter().map(|d| d.value.clone()).collect::<Vec<_>>() },
-        );
-        ctx.insert("requires", jv(&requires));
-        ctx.insert("secrets", jv(&secret_paths));
-        ctx.insert("endpoints", jv(&endpoints));
-        let scrape: Vec<J> = deps
-            .iter()
-            .filter(|d| d.derived)
-            .map(|d| minijinja::context! { service => d.service.clone(), address => d.address.clone(), port => d.port, path => d.path.clone() })
-            .collect();
-        ctx.insert("scrape", jv(&scrape));
-        ctx.insert("probes", self.probes.clone());
-        ctx.insert("databases", jv(&databases));
-        ctx.insert("accounts", jv(accounts));
-        // A notifier (`[collect] alerts`) sees the receivers, each secret as the path it reads.
-        let receivers: Vec<J> =
-            if p.module.decl.collect_alerts { self.receivers.iter().map(receiver_context).collect() } else { Vec::new() };
-        ctx.insert("receivers", jv(&receivers));
-        jv(&ctx)
-    }
 }
 
 /// How an edge reaches a service's port: a containerised edge uses the Compose network on its
@@ -866,16 +726,5 @@ impl Resolver<'_> {
             };
         }
         Some((module, ImageFrom::Module, None))
-    }
-}
-
-fn receiver_context(r: &Receiver) -> J {
-    let url_file = r.secret().map(|_| super::alerts::receiver_secret_target(&r.name));
-    match &r.kind {
-        ReceiverKind::Email { to } => minijinja::context! { name => r.name.clone(), kind => "email", to => to.clone() },
-        ReceiverKind::Slack { channel, .. } => {
-            minijinja::context! { name => r.name.clone(), kind => "slack", channel => channel.clone(), url_file => url_file }
-        }
-        ReceiverKind::Webhook { .. } => minijinja::context! { name => r.name.clone(), kind => "webhook", url_file => url_file },
     }
 }
