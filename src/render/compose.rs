@@ -204,6 +204,7 @@ fn tmpfs_owned(tmpfs: &[String], user: Option<&str>) -> Vec<String> {
         .iter()
         .map(|t| match t.split_once(':') {
             Some((_, opts)) if opts.split(',').any(|o| o.starts_with("uid=") || o.starts_with("gid=")) => t.clone(),
+            Some((path, "")) => format!("{path}:{owner}"),
             Some((path, opts)) => format!("{path}:{opts},{owner}"),
             None => format!("{t}:{owner}"),
         })
@@ -394,6 +395,7 @@ mod tests {
             ["/var/run/postgresql:uid=999,gid=999", "/dev/shm:size=256m,uid=999,gid=999"]
         );
         assert_eq!(owned(&["/tmp"], Some("1000")), ["/tmp:uid=1000"]);
+        assert_eq!(owned(&["/tmp:"], Some("1000")), ["/tmp:uid=1000"], "no empty option");
         assert_eq!(owned(&["/tmp"], Some("472:0")), ["/tmp:uid=472,gid=0"]);
     }
 
