@@ -157,6 +157,24 @@ fn instead_of_docker_socket_on_a_module_without_the_socket_is_refused() {
 }
 
 #[test]
+fn a_secret_taken_from_the_server_cannot_also_be_a_password_kiln_makes() {
+    let secrets = "[secrets.db_password]\ndescription = \"the role's password\"\n";
+    let provision = "[requires.db]\nmodules = [\"postgres\"]\noptional = true\n\
+                     provision = { role = \"db_user\", database = \"db_name\", password = \"db_password\" }\n";
+    let options = "[options.db_user]\ntype = \"string\"\ndefault = \"gauge\"\ndescription = \"x\"\n\
+                   [options.db_name]\ntype = \"string\"\ndefault = \"gauge\"\ndescription = \"x\"\n";
+    // Taken on the same requirement and on another: refused either way, at the module file.
+    for taken in [
+        "same_secrets = { db_password = \"password\" }\n",
+        "[requires.other]\nmodules = [\"postgres\"]\noptional = true\nsame_secrets = { db_password = \"password\" }\n",
+    ] {
+        let err = refused(|m| format!("{m}\n{options}{secrets}{provision}{taken}"));
+        assert!(err.contains("secret `db_password` is both taken from the server and the password of a database role kiln makes"), "{err}");
+        assert!(err.contains("module.toml:"), "located in the module file: {err}");
+    }
+}
+
+#[test]
 fn bad_mounts_devices_ulimits_owners_jobs_and_ports_are_refused_in_the_module_file() {
     let cases: &[(&str, &str, &str)] = &[
         ("host_mounts = [\"/var/log:/host/var/log\"", "host_mounts = [\"/var/log\"", "is not `SOURCE:TARGET`"),

@@ -49,11 +49,32 @@ pub(super) fn check_socket_replacements(requires: &[RequireDecl], container: Opt
     }
 }
 
-/// `same_secrets = { SLOT = "SERVER_SLOT" }`: each key is one of the module's own secret slots.
+/// `same_secrets = { SLOT = "SERVER_SLOT" }`: each key is one of the module's own secret slots,
+/// and none is the password of a role or user kiln makes for this module (`provision`,
+/// `account`): that password is the client's own, made on the server with it, where a taken
+/// secret is the server's; one slot cannot be both.
 pub(super) fn check_same_secrets(requires: &[RequireDecl], secrets: &[super::SecretSlotDecl], sink: &Sink) {
+    let made = || {
+        requires.iter().flat_map(|r| {
+            let role = r.provision.as_ref().map(|p| (&p.password, "a database role"));
+            let user = r.account.as_ref().map(|a| (&a.password, "a user"));
+            role.into_iter().chain(user).map(move |(password, what)| (r, password, what))
+        })
+    };
     for r in requires {
-        for (mine, _) in &r.same_secrets {
+        for (mine, theirs) in &r.same_secrets {
             super::refs::secret_slot(mine, secrets, sink, "name one of this module's `[secrets.SLOT]`");
+            if let Some((by, password, what)) = made().find(|(_, password, _)| password.value == mine.value) {
+                sink.push(
+                    crate::diag::Diagnostic::error(
+                        "E0003",
+                        format!("secret `{}` is both taken from the server and the password of {what} kiln makes", mine.value),
+                    )
+                    .primary(mine.span, format!("the server's `{}`, taken over", theirs.value))
+                    .secondary(password.span, format!("the password of {what} made on `{}`'s server for this module", by.slot.value))
+                    .help("a role or user kiln makes has a password of its own: remove one of the two"),
+                );
+            }
         }
     }
 }
