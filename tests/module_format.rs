@@ -157,6 +157,24 @@ fn instead_of_docker_socket_on_a_module_without_the_socket_is_refused() {
 }
 
 #[test]
+fn secret_paths_name_declared_slots_and_set_a_variable_once() {
+    let slot = "[secrets.token]\ndescription = \"a token\"\noptional = true\n";
+    let cases = [
+        ("[container.secret_paths]\nTOKEN_FILE = \"tokn\"\n", "environment variable `TOKEN_FILE` names no secret slot `tokn`"),
+        (
+            "[container.secret_paths]\nTOKEN_FILE = \"token\"\n[container.env_secrets]\nTOKEN_FILE = \"token\"\n",
+            "`TOKEN_FILE` is set twice",
+        ),
+        ("[container.secret_paths]\nTOKEN_FILE = \"token\"\n[container.environment]\nTOKEN_FILE = \"/x\"\n", "`TOKEN_FILE` is set twice"),
+    ];
+    for (table, want) in cases {
+        let err = refused(|m| format!("{m}\n{slot}{table}"));
+        assert!(err.contains(want), "expected `{want}` in:\n{err}");
+        assert!(err.contains("module.toml:"), "located in the module file: {err}");
+    }
+}
+
+#[test]
 fn a_secret_taken_from_the_server_cannot_also_be_a_password_kiln_makes() {
     let secrets = "[secrets.db_password]\ndescription = \"the role's password\"\n";
     let provision = "[requires.db]\nmodules = [\"postgres\"]\noptional = true\n\

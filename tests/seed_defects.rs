@@ -432,3 +432,32 @@ fn refused_when_edited(example: &str, file: &str, edit: impl FnOnce(&str) -> Str
     assert!(!out.status.success(), "{err}");
     err
 }
+
+/// traefik-edge audit: Traefik's DNS-01 challenge (Hetzner zone) must get the Hetzner token, and
+/// the edge's container named four providers' `*_FILE` variables, three of them files it did
+/// not have. Each `*_FILE` variable is now set only for a bound slot (`[container.secret_paths]`),
+/// and names the file Compose mounts there (read back by the real `docker-compose config`).
+#[test]
+fn traefik_names_only_the_dns_credential_it_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (ex, host, service, want) in
+        [("traefik-edge", "box", "traefik", "HETZNER_API_TOKEN_FILE"), ("maidan-cloud", "maidan", "traefik", "CF_DNS_API_TOKEN_FILE")]
+    {
+        let out = example(ex, tmp.path());
+        let v = compose_config(&out.join("hosts").join(host).join("compose.yaml"));
+        let svc = &v["services"][service];
+        let dns: Vec<(&String, &serde_json::Value)> = svc["environment"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{ex}: no environment for {service}"))
+            .iter()
+            .filter(|(k, _)| {
+                ["CF_DNS_API_TOKEN_FILE", "HETZNER_API_TOKEN_FILE", "DO_AUTH_TOKEN_FILE", "SCW_SECRET_KEY_FILE"].contains(&k.as_str())
+            })
+            .collect();
+        assert_eq!(dns.len(), 1, "{ex}: {dns:?}");
+        assert_eq!(dns[0].0, want, "{ex}");
+        let path = dns[0].1.as_str().unwrap();
+        let mounted = svc["secrets"].as_array().unwrap().iter().any(|s| s["target"] == path);
+        assert!(mounted, "{ex}: {want}={path} names no secret Compose mounts: {}", svc["secrets"]);
+    }
+}

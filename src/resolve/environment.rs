@@ -28,8 +28,11 @@ impl<'a> Resolver<'a> {
             );
             return;
         }
-        let module_sets =
-            |var: &str| m.container.as_ref().is_some_and(|c| c.environment.iter().chain(&c.env_secrets).any(|(k, _)| k.value == var));
+        let module_sets = |var: &str| {
+            m.container
+                .as_ref()
+                .is_some_and(|c| c.environment.iter().chain(&c.env_secrets).chain(&c.secret_paths).any(|(k, _)| k.value == var))
+        };
         let mut own: Vec<&Sp<String>> = Vec::new();
         for (var, _) in s.environment.iter().chain(&s.env_secrets) {
             if module_sets(&var.value) {

@@ -442,6 +442,12 @@ impl<'a> Resolver<'a> {
                         secret_uses.iter().find(|u| u.slot == slot.value).map(|u| (var.value.clone(), u.secret.clone()))
                     })
                     .collect();
+                // `secret_paths`: the file's path, for a bound slot only.
+                for (var, slot) in &c.secret_paths {
+                    if let Some(u) = secret_uses.iter().find(|u| u.slot == slot.value) {
+                        environment.insert(var.value.clone(), u.target.clone());
+                    }
+                }
                 super::environment::merge_own(p, &mut environment, &mut env_secrets);
                 let user = c.user.as_ref().and_then(|u| render(self, u));
                 Some(Container {

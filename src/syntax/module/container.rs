@@ -11,17 +11,8 @@ use crate::types::{Duration, Size};
 /// `[container]`.
 pub(super) fn container(mut t: TableReader<'_>, sink: &Sink) -> ContainerDecl {
     let environment = t.str_map("environment");
-    let env_secrets = t
-        .table("env_secrets", |et| {
-            et.entries()
-                .iter()
-                .filter_map(|e| {
-                    let var = typed(Some(Sp::new(e.key.clone(), e.key_span)), sink, parse_env_name)?;
-                    Some((var, as_str(&e.value, sink)?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let env_secrets = var_to_slot(&mut t, "env_secrets", sink);
+    let secret_paths = var_to_slot(&mut t, "secret_paths", sink);
     let command = t.node("command");
     let entrypoint = t.node("entrypoint");
     let d = ContainerDecl {
@@ -41,6 +32,7 @@ pub(super) fn container(mut t: TableReader<'_>, sink: &Sink) -> ContainerDecl {
         shm_size: typed(t.str("shm_size"), sink, Size::parse),
         init: t.bool("init"),
         env_secrets,
+        secret_paths,
         user_environment: t.bool("user_environment"),
         ulimits: t.table("ulimits", |u| ulimits(u, sink)).unwrap_or_default(),
         devices: t.str_list("devices").into_iter().filter_map(|x| typed(Some(x), sink, parse_device)).collect(),
@@ -60,6 +52,20 @@ pub(super) fn container(mut t: TableReader<'_>, sink: &Sink) -> ContainerDecl {
     }
     t.finish();
     d
+}
+
+/// A table of environment variable → secret slot (`env_secrets`, `secret_paths`).
+fn var_to_slot(t: &mut TableReader<'_>, key: &'static str, sink: &Sink) -> Vec<(Sp<String>, Sp<String>)> {
+    t.table(key, |et| {
+        et.entries()
+            .iter()
+            .filter_map(|e| {
+                let var = typed(Some(Sp::new(e.key.clone(), e.key_span)), sink, parse_env_name)?;
+                Some((var, as_str(&e.value, sink)?))
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// `[native]`.
@@ -131,10 +137,24 @@ fn ulimits(t: TableReader<'_>, sink: &Sink) -> Vec<(Sp<String>, i64, i64)> {
     out
 }
 
-/// Every `[container.env_secrets]` entry names a declared secret slot, once, and no variable is
-/// also a plain `[container.environment]` value.
+/// Every `[container.env_secrets]` and `[container.secret_paths]` entry names a declared secret
+/// slot, and no variable is set twice (by those tables or as a plain `[container.environment]`
+/// value).
 pub(super) fn env_secret_slots(c: &ContainerDecl, secrets: &[SecretSlotDecl], sink: &Sink) {
-    for (var, slot) in &c.env_secrets {
+    let fed: Vec<_> = c
+        .env_secrets
+        .iter()
+        .map(|e| (e, "fed by a secret here"))
+        .chain(c.secret_paths.iter().map(|e| (e, "a secret's path here")))
+        .collect();
+    for (i, ((var, slot), what)) in fed.iter().enumerate() {
+        if let Some(((k, _), _)) = fed[..i].iter().find(|((k, _), _)| k.value == var.value) {
+            sink.push(
+                crate::diag::Diagnostic::error("E0011", format!("environment variable `{}` is set twice", var.value))
+                    .primary(var.span, *what)
+                    .secondary(k.span, "and here"),
+            );
+        }
         if !secrets.iter().any(|s| s.slot.value == slot.value) {
             let mut d = crate::diag::Diagnostic::error(
                 "E0023",
@@ -151,7 +171,7 @@ pub(super) fn env_secret_slots(c: &ContainerDecl, secrets: &[SecretSlotDecl], si
         if let Some((k, _)) = c.environment.iter().find(|(k, _)| k.value == var.value) {
             sink.push(
                 crate::diag::Diagnostic::error("E0011", format!("environment variable `{}` is set twice", var.value))
-                    .primary(var.span, "fed by a secret here")
+                    .primary(var.span, *what)
                     .secondary(k.span, "and set in `[container.environment]` here"),
             );
         }

@@ -194,6 +194,10 @@ pub struct ContainerDecl {
     /// `[container.env_secrets]`: environment variable → secret slot, for images that read a
     /// key only from the environment; delivered through a root-only `env_file` on the host.
     pub env_secrets: Vec<(Sp<String>, Sp<String>)>,
+    /// `[container.secret_paths]`: environment variable → secret slot; the variable is the
+    /// secret file's path in the container (for `*_FILE` settings), set only when the slot is
+    /// bound (an optional slot left unbound sets nothing).
+    pub secret_paths: Vec<(Sp<String>, Sp<String>)>,
     /// `user_environment = true`: a service may add its own `environment` and `env_secrets`
     /// (a module for the user's own image, whose variables no upstream defines).
     pub user_environment: Option<Sp<bool>>,
