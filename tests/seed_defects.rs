@@ -461,3 +461,52 @@ fn traefik_names_only_the_dns_credential_it_holds() {
         assert!(mounted, "{ex}: {want}={path} names no secret Compose mounts: {}", svc["secrets"]);
     }
 }
+
+/// Civic audit C10: Decidim's health check accepted any HTTP answer, so a Puma whose Rails app
+/// fails every request (no database, pending migrations: 500) counted as healthy, and Rails'
+/// force_ssl answers a plain request with a redirect before the app runs at all. The generated
+/// check is run here with the real curl against a stand-in (named as one: a Python HTTP server
+/// that answers as Rails' SSL middleware and an app would, on the system sign-in page): it
+/// passes only when the app itself answers 200, and fails when the app answers 500.
+#[test]
+fn decidims_health_check_fails_when_rails_answers_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = example("civic-scaleway", tmp.path());
+    let v = compose_config(&out.join("hosts/tools-prod/compose.yaml"));
+    let test: Vec<String> = v["services"]["decidim"]["healthcheck"]["test"]
+        .as_array()
+        .expect("decidim has a health check")
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(test[0], "CMD", "{test:?}");
+    let standin = r#"
+import http.server, sys
+status = int(sys.argv[1])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("X-Forwarded-Proto") != "https":
+            self.send_response(301); self.send_header("Location", "https://x" + self.path)  # force_ssl
+        elif self.path == "/system/admins/sign_in":
+            self.send_response(status)  # the app: 200, or 500 when it cannot serve
+        else:
+            self.send_response(404)
+        self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_port, flush=True)
+s.serve_forever()
+"#;
+    for (status, healthy) in [(200, true), (500, false)] {
+        let mut server =
+            Command::new("python3").args(["-c", standin, &status.to_string()]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut port = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut port).unwrap();
+        let argv: Vec<String> = test[1..].iter().map(|a| a.replace("127.0.0.1:3002", &format!("127.0.0.1:{}", port.trim()))).collect();
+        assert!(argv.iter().any(|a| a.contains(port.trim())), "the check asks another port than 3002: {test:?}");
+        let o = run(Command::new(&argv[0]).args(&argv[1..]));
+        server.kill().unwrap();
+        server.wait().unwrap();
+        assert_eq!(o.status.success(), healthy, "app answering {status}: {argv:?}: {}", text(&o.stderr));
+    }
+}
