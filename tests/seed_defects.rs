@@ -510,3 +510,38 @@ s.serve_forever()
         assert_eq!(o.status.success(), healthy, "app answering {status}: {argv:?}: {}", text(&o.stderr));
     }
 }
+
+/// A Valkey client without a user of its own logs in as the default user, whose password is the
+/// server's (requirepass): bound to another secret, it could never log in (Outline, Nextcloud,
+/// Decidim and the others kept it by hand, equal by care only). Now taken from the server, and
+/// another secret is refused at the binding.
+#[test]
+fn a_valkey_client_without_its_own_user_gets_the_servers_password() {
+    let err = refused_when_edited("civic-scaleway", "tools.toml", |t| {
+        t.replace(
+            "secrets = { database_password = \"outline_db_password\", ",
+            "secrets = { database_password = \"outline_db_password\", cache_password = \"outline_db_password\", ",
+        )
+    });
+    assert!(err.contains("service `outline` binds `cache_password` to secret `outline_db_password`, but `"), "{err}");
+    assert_eq!(err.matches("error[").count(), 1, "the one root cause only: {err}");
+    // Unbound, the client's copy is the server's secret.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = example("civic-scaleway", tmp.path());
+    let v = compose_config(&out.join("hosts/tools-prod/compose.yaml"));
+    let source = |svc: &str, target: &str| -> String {
+        let s = v["services"][svc]["secrets"].as_array().unwrap().iter().find(|s| s["target"] == target);
+        let name = s.unwrap_or_else(|| panic!("{svc} mounts nothing at {target}"))["source"].as_str().unwrap();
+        v["secrets"][name]["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string()
+    };
+    let server = source("outline-cache", "/run/secrets/valkey_password");
+    let client = v["services"]["outline"]["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap().to_string())
+        .find(|s| s.contains("cache_password"))
+        .expect("outline mounts its cache password");
+    let client_file = v["secrets"][&client]["file"].as_str().unwrap();
+    assert!(client_file.ends_with(&format!("/{server}")), "outline reads {client_file}, the server {server}");
+}
