@@ -545,3 +545,27 @@ fn a_valkey_client_without_its_own_user_gets_the_servers_password() {
     let client_file = v["secrets"][&client]["file"].as_str().unwrap();
     assert!(client_file.ends_with(&format!("/{server}")), "outline reads {client_file}, the server {server}");
 }
+
+/// The same for clients that log in as their server's one user: WordPress and Leantime as
+/// MariaDB's user, LibreChat as MongoDB's root user and with Meilisearch's master key. Another
+/// secret bound on the client is refused at the binding, as the one root cause (WordPress's
+/// failure once also reported maidan's `[allow]` naming its route as an unknown route).
+#[test]
+fn clients_of_a_servers_one_user_take_its_password() {
+    let err = refused_when_edited("maidan-cloud", "community.toml", |t| {
+        t.replace(
+            "connects = [\"{instance}-wordpress-db\"]\n",
+            "connects = [\"{instance}-wordpress-db\"]\nsecrets = { database_password = \"{instance}_wordpress_db_root_password\" }\n",
+        )
+    });
+    assert!(err.contains("binds `database_password` to secret `") && err.contains("_wordpress_db_root_password`, but `"), "{err}");
+    assert!(err.lines().filter(|l| l.starts_with("error[")).all(|l| l.starts_with("error[E0025]")), "{err}");
+    let err = refused_when_edited("maidan-cloud", "community.toml", |t| {
+        t.replace("secrets = { creds_key", "secrets = { database_password = \"{instance}_librechat_creds_key\", creds_key")
+    });
+    assert!(err.contains("holds it as `") && err.contains("_librechat_db_password`"), "{err}");
+    let err = refused_when_edited("civic-scaleway", "tools.toml", |t| {
+        t.replace("secrets = { session_password", "secrets = { database_password = \"leantime_db_root_password\", session_password")
+    });
+    assert!(err.contains("service `leantime` binds `database_password` to secret `leantime_db_root_password`"), "{err}");
+}

@@ -5,7 +5,7 @@ use super::*;
 impl<'a> Resolver<'a> {
     /// `[allow.RULE]` tables: the rule must exist and be one a system may waive, the names must
     /// exist, and the reason must say something.
-    pub(super) fn allows(&mut self, files: &'a [SystemFile], sys: &System) -> Vec<Allow> {
+    pub(super) fn allows(&mut self, files: &'a [SystemFile]) -> Vec<Allow> {
         let mut out = Vec::new();
         let explained = crate::check::explanations();
         for a in files.iter().flat_map(|f| &f.allows) {
@@ -40,10 +40,13 @@ impl<'a> Resolver<'a> {
                         .help("write a sentence a reviewer can check, e.g. \"the vendor image is only published as latest; mirrored by digest\""),
                 );
             }
+            // The names declared, not those resolved: a service or route that failed has its
+            // own error, and naming it here is not another one.
+            let declared = |names: Vec<&Sp<String>>| names.into_iter().map(|n| n.value.clone()).collect::<Vec<_>>();
             for (list, kind, known) in [
-                (&a.hosts, "host", sys.hosts.keys().cloned().collect::<Vec<_>>()),
-                (&a.services, "service", sys.services.keys().cloned().collect()),
-                (&a.routes, "route", sys.routes.iter().map(|r| r.hostname.clone()).collect()),
+                (&a.hosts, "host", declared(files.iter().flat_map(|f| &f.hosts).map(|h| &h.name).collect())),
+                (&a.services, "service", declared(files.iter().flat_map(|f| &f.services).map(|s| &s.name).collect())),
+                (&a.routes, "route", declared(files.iter().flat_map(|f| &f.routes).map(|r| &r.hostname).collect())),
             ] {
                 for n in list {
                     if !known.contains(&n.value) {

@@ -358,7 +358,7 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        sys.allows = self.allows(files, &sys);
+        sys.allows = self.allows(files);
         sys.backup = self.backup(files, &secrets, &sys);
         self.identity(&mut sys);
         sysdecl.name.as_ref()?;
