@@ -127,6 +127,10 @@ impl<'a> Resolver<'a> {
             return None;
         };
         let module = idp.module.as_ref()?;
+        // An unknown module is reported with the service itself.
+        if !inputs.modules.contains_key(&module.value) {
+            return None;
+        }
         let kind = match module.value.as_str() {
             AUTHENTIK => IdpKind::Authentik,
             KEYCLOAK => IdpKind::Keycloak,
@@ -264,12 +268,17 @@ impl<'a> Resolver<'a> {
                     .into_iter()
                     .map(|i| format!("https://{}{}", sys.routes[i].hostname, oidc.redirect_path.value))
                     .collect();
+                // Routes declared for it but dropped (their edge failed to resolve) have their own error.
+                let declared_route =
+                    inputs.files.iter().flat_map(|f| &f.routes).any(|r| r.service.as_ref().is_some_and(|s| s.value == app.name));
                 if redirect_uris.is_empty() {
-                    self.err(
-                        Diagnostic::error("E0060", format!("`{}` logs in through `{idp}` but has no route", app.name))
-                            .primary(login.span, "the provider redirects users back to the service's public route")
-                            .help(format!("add a route with `service = \"{}\"`", app.name)),
-                    );
+                    if !declared_route {
+                        self.err(
+                            Diagnostic::error("E0060", format!("`{}` logs in through `{idp}` but has no route", app.name))
+                                .primary(login.span, "the provider redirects users back to the service's public route")
+                                .help(format!("add a route with `service = \"{}\"`", app.name)),
+                        );
+                    }
                     continue;
                 }
                 // An unbound client-secret slot is reported with the service (`required_when`, or unbound).
@@ -302,12 +311,21 @@ impl<'a> Resolver<'a> {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
+                // A service on the same database that failed to resolve (a worker whose module name is
+                // misspelt too) has its own error.
+                let failed_worker = inputs
+                    .files
+                    .iter()
+                    .flat_map(|f| &f.services)
+                    .any(|d| !sys.services.contains_key(&d.name.value) && d.connects.iter().any(|c| database.contains(c.service())));
                 if workers.is_empty() {
-                    self.err(
+                    if !failed_worker {
+                        self.err(
                         Diagnostic::error("E0060", format!("no `{AUTHENTIK_WORKER}` applies the blueprint of `{idp}`"))
                             .primary(span, format!("needs objects in `{idp}`"))
                             .help(format!("authentik applies blueprints in its worker: add a service of module `{AUTHENTIK_WORKER}` connected to the same database as `{idp}`")),
                     );
+                    }
                     continue;
                 }
                 let bp = Blueprint { idp: idp.clone(), proxies, clients, sources: sources.into_iter().map(|(s, _)| s).collect() };

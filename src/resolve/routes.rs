@@ -46,7 +46,16 @@ impl<'a> Resolver<'a> {
     /// Whether a service is declared, though it may not have resolved (then its own error is
     /// reported, and nothing that refers to it adds another).
     pub(super) fn declared_service(&self, name: &str) -> bool {
-        self.inputs.files.iter().flat_map(|f| &f.services).any(|s| s.name.value == name)
+        let files = &self.inputs.files;
+        let services = || files.iter().flat_map(|f| &f.services);
+        let host = |h: &str| files.iter().flat_map(|f| &f.hosts).any(|x| x.name.value == h);
+        services().any(|s| s.name.value == name)
+            // `NAME-HOST`, a copy of a service meant for every host (`host = "*"`) that never
+            // came to be: its `host` names no host, with its own error.
+            || services().any(|s| {
+                !s.host.as_ref().is_some_and(|h| host(&h.value))
+                    && name.strip_prefix(s.name.value.as_str()).and_then(|r| r.strip_prefix('-')).is_some_and(host)
+            })
     }
 
     /// The edge that terminates a route or stream (`what`): the one `named`, else the system's
@@ -116,7 +125,7 @@ impl<'a> Resolver<'a> {
         for (hostname, r) in routes {
             let Some(svc_ref) = &r.service else { continue };
             let Some(svc) = services.get(&svc_ref.value) else {
-                if !self.inputs.files.iter().flat_map(|f| &f.services).any(|s| s.name.value == svc_ref.value) {
+                if !self.declared_service(&svc_ref.value) {
                     self.unknown("service", svc_ref, services.keys(), "services");
                 }
                 continue;

@@ -292,8 +292,13 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
+        let upstream_failed = connects_unresolved(p, all, &self.managed);
         for decl in &m.secrets {
-            let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value) || taken.contains_key(&decl.slot.value);
+            // A slot taken from a connected service (`same_secrets`) while one of them failed to
+            // resolve: that failure is the error, not this slot.
+            let awaited =
+                upstream_failed && m.requires.iter().any(|r| r.same_secrets.iter().any(|(mine, _)| mine.value == decl.slot.value));
+            let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value) || taken.contains_key(&decl.slot.value) || awaited;
             // `required_when = "requires.SLOT"`: the connection that needs this credential.
             if let Some(when) = &decl.required_when
                 && let RequiredWhen::Slot(req) = &when.value
