@@ -34,12 +34,11 @@ impl<'a> Resolver<'a> {
             };
             if !all.contains_key(svc_name) && self.managed.contains_key(svc_name) {
                 let slot = slot.or_else(|| managed_slot(m));
-                if let Some(d) = self.managed_dep(p, svc_name, slot, entry) {
-                    if let Some(r) = slot {
-                        filled.insert(r.slot.value.clone());
-                    }
-                    out.push(d);
+                // The slot is filled either way: a refused connection has said why.
+                if let Some(r) = slot {
+                    filled.insert(r.slot.value.clone());
                 }
+                out.extend(self.managed_dep(p, svc_name, slot, entry));
                 continue;
             }
             let Some(target) = all.get(svc_name) else {
@@ -393,12 +392,23 @@ impl Resolver<'_> {
             );
             return None;
         };
+        // A password secret that is not declared has its own error (`undefined-secret`): this
+        // service's stops it; another client's is no conflict with this one.
+        if !self.secret_declared(&secret.value) {
+            return None;
+        }
+        let undeclared: BTreeSet<String> =
+            self.managed[db].clients.iter().filter(|x| !self.secret_declared(&x.secret)).map(|x| x.secret.clone()).collect();
         // Only the sequential half writes here; the workers share the map once it is done.
         let clients = &mut std::sync::Arc::make_mut(&mut self.managed).get_mut(db).unwrap().clients;
         match clients.iter_mut().find(|x| x.database == database || x.role == role) {
             // One application's services (a web process and its worker) share its database
             // and role: the same names and the same password secret are one client.
-            Some(other) if other.database == database && other.role == role && other.secret == secret.value => {
+            Some(other)
+                if other.database == database
+                    && other.role == role
+                    && (other.secret == secret.value || undeclared.contains(&other.secret)) =>
+            {
                 other.shared_with.push(name.clone());
             }
             Some(other) => {

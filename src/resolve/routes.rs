@@ -43,6 +43,11 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// Whether `[secrets]` declares a secret of this name (else `undefined-secret` says so).
+    pub(super) fn secret_declared(&self, name: &str) -> bool {
+        self.inputs.files.iter().flat_map(|f| &f.secrets).any(|s| s.name.value == name)
+    }
+
     /// Whether a service is declared, though it may not have resolved (then its own error is
     /// reported, and nothing that refers to it adds another).
     pub(super) fn declared_service(&self, name: &str) -> bool {
