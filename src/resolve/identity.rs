@@ -313,14 +313,14 @@ impl<'a> Resolver<'a> {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
-                // A worker that failed to resolve, or a service on the same database that did (a
-                // worker whose module name is misspelt), has its own error.
-                let failed_worker = inputs.files.iter().flat_map(|f| &f.services).any(|d| {
-                    !sys.services.contains_key(&d.name.value)
-                        && (d.module.as_ref().is_some_and(|m| m.value == AUTHENTIK_WORKER)
-                            || d.connects.iter().any(|c| database.contains(c.service())))
-                });
                 if workers.is_empty() {
+                    // A worker that failed to resolve, or a service on the same database that did (a
+                    // worker whose module name is misspelt), has its own error.
+                    let failed_worker = inputs.files.iter().flat_map(|f| &f.services).any(|d| {
+                        !sys.services.contains_key(&d.name.value)
+                            && (d.module.as_ref().is_some_and(|m| m.value == AUTHENTIK_WORKER)
+                                || d.connects.iter().any(|c| database.contains(c.service())))
+                    });
                     if !failed_worker {
                         self.err(
                         Diagnostic::error("E0060", format!("no `{AUTHENTIK_WORKER}` applies the blueprint of `{idp}`"))
