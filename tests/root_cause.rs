@@ -1,6 +1,6 @@
 //! The root cause alone: in every example, each service's module name misspelt (and each
-//! `host`, the first secret each `secrets` table binds, each route's `service` and the first of
-//! each `connects`) is reported as that one error,
+//! `host`, the first secret each `secrets` table binds, each route's `service`, the first of
+//! each `connects` and the first option each `options` table sets) is reported as that one error,
 //! never followed by errors it caused in other services (a secret they would take from it, the
 //! routes of an edge that failed, an identity provider's clients, the worker applying its
 //! blueprint, an `[allow]` naming its route, the other client of a shared managed database).
@@ -87,4 +87,15 @@ fn a_misspelt_route_service_or_connection_is_the_only_error() {
         Some(format!("connects = [\"no-such-service\"{rest}"))
     };
     each_edit_is_its_only_error("`connects` lists", edit, "unknown service `no-such-service`");
+}
+
+#[test]
+fn a_misspelt_option_is_the_only_error() {
+    // `options = { NAME = …, … }`: the first NAME misspelt (a required one then goes missing).
+    let edit = |l: &str| {
+        let rest = l.strip_prefix("options = { ")?;
+        let (_, rest) = rest.split_once(" = ")?;
+        Some(format!("options = {{ no_such_option = {rest}"))
+    };
+    each_edit_is_its_only_error("`options` tables", edit, "has no option `no_such_option`");
 }

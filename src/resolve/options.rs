@@ -7,8 +7,10 @@ impl Resolver<'_> {
     /// Options typed against the module's declarations; unknown and missing ones reported.
     pub(super) fn options(&mut self, s: &ServiceDecl, m: &ModuleDecl) -> BTreeMap<String, J> {
         let mut out = BTreeMap::new();
+        let mut unknown = false;
         for (name, _) in &s.options {
             if !m.options.iter().any(|o| o.name.value == name.value) {
+                unknown = true;
                 let mut d = Diagnostic::error("E0021", format!("module `{}` has no option `{}`", m.name.value, name.value))
                     .primary(name.span, "unknown option");
                 d = match did_you_mean(&name.value, m.options.iter().map(|o| o.name.value.as_str())) {
@@ -22,6 +24,8 @@ impl Resolver<'_> {
             let given = s.options.iter().find(|(n, _)| n.value == o.name.value).map(|(_, v)| v);
             let value = match (given, &o.default) {
                 (Some(v), _) | (None, Some(v)) => self.option_value(o, v),
+                // An unknown option may be this one misspelt: its error is the root cause.
+                (None, None) if unknown => None,
                 (None, None) => {
                     let example = o.example.as_ref().map(Node::text).unwrap_or_else(|| "…".into());
                     self.err(
