@@ -188,3 +188,25 @@ fn both_edges_refuse_tls_1_2_when_the_minimum_is_1_3() {
     }
     assert!(up.seen.lock().unwrap().is_empty(), "nothing reached the upstream or the gate: {:?}", up.seen.lock().unwrap());
 }
+
+/// A route behind forward auth whose authenticator the edge cannot reach (no private network
+/// between their hosts) once built the route without the check: served to anyone. It is now
+/// refused, naming both hosts, and the build fails (nothing is served unchecked).
+#[test]
+fn a_route_whose_authenticator_the_edge_cannot_reach_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    common::copy_tree(&common::repo().join("tests/fixtures/edges/traefik"), &sys);
+    let toml = std::fs::read_to_string(sys.join("system.toml")).unwrap();
+    let gate = "[services.gate]\nmodule = \"gate\"\nhost = \"app\"\n";
+    assert!(toml.contains(gate), "the fixture's gate moved: update this test");
+    // The gate on a host of its own, on no network the edge is on.
+    let toml = toml.replace(gate, "[services.gate]\nmodule = \"gate\"\nhost = \"vault\"\n")
+        + "\n[hosts.vault]\nprovider = \"hetzner\"\nimage = \"debian-12\"\npublic = true\n";
+    std::fs::write(sys.join("system.toml"), toml).unwrap();
+    let out = common::run(common::kiln().arg("--modules").arg(common::repo().join("tests/fixtures/modules")).arg("check").arg(&sys));
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "built with routes the edge cannot check:\n{err}");
+    assert!(err.contains("error[E0032]: the edge on `edge` cannot reach `gate` on `vault`"), "{err}");
+    assert!(err.contains("could not authenticate requests"), "{err}");
+}

@@ -392,23 +392,17 @@ impl Resolver<'_> {
             );
             return None;
         };
-        // A password secret that is not declared has its own error (`undefined-secret`): this
-        // service's stops it; another client's is no conflict with this one.
+        // A password secret that is not declared has its own error (`undefined-secret`), which
+        // stops this service: it becomes no client, so no other client conflicts with it.
         if !self.secret_declared(&secret.value) {
             return None;
         }
-        let undeclared: BTreeSet<String> =
-            self.managed[db].clients.iter().filter(|x| !self.secret_declared(&x.secret)).map(|x| x.secret.clone()).collect();
         // Only the sequential half writes here; the workers share the map once it is done.
         let clients = &mut std::sync::Arc::make_mut(&mut self.managed).get_mut(db).unwrap().clients;
         match clients.iter_mut().find(|x| x.database == database || x.role == role) {
             // One application's services (a web process and its worker) share its database
             // and role: the same names and the same password secret are one client.
-            Some(other)
-                if other.database == database
-                    && other.role == role
-                    && (other.secret == secret.value || undeclared.contains(&other.secret)) =>
-            {
+            Some(other) if other.database == database && other.role == role && other.secret == secret.value => {
                 other.shared_with.push(name.clone());
             }
             Some(other) => {

@@ -25,6 +25,7 @@ mod certificates;
 mod connections;
 mod context;
 mod databases;
+mod declared;
 mod environment;
 mod hosts;
 mod identity;
@@ -58,6 +59,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         managed: Arc::default(),
         route_targets: Arc::default(),
         first_routes: Arc::default(),
+        declared: Arc::default(),
     };
     let sys = r.run();
     (sys, r.diags)
@@ -85,6 +87,8 @@ struct Resolver<'a> {
     /// Each routed service → its first route's hostname (wildcards aside), built once: the
     /// templates' `requires.SLOT.public_url` (the workers share it) and `route_help`.
     first_routes: Arc<BTreeMap<String, String>>,
+    /// What the files declare, by name ([`declared::Declared`]), built on first use.
+    declared: Arc<std::sync::OnceLock<declared::Declared>>,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -116,6 +120,7 @@ impl<'a> Resolver<'a> {
             managed: Arc::clone(&self.managed),
             route_targets: Arc::clone(&self.route_targets),
             first_routes: Arc::clone(&self.first_routes),
+            declared: Arc::clone(&self.declared),
         }
     }
 
@@ -367,6 +372,19 @@ impl<'a> Resolver<'a> {
             // Evaluation assumes a coherent model; the errors so far are the report.
             return Some(sys);
         }
+        // Without an error every declaration resolved: nothing is dropped silently (the lookups
+        // in `declared.rs` stay quiet about a failed declaration only because it said why).
+        debug_assert!(
+            files.iter().flat_map(|f| &f.services).all(|s| sys.services.contains_key(&s.name.value)),
+            "a service was dropped without an error"
+        );
+        debug_assert!(
+            {
+                let routed: BTreeSet<&str> = sys.routes.iter().map(|r| r.hostname.as_str()).collect();
+                files.iter().flat_map(|f| &f.routes).all(|r| routed.contains(r.hostname.value.as_str()))
+            },
+            "a route was dropped without an error"
+        );
         if let Err(d) = crate::eval::order::start_order(&mut sys) {
             self.err(*d);
         }

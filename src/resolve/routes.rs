@@ -30,8 +30,23 @@ impl<'a> Resolver<'a> {
             );
             return None;
         };
-        let ep = asvc.endpoint(&fa.endpoint.value)?;
-        let upstream = upstream_address(asvc, ep, edge, hosts)?;
+        // Never `None` without an error: the route would then be served without the check.
+        let Some(ep) = asvc.endpoint(&fa.endpoint.value) else {
+            self.err(
+                Diagnostic::error("E0044", format!("service `{}` cannot {what}", r.value))
+                    .primary(r.span, format!("module `{}` has no endpoint `{}` for forward auth", asvc.module, fa.endpoint.value))
+                    .help(format!("use a service of module `{modules}`")),
+            );
+            return None;
+        };
+        let Some(upstream) = upstream_address(asvc, ep, edge, hosts) else {
+            self.err(
+                Diagnostic::error("E0032", format!("the edge on `{}` cannot reach `{}` on `{}`", edge.host, asvc.name, asvc.host))
+                    .primary(r.span, format!("no private network between these hosts, so the edge could not {what}"))
+                    .help(super::connections::join_network_help(&edge.host, &asvc.host, hosts)),
+            );
+            return None;
+        };
         Some(ForwardAuth {
             service: asvc.name.clone(),
             endpoint: ep.name.clone(),
@@ -41,32 +56,6 @@ impl<'a> Resolver<'a> {
             copy_headers: fa.copy_headers.iter().map(|h| h.value.clone()).collect(),
             paths: fa.paths.iter().map(|h| h.value.clone()).collect(),
         })
-    }
-
-    /// Whether some route names a service that is not declared (reported as unknown): a check
-    /// that a service has a route says nothing more while one may have been meant for it.
-    pub(super) fn route_misnamed(&self) -> bool {
-        self.inputs.files.iter().flat_map(|f| &f.routes).filter_map(|r| r.service.as_ref()).any(|s| !self.declared_service(&s.value))
-    }
-
-    /// Whether `[secrets]` declares a secret of this name (else `undefined-secret` says so).
-    pub(super) fn secret_declared(&self, name: &str) -> bool {
-        self.inputs.files.iter().flat_map(|f| &f.secrets).any(|s| s.name.value == name)
-    }
-
-    /// Whether a service is declared, though it may not have resolved (then its own error is
-    /// reported, and nothing that refers to it adds another).
-    pub(super) fn declared_service(&self, name: &str) -> bool {
-        let files = &self.inputs.files;
-        let services = || files.iter().flat_map(|f| &f.services);
-        let host = |h: &str| files.iter().flat_map(|f| &f.hosts).any(|x| x.name.value == h);
-        services().any(|s| s.name.value == name)
-            // `NAME-HOST`, a copy of a service meant for every host (`host = "*"`) that never
-            // came to be: its `host` names no host, with its own error.
-            || services().any(|s| {
-                !s.host.as_ref().is_some_and(|h| host(&h.value))
-                    && name.strip_prefix(s.name.value.as_str()).and_then(|r| r.strip_prefix('-')).is_some_and(host)
-            })
     }
 
     /// The edge that terminates a route or stream (`what`): the one `named`, else the system's
