@@ -744,19 +744,21 @@ fn nextclouds_onlyoffice_app_is_pointed_at_the_document_server_with_its_jwt_secr
 /// from the ONLYOFFICE service, and bound to another secret it is refused at the binding.
 #[test]
 fn nextcloud_connected_to_onlyoffice_signs_with_its_jwt_secret() {
-    let bound = ", office_jwt_secret = \"onlyoffice_jwt_secret\" }";
+    // The example leaves the slot unbound: the secret is declared once, on the document server.
+    let unbound = ", oidc_client_secret = \"nextcloud_oidc_client_secret\" }";
     let tmp = tempfile::tempdir().unwrap();
     let sys = tmp.path().join("sys");
     copy_tree(&example(), &sys);
     let tools = read(&sys.join("tools.toml"));
-    assert!(tools.contains(bound));
-    std::fs::write(sys.join("tools.toml"), tools.replace(bound, " }")).unwrap();
+    assert!(tools.contains(unbound) && !tools.contains("office_jwt_secret = "), "the example binds the JWT slot: update this test");
     let model = &compiled(&sys).system;
     let secret = |svc: &str, slot: &str| model.services[svc].secrets.iter().find(|u| u.slot == slot).map(|u| u.secret.clone());
     assert_eq!(secret("nextcloud", "office_jwt_secret"), secret("onlyoffice", "jwt_secret"), "taken from the document server");
     assert!(secret("nextcloud", "office_jwt_secret").is_some());
 
-    let err = refused("tools.toml", |tools| tools.replace(bound, ", office_jwt_secret = \"nextcloud_db_password\" }"));
+    let err = refused("tools.toml", |tools| {
+        tools.replace(unbound, ", oidc_client_secret = \"nextcloud_oidc_client_secret\", office_jwt_secret = \"nextcloud_db_password\" }")
+    });
     assert!(
         err.contains(
             "error[E0025]: service `nextcloud` binds `office_jwt_secret` to secret `nextcloud_db_password`, but `onlyoffice` holds it as"
