@@ -8,6 +8,12 @@ impl<'a> Resolver<'a> {
     pub(super) fn allows(&mut self, files: &'a [SystemFile]) -> Vec<Allow> {
         let mut out = Vec::new();
         let explained = crate::check::explanations();
+        // The names declared, not those resolved: a service or route that failed has its own
+        // error, and naming it here is not another one.
+        let names = |v: Vec<&Sp<String>>| v.into_iter().map(|n| n.value.clone()).collect::<Vec<_>>();
+        let hosts = names(files.iter().flat_map(|f| &f.hosts).map(|h| &h.name).collect());
+        let services = names(files.iter().flat_map(|f| &f.services).map(|s| &s.name).collect());
+        let routes = names(files.iter().flat_map(|f| &f.routes).map(|r| &r.hostname).collect());
         for a in files.iter().flat_map(|f| &f.allows) {
             match explained.iter().find(|e| e.id == a.rule.value) {
                 None => {
@@ -40,14 +46,7 @@ impl<'a> Resolver<'a> {
                         .help("write a sentence a reviewer can check, e.g. \"the vendor image is only published as latest; mirrored by digest\""),
                 );
             }
-            // The names declared, not those resolved: a service or route that failed has its
-            // own error, and naming it here is not another one.
-            let declared = |names: Vec<&Sp<String>>| names.into_iter().map(|n| n.value.clone()).collect::<Vec<_>>();
-            for (list, kind, known) in [
-                (&a.hosts, "host", declared(files.iter().flat_map(|f| &f.hosts).map(|h| &h.name).collect())),
-                (&a.services, "service", declared(files.iter().flat_map(|f| &f.services).map(|s| &s.name).collect())),
-                (&a.routes, "route", declared(files.iter().flat_map(|f| &f.routes).map(|r| &r.hostname).collect())),
-            ] {
+            for (list, kind, known) in [(&a.hosts, "host", &hosts), (&a.services, "service", &services), (&a.routes, "route", &routes)] {
                 for n in list {
                     if !known.contains(&n.value) {
                         self.unknown(kind, n, known.iter(), &format!("{kind}s"));

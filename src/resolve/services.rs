@@ -241,7 +241,7 @@ impl<'a> Resolver<'a> {
         let s = p.decl;
         let errors_before = self.errors();
         let deps = self.deps(p, all, hosts);
-        let taken = self.same_secrets(p, all, &deps, secrets);
+        let taken = self.same_secrets(p, all, &deps);
         // `instead_of_docker_socket`: the proxy must speak for this host's Docker.
         for r in m.requires.iter().filter(|r| r.instead_of_docker_socket.is_some()) {
             for d in deps.iter().filter(|d| d.slot.as_deref() == Some(r.slot.value.as_str()) && !d.same_host) {

@@ -12,7 +12,6 @@ impl<'a> Resolver<'a> {
         p: &Partial<'a>,
         all: &BTreeMap<String, Partial<'a>>,
         deps: &[Dependency],
-        secrets: &BTreeMap<String, &'a SecretDecl>,
     ) -> BTreeMap<String, String> {
         let mut taken = BTreeMap::new();
         for r in p.module.decl.requires.iter().filter(|r| !r.same_secrets.is_empty()) {
@@ -59,7 +58,7 @@ impl<'a> Resolver<'a> {
                             taken.insert(mine.value.clone(), held.value.clone());
                         }
                         // A secret that is not declared has its own error (`undefined-secret`).
-                        Some((_, bound)) if !secrets.contains_key(&bound.value) || !secrets.contains_key(&held.value) => {}
+                        Some((_, bound)) if !self.secret_declared(&bound.value) || !self.secret_declared(&held.value) => {}
                         Some((_, bound)) if bound.value != held.value => self.err(
                             Diagnostic::error(
                                 "E0025",
