@@ -85,7 +85,9 @@ fn a_host_boots_clean_in_a_vm() {
         .arg("web")
         .arg(&sys)
         .arg("--keep")
-        .arg("--json"));
+        .arg("--json")
+        .arg("--state")
+        .arg(tmp.path().join("state")));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
     eprintln!("boot: cloud-init finished after {:.1} s", report["boot_seconds"].as_f64().unwrap());
     let machine = vm::Machine::from_report(&report);
@@ -144,6 +146,8 @@ fn a_host_boots_clean_in_a_vm() {
     let sshd = ssh(&key, port, "sudo sshd -T");
     assert!(sshd.lines().any(|l| l == "passwordauthentication no"), "{sshd}");
     assert!(sshd.lines().any(|l| l == "permitrootlogin no"));
+    // fail2ban runs and starts at boot (`enable_now`: enabled by its package, started by kiln)
+    assert_eq!(ssh(&key, port, "systemctl is-enabled fail2ban; systemctl is-active fail2ban").trim(), "enabled\nactive");
 
     let https = report["ports"]["https"].as_u64().unwrap();
     let page = Command::new("curl")
@@ -153,12 +157,23 @@ fn a_host_boots_clean_in_a_vm() {
         .unwrap();
     assert!(text(&page.stdout).contains("hello from kiln"), "the route answers: {}", text(&page.stdout));
 
+    // the machine left running is recorded for `kiln boot --down`
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(report["state"].as_str().expect("a kept machine's state file")).unwrap()).unwrap();
+    assert_eq!(state["machines"][0]["pid"], report["pid"], "{state}");
+    assert_eq!(state["workdir"].as_str(), workdir.to_str());
+
     // power off, then read the verdict from the disk itself
     machine.off();
     let files = kiln::boot::read_from_disk(&workdir, &workdir.join("overlay.qcow2"), &["/var/lib/kiln/closure"]).unwrap();
     assert_eq!(files[0].trim(), closure);
-    drop(machine);
+    // `kiln boot --down` forgets it and removes its work directory
+    let down = run(kiln().arg("--modules").arg(&modules).arg("boot").arg("--down").arg(&sys).arg("--state").arg(tmp.path().join("state")));
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(text(&down.stdout).contains("boot-web/web: not running"), "{}", text(&down.stdout));
     assert!(!workdir.exists());
+    assert!(!std::path::Path::new(report["state"].as_str().unwrap()).exists());
+    drop(machine);
 }
 
 /// Without `--keep`: the work directory never holds a secret outside the machine's disk

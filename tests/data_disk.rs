@@ -44,7 +44,8 @@ fn boot(sys: &Path, disk: &Path) -> (Machine, Value) {
         .arg(sys)
         .arg("--data-disk")
         .arg(disk)
-        .args(["--keep", "--json", "--timeout", "600"]));
+        .args(["--keep", "--json", "--timeout", "600", "--state"])
+        .arg(disk.with_extension("state")));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
     let machine = Machine::from_report(&report);
     eprintln!("boot: cloud-init finished after {:.1} s", report["boot_seconds"].as_f64().unwrap());

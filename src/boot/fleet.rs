@@ -7,7 +7,8 @@
 //! closure marker and the containers' states, also for machines kept running.
 //!
 //! `--keep` leaves the machines running and records them in a state file (0600, in a 0700
-//! directory); [`down`] powers them off and removes their work directory.
+//! directory), as [`keep_one`] records a single host's `kiln boot HOST --keep`; [`down`] powers
+//! them off and removes their work directory.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -239,7 +240,7 @@ pub fn boot_fleet(hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions) -> Resu
     if opts.keep && !kept.is_empty() {
         let workdir = work.keep();
         let state = State { system: opts.system.clone(), workdir: workdir.clone(), machines: std::mem::take(&mut kept) };
-        let file = write_state(&opts.state_dir, &state)?;
+        let file = write_state(&opts.state_dir, &state_file(&opts.state_dir, &state.system), &state)?;
         report.workdir = Some(workdir);
         report.state = Some(file);
     }
@@ -247,17 +248,35 @@ pub fn boot_fleet(hosts: &[FleetHost], plan: &Plan, opts: &FleetOptions) -> Resu
     Ok(report)
 }
 
+/// The state file of a fleet of `system` kept running.
 fn state_file(dir: &Path, system: &str) -> PathBuf {
     dir.join(format!("{system}.json"))
 }
 
-fn write_state(dir: &Path, state: &State) -> Result<PathBuf, String> {
+/// The state file of one host of `system` booted alone and kept running (`kiln boot HOST
+/// --keep`): beside its fleet's, so that the fleet and the lone machine never overwrite each
+/// other's record. A system's name has no `+` (a name is letters, digits, `-` and `_`).
+fn host_state_file(dir: &Path, system: &str, host: &str) -> PathBuf {
+    dir.join(format!("{system}+{host}.json"))
+}
+
+/// `kiln boot HOST --keep`: records the machine left running (its qemu `pid` and QMP socket,
+/// its work directory) for [`down`], as a kept fleet is recorded. Returns the state file.
+pub fn keep_one(state_dir: &Path, system: &str, host: &str, workdir: &Path, pid: u32, qmp: &Path) -> Result<PathBuf, String> {
+    let state = State {
+        system: system.to_string(),
+        workdir: workdir.to_path_buf(),
+        machines: vec![KeptMachine { host: host.to_string(), pid, qmp: qmp.to_path_buf() }],
+    };
+    write_state(state_dir, &host_state_file(state_dir, system, host), &state)
+}
+
+fn write_state(dir: &Path, file: &Path, state: &State) -> Result<PathBuf, String> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let file = state_file(dir, &state.system);
     if file.exists() {
-        // A fleet of the same system kept earlier: recorded machines must not be forgotten.
-        let old: Option<State> = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        // Machines of the same system (or host) kept earlier: recorded machines must not be forgotten.
+        let old: Option<State> = std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok());
         if old.is_some_and(|o| o.machines.iter().any(|m| alive(m.pid, &m.host))) {
             return Err(format!(
                 "{} still records running machines of `{}`; the new ones run on: stop them with QMP or `kiln boot --down` first next time",
@@ -265,10 +284,10 @@ fn write_state(dir: &Path, state: &State) -> Result<PathBuf, String> {
                 state.system
             ));
         }
-        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(file);
     }
-    write_private(&file, serde_json::to_string_pretty(state).expect("serialises").as_bytes())?;
-    Ok(file)
+    write_private(file, serde_json::to_string_pretty(state).expect("serialises").as_bytes())?;
+    Ok(file.to_path_buf())
 }
 
 /// Whether `pid` is still the qemu kiln started for `host` (not a reused pid, not a zombie).
@@ -283,18 +302,20 @@ fn alive(pid: u32, host: &str) -> bool {
 /// recorded system), waits for each to stop (killing one that does not in 90 s), removes their
 /// work directory and the state file. Returns what it stopped, one line each.
 pub fn down(state_dir: &Path, system: Option<&str>) -> Result<Vec<String>, String> {
-    let files: Vec<PathBuf> = match system {
-        Some(s) => vec![state_file(state_dir, s)].into_iter().filter(|f| f.is_file()).collect(),
-        None => match std::fs::read_dir(state_dir) {
-            Ok(rd) => {
-                let mut v: Vec<PathBuf> =
-                    rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
-                v.sort();
-                v
-            }
-            Err(_) => Vec::new(),
-        },
+    // The fleet's file and those of its hosts kept alone (`SYSTEM.json`, `SYSTEM+HOST.json`).
+    let of_system = |p: &Path| {
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        system.is_none_or(|s| stem == s || stem.strip_prefix(s).is_some_and(|rest| rest.starts_with('+')))
     };
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(state_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file() && of_system(p))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
     let mut out = Vec::new();
     for file in files {
         let state: State = serde_json::from_slice(&std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?)
@@ -623,11 +644,37 @@ mod tests {
             workdir: work.clone(),
             machines: vec![KeptMachine { host: "h".into(), pid: std::process::id(), qmp: dir.path().join("none.sock") }],
         };
-        let file = write_state(&dir.path().join("state"), &state).unwrap();
+        let file = write_state(&dir.path().join("state"), &state_file(&dir.path().join("state"), "s"), &state).unwrap();
         assert_eq!(std::fs::metadata(dir.path().join("state")).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         // this test process is not a qemu named kiln-boot-h: never signalled
         assert_eq!(down(&dir.path().join("state"), Some("s")).unwrap(), ["s/h: not running"]);
         assert!(!file.exists() && !work.exists());
+    }
+
+    /// A host booted alone with `--keep` is recorded beside its system's fleet (neither
+    /// overwrites the other), and `--down` of that system stops both; another system's are left.
+    #[test]
+    fn down_also_stops_a_host_kept_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let work = || tempfile::Builder::new().prefix("kiln-boot-").tempdir().unwrap().keep();
+        let (fleet_work, alone_work, other_work) = (work(), work(), work());
+        let pid = std::process::id();
+        let fleet = State {
+            system: "s".into(),
+            workdir: fleet_work.clone(),
+            machines: vec![KeptMachine { host: "a".into(), pid, qmp: dir.path().join("a.sock") }],
+        };
+        write_state(&state, &state_file(&state, "s"), &fleet).unwrap();
+        let alone = keep_one(&state, "s", "b", &alone_work, pid, &dir.path().join("b.sock")).unwrap();
+        assert_eq!(alone, state.join("s+b.json"));
+        assert_eq!(std::fs::metadata(&alone).unwrap().permissions().mode() & 0o777, 0o600);
+        let other = keep_one(&state, "s-2", "b", &other_work, pid, &dir.path().join("c.sock")).unwrap();
+        assert_eq!(down(&state, Some("s")).unwrap(), ["s/b: not running", "s/a: not running"]);
+        assert!(!fleet_work.exists() && !alone_work.exists() && !alone.exists());
+        assert!(other.exists() && other_work.exists(), "another system's machine stays recorded");
+        assert_eq!(down(&state, None).unwrap(), ["s-2/b: not running"]);
+        assert!(!other.exists() && !other_work.exists());
     }
 }

@@ -42,7 +42,7 @@ pub mod net;
 mod seed;
 pub mod stand_in;
 
-pub use fleet::{Container, FleetHost, FleetOptions, FleetReport, HostReport, boot_fleet, down, lan_port};
+pub use fleet::{Container, FleetHost, FleetOptions, FleetReport, HostReport, boot_fleet, down, keep_one, lan_port};
 pub use seed::{repo_serve, seed_serve};
 
 /// The guest-side address of the seed server (slirp's guestfwd).
@@ -122,6 +122,9 @@ pub struct BootReport {
     /// With `--keep`: the qemu process and its QMP socket.
     pub pid: Option<u32>,
     pub qmp: Option<PathBuf>,
+    /// With `--keep`: the file recording the machine for `kiln boot --down`
+    /// ([`keep_one`]; written by the command line, which knows where).
+    pub state: Option<PathBuf>,
     /// The data disk attached as the host's volume, and whether this boot created it.
     pub data_disk: Option<PathBuf>,
     pub data_disk_created: bool,
@@ -468,6 +471,7 @@ fn run_machine(
         workdir: None,
         pid: None,
         qmp: None,
+        state: None,
         data_disk: opts.data_disk.clone(),
         data_disk_created: data.is_some_and(|(_, created)| created),
         crashes,

@@ -188,11 +188,11 @@ pub(crate) enum Command {
         /// a stand-in for each managed PostgreSQL on them.
         #[arg(long, value_delimiter = ',', value_name = "HOST,...", conflicts_with = "down")]
         hosts: Vec<String>,
-        /// Power off the machines `--all`/`--hosts` with `--keep` left running (those of PATH's
-        /// system, or all of them) and remove their work directories.
+        /// Power off the machines `--keep` left running (those of PATH's system, or all of
+        /// them) and remove their work directories.
         #[arg(long)]
         down: bool,
-        /// Where `--keep` records the machines of a fleet for `--down` (default:
+        /// Where `--keep` records the machines left running for `--down` (default:
         /// $XDG_RUNTIME_DIR/kiln-boot, else ~/.cache/kiln/boot).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,

@@ -100,8 +100,13 @@ pub fn run() -> ExitCode {
                         };
                         return boot::fleet(c, &path, &opts, f, json);
                     }
-                    let machine =
-                        boot::Machine { memory, lab_images: lab_images.clone(), data_disk: data_disk.clone(), apt_repo: apt_repo.clone() };
+                    let machine = boot::Machine {
+                        memory,
+                        lab_images: lab_images.clone(),
+                        data_disk: data_disk.clone(),
+                        apt_repo: apt_repo.clone(),
+                        state: state.clone(),
+                    };
                     boot::boot(
                         c,
                         &path,

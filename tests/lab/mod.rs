@@ -237,6 +237,8 @@ pub fn boot(sys: &Path, host: &str, key: &Path, admin: &str, images: &Path, data
     if let Some(d) = data_disk {
         cmd.arg("--data-disk").arg(d);
     }
+    // the record of the kept machine stays with the test, beside its system
+    cmd.arg("--state").arg(sys.with_extension("state"));
     let slot = Slot::take();
     let started = std::time::Instant::now();
     let out = run(&mut cmd);

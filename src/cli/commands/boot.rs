@@ -18,6 +18,8 @@ pub(crate) struct Machine {
     pub(crate) data_disk: Option<PathBuf>,
     pub(crate) lab_images: Option<PathBuf>,
     pub(crate) apt_repo: Option<PathBuf>,
+    /// Where `--keep` records the machine for `kiln boot --down`.
+    pub(crate) state: PathBuf,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -33,7 +35,7 @@ pub(crate) fn boot(
     machine: Machine,
     json: bool,
 ) -> ExitCode {
-    let Machine { memory, data_disk, lab_images, apt_repo } = machine;
+    let Machine { memory, data_disk, lab_images, apt_repo, state } = machine;
     let Some(ha) = c.hosts.get(host) else {
         let hint =
             diag::did_you_mean(host, c.hosts.keys().map(String::as_str)).map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default();
@@ -73,7 +75,16 @@ pub(crate) fn boot(
     }
     match kiln::boot::boot(host, &ha.closure, &user_data, &opts) {
         Err(e) => io_error(&e),
-        Ok(r) => {
+        Ok(mut r) => {
+            // A machine left running is recorded, so that `kiln boot --down` stops it as it
+            // stops a kept fleet.
+            let mut unrecorded = None;
+            if let (Some(pid), Some(qmp), Some(work)) = (r.pid, r.qmp.as_ref(), r.workdir.as_ref()) {
+                match kiln::boot::keep_one(&state, &c.system.name, host, work, pid, qmp) {
+                    Ok(file) => r.state = Some(file),
+                    Err(e) => unrecorded = Some(e),
+                }
+            }
             let clean = r.datasource.as_deref().is_some_and(|d| d.starts_with("DataSourceNoCloud"))
                 && r.warnings.is_empty()
                 && r.result_errors.as_ref().is_none_or(|e| e.is_empty())
@@ -100,6 +111,12 @@ https: 127.0.0.1:{}",
                 if let Some(q) = &r.qmp {
                     println!("running (pid {}); power off: QMP system_powerdown on {}", r.pid.unwrap_or(0), q.display());
                 }
+                if r.state.is_some() {
+                    println!("kept running; stop with: kiln boot --down {}", path.display());
+                }
+            }
+            if let Some(e) = unrecorded {
+                eprintln!("warning: the machine runs on but is not recorded for `kiln boot --down`: {e}");
             }
             if clean { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
