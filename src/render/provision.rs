@@ -38,7 +38,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     super::private_bind::provision(&mut o, &services);
     firewall(&mut o, host, containers);
     if containers {
-        o.push_str("\n# Docker engine.\nsystemctl enable --now docker >/dev/null\n");
+        o.push_str("\n# Docker engine.\nenable_now docker\n");
     }
     secrets(&mut o, sys, host, &services);
     files(&mut o, &services, payload);
@@ -247,7 +247,7 @@ fn fail2ban(o: &mut String, host: &Host, http: Option<BanEdge>) {
     }
     let _ = writeln!(
         o,
-        "if put_text /etc/fail2ban/jail.d/kiln.local 0644 root:root {}; then\n\tsystemctl restart fail2ban\nfi\nsystemctl enable --now fail2ban >/dev/null",
+        "if put_text /etc/fail2ban/jail.d/kiln.local 0644 root:root {}; then\n\tsystemctl restart fail2ban\nfi\nenable_now fail2ban",
         sh(&conf)
     );
 }
