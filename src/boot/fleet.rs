@@ -317,9 +317,17 @@ pub fn down(state_dir: &Path, system: Option<&str>) -> Result<Vec<String>, Strin
     };
     files.sort();
     let mut out = Vec::new();
+    // A record that cannot be read holds back no other: the rest are stopped, then it is named.
+    let mut unreadable = Vec::new();
     for file in files {
-        let state: State = serde_json::from_slice(&std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let read = std::fs::read(&file).map_err(|e| e.to_string());
+        let state: State = match read.and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+            Ok(s) => s,
+            Err(e) => {
+                unreadable.push(format!("{}: {e}", file.display()));
+                continue;
+            }
+        };
         for m in &state.machines {
             if !alive(m.pid, &m.host) {
                 out.push(format!("{}/{}: not running", state.system, m.host));
@@ -340,9 +348,15 @@ pub fn down(state_dir: &Path, system: Option<&str>) -> Result<Vec<String>, Strin
         if state.workdir.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kiln-boot-")) {
             let _ = std::fs::remove_dir_all(&state.workdir);
         }
-        std::fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        if let Err(e) = std::fs::remove_file(&file) {
+            unreadable.push(format!("{}: {e}", file.display()));
+        }
     }
-    Ok(out)
+    if unreadable.is_empty() {
+        return Ok(out);
+    }
+    let done = if out.is_empty() { String::new() } else { format!("; done before that: {}", out.join(", ")) };
+    Err(format!("could not handle the record of kept machines {} (left in place){done}", unreadable.join("; ")))
 }
 
 /// The qemu arguments of one VM's NICs.
@@ -676,5 +690,13 @@ mod tests {
         assert!(other.exists() && other_work.exists(), "another system's machine stays recorded");
         assert_eq!(down(&state, None).unwrap(), ["s-2/b: not running"]);
         assert!(!other.exists() && !other_work.exists());
+
+        // a record that cannot be read is named, and holds back none of the others
+        let fleet_work = work();
+        std::fs::write(state.join("s+a.json"), "{not json").unwrap();
+        write_state(&state, &state_file(&state, "s"), &State { workdir: fleet_work.clone(), ..fleet }).unwrap();
+        let err = down(&state, Some("s")).unwrap_err();
+        assert!(err.contains("s+a.json") && err.contains("done before that: s/a: not running"), "{err}");
+        assert!(!fleet_work.exists() && !state.join("s.json").exists() && state.join("s+a.json").exists());
     }
 }

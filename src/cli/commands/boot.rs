@@ -111,8 +111,8 @@ https: 127.0.0.1:{}",
                 if let Some(q) = &r.qmp {
                     println!("running (pid {}); power off: QMP system_powerdown on {}", r.pid.unwrap_or(0), q.display());
                 }
-                if r.state.is_some() {
-                    println!("kept running; stop with: kiln boot --down {}", path.display());
+                if let Some(s) = &r.state {
+                    println!("kept running; stop with: kiln boot --down {} (state: {})", path.display(), s.display());
                 }
             }
             if let Some(e) = unrecorded {
