@@ -19,7 +19,7 @@ fn the_public_host_on_the_network_is_the_private_hosts_gateway() {
     let gw = read(&edge);
     assert!(gw.contains("net.ipv4.ip_forward = 1"), "no forwarding on the gateway");
     assert!(gw.contains("POSTROUTING -s 10.0.0.0/24 -o @IF@ -j MASQUERADE"), "no masquerade for the network");
-    assert!(gw.contains("ufw route allow out on \"$pub_if\" from 10.0.0.0/24"), "ufw does not forward from the network");
+    assert!(gw.contains("\"$@\" route allow out on \"$pub_if\" from 10.0.0.0/24"), "ufw does not forward from the network");
     oracle("sh", &edge).unwrap();
 
     // a private host: its default route through the network's gateway, before any package,

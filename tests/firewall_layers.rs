@@ -118,12 +118,12 @@ fn only_container_ports_take_route_rules() {
     let p = read(&provision);
     let rules = |verb: &str, port: u16| p.lines().filter(|l| l.contains(verb) && l.contains(&format!(" to any port {port} "))).count();
     for (port, what) in [(80, "caddy"), (443, "caddy"), (2020, "caddy's metrics"), (9100, "node-exporter")] {
-        assert!(rules("ufw allow ", port) > 0, "{what}: the input rule for {port}");
-        assert_eq!(rules("ufw route allow ", port), 0, "{what} is native: no route rule for {port}");
+        assert!(rules("\"$@\" allow ", port) > 0, "{what}: the input rule for {port}");
+        assert_eq!(rules("\"$@\" route allow ", port), 0, "{what} is native: no route rule for {port}");
     }
-    assert_eq!((rules("ufw allow ", 12345), rules("ufw route allow ", 12345)), (1, 1), "alloy's container: both rules");
+    assert_eq!((rules("\"$@\" allow ", 12345), rules("\"$@\" route allow ", 12345)), (1, 1), "alloy's container: both rules");
     let app = read(&r.join("hosts/app/provision.sh"));
-    assert!(app.contains("ufw route allow proto tcp from 10.0.0.2/32 to any port 3000 "), "the app's container port is forwarded");
+    assert!(app.contains("\"$@\" route allow proto tcp from 10.0.0.2/32 to any port 3000 "), "the app's container port is forwarded");
     let model: serde_json::Value = serde_json::from_slice(&std::fs::read(r.join("model.json")).unwrap()).unwrap();
     let forwarded = |host: &str, port: u64| {
         model["firewall"].as_array().unwrap().iter().find(|f| f["host"] == host && f["port"] == port).map(|f| f["forwarded"].clone())

@@ -100,9 +100,12 @@ fn a_second_instance_gets_its_own_host_port_and_its_client_follows() {
     let provision = result.join("hosts/cache/provision.sh");
     oracle("sh", &provision).unwrap();
     let p = read(&provision);
-    assert!(p.contains("ufw allow proto tcp from 10.0.0.3/32 to any port 6380 comment 'exp-b on app connects to valkey-b'"), "{p}");
+    assert!(p.contains("\"$@\" allow proto tcp from 10.0.0.3/32 to any port 6380 comment 'exp-b on app connects to valkey-b'"), "{p}");
     // forwarded packets are matched after Docker's DNAT, on the container's port
-    assert!(p.contains("ufw route allow proto tcp from 10.0.0.3/32 to any port 6379 comment 'exp-b on app connects to valkey-b'"), "{p}");
+    assert!(
+        p.contains("\"$@\" route allow proto tcp from 10.0.0.3/32 to any port 6379 comment 'exp-b on app connects to valkey-b'"),
+        "{p}"
+    );
 
     // Pinning the assigned port changes nothing but the note.
     let pinned = system(&tmp.path().join("pinned"), "", "ports = { valkey = 6380 }");

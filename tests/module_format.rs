@@ -43,11 +43,11 @@ fn a_host_port_is_published_opened_and_dialled_from_other_hosts_while_the_bridge
     // the container's ports.
     let prov = read(&out.join("hosts/app/provision.sh"));
     for (verb, port) in [("allow", 9080), ("route allow", 8080), ("allow", 9181), ("route allow", 8081)] {
-        let line = format!("ufw {verb} proto tcp from 10.0.0.2/32 to any port {port} ");
+        let line = format!("\"$@\" {verb} proto tcp from 10.0.0.2/32 to any port {port} ");
         assert!(prov.contains(&line), "missing `{line}` in the provisioner");
     }
     assert!(!prov.contains("to any port 8080 comment") || prov.contains("route allow proto tcp from 10.0.0.2/32 to any port 8080"));
-    assert!(!prov.contains("ufw allow proto tcp from 10.0.0.2/32 to any port 8080"), "INPUT rules name the host port");
+    assert!(!prov.contains("\"$@\" allow proto tcp from 10.0.0.2/32 to any port 8080"), "INPUT rules name the host port");
 
     let show = run(kiln().args(["--modules"]).arg(fixture().join("modules")).args(["show", "--json"]).arg(fixture().join("system")));
     assert!(show.status.success(), "{}", text(&show.stderr));

@@ -36,7 +36,7 @@ fn a_runner_reaches_the_forge_through_its_public_route() {
     let provision = result.join("hosts/forge/provision.sh");
     oracle("sh", &provision).unwrap();
     let p = read(&provision);
-    let opened: Vec<&str> = p.lines().filter(|l| l.trim_start().starts_with("ufw allow")).collect();
+    let opened: Vec<&str> = p.lines().filter(|l| l.trim_start().starts_with("set -- \"$@\" allow")).collect();
     assert_eq!(opened.len(), 2, "{opened:#?}");
     assert!(opened.iter().any(|l| l.contains("from 10.0.0.2/32 to any port 80 comment 'route git.example.com from edge'")), "{opened:#?}");
     assert!(!p.contains("203.0.113.10") && !p.contains("runner"), "{p}");

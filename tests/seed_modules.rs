@@ -176,7 +176,7 @@ fn five_vps_data_tier_exporters_are_scraped() {
         assert!(env.iter().all(|k| !k.ends_with("PASSWORD")), "{service}: no password in the environment: {env:?}");
         let fw = read(&out.join("hosts").join(host).join("provision.sh"));
         assert!(
-            fw.contains(&format!("ufw allow proto tcp from 10.0.0.6/32 to any port {port} ")),
+            fw.contains(&format!("\"$@\" allow proto tcp from 10.0.0.6/32 to any port {port} ")),
             "{service}: port {port} open to Prometheus only"
         );
     }

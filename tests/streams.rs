@@ -160,12 +160,13 @@ fn terraform_plans_the_streams_firewall_and_dns_record() {
     assert!(planned_rules(&plan, "app").is_empty(), "{:?}", planned_rules(&plan, "app"));
     // ufw on the edge: the stream's port from its sources only, for the host and for Docker's DNAT
     let provision = std::fs::read_to_string(result.join("hosts/edge/provision.sh")).unwrap();
-    let lines: Vec<&str> = provision.lines().map(str::trim).filter(|l| l.starts_with("ufw ") && l.contains("port 5433 ")).collect();
+    let lines: Vec<&str> =
+        provision.lines().map(str::trim).filter(|l| l.starts_with("set -- \"$@\" ") && l.contains("port 5433 ")).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines.iter().all(|l| l.contains("from 198.51.100.0/24 to any port 5433")), "{lines:?}");
     // the upstream on `app`: only from the edge's private address
     let app = std::fs::read_to_string(result.join("hosts/app/provision.sh")).unwrap();
-    let lines: Vec<&str> = app.lines().map(str::trim).filter(|l| l.starts_with("ufw ") && l.contains("port 5432 ")).collect();
+    let lines: Vec<&str> = app.lines().map(str::trim).filter(|l| l.starts_with("set -- \"$@\" ") && l.contains("port 5432 ")).collect();
     assert!(!lines.is_empty() && lines.iter().all(|l| l.contains("from 10.0.0.2/32")), "{lines:?}");
     // `db.example.com` (the stream's own name) points at the edge
     let record = plan["resource_changes"]

@@ -92,7 +92,12 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 
 fn ufw_lines(provision: &Path) -> Vec<String> {
     oracle("sh", provision).unwrap();
-    read(provision).lines().map(str::trim).filter(|l| l.starts_with("ufw allow") || l.starts_with("ufw route")).map(String::from).collect()
+    read(provision)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("set -- \"$@\" allow") || l.starts_with("set -- \"$@\" route"))
+        .map(String::from)
+        .collect()
 }
 
 /// The Compose file with the root-only env files it names (written by the provisioner on the
@@ -178,8 +183,8 @@ fn across_hosts_the_collector_host_opens_its_otlp_port_to_the_edge_only() {
     assert_eq!(
         jaeger,
         vec![
-            "ufw allow proto tcp from 10.0.0.2/32 to any port 4318 comment 'traefik on edge connects to jaeger' >/dev/null",
-            "ufw route allow proto tcp from 10.0.0.2/32 to any port 4318 comment 'traefik on edge connects to jaeger' >/dev/null",
+            "set -- \"$@\" allow proto tcp from 10.0.0.2/32 to any port 4318 comment 'traefik on edge connects to jaeger' ';'",
+            "set -- \"$@\" route allow proto tcp from 10.0.0.2/32 to any port 4318 comment 'traefik on edge connects to jaeger' ';'",
         ],
         "{opened:#?}"
     );

@@ -90,7 +90,8 @@ pub fn ufw_route_rules(host: &Host) -> Vec<String> {
         .iter()
         .map(|(n, c)| {
             format!(
-                "ufw route allow out on \"$pub_if\" from {} comment {} >/dev/null",
+                "{} route allow out on \"$pub_if\" from {} comment {} ';'",
+                super::provision::UFW_ADD,
                 sh(&c.to_string()),
                 sh(&format!("NAT for network {n}"))
             )

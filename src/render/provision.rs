@@ -267,8 +267,11 @@ fn fail2ban(o: &mut String, host: &Host, http: Option<BanEdge>) {
     );
 }
 
-/// One ufw command per rule; several sources become a loop.
-fn ufw_command(r: &FirewallRule, route: bool) -> String {
+/// One rule's ufw command, added to the firewall step's batch (`set -- "$@" ... ';'`, run by
+/// `ufw_batch`). Several sources become a loop over one of the step's source lists
+/// (`$sources_N`, numbered from 1 in `lists`): the Cloudflare edge ranges, say, are written once
+/// for all the ports they reach.
+fn ufw_command(r: &FirewallRule, route: bool, lists: &[Vec<String>]) -> String {
     let verb = if route { "route allow" } else { "allow" };
     // ufw refuses quotes in comments: keep a plain subset of the reason.
     let comment: String = r.reason.chars().filter(|c| c.is_ascii_alphanumeric() || " ._:/()=+@,;-".contains(*c)).take(200).collect();
@@ -277,17 +280,32 @@ fn ufw_command(r: &FirewallRule, route: bool) -> String {
     // Forwarded (Docker) traffic is matched after DNAT, on the container's port.
     let port = if route { r.forwarded_port.unwrap_or(r.port) } else { r.port };
     match r.sources.as_slice() {
-        [] => format!("ufw {verb} proto {proto} to any port {port} comment {comment} >/dev/null"),
-        [one] => format!("ufw {verb} proto {proto} from {} to any port {port} comment {comment} >/dev/null", sh(&one.to_string())),
+        [] => format!("{UFW_ADD} {verb} proto {proto} to any port {port} comment {comment} ';'"),
+        [one] => format!("{UFW_ADD} {verb} proto {proto} from {} to any port {port} comment {comment} ';'", sh(&one.to_string())),
         many => {
             let list: Vec<String> = many.iter().map(|c| c.to_string()).collect();
+            let n = lists.iter().position(|l| *l == list).map_or(0, |i| i + 1);
             format!(
-                "for src in {}; do ufw {verb} proto {proto} from \"$src\" to any port {port} comment {comment} >/dev/null; done",
-                sh_words(&list),
+                "for src in $sources_{n}; do {UFW_ADD} {verb} proto {proto} from \"$src\" to any port {port} comment {comment} ';'; done"
             )
         }
     }
 }
+
+/// The distinct lists of several sources among the host's rules, in the order they first appear.
+fn source_lists(host: &Host) -> Vec<Vec<String>> {
+    let mut lists: Vec<Vec<String>> = Vec::new();
+    for r in host.firewall.iter().filter(|r| r.sources.len() > 1) {
+        let list: Vec<String> = r.sources.iter().map(|c| c.to_string()).collect();
+        if !lists.contains(&list) {
+            lists.push(list);
+        }
+    }
+    lists
+}
+
+/// What adds a ufw command to the firewall step's batch: its words, then `;`.
+pub(crate) const UFW_ADD: &str = "set -- \"$@\"";
 
 /// Docker publishes ports through FORWARD, past ufw's INPUT rules: send new forwarded
 /// connections through ufw's route rules and drop the rest. ufw-init restores after.rules
@@ -297,11 +315,15 @@ const DOCKER_USER_RULES: &str = "\n# BEGIN kiln docker\n*filter\n:DOCKER-USER - 
 
 fn firewall(o: &mut String, host: &Host, containers: bool) {
     o.push_str("\n# Firewall: default deny; each rule names the connection that needs it.\nlog 'step: firewall'\n");
-    let mut lines = vec!["ufw default deny incoming >/dev/null".to_string(), "ufw default allow outgoing >/dev/null".to_string()];
+    let lists = source_lists(host);
+    // Addresses and networks only: nothing in them that word splitting or globbing would change.
+    let mut lines: Vec<String> = lists.iter().enumerate().map(|(i, l)| format!("sources_{}={}", i + 1, sh(&l.join(" ")))).collect();
+    lines.push(format!("{UFW_ADD} default deny incoming ';'"));
+    lines.push(format!("{UFW_ADD} default allow outgoing ';'"));
     for r in &host.firewall {
-        lines.push(ufw_command(r, false));
+        lines.push(ufw_command(r, false, &lists));
         if r.forwarded {
-            lines.push(ufw_command(r, true));
+            lines.push(ufw_command(r, true, &lists));
         }
     }
     lines.extend(super::egress::ufw_route_rules(host));
@@ -313,6 +335,9 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
         o.push_str("grep -q 'BEGIN kiln docker' /etc/ufw/after.rules || rm -f /var/lib/kiln/ufw.rules\n");
     }
     let _ = writeln!(o, "ufw_stamp={stamp}");
+    if !lists.is_empty() {
+        o.push_str("# shellcheck disable=SC2086 # $sources_N: a list of addresses, split into words\n");
+    }
     o.push_str("if [ \"$(cat /var/lib/kiln/ufw.rules 2>/dev/null || true)\" != \"$ufw_stamp\" ] || ! ufw status | grep -q '^Status: active'; then\n");
     o.push_str("\t[ ! -f /var/lib/kiln/ufw.rules ] || ufw --force reset >/dev/null\n");
     if containers {
@@ -322,10 +347,12 @@ fn firewall(o: &mut String, host: &Host, containers: bool) {
             sh(DOCKER_USER_RULES)
         );
     }
+    // One ufw process for every command: each `ufw` is a Python start, seconds on a small VM.
+    o.push_str("\tset --\n");
     for l in &lines {
         let _ = writeln!(o, "\t{l}");
     }
-    o.push_str("\tufw --force enable >/dev/null\n");
+    let _ = writeln!(o, "\t{UFW_ADD} --force enable ';'\n\tufw_batch \"$@\"");
     o.push_str("\tinstall -d -m 0755 /var/lib/kiln\n");
     o.push_str("\tprintf '%s\\n' \"$ufw_stamp\" >/var/lib/kiln/ufw.rules\n");
     o.push_str("\tlog \"firewall rules written\"\n");
