@@ -58,30 +58,49 @@ fn the_firewall_runs_in_one_ufw_process_with_each_source_list_written_once() {
     let commands = batch(&provision);
     assert_eq!(commands[..2], [vec!["default", "deny", "incoming"], vec!["default", "allow", "outgoing"]]);
     assert_eq!(commands.last().unwrap(), &vec!["--force", "enable"]);
-    // (verb, protocol, source, port) of every command that opens a port, and of every rule.
-    let opened = |c: &Vec<String>| {
-        let at = |w: &str| c.iter().position(|x| x == w).map(|i| c[i + 1].clone());
-        let verb = if c[0] == "route" { "route allow" } else { "allow" };
-        (verb.to_string(), at("proto").unwrap(), at("from"), at("port").unwrap())
-    };
-    let mut got: Vec<_> = commands.iter().filter(|c| c.contains(&"port".to_string())).map(opened).collect();
-    let mut want = Vec::new();
+    // Every rule, once per source: its words up to the comment, and its reason, of which the
+    // comment (one word) keeps the characters ufw takes, in order.
+    let mut want: Vec<(Vec<String>, String)> = Vec::new();
     for rule in &rules {
-        let (port, proto) = (rule["port"].to_string(), rule["protocol"].as_str().unwrap().to_string());
-        let sources: Vec<Option<String>> = match rule["sources"].as_array().unwrap().as_slice() {
+        let proto = rule["protocol"].as_str().unwrap();
+        let sources: Vec<Option<&str>> = match rule["sources"].as_array().unwrap().as_slice() {
             [] => vec![None],
-            many => many.iter().map(|s| Some(s.as_str().unwrap().to_string())).collect(),
+            many => many.iter().map(|s| Some(s.as_str().unwrap())).collect(),
         };
-        let verbs: &[&str] = if rule["forwarded"] == true { &["allow", "route allow"] } else { &["allow"] };
+        let verbs: &[&[&str]] = if rule["forwarded"] == true { &[&["allow"], &["route", "allow"]] } else { &[&["allow"]] };
         for verb in verbs {
+            let port = if verb.len() == 2 { rule.get("forwarded_port").unwrap_or(&rule["port"]) } else { &rule["port"] };
             for source in &sources {
-                want.push((verb.to_string(), proto.clone(), source.clone(), port.clone()));
+                let mut words: Vec<String> = verb.iter().map(|w| w.to_string()).collect();
+                words.extend(["proto".into(), proto.to_string()]);
+                if let Some(s) = source {
+                    words.extend(["from".into(), s.to_string()]);
+                }
+                words.extend(["to".into(), "any".into(), "port".into(), port.to_string()]);
+                want.push((words, rule["reason"].as_str().unwrap().to_string()));
             }
         }
     }
-    got.sort();
-    want.sort();
-    assert_eq!(got, want, "one command per rule and source");
+    let subsequence = |short: &str, long: &str| {
+        let mut rest = long.chars();
+        short.chars().all(|c| rest.any(|l| l == c))
+    };
+    let opening: Vec<&Vec<String>> = commands.iter().filter(|c| c.contains(&"port".to_string())).collect();
+    for c in &opening {
+        let (words, comment) = c.split_at(c.len() - 2);
+        assert_eq!(comment[0], "comment", "{c:?}");
+        let Some(i) = want.iter().position(|(w, reason)| w == words && !comment[1].is_empty() && subsequence(&comment[1], reason)) else {
+            panic!("a command no rule asks for, or asked for once only: {c:?}");
+        };
+        want.remove(i);
+    }
+    assert!(want.is_empty(), "rules without their command: {want:?}");
+    // The gateway's NAT route rule, then nothing else.
+    let nat: Vec<&Vec<String>> = commands.iter().filter(|c| c.starts_with(&["route".into(), "allow".into(), "out".into()])).collect();
+    assert_eq!(nat.len(), 1, "{commands:?}");
+    assert_eq!(nat[0][..6], ["route", "allow", "out", "on", "eth0", "from"], "out of the public interface only");
+    assert_eq!(nat[0][7..], ["comment", "NAT for network private"]);
+    assert_eq!(commands.len(), 2 + opening.len() + 1 + 1, "defaults, the rules, NAT, enable: {commands:?}");
     let alone: Vec<&str> = provision
         .lines()
         .map(str::trim_start)

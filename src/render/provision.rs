@@ -273,8 +273,9 @@ fn fail2ban(o: &mut String, host: &Host, http: Option<BanEdge>) {
 /// for all the ports they reach.
 fn ufw_command(r: &FirewallRule, route: bool, lists: &[Vec<String>]) -> String {
     let verb = if route { "route allow" } else { "allow" };
-    // ufw refuses quotes in comments: keep a plain subset of the reason.
-    let comment: String = r.reason.chars().filter(|c| c.is_ascii_alphanumeric() || " ._:/()=+@,;-".contains(*c)).take(200).collect();
+    // ufw refuses quotes in comments: keep a plain subset of the reason (without `;`, which
+    // ends a command of the batch when it stands alone).
+    let comment: String = r.reason.chars().filter(|c| c.is_ascii_alphanumeric() || " ._:/()=+@,-".contains(*c)).take(200).collect();
     let comment = sh(&comment);
     let proto = r.protocol.name();
     // Forwarded (Docker) traffic is matched after DNAT, on the container's port.
@@ -284,7 +285,7 @@ fn ufw_command(r: &FirewallRule, route: bool, lists: &[Vec<String>]) -> String {
         [one] => format!("{UFW_ADD} {verb} proto {proto} from {} to any port {port} comment {comment} ';'", sh(&one.to_string())),
         many => {
             let list: Vec<String> = many.iter().map(|c| c.to_string()).collect();
-            let n = lists.iter().position(|l| *l == list).map_or(0, |i| i + 1);
+            let n = lists.iter().position(|l| *l == list).expect("source_lists holds every list of several sources") + 1;
             format!(
                 "for src in $sources_{n}; do {UFW_ADD} {verb} proto {proto} from \"$src\" to any port {port} comment {comment} ';'; done"
             )
