@@ -428,6 +428,8 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
     write_private(&seed.join("vendor-data"), b"")?;
     write_private(&seed.join("network-config"), netcfg.as_bytes())?;
     let overlay = dir.join("overlay.qcow2");
+    // Private from the start (qemu-img keeps the mode of the file it writes over).
+    write_private(&overlay, b"")?;
     run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(h.image_dir.join("base.raw")).arg(&overlay))?;
     std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
     let serial = dir.join("serial.log");

@@ -400,6 +400,9 @@ fn run_machine(
             let _ = std::fs::remove_file(old);
         }
         seed::write_user_data(&seed, user_data, &opts.secrets, &lab, write_private)?;
+        // Private from the start (qemu-img keeps the mode of the file it writes over): the
+        // disk will hold the secrets.
+        write_private(&overlay, b"")?;
         run(Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
             .arg(opts.image_dir.join("base.raw"))
