@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::net::{Plan, Role, VmNet, network_config};
 use super::seed::{REPORT_PREFIX, report_part};
 use super::{
-    INTERRUPTED, catch_interrupts, console_tail, data_disk, free_port, nocloud_name, private_dir, qemu_command, read_from_disk, run,
-    spawn_qemu, stop, write_private,
+    INTERRUPTED, catch_interrupts, console_tail, data_disk, free_port, nocloud_name, private_dir, qemu_command, read_from_disk, spawn_qemu,
+    stop, write_private,
 };
 
 /// One host to boot: what the build made for it and what the boot delivers.
@@ -428,10 +428,7 @@ fn start(dir: &Path, h: &FleetHost, vm: &VmNet, plan: &Plan, opts: &FleetOptions
     write_private(&seed.join("vendor-data"), b"")?;
     write_private(&seed.join("network-config"), netcfg.as_bytes())?;
     let overlay = dir.join("overlay.qcow2");
-    // Private from the start (qemu-img keeps the mode of the file it writes over).
-    write_private(&overlay, b"")?;
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(h.image_dir.join("base.raw")).arg(&overlay))?;
-    std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    super::create_overlay(&h.image_dir, &overlay)?;
     let serial = dir.join("serial.log");
     write_private(&serial, b"")?;
     let err = dir.join("qemu.err");

@@ -153,6 +153,14 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     f.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A machine's root disk: a qcow2 overlay over the image's `base.raw`, private from the start
+/// (qemu-img keeps the mode of the file it writes over), since the guest writes its secrets there.
+pub(crate) fn create_overlay(image_dir: &Path, overlay: &Path) -> Result<(), String> {
+    write_private(overlay, b"")?;
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(image_dir.join("base.raw")).arg(overlay))?;
+    std::fs::set_permissions(overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())
+}
+
 /// The last lines of the serial console, for an error message (the log goes with the work
 /// directory).
 pub(crate) fn console_tail(serial: &Path) -> String {
@@ -400,14 +408,7 @@ fn run_machine(
             let _ = std::fs::remove_file(old);
         }
         seed::write_user_data(&seed, user_data, &opts.secrets, &lab, write_private)?;
-        // Private from the start (qemu-img keeps the mode of the file it writes over): the
-        // disk will hold the secrets.
-        write_private(&overlay, b"")?;
-        run(Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(opts.image_dir.join("base.raw"))
-            .arg(&overlay))?;
-        std::fs::set_permissions(&overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        create_overlay(&opts.image_dir, &overlay)?;
         write_private(&serial, b"")?;
         write_private(&qemu_err, b"")?;
         let mut qemu = qemu_command(host, opts.cpus, opts.memory_mb, &opts.image_dir, None, &overlay);
