@@ -368,7 +368,7 @@ fn host_budget(h: &crate::model::Host, ha: &HostArtifacts) -> Option<Diagnostic>
             format!("the user-data of host `{name}` is {} bytes, {} over the {} limit of {limit}", ud.bytes.len(), ud.bytes.len() - limit, h.provider_kind.name()),
         )
         .primary(h.span, "this host's artifacts do not fit")
-        .note(format!("largest: {}", top.join(", ")))
+        .note(format!("largest: {}{}", top.join(", "), if ha.stage0 { "" } else { "; the user-data carries them gzip-compressed, and is still too large" }))
         .help("set `store = \"https://…\"` in `[system]`: hosts over the limit then boot a small stage-0 user-data that fetches their bundle by hash"),
     )
 }

@@ -91,8 +91,7 @@ fn big_system(dir: &Path, store: Option<&str>) -> std::path::PathBuf {
         "[module]\nname = \"big\"\nversion = \"1.0.0\"\nsummary = \"a big config file\"\nkind = \"container\"\n\n[container]\nimage = \"docker.io/library/nginx:1.27.3\"\n\n[files.\"big.conf\"]\ntemplate = \"big.conf.j2\"\ntarget = \"/etc/big.conf\"\n",
     )
     .unwrap();
-    let line = "# a long configuration line that takes space in the user-data of this host\n";
-    std::fs::write(mods.join("big.conf.j2"), line.repeat(600)).unwrap();
+    std::fs::write(mods.join("big.conf.j2"), incompressible_text(60_000)).unwrap();
     let sys = dir.join("sys");
     std::fs::create_dir_all(&sys).unwrap();
     let store_line = store.map(|s| format!("store = \"{s}\"\n")).unwrap_or_default();
@@ -114,6 +113,7 @@ fn user_data_over_the_limit_is_an_error_with_the_numbers() {
     assert!(err.contains("error[user-data-too-large]: the user-data of host `fat` is"), "{err}");
     assert!(err.contains("over the hetzner limit of 32768"), "{err}");
     assert!(err.contains("largest: files/big/big.conf"), "{err}");
+    assert!(err.contains("the user-data carries them gzip-compressed, and is still too large"), "{err}");
     assert!(err.contains("store = "), "the help names the way out: {err}");
 }
 

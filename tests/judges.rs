@@ -183,3 +183,77 @@ fn a_caddy_of_2_7_or_later_trusts_the_cdn_server_wide() {
     let debian = oracle("caddy", &caddyfile).expect_err("Debian's Caddy 2.6.2 refuses the server-wide form");
     assert!(debian.contains("caddy-debian"), "{debian}");
 }
+
+/// A host whose user-data would exceed Hetzner's 32 KiB as text, in a system with no store to
+/// boot it from, carries its files packed (gzip in base64, cloud-init's `gz+b64`): the user-data
+/// fits, passes the cloud-init judges, and cloud-init's own `write_files` (Debian's 22.4, run
+/// on the user-data with the paths moved under a temporary root) writes every file of the host's
+/// payload with exactly the bytes and mode kiln built. A host that fits as text keeps its files
+/// readable, and writes the same way.
+#[test]
+fn a_user_data_over_the_limit_carries_its_files_packed_and_cloud_init_writes_them_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut system = preamble("packed");
+    system.push_str("\n[hosts.box]\nprovider = \"hetzner\"\ntype = \"cpx31\"\nlocation = \"nbg1\"\nimage = \"debian-13\"\npublic = true\n");
+    system
+        .push_str("\n[hosts.small]\nprovider = \"hetzner\"\ntype = \"cpx11\"\nlocation = \"nbg1\"\nimage = \"debian-13\"\npublic = true\n");
+    system.push_str("\n[secrets.db]\nfile = \"secrets.yaml\"\n\n[services.db]\nmodule = \"postgres\"\nhost = \"box\"\nsecrets = { password = \"db\" }\n");
+    for i in 0..4 {
+        system.push_str(&format!(
+            "\n[secrets.vault_{i}]\nfile = \"secrets.yaml\"\n\n[services.vault-{i}]\nmodule = \"vaultwarden\"\nhost = \"box\"\nconnects = [\"db\"]\nsecrets = {{ database_password = \"vault_{i}\" }}\noptions = {{ domain = \"https://v{i}.example.com\", port = {}, database_name = \"vault{i}\", database_user = \"vault{i}\" }}\n",
+            8090 + i
+        ));
+    }
+    system.push_str(
+        "\n[services.small-vault]\nmodule = \"vaultwarden\"\nhost = \"small\"\noptions = { domain = \"https://s.example.com\" }\n",
+    );
+    let sys = tmp.path().join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(sys.join("system.toml"), system).unwrap();
+    let result = build(&sys.join("system.toml"), &tmp.path().join("store"), &tmp.path().join("result"));
+    let py = r#"
+import os, sys
+from cloudinit import util
+from cloudinit.config import cc_write_files
+root = sys.argv[2]
+cfg = util.load_yaml(util.load_file(sys.argv[1]))
+files = cfg["write_files"]
+for f in files:
+    f["path"] = root + f["path"]
+cc_write_files.write_files("write_files", files, "root:root")
+print(sorted(set(f.get("encoding", "text") for f in files)))
+"#;
+    for (host, packed) in [("box", true), ("small", false)] {
+        let dir = result.join("hosts").join(host);
+        let ud_path = dir.join("user-data");
+        let ud = std::fs::read(&ud_path).unwrap();
+        assert!(ud.len() <= 32768, "{host}: {} bytes", ud.len());
+        oracle("cloud-init", &ud_path).unwrap_or_else(|e| panic!("{host}: {e}"));
+        let root = tmp.path().join(format!("root-{host}"));
+        let out = run(std::process::Command::new("/usr/bin/python3")
+            .env("PYTHONPATH", repo().join(".test-tools/cloud-init/usr/lib/python3/dist-packages"))
+            .arg("-c")
+            .arg(py)
+            .arg(&ud_path)
+            .arg(&root));
+        assert!(out.status.success(), "{host}: cloud-init's write_files: {}", text(&out.stderr));
+        let encodings = text(&out.stdout);
+        assert_eq!(encodings.trim(), if packed { "['gz+b64']" } else { "['text']" }, "{host}");
+        let written = root.join(kiln::render::KILN_ROOT.trim_start_matches('/'));
+        let mut n = 0;
+        for a in manifest(&result)["artifacts"].as_array().unwrap() {
+            let Some(rel) = a["path"].as_str().unwrap().strip_prefix(&format!("hosts/{host}/")) else { continue };
+            if rel == "user-data" || rel == "bundle.tar.gz" {
+                continue;
+            }
+            let got = written.join(rel);
+            let bytes = std::fs::read(dir.join(rel)).unwrap();
+            assert_eq!(std::fs::read(&got).unwrap_or_else(|e| panic!("{host}: {rel}: {e}")), bytes, "{host}: {rel}");
+            let got_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&got).unwrap().permissions()) & 0o7777;
+            assert_eq!(format!("{got_mode:04o}"), a["mode"].as_str().unwrap(), "{host}: {rel}");
+            n += 1;
+        }
+        assert!(n >= 5, "{host}: only {n} files");
+        assert_eq!(files(&written).len(), n, "{host}: cloud-init wrote the payload and nothing else");
+    }
+}

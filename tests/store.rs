@@ -179,7 +179,7 @@ fn fleet_with_a_fat_host(dir: &Path, fat: bool) -> (PathBuf, PathBuf) {
         "[module]\nname = \"big\"\nversion = \"1.0.0\"\nsummary = \"a big config file\"\nkind = \"container\"\n\n[container]\nimage = \"docker.io/library/nginx:1.27.3\"\n\n[files.\"big.conf\"]\ntemplate = \"big.conf.j2\"\ntarget = \"/etc/big.conf\"\n",
     )
     .unwrap();
-    std::fs::write(mods.join("big.conf.j2"), "# a long configuration line that takes space in the user-data\n".repeat(700)).unwrap();
+    std::fs::write(mods.join("big.conf.j2"), incompressible_text(60_000)).unwrap();
     let mut system = String::from("[system]\nname = \"fat\"\n\n[providers.hetzner]\nkind = \"hetzner\"\n");
     for h in (0..20).map(|i| format!("h{i:02}")).chain(["zz-fat".to_string()]) {
         system.push_str(&format!("\n[hosts.{h}]\nprovider = \"hetzner\"\nimage = \"debian-12\"\npublic = true\n"));

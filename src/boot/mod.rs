@@ -64,7 +64,9 @@ pub fn user_data(sys: &crate::model::System, host: &str, artifacts: &crate::rend
     if artifacts.stage0 {
         let payload: Vec<crate::render::Artifact> =
             artifacts.artifacts.iter().filter(|a| a.path != "user-data" && a.path != "bundle.tar.gz").cloned().collect();
-        return Some(crate::render::cloud_init::emit(sys, sys.hosts.get(host)?, &payload).into_bytes());
+        return Some(
+            crate::render::cloud_init::emit(sys, sys.hosts.get(host)?, &payload, crate::render::cloud_init::Files::Text).into_bytes(),
+        );
     }
     artifacts.artifacts.iter().find(|a| a.path == "user-data").map(|a| a.bytes.clone())
 }

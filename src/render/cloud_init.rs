@@ -1,6 +1,11 @@
 //! cloud-init emitter: `#cloud-config` user-data that creates the admins, writes the host's
-//! payload under the kiln root and runs the provisioner.
+//! payload under the kiln root and runs the provisioner. A payload too large for the provider's
+//! user-data limit as text is written packed: each file gzip-compressed and in base64
+//! (cloud-init's `encoding: gz+b64`), about a third of the size.
 
+use std::io::Write as _;
+
+use base64::Engine as _;
 use serde::Serialize;
 
 use crate::model::{Host, System};
@@ -38,7 +43,19 @@ struct WriteFile {
     path: String,
     owner: &'static str,
     permissions: String,
+    /// `gz+b64` for a packed file; absent for text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
     content: Content,
+}
+
+/// How the payload's files are written into the user-data.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Files {
+    /// As text, readable in the user-data.
+    Text,
+    /// Gzip-compressed, in base64 (`encoding: gz+b64`): for a payload over the provider's limit.
+    Packed,
 }
 
 /// File content: a literal block where that reads back exactly, else a quoted scalar.
@@ -88,15 +105,31 @@ fn render(sys: &System, host: &Host, write_files: Vec<WriteFile>, run: String) -
     format!("#cloud-config\n{}", yaml(&cfg))
 }
 
+/// `bytes` gzip-compressed (best compression, no name, no time: the same bytes every build) in
+/// base64, as cloud-init's `gz+b64` reads them back.
+fn packed(bytes: &[u8]) -> String {
+    let mut gz = flate2::GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).expect("writing to memory does not fail");
+    let gz = gz.finish().expect("writing to memory does not fail");
+    base64::engine::general_purpose::STANDARD.encode(gz)
+}
+
 /// The full user-data: the payload written under the kiln root, then the provisioner.
-pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
+pub fn emit(sys: &System, host: &Host, payload: &[Artifact], files: Files) -> String {
     let write_files = payload
         .iter()
-        .map(|a| WriteFile {
-            path: format!("{KILN_ROOT}/{}", a.path),
-            owner: "root:root",
-            permissions: format!("{:#o}", a.mode).replace("0o", "0"),
-            content: content(String::from_utf8_lossy(&a.bytes).into_owned()),
+        .map(|a| {
+            let (encoding, content) = match files {
+                Files::Text => (None, content(String::from_utf8_lossy(&a.bytes).into_owned())),
+                Files::Packed => (Some("gz+b64"), Content::Quoted(packed(&a.bytes))),
+            };
+            WriteFile {
+                path: format!("{KILN_ROOT}/{}", a.path),
+                owner: "root:root",
+                permissions: format!("{:#o}", a.mode).replace("0o", "0"),
+                encoding,
+                content,
+            }
         })
         .collect();
     render(sys, host, write_files, format!("{KILN_ROOT}/provision.sh"))
@@ -108,6 +141,12 @@ pub const STAGE0_LOADER: &str = "/var/lib/kiln-stage0.sh";
 
 pub fn emit_stage0(sys: &System, host: &Host, script: &str) -> String {
     let loader = STAGE0_LOADER;
-    let file = WriteFile { path: loader.into(), owner: "root:root", permissions: "0700".into(), content: content(script.to_string()) };
+    let file = WriteFile {
+        path: loader.into(),
+        owner: "root:root",
+        permissions: "0700".into(),
+        encoding: None,
+        content: content(script.to_string()),
+    };
     render(sys, host, vec![file], loader.into())
 }

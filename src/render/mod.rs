@@ -228,12 +228,17 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
     let closure = sums.sha256();
     payload.push(sums);
     let bundle = bundle::bundle(&payload, opts.mtime);
-    let mut user_data = cloud_init::emit(sys, host, &payload);
-    let over = host.provider_kind.user_data_limit().is_some_and(|l| user_data.len() > l);
-    let stage0 = over && sys.store_url.is_some();
+    // As text while that fits the provider's limit; over it, the stage-0 loader when the system
+    // names a store (the user chose to boot from it), else the payload packed (the budget check
+    // names a host that does not fit even so).
+    let mut user_data = cloud_init::emit(sys, host, &payload, cloud_init::Files::Text);
+    let over = |ud: &str| host.provider_kind.user_data_limit().is_some_and(|l| ud.len() > l);
+    let stage0 = over(&user_data) && sys.store_url.is_some();
     if stage0 {
         // Only the stage-0 loader names the bundle's hash.
         user_data = stage0_user_data(sys, host, &hex(&Sha256::digest(&bundle))).unwrap_or(user_data);
+    } else if over(&user_data) {
+        user_data = cloud_init::emit(sys, host, &payload, cloud_init::Files::Packed);
     }
     payload.push(Artifact { path: "bundle.tar.gz".into(), kind: Kind::Bundle, mode: 0o644, bytes: bundle });
     payload.push(Artifact::new("user-data", Kind::CloudInit, 0o644, user_data));

@@ -264,3 +264,16 @@ pub fn lab_images(result: &Path, host: &str, tmp: &Path) -> (PathBuf, serde_json
     assert!(out.status.success(), "scripts/lab-images: {}", text(&out.stderr));
     (archive, compose)
 }
+
+/// About `bytes` of comment lines that gzip cannot shrink much (a SHA-256 chain in hex), for a
+/// file too big for a provider's user-data even packed (cloud-init's `gz+b64`).
+pub fn incompressible_text(bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::digest(b"kiln").to_vec();
+    let mut out = String::new();
+    while out.len() < bytes {
+        out.push_str(&format!("# {}\n", kiln::render::hex(&digest)));
+        digest = Sha256::digest(&digest).to_vec();
+    }
+    out
+}
