@@ -222,6 +222,11 @@ fn civic_scaleway_applications_log_in_through_authentik_with_delivered_secrets()
         ("grafana", &management, "grafana_oidc_client_secret", "https://grafana.example.cc/login/generic_oauth"),
     ];
     assert_eq!(oauth.len(), clients.len(), "one provider per login");
+    // Grafana's login page goes straight to the provider (audit 004 #13: users had to click
+    // "Single sign-on" after the forward auth); the admin's page stays at ?disableAutoLogin.
+    let grafana_env = &service(&management, "grafana")["environment"];
+    assert_eq!(grafana_env["GF_AUTH_GENERIC_OAUTH_ENABLED"], "true");
+    assert_eq!(grafana_env["GF_AUTH_GENERIC_OAUTH_AUTO_LOGIN"], "true");
     for (client, host, secret, callback) in clients {
         let p = oauth.iter().find(|p| p["attrs"]["client_id"] == client).unwrap_or_else(|| panic!("no provider for {client}"));
         assert_eq!(p["attrs"]["redirect_uris"][0]["url"], callback, "{client}");

@@ -34,6 +34,7 @@ mod instances;
 mod options;
 mod public_routes;
 mod routes;
+mod secret_slots;
 mod secrets;
 mod services;
 mod shared_secrets;

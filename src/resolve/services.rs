@@ -1,7 +1,6 @@
 //! Services: module bound, options typed, templates rendered with their context.
 
 use super::*;
-use crate::syntax::module::RequiredWhen;
 
 /// What [`Resolver::prepare_service`] found, for [`Resolver::render_service`].
 pub(super) struct Prepared {
@@ -252,31 +251,7 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        // Secrets: every slot bound to a declared secret.
-        let mut secret_uses = Vec::new();
-        for (slot, secret) in &s.secrets {
-            let Some(decl) = m.secrets.iter().find(|x| x.slot.value == slot.value) else {
-                let mut d = Diagnostic::error("E0023", format!("module `{}` takes no secret `{}`", m.name.value, slot.value))
-                    .primary(slot.span, "unknown secret slot");
-                if let Some(x) = did_you_mean(&slot.value, m.secrets.iter().map(|x| x.slot.value.as_str())) {
-                    d = d.help(format!("did you mean `{x}`?"));
-                }
-                self.err(d);
-                continue;
-            };
-            if let Some(d) = super::secrets::undefined_secret(secret, secrets) {
-                self.err(d);
-                continue;
-            }
-            let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{}", slot.value));
-            secret_uses.push(SecretUse { slot: slot.value.clone(), secret: secret.value.clone(), target, uid: decl.uid });
-        }
-        for (slot, secret) in &taken {
-            if let Some(decl) = m.secrets.iter().find(|x| &x.slot.value == slot) {
-                let target = decl.target.as_ref().map(|t| t.value.clone()).unwrap_or_else(|| format!("/run/secrets/{slot}"));
-                secret_uses.push(SecretUse { slot: slot.clone(), secret: secret.clone(), target, uid: decl.uid });
-            }
-        }
+        let mut secret_uses = self.bound_secrets(p, &taken, secrets);
         self.own_environment(p, secrets);
         // `[requires.SLOT] public = true`: browsers load the filled service from its route.
         for d in &deps {
@@ -292,70 +267,7 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        let upstream_failed = connects_unresolved(p, all, &self.managed);
-        for decl in &m.secrets {
-            // A slot taken from a connected service (`same_secrets`) while one of them failed to
-            // resolve: that failure is the error, not this slot.
-            let awaited =
-                upstream_failed && m.requires.iter().any(|r| r.same_secrets.iter().any(|(mine, _)| mine.value == decl.slot.value));
-            let bound = s.secrets.iter().any(|(slot, _)| slot.value == decl.slot.value) || taken.contains_key(&decl.slot.value) || awaited;
-            // `required_when = "requires.SLOT"`: the connection that needs this credential.
-            if let Some(when) = &decl.required_when
-                && let RequiredWhen::Slot(req) = &when.value
-                && !bound
-                && let Some(c) = deps.iter().find(|d| d.slot.as_deref() == Some(req))
-            {
-                self.err(
-                    Diagnostic::error(
-                        "E0025",
-                        format!(
-                            "service `{}` needs secret `{}`: it connects `{}` to slot `{req}`",
-                            s.name.value, decl.slot.value, c.service
-                        ),
-                    )
-                    .primary(c.span, format!("fills `{req}`, so module `{}` needs secret `{}`", m.name.value, decl.slot.value))
-                    .secondary(when.span, "the module ties the secret to this slot")
-                    .help(format!("add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`", decl.slot.value)),
-                );
-                continue;
-            }
-            // `required_when`: the option that turns on the feature needing this credential.
-            if let Some(when) = &decl.required_when
-                && let RequiredWhen::Option { name: option, equals } = &when.value
-                && !bound
-                && p.options.get(option).is_some_and(|v| match equals {
-                    Some(want) => v.as_str() == Some(want.as_str()),
-                    None => v.is_true(),
-                })
-            {
-                let given = s.options.iter().find(|(n, _)| n.value == *option);
-                let set = match equals {
-                    Some(v) => format!("`{option}` is `{v}`"),
-                    None => format!("`{option}` is set"),
-                };
-                let (span, label) = match given {
-                    Some((n, _)) => (n.span, format!("{set}, so module `{}` needs secret `{}`", m.name.value, decl.slot.value)),
-                    None => (s.name.span, format!("{set} by its default, so module `{}` needs secret `{}`", m.name.value, decl.slot.value)),
-                };
-                self.err(
-                    Diagnostic::error("E0025", format!("service `{}` needs secret `{}`: {set}", s.name.value, decl.slot.value))
-                        .primary(span, label)
-                        .secondary(when.span, "the module ties the secret to this option")
-                        .help(format!(
-                            "add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`, or change `{option}`",
-                            decl.slot.value
-                        )),
-                );
-                continue;
-            }
-            if !decl.optional && !bound {
-                self.err(
-                    Diagnostic::error("E0025", format!("service `{}` needs secret `{}`", s.name.value, decl.slot.value))
-                        .primary(s.name.span, format!("module `{}` requires it", m.name.value))
-                        .help(format!("add `secrets.{} = \"NAME\"` naming a secret from `[secrets]`", decl.slot.value)),
-                );
-            }
-        }
+        self.unbound_secrets(p, all, &deps, &taken);
         let databases = self.database_clients(p, all, hosts);
         secret_uses.extend(databases.iter().map(super::databases::DbClient::secret_use));
         let accounts = self.account_clients(p, all);

@@ -52,6 +52,7 @@ pub(crate) fn boot(
         Err(e) => return io_error(&e),
     };
     let Some(user_data) = kiln::boot::user_data(&c.system, host, ha) else { return io_error("the host has no user-data") };
+    let down = down_command(&opts.module_dirs, &state, path);
     let opts = kiln::boot::BootOptions {
         image_dir,
         keep,
@@ -112,7 +113,7 @@ https: 127.0.0.1:{}",
                     println!("running (pid {}); power off: QMP system_powerdown on {}", r.pid.unwrap_or(0), q.display());
                 }
                 if let Some(s) = &r.state {
-                    println!("kept running; stop with: kiln boot --down {} (state: {})", path.display(), s.display());
+                    println!("kept running; stop with: {down} (state: {})", s.display());
                 }
             }
             if let Some(e) = unrecorded {
@@ -343,6 +344,22 @@ fn fleet_text(r: &kiln::boot::FleetReport) -> String {
     o
 }
 
+/// The command that stops a machine kept for the system at `path`, as the shell reads it: with
+/// the `--modules` the system compiled with (`--down PATH` compiles it for its name) and the
+/// `--state` directory when it is not the default.
+fn down_command(module_dirs: &[PathBuf], state: &Path, path: &Path) -> String {
+    let mut words = vec!["kiln".to_string()];
+    for d in module_dirs {
+        words.extend(["--modules".to_string(), d.display().to_string()]);
+    }
+    words.extend(["boot".to_string(), "--down".to_string()]);
+    if state != state_dir() {
+        words.extend(["--state".to_string(), state.display().to_string()]);
+    }
+    words.push(path.display().to_string());
+    kiln::render::quote::sh_words(&words)
+}
+
 /// `kiln boot --down [PATH]`.
 pub(crate) fn down(state: &Path, system: Option<&str>, json: bool) -> ExitCode {
     match kiln::boot::down(state, system) {
@@ -359,5 +376,24 @@ pub(crate) fn down(state: &Path, system: Option<&str>, json: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint a kept machine prints runs as it reads: `--down PATH` compiles the system, so it
+    /// needs the boot's `--modules`; a `--state` away from the default is named; a path the shell
+    /// would split or expand is quoted.
+    #[test]
+    fn the_down_hint_carries_the_modules_and_state_the_boot_had() {
+        let path = Path::new("/srv/my system");
+        assert_eq!(down_command(&[], &state_dir(), path), "kiln boot --down '/srv/my system'");
+        let modules = [PathBuf::from("mods"), PathBuf::from("more mods")];
+        assert_eq!(
+            down_command(&modules, Path::new("/tmp/st$x"), path),
+            "kiln --modules mods --modules 'more mods' boot --down --state '/tmp/st$x' '/srv/my system'"
+        );
     }
 }
