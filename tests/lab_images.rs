@@ -262,10 +262,14 @@ fn pgbackrest_stand_in_runs_the_module_command_with_the_real_pgbackrest() {
     assert!(base.contains_key("usr/bin/pgbackrest"), "the base has the real pgbackrest");
     let entrypoint = String::from_utf8(file_in(&a.layers[layers[1]], "usr/local/bin/docker-entrypoint.sh").unwrap()).unwrap();
     assert!(entrypoint.contains("KILN_STANDIN:-}\" = pgbackrest") && entrypoint.contains("--reuid=\"$uid\""), "{entrypoint}");
-    // the healthcheck is the module's own (`test -f`), answered by the script, not by a probe
+    // the healthcheck is the module's own script, run by the base's real sh and find (its
+    // stanza marker, last backup and WAL spool), not answered by a probe
     let health = compose["services"]["pgbackrest"]["healthcheck"]["test"].as_array().unwrap();
-    assert_eq!(health[1], "test");
-    assert!(!entries(&a.layers[layers[1]]).contains_key("usr/local/bin/test"), "test stays the real one");
+    assert_eq!(health[1..], [serde_json::json!("sh"), serde_json::json!("/etc/pgbackrest/kiln-health.sh")]);
+    for tool in ["sh", "find"] {
+        assert!(!entries(&a.layers[layers[1]]).contains_key(&format!("usr/local/bin/{tool}")), "{tool} stays the real one");
+    }
+    assert!(base.contains_key("usr/bin/find"), "the base has find");
 
     // The entrypoint as the container runs it (dash, as root), with stand-ins on PATH for what
     // would touch this machine or needs a container (id, mkdir, chown, getent, setpriv). chown -R

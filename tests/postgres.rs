@@ -1277,7 +1277,14 @@ fn five_vps_saas_pgbackrest_archives_wal_and_restores_to_a_point_in_time() {
     .unwrap();
     let restore_script = root.join("kiln-restore.sh");
     std::fs::write(&restore_script, paths(&read(&files.join("kiln-restore.sh")))).unwrap();
-    for f in ["kiln-run.sh", "kiln-restore.sh"] {
+    let health_script = root.join("kiln-health.sh");
+    std::fs::write(&health_script, paths(&read(&files.join("kiln-health.sh")))).unwrap();
+    assert_eq!(
+        compose["services"]["pgbackrest"]["healthcheck"]["test"],
+        serde_json::json!(["CMD", "sh", "/etc/pgbackrest/kiln-health.sh"]),
+        "the container's health is the generated script's"
+    );
+    for f in ["kiln-run.sh", "kiln-restore.sh", "kiln-health.sh"] {
         let out = run(Command::new("dash").arg("-n").arg(root.join(f)));
         assert!(out.status.success(), "dash -n {f}: {}", text(&out.stderr));
     }
@@ -1332,6 +1339,49 @@ fn five_vps_saas_pgbackrest_archives_wal_and_restores_to_a_point_in_time() {
         let spooled = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(1);
         archived >= last && spooled == 0
     });
+
+    // The health check, run by dash as the sidecar's user in the sidecar's mount namespace (its
+    // /tmp, where kiln-run.sh leaves its markers): healthy after the backup; unhealthy while a
+    // segment waits in the spool for over 15 minutes (one archive-push refuses: not a WAL file)
+    // and after a failed backup, each saying why.
+    let health = || {
+        let out = run(Command::new("nsenter")
+            .args(["-t", &sidecar.0.id().to_string(), "-m", "--", "setpriv"])
+            .args([format!("--reuid={PG_UID}"), format!("--regid={PG_UID}"), "--clear-groups".into(), "--".into()])
+            .args(["env", "-i", "PATH=/usr/bin:/bin", "dash"])
+            .arg(&health_script));
+        (out.status.success(), text(&out.stdout))
+    };
+    let (ok, said) = health();
+    assert!(ok && said.starts_with("ok: last backup full ok "), "healthy after the backup: {said}\n{}", sidecar_log());
+    let stuck = spool.join("000000010000000000000099");
+    std::fs::write(&stuck, "not a WAL segment").unwrap();
+    assert!(run(Command::new("chown").arg(format!("{PG_UID}:{PG_UID}")).arg(&stuck)).status.success());
+    wait("the push of the bad segment to fail", &|| {
+        sidecar_log().contains("archive-push") && sidecar_log().contains("000000010000000000000099 failed")
+    });
+    assert!(health().0, "a segment waiting for less than 15 minutes is not yet a failure");
+    assert!(run(Command::new("touch").args(["-d", "20 minutes ago"]).arg(&stuck)).status.success());
+    let (ok, said) = health();
+    assert!(!ok && said.contains("000000010000000000000099 not pushed for 15 minutes"), "{said}");
+    std::fs::remove_file(&stuck).unwrap();
+    assert!(health().0, "healthy again once the spool drains");
+    let failed = run(Command::new("nsenter").args([
+        "-t",
+        &sidecar.0.id().to_string(),
+        "-m",
+        "--",
+        "sh",
+        "-c",
+        "echo 'diff failed 2026-12-07T03:00:00Z' >/tmp/pgbackrest-last-backup",
+    ]));
+    assert!(failed.status.success(), "{}", text(&failed.stderr));
+    let (ok, said) = health();
+    assert!(!ok && said.contains("the last backup failed: diff failed 2026-12-07T03:00:00Z"), "{said}");
+    assert!(
+        run_text.contains(r#"echo "$kind failed $(date -u +%Y-%m-%dT%H:%M:%SZ)" >/tmp/pgbackrest-last-backup"#),
+        "the marker a failed backup leaves"
+    );
     drop(sidecar);
     pg.stop();
 
