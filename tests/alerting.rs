@@ -192,10 +192,15 @@ fn get(port: u16, path: &str) -> String {
 /// network, so the edge answers the blackbox prober with 403 and the derived `RouteDown` alert
 /// fired forever. Routes with an allow list are now probed with the exporter's `http_2xx_or_403`
 /// module (a label on their target group sets the module parameter), the others with `http_2xx`.
+/// And (audit 003 #8, second pass) routes behind sign-in answered the prober with a redirect to
+/// the identity provider, which `http_2xx` followed: the probe and its certificate expiry judged
+/// accounts.google.com, not the route. They are probed with `http_signin`, which does not follow
+/// (an allow-listed route behind sign-in too: it answers 403 or the redirect).
 /// Judged by promtool (the Prometheus configuration) and by the real blackbox exporter loading
-/// the module's configuration and probing loopback servers answering 403 and 500.
+/// the module's configuration and probing loopback servers answering 403, 500, 401 and a redirect
+/// to a server that is down.
 #[test]
-fn routes_behind_an_allow_list_are_probed_as_up_when_the_edge_refuses_the_prober() {
+fn routes_behind_an_allow_list_or_sign_in_are_probed_as_up_when_the_edge_refuses_the_prober() {
     let tmp = tempfile::tempdir().unwrap();
     let out = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("store"), &tmp.path().join("r"));
     let files = out.join("hosts/jacker/files");
@@ -208,9 +213,15 @@ fn routes_behind_an_allow_list_are_probed_as_up_when_the_edge_refuses_the_prober
             groups.iter().find(|g| g["labels"]["__param_module"].as_str() == module).unwrap_or_else(|| panic!("{module:?}: {groups:?}"));
         g["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
     };
-    assert_eq!(targets(Some("http_2xx_or_403")), ["https://code.example.com/", "https://portainer.example.com/"]);
+    // jacker's allow-listed routes are behind sign-in too; its others all face the internet.
+    assert!(groups.iter().all(|g| g["labels"]["__param_module"] != "http_2xx_or_403"), "{groups:?}");
+    let signin: Vec<String> = ["code", "grafana", "home", "jaeger", "portainer", "prometheus", "redis"]
+        .iter()
+        .map(|n| format!("https://{n}.example.com/"))
+        .collect();
+    assert_eq!(targets(Some("http_signin")), signin);
     let open = targets(None);
-    assert!(open.contains(&"https://auth.example.com/".to_string()) && !open.iter().any(|t| t.contains("portainer")), "{open:?}");
+    assert!(open.contains(&"https://auth.example.com/".to_string()) && !open.iter().any(|t| signin.contains(t)), "{open:?}");
     let checked = run(std::process::Command::new(".test-tools/bin/promtool")
         .current_dir(repo())
         .args(["check", "config", "--syntax-only"])
@@ -229,6 +240,19 @@ fn routes_behind_an_allow_list_are_probed_as_up_when_the_edge_refuses_the_prober
     };
     let (refusing, _a) = serve(403);
     let (broken, _b) = serve(500);
+    let (unauthorised, _c) = serve(401);
+    // The edge sending the prober to the provider, which is not reachable from here: following
+    // the redirect fails, not following it judges the edge.
+    let gone = free_port();
+    let redirecting = {
+        let port = free_port();
+        let script = format!(
+            "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(302); self.send_header('Location', 'http://127.0.0.1:{gone}/authorize'); self.send_header('Content-Length', '0'); self.end_headers()\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+        );
+        let child = Killed(std::process::Command::new("python3").arg("-c").arg(script).spawn().unwrap());
+        get(port, "/");
+        (port, child)
+    };
     let port = free_port();
     let _exporter = Killed(
         std::process::Command::new(repo().join(".test-tools/bin/blackbox_exporter"))
@@ -246,4 +270,9 @@ fn routes_behind_an_allow_list_are_probed_as_up_when_the_edge_refuses_the_prober
     assert!(success("http_2xx_or_403", refusing), "a refusing edge is up for an allow-listed route");
     assert!(!success("http_2xx", refusing), "and down for an open route");
     assert!(!success("http_2xx_or_403", broken), "a failing route is down either way");
+    assert!(success("http_signin", redirecting.0), "a route sending the prober to sign in is up");
+    assert!(!success("http_2xx", redirecting.0), "following the redirect judges the provider instead");
+    assert!(success("http_signin", unauthorised), "a 401 from the forward auth is up");
+    assert!(success("http_signin", refusing), "so is the allow list refusing the prober");
+    assert!(!success("http_signin", broken), "a failing route is down");
 }

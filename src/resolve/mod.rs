@@ -70,8 +70,8 @@ struct Resolver<'a> {
     inputs: &'a Inputs,
     tpls: &'a BTreeMap<String, Templates>,
     diags: Vec<Diagnostic>,
-    /// Every public route's URL, for monitors (`probes.open`, and `probes.restricted` for routes
-    /// with an allow list, in templates), built once: a
+    /// Every public route's URL, for monitors (`probes.open`, `probes.restricted` for routes
+    /// with an allow list and `probes.signin` for routes behind sign-in, in templates), built once: a
     /// template value is shared, not copied, by every context.
     probes: J,
     /// Secret files already reported missing (one warning per file).
@@ -235,13 +235,16 @@ impl<'a> Resolver<'a> {
             .chain(streams.values().filter_map(|s| Some((s.service.as_ref()?.value.as_str(), s.edge.as_ref().map(|e| e.value.as_str())))))
             .collect();
         self.assign_ports(&mut partials, &edged);
-        // A route with an allow list answers a prober outside it with 403 (the edge refuses it):
-        // those are probed for a 403 or a 2xx (the edge is up, its certificate valid), the rest
-        // for a 2xx.
-        let (restricted, open): (Vec<_>, Vec<_>) =
-            routes.iter().filter(|(h, _)| !h.starts_with("*.")).partition(|(_, r)| !r.allow.is_empty());
+        // A route behind sign-in (`auth`) answers a prober without a session with a redirect to
+        // the identity provider or a 401: those are probed without following it (else the probe
+        // would judge the provider, and report its certificate instead of the edge's). A route
+        // with an allow list answers a prober outside it with 403 (the edge refuses it): those
+        // are probed for a 403 or a 2xx (the edge is up, its certificate valid), the rest for a 2xx.
+        let probed = routes.iter().filter(|(h, _)| !h.starts_with("*."));
+        let (signin, unsigned): (Vec<_>, Vec<_>) = probed.partition(|(_, r)| r.auth.is_some());
+        let (restricted, open): (Vec<_>, Vec<_>) = unsigned.into_iter().partition(|(_, r)| !r.allow.is_empty());
         let urls = |rs: Vec<(&String, _)>| rs.into_iter().map(|(h, _)| format!("https://{h}/")).collect::<Vec<_>>();
-        self.probes = minijinja::context! { open => urls(open), restricted => urls(restricted) };
+        self.probes = minijinja::context! { open => urls(open), restricted => urls(restricted), signin => urls(signin) };
         self.receivers = Arc::new(self.alert_receivers(&secrets));
         let system_name = sysdecl.name.as_ref().map(|n| n.value.as_str()).unwrap_or_default();
         let managed: BTreeMap<String, ManagedDatabase> = self
