@@ -15,7 +15,24 @@ use common::*;
 
 /// One HTTP request received on `l` (request line, headers lower-cased, body), answered 200.
 fn receive(l: &TcpListener) -> (String, String, Vec<u8>) {
-    let (mut s, _) = l.accept().unwrap();
+    answer(l.accept().unwrap().0)
+}
+
+/// [`receive`], or `None` when no request comes within 60 s.
+fn receive_within(l: &TcpListener) -> Option<(String, String, Vec<u8>)> {
+    l.set_nonblocking(true).unwrap();
+    for _ in 0..600 {
+        if let Ok((s, _)) = l.accept() {
+            s.set_nonblocking(false).unwrap();
+            return Some(answer(s));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
+/// The request on `s`, answered 200.
+fn answer(mut s: std::net::TcpStream) -> (String, String, Vec<u8>) {
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -110,4 +127,70 @@ fn an_unwatched_hosts_failed_backup_posts_to_the_webhook_receivers() {
     // a secret that is no URL curl's config can quote is refused, and nothing is sent
     std::fs::write(root.join("secrets/alert_webhook_url"), "https://example.com/\" -o /tmp/x\n").unwrap();
     assert!(!run_notice(&host, &root), "a URL with a quote is refused");
+}
+
+/// Post-X audit X6: a client's container that stays unhealthy was restarted by the watchdog and
+/// recorded in a metrics file nobody read (no Prometheus scrapes the clients). On such a host the
+/// watchdog now posts each restart to the Slack-compatible receivers, once an hour at most per
+/// container. Run by dash with a stand-in `docker` (it reports one unhealthy container and
+/// accepts `restart`; it proves the watchdog's logic, not Docker) and the real curl posting to an
+/// HTTP server of this test standing in for the webhook; judged by shellcheck too.
+#[test]
+fn an_unwatched_hosts_watchdog_tells_the_receivers_of_a_restart_once_an_hour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build(&repo().join("flake-free-examples/postx-hetzner"), &tmp.path().join("store"), &tmp.path().join("out"));
+    let host = out.join("hosts/client-alpha");
+    oracle("sh", &host.join("watchdog/kiln-watchdog.sh")).unwrap();
+    let message: serde_json::Value = serde_json::from_str(&read(&host.join("watchdog/notice-ops-chat.json"))).unwrap();
+    assert_eq!(message["channel"], "#alerts");
+
+    let t = tmp.path();
+    let (bin, state, secrets) = (t.join("bin"), t.join("state"), t.join("secrets"));
+    for d in [&bin, &state, &secrets] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(
+        bin.join("docker"),
+        "#!/bin/sh\n# Stand-in for docker: one unhealthy container of project `postx`.\ncase \"$*\" in ps*label=com.docker.compose.project=postx*health=unhealthy*) echo postx-nextcloud-alpha-1 ;; esac\nexit 0\n",
+    )
+    .unwrap();
+    assert!(Command::new("chmod").arg("+x").arg(bin.join("docker")).status().unwrap().success());
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(secrets.join("alert_webhook_url"), format!("http://127.0.0.1:{}/hooks/abc\n", l.local_addr().unwrap().port())).unwrap();
+    let script = read(&host.join("watchdog/kiln-watchdog.sh"))
+        .replace("/opt/kiln/", &format!("{}/", host.display()))
+        .replace("/etc/kiln/secrets/", &format!("{}/", secrets.display()));
+    let run = || {
+        let out = Command::new("dash")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("KILN_WATCHDOG_STATE", &state)
+            .env("KILN_WATCHDOG_TEXTFILE", t.join("no-textfile"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let server = std::thread::spawn(move || (receive_within(&l), l));
+    run();
+    run();
+    let said = run();
+    assert!(said.contains("restarting"), "the third unhealthy check restarts it: {said}");
+    let (first, l) = server.join().unwrap();
+    let (line, _, body) = first.expect("the restart is posted");
+    assert_eq!(line, "POST /hooks/abc HTTP/1.1");
+    let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let text_posted = posted["text"].as_str().unwrap();
+    assert!(
+        text_posted.starts_with("kiln: the watchdog restarted container postx-nextcloud-alpha-1 on host client-alpha (system postx)"),
+        "{text_posted}"
+    );
+    assert_eq!(posted["channel"], "#alerts");
+    // Three more checks, a second restart within the hour: not told again.
+    for _ in 0..3 {
+        run();
+    }
+    assert!(l.accept().is_err(), "a second restart within the hour posts nothing");
+    assert!(!state.join("postx-nextcloud-alpha-1.message").exists(), "no message left behind");
 }

@@ -3,7 +3,9 @@
 //! metrics through the host's node exporter, so they fire only for hosts whose node exporter a
 //! rule-evaluating Prometheus scrapes. A host that backs up data without one (an isolated
 //! client server, a system without monitoring) would fail silently: there, each failed backup
-//! task tells the system's Slack-compatible receivers itself (`render::backup`: `OnFailure=`).
+//! task tells the system's Slack-compatible receivers itself (`render::backup`: `OnFailure=`),
+//! and so does its container watchdog when it restarts a container (`render::watchdog`; the
+//! receivers and the message format in `render::notice`).
 //! E-mail receivers are not told this way: their SMTP credentials belong to the notifier
 //! (Alertmanager), not to every host.
 

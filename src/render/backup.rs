@@ -22,20 +22,11 @@ const DUMPS: &str = "/var/backups/kiln";
 pub const NOTICE_UNIT: &str = "kiln-backup-failed.service";
 pub const NOTICE_SCRIPT: &str = "backup/kiln-backup-failed.sh";
 
-/// The notice script's body before its calls of `post`: the URL is checked and handed to curl in
-/// a config file on its standard input, never on a command line (where other users of the
-/// host would see it).
+/// The notice script's body before `post` ([`super::notice::POST`]) and its calls.
 const NOTICE_HEAD: &str = r#"# Started by systemd when kiln-backup.service or kiln-backup-check.service fails: posts each
 # receiver's message to its webhook, the URL read from the receiver's secret.
 set -u
 rc=0
-# post MESSAGE_FILE URL_FILE
-post() {
-	url=$(cat "$2") || return 1
-	case $url in https://* | http://*) ;; *) echo "kiln-backup-failed: $2 holds no URL" >&2; return 1 ;; esac
-	case $url in *[\"\\]* | *[[:space:]]*) echo "kiln-backup-failed: $2 holds a URL curl's config cannot quote" >&2; return 1 ;; esac
-	printf 'url = "%s"\n' "$url" | curl -fsS --max-time 30 --retry 3 -K - -H 'Content-Type: application/json' --data-binary "@$1" -o /dev/null
-}
 "#;
 
 /// The services of `host` whose data the backup takes.
@@ -86,15 +77,7 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
 /// check starts, its script, and per Slack-compatible receiver the message (serialised JSON:
 /// the payload Slack's and Mattermost's incoming webhooks take, `text` and `channel`).
 fn notice(sys: &System, host: &Host) -> Vec<(String, String)> {
-    let receivers: Vec<(&str, &str, Option<&str>)> = sys
-        .receivers
-        .iter()
-        .filter(|r| host.backup_notify.contains(&r.name))
-        .filter_map(|r| match &r.kind {
-            crate::model::ReceiverKind::Slack { secret, channel } => Some((r.name.as_str(), secret.as_str(), channel.as_deref())),
-            _ => None,
-        })
-        .collect();
+    let receivers = super::notice::receivers(sys, host);
     if receivers.is_empty() {
         return Vec::new();
     }
@@ -106,14 +89,11 @@ fn notice(sys: &System, host: &Host) -> Vec<(String, String)> {
     let mut files = Vec::new();
     let mut script = script_head("backup failure notice", sys, host);
     script.push_str(NOTICE_HEAD);
-    for (name, secret, channel) in receivers {
-        let mut body = serde_json::json!({ "text": text });
-        if let Some(c) = channel {
-            body["channel"] = c.into();
-        }
-        let payload = format!("backup/notice-{name}.json");
-        files.push((payload.clone(), format!("{body}\n")));
-        let _ = writeln!(script, "post {} {} || rc=1", sh(&format!("/opt/kiln/{payload}")), sh(&format!("/etc/kiln/secrets/{secret}")));
+    script.push_str(super::notice::POST);
+    for r in receivers {
+        let payload = format!("backup/notice-{}.json", r.name);
+        files.push((payload.clone(), super::notice::message(&text, &r)));
+        let _ = writeln!(script, "post {} {} || rc=1", sh(&format!("/opt/kiln/{payload}")), sh(&super::notice::secret_path(&r)));
     }
     script.push_str("exit \"$rc\"\n");
     files.push((NOTICE_SCRIPT.to_string(), script));

@@ -13,6 +13,7 @@ pub mod egress;
 pub mod frame;
 pub mod jobs;
 pub mod keycloak;
+pub mod notice;
 pub mod private_bind;
 pub mod provision;
 pub mod quote;

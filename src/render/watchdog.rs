@@ -3,7 +3,9 @@
 //! health check, a systemd timer runs a POSIX sh script every minute that restarts this system's
 //! containers that stayed unhealthy for [`CHECKS`] consecutive checks, and writes
 //! `kiln_watchdog_unhealthy` / `kiln_watchdog_restarts_total` for the node exporter's textfile
-//! collector, which the derived alerts (`render::alerts`) watch. No third-party image.
+//! collector, which the derived alerts (`render::alerts`) watch. On a host no Prometheus watches
+//! (`render::notice`), a restart is also posted to the system's Slack-compatible receivers, at
+//! most once an hour per container. No third-party image.
 
 use std::fmt::Write;
 
@@ -42,7 +44,29 @@ pub fn emit(sys: &System, host: &Host) -> Vec<(String, String)> {
         schedule: &[("OnBootSec", "2min"), ("OnUnitActiveSec", "1min"), ("AccuracySec", "10s")],
     }
     .units();
-    vec![(SCRIPT.to_string(), script(sys, host)), (format!("watchdog/{}", UNITS[0]), service), (format!("watchdog/{}", UNITS[1]), timer)]
+    let mut files = vec![
+        (SCRIPT.to_string(), script(sys, host)),
+        (format!("watchdog/{}", UNITS[0]), service),
+        (format!("watchdog/{}", UNITS[1]), timer),
+    ];
+    files.extend(messages(sys, host));
+    files
+}
+
+/// Stands for the restarted container's name in the messages; replaced by the script (a name the
+/// script accepts has only `[a-zA-Z0-9_.-]`, nothing sed or JSON would read otherwise).
+const CONTAINER: &str = "@CONTAINER@";
+
+/// Per receiver the host tells itself, the message about a restart (`watchdog/notice-NAME.json`).
+fn messages(sys: &System, host: &Host) -> Vec<(String, String)> {
+    let text = format!(
+        "kiln: the watchdog restarted container {CONTAINER} on host {} (system {}): it stayed unhealthy for {CHECKS} checks; `docker logs {CONTAINER}` on the host says why",
+        host.name, sys.name
+    );
+    super::notice::receivers(sys, host)
+        .iter()
+        .map(|r| (format!("watchdog/notice-{}.json", r.name), super::notice::message(&text, r)))
+        .collect()
 }
 
 fn script(sys: &System, host: &Host) -> String {
@@ -52,7 +76,32 @@ fn script(sys: &System, host: &Host) -> String {
     let _ = writeln!(o, "limit={CHECKS}");
     let _ = writeln!(o, "state=${{KILN_WATCHDOG_STATE:-/var/lib/kiln/watchdog}}");
     let _ = writeln!(o, "textfile=${{KILN_WATCHDOG_TEXTFILE:-{TEXTFILE_DIR}}}");
-    o.push_str(WATCHDOG_BODY.replace("@UNHEALTHY@", WATCHDOG_UNHEALTHY).replace("@RESTARTS@", WATCHDOG_RESTARTS).as_str());
+    let receivers = super::notice::receivers(sys, host);
+    let tell = if receivers.is_empty() {
+        ""
+    } else {
+        o.push_str(super::notice::POST);
+        o.push_str("# tell NAME: posts the restart of container NAME to each receiver, once an hour at most.\ntell() {\n");
+        o.push_str("\t[ -z \"$(find \"$state/$1.told\" -mmin -60 2>/dev/null)\" ] || return 0\n\ttouch \"$state/$1.told\"\n");
+        for r in &receivers {
+            let message = sh(&format!("/opt/kiln/watchdog/notice-{}.json", r.name));
+            let _ = writeln!(
+                o,
+                "\tsed \"s/{CONTAINER}/$1/g\" {message} >\"$state/$1.message\"\n\tpost \"$state/$1.message\" {} || echo \"kiln-watchdog: telling {} failed\" >&2",
+                sh(&super::notice::secret_path(r)),
+                r.name
+            );
+        }
+        o.push_str("\trm -f \"$state/$1.message\"\n}\n");
+        "\t\ttell \"$name\"\n"
+    };
+    o.push_str(
+        WATCHDOG_BODY
+            .replace("@UNHEALTHY@", WATCHDOG_UNHEALTHY)
+            .replace("@RESTARTS@", WATCHDOG_RESTARTS)
+            .replace("@TELL@\n", tell)
+            .as_str(),
+    );
     o
 }
 
@@ -69,6 +118,7 @@ for name in $unhealthy; do
 	if [ "$count" -ge "$limit" ]; then
 		echo "kiln-watchdog: $name unhealthy for $count checks: restarting" >&2
 		docker restart "$name" >/dev/null
+@TELL@
 		restarts=$(cat "$state/$name.restarts" 2>/dev/null || echo 0)
 		echo $((restarts + 1)) >"$state/$name.restarts"
 		rm -f "$state/$name.count"
