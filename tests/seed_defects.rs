@@ -569,3 +569,22 @@ fn clients_of_a_servers_one_user_take_its_password() {
     });
     assert!(err.contains("service `leantime` binds `database_password` to secret `leantime_db_root_password`"), "{err}");
 }
+
+/// Post-X audit X2 (residual): the client template declared no data disk, so each client's
+/// Docker data root (seven images, Nextcloud's files with 4 GB uploads) and the monthly restore
+/// drill's scratch copy sat on kiln's 10 GiB default volume. Each client's `hcloud_volume` in
+/// the OpenTofu root now has its plan's size (100 GiB or more), and Docker's data root is on it.
+#[test]
+fn postx_clients_get_a_data_volume_sized_for_their_images_and_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = example("postx-hetzner", tmp.path());
+    let root: serde_json::Value = serde_json::from_str(&read(&out.join("tofu/main.tf.json"))).unwrap();
+    let volumes = root["resource"]["hcloud_volume"].as_object().unwrap();
+    let clients: Vec<_> = volumes.iter().filter(|(name, _)| name.starts_with("client-")).collect();
+    assert_eq!(clients.len(), 11, "{:?}", volumes.keys());
+    for (name, v) in clients {
+        assert!(v["size"].as_u64().unwrap() >= 100, "{name}: {} GiB", v["size"]);
+    }
+    let script = read(&out.join("hosts/client-alpha/provision.sh"));
+    assert!(script.contains(r#""data-root": "/var/lib/kiln/data/docker""#), "Docker's data root is on the volume");
+}
