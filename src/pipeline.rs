@@ -355,8 +355,9 @@ fn user_data_budget(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Ve
 fn host_budget(h: &crate::model::Host, ha: &HostArtifacts) -> Option<Diagnostic> {
     let name = &h.name;
     let limit = h.provider_kind.user_data_limit()?;
+    let budget = render::user_data_budget(h)?;
     let ud = ha.artifacts.iter().find(|a| a.path == "user-data")?;
-    if ud.bytes.len() <= limit {
+    if ud.bytes.len() <= budget {
         return None;
     }
     let mut largest: Vec<&Artifact> = ha.artifacts.iter().filter(|a| a.path != "user-data" && a.path != "bundle.tar.gz").collect();
@@ -365,7 +366,13 @@ fn host_budget(h: &crate::model::Host, ha: &HostArtifacts) -> Option<Diagnostic>
     Some(
         Diagnostic::error(
             "user-data-too-large",
-            format!("the user-data of host `{name}` is {} bytes, {} over the {} limit of {limit}", ud.bytes.len(), ud.bytes.len() - limit, h.provider_kind.name()),
+            format!(
+                "the user-data of host `{name}` is {} bytes, {} over the {budget} it may have (the {} limit of {limit}, less {} for the enrolment part `kiln deploy` adds)",
+                ud.bytes.len(),
+                ud.bytes.len() - budget,
+                h.provider_kind.name(),
+                limit - budget
+            ),
         )
         .primary(h.span, "this host's artifacts do not fit")
         .note(format!("largest: {}{}", top.join(", "), if ha.stage0 { "" } else { "; the user-data carries them gzip-compressed, and is still too large" }))

@@ -111,7 +111,7 @@ fn user_data_over_the_limit_is_an_error_with_the_numbers() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("error[user-data-too-large]: the user-data of host `fat` is"), "{err}");
-    assert!(err.contains("over the hetzner limit of 32768"), "{err}");
+    assert!(err.contains("(the hetzner limit of 32768, less ") && err.contains(" for the enrolment part `kiln deploy` adds)"), "{err}");
     assert!(err.contains("largest: files/big/big.conf"), "{err}");
     assert!(err.contains("the user-data carries them gzip-compressed, and is still too large"), "{err}");
     assert!(err.contains("store = "), "the help names the way out: {err}");

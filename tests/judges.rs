@@ -257,3 +257,37 @@ print(sorted(set(f.get("encoding", "text") for f in files)))
         assert_eq!(files(&written).len(), n, "{host}: cloud-init wrote the payload and nothing else");
     }
 }
+
+/// What a cloud server receives is the build's user-data wrapped with the enrolment part `kiln
+/// deploy` adds (`deploy::enrol`): that, not the build's file alone, must fit the provider's limit.
+/// For every host of every example and of the edges fixture whose provider has a limit (the
+/// fixture's Traefik host was 31,592 bytes as text, within 32 KiB alone and over it with the
+/// part; it is now packed), the user-data with a real enrolment part fits.
+#[test]
+fn every_user_data_fits_its_providers_limit_with_the_enrolment_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut results: Vec<std::path::PathBuf> =
+        examples().iter().map(|ex| build(ex, &tmp.path().join("store"), &tmp.path().join(ex.file_name().unwrap()))).collect();
+    results.push(build_with_modules(
+        &repo().join("tests/fixtures/modules"),
+        &repo().join("tests/fixtures/edges/traefik"),
+        &tmp.path().join("store"),
+        &tmp.path().join("edges-traefik"),
+    ));
+    let mut checked = 0;
+    for result in results {
+        for (host, h) in manifest(&result)["hosts"].as_object().unwrap() {
+            let Some(limit) = h["user_data"]["limit"].as_u64() else { continue };
+            let ud = read(&result.join("hosts").join(host).join("user-data"));
+            let sent = kiln::deploy::enrol::with_part(&ud, &kiln::deploy::enrol::enrol_part(host, &"ab".repeat(32))).unwrap();
+            assert!(
+                sent.len() as u64 <= limit,
+                "{}: host {host}: {} bytes with the enrolment part, over {limit}",
+                result.display(),
+                sent.len()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} hosts with a limit");
+}

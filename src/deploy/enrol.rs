@@ -149,6 +149,15 @@ pub fn enrol_part(host: &str, token_hex: &str) -> String {
     format!("#cloud-config\n{}", crate::render::yaml(&cfg))
 }
 
+/// How many bytes `kiln deploy` adds to the cloud-config user-data of `host` ([`enrol_part`]
+/// wrapped with it by [`with_part`]): what the provider receives is that much larger than the
+/// build's user-data, so the build keeps it free of the provider's limit
+/// (`render::user_data_budget`). Exact: the token is always 64 hex digits, the boundary 16.
+pub fn overhead(host: &str) -> usize {
+    let bare = "#cloud-config\n";
+    with_part(bare, &enrol_part(host, &"0".repeat(64))).map_or(0, |whole| whole.len() - bare.len())
+}
+
 /// `user_data` and `part` as one MIME multipart user-data (cloud-init's format for several
 /// parts). The host's own user-data must be cloud-config or a shell script.
 pub fn with_part(user_data: &str, part: &str) -> Result<String, String> {

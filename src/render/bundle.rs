@@ -49,9 +49,13 @@ pub fn bundle(payload: &[Artifact], mtime: u64) -> Vec<u8> {
         let mut h = header(tar::EntryType::Regular, mode, a.bytes.len() as u64);
         tar.append_data(&mut h, format!("{ROOT}/{}", a.path), &a.bytes[..]).expect("writing to memory");
     }
-    let tar_bytes = tar.into_inner().expect("writing to memory");
-    let mut gz = GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), Compression::fast());
-    gz.write_all(&tar_bytes).expect("writing to memory");
+    gzip(&tar.into_inner().expect("writing to memory"), Compression::fast())
+}
+
+/// `bytes` gzip-compressed with no name and no time in the header: the same bytes every build.
+pub fn gzip(bytes: &[u8], level: Compression) -> Vec<u8> {
+    let mut gz = GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), level);
+    gz.write_all(bytes).expect("writing to memory");
     gz.finish().expect("writing to memory")
 }
 

@@ -209,6 +209,7 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
         .into_iter()
         .chain(data_volume::emit(sys, host))
         .chain(watchdog::emit(sys, host))
+        .chain(egress::emit(host))
         .chain(jobs::emit(sys, host))
     {
         let (kind, mode) = if path.ends_with(".sh") {
@@ -233,7 +234,7 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
     // names a store (the user chose to boot from it), else the payload packed (the budget check
     // names a host that does not fit even so).
     let mut user_data = cloud_init::emit(sys, host, &payload, cloud_init::Files::Text);
-    let over = |ud: &str| host.provider_kind.user_data_limit().is_some_and(|l| ud.len() > l);
+    let over = |ud: &str| user_data_budget(host).is_some_and(|b| ud.len() > b);
     let stage0 = over(&user_data) && sys.store_url.is_some();
     if stage0 {
         // Only the stage-0 loader names the bundle's hash.
@@ -260,6 +261,12 @@ fn stage0_user_data(sys: &System, host: &Host, bundle_sha: &str) -> Option<Strin
 /// the bundle's hash, all of whose 64 hex digits stand bare in the script. `kiln check` renders
 /// only the hosts for which this is false.
 pub fn user_data_fits_unrendered(sys: &System, host: &Host) -> bool {
-    let Some(limit) = host.provider_kind.user_data_limit() else { return true };
-    stage0_user_data(sys, host, &"0".repeat(64)).is_some_and(|ud| ud.len() <= limit)
+    let Some(budget) = user_data_budget(host) else { return true };
+    stage0_user_data(sys, host, &"0".repeat(64)).is_some_and(|ud| ud.len() <= budget)
+}
+
+/// The most bytes the user-data of `host` may have: its provider's limit less the enrolment part
+/// `kiln deploy` adds to it (`deploy::enrol::overhead`); `None` where the provider sets no limit.
+pub fn user_data_budget(host: &Host) -> Option<usize> {
+    host.provider_kind.user_data_limit().map(|limit| limit.saturating_sub(crate::deploy::enrol::overhead(&host.name)))
 }
