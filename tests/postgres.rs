@@ -1362,20 +1362,17 @@ fn five_vps_saas_pgbackrest_archives_wal_and_restores_to_a_point_in_time() {
     });
     assert!(health().0, "a segment waiting for less than 15 minutes is not yet a failure");
     assert!(run(Command::new("touch").args(["-d", "20 minutes ago"]).arg(&stuck)).status.success());
+    assert!(health().0, "nor is an old one while segments were pushed in the last 15 minutes (a backlog)");
+    let in_sidecar = |script: &str| {
+        let out = run(Command::new("nsenter").args(["-t", &sidecar.0.id().to_string(), "-m", "--", "sh", "-c", script]));
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    };
+    in_sidecar("touch -d '20 minutes ago' /tmp/pgbackrest-pushed");
     let (ok, said) = health();
-    assert!(!ok && said.contains("000000010000000000000099 not pushed for 15 minutes"), "{said}");
+    assert!(!ok && said.contains("000000010000000000000099 not pushed for 15 minutes, nor any other"), "{said}");
     std::fs::remove_file(&stuck).unwrap();
     assert!(health().0, "healthy again once the spool drains");
-    let failed = run(Command::new("nsenter").args([
-        "-t",
-        &sidecar.0.id().to_string(),
-        "-m",
-        "--",
-        "sh",
-        "-c",
-        "echo 'diff failed 2026-12-07T03:00:00Z' >/tmp/pgbackrest-last-backup",
-    ]));
-    assert!(failed.status.success(), "{}", text(&failed.stderr));
+    in_sidecar("echo 'diff failed 2026-12-07T03:00:00Z' >/tmp/pgbackrest-last-backup");
     let (ok, said) = health();
     assert!(!ok && said.contains("the last backup failed: diff failed 2026-12-07T03:00:00Z"), "{said}");
     assert!(
