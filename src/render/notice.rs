@@ -1,5 +1,6 @@
-//! What a host no Prometheus watches tells the system's Slack-compatible receivers itself
-//! (`Host::backup_notify`, set by `eval::backup_notice`): the receivers, and the sh function
+//! What a host that backs up data and that no Prometheus watches tells the system's
+//! Slack-compatible receivers itself (`Host::backup_notify`, set by `eval::backup_notice`): the
+//! receivers, and the sh function
 //! that posts a message file to one. Used by the backup's failure notice and the container
 //! watchdog; the message files are serialised JSON (the payload Slack's and Mattermost's incoming
 //! webhooks take: `text` and `channel`).
@@ -36,7 +37,7 @@ pub fn message(text: &str, r: &Receiver<'_>) -> String {
 
 /// Where the delivered secret holding a receiver's webhook URL is on the host.
 pub fn secret_path(r: &Receiver<'_>) -> String {
-    format!("/etc/kiln/secrets/{}", r.secret)
+    format!("{}/{}", super::SECRETS_DIR, r.secret)
 }
 
 /// `post MESSAGE_FILE URL_FILE`: posts the message to the URL the file holds (curl, which the

@@ -3,12 +3,14 @@
 //! health check, a systemd timer runs a POSIX sh script every minute that restarts this system's
 //! containers that stayed unhealthy for [`CHECKS`] consecutive checks, and writes
 //! `kiln_watchdog_unhealthy` / `kiln_watchdog_restarts_total` for the node exporter's textfile
-//! collector, which the derived alerts (`render::alerts`) watch. On a host no Prometheus watches
-//! (`render::notice`), a restart is also posted to the system's Slack-compatible receivers, at
-//! most once an hour per container. No third-party image.
+//! collector, which the derived alerts (`render::alerts`) watch. On a host that backs up data
+//! and that no Prometheus watches (`Host::backup_notify`, `render::notice`), a restart is also
+//! posted to the system's Slack-compatible receivers, at most once an hour per container. No
+//! third-party image.
 
 use std::fmt::Write;
 
+use super::KILN_ROOT;
 use super::alerts::{WATCHDOG_RESTARTS, WATCHDOG_UNHEALTHY};
 use super::quote::sh;
 use super::timer_unit::{TimedService, script_head};
@@ -81,19 +83,22 @@ fn script(sys: &System, host: &Host) -> String {
         ""
     } else {
         o.push_str(super::notice::POST);
-        o.push_str("# tell NAME: posts the restart of container NAME to each receiver, once an hour at most.\ntell() {\n");
-        o.push_str("\t[ -z \"$(find \"$state/$1.told\" -mmin -60 2>/dev/null)\" ] || return 0\n\ttouch \"$state/$1.told\"\n");
+        o.push_str("# tell NAME: posts the restart of container NAME to each receiver; once one was told, not\n");
+        o.push_str("# again for an hour (a failed post is tried again at the next restart).\ntell() {\n");
+        o.push_str("\t[ -z \"$(find \"$state/$1.told\" -mmin -60 2>/dev/null)\" ] || return 0\n\ttold=\"\"\n");
         for r in &receivers {
-            let message = sh(&format!("/opt/kiln/watchdog/notice-{}.json", r.name));
+            let message = sh(&format!("{KILN_ROOT}/watchdog/notice-{}.json", r.name));
             let _ = writeln!(
                 o,
-                "\tsed \"s/{CONTAINER}/$1/g\" {message} >\"$state/$1.message\"\n\tpost \"$state/$1.message\" {} || echo \"kiln-watchdog: telling {} failed\" >&2",
+                "\tif sed \"s/{CONTAINER}/$1/g\" {message} >\"$state/$1.message\" && post \"$state/$1.message\" {}; then\n\t\ttold=1\n\telse\n\t\techo {} >&2\n\tfi",
                 sh(&super::notice::secret_path(r)),
-                r.name
+                sh(&format!("kiln-watchdog: telling {} failed", r.name))
             );
         }
-        o.push_str("\trm -f \"$state/$1.message\"\n}\n");
-        "\t\ttell \"$name\"\n"
+        o.push_str("\trm -f \"$state/$1.message\"\n\t[ -z \"$told\" ] || touch \"$state/$1.told\"\n}\n");
+        // After the counters are written: a notice that fails or hangs for curl's retries never
+        // leaves the restart uncounted.
+        "\t\ttell \"$name\" || :\n"
     };
     o.push_str(
         WATCHDOG_BODY
@@ -118,10 +123,10 @@ for name in $unhealthy; do
 	if [ "$count" -ge "$limit" ]; then
 		echo "kiln-watchdog: $name unhealthy for $count checks: restarting" >&2
 		docker restart "$name" >/dev/null
-@TELL@
 		restarts=$(cat "$state/$name.restarts" 2>/dev/null || echo 0)
 		echo $((restarts + 1)) >"$state/$name.restarts"
 		rm -f "$state/$name.count"
+@TELL@
 	else
 		echo "$count" >"$state/$name.count"
 	fi
