@@ -1,6 +1,7 @@
 //! Egress on the host (`eval::egress` decides who is whose gateway): a private host's default
 //! route through its gateway, run by cloud-init on every boot (`bootcmd`, before stage 0 fetches
-//! the bundle) and again by the provisioner; on a gateway, IP forwarding and a masquerade for
+//! the bundle), again by the provisioner, and every minute by a timer (systemd-networkd drops
+//! routes it did not make when it restarts); on a gateway, IP forwarding and a masquerade for
 //! each private network it serves, in ufw's `before.init` hook so that ufw's own start, stop,
 //! reload and reset keep it, and a ufw route rule that forwards only from those networks to the
 //! public interface.
@@ -29,6 +30,30 @@ pub fn client_script(host: &Host) -> Option<String> {
         );
     }
     Some(s)
+}
+
+/// The units that put a private host's route out back every minute, `egress/kiln-egress.*`:
+/// systemd-networkd removes the routes it did not configure whenever it starts
+/// (`ManageForeignRoutes=`, on by default; an upgrade of systemd restarts it), and `bootcmd` runs
+/// at boot only, so the host would be cut off until it rebooted. `ip route replace` is a no-op
+/// while the route is there. Empty for a host without a gateway.
+pub const UNITS: [&str; 2] = ["kiln-egress.service", "kiln-egress.timer"];
+
+pub fn emit(host: &Host) -> Vec<(String, String)> {
+    let Egress::Via { gateway, next_hop, .. } = &host.egress else { return Vec::new() };
+    let exec = format!("/sbin/ip route replace default via {next_hop}");
+    let description = format!("keep the route out through gateway {gateway}");
+    let units = super::timer_unit::TimedService {
+        name: UNITS[0],
+        description: &description,
+        after: &[("After", "network.target")],
+        exec: &exec,
+        service: &[],
+        timer_description: "the route out, every minute",
+        schedule: &[("OnBootSec", "1min"), ("OnUnitActiveSec", "1min"), ("AccuracySec", "10s")],
+    }
+    .units();
+    UNITS.iter().zip(units).map(|(name, text)| (format!("egress/{name}"), text)).collect()
 }
 
 /// The provisioner's egress step (before anything is installed). On Scaleway it first waits

@@ -61,6 +61,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     backups(&mut o, payload);
     super::jobs::provision(&mut o, sys, host);
     watchdog(&mut o, payload);
+    egress_timer(&mut o, payload);
 
     o.push_str("\n# Done: record what this host runs.\n");
     let _ = writeln!(o, "install -d -m 0755 {}", sh(parent(MARKER)));
@@ -506,19 +507,31 @@ fn backups(o: &mut String, payload: &[Artifact]) {
 
 /// Installs the container watchdog's units and starts its timer (`render::watchdog`).
 fn watchdog(o: &mut String, payload: &[Artifact]) {
-    if !payload.iter().any(|a| a.path == super::watchdog::SCRIPT) {
-        return;
+    if payload.iter().any(|a| a.path == super::watchdog::SCRIPT) {
+        timer(o, "Watchdog: restart containers that stay unhealthy (Docker does not).", "watchdog", super::watchdog::UNITS);
     }
-    o.push_str("\n# Watchdog: restart containers that stay unhealthy (Docker does not).\nlog 'step: watchdog'\n");
-    for unit in super::watchdog::UNITS {
+}
+
+/// Installs a private host's route-out timer and starts it (`render::egress::emit`).
+fn egress_timer(o: &mut String, payload: &[Artifact]) {
+    let [service, _] = super::egress::UNITS;
+    if payload.iter().any(|a| a.path == format!("egress/{service}")) {
+        timer(o, "Egress: the route out, put back every minute (networkd drops it when it restarts).", "egress", super::egress::UNITS);
+    }
+}
+
+/// A step installing a service and its timer from the payload's `dir` and starting the timer.
+fn timer(o: &mut String, comment: &str, dir: &str, [service, timer]: [&str; 2]) {
+    let _ = writeln!(o, "\n# {comment}\nlog {}", sh(&format!("step: {dir}")));
+    for unit in [service, timer] {
         let _ = writeln!(
             o,
             "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
-            sh(&format!("{KILN_ROOT}/watchdog/{unit}")),
+            sh(&format!("{KILN_ROOT}/{dir}/{unit}")),
             sh(&format!("/etc/systemd/system/{unit}"))
         );
     }
-    let _ = writeln!(o, "systemctl enable --now kiln-watchdog.timer >/dev/null");
+    let _ = writeln!(o, "systemctl enable --now {} >/dev/null", sh(timer));
 }
 
 fn start(o: &mut String, sys: &System, services: &[&Service]) {

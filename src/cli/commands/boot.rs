@@ -239,6 +239,7 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
     }
     stand_ins.append(&mut hosts);
     let hosts = stand_ins;
+    let down = down_command(&opts.module_dirs, &f.state, path);
     let fopts = kiln::boot::FleetOptions {
         system: c.system.name.clone(),
         keep: f.keep,
@@ -270,13 +271,13 @@ pub(crate) fn fleet(c: &Compiled, path: &Path, opts: &Options, f: Fleet, json: b
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
     } else {
-        print!("{}", fleet_text(&report));
+        print!("{}", fleet_text(&report, &down));
     }
     if clean { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 /// The fleet report as text, one block per host.
-fn fleet_text(r: &kiln::boot::FleetReport) -> String {
+fn fleet_text(r: &kiln::boot::FleetReport, down: &str) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     for h in &r.hosts {
@@ -339,7 +340,7 @@ fn fleet_text(r: &kiln::boot::FleetReport) -> String {
         }
     }
     if let Some(s) = &r.state {
-        let _ = writeln!(o, "kept running; stop with: kiln boot --down (state: {})", s.display());
+        let _ = writeln!(o, "kept running; stop with: {down} (state: {})", s.display());
     }
     o
 }
