@@ -355,7 +355,7 @@ fn user_data_budget(sys: &System, hosts: &BTreeMap<String, HostArtifacts>) -> Ve
 fn host_budget(h: &crate::model::Host, ha: &HostArtifacts) -> Option<Diagnostic> {
     let name = &h.name;
     let limit = h.provider_kind.user_data_limit()?;
-    let budget = render::user_data_budget(h)?;
+    let budget = ha.user_data_budget?;
     let ud = ha.artifacts.iter().find(|a| a.path == "user-data")?;
     if ud.bytes.len() <= budget {
         return None;

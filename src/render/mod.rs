@@ -133,6 +133,8 @@ pub struct HostArtifacts {
     pub closure: String,
     /// True when `user-data` is the stage-0 loader that fetches the bundle from the store.
     pub stage0: bool,
+    /// The most bytes its user-data may have ([`user_data_budget`], taken once per host).
+    pub user_data_budget: Option<usize>,
     /// The payload (every file installed under [`KILN_ROOT`]) then `user-data`.
     pub artifacts: Vec<Artifact>,
 }
@@ -234,7 +236,8 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
     // names a store (the user chose to boot from it), else the payload packed (the budget check
     // names a host that does not fit even so).
     let mut user_data = cloud_init::emit(sys, host, &payload, cloud_init::Files::Text);
-    let over = |ud: &str| user_data_budget(host).is_some_and(|b| ud.len() > b);
+    let budget = user_data_budget(host);
+    let over = |ud: &str| budget.is_some_and(|b| ud.len() > b);
     let stage0 = over(&user_data) && sys.store_url.is_some();
     if stage0 {
         // Only the stage-0 loader names the bundle's hash.
@@ -244,7 +247,7 @@ pub fn host(sys: &System, index: &Index<'_>, host: &Host, opts: &RenderOptions) 
     }
     payload.push(Artifact { path: "bundle.tar.gz".into(), kind: Kind::Bundle, mode: 0o644, bytes: bundle });
     payload.push(Artifact::new("user-data", Kind::CloudInit, 0o644, user_data));
-    HostArtifacts { closure, stage0, artifacts: payload }
+    HostArtifacts { closure, stage0, user_data_budget: budget, artifacts: payload }
 }
 
 /// The stage-0 user-data that fetches the bundle `bundle_sha` from the system's store, if it
