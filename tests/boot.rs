@@ -3,7 +3,8 @@
 //! (scripts/build-test-image). Cloud-init must finish from NoCloud with no warning and no
 //! error, the provisioner's marker must hold the closure, the firewall must hold exactly the
 //! derived rules, sshd must refuse passwords, and the route must answer through the
-//! forwarded port.
+//! forwarded port; its data volume (`--data-disk`) must outlive the machine: a replacement
+//! booted from a clean disk finds it, not formatted again.
 
 mod common;
 #[path = "common/vm.rs"]
@@ -68,33 +69,107 @@ fn temp_is_empty(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
 }
 
-#[test]
-fn a_host_boots_clean_in_a_vm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (sys, key) = fixture(tmp.path());
-    let modules = modules();
+const MOUNT: &str = "/var/lib/kiln/data";
+const KEPT: &str = "/var/lib/kiln/data/kept-by-test";
+/// Caddy's internal CA (tls = "internal"), under its home as the Debian package sets it.
+const CADDY_ROOT: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 
-    // The host's one secret comes from the system's SOPS file, decrypted with the test key.
-    let identity = identity();
-    let out = run(kiln()
-        .arg("--modules")
-        .arg(&modules)
-        .arg("--identity")
-        .arg(&identity)
-        .arg("boot")
-        .arg("web")
-        .arg(&sys)
-        .arg("--keep")
-        .arg("--json")
-        .arg("--state")
-        .arg(tmp.path().join("state")));
+/// `kiln boot web SYS --keep --json --state STATE --data-disk DISK` with `TMPDIR=temp`,
+/// started (its output piped), under `path` when given.
+fn boot_kept(sys: &Path, state: &Path, disk: &Path, temp: &Path, path: Option<&std::ffi::OsStr>) -> std::process::Child {
+    let mut c = kiln();
+    if let Some(p) = path {
+        c.env("PATH", p);
+    }
+    c.env("TMPDIR", temp).arg("--modules").arg(modules()).arg("--identity").arg(identity());
+    c.arg("boot").arg("web").arg(sys).args(["--keep", "--json", "--timeout", "600"]).arg("--state").arg(state).arg("--data-disk").arg(disk);
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.spawn().unwrap()
+}
+
+/// What the machine says about its data volume: the mount's source and type, the volume's
+/// label and UUID, and what holds Caddy's home (with the disk's device name as `DISK`).
+fn volume(key: &Path, port: u64) -> (String, String, String, String) {
+    let sh = |cmd: &str| ssh(key, port, cmd).trim().to_string();
+    let dev = sh("readlink -f /dev/disk/by-id/virtio-kiln-data");
+    assert!(dev.starts_with("/dev/vd"), "the data disk by its serial: {dev}");
+    let mount = sh(&format!("findmnt -no SOURCE,FSTYPE {MOUNT}")).replace(&dev, "DISK");
+    let label = sh("sudo blkid -o value -s LABEL /dev/disk/by-id/virtio-kiln-data");
+    let uuid = sh("sudo blkid -o value -s UUID /dev/disk/by-id/virtio-kiln-data");
+    let caddy = sh("findmnt -no SOURCE /var/lib/caddy").replace(&dev, "DISK");
+    (mount, label, uuid, caddy)
+}
+
+/// Caddy makes its internal CA when it first manages the route's certificate.
+fn caddy_root(key: &Path, port: u64) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let out = ssh(key, port, &format!("sudo sha256sum {CADDY_ROOT} 2>/dev/null || true")).trim().to_string();
+        if !out.is_empty() {
+            return out;
+        }
+        assert!(start.elapsed().as_secs() < 90, "Caddy made no internal CA under {CADDY_ROOT}");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+}
+
+/// How often the provisioner formatted the data volume, by its log.
+fn formatted(key: &Path, port: u64) -> usize {
+    ssh(key, port, "sudo cat /var/log/cloud-init-output.log").lines().filter(|l| l.contains("kiln: formatting the data volume")).count()
+}
+
+/// A stateful host (the `boot/data` fixture: the `web` host on Hetzner, so with a data
+/// volume) booted for real, then replaced. Each boot is minutes under TCG, so one test holds
+/// what the two boots prove:
+/// - the first boot, watched from outside until kiln returns: its first qemu crashes (a
+///   stand-in qemu aborts it, as TCG's own assertions have) and kiln starts the machine again
+///   from a fresh disk and says so; until cloud-init has fetched it, the seed's user-data with
+///   the secrets (private) is the one file of the work directory that may hold a secret;
+/// - cloud-init finishes from NoCloud with no warning and no error, the provisioner's marker
+///   holds the closure, the secret reached the service (mode 400), the firewall holds exactly
+///   the derived rules, sshd refuses passwords, fail2ban runs, the route answers through the
+///   forwarded port;
+/// - the empty data disk (`--data-disk`, a file kiln creates) is formatted once (ext4
+///   labelled `kiln-data`), mounted at /var/lib/kiln/data, Caddy's home bound onto it;
+/// - `kiln boot --down` powers the kept machine off, forgets it and removes its work directory;
+/// - a fresh machine (a new overlay on the base image, as a replaced server starts from a
+///   clean disk) with the same data disk mounts it again without formatting it (same UUID) and
+///   finds the file written on the first and Caddy's certificate authority from the first.
+#[test]
+fn a_host_boots_clean_in_a_vm_and_its_replacement_finds_its_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sys, key) = vm::fixture(&repo().join("tests/fixtures/boot/data"), tmp.path());
+    let modules = modules();
+    let secrets = secret_forms(&sys);
+    let temp = tmp.path().join("temp");
+    std::fs::create_dir(&temp).unwrap();
+    let state_dir = tmp.path().join("state");
+    let disk = tmp.path().join("data.qcow2");
+    let crashing = vm::path_with_crashing_qemu(tmp.path(), "kiln-boot-web", 0);
+
+    // The first boot, watched from outside.
+    let mut child = boot_kept(&sys, &state_dir, &disk, &temp, Some(&crashing));
+    let mut seen = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        seen.extend(exposed(&temp, &secrets).into_iter().filter(|e| !e.ends_with("/seed/user-data.with-secrets holds a secret")));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
     eprintln!("boot: cloud-init finished after {:.1} s", report["boot_seconds"].as_f64().unwrap());
     let machine = vm::Machine::from_report(&report);
     let workdir = machine.workdir.clone();
-    assert!(out.status.success(), "kiln boot reported problems: {report}");
+    assert!(out.status.success(), "kiln boot reported problems: {report}\n{}", text(&out.stderr));
+    seen.dedup();
+    assert_eq!(seen, Vec::<String>::new(), "secrets or open permissions seen during the boot");
+    let crashes = report["crashes"].as_array().unwrap();
+    assert_eq!(crashes.len(), 1, "the stand-in qemu crashed once: {report}");
+    assert!(crashes[0].as_str().unwrap().starts_with("qemu crashed (SIGABRT) "), "{report}");
+    assert!(crashes[0].as_str().unwrap().contains("stand-in qemu: Assertion failed"), "{report}");
+    assert_eq!(report["data_disk"].as_str(), Some(disk.to_str().unwrap()), "{report}");
+    assert_eq!(report["data_disk_created"], true, "{report}");
     // the machine runs on; its work directory holds no secret outside the machine's own disk
-    assert_eq!(exposed(&workdir, &secret_forms(&sys)), Vec::<String>::new());
+    assert_eq!(exposed(&workdir, &secrets), Vec::<String>::new());
     // the secrets were served once; the host's own user-data stays for its next boot
     assert!(!workdir.join("seed/user-data.with-secrets").exists(), "the seed's secrets were served once and removed");
     assert!(workdir.join("seed/user-data").exists(), "the seed keeps the user-data without the secrets (a reboot asks again)");
@@ -104,7 +179,7 @@ fn a_host_boots_clean_in_a_vm() {
     let port = report["ports"]["ssh"].as_u64().unwrap();
     let closure = report["closure"].as_str().unwrap();
     assert_eq!(ssh(&key, port, "sudo cat /var/lib/kiln/closure").trim(), closure, "the provisioner's marker");
-    let ids = kiln::sops::load_identities(&std::fs::read_to_string(&identity).unwrap()).unwrap();
+    let ids = kiln::sops::load_identities(&std::fs::read_to_string(identity()).unwrap()).unwrap();
     let sops = std::fs::read_to_string(sys.join("secrets.sops.yaml")).unwrap();
     let token = kiln::sops::decrypt(&sops, kiln::sops::Format::Yaml, &ids).unwrap().remove("hello_token").unwrap();
     assert_eq!(ssh(&key, port, "sudo cat /etc/hello/token"), token, "the secret reached the host");
@@ -157,6 +232,17 @@ fn a_host_boots_clean_in_a_vm() {
         .unwrap();
     assert!(text(&page.stdout).contains("hello from kiln"), "the route answers: {}", text(&page.stdout));
 
+    // the data volume: formatted once, mounted, Caddy's home on it; a file written onto it
+    let (mount, label, uuid, caddy) = volume(&key, port);
+    assert_eq!(mount, "DISK ext4", "the data disk is mounted at {MOUNT}");
+    assert_eq!(label, "kiln-data");
+    assert!(!uuid.is_empty());
+    assert_eq!(caddy, "DISK[/caddy]", "Caddy's home is bound onto the volume");
+    assert_eq!(formatted(&key, port), 1, "the provisioner formatted the empty disk");
+    let ca = caddy_root(&key, port);
+    assert!(ssh(&key, port, "sudo ls -A /var/lib/kiln/data/caddy/.local/share/caddy/pki").contains("authorities"));
+    ssh(&key, port, &format!("echo written-by-the-first-server | sudo tee {KEPT} >/dev/null && sync"));
+
     // the machine left running is recorded for `kiln boot --down`
     let state: Value =
         serde_json::from_slice(&std::fs::read(report["state"].as_str().expect("a kept machine's state file")).unwrap()).unwrap();
@@ -164,37 +250,50 @@ fn a_host_boots_clean_in_a_vm() {
     assert_eq!(state["workdir"].as_str(), workdir.to_str());
 
     // `kiln boot --down` powers the running machine off, forgets it and removes its work
-    // directory (the verdict read from the disk after power-off: the next test)
-    let state_file = std::path::PathBuf::from(report["state"].as_str().unwrap());
-    let down = run(kiln().arg("--modules").arg(&modules).arg("boot").arg("--down").arg(&sys).arg("--state").arg(tmp.path().join("state")));
+    // directory
+    let state_file = PathBuf::from(report["state"].as_str().unwrap());
+    let down = run(kiln().arg("--modules").arg(&modules).arg("boot").arg("--down").arg(&sys).arg("--state").arg(&state_dir));
     assert!(down.status.success(), "{}", text(&down.stderr));
-    assert_eq!(text(&down.stdout).trim(), format!("boot-web/web: stopped (pid {})", machine.pid));
+    assert_eq!(text(&down.stdout).trim(), format!("boot-data/web: stopped (pid {})", machine.pid));
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", machine.pid)).unwrap_or_default();
     assert!(!text(&cmdline).contains("kiln-boot-web"), "qemu is gone");
     assert!(!workdir.exists());
     assert!(!state_file.exists());
     // stopped and removed by `--down`: nothing left for the guard to power off
     std::mem::forget(machine);
+    assert!(disk.is_file(), "the data disk is the caller's: kept");
+
+    // The replacement: a clean overlay on the base image, the same disk.
+    let out = boot_kept(&sys, &state_dir, &disk, &temp, None).wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("kiln boot: {}", text(&out.stderr)));
+    let second = vm::Machine::from_report(&report);
+    assert!(out.status.success(), "kiln boot reported problems: {report}");
+    assert_eq!(report["data_disk_created"], false, "{report}");
+    let port = second.ssh;
+    let again = volume(&key, port);
+    assert_eq!(
+        again,
+        ("DISK ext4".to_string(), "kiln-data".to_string(), uuid, "DISK[/caddy]".to_string()),
+        "mounted again, the same filesystem"
+    );
+    assert_eq!(formatted(&key, port), 0, "the labelled volume is not formatted again");
+    assert_eq!(ssh(&key, port, &format!("sudo cat {KEPT}")).trim(), "written-by-the-first-server");
+    assert_eq!(caddy_root(&key, port), ca, "Caddy keeps the certificate authority it made on the first server");
+    drop(second);
+    assert!(disk.is_file());
 }
 
-/// Without `--keep`: the work directory never holds a secret outside the machine's disk
-/// while the machine boots, and is gone when kiln exits: after a good boot, a failed one and
-/// a Ctrl-C. The good boot's first qemu crashes (a stand-in qemu aborts it, as TCG's own
-/// assertions have): kiln starts the machine again from a fresh disk and says so.
+/// A boot that fails or is interrupted leaves nothing behind: the work directory (which held
+/// the seed's secrets) is gone when kiln exits, after a boot that timed out and after a Ctrl-C.
+/// (A kept machine's work directory, removed by `kiln boot --down`: the test above.)
 #[test]
-fn boot_leaves_no_secret_and_no_work_directory() {
+fn a_failed_or_interrupted_boot_leaves_no_work_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let (sys, _key) = fixture(tmp.path());
-    let secrets = secret_forms(&sys);
     let temp = tmp.path().join("temp");
     std::fs::create_dir(&temp).unwrap();
-    let crashing = vm::path_with_crashing_qemu(tmp.path(), "kiln-boot-web", 0);
     let boot = |extra: &[&str]| {
         let mut c = kiln();
-        if extra.contains(&"--json") {
-            // the whole boot below: its first qemu crashes, and kiln starts it again
-            c.env("PATH", &crashing);
-        }
         c.env("TMPDIR", &temp).arg("boot").arg("web").arg(&sys).arg("--modules").arg(modules()).arg("--identity").arg(identity());
         c.args(extra).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         c.spawn().unwrap()
@@ -219,27 +318,6 @@ fn boot_leaves_no_secret_and_no_work_directory() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
     assert_eq!(temp_is_empty(&temp), Vec::<PathBuf>::new(), "an interrupted boot leaves its work directory");
-
-    // a whole boot, watched from outside: until cloud-init has fetched it, the seed's
-    // user-data with the secrets (private) is the one file that may hold a secret
-    let mut child = boot(&["--json"]);
-    let mut seen = Vec::new();
-    while child.try_wait().unwrap().is_none() {
-        seen.extend(exposed(&temp, &secrets).into_iter().filter(|e| !e.ends_with("/seed/user-data.with-secrets holds a secret")));
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["marker"], report["closure"], "{report}");
-    assert_eq!(report["workdir"], Value::Null);
-    let crashes = report["crashes"].as_array().unwrap();
-    assert_eq!(crashes.len(), 1, "the stand-in qemu crashed once: {report}");
-    assert!(crashes[0].as_str().unwrap().starts_with("qemu crashed (SIGABRT) "), "{report}");
-    assert!(crashes[0].as_str().unwrap().contains("stand-in qemu: Assertion failed"), "{report}");
-    seen.dedup();
-    assert_eq!(seen, Vec::<String>::new(), "secrets or open permissions seen during the boot");
-    assert_eq!(temp_is_empty(&temp), Vec::<PathBuf>::new(), "the work directory is removed");
 }
 
 /// The accelerator is chosen by booting (src/boot/accel.rs): the probe must see a kernel reach

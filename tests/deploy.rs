@@ -242,11 +242,13 @@ fn the_provisioner_waits_for_its_secrets() {
 // A stand-in server per host: Debian's sshd on loopback, logged into as root, running in its
 // own mount namespace where /etc, /var and /opt are overlays whose writes land in the test's
 // directory (so every "server" has its own /opt/kiln, /etc/kiln/secrets, /var/lib/kiln and
-// provisioner log, and nothing reaches this machine's), and `apt-get` is a stand-in that
-// refuses (so a provisioner that gets that far fails at its packages step, as on a server
-// without a package mirror). What it proves: kiln's orchestration against real ssh — host
-// keys, probes, the plan, waves, skips, failures, log tails, generations. What it does not:
-// a provisioner run to completion (the VM test below does that).
+// provisioner log, and nothing reaches this machine's), and `apt-get` is a stand-in whose
+// `update` succeeds and `install` refuses (so a provisioner that gets that far fails at its
+// packages step at once, as on a server whose mirror lacks them; a failing `update` would
+// hold it in its five-minute wait for a gateway). What it proves: kiln's orchestration
+// against real ssh — host keys, probes, the plan, waves, skips, failures, log tails,
+// generations. What it does not: a provisioner run to completion (the VM test below does
+// that).
 
 struct Server {
     sshd: std::process::Child,
@@ -280,7 +282,13 @@ PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin proh
         }
         std::fs::write(root.join("passwd"), users).unwrap();
         let apt = root.join("apt-get");
-        std::fs::write(&apt, "#!/bin/sh\necho 'E: stand-in server: no package mirror here' >&2\nexit 100\n").unwrap();
+        // Its sources answer (`update` succeeds: the provisioner's wait for a gateway ends at
+        // once) but hold no package (`install` fails).
+        std::fs::write(
+            &apt,
+            "#!/bin/sh\ncase $1 in update) exit 0 ;; esac\necho 'E: stand-in server: no package mirror here' >&2\nexit 100\n",
+        )
+        .unwrap();
         run(Command::new("chmod").arg("0755").arg(&apt));
         let script = "set -e; mount -t tmpfs tmpfs /run; mkdir -m 0755 /run/sshd; \
 for x in etc var opt; do mount -t overlay overlay -o \"lowerdir=/$x,upperdir=$2/$x/u,workdir=$2/$x/w\" \"/$x\"; done; \

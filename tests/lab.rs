@@ -226,13 +226,22 @@ fn seed(example: &str, host: &str, reboot: bool) {
 }
 
 /// traefik-edge's one host `box` (eight services behind Traefik, declared on debian-13):
-/// PostgreSQL twice, Valkey, the shop, authentik server and worker, Uptime Kuma, Traefik; then
-/// rebooted ([`reboot_and_check`]). In the default suite: 333 s on two cores before the reboot
-/// was added (cloud-init done after 220 s; its services start in two groups, 97 s); with it,
-/// alone, 567 s (2026-12-06: cloud-init done after 249 s, back from the reboot after 89 s,
-/// every container healthy 148 s after it).
+/// PostgreSQL twice, Valkey, the shop, authentik server and worker, Uptime Kuma, Traefik. In
+/// the default suite: 333 s on two cores (cloud-init done after 220 s; its services start in
+/// two groups, 97 s).
 #[test]
 fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
+    seed("traefik-edge", "box", false);
+}
+
+/// The same host rebooted after it came up ([`reboot_and_check`]): every container healthy
+/// again, each tmpfs its container's user's, a row written to each PostgreSQL before the reboot
+/// there after it. 2026-12-06, alone: 567 s (cloud-init done after 249 s, back from the reboot
+/// after 89 s, every container healthy 148 s after it); on the suite's final tree that day,
+/// 795 s beside the other tests. Out of the default suite since 2026-12-07, for its time.
+#[test]
+#[ignore = "4–8 minutes more than the boot above under TCG, beyond the suite's time: cargo test --test lab -- --ignored (docs/lab.md)"]
+fn lab_traefik_edge_box_comes_back_from_a_reboot_with_its_data() {
     seed("traefik-edge", "box", true);
 }
 
