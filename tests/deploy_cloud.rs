@@ -57,7 +57,12 @@ fn consoles(cloud: &Path) -> String {
         let log = String::from_utf8_lossy(&std::fs::read(e.path().join("console.log")).unwrap_or_default()).into_owned();
         let lines: Vec<&str> = log.lines().collect();
         out.push_str(&format!("--- {}\n{}\n", e.path().display(), lines[lines.len().saturating_sub(25)..].join("\n")));
+        let err = String::from_utf8_lossy(&std::fs::read(e.path().join("qemu.err")).unwrap_or_default()).into_owned();
+        if !err.trim().is_empty() {
+            out.push_str(&format!("qemu.err: {}\n", err.trim()));
+        }
     }
+    out.push_str(&format!("crashes.log: {}\n", String::from_utf8_lossy(&std::fs::read(cloud.join("crashes.log")).unwrap_or_default())));
     out
 }
 
@@ -195,8 +200,10 @@ fn https_through(edge: &str, name: &str, data: Option<&str>) -> (String, String)
 ///    canary, and db's service a deliberately broken option (an argument its program refuses;
 ///    the test's copy of the fixture's module takes `extra_args`). The deploy replaces db (its
 ///    volume kept: the old server's services stopped and the volume unmounted before OpenTofu
-///    moves it), exits 3 naming db and the health step with what the host says about the
-///    service, lists the edge as not touched, records no generation; the edge still answers.
+///    moves it), exits 3 naming db and the step that failed (the health gate, or the
+///    provisioner's converge if it waits for the unit itself) with what the host says about
+///    the service, lists the edge as not touched, records no generation; the edge still
+///    answers.
 /// 3. `kiln rollback 1`: generation 1's stored build gives db its good user-data back (its
 ///    server replaced again, the volume moved again), the edge skipped; the note written in 1 is
 ///    there, the page answers through the edge; the source reverted, `kiln plan` finds nothing.
@@ -353,12 +360,15 @@ fn a_two_host_system_deploys_from_nothing_and_a_failing_canary_stops_the_rollout
         .replace("[hosts.db]\n", "[hosts.db]\ngroup = \"canary\"\n")
         .replace("[networks.private]", "[deploy]\norder = [\"canary\", \"production\"]\n\n[networks.private]")
         .replace("module = \"lan-hello\"\n", "module = \"lan-hello\"\noptions = { extra_args = \"--no-such-flag\" }\n");
-    assert!(broken.contains("group = \"canary\"") && broken.contains("--no-such-flag"), "{broken}");
+    assert!(
+        broken.contains("group = \"canary\"") && broken.contains("group = \"production\"") && broken.contains("--no-such-flag"),
+        "{broken}"
+    );
     std::fs::write(sys.join("system.toml"), &broken).unwrap();
     let out = kiln_on(&["deploy", "--json", "--yes", "--health-timeout", "30"], false, None);
     let (b_out, b_err) = (text(&out.stdout), text(&out.stderr));
     let s = summary_of(&out);
-    assert_eq!(out.status.code(), Some(3), "{s}\n{b_err}");
+    assert_eq!(out.status.code(), Some(3), "{s}\n{b_err}\n{}", consoles(&cloud));
     assert_eq!(s["ok"], false);
     assert_eq!(s["stopped_at"], "canary", "{s}");
     assert_eq!(s["failed"][0]["host"], "db", "{s}");
@@ -393,6 +403,7 @@ fn a_two_host_system_deploys_from_nothing_and_a_failing_canary_stops_the_rollout
     // --- 3. `kiln rollback 1` ----------------------------------------------------------------
     // Generation 1 was the last recorded, so nothing new is recorded.
     let out = kiln_on(&["rollback", "1", "--yes", "--json"], true, None);
+    let (r_out, r_err) = (text(&out.stdout), text(&out.stderr));
     let r = json_lines(&out);
     let plan = r.iter().find_map(|v| v.get("plan").cloned()).unwrap_or_default();
     assert_eq!(plan["rollback_of"], 1, "{plan}");
@@ -408,6 +419,10 @@ fn a_two_host_system_deploys_from_nothing_and_a_failing_canary_stops_the_rollout
     assert_eq!((code.as_str(), notes.as_str()), ("200", "row-1 written before the replacements\n"), "the data survived");
     let back = route_through(&edge, Duration::from_secs(120));
     assert!(back.0.contains("hello from kiln"), "route after the rollback: {back:?}");
+    // The third db was enrolled: its key pinned, strictly checked, its secret delivered.
+    let db_token = pinned_ssh(t, &edge, "db", "10.0.0.3", "sudo -n cat /etc/hello/token")
+        .unwrap_or_else(|e| panic!("the rolled-back db through the edge with the pinned keys: {e}"));
+    assert!(db_token.starts_with(&secret), "the secret reached the third db: {db_token}");
     // The source reverted as its operator would: `kiln plan` finds nothing to do.
     std::fs::write(sys.join("system.toml"), &toml).unwrap();
     let plan = kiln_plan(&modules, &sys, t);
@@ -423,7 +438,7 @@ fn a_two_host_system_deploys_from_nothing_and_a_failing_canary_stops_the_rollout
             .collect();
         assert_eq!(found, Vec::<String>::new(), "the secret in {dir}");
     }
-    for said in [&stdout, &stderr, &again_out, &text(&again.stderr), &b_out, &b_err] {
+    for said in [&stdout, &stderr, &again_out, &text(&again.stderr), &third_out, &text(&third.stderr), &b_out, &b_err, &r_out, &r_err] {
         assert!(!said.contains(&secret), "the secret in kiln's output");
     }
     let pids: Vec<i32> = std::fs::read_dir(cloud.join("servers"))

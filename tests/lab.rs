@@ -240,7 +240,7 @@ fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
 /// after 89 s, every container healthy 148 s after it); on the suite's final tree that day,
 /// 795 s beside the other tests. Out of the default suite since 2026-12-07, for its time.
 #[test]
-#[ignore = "4–8 minutes more than the boot above under TCG, beyond the suite's time: cargo test --test lab -- --ignored (docs/lab.md)"]
+#[ignore = "4–8 minutes more than the boot above under TCG, beyond the suite's time: cargo test --test lab -- --ignored --exact lab_traefik_edge_box_comes_back_from_a_reboot_with_its_data (docs/lab.md)"]
 fn lab_traefik_edge_box_comes_back_from_a_reboot_with_its_data() {
     seed("traefik-edge", "box", true);
 }

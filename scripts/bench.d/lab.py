@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+# Without the reboot since 2026-12-07 (lab_traefik_edge_box_comes_back_from_a_reboot_with_its_data):
+# its test_s before then included one.
 DEFAULT = "lab_traefik_edge_box_comes_up_with_stand_in_images"
 BOOTED = re.compile(r"^lab: (\S+): cloud-init finished after ([0-9.]+) s \(kiln boot took ([0-9.]+) s\)")
 SECTION = re.compile(r"^=== (\S+): (.*)")

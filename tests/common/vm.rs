@@ -1,5 +1,5 @@
 //! VM test support shared by the tests that boot hosts under qemu (tests/boot.rs,
-//! tests/deploy.rs, tests/lab.rs, tests/lab_network.rs): a fixture system with a fresh
+//! tests/deploy.rs, tests/deploy_cloud.rs, tests/lab.rs, tests/lab_network.rs): a fixture system with a fresh
 //! admin key, SSH into the booted machine (directly, or to a private host through a jump
 //! host), a kept machine that is powered off and cleaned up when dropped, and a kept fleet
 //! (`kiln boot --all --keep`) that `kiln boot --down` stops when dropped.
