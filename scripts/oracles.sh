@@ -4,6 +4,9 @@
 #
 # Run:     scripts/oracles.sh KIND FILE
 # Source:  . scripts/oracles.sh; kiln_oracle KIND FILE   (or oracle_<kind> FILE)
+# cloud-init, compose, sh, traefik-static and traefik-dynamic take several files at once
+# (KIND FILE...): the JSON-schema judge (and shellcheck) then starts, and checks its schema,
+# once for all of them (~0.5 s of each call), and a failure names its file.
 #
 # KIND:
 #   cloud-init  Debian cloud-init 22.4.2 `cloud-init schema --config-file FILE`
@@ -73,6 +76,21 @@ _oracle_need() {
   done
 }
 
+# One or more FILEs, each an existing file.
+_oracle_files() {
+  local f
+  if [[ $# -lt 1 ]]; then
+    echo "oracle: expected FILE arguments" >&2
+    exit 2
+  fi
+  for f in "$@"; do
+    if [[ ! -f $f ]]; then
+      echo "oracle: no such file: $f" >&2
+      exit 2
+    fi
+  done
+}
+
 _oracle_file() {
   if [[ $# -ne 1 ]]; then
     echo "oracle: expected one FILE argument" >&2
@@ -129,34 +147,38 @@ _oracle_warnings() {
 oracle_cloud_init() (
   set -euo pipefail
   _oracle_setup
-  _oracle_file "$@"
-  local f=$1 ci=$tools/bin/cloud-init out deprecations schema
+  _oracle_files "$@"
+  local f ci=$tools/bin/cloud-init out deprecations schema
   _oracle_need "$ci" check-jsonschema
-  # 22.4.2: exit 0 = valid (deprecations only printed), 1 = errors, a missing
-  # "#cloud-config" first line, or a YAML syntax error. Unknown keys pass.
-  # Root is not needed with --config-file.
-  _oracle_run cloud-init "$ci" schema --config-file "$f"
-  # On errors it prints an empty "Cloud config schema deprecations: " line;
-  # on success a non-empty one lists the deprecated keys.
-  deprecations=$(grep -A1000 '^Cloud config schema deprecations: .' <<<"$out" |
-    grep -v '^Valid cloud-config:' || true)
-  _oracle_warnings cloud-init "cloud-init schema reported deprecations" "$deprecations"
+  for f in "$@"; do
+    # 22.4.2: exit 0 = valid (deprecations only printed), 1 = errors, a missing
+    # "#cloud-config" first line, or a YAML syntax error. Unknown keys pass.
+    # Root is not needed with --config-file.
+    _oracle_run "cloud-init ($f)" "$ci" schema --config-file "$f"
+    # On errors it prints an empty "Cloud config schema deprecations: " line;
+    # on success a non-empty one lists the deprecated keys.
+    deprecations=$(grep -A1000 '^Cloud config schema deprecations: .' <<<"$out" |
+      grep -v '^Valid cloud-config:' || true)
+    _oracle_warnings "cloud-init ($f)" "cloud-init schema reported deprecations" "$deprecations"
+  done
   # --force-filetype: user-data files often have no .yaml suffix, and
   # check-jsonschema otherwise guesses JSON from the name.
   _oracle_schema cloud-init-schema-cloud-config-v1.upstream.json
   _oracle_run cloud-init-upstream-schema check-jsonschema --force-filetype yaml \
-    --schemafile "$schema" "$f"
+    --schemafile "$schema" "$@"
 )
 
 oracle_sh() (
   set -euo pipefail
   _oracle_setup
-  _oracle_file "$@"
-  local f=$1 out
+  _oracle_files "$@"
+  local f out
   _oracle_need shellcheck dash
   # --norc and no SHELLCHECK_OPTS: no .shellcheckrc can relax the check.
-  _oracle_run shellcheck env -u SHELLCHECK_OPTS shellcheck --norc --color=never -s sh "$f"
-  _oracle_run dash-n dash -n "$f"
+  _oracle_run shellcheck env -u SHELLCHECK_OPTS shellcheck --norc --color=never -s sh "$@"
+  for f in "$@"; do
+    _oracle_run "dash-n ($f)" dash -n "$f"
+  done
 )
 
 # Every Caddyfile of a caddy module at Debian's 2.6.2 (the built-in one) is judged by both
@@ -190,41 +212,43 @@ _oracle_caddy() (
 oracle_compose() (
   set -euo pipefail
   _oracle_setup
-  _oracle_file "$@"
-  local f=$1 out warnings schema
+  _oracle_files "$@"
+  local f out warnings schema
   _oracle_need docker-compose check-jsonschema
   _oracle_schema compose-spec.json
-  # Needs no engine. Without a top-level `name:` the project name comes from
-  # the file's directory and must not normalise to empty.
-  # --no-env-resolution: an `env_file` names a root-only file the provisioner writes on the
-  # host from delivered secrets (/etc/kiln/env); it does not exist where the judge runs.
-  # tests/env_secrets.rs has Compose read such a file for real.
-  _oracle_run compose _oracle_offline docker-compose -f "$f" config -q --no-env-resolution
-  warnings=$(grep -E 'level=(warning|error)' <<<"$out" || true)
-  _oracle_warnings compose "docker-compose config printed warnings" "$warnings"
+  for f in "$@"; do
+    # Needs no engine. Without a top-level `name:` the project name comes from
+    # the file's directory and must not normalise to empty.
+    # --no-env-resolution: an `env_file` names a root-only file the provisioner writes on the
+    # host from delivered secrets (/etc/kiln/env); it does not exist where the judge runs.
+    # tests/env_secrets.rs has Compose read such a file for real.
+    _oracle_run "compose ($f)" _oracle_offline docker-compose -f "$f" config -q --no-env-resolution
+    warnings=$(grep -E 'level=(warning|error)' <<<"$out" || true)
+    _oracle_warnings "compose ($f)" "docker-compose config printed warnings" "$warnings"
+  done
   _oracle_run compose-spec-schema check-jsonschema --force-filetype yaml \
-    --schemafile "$schema" "$f"
+    --schemafile "$schema" "$@"
 )
 
 # Traefik files: the SchemaStore Traefik v3 schemas (static and file-provider dynamic).
 oracle_traefik_static() (
   set -euo pipefail
   _oracle_setup
-  _oracle_file "$@"
-  local f=$1 out schema
+  _oracle_files "$@"
+  local out schema
   _oracle_need check-jsonschema
   _oracle_schema traefik-v3.json
-  _oracle_run traefik-static-schema check-jsonschema --force-filetype yaml --schemafile "$schema" "$f"
+  _oracle_run traefik-static-schema check-jsonschema --force-filetype yaml --schemafile "$schema" "$@"
 )
 
 oracle_traefik_dynamic() (
   set -euo pipefail
   _oracle_setup
-  _oracle_file "$@"
-  local f=$1 out schema
+  _oracle_files "$@"
+  local out schema
   _oracle_need check-jsonschema
   _oracle_schema traefik-v3-file-provider.json
-  _oracle_run traefik-dynamic-schema check-jsonschema --force-filetype yaml --schemafile "$schema" "$f"
+  _oracle_run traefik-dynamic-schema check-jsonschema --force-filetype yaml --schemafile "$schema" "$@"
 )
 
 oracle_promtool() (
@@ -410,7 +434,7 @@ kiln_oracle() {
     traefik-dynamic) oracle_traefik_dynamic "$@" ;;
     self-test) oracle_self_test ;;
     *)
-      echo "usage: oracles.sh {cloud-init|sh|caddy|caddy-recent|compose|yaml|promtool|promtool-rules|amtool|systemd|mermaid|traefik-static|traefik-dynamic} FILE | oracles.sh self-test" >&2
+      echo "usage: oracles.sh {cloud-init|sh|caddy|caddy-recent|compose|yaml|promtool|promtool-rules|amtool|systemd|mermaid|traefik-static|traefik-dynamic} FILE | oracles.sh {cloud-init|compose|sh|traefik-static|traefik-dynamic} FILE... | oracles.sh self-test" >&2
       return 2
       ;;
   esac

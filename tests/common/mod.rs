@@ -137,7 +137,37 @@ fn compose_config_as(file: &Path, extra: &[&str]) -> serde_json::Value {
 
 /// Runs one judge from scripts/oracles.sh; `Err` carries the tool's complaint.
 pub fn oracle(kind: &str, file: &Path) -> Result<(), String> {
-    let out = Command::new("bash").arg(repo().join("scripts/oracles.sh")).arg(kind).arg(file).output().expect("run oracles.sh");
+    oracle_files(kind, &[file.to_path_buf()])
+}
+
+/// The judges of scripts/oracles.sh that take several files in one run (their schema judge
+/// starts once for all of them).
+pub const BATCHED_JUDGES: &[&str] = &["cloud-init", "compose", "sh", "traefik-static", "traefik-dynamic"];
+
+/// Judges files in as few runs as their judges allow: one run of scripts/oracles.sh per judge of
+/// [`BATCHED_JUDGES`] (so a rejected file is named in the tool's output), one per file for the
+/// others. Every complaint, each with its judge and the files it was given.
+pub fn oracle_all<'a>(files: impl IntoIterator<Item = (&'a str, PathBuf)>) -> Vec<String> {
+    let mut by_judge: std::collections::BTreeMap<&str, Vec<PathBuf>> = std::collections::BTreeMap::new();
+    for (judge, path) in files {
+        by_judge.entry(judge).or_default().push(path);
+    }
+    let mut failures = Vec::new();
+    for (judge, paths) in by_judge {
+        let runs: Vec<Vec<PathBuf>> =
+            if BATCHED_JUDGES.contains(&judge) { vec![paths] } else { paths.into_iter().map(|p| vec![p]).collect() };
+        for run in runs {
+            if let Err(e) = oracle_files(judge, &run) {
+                let names: Vec<String> = run.iter().map(|p| p.display().to_string()).collect();
+                failures.push(format!("{judge} on {}:\n{e}", names.join(" ")));
+            }
+        }
+    }
+    failures
+}
+
+fn oracle_files(kind: &str, files: &[PathBuf]) -> Result<(), String> {
+    let out = Command::new("bash").arg(repo().join("scripts/oracles.sh")).arg(kind).args(files).output().expect("run oracles.sh");
     match out.status.code() {
         Some(0) => Ok(()),
         Some(2) => panic!("oracle `{kind}` is not installed or misused (run scripts/install-test-deps):\n{}", text(&out.stderr)),
