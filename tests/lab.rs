@@ -227,8 +227,10 @@ fn seed(example: &str, host: &str, reboot: bool) {
 
 /// traefik-edge's one host `box` (eight services behind Traefik, declared on debian-13):
 /// PostgreSQL twice, Valkey, the shop, authentik server and worker, Uptime Kuma, Traefik. In
-/// the default suite: 333 s on two cores (cloud-init done after 220 s; its services start in
-/// two groups, 97 s).
+/// the default suite: 333 s on two cores on 2026-12-05 (cloud-init done after 220 s; its
+/// services start in two groups, 97 s); 997 s alone on 2026-12-07, every phase about three
+/// times slower on that day's machine (cloud-init done after 631 s; then ~5 minutes of checks,
+/// each `docker compose exec` ~30 s under TCG).
 #[test]
 fn lab_traefik_edge_box_comes_up_with_stand_in_images() {
     seed("traefik-edge", "box", false);
