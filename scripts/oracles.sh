@@ -91,15 +91,13 @@ _oracle_files() {
   done
 }
 
+# Exactly one FILE, an existing file.
 _oracle_file() {
   if [[ $# -ne 1 ]]; then
     echo "oracle: expected one FILE argument" >&2
     exit 2
   fi
-  if [[ ! -f $1 ]]; then
-    echo "oracle: no such file: $1" >&2
-    exit 2
-  fi
+  _oracle_files "$1"
 }
 
 # Run "$@" without network access when a network namespace can be made.

@@ -216,12 +216,12 @@ impl fmt::Display for Located<'_> {
 /// Only the files a label points into are read (a build's sources include every module file of
 /// the library: made visible each time, they were most of the cost of a one-line error).
 pub fn render(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
-    let shown: std::collections::BTreeSet<u32> = diags.iter().flat_map(|d| d.labels.iter().map(|l| l.span.file.0)).collect();
+    let labelled: std::collections::BTreeSet<u32> = diags.iter().flat_map(|d| d.labels.iter().map(|l| l.span.file.0)).collect();
     let mut files = SimpleFiles::new();
     let mut shifts = Vec::with_capacity(sources.len());
     for i in 0..sources.len() {
         let f = sources.get(FileId(i as u32));
-        let (text, shift) = if shown.contains(&(i as u32)) { visible_source(&f.text) } else { (String::new(), Shifts(Vec::new())) };
+        let (text, shift) = if labelled.contains(&(i as u32)) { visible_source(&f.text) } else { (String::new(), Shifts(Vec::new())) };
         files.add(visible(&f.name).into_owned(), text);
         shifts.push(shift);
     }

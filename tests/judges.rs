@@ -89,6 +89,7 @@ fn a_batched_judge_rejects_a_broken_file_among_good_ones_and_names_it() {
             let failures = oracle_all(files);
             let name = b.file_name().unwrap().to_string_lossy().into_owned();
             assert_eq!(failures.len(), 1, "{judge} accepted {name} among good files");
+            // The tool's own words, without the first line (which lists every file it was given).
             let complaint = failures[0].split_once('\n').unwrap().1;
             assert!(complaint.contains(&name), "{judge}'s complaint does not name {name}:\n{complaint}");
         }
