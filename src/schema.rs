@@ -324,7 +324,7 @@ const ROUTE: &[Key] = &[
         .eg("\"proxy\""),
     key("rate_limit", Ty::Table(RATE_LIMIT), "Limits requests per client (Traefik edges).").eg("{ average = 100, burst = 200 }"),
     key("cors", STRS, "Origins allowed by CORS.").eg("[\"https://app.example.com\"]"),
-    key("allow", Ty::List(&Ty::Text(SOURCE)), "Only these sources may reach the route.").says("any source").eg("[\"203.0.113.0/24\"]"),
+    key("allow", Ty::List(&Ty::Text(ALLOWED)), "Only these sources may reach the route; an admin's name stands for the admin's `sources`.").says("any source").eg("[\"203.0.113.0/24\", \"ops\"]"),
     key("crowdsec", NAME_T, "A CrowdSec bouncer service (module `crowdsec-bouncer-traefik`) that vets every request (Traefik edges).")
         .eg("\"bouncer\""),
     key(
@@ -357,7 +357,7 @@ const ROUTE_DEFAULTS: &[Key] = &[
     key("edge", NAME_T, "The edge of every route that names none.").eg("\"proxy\""),
     key("rate_limit", Ty::Table(RATE_LIMIT), "The rate limit of every route that sets none.").eg("{ average = 50, burst = 100 }"),
     key("cors", STRS, "CORS origins of every route that writes no `cors`.").eg("[\"https://home.example.com\"]"),
-    key("allow", Ty::List(&Ty::Text(SOURCE)), "The allow-list of every route that writes no `allow` (`allow = []` on a route opens it).")
+    key("allow", Ty::List(&Ty::Text(ALLOWED)), "The allow-list of every route that writes no `allow` (`allow = []` on a route opens it).")
         .eg("[\"203.0.113.0/24\"]"),
     key("crowdsec", NAME_T, "The CrowdSec bouncer of every route that names none; a route takes it away with `crowdsec = \"none\"`.")
         .eg("\"bouncer\""),
@@ -416,7 +416,7 @@ const STREAM: &[Key] = &[
     .eg("\"git.example.com\""),
     key(
         "allow",
-        Ty::List(&Ty::Text(SOURCE)),
+        Ty::List(&Ty::Text(ALLOWED)),
         "Only these sources may connect: the firewall opens the port to them alone (and a TCP stream's Traefik router refuses others).",
     )
     .says("any source")

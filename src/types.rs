@@ -118,6 +118,30 @@ pub fn parse_source(s: &str) -> Result<Cidr, TypeError> {
     Ok(Cidr { addr: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } })
 }
 
+/// An entry of an allow-list (`allow` on a route, in `[route_defaults]`, on a stream): an
+/// address or a network, or the name of an `[admins.NAME]`, which stands for that admin's
+/// `sources` (resolve/allow_lists.rs expands it), so the administrators' networks are written once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    Source(Cidr),
+    Admin(String),
+}
+
+/// An allow-list entry: a name (a lowercase letter first, as every name) is an admin's; anything
+/// else must be an address or a network.
+pub fn parse_allow_entry(s: &str) -> Result<AllowEntry, TypeError> {
+    if s.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) && parse_ident(s).is_ok() {
+        return Ok(AllowEntry::Admin(s.to_string()));
+    }
+    parse_source(s).map(AllowEntry::Source).map_err(|e| TypeError {
+        message: e.message,
+        help: Some(format!(
+            "{}; or name an admin (`[admins.NAME]`), whose `sources` the entry stands for",
+            e.help.as_deref().unwrap_or("write an address like `203.0.113.7` or a network like `203.0.113.0/24`")
+        )),
+    })
+}
+
 pub fn parse_ip(s: &str) -> Result<IpAddr, TypeError> {
     IpAddr::from_str(s).or_else(|_| err(format!("`{s}` is not an IP address"), Some("write it like `10.0.0.2`")))
 }
@@ -643,6 +667,21 @@ mod tests {
         assert!(c.is_reserved("10.0.0.255".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.1/24").unwrap_err().help.unwrap().contains("10.0.0.0/24"));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn allow_entries_are_addresses_networks_or_admins_names() {
+        let source = |s: &str| AllowEntry::Source(parse_source(s).unwrap());
+        assert_eq!(parse_allow_entry("203.0.113.7"), Ok(source("203.0.113.7")));
+        assert_eq!(parse_allow_entry("203.0.113.0/24"), Ok(source("203.0.113.0/24")));
+        assert_eq!(parse_allow_entry("2001:db8::/32"), Ok(source("2001:db8::/32")));
+        // a name starts with a lowercase letter; hexadecimal IPv6 groups hold a colon
+        assert_eq!(parse_allow_entry("ops"), Ok(AllowEntry::Admin("ops".into())));
+        assert_eq!(parse_allow_entry("fe80::1"), Ok(source("fe80::1")));
+        for bad in ["Ops", "10.0.0.0/33", "10.0.0.1/24", "", "ops team", "-ops"] {
+            let e = parse_allow_entry(bad).unwrap_err();
+            assert!(e.help.is_some_and(|h| h.contains("[admins.NAME]")), "{bad}: the help names both forms");
+        }
     }
 
     #[test]

@@ -78,4 +78,10 @@ fn traefik_applies_the_defaults_and_each_routes_overrides() {
     assert_eq!(status("c.example.com", https), 200);
     let got = std::mem::take(&mut *seen.lock().unwrap());
     assert_eq!(got, vec!["/".to_string()], "no gate: {got:?}");
+
+    // `allow = ["local"]`: the admin `local`'s sources (loopback) get through, and only the
+    // route's own list counts (the defaults name `ops`, whose network loopback is not in)
+    assert_eq!(status("d.example.com", https), 200);
+    let got = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(got, vec!["/".to_string()], "admitted by the admin's sources: {got:?}");
 }

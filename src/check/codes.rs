@@ -319,6 +319,15 @@ the route's or the certificate's `edge` so that they agree, or leave `certificat
 certificate decides how its names are validated (`dns01`), so a route using one sets no `tls`.",
     ),
     code(
+        "E0049",
+        "an allow-list names an admin without sources",
+        "An entry of an allow-list (`allow` on a route, in `[route_defaults]` or on a stream) that \
+is a name stands for that admin's `sources` (`[admins.NAME] sources`), so the administrators' \
+networks are written once. An admin without `sources` stands for no network: the entry would \
+narrow nothing, and an allow-list left with no source admits everyone. Give the admin the \
+networks they connect from, or write the addresses in the allow-list.",
+    ),
+    code(
         "E0050",
         "a module template failed to render",
         "A module's template raised an error for this service: an undefined variable (templates \

@@ -19,6 +19,7 @@ use crate::types::{self, ImageRef};
 
 mod accounts;
 mod alerts;
+mod allow_lists;
 mod allows;
 mod backup;
 mod certificates;
@@ -196,11 +197,19 @@ impl<'a> Resolver<'a> {
         let routes = self.index("route", files.iter().flat_map(|f| &f.routes), |r| &r.hostname);
         // `[route_defaults]` filled in: every later step sees the effective route.
         let defaults = self.route_defaults(files);
+        // Admins' names in allow-lists, checked once each as written (not for every route that
+        // inherits the defaults' list).
+        for list in routes.values().map(|r| &r.allow).chain(defaults.and_then(|d| d.allow.as_ref())) {
+            self.check_allow_list(list, &admins);
+        }
         let merged: BTreeMap<String, RouteDecl> =
             routes.iter().map(|(k, r)| (k.clone(), crate::syntax::route_defaults::apply(r, defaults))).collect();
         let routes: BTreeMap<String, &RouteDecl> = merged.iter().map(|(k, r)| (k.clone(), r)).collect();
         let secrets = self.index("secret", files.iter().flat_map(|f| &f.secrets), |s| &s.name);
         let streams = self.index("stream", files.iter().flat_map(|f| &f.streams), |s| &s.name);
+        for s in streams.values() {
+            self.check_allow_list(&s.allow, &admins);
+        }
         let certificates = self.index("certificate", files.iter().flat_map(|f| &f.certificates), |c| &c.name);
         let cdns: Vec<&CdnDecl> = files.iter().filter_map(|f| f.cdn.as_ref()).collect();
 
@@ -297,8 +306,8 @@ impl<'a> Resolver<'a> {
             }
         }
         let model_certificates = self.certificates(&certificates, &model_services);
-        let model_routes = self.routes(&routes, &model_services, &model_hosts, (&certificates, &model_certificates));
-        let model_streams = self.streams(&streams, &model_services, &model_hosts, &model_routes);
+        let model_routes = self.routes(&routes, &model_services, &model_hosts, (&certificates, &model_certificates), &admins);
+        let model_streams = self.streams(&streams, &model_services, &model_hosts, &model_routes, &admins);
         let model_admins = admins
             .values()
             .map(|a| Admin {

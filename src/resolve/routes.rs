@@ -120,6 +120,7 @@ impl<'a> Resolver<'a> {
         services: &BTreeMap<String, Service>,
         hosts: &BTreeMap<String, Host>,
         (cert_decls, certs): (&BTreeMap<String, &'a CertificateDecl>, &BTreeMap<String, Certificate>),
+        admins: &BTreeMap<String, &'a AdminDecl>,
     ) -> Vec<Route> {
         let mut out = Vec::new();
         for (hostname, r) in routes {
@@ -226,6 +227,7 @@ impl<'a> Resolver<'a> {
                     }
                 }
             }
+            let allow = super::allow_lists::allow_list(&r.allow, admins);
             if self.errors() > errors {
                 continue;
             }
@@ -243,7 +245,7 @@ impl<'a> Resolver<'a> {
                     (avg, b.as_ref().map(|b| b.value.clamp(1, u32::MAX as i64) as u32).unwrap_or(avg))
                 }),
                 cors: r.cors.iter().map(|c| c.value.clone()).collect(),
-                allow: r.allow.iter().map(|c| c.value).collect(),
+                allow,
                 frame_ancestors: r.frame_ancestors.iter().map(|o| o.value.clone()).collect(),
                 csp: r.csp.as_ref().map(|c| c.value.clone()),
                 edge_service: edge.name.clone(),

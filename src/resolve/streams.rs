@@ -25,6 +25,7 @@ impl<'a> Resolver<'a> {
         services: &BTreeMap<String, Service>,
         hosts: &BTreeMap<String, Host>,
         routes: &[Route],
+        admins: &BTreeMap<String, &'a AdminDecl>,
     ) -> Vec<Stream> {
         let mut out: Vec<Stream> = Vec::new();
         // (edge host, port, protocol) → the stream's port span, for duplicates.
@@ -158,6 +159,7 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             }
+            let allow = super::allow_lists::allow_list(&d.allow, admins);
             if self.errors() > errors {
                 continue;
             }
@@ -168,7 +170,7 @@ impl<'a> Resolver<'a> {
                 service: svc.name.clone(),
                 endpoint: endpoint.name.clone(),
                 upstream,
-                allow: d.allow.iter().map(|c| c.value).collect(),
+                allow,
                 hostname: d.hostname.as_ref().map(|h| h.value.clone()),
                 edge_service: edge.name.clone(),
                 edge_host: edge.host.clone(),

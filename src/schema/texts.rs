@@ -55,6 +55,12 @@ pub const SOURCE: Text = Text {
     doc: "An address (`203.0.113.7`) or a network (`203.0.113.0/24`) traffic may come from.",
     pattern: Some("^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9a-fA-F.]*:[0-9a-fA-F:.]*)(/[0-9]{1,3})?$"),
 };
+/// An allow-list entry (`types::parse_allow_entry`).
+pub const ALLOWED: Text = Text {
+    name: "source or admin",
+    doc: "A source (an address or a network) or the name of an `[admins.NAME]`, which stands for that admin's `sources`.",
+    pattern: Some("^([0-9]{1,3}(\\.[0-9]{1,3}){3}|[0-9a-fA-F.]*:[0-9a-fA-F:.]*)(/[0-9]{1,3})?$|^[a-z][a-z0-9_-]{0,62}$"),
+};
 pub const ORIGIN: Text = Text {
     name: "origin",
     doc: "A web origin: `https://` or `http://`, a domain (a leading `*.` allowed) or an IPv4 address, and an optional port, with no path, like `https://chat.example.org`.",
@@ -117,7 +123,7 @@ pub const IMAGE: Text = Text {
 };
 
 /// The types [`Text`] names, in the order the reference lists them.
-pub const TEXTS: [Text; 20] = [
+pub const TEXTS: [Text; 21] = [
     STRING,
     NAME,
     HOST_REF,
@@ -126,6 +132,7 @@ pub const TEXTS: [Text; 20] = [
     ADDRESS,
     CIDR,
     SOURCE,
+    ALLOWED,
     ORIGIN,
     CSP,
     SIZE,

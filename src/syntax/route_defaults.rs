@@ -9,7 +9,7 @@
 use crate::diag::Span;
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 use crate::syntax::system::{RouteDecl, TlsMode};
-use crate::types::{self, Cidr};
+use crate::types;
 
 /// The value of `auth`/`crowdsec` that takes a default away.
 pub const NONE: &str = "none";
@@ -22,7 +22,7 @@ pub struct RouteDefaultsDecl {
     pub edge: Option<Sp<String>>,
     pub rate_limit: Option<(Sp<i64>, Option<Sp<i64>>, Span)>,
     pub cors: Option<Vec<Sp<String>>>,
-    pub allow: Option<Vec<Sp<Cidr>>>,
+    pub allow: Option<Vec<Sp<types::AllowEntry>>>,
     pub crowdsec: Option<Sp<String>>,
     pub frame_ancestors: Option<Vec<Sp<String>>>,
     pub csp: Option<Sp<String>>,
@@ -40,7 +40,7 @@ pub fn read(root: &mut TableReader<'_>, sink: &Sink) -> Option<RouteDefaultsDecl
             rate_limit: rate_limit(&mut t),
             cors: has(&mut t, "cors").then(|| t.str_list("cors")),
             allow: has(&mut t, "allow")
-                .then(|| t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect()),
+                .then(|| t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_allow_entry)).collect()),
             crowdsec: t.str("crowdsec"),
             frame_ancestors: has(&mut t, "frame_ancestors")
                 .then(|| t.str_list("frame_ancestors").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_origin)).collect()),

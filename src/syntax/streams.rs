@@ -5,7 +5,7 @@ use crate::diag::Span;
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 use crate::syntax::module::Protocol;
 use crate::syntax::system::one_of;
-use crate::types::{self, Cidr};
+use crate::types;
 
 /// One `[streams.NAME]` as written.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub struct StreamDecl {
     /// A DNS name for the edge host (an A record, as routes get).
     pub hostname: Option<Sp<String>>,
     /// Only these sources may connect (the firewall, and Traefik's TCP allow-list).
-    pub allow: Vec<Sp<Cidr>>,
+    pub allow: Vec<Sp<types::AllowEntry>>,
 }
 
 pub fn parse_protocol(s: &str) -> Result<Protocol, types::TypeError> {
@@ -57,7 +57,7 @@ pub fn read(root: &mut TableReader<'_>, sink: &Sink) -> Vec<StreamDecl> {
             protocol: typed(t.str("protocol"), sink, parse_protocol),
             port,
             hostname: typed(t.str("hostname"), sink, |s| types::parse_domain(s, false)),
-            allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect(),
+            allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_allow_entry)).collect(),
             name: typed(Some(name), sink, types::parse_ident)?,
         };
         t.finish();

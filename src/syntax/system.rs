@@ -300,8 +300,8 @@ pub struct RouteDecl {
     pub rate_limit: Option<(Sp<i64>, Option<Sp<i64>>, Span)>,
     /// Origins allowed by CORS.
     pub cors: Vec<Sp<String>>,
-    /// Only these sources may reach the route.
-    pub allow: Vec<Sp<Cidr>>,
+    /// Only these sources may reach the route (addresses, networks, admins' names).
+    pub allow: Vec<Sp<types::AllowEntry>>,
     /// A CrowdSec bouncer service that vets every request.
     pub crowdsec: Option<Sp<String>>,
     /// Origins that may frame the route (CSP `frame-ancestors`, besides its own).
@@ -525,7 +525,7 @@ pub fn read(root: &Node, sink: &Sink) -> SystemFile {
             rate_limit: crate::syntax::route_defaults::rate_limit(&mut t),
             written: ["cors", "allow", "frame_ancestors"].into_iter().filter(|k| t.node(k).is_some()).collect(),
             cors: t.str_list("cors"),
-            allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_source)).collect(),
+            allow: t.str_list("allow").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_allow_entry)).collect(),
             crowdsec: t.str("crowdsec"),
             frame_ancestors: t.str_list("frame_ancestors").into_iter().filter_map(|s| typed(Some(s), sink, types::parse_origin)).collect(),
             certificate: t.str("certificate"),
