@@ -226,7 +226,9 @@ fn seed(example: &str, host: &str, reboot: bool) {
     let disk = tmp.path().join("data.qcow2");
     let lab = lab::boot(&sys, host, &key, &admin, &images, holds_data.then_some(disk.as_path()));
     eprintln!("{}", lab.timings());
+    let checking = std::time::Instant::now();
     check_host(&On::single(&lab), &compose);
+    eprintln!("lab: {host}: the checks took {} s", checking.elapsed().as_secs());
     if reboot {
         reboot_and_check(&On::single(&lab), &compose);
     }
