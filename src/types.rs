@@ -127,10 +127,10 @@ pub enum AllowEntry {
     Admin(String),
 }
 
-/// An allow-list entry: a name (a lowercase letter first, as every name) is an admin's; anything
-/// else must be an address or a network.
+/// An allow-list entry: a name ([`parse_ident`]: a lowercase letter first, no `.`, `:` or `/`)
+/// is an admin's; anything else must be an address or a network.
 pub fn parse_allow_entry(s: &str) -> Result<AllowEntry, TypeError> {
-    if s.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) && parse_ident(s).is_ok() {
+    if parse_ident(s).is_ok() {
         return Ok(AllowEntry::Admin(s.to_string()));
     }
     parse_source(s).map(AllowEntry::Source).map_err(|e| TypeError {
