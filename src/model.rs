@@ -552,6 +552,16 @@ pub struct Health {
     pub start_period: Duration,
 }
 
+impl Health {
+    /// How often the service is probed during its start period: every 5 s (Docker's default
+    /// `start_interval`), or every `interval` when that is shorter. A service is healthy at the
+    /// first probe that passes, so a start group waits seconds for a quick service, not a whole
+    /// `interval` (30 s in most modules) before its first probe.
+    pub fn start_interval(&self) -> Duration {
+        Duration(self.interval.0.clamp(1, 5))
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Dependency {
     /// The module's requirement slot this connection fills, if any.

@@ -90,6 +90,15 @@ fn check_host(lab: &On, compose: &Value) {
         }
     }
 
+    // Docker probes each container every `start_interval` during its start period: Debian's
+    // Compose passed it on and its Engine took it (`docker inspect` prints a Go duration, `5s`)
+    let probed = lab.must("docker inspect --format '{{.Name}} {{.Config.Healthcheck.StartInterval}}' $(docker ps --all --quiet)");
+    for (name, svc) in services.iter().filter(|(_, s)| s.get("healthcheck").is_some_and(|h| h["start_period"] != "0s")) {
+        let every = svc["healthcheck"]["start_interval"].as_str().unwrap_or_else(|| panic!("{name}: no start_interval"));
+        let line = format!("/{} {every}", container(compose, name));
+        assert!(probed.lines().any(|l| l == line), "{name}: no `{line}` in\n{probed}");
+    }
+
     // the PostgreSQL stand-ins took their role, database and password from the secret file:
     // a password login over TCP (scram-sha-256 for hosts) as the declared user
     for (name, login) in postgres_logins(compose) {

@@ -141,6 +141,10 @@ struct Healthcheck {
     timeout: String,
     retries: u32,
     start_period: String,
+    /// Docker Engine 25 and later probe this often during `start_period` (older engines ignore
+    /// it and wait a whole `interval`); Compose refuses it without a `start_period`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_interval: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -355,6 +359,7 @@ fn file<'a>(sys: &System, host: &Host, services: &[&'a Service], name: String, d
                 timeout: h.timeout.to_string(),
                 retries: h.retries,
                 start_period: h.start_period.to_string(),
+                start_interval: (h.start_period.0 > 0).then(|| h.start_interval().to_string()),
             }),
             depends_on,
             deploy: (limits.cpus.is_some() || limits.memory.is_some()).then_some(Deploy { resources: Resources { limits } }),

@@ -178,13 +178,8 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
     let _ = writeln!(o, "data_volume {} {}", sh(LABEL), crate::render::quote::sh_words(&device_globs(sys, host)));
     let unit_name = UNIT.rsplit('/').next().unwrap_or(UNIT);
     let _ = writeln!(o, "install -d -m 0755 {}", sh(MOUNT));
-    let _ = writeln!(
-        o,
-        "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
-        sh(&format!("{}/{UNIT}", crate::render::KILN_ROOT)),
-        sh(&format!("/etc/systemd/system/{unit_name}"))
-    );
-    let _ = writeln!(o, "systemctl enable {} >/dev/null 2>&1", sh(unit_name));
+    let _ = writeln!(o, "put_unit {} {}\nreload_units", sh(&format!("{}/{UNIT}", crate::render::KILN_ROOT)), sh(unit_name));
+    let _ = writeln!(o, "systemctl --no-reload enable {} >/dev/null 2>&1", sh(unit_name));
     let _ = writeln!(
         o,
         "mountpoint -q {m} || systemctl start {u} || die {e}",
@@ -203,13 +198,8 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
     if caddy(sys, host) {
         let name = CADDY_UNIT.rsplit('/').next().unwrap_or(CADDY_UNIT);
         let _ = writeln!(o, "install -d -m 0750 {} {}", sh(&format!("{MOUNT}/caddy")), sh(CADDY_HOME));
-        let _ = writeln!(
-            o,
-            "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
-            sh(&format!("{}/{CADDY_UNIT}", crate::render::KILN_ROOT)),
-            sh(&format!("/etc/systemd/system/{name}"))
-        );
-        let _ = writeln!(o, "systemctl enable {} >/dev/null 2>&1", sh(name));
+        let _ = writeln!(o, "put_unit {} {}\nreload_units", sh(&format!("{}/{CADDY_UNIT}", crate::render::KILN_ROOT)), sh(name));
+        let _ = writeln!(o, "systemctl --no-reload enable {} >/dev/null 2>&1", sh(name));
         let _ = writeln!(
             o,
             "mountpoint -q {h} || systemctl start {n} || die {e}",

@@ -98,29 +98,24 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
     o.push_str("\n# Scheduled jobs: a systemd timer per job; timers of jobs that are gone are removed.\nlog 'step: jobs'\n");
     for name in &names {
         for suffix in ["service", "timer"] {
-            let _ = writeln!(
-                o,
-                "if put {} {} 0644 root:root; then systemctl daemon-reload; fi",
-                sh(&format!("{KILN_ROOT}/{DIR}/{name}.{suffix}")),
-                sh(&format!("/etc/systemd/system/{name}.{suffix}"))
-            );
+            let _ = writeln!(o, "put_unit {} {}", sh(&format!("{KILN_ROOT}/{DIR}/{name}.{suffix}")), sh(&format!("{name}.{suffix}")));
         }
     }
     let keep: Vec<String> = names.iter().flat_map(|n| [sh(&format!("{n}.service")), sh(&format!("{n}.timer"))]).collect();
     o.push_str("for f in /etc/systemd/system/kiln-job-*.timer /etc/systemd/system/kiln-job-*.service; do\n\t[ -e \"$f\" ] || continue\n");
     if keep.is_empty() {
-        o.push_str("\tsystemctl disable --now \"${f##*/}\" >/dev/null 2>&1 || true\n\trm -f \"$f\"\n\tsystemctl daemon-reload\n");
+        o.push_str("\tsystemctl disable --now \"${f##*/}\" >/dev/null 2>&1 || true\n\trm -f \"$f\"\n\tunits_changed=1\n");
     } else {
         let _ = writeln!(
             o,
-            "\tcase ${{f##*/}} in\n\t{}) ;;\n\t*)\n\t\tsystemctl disable --now \"${{f##*/}}\" >/dev/null 2>&1 || true\n\t\trm -f \"$f\"\n\t\tsystemctl daemon-reload\n\t\t;;\n\tesac",
+            "\tcase ${{f##*/}} in\n\t{}) ;;\n\t*)\n\t\tsystemctl disable --now \"${{f##*/}}\" >/dev/null 2>&1 || true\n\t\trm -f \"$f\"\n\t\tunits_changed=1\n\t\t;;\n\tesac",
             keep.join(" | ")
         );
     }
-    o.push_str("done\n");
+    o.push_str("done\nreload_units\n");
     if !names.is_empty() {
-        let timers: Vec<String> = names.iter().map(|n| sh(&format!("{n}.timer"))).collect();
-        let _ = writeln!(o, "systemctl enable --now {} >/dev/null", timers.join(" "));
+        let timers: Vec<String> = names.iter().map(|n| format!("{n}.timer")).collect();
+        super::provision::start_units(o, &timers.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 
