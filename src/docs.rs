@@ -52,7 +52,11 @@ pub fn page(m: &LoadedModule) -> String {
     } else {
         let _ = writeln!(o, "| option | type | default | description | example |\n|---|---|---|---|---|");
         for opt in &d.options {
-            let default = opt.default.as_ref().map(|n| format!("`{}`", n.text())).unwrap_or_else(|| "required".into());
+            let default = match (&opt.default, &opt.from_route) {
+                (Some(n), _) => format!("`{}`", n.text()),
+                (None, Some(f)) => format!("the route's {}", f.value.name()),
+                (None, None) => "required".into(),
+            };
             let mut desc = opt.description.as_ref().map(|x| one_line(&x.value)).unwrap_or_default();
             if !opt.values.is_empty() {
                 let _ = write!(desc, " One of {}.", opt.values.iter().map(|v| format!("`{}`", v.value)).collect::<Vec<_>>().join(", "));
@@ -177,7 +181,8 @@ pub fn page_json(m: &LoadedModule) -> serde_json::Value {
             serde_json::json!({
                 "name": o.name.value,
                 "type": o.ty.value.name(),
-                "required": o.default.is_none(),
+                "required": o.default.is_none() && o.from_route.is_none(),
+                "from_route": o.from_route.as_ref().map(|f| f.value.name()),
                 "default": o.default.as_ref().map(|n| n.text()),
                 "values": o.values.iter().map(|v| v.value.clone()).collect::<Vec<_>>(),
                 "description": o.description.as_ref().map(|x| one_line(&x.value)),

@@ -156,7 +156,7 @@ fn watchdog_restarts_a_container_that_stays_unhealthy() {
     assert!(metrics().contains("kiln_watchdog_restarts_total{container=\"alerting-prometheus-1\"} 2"), "{}", metrics());
     // The provisioner installs the units and starts the timer.
     let prov = std::fs::read_to_string(host.join("provision.sh")).unwrap();
-    assert!(prov.contains("systemctl enable --now kiln-watchdog.timer"), "{prov}");
+    assert!(prov.contains("reload_units\nsystemctl --no-reload enable --now kiln-watchdog.timer"), "{prov}");
 }
 
 /// A free loopback port (bound then released).

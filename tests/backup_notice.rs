@@ -82,7 +82,10 @@ fn an_unwatched_hosts_failed_backup_posts_to_the_webhook_receivers() {
     oracle("systemd", &host.join("backup/kiln-backup-failed.service")).unwrap();
     oracle("sh", &host.join("backup/kiln-backup-failed.sh")).unwrap();
     let provision = read(&host.join("provision.sh"));
-    assert!(provision.contains("/etc/systemd/system/kiln-backup-failed.service"), "the provisioner installs it");
+    assert!(
+        provision.contains("put_unit /opt/kiln/backup/kiln-backup-failed.service kiln-backup-failed.service\n"),
+        "the provisioner installs it"
+    );
     let install = provision.lines().find(|l| l.starts_with("apt_install ") && l.contains("restic")).unwrap();
     assert!(install.split_whitespace().any(|w| w == "curl"), "the notice's curl is installed: {install}");
 

@@ -115,7 +115,10 @@ fn jobs_are_timers_that_run_their_command_in_the_container_and_pass_systemd_and_
     assert!(report.contains("run --rm --no-deps -T gauge du -s /data"), "{report}");
     // Installed and started by the provisioner; old job units removed.
     let prov = read(&out.join("hosts/app/provision.sh"));
-    assert!(prov.contains("systemctl enable --now kiln-job-gauge-report.timer kiln-job-gauge-sweep.timer"));
+    assert!(
+        prov.contains("reload_units\nsystemctl --no-reload enable --now kiln-job-gauge-report.timer kiln-job-gauge-sweep.timer"),
+        "{prov}"
+    );
     assert!(prov.contains("/etc/systemd/system/kiln-job-*.timer"));
     // Every job artifact is in the payload's checksums.
     let sums = read(&out.join("hosts/app/SHA256SUMS"));

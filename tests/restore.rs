@@ -663,7 +663,10 @@ fn a_scheduled_drill_gets_its_timer_and_an_unscheduled_one_is_retired() {
     assert!(service.contains("ExecStart=/bin/sh /opt/kiln/backup/kiln-backup.sh drill"), "{service}");
     // Its failure is heard on a host no Prometheus watches, as a failed backup is.
     assert!(service.contains("OnFailure=kiln-backup-failed.service"), "{service}");
-    assert!(read(&postx.join("hosts/client-alpha/provision.sh")).contains("systemctl enable --now kiln-backup-drill.timer"));
+    assert!(
+        read(&postx.join("hosts/client-alpha/provision.sh"))
+            .contains("systemctl --no-reload enable --now kiln-backup.timer kiln-backup-check.timer kiln-backup-drill.timer")
+    );
     // jacker schedules none: a timer left from an earlier build is disabled and removed, and the
     // derived alert still watches drills run by hand.
     let jacker = build(&repo().join("flake-free-examples/jacker"), &tmp.path().join("s2"), &tmp.path().join("jacker"));

@@ -47,11 +47,12 @@ fn vaultwarden_gets_no_empty_smtp_variables() {
     copy_tree(&repo().join("flake-free-examples/maidan-cloud"), &sys);
     let community = sys.join("community.toml");
     let toml = std::fs::read_to_string(&community).unwrap();
-    let before = r#"options = { domain = "https://vault.{domain}" }"#;
-    assert!(toml.contains(before), "the example's vaultwarden options moved: update this test");
-    let with_smtp = toml.replace(
+    let before = r#"secrets = { admin_token = "{instance}_vaultwarden_admin_token", sso_client_secret = "{instance}_vaultwarden_sso_client_secret" }"#;
+    assert!(toml.contains(before), "the example's vaultwarden secrets moved: update this test");
+    let with_smtp = toml.replacen(
         before,
-        r#"options = { domain = "https://vault.{domain}", smtp_host = "smtp.example.org", smtp_from = "vault@example.org" }"#,
+        &format!("{before}\n{}", r#"options = { smtp_host = "smtp.example.org", smtp_from = "vault@example.org" }"#),
+        1,
     );
     std::fs::write(&community, with_smtp).unwrap();
     let out = build(&sys, &tmp.path().join("store"), &tmp.path().join("out-smtp"));

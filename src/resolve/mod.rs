@@ -62,6 +62,7 @@ pub fn resolve(inputs: &Inputs) -> (Option<System>, Vec<Diagnostic>) {
         route_targets: Arc::default(),
         first_routes: Arc::default(),
         declared: Arc::default(),
+        deferred: 0,
     };
     let sys = r.run();
     (sys, r.diags)
@@ -91,6 +92,10 @@ struct Resolver<'a> {
     first_routes: Arc<BTreeMap<String, String>>,
     /// What the files declare, by name ([`declared::Declared`]), built on first use.
     declared: Arc<std::sync::OnceLock<declared::Declared>>,
+    /// Errors not reported because their root cause is, later (an option taken from a route
+    /// when a route names no service, maybe this one misspelt): counted as errors, so that
+    /// nothing renders without the value.
+    deferred: usize,
 }
 
 /// A service between phases: module bound, options typed, endpoints known.
@@ -123,6 +128,7 @@ impl<'a> Resolver<'a> {
             route_targets: Arc::clone(&self.route_targets),
             first_routes: Arc::clone(&self.first_routes),
             declared: Arc::clone(&self.declared),
+            deferred: 0,
         }
     }
 
@@ -132,7 +138,7 @@ impl<'a> Resolver<'a> {
 
     /// How many errors so far (warnings do not stop a service from resolving).
     fn errors(&self) -> usize {
-        self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count()
+        self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count() + self.deferred
     }
 
     fn unknown<'b>(&mut self, what: &str, r: &Sp<String>, known: impl IntoIterator<Item = &'b String>, define: &str) {
@@ -224,6 +230,19 @@ impl<'a> Resolver<'a> {
             }
         }
 
+        // Before the options: an option `from_route` is its service's first route.
+        self.route_targets = Arc::new(
+            routes
+                .iter()
+                .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
+                .collect(),
+        );
+        let mut first_routes = BTreeMap::new();
+        for (host, (service, _)) in self.route_targets.iter().filter(|(h, _)| !h.starts_with("*.")) {
+            first_routes.entry(service.clone()).or_insert_with(|| host.clone());
+        }
+        self.first_routes = Arc::new(first_routes);
+
         // Phase 1: modules, placement, options and endpoints.
         let mut partials: BTreeMap<String, Partial<'a>> = BTreeMap::new();
         for (name, s) in &services {
@@ -272,17 +291,6 @@ impl<'a> Resolver<'a> {
             })
             .collect();
         self.managed = Arc::new(managed);
-        self.route_targets = Arc::new(
-            routes
-                .iter()
-                .filter_map(|(h, r)| Some((h.clone(), (r.service.as_ref()?.value.clone(), r.endpoint.as_ref().map(|e| e.value.clone())))))
-                .collect(),
-        );
-        let mut first_routes = BTreeMap::new();
-        for (host, (service, _)) in self.route_targets.iter().filter(|(h, _)| !h.starts_with("*.")) {
-            first_routes.entry(service.clone()).or_insert_with(|| host.clone());
-        }
-        self.first_routes = Arc::new(first_routes);
         // Phase 2: connections, secrets, rendering.
         let mut prepared = Vec::new();
         for (name, p) in &partials {

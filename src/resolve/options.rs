@@ -26,6 +26,7 @@ impl Resolver<'_> {
                 (Some(v), _) | (None, Some(v)) => self.option_value(o, v),
                 // An unknown option may be this one misspelt: its error is the root cause.
                 (None, None) if unknown => None,
+                (None, None) if o.from_route.is_some() => self.route_option(s, m, o),
                 (None, None) => {
                     let example = o.example.as_ref().map(Node::text).unwrap_or_else(|| "…".into());
                     self.err(
@@ -43,6 +44,35 @@ impl Resolver<'_> {
         }
         self.oidc_options(s, m, &mut out);
         out
+    }
+
+    /// An option left out that the module takes from the service's first route
+    /// (`from_route`): its URL or hostname, or an error when the service has no route.
+    fn route_option(&mut self, s: &ServiceDecl, m: &ModuleDecl, o: &OptionDecl) -> Option<J> {
+        let part = o.from_route.as_ref()?;
+        if let Some(hostname) = self.first_routes.get(&s.name.value) {
+            return Some(J::from(part.value.value(hostname)));
+        }
+        // A route naming no service may be this one's, misspelt: its error is the root cause.
+        let services = || self.inputs.files.iter().flat_map(|f| &f.services);
+        if self.route_targets.values().any(|(target, _)| !services().any(|d| d.name.value == *target)) {
+            self.deferred += 1;
+            return None;
+        }
+        let example = o.example.as_ref().map(Node::text).unwrap_or_else(|| "…".into());
+        self.err(
+            Diagnostic::error("E0022", format!("service `{}` needs option `{}` or a route", s.name.value, o.name.value))
+                .primary(
+                    s.name.span,
+                    format!("`{}` is the {} of the service's route for module `{}`", o.name.value, part.value.name(), m.name.value),
+                )
+                .secondary(part.span, "taken from the route here")
+                .help(format!(
+                    "add a route to `{}` (`[routes.\"HOSTNAME\"] service = \"{}\"`), or `options.{} = {example}`",
+                    s.name.value, s.name.value, o.name.value
+                )),
+        );
+        None
     }
 
     pub(super) fn option_value(&mut self, o: &OptionDecl, n: &Node) -> Option<J> {

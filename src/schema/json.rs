@@ -137,12 +137,20 @@ fn module_rule(m: &LoadedModule) -> Value {
         if let Some(def) = &o.default {
             s["default"] = node_json(def);
         }
+        if let Some(f) = &o.from_route {
+            let doc =
+                format!("{} Left out: the {} of the service's first route.", s["description"].as_str().unwrap_or_default(), f.value.name());
+            s["description"] = json!(doc);
+        }
         if let Some(e) = &o.example {
             s["examples"] = json!([node_json(e)]);
         }
         options.insert(o.name.value.clone(), s);
     }
-    let required_options: Vec<&str> = d.options.iter().filter(|o| o.default.is_none()).map(|o| o.name.value.as_str()).collect();
+    // An option taken from the service's route may be left out: whether the service has a route
+    // is for `kiln check` to say (E0022), not the schema.
+    let required_options: Vec<&str> =
+        d.options.iter().filter(|o| o.default.is_none() && o.from_route.is_none()).map(|o| o.name.value.as_str()).collect();
     let secrets: Map<String, Value> = d
         .secrets
         .iter()

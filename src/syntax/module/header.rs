@@ -1,7 +1,7 @@
 //! `[module]`, `[options.NAME]` and `[collect]`: what a module is, what it takes, what it gathers.
 
 use super::strings::{absolute, bad};
-use super::{ModuleKind, OptType, OptionDecl};
+use super::{FromRoute, ModuleKind, OptType, OptionDecl};
 use crate::syntax::decode::{Sink, Sp, TableReader, typed};
 use crate::syntax::system::one_of;
 use crate::types;
@@ -49,16 +49,59 @@ pub(super) fn header(mut t: TableReader<'_>, sink: &Sink) -> Header {
 /// One `[options.NAME]`.
 pub(super) fn option(name: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> Option<OptionDecl> {
     let ty = typed(t.req_str("type", "\"string\""), sink, OptType::parse)?;
+    // A part kiln does not know drops the option, as a type it does not know does: a service
+    // is not told to write a value the module meant to derive.
+    let from_route = match t.str("from_route") {
+        Some(part) => Some(typed(Some(part), sink, |s| match s {
+            "url" => Ok(FromRoute::Url),
+            "hostname" => Ok(FromRoute::Hostname),
+            _ => Err(one_of(s, "route part", &["url", "hostname"])),
+        })?),
+        None => None,
+    };
     let d = OptionDecl {
         ty,
         default: t.node("default").cloned(),
+        from_route,
         values: t.str_list("values"),
         description: t.str("description"),
         example: t.node("example").cloned(),
         name: typed(Some(name), sink, types::parse_ident)?,
     };
     t.finish();
+    if let Some(f) = &d.from_route {
+        from_route_fits(&d, f, sink);
+    }
     Some(d)
+}
+
+/// A route's URL is a `string`, its hostname a `domain` or a `string`; and an option that comes
+/// from the route has no default of its own (which of the two would win is not for a reader to
+/// guess).
+fn from_route_fits(d: &OptionDecl, f: &Sp<FromRoute>, sink: &Sink) {
+    let fits = match f.value {
+        FromRoute::Url => d.ty.value == OptType::String,
+        FromRoute::Hostname => matches!(d.ty.value, OptType::String | OptType::Domain),
+    };
+    if !fits {
+        sink.push(
+            crate::diag::Diagnostic::error(
+                "E0003",
+                format!("option `{}` of type `{}` cannot take the route's {}", d.name.value, d.ty.value.name(), f.value.name()),
+            )
+            .primary(f.span, "the route's part")
+            .secondary(d.ty.span, "type declared here")
+            .help("a route's `url` fits a `string` option, its `hostname` a `domain` or a `string` one"),
+        );
+    }
+    if let Some(default) = &d.default {
+        sink.push(
+            crate::diag::Diagnostic::error("E0003", format!("option `{}` has both a default and `from_route`", d.name.value))
+                .primary(default.span, "a default")
+                .secondary(f.span, "and the route's part")
+                .help("keep one: a service without a route then needs the option written"),
+        );
+    }
 }
 
 /// `[collect]`: (scrapes metrics, rules path, delivers alerts).

@@ -162,9 +162,39 @@ pub struct OptionDecl {
     pub name: Sp<String>,
     pub ty: Sp<OptType>,
     pub default: Option<Node>,
+    /// `from_route`: left out, the option is the service's own first route.
+    pub from_route: Option<Sp<FromRoute>>,
     pub values: Vec<Sp<String>>,
     pub description: Option<Sp<String>>,
     pub example: Option<Node>,
+}
+
+/// What an option left out takes from its service's first route (by name, wildcards aside):
+/// the public URL an application must know itself by, written once, on the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromRoute {
+    /// `https://HOSTNAME`.
+    Url,
+    /// `HOSTNAME`.
+    Hostname,
+}
+
+impl FromRoute {
+    /// The option's value for a route to `hostname`.
+    pub fn value(self, hostname: &str) -> String {
+        match self {
+            FromRoute::Url => format!("https://{hostname}"),
+            FromRoute::Hostname => hostname.to_string(),
+        }
+    }
+
+    /// As the module's file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FromRoute::Url => "url",
+            FromRoute::Hostname => "hostname",
+        }
+    }
 }
 
 /// An integer, or a template string that renders to one (`"{{ options.port }}"`).
