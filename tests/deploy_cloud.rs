@@ -376,7 +376,7 @@ fn a_two_host_system_deploys_from_nothing_and_a_failing_canary_stops_the_rollout
     // unit itself; either way the failure carries what the host says about it.
     let step = s["failed"][0]["step"].as_str().unwrap_or_default().to_string();
     eprintln!("the canary failed at step {step}");
-    assert!(step == "health" || step == "converge", "{s}");
+    assert!(step == "health" || step == "converge", "{s}\n{}", consoles(&cloud));
     let said = format!("{}{}{}", s["failed"][0]["message"], s["failed"][0]["details"], s["failed"][0]["log_tail"]);
     assert!(said.contains("hello"), "the failure names the service: {s}");
     assert_eq!(s["untouched"], serde_json::json!(["edge"]), "{s}");
