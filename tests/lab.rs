@@ -113,7 +113,7 @@ fn check_host(lab: &On, compose: &Value) {
         .iter()
         .map(|(name, login)| {
             let wrong = psql(compose, name, "not-the-password");
-            format!("echo \"right {name} $({login} 'select current_user' 2>&1 | tr '\\n' ' ')\"\nif {wrong} 'select 1' >/dev/null 2>&1; then echo \"wrong {name} admitted\"; fi\n")
+            format!("printf '%s\\n' \"right {name} $({login} 'select current_user' 2>/dev/null | tr '\\n' ' ')\"\nif {wrong} 'select 1' >/dev/null 2>&1; then echo \"wrong {name} admitted\"; fi\n")
         })
         .collect();
     let said = if logins.is_empty() { String::new() } else { lab.must(&script) };

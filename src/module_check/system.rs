@@ -67,7 +67,11 @@ fn add_service(
         let _ = writeln!(acc.out, "connects = [{}]", connects.join(", "));
     }
     let mut opts = Vec::new();
-    for o in m.options.iter().filter(|o| o.default.is_none() && !overrides.iter().any(|(n, _)| *n == o.name.value)) {
+    // The service under test gets a route when it speaks HTTP: an option it takes from the route
+    // is left to kiln, so the check renders the derived value (its dependencies have no route).
+    let routed = depth == 0 && m.endpoints.iter().any(|e| e.http);
+    let derived = |o: &crate::syntax::module::OptionDecl| routed && o.from_route.is_some();
+    for o in m.options.iter().filter(|o| o.default.is_none() && !derived(o) && !overrides.iter().any(|(n, _)| *n == o.name.value)) {
         let ex = o.example.as_ref().ok_or_else(|| format!("module `{module}`: required option `{}` has no `example`", o.name.value))?;
         opts.push(format!("{} = {}", o.name.value, toml_value(ex)?));
     }

@@ -141,8 +141,9 @@ struct Healthcheck {
     timeout: String,
     retries: u32,
     start_period: String,
-    /// Docker Engine 25 and later probe this often during `start_period` (older engines ignore
-    /// it and wait a whole `interval`); Compose refuses it without a `start_period`.
+    /// Docker Engine 25 and later probe this often during `start_period`; Compose refuses it
+    /// without a `start_period`, and (some versions) for an older engine, which the provisioner
+    /// refuses first (`docker_new_enough`).
     #[serde(skip_serializing_if = "Option::is_none")]
     start_interval: Option<String>,
 }

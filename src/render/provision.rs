@@ -24,6 +24,11 @@ use crate::render::{Artifact, KILN_ROOT, MARKER, SECRETS_DIR, SERVICE_SECRETS_DI
 ///   systemd-sysv-install, seconds on a small machine (7 s of a 26 s provisioner under TCG). Only
 ///   `enabled` counts (`enabled-runtime` is gone at the next boot); unlike `enable` it reloads no
 ///   unit files, so a drop-in written before it needs its own daemon-reload.
+/// - `docker_new_enough` stops before any container starts on an engine older than 25 (API
+///   1.44): the healthchecks carry `start_interval`, which Compose refuses to send to an older
+///   one ("can't set healthcheck.start_interval as feature require Docker Engine v25 or later",
+///   docker/compose pkg/compose/create.go before 2025). Only a docker-ce the machine already
+///   had can be that old: Debian 13's and Ubuntu 24.04's docker.io are 26 and 27.
 /// - `put_unit` and `reload_units`: a step writes its unit files, reloads the manager once and
 ///   starts them with `enable --no-reload` ([`start_units`]), because each daemon-reload runs every
 ///   generator and re-reads every unit: 3 s on a small machine, 8 s once its containers run (under
@@ -57,7 +62,7 @@ pub fn emit(sys: &System, host: &Host, payload: &[Artifact]) -> String {
     super::private_bind::provision(&mut o, &services);
     firewall(&mut o, host, containers);
     if containers {
-        o.push_str("\n# Docker engine.\nenable_now docker\n");
+        o.push_str("\n# Docker engine.\nenable_now docker\ndocker_new_enough\n");
     }
     secrets(&mut o, sys, host, &services);
     files(&mut o, &services, payload);
@@ -490,10 +495,7 @@ fn backups(o: &mut String, payload: &[Artifact]) {
             timer = sh(timer)
         );
     }
-    o.push_str(
-        "reload_units
-",
-    );
+    o.push_str("reload_units\n");
     let mut timers = vec!["kiln-backup.timer", "kiln-backup-check.timer"];
     if drill {
         timers.push(timer);
@@ -567,8 +569,8 @@ fn start(o: &mut String, sys: &System, services: &[&Service]) {
                     Some("CMD-SHELL") => format!("sh -c {}", sh(&h.test[1..].join(" "))),
                     _ => sh_words(&h.test[1.min(h.test.len())..]),
                 };
-                // Probed every start interval, as Docker probes a container, for as long as
-                // Docker would wait: the start period and `retries` intervals.
+                // Probed every start interval (Docker's pace while a container starts) for the
+                // whole wait, as long as Docker would wait: the start period and `retries` intervals.
                 let pause = h.start_interval().0;
                 let budget = h.start_period.0 + u64::from(h.retries.max(1)) * h.interval.0.max(1);
                 let tries = budget.div_ceil(pause);

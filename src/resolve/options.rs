@@ -53,9 +53,9 @@ impl Resolver<'_> {
         if let Some(hostname) = self.first_routes.get(&s.name.value) {
             return Some(J::from(part.value.value(hostname)));
         }
-        // A route naming no service may be this one's, misspelt: its error is the root cause.
-        let services = || self.inputs.files.iter().flat_map(|f| &f.services);
-        if self.route_targets.values().any(|(target, _)| !services().any(|d| d.name.value == *target)) {
+        // A route naming no service may be this one's, misspelt: its E0010 (always reported) is
+        // the root cause. Counted as an error all the same, so that nothing renders without it.
+        if self.route_misnamed() {
             self.deferred += 1;
             return None;
         }

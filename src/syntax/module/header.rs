@@ -69,16 +69,20 @@ pub(super) fn option(name: Sp<String>, mut t: TableReader<'_>, sink: &Sink) -> O
         name: typed(Some(name), sink, types::parse_ident)?,
     };
     t.finish();
-    if let Some(f) = &d.from_route {
-        from_route_fits(&d, f, sink);
+    // One that cannot take the route's part is dropped, as one of an unknown type is: no value
+    // of the wrong type reaches a template, and the one mistake is reported once.
+    if let Some(f) = &d.from_route
+        && !from_route_fits(&d, f, sink)
+    {
+        return None;
     }
     Some(d)
 }
 
 /// A route's URL is a `string`, its hostname a `domain` or a `string`; and an option that comes
 /// from the route has no default of its own (which of the two would win is not for a reader to
-/// guess).
-fn from_route_fits(d: &OptionDecl, f: &Sp<FromRoute>, sink: &Sink) {
+/// guess). Whether it fits; each reason it does not is reported.
+fn from_route_fits(d: &OptionDecl, f: &Sp<FromRoute>, sink: &Sink) -> bool {
     let fits = match f.value {
         FromRoute::Url => d.ty.value == OptType::String,
         FromRoute::Hostname => matches!(d.ty.value, OptType::String | OptType::Domain),
@@ -102,6 +106,7 @@ fn from_route_fits(d: &OptionDecl, f: &Sp<FromRoute>, sink: &Sink) {
                 .help("keep one: a service without a route then needs the option written"),
         );
     }
+    fits && d.default.is_none()
 }
 
 /// `[collect]`: (scrapes metrics, rules path, delivers alerts).
