@@ -197,3 +197,35 @@ fn wait_for_returns_when_the_port_answers_or_its_time_is_up() {
     assert!(stderr.contains(&format!("kiln: pgbouncer on db answers at 127.0.0.1:{open}")), "{stderr}");
     assert!(stderr.contains(&format!("kiln: valkey on cache (127.0.0.1:{closed}) does not answer after 0 s")), "{stderr}");
 }
+
+/// Before any container starts, the provisioner stops on a Docker Engine older than 25 (API
+/// 1.44), naming its version: the healthchecks carry `start_interval`, which Compose refuses to
+/// send to an older engine. Run by dash with a stand-in `docker` on PATH (a shell script, not
+/// Docker, answering `version` as engines 24.0.7 and 26.1.5 do): it proves the prelude's
+/// version test; the lab's VMs run it against Debian 13's real Docker 26.
+#[test]
+fn an_engine_older_than_25_stops_the_provisioner_with_its_version() {
+    for (api, version, ok) in [("1.43", "24.0.7", false), ("1.45", "26.1.5", true), ("1.9", "1.9.1", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let docker = tmp.path().join("docker");
+        let script = format!(
+            "#!/bin/sh\n# kiln test stand-in for docker (not Docker)\ncase \"$*\" in\n\"version --format {{{{.Server.APIVersion}}}}\") echo {api} ;;\n\"version --format {{{{.Server.Version}}}}\") echo {version} ;;\n*) echo \"unexpected: docker $*\" >&2; exit 2 ;;\nesac\n"
+        );
+        std::fs::write(&docker, script).unwrap();
+        std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let sh = common::prelude_functions(&["log", "die", "docker_new_enough"]) + "docker_new_enough\necho done\n";
+        let out = std::process::Command::new("dash")
+            .arg("-euc")
+            .arg(&sh)
+            .env("PATH", format!("{}:/usr/bin:/bin", tmp.path().display()))
+            .output()
+            .unwrap();
+        let stderr = common::text(&out.stderr);
+        assert_eq!(out.status.success(), ok, "API {api}: {stderr}");
+        if ok {
+            assert_eq!(common::text(&out.stdout), "done\n");
+        } else {
+            assert!(stderr.contains(&format!("Docker Engine {version} is older than 25")), "{stderr}");
+        }
+    }
+}

@@ -555,7 +555,8 @@ pub(crate) enum ModulesCommand {
     /// Render each module of DIR in a minimal system and judge its files (exit 1 when one fails).
     ///
     /// Each module gets one public host with its service, whatever it requires, example values
-    /// for options without a default and a Caddy edge when it serves HTTP. The build must
+    /// for options without a default and a Caddy edge and a route when it serves HTTP (its
+    /// `from_route` options then come from that route). The build must
     /// succeed; then every file the module declares with a `judge` goes to that judge (yaml,
     /// json and toml in kiln; sh to shellcheck and `dash -n`; promtool; caddy), its job scripts
     /// to sh, and the Compose file to `docker compose config`. A judge whose program is not

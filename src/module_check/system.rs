@@ -1,6 +1,7 @@
 //! A minimal system around one module: one public host with the module's service, whatever it
 //! requires (recursively, the first module each slot names), example values for the options
-//! without a default, a secret for every slot, a Caddy edge and a route when it serves HTTP.
+//! without a default, a secret for every slot, a Caddy edge and a route when it serves HTTP
+//! (whose `from_route` options the route then fills).
 //! `kiln modules check` compiles it; the module tests build on it too.
 
 use std::fmt::Write;
