@@ -178,7 +178,8 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
     let _ = writeln!(o, "data_volume {} {}", sh(LABEL), crate::render::quote::sh_words(&device_globs(sys, host)));
     let unit_name = UNIT.rsplit('/').next().unwrap_or(UNIT);
     let _ = writeln!(o, "install -d -m 0755 {}", sh(MOUNT));
-    let _ = writeln!(o, "put_unit {} {}\nreload_units", sh(&format!("{}/{UNIT}", crate::render::KILN_ROOT)), sh(unit_name));
+    super::provision::put_unit(o, UNIT, unit_name);
+    o.push_str("reload_units\n");
     let _ = writeln!(o, "systemctl --no-reload enable {} >/dev/null 2>&1", sh(unit_name));
     let _ = writeln!(
         o,
@@ -198,7 +199,8 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
     if caddy(sys, host) {
         let name = CADDY_UNIT.rsplit('/').next().unwrap_or(CADDY_UNIT);
         let _ = writeln!(o, "install -d -m 0750 {} {}", sh(&format!("{MOUNT}/caddy")), sh(CADDY_HOME));
-        let _ = writeln!(o, "put_unit {} {}\nreload_units", sh(&format!("{}/{CADDY_UNIT}", crate::render::KILN_ROOT)), sh(name));
+        super::provision::put_unit(o, CADDY_UNIT, name);
+        o.push_str("reload_units\n");
         let _ = writeln!(o, "systemctl --no-reload enable {} >/dev/null 2>&1", sh(name));
         let _ = writeln!(
             o,

@@ -98,7 +98,7 @@ pub fn provision(o: &mut String, sys: &System, host: &Host) {
     o.push_str("\n# Scheduled jobs: a systemd timer per job; timers of jobs that are gone are removed.\nlog 'step: jobs'\n");
     for name in &names {
         for suffix in ["service", "timer"] {
-            let _ = writeln!(o, "put_unit {} {}", sh(&format!("{KILN_ROOT}/{DIR}/{name}.{suffix}")), sh(&format!("{name}.{suffix}")));
+            super::provision::put_unit(o, &format!("{DIR}/{name}.{suffix}"), &format!("{name}.{suffix}"));
         }
     }
     let keep: Vec<String> = names.iter().flat_map(|n| [sh(&format!("{n}.service")), sh(&format!("{n}.timer"))]).collect();

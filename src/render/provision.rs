@@ -473,18 +473,18 @@ fn backups(o: &mut String, payload: &[Artifact]) {
     }
     o.push_str("\n# Backups: restic on a timer, dumps first; a second timer checks the repository.\nlog 'step: backups'\n");
     for unit in super::backup::UNITS {
-        put_unit(o, "backup", unit);
+        put_unit(o, &format!("backup/{unit}"), unit);
     }
     // A host no Prometheus watches tells the receivers itself (`eval::backup_notice`).
     if payload.iter().any(|a| a.path == super::backup::NOTICE_SCRIPT) {
-        put_unit(o, "backup", super::backup::NOTICE_UNIT);
+        put_unit(o, &format!("backup/{}", super::backup::NOTICE_UNIT), super::backup::NOTICE_UNIT);
     }
     // The restore drill's timer where `[backup] drill` schedules it; retired where it no longer does.
     let [service, timer] = super::backup::DRILL_UNITS;
     let drill = payload.iter().any(|a| a.path == format!("backup/{timer}"));
     if drill {
         for unit in super::backup::DRILL_UNITS {
-            put_unit(o, "backup", unit);
+            put_unit(o, &format!("backup/{unit}"), unit);
         }
     } else {
         let _ = writeln!(
@@ -503,10 +503,10 @@ fn backups(o: &mut String, payload: &[Artifact]) {
     start_units(o, &timers);
 }
 
-/// `put_unit`: the unit `unit` from the payload's `dir` into /etc/systemd/system, for the step's
-/// one `reload_units`.
-fn put_unit(o: &mut String, dir: &str, unit: &str) {
-    let _ = writeln!(o, "put_unit {} {}", sh(&format!("{KILN_ROOT}/{dir}/{unit}")), sh(unit));
+/// `put_unit`: the payload's file `path` (under the payload's root) into /etc/systemd/system as
+/// `unit`, for the step's one `reload_units`.
+pub(super) fn put_unit(o: &mut String, path: &str, unit: &str) {
+    let _ = writeln!(o, "put_unit {} {}", sh(&format!("{KILN_ROOT}/{path}")), sh(unit));
 }
 
 /// Enables and starts `units` after the step's `reload_units` has loaded them: `--no-reload`, as
@@ -535,7 +535,7 @@ fn egress_timer(o: &mut String, payload: &[Artifact]) {
 fn timer(o: &mut String, comment: &str, dir: &str, [service, timer]: [&str; 2]) {
     let _ = writeln!(o, "\n# {comment}\nlog {}", sh(&format!("step: {dir}")));
     for unit in [service, timer] {
-        put_unit(o, dir, unit);
+        put_unit(o, &format!("{dir}/{unit}"), unit);
     }
     o.push_str("reload_units\n");
     start_units(o, &[timer]);
